@@ -1,0 +1,43 @@
+/**
+ * What runs a node on an agent. The docker executor runs a real BuildKit build on the
+ * host's Docker Engine; the noop executor (benchmarks only) finishes at once.
+ */
+import type { AssignPayload, DockerInfoPayload } from '../../shared/index.js';
+
+export interface ExecutorInfo {
+  /** The platform the host runs natively, e.g. linux/amd64. */
+  nativePlatform: string;
+  docker: DockerInfoPayload | null;
+}
+
+export interface RunIO {
+  /** Appends text to the node's log. */
+  log(text: string | Uint8Array): void;
+  /** Call when the build itself begins (after inputs were fetched). */
+  started(): void;
+  /** Aborted on cancel or timeout; `signal.reason` is a CancelReason. */
+  signal: AbortSignal;
+}
+
+export interface CancelReason {
+  kind: 'cancel' | 'timeout' | 'shutdown';
+  message: string;
+}
+
+export interface RunResult {
+  status: 'success' | 'failed' | 'cancelled';
+  exitCode: number | null;
+  error: string | null;
+  failedStep: string | null;
+  /** The infrastructure failed (Docker unreachable, context fetch failed), not the build. */
+  infra: boolean;
+  imageId: string | null;
+  fetchMs: number;
+  buildMs: number;
+}
+
+export interface Executor {
+  readonly kind: 'docker' | 'noop';
+  info(): Promise<ExecutorInfo>;
+  run(job: AssignPayload, io: RunIO): Promise<RunResult>;
+}

@@ -1,0 +1,61 @@
+/**
+ * The CLI's HTTP client for the coordinator API: adds the token, maps failures to exit
+ * codes (unreachable = 2, token refused = 4), turns problem+json into readable errors
+ * (with the field errors of a rejected spec), and parses responses with the shared
+ * schemas.
+ */
+import type { z } from 'zod';
+import { Problem } from '../shared/index.js';
+import type { ClientConfig } from './client-config.js';
+import { CliError, EXIT } from './exit-codes.js';
+
+export class ApiClient {
+  constructor(readonly config: ClientConfig) {}
+
+  url(path: string): string {
+    return `${this.config.baseUrl}${path}`;
+  }
+
+  headers(extra: Record<string, string> = {}): Record<string, string> {
+    return { ...(this.config.token ? { authorization: `Bearer ${this.config.token}` } : {}), ...extra };
+  }
+
+  /** fetch with connection errors turned into CliError(2). */
+  async raw(path: string, init: RequestInit = {}): Promise<Response> {
+    try {
+      return await fetch(this.url(path), { ...init, headers: this.headers((init.headers as Record<string, string>) ?? {}) });
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      throw new CliError(`cannot reach the coordinator at ${this.config.baseUrl}: ${cause?.code ?? cause?.message ?? (err as Error).message}`, EXIT.USAGE);
+    }
+  }
+
+  async failure(res: Response): Promise<CliError> {
+    const text = await res.text().catch(() => '');
+    let detail = text.trim() || res.statusText;
+    let details: string[] = [];
+    try {
+      const p = Problem.safeParse(JSON.parse(text));
+      if (p.success) {
+        detail = p.data.detail;
+        details = (p.data.errors ?? []).map((e) => e.message);
+      }
+    } catch {
+      /* not JSON */
+    }
+    if (res.status === 401 || res.status === 403) {
+      const hint = this.config.token ? `(token from ${this.config.tokenSource})` : '(no token: use --token-file, KILN_TOKEN_FILE or KILN_TOKEN)';
+      return new CliError(`the coordinator refused the request: ${detail} ${hint}`, EXIT.AUTH);
+    }
+    return new CliError(detail, res.status === 409 ? EXIT.BUILD_FAILED : EXIT.USAGE, details.length > 1 ? details : []);
+  }
+
+  async json<T extends z.ZodType>(path: string, schema: T, init: RequestInit = {}): Promise<z.infer<T>> {
+    const res = await this.raw(path, init);
+    if (!res.ok) throw await this.failure(res);
+    const body: unknown = await res.json();
+    const parsed = schema.safeParse(body);
+    if (!parsed.success) throw new CliError(`unexpected response from ${path}: ${parsed.error.issues[0]?.message ?? 'invalid'}`, EXIT.USAGE);
+    return parsed.data;
+  }
+}

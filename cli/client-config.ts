@@ -1,0 +1,54 @@
+/**
+ * Where the CLI's client commands find the coordinator and their API token:
+ * `--coordinator` > KILN_COORDINATOR > http://127.0.0.1:8080, and `--token-file` >
+ * KILN_TOKEN_FILE > KILN_TOKEN > the zero-config token of a local coordinator
+ * (`~/.local/state/kiln/coordinator/tokens/api`), when it is readable.
+ */
+import { readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { resolve } from 'node:path';
+import { errnoCode } from '../shared/index.js';
+import { CliError, EXIT } from './exit-codes.js';
+
+export interface ClientFlags {
+  coordinator?: string;
+  tokenFile?: string;
+}
+
+export interface ClientConfig {
+  baseUrl: string;
+  token: string | null;
+  tokenSource: string;
+}
+
+export function loadClientConfig(flags: ClientFlags, env: Record<string, string | undefined>, read: (p: string) => string = (p) => readFileSync(p, 'utf8')): ClientConfig {
+  const raw = flags.coordinator ?? env.KILN_COORDINATOR ?? 'http://127.0.0.1:8080';
+  let u: URL;
+  try {
+    u = new URL(/^[a-z]+:\/\//i.test(raw) ? raw : `http://${raw}`);
+  } catch {
+    throw new CliError(`--coordinator: '${raw}' is not a URL (use http://host:port)`, EXIT.USAGE);
+  }
+  if (u.protocol === 'ws:') u.protocol = 'http:';
+  if (u.protocol === 'wss:') u.protocol = 'https:';
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new CliError(`--coordinator: unsupported scheme ${u.protocol}`, EXIT.USAGE);
+  const baseUrl = `${u.protocol}//${u.host}${u.pathname.replace(/\/(api\/v1\/agent)?\/*$/, '')}`;
+
+  const fromFile = (path: string, explicit: boolean): string | null => {
+    try {
+      const t = read(path).trim();
+      if (!t) throw new CliError(`token file ${path} is empty`, EXIT.USAGE);
+      return t;
+    } catch (err) {
+      if (err instanceof CliError) throw err;
+      if (!explicit && (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'EACCES')) return null;
+      throw new CliError(`token file ${path} cannot be read (${errnoCode(err) ?? (err as Error).message})`, EXIT.USAGE);
+    }
+  };
+  const tokenFile = flags.tokenFile ?? env.KILN_TOKEN_FILE;
+  if (tokenFile) return { baseUrl, token: fromFile(tokenFile, true), tokenSource: tokenFile };
+  if (env.KILN_TOKEN) return { baseUrl, token: env.KILN_TOKEN.trim(), tokenSource: 'KILN_TOKEN' };
+  const state = env.XDG_STATE_HOME || resolve(env.HOME || homedir(), '.local', 'state');
+  const local = resolve(state, 'kiln', 'coordinator', 'tokens', 'api');
+  return { baseUrl, token: fromFile(local, false), tokenSource: local };
+}

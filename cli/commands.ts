@@ -1,0 +1,237 @@
+/**
+ * The CLI's client commands: submit, logs, status, builds, agents, cancel. Each returns
+ * its exit code (exit-codes.ts); output for people goes to stdout, progress and errors
+ * to stderr, and `--json` gives machine output (JSON Lines while following).
+ */
+import { createReadStream } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { Readable } from 'node:stream';
+import { z } from 'zod';
+import {
+  AgentPage,
+  BuildPage,
+  BuildView,
+  CreatedBuild,
+  formatDuration,
+  isBuildTerminal,
+  parseSpecText,
+  validateSpec,
+  type BuildState,
+  type BuildViewT,
+  type FieldError,
+} from '../shared/index.js';
+import type { ApiClient } from './api-client.js';
+import { CliError, EXIT, exitCodeForBuildState } from './exit-codes.js';
+import { followBuildLogs, type FollowEvent } from './follow.js';
+import { packContext, type PackedContext } from './pack-context.js';
+import { LinePrinter, buildSummary, useColour, type Output } from './render.js';
+
+export interface CliIO {
+  stdout: Output;
+  stderr: Output;
+  env: Record<string, string | undefined>;
+  /** Registers a Ctrl-C handler; returns a function that removes it. */
+  onInterrupt: (handler: () => void) => () => void;
+}
+
+function specError(path: string, errors: FieldError[]): CliError {
+  return new CliError(`invalid spec ${path}: ${errors[0]?.message ?? 'invalid'}`, EXIT.USAGE, errors.length > 1 ? errors.map((e) => e.message) : []);
+}
+
+/** Packs and uploads each node's context directory; returns the spec with digests. */
+async function resolveContexts(client: ApiClient, specPath: string, raw: Record<string, unknown>, io: CliIO): Promise<Record<string, unknown>> {
+  const nodes = (raw.nodes ?? {}) as Record<string, Record<string, unknown>>;
+  const packed = new Map<string, PackedContext>();
+  const errors: FieldError[] = [];
+  const out: Record<string, Record<string, unknown>> = {};
+  try {
+    for (const [name, node] of Object.entries(nodes)) {
+      out[name] = { ...node };
+      if (typeof node.context !== 'string') continue;
+      const dir = resolve(dirname(specPath), node.context);
+      const st = await stat(dir).catch(() => null);
+      if (!st?.isDirectory()) {
+        errors.push({ path: `nodes.${name}.context`, message: `node '${name}': field 'context': directory ${node.context} (${dir}) does not exist` });
+        continue;
+      }
+      if (node.dockerfile_inline === undefined) {
+        const df = typeof node.dockerfile === 'string' ? node.dockerfile : 'Dockerfile';
+        const dfStat = await stat(join(dir, df)).catch(() => null);
+        if (!dfStat?.isFile()) {
+          errors.push({ path: `nodes.${name}.dockerfile`, message: `node '${name}': field 'dockerfile': ${df} not found in context ${node.context} (${dir})` });
+          continue;
+        }
+      }
+      let p = packed.get(dir);
+      if (!p) {
+        p = await packContext(dir);
+        packed.set(dir, p);
+        const head = await client.raw(`/api/v1/cas/${p.digest}`, { method: 'HEAD' });
+        if (head.status === 404) {
+          io.stderr.write(`uploading context ${node.context} (${p.files} files, ${formatBytes(p.size)}) as ${p.digest.slice(0, 19)}…\n`);
+          const res = await client.raw(`/api/v1/cas/${p.digest}`, {
+            method: 'PUT',
+            headers: { 'content-type': 'application/x-tar', 'content-length': String(p.size) },
+            body: Readable.toWeb(createReadStream(p.path)) as ReadableStream,
+            duplex: 'half',
+          } as RequestInit);
+          if (!res.ok) throw await client.failure(res);
+        } else if (!head.ok) {
+          throw await client.failure(head);
+        }
+      }
+      out[name]!.context = p.digest;
+    }
+  } finally {
+    for (const p of packed.values()) await p.cleanup();
+  }
+  if (errors.length > 0) throw specError(specPath, errors);
+  return { ...raw, nodes: out };
+}
+
+function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;
+  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
+}
+
+export async function submitCommand(client: ApiClient, specPath: string, opts: { follow: boolean; json: boolean }, io: CliIO): Promise<number> {
+  let text: string;
+  try {
+    text = await readFile(specPath, 'utf8');
+  } catch (err) {
+    throw new CliError(`cannot read spec ${specPath}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, EXIT.USAGE);
+  }
+  const parsed = parseSpecText(text);
+  if (!parsed.ok) throw specError(specPath, parsed.errors);
+  // Validate locally first (the coordinator validates again, with its default platform).
+  const local = validateSpec(parsed.value, { form: 'file', defaultPlatform: 'linux/amd64' });
+  if (!local.ok) throw specError(specPath, local.errors);
+  const body = await resolveContexts(client, specPath, parsed.value as Record<string, unknown>, io);
+  if (body.name === undefined) body.name = local.value.name === 'build' ? (specPath.split('/').slice(-2, -1)[0] ?? 'build') : local.value.name;
+  const created = await client.json('/api/v1/builds', CreatedBuild, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  if (!opts.follow) {
+    io.stdout.write(opts.json ? `${JSON.stringify(created)}\n` : `${created.id}\n`);
+    return EXIT.OK;
+  }
+  if (!opts.json) io.stderr.write(`build ${created.id} submitted (${Object.keys(local.value.nodes).length} nodes); following its logs (Ctrl-C detaches)\n`);
+  return followAndSummarize(client, created.id, null, opts.json, io);
+}
+
+/** Follows logs until the end, prints the summary, returns the exit code for the build. */
+export async function followAndSummarize(client: ApiClient, buildId: string, node: string | null, json: boolean, io: CliIO): Promise<number> {
+  const colour = !json && useColour(io.stdout, io.env);
+  const printer = new LinePrinter(io.stdout, colour);
+  const ac = new AbortController();
+  const removeInterrupt = io.onInterrupt(() => ac.abort());
+  let state: string;
+  try {
+    state = await followBuildLogs(client, {
+      buildId,
+      ...(node ? { node } : {}),
+      follow: true,
+      signal: ac.signal,
+      onEvent: (e: FollowEvent) => {
+        if (json) return io.stdout.write(`${JSON.stringify(e)}\n`);
+        if (e.type === 'log') printer.log(e.node, e.text);
+        else if (e.type === 'status' && ['skipped', 'cancelled', 'failed', 'success'].includes(e.state)) printer.note(e.node, `=> ${e.state}`);
+      },
+      onReconnect: (n, reason) => {
+        if (!json && (n === 1 || n % 10 === 0)) io.stderr.write(`log stream interrupted (${reason}); resuming…\n`);
+      },
+    });
+  } finally {
+    removeInterrupt();
+  }
+  printer.flush();
+  if (state === 'interrupted') {
+    io.stderr.write(`detached; build ${buildId} keeps running. Re-attach: kiln logs -f ${buildId}   Cancel: kiln cancel ${buildId}\n`);
+    return EXIT.INTERRUPTED;
+  }
+  const build = await client.json(`/api/v1/builds/${encodeURIComponent(buildId)}`, BuildView);
+  if (json) {
+    io.stdout.write(`${JSON.stringify({ type: 'build', build })}\n`);
+  } else {
+    if (build.state !== 'success') await printFailures(client, build, io, colour);
+    io.stdout.write(buildSummary(build, colour));
+  }
+  if (node) {
+    const n = build.nodes.find((x) => x.name === node);
+    return exitCodeForBuildState(n?.state ?? build.state);
+  }
+  return exitCodeForBuildState(build.state);
+}
+
+/** Replays the last lines of each failed node, between rulers, as BuildKit does. */
+async function printFailures(client: ApiClient, build: BuildViewT, io: CliIO, colour: boolean): Promise<void> {
+  for (const n of build.nodes.filter((x) => x.state === 'failed')) {
+    const res = await client.raw(`/api/v1/builds/${encodeURIComponent(build.id)}/nodes/${encodeURIComponent(n.name)}/logs`);
+    const text = res.ok ? await res.text() : '';
+    const tail = text.split('\n').filter(Boolean).slice(-20);
+    const red = (s: string) => (colour ? `\x1b[31m${s}\x1b[0m` : s);
+    io.stdout.write(`${red(`------ ${n.name}: ${n.failed_step ?? 'failed'} ------`)}\n${tail.map((l) => `  ${l}`).join('\n')}\n${red('------')}\n`);
+    if (n.error) io.stdout.write(`${n.name}: ${n.error}\n`);
+  }
+}
+
+export async function logsCommand(client: ApiClient, buildId: string, node: string | undefined, opts: { follow: boolean; json: boolean }, io: CliIO): Promise<number> {
+  if (opts.follow) return followAndSummarize(client, buildId, node ?? null, opts.json, io);
+  const path = node
+    ? `/api/v1/builds/${encodeURIComponent(buildId)}/nodes/${encodeURIComponent(node)}/logs`
+    : `/api/v1/builds/${encodeURIComponent(buildId)}/logs`;
+  const res = await client.raw(path);
+  if (!res.ok) throw await client.failure(res);
+  if (res.body) for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) io.stdout.write(Buffer.from(chunk).toString('utf8'));
+  return EXIT.OK;
+}
+
+export async function statusCommand(client: ApiClient, buildId: string, opts: { json: boolean }, io: CliIO): Promise<number> {
+  const build = await client.json(`/api/v1/builds/${encodeURIComponent(buildId)}`, BuildView);
+  if (opts.json) io.stdout.write(`${JSON.stringify(build, null, 2)}\n`);
+  else io.stdout.write(buildSummary(build, useColour(io.stdout, io.env)));
+  return isBuildTerminal(build.state as BuildState) ? exitCodeForBuildState(build.state) : EXIT.OK;
+}
+
+export async function buildsCommand(client: ApiClient, opts: { json: boolean; limit: number }, io: CliIO): Promise<number> {
+  const page = await client.json(`/api/v1/builds?limit=${opts.limit}`, BuildPage);
+  if (opts.json) {
+    io.stdout.write(`${JSON.stringify(page, null, 2)}\n`);
+    return EXIT.OK;
+  }
+  if (page.items.length === 0) io.stdout.write('no builds yet\n');
+  for (const b of page.items) {
+    const counts = Object.entries(b.node_counts).map(([s, n]) => `${n} ${s}`).join(', ');
+    io.stdout.write(`${b.id}  ${b.state.padEnd(9)}  ${b.created_at}  ${b.name}  (${counts})\n`);
+  }
+  return EXIT.OK;
+}
+
+export async function agentsCommand(client: ApiClient, opts: { json: boolean }, io: CliIO): Promise<number> {
+  const page = await client.json('/api/v1/agents?limit=500', AgentPage);
+  if (opts.json) {
+    io.stdout.write(`${JSON.stringify(page, null, 2)}\n`);
+    return EXIT.OK;
+  }
+  if (page.items.length === 0) io.stdout.write('no agents have connected\n');
+  for (const a of page.items) {
+    const plats = a.platforms.map((p) => `${p.platform}${p.emulated ? '(emulated)' : ''}`).join(',');
+    const age = formatDuration(Date.now() - Date.parse(a.last_seen_at));
+    const labels = Object.entries(a.labels).map(([k, v]) => `${k}=${v}`).join(',');
+    io.stdout.write(`${a.name}  ${a.state.padEnd(12)}  ${a.running.length}/${a.max_jobs} jobs  ${plats}  ${labels || '-'}  docker ${a.docker?.version ?? '-'}  gpus ${a.gpus.length}  seen ${age} ago\n`);
+  }
+  return EXIT.OK;
+}
+
+export async function cancelCommand(client: ApiClient, buildId: string, opts: { json: boolean }, io: CliIO): Promise<number> {
+  const build = await client.json(`/api/v1/builds/${encodeURIComponent(buildId)}/cancel`, BuildView, { method: 'POST' });
+  io.stdout.write(opts.json ? `${JSON.stringify(build)}\n` : `cancelling ${build.id}: ${build.state}\n`);
+  return EXIT.OK;
+}
+
+export const LimitOption = z.coerce.number().int().min(1).max(500);

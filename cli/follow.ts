@@ -1,0 +1,136 @@
+/**
+ * Following a build's (or one node's) log over Server-Sent Events, through dropped
+ * connections and coordinator restarts.
+ *
+ * Node 20 has no EventSource, so this parses the `fetch` body itself. The position
+ * reached is kept per node (byte offsets from the event ids); after any interruption
+ * the stream is reopened from exactly there, with capped exponential backoff, so the
+ * output has no gap and no duplicate. It gives up only after the coordinator has been
+ * unreachable for `maxOutageMs`.
+ */
+import { Backoff, sleep } from '../shared/index.js';
+import type { ApiClient } from './api-client.js';
+import { CliError, EXIT } from './exit-codes.js';
+
+export type FollowEvent =
+  | { type: 'log'; node: string; text: string }
+  | { type: 'status'; node: string; state: string; attempt: number }
+  | { type: 'end'; state: string };
+
+interface SseMessage {
+  event: string;
+  data: string;
+  id: string | null;
+}
+
+/** Splits an SSE byte stream into messages. */
+export async function* parseSse(body: ReadableStream<Uint8Array>): AsyncGenerator<SseMessage> {
+  const decoder = new TextDecoder();
+  let buf = '';
+  let event = 'message';
+  let data: string[] = [];
+  let id: string | null = null;
+  for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
+    buf += decoder.decode(chunk, { stream: true });
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      let line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      if (line.endsWith('\r')) line = line.slice(0, -1);
+      if (line === '') {
+        if (data.length > 0 || event !== 'message') yield { event, data: data.join('\n'), id };
+        event = 'message';
+        data = [];
+        id = null;
+        continue;
+      }
+      if (line.startsWith(':')) continue;
+      const i = line.indexOf(':');
+      const field = i < 0 ? line : line.slice(0, i);
+      const value = i < 0 ? '' : line.slice(i + 1).replace(/^ /, '');
+      if (field === 'event') event = value;
+      else if (field === 'data') data.push(value);
+      else if (field === 'id') id = value;
+    }
+  }
+}
+
+export interface FollowOptions {
+  buildId: string;
+  /** Follow one node (its own route) instead of the whole build. */
+  node?: string;
+  follow: boolean;
+  onEvent: (e: FollowEvent) => void;
+  maxOutageMs?: number;
+  signal?: AbortSignal;
+  /** Called when the stream is being resumed after an interruption. */
+  onReconnect?: (attempt: number, reason: string) => void;
+}
+
+/** Streams events until the `end` event; returns the final state. */
+export async function followBuildLogs(client: ApiClient, opts: FollowOptions): Promise<string> {
+  const offsets = new Map<string, number>();
+  const backoff = new Backoff({ baseMs: 250, capMs: 5000 });
+  const maxOutage = opts.maxOutageMs ?? 10 * 60_000;
+  let outageSince: number | null = null;
+  let reconnects = 0;
+  for (;;) {
+    if (opts.signal?.aborted) return 'interrupted';
+    let reason: string;
+    try {
+      const path = opts.node
+        ? `/api/v1/builds/${encodeURIComponent(opts.buildId)}/nodes/${encodeURIComponent(opts.node)}/logs?follow=${opts.follow}&offset=${offsets.get(opts.node) ?? 0}`
+        : `/api/v1/builds/${encodeURIComponent(opts.buildId)}/logs?follow=${opts.follow}&cursor=${encodeURIComponent(cursorOf(offsets))}`;
+      const res = await client.raw(path, { headers: { accept: 'text/event-stream' }, ...(opts.signal ? { signal: opts.signal } : {}) });
+      if (!res.ok) {
+        if (res.status >= 500) throw new Error(`HTTP ${res.status}`);
+        throw await client.failure(res);
+      }
+      if (!res.body) throw new Error('empty response');
+      outageSince = null;
+      backoff.reset();
+      for await (const m of parseSse(res.body)) {
+        if (m.event === 'log') {
+          const d = JSON.parse(m.data) as { node: string; text: string };
+          if (m.id !== null) {
+            if (opts.node) offsets.set(opts.node, Number(m.id));
+            else for (const [n, o] of parseCursorText(m.id)) offsets.set(n, o);
+          }
+          opts.onEvent({ type: 'log', node: d.node, text: d.text });
+        } else if (m.event === 'status') {
+          const d = JSON.parse(m.data) as { node: string; state: string; attempt: number };
+          opts.onEvent({ type: 'status', node: d.node, state: d.state, attempt: d.attempt });
+        } else if (m.event === 'end') {
+          const d = JSON.parse(m.data) as { state: string };
+          opts.onEvent({ type: 'end', state: d.state });
+          return d.state;
+        }
+      }
+      if (!opts.follow) return 'unknown';
+      reason = 'the stream ended early';
+    } catch (err) {
+      if (err instanceof CliError && err.exitCode !== EXIT.USAGE) throw err;
+      if (err instanceof CliError && !/cannot reach/.test(err.message)) throw err;
+      if (opts.signal?.aborted) return 'interrupted';
+      reason = (err as Error).message;
+    }
+    outageSince ??= Date.now();
+    if (Date.now() - outageSince > maxOutage) throw new CliError(`lost the log stream for more than ${Math.round(maxOutage / 1000)}s: ${reason}`, EXIT.USAGE);
+    reconnects++;
+    opts.onReconnect?.(reconnects, reason);
+    await sleep(backoff.next(), opts.signal);
+  }
+}
+
+function cursorOf(offsets: Map<string, number>): string {
+  return [...offsets].map(([n, o]) => `${encodeURIComponent(n)}:${o}`).join(',');
+}
+
+function parseCursorText(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const part of text.split(',')) {
+    const i = part.lastIndexOf(':');
+    if (i > 0) out.set(decodeURIComponent(part.slice(0, i)), Number(part.slice(i + 1)));
+  }
+  return out;
+}

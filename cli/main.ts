@@ -1,0 +1,172 @@
+#!/usr/bin/env node
+/**
+ * `kiln`: the one binary. `kiln coordinator` and `kiln agent` run the two processes;
+ * the other commands are clients of the coordinator's HTTP API. This is the only module
+ * that touches `process` (argv, env, signals, exit code); everything else gets what it
+ * needs as parameters.
+ */
+import { hostname } from 'node:os';
+import { Command, CommanderError, Option } from 'commander';
+import { KILN_VERSION, KilnError } from '../shared/index.js';
+import { runAgent } from '../agent/main.js';
+import { runCoordinator } from '../coordinator/main.js';
+import { ApiClient } from './api-client.js';
+import { loadClientConfig, type ClientFlags } from './client-config.js';
+import { agentsCommand, buildsCommand, cancelCommand, logsCommand, statusCommand, submitCommand, LimitOption, type CliIO } from './commands.js';
+import { CliError, EXIT } from './exit-codes.js';
+
+function onSignal(handler: (signal: string) => void): void {
+  process.on('SIGINT', () => handler('SIGINT'));
+  process.on('SIGTERM', () => handler('SIGTERM'));
+}
+
+function makeIO(env: Record<string, string | undefined>): CliIO {
+  return {
+    stdout: { write: (t) => void process.stdout.write(t), isTTY: Boolean(process.stdout.isTTY) },
+    stderr: { write: (t) => void process.stderr.write(t), isTTY: Boolean(process.stderr.isTTY) },
+    env,
+    onInterrupt: (handler) => {
+      const h = () => handler();
+      process.on('SIGINT', h);
+      return () => process.off('SIGINT', h);
+    },
+  };
+}
+
+function clientOptions(cmd: Command): Command {
+  return cmd
+    .option('--coordinator <url>', 'coordinator URL (default: $KILN_COORDINATOR or http://127.0.0.1:8080)')
+    .option('--token-file <file>', 'API token file (default: $KILN_TOKEN_FILE, $KILN_TOKEN, or the local coordinator\'s token)');
+}
+
+export async function main(argv: string[], env: Record<string, string | undefined>): Promise<number> {
+  const io = makeIO(env);
+  let code: number = EXIT.OK;
+  const client = (flags: ClientFlags) => new ApiClient(loadClientConfig(flags, env));
+  const program = new Command('kiln')
+    .description('kiln: a build farm. A coordinator pushes DAGs of BuildKit builds to agents and streams their logs back.')
+    .version(KILN_VERSION)
+    .showHelpAfterError()
+    .exitOverride();
+
+  program
+    .command('coordinator')
+    .description('run the coordinator (HTTP API + agent WebSocket endpoint)')
+    .option('--listen <host:port>', 'address to listen on (default 127.0.0.1:8080)')
+    .option('--data-dir <dir>', 'state, logs, CAS and tokens (default ~/.local/state/kiln/coordinator)')
+    .option('--config <file>', 'YAML config file')
+    .option('--init', 'create a new empty state in an existing data dir that has none')
+    .option('--heartbeat-interval <duration>', 'agent heartbeat interval (default 10s)')
+    .option('--lost-after <duration>', 'an agent silent this long is lost (default 3 x heartbeat)')
+    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
+    .option('--log-format <format>', 'json|text (default: text on a terminal)')
+    .addOption(new Option('--no-persist', 'keep state in memory only (benchmarks)').hideHelp())
+    .action(async (o: Record<string, unknown>) => {
+      code = await runCoordinator(
+        {
+          ...(o as object),
+          noPersist: o.persist === false,
+        },
+        { env, arch: process.arch, isTTY: Boolean(process.stderr.isTTY), onSignal, print: (l) => void process.stderr.write(`${l}\n`) },
+      );
+    });
+
+  program
+    .command('agent')
+    .description('run an agent: connect to the coordinator and build what it pushes')
+    .option('--coordinator <url>', 'coordinator URL, http(s):// or ws(s):// (default: $KILN_COORDINATOR)')
+    .option('--token-file <file>', 'agent token file (default: $KILN_AGENT_TOKEN_FILE, $KILN_AGENT_TOKEN)')
+    .option('--name <name>', 'agent name (default: hostname)')
+    .option('--labels <k=v,...>', 'labels nodes can require')
+    .option('--max-jobs <n>', 'builds run at once (default 2)')
+    .option('--platforms <list>', 'extra platforms run under qemu emulation, e.g. linux/s390x,linux/arm64')
+    .option('--docker-host <url>', 'Docker Engine (default: $DOCKER_HOST or unix:///var/run/docker.sock)')
+    .option('--work-dir <dir>', 'local CAS cache and scratch space')
+    .option('--config <file>', 'YAML config file')
+    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
+    .option('--log-format <format>', 'json|text (default: text on a terminal)')
+    .addOption(new Option('--executor <kind>', 'docker, or noop for dispatch benchmarks').default('docker').hideHelp())
+    .action(async (o: Record<string, string>) => {
+      code = await runAgent(o, { env, hostname: hostname(), arch: process.arch, isTTY: Boolean(process.stderr.isTTY), onSignal });
+    });
+
+  clientOptions(program.command('submit <spec>'))
+    .description('submit a build spec (YAML or JSON); prints the build id')
+    .option('-f, --follow', 'stream every node\'s log and exit with the build\'s result')
+    .option('--json', 'machine-readable output (JSON Lines with --follow)')
+    .action(async (spec: string, o: ClientFlags & { follow?: boolean; json?: boolean }) => {
+      code = await submitCommand(client(o), spec, { follow: Boolean(o.follow), json: Boolean(o.json) }, io);
+    });
+
+  clientOptions(program.command('logs <build> [node]'))
+    .description("print a build's (or one node's) log")
+    .option('-f, --follow', 'keep streaming until the build ends (resumes after interruptions)')
+    .option('--json', 'JSON Lines events')
+    .action(async (build: string, node: string | undefined, o: ClientFlags & { follow?: boolean; json?: boolean }) => {
+      code = await logsCommand(client(o), build, node, { follow: Boolean(o.follow), json: Boolean(o.json) }, io);
+    });
+
+  clientOptions(program.command('status <build>'))
+    .description('show a build and its nodes')
+    .option('--json', 'the full build as JSON')
+    .action(async (build: string, o: ClientFlags & { json?: boolean }) => {
+      code = await statusCommand(client(o), build, { json: Boolean(o.json) }, io);
+    });
+
+  clientOptions(program.command('builds'))
+    .description('list builds, newest first')
+    .option('--json', 'JSON output')
+    .option('--limit <n>', 'how many', '20')
+    .action(async (o: ClientFlags & { json?: boolean; limit: string }) => {
+      const limit = LimitOption.safeParse(o.limit);
+      if (!limit.success) throw new CliError(`--limit: '${o.limit}' is not a number in 1..500`, EXIT.USAGE);
+      code = await buildsCommand(client(o), { json: Boolean(o.json), limit: limit.data }, io);
+    });
+
+  clientOptions(program.command('agents'))
+    .description('list agents and their state')
+    .option('--json', 'JSON output')
+    .action(async (o: ClientFlags & { json?: boolean }) => {
+      code = await agentsCommand(client(o), { json: Boolean(o.json) }, io);
+    });
+
+  clientOptions(program.command('cancel <build>'))
+    .description('cancel a build')
+    .option('--json', 'JSON output')
+    .action(async (build: string, o: ClientFlags & { json?: boolean }) => {
+      code = await cancelCommand(client(o), build, { json: Boolean(o.json) }, io);
+    });
+
+  try {
+    await program.parseAsync(argv);
+    return code;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      return err.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
+    }
+    if (err instanceof CliError) {
+      io.stderr.write(`kiln: ${err.message}\n`);
+      for (const d of err.details) io.stderr.write(`  - ${d}\n`);
+      return err.exitCode;
+    }
+    if (err instanceof KilnError) {
+      io.stderr.write(`kiln: ${err.message}\n`);
+      for (const e of err.errors) io.stderr.write(`  - ${e.message}\n`);
+      return err.code === 'E_CONFIG' ? 78 : EXIT.USAGE;
+    }
+    io.stderr.write(`kiln: ${(err as Error).stack ?? String(err)}\n`);
+    return 70;
+  }
+}
+
+main(process.argv, process.env).then(
+  (code) => {
+    process.exitCode = code;
+    // Done: do not wait for idle keep-alive sockets or unref'd timers.
+    setImmediate(() => process.exit(code));
+  },
+  (err: unknown) => {
+    process.stderr.write(`kiln: ${(err as Error).stack ?? String(err)}\n`);
+    process.exit(70);
+  },
+);

@@ -1,0 +1,85 @@
+/**
+ * Packs a build-context directory into a deterministic tar: entries sorted by path,
+ * mtimes 0, owner 0:0 with no names, modes normalised to 0755 (directories and
+ * executables) or 0644, symlinks kept as links. The same tree always gives the same
+ * bytes, hence the same sha256, so an unchanged context is uploaded once and BuildKit
+ * sees identical input. Sockets, devices and FIFOs are skipped.
+ */
+import { createWriteStream, createReadStream } from 'node:fs';
+import { lstat, mkdtemp, readdir, readlink, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, relative, sep } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { Transform } from 'node:stream';
+import { pack, type Header as TarHeaders } from 'tar-stream';
+import { hasherDigest, newHasher, type Digest } from '../shared/index.js';
+
+export interface PackedContext {
+  path: string;
+  digest: Digest;
+  size: number;
+  files: number;
+  /** Removes the temp file. */
+  cleanup(): Promise<void>;
+}
+
+async function walk(root: string, dir: string, out: string[]): Promise<void> {
+  const names = (await readdir(dir)).sort();
+  for (const name of names) {
+    const full = join(dir, name);
+    out.push(full);
+    const st = await lstat(full);
+    if (st.isDirectory()) await walk(root, full, out);
+  }
+}
+
+/** Paths are compared byte-wise (not locale-wise) so the order is the same everywhere. */
+function byPath(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+export async function packContext(dir: string): Promise<PackedContext> {
+  const all: string[] = [];
+  await walk(dir, dir, all);
+  const rels = all.map((p) => relative(dir, p).split(sep).join('/')).sort(byPath);
+  const tmp = await mkdtemp(join(tmpdir(), 'kiln-context-'));
+  const path = join(tmp, 'context.tar');
+  const tar = pack();
+  const hash = newHasher();
+  let size = 0;
+  const hasher = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      size += chunk.length;
+      cb(null, chunk);
+    },
+  });
+  const done = pipeline(tar, hasher, createWriteStream(path));
+  let files = 0;
+  const base: Partial<TarHeaders> = { mtime: new Date(0), uid: 0, gid: 0, uname: '', gname: '' };
+  try {
+    for (const rel of rels) {
+      const full = join(dir, rel);
+      const st = await lstat(full);
+      if (st.isDirectory()) {
+        await new Promise<void>((res, rej) => tar.entry({ ...base, name: `${rel}/`, type: 'directory', mode: 0o755 }, (e) => (e ? rej(e) : res())));
+      } else if (st.isSymbolicLink()) {
+        await new Promise<void>((res, rej) => readlink(full).then((target) => tar.entry({ ...base, name: rel, type: 'symlink', linkname: target, mode: 0o777 }, (e) => (e ? rej(e) : res())), rej));
+      } else if (st.isFile()) {
+        files++;
+        const mode = st.mode & 0o111 ? 0o755 : 0o644;
+        await new Promise<void>((res, rej) => {
+          const entry = tar.entry({ ...base, name: rel, type: 'file', mode, size: st.size }, (e) => (e ? rej(e) : res()));
+          pipeline(createReadStream(full), entry).catch(rej);
+        });
+      }
+    }
+    tar.finalize();
+    await done;
+  } catch (err) {
+    tar.destroy();
+    await rm(tmp, { recursive: true, force: true });
+    throw err;
+  }
+  return { path, digest: hasherDigest(hash), size, files, cleanup: () => rm(tmp, { recursive: true, force: true }) };
+}

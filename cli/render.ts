@@ -1,0 +1,87 @@
+/**
+ * Terminal output of the CLI: node-prefixed log lines (`compile | ...`, one stable colour
+ * per node, colour only on a TTY and never with NO_COLOR), status lines, and the end
+ * summary of a build.
+ */
+import { formatDuration, type BuildViewT } from '../shared/index.js';
+
+const COLOURS = [36, 33, 35, 32, 34, 91, 96, 93, 95, 92];
+
+export interface Output {
+  write(text: string): void;
+  isTTY: boolean;
+}
+
+export function useColour(out: Output, env: Record<string, string | undefined>): boolean {
+  if (env.NO_COLOR) return false;
+  if (env.FORCE_COLOR && env.FORCE_COLOR !== '0') return true;
+  return out.isTTY;
+}
+
+function hash(s: string): number {
+  let h = 2166136261;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
+  return h >>> 0;
+}
+
+export class LinePrinter {
+  private readonly partial = new Map<string, string>();
+  width = 0;
+
+  constructor(
+    private readonly out: Output,
+    private readonly colour: boolean,
+    names: string[] = [],
+  ) {
+    for (const n of names) this.width = Math.max(this.width, n.length);
+  }
+
+  prefix(node: string): string {
+    this.width = Math.max(this.width, node.length);
+    const p = `${node.padEnd(this.width)} |`;
+    return this.colour ? `\x1b[${COLOURS[hash(node) % COLOURS.length]}m${p}\x1b[0m` : p;
+  }
+
+  /** Prints complete lines of `text`; keeps a trailing partial line until its newline comes. */
+  log(node: string, text: string): void {
+    const all = (this.partial.get(node) ?? '') + text;
+    const lines = all.split('\n');
+    this.partial.set(node, lines.pop() ?? '');
+    if (lines.length === 0) return;
+    const p = this.prefix(node);
+    this.out.write(lines.map((l) => `${p} ${l.replace(/\r$/, '')}\n`).join(''));
+  }
+
+  note(node: string, text: string): void {
+    this.flush(node);
+    const t = this.colour ? `\x1b[2m${text}\x1b[0m` : text;
+    this.out.write(`${this.prefix(node)} ${t}\n`);
+  }
+
+  flush(node?: string): void {
+    for (const [n, rest] of this.partial) {
+      if (node !== undefined && n !== node) continue;
+      if (rest) this.out.write(`${this.prefix(n)} ${rest}\n`);
+      this.partial.set(n, '');
+    }
+  }
+}
+
+function stateText(state: string, colour: boolean): string {
+  if (!colour) return state;
+  const c = state === 'success' ? 32 : state === 'failed' || state === 'partial' ? 31 : state === 'cancelled' || state === 'skipped' ? 33 : 0;
+  return c ? `\x1b[${c}m${state}\x1b[0m` : state;
+}
+
+/** The end-of-build summary: one line per node, then the result and where data lives. */
+export function buildSummary(b: BuildViewT, colour: boolean): string {
+  const lines: string[] = [];
+  const width = Math.max(4, ...b.nodes.map((n) => n.name.length));
+  for (const n of b.nodes) {
+    const dur = n.duration_ms !== null ? formatDuration(n.duration_ms) : '-';
+    const extra = n.state === 'success' ? (n.image_id ? n.image_id.slice(0, 19) : '') : (n.error ?? n.waiting ?? '');
+    lines.push(`  ${n.name.padEnd(width)}  ${stateText(n.state, colour).padEnd(colour ? 18 : 9)} ${dur.padStart(7)}  ${n.agent ?? '-'}  ${extra.split('\n')[0]!.slice(0, 120)}`);
+  }
+  const took = b.started_at && b.finished_at ? ` in ${formatDuration(Date.parse(b.finished_at) - Date.parse(b.started_at))}` : '';
+  return `build ${b.id} (${b.name}): ${stateText(b.state, colour)}${took}\n${lines.join('\n')}\n  logs: ${b.logs_dir}\n`;
+}

@@ -1,0 +1,92 @@
+/**
+ * Build, node and attempt records rendered as the HTTP API's views (ISO times, derived
+ * fields such as why a ready node is still waiting).
+ */
+import type { AttemptViewT, BuildSummaryT, BuildViewT, NodeViewT } from '../../shared/index.js';
+import type { AgentRegistry } from '../agents/agent-registry.js';
+import type { AttemptRecord, BuildRecord, BuildSummaryRecord, NodeRecord } from '../state/records.js';
+import { nodeCounts } from '../state/records.js';
+
+export function iso(ms: number | null): string | null {
+  return ms === null ? null : new Date(ms).toISOString();
+}
+
+export function attemptView(a: AttemptRecord): AttemptViewT {
+  return {
+    id: a.id,
+    number: a.number,
+    agent: a.agent,
+    state: a.state,
+    assigned_at: new Date(a.assigned_at).toISOString(),
+    started_at: iso(a.started_at),
+    finished_at: iso(a.finished_at),
+    exit_code: a.exit_code,
+    error: a.error,
+    failed_step: a.failed_step,
+    infra: a.infra,
+    image_id: a.image_id,
+    log_bytes: a.log_bytes,
+    reason: a.reason,
+  };
+}
+
+/** Why a ready node has not been dispatched yet. */
+export function waitingReason(node: NodeRecord, agents: AgentRegistry): string | null {
+  if (node.state !== 'ready') return null;
+  const labels = Object.entries(node.labels).map(([k, v]) => `${k}=${v}`);
+  const want = `platform ${node.platform}${labels.length ? ` and labels ${labels.join(',')}` : ''}`;
+  const matching = agents.connected().filter((a) => agents.matches(a, node.platform, node.labels));
+  if (matching.length === 0) return `no connected agent has ${want}`;
+  return `waiting for a free slot on ${matching.length} matching agent${matching.length === 1 ? '' : 's'}`;
+}
+
+export function nodeView(node: NodeRecord, agents: AgentRegistry): NodeViewT {
+  const last = node.attempts[node.attempts.length - 1];
+  const started = node.started_at;
+  return {
+    name: node.name,
+    state: node.state,
+    platform: node.platform,
+    needs: node.needs,
+    labels: node.labels,
+    context: node.context,
+    waiting: waitingReason(node, agents),
+    exit_code: last?.exit_code ?? null,
+    error: last?.error ?? node.reason,
+    failed_step: last?.failed_step ?? null,
+    image_id: last?.image_id ?? null,
+    agent: last?.agent ?? null,
+    ready_at: iso(node.ready_at),
+    started_at: iso(started),
+    finished_at: iso(node.finished_at),
+    duration_ms: started !== null && node.finished_at !== null ? node.finished_at - started : null,
+    attempts: node.attempts.map(attemptView),
+  };
+}
+
+export function summaryView(s: BuildSummaryRecord): BuildSummaryT {
+  return {
+    id: s.id,
+    name: s.name,
+    state: s.state,
+    created_at: new Date(s.created_at).toISOString(),
+    started_at: iso(s.started_at),
+    finished_at: iso(s.finished_at),
+    node_counts: s.node_counts,
+  };
+}
+
+export function buildView(b: BuildRecord, agents: AgentRegistry, logsDir: string): BuildViewT {
+  return {
+    id: b.id,
+    name: b.name,
+    state: b.state,
+    created_at: new Date(b.created_at).toISOString(),
+    started_at: iso(b.started_at),
+    finished_at: iso(b.finished_at),
+    node_counts: nodeCounts(b),
+    cancel_requested: b.cancel_requested,
+    nodes: b.nodes.map((n) => nodeView(n, agents)),
+    logs_dir: logsDir,
+  };
+}

@@ -1,0 +1,659 @@
+/**
+ * The coordinator's engine: builds, nodes and attempts moving through their states
+ * (shared/states.ts) in response to submissions, cancels, agent frames and time.
+ *
+ * Everything here runs on the event loop without awaiting between reading and changing
+ * state, so each handler's changes are atomic; handlers then `await store.commit()`
+ * before the caller acknowledges anything. Dispatch is push: whenever nodes become ready
+ * or slots free up, `scheduleSoon()` places ready nodes on agents (scheduler.ts).
+ *
+ * Emits `node` (buildId, nodeName) whenever a node changes state and `build` (buildId)
+ * when a build's state changes, for live log and status followers.
+ */
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import {
+  KilnError,
+  SLOT_HOLDING_ATTEMPT_STATES,
+  attemptTransition,
+  deriveBuildState,
+  formatDuration,
+  isBuildTerminal,
+  isNodeTerminal,
+  newId,
+  nodeTransition,
+  type AttemptState,
+  type Frame,
+  type HelloPayload,
+  type NodeState,
+  type Payload,
+  type ResolvedSpec,
+} from '../../shared/index.js';
+import type { AgentChannel, AgentEntry, AgentRegistry } from '../agents/agent-registry.js';
+import type { LogStore } from '../logs/log-store.js';
+import type { AttemptRecord, BuildRecord, NodeRecord, StateData } from '../state/records.js';
+import type { StateStore } from '../state/state-store.js';
+import { buildGraph, countTransition, type BuildGraph } from './build-graph.js';
+import { Scheduler, type ReadyRef } from './scheduler.js';
+
+export interface EngineTimings {
+  heartbeatIntervalMs: number;
+  /** An agent silent (or disconnected) this long is lost. */
+  lostAfterMs: number;
+  /** After a coordinator restart, how long agents have to reclaim their attempts. */
+  reconnectGraceMs: number;
+  /** How long a cancelled attempt may take to confirm before its slot is freed anyway. */
+  cancelGraceMs: number;
+  /** Slack on top of a node's timeout before the coordinator gives up on the agent's report. */
+  timeoutGraceMs: number;
+}
+
+export interface EngineDeps {
+  store: StateStore;
+  logs: LogStore;
+  agents: AgentRegistry;
+  logger: Logger;
+  timings: EngineTimings;
+  clock?: () => number;
+}
+
+interface ActiveAttempt {
+  build: BuildRecord;
+  node: NodeRecord;
+  attempt: AttemptRecord;
+}
+
+export type HelloOutcome =
+  | { ok: true; entry: AgentEntry; resume: Payload<'welcome'>['resume'] }
+  | { ok: false; closeCode: number; reason: string };
+
+const MAX_REJECTIONS = 3;
+const MAX_LOST_ATTEMPTS = 2;
+
+export class Engine extends EventEmitter {
+  private readonly store: StateStore;
+  private readonly logs: LogStore;
+  readonly agents: AgentRegistry;
+  private readonly log: Logger;
+  private readonly t: EngineTimings;
+  private readonly now: () => number;
+  readonly scheduler: Scheduler;
+  private readonly active = new Map<string, ActiveAttempt>();
+  private readonly graphs = new WeakMap<BuildRecord, BuildGraph>();
+  private readonly archiving = new Set<string>();
+  private readonly avoid = new Map<string, Set<string>>();
+  private readonly ids: string[] = [];
+  private scheduleQueued = false;
+  private stopped = false;
+
+  constructor(deps: EngineDeps) {
+    super();
+    this.setMaxListeners(0);
+    this.store = deps.store;
+    this.logs = deps.logs;
+    this.agents = deps.agents;
+    this.log = deps.logger;
+    this.t = deps.timings;
+    this.now = deps.clock ?? Date.now;
+    this.scheduler = new Scheduler(this.agents);
+  }
+
+  // ---------------------------------------------------------------- startup
+
+  /**
+   * Rebuilds the in-memory indexes from the loaded state: ready queues, active attempts
+   * (their agents get `reconnectGraceMs` to come back and claim them) and the build list.
+   */
+  async recover(): Promise<void> {
+    const now = this.now();
+    this.ids.push(...Object.keys(this.store.data.builds), ...Object.keys(this.store.data.archived));
+    this.ids.sort();
+    let changed = false;
+    for (const build of Object.values(this.store.data.builds)) {
+      for (const node of build.nodes) {
+        if (node.state === 'ready') this.enqueue(build, node);
+        for (const attempt of node.attempts) {
+          if (!SLOT_HOLDING_ATTEMPT_STATES.has(attempt.state)) continue;
+          this.active.set(attempt.id, { build, node, attempt });
+          const entry = this.agents.placeholder(attempt.agent, attempt.session, now, this.t.reconnectGraceMs);
+          if (entry.session === attempt.session) {
+            entry.running.add(attempt.id);
+          } else {
+            this.loseAttempt({ build, node, attempt }, 'the agent restarted while the coordinator was down');
+            changed = true;
+          }
+        }
+      }
+      if (this.refreshBuildState(build)) changed = true;
+    }
+    if (changed) await this.store.commit();
+    for (const build of Object.values(this.store.data.builds)) this.maybeArchive(build);
+  }
+
+  stop(): void {
+    this.stopped = true;
+  }
+
+  // ---------------------------------------------------------------- queries
+
+  buildIds(): readonly string[] {
+    return this.ids;
+  }
+
+  stateData(): StateData {
+    return this.store.data;
+  }
+
+  async getBuild(id: string): Promise<BuildRecord | null> {
+    return this.store.getBuild(id);
+  }
+
+  graph(build: BuildRecord): BuildGraph {
+    let g = this.graphs.get(build);
+    if (!g) {
+      g = buildGraph(build);
+      this.graphs.set(build, g);
+    }
+    return g;
+  }
+
+  activeAttempts(): number {
+    return this.active.size;
+  }
+
+  // ---------------------------------------------------------------- API actions
+
+  /** Creates a build from a validated spec; resolves after it is durable. */
+  async submit(spec: ResolvedSpec): Promise<BuildRecord> {
+    const now = this.now();
+    const id = newId('b', now);
+    const build: BuildRecord = {
+      id,
+      name: spec.name,
+      state: 'pending',
+      cancel_requested: false,
+      created_at: now,
+      started_at: null,
+      finished_at: null,
+      nodes: spec.nodes.map((n) => ({
+        ...n,
+        state: 'pending' as NodeState,
+        attempts: [],
+        ready_at: null,
+        started_at: null,
+        finished_at: null,
+        reason: null,
+      })),
+    };
+    this.store.data.builds[id] = build;
+    this.ids.push(id);
+    for (const node of build.nodes) {
+      if (node.needs.length === 0) this.makeReady(build, node, now);
+    }
+    await this.store.commit();
+    this.emit('build', id);
+    this.scheduleSoon();
+    return build;
+  }
+
+  /** Cancels every unfinished node; running ones get a `cancel` frame. */
+  async cancel(id: string): Promise<BuildRecord> {
+    const build = this.store.data.builds[id];
+    if (!build) {
+      if (this.store.data.archived[id]) throw new KilnError('E_CONFLICT', `build ${id} already finished (${this.store.data.archived[id]!.state}); nothing to cancel`);
+      throw new KilnError('E_NOT_FOUND', `build ${id} not found`);
+    }
+    if (isBuildTerminal(build.state)) throw new KilnError('E_CONFLICT', `build ${id} already finished (${build.state}); nothing to cancel`);
+    const now = this.now();
+    build.cancel_requested = true;
+    for (const node of build.nodes) {
+      if (isNodeTerminal(node.state)) continue;
+      const current = node.attempts[node.attempts.length - 1];
+      if ((node.state === 'assigned' || node.state === 'running') && current && SLOT_HOLDING_ATTEMPT_STATES.has(current.state)) {
+        this.cancelAttempt({ build, node, attempt: current }, 'the build was cancelled');
+      }
+      this.setNode(build, node, 'cancelled', now, 'the build was cancelled');
+    }
+    this.refreshBuildState(build);
+    await this.store.commit();
+    this.maybeArchive(build);
+    return build;
+  }
+
+  // ---------------------------------------------------------------- agents
+
+  /**
+   * Handles an accepted hello (the version was already negotiated): registers the agent,
+   * decides for each attempt it reports whether it continues, and releases the attempts
+   * it held before but no longer reports.
+   */
+  async hello(hello: HelloPayload, channel: AgentChannel): Promise<HelloOutcome> {
+    const now = this.now();
+    const existing = this.agents.get(hello.name);
+    if (existing && existing.state === 'connected' && existing.session !== hello.session) {
+      return { ok: false, closeCode: 4009, reason: `agent name '${hello.name}' is in use by another connected agent process` };
+    }
+    if (existing?.state === 'connected' && existing.channel) existing.channel.close(4010, 'replaced by a newer connection of the same agent');
+    const { entry } = this.agents.connect(hello, channel, now);
+    const reported = new Map(hello.running.map((r) => [r.attempt_id, r]));
+    const resume: Payload<'welcome'>['resume'] = [];
+    let changed = false;
+    for (const attemptId of [...entry.running]) {
+      const act = this.active.get(attemptId);
+      if (!act) {
+        entry.running.delete(attemptId);
+        continue;
+      }
+      if (act.attempt.session === hello.session && reported.has(attemptId)) {
+        const offset = await this.logs.agentBytes(this.logRef(act));
+        act.attempt.log_bytes = offset;
+        resume.push({ attempt_id: attemptId, action: act.attempt.state === 'cancelling' ? 'cancel' : 'continue', log_offset: offset });
+        reported.delete(attemptId);
+      } else {
+        const why = act.attempt.session !== hello.session ? 'the agent restarted' : 'the agent reconnected without it';
+        this.loseAttempt(act, why);
+        changed = true;
+      }
+    }
+    for (const r of reported.values()) resume.push({ attempt_id: r.attempt_id, action: 'cancel', log_offset: r.log_bytes });
+    if (changed) await this.store.commit();
+    this.log.info({ agent: hello.name, platforms: hello.platforms, max_jobs: hello.max_jobs, resumed: resume.length }, 'agent connected');
+    this.scheduleSoon();
+    return { ok: true, entry, resume };
+  }
+
+  /** The agent's socket closed: its attempts wait `lostAfterMs` for it to come back. */
+  disconnected(entry: AgentEntry, channel: AgentChannel): void {
+    if (entry.channel !== channel || entry.state !== 'connected') return;
+    entry.state = 'disconnected';
+    entry.channel = null;
+    entry.lostAt = this.now() + this.t.lostAfterMs;
+    this.log.warn({ agent: entry.name, running: entry.running.size }, 'agent disconnected');
+  }
+
+  /** Any frame from the agent proves it alive. */
+  seen(entry: AgentEntry): void {
+    entry.lastSeenAt = this.now();
+  }
+
+  /**
+   * Handles one validated frame from a connected agent. Returns the ack to send (after
+   * any commit), or null. Frames naming an attempt that is not this agent's current
+   * attempt are refused and the agent is told to cancel it.
+   */
+  async frame(entry: AgentEntry, frame: Frame): Promise<Payload<'ack'> | null> {
+    this.seen(entry);
+    switch (frame.type) {
+      case 'heartbeat':
+        return { ref: frame.id };
+      case 'accept': {
+        const act = this.owned(entry, frame.payload.attempt_id);
+        if (act) act.attempt.accepted_at = this.now();
+        return null;
+      }
+      case 'reject':
+        await this.onReject(entry, frame.payload.attempt_id, frame.payload.reason);
+        return null;
+      case 'started':
+        await this.onStarted(entry, frame.payload.attempt_id, frame.payload.at);
+        return null;
+      case 'log': {
+        const act = this.owned(entry, frame.payload.attempt_id);
+        if (!act) return null;
+        const written = await this.logs.append(this.logRef(act), frame.payload.offset, frame.payload.data);
+        act.attempt.log_bytes = Math.max(act.attempt.log_bytes, written);
+        return { ref: frame.id, attempt_id: act.attempt.id, log_offset: written };
+      }
+      case 'finished':
+        return this.onFinished(entry, frame.id, frame.payload);
+      case 'ack':
+      case 'error':
+        if (frame.type === 'error') this.log.warn({ agent: entry.name, ...frame.payload }, 'agent reported an error');
+        return null;
+      default:
+        return null;
+    }
+  }
+
+  private owned(entry: AgentEntry, attemptId: string): ActiveAttempt | null {
+    const act = this.active.get(attemptId);
+    if (act && act.attempt.agent === entry.name && act.attempt.session === entry.session) return act;
+    // Fencing: an attempt that is not current on this agent must not run.
+    entry.channel?.send('cancel', { attempt_id: attemptId, reason: 'this attempt is no longer current on this agent' });
+    return null;
+  }
+
+  private async onReject(entry: AgentEntry, attemptId: string, reason: string): Promise<void> {
+    const act = this.owned(entry, attemptId);
+    if (!act) return;
+    const { build, node, attempt } = act;
+    const now = this.now();
+    this.finishAttempt(act, 'rejected', now, { reason: `rejected by agent ${entry.name}: ${reason}` });
+    if (node.state === 'assigned') {
+      const key = `${build.id}/${node.name}`;
+      const avoid = this.avoid.get(key) ?? new Set<string>();
+      avoid.add(entry.name);
+      this.avoid.set(key, avoid);
+      const rejections = node.attempts.filter((a) => a.state === 'rejected').length;
+      if (rejections >= MAX_REJECTIONS) {
+        this.setNode(build, node, 'failed', now, `rejected by ${rejections} agents; last: ${attempt.reason}`);
+        this.skipDownstream(build, node, now);
+      } else {
+        this.setNode(build, node, 'ready', now);
+        node.ready_at = now;
+        this.enqueue(build, node);
+      }
+    }
+    this.refreshBuildState(build);
+    await this.store.commit();
+    this.scheduleSoon();
+  }
+
+  private async onStarted(entry: AgentEntry, attemptId: string, at: number): Promise<void> {
+    const act = this.owned(entry, attemptId);
+    if (!act || act.attempt.state !== 'assigned') return;
+    act.attempt.state = attemptTransition(act.attempt.state, 'running');
+    act.attempt.started_at = at;
+    if (act.node.state === 'assigned') {
+      this.setNode(act.build, act.node, 'running', this.now());
+      act.node.started_at = at;
+    }
+    await this.store.commit();
+  }
+
+  private async onFinished(entry: AgentEntry, ref: number, p: Payload<'finished'>): Promise<Payload<'ack'>> {
+    const ack = { ref, attempt_id: p.attempt_id };
+    const act = this.active.get(p.attempt_id);
+    if (!act || act.attempt.agent !== entry.name || act.attempt.session !== entry.session) {
+      // Already recorded (a resend after a lost ack) or fenced: ack so the agent stops resending.
+      return ack;
+    }
+    // Every log chunk sent before `finished` is written before the node turns terminal,
+    // so a follower that sees the node done has all of its log.
+    await this.logs.close(this.logRef(act));
+    if (this.active.get(p.attempt_id) !== act) return ack; // changed while the log was flushed
+    const { build, node, attempt } = act;
+    const now = this.now();
+    attempt.exit_code = p.exit_code;
+    attempt.error = p.error;
+    attempt.failed_step = p.failed_step;
+    attempt.infra = p.infra;
+    attempt.image_id = p.image_id;
+    attempt.fetch_ms = p.timings.fetch_ms;
+    attempt.build_ms = p.timings.build_ms;
+    attempt.started_at ??= p.timings.started_at;
+    attempt.log_bytes = Math.max(attempt.log_bytes, p.log_bytes);
+    const wasCancelling = attempt.state === 'cancelling';
+    const status: AttemptState = wasCancelling ? 'cancelled' : p.status === 'cancelled' ? 'failed' : p.status;
+    this.finishAttempt(act, status, now, wasCancelling ? { reason: attempt.reason } : p.status === 'cancelled' ? { reason: 'the agent cancelled the build' } : {});
+    if (!wasCancelling && (node.state === 'assigned' || node.state === 'running')) {
+      node.started_at ??= attempt.started_at ?? now;
+      if (status === 'success') {
+        this.setNode(build, node, 'success', now);
+        this.releaseDependents(build, node, now);
+      } else {
+        this.setNode(build, node, 'failed', now, p.status === 'cancelled' ? `cancelled by agent ${entry.name}` : null);
+        this.skipDownstream(build, node, now);
+      }
+    }
+    this.refreshBuildState(build);
+    await this.store.commit();
+    this.maybeArchive(build);
+    this.scheduleSoon();
+    return ack;
+  }
+
+  // ---------------------------------------------------------------- time
+
+  /** Periodic checks: lost agents, unconfirmed cancels, attempts past their deadline. */
+  async sweep(): Promise<void> {
+    const now = this.now();
+    let changed = false;
+    for (const entry of [...this.agents.all()]) {
+      if (entry.state === 'connected' && now - entry.lastSeenAt > this.t.lostAfterMs) {
+        entry.channel?.close(4008, `no frame for ${formatDuration(now - entry.lastSeenAt)}`);
+        changed = this.agentLost(entry, `agent ${entry.name} was silent for ${formatDuration(now - entry.lastSeenAt)}`) || changed;
+      } else if (entry.state === 'disconnected' && entry.lostAt !== null && entry.lostAt <= now) {
+        changed = this.agentLost(entry, `agent ${entry.name} disconnected and did not come back within ${formatDuration(this.t.lostAfterMs)}`) || changed;
+      }
+    }
+    for (const act of [...this.active.values()]) {
+      const a = act.attempt;
+      if (a.state === 'cancelling' && now - (a.finished_at ?? a.assigned_at) > this.t.cancelGraceMs) {
+        this.finishAttempt(act, 'cancelled', now, { reason: `${a.reason ?? 'cancelled'}; the agent did not confirm within ${formatDuration(this.t.cancelGraceMs)}` });
+        changed = true;
+      } else if ((a.state === 'running' || a.state === 'assigned') && now - (a.started_at ?? a.assigned_at) > act.node.timeout_ms + this.t.timeoutGraceMs) {
+        this.cancelAttempt(act, `timed out after ${formatDuration(act.node.timeout_ms)}`);
+        this.setNode(act.build, act.node, 'failed', now, `timed out after ${formatDuration(act.node.timeout_ms)} (the agent did not report)`);
+        this.skipDownstream(act.build, act.node, now);
+        this.refreshBuildState(act.build);
+        changed = true;
+      }
+    }
+    if (changed) {
+      await this.store.commit();
+      for (const b of Object.values(this.store.data.builds)) this.maybeArchive(b);
+      this.scheduleSoon();
+    }
+  }
+
+  private agentLost(entry: AgentEntry, why: string): boolean {
+    entry.state = 'lost';
+    entry.channel = null;
+    entry.lostAt = null;
+    this.log.warn({ agent: entry.name, attempts: entry.running.size }, why);
+    let changed = false;
+    for (const id of [...entry.running]) {
+      const act = this.active.get(id);
+      if (act) {
+        this.loseAttempt(act, why);
+        changed = true;
+      }
+    }
+    entry.running.clear();
+    return changed;
+  }
+
+  /** Marks an attempt lost and re-queues its node once (a second loss fails the node). */
+  private loseAttempt(act: ActiveAttempt, why: string): void {
+    const { build, node } = act;
+    const now = this.now();
+    const wasCancelling = act.attempt.state === 'cancelling';
+    this.finishAttempt(act, 'lost', now, { reason: why });
+    void this.logs.close(this.logRef(act)).catch(() => {});
+    if (!wasCancelling && (node.state === 'assigned' || node.state === 'running')) {
+      const lost = node.attempts.filter((a) => a.state === 'lost').length;
+      if (lost >= MAX_LOST_ATTEMPTS) {
+        this.setNode(build, node, 'failed', now, `attempts lost ${lost} times; last: ${why}`);
+        this.skipDownstream(build, node, now);
+      } else {
+        this.setNode(build, node, 'ready', now);
+        node.ready_at = now;
+        this.enqueue(build, node);
+      }
+    }
+    this.refreshBuildState(build);
+  }
+
+  // ---------------------------------------------------------------- dispatch
+
+  /** Runs placement once, soon; calls in the same turn share one pass. */
+  scheduleSoon(): void {
+    if (this.scheduleQueued || this.stopped) return;
+    this.scheduleQueued = true;
+    setImmediate(() => {
+      this.scheduleQueued = false;
+      this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    const placed = this.scheduler.placeAll(
+      (ref) => this.readyNode(ref) !== null,
+      (ref, agent) => this.dispatch(ref, agent),
+    );
+    if (placed > 0) this.store.commit().catch((err: unknown) => this.log.error({ err }, 'state commit failed after dispatch'));
+  }
+
+  private readyNode(ref: ReadyRef): { build: BuildRecord; node: NodeRecord } | null {
+    const build = this.store.data.builds[ref.buildId];
+    if (!build) return null;
+    const node = this.graph(build).byName.get(ref.node);
+    return node && node.state === 'ready' ? { build, node } : null;
+  }
+
+  private dispatch(ref: ReadyRef, agent: AgentEntry): void {
+    const found = this.readyNode(ref);
+    if (!found || !agent.channel) return;
+    const { build, node } = found;
+    const now = this.now();
+    const number = node.attempts.length + 1;
+    const prev = node.attempts[node.attempts.length - 1];
+    const attempt: AttemptRecord = {
+      id: newId('a', now),
+      number,
+      agent: agent.name,
+      session: agent.session,
+      state: 'assigned',
+      assigned_at: now,
+      accepted_at: null,
+      started_at: null,
+      finished_at: null,
+      exit_code: null,
+      error: null,
+      failed_step: null,
+      infra: false,
+      image_id: null,
+      log_bytes: 0,
+      log_header: prev ? `[kiln] attempt ${number} on agent ${agent.name} (attempt ${prev.number} on ${prev.agent}: ${prev.state}${prev.reason ? `, ${prev.reason}` : ''})\n` : '',
+      reason: null,
+      fetch_ms: null,
+      build_ms: null,
+    };
+    node.attempts.push(attempt);
+    this.setNode(build, node, 'assigned', now);
+    this.active.set(attempt.id, { build, node, attempt });
+    agent.running.add(attempt.id);
+    if (build.started_at === null) build.started_at = now;
+    this.refreshBuildState(build);
+    agent.channel.send('assign', {
+      attempt_id: attempt.id,
+      build_id: build.id,
+      node: node.name,
+      attempt: number,
+      platform: node.platform,
+      context: node.context,
+      dockerfile: node.dockerfile,
+      dockerfile_inline: node.dockerfile_inline,
+      build_args: node.build_args,
+      target: node.target,
+      timeout_ms: node.timeout_ms,
+      image_tag: `kiln-build/${build.id}:${node.name}`,
+      no_cache: node.no_cache,
+    });
+    if (attempt.log_header) void this.logs.ensure(this.logRef({ build, node, attempt })).catch(() => {});
+  }
+
+  private enqueue(build: BuildRecord, node: NodeRecord): void {
+    const avoid = this.avoid.get(`${build.id}/${node.name}`);
+    this.scheduler.enqueue({ buildId: build.id, node: node.name, platform: node.platform, labels: node.labels, ...(avoid ? { avoid } : {}) });
+  }
+
+  // ---------------------------------------------------------------- transitions
+
+  private setNode(build: BuildRecord, node: NodeRecord, to: NodeState, now: number, reason: string | null = null): void {
+    const from = node.state;
+    node.state = nodeTransition(from, to, `node ${build.id}/${node.name}`);
+    countTransition(this.graph(build), node, from, to);
+    if (isNodeTerminal(to)) {
+      node.finished_at = now;
+      if (reason) node.reason = reason;
+    }
+    this.emit('node', build.id, node.name);
+  }
+
+  private makeReady(build: BuildRecord, node: NodeRecord, now: number): void {
+    this.setNode(build, node, 'ready', now);
+    node.ready_at = now;
+    this.enqueue(build, node);
+  }
+
+  private releaseDependents(build: BuildRecord, node: NodeRecord, now: number): void {
+    const g = this.graph(build);
+    for (const name of g.dependents.get(node.name) ?? []) {
+      const d = g.byName.get(name)!;
+      if (d.state === 'pending' && d.needs.every((n) => g.byName.get(n)?.state === 'success')) this.makeReady(build, d, now);
+    }
+  }
+
+  private skipDownstream(build: BuildRecord, node: NodeRecord, now: number): void {
+    const g = this.graph(build);
+    const queue = [node.name];
+    while (queue.length > 0) {
+      const name = queue.shift()!;
+      for (const dep of g.dependents.get(name) ?? []) {
+        const d = g.byName.get(dep)!;
+        if (d.state !== 'pending') continue;
+        this.setNode(build, d, 'skipped', now, `skipped: needs '${name}', which ${g.byName.get(name)!.state}`);
+        queue.push(dep);
+      }
+    }
+  }
+
+  private cancelAttempt(act: ActiveAttempt, reason: string): void {
+    const { attempt } = act;
+    const agent = this.agents.get(attempt.agent);
+    if (agent?.state === 'connected' && agent.session === attempt.session && agent.channel) {
+      attempt.state = attemptTransition(attempt.state, 'cancelling');
+      attempt.reason = reason;
+      attempt.finished_at = this.now();
+      agent.channel.send('cancel', { attempt_id: attempt.id, reason });
+    } else {
+      this.finishAttempt(act, 'cancelled', this.now(), { reason });
+    }
+  }
+
+  private finishAttempt(act: ActiveAttempt, to: AttemptState, now: number, extra: { reason?: string | null }): void {
+    const { attempt } = act;
+    attempt.state = attemptTransition(attempt.state, to);
+    attempt.finished_at = now;
+    if (extra.reason !== undefined) attempt.reason = extra.reason;
+    this.active.delete(attempt.id);
+    this.agents.get(attempt.agent)?.running.delete(attempt.id);
+    this.emit('node', act.build.id, act.node.name);
+  }
+
+  /** Recomputes the build state from its nodes; returns true when it changed. */
+  private refreshBuildState(build: BuildRecord): boolean {
+    const g = this.graph(build);
+    const next = deriveBuildState({ cancelRequested: build.cancel_requested, counts: g.counts, leafSuccesses: g.leafSuccesses });
+    if (next === build.state) return false;
+    build.state = next;
+    if (next !== 'pending' && build.started_at === null) build.started_at = this.now();
+    if (isBuildTerminal(next)) {
+      build.finished_at = this.now();
+      this.log.info({ build: build.id, state: next }, 'build finished');
+    }
+    this.emit('build', build.id);
+    return true;
+  }
+
+  /** Archives a finished build once none of its attempts holds a slot. */
+  private maybeArchive(build: BuildRecord): void {
+    if (!isBuildTerminal(build.state) || this.store.data.builds[build.id] !== build || this.archiving.has(build.id)) return;
+    for (const n of build.nodes) for (const a of n.attempts) if (SLOT_HOLDING_ATTEMPT_STATES.has(a.state)) return;
+    this.archiving.add(build.id);
+    void this.store
+      .archive(build)
+      .then(() => {
+        for (const n of build.nodes) this.avoid.delete(`${build.id}/${n.name}`);
+        return this.store.commit();
+      })
+      .catch((err: unknown) => this.log.error({ err, build: build.id }, 'archiving a finished build failed'))
+      .finally(() => this.archiving.delete(build.id));
+  }
+
+  private logRef(act: { build: BuildRecord; node: NodeRecord; attempt: AttemptRecord }) {
+    return { buildId: act.build.id, node: act.node.name, number: act.attempt.number, header: act.attempt.log_header };
+  }
+}

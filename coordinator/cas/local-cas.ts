@@ -1,0 +1,105 @@
+/**
+ * Content-addressed blob store on local disk: `cas/sha256/<first 2 hex>/<hex>`.
+ *
+ * `put` streams the body into a temp file in `cas/tmp`, hashing as it writes, and keeps
+ * it only if the bytes hash to the expected digest (and the size matches when given):
+ * fsync, rename into place, fsync the directory. Storing a digest that is already
+ * present is not an error. Two concurrent uploads of one digest each write their own
+ * temp file; both renames put identical bytes in place, so one correct blob remains.
+ */
+import { createReadStream, type ReadStream } from 'node:fs';
+import { mkdir, open, rename, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { KilnError, digestHex, errnoCode, hasherDigest, newHasher, type Digest } from '../../shared/index.js';
+import { fsyncDir } from '../state/durable-file.js';
+
+export interface PutResult {
+  created: boolean;
+  size: number;
+}
+
+export class LocalCas {
+  readonly root: string;
+  private readonly tmpDir: string;
+
+  constructor(
+    dataDir: string,
+    private readonly maxBlobBytes: number,
+  ) {
+    this.root = join(dataDir, 'cas');
+    this.tmpDir = join(this.root, 'tmp');
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.tmpDir, { recursive: true });
+    await mkdir(join(this.root, 'sha256'), { recursive: true });
+  }
+
+  blobPath(digest: Digest): string {
+    const hex = digestHex(digest);
+    return join(this.root, 'sha256', hex.slice(0, 2), hex);
+  }
+
+  /** Size of the blob, or null when absent. */
+  async size(digest: Digest): Promise<number | null> {
+    try {
+      return (await stat(this.blobPath(digest))).size;
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return null;
+      throw err;
+    }
+  }
+
+  async has(digest: Digest): Promise<boolean> {
+    return (await this.size(digest)) !== null;
+  }
+
+  read(digest: Digest): ReadStream {
+    return createReadStream(this.blobPath(digest), { highWaterMark: 1024 * 1024 });
+  }
+
+  /** Stores `body` under `digest` if it hashes to it. */
+  async put(digest: Digest, body: AsyncIterable<Uint8Array>, expectedSize?: number): Promise<PutResult> {
+    if (expectedSize !== undefined && expectedSize > this.maxBlobBytes) {
+      throw new KilnError('E_TOO_LARGE', `blob of ${expectedSize} bytes is larger than the limit of ${this.maxBlobBytes} bytes`);
+    }
+    const existing = await this.size(digest);
+    if (existing !== null) {
+      // Already stored: drain the body so the client sees a clean response.
+      for await (const _ of body) void _;
+      return { created: false, size: existing };
+    }
+    const tmp = join(this.tmpDir, `${digestHex(digest).slice(0, 16)}-${randomBytes(6).toString('hex')}`);
+    const fh = await open(tmp, 'w', 0o644);
+    const hash = newHasher();
+    let size = 0;
+    let keep = false;
+    try {
+      for await (const chunk of body) {
+        size += chunk.length;
+        if (size > this.maxBlobBytes) throw new KilnError('E_TOO_LARGE', `blob is larger than the limit of ${this.maxBlobBytes} bytes`);
+        hash.update(chunk);
+        await fh.write(chunk);
+      }
+      const actual = hasherDigest(hash);
+      if (actual !== digest) {
+        throw new KilnError('E_DIGEST_MISMATCH', `uploaded bytes hash to ${actual}, not ${digest}; nothing was stored`);
+      }
+      if (expectedSize !== undefined && size !== expectedSize) {
+        throw new KilnError('E_DIGEST_MISMATCH', `uploaded ${size} bytes but Content-Length said ${expectedSize}; nothing was stored`);
+      }
+      await fh.sync();
+      keep = true;
+    } finally {
+      await fh.close();
+      if (!keep) await unlink(tmp).catch(() => {});
+    }
+    const final = this.blobPath(digest);
+    const dir = join(this.root, 'sha256', digestHex(digest).slice(0, 2));
+    await mkdir(dir, { recursive: true });
+    await rename(tmp, final);
+    await fsyncDir(dir);
+    return { created: true, size };
+  }
+}

@@ -1,0 +1,144 @@
+/**
+ * Assembles a coordinator from its parts and runs it: data dir (lock, state, tokens),
+ * CAS, log store, agent registry, engine, HTTP API and the agents' WebSocket endpoint on
+ * one server, and the periodic sweep for lost agents and overdue attempts.
+ */
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import { createAdaptorServer } from '@hono/node-server';
+import type { Logger } from 'pino';
+import { KilnError, errnoCode } from '../shared/index.js';
+import { AgentHub } from './agents/agent-hub.js';
+import { AgentRegistry } from './agents/agent-registry.js';
+import { Engine } from './builds/engine.js';
+import { LocalCas } from './cas/local-cas.js';
+import type { CoordinatorConfig } from './config.js';
+import { TokenCheck } from './http/auth.js';
+import { createApp } from './http/app.js';
+import { LogStore } from './logs/log-store.js';
+import { lockDataDir, loadTokens, prepareDataDir, type LoadedTokens } from './state/data-dir.js';
+import { StateStore } from './state/state-store.js';
+
+export interface RunningCoordinator {
+  /** http://host:port the coordinator listens on (port resolved when 0 was asked). */
+  url: string;
+  port: number;
+  dataDir: string;
+  statePath: string;
+  /** true when this start created the data dir or the state file. */
+  initialized: boolean;
+  tokens: LoadedTokens;
+  engine: Engine;
+  store: StateStore;
+  stop(): Promise<void>;
+}
+
+function listen(server: Server, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => {
+      const code = errnoCode(err);
+      reject(new KilnError('E_CONFIG', code === 'EADDRINUSE' ? `cannot listen on ${host}:${port}: address already in use` : `cannot listen on ${host}:${port}: ${err.message}`, { cause: err }));
+    };
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+export async function startCoordinator(config: CoordinatorConfig, logger: Logger): Promise<RunningCoordinator> {
+  const releasers: Array<() => Promise<void> | void> = [];
+  const cleanup = async () => {
+    for (const r of releasers.splice(0).reverse()) await r();
+  };
+  try {
+    const prepared = await prepareDataDir(config.dataDir);
+    releasers.push(await lockDataDir(config.dataDir));
+    const store = await StateStore.open({ dataDir: config.dataDir, persist: config.persist, init: config.init || prepared.created });
+    const initialized = prepared.created || store.writes > 0;
+    const tokens = await loadTokens(config.dataDir, { agentTokenFile: config.agentTokenFile, apiTokenFile: config.apiTokenFile });
+    const cas = new LocalCas(config.dataDir, config.maxBlobBytes);
+    await cas.init();
+    const logs = new LogStore(config.dataDir);
+    releasers.push(() => logs.closeAll());
+    const agents = new AgentRegistry();
+    const engine = new Engine({
+      store,
+      logs,
+      agents,
+      logger,
+      timings: {
+        heartbeatIntervalMs: config.heartbeatIntervalMs,
+        lostAfterMs: config.lostAfterMs,
+        reconnectGraceMs: config.reconnectGraceMs,
+        cancelGraceMs: config.cancelGraceMs,
+        timeoutGraceMs: config.timeoutGraceMs,
+      },
+    });
+    await engine.recover();
+    releasers.push(() => store.drain());
+    releasers.push(() => engine.stop());
+
+    let ready = false;
+    const tokenCheck = new TokenCheck(tokens);
+    const app = createApp({
+      engine,
+      agents,
+      logs,
+      cas,
+      tokens: tokenCheck,
+      logger,
+      defaultPlatform: config.defaultPlatform,
+      maxSpecBytes: config.maxSpecBytes,
+      isReady: () => ready,
+    });
+    const hub = new AgentHub({ engine, tokens: tokenCheck, logger, heartbeatIntervalMs: config.heartbeatIntervalMs, lostAfterMs: config.lostAfterMs });
+    const server = createAdaptorServer({ fetch: app.fetch }) as Server;
+    server.on('upgrade', (req, socket, head) => hub.handleUpgrade(req, socket, head));
+    const port = await listen(server, config.listen.host, config.listen.port);
+    releasers.push(
+      () =>
+        new Promise<void>((resolve) => {
+          hub.closeAll();
+          server.close(() => resolve());
+          server.closeAllConnections();
+        }),
+    );
+
+    const sweepEvery = Math.max(50, Math.min(1000, Math.floor(config.heartbeatIntervalMs / 2)));
+    let sweeping = false;
+    const timer = setInterval(() => {
+      if (sweeping) return;
+      sweeping = true;
+      engine
+        .sweep()
+        .catch((err: unknown) => logger.error({ err }, 'sweep failed'))
+        .finally(() => (sweeping = false));
+    }, sweepEvery);
+    timer.unref();
+    releasers.push(() => clearInterval(timer));
+    ready = true;
+    releasers.push(() => {
+      ready = false;
+    });
+
+    const host = config.listen.host === '0.0.0.0' || config.listen.host === '::' ? '127.0.0.1' : config.listen.host;
+    const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+    logger.info({ url, data_dir: config.dataDir, builds: engine.buildIds().length }, 'coordinator listening');
+    return {
+      url,
+      port,
+      dataDir: config.dataDir,
+      statePath: store.path,
+      initialized,
+      tokens,
+      engine,
+      store,
+      stop: cleanup,
+    };
+  } catch (err) {
+    await cleanup().catch(() => {});
+    throw err;
+  }
+}

@@ -1,0 +1,32 @@
+/**
+ * Bearer-token checks for the HTTP API and the agent WebSocket upgrade. Tokens are
+ * compared in constant time (over their sha256, so lengths do not leak either).
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+
+export type Role = 'api' | 'agent';
+
+function h(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+export class TokenCheck {
+  private readonly api: Buffer;
+  private readonly agent: Buffer;
+
+  constructor(tokens: { apiToken: string; agentToken: string }) {
+    this.api = h(tokens.apiToken);
+    this.agent = h(tokens.agentToken);
+  }
+
+  /** The role the Authorization header grants, or null. */
+  role(authorization: string | undefined | null): Role | null {
+    if (!authorization) return null;
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
+    if (!m) return null;
+    const given = h(m[1]!);
+    if (timingSafeEqual(given, this.api)) return 'api';
+    if (timingSafeEqual(given, this.agent)) return 'agent';
+    return null;
+  }
+}

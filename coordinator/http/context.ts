@@ -1,0 +1,26 @@
+/**
+ * What the HTTP routes need from the rest of the coordinator, passed in explicitly.
+ */
+import type { Logger } from 'pino';
+import type { AgentRegistry } from '../agents/agent-registry.js';
+import type { Engine } from '../builds/engine.js';
+import type { LocalCas } from '../cas/local-cas.js';
+import type { LogStore } from '../logs/log-store.js';
+import type { TokenCheck } from './auth.js';
+
+export interface HttpDeps {
+  engine: Engine;
+  agents: AgentRegistry;
+  logs: LogStore;
+  cas: LocalCas;
+  tokens: TokenCheck;
+  logger: Logger;
+  /** Platform for nodes that name none (linux/<coordinator arch>). */
+  defaultPlatform: string;
+  /** Largest accepted spec body. */
+  maxSpecBytes: number;
+  /** false while starting or shutting down: /readyz answers 503 and writes are refused. */
+  isReady: () => boolean;
+}
+
+export type AppEnv = { Variables: { requestId: string; role: 'api' | 'agent' } };

@@ -1,0 +1,170 @@
+/**
+ * Build routes: submit a spec, list builds, show one, cancel one.
+ *
+ * Submission validates everything before anything is stored: the spec text (YAML or
+ * JSON, duplicate keys refused), every node and field, the DAG, and that each context
+ * was uploaded to the CAS and contains the node's Dockerfile. Any problem is a 400
+ * problem+json whose `errors` name the node and field.
+ */
+import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
+import { z } from 'zod';
+import {
+  BuildPage,
+  BuildSpecSchema,
+  BuildView,
+  CreatedBuild,
+  KilnError,
+  parseSpecText,
+  validateSpec,
+  type Digest,
+  type FieldError,
+  type ResolvedSpec,
+} from '../../shared/index.js';
+import { buildView, summaryView } from '../builds/build-views.js';
+import { tarEntries, normalizeTarPath } from '../cas/tar-index.js';
+import { summarize } from '../state/records.js';
+import type { AppEnv, HttpDeps } from './context.js';
+import { PageQuery, nextLink } from './pagination.js';
+import { problemContent } from './openapi-common.js';
+
+const IdParams = z.object({ id: z.string().min(1).max(100) });
+
+const createBuild = createRoute({
+  method: 'post',
+  path: '/api/v1/builds',
+  summary: 'Submit a build (a DAG of nodes)',
+  description: 'Body: the build spec as JSON or YAML. Each `context` is the sha256 digest of a tar uploaded to the CAS first.',
+  request: {
+    body: {
+      required: true,
+      content: {
+        'application/yaml': { schema: z.toJSONSchema(BuildSpecSchema, { io: 'input' }) as never },
+        'application/x-kiln-spec+json': { schema: z.toJSONSchema(BuildSpecSchema, { io: 'input' }) as never },
+      },
+    },
+  },
+  responses: {
+    201: { description: 'Created', content: { 'application/json': { schema: CreatedBuild } } },
+    400: problemContent('The spec is invalid; `errors` name the node and field'),
+  },
+});
+
+const listBuilds = createRoute({
+  method: 'get',
+  path: '/api/v1/builds',
+  summary: 'List builds, newest first',
+  request: { query: PageQuery },
+  responses: { 200: { description: 'A page of builds', content: { 'application/json': { schema: BuildPage } } } },
+});
+
+const getBuild = createRoute({
+  method: 'get',
+  path: '/api/v1/builds/{id}',
+  summary: 'A build with its nodes and their attempts',
+  request: { params: IdParams },
+  responses: {
+    200: { description: 'The build', content: { 'application/json': { schema: BuildView } } },
+    404: problemContent('No such build'),
+  },
+});
+
+const cancelBuild = createRoute({
+  method: 'post',
+  path: '/api/v1/builds/{id}/cancel',
+  summary: 'Cancel a build: unfinished nodes are cancelled, running ones aborted on their agents',
+  request: { params: IdParams },
+  responses: {
+    202: { description: 'Cancelling', content: { 'application/json': { schema: BuildView } } },
+    404: problemContent('No such build'),
+    409: problemContent('The build already finished'),
+  },
+});
+
+/** Checks every node's context is in the CAS and holds the node's Dockerfile. */
+async function checkContexts(deps: HttpDeps, spec: ResolvedSpec): Promise<FieldError[]> {
+  const errors: FieldError[] = [];
+  for (const node of spec.nodes) {
+    if (!node.context) continue;
+    const digest = node.context as Digest;
+    const at = `nodes.${node.name}`;
+    if (!(await deps.cas.has(digest))) {
+      errors.push({ path: `${at}.context`, message: `node '${node.name}': field 'context': ${digest} was not uploaded (PUT /api/v1/cas/${digest} first)` });
+      continue;
+    }
+    if (node.dockerfile === null) continue;
+    let entries: Set<string>;
+    try {
+      entries = await tarEntries(digest, () => deps.cas.read(digest));
+    } catch (err) {
+      errors.push({ path: `${at}.context`, message: `node '${node.name}': field 'context': ${digest} is not a readable tar (${(err as Error).message})` });
+      continue;
+    }
+    if (!entries.has(normalizeTarPath(node.dockerfile))) {
+      errors.push({ path: `${at}.dockerfile`, message: `node '${node.name}': field 'dockerfile': '${node.dockerfile}' is not in the context ${digest.slice(0, 19)}…` });
+    }
+  }
+  return errors;
+}
+
+export function registerBuildRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): void {
+  app.openapi(createBuild, async (c) => {
+    if (!deps.isReady()) throw new KilnError('E_UNAVAILABLE', 'the coordinator is not accepting builds right now (starting or shutting down)');
+    const text = await c.req.text();
+    if (Buffer.byteLength(text) > deps.maxSpecBytes) throw new KilnError('E_TOO_LARGE', `spec is larger than ${deps.maxSpecBytes} bytes`);
+    const parsed = parseSpecText(text);
+    if (!parsed.ok) throw new KilnError('E_SPEC_INVALID', specDetail(parsed.errors), { errors: parsed.errors });
+    const resolved = validateSpec(parsed.value, { form: 'submitted', defaultPlatform: deps.defaultPlatform });
+    if (!resolved.ok) throw new KilnError('E_SPEC_INVALID', specDetail(resolved.errors), { errors: resolved.errors });
+    const ctxErrors = await checkContexts(deps, resolved.value);
+    if (ctxErrors.length > 0) throw new KilnError('E_SPEC_INVALID', specDetail(ctxErrors), { errors: ctxErrors });
+    const build = await deps.engine.submit(resolved.value);
+    const url = `/api/v1/builds/${build.id}`;
+    return c.json({ id: build.id, state: build.state, url }, 201, { location: url });
+  });
+
+  app.openapi(listBuilds, (c) => {
+    const { limit, cursor } = c.req.valid('query');
+    const ids = deps.engine.buildIds();
+    // ids are time-ordered: newest first = from the end; the cursor is the last id sent.
+    let end = ids.length;
+    if (cursor) {
+      let lo = 0;
+      let hi = ids.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (ids[mid]! < cursor) lo = mid + 1;
+        else hi = mid;
+      }
+      end = lo;
+    }
+    const items = [];
+    const data = deps.engine.stateData();
+    let i = end - 1;
+    for (; i >= 0 && items.length < limit; i--) {
+      const id = ids[i]!;
+      const active = data.builds[id];
+      const summary = active ? summarize(active) : data.archived[id];
+      if (summary) items.push(summaryView(summary));
+    }
+    const next = items.length === limit && i >= 0 ? items[items.length - 1]!.id : null;
+    return c.json({ items, next_cursor: next }, 200, nextLink(c.req.url, next));
+  });
+
+  app.openapi(getBuild, async (c) => {
+    const { id } = c.req.valid('param');
+    const build = await deps.engine.getBuild(id);
+    if (!build) throw new KilnError('E_NOT_FOUND', `build ${id} not found`);
+    return c.json(buildView(build, deps.agents, deps.logs.buildDir(id)), 200);
+  });
+
+  app.openapi(cancelBuild, async (c) => {
+    const { id } = c.req.valid('param');
+    const build = await deps.engine.cancel(id);
+    return c.json(buildView(build, deps.agents, deps.logs.buildDir(id)), 202);
+  });
+}
+
+function specDetail(errors: FieldError[]): string {
+  const first = errors[0]?.message ?? 'invalid spec';
+  return errors.length > 1 ? `invalid spec: ${first} (and ${errors.length - 1} more)` : `invalid spec: ${first}`;
+}

@@ -1,0 +1,66 @@
+/**
+ * Content-addressed storage routes: `PUT|HEAD|GET /api/v1/cas/sha256:<hex>`.
+ *
+ * PUT streams the body to disk while hashing it and keeps it only if it hashes to the
+ * digest in the URL (201 when stored, 200 when it was already there: idempotent).
+ * Agents may read (GET/HEAD) with their token; writing needs the API token.
+ */
+import { Readable } from 'node:stream';
+import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
+import { z } from 'zod';
+import { DIGEST_RE, KilnError, type Digest } from '../../shared/index.js';
+import type { AppEnv, HttpDeps } from './context.js';
+import { problemContent } from './openapi-common.js';
+
+const DigestParams = z.object({
+  digest: z.string().regex(DIGEST_RE, 'must be sha256:<64 lowercase hex digits>'),
+});
+
+const Stored = z.object({ digest: z.string(), size: z.number().int(), created: z.boolean() });
+
+const putBlob = createRoute({
+  method: 'put',
+  path: '/api/v1/cas/{digest}',
+  summary: 'Upload a blob; stored only if the bytes hash to the digest',
+  request: { params: DigestParams },
+  responses: {
+    200: { description: 'Already stored', content: { 'application/json': { schema: Stored } } },
+    201: { description: 'Stored', content: { 'application/json': { schema: Stored } } },
+    400: problemContent('Digest mismatch or bad digest'),
+    413: problemContent('Too large'),
+  },
+});
+
+const getBlob = createRoute({
+  method: 'get',
+  path: '/api/v1/cas/{digest}',
+  summary: 'Download a blob (HEAD: does it exist, and its size)',
+  request: { params: DigestParams },
+  responses: {
+    200: { description: 'The blob', content: { 'application/octet-stream': { schema: z.string() } } },
+    404: problemContent('No such blob'),
+  },
+});
+
+export function registerCasRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): void {
+  app.openapi(putBlob, async (c) => {
+    if (c.get('role') !== 'api') throw new KilnError('E_UNAUTHORIZED', 'uploading to the CAS needs the API token');
+    const digest = c.req.valid('param').digest as Digest;
+    const lengthHeader = c.req.header('content-length');
+    const expected = lengthHeader !== undefined ? Number(lengthHeader) : undefined;
+    if (expected !== undefined && !Number.isSafeInteger(expected)) throw new KilnError('E_INVALID', `bad Content-Length '${lengthHeader}'`);
+    const body = c.req.raw.body;
+    const source: AsyncIterable<Uint8Array> = body ? Readable.fromWeb(body as never) : Readable.from([]);
+    const r = await deps.cas.put(digest, source, expected);
+    return c.json({ digest, size: r.size, created: r.created }, r.created ? 201 : 200);
+  });
+
+  app.openapi(getBlob, async (c) => {
+    const digest = c.req.valid('param').digest as Digest;
+    const size = await deps.cas.size(digest);
+    if (size === null) throw new KilnError('E_NOT_FOUND', `blob ${digest} not found`);
+    const headers = { 'content-type': 'application/octet-stream', 'content-length': String(size), etag: `"${digest}"` };
+    if (c.req.method === 'HEAD') return new Response(null, { status: 200, headers }) as never;
+    return new Response(Readable.toWeb(deps.cas.read(digest)) as ReadableStream, { status: 200, headers }) as never;
+  });
+}

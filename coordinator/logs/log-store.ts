@@ -1,0 +1,195 @@
+/**
+ * Build logs on disk, one file per attempt: `logs/<build>/<node>/attempt-<n>.log`.
+ *
+ * An attempt file holds the coordinator's header for the attempt (empty for a first
+ * attempt; for a re-queued one it says why), then the agent's bytes exactly as sent.
+ * Agent bytes are addressed by the agent's own offset, so a resent or duplicated chunk
+ * is written once and a gap is refused (the agent resends from the returned offset).
+ *
+ * A node's log is the concatenation of its attempt files in order; node-level offsets
+ * index that concatenation and are what SSE event ids carry. Attempt files before the
+ * current one are closed and never change, so node offsets are stable.
+ *
+ * Emits `append` (buildId, node) after every write, for live followers.
+ */
+import { EventEmitter } from 'node:events';
+import { mkdir, open, stat, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { errnoCode } from '../../shared/index.js';
+
+interface OpenAttempt {
+  fh: FileHandle;
+  headerBytes: number;
+  /** agent bytes in the file */
+  agentBytes: number;
+  queue: Promise<unknown>;
+}
+
+export interface AttemptLogRef {
+  buildId: string;
+  node: string;
+  number: number;
+  header: string;
+}
+
+export class LogStore extends EventEmitter {
+  readonly root: string;
+  private readonly open = new Map<string, OpenAttempt>();
+  private readonly opening = new Map<string, Promise<OpenAttempt>>();
+  private readonly sizes = new Map<string, number>();
+
+  constructor(dataDir: string) {
+    super();
+    this.setMaxListeners(0);
+    this.root = join(dataDir, 'logs');
+  }
+
+  buildDir(buildId: string): string {
+    return join(this.root, buildId);
+  }
+
+  attemptPath(buildId: string, node: string, number: number): string {
+    return join(this.root, buildId, node, `attempt-${number}.log`);
+  }
+
+  private async openAttempt(ref: AttemptLogRef): Promise<OpenAttempt> {
+    const path = this.attemptPath(ref.buildId, ref.node, ref.number);
+    const existing = this.open.get(path);
+    if (existing) return existing;
+    const pending = this.opening.get(path);
+    if (pending) return pending;
+    const p = (async () => {
+      await mkdir(join(this.root, ref.buildId, ref.node), { recursive: true });
+      const fh = await open(path, 'a+', 0o644);
+      const header = Buffer.from(ref.header);
+      let size = (await fh.stat()).size;
+      if (size === 0 && header.length > 0) {
+        await fh.write(header);
+        size = header.length;
+      }
+      const entry: OpenAttempt = { fh, headerBytes: header.length, agentBytes: Math.max(0, size - header.length), queue: Promise.resolve() };
+      this.open.set(path, entry);
+      this.sizes.set(path, size);
+      return entry;
+    })();
+    this.opening.set(path, p);
+    try {
+      return await p;
+    } finally {
+      this.opening.delete(path);
+    }
+  }
+
+  /**
+   * Writes agent bytes `data` that start at agent offset `offset`. Bytes already written
+   * are skipped; a chunk that starts beyond what was written (a gap) is not written.
+   * Returns the number of agent bytes in the file afterwards: the offset to ack.
+   */
+  async append(ref: AttemptLogRef, offset: number, data: Uint8Array): Promise<number> {
+    const entry = await this.openAttempt(ref);
+    const path = this.attemptPath(ref.buildId, ref.node, ref.number);
+    const run = entry.queue.then(async () => {
+      if (offset > entry.agentBytes) return entry.agentBytes; // gap: refuse, agent resends
+      const skip = entry.agentBytes - offset;
+      if (skip >= data.length) return entry.agentBytes; // duplicate
+      const part = skip > 0 ? data.subarray(skip) : data;
+      await entry.fh.write(part);
+      entry.agentBytes += part.length;
+      this.sizes.set(path, entry.headerBytes + entry.agentBytes);
+      this.emit('append', ref.buildId, ref.node);
+      return entry.agentBytes;
+    });
+    entry.queue = run.catch(() => {});
+    return run;
+  }
+
+  /** Makes sure the attempt file exists (with its header) even when the agent sent no bytes. */
+  async ensure(ref: AttemptLogRef): Promise<void> {
+    await this.openAttempt(ref);
+    this.emit('append', ref.buildId, ref.node);
+  }
+
+  /** Agent bytes already in the attempt's file (creating it with its header if needed). */
+  async agentBytes(ref: AttemptLogRef): Promise<number> {
+    const entry = await this.openAttempt(ref);
+    await entry.queue;
+    return entry.agentBytes;
+  }
+
+  /** Flushes the attempt file to disk and closes it. */
+  async close(ref: Pick<AttemptLogRef, 'buildId' | 'node' | 'number'>): Promise<void> {
+    const path = this.attemptPath(ref.buildId, ref.node, ref.number);
+    await this.opening.get(path)?.catch(() => {});
+    const entry = this.open.get(path);
+    if (!entry) return;
+    this.open.delete(path);
+    await entry.queue;
+    try {
+      await entry.fh.datasync();
+    } finally {
+      await entry.fh.close();
+    }
+  }
+
+  async closeAll(): Promise<void> {
+    for (const entry of this.open.values()) {
+      await entry.queue;
+      await entry.fh.datasync().catch(() => {});
+      await entry.fh.close().catch(() => {});
+    }
+    this.open.clear();
+  }
+
+  private async fileSize(path: string): Promise<number> {
+    const cached = this.sizes.get(path);
+    if (cached !== undefined) return cached;
+    try {
+      const size = (await stat(path)).size;
+      // Only files of closed attempts are immutable; open ones update the cache on write.
+      this.sizes.set(path, size);
+      return size;
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return 0;
+      throw err;
+    }
+  }
+
+  /** Sizes of the node's attempt files 1..attempts (0 for a file not created yet). */
+  async nodeSizes(buildId: string, node: string, attempts: number): Promise<number[]> {
+    const out: number[] = [];
+    for (let n = 1; n <= attempts; n++) {
+      const path = this.attemptPath(buildId, node, n);
+      out.push(await this.fileSize(path));
+    }
+    return out;
+  }
+
+  /** Forgets cached sizes of files that do not exist yet (so a later create is seen). */
+  invalidate(buildId: string, node: string, number: number): void {
+    const path = this.attemptPath(buildId, node, number);
+    if (!this.open.has(path)) this.sizes.delete(path);
+  }
+
+  /** Reads node-level bytes [start, end) across the attempt files. */
+  async read(buildId: string, node: string, sizes: number[], start: number, end: number): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    let base = 0;
+    for (let i = 0; i < sizes.length && base < end; i++) {
+      const size = sizes[i]!;
+      const from = Math.max(start, base);
+      const to = Math.min(end, base + size);
+      if (to > from) {
+        const fh = await open(this.attemptPath(buildId, node, i + 1), 'r');
+        try {
+          const buf = Buffer.alloc(to - from);
+          const { bytesRead } = await fh.read(buf, 0, buf.length, from - base);
+          parts.push(buf.subarray(0, bytesRead));
+        } finally {
+          await fh.close();
+        }
+      }
+      base += size;
+    }
+    return Buffer.concat(parts);
+  }
+}

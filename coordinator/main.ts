@@ -1,0 +1,58 @@
+/**
+ * `kiln coordinator`: loads the config, starts the coordinator, tells the user where
+ * its data and tokens are, and stops cleanly on SIGTERM/SIGINT (a second signal exits
+ * at once). Exit 78 (EX_CONFIG) for errors a restart cannot fix: bad config, a missing
+ * or corrupt state file, a data dir locked by another coordinator.
+ */
+import { createLogger, isKilnError, KILN_VERSION } from '../shared/index.js';
+import { loadCoordinatorConfig, type CoordinatorFlags } from './config.js';
+import { startCoordinator } from './coordinator.js';
+
+export const EX_CONFIG = 78;
+
+export interface CoordinatorProcessHost {
+  env: Record<string, string | undefined>;
+  arch: string;
+  isTTY: boolean;
+  onSignal: (handler: (signal: string) => void) => void;
+  /** Human-readable start-up lines (stderr). */
+  print: (line: string) => void;
+}
+
+export async function runCoordinator(flags: CoordinatorFlags, host: CoordinatorProcessHost): Promise<number> {
+  const config = loadCoordinatorConfig(flags, { env: host.env, arch: host.arch, isTTY: host.isTTY });
+  const logger = createLogger({ name: 'kiln-coordinator', level: config.log.level, format: config.log.format });
+  let running;
+  try {
+    running = await startCoordinator(config, logger);
+  } catch (err) {
+    if (isKilnError(err) && ['E_CONFIG', 'E_STATE', 'E_LOCKED'].includes(err.code)) {
+      host.print(`kiln coordinator: ${err.message}`);
+      return EX_CONFIG;
+    }
+    throw err;
+  }
+  const created = new Set(running.tokens.created);
+  host.print(`kiln coordinator ${KILN_VERSION} listening on ${running.url}`);
+  host.print(`  data dir:    ${running.dataDir}${running.initialized ? ' (new)' : ''}`);
+  host.print(`  agent token: ${running.tokens.agentTokenFile}${created.has(running.tokens.agentTokenFile) ? ' (created)' : ''}`);
+  host.print(`  API token:   ${running.tokens.apiTokenFile}${created.has(running.tokens.apiTokenFile) ? ' (created)' : ''}`);
+  host.print(`  start an agent: kiln agent --coordinator ${running.url} --token-file ${running.tokens.agentTokenFile}`);
+  let stopping: Promise<void> | null = null;
+  return new Promise<number>((resolve) => {
+    host.onSignal((signal) => {
+      if (stopping) {
+        logger.warn({ signal }, 'exiting now');
+        process.exit(1);
+      }
+      logger.info({ signal }, 'shutting down');
+      stopping = running.stop().then(
+        () => resolve(0),
+        (err: unknown) => {
+          logger.error({ err }, 'shutdown failed');
+          resolve(1);
+        },
+      );
+    });
+  });
+}

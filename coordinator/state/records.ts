@@ -1,0 +1,108 @@
+/**
+ * What the coordinator persists: builds, their nodes and attempts. Times are epoch ms.
+ *
+ * Active builds live in `state.json` (lowdb). A finished build is written once to
+ * `builds/<id>.json` and replaced in `state.json` by a small summary, so the hot state
+ * (rewritten on every commit) stays the size of the work in flight, not of the history.
+ */
+import type { AttemptState, BuildState, NodeState, ResolvedNode } from '../../shared/index.js';
+
+export interface AttemptRecord {
+  id: string;
+  /** 1 for the first dispatch of a node, 2 for the re-queue after a lost agent, ... */
+  number: number;
+  agent: string;
+  /** The agent process (hello `session`) the attempt was given to. */
+  session: string;
+  state: AttemptState;
+  assigned_at: number;
+  accepted_at: number | null;
+  started_at: number | null;
+  finished_at: number | null;
+  exit_code: number | null;
+  error: string | null;
+  failed_step: string | null;
+  infra: boolean;
+  image_id: string | null;
+  /** Log bytes received from the agent and written to the attempt's log file. */
+  log_bytes: number;
+  /** Text the coordinator put at the start of the attempt's log file (before the agent's bytes). */
+  log_header: string;
+  reason: string | null;
+  fetch_ms: number | null;
+  build_ms: number | null;
+}
+
+export interface NodeRecord extends ResolvedNode {
+  state: NodeState;
+  attempts: AttemptRecord[];
+  ready_at: number | null;
+  started_at: number | null;
+  finished_at: number | null;
+  /** Why the node failed/was skipped/cancelled, when not the build's own error. */
+  reason: string | null;
+}
+
+export interface BuildRecord {
+  id: string;
+  name: string;
+  state: BuildState;
+  cancel_requested: boolean;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+  nodes: NodeRecord[];
+}
+
+/** The index entry of an archived (finished) build. */
+export interface BuildSummaryRecord {
+  id: string;
+  name: string;
+  state: BuildState;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+  node_counts: Record<string, number>;
+}
+
+export interface StateData {
+  format: 'kiln-coordinator-state';
+  version: 1;
+  /** Builds that are running or not yet archived, by id. */
+  builds: Record<string, BuildRecord>;
+  /** Finished builds whose full record is in builds/<id>.json. */
+  archived: Record<string, BuildSummaryRecord>;
+}
+
+export function emptyState(): StateData {
+  return { format: 'kiln-coordinator-state', version: 1, builds: {}, archived: {} };
+}
+
+/** Shape check for a state file read from disk (cheap: the file is ours). */
+export function stateProblem(value: unknown): string | null {
+  if (value === null || typeof value !== 'object') return 'not a JSON object';
+  const v = value as Partial<StateData>;
+  if (v.format !== 'kiln-coordinator-state') return `format is ${JSON.stringify(v.format)}, expected "kiln-coordinator-state"`;
+  if (v.version !== 1) return `version ${JSON.stringify(v.version)} is not supported (this coordinator reads version 1)`;
+  if (!v.builds || typeof v.builds !== 'object') return 'builds is missing';
+  if (!v.archived || typeof v.archived !== 'object') return 'archived is missing';
+  return null;
+}
+
+export function nodeCounts(build: BuildRecord): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const n of build.nodes) counts[n.state] = (counts[n.state] ?? 0) + 1;
+  return counts;
+}
+
+export function summarize(build: BuildRecord): BuildSummaryRecord {
+  return {
+    id: build.id,
+    name: build.name,
+    state: build.state,
+    created_at: build.created_at,
+    started_at: build.started_at,
+    finished_at: build.finished_at,
+    node_counts: nodeCounts(build),
+  };
+}

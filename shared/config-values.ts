@@ -1,0 +1,74 @@
+/**
+ * Parsers for config values that arrive as text (env vars, flags, YAML scalars), each
+ * throwing E_CONFIG with a message that names the setting and the bad value.
+ */
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { formatIssues } from './protocol/codec.js';
+import { KilnError, errnoCode } from './errors.js';
+import { parseDuration } from './duration.js';
+
+export function configError(setting: string, message: string): KilnError {
+  return new KilnError('E_CONFIG', `config ${setting}: ${message}`);
+}
+
+export function durationSetting(setting: string, value: string | number): number {
+  const ms = typeof value === 'number' ? Math.round(value * 1000) : parseDuration(value);
+  if (ms === null || ms <= 0) throw configError(setting, `invalid duration '${value}' (use e.g. 500ms, 10s, 5m)`);
+  return ms;
+}
+
+export function intSetting(setting: string, value: string | number, min: number, max: number): number {
+  const n = typeof value === 'number' ? value : Number(value);
+  if (!Number.isInteger(n) || n < min || n > max) throw configError(setting, `'${value}' is not an integer in ${min}..${max}`);
+  return n;
+}
+
+export function boolSetting(setting: string, value: string | boolean): boolean {
+  if (typeof value === 'boolean') return value;
+  if (/^(1|true|yes|on)$/i.test(value)) return true;
+  if (/^(0|false|no|off)$/i.test(value)) return false;
+  throw configError(setting, `'${value}' is not a boolean (true/false)`);
+}
+
+export function listenSetting(setting: string, value: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value.trim());
+  if (!m) throw configError(setting, `'${value}' is not host:port (e.g. 127.0.0.1:8080, or :8080 for all interfaces)`);
+  const port = Number(m[3]);
+  if (port > 65535) throw configError(setting, `port ${port} is out of range`);
+  return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
+}
+
+/** `k=v,k2=v2` (flags, env) to a map. */
+export function labelsSetting(setting: string, value: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const part of value.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const i = part.indexOf('=');
+    if (i <= 0) throw configError(setting, `'${part}' is not key=value`);
+    out[part.slice(0, i).trim()] = part.slice(i + 1).trim();
+  }
+  return out;
+}
+
+/** Reads and validates a YAML/JSON config file; unknown keys are errors naming the key. */
+export function readConfigFile<T extends z.ZodType>(path: string, schema: T, readFile: (p: string) => string = (p) => readFileSync(p, 'utf8')): z.infer<T> {
+  let text: string;
+  try {
+    text = readFile(path);
+  } catch (err) {
+    throw new KilnError('E_CONFIG', `config file ${path} cannot be read (${errnoCode(err) ?? (err as Error).message})`, { cause: err });
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(text) ?? {};
+  } catch (err) {
+    throw new KilnError('E_CONFIG', `config file ${path} is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => (i.code === 'unrecognized_keys' ? `${[...i.path, ...i.keys].join('.')}: unknown setting` : `${i.path.join('.')}: ${i.message}`));
+    throw new KilnError('E_CONFIG', `config file ${path}: ${issues.slice(0, 5).join('; ') || formatIssues(parsed.error)}`);
+  }
+  return parsed.data;
+}

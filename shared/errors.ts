@@ -1,0 +1,81 @@
+/**
+ * Typed errors with stable codes, shared by coordinator, agent and CLI.
+ *
+ * Every failure kiln reports to a user or a peer carries a `code` from `ERROR_CODES`, so
+ * callers branch on the code, never on the message. HTTP handlers throw `KilnError`s and
+ * the coordinator's single error funnel renders them as RFC 9457 problem+json with the
+ * status from `httpStatus`.
+ */
+
+export const ERROR_CODES = {
+  /** A request, spec, frame or config failed validation. */
+  E_INVALID: 400,
+  /** The spec failed validation (nodes, fields, graph). */
+  E_SPEC_INVALID: 400,
+  /** Missing or wrong token. */
+  E_UNAUTHORIZED: 401,
+  /** Something named in the request does not exist. */
+  E_NOT_FOUND: 404,
+  /** The request conflicts with the current state (e.g. cancelling a finished build). */
+  E_CONFLICT: 409,
+  /** The uploaded bytes do not hash to the digest in the URL. */
+  E_DIGEST_MISMATCH: 400,
+  /** The request body is larger than allowed. */
+  E_TOO_LARGE: 413,
+  /** The coordinator is starting up or shutting down. */
+  E_UNAVAILABLE: 503,
+  /** The state file is missing, unreadable or corrupt. */
+  E_STATE: 500,
+  /** Another process holds the data dir lock. */
+  E_LOCKED: 500,
+  /** Agent and coordinator share no protocol version. */
+  E_PROTOCOL_VERSION: 400,
+  /** A WebSocket frame could not be decoded or validated. */
+  E_PROTOCOL: 400,
+  /** Configuration is invalid. */
+  E_CONFIG: 400,
+  /** Talking to the Docker Engine failed. */
+  E_DOCKER: 502,
+  /** The coordinator could not be reached. */
+  E_CONNECTION: 502,
+  /** An unexpected internal error. */
+  E_INTERNAL: 500,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** One field-level problem: `path` is dotted (`nodes.compile.platform`). */
+export interface FieldError {
+  path: string;
+  message: string;
+}
+
+export class KilnError extends Error {
+  readonly code: ErrorCode;
+  readonly errors: FieldError[];
+  readonly status: number;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; errors?: FieldError[]; status?: number }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'KilnError';
+    this.code = code;
+    this.errors = options?.errors ?? [];
+    this.status = options?.status ?? ERROR_CODES[code];
+  }
+}
+
+/** Turns anything thrown into an Error (catch sites receive `unknown`). */
+export function coerceError(err: unknown): Error {
+  if (err instanceof Error) return err;
+  return new Error(typeof err === 'string' ? err : JSON.stringify(err));
+}
+
+export function isKilnError(err: unknown, code?: ErrorCode): err is KilnError {
+  return err instanceof KilnError && (code === undefined || err.code === code);
+}
+
+/** Node's errno code of a system error (`ENOENT`, ...), or undefined. */
+export function errnoCode(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}

@@ -1,0 +1,19 @@
+/**
+ * The shared package: what coordinator, agent and CLI all use. Import from here, never
+ * from files inside `shared/`, so the package's surface stays explicit.
+ */
+export * from './errors.js';
+export * from './digest.js';
+export * from './duration.js';
+export * from './platform.js';
+export * from './ids.js';
+export * from './states.js';
+export * from './api.js';
+export * from './protocol/messages.js';
+export * from './protocol/codec.js';
+export * from './spec/build-spec.js';
+export * from './spec/parse-spec.js';
+export * from './backoff.js';
+export * from './version.js';
+export * from './logger.js';
+export * from './config-values.js';

@@ -1,0 +1,234 @@
+/**
+ * The agent <-> coordinator WebSocket protocol, as data.
+ *
+ * Every frame is one envelope `{v, type, id, payload}` encoded with msgpackr (see
+ * codec.ts). `MESSAGES` maps each `type` to the zod schema of its payload and the
+ * direction it may travel; TypeScript types are inferred from the schemas, and both ends
+ * validate every frame they send and receive.
+ *
+ * Flow: the agent opens the socket with its token and sends `hello` (capabilities,
+ * protocol versions it speaks, attempts it is still running). The coordinator answers
+ * `welcome` (chosen version, heartbeat interval) or closes with a reason. Then:
+ *   coordinator -> agent: assign, cancel, ack, error
+ *   agent -> coordinator: heartbeat, accept, reject, started, log, finished, error
+ * The coordinator acks `heartbeat` (so the agent can tell a dead link), `log` (with the
+ * byte offset it has written, so the agent can resend from there after a reconnect) and
+ * `finished` (only after the result is committed to disk; the agent resends it until then).
+ */
+import { z } from 'zod';
+
+/** Protocol versions this build of kiln speaks. The hello is the same in every version. */
+export const PROTOCOL_VERSIONS = [1] as const;
+export const PROTOCOL_VERSION = 1;
+
+/** Largest frame either side accepts (ws `maxPayload`). */
+export const MAX_FRAME_BYTES = 8 * 1024 * 1024;
+/** Largest log payload in one `log` frame. */
+export const MAX_LOG_CHUNK_BYTES = 64 * 1024;
+
+/** WebSocket close codes kiln uses (4000-4999 are for applications). */
+export const CLOSE_CODES = {
+  /** Coordinator shutting down; reconnect later. */
+  GOING_AWAY: 1001,
+  /** No protocol version in common; the agent must not retry. */
+  PROTOCOL_VERSION: 4002,
+  /** A frame could not be decoded or failed validation. */
+  INVALID_FRAME: 4003,
+  /** No frame from the agent within the lost timeout. */
+  HEARTBEAT_TIMEOUT: 4008,
+  /** Another agent process with the same name is connected. */
+  NAME_IN_USE: 4009,
+  /** The same agent process opened a newer connection. */
+  REPLACED: 4010,
+  /** The hello did not arrive in time. */
+  HELLO_TIMEOUT: 4011,
+} as const;
+
+const Name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'must be 1-63 characters of [A-Za-z0-9_.-], starting with a letter or digit');
+const AttemptId = z.string().min(1).max(80);
+const Millis = z.number().int().nonnegative();
+
+export const PlatformCap = z.strictObject({
+  platform: z.string().min(1).max(64),
+  /** true when the agent runs this platform under qemu emulation. */
+  emulated: z.boolean(),
+});
+
+export const GpuInfo = z.strictObject({
+  index: z.number().int().nonnegative(),
+  model: z.string(),
+  memory_mib: z.number().int().nonnegative(),
+  uuid: z.string().nullable(),
+});
+
+export const DockerInfo = z.strictObject({
+  version: z.string(),
+  api_version: z.string(),
+  os: z.string(),
+  arch: z.string(),
+  /** BuildKit version when the engine reports one; null for engines that embed it silently. */
+  buildkit_version: z.string().nullable(),
+});
+
+export const RunningAttempt = z.strictObject({
+  attempt_id: AttemptId,
+  /** Bytes of log the agent has produced for the attempt so far. */
+  log_bytes: Millis,
+});
+
+export const Hello = z.strictObject({
+  protocol_versions: z.array(z.number().int().positive()).min(1).max(16),
+  agent_version: z.string().max(64),
+  name: Name,
+  /** Random per agent process; tells a reconnect of the same process from a second process with the same name. */
+  session: z.string().min(8).max(64),
+  platforms: z.array(PlatformCap).min(1).max(32),
+  labels: z.record(z.string().max(128), z.string().max(256)),
+  max_jobs: z.number().int().min(1).max(1024),
+  executor: z.enum(['docker', 'noop']),
+  docker: DockerInfo.nullable(),
+  gpus: z.array(GpuInfo).max(64),
+  running: z.array(RunningAttempt).max(1024),
+});
+
+export const ResumeDecision = z.strictObject({
+  attempt_id: AttemptId,
+  /** continue: keep running and resend logs from `log_offset`; cancel: stop it, its result is not wanted. */
+  action: z.enum(['continue', 'cancel']),
+  log_offset: Millis,
+});
+
+export const Welcome = z.strictObject({
+  protocol_version: z.number().int().positive(),
+  coordinator_version: z.string(),
+  agent_name: Name,
+  heartbeat_interval_ms: Millis,
+  lost_after_ms: Millis,
+  max_log_chunk_bytes: z.number().int().positive(),
+  resume: z.array(ResumeDecision),
+});
+
+export const Heartbeat = z.strictObject({
+  running: z.array(AttemptId).max(1024),
+});
+
+export const Assign = z.strictObject({
+  attempt_id: AttemptId,
+  build_id: z.string(),
+  node: z.string(),
+  attempt: z.number().int().positive(),
+  platform: z.string(),
+  /** Digest of the build context tar in the coordinator's CAS, or null for none. */
+  context: z.string().nullable(),
+  /** Path of the Dockerfile inside the context (when dockerfile_inline is null). */
+  dockerfile: z.string().nullable(),
+  dockerfile_inline: z.string().nullable(),
+  build_args: z.record(z.string(), z.string()),
+  target: z.string().nullable(),
+  timeout_ms: Millis,
+  /** Image name the agent tags the result with. */
+  image_tag: z.string(),
+  no_cache: z.boolean(),
+});
+
+export const AttemptRef = z.strictObject({ attempt_id: AttemptId });
+
+export const Reject = z.strictObject({
+  attempt_id: AttemptId,
+  reason: z.string().max(2000),
+});
+
+export const Started = z.strictObject({
+  attempt_id: AttemptId,
+  at: Millis,
+});
+
+export const Log = z.strictObject({
+  attempt_id: AttemptId,
+  /** Per-attempt frame counter, from 0. */
+  seq: z.number().int().nonnegative(),
+  /** Byte offset of `data` within the attempt's log. */
+  offset: Millis,
+  data: z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'must be binary data'),
+});
+
+export const Timings = z.strictObject({
+  accepted_at: Millis,
+  started_at: Millis.nullable(),
+  finished_at: Millis,
+  /** Time spent fetching the build context from the coordinator. */
+  fetch_ms: Millis,
+  /** Time spent in the BuildKit build. */
+  build_ms: Millis,
+});
+
+export const Finished = z.strictObject({
+  attempt_id: AttemptId,
+  status: z.enum(['success', 'failed', 'cancelled']),
+  /** Exit code of the failing RUN step, when the failure was one. */
+  exit_code: z.number().int().nullable(),
+  error: z.string().max(16_384).nullable(),
+  /** Name of the BuildKit step that failed. */
+  failed_step: z.string().max(4096).nullable(),
+  /** true when the failure was the infrastructure's (Docker unreachable, context fetch failed), not the build's. */
+  infra: z.boolean(),
+  image_id: z.string().nullable(),
+  timings: Timings,
+  /** Total bytes of log the attempt produced (the coordinator checks it has them all). */
+  log_bytes: Millis,
+});
+
+export const Cancel = z.strictObject({
+  attempt_id: AttemptId,
+  reason: z.string().max(2000),
+});
+
+export const Ack = z.strictObject({
+  /** id of the envelope acknowledged. */
+  ref: z.number().int().nonnegative(),
+  attempt_id: AttemptId.optional(),
+  /** For `log` acks: the attempt's log bytes the coordinator has written (resend from here). */
+  log_offset: Millis.optional(),
+});
+
+export const ErrorMsg = z.strictObject({
+  code: z.string(),
+  message: z.string().max(16_384),
+  ref: z.number().int().nonnegative().optional(),
+});
+
+type Direction = 'to_coordinator' | 'to_agent' | 'both';
+
+/** The closed set of message types: payload schema and direction. */
+export const MESSAGES = {
+  hello: { schema: Hello, dir: 'to_coordinator' },
+  welcome: { schema: Welcome, dir: 'to_agent' },
+  heartbeat: { schema: Heartbeat, dir: 'to_coordinator' },
+  assign: { schema: Assign, dir: 'to_agent' },
+  accept: { schema: AttemptRef, dir: 'to_coordinator' },
+  reject: { schema: Reject, dir: 'to_coordinator' },
+  started: { schema: Started, dir: 'to_coordinator' },
+  log: { schema: Log, dir: 'to_coordinator' },
+  finished: { schema: Finished, dir: 'to_coordinator' },
+  cancel: { schema: Cancel, dir: 'to_agent' },
+  ack: { schema: Ack, dir: 'both' },
+  error: { schema: ErrorMsg, dir: 'both' },
+} as const satisfies Record<string, { schema: z.ZodType; dir: Direction }>;
+
+export type MessageType = keyof typeof MESSAGES;
+export type Payload<T extends MessageType> = z.infer<(typeof MESSAGES)[T]['schema']>;
+
+export type HelloPayload = Payload<'hello'>;
+export type WelcomePayload = Payload<'welcome'>;
+export type AssignPayload = Payload<'assign'>;
+export type FinishedPayload = Payload<'finished'>;
+export type LogPayload = Payload<'log'>;
+export type GpuInfoPayload = z.infer<typeof GpuInfo>;
+export type DockerInfoPayload = z.infer<typeof DockerInfo>;
+export type PlatformCapPayload = z.infer<typeof PlatformCap>;
+
+export type ToCoordinatorType = { [K in MessageType]: (typeof MESSAGES)[K]['dir'] extends 'to_agent' ? never : K }[MessageType];
+export type ToAgentType = { [K in MessageType]: (typeof MESSAGES)[K]['dir'] extends 'to_coordinator' ? never : K }[MessageType];
+
+/** A decoded, validated frame: the envelope with a typed payload. */
+export type Frame<T extends MessageType = MessageType> = { [K in T]: { v: number; type: K; id: number; payload: Payload<K> } }[T];

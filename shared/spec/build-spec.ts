@@ -1,0 +1,210 @@
+/**
+ * The build spec: a named DAG of nodes, each one BuildKit build.
+ *
+ * There are two forms with one schema: the *file* form a user writes (`context` is a
+ * directory relative to the spec file) and the *submitted* form the HTTP API takes (the
+ * CLI has packed and uploaded every context, so `context` is a `sha256:` digest). Both
+ * are validated here, field by field and as a graph, and every problem is reported as a
+ * `FieldError` whose path names the node and field (`nodes.compile.platform`).
+ */
+import { z } from 'zod';
+import type { FieldError } from '../errors.js';
+import { isDigest } from '../digest.js';
+import { parseDuration } from '../duration.js';
+import { platformProblem } from '../platform.js';
+
+export const NODE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+export const MAX_NODES = 10_000;
+export const DEFAULT_TIMEOUT_MS = 60 * 60 * 1000;
+
+const StringMap = z.record(z.string(), z.union([z.string(), z.number(), z.boolean()]).transform(String));
+
+export const NodeSpecSchema = z.strictObject({
+  /** Exact platform the node builds for; default linux/<coordinator arch>. */
+  platform: z.string().optional(),
+  /** Directory (file form) or sha256 digest of its tar (submitted form). */
+  context: z.string().min(1).optional(),
+  /** Dockerfile path inside the context (default `Dockerfile`). */
+  dockerfile: z.string().min(1).optional(),
+  /** The Dockerfile itself, instead of a path. */
+  dockerfile_inline: z.string().min(1).optional(),
+  build_args: StringMap.optional(),
+  /** Agent labels the node requires, matched exactly. */
+  labels: z.record(z.string(), z.string()).optional(),
+  /** Nodes that must succeed before this one starts. */
+  needs: z.array(z.string()).optional(),
+  /** Build time limit: `20m`, `1h30m`, `90s`, or a number of seconds. */
+  timeout: z.union([z.string(), z.number().positive()]).optional(),
+  /** Dockerfile stage to build. */
+  target: z.string().min(1).optional(),
+  /** Build without BuildKit's cache. */
+  no_cache: z.boolean().optional(),
+});
+
+export const BuildSpecSchema = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_. -]{0,99}$/, 'must be 1-100 characters of letters, digits, space, _ . -').optional(),
+  nodes: z.record(z.string(), NodeSpecSchema),
+});
+
+export type NodeSpecInput = z.input<typeof NodeSpecSchema>;
+export type BuildSpecInput = z.input<typeof BuildSpecSchema>;
+
+/** A node after validation and defaulting: what the coordinator stores and schedules. */
+export interface ResolvedNode {
+  name: string;
+  platform: string;
+  context: string | null;
+  dockerfile: string | null;
+  dockerfile_inline: string | null;
+  build_args: Record<string, string>;
+  labels: Record<string, string>;
+  needs: string[];
+  timeout_ms: number;
+  target: string | null;
+  no_cache: boolean;
+}
+
+export interface ResolvedSpec {
+  name: string;
+  nodes: ResolvedNode[];
+}
+
+export type SpecResult<T> = { ok: true; value: T } | { ok: false; errors: FieldError[] };
+
+export interface ValidateOptions {
+  /** `file`: context is a path; `submitted`: context is a sha256 digest. */
+  form: 'file' | 'submitted';
+  /** Platform for nodes that name none. */
+  defaultPlatform: string;
+  /** Default build name when the spec has none. */
+  defaultName?: string;
+}
+
+function zodToFieldErrors(error: z.ZodError): FieldError[] {
+  const out: FieldError[] = [];
+  for (const issue of error.issues) {
+    const path = issue.path.map(String);
+    if (issue.code === 'unrecognized_keys') {
+      for (const key of issue.keys) out.push(fieldError([...path, key], 'unknown field'));
+    } else {
+      out.push(fieldError(path, issue.message));
+    }
+  }
+  return out;
+}
+
+/** Builds a FieldError whose message names the node and field: `node 'compile': field 'platform': ...`. */
+export function fieldError(path: string[], message: string): FieldError {
+  const dotted = path.join('.');
+  if (path[0] === 'nodes' && path.length >= 2) {
+    const field = path.slice(2).join('.');
+    const where = field ? `node '${path[1]}': field '${field}'` : `node '${path[1]}'`;
+    return { path: dotted, message: `${where}: ${message}` };
+  }
+  return { path: dotted, message: dotted ? `field '${dotted}': ${message}` : message };
+}
+
+/** Validates a parsed spec (object from YAML/JSON) field by field and as a DAG. */
+export function validateSpec(raw: unknown, opts: ValidateOptions): SpecResult<ResolvedSpec> {
+  const parsed = BuildSpecSchema.safeParse(raw);
+  if (!parsed.success) return { ok: false, errors: zodToFieldErrors(parsed.error) };
+  const spec = parsed.data;
+  const errors: FieldError[] = [];
+  const names = Object.keys(spec.nodes);
+  if (names.length === 0) errors.push(fieldError(['nodes'], 'a build needs at least one node'));
+  if (names.length > MAX_NODES) errors.push(fieldError(['nodes'], `too many nodes (${names.length}; at most ${MAX_NODES})`));
+
+  const nodes: ResolvedNode[] = [];
+  for (const name of names) {
+    const n = spec.nodes[name]!;
+    const at = (field?: string) => (field ? ['nodes', name, field] : ['nodes', name]);
+    if (!NODE_NAME_RE.test(name)) {
+      errors.push(fieldError(at(), 'invalid node name (use 1-63 characters of [A-Za-z0-9_.-], starting with a letter or digit)'));
+    }
+    const platform = n.platform ?? opts.defaultPlatform;
+    const pp = platformProblem(platform);
+    if (pp) errors.push(fieldError(at('platform'), pp));
+
+    if (n.dockerfile_inline !== undefined && n.dockerfile !== undefined) {
+      errors.push(fieldError(at('dockerfile'), 'give either dockerfile or dockerfile_inline, not both'));
+    }
+    if (n.dockerfile_inline === undefined && n.context === undefined) {
+      errors.push(fieldError(at('context'), 'a node needs a context (with a Dockerfile in it) or dockerfile_inline'));
+    }
+    if (n.context !== undefined && opts.form === 'submitted' && !isDigest(n.context)) {
+      errors.push(fieldError(at('context'), `must be the sha256 digest of an uploaded context tar (got '${n.context.slice(0, 80)}'); the kiln CLI packs and uploads directories`));
+    }
+    if (n.dockerfile !== undefined && (n.dockerfile.startsWith('/') || n.dockerfile.split('/').includes('..'))) {
+      errors.push(fieldError(at('dockerfile'), `must be a relative path inside the context (got '${n.dockerfile}')`));
+    }
+    let timeoutMs = DEFAULT_TIMEOUT_MS;
+    if (n.timeout !== undefined) {
+      const t = typeof n.timeout === 'number' ? Math.round(n.timeout * 1000) : parseDuration(n.timeout);
+      if (t === null || t <= 0) errors.push(fieldError(at('timeout'), `invalid duration '${n.timeout}' (use e.g. 90s, 20m, 1h30m)`));
+      else timeoutMs = t;
+    }
+    const needs = n.needs ?? [];
+    const seen = new Set<string>();
+    for (const need of needs) {
+      if (need === name) errors.push(fieldError(at('needs'), `node cannot need itself`));
+      else if (!(need in spec.nodes)) errors.push(fieldError(at('needs'), `unknown node '${need}'`));
+      if (seen.has(need)) errors.push(fieldError(at('needs'), `'${need}' is listed twice`));
+      seen.add(need);
+    }
+    for (const key of Object.keys(n.build_args ?? {})) {
+      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) errors.push(fieldError(at('build_args'), `invalid build arg name '${key}'`));
+    }
+    nodes.push({
+      name,
+      platform,
+      context: n.context ?? null,
+      dockerfile: n.dockerfile_inline !== undefined ? null : (n.dockerfile ?? 'Dockerfile'),
+      dockerfile_inline: n.dockerfile_inline ?? null,
+      build_args: n.build_args ?? {},
+      labels: n.labels ?? {},
+      needs: [...seen],
+      timeout_ms: timeoutMs,
+      target: n.target ?? null,
+      no_cache: n.no_cache ?? false,
+    });
+  }
+  if (errors.length === 0) {
+    const cycle = findCycle(nodes);
+    if (cycle) errors.push(fieldError(['nodes', cycle[0]!, 'needs'], `dependency cycle: ${cycle.join(' -> ')}`));
+  }
+  if (errors.length > 0) return { ok: false, errors };
+  return { ok: true, value: { name: spec.name ?? opts.defaultName ?? 'build', nodes } };
+}
+
+/** Returns one cycle as a list of node names (first repeated at the end), or null. */
+export function findCycle(nodes: ReadonlyArray<{ name: string; needs: string[] }>): string[] | null {
+  const byName = new Map(nodes.map((n) => [n.name, n]));
+  const state = new Map<string, 1 | 2>(); // 1 = on the stack, 2 = done
+  const stack: string[] = [];
+  // Iterative DFS: a 10,000-node chain must not overflow the call stack.
+  for (const root of nodes) {
+    if (state.has(root.name)) continue;
+    const work: Array<{ name: string; i: number }> = [{ name: root.name, i: 0 }];
+    state.set(root.name, 1);
+    stack.push(root.name);
+    while (work.length > 0) {
+      const top = work[work.length - 1]!;
+      const needs = byName.get(top.name)?.needs ?? [];
+      if (top.i < needs.length) {
+        const next = needs[top.i++]!;
+        const s = state.get(next);
+        if (s === 1) return [...stack.slice(stack.indexOf(next)), next];
+        if (s === undefined && byName.has(next)) {
+          state.set(next, 1);
+          stack.push(next);
+          work.push({ name: next, i: 0 });
+        }
+      } else {
+        state.set(top.name, 2);
+        stack.pop();
+        work.pop();
+      }
+    }
+  }
+  return null;
+}

@@ -1,0 +1,136 @@
+/**
+ * The states of builds, nodes and attempts, and every allowed transition, in one place.
+ *
+ * Terminology: a *build* is one submitted DAG; a *node* is one vertex of it (one BuildKit
+ * build); an *attempt* is one dispatch of a node to an agent. A node that an agent loses
+ * gets a new attempt; everything an agent sends names its attempt, and only the node's
+ * current attempt can change the node.
+ *
+ * The coordinator changes states only through `nodeTransition` / `attemptTransition`,
+ * which throw on a transition not listed here, and derives the build state from its
+ * nodes with `deriveBuildState` (a build has no independent transitions except the
+ * `cancel_requested` flag).
+ */
+
+/**
+ * Node states:
+ * - `pending`: waiting for the nodes it `needs` to succeed.
+ * - `ready`: every need succeeded (or it has none); queued for an agent with the exact
+ *   platform, the required labels and a free slot.
+ * - `assigned`: pushed to an agent in an `assign` frame; the agent has not said `started`.
+ * - `running`: the agent reported `started`; the BuildKit build is under way.
+ * - `success`: the current attempt finished with an image.
+ * - `failed`: the current attempt failed (a RUN exited non-zero, the build timed out, the
+ *   agent was lost twice, ...). Every node downstream becomes `skipped`.
+ * - `skipped`: a node it needs (directly or not) failed, was skipped or was cancelled.
+ * - `cancelled`: the build was cancelled before this node finished.
+ */
+export const NODE_STATES = ['pending', 'ready', 'assigned', 'running', 'success', 'failed', 'skipped', 'cancelled'] as const;
+export type NodeState = (typeof NODE_STATES)[number];
+
+/**
+ * Build states, derived from the node states:
+ * - `pending`: no node has been dispatched yet.
+ * - `running`: at least one node was dispatched and some node is not terminal.
+ * - `success`: every node succeeded.
+ * - `failed`: every node is terminal, some failed (or were skipped), and no leaf succeeded.
+ * - `partial`: every node is terminal; some leaves (nodes nobody needs) succeeded and
+ *   others did not.
+ * - `cancelled`: a cancel was requested and every node is terminal.
+ */
+export const BUILD_STATES = ['pending', 'running', 'success', 'failed', 'partial', 'cancelled'] as const;
+export type BuildState = (typeof BUILD_STATES)[number];
+
+/**
+ * Attempt states:
+ * - `assigned`: sent to the agent, not yet started.
+ * - `running`: the agent reported `started`.
+ * - `success` / `failed`: the agent reported `finished` with that status.
+ * - `cancelling`: the coordinator asked the agent to cancel and waits for its `finished`
+ *   (the agent's slot stays taken until then).
+ * - `cancelled`: the agent confirmed the cancel, or was gone when it was asked.
+ * - `rejected`: the agent refused the assignment (no slot, unsupported platform, ...).
+ * - `lost`: the agent disconnected or went silent for longer than the lost timeout, or
+ *   came back without this attempt.
+ */
+export const ATTEMPT_STATES = ['assigned', 'running', 'success', 'failed', 'cancelling', 'cancelled', 'rejected', 'lost'] as const;
+export type AttemptState = (typeof ATTEMPT_STATES)[number];
+
+export const TERMINAL_NODE_STATES: ReadonlySet<NodeState> = new Set(['success', 'failed', 'skipped', 'cancelled']);
+export const TERMINAL_BUILD_STATES: ReadonlySet<BuildState> = new Set(['success', 'failed', 'partial', 'cancelled']);
+export const TERMINAL_ATTEMPT_STATES: ReadonlySet<AttemptState> = new Set(['success', 'failed', 'cancelled', 'rejected', 'lost']);
+/** Attempt states in which the attempt holds one of its agent's slots. */
+export const SLOT_HOLDING_ATTEMPT_STATES: ReadonlySet<AttemptState> = new Set(['assigned', 'running', 'cancelling']);
+
+const NODE_TRANSITIONS: Record<NodeState, readonly NodeState[]> = {
+  pending: ['ready', 'skipped', 'cancelled'],
+  ready: ['assigned', 'cancelled'],
+  // back to `ready` when the agent rejects the assignment or is lost (re-queue)
+  assigned: ['running', 'ready', 'success', 'failed', 'cancelled'],
+  running: ['ready', 'success', 'failed', 'cancelled'],
+  success: [],
+  failed: [],
+  skipped: [],
+  cancelled: [],
+};
+
+const ATTEMPT_TRANSITIONS: Record<AttemptState, readonly AttemptState[]> = {
+  assigned: ['running', 'success', 'failed', 'cancelling', 'cancelled', 'rejected', 'lost'],
+  running: ['success', 'failed', 'cancelling', 'cancelled', 'lost'],
+  cancelling: ['cancelled', 'lost'],
+  success: [],
+  failed: [],
+  cancelled: [],
+  rejected: [],
+  lost: [],
+};
+
+export function isNodeTerminal(s: NodeState): boolean {
+  return TERMINAL_NODE_STATES.has(s);
+}
+export function isBuildTerminal(s: BuildState): boolean {
+  return TERMINAL_BUILD_STATES.has(s);
+}
+export function isAttemptTerminal(s: AttemptState): boolean {
+  return TERMINAL_ATTEMPT_STATES.has(s);
+}
+
+export function canNodeTransition(from: NodeState, to: NodeState): boolean {
+  return NODE_TRANSITIONS[from].includes(to);
+}
+export function canAttemptTransition(from: AttemptState, to: AttemptState): boolean {
+  return ATTEMPT_TRANSITIONS[from].includes(to);
+}
+
+/** Returns `to` after checking the transition; throws (a coordinator bug) when it is not allowed. */
+export function nodeTransition(from: NodeState, to: NodeState, what = 'node'): NodeState {
+  if (!canNodeTransition(from, to)) throw new Error(`illegal ${what} transition ${from} -> ${to}`);
+  return to;
+}
+export function attemptTransition(from: AttemptState, to: AttemptState, what = 'attempt'): AttemptState {
+  if (!canAttemptTransition(from, to)) throw new Error(`illegal ${what} transition ${from} -> ${to}`);
+  return to;
+}
+
+export interface BuildStateInput {
+  cancelRequested: boolean;
+  /** Number of nodes in each state. */
+  counts: Readonly<Record<NodeState, number>>;
+  /** Number of leaf nodes (nodes nothing needs) in state `success`. */
+  leafSuccesses: number;
+}
+
+/** The build state as a function of its nodes' state counts (see BUILD_STATES). */
+export function deriveBuildState(input: BuildStateInput): BuildState {
+  const c = input.counts;
+  const total = NODE_STATES.reduce((sum, s) => sum + c[s], 0);
+  const terminal = c.success + c.failed + c.skipped + c.cancelled;
+  if (terminal < total) return total - c.pending - c.ready > 0 ? 'running' : 'pending';
+  if (input.cancelRequested && c.cancelled > 0) return 'cancelled';
+  if (c.success === total) return 'success';
+  return input.leafSuccesses > 0 ? 'partial' : 'failed';
+}
+
+export function emptyNodeCounts(): Record<NodeState, number> {
+  return { pending: 0, ready: 0, assigned: 0, running: 0, success: 0, failed: 0, skipped: 0, cancelled: 0 };
+}
