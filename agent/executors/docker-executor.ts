@@ -8,7 +8,7 @@
  * and timeout abort the request, which makes the engine stop the build.
  */
 import type Docker from 'dockerode';
-import { formatDuration, ociArch, type AssignPayload, type Digest } from '../../shared/index.js';
+import { ociArch, type AssignPayload, type Digest } from '../../shared/index.js';
 import type { CasCache } from '../cas-cache.js';
 import { buildContextStream } from '../docker/build-context.js';
 import { BuildProgressDecoder, type BuildEvent } from '../docker/buildkit-progress.js';
@@ -76,15 +76,9 @@ export class DockerExecutor implements Executor {
       return { ...base, status: 'failed', error: `Docker Engine refused the build: ${(err as Error).message}`, infra: true, fetchMs, buildMs: Date.now() - t1 };
     }
     const decoder = new BuildProgressDecoder();
-    const streamError = await new Promise<Error | null>((resolve) => {
-      this.docker.modem.followProgress(
-        response,
-        (err: Error | null) => resolve(err),
-        (event: BuildEvent) => {
-          const text = decoder.push(event);
-          if (text) io.log(text);
-        },
-      );
+    const streamError = await readBuildEvents(response, (event) => {
+      const text = decoder.push(event);
+      if (text) io.log(text);
     });
     const rest = decoder.end();
     if (rest) io.log(rest);
@@ -117,6 +111,41 @@ export class DockerExecutor implements Executor {
   }
 }
 
-export function describeTimeout(ms: number): string {
-  return `timed out after ${formatDuration(ms)}`;
+/**
+ * Reads the Engine's JSON-lines build response. Unlike dockerode's followProgress, it
+ * splits on newline bytes before decoding (a UTF-8 character split across network
+ * chunks stays whole) and survives a malformed line instead of throwing inside a
+ * stream callback. Resolves with the stream's error, if any.
+ */
+export function readBuildEvents(stream: NodeJS.ReadableStream, onEvent: (e: BuildEvent) => void): Promise<Error | null> {
+  return new Promise((resolve) => {
+    let pending: Buffer[] = [];
+    const handleLine = (line: Buffer) => {
+      const text = line.toString('utf8').trim();
+      if (!text) return;
+      try {
+        onEvent(JSON.parse(text) as BuildEvent);
+      } catch {
+        onEvent({ stream: `[kiln] unparsable line from the Docker Engine: ${text.slice(0, 200)}\n` });
+      }
+    };
+    stream.on('data', (chunk: Buffer) => {
+      let start = 0;
+      for (let i = chunk.indexOf(10); i >= 0; i = chunk.indexOf(10, start)) {
+        pending.push(chunk.subarray(start, i));
+        handleLine(Buffer.concat(pending));
+        pending = [];
+        start = i + 1;
+      }
+      if (start < chunk.length) pending.push(chunk.subarray(start));
+    });
+    let ended = false;
+    stream.on('end', () => {
+      ended = true;
+      if (pending.length > 0) handleLine(Buffer.concat(pending));
+      resolve(null);
+    });
+    stream.on('error', (err: Error) => resolve(err));
+    stream.on('close', () => resolve(ended ? null : new Error('the build stream closed before it ended')));
+  });
 }
