@@ -21,6 +21,10 @@ function onSignal(handler: (signal: string) => void): void {
 }
 
 function makeIO(env: Record<string, string | undefined>): CliIO {
+  // `kiln logs ... | head`: a closed pipe ends the command quietly.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(EXIT.OK);
+  });
   return {
     stdout: { write: (t) => void process.stdout.write(t), isTTY: Boolean(process.stdout.isTTY) },
     stderr: { write: (t) => void process.stderr.write(t), isTTY: Boolean(process.stderr.isTTY) },

@@ -56,28 +56,57 @@ export interface FollowDeps {
   logs: LogStore;
 }
 
-/** Resolves on the next change to `buildId` (state or log bytes), after `ms`, or on abort. */
-function waitForChange(deps: FollowDeps, buildId: string, ms: number, signal: AbortSignal): Promise<'change' | 'timeout'> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve('timeout');
-    const onEvent = (id: string) => {
-      if (id === buildId) finish('change');
-    };
-    const timer = setTimeout(() => finish('timeout'), ms);
-    const onAbort = () => finish('timeout');
-    function finish(r: 'change' | 'timeout') {
-      clearTimeout(timer);
-      deps.engine.off('node', onEvent);
-      deps.engine.off('build', onEvent);
-      deps.logs.off('append', onEvent);
-      signal.removeEventListener('abort', onAbort);
-      resolve(r);
-    }
-    deps.engine.on('node', onEvent);
-    deps.engine.on('build', onEvent);
-    deps.logs.on('append', onEvent);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
+/**
+ * Watches one build for changes (node states, log bytes) for the life of a follower.
+ * Events that arrive while the follower is busy reading are remembered (`dirty`), so a
+ * change can never slip between a poll and the next wait.
+ */
+class BuildWatch {
+  private dirty = true;
+  private wake: (() => void) | null = null;
+  private readonly onEvent = (id: string) => {
+    if (id !== this.buildId) return;
+    this.dirty = true;
+    this.wake?.();
+  };
+
+  constructor(
+    private readonly deps: FollowDeps,
+    private readonly buildId: string,
+  ) {
+    deps.engine.on('node', this.onEvent);
+    deps.engine.on('build', this.onEvent);
+    deps.logs.on('append', this.onEvent);
+  }
+
+  /** Call before reading: clears the dirty flag. */
+  begin(): void {
+    this.dirty = false;
+  }
+
+  /** Resolves at once if something changed since begin(), else on the next change, after `ms`, or on abort. */
+  wait(ms: number, signal: AbortSignal): Promise<'change' | 'timeout'> {
+    if (this.dirty) return Promise.resolve('change');
+    return new Promise((resolve) => {
+      const finish = (r: 'change' | 'timeout') => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', onAbort);
+        this.wake = null;
+        resolve(r);
+      };
+      const timer = setTimeout(() => finish('timeout'), ms);
+      const onAbort = () => finish('timeout');
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.wake = () => finish('change');
+    });
+  }
+
+  close(): void {
+    this.deps.engine.off('node', this.onEvent);
+    this.deps.engine.off('build', this.onEvent);
+    this.deps.logs.off('append', this.onEvent);
+    this.wake = null;
+  }
 }
 
 interface Cursor {
@@ -162,33 +191,39 @@ export interface FollowOptions {
 export async function* followLogs(deps: FollowDeps, opts: FollowOptions): AsyncGenerator<FollowEvent | null> {
   const now = opts.now ?? Date.now;
   const cursors = new Map<string, Cursor>();
-  for (;;) {
-    const build = await deps.engine.getBuild(opts.buildId);
-    if (!build) return;
-    const nodes = opts.node === null ? build.nodes : build.nodes.filter((n) => n.name === opts.node);
-    let allDone = true;
-    let anyPartial = false;
-    for (const node of nodes) {
-      let cur = cursors.get(node.name);
-      if (!cur) {
-        cur = { offset: opts.offsets.get(node.name) ?? 0, lastState: null, lastAttempts: -1, partialSince: null };
-        cursors.set(node.name, cur);
+  const watch = new BuildWatch(deps, opts.buildId);
+  try {
+    for (;;) {
+      watch.begin();
+      const build = await deps.engine.getBuild(opts.buildId);
+      if (!build) return;
+      const nodes = opts.node === null ? build.nodes : build.nodes.filter((n) => n.name === opts.node);
+      let allDone = true;
+      let anyPartial = false;
+      for (const node of nodes) {
+        let cur = cursors.get(node.name);
+        if (!cur) {
+          cur = { offset: opts.offsets.get(node.name) ?? 0, lastState: null, lastAttempts: -1, partialSince: null };
+          cursors.set(node.name, cur);
+        }
+        const r = await pollNode(deps, build, node, cur, now(), !opts.follow);
+        for (const e of r.events) yield e;
+        if (!r.done) allDone = false;
+        if (r.partial) anyPartial = true;
+        if (opts.signal.aborted) return;
       }
-      const r = await pollNode(deps, build, node, cur, now(), !opts.follow);
-      for (const e of r.events) yield e;
-      if (!r.done) allDone = false;
-      if (r.partial) anyPartial = true;
+      if (allDone) {
+        const state = opts.node === null ? build.state : (nodes[0]?.state ?? build.state);
+        yield { type: 'end', state };
+        return;
+      }
+      if (!opts.follow) return;
+      const r = await watch.wait(anyPartial ? PARTIAL_FLUSH_MS : KEEPALIVE_MS, opts.signal);
       if (opts.signal.aborted) return;
+      if (r === 'timeout' && !anyPartial) yield null;
     }
-    if (allDone) {
-      const state = opts.node === null ? build.state : (nodes[0]?.state ?? build.state);
-      yield { type: 'end', state };
-      return;
-    }
-    if (!opts.follow) return;
-    const r = await waitForChange(deps, opts.buildId, anyPartial ? PARTIAL_FLUSH_MS : KEEPALIVE_MS, opts.signal);
-    if (opts.signal.aborted) return;
-    if (r === 'timeout' && !anyPartial) yield null;
+  } finally {
+    watch.close();
   }
 }
 
