@@ -85,6 +85,8 @@ export class Engine extends EventEmitter {
   private readonly ids: string[] = [];
   private scheduleQueued = false;
   private stopped = false;
+  /** Background work (archiving, log files) that shutdown waits for. */
+  private readonly background = new Set<Promise<unknown>>();
 
   constructor(deps: EngineDeps) {
     super();
@@ -130,8 +132,15 @@ export class Engine extends EventEmitter {
     for (const build of Object.values(this.store.data.builds)) this.maybeArchive(build);
   }
 
-  stop(): void {
+  /** Stops dispatching and waits for background work (archiving, log headers) to finish. */
+  async stop(): Promise<void> {
     this.stopped = true;
+    while (this.background.size > 0) await Promise.allSettled([...this.background]);
+  }
+
+  private track(p: Promise<unknown>): void {
+    const t = p.finally(() => this.background.delete(t));
+    this.background.add(t);
   }
 
   // ---------------------------------------------------------------- queries
@@ -460,7 +469,7 @@ export class Engine extends EventEmitter {
     const now = this.now();
     const wasCancelling = act.attempt.state === 'cancelling';
     this.finishAttempt(act, 'lost', now, { reason: why });
-    void this.logs.close(this.logRef(act)).catch(() => {});
+    this.track(this.logs.close(this.logRef(act)).catch(() => {}));
     if (!wasCancelling && (node.state === 'assigned' || node.state === 'running')) {
       const lost = node.attempts.filter((a) => a.state === 'lost').length;
       if (lost >= MAX_LOST_ATTEMPTS) {
@@ -551,7 +560,7 @@ export class Engine extends EventEmitter {
       image_tag: `kiln-build/${build.id}:${node.name}`,
       no_cache: node.no_cache,
     });
-    if (attempt.log_header) void this.logs.ensure(this.logRef({ build, node, attempt })).catch(() => {});
+    if (attempt.log_header) this.track(this.logs.ensure(this.logRef({ build, node, attempt })).catch(() => {}));
   }
 
   private enqueue(build: BuildRecord, node: NodeRecord): void {
@@ -643,7 +652,7 @@ export class Engine extends EventEmitter {
     if (!isBuildTerminal(build.state) || this.store.data.builds[build.id] !== build || this.archiving.has(build.id)) return;
     for (const n of build.nodes) for (const a of n.attempts) if (SLOT_HOLDING_ATTEMPT_STATES.has(a.state)) return;
     this.archiving.add(build.id);
-    void this.store
+    const work = this.store
       .archive(build)
       .then(() => {
         for (const n of build.nodes) this.avoid.delete(`${build.id}/${n.name}`);
@@ -651,6 +660,7 @@ export class Engine extends EventEmitter {
       })
       .catch((err: unknown) => this.log.error({ err, build: build.id }, 'archiving a finished build failed'))
       .finally(() => this.archiving.delete(build.id));
+    this.track(work);
   }
 
   private logRef(act: { build: BuildRecord; node: NodeRecord; attempt: AttemptRecord }) {
