@@ -348,7 +348,6 @@ export class Agent {
     const a = job.assign;
     const acceptedAt = Date.now();
     let startedAt: number | null = null;
-    job.batcher.write(`[kiln] agent ${this.opts.name}: node '${a.node}' attempt ${a.attempt} for ${a.platform}${emulated ? ' (emulated)' : ''}\n`);
     let result: RunResult;
     try {
       result = await this.opts.executor.run(a, {
@@ -358,17 +357,14 @@ export class Agent {
           this.send('started', { attempt_id: a.attempt_id, at: startedAt });
         },
         signal: job.abort.signal,
+        agentName: this.opts.name,
+        emulated,
       });
     } catch (err) {
       result = { status: 'failed', exitCode: null, error: `agent error: ${(err as Error).message}`, failedStep: null, infra: true, imageId: null, fetchMs: 0, buildMs: 0 };
     }
     if (job.timer) clearTimeout(job.timer);
     job.running = false;
-    const summary =
-      result.status === 'success'
-        ? `[kiln] success: ${result.imageId ?? ''}\n`
-        : `[kiln] ${result.status}${result.error ? `: ${result.error}` : ''}\n`;
-    job.batcher.write(summary);
     job.batcher.flush();
     if (!this.jobs.has(a.attempt_id)) return; // dropped by the coordinator meanwhile
     job.finished = {

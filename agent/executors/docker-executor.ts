@@ -39,6 +39,13 @@ export class DockerExecutor implements Executor {
   }
 
   async run(job: AssignPayload, io: RunIO): Promise<RunResult> {
+    io.log(`[kiln] agent ${io.agentName}: node '${job.node}' attempt ${job.attempt} for ${job.platform}${io.emulated ? ' (emulated)' : ''}\n`);
+    const r = await this.build(job, io);
+    io.log(r.status === 'success' ? `[kiln] success: ${r.imageId ?? ''}\n` : `[kiln] ${r.status}${r.error ? `: ${r.error}` : ''}\n`);
+    return r;
+  }
+
+  private async build(job: AssignPayload, io: RunIO): Promise<RunResult> {
     const base = { exitCode: null, failedStep: null, imageId: null };
     const t0 = Date.now();
     let contextPath: string | null = null;

@@ -17,6 +17,9 @@ export interface RunIO {
   started(): void;
   /** Aborted on cancel or timeout; `signal.reason` is a CancelReason. */
   signal: AbortSignal;
+  agentName: string;
+  /** The node's platform runs under emulation on this host. */
+  emulated: boolean;
 }
 
 export interface CancelReason {

@@ -195,6 +195,7 @@ export class Engine extends EventEmitter {
       })),
     };
     this.store.data.builds[id] = build;
+    this.store.markNew(id);
     this.ids.push(id);
     for (const node of build.nodes) {
       if (node.needs.length === 0) this.makeReady(build, node, now);
@@ -215,6 +216,7 @@ export class Engine extends EventEmitter {
     if (isBuildTerminal(build.state)) throw new KilnError('E_CONFLICT', `build ${id} already finished (${build.state}); nothing to cancel`);
     const now = this.now();
     build.cancel_requested = true;
+    this.store.markBuild(id);
     for (const node of build.nodes) {
       if (isNodeTerminal(node.state)) continue;
       const current = node.attempts[node.attempts.length - 1];
@@ -297,7 +299,10 @@ export class Engine extends EventEmitter {
         return { ref: frame.id };
       case 'accept': {
         const act = this.owned(entry, frame.payload.attempt_id);
-        if (act) act.attempt.accepted_at = this.now();
+        if (act) {
+          act.attempt.accepted_at = this.now();
+          this.store.markNode(act.build.id, act.node.name);
+        }
         return null;
       }
       case 'reject':
@@ -363,6 +368,7 @@ export class Engine extends EventEmitter {
     if (!act || act.attempt.state !== 'assigned') return;
     act.attempt.state = attemptTransition(act.attempt.state, 'running');
     act.attempt.started_at = at;
+    this.store.markNode(act.build.id, act.node.name);
     if (act.node.state === 'assigned') {
       this.setNode(act.build, act.node, 'running', this.now());
       act.node.started_at = at;
@@ -406,9 +412,11 @@ export class Engine extends EventEmitter {
       }
     }
     this.refreshBuildState(build);
+    // The freed slot and released dependents may be dispatched before this result is
+    // durable; only the ack to the agent waits for the commit.
+    this.scheduleSoon();
     await this.store.commit();
     this.maybeArchive(build);
-    this.scheduleSoon();
     return ack;
   }
 
@@ -543,7 +551,10 @@ export class Engine extends EventEmitter {
     this.setNode(build, node, 'assigned', now);
     this.active.set(attempt.id, { build, node, attempt });
     agent.running.add(attempt.id);
-    if (build.started_at === null) build.started_at = now;
+    if (build.started_at === null) {
+      build.started_at = now;
+      this.store.markBuild(build.id);
+    }
     this.refreshBuildState(build);
     agent.channel.send('assign', {
       attempt_id: attempt.id,
@@ -573,6 +584,7 @@ export class Engine extends EventEmitter {
   private setNode(build: BuildRecord, node: NodeRecord, to: NodeState, now: number, reason: string | null = null): void {
     const from = node.state;
     node.state = nodeTransition(from, to, `node ${build.id}/${node.name}`);
+    this.store.markNode(build.id, node.name);
     countTransition(this.graph(build), node, from, to);
     if (isNodeTerminal(to)) {
       node.finished_at = now;
@@ -616,6 +628,7 @@ export class Engine extends EventEmitter {
       attempt.state = attemptTransition(attempt.state, 'cancelling');
       attempt.reason = reason;
       attempt.finished_at = this.now();
+      this.store.markNode(act.build.id, act.node.name);
       agent.channel.send('cancel', { attempt_id: attempt.id, reason });
     } else {
       this.finishAttempt(act, 'cancelled', this.now(), { reason });
@@ -627,6 +640,7 @@ export class Engine extends EventEmitter {
     attempt.state = attemptTransition(attempt.state, to);
     attempt.finished_at = now;
     if (extra.reason !== undefined) attempt.reason = extra.reason;
+    this.store.markNode(act.build.id, act.node.name);
     this.active.delete(attempt.id);
     this.agents.get(attempt.agent)?.running.delete(attempt.id);
     this.emit('node', act.build.id, act.node.name);
@@ -638,6 +652,7 @@ export class Engine extends EventEmitter {
     const next = deriveBuildState({ cancelRequested: build.cancel_requested, counts: g.counts, leafSuccesses: g.leafSuccesses });
     if (next === build.state) return false;
     build.state = next;
+    this.store.markBuild(build.id);
     if (next !== 'pending' && build.started_at === null) build.started_at = this.now();
     if (isBuildTerminal(next)) {
       build.finished_at = this.now();

@@ -1,27 +1,38 @@
 /**
- * The coordinator's durable state: lowdb over a durable adapter, with group commit and
+ * The coordinator's durable state: a lowdb snapshot (`state.json`, written through the
+ * durable adapter) plus an append-only journal (`journal.jsonl`), with group commit and
  * archiving of finished builds.
  *
  * Callers change `data` in memory (synchronously, so changes are atomic with respect to
- * each other) and then `await commit()`; the promise resolves once a write that includes
- * every change made before the call is on disk. Commits coalesce: while one write is in
- * flight, all later commit() calls share the next write, so throughput does not depend
- * on how long one write takes. Acknowledge to agents and clients only after commit().
+ * each other), mark what they changed (`markNew`, `markBuild`, `markNode`), and then
+ * `await commit()`; the promise resolves once everything changed before the call is on
+ * disk. A commit appends one line per changed build/node to the journal and fdatasyncs
+ * it: its cost follows the number of changes, not the size of the state, and commits
+ * that arrive while a write is in flight share the next one. When the journal grows past
+ * the snapshot's size (and a floor), the whole state is written as a new snapshot
+ * (temp, fsync, rename, fsync dir) and the journal is emptied.
+ *
+ * Journal entries are idempotent upserts, so replaying a journal on top of a snapshot that
+ * already contains some of it (a crash between snapshot and truncation) is harmless. A
+ * final line without its newline is a write that was never acknowledged and is dropped;
+ * any other bad line is corruption and stops the coordinator with the file and line named.
  */
-import { mkdir, readFile, readdir, unlink } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Low } from 'lowdb';
 import { KilnError, errnoCode } from '../../shared/index.js';
 import { DurableJsonAdapter } from './durable-json-adapter.js';
-import { writeFileDurable } from './durable-file.js';
-import { emptyState, stateProblem, summarize, type BuildRecord, type BuildSummaryRecord, type StateData } from './records.js';
+import { fsyncDir, writeFileDurable } from './durable-file.js';
+import { emptyState, stateProblem, summarize, type BuildRecord, type BuildSummaryRecord, type NodeRecord, type StateData } from './records.js';
 
 export interface StateStoreOptions {
   dataDir: string;
   /** false = keep everything in memory (benchmarks only): commit() resolves at once. */
   persist: boolean;
-  /** Create a new state file when it is missing. Never overwrites an existing one. */
+  /** Create a new state when state.json is missing. Never overwrites an existing one. */
   init: boolean;
+  /** Journal size that triggers a snapshot, at least. @default 16 MiB */
+  minCompactBytes?: number;
 }
 
 interface Waiter {
@@ -30,33 +41,62 @@ interface Waiter {
 }
 
 const STATE_FILE = 'state.json';
+const JOURNAL_FILE = 'journal.jsonl';
+
+/** Build fields that change after creation (the rest of a build is immutable). */
+type BuildHead = Pick<BuildRecord, 'id' | 'state' | 'cancel_requested' | 'started_at' | 'finished_at'>;
+/** Node fields that change after creation. */
+type NodeMutable = Pick<NodeRecord, 'state' | 'attempts' | 'ready_at' | 'started_at' | 'finished_at' | 'reason'>;
+
+type JournalEntry =
+  | { t: 'new'; b: BuildRecord }
+  | { t: 'build'; b: BuildHead }
+  | { t: 'node'; id: string; name: string; n: NodeMutable }
+  | { t: 'archive'; id: string; s: BuildSummaryRecord };
 
 export class StateStore {
   readonly path: string;
+  readonly journalPath: string;
   readonly archiveDir: string;
   private readonly db: Low<StateData>;
+  private journal: FileHandle | null = null;
+  private journalBytes = 0;
+  private snapshotBytes = 0;
   private waiting: Waiter[] = [];
   private writing = false;
   private scheduled = false;
   private failed: Error | null = null;
+  private readonly newBuilds = new Set<string>();
+  private readonly dirtyBuilds = new Set<string>();
+  private readonly dirtyNodes = new Map<string, Set<string>>();
+  private archived: Array<{ id: string; s: BuildSummaryRecord }> = [];
   private readonly archiveCache = new Map<string, BuildRecord>();
-  /** Count of durable writes done (for tests and metrics). */
+  private readonly minCompactBytes: number;
+  /** Durable writes done: journal appends and snapshots (for tests and metrics). */
   writes = 0;
+  /** Snapshots written (compactions). */
+  snapshots = 0;
 
   private constructor(private readonly opts: StateStoreOptions) {
     this.path = join(opts.dataDir, STATE_FILE);
+    this.journalPath = join(opts.dataDir, JOURNAL_FILE);
     this.archiveDir = join(opts.dataDir, 'builds');
+    this.minCompactBytes = opts.minCompactBytes ?? 16 * 1024 * 1024;
     const adapter = new DurableJsonAdapter<StateData>(this.path, {
       validate: stateProblem,
       recoveryHint: `Restore it from a backup, or start the coordinator with --init to create a new empty state (only when ${STATE_FILE} does not exist).`,
-      write: (p, text) => writeFileDurable(p, text, 0o600),
+      write: async (p, text) => {
+        await writeFileDurable(p, text, 0o600);
+        this.snapshotBytes = Buffer.byteLength(text);
+      },
     });
     this.db = new Low<StateData>(adapter, emptyState());
   }
 
   /**
-   * Opens the state in `dataDir` (which must exist). A missing state file is an error
-   * unless `init` is set; a corrupt one is always an error and is left untouched.
+   * Opens the state in `dataDir` (which must exist): snapshot, then journal replay. A
+   * missing state file is an error unless `init` is set; a corrupt one is always an error
+   * and is left untouched.
    */
   static async open(opts: StateStoreOptions): Promise<StateStore> {
     const store = new StateStore(opts);
@@ -71,11 +111,19 @@ export class StateStore {
       exists = false;
     }
     if (!exists && opts.init) {
+      let journalExists = true;
+      await readFile(store.journalPath).catch(() => (journalExists = false));
+      if (journalExists) throw new KilnError('E_STATE', `journal ${store.journalPath} exists but ${store.path} does not; refusing to start a new state over it (move it away to start over)`);
       await store.db.write();
       store.writes++;
+      store.journal = await open(store.journalPath, 'a', 0o600);
+      await store.journal.sync();
+      await fsyncDir(opts.dataDir);
       return store;
     }
     await store.db.read(); // throws E_STATE when missing or corrupt
+    store.snapshotBytes = (await stat(store.path)).size;
+    await store.replayJournal();
     return store;
   }
 
@@ -83,7 +131,27 @@ export class StateStore {
     return this.db.data;
   }
 
-  /** Resolves when every change made before this call is durable. */
+  /** A build created since the last commit (journaled whole). */
+  markNew(buildId: string): void {
+    this.newBuilds.add(buildId);
+  }
+
+  /** Build-level fields (state, cancel_requested, times) changed. */
+  markBuild(buildId: string): void {
+    this.dirtyBuilds.add(buildId);
+  }
+
+  /** A node's state, attempts or times changed. */
+  markNode(buildId: string, node: string): void {
+    let set = this.dirtyNodes.get(buildId);
+    if (!set) {
+      set = new Set();
+      this.dirtyNodes.set(buildId, set);
+    }
+    set.add(node);
+  }
+
+  /** Resolves when every change made (and marked) before this call is durable. */
   commit(): Promise<void> {
     if (!this.opts.persist) return Promise.resolve();
     if (this.failed) return Promise.reject(this.failed);
@@ -97,6 +165,39 @@ export class StateStore {
     });
   }
 
+  /** Journal lines for everything marked, read from the current in-memory state. */
+  private takeEntries(): string {
+    const lines: string[] = [];
+    const builds = this.data.builds;
+    for (const id of this.newBuilds) {
+      const b = builds[id];
+      if (b) lines.push(JSON.stringify({ t: 'new', b } satisfies JournalEntry));
+      this.dirtyBuilds.delete(id);
+      this.dirtyNodes.delete(id);
+    }
+    for (const id of this.dirtyBuilds) {
+      const b = builds[id];
+      if (b) lines.push(JSON.stringify({ t: 'build', b: { id: b.id, state: b.state, cancel_requested: b.cancel_requested, started_at: b.started_at, finished_at: b.finished_at } } satisfies JournalEntry));
+    }
+    for (const [id, names] of this.dirtyNodes) {
+      const b = builds[id];
+      if (!b) continue;
+      const byName = names.size > 8 ? new Map(b.nodes.map((n) => [n.name, n])) : null;
+      for (const name of names) {
+        const n = byName ? byName.get(name) : b.nodes.find((x) => x.name === name);
+        if (!n) continue;
+        const m: NodeMutable = { state: n.state, attempts: n.attempts, ready_at: n.ready_at, started_at: n.started_at, finished_at: n.finished_at, reason: n.reason };
+        lines.push(JSON.stringify({ t: 'node', id, name, n: m } satisfies JournalEntry));
+      }
+    }
+    for (const a of this.archived) lines.push(JSON.stringify({ t: 'archive', id: a.id, s: a.s } satisfies JournalEntry));
+    this.newBuilds.clear();
+    this.dirtyBuilds.clear();
+    this.dirtyNodes.clear();
+    this.archived = [];
+    return lines.length > 0 ? `${lines.join('\n')}\n` : '';
+  }
+
   private async flush(): Promise<void> {
     this.scheduled = false;
     if (this.writing || this.waiting.length === 0) return;
@@ -104,13 +205,20 @@ export class StateStore {
     const batch = this.waiting;
     this.waiting = [];
     try {
-      await this.db.write();
-      this.writes++;
+      const text = this.takeEntries();
+      if (text) {
+        const fh = await this.journalHandle();
+        await fh.write(text);
+        await fh.datasync();
+        this.journalBytes += Buffer.byteLength(text);
+        this.writes++;
+      }
+      if (this.journalBytes > Math.max(this.minCompactBytes, this.snapshotBytes)) await this.compact();
       for (const w of batch) w.resolve();
     } catch (err) {
-      // A failed state write means we can no longer promise durability: every waiter and
+      // A failed state write means durability can no longer be promised: every waiter and
       // every later commit fails, and the coordinator stops acknowledging.
-      this.failed = new KilnError('E_STATE', `writing ${this.path} failed: ${(err as Error).message}`, { cause: err });
+      this.failed = new KilnError('E_STATE', `writing the state in ${this.opts.dataDir} failed: ${(err as Error).message}`, { cause: err });
       for (const w of batch) w.reject(this.failed);
       for (const w of this.waiting.splice(0)) w.reject(this.failed);
     } finally {
@@ -119,12 +227,108 @@ export class StateStore {
     if (this.waiting.length > 0 && !this.failed) await this.flush();
   }
 
-  /** Waits for in-flight writes (shutdown). */
+  /** Writes a full snapshot, then empties the journal (called with `writing` held). */
+  private async compact(): Promise<void> {
+    await this.db.write();
+    const fh = await this.journalHandle();
+    await fh.truncate(0);
+    await fh.datasync();
+    this.journalBytes = 0;
+    this.writes++;
+    this.snapshots++;
+  }
+
+  private async journalHandle(): Promise<FileHandle> {
+    if (!this.journal) {
+      this.journal = await open(this.journalPath, 'a', 0o600);
+      await fsyncDir(this.opts.dataDir);
+    }
+    return this.journal;
+  }
+
+  private async replayJournal(): Promise<void> {
+    let text: string;
+    try {
+      text = await readFile(this.journalPath, 'utf8');
+    } catch (err) {
+      const what = errnoCode(err) === 'ENOENT' ? 'is missing' : `cannot be read (${errnoCode(err) ?? (err as Error).message})`;
+      throw new KilnError('E_STATE', `state journal ${this.journalPath} ${what}; it holds changes newer than ${this.path}. Restore it from a backup.`, { cause: err });
+    }
+    const lines = text.split('\n');
+    const torn = lines.pop() ?? ''; // text after the last newline: an unacknowledged partial write
+    lines.forEach((line, i) => {
+      if (!line) return;
+      let entry: JournalEntry;
+      try {
+        entry = JSON.parse(line) as JournalEntry;
+      } catch (err) {
+        throw new KilnError('E_STATE', `state journal ${this.journalPath} is corrupt at line ${i + 1} (${(err as Error).message}); it was left as it is for inspection`);
+      }
+      this.apply(entry, i + 1);
+    });
+    this.journal = await open(this.journalPath, 'r+');
+    if (torn) await this.journal.truncate(Buffer.byteLength(text) - Buffer.byteLength(torn));
+    this.journalBytes = Buffer.byteLength(text) - Buffer.byteLength(torn);
+    await this.journal.close();
+    this.journal = null;
+    if (this.journalBytes > 0) {
+      await this.compact();
+    }
+  }
+
+  private apply(e: JournalEntry, line: number): void {
+    const builds = this.data.builds;
+    const bad = (why: string) => new KilnError('E_STATE', `state journal ${this.journalPath} line ${line}: ${why}`);
+    switch (e.t) {
+      case 'new':
+        if (!this.data.archived[e.b.id]) builds[e.b.id] = e.b;
+        return;
+      case 'build': {
+        const b = builds[e.b.id];
+        if (!b) {
+          if (this.data.archived[e.b.id]) return;
+          throw bad(`update of unknown build ${e.b.id}`);
+        }
+        Object.assign(b, e.b);
+        return;
+      }
+      case 'node': {
+        const b = builds[e.id];
+        if (!b) {
+          if (this.data.archived[e.id]) return;
+          throw bad(`update of a node of unknown build ${e.id}`);
+        }
+        const n = b.nodes.find((x) => x.name === e.name);
+        if (!n) throw bad(`update of unknown node ${e.id}/${e.name}`);
+        Object.assign(n, e.n);
+        return;
+      }
+      case 'archive':
+        delete builds[e.id];
+        this.data.archived[e.id] = e.s;
+        return;
+      default:
+        throw bad(`unknown entry type ${JSON.stringify((e as { t?: unknown }).t)}`);
+    }
+  }
+
+  /** Waits for in-flight writes, writes a final snapshot and closes the journal (shutdown). */
   async drain(): Promise<void> {
+    if (!this.opts.persist) return;
     while (this.writing || this.waiting.length > 0 || this.scheduled) {
       await this.commit().catch(() => {});
       await new Promise((r) => setImmediate(r));
     }
+    if (!this.failed && this.journalBytes > 0) {
+      this.writing = true;
+      try {
+        await this.compact();
+      } finally {
+        this.writing = false;
+      }
+    }
+    await this.journal?.close();
+    this.journal = null;
   }
 
   archivePath(id: string): string {
@@ -133,15 +337,20 @@ export class StateStore {
 
   /**
    * Moves a finished build out of the hot state: writes builds/<id>.json durably, then
-   * replaces the build by its summary (the caller commits). If the process dies between
-   * the two, the build is still in state.json and the archive file is rewritten later.
+   * replaces the build by its summary (journaled by the caller's next commit). If the
+   * process dies in between, the build is still active on restart and is archived again.
    */
   async archive(build: BuildRecord): Promise<void> {
     if (this.opts.persist) await writeFileDurable(this.archivePath(build.id), JSON.stringify(build), 0o600);
     this.archiveCache.set(build.id, build);
     this.trimCache();
     delete this.data.builds[build.id];
-    this.data.archived[build.id] = summarize(build);
+    const s = summarize(build);
+    this.data.archived[build.id] = s;
+    this.newBuilds.delete(build.id);
+    this.dirtyBuilds.delete(build.id);
+    this.dirtyNodes.delete(build.id);
+    this.archived.push({ id: build.id, s });
   }
 
   /** A build by id: active ones from memory, archived ones from their file. */

@@ -24,6 +24,9 @@ export async function tempDir(prefix: string): Promise<{ path: string; cleanup: 
   return { path, cleanup: () => rm(path, { recursive: true, force: true }) };
 }
 
+/** Thrown inside a waitFor predicate to stop waiting at once (e.g. the process died). */
+export class StopWaiting extends Error {}
+
 export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | null | false> | T | undefined | null | false, timeoutMs = 60_000, everyMs = 100): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let lastErr: unknown;
@@ -32,6 +35,7 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
       const v = await fn();
       if (v) return v as T;
     } catch (err) {
+      if (err instanceof StopWaiting) throw err;
       lastErr = err;
     }
     if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}${lastErr ? ` (last error: ${(lastErr as Error).message})` : ''}`);
@@ -111,7 +115,7 @@ export async function startCoordinator(opts: { dataDir: string; port?: number; a
   const m = await waitFor(
     'the coordinator to listen',
     () => {
-      if (!proc.running) throw new Error(`coordinator exited with ${proc.exitCode}: ${proc.stderr}`);
+      if (!proc.running) throw new StopWaiting(`coordinator exited with ${proc.exitCode}: ${proc.stderr}`);
       return /listening on (http:\/\/127\.0\.0\.1:(\d+))/.exec(proc.stderr);
     },
     30_000,
@@ -180,7 +184,7 @@ export async function startAgent(o: AgentOpts): Promise<Proc> {
 
 export async function waitForAgent(c: CoordinatorHandle, name: string, state: string, proc?: Proc): Promise<void> {
   await waitFor(`agent ${name} to be ${state}`, async () => {
-    if (proc && !proc.running) throw new Error(`agent ${name} exited with ${proc.exitCode}: ${proc.stderr.slice(-2000)}`);
+    if (proc && !proc.running) throw new StopWaiting(`agent ${name} exited with ${proc.exitCode}: ${proc.stderr.slice(-2000)}`);
     const r = await c.api<AgentsPage>('/api/v1/agents');
     return r.body.items?.some((a) => a.name === name && a.state === state);
   });

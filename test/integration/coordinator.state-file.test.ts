@@ -13,11 +13,13 @@ describe('coordinator state file', () => {
   let dir: { path: string; cleanup: () => Promise<void> };
   let dataDir: string;
   let statePath: string;
+  let journalPath: string;
 
   beforeAll(async () => {
     dir = await tempDir('state');
     dataDir = join(dir.path, 'data');
     statePath = join(dataDir, 'state.json');
+    journalPath = join(dataDir, 'journal.jsonl');
     const c = await startCoordinator({ dataDir });
     const r = await c.api<{ id: string }>('/api/v1/builds', {
       method: 'POST',
@@ -62,17 +64,43 @@ describe('coordinator state file', () => {
 
   it('refuses a missing state file in an existing data dir unless --init is given', async () => {
     const good = await readFile(statePath);
+    const journal = await readFile(journalPath);
     await rm(statePath);
     const r = await start();
     expect(r.code).toBe(78);
     expect(r.stderr).toContain(`state file ${statePath} is missing`);
     expect(r.stderr).toMatch(/--init/);
 
+    // --init will not start over while the journal of the old state is still there
+    const refused = await start('--init');
+    expect(refused.code).toBe(78);
+    expect(refused.stderr).toContain(journalPath);
+    expect(await readFile(journalPath)).toEqual(journal);
+
+    await rm(journalPath);
     const c = await startCoordinator({ dataDir, args: ['--init'] });
     const list = await c.api<{ items: unknown[] }>('/api/v1/builds');
     expect(list.body.items).toEqual([]);
     await c.proc.stop();
     await writeFile(statePath, good);
+    await writeFile(journalPath, journal);
+  });
+
+  it('refuses a corrupt line in the state journal, naming file and line', async () => {
+    const journal = await readFile(journalPath);
+    await writeFile(journalPath, Buffer.concat([journal, Buffer.from('{"t":"node", oops}\n{"t":"build"}\n')]));
+    const r = await start();
+    expect(r.code).toBe(78);
+    expect(r.stderr).toMatch(new RegExp(`state journal ${journalPath} is corrupt at line \\d+`));
+    await writeFile(journalPath, journal);
+  });
+
+  it('drops a torn last journal line (a write that was never acknowledged)', async () => {
+    const journal = await readFile(journalPath);
+    await writeFile(journalPath, Buffer.concat([journal, Buffer.from('{"t":"build","b":{"id":"b-x","sta')]));
+    const c = await startCoordinator({ dataDir });
+    expect((await c.api<{ items: unknown[] }>('/api/v1/builds')).body.items).toHaveLength(1);
+    await c.proc.stop();
   });
 
   it('creates a data dir that does not exist yet, with tokens', async () => {

@@ -23,8 +23,10 @@ function sha(b: Buffer | string): string {
 async function tarOf(files: Record<string, string>): Promise<Buffer> {
   const p = pack();
   const chunks: Buffer[] = [];
-  p.on('data', (c: Buffer) => chunks.push(c));
-  const done = new Promise((r) => p.on('end', r));
+  p.on('data', (c: unknown) => {
+    chunks.push(c as Buffer);
+  });
+  const done = new Promise<void>((r) => p.on('end', () => r()));
   for (const [name, body] of Object.entries(files)) p.entry({ name, mtime: new Date(0) }, body);
   p.finalize();
   await done;

@@ -1,0 +1,277 @@
+/**
+ * Dispatch benchmark (benchmarks.md C2, issue 3): no-op nodes through a real coordinator
+ * (HTTP submit, engine, lowdb state, msgpack over WebSockets) to 50 simulated agents (real
+ * `Agent` code, 1 slot each, no-op executor) in a second process; persistence on vs off;
+ * against a bare `ws` harness with the same connection count and message sizes, measured
+ * in the same run.
+ *
+ * Reports nodes/s (submit to build finished, wide DAG of N nodes), dispatch latency p50/p99
+ * (node ready in the coordinator -> assignment received by the agent, on 50 chains), and the
+ * bare harness's round trips/s and sync RTT.
+ *
+ *   node dist/scripts/bench/dispatch.js [--nodes 10000] [--runs 3]
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { once } from 'node:events';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { loadCoordinatorConfig } from '../../coordinator/config.js';
+import { startCoordinator, type RunningCoordinator } from '../../coordinator/coordinator.js';
+import { createLogger, encodeFrame, isBuildTerminal } from '../../shared/index.js';
+import { fmt, machineLine, median, now, percentile } from './bench-util.js';
+
+const args = process.argv.slice(2);
+const arg = (name: string, dflt: number) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? Number(args[i + 1]) : dflt;
+};
+const NODES = arg('nodes', 10_000);
+const RUNS = arg('runs', 3);
+const AGENTS = 50;
+const CHAINS = 50;
+const CHAIN_LEN = Math.max(2, Math.floor(NODES / CHAINS / 2));
+
+function child(): ChildProcess {
+  return fork(join(import.meta.dirname, 'sim-agents.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+}
+
+function request<T>(c: ChildProcess, msg: object, reply: string): Promise<T> {
+  return new Promise((resolve) => {
+    const on = (m: { type: string }) => {
+      if (m.type === reply) {
+        c.off('message', on);
+        resolve(m as T);
+      }
+    };
+    c.on('message', on);
+    c.send(msg);
+  });
+}
+
+function wideSpec(n: number) {
+  const nodes: Record<string, object> = {};
+  for (let i = 0; i < n; i++) nodes[`n${i}`] = { dockerfile_inline: 'FROM scratch' };
+  return { name: 'wide', nodes };
+}
+
+function chainSpec(chains: number, len: number) {
+  const nodes: Record<string, object> = {};
+  for (let c = 0; c < chains; c++) for (let i = 0; i < len; i++) nodes[`c${c}-${i}`] = { dockerfile_inline: 'FROM scratch', ...(i > 0 ? { needs: [`c${c}-${i - 1}`] } : {}) };
+  return { name: 'chains', nodes };
+}
+
+interface Cluster {
+  coord: RunningCoordinator;
+  agents: ChildProcess;
+  dataDir: string;
+  readyAt: Map<string, number>;
+}
+
+async function startCluster(persist: boolean): Promise<Cluster> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'kiln-bench-'));
+  const config = loadCoordinatorConfig(
+    { dataDir: join(dataDir, 'data'), listen: '127.0.0.1:0', noPersist: !persist, logLevel: 'silent', logFormat: 'json' },
+    { env: {}, arch: process.arch, isTTY: false },
+  );
+  const coord = await startCoordinator(config, createLogger({ name: 'bench', level: 'silent', format: 'json' }));
+  const readyAt = new Map<string, number>();
+  coord.engine.on('node', (buildId: string, name: string) => {
+    const build = coord.engine.stateData().builds[buildId];
+    if (!build) return;
+    const node = coord.engine.graph(build).byName.get(name);
+    const key = `${buildId}/${name}`;
+    if (node?.state === 'ready' && !readyAt.has(key)) readyAt.set(key, now());
+  });
+  const agents = child();
+  await request(agents, { type: 'start', mode: 'kiln', url: `${coord.url.replace('http', 'ws')}/api/v1/agent`, token: coord.tokens.agentToken, count: AGENTS }, 'ready');
+  const deadline = Date.now() + 30_000;
+  while (coord.engine.agents.connected().length < AGENTS) {
+    if (Date.now() > deadline) throw new Error('simulated agents did not connect');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return { coord, agents, dataDir, readyAt };
+}
+
+async function stopCluster(c: Cluster): Promise<void> {
+  c.agents.send({ type: 'stop' });
+  await once(c.agents, 'exit');
+  await c.coord.stop();
+  await rm(c.dataDir, { recursive: true, force: true });
+}
+
+/** Submits over HTTP and resolves when the build is terminal; returns ms from submit to end and the HTTP 201 time. */
+async function runBuild(c: Cluster, spec: object): Promise<{ id: string; totalMs: number; submitMs: number; state: string }> {
+  const t0 = now();
+  const res = await fetch(`${c.coord.url}/api/v1/builds`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${c.coord.tokens.apiToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify(spec),
+  });
+  if (res.status !== 201) throw new Error(`submit: ${res.status} ${await res.text()}`);
+  const submitMs = now() - t0;
+  const { id } = (await res.json()) as { id: string };
+  const state = await new Promise<string>((resolve) => {
+    const check = () => {
+      const b = c.coord.engine.stateData().builds[id];
+      const s = b?.state ?? c.coord.engine.stateData().archived[id]?.state;
+      if (s && isBuildTerminal(s)) {
+        c.coord.engine.off('build', onBuild);
+        resolve(s);
+      }
+    };
+    const onBuild = (bid: string) => bid === id && check();
+    c.coord.engine.on('build', onBuild);
+    check();
+  });
+  return { id, totalMs: now() - t0, submitMs, state };
+}
+
+async function latencies(c: Cluster, buildId: string): Promise<number[]> {
+  const r = await request<{ recv: Array<[string, number]> }>(c.agents, { type: 'report' }, 'report');
+  const out: number[] = [];
+  for (const [key, t] of r.recv) {
+    const ready = c.readyAt.get(key);
+    if (ready !== undefined && key.startsWith(`${buildId}/`)) out.push(t - ready);
+  }
+  return out;
+}
+
+async function kilnRuns(persist: boolean) {
+  const c = await startCluster(persist);
+  try {
+    await runBuild(c, wideSpec(500)); // warm-up
+    await latencies(c, '');
+    const rates: number[] = [];
+    const submits: number[] = [];
+    for (let i = 0; i < RUNS; i++) {
+      const r = await runBuild(c, wideSpec(NODES));
+      if (r.state !== 'success') throw new Error(`wide build ended ${r.state}`);
+      rates.push(NODES / (r.totalMs / 1000));
+      submits.push(r.submitMs);
+      await latencies(c, '');
+    }
+    const chain = await runBuild(c, chainSpec(CHAINS, CHAIN_LEN));
+    const lat = await latencies(c, chain.id);
+    return { rate: median(rates), rates, submitMs: median(submits), p50: percentile(lat, 50), p99: percentile(lat, 99), latN: lat.length, writes: c.coord.store.writes };
+  } finally {
+    await stopCluster(c);
+  }
+}
+
+async function bareWs() {
+  const wss = new WebSocketServer({ port: 0, perMessageDeflate: false });
+  await once(wss, 'listening');
+  const port = (wss.address() as { port: number }).port;
+  const assign = encodeFrame(
+    'assign',
+    1,
+    {
+      attempt_id: 'a-01m87q8730000-xxxxxxxx',
+      build_id: 'b-01m87q8730000-mtkcs13q',
+      node: 'n1234',
+      attempt: 1,
+      platform: 'linux/amd64',
+      context: null,
+      dockerfile: null,
+      dockerfile_inline: 'FROM scratch',
+      build_args: {},
+      target: null,
+      timeout_ms: 3_600_000,
+      image_tag: 'kiln-build/b-01m87q8730000-mtkcs13q:n1234',
+      no_cache: false,
+    },
+    1,
+  );
+  const finished = encodeFrame(
+    'finished',
+    2,
+    {
+      attempt_id: 'a-01m87q8730000-xxxxxxxx',
+      status: 'success',
+      exit_code: null,
+      error: null,
+      failed_step: null,
+      infra: false,
+      image_id: null,
+      timings: { accepted_at: Date.now(), started_at: Date.now(), finished_at: Date.now(), fetch_ms: 0, build_ms: 0 },
+      log_bytes: 0,
+    },
+    1,
+  );
+  const conns: WebSocket[] = [];
+  wss.on('connection', (ws) => conns.push(ws));
+  const kid = child();
+  await request(kid, { type: 'start', mode: 'echo', url: `ws://127.0.0.1:${port}`, token: '', count: AGENTS, replyBytes: finished.length }, 'ready');
+  while (conns.length < AGENTS) await new Promise((r) => setTimeout(r, 10));
+
+  const pipelined = async (total: number) => {
+    let sent = 0;
+    let done = 0;
+    const t0 = now();
+    await new Promise<void>((resolve) => {
+      for (const ws of conns) {
+        ws.removeAllListeners('message');
+        ws.on('message', () => {
+          done++;
+          if (sent < total) {
+            sent++;
+            ws.send(assign);
+          } else if (done === total) resolve();
+        });
+      }
+      for (const ws of conns) {
+        if (sent < total) {
+          sent++;
+          ws.send(assign);
+        }
+      }
+    });
+    return total / ((now() - t0) / 1000);
+  };
+  await pipelined(2000);
+  const rates: number[] = [];
+  for (let i = 0; i < RUNS; i++) rates.push(await pipelined(NODES * 4));
+  const ws0 = conns[0]!;
+  const rtts: number[] = [];
+  for (let i = 0; i < 2000; i++) {
+    const t0 = now();
+    ws0.send(assign);
+    await once(ws0, 'message');
+    rtts.push(now() - t0);
+  }
+  kid.send({ type: 'stop' });
+  await once(kid, 'exit');
+  wss.close();
+  return { rate: median(rates), p50: percentile(rtts, 50), p99: percentile(rtts, 99), assignBytes: assign.length, finishedBytes: finished.length };
+}
+
+async function main() {
+  console.log(`# dispatch benchmark: ${NODES} no-op nodes, ${AGENTS} simulated agents (1 slot each) over real WebSockets, ${RUNS} runs (median)`);
+  console.log(`# ${machineLine()}`);
+  const bare = await bareWs();
+  const on = await kilnRuns(true);
+  const off = await kilnRuns(false);
+  console.log(`bare ws harness (comparator): ${fmt(bare.rate, 0)} round trips/s pipelined (assign ${bare.assignBytes} B out, finished ${bare.finishedBytes} B back); sync RTT p50 ${fmt(bare.p50, 3)} ms, p99 ${fmt(bare.p99, 3)} ms`);
+  for (const [label, r] of [
+    ['persistence on ', on],
+    ['persistence off', off],
+  ] as const) {
+    console.log(
+      `kiln ${label}: ${fmt(r.rate, 0)} nodes/s (runs ${r.rates.map((x) => fmt(x, 0)).join(', ')}; submit of ${NODES} nodes ${fmt(r.submitMs, 0)} ms); dispatch latency on ${CHAINS} chains x ${CHAIN_LEN}: p50 ${fmt(r.p50, 2)} ms, p99 ${fmt(r.p99, 2)} ms (n=${r.latN})`,
+    );
+  }
+  console.log(`ratio kiln(persistence on) / bare ws round trips: ${fmt(on.rate / bare.rate, 3)}`);
+  console.log(`ratio persistence on / off: ${fmt(on.rate / off.rate, 3)}   (durable state writes during the run: ${on.writes})`);
+  console.log(`ratio dispatch p50 / bare sync RTT p50: ${fmt(on.p50 / bare.p50, 2)}`);
+  console.log(`target (issue 3): >= 2000 nodes/s with persistence on -> ${on.rate >= 2000 ? 'met' : 'NOT met'}`);
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);
