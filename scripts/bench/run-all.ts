@@ -1,0 +1,14 @@
+/**
+ * `npm run bench`: every benchmark, one after the other, each printing its own ratios
+ * against the comparator it measured in the same run.
+ */
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+
+const benches = ['dispatch.js', 'buildkit-overhead.js'];
+let failed = 0;
+for (const b of benches) {
+  const r = spawnSync(process.execPath, [join(import.meta.dirname, b), ...process.argv.slice(2)], { stdio: 'inherit' });
+  if (r.status !== 0) failed++;
+}
+process.exit(failed > 0 ? 1 : 0);
