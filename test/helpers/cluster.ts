@@ -160,6 +160,7 @@ export interface AgentOpts {
   executor?: 'docker' | 'noop';
   /** Override the coordinator URL (e.g. a proxy). */
   url?: string;
+  env?: Record<string, string>;
 }
 
 export function spawnAgent(o: AgentOpts): Proc {
@@ -168,7 +169,7 @@ export function spawnAgent(o: AgentOpts): Proc {
   if (o.labels) args.push('--labels', o.labels);
   if (o.maxJobs) args.push('--max-jobs', String(o.maxJobs));
   if (o.executor) args.push('--executor', o.executor);
-  return spawnKiln(args);
+  return spawnKiln(args, o.env);
 }
 
 interface AgentsPage {
