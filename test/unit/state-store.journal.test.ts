@@ -1,0 +1,179 @@
+/**
+ * The coordinator's durable state on real files: a commit is on disk when it resolves
+ * (journal line, fdatasync), commits in one turn share one write, a reopened store sees
+ * every committed change, snapshots replace the journal without losing anything, a
+ * commit's cost follows the change and not the size of the state, and bad files are
+ * refused with the file named and left untouched.
+ */
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { BuildRecord } from '../../coordinator/state/records.js';
+import { StateStore } from '../../coordinator/state/state-store.js';
+
+function build(id: string, nodes: number): BuildRecord {
+  return {
+    id,
+    name: 'b',
+    state: 'pending',
+    cancel_requested: false,
+    created_at: 1,
+    started_at: null,
+    finished_at: null,
+    nodes: Array.from({ length: nodes }, (_, i) => ({
+      name: `n${i}`,
+      platform: 'linux/amd64',
+      context: null,
+      dockerfile: null,
+      dockerfile_inline: `FROM scratch\n# ${'x'.repeat(200)}`,
+      build_args: {},
+      labels: {},
+      needs: [],
+      timeout_ms: 1000,
+      target: null,
+      no_cache: false,
+      state: 'pending' as const,
+      attempts: [],
+      ready_at: null,
+      started_at: null,
+      finished_at: null,
+      reason: null,
+    })),
+  };
+}
+
+describe('state store', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'kiln-store-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('refuses to open a data dir without state.json unless init, and init creates both files', async () => {
+    await expect(StateStore.open({ dataDir: dir, persist: true, init: false })).rejects.toMatchObject({ code: 'E_STATE', message: expect.stringContaining(join(dir, 'state.json')) });
+    const s = await StateStore.open({ dataDir: dir, persist: true, init: true });
+    expect(JSON.parse(await readFile(s.path, 'utf8'))).toMatchObject({ format: 'kiln-coordinator-state', version: 1 });
+    expect((await stat(s.journalPath)).isFile()).toBe(true);
+    await s.drain();
+  });
+
+  it('has a committed change in the journal on disk when commit() resolves, and a reopened store sees it', async () => {
+    const s = await StateStore.open({ dataDir: dir, persist: true, init: true });
+    s.data.builds['b-1'] = build('b-1', 3);
+    s.markNew('b-1');
+    await s.commit();
+    const journal = await readFile(s.journalPath, 'utf8');
+    expect(journal).toContain('"t":"new"');
+    expect(journal).toContain('"id":"b-1"');
+    s.data.builds['b-1']!.nodes[1]!.state = 'ready';
+    s.markNode('b-1', 'n1');
+    s.data.builds['b-1']!.state = 'running';
+    s.markBuild('b-1');
+    await s.commit();
+    // no drain: as after kill -9, the snapshot does not have these changes, the journal does
+    expect(JSON.parse(await readFile(s.path, 'utf8')).builds).toEqual({});
+    const again = await StateStore.open({ dataDir: dir, persist: true, init: false });
+    expect(again.data.builds['b-1']!.state).toBe('running');
+    expect(again.data.builds['b-1']!.nodes.map((n) => n.state)).toEqual(['pending', 'ready', 'pending']);
+    // opening compacted: the snapshot now holds everything and the journal is empty
+    expect(JSON.parse(await readFile(again.path, 'utf8')).builds['b-1'].state).toBe('running');
+    expect((await stat(again.journalPath)).size).toBe(0);
+    await again.drain();
+  });
+
+  it('shares one write among commits made in the same turn', async () => {
+    const s = await StateStore.open({ dataDir: dir, persist: true, init: true });
+    s.data.builds['b-1'] = build('b-1', 100);
+    s.markNew('b-1');
+    await s.commit();
+    const before = s.writes;
+    const commits: Promise<void>[] = [];
+    for (let i = 0; i < 100; i++) {
+      s.data.builds['b-1']!.nodes[i]!.state = 'ready';
+      s.markNode('b-1', `n${i}`);
+      commits.push(s.commit());
+    }
+    await Promise.all(commits);
+    expect(s.writes - before).toBe(1);
+    const again = await StateStore.open({ dataDir: dir, persist: true, init: false });
+    expect(again.data.builds['b-1']!.nodes.every((n) => n.state === 'ready')).toBe(true);
+  });
+
+  it('writes per commit what changed, not the whole state', async () => {
+    const s = await StateStore.open({ dataDir: dir, persist: true, init: true });
+    s.data.builds['big'] = build('big', 5000);
+    s.markNew('big');
+    await s.commit();
+    const afterNew = (await stat(s.journalPath)).size;
+    expect(afterNew).toBeGreaterThan(5000 * 200);
+    s.data.builds['big']!.nodes[42]!.state = 'ready';
+    s.markNode('big', 'n42');
+    await s.commit();
+    const grew = (await stat(s.journalPath)).size - afterNew;
+    expect(grew).toBeGreaterThan(0);
+    expect(grew).toBeLessThan(1000);
+  });
+
+  it('snapshots when the journal outgrows its threshold, losing nothing', async () => {
+    const s = await StateStore.open({ dataDir: dir, persist: true, init: true, minCompactBytes: 1 });
+    for (let i = 0; i < 5; i++) {
+      s.data.builds[`b-${i}`] = build(`b-${i}`, 2);
+      s.markNew(`b-${i}`);
+      await s.commit();
+    }
+    expect(s.snapshots).toBeGreaterThan(0);
+    const again = await StateStore.open({ dataDir: dir, persist: true, init: false });
+    expect(Object.keys(again.data.builds).sort()).toEqual(['b-0', 'b-1', 'b-2', 'b-3', 'b-4']);
+  });
+
+  it('archives a finished build to its own file and still finds it after reopening', async () => {
+    const s = await StateStore.open({ dataDir: dir, persist: true, init: true });
+    const b = build('b-9', 2);
+    b.state = 'success';
+    s.data.builds['b-9'] = b;
+    s.markNew('b-9');
+    await s.commit();
+    await s.archive(b);
+    await s.commit();
+    expect(s.data.builds['b-9']).toBeUndefined();
+    expect(s.data.archived['b-9']).toMatchObject({ id: 'b-9', state: 'success', node_counts: { pending: 2 } });
+    const again = await StateStore.open({ dataDir: dir, persist: true, init: false });
+    expect(again.data.builds['b-9']).toBeUndefined();
+    expect((await again.getBuild('b-9'))!.nodes).toHaveLength(2);
+  });
+
+  it('refuses a corrupt snapshot or a corrupt journal line, naming the file, and leaves them as they were', async () => {
+    const s = await StateStore.open({ dataDir: dir, persist: true, init: true });
+    await s.drain();
+    const snapshot = await readFile(s.path);
+    await writeFile(s.path, snapshot.subarray(0, 10));
+    await expect(StateStore.open({ dataDir: dir, persist: true, init: false })).rejects.toMatchObject({ code: 'E_STATE', message: expect.stringMatching(/state\.json is corrupt/) });
+    expect(await readFile(s.path)).toEqual(snapshot.subarray(0, 10));
+    await writeFile(s.path, snapshot);
+    await writeFile(s.journalPath, '{"t":"new","b":{"id":"x","nodes":[]}}\nnot json\n');
+    await expect(StateStore.open({ dataDir: dir, persist: true, init: false })).rejects.toMatchObject({ message: expect.stringMatching(/journal\.jsonl is corrupt at line 2/) });
+    expect(await readFile(s.journalPath, 'utf8')).toBe('{"t":"new","b":{"id":"x","nodes":[]}}\nnot json\n');
+  });
+
+  it('drops a torn final journal line and keeps the complete ones', async () => {
+    const s = await StateStore.open({ dataDir: dir, persist: true, init: true });
+    s.data.builds['b-1'] = build('b-1', 1);
+    s.markNew('b-1');
+    await s.commit();
+    await writeFile(s.journalPath, `${await readFile(s.journalPath, 'utf8')}{"t":"build","b":{"id":"b-1","state":"fai`);
+    const again = await StateStore.open({ dataDir: dir, persist: true, init: false });
+    expect(again.data.builds['b-1']!.state).toBe('pending');
+  });
+
+  it('without persistence, commits resolve at once and nothing is written', async () => {
+    const s = await StateStore.open({ dataDir: dir, persist: false, init: false });
+    s.data.builds['b'] = build('b', 1);
+    s.markNew('b');
+    await s.commit();
+    expect(s.writes).toBe(0);
+    await expect(stat(join(dir, 'state.json'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+});
