@@ -3,7 +3,8 @@
  * coordinator out, and the zero-config tokens.
  *
  * Layout:
- *   state.json            active builds + index of finished ones (lowdb, durable writes)
+ *   state.json            snapshot: active builds + index of finished ones (lowdb, durable writes)
+ *   journal.jsonl         changes since the snapshot, one line per changed build/node
  *   builds/<id>.json      finished builds
  *   logs/<build>/<node>/attempt-<n>.log   per-attempt logs
  *   cas/sha256/<xx>/<hex> content-addressed blobs (build contexts)
