@@ -1,0 +1,136 @@
+/**
+ * Configuration of both processes: defaults < file < environment < flags, every bad
+ * value refused with the setting named, unknown file keys refused, and the example
+ * configs shipped in config/ load.
+ */
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { coordinatorUrls, loadAgentConfig } from '../../agent/config.js';
+import { loadCoordinatorConfig } from '../../coordinator/config.js';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+
+describe('coordinator config', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'kiln-cfg-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+  const host = (env: Record<string, string> = {}) => ({ env: { HOME: dir, ...env }, arch: 'x64', isTTY: false });
+
+  it('has working defaults', () => {
+    const c = loadCoordinatorConfig({}, host());
+    expect(c.listen).toEqual({ host: '127.0.0.1', port: 8080 });
+    expect(c.dataDir).toBe(join(dir, '.local', 'state', 'kiln', 'coordinator'));
+    expect(c.heartbeatIntervalMs).toBe(10_000);
+    expect(c.lostAfterMs).toBe(30_000);
+    expect(c.defaultPlatform).toBe('linux/amd64');
+    expect(c.log.format).toBe('json');
+    expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it('layers file < env < flags', async () => {
+    const file = join(dir, 'c.yaml');
+    await writeFile(file, 'listen: 0.0.0.0:9000\ndata_dir: /from/file\nheartbeat_interval: 2s\nlog: { level: debug }\n');
+    const fromFile = loadCoordinatorConfig({ config: file }, host());
+    expect(fromFile.listen).toEqual({ host: '0.0.0.0', port: 9000 });
+    expect(fromFile.dataDir).toBe('/from/file');
+    expect(fromFile.lostAfterMs).toBe(6000);
+    expect(fromFile.log.level).toBe('debug');
+    const fromEnv = loadCoordinatorConfig({ config: file }, host({ KILN_LISTEN: '127.0.0.1:9100', KILN_DATA_DIR: '/from/env' }));
+    expect(fromEnv.listen.port).toBe(9100);
+    expect(fromEnv.dataDir).toBe('/from/env');
+    const fromFlags = loadCoordinatorConfig({ config: file, listen: ':9200', dataDir: '/from/flags' }, host({ KILN_LISTEN: '127.0.0.1:9100' }));
+    expect(fromFlags.listen).toEqual({ host: '0.0.0.0', port: 9200 });
+    expect(fromFlags.dataDir).toBe('/from/flags');
+  });
+
+  it('names the setting of every bad value', async () => {
+    const file = join(dir, 'bad.yaml');
+    await writeFile(file, 'listen: 127.0.0.1:8080\ncolour: blue\n');
+    expect(() => loadCoordinatorConfig({ config: file }, host())).toThrow(/colour: unknown setting/);
+    expect(() => loadCoordinatorConfig({ listen: 'nonsense' }, host())).toThrow(/config listen: 'nonsense' is not host:port/);
+    expect(() => loadCoordinatorConfig({ heartbeatInterval: 'soon' }, host())).toThrow(/heartbeat_interval: invalid duration 'soon'/);
+    expect(() => loadCoordinatorConfig({ heartbeatInterval: '10s', lostAfter: '5s' }, host())).toThrow(/lost_after: must be longer/);
+    expect(() => loadCoordinatorConfig({ logLevel: 'loud' }, host())).toThrow(/log.level/);
+    expect(() => loadCoordinatorConfig({ config: join(dir, 'missing.yaml') }, host())).toThrow(/missing\.yaml cannot be read/);
+  });
+
+  it('loads the shipped example', () => {
+    const c = loadCoordinatorConfig({ config: join(ROOT, 'config', 'coordinator.example.yaml') }, host());
+    expect(c.dataDir).toBe('/var/lib/kiln');
+    expect(c.reconnectGraceMs).toBe(60_000);
+  });
+});
+
+describe('agent config', () => {
+  let dir: string;
+  let token: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'kiln-acfg-'));
+    token = join(dir, 'token');
+    await writeFile(token, 'secret-agent-token\n');
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+  const host = (env: Record<string, string> = {}) => ({ env: { HOME: dir, ...env }, hostname: 'build-host', isTTY: false });
+
+  it('derives both URLs from any coordinator form', () => {
+    for (const form of ['http://c.example:8080', 'ws://c.example:8080', 'c.example:8080', 'ws://c.example:8080/api/v1/agent']) {
+      expect(coordinatorUrls(form)).toEqual({ wsUrl: 'ws://c.example:8080/api/v1/agent', httpUrl: 'http://c.example:8080' });
+    }
+    expect(coordinatorUrls('https://c.example')).toEqual({ wsUrl: 'wss://c.example/api/v1/agent', httpUrl: 'https://c.example' });
+    expect(() => coordinatorUrls('ftp://x')).toThrow(/unsupported scheme/);
+  });
+
+  it('reads the token file and applies defaults', () => {
+    const c = loadAgentConfig({ coordinator: 'http://c:1', tokenFile: token }, host());
+    expect(c.token).toBe('secret-agent-token');
+    expect(c.name).toBe('build-host');
+    expect(c.maxJobs).toBe(2);
+    expect(c.dockerHost).toBe('unix:///var/run/docker.sock');
+    expect(c.workDir).toBe(join(dir, '.cache', 'kiln-agent'));
+  });
+
+  it('layers file < env < flags and validates', async () => {
+    const file = join(dir, 'a.yaml');
+    await writeFile(file, `coordinator: http://file:1\ntoken_file: ${token}\nlabels: { pool: a }\nmax_jobs: 3\nplatforms: [linux/s390x]\n`);
+    const f = loadAgentConfig({ config: file }, host());
+    expect(f).toMatchObject({ httpUrl: 'http://file:1', labels: { pool: 'a' }, maxJobs: 3, extraPlatforms: ['linux/s390x'] });
+    const e = loadAgentConfig({ config: file }, host({ KILN_AGENT_LABELS: 'pool=b,gpu=true', KILN_AGENT_MAX_JOBS: '4' }));
+    expect(e).toMatchObject({ labels: { pool: 'b', gpu: 'true' }, maxJobs: 4 });
+    const fl = loadAgentConfig({ config: file, maxJobs: '5', platforms: 'linux/arm64' }, host({ KILN_AGENT_MAX_JOBS: '4' }));
+    expect(fl).toMatchObject({ maxJobs: 5, extraPlatforms: ['linux/arm64'] });
+    expect(() => loadAgentConfig({ config: file, maxJobs: '0' }, host())).toThrow(/max_jobs: '0' is not an integer/);
+    expect(() => loadAgentConfig({ config: file, platforms: 'linux/amd65' }, host())).toThrow(/platforms: unknown architecture 'amd65'/);
+    expect(() => loadAgentConfig({ config: file, labels: 'novalue' }, host())).toThrow(/labels: 'novalue' is not key=value/);
+    expect(() => loadAgentConfig({ config: file, name: 'has space' }, host())).toThrow(/name: 'has space'/);
+  });
+
+  it('says how to give a token when there is none, and uses the systemd credential when present', async () => {
+    expect(() => loadAgentConfig({ coordinator: 'http://c:1' }, host())).toThrow(/--token-file FILE, KILN_AGENT_TOKEN_FILE or KILN_AGENT_TOKEN/);
+    const c = loadAgentConfig({ coordinator: 'http://c:1' }, host({ CREDENTIALS_DIRECTORY: dir }));
+    expect(c.token).toBe('secret-agent-token');
+    expect(() => loadAgentConfig({ tokenFile: token }, host())).toThrow(/no coordinator given/);
+  });
+
+  it('loads the shipped example and env file keys are all known settings', async () => {
+    const example = await readFile(join(ROOT, 'config', 'agent.example.yaml'), 'utf8');
+    const file = join(dir, 'example.yaml');
+    await writeFile(file, example.replace('/etc/kiln-agent/token', token));
+    expect(loadAgentConfig({ config: file }, host())).toMatchObject({ name: 's390x-builder-1', maxJobs: 2, extraPlatforms: ['linux/arm64'] });
+    const envFile = await readFile(join(ROOT, 'config', 'agent.env.example'), 'utf8');
+    const env = Object.fromEntries(
+      envFile
+        .split('\n')
+        .filter((l) => /^[A-Z_]+=/.test(l))
+        .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+    );
+    expect(loadAgentConfig({ tokenFile: token }, host(env))).toMatchObject({ name: 's390x-builder-1', labels: { pool: 'wheels' } });
+  });
+});

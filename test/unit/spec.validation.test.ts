@@ -1,0 +1,88 @@
+/**
+ * The build spec: what a valid spec resolves to, and errors that name node and field for
+ * everything a user gets wrong (in both the file form and the submitted form).
+ */
+import { describe, expect, it } from 'vitest';
+import { findCycle, parseDuration, parseSpecText, validateSpec, type FieldError, type ValidateOptions } from '../../shared/index.js';
+
+const file: ValidateOptions = { form: 'file', defaultPlatform: 'linux/amd64' };
+const submitted: ValidateOptions = { form: 'submitted', defaultPlatform: 'linux/s390x' };
+
+function errors(raw: unknown, opts = file): FieldError[] {
+  const r = validateSpec(raw, opts);
+  if (r.ok) throw new Error('expected errors');
+  return r.errors;
+}
+
+describe('build spec', () => {
+  it('resolves defaults', () => {
+    const r = validateSpec(
+      { nodes: { a: { context: './app' }, b: { dockerfile_inline: 'FROM x', needs: ['a', 'a'], timeout: '1h30m', build_args: { N: 3, B: true } } } },
+      file,
+    );
+    expect(r.ok).toBe(false); // needs listed twice
+    const ok = validateSpec({ name: 'x', nodes: { a: { context: './app' }, b: { dockerfile_inline: 'FROM x', needs: ['a'], timeout: '1h30m', build_args: { N: 3, B: true } } } }, file);
+    if (!ok.ok) throw new Error(JSON.stringify(ok.errors));
+    const [a, b] = ok.value.nodes;
+    expect(a).toMatchObject({ platform: 'linux/amd64', dockerfile: 'Dockerfile', dockerfile_inline: null, needs: [], timeout_ms: 3_600_000 });
+    expect(b).toMatchObject({ dockerfile: null, timeout_ms: 5_400_000, build_args: { N: '3', B: 'true' }, needs: ['a'] });
+  });
+
+  it.each([
+    [{ nodes: { a: { dockerfile_inline: 'F', colour: 'red' } } }, 'nodes.a.colour', "node 'a': field 'colour': unknown field"],
+    [{ nodes: { a: { dockerfile_inline: 'F', needs: ['zz'] } } }, 'nodes.a.needs', "node 'a': field 'needs': unknown node 'zz'"],
+    [{ nodes: { a: { dockerfile_inline: 'F', needs: ['a'] } } }, 'nodes.a.needs', "node 'a': field 'needs': node cannot need itself"],
+    [{ nodes: { a: { dockerfile_inline: 'F', platform: 'windows/amd64' } } }, 'nodes.a.platform', "node 'a': field 'platform': invalid platform 'windows/amd64'"],
+    [{ nodes: { a: { dockerfile_inline: 'F', platform: 'amd64' } } }, 'nodes.a.platform', "node 'a': field 'platform': invalid platform 'amd64'"],
+    [{ nodes: { a: { dockerfile_inline: 'F', dockerfile: 'D' } } }, 'nodes.a.dockerfile', 'not both'],
+    [{ nodes: { a: {} } }, 'nodes.a.context', 'a context (with a Dockerfile in it) or dockerfile_inline'],
+    [{ nodes: { a: { context: '.', dockerfile: '../Dockerfile' } } }, 'nodes.a.dockerfile', 'relative path inside the context'],
+    [{ nodes: { a: { dockerfile_inline: 'F', timeout: '20x' } } }, 'nodes.a.timeout', "invalid duration '20x'"],
+    [{ nodes: { 'bad name!': { dockerfile_inline: 'F' } } }, 'nodes.bad name!', 'invalid node name'],
+    [{ nodes: {} }, 'nodes', 'at least one node'],
+    [{ nodes: { a: { dockerfile_inline: 'F' } }, extra: 1 }, 'extra', 'unknown field'],
+    [{ nodes: { a: { dockerfile_inline: 'F', build_args: { 'bad-arg': 'x' } } } }, 'nodes.a.build_args', "invalid build arg name 'bad-arg'"],
+  ])('rejects %j naming %s', (raw, path, message) => {
+    const errs = errors(raw);
+    expect(errs.find((e) => e.path === path && e.message.includes(message)), JSON.stringify(errs)).toBeDefined();
+  });
+
+  it('reports a cycle with its path', () => {
+    const errs = errors({ nodes: { a: { dockerfile_inline: 'F', needs: ['c'] }, b: { dockerfile_inline: 'F', needs: ['a'] }, c: { dockerfile_inline: 'F', needs: ['b'] } } });
+    expect(errs[0]!.message).toMatch(/dependency cycle: a -> c -> b -> a/);
+  });
+
+  it('requires digests for contexts in the submitted form, and uses the coordinator default platform', () => {
+    expect(errors({ nodes: { a: { context: './app' } } }, submitted)[0]).toMatchObject({ path: 'nodes.a.context' });
+    const ok = validateSpec({ nodes: { a: { context: `sha256:${'a'.repeat(64)}` } } }, submitted);
+    expect(ok.ok && ok.value.nodes[0]!.platform).toBe('linux/s390x');
+  });
+
+  it('handles a 10,000-node chain and finds a cycle through all of it', () => {
+    const nodes: Record<string, { dockerfile_inline: string; needs?: string[] }> = {};
+    for (let i = 0; i < 10_000; i++) nodes[`n${i}`] = { dockerfile_inline: 'F', ...(i > 0 ? { needs: [`n${i - 1}`] } : {}) };
+    expect(validateSpec({ nodes }, file).ok).toBe(true);
+    nodes.n0!.needs = ['n9999'];
+    const cycle = findCycle(Object.entries(nodes).map(([name, n]) => ({ name, needs: n.needs ?? [] })));
+    expect(cycle).toHaveLength(10_001);
+  });
+
+  it('parses YAML and JSON text, refusing duplicate names and invalid syntax', () => {
+    expect(parseSpecText('nodes:\n  a: {dockerfile_inline: F}\n  a: {dockerfile_inline: G}\n')).toEqual({ ok: false, errors: [{ path: 'nodes.a', message: "duplicate node name 'a'" }] });
+    expect(parseSpecText('{"nodes":{"a":{"dockerfile_inline":"F"},"a":{}}}')).toEqual({ ok: false, errors: [{ path: 'nodes.a', message: "duplicate node name 'a'" }] });
+    const dupField = parseSpecText('{"nodes":{"a":{"needs":[],"needs":["b"]}}}');
+    expect(dupField.ok === false && dupField.errors[0]!.message).toBe("node 'a': field 'needs': duplicate key 'needs'");
+    expect(parseSpecText('nodes: [a').ok).toBe(false);
+    expect(parseSpecText('- a\n- b\n')).toMatchObject({ ok: false, errors: [{ message: 'spec must be a mapping with `nodes`' }] });
+    expect(parseSpecText('{"nodes":{"a\\"b":{"x":"}{"}}}')).toMatchObject({ ok: true });
+  });
+
+  it('parses durations', () => {
+    expect(parseDuration('90')).toBe(90_000);
+    expect(parseDuration('250ms')).toBe(250);
+    expect(parseDuration('1h30m')).toBe(5_400_000);
+    expect(parseDuration('1.5s')).toBe(1500);
+    expect(parseDuration('1h x')).toBeNull();
+    expect(parseDuration('')).toBeNull();
+  });
+});
