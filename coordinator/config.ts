@@ -45,6 +45,7 @@ export interface CoordinatorConfig {
   reconnectGraceMs: number;
   cancelGraceMs: number;
   timeoutGraceMs: number;
+  acceptTimeoutMs: number;
   defaultPlatform: string;
   maxBlobBytes: number;
   maxSpecBytes: number;
@@ -126,6 +127,7 @@ export function loadCoordinatorConfig(flags: CoordinatorFlags, host: ConfigEnvir
     reconnectGraceMs: file.reconnect_grace !== undefined ? durationSetting('reconnect_grace', file.reconnect_grace) : Math.max(60_000, lostAfterMs),
     cancelGraceMs: file.cancel_grace !== undefined ? durationSetting('cancel_grace', file.cancel_grace) : 30_000,
     timeoutGraceMs: 60_000,
+    acceptTimeoutMs: Math.max(10_000, heartbeatIntervalMs * 2),
     defaultPlatform,
     maxBlobBytes: file.max_blob_bytes !== undefined ? intSetting('max_blob_bytes', file.max_blob_bytes, 1, Number.MAX_SAFE_INTEGER) : 4 * 1024 ** 3,
     maxSpecBytes: 4 * 1024 * 1024,

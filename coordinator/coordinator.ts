@@ -74,6 +74,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
         reconnectGraceMs: config.reconnectGraceMs,
         cancelGraceMs: config.cancelGraceMs,
         timeoutGraceMs: config.timeoutGraceMs,
+        acceptTimeoutMs: config.acceptTimeoutMs,
       },
     });
     await engine.recover();

@@ -146,6 +146,7 @@ export class AgentHub {
               max_log_chunk_bytes: MAX_LOG_CHUNK_BYTES,
               resume: outcome.resume,
             });
+            this.opts.engine.welcomed(outcome.entry, channel);
           },
           (err: unknown) => {
             log.error({ err }, 'handling hello failed');

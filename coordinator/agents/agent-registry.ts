@@ -4,7 +4,8 @@
  * lost.
  *
  * Agent states:
- * - `connected`: a WebSocket is open and the hello was accepted.
+ * - `connected`: a WebSocket is open and the hello was accepted. It gets work only once
+ *   the welcome has been sent (`welcomed`), so no assignment can overtake the welcome.
  * - `disconnected`: the socket closed (or the coordinator restarted while the agent had
  *   attempts); its attempts keep their slots until `lostAt`, so an agent that comes back
  *   in time carries on without re-running anything.
@@ -24,6 +25,8 @@ export interface AgentEntry {
   session: string;
   hello: HelloPayload | null;
   state: AgentState;
+  /** The welcome went out on this connection: assignments may follow. */
+  welcomed: boolean;
   channel: AgentChannel | null;
   /** Attempts holding one of this agent's slots. */
   running: Set<string>;
@@ -59,6 +62,7 @@ export class AgentRegistry {
         session,
         hello: null,
         state: 'disconnected',
+        welcomed: false,
         channel: null,
         running: new Set(),
         platforms: new Set(),
@@ -80,6 +84,7 @@ export class AgentRegistry {
       session: hello.session,
       hello,
       state: 'connected',
+      welcomed: false,
       channel,
       running: prev?.running ?? new Set(),
       platforms: new Set(hello.platforms.map((p) => normalizePlatform(p.platform))),
@@ -93,7 +98,7 @@ export class AgentRegistry {
   }
 
   freeSlots(a: AgentEntry): number {
-    return a.state === 'connected' ? a.maxJobs - a.running.size : 0;
+    return a.state === 'connected' && a.welcomed ? a.maxJobs - a.running.size : 0;
   }
 
   /** true when the agent can run a node with this platform and these labels (ignoring load). */

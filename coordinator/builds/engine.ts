@@ -46,6 +46,8 @@ export interface EngineTimings {
   cancelGraceMs: number;
   /** Slack on top of a node's timeout before the coordinator gives up on the agent's report. */
   timeoutGraceMs: number;
+  /** A connected agent that has not accepted an assignment this long never got it. */
+  acceptTimeoutMs: number;
 }
 
 export interface EngineDeps {
@@ -258,6 +260,8 @@ export class Engine extends EventEmitter {
       if (act.attempt.session === hello.session && reported.has(attemptId)) {
         const offset = await this.logs.agentBytes(this.logRef(act));
         act.attempt.log_bytes = offset;
+        // The agent has it, so it was accepted even if that frame was lost.
+        act.attempt.accepted_at ??= now;
         resume.push({ attempt_id: attemptId, action: act.attempt.state === 'cancelling' ? 'cancel' : 'continue', log_offset: offset });
         reported.delete(attemptId);
       } else {
@@ -273,10 +277,18 @@ export class Engine extends EventEmitter {
     return { ok: true, entry, resume };
   }
 
+  /** The welcome was sent on this connection: the agent may now be given work. */
+  welcomed(entry: AgentEntry, channel: AgentChannel): void {
+    if (entry.channel !== channel || entry.state !== 'connected') return;
+    entry.welcomed = true;
+    this.scheduleSoon();
+  }
+
   /** The agent's socket closed: its attempts wait `lostAfterMs` for it to come back. */
   disconnected(entry: AgentEntry, channel: AgentChannel): void {
     if (entry.channel !== channel || entry.state !== 'connected') return;
     entry.state = 'disconnected';
+    entry.welcomed = false;
     entry.channel = null;
     entry.lostAt = this.now() + this.t.lostAfterMs;
     this.log.warn({ agent: entry.name, running: entry.running.size }, 'agent disconnected');
@@ -436,7 +448,13 @@ export class Engine extends EventEmitter {
     }
     for (const act of [...this.active.values()]) {
       const a = act.attempt;
-      if (a.state === 'cancelling' && now - (a.finished_at ?? a.assigned_at) > this.t.cancelGraceMs) {
+      const agent = this.agents.get(a.agent);
+      if (a.state === 'assigned' && a.accepted_at === null && agent?.state === 'connected' && now - a.assigned_at > this.t.acceptTimeoutMs) {
+        // The assignment never arrived (or the agent ignored it): offer the node again.
+        agent.channel?.send('cancel', { attempt_id: a.id, reason: 'not accepted in time' });
+        this.loseAttempt(act, `agent ${a.agent} did not accept the assignment within ${formatDuration(this.t.acceptTimeoutMs)}`);
+        changed = true;
+      } else if (a.state === 'cancelling' && now - (a.finished_at ?? a.assigned_at) > this.t.cancelGraceMs) {
         this.finishAttempt(act, 'cancelled', now, { reason: `${a.reason ?? 'cancelled'}; the agent did not confirm within ${formatDuration(this.t.cancelGraceMs)}` });
         changed = true;
       } else if ((a.state === 'running' || a.state === 'assigned') && now - (a.started_at ?? a.assigned_at) > act.node.timeout_ms + this.t.timeoutGraceMs) {
@@ -477,7 +495,6 @@ export class Engine extends EventEmitter {
     const now = this.now();
     const wasCancelling = act.attempt.state === 'cancelling';
     this.finishAttempt(act, 'lost', now, { reason: why });
-    this.track(this.logs.close(this.logRef(act)).catch(() => {}));
     if (!wasCancelling && (node.state === 'assigned' || node.state === 'running')) {
       const lost = node.attempts.filter((a) => a.state === 'lost').length;
       if (lost >= MAX_LOST_ATTEMPTS) {
@@ -643,6 +660,8 @@ export class Engine extends EventEmitter {
     this.store.markNode(act.build.id, act.node.name);
     this.active.delete(attempt.id);
     this.agents.get(attempt.agent)?.running.delete(attempt.id);
+    // No more bytes are accepted for a finished attempt: flush and close its log file.
+    this.track(this.logs.close(this.logRef(act)).catch(() => {}));
     this.emit('node', act.build.id, act.node.name);
   }
 

@@ -76,7 +76,7 @@ function finished(attempt_id: string, status: 'success' | 'failed' | 'cancelled'
   };
 }
 
-const TIMINGS = { heartbeatIntervalMs: 1000, lostAfterMs: 3000, reconnectGraceMs: 5000, cancelGraceMs: 2000, timeoutGraceMs: 1000 };
+const TIMINGS = { heartbeatIntervalMs: 1000, lostAfterMs: 3000, reconnectGraceMs: 5000, cancelGraceMs: 2000, timeoutGraceMs: 1000, acceptTimeoutMs: 2500 };
 
 describe('engine', () => {
   let dir: string;
@@ -103,6 +103,7 @@ describe('engine', () => {
     const ch = new FakeChannel();
     const out = await engine.hello(hello(name, opts), ch);
     if (!out.ok) throw new Error(out.reason);
+    engine.welcomed(out.entry, ch);
     await tick();
     return { ch, entry: out.entry, resume: out.resume };
   }
@@ -282,6 +283,37 @@ describe('engine', () => {
     expect(drop.attempts[0]!.reason).toMatch(/reconnected without it/);
     // and it is dispatched again (to the same, now free, agent)
     expect(again.ch.assigns().map((x) => x.node)).toEqual(['drop']);
+  });
+
+  it('sends no assignment before the welcome went out', async () => {
+    const ch = new FakeChannel();
+    await engine.submit(spec({ n: { dockerfile_inline: 'FROM a' } }));
+    const out = await engine.hello(hello('early'), ch);
+    if (!out.ok) throw new Error(out.reason);
+    await tick();
+    expect(ch.assigns()).toHaveLength(0);
+    engine.welcomed(out.entry, ch);
+    await tick();
+    expect(ch.assigns()).toHaveLength(1);
+  });
+
+  it('re-offers an assignment the agent never accepted', async () => {
+    const a = await connect('a');
+    const b = await engine.submit(spec({ n: { dockerfile_inline: 'FROM a' } }));
+    await tick();
+    const first = a.ch.assigns()[0]!;
+    now += TIMINGS.acceptTimeoutMs - 1;
+    await engine.sweep();
+    expect((await node(b.id, 'n')).state).toBe('assigned');
+    now += 2;
+    await engine.sweep();
+    await tick();
+    expect(a.ch.cancels()).toContain(first.attempt_id);
+    const n = await node(b.id, 'n');
+    expect(n.attempts[0]!.state).toBe('lost');
+    expect(n.attempts[0]!.reason).toMatch(/did not accept/);
+    expect(n.state).toBe('assigned'); // offered again at once
+    expect(a.ch.assigns()).toHaveLength(2);
   });
 
   it('refuses a second agent process with a connected agent’s name', async () => {
