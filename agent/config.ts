@@ -24,7 +24,8 @@ import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import {
   KilnError,
-  LOG_LEVELS,
+  LogFileSchema,
+  logSettings,
   configError,
   errnoCode,
   intSetting,
@@ -76,7 +77,7 @@ const FileSchema = z.strictObject({
   platforms: z.array(z.string()).optional(),
   docker_host: z.string().optional(),
   work_dir: z.string().optional(),
-  log: z.strictObject({ level: z.enum(LOG_LEVELS).optional(), format: z.enum(['json', 'text']).optional() }).optional(),
+  log: LogFileSchema.optional(),
 });
 
 export interface AgentHost {
@@ -161,10 +162,6 @@ export function loadAgentConfig(flags: AgentFlags, host: AgentHost): Readonly<Ag
   const executor = flags.executor ?? 'docker';
   if (executor !== 'docker' && executor !== 'noop') throw configError('executor', `'${executor}' is not docker or noop`);
 
-  const level = (flags.logLevel ?? env.KILN_LOG_LEVEL ?? file.log?.level ?? 'info') as LogLevel;
-  if (!LOG_LEVELS.includes(level)) throw configError('log.level', `'${level}' is not one of ${LOG_LEVELS.join(', ')}`);
-  const format = (flags.logFormat ?? env.KILN_LOG_FORMAT ?? file.log?.format ?? (host.isTTY ? 'text' : 'json')) as LogFormat;
-  if (format !== 'json' && format !== 'text') throw configError('log.format', `'${format}' is not json or text`);
-
-  return Object.freeze({ ...urls, token, tokenSource, name, labels, maxJobs, extraPlatforms, dockerHost, workDir, executor, log: { level, format } });
+  const log = logSettings(flags, env, file.log, host.isTTY);
+  return Object.freeze({ ...urls, token, tokenSource, name, labels, maxJobs, extraPlatforms, dockerHost, workDir, executor, log });
 }

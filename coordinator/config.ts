@@ -21,7 +21,8 @@ import { homedir } from 'node:os';
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import {
-  LOG_LEVELS,
+  LogFileSchema,
+  logSettings,
   configError,
   durationSetting,
   intSetting,
@@ -79,7 +80,7 @@ const FileSchema = z.strictObject({
   cancel_grace: Duration.optional(),
   default_platform: z.string().optional(),
   max_blob_bytes: z.number().int().positive().optional(),
-  log: z.strictObject({ level: z.enum(LOG_LEVELS).optional(), format: z.enum(['json', 'text']).optional() }).optional(),
+  log: LogFileSchema.optional(),
 });
 
 export interface ConfigEnvironment {
@@ -109,10 +110,7 @@ export function loadCoordinatorConfig(flags: CoordinatorFlags, host: ConfigEnvir
   const defaultPlatform = file.default_platform ?? `linux/${ociArch(host.arch)}`;
   const pp = platformProblem(defaultPlatform);
   if (pp) throw configError('default_platform', pp);
-  const level = (flags.logLevel ?? env.KILN_LOG_LEVEL ?? file.log?.level ?? 'info') as LogLevel;
-  if (!LOG_LEVELS.includes(level)) throw configError('log.level', `'${level}' is not one of ${LOG_LEVELS.join(', ')}`);
-  const format = (flags.logFormat ?? env.KILN_LOG_FORMAT ?? file.log?.format ?? (host.isTTY ? 'text' : 'json')) as LogFormat;
-  if (format !== 'json' && format !== 'text') throw configError('log.format', `'${format}' is not json or text`);
+  const log = logSettings(flags, env, file.log, host.isTTY);
   const agentTokenFile = env.KILN_AGENT_TOKEN_FILE ?? file.auth?.agent_token_file;
   const apiTokenFile = env.KILN_API_TOKEN_FILE ?? file.auth?.api_token_file;
 
@@ -132,6 +130,6 @@ export function loadCoordinatorConfig(flags: CoordinatorFlags, host: ConfigEnvir
     maxBlobBytes: file.max_blob_bytes !== undefined ? intSetting('max_blob_bytes', file.max_blob_bytes, 1, Number.MAX_SAFE_INTEGER) : 4 * 1024 ** 3,
     maxSpecBytes: 4 * 1024 * 1024,
     persist: !(flags.noPersist ?? false),
-    log: { level, format },
+    log,
   });
 }

@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { formatIssues } from './protocol/codec.js';
 import { KilnError, errnoCode } from './errors.js';
 import { parseDuration } from './duration.js';
+import { LOG_LEVELS, type LogFormat, type LogLevel } from './logger.js';
 
 export function configError(setting: string, message: string): KilnError {
   return new KilnError('E_CONFIG', `config ${setting}: ${message}`);
@@ -71,4 +72,21 @@ export function readConfigFile<T extends z.ZodType>(path: string, schema: T, rea
     throw new KilnError('E_CONFIG', `config file ${path}: ${issues.slice(0, 5).join('; ') || formatIssues(parsed.error)}`);
   }
   return parsed.data;
+}
+
+/** The `log:` section both processes accept in their config files. */
+export const LogFileSchema = z.strictObject({ level: z.enum(LOG_LEVELS).optional(), format: z.enum(['json', 'text']).optional() });
+
+/** Log level and format: flag > KILN_LOG_LEVEL/KILN_LOG_FORMAT > file > default (text on a terminal). */
+export function logSettings(
+  flags: { logLevel?: string; logFormat?: string },
+  env: Record<string, string | undefined>,
+  file: z.infer<typeof LogFileSchema> | undefined,
+  isTTY: boolean,
+): { level: LogLevel; format: LogFormat } {
+  const level = flags.logLevel ?? env.KILN_LOG_LEVEL ?? file?.level ?? 'info';
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) throw configError('log.level', `'${level}' is not one of ${LOG_LEVELS.join(', ')}`);
+  const format = flags.logFormat ?? env.KILN_LOG_FORMAT ?? file?.format ?? (isTTY ? 'text' : 'json');
+  if (format !== 'json' && format !== 'text') throw configError('log.format', `'${format}' is not json or text`);
+  return { level: level as LogLevel, format };
 }

@@ -361,14 +361,7 @@ export class Engine extends EventEmitter {
       avoid.add(entry.name);
       this.avoid.set(key, avoid);
       const rejections = node.attempts.filter((a) => a.state === 'rejected').length;
-      if (rejections >= MAX_REJECTIONS) {
-        this.setNode(build, node, 'failed', now, `rejected by ${rejections} agents; last: ${attempt.reason}`);
-        this.skipDownstream(build, node, now);
-      } else {
-        this.setNode(build, node, 'ready', now);
-        node.ready_at = now;
-        this.enqueue(build, node);
-      }
+      this.requeueOrFail(build, node, now, rejections < MAX_REJECTIONS, `rejected by ${rejections} agents; last: ${attempt.reason}`);
     }
     this.refreshBuildState(build);
     await this.store.commit();
@@ -497,14 +490,7 @@ export class Engine extends EventEmitter {
     this.finishAttempt(act, 'lost', now, { reason: why });
     if (!wasCancelling && (node.state === 'assigned' || node.state === 'running')) {
       const lost = node.attempts.filter((a) => a.state === 'lost').length;
-      if (lost >= MAX_LOST_ATTEMPTS) {
-        this.setNode(build, node, 'failed', now, `attempts lost ${lost} times; last: ${why}`);
-        this.skipDownstream(build, node, now);
-      } else {
-        this.setNode(build, node, 'ready', now);
-        node.ready_at = now;
-        this.enqueue(build, node);
-      }
+      this.requeueOrFail(build, node, now, lost < MAX_LOST_ATTEMPTS, `attempts lost ${lost} times; last: ${why}`);
     }
     this.refreshBuildState(build);
   }
@@ -608,6 +594,16 @@ export class Engine extends EventEmitter {
       if (reason) node.reason = reason;
     }
     this.emit('node', build.id, node.name);
+  }
+
+  /** After an attempt ended without a result: queue the node again, or fail it (and skip what needs it). */
+  private requeueOrFail(build: BuildRecord, node: NodeRecord, now: number, requeue: boolean, failReason: string): void {
+    if (requeue) {
+      this.makeReady(build, node, now);
+    } else {
+      this.setNode(build, node, 'failed', now, failReason);
+      this.skipDownstream(build, node, now);
+    }
   }
 
   private makeReady(build: BuildRecord, node: NodeRecord, now: number): void {

@@ -9,6 +9,7 @@
  * is returned as text/plain (the build route prefixes each line with its node name).
  */
 import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
+import type { Context } from 'hono';
 import { streamSSE, stream } from 'hono/streaming';
 import { z } from 'zod';
 import { KilnError } from '../../shared/index.js';
@@ -55,8 +56,19 @@ const buildLogs = createRoute({
   },
 });
 
-function sseData(e: Exclude<FollowEvent, { type: 'end' }>): string {
-  return e.type === 'log' ? JSON.stringify({ node: e.node, text: e.text }) : JSON.stringify({ node: e.node, state: e.state, attempt: e.attempt });
+type LogFollowEvent = Extract<FollowEvent, { type: 'log' }>;
+
+/** Writes follower events as SSE; `idOf` gives each log event's id (where a reconnect resumes). */
+function sse(c: Context, ac: AbortController, events: AsyncIterable<FollowEvent | null>, idOf: (e: LogFollowEvent) => string): Response {
+  return streamSSE(c, async (s) => {
+    s.onAbort(() => ac.abort());
+    for await (const e of events) {
+      if (e === null) await s.write(': keep-alive\n\n');
+      else if (e.type === 'end') await s.writeSSE({ event: 'end', data: JSON.stringify({ state: e.state }) });
+      else if (e.type === 'log') await s.writeSSE({ event: 'log', data: JSON.stringify({ node: e.node, text: e.text }), id: idOf(e) });
+      else await s.writeSSE({ event: 'status', data: JSON.stringify({ node: e.node, state: e.state, attempt: e.attempt }) });
+    }
+  });
 }
 
 export function registerLogRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): void {
@@ -77,15 +89,7 @@ export function registerLogRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): voi
         for await (const e of events) if (e?.type === 'log') await s.write(e.text);
       }) as never;
     }
-    return streamSSE(c, async (s) => {
-      s.onAbort(() => ac.abort());
-      for await (const e of events) {
-        if (e === null) await s.write(': keep-alive\n\n');
-        else if (e.type === 'end') await s.writeSSE({ event: 'end', data: JSON.stringify({ state: e.state }) });
-        else if (e.type === 'log') await s.writeSSE({ event: 'log', data: sseData(e), id: String(e.offset) });
-        else await s.writeSSE({ event: 'status', data: sseData(e) });
-      }
-    }) as never;
+    return sse(c, ac, events, (e) => String(e.offset));
   });
 
   app.openapi(buildLogs, async (c) => {
@@ -112,16 +116,9 @@ export function registerLogRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): voi
         for (const [node, rest] of pending) if (rest) await s.write(`${node.padEnd(width)} | ${rest}\n`);
       }) as never;
     }
-    return streamSSE(c, async (s) => {
-      s.onAbort(() => ac.abort());
-      for await (const e of events) {
-        if (e === null) await s.write(': keep-alive\n\n');
-        else if (e.type === 'end') await s.writeSSE({ event: 'end', data: JSON.stringify({ state: e.state }) });
-        else if (e.type === 'log') {
-          offsets.set(e.node, e.offset);
-          await s.writeSSE({ event: 'log', data: sseData(e), id: formatCursor(offsets) });
-        } else await s.writeSSE({ event: 'status', data: sseData(e) });
-      }
-    }) as never;
+    return sse(c, ac, events, (e) => {
+      offsets.set(e.node, e.offset);
+      return formatCursor(offsets);
+    });
   });
 }
