@@ -28,6 +28,8 @@ set -a
 eval "$env_lines"
 set +a
 phase "DOCKER_HOST=$DOCKER_HOST KILN_DOCKER_HOST_SECOND=${KILN_DOCKER_HOST_SECOND:-}"
+phase "local Node base image for Dockerfile.agent: scripts/infra/make-node-image.sh"
+bash scripts/infra/make-node-image.sh "$DOCKER_HOST" || fail_early "scripts/infra/make-node-image.sh"
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   phase "npm ci"
