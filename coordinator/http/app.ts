@@ -4,6 +4,7 @@
  */
 import { OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
 import { requestId } from 'hono/request-id';
 import { KILN_VERSION } from '../../shared/index.js';
 import type { AppEnv, HttpDeps } from './context.js';
@@ -43,6 +44,14 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
     await next();
   });
 
+  // A spec is read whole before it is parsed: refuse oversized bodies while they stream in.
+  app.post(
+    '/api/v1/builds',
+    bodyLimit({
+      maxSize: deps.maxSpecBytes,
+      onError: (c) => problemResponse(c, 413, 'E_TOO_LARGE', `spec is larger than ${deps.maxSpecBytes} bytes`),
+    }),
+  );
   registerBuildRoutes(app, deps);
   registerLogRoutes(app, deps);
   registerCasRoutes(app, deps);

@@ -85,6 +85,13 @@ describe('coordinator HTTP API', () => {
     expect(list.body.items).toEqual([]);
   });
 
+  it('refuses an oversized spec body with 413', async () => {
+    const huge = JSON.stringify({ nodes: { a: { dockerfile_inline: 'x'.repeat(5 * 1024 * 1024) } } });
+    const r = await post(huge);
+    expect(r.status).toBe(413);
+    expect(r.body.code).toBe('E_TOO_LARGE');
+  });
+
   it('checks the Dockerfile is inside the uploaded context', async () => {
     const tar = await tarOf({ 'src/main.c': 'int main(){}' });
     const digest = sha(tar);
