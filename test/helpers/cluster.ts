@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 
 export const REPO = resolve(import.meta.dirname, '..', '..');
 export const KILN_BIN = join(REPO, 'dist', 'cli', 'main.js');
@@ -232,4 +233,46 @@ export async function nodeLog(c: CoordinatorHandle, id: string, node: string): P
 /** A Dockerfile-inline node spec. */
 export function inline(dockerfile: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return { dockerfile_inline: dockerfile, ...extra };
+}
+
+export interface ClusterContext {
+  /** A temp dir for this suite (removed afterwards). */
+  dir: string;
+  /** The suite's coordinator; a test may replace it (e.g. after a restart). */
+  coord: CoordinatorHandle;
+  /** Stops `p` when the suite ends (last started, first stopped). */
+  track(p: Proc): Proc;
+  /** Starts a tracked agent against `coord`, work dir under `dir`. */
+  agent(o: Omit<AgentOpts, 'coordinator' | 'workDir'> & { workDir?: string }): Promise<Proc>;
+}
+
+/**
+ * Registers beforeAll/afterAll hooks that give a suite a temp dir, a coordinator process
+ * and the listed agents, and stop every tracked process and remove the dir afterwards.
+ */
+export function useCluster(prefix: string, opts: { coordinatorArgs?: string[]; agents?: Array<Omit<AgentOpts, 'coordinator' | 'workDir'>> } = {}): ClusterContext {
+  const procs: Proc[] = [];
+  let cleanup: () => Promise<void> = async () => {};
+  const ctx: ClusterContext = {
+    dir: '',
+    coord: undefined as unknown as CoordinatorHandle,
+    track: (p) => {
+      procs.push(p);
+      return p;
+    },
+    agent: async (o) => ctx.track(await startAgent({ ...o, coordinator: ctx.coord, workDir: o.workDir ?? join(ctx.dir, `agent-${o.name}`) })),
+  };
+  beforeAll(async () => {
+    const d = await tempDir(prefix);
+    ctx.dir = d.path;
+    cleanup = d.cleanup;
+    ctx.coord = await startCoordinator({ dataDir: join(d.path, 'data'), args: opts.coordinatorArgs ?? [] });
+    ctx.track(ctx.coord.proc);
+    for (const a of opts.agents ?? []) await ctx.agent(a);
+  });
+  afterAll(async () => {
+    for (const p of procs.reverse()) await p.stop();
+    await cleanup();
+  });
+  return ctx;
 }

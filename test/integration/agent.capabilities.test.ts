@@ -6,8 +6,8 @@
  */
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startAgent, startCoordinator, tempDir, type CoordinatorHandle, type Proc } from '../helpers/cluster.js';
+import { describe, expect, it } from 'vitest';
+import { startAgent, useCluster } from '../helpers/cluster.js';
 
 interface AgentView {
   name: string;
@@ -20,23 +20,10 @@ interface AgentView {
 }
 
 describe('agent capabilities', () => {
-  let dir: { path: string; cleanup: () => Promise<void> };
-  let coord: CoordinatorHandle;
-  const procs: Proc[] = [];
-
-  beforeAll(async () => {
-    dir = await tempDir('caps');
-    coord = await startCoordinator({ dataDir: `${dir.path}/data` });
-    procs.push(coord.proc);
-  });
-
-  afterAll(async () => {
-    for (const p of procs.reverse()) await p.stop();
-    await dir.cleanup();
-  });
+  const c = useCluster('caps');
 
   it('reports platforms, labels, slots, engine version and GPUs from nvidia-smi', async () => {
-    const bin = join(dir.path, 'bin');
+    const bin = join(c.dir, 'bin');
     await mkdir(bin);
     const fake = join(bin, 'nvidia-smi');
     await writeFile(
@@ -53,19 +40,19 @@ describe('agent capabilities', () => {
       ].join('\n'),
     );
     await chmod(fake, 0o755);
-    procs.push(
+    c.track(
       await startAgent({
-        coordinator: coord,
+        coordinator: c.coord,
         name: 'gpu-box',
-        workDir: join(dir.path, 'w'),
+        workDir: join(c.dir, 'w'),
         platforms: ['linux/s390x', 'linux/arm64'],
         labels: 'gpu=true,pool=ml',
         maxJobs: 3,
         env: { PATH: `${bin}:${process.env.PATH}` },
       }),
     );
-    procs.push(await startAgent({ coordinator: coord, name: 'plain', workDir: join(dir.path, 'p') }));
-    const r = await coord.api<{ items: AgentView[] }>('/api/v1/agents');
+    c.track(await startAgent({ coordinator: c.coord, name: 'plain', workDir: join(c.dir, 'p') }));
+    const r = await c.coord.api<{ items: AgentView[] }>('/api/v1/agents');
     const gpu = r.body.items.find((a) => a.name === 'gpu-box')!;
     expect(gpu.platforms).toEqual([
       { platform: 'linux/amd64', emulated: false },

@@ -3,36 +3,23 @@
  * heartbeat intervals, shortened here) the coordinator re-queues the node once, as a new
  * attempt, on another agent, and the node's log says so. No node stays `running`.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { inline, nodeLog, startAgent, startCoordinator, submitSpec, tempDir, waitForBuild, type CoordinatorHandle, type Proc } from '../helpers/cluster.js';
+import { describe, expect, it } from 'vitest';
+import { inline, nodeLog, startAgent, submitSpec, useCluster, waitForBuild } from '../helpers/cluster.js';
 
 describe('lost agent', () => {
-  let dir: { path: string; cleanup: () => Promise<void> };
-  let coord: CoordinatorHandle;
-  const procs: Proc[] = [];
-
-  beforeAll(async () => {
-    dir = await tempDir('lost');
-    coord = await startCoordinator({ dataDir: `${dir.path}/data`, args: ['--heartbeat-interval', '300ms'] });
-    procs.push(coord.proc);
-  });
-
-  afterAll(async () => {
-    for (const p of procs.reverse()) await p.stop();
-    await dir.cleanup();
-  });
+  const c = useCluster('lost', { coordinatorArgs: ['--heartbeat-interval', '300ms'] });
 
   it('re-queues the running node on another agent once the first is lost', async () => {
-    const doomed = await startAgent({ coordinator: coord, name: 'doomed', workDir: `${dir.path}/d` });
-    procs.push(doomed);
+    const doomed = await startAgent({ coordinator: c.coord, name: 'doomed', workDir: `${c.dir}/d` });
+    c.track(doomed);
     const marker = `survivor-${Date.now()}`;
-    const id = await submitSpec(coord, { nodes: { work: inline(`FROM kiln/busybox:1\nRUN sleep 2 && echo ${marker}`, { no_cache: true }) } });
-    await waitForBuild(coord, id, (b) => b.nodes[0]!.state === 'running' && b.nodes[0]!.agent === 'doomed');
-    const rescuer = await startAgent({ coordinator: coord, name: 'rescuer', workDir: `${dir.path}/r` });
-    procs.push(rescuer);
+    const id = await submitSpec(c.coord, { nodes: { work: inline(`FROM kiln/busybox:1\nRUN sleep 2 && echo ${marker}`, { no_cache: true }) } });
+    await waitForBuild(c.coord, id, (b) => b.nodes[0]!.state === 'running' && b.nodes[0]!.agent === 'doomed');
+    const rescuer = await startAgent({ coordinator: c.coord, name: 'rescuer', workDir: `${c.dir}/r` });
+    c.track(rescuer);
     await doomed.kill9();
 
-    const b = await waitForBuild(coord, id);
+    const b = await waitForBuild(c.coord, id);
     expect(b.state).toBe('success');
     const attempts = b.nodes[0]!.attempts;
     expect(attempts.map((a) => [a.number, a.agent, a.state])).toEqual([
@@ -40,10 +27,10 @@ describe('lost agent', () => {
       [2, 'rescuer', 'success'],
     ]);
     expect(attempts[0]!.reason).toMatch(/doomed/);
-    const log = await nodeLog(coord, id, 'work');
+    const log = await nodeLog(c.coord, id, 'work');
     expect(log).toContain('[kiln] attempt 2 on agent rescuer (attempt 1 on doomed: lost');
     expect(log).toContain(marker);
-    const agents = await coord.api<{ items: Array<{ name: string; state: string }> }>('/api/v1/agents');
+    const agents = await c.coord.api<{ items: Array<{ name: string; state: string }> }>('/api/v1/agents');
     expect(agents.body.items.find((a) => a.name === 'doomed')?.state).toBe('lost');
   });
 });

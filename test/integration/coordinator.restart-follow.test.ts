@@ -4,44 +4,31 @@
  * a `kiln logs -f` follower started before the crash resumes and prints every line
  * exactly once, in order, and the result survives further restarts.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { inline, nodeLog, spawnKiln, startAgent, startCoordinator, submitSpec, tempDir, waitFor, waitForBuild, type CoordinatorHandle, type Proc } from '../helpers/cluster.js';
+import { describe, expect, it } from 'vitest';
+import { inline, nodeLog, spawnKiln, startCoordinator, submitSpec, useCluster, waitFor, waitForBuild } from '../helpers/cluster.js';
 
 describe('coordinator restart', () => {
-  let dir: { path: string; cleanup: () => Promise<void> };
-  let coord: CoordinatorHandle;
-  const procs: Proc[] = [];
-
-  beforeAll(async () => {
-    dir = await tempDir('restart');
-    coord = await startCoordinator({ dataDir: `${dir.path}/data` });
-    procs.push(coord.proc, await startAgent({ coordinator: coord, name: 'steady', workDir: `${dir.path}/w` }));
-  });
-
-  afterAll(async () => {
-    for (const p of procs.reverse()) await p.stop();
-    await dir.cleanup();
-  });
+  const c = useCluster('restart', { agents: [{ name: 'steady' }] });
 
   it('keeps builds and logs, adopts the running attempt, and the follower resumes without gaps or duplicates', async () => {
     const marker = `m${Date.now()}`;
     const lines = 40;
-    const first = await submitSpec(coord, { nodes: { quick: inline('FROM kiln/busybox:1\nRUN echo quick', { no_cache: true }) } });
-    expect((await waitForBuild(coord, first)).state).toBe('success');
-    const id = await submitSpec(coord, {
+    const first = await submitSpec(c.coord, { nodes: { quick: inline('FROM kiln/busybox:1\nRUN echo quick', { no_cache: true }) } });
+    expect((await waitForBuild(c.coord, first)).state).toBe('success');
+    const id = await submitSpec(c.coord, {
       nodes: { talk: inline(`FROM kiln/busybox:1\nRUN for i in $(seq 1 ${lines}); do echo "line-$i-${marker}"; sleep 0.15; done`, { no_cache: true }) },
     });
-    const follower = spawnKiln(['logs', '-f', id], coord.cliEnv);
-    procs.push(follower);
+    const follower = spawnKiln(['logs', '-f', id], c.coord.cliEnv);
+    c.track(follower);
     await waitFor('the follower to print some lines', () => follower.stdout.includes(`line-5-${marker}`));
 
-    await coord.proc.kill9();
+    await c.coord.proc.kill9();
     await new Promise((r) => setTimeout(r, 500));
-    const restarted = await startCoordinator({ dataDir: coord.dataDir, port: coord.port });
-    procs.push(restarted.proc);
-    coord = restarted;
+    const restarted = await startCoordinator({ dataDir: c.coord.dataDir, port: c.coord.port });
+    c.track(restarted.proc);
+    c.coord = restarted;
 
-    const b = await waitForBuild(coord, id);
+    const b = await waitForBuild(c.coord, id);
     expect(b.state).toBe('success');
     expect(b.nodes[0]!.attempts).toHaveLength(1); // adopted, not re-run
     expect(await follower.exited).toBe(0);
@@ -51,16 +38,16 @@ describe('coordinator restart', () => {
       .filter((l) => l.startsWith('talk | '))
       .map((l) => l.slice('talk | '.length))
       .filter((l) => l !== '=> success');
-    const stored = (await nodeLog(coord, id, 'talk')).split('\n');
+    const stored = (await nodeLog(c.coord, id, 'talk')).split('\n');
     if (stored[stored.length - 1] === '') stored.pop();
     expect(printed).toEqual(stored);
     const seen = printed.map((l) => /line-(\d+)-/.exec(l)?.[1]).filter((x): x is string => x !== undefined).map(Number);
     expect(seen).toEqual(Array.from({ length: lines }, (_, i) => i + 1));
 
     // a second restart (clean this time) keeps both builds and their logs
-    await coord.proc.stop();
-    const again = await startCoordinator({ dataDir: coord.dataDir, port: coord.port });
-    procs.push(again.proc);
+    await c.coord.proc.stop();
+    const again = await startCoordinator({ dataDir: c.coord.dataDir, port: c.coord.port });
+    c.track(again.proc);
     expect((await again.api<{ state: string }>(`/api/v1/builds/${first}`)).body.state).toBe('success');
     expect((await again.api<{ state: string }>(`/api/v1/builds/${id}`)).body.state).toBe('success');
     expect(await nodeLog(again, id, 'talk')).toBe(stored.join('\n') + '\n');

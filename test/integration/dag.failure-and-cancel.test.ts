@@ -5,8 +5,8 @@
  * engine (the RUN process disappears) and the agent confirms.
  */
 import { readdir, readFile } from 'node:fs/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { inline, nodeLog, startAgent, startCoordinator, submitSpec, tempDir, waitFor, waitForBuild, type CoordinatorHandle, type Proc } from '../helpers/cluster.js';
+import { describe, expect, it } from 'vitest';
+import { inline, nodeLog, submitSpec, useCluster, waitFor, waitForBuild } from '../helpers/cluster.js';
 
 /** Pids whose command line contains `needle` (the RUN processes BuildKit starts). */
 async function processesWith(needle: string): Promise<number[]> {
@@ -20,23 +20,10 @@ async function processesWith(needle: string): Promise<number[]> {
 }
 
 describe('failing and cancelled builds', () => {
-  let dir: { path: string; cleanup: () => Promise<void> };
-  let coord: CoordinatorHandle;
-  const procs: Proc[] = [];
-
-  beforeAll(async () => {
-    dir = await tempDir('fail');
-    coord = await startCoordinator({ dataDir: `${dir.path}/data` });
-    procs.push(coord.proc, await startAgent({ coordinator: coord, name: 'worker', workDir: `${dir.path}/w`, maxJobs: 2 }));
-  });
-
-  afterAll(async () => {
-    for (const p of procs.reverse()) await p.stop();
-    await dir.cleanup();
-  });
+  const c = useCluster('fail', { agents: [{ name: 'worker', maxJobs: 2 }] });
 
   it('fails the node with its step and exit code, skips its dependents only, and ends partial', async () => {
-    const id = await submitSpec(coord, {
+    const id = await submitSpec(c.coord, {
       nodes: {
         broken: inline('FROM kiln/busybox:1\nRUN echo "about to fail"; exit 3', { no_cache: true }),
         after: inline('FROM kiln/busybox:1\nRUN echo never', { needs: ['broken'] }),
@@ -44,7 +31,7 @@ describe('failing and cancelled builds', () => {
         independent: inline('FROM kiln/busybox:1\nRUN echo fine', { no_cache: true }),
       },
     });
-    const b = await waitForBuild(coord, id);
+    const b = await waitForBuild(c.coord, id);
     const n = Object.fromEntries(b.nodes.map((x) => [x.name, x]));
     expect(n.broken!.state).toBe('failed');
     expect(n.broken!.exit_code).toBe(3);
@@ -54,31 +41,31 @@ describe('failing and cancelled builds', () => {
     expect(n.after!.attempts).toHaveLength(0);
     expect(n.independent!.state).toBe('success');
     expect(b.state).toBe('partial');
-    expect(await nodeLog(coord, id, 'broken')).toContain('about to fail');
+    expect(await nodeLog(c.coord, id, 'broken')).toContain('about to fail');
   });
 
   it('a build whose only leaf fails is failed, not partial', async () => {
-    const id = await submitSpec(coord, { nodes: { only: inline('FROM kiln/busybox:1\nRUN exit 1', { no_cache: true }) } });
-    expect((await waitForBuild(coord, id)).state).toBe('failed');
+    const id = await submitSpec(c.coord, { nodes: { only: inline('FROM kiln/busybox:1\nRUN exit 1', { no_cache: true }) } });
+    expect((await waitForBuild(c.coord, id)).state).toBe('failed');
   });
 
   it('cancel aborts the running BuildKit build and the agent confirms', async () => {
     const needle = `sleep 97.${Date.now() % 1000}`;
-    const id = await submitSpec(coord, {
+    const id = await submitSpec(c.coord, {
       nodes: {
         slow: inline(`FROM kiln/busybox:1\nRUN echo started && ${needle}`, { no_cache: true }),
         later: inline('FROM kiln/busybox:1\nRUN echo never', { needs: ['slow'] }),
       },
     });
     await waitFor('the RUN process to start', async () => (await processesWith(needle)).length > 0, 60_000);
-    const res = await coord.api<{ state: string; cancel_requested: boolean }>(`/api/v1/builds/${id}/cancel`, { method: 'POST' });
+    const res = await c.coord.api<{ state: string; cancel_requested: boolean }>(`/api/v1/builds/${id}/cancel`, { method: 'POST' });
     expect(res.status).toBe(202);
     expect(res.body.cancel_requested).toBe(true);
-    const b = await waitForBuild(coord, id, (x) => x.state === 'cancelled' && x.nodes[0]!.attempts[0]!.state === 'cancelled');
+    const b = await waitForBuild(c.coord, id, (x) => x.state === 'cancelled' && x.nodes[0]!.attempts[0]!.state === 'cancelled');
     expect(b.nodes.map((x) => x.state)).toEqual(['cancelled', 'cancelled']);
     await waitFor('the RUN process to be gone', async () => (await processesWith(needle)).length === 0, 30_000);
     // cancelling again is a conflict
-    const again = await coord.api<{ code: string }>(`/api/v1/builds/${id}/cancel`, { method: 'POST' });
+    const again = await c.coord.api<{ code: string }>(`/api/v1/builds/${id}/cancel`, { method: 'POST' });
     expect(again.status).toBe(409);
     expect(again.body.code).toBe('E_CONFLICT');
   });
