@@ -14,8 +14,13 @@ export const AttemptView = z.object({
   agent: z.string(),
   state: z.enum(ATTEMPT_STATES),
   assigned_at: Time,
+  accepted_at: Time.nullable(),
   started_at: Time.nullable(),
   finished_at: Time.nullable(),
+  /** Time the agent spent fetching the build context. */
+  fetch_ms: z.number().int().nullable(),
+  /** Time the BuildKit build took on the agent. */
+  build_ms: z.number().int().nullable(),
   exit_code: z.number().int().nullable(),
   error: z.string().nullable(),
   failed_step: z.string().nullable(),

@@ -4,7 +4,7 @@
  * the file, and leaves the file exactly as it was. `--init` creates a new state only
  * where none exists. A second coordinator on the same data dir is refused.
  */
-import { readFile, rm, writeFile, mkdir } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kiln, startCoordinator, tempDir } from '../helpers/cluster.js';
@@ -108,6 +108,11 @@ describe('coordinator state file', () => {
     const c = await startCoordinator({ dataDir: fresh });
     expect(c.proc.stderr).toMatch(/tokens\/agent \(created\)/);
     expect(c.proc.stderr).toMatch(/tokens\/api \(created\)/);
+    for (const kind of ['agent', 'api']) {
+      const st = await stat(join(fresh, 'tokens', kind));
+      expect(st.mode & 0o777).toBe(0o600);
+      expect((await readFile(join(fresh, 'tokens', kind), 'utf8')).trim().length).toBeGreaterThanOrEqual(32);
+    }
     await c.proc.stop();
   });
 

@@ -56,6 +56,12 @@ describe.skipIf(!DOCKER_HOST_SECOND)('a DAG across two agents on two dockerd ins
       expect(n.state).toBe('success');
       expect(n.image_id).toMatch(/^sha256:[0-9a-f]{64}$/);
     }
+    const view = await coord.api<{ nodes: Array<{ attempts: Array<{ build_ms: number | null; started_at: string | null; accepted_at: string | null }> }> }>(`/api/v1/builds/${id}`);
+    for (const n of view.body.nodes) {
+      expect(n.attempts[0]!.build_ms).toBeGreaterThan(0);
+      expect(n.attempts[0]!.started_at).not.toBeNull();
+      expect(n.attempts[0]!.accepted_at).not.toBeNull();
+    }
     const mainframeLog = await nodeLog(coord, id, 'mainframe');
     expect(mainframeLog).toContain(`mainframe ${marker} s390x`);
     const nativeLog = await nodeLog(coord, id, 'native');
