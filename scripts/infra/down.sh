@@ -4,8 +4,9 @@
 # Data (images, build cache) is kept; only processes are stopped.
 set -euo pipefail
 here=$(dirname "$(readlink -f "$0")")
+# shellcheck source=scripts/infra/lib.sh
 . "$here/lib.sh"
-require_root
+require_root "it signals the dockerd daemons kiln started"
 
 record=$KILN_RUN_DIR/up.started
 comps=()
@@ -27,15 +28,19 @@ case "${1:-}" in
   *) die "usage: down.sh [--all]" ;;
 esac
 
+stopped=()
 for c in "${comps[@]}"; do
   case "$c" in
     "dockerd "*) "$here/stop-dockerd.sh" "${c#dockerd }" ;;
-    *) log "unknown entry '$c' in $record; ignored" ;;
+    # More services (registry, S3, ...) get their stop script here, as in up.sh.
+    *) log "entry '$c' in $record is not a kiln component these scripts know; left alone"; continue ;;
   esac
+  stopped+=("$c")
+  # forget it once stopped
   if [ -f "$record" ]; then
     grep -vxF "$c" "$record" >"$record.tmp" || true
     mv "$record.tmp" "$record"
   fi
 done
-[ -f "$record" ] && [ ! -s "$record" ] && rm -f "$record"
-log "down: stopped ${comps[*]:-nothing}"
+if [ -f "$record" ] && [ ! -s "$record" ]; then rm -f "$record"; fi
+log "down: stopped ${stopped[*]:-nothing}"

@@ -1,42 +1,75 @@
 #!/usr/bin/env bash
-# Installs the Debian packages kiln needs on a build host, registers qemu binfmt handlers,
-# and caches busybox-static .debs for amd64, arm64 and s390x (for make-base-images.sh).
-# Docker Engine comes from Debian's docker.io only when no engine answers on
-# /var/run/docker.sock (an existing Docker installation is used as it is).
-# Idempotent: installed packages and cached .debs are skipped.
+# Installs the Debian packages kiln needs on a build host (qemu-user-static, binfmt-support,
+# busybox-static, curl, and Docker Engine from Debian's docker.io), registers qemu binfmt
+# handlers, and caches busybox-static .debs for amd64, arm64 and s390x (for make-base-images.sh).
+# docker.io is skipped when dockerd, containerd and runc are already installed (e.g. Docker's
+# docker-ce, which conflicts with it): an existing Docker installation is used as it is.
+# Idempotent: installed packages and cached .debs are skipped (then it takes ~0.1 s).
 set -euo pipefail
+# shellcheck source=scripts/infra/lib.sh
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
-require_root
+require_root "it installs Debian packages with apt-get and mounts/registers qemu binfmt handlers"
 
 PACKAGES=(qemu-user-static binfmt-support busybox-static curl)
-docker_ping /var/run/docker.sock || PACKAGES=(docker.io "${PACKAGES[@]}")
+DOCKER_PACKAGES=(docker.io)        # Debian's Docker Engine 20.10 (dockerd, containerd, runc, CLI)
 TARGET_ARCHS=(amd64 arm64 s390x)   # busybox-static .debs kept in $KILN_CACHE_DIR/debs
+
+installed() { [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" = installed ]; }
+
+apt_updated=false
+made_policy=""   # the temporary policy-rc.d, removed on exit whatever happens
+trap '[ -z "$made_policy" ] || rm -f "$made_policy"' EXIT
+# apt_install PKG... : apt-get update (once per run) and install; services are not started
+# (a temporary policy-rc.d, unless the machine has one): kiln starts dockerd with its own flags.
+apt_install() {
+  local p policy=/usr/sbin/policy-rc.d rc=0
+  if ! $apt_updated; then
+    log "apt-get update"
+    apt-get update -q -o DPkg::Lock::Timeout=300 >/dev/null || die "apt-get update failed (no access to Debian's mirror?)"
+    apt_updated=true
+  fi
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# kiln install-system-packages.sh: no service starts during apt-get install\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    made_policy=$policy
+  fi
+  log "apt-get install --no-install-recommends $*"
+  mkdir -p "$KILN_LOG_DIR"; echo "---- $(date -Is) apt-get install $*" >>"$KILN_LOG_DIR/apt-install.log"
+  apt-get install -y -q -o DPkg::Lock::Timeout=300 --no-install-recommends "$@" >>"$KILN_LOG_DIR/apt-install.log" 2>&1 || rc=$?
+  if [ -n "$made_policy" ]; then rm -f "$made_policy"; made_policy=""; fi
+  if [ "$rc" -ne 0 ]; then
+    tail -n 20 "$KILN_LOG_DIR/apt-install.log" >&2
+    die "apt-get install $* failed (log: $KILN_LOG_DIR/apt-install.log)"
+  fi
+  for p in "$@"; do
+    log "package $p: installed $(dpkg-query -W -f='${Version}' "$p")"
+  done
+}
 
 missing=()
 for p in "${PACKAGES[@]}"; do
-  if [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)" = installed ]; then
+  if installed "$p"; then
     log "package $p: already installed ($(dpkg-query -W -f='${Version}' "$p"))"
   else
     missing+=("$p")
   fi
 done
+[ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 
-if [ ${#missing[@]} -gt 0 ]; then
-  log "apt-get update"
-  apt-get update -q -o DPkg::Lock::Timeout=300 >/dev/null || die "apt-get update failed (no access to Debian's mirror?)"
-  log "apt-get install --no-install-recommends ${missing[*]}"
-  mkdir -p "$KILN_LOG_DIR"
-  apt-get install -y -q -o DPkg::Lock::Timeout=300 --no-install-recommends "${missing[@]}" >"$KILN_LOG_DIR/apt-install.log" 2>&1 \
-    || { tail -n 20 "$KILN_LOG_DIR/apt-install.log" >&2; die "apt-get install ${missing[*]} failed (log: $KILN_LOG_DIR/apt-install.log)"; }
-  for p in "${missing[@]}"; do
-    log "package $p: installed $(dpkg-query -W -f='${Version}' "$p")"
-  done
+# Docker Engine: Debian's docker.io unless dockerd, containerd and runc are already installed
+# (docker.io conflicts with Docker's docker-ce/containerd.io packages). Even when a daemon
+# kiln did not start answers on /var/run/docker.sock, the binaries are needed for --second.
+if command -v dockerd >/dev/null 2>&1 && command -v containerd >/dev/null 2>&1 && command -v runc >/dev/null 2>&1; then
+  log "Docker Engine: $(dockerd --version 2>/dev/null || echo 'dockerd (version unknown)') installed$(installed docker.io && echo " (docker.io $(dpkg-query -W -f='${Version}' docker.io))")"
+else
+  missing=()
+  for p in "${DOCKER_PACKAGES[@]}"; do installed "$p" || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+  need_cmd dockerd containerd runc
 fi
 
-for c in qemu-s390x-static qemu-aarch64-static update-binfmts curl; do
-  need_cmd "$c"
-done
-docker_ping /var/run/docker.sock || need_cmd dockerd containerd runc
+need_cmd update-binfmts curl
+for h in $(foreign_binfmt_handlers); do need_cmd "$h-static"; done
 
 # binfmt: qemu-user-static registers its handlers through binfmt-support; without
 # systemd (this VM) binfmt_misc may be unmounted and the handlers not loaded.

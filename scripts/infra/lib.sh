@@ -5,10 +5,9 @@
 KILN_STATE_DIR=${KILN_STATE_DIR:-/var/lib/kiln-infra}   # persistent data (dockerd data-roots)
 KILN_RUN_DIR=${KILN_RUN_DIR:-/run/kiln-infra}           # pid files, sockets, exec-roots
 KILN_CACHE_DIR=${KILN_CACHE_DIR:-/var/cache/kiln-infra} # downloaded .debs
-KILN_LOG_DIR=${KILN_LOG_DIR:-/var/log/kiln-infra}       # daemon logs
-
-
-
+KILN_LOG_DIR=${KILN_LOG_DIR:-/var/log/kiln-infra}       # daemon logs, apt log
+# Everything talks to Docker through the Engine API with curl, so any docker CLI (or none)
+# works; /usr/local/bin/docker 28.x without buildx, for one, cannot do BuildKit builds.
 
 export DEBIAN_FRONTEND=noninteractive
 
@@ -18,7 +17,11 @@ KILN_SCRIPT=$(basename "$0")
 log() { printf '[%s %s] %s\n' "$(date +%H:%M:%S)" "$KILN_SCRIPT" "$*" >&2; }
 die() { printf '[%s %s] ERROR: %s\n' "$(date +%H:%M:%S)" "$KILN_SCRIPT" "$*" >&2; exit 1; }
 
-require_root() { [ "$(id -u)" -eq 0 ] || die "must run as root (uses apt-get, dockerd, mount)"; }
+# require_root [WHY] : die with a clear message unless running as root.
+require_root() {
+  [ "$(id -u)" -eq 0 ] && return 0
+  die "must run as root: ${1:-it installs Debian packages (apt-get), starts dockerd and mounts/registers qemu binfmt handlers}. Re-run as root (e.g. sudo $0)"
+}
 
 need_cmd() {
   local c
@@ -92,6 +95,10 @@ docker_api() {
   local sock=$1 method=$2 path=$3; shift 3
   curl -fsS --unix-socket "$sock" -X "$method" "$@" "http://localhost/v1.41$path"
 }
+
+# json_str KEY < JSON : the first string value of "KEY" in a compact JSON document (the Engine
+# API's image JSON has Id, Architecture and Variant once, at the top level); empty if absent.
+json_str() { grep -o "\"$1\":\"[^\"]*\"" | head -n1 | sed -E 's/^"[^"]*":"(.*)"$/\1/' || true; }
 
 # Host architecture in Docker/OCI terms.
 host_arch() {

@@ -11,8 +11,9 @@
 # busybox-static version, which keeps BuildKit cache keys equal across hosts.
 # Everything goes through the Engine API with curl: no docker CLI (or buildx) is needed.
 set -euo pipefail
+# shellcheck source=scripts/infra/lib.sh
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
-need_cmd dpkg-deb sha256sum tar curl node
+need_cmd dpkg-deb sha256sum tar curl
 
 host=${1:-${DOCKER_HOST:-unix:///var/run/docker.sock}}
 [[ "$host" == unix://* ]] || die "DOCKER_HOST must be unix://PATH (got '$host')"
@@ -32,14 +33,12 @@ TARGETS=("amd64||x86_64" "arm64|v8|aarch64" "s390x||s390x")
 work=$(mktemp -d /tmp/kiln-base-images.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-# image_field NAME 'js expression on i' -> prints it, empty when the image is absent
-image_field() {
-  local json
-  json=$(docker_api "$sock" GET "/images/$1/json" 2>/dev/null) || return 0
-  printf '%s' "$json" | node -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{const i=JSON.parse(s);process.stdout.write(String($2))})"
+image_json() { docker_api "$sock" GET "/images/$1/json" 2>/dev/null || true; }   # empty if absent
+image_platform() { # "arch/variant" of an image, empty if absent
+  local j; j=$(image_json "$1")
+  [ -z "$j" ] || echo "$(json_str Architecture <<<"$j")/$(json_str Variant <<<"$j")"
 }
-image_platform() { image_field "$1" 'i.Architecture+"/"+(i.Variant||"")'; }
-image_id() { image_field "$1" 'i.Id'; }
+image_id() { image_json "$1" | json_str Id; }
 
 make_image() {
   local arch=$1 variant=$2 tag=$3 deb ver d rootfs layer diffid cfg cfgid applet
@@ -74,7 +73,7 @@ make_image() {
   mv "$d/img/config.json" "$d/img/$cfgid.json"
   printf '[{"Config":"%s.json","RepoTags":["%s"],"Layers":["layer/layer.tar"]}]' "$cfgid" "$tag" >"$d/img/manifest.json"
   tar -C "$d/img" -cf "$d/image.tar" .
-  docker_api "$sock" POST /images/load?quiet=1 -H 'Content-Type: application/x-tar' --data-binary "@$d/image.tar" >"$d/load.out" \
+  docker_api "$sock" POST "/images/load?quiet=1" -H 'Content-Type: application/x-tar' --data-binary "@$d/image.tar" >"$d/load.out" \
     || die "POST /images/load of $tag failed"
   grep -q '"error"' "$d/load.out" && { cat "$d/load.out" >&2; die "loading $tag failed"; }
   log "created $tag (sha256:${cfgid:0:12}, busybox-static $ver, $arch${variant:+/$variant})"
@@ -87,6 +86,7 @@ verify_image() {
   ctx=$work/verify-${tag##*:}
   vtag="kiln-verify/${tag##*:}:latest"
   mkdir -p "$ctx"
+  # shellcheck disable=SC2016  # $(uname -m) and $u are for the RUN step's shell
   printf 'FROM %s\nRUN u="$(uname -m)"; echo "kiln-arch=$u"; test "$u" = "%s"\n' "$tag" "$want" >"$ctx/Dockerfile"
   tar -C "$ctx" -cf "$ctx.tar" Dockerfile
   out=$(docker_api "$sock" POST "/build?version=2&networkmode=none&nocache=1&platform=${platform//\//%2F}&t=${vtag//\//%2F}" \

@@ -6,6 +6,7 @@
 #   NODE_IMAGE=kiln/node:20-local
 # Skipped when the image exists and holds the same node version. Needs make-base-images.sh first.
 set -euo pipefail
+# shellcheck source=scripts/infra/lib.sh
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
 need_cmd node ldd tar curl
 

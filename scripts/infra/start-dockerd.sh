@@ -8,9 +8,10 @@
 # daemon.json (so /etc/docker/daemon.json is ignored), log in $KILN_LOG_DIR/dockerd-NAME.log.
 # Prints DOCKER_HOST=unix://SOCK on stdout.
 set -euo pipefail
+# shellcheck source=scripts/infra/lib.sh
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
-require_root
-need_cmd dockerd containerd runc curl
+require_root "it starts dockerd (and its containerd) in the background"
+need_cmd curl
 
 name=${1:-default}
 valid_instance_name "$name" || die "bad instance name '$name' (use [a-z0-9-], max 20 chars)"
@@ -44,6 +45,7 @@ elif pid_alive "$pidfile" dockerd; then
   wait_until "$timeout" "dockerd '$name'" docker_ping "$sock" \
     || die "dockerd '$name' pid $(cat "$pidfile") did not answer on $sock within ${timeout}s; see $log_file"
 else
+  need_cmd dockerd containerd runc
   cfg=$rundir/daemon.json
   cat >"$cfg" <<EOF
 {
