@@ -15,16 +15,17 @@ import {
   CreatedBuild,
   formatDuration,
   isBuildTerminal,
+  packDir,
   parseSpecText,
   validateSpec,
   type BuildState,
   type BuildViewT,
   type FieldError,
+  type PackedDir,
 } from '../shared/index.js';
 import type { ApiClient } from './api-client.js';
 import { CliError, EXIT, exitCodeForBuildState } from './exit-codes.js';
 import { followBuildLogs, type FollowEvent } from './follow.js';
-import { packContext, type PackedContext } from './pack-context.js';
 import { LinePrinter, buildSummary, useColour, type Output } from './render.js';
 
 export interface CliIO {
@@ -42,7 +43,7 @@ function specError(path: string, errors: FieldError[]): CliError {
 /** Packs and uploads each node's context directory; returns the spec with digests. */
 async function resolveContexts(client: ApiClient, specPath: string, raw: Record<string, unknown>, io: CliIO): Promise<Record<string, unknown>> {
   const nodes = (raw.nodes ?? {}) as Record<string, Record<string, unknown>>;
-  const packed = new Map<string, PackedContext>();
+  const packed = new Map<string, PackedDir>();
   const errors: FieldError[] = [];
   const out: Record<string, Record<string, unknown>> = {};
   try {
@@ -65,7 +66,7 @@ async function resolveContexts(client: ApiClient, specPath: string, raw: Record<
       }
       let p = packed.get(dir);
       if (!p) {
-        p = await packContext(dir);
+        p = await packDir(dir);
         packed.set(dir, p);
         const head = await client.raw(`/api/v1/cas/${p.digest}`, { method: 'HEAD' });
         if (head.status === 404) {

@@ -11,7 +11,8 @@ import { KilnError, errnoCode } from '../shared/index.js';
 import { AgentHub } from './agents/agent-hub.js';
 import { AgentRegistry } from './agents/agent-registry.js';
 import { Engine } from './builds/engine.js';
-import { LocalCas } from './cas/local-cas.js';
+import { Cas } from './cas/cas.js';
+import { LocalBlobStore } from './cas/local-blob-store.js';
 import type { CoordinatorConfig } from './config.js';
 import { TokenCheck } from './http/auth.js';
 import { createApp } from './http/app.js';
@@ -58,7 +59,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     const store = await StateStore.open({ dataDir: config.dataDir, persist: config.persist, init: config.init || prepared.created });
     const initialized = prepared.created || store.writes > 0;
     const tokens = await loadTokens(config.dataDir, { agentTokenFile: config.agentTokenFile, apiTokenFile: config.apiTokenFile });
-    const cas = new LocalCas(config.dataDir, config.maxBlobBytes);
+    const cas = new Cas(new LocalBlobStore(config.dataDir, config.maxBlobBytes));
     await cas.init();
     const logs = new LogStore(config.dataDir);
     releasers.push(() => logs.closeAll());

@@ -17,3 +17,4 @@ export * from './backoff.js';
 export * from './version.js';
 export * from './logger.js';
 export * from './config-values.js';
+export * from './archive/pack-dir.js';

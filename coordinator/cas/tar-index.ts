@@ -17,7 +17,7 @@ export function normalizeTarPath(name: string): string {
 }
 
 /** Entry paths (normalised, no leading ./) of the tar read from `open()`. */
-export async function tarEntries(key: string, open: () => Readable): Promise<Set<string>> {
+export async function tarEntries(key: string, open: () => Readable | Promise<Readable>): Promise<Set<string>> {
   const hit = cache.get(key);
   if (hit) return hit;
   const names = new Set<string>();
@@ -27,7 +27,7 @@ export async function tarEntries(key: string, open: () => Readable): Promise<Set
     stream.on('end', next);
     stream.resume();
   });
-  await pipeline(open(), ex);
+  await pipeline(await open(), ex);
   if (cache.size > 1000) cache.clear();
   cache.set(key, names);
   return names;

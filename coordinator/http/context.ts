@@ -4,7 +4,7 @@
 import type { Logger } from 'pino';
 import type { AgentRegistry } from '../agents/agent-registry.js';
 import type { Engine } from '../builds/engine.js';
-import type { LocalCas } from '../cas/local-cas.js';
+import type { Cas } from '../cas/cas.js';
 import type { LogStore } from '../logs/log-store.js';
 import type { TokenCheck } from './auth.js';
 
@@ -12,7 +12,7 @@ export interface HttpDeps {
   engine: Engine;
   agents: AgentRegistry;
   logs: LogStore;
-  cas: LocalCas;
+  cas: Cas;
   tokens: TokenCheck;
   logger: Logger;
   /** Platform for nodes that name none (linux/<coordinator arch>). */

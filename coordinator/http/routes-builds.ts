@@ -87,7 +87,7 @@ async function checkContexts(deps: HttpDeps, spec: ResolvedSpec): Promise<FieldE
     if (!node.context) continue;
     const digest = node.context as Digest;
     const at = `nodes.${node.name}`;
-    if (!(await deps.cas.has(digest))) {
+    if (!deps.cas.has(digest)) {
       errors.push({ path: `${at}.context`, message: `node '${node.name}': field 'context': ${digest} was not uploaded (PUT /api/v1/cas/${digest} first)` });
       continue;
     }

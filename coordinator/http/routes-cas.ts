@@ -57,10 +57,10 @@ export function registerCasRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): voi
 
   app.openapi(getBlob, async (c) => {
     const digest = c.req.valid('param').digest as Digest;
-    const size = await deps.cas.size(digest);
+    const size = deps.cas.size(digest);
     if (size === null) throw new KilnError('E_NOT_FOUND', `blob ${digest} not found`);
     const headers = { 'content-type': 'application/octet-stream', 'content-length': String(size), etag: `"${digest}"` };
     if (c.req.method === 'HEAD') return new Response(null, { status: 200, headers }) as never;
-    return new Response(Readable.toWeb(deps.cas.read(digest)) as ReadableStream, { status: 200, headers }) as never;
+    return new Response(Readable.toWeb(await deps.cas.read(digest)) as ReadableStream, { status: 200, headers }) as never;
   });
 }

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { extract } from 'tar-stream';
 import { Readable } from 'node:stream';
-import { packContext } from '../../cli/pack-context.js';
+import { packDir as packContext } from '../../shared/index.js';
 import { buildContextStream, INLINE_DOCKERFILE } from '../../agent/docker/build-context.js';
 
 interface Entry {

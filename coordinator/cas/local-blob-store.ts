@@ -1,25 +1,24 @@
 /**
- * Content-addressed blob store on local disk: `cas/sha256/<first 2 hex>/<hex>`.
+ * The local-disk blob store (the default backend): `cas/sha256/<first 2 hex>/<hex>`.
  *
  * `put` streams the body into a temp file in `cas/tmp`, hashing as it writes, and keeps
  * it only if the bytes hash to the expected digest (and the size matches when given):
  * fsync, rename into place, fsync the directory. Storing a digest that is already
  * present is not an error. Two concurrent uploads of one digest each write their own
  * temp file; both renames put identical bytes in place, so one correct blob remains.
+ * Temp files left by a crash are removed at start.
  */
-import { createReadStream, type ReadStream } from 'node:fs';
-import { mkdir, open, rename, stat, unlink } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { KilnError, digestHex, errnoCode, hasherDigest, newHasher, type Digest } from '../../shared/index.js';
+import type { Readable } from 'node:stream';
+import { HEX_RE, KilnError, digestHex, errnoCode, hasherDigest, newHasher, type Digest } from '../../shared/index.js';
 import { fsyncDir } from '../state/durable-file.js';
+import type { BlobStore, PutResult, StoredBlob } from './blob-store.js';
 
-export interface PutResult {
-  created: boolean;
-  size: number;
-}
-
-export class LocalCas {
+export class LocalBlobStore implements BlobStore {
+  readonly kind = 'local' as const;
   readonly root: string;
   private readonly tmpDir: string;
 
@@ -31,7 +30,12 @@ export class LocalCas {
     this.tmpDir = join(this.root, 'tmp');
   }
 
+  get location(): string {
+    return this.root;
+  }
+
   async init(): Promise<void> {
+    await rm(this.tmpDir, { recursive: true, force: true });
     await mkdir(this.tmpDir, { recursive: true });
     await mkdir(join(this.root, 'sha256'), { recursive: true });
   }
@@ -41,7 +45,6 @@ export class LocalCas {
     return join(this.root, 'sha256', hex.slice(0, 2), hex);
   }
 
-  /** Size of the blob, or null when absent. */
   async size(digest: Digest): Promise<number | null> {
     try {
       return (await stat(this.blobPath(digest))).size;
@@ -51,15 +54,15 @@ export class LocalCas {
     }
   }
 
-  async has(digest: Digest): Promise<boolean> {
-    return (await this.size(digest)) !== null;
+  async read(digest: Digest): Promise<Readable> {
+    const path = this.blobPath(digest);
+    const fh = await open(path, 'r').catch((err: unknown) => {
+      if (errnoCode(err) === 'ENOENT') throw new KilnError('E_NOT_FOUND', `blob ${digest} not found`);
+      throw err;
+    });
+    return createReadStream(path, { fd: fh.fd, highWaterMark: 1024 * 1024, autoClose: true });
   }
 
-  read(digest: Digest): ReadStream {
-    return createReadStream(this.blobPath(digest), { highWaterMark: 1024 * 1024 });
-  }
-
-  /** Stores `body` under `digest` if it hashes to it. */
   async put(digest: Digest, body: AsyncIterable<Uint8Array>, expectedSize?: number): Promise<PutResult> {
     if (expectedSize !== undefined && expectedSize > this.maxBlobBytes) {
       throw new KilnError('E_TOO_LARGE', `blob of ${expectedSize} bytes is larger than the limit of ${this.maxBlobBytes} bytes`);
@@ -101,5 +104,27 @@ export class LocalCas {
     await rename(tmp, final);
     await fsyncDir(dir);
     return { created: true, size };
+  }
+
+  async *list(): AsyncIterable<StoredBlob> {
+    const top = join(this.root, 'sha256');
+    for (const prefix of (await readdir(top)).sort()) {
+      if (!/^[0-9a-f]{2}$/.test(prefix)) continue;
+      for (const hex of (await readdir(join(top, prefix))).sort()) {
+        if (!HEX_RE.test(hex) || !hex.startsWith(prefix)) continue;
+        const st = await stat(join(top, prefix, hex)).catch(() => null);
+        if (st?.isFile()) yield { digest: `sha256:${hex}`, size: st.size, storedAt: st.mtimeMs };
+      }
+    }
+  }
+
+  async delete(digest: Digest): Promise<void> {
+    await unlink(this.blobPath(digest)).catch((err: unknown) => {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+    });
+  }
+
+  async downloadUrl(): Promise<string | null> {
+    return null;
   }
 }

@@ -1,5 +1,5 @@
 /**
- * Packs a build-context directory into a deterministic tar: entries sorted by path,
+ * Packs a directory (a build context, a node's output) into a deterministic tar: entries sorted by path,
  * mtimes 0, owner 0:0 with no names, modes normalised to 0755 (directories and
  * executables) or 0644, symlinks kept as links. The same tree always gives the same
  * bytes, hence the same sha256, so an unchanged context is uploaded once and BuildKit
@@ -12,9 +12,9 @@ import { join, relative, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
 import { pack, type Header as TarHeaders } from 'tar-stream';
-import { hasherDigest, newHasher, type Digest } from '../shared/index.js';
+import { hasherDigest, newHasher, type Digest } from '../digest.js';
 
-export interface PackedContext {
+export interface PackedDir {
   path: string;
   digest: Digest;
   size: number;
@@ -38,7 +38,7 @@ function byPath(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-export async function packContext(dir: string): Promise<PackedContext> {
+export async function packDir(dir: string): Promise<PackedDir> {
   const all: string[] = [];
   await walk(dir, dir, all);
   const rels = all.map((p) => relative(dir, p).split(sep).join('/')).sort(byPath);
