@@ -64,6 +64,9 @@ export class FatalAgentError extends KilnError {}
 interface Job {
   assign: AssignPayload;
   abort: AbortController;
+  /** The `resolved` report sent while waiting for `proceed` (resent after a reconnect). */
+  resolved: Payload<'resolved'> | null;
+  proceed: (() => void) | null;
   batcher: LogBatcher;
   unacked: LogChunk[];
   finished: FinishedPayload | null;
@@ -277,6 +280,7 @@ export class Agent {
       }
       job.unacked = job.unacked.filter((c) => c.offset + c.data.length > d.log_offset);
       for (const c of job.unacked) this.sendChunk(d.attempt_id, c);
+      if (job.resolved && job.proceed) this.send('resolved', job.resolved);
       if (job.finished) this.send('finished', job.finished);
     }
   }
@@ -286,6 +290,11 @@ export class Agent {
       case 'assign':
         this.onAssign(frame.payload);
         break;
+      case 'proceed': {
+        const job = this.jobs.get(frame.payload.attempt_id);
+        job?.proceed?.();
+        break;
+      }
       case 'cancel': {
         const job = this.jobs.get(frame.payload.attempt_id);
         if (!job) return;
@@ -332,6 +341,8 @@ export class Agent {
       assign: a,
       abort: new AbortController(),
       batcher: new LogBatcher({ onChunk: (c) => this.onChunk(a.attempt_id, c) }),
+      resolved: null,
+      proceed: null,
       unacked: [],
       finished: null,
       running: true,
@@ -356,6 +367,7 @@ export class Agent {
           startedAt = Date.now();
           this.send('started', { attempt_id: a.attempt_id, at: startedAt });
         },
+        resolved: (info) => this.waitForProceed(job, info),
         signal: job.abort.signal,
         agentName: this.opts.name,
         emulated,
@@ -363,6 +375,7 @@ export class Agent {
     } catch (err) {
       result = { status: 'failed', exitCode: null, error: `agent error: ${(err as Error).message}`, failedStep: null, infra: true, imageId: null, fetchMs: 0, buildMs: 0 };
     }
+    job.proceed = null;
     if (job.timer) clearTimeout(job.timer);
     job.running = false;
     job.batcher.flush();
@@ -377,9 +390,34 @@ export class Agent {
       image_id: result.imageId,
       timings: { accepted_at: acceptedAt, started_at: startedAt, finished_at: Date.now(), fetch_ms: result.fetchMs, build_ms: result.buildMs },
       log_bytes: job.batcher.offset,
+      outputs: result.status === 'success' ? (result.outputs ?? []) : [],
+      base_images: result.baseImages ?? [],
+      dockerfile_digest: result.dockerfileDigest ?? null,
     };
     this.log.info({ attempt: a.attempt_id, node: a.node, status: result.status, exit_code: result.exitCode }, 'build finished');
     this.send('finished', job.finished);
+  }
+
+  /** Sends `resolved` and waits for `proceed` (or the abort signal) when the assignment asks for it. */
+  private waitForProceed(job: Job, info: { baseImages: Payload<'resolved'>['base_images']; dockerfileDigest: string | null }): Promise<void> {
+    if (!job.assign.resolve) return Promise.resolve();
+    const signal = job.abort.signal;
+    return new Promise<void>((resolve, reject) => {
+      if (signal.aborted) return reject(new Error('aborted'));
+      const onAbort = () => {
+        job.proceed = null;
+        reject(new Error('aborted'));
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      job.proceed = () => {
+        job.proceed = null;
+        job.resolved = null;
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      job.resolved = { attempt_id: job.assign.attempt_id, base_images: info.baseImages, dockerfile_digest: info.dockerfileDigest };
+      this.send('resolved', job.resolved);
+    });
   }
 
   private onChunk(attemptId: string, chunk: LogChunk): void {

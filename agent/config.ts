@@ -12,10 +12,11 @@
  *   platforms: [linux/s390x, linux/arm64]         # extra platforms, run under qemu emulation
  *   docker_host: unix:///var/run/docker.sock
  *   work_dir: /var/lib/kiln-agent
+ *   cache_max: 20GiB                                # local CAS cache size (LRU eviction)
  *   log: { level: info, format: json }
  * Environment: KILN_AGENT_CONFIG, KILN_COORDINATOR, KILN_AGENT_TOKEN_FILE,
  * KILN_AGENT_TOKEN, KILN_AGENT_NAME, KILN_AGENT_LABELS, KILN_AGENT_MAX_JOBS,
- * KILN_AGENT_PLATFORMS, DOCKER_HOST, KILN_AGENT_WORK_DIR, KILN_LOG_LEVEL,
+ * KILN_AGENT_PLATFORMS, DOCKER_HOST, KILN_AGENT_WORK_DIR, KILN_AGENT_CACHE_MAX, KILN_LOG_LEVEL,
  * KILN_LOG_FORMAT; under systemd, $CREDENTIALS_DIRECTORY/token and $STATE_DIRECTORY.
  */
 import { readFileSync } from 'node:fs';
@@ -32,6 +33,7 @@ import {
   labelsSetting,
   platformProblem,
   readConfigFile,
+  sizeSetting,
   type LogFormat,
   type LogLevel,
 } from '../shared/index.js';
@@ -49,6 +51,8 @@ export interface AgentConfig {
   extraPlatforms: string[];
   dockerHost: string;
   workDir: string;
+  /** Local CAS cache size limit in bytes. */
+  cacheMaxBytes: number;
   executor: 'docker' | 'noop';
   log: { level: LogLevel; format: LogFormat };
 }
@@ -63,6 +67,7 @@ export interface AgentFlags {
   platforms?: string;
   dockerHost?: string;
   workDir?: string;
+  cacheMax?: string;
   executor?: string;
   logLevel?: string;
   logFormat?: string;
@@ -77,6 +82,7 @@ const FileSchema = z.strictObject({
   platforms: z.array(z.string()).optional(),
   docker_host: z.string().optional(),
   work_dir: z.string().optional(),
+  cache_max: z.union([z.string(), z.number()]).optional(),
   log: LogFileSchema.optional(),
 });
 
@@ -159,9 +165,11 @@ export function loadAgentConfig(flags: AgentFlags, host: AgentHost): Readonly<Ag
 
   const workDir = resolve(flags.workDir ?? env.KILN_AGENT_WORK_DIR ?? file.work_dir ?? env.STATE_DIRECTORY ?? join(env.HOME || homedir(), '.cache', 'kiln-agent'));
 
+  const cacheMaxBytes = sizeSetting('cache_max', flags.cacheMax ?? env.KILN_AGENT_CACHE_MAX ?? file.cache_max ?? '20GiB');
+
   const executor = flags.executor ?? 'docker';
   if (executor !== 'docker' && executor !== 'noop') throw configError('executor', `'${executor}' is not docker or noop`);
 
   const log = logSettings(flags, env, file.log, host.isTTY);
-  return Object.freeze({ ...urls, token, tokenSource, name, labels, maxJobs, extraPlatforms, dockerHost, workDir, executor, log });
+  return Object.freeze({ ...urls, token, tokenSource, name, labels, maxJobs, extraPlatforms, dockerHost, workDir, cacheMaxBytes, executor, log });
 }

@@ -40,8 +40,8 @@ export async function runAgent(flags: AgentFlags, host: ProcessHost): Promise<nu
   if (config.executor === 'noop') {
     executor = new NoopExecutor(host.arch);
   } else {
-    const cas = new CasCache({ dir: join(config.workDir, 'cas'), coordinatorUrl: config.httpUrl, token: config.token });
-    executor = new DockerExecutor(dockerClient(config.dockerHost), cas);
+    const cas = new CasCache({ dir: join(config.workDir, 'cas'), coordinatorUrl: config.httpUrl, token: config.token, maxBytes: config.cacheMaxBytes });
+    executor = new DockerExecutor(dockerClient(config.dockerHost), cas, config.workDir);
     // The engine may still be starting (or restarting): wait for it with backoff.
     const backoff = new Backoff({ baseMs: 500, capMs: 15_000 });
     for (;;) {

@@ -44,6 +44,7 @@ function specError(path: string, errors: FieldError[]): CliError {
 async function resolveContexts(client: ApiClient, specPath: string, raw: Record<string, unknown>, io: CliIO): Promise<Record<string, unknown>> {
   const nodes = (raw.nodes ?? {}) as Record<string, Record<string, unknown>>;
   const packed = new Map<string, PackedDir>();
+  const where = new Map<string, string>();
   const errors: FieldError[] = [];
   const out: Record<string, Record<string, unknown>> = {};
   try {
@@ -68,22 +69,11 @@ async function resolveContexts(client: ApiClient, specPath: string, raw: Record<
       if (!p) {
         p = await packDir(dir);
         packed.set(dir, p);
-        const head = await client.raw(`/api/v1/cas/${p.digest}`, { method: 'HEAD' });
-        if (head.status === 404) {
-          io.stderr.write(`uploading context ${node.context} (${p.files} files, ${formatBytes(p.size)}) as ${p.digest.slice(0, 19)}…\n`);
-          const res = await client.raw(`/api/v1/cas/${p.digest}`, {
-            method: 'PUT',
-            headers: { 'content-type': 'application/x-tar', 'content-length': String(p.size) },
-            body: Readable.toWeb(createReadStream(p.path)) as ReadableStream,
-            duplex: 'half',
-          } as RequestInit);
-          if (!res.ok) throw await client.failure(res);
-        } else if (!head.ok) {
-          throw await client.failure(head);
-        }
       }
+      where.set(p.digest, node.context);
       out[name]!.context = p.digest;
     }
+    if (errors.length === 0 && packed.size > 0) await uploadMissing(client, [...packed.values()], where, io);
   } finally {
     for (const p of packed.values()) await p.cleanup();
   }
@@ -91,14 +81,35 @@ async function resolveContexts(client: ApiClient, specPath: string, raw: Record<
   return { ...raw, nodes: out };
 }
 
-function formatBytes(n: number): string {
+/** Uploads the packed contexts the coordinator does not have yet (one find-missing call). */
+async function uploadMissing(client: ApiClient, packs: PackedDir[], where: Map<string, string>, io: CliIO): Promise<void> {
+  const { missing } = await client.json('/api/v1/cas/find-missing', z.object({ missing: z.array(z.string()) }), {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ digests: packs.map((p) => p.digest) }),
+  });
+  const want = new Set(missing);
+  for (const p of packs) {
+    if (!want.has(p.digest)) continue;
+    io.stderr.write(`uploading context ${where.get(p.digest) ?? ''} (${p.files} files, ${formatBytes(p.size)}) as ${p.digest.slice(0, 19)}…\n`);
+    const res = await client.raw(`/api/v1/cas/${p.digest}`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/x-tar', 'content-length': String(p.size) },
+      body: Readable.toWeb(createReadStream(p.path)) as ReadableStream,
+      duplex: 'half',
+    } as RequestInit);
+    if (!res.ok) throw await client.failure(res);
+  }
+}
+
+export function formatBytes(n: number): string {
   if (n < 1024) return `${n} B`;
   if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;
   if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
   return `${(n / 1024 ** 3).toFixed(2)} GiB`;
 }
 
-export async function submitCommand(client: ApiClient, specPath: string, opts: { follow: boolean; json: boolean }, io: CliIO): Promise<number> {
+export async function submitCommand(client: ApiClient, specPath: string, opts: { follow: boolean; json: boolean; reuse?: boolean }, io: CliIO): Promise<number> {
   let text: string;
   try {
     text = await readFile(specPath, 'utf8');
@@ -112,7 +123,7 @@ export async function submitCommand(client: ApiClient, specPath: string, opts: {
   if (!local.ok) throw specError(specPath, local.errors);
   const body = await resolveContexts(client, specPath, parsed.value as Record<string, unknown>, io);
   if (body.name === undefined) body.name = local.value.name === 'build' ? (specPath.split('/').slice(-2, -1)[0] ?? 'build') : local.value.name;
-  const created = await client.json('/api/v1/builds', CreatedBuild, {
+  const created = await client.json(`/api/v1/builds${opts.reuse === false ? '?reuse=false' : ''}`, CreatedBuild, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify(body),

@@ -13,6 +13,7 @@ import { runCoordinator } from '../coordinator/main.js';
 import { ApiClient } from './api-client.js';
 import { loadClientConfig, type ClientFlags } from './client-config.js';
 import { agentsCommand, buildsCommand, cancelCommand, logsCommand, statusCommand, submitCommand, LimitOption, type CliIO } from './commands.js';
+import { artifactsGetCommand, artifactsListCommand, pinCommand, provenanceCommand } from './artifacts.js';
 import { CliError, EXIT } from './exit-codes.js';
 
 function onSignal(handler: (signal: string) => void): void {
@@ -64,6 +65,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
     .option('--lost-after <duration>', 'an agent silent this long is lost (default 3 x heartbeat)')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
     .option('--log-format <format>', 'json|text (default: text on a terminal)')
+    .option('--cas-backend <backend>', 'where blobs are stored: local|s3 (default local; s3 settings from the config file or KILN_S3_*)')
     .addOption(new Option('--no-persist', 'keep state in memory only (benchmarks)').hideHelp())
     .action(async (o: Record<string, unknown>) => {
       code = await runCoordinator(
@@ -86,6 +88,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
     .option('--platforms <list>', 'extra platforms run under qemu emulation, e.g. linux/s390x,linux/arm64')
     .option('--docker-host <url>', 'Docker Engine (default: $DOCKER_HOST or unix:///var/run/docker.sock)')
     .option('--work-dir <dir>', 'local CAS cache and scratch space')
+    .option('--cache-max <size>', 'local CAS cache size limit, e.g. 20GiB (LRU eviction)')
     .option('--config <file>', 'YAML config file')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
     .option('--log-format <format>', 'json|text (default: text on a terminal)')
@@ -98,8 +101,9 @@ export async function main(argv: string[], env: Record<string, string | undefine
     .description('submit a build spec (YAML or JSON); prints the build id')
     .option('-f, --follow', 'stream every node\'s log and exit with the build\'s result')
     .option('--json', 'machine-readable output (JSON Lines with --follow)')
-    .action(async (spec: string, o: ClientFlags & { follow?: boolean; json?: boolean }) => {
-      code = await submitCommand(client(o), spec, { follow: Boolean(o.follow), json: Boolean(o.json) }, io);
+    .option('--no-reuse', 'build every node, even when an identical node already succeeded')
+    .action(async (spec: string, o: ClientFlags & { follow?: boolean; json?: boolean; reuse?: boolean }) => {
+      code = await submitCommand(client(o), spec, { follow: Boolean(o.follow), json: Boolean(o.json), reuse: o.reuse !== false }, io);
     });
 
   clientOptions(program.command('logs <build> [node]'))
@@ -133,6 +137,34 @@ export async function main(argv: string[], env: Record<string, string | undefine
     .action(async (o: ClientFlags & { json?: boolean }) => {
       code = await agentsCommand(client(o), { json: Boolean(o.json) }, io);
     });
+
+  clientOptions(program.command('artifacts <build-or-get> [args...]'))
+    .description("list a build's artifacts; `artifacts get BUILD NODE OUTPUT -o DIR` downloads, verifies and extracts one")
+    .option('-o, --output <dir>', 'with get: directory to extract into')
+    .option('--json', 'JSON output')
+    .action(async (first: string, rest: string[], o: ClientFlags & { json?: boolean; output?: string }) => {
+      if (first === 'get') {
+        if (rest.length !== 3 || !o.output) throw new CliError('usage: kiln artifacts get BUILD NODE OUTPUT -o DIR', EXIT.USAGE);
+        code = await artifactsGetCommand(client(o), rest[0]!, rest[1]!, rest[2]!, { out: o.output, json: Boolean(o.json) }, io);
+      } else {
+        if (rest.length > 0) throw new CliError('usage: kiln artifacts BUILD  |  kiln artifacts get BUILD NODE OUTPUT -o DIR', EXIT.USAGE);
+        code = await artifactsListCommand(client(o), first, { json: Boolean(o.json) }, io);
+      }
+    });
+
+  clientOptions(program.command('provenance <build> <node>'))
+    .description("print the provenance record of a node's result (what went into it, what came out)")
+    .action(async (build: string, node: string, o: ClientFlags) => {
+      code = await provenanceCommand(client(o), build, node, io);
+    });
+
+  for (const [name, pinned] of [['pin', true], ['unpin', false]] as const) {
+    clientOptions(program.command(`${name} <build>`))
+      .description(pinned ? "keep a build's artifacts until it is unpinned" : "let a build's artifacts expire with the retention period again")
+      .action(async (build: string, o: ClientFlags) => {
+        code = await pinCommand(client(o), build, pinned, io);
+      });
+  }
 
   clientOptions(program.command('cancel <build>'))
     .description('cancel a build')

@@ -13,10 +13,28 @@
  *   reconnect_grace: 60s         # after a restart, time for agents to reclaim attempts
  *   default_platform: linux/amd64
  *   max_blob_bytes: 4294967296
+ *   artifacts:
+ *     retention: 30d             # finished, unpinned builds keep their artifacts this long
+ *     gc_interval: 1h            # how often retention sweeps the store
+ *     gc_grace: 1h               # blobs stored or relied on more recently are never deleted
  *   log: { level: info, format: json }
+ *   cas:                         # where blobs are stored: local (data_dir/cas, the default) or s3
+ *     backend: s3
+ *     s3:                        # required with backend s3: endpoint, bucket, access_key, a secret
+ *       endpoint: http://127.0.0.1:9000
+ *       region: us-east-1
+ *       bucket: kiln
+ *       access_key: kiln
+ *       secret_key_file: /etc/kiln/s3-secret   # or secret_key: ...
+ *       prefix: kiln/
+ *       path_style: true
  * Environment: KILN_CONFIG, KILN_LISTEN, KILN_DATA_DIR, KILN_AGENT_TOKEN_FILE,
- * KILN_API_TOKEN_FILE, KILN_HEARTBEAT_INTERVAL, KILN_LOG_LEVEL, KILN_LOG_FORMAT.
+ * KILN_API_TOKEN_FILE, KILN_HEARTBEAT_INTERVAL, KILN_LOG_LEVEL, KILN_LOG_FORMAT,
+ * KILN_CAS_BACKEND, KILN_S3_ENDPOINT, KILN_S3_REGION, KILN_S3_BUCKET, KILN_S3_ACCESS_KEY,
+ * KILN_S3_SECRET_KEY, KILN_S3_SECRET_KEY_FILE, KILN_S3_PREFIX, KILN_ARTIFACT_RETENTION,
+ * KILN_GC_INTERVAL, KILN_GC_GRACE.
  */
+import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { resolve } from 'node:path';
 import { z } from 'zod';
@@ -25,6 +43,7 @@ import {
   logSettings,
   configError,
   durationSetting,
+  errnoCode,
   intSetting,
   listenSetting,
   ociArch,
@@ -53,7 +72,22 @@ export interface CoordinatorConfig {
   /** false = no state file at all (benchmarks only). */
   persist: boolean;
   log: { level: LogLevel; format: LogFormat };
+  cas: CasConfig;
+  artifacts: { retentionMs: number; gcIntervalMs: number; gcGraceMs: number };
 }
+
+/** The S3 backend's settings, validated (endpoint is `scheme://host[:port]`, prefix ends in `/` or is empty). */
+export interface S3CasConfig {
+  endpoint: string;
+  region: string;
+  bucket: string;
+  accessKey: string;
+  secretKey: string;
+  prefix: string;
+  pathStyle: boolean;
+}
+
+export type CasConfig = { backend: 'local' } | { backend: 's3'; s3: S3CasConfig };
 
 export interface CoordinatorFlags {
   config?: string;
@@ -64,6 +98,7 @@ export interface CoordinatorFlags {
   lostAfter?: string;
   logLevel?: string;
   logFormat?: string;
+  casBackend?: string;
   /** Benchmarks only. */
   noPersist?: boolean;
 }
@@ -80,7 +115,25 @@ const FileSchema = z.strictObject({
   cancel_grace: Duration.optional(),
   default_platform: z.string().optional(),
   max_blob_bytes: z.number().int().positive().optional(),
+  artifacts: z.strictObject({ retention: Duration.optional(), gc_interval: Duration.optional(), gc_grace: Duration.optional() }).optional(),
   log: LogFileSchema.optional(),
+  cas: z
+    .strictObject({
+      backend: z.enum(['local', 's3']).optional(),
+      s3: z
+        .strictObject({
+          endpoint: z.string().optional(),
+          region: z.string().optional(),
+          bucket: z.string().optional(),
+          access_key: z.string().optional(),
+          secret_key: z.string().optional(),
+          secret_key_file: z.string().optional(),
+          prefix: z.string().optional(),
+          path_style: z.boolean().optional(),
+        })
+        .optional(),
+    })
+    .optional(),
 });
 
 export interface ConfigEnvironment {
@@ -94,6 +147,67 @@ export interface ConfigEnvironment {
 function defaultDataDir(env: Record<string, string | undefined>): string {
   const state = env.XDG_STATE_HOME || resolve(env.HOME || homedir(), '.local', 'state');
   return resolve(state, 'kiln', 'coordinator');
+}
+
+/** S3's bucket naming rules (the part kiln can check offline). */
+const BUCKET_RE = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+
+/** The `cas` section: flag > env > file > local. The S3 settings are read and checked only for backend s3. */
+function casSettings(
+  flags: CoordinatorFlags,
+  env: Record<string, string | undefined>,
+  file: z.infer<typeof FileSchema>['cas'],
+  read: (path: string) => string,
+): CasConfig {
+  const backend = flags.casBackend ?? env.KILN_CAS_BACKEND ?? file?.backend ?? 'local';
+  if (backend !== 'local' && backend !== 's3') throw configError('cas.backend', `'${backend}' is not local or s3`);
+  if (backend === 'local') return { backend };
+  const s3 = file?.s3 ?? {};
+  const required = (setting: string, envName: string, value: string | undefined): string => {
+    if (!value) throw configError(setting, `required when cas.backend is s3 (set ${setting} in the config file or ${envName})`);
+    return value;
+  };
+  const secretFile = (setting: string, path: string): string => {
+    let text: string;
+    try {
+      text = read(resolve(path));
+    } catch (err) {
+      throw configError(setting, `${path} cannot be read (${errnoCode(err) ?? (err as Error).message})`);
+    }
+    const secret = text.trim();
+    if (!secret) throw configError(setting, `${path} is empty`);
+    return secret;
+  };
+
+  const endpointText = required('cas.s3.endpoint', 'KILN_S3_ENDPOINT', env.KILN_S3_ENDPOINT ?? s3.endpoint);
+  let url: URL;
+  try {
+    url = new URL(endpointText);
+  } catch {
+    throw configError('cas.s3.endpoint', `'${endpointText}' is not a URL (use http://host:port or https://host)`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw configError('cas.s3.endpoint', `unsupported scheme '${url.protocol}' in '${endpointText}' (use http:// or https://)`);
+  if (url.pathname !== '/' || url.search || url.hash || url.username || url.password) {
+    throw configError('cas.s3.endpoint', `'${endpointText}' must be scheme://host[:port], without a path, query or credentials`);
+  }
+  const bucket = required('cas.s3.bucket', 'KILN_S3_BUCKET', env.KILN_S3_BUCKET ?? s3.bucket);
+  if (!BUCKET_RE.test(bucket) || bucket.includes('..')) {
+    throw configError('cas.s3.bucket', `'${bucket}' is not a valid bucket name (3-63 characters of a-z, 0-9, '.' and '-', starting and ending with a letter or digit)`);
+  }
+  const accessKey = required('cas.s3.access_key', 'KILN_S3_ACCESS_KEY', env.KILN_S3_ACCESS_KEY ?? s3.access_key);
+  const secretKey =
+    env.KILN_S3_SECRET_KEY ??
+    (env.KILN_S3_SECRET_KEY_FILE !== undefined ? secretFile('cas.s3.secret_key_file', env.KILN_S3_SECRET_KEY_FILE) : undefined) ??
+    s3.secret_key ??
+    (s3.secret_key_file !== undefined ? secretFile('cas.s3.secret_key_file', s3.secret_key_file) : undefined);
+  if (!secretKey) {
+    throw configError('cas.s3.secret_key', 'required when cas.backend is s3 (set cas.s3.secret_key or cas.s3.secret_key_file in the config file, or KILN_S3_SECRET_KEY or KILN_S3_SECRET_KEY_FILE)');
+  }
+  const region = env.KILN_S3_REGION ?? s3.region ?? 'us-east-1';
+  if (!/^[a-z0-9-]{1,64}$/.test(region)) throw configError('cas.s3.region', `'${region}' is not a region name (e.g. us-east-1)`);
+  const prefixText = (env.KILN_S3_PREFIX ?? s3.prefix ?? 'kiln/').replace(/^\/+/, '');
+  const prefix = prefixText === '' || prefixText.endsWith('/') ? prefixText : `${prefixText}/`;
+  return { backend, s3: { endpoint: url.origin, region, bucket, accessKey, secretKey, prefix, pathStyle: s3.path_style ?? true } };
 }
 
 export function loadCoordinatorConfig(flags: CoordinatorFlags, host: ConfigEnvironment): Readonly<CoordinatorConfig> {
@@ -113,6 +227,7 @@ export function loadCoordinatorConfig(flags: CoordinatorFlags, host: ConfigEnvir
   const log = logSettings(flags, env, file.log, host.isTTY);
   const agentTokenFile = env.KILN_AGENT_TOKEN_FILE ?? file.auth?.agent_token_file;
   const apiTokenFile = env.KILN_API_TOKEN_FILE ?? file.auth?.api_token_file;
+  const cas = casSettings(flags, env, file.cas, host.readFile ?? ((p) => readFileSync(p, 'utf8')));
 
   return Object.freeze({
     listen: listenSetting('listen', listenText),
@@ -131,5 +246,11 @@ export function loadCoordinatorConfig(flags: CoordinatorFlags, host: ConfigEnvir
     maxSpecBytes: 4 * 1024 * 1024,
     persist: !(flags.noPersist ?? false),
     log,
+    cas,
+    artifacts: {
+      retentionMs: durationSetting('artifacts.retention', env.KILN_ARTIFACT_RETENTION ?? file.artifacts?.retention ?? '30d'),
+      gcIntervalMs: durationSetting('artifacts.gc_interval', env.KILN_GC_INTERVAL ?? file.artifacts?.gc_interval ?? '1h'),
+      gcGraceMs: durationSetting('artifacts.gc_grace', env.KILN_GC_GRACE ?? file.artifacts?.gc_grace ?? '1h'),
+    },
   });
 }

@@ -11,8 +11,10 @@ import { KilnError, errnoCode } from '../shared/index.js';
 import { AgentHub } from './agents/agent-hub.js';
 import { AgentRegistry } from './agents/agent-registry.js';
 import { Engine } from './builds/engine.js';
+import { ReuseIndex } from './builds/reuse-index.js';
 import { Cas } from './cas/cas.js';
-import { LocalBlobStore } from './cas/local-blob-store.js';
+import { Retention } from './cas/retention.js';
+import { createBlobStore } from './cas/create-blob-store.js';
 import type { CoordinatorConfig } from './config.js';
 import { TokenCheck } from './http/auth.js';
 import { createApp } from './http/app.js';
@@ -31,6 +33,8 @@ export interface RunningCoordinator {
   tokens: LoadedTokens;
   engine: Engine;
   store: StateStore;
+  cas: Cas;
+  retention: Retention;
   stop(): Promise<void>;
 }
 
@@ -59,14 +63,18 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     const store = await StateStore.open({ dataDir: config.dataDir, persist: config.persist, init: config.init || prepared.created });
     const initialized = prepared.created || store.writes > 0;
     const tokens = await loadTokens(config.dataDir, { agentTokenFile: config.agentTokenFile, apiTokenFile: config.apiTokenFile });
-    const cas = new Cas(new LocalBlobStore(config.dataDir, config.maxBlobBytes));
+    const cas = new Cas(createBlobStore(config.cas, config.dataDir, config.maxBlobBytes));
     await cas.init();
+    const reuse = new ReuseIndex(config.dataDir, config.persist);
+    await reuse.init();
     const logs = new LogStore(config.dataDir);
     releasers.push(() => logs.closeAll());
     const agents = new AgentRegistry();
     const engine = new Engine({
       store,
       logs,
+      cas,
+      reuse,
       agents,
       logger,
       timings: {
@@ -84,11 +92,13 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
 
     let ready = false;
     const tokenCheck = new TokenCheck(tokens);
+    const retention = new Retention({ cas, store, logger }, { retentionMs: config.artifacts.retentionMs, graceMs: config.artifacts.gcGraceMs });
     const app = createApp({
       engine,
       agents,
       logs,
       cas,
+      retention,
       tokens: tokenCheck,
       logger,
       defaultPlatform: config.defaultPlatform,
@@ -120,6 +130,14 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     }, sweepEvery);
     timer.unref();
     releasers.push(() => clearInterval(timer));
+    const gcTimer = setInterval(() => {
+      retention.sweep().catch((err: unknown) => logger.error({ err }, 'retention sweep failed'));
+    }, config.artifacts.gcIntervalMs);
+    gcTimer.unref();
+    releasers.push(async () => {
+      clearInterval(gcTimer);
+      await retention.idle();
+    });
     ready = true;
     releasers.push(() => {
       ready = false;
@@ -127,7 +145,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
 
     const host = config.listen.host === '0.0.0.0' || config.listen.host === '::' ? '127.0.0.1' : config.listen.host;
     const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
-    logger.info({ url, data_dir: config.dataDir, builds: engine.buildIds().length }, 'coordinator listening');
+    logger.info({ url, data_dir: config.dataDir, cas: cas.location, builds: engine.buildIds().length }, 'coordinator listening');
     return {
       url,
       port,
@@ -137,6 +155,8 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       tokens,
       engine,
       store,
+      cas,
+      retention,
       stop: cleanup,
     };
   } catch (err) {

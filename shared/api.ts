@@ -8,6 +8,24 @@ import { ATTEMPT_STATES, BUILD_STATES, NODE_STATES } from './states.js';
 
 const Time = z.string().describe('ISO 8601 timestamp');
 
+export const ReusedFromView = z.object({
+  build_id: z.string(),
+  node: z.string(),
+  attempt_id: z.string(),
+  attempt_number: z.number().int(),
+  /** The original's log. */
+  logs_url: z.string(),
+});
+
+export const OutputArtifactView = z.object({
+  name: z.string(),
+  digest: z.string(),
+  size: z.number().int(),
+  media_type: z.string(),
+});
+
+export const BaseImageView = z.object({ ref: z.string(), digest: z.string().nullable() });
+
 export const AttemptView = z.object({
   id: z.string(),
   number: z.number().int(),
@@ -27,8 +45,19 @@ export const AttemptView = z.object({
   infra: z.boolean(),
   image_id: z.string().nullable(),
   log_bytes: z.number().int(),
-  /** Why the attempt ended when it was not the build's doing (lost, rejected, cancelled). */
+  /** Why the attempt ended when it was not the build's doing (lost, rejected, cancelled, reused). */
   reason: z.string().nullable(),
+  /** Input name -> digest the attempt was given. */
+  inputs: z.record(z.string(), z.string()),
+  spec_digest: z.string().nullable(),
+  /** Idempotency key (spec digest + base image ids). */
+  key: z.string().nullable(),
+  base_images: z.array(BaseImageView).nullable(),
+  dockerfile_digest: z.string().nullable(),
+  outputs: z.array(OutputArtifactView),
+  /** Digest of the provenance record in the CAS. */
+  provenance: z.string().nullable(),
+  reused_from: ReusedFromView.nullable(),
 });
 
 export const NodeView = z.object({
@@ -49,6 +78,12 @@ export const NodeView = z.object({
   started_at: Time.nullable(),
   finished_at: Time.nullable(),
   duration_ms: z.number().int().nullable(),
+  inputs: z.array(z.object({ name: z.string(), from: z.string().nullable(), digest: z.string().nullable(), mount: z.string().nullable() })),
+  outputs: z.array(z.object({ name: z.string(), path: z.string(), digest: z.string().nullable(), size: z.number().int().nullable(), media_type: z.string().nullable() })),
+  /** Set when the node succeeded without building: whose result it has. */
+  reused_from: ReusedFromView.nullable(),
+  /** The provenance record of the build that produced the node's result. */
+  provenance: z.string().nullable(),
   attempts: z.array(AttemptView),
 });
 
@@ -60,10 +95,14 @@ export const BuildSummary = z.object({
   started_at: Time.nullable(),
   finished_at: Time.nullable(),
   node_counts: z.record(z.string(), z.number().int()),
+  /** Pinned builds keep their artifacts past the retention period. */
+  pinned: z.boolean(),
 });
 
 export const BuildView = BuildSummary.extend({
   cancel_requested: z.boolean(),
+  /** false: submitted with --no-reuse. */
+  reuse: z.boolean(),
   nodes: z.array(NodeView),
   /** Where the coordinator keeps this build's logs. */
   logs_dir: z.string(),
@@ -85,6 +124,24 @@ export const AgentView = z.object({
   connected_at: Time.nullable(),
   last_seen_at: Time,
 });
+
+export const ArtifactView = z.object({
+  node: z.string(),
+  name: z.string(),
+  /** Path in the node's image it was exported from. */
+  path: z.string(),
+  digest: z.string(),
+  size_bytes: z.number().int(),
+  media_type: z.string(),
+  /** Download link: presigned (S3) or the coordinator's CAS route (send the API token); null once expired. */
+  url: z.string().nullable(),
+  /** When retention may delete it; null while the build runs or when it is pinned. */
+  expires_at: Time.nullable(),
+  provenance: z.string().nullable(),
+  reused: z.boolean(),
+});
+
+export const ArtifactPage = z.object({ items: z.array(ArtifactView), next_cursor: z.string().nullable() });
 
 export const CreatedBuild = z.object({ id: z.string(), state: z.enum(BUILD_STATES), url: z.string() });
 
@@ -111,6 +168,7 @@ export type BuildSummaryT = z.infer<typeof BuildSummary>;
 export type BuildViewT = z.infer<typeof BuildView>;
 export type AgentViewT = z.infer<typeof AgentView>;
 export type ProblemT = z.infer<typeof Problem>;
+export type ArtifactViewT = z.infer<typeof ArtifactView>;
 
 /** SSE events of the log streams (`event:` names). */
 export const LogEvent = {

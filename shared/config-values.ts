@@ -26,6 +26,20 @@ export function intSetting(setting: string, value: string | number, min: number,
   return n;
 }
 
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, t: 1e12, tb: 1e12, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, tib: 1024 ** 4 };
+
+/** A byte size: a number of bytes, or text like `512MiB`, `20GiB`, `10G`. */
+export function sizeSetting(setting: string, value: string | number): number {
+  if (typeof value === 'number') {
+    if (!Number.isSafeInteger(value) || value < 0) throw configError(setting, `'${value}' is not a byte size`);
+    return value;
+  }
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(value);
+  const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
+  if (!m || unit === undefined) throw configError(setting, `'${value}' is not a byte size (use e.g. 512MiB, 20GiB, 1000000)`);
+  return Math.round(Number(m[1]) * unit);
+}
+
 export function boolSetting(setting: string, value: string | boolean): boolean {
   if (typeof value === 'boolean') return value;
   if (/^(1|true|yes|on)$/i.test(value)) return true;

@@ -20,6 +20,8 @@ export const ERROR_CODES = {
   E_CONFLICT: 409,
   /** The uploaded bytes do not hash to the digest in the URL. */
   E_DIGEST_MISMATCH: 400,
+  /** A tar archive is malformed, exceeds its extraction budget, or holds an entry that would escape its target directory. */
+  E_ARCHIVE: 400,
   /** The request body is larger than allowed. */
   E_TOO_LARGE: 413,
   /** The coordinator is starting up or shutting down. */

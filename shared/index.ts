@@ -18,3 +18,4 @@ export * from './version.js';
 export * from './logger.js';
 export * from './config-values.js';
 export * from './archive/pack-dir.js';
+export * from './archive/safe-extract.js';

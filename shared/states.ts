@@ -18,8 +18,12 @@
  * - `ready`: every need succeeded (or it has none); queued for an agent with the exact
  *   platform, the required labels and a free slot.
  * - `assigned`: pushed to an agent in an `assign` frame; the agent has not said `started`.
- * - `running`: the agent reported `started`; the BuildKit build is under way.
- * - `success`: the current attempt finished with an image.
+ * - `running`: the agent reported `started`; the BuildKit build is under way. A node whose
+ *   identical twin is being built right now (shared execution) is `running` too, with no
+ *   attempt of its own in flight, until the twin finishes.
+ * - `success`: the current attempt finished with an image (and its outputs), or the node
+ *   was *reused*: an identical node (same idempotency key) already succeeded, or was being
+ *   built and succeeded, so its image and outputs are this node's too.
  * - `failed`: the current attempt failed (a RUN exited non-zero, the build timed out, the
  *   agent was lost twice, ...). Every node downstream becomes `skipped`.
  * - `skipped`: a node it needs (directly or not) failed, was skipped or was cancelled.
@@ -52,13 +56,16 @@ export type BuildState = (typeof BUILD_STATES)[number];
  * - `rejected`: the agent refused the assignment (no slot, unsupported platform, ...).
  * - `lost`: the agent disconnected or went silent for longer than the lost timeout, or
  *   came back without this attempt.
+ * - `reused`: the agent reported the node's base images, and the coordinator found that an
+ *   identical node (same idempotency key) had succeeded or was being built; nothing was
+ *   built by this attempt.
  */
-export const ATTEMPT_STATES = ['assigned', 'running', 'success', 'failed', 'cancelling', 'cancelled', 'rejected', 'lost'] as const;
+export const ATTEMPT_STATES = ['assigned', 'running', 'success', 'failed', 'cancelling', 'cancelled', 'rejected', 'lost', 'reused'] as const;
 export type AttemptState = (typeof ATTEMPT_STATES)[number];
 
 export const TERMINAL_NODE_STATES: ReadonlySet<NodeState> = new Set(['success', 'failed', 'skipped', 'cancelled']);
 export const TERMINAL_BUILD_STATES: ReadonlySet<BuildState> = new Set(['success', 'failed', 'partial', 'cancelled']);
-export const TERMINAL_ATTEMPT_STATES: ReadonlySet<AttemptState> = new Set(['success', 'failed', 'cancelled', 'rejected', 'lost']);
+export const TERMINAL_ATTEMPT_STATES: ReadonlySet<AttemptState> = new Set(['success', 'failed', 'cancelled', 'rejected', 'lost', 'reused']);
 /** Attempt states in which the attempt holds one of its agent's slots. */
 export const SLOT_HOLDING_ATTEMPT_STATES: ReadonlySet<AttemptState> = new Set(['assigned', 'running', 'cancelling']);
 
@@ -75,14 +82,15 @@ const NODE_TRANSITIONS: Record<NodeState, readonly NodeState[]> = {
 };
 
 const ATTEMPT_TRANSITIONS: Record<AttemptState, readonly AttemptState[]> = {
-  assigned: ['running', 'success', 'failed', 'cancelling', 'cancelled', 'rejected', 'lost'],
-  running: ['success', 'failed', 'cancelling', 'cancelled', 'lost'],
+  assigned: ['running', 'success', 'failed', 'cancelling', 'cancelled', 'rejected', 'lost', 'reused'],
+  running: ['success', 'failed', 'cancelling', 'cancelled', 'lost', 'reused'],
   cancelling: ['cancelled', 'lost'],
   success: [],
   failed: [],
   cancelled: [],
   rejected: [],
   lost: [],
+  reused: [],
 };
 
 export function isNodeTerminal(s: NodeState): boolean {

@@ -1,25 +1,38 @@
 /**
  * The docker executor: runs a node as a BuildKit build on the host's Docker Engine.
  *
- * It fetches the node's context from the coordinator into the local CAS cache (verified
- * by digest), streams it to `POST /build?version=2` through dockerode (network `none`,
- * the node's platform, tagged with the coordinator's image name), turns BuildKit's
- * progress into log text (docker/buildkit-progress.ts), and reports the outcome. Cancel
- * and timeout abort the request, which makes the engine stop the build.
+ * 1. Fetches the node's context and input artifacts into the local CAS cache (verified by
+ *    digest, one download per digest per host).
+ * 2. Reads the Dockerfile (inline, or from the context), resolves its base images to the
+ *    engine's image ids, and reports them (`resolved`); when the coordinator asked, waits
+ *    for its go-ahead (it may reuse an identical node's result instead and cancel).
+ * 3. Turns each input into a local image `kiln-cas/<hex>` once (docker/artifact-image.ts)
+ *    and rewrites the Dockerfile so each input is a stage named after it, bind-mounted
+ *    where the spec says, with its env (docker/dockerfile-rewrite.ts).
+ * 4. Streams the context to `POST /build?version=2` through dockerode (network `none`, the
+ *    node's platform, tagged with the coordinator's image name) and turns BuildKit's
+ *    progress into log text (docker/buildkit-progress.ts).
+ * 5. On success exports the declared outputs from the image (docker/export-outputs.ts).
+ * Cancel and timeout abort the request, which makes the engine stop the build.
  */
 import type Docker from 'dockerode';
-import { ociArch, type AssignPayload, type Digest } from '../../shared/index.js';
-import type { CasCache } from '../cas-cache.js';
-import { buildContextStream } from '../docker/build-context.js';
+import { ociArch, sha256, type AssignPayload, type BaseImagePayload, type Digest } from '../../shared/index.js';
+import type { CasCache, CasLease } from '../cas-cache.js';
+import { ensureArtifactImage } from '../docker/artifact-image.js';
+import { buildContextStream, readTarFile } from '../docker/build-context.js';
 import { BuildProgressDecoder, type BuildEvent } from '../docker/buildkit-progress.js';
+import { baseImageRefs, rewriteForInputs } from '../docker/dockerfile-rewrite.js';
+import { exportOutputs } from '../docker/export-outputs.js';
 import type { CancelReason, Executor, ExecutorInfo, RunIO, RunResult } from './executor.js';
 
 export class DockerExecutor implements Executor {
   readonly kind = 'docker' as const;
+  private native: string | null = null;
 
   constructor(
     private readonly docker: Docker,
     private readonly cas: CasCache,
+    private readonly workDir: string,
   ) {}
 
   async info(): Promise<ExecutorInfo> {
@@ -40,28 +53,92 @@ export class DockerExecutor implements Executor {
 
   async run(job: AssignPayload, io: RunIO): Promise<RunResult> {
     io.log(`[kiln] agent ${io.agentName}: node '${job.node}' attempt ${job.attempt} for ${job.platform}${io.emulated ? ' (emulated)' : ''}\n`);
-    const r = await this.build(job, io);
-    io.log(r.status === 'success' ? `[kiln] success: ${r.imageId ?? ''}\n` : `[kiln] ${r.status}${r.error ? `: ${r.error}` : ''}\n`);
+    const leases: CasLease[] = [];
+    let r: RunResult;
+    try {
+      r = await this.build(job, io, leases);
+    } finally {
+      for (const l of leases) l.release();
+    }
+    if (r.status === 'success') {
+      io.log(`[kiln] success: ${r.imageId ?? ''}\n`);
+      for (const o of r.outputs ?? []) io.log(`[kiln] output ${o.name}: ${o.digest} (${o.size} bytes)\n`);
+    } else {
+      io.log(`[kiln] ${r.status}${r.error ? `: ${r.error}` : ''}\n`);
+    }
     return r;
   }
 
-  private async build(job: AssignPayload, io: RunIO): Promise<RunResult> {
+  private async build(job: AssignPayload, io: RunIO, leases: CasLease[]): Promise<RunResult> {
     const base = { exitCode: null, failedStep: null, imageId: null };
     const t0 = Date.now();
+    const infraFail = (error: string, fetchMs: number, buildMs = 0): RunResult => ({ ...base, status: 'failed', error, infra: true, fetchMs, buildMs });
+
+    // 1. context and inputs into the local CAS cache
     let contextPath: string | null = null;
-    if (job.context) {
+    const inputPaths = new Map<string, CasLease>();
+    try {
+      const [ctx, ...inputs] = await Promise.all([
+        job.context ? this.cas.acquire(job.context as Digest, io.signal) : Promise.resolve(null),
+        ...job.inputs.map((i) => this.cas.acquire(i.digest as Digest, io.signal)),
+      ]);
+      if (ctx) {
+        leases.push(ctx);
+        contextPath = ctx.path;
+      }
+      job.inputs.forEach((i, n) => {
+        leases.push(inputs[n]!);
+        inputPaths.set(i.name, inputs[n]!);
+      });
+    } catch (err) {
+      if (io.signal.aborted) return this.aborted(io, Date.now() - t0, 0);
+      return infraFail(`fetching the build context or inputs failed: ${(err as Error).message}`, Date.now() - t0);
+    }
+    for (const i of job.inputs) io.log(`[kiln] input ${i.name}: ${i.digest}${i.mount ? ` mounted at ${i.mount}` : ''}\n`);
+
+    // 2. the Dockerfile and its base images
+    let dockerfileText: string | null = job.dockerfile_inline;
+    if (dockerfileText === null && contextPath !== null) {
       try {
-        contextPath = await this.cas.get(job.context as Digest, io.signal);
+        dockerfileText = await readTarFile(contextPath, job.dockerfile ?? 'Dockerfile');
       } catch (err) {
-        if (io.signal.aborted) return this.aborted(io, 0, 0);
-        return { ...base, status: 'failed', error: `fetching the build context ${job.context} failed: ${(err as Error).message}`, infra: true, fetchMs: Date.now() - t0, buildMs: 0 };
+        return { ...base, status: 'failed', error: `reading ${job.dockerfile ?? 'Dockerfile'} from the context failed: ${(err as Error).message}`, infra: false, fetchMs: Date.now() - t0, buildMs: 0 };
       }
     }
+    const dockerfileDigest = dockerfileText !== null ? sha256(dockerfileText) : null;
+    const baseImages = dockerfileText !== null ? await this.resolveBaseImages(dockerfileText, job.build_args, job.platform) : [];
     const fetchMs = Date.now() - t0;
-    if (io.signal.aborted) return this.aborted(io, fetchMs, 0);
+    const meta = { baseImages, dockerfileDigest };
+    if (io.signal.aborted) return { ...this.aborted(io, fetchMs, 0), ...meta };
+    try {
+      await io.resolved(meta);
+    } catch {
+      return { ...this.aborted(io, fetchMs, 0), ...meta };
+    }
+
+    // 3. inputs as images and stages
+    let dockerfileOverride: string | null = job.dockerfile_inline;
+    if (job.inputs.length > 0) {
+      try {
+        const rewriteInputs = [];
+        for (const i of job.inputs) {
+          const lease = inputPaths.get(i.name)!;
+          const image = await ensureArtifactImage(this.docker, i.digest as Digest, () => this.cas.open(i.digest as Digest), lease.size);
+          rewriteInputs.push({ name: i.name, image, mount: i.mount, env: i.env });
+        }
+        if (dockerfileText === null) throw new Error(`${job.dockerfile ?? 'Dockerfile'} is not in the context`);
+        dockerfileOverride = rewriteForInputs(dockerfileText, rewriteInputs);
+      } catch (err) {
+        if (io.signal.aborted) return { ...this.aborted(io, fetchMs, 0), ...meta };
+        const infra = !(err as { code?: string }).code?.startsWith('E_INVALID');
+        return { ...base, status: 'failed', error: `preparing the inputs failed: ${(err as Error).message}`, infra, fetchMs, buildMs: 0, ...meta };
+      }
+    }
+
+    // 4. the build
     io.started();
     const t1 = Date.now();
-    const { stream, dockerfile } = buildContextStream(contextPath, job.dockerfile_inline);
+    const { stream, dockerfile } = buildContextStream(contextPath, dockerfileOverride);
     const opts: Record<string, unknown> = {
       version: '2',
       platform: job.platform,
@@ -79,8 +156,8 @@ export class DockerExecutor implements Executor {
       response = await this.docker.buildImage(stream, opts as Docker.ImageBuildOptions);
     } catch (err) {
       stream.destroy();
-      if (io.signal.aborted) return this.aborted(io, fetchMs, Date.now() - t1);
-      return { ...base, status: 'failed', error: `Docker Engine refused the build: ${(err as Error).message}`, infra: true, fetchMs, buildMs: Date.now() - t1 };
+      if (io.signal.aborted) return { ...this.aborted(io, fetchMs, Date.now() - t1), ...meta };
+      return { ...infraFail(`Docker Engine refused the build: ${(err as Error).message}`, fetchMs, Date.now() - t1), ...meta };
     }
     const decoder = new BuildProgressDecoder();
     const streamError = await readBuildEvents(response, (event) => {
@@ -90,10 +167,10 @@ export class DockerExecutor implements Executor {
     const rest = decoder.end();
     if (rest) io.log(rest);
     const buildMs = Date.now() - t1;
-    if (io.signal.aborted) return this.aborted(io, fetchMs, buildMs);
+    if (io.signal.aborted) return { ...this.aborted(io, fetchMs, buildMs), ...meta };
     const outcome = decoder.outcome();
     if (streamError && !outcome.error) {
-      return { ...base, status: 'failed', error: `the build stream from the Docker Engine broke: ${streamError.message}`, infra: true, fetchMs, buildMs };
+      return { ...infraFail(`the build stream from the Docker Engine broke: ${streamError.message}`, fetchMs, buildMs), ...meta };
     }
     if (outcome.error || !outcome.imageId) {
       return {
@@ -105,9 +182,56 @@ export class DockerExecutor implements Executor {
         imageId: null,
         fetchMs,
         buildMs,
+        ...meta,
       };
     }
-    return { status: 'success', exitCode: null, error: null, failedStep: null, infra: false, imageId: outcome.imageId, fetchMs, buildMs };
+
+    // 5. outputs
+    let outputs: RunResult['outputs'] = [];
+    if (job.outputs.length > 0) {
+      try {
+        outputs = await exportOutputs(this.docker, outcome.imageId, job.outputs, this.cas, this.workDir, io.signal);
+      } catch (err) {
+        if (io.signal.aborted) return { ...this.aborted(io, fetchMs, Date.now() - t1), ...meta };
+        const code = (err as { code?: string }).code;
+        const infra = code !== 'E_NOT_FOUND' && code !== 'E_ARCHIVE';
+        return { ...base, status: 'failed', imageId: outcome.imageId, error: `exporting outputs failed: ${(err as Error).message}`, infra, fetchMs, buildMs: Date.now() - t1, ...meta };
+      }
+    }
+    return { status: 'success', exitCode: null, error: null, failedStep: null, infra: false, imageId: outcome.imageId, fetchMs, buildMs: Date.now() - t1, outputs, ...meta };
+  }
+
+  /** The engine's image ids for the Dockerfile's FROM images (null when it does not have one). */
+  private async resolveBaseImages(dockerfile: string, buildArgs: Record<string, string>, platform: string): Promise<BaseImagePayload[]> {
+    let refs: Array<{ ref: string; resolved: boolean }>;
+    try {
+      const [os, arch, variant] = platform.split('/');
+      const native = (this.native ??= (await this.info()).nativePlatform);
+      const [bos, barch, bvariant] = native.split('/');
+      refs = baseImageRefs(dockerfile, buildArgs, {
+        TARGETPLATFORM: platform,
+        TARGETOS: os,
+        TARGETARCH: arch,
+        TARGETVARIANT: variant ?? '',
+        BUILDPLATFORM: native,
+        BUILDOS: bos,
+        BUILDARCH: barch,
+        BUILDVARIANT: bvariant ?? '',
+      });
+    } catch {
+      return [];
+    }
+    return Promise.all(
+      refs.map(async ({ ref, resolved }) => {
+        if (!resolved) return { ref, digest: null };
+        try {
+          const img = (await this.docker.getImage(ref).inspect()) as { Id?: string };
+          return { ref, digest: img.Id && /^sha256:[0-9a-f]{64}$/.test(img.Id) ? img.Id : null };
+        } catch {
+          return { ref, digest: null };
+        }
+      }),
+    );
   }
 
   private aborted(io: RunIO, fetchMs: number, buildMs: number): RunResult {

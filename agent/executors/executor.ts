@@ -2,7 +2,7 @@
  * What runs a node on an agent. The docker executor runs a real BuildKit build on the
  * host's Docker Engine; the noop executor (benchmarks only) finishes at once.
  */
-import type { AssignPayload, DockerInfoPayload } from '../../shared/index.js';
+import type { AssignPayload, BaseImagePayload, DockerInfoPayload, OutputArtifactPayload } from '../../shared/index.js';
 
 export interface ExecutorInfo {
   /** The platform the host runs natively, e.g. linux/amd64. */
@@ -15,6 +15,12 @@ export interface RunIO {
   log(text: string | Uint8Array): void;
   /** Call when the build itself begins (after inputs were fetched). */
   started(): void;
+  /**
+   * Reports the resolved base images and waits for the coordinator's go-ahead (`proceed`)
+   * when the assignment asked for it (`resolve: true`); resolves at once otherwise. When the
+   * coordinator reuses an earlier result instead, the signal is aborted.
+   */
+  resolved(info: { baseImages: BaseImagePayload[]; dockerfileDigest: string | null }): Promise<void>;
   /** Aborted on cancel or timeout; `signal.reason` is a CancelReason. */
   signal: AbortSignal;
   agentName: string;
@@ -37,6 +43,10 @@ export interface RunResult {
   imageId: string | null;
   fetchMs: number;
   buildMs: number;
+  /** Exported and uploaded outputs (success only). */
+  outputs?: OutputArtifactPayload[];
+  baseImages?: BaseImagePayload[];
+  dockerfileDigest?: string | null;
 }
 
 export interface Executor {

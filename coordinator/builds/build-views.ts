@@ -4,11 +4,21 @@
  */
 import type { AttemptViewT, BuildSummaryT, BuildViewT, NodeViewT } from '../../shared/index.js';
 import type { AgentRegistry } from '../agents/agent-registry.js';
-import type { AttemptRecord, BuildRecord, BuildSummaryRecord, NodeRecord } from '../state/records.js';
+import type { AttemptRecord, BuildRecord, BuildSummaryRecord, NodeRecord, ReusedFrom } from '../state/records.js';
 import { nodeCounts } from '../state/records.js';
 
 export function iso(ms: number | null): string | null {
   return ms === null ? null : new Date(ms).toISOString();
+}
+
+function reusedView(r: ReusedFrom | null | undefined): NodeViewT['reused_from'] {
+  return r ? { ...r, logs_url: `/api/v1/builds/${r.build_id}/nodes/${encodeURIComponent(r.node)}/logs` } : null;
+}
+
+/** The attempt whose result the node has (the last one, when it succeeded or was reused). */
+export function resultAttempt(node: NodeRecord): AttemptRecord | null {
+  const last = node.attempts[node.attempts.length - 1];
+  return node.state === 'success' && last && (last.state === 'success' || last.state === 'reused') ? last : null;
 }
 
 export function attemptView(a: AttemptRecord): AttemptViewT {
@@ -30,6 +40,14 @@ export function attemptView(a: AttemptRecord): AttemptViewT {
     image_id: a.image_id,
     log_bytes: a.log_bytes,
     reason: a.reason,
+    inputs: a.inputs ?? {},
+    spec_digest: a.spec_digest ?? null,
+    key: a.key ?? null,
+    base_images: a.base_images ?? null,
+    dockerfile_digest: a.dockerfile_digest ?? null,
+    outputs: a.outputs ?? [],
+    provenance: a.provenance ?? null,
+    reused_from: reusedView(a.reused_from),
   };
 }
 
@@ -45,6 +63,7 @@ export function waitingReason(node: NodeRecord, agents: AgentRegistry): string |
 
 export function nodeView(node: NodeRecord, agents: AgentRegistry): NodeViewT {
   const last = node.attempts[node.attempts.length - 1];
+  const result = resultAttempt(node);
   const started = node.started_at;
   return {
     name: node.name,
@@ -63,6 +82,13 @@ export function nodeView(node: NodeRecord, agents: AgentRegistry): NodeViewT {
     started_at: iso(started),
     finished_at: iso(node.finished_at),
     duration_ms: started !== null && node.finished_at !== null ? node.finished_at - started : null,
+    inputs: (node.inputs ?? []).map((i) => ({ name: i.name, from: i.from ? `${i.from.node}.${i.from.output}` : null, digest: last?.inputs?.[i.name] ?? i.digest, mount: i.mount })),
+    outputs: (node.outputs ?? []).map((o) => {
+      const art = result?.outputs?.find((x) => x.name === o.name);
+      return { name: o.name, path: o.path, digest: art?.digest ?? null, size: art?.size ?? null, media_type: art?.media_type ?? null };
+    }),
+    reused_from: reusedView(node.reused_from),
+    provenance: result?.provenance ?? null,
     attempts: node.attempts.map(attemptView),
   };
 }
@@ -76,6 +102,7 @@ export function summaryView(s: BuildSummaryRecord): BuildSummaryT {
     started_at: iso(s.started_at),
     finished_at: iso(s.finished_at),
     node_counts: s.node_counts,
+    pinned: s.pinned ?? false,
   };
 }
 
@@ -88,7 +115,9 @@ export function buildView(b: BuildRecord, agents: AgentRegistry, logsDir: string
     started_at: iso(b.started_at),
     finished_at: iso(b.finished_at),
     node_counts: nodeCounts(b),
+    pinned: b.pinned ?? false,
     cancel_requested: b.cancel_requested,
+    reuse: b.reuse ?? true,
     nodes: b.nodes.map((n) => nodeView(n, agents)),
     logs_dir: logsDir,
   };

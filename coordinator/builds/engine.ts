@@ -7,6 +7,14 @@
  * before the caller acknowledges anything. Dispatch is push: whenever nodes become ready
  * or slots free up, `scheduleSoon()` places ready nodes on agents (scheduler.ts).
  *
+ * Artifacts and reuse: when a node becomes ready its inputs' digests are known (the
+ * outputs of the nodes it needs); the assignment carries them, and asks the agent to
+ * `resolve` the node's base images first. With those the engine computes the node's
+ * idempotency key (idempotency.ts) and either reuses an earlier successful attempt with
+ * the same key (reuse-index.ts), lets the node follow an identical attempt that is being
+ * built right now (shared execution), or lets the agent `proceed`. Every finished attempt
+ * gets a provenance record in the CAS (provenance.ts).
+ *
  * Emits `node` (buildId, nodeName) whenever a node changes state and `build` (buildId)
  * when a build's state changes, for live log and status followers.
  */
@@ -23,6 +31,7 @@ import {
   newId,
   nodeTransition,
   type AttemptState,
+  type Digest,
   type Frame,
   type HelloPayload,
   type NodeState,
@@ -31,9 +40,13 @@ import {
 } from '../../shared/index.js';
 import type { AgentChannel, AgentEntry, AgentRegistry } from '../agents/agent-registry.js';
 import type { LogStore } from '../logs/log-store.js';
-import type { AttemptRecord, BuildRecord, NodeRecord, StateData } from '../state/records.js';
+import type { Cas } from '../cas/cas.js';
+import type { AttemptRecord, BuildRecord, NodeRecord, ReusedFrom, StateData } from '../state/records.js';
 import type { StateStore } from '../state/state-store.js';
 import { buildGraph, countTransition, type BuildGraph } from './build-graph.js';
+import { idempotencyKey, specDigest } from './idempotency.js';
+import { provenanceRecord } from './provenance.js';
+import type { ReuseIndex, ReuseRecord } from './reuse-index.js';
 import { Scheduler, type ReadyRef } from './scheduler.js';
 
 export interface EngineTimings {
@@ -53,6 +66,8 @@ export interface EngineTimings {
 export interface EngineDeps {
   store: StateStore;
   logs: LogStore;
+  cas: Cas;
+  reuse: ReuseIndex;
   agents: AgentRegistry;
   logger: Logger;
   timings: EngineTimings;
@@ -75,12 +90,18 @@ const MAX_LOST_ATTEMPTS = 2;
 export class Engine extends EventEmitter {
   private readonly store: StateStore;
   private readonly logs: LogStore;
+  private readonly cas: Cas;
+  private readonly reuse: ReuseIndex;
   readonly agents: AgentRegistry;
   private readonly log: Logger;
   private readonly t: EngineTimings;
   private readonly now: () => number;
   readonly scheduler: Scheduler;
   private readonly active = new Map<string, ActiveAttempt>();
+  /** Idempotency key -> the attempt building it now (the leader of a shared execution). */
+  private readonly inflight = new Map<string, ActiveAttempt>();
+  /** Leader attempt id -> nodes waiting for its result. */
+  private readonly followers = new Map<string, Array<{ build: BuildRecord; node: NodeRecord }>>();
   private readonly graphs = new WeakMap<BuildRecord, BuildGraph>();
   private readonly archiving = new Set<string>();
   private readonly avoid = new Map<string, Set<string>>();
@@ -95,6 +116,8 @@ export class Engine extends EventEmitter {
     this.setMaxListeners(0);
     this.store = deps.store;
     this.logs = deps.logs;
+    this.cas = deps.cas;
+    this.reuse = deps.reuse;
     this.agents = deps.agents;
     this.log = deps.logger;
     this.t = deps.timings;
@@ -130,6 +153,20 @@ export class Engine extends EventEmitter {
       }
       if (this.refreshBuildState(build)) changed = true;
     }
+    for (const act of this.active.values()) if (act.attempt.key !== null) this.inflight.set(act.attempt.key, act);
+    for (const build of Object.values(this.store.data.builds)) {
+      for (const node of build.nodes) {
+        if (node.state !== 'running' || !node.waiting_on) continue;
+        const leader = this.active.get(node.waiting_on);
+        if (leader) this.follow(leader, build, node);
+        else {
+          // The leader finished while the coordinator was down: resolve the node again.
+          node.waiting_on = null;
+          this.makeReady(build, node, now);
+          changed = true;
+        }
+      }
+    }
     if (changed) await this.store.commit();
     for (const build of Object.values(this.store.data.builds)) this.maybeArchive(build);
   }
@@ -159,6 +196,11 @@ export class Engine extends EventEmitter {
     return this.store.getBuild(id);
   }
 
+  /** Pins or unpins a build's artifacts; resolves once durable. */
+  async setPinned(id: string, pinned: boolean): Promise<BuildRecord | null> {
+    return this.store.setPinned(id, pinned);
+  }
+
   graph(build: BuildRecord): BuildGraph {
     let g = this.graphs.get(build);
     if (!g) {
@@ -175,7 +217,7 @@ export class Engine extends EventEmitter {
   // ---------------------------------------------------------------- API actions
 
   /** Creates a build from a validated spec; resolves after it is durable. */
-  async submit(spec: ResolvedSpec): Promise<BuildRecord> {
+  async submit(spec: ResolvedSpec, opts: { reuse?: boolean } = {}): Promise<BuildRecord> {
     const now = this.now();
     const id = newId('b', now);
     const build: BuildRecord = {
@@ -183,6 +225,7 @@ export class Engine extends EventEmitter {
       name: spec.name,
       state: 'pending',
       cancel_requested: false,
+      reuse: opts.reuse ?? true,
       created_at: now,
       started_at: null,
       finished_at: null,
@@ -194,10 +237,13 @@ export class Engine extends EventEmitter {
         started_at: null,
         finished_at: null,
         reason: null,
+        reused_from: null,
+        waiting_on: null,
       })),
     };
     this.store.data.builds[id] = build;
     this.store.markNew(id);
+    this.cas.touch(spec.nodes.flatMap((n) => [...(n.context ? [n.context] : []), ...n.inputs.flatMap((i) => (i.digest ? [i.digest] : []))]));
     this.ids.push(id);
     for (const node of build.nodes) {
       if (node.needs.length === 0) this.makeReady(build, node, now);
@@ -320,6 +366,9 @@ export class Engine extends EventEmitter {
       case 'reject':
         await this.onReject(entry, frame.payload.attempt_id, frame.payload.reason);
         return null;
+      case 'resolved':
+        await this.onResolved(entry, frame.payload);
+        return null;
       case 'started':
         await this.onStarted(entry, frame.payload.attempt_id, frame.payload.at);
         return null;
@@ -393,9 +442,18 @@ export class Engine extends EventEmitter {
     await this.logs.close(this.logRef(act));
     if (this.active.get(p.attempt_id) !== act) return ack; // changed while the log was flushed
     const { build, node, attempt } = act;
-    const now = this.now();
+    const wasCancelling = attempt.state === 'cancelling';
+    let status: AttemptState = wasCancelling ? 'cancelled' : p.status === 'cancelled' ? 'failed' : p.status;
+    let error = p.error;
+    if (status === 'success') {
+      const problem = this.outputsProblem(node, p.outputs);
+      if (problem) {
+        status = 'failed';
+        error = problem;
+      }
+    }
     attempt.exit_code = p.exit_code;
-    attempt.error = p.error;
+    attempt.error = error;
     attempt.failed_step = p.failed_step;
     attempt.infra = p.infra;
     attempt.image_id = p.image_id;
@@ -403,8 +461,20 @@ export class Engine extends EventEmitter {
     attempt.build_ms = p.timings.build_ms;
     attempt.started_at ??= p.timings.started_at;
     attempt.log_bytes = Math.max(attempt.log_bytes, p.log_bytes);
-    const wasCancelling = attempt.state === 'cancelling';
-    const status: AttemptState = wasCancelling ? 'cancelled' : p.status === 'cancelled' ? 'failed' : p.status;
+    attempt.outputs = status === 'success' ? p.outputs : [];
+    if (attempt.base_images === null && p.base_images.length > 0) attempt.base_images = p.base_images;
+    attempt.dockerfile_digest ??= p.dockerfile_digest;
+    if (attempt.key === null && attempt.spec_digest !== null && attempt.base_images !== null) attempt.key = idempotencyKey(attempt.spec_digest, attempt.base_images);
+    // An executor that builds nothing (benchmarks) leaves no provenance.
+    if (!wasCancelling && entry.hello?.executor !== 'noop') {
+      await this.recordProvenance(act, status, this.now());
+      if (this.active.get(p.attempt_id) !== act) return ack;
+      if (status === 'success' && attempt.key !== null) {
+        await this.reuse.put(reuseRecordOf(build, node, attempt)).catch((err: unknown) => this.log.error({ err, attempt: attempt.id }, 'writing the reuse record failed'));
+        if (this.active.get(p.attempt_id) !== act) return ack;
+      }
+    }
+    const now = this.now();
     this.finishAttempt(act, status, now, wasCancelling ? { reason: attempt.reason } : p.status === 'cancelled' ? { reason: 'the agent cancelled the build' } : {});
     if (!wasCancelling && (node.state === 'assigned' || node.state === 'running')) {
       node.started_at ??= attempt.started_at ?? now;
@@ -423,6 +493,153 @@ export class Engine extends EventEmitter {
     await this.store.commit();
     this.maybeArchive(build);
     return ack;
+  }
+
+  /** Why a successful attempt's outputs are not acceptable (undeclared, missing, not in the CAS), or null. */
+  private outputsProblem(node: NodeRecord, outputs: Payload<'finished'>['outputs']): string | null {
+    const got = new Map(outputs.map((o) => [o.name, o]));
+    for (const o of node.outputs) {
+      const a = got.get(o.name);
+      if (!a) return `the agent reported no artifact for output '${o.name}' (${o.path})`;
+      if (!this.cas.has(a.digest as Digest)) return `output '${o.name}' (${a.digest}) was not uploaded to the CAS`;
+    }
+    for (const name of got.keys()) if (!node.outputs.some((o) => o.name === name)) return `the agent reported an undeclared output '${name}'`;
+    return null;
+  }
+
+  private async recordProvenance(act: ActiveAttempt, status: AttemptState, now: number): Promise<void> {
+    const { build, node, attempt } = act;
+    try {
+      const rec = provenanceRecord(build, node, { ...attempt, state: status, finished_at: now }, this.agents.get(attempt.agent)?.hello ?? null);
+      await this.cas.putBuffer(rec.digest, rec.bytes);
+      attempt.provenance = rec.digest;
+    } catch (err) {
+      this.log.error({ err, attempt: attempt.id }, 'storing the provenance record failed');
+    }
+  }
+
+  // ---------------------------------------------------------------- reuse
+
+  /**
+   * The agent resolved the node's base images: compute the idempotency key, then reuse an
+   * earlier result, follow an identical attempt in flight, or tell the agent to proceed.
+   */
+  private async onResolved(entry: AgentEntry, p: Payload<'resolved'>): Promise<void> {
+    const act = this.owned(entry, p.attempt_id);
+    if (!act || act.attempt.state !== 'assigned') return;
+    const { attempt } = act;
+    if (attempt.base_images !== null) {
+      // A resend (after a reconnect): the decision was to build.
+      entry.channel?.send('proceed', { attempt_id: attempt.id });
+      return;
+    }
+    attempt.base_images = p.base_images;
+    attempt.dockerfile_digest = p.dockerfile_digest;
+    attempt.key = attempt.spec_digest !== null ? idempotencyKey(attempt.spec_digest, p.base_images) : null;
+    this.store.markNode(act.build.id, act.node.name);
+    const key = attempt.key;
+    if (key !== null && this.reuseAllowed(act.build, act.node)) {
+      const rec = await this.reuse.get(key).catch((err: unknown) => {
+        this.log.error({ err, key }, 'reading the reuse index failed; building');
+        return null;
+      });
+      if (this.active.get(attempt.id) !== act || attempt.state !== 'assigned') return;
+      if (rec && rec.platform === act.node.platform && rec.outputs.every((o) => this.cas.has(o.digest as Digest))) {
+        this.reuseResult(act, rec);
+        await this.store.commit();
+        return;
+      }
+      const leader = this.inflight.get(key);
+      if (leader && leader !== act && leader.attempt.state !== 'cancelling') {
+        this.shareExecution(act, leader);
+        await this.store.commit();
+        return;
+      }
+    }
+    if (key !== null && !this.inflight.has(key)) this.inflight.set(key, act);
+    entry.channel?.send('proceed', { attempt_id: attempt.id });
+    await this.store.commit();
+  }
+
+  private reuseAllowed(build: BuildRecord, node: NodeRecord): boolean {
+    return build.reuse !== false && node.reuse !== false && !node.no_cache;
+  }
+
+  /** Ends the attempt as `reused` and the node as `success` with the earlier result. */
+  private reuseResult(act: ActiveAttempt, rec: ReuseRecord): void {
+    const { build, node, attempt } = act;
+    const now = this.now();
+    const from: ReusedFrom = { build_id: rec.build_id, node: rec.node, attempt_id: rec.attempt_id, attempt_number: rec.attempt_number };
+    this.fillReused(attempt, from, rec.image_id, rec.outputs, rec.provenance);
+    attempt.log_header += `[kiln] reused: node '${rec.node}' of build ${rec.build_id} (attempt ${rec.attempt_number}) built the same thing (key ${rec.key}); nothing was built. Its log: kiln logs ${rec.build_id} ${rec.node}\n`;
+    this.track(this.logs.ensure(this.logRef(act)).catch(() => {}));
+    this.agents.get(attempt.agent)?.channel?.send('cancel', { attempt_id: attempt.id, reason: `reused the result of ${rec.build_id}/${rec.node}` });
+    this.finishAttempt(act, 'reused', now, { reason: `reused the result of ${rec.build_id}/${rec.node} attempt ${rec.attempt_number}` });
+    node.started_at ??= now;
+    node.reused_from = from;
+    this.setNode(build, node, 'success', now);
+    this.releaseDependents(build, node, now);
+    this.refreshBuildState(build);
+    this.scheduleSoon();
+    this.maybeArchive(build);
+  }
+
+  private fillReused(attempt: AttemptRecord, from: ReusedFrom, imageId: string | null, outputs: AttemptRecord['outputs'], provenance: string | null): void {
+    attempt.reused_from = from;
+    attempt.image_id = imageId;
+    attempt.outputs = outputs;
+    attempt.provenance = provenance;
+  }
+
+  /** Shared execution: the node waits for `leader`, an attempt of an identical node being built now. */
+  private shareExecution(act: ActiveAttempt, leader: ActiveAttempt): void {
+    const { build, node, attempt } = act;
+    const now = this.now();
+    const where = `node '${leader.node.name}' of build ${leader.build.id} (attempt ${leader.attempt.number})`;
+    attempt.log_header += `[kiln] ${where} is building the same thing right now (key ${attempt.key}); waiting for its result instead of building. Its log: kiln logs ${leader.build.id} ${leader.node.name}\n`;
+    this.track(this.logs.ensure(this.logRef(act)).catch(() => {}));
+    this.agents.get(attempt.agent)?.channel?.send('cancel', { attempt_id: attempt.id, reason: `shares the execution of ${leader.build.id}/${leader.node.name}` });
+    attempt.reused_from = { build_id: leader.build.id, node: leader.node.name, attempt_id: leader.attempt.id, attempt_number: leader.attempt.number };
+    this.finishAttempt(act, 'reused', now, { reason: `shares the execution of ${where}` });
+    node.started_at ??= now;
+    if (node.state === 'assigned') this.setNode(build, node, 'running', now);
+    this.follow(leader, build, node);
+  }
+
+  private follow(leader: ActiveAttempt, build: BuildRecord, node: NodeRecord): void {
+    node.waiting_on = leader.attempt.id;
+    this.store.markNode(build.id, node.name);
+    const list = this.followers.get(leader.attempt.id) ?? [];
+    list.push({ build, node });
+    this.followers.set(leader.attempt.id, list);
+  }
+
+  /** The leader of a shared execution ended: its followers succeed, fail or are queued again. */
+  private settleFollowers(leader: ActiveAttempt, to: AttemptState, now: number): void {
+    const list = this.followers.get(leader.attempt.id);
+    this.followers.delete(leader.attempt.id);
+    if (!list) return;
+    const la = leader.attempt;
+    for (const { build, node } of list) {
+      if (node.state !== 'running' || node.waiting_on !== la.id) continue;
+      node.waiting_on = null;
+      const mine = node.attempts[node.attempts.length - 1];
+      const from: ReusedFrom = { build_id: leader.build.id, node: leader.node.name, attempt_id: la.id, attempt_number: la.number };
+      if (to === 'success') {
+        if (mine) this.fillReused(mine, from, la.image_id, la.outputs, la.provenance);
+        node.reused_from = from;
+        this.setNode(build, node, 'success', now);
+        this.releaseDependents(build, node, now);
+      } else if (to === 'failed' && !la.infra) {
+        this.setNode(build, node, 'failed', now, `the identical node '${leader.node.name}' of build ${leader.build.id} failed: ${la.error ?? 'failed'}`);
+        this.skipDownstream(build, node, now);
+      } else {
+        this.makeReady(build, node, now);
+      }
+      this.refreshBuildState(build);
+      this.maybeArchive(build);
+    }
+    this.scheduleSoon();
   }
 
   // ---------------------------------------------------------------- time
@@ -549,7 +766,19 @@ export class Engine extends EventEmitter {
       reason: null,
       fetch_ms: null,
       build_ms: null,
+      inputs: {},
+      spec_digest: null,
+      key: null,
+      base_images: null,
+      dockerfile_digest: null,
+      outputs: [],
+      provenance: null,
+      reused_from: null,
     };
+    const inputs = this.inputDigests(build, node);
+    if (typeof inputs === 'string') return; // cannot happen: checked when the node became ready
+    attempt.inputs = inputs;
+    attempt.spec_digest = specDigest(node, inputs);
     node.attempts.push(attempt);
     this.setNode(build, node, 'assigned', now);
     this.active.set(attempt.id, { build, node, attempt });
@@ -573,6 +802,10 @@ export class Engine extends EventEmitter {
       timeout_ms: node.timeout_ms,
       image_tag: `kiln-build/${build.id}:${node.name}`,
       no_cache: node.no_cache,
+      inputs: node.inputs.map((i) => ({ name: i.name, digest: inputs[i.name]!, mount: i.mount, env: i.env })),
+      outputs: node.outputs,
+      // Resolve first only when the result may be reused; an executor that builds nothing has nothing to resolve.
+      resolve: this.reuseAllowed(build, node) && agent.hello?.executor !== 'noop',
     });
     if (attempt.log_header) this.track(this.logs.ensure(this.logRef({ build, node, attempt })).catch(() => {}));
   }
@@ -607,9 +840,32 @@ export class Engine extends EventEmitter {
   }
 
   private makeReady(build: BuildRecord, node: NodeRecord, now: number): void {
+    const inputs = this.inputDigests(build, node);
+    if (typeof inputs === 'string') {
+      this.setNode(build, node, 'failed', now, inputs);
+      this.skipDownstream(build, node, now);
+      return;
+    }
     this.setNode(build, node, 'ready', now);
     node.ready_at = now;
     this.enqueue(build, node);
+  }
+
+  /** Input name -> digest for a node whose needs succeeded, or a message saying which input is missing. */
+  private inputDigests(build: BuildRecord, node: NodeRecord): Record<string, string> | string {
+    const out: Record<string, string> = {};
+    for (const i of node.inputs ?? []) {
+      if (i.digest !== null) {
+        out[i.name] = i.digest;
+        continue;
+      }
+      const up = i.from ? this.graph(build).byName.get(i.from.node) : undefined;
+      const last = up?.attempts[up.attempts.length - 1];
+      const art = up?.state === 'success' ? last?.outputs?.find((o) => o.name === i.from!.output) : undefined;
+      if (!art) return `input '${i.name}': node '${i.from?.node}' did not produce output '${i.from?.output}'`;
+      out[i.name] = art.digest;
+    }
+    return out;
   }
 
   private releaseDependents(build: BuildRecord, node: NodeRecord, now: number): void {
@@ -656,6 +912,10 @@ export class Engine extends EventEmitter {
     this.store.markNode(act.build.id, act.node.name);
     this.active.delete(attempt.id);
     this.agents.get(attempt.agent)?.running.delete(attempt.id);
+    if (attempt.key !== null && this.inflight.get(attempt.key) === act) {
+      this.inflight.delete(attempt.key);
+      this.settleFollowers(act, to, now);
+    }
     // No more bytes are accepted for a finished attempt: flush and close its log file.
     this.track(this.logs.close(this.logRef(act)).catch(() => {}));
     this.emit('node', act.build.id, act.node.name);
@@ -696,4 +956,19 @@ export class Engine extends EventEmitter {
   private logRef(act: { build: BuildRecord; node: NodeRecord; attempt: AttemptRecord }) {
     return { buildId: act.build.id, node: act.node.name, number: act.attempt.number, header: act.attempt.log_header };
   }
+}
+
+function reuseRecordOf(build: BuildRecord, node: NodeRecord, a: AttemptRecord): ReuseRecord {
+  return {
+    key: a.key!,
+    build_id: build.id,
+    node: node.name,
+    attempt_id: a.id,
+    attempt_number: a.number,
+    platform: node.platform,
+    image_id: a.image_id,
+    outputs: a.outputs,
+    provenance: a.provenance,
+    finished_at: a.finished_at ?? Date.now(),
+  };
 }

@@ -5,6 +5,10 @@
  * and existence checks at submit time cost no I/O. The index is filled from the
  * backend's listing at start and kept current by every put and delete made through
  * here; a read that finds a blob gone (deleted behind kiln's back) drops it.
+ *
+ * `touch` records that a blob was just relied on (find-missing said it is present, a build
+ * was submitted with it): retention does not delete a blob touched within its grace
+ * period, so a client that skipped an upload because the blob existed is not let down.
  */
 import type { Readable } from 'node:stream';
 import { KilnError, digestHex, isKilnError, type Digest } from '../../shared/index.js';
@@ -13,8 +17,13 @@ import type { BlobStore, PutResult, StoredBlob } from './blob-store.js';
 export class Cas {
   /** hex -> size in bytes */
   private readonly index = new Map<string, number>();
+  /** hex -> when it was last relied on (ms) */
+  private readonly touched = new Map<string, number>();
 
-  constructor(readonly store: BlobStore) {}
+  constructor(
+    readonly store: BlobStore,
+    private readonly clock: () => number = Date.now,
+  ) {}
 
   get kind(): BlobStore['kind'] {
     return this.store.kind;
@@ -45,17 +54,38 @@ export class Cas {
     return this.index.get(digestHex(digest)) ?? null;
   }
 
-  /** The digests of `digests` the store does not hold, in the order given, without duplicates. */
+  /** The digests of `digests` the store does not hold, in the order given, without duplicates. Present ones are touched. */
   findMissing(digests: readonly Digest[]): Digest[] {
     const out: Digest[] = [];
     const seen = new Set<string>();
+    const now = this.clock();
     for (const d of digests) {
       const hex = digestHex(d);
-      if (this.index.has(hex) || seen.has(hex)) continue;
+      if (this.index.has(hex)) {
+        this.touched.set(hex, now);
+        continue;
+      }
+      if (seen.has(hex)) continue;
       seen.add(hex);
       out.push(d);
     }
     return out;
+  }
+
+  /** Marks blobs as just relied on (see the header). */
+  touch(digests: Iterable<string>): void {
+    const now = this.clock();
+    for (const d of digests) this.touched.set(digestHex(d as Digest), now);
+  }
+
+  /** When the blob was last relied on, or null. */
+  touchedAt(digest: Digest): number | null {
+    return this.touched.get(digestHex(digest)) ?? null;
+  }
+
+  /** Forgets touches older than `before` (retention calls this after a sweep). */
+  forgetTouchesBefore(before: number): void {
+    for (const [hex, t] of this.touched) if (t < before) this.touched.delete(hex);
   }
 
   async read(digest: Digest): Promise<Readable> {
@@ -84,6 +114,7 @@ export class Cas {
   async put(digest: Digest, body: AsyncIterable<Uint8Array>, expectedSize?: number): Promise<PutResult> {
     const r = await this.store.put(digest, body, expectedSize);
     this.index.set(digestHex(digest), r.size);
+    this.touched.set(digestHex(digest), this.clock());
     return r;
   }
 

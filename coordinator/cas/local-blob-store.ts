@@ -8,7 +8,6 @@
  * temp file; both renames put identical bytes in place, so one correct blob remains.
  * Temp files left by a crash are removed at start.
  */
-import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -60,7 +59,9 @@ export class LocalBlobStore implements BlobStore {
       if (errnoCode(err) === 'ENOENT') throw new KilnError('E_NOT_FOUND', `blob ${digest} not found`);
       throw err;
     });
-    return createReadStream(path, { fd: fh.fd, highWaterMark: 1024 * 1024, autoClose: true });
+    // The stream owns the FileHandle and closes it (a bare fd would be closed twice: by the
+    // stream, then by the FileHandle's GC, which throws EBADF as an uncaught exception).
+    return fh.createReadStream({ highWaterMark: 1024 * 1024 });
   }
 
   async put(digest: Digest, body: AsyncIterable<Uint8Array>, expectedSize?: number): Promise<PutResult> {

@@ -10,6 +10,7 @@ import { KILN_VERSION } from '../../shared/index.js';
 import type { AppEnv, HttpDeps } from './context.js';
 import { makeErrorHandler, problemResponse } from './problem.js';
 import { registerAgentRoutes } from './routes-agents.js';
+import { registerArtifactRoutes } from './routes-artifacts.js';
 import { registerBuildRoutes } from './routes-builds.js';
 import { registerCasRoutes } from './routes-cas.js';
 import { registerLogRoutes } from './routes-logs.js';
@@ -36,8 +37,8 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   app.use('/api/v1/*', async (c, next) => {
     const role = deps.tokens.role(c.req.header('authorization'));
     if (!role) return problemResponse(c, 401, 'E_UNAUTHORIZED', 'missing or wrong API token (send Authorization: Bearer <token>)');
-    // The agent token may only read blobs (its build contexts).
-    if (role === 'agent' && !(c.req.path.startsWith('/api/v1/cas/') && (c.req.method === 'GET' || c.req.method === 'HEAD'))) {
+    // The agent token may only use the CAS: read contexts and inputs, upload outputs.
+    if (role === 'agent' && !c.req.path.startsWith('/api/v1/cas/')) {
       return problemResponse(c, 403, 'E_UNAUTHORIZED', 'the agent token cannot use this route; use the API token');
     }
     c.set('role', role);
@@ -53,6 +54,7 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
     }),
   );
   registerBuildRoutes(app, deps);
+  registerArtifactRoutes(app, deps);
   registerLogRoutes(app, deps);
   registerCasRoutes(app, deps);
   registerAgentRoutes(app, deps);

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { AgentRegistry } from '../agents/agent-registry.js';
 import type { Engine } from '../builds/engine.js';
 import type { Cas } from '../cas/cas.js';
+import type { Retention } from '../cas/retention.js';
 import type { LogStore } from '../logs/log-store.js';
 import type { TokenCheck } from './auth.js';
 
@@ -13,6 +14,7 @@ export interface HttpDeps {
   agents: AgentRegistry;
   logs: LogStore;
   cas: Cas;
+  retention: Retention;
   tokens: TokenCheck;
   logger: Logger;
   /** Platform for nodes that name none (linux/<coordinator arch>). */

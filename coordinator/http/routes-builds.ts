@@ -35,6 +35,7 @@ const createBuild = createRoute({
   summary: 'Submit a build (a DAG of nodes)',
   description: 'Body: the build spec as JSON or YAML. Each `context` is the sha256 digest of a tar uploaded to the CAS first.',
   request: {
+    query: z.object({ reuse: z.enum(['true', 'false']).optional().describe('false: build every node, reuse nothing (kiln submit --no-reuse)') }),
     body: {
       required: true,
       content: {
@@ -80,10 +81,15 @@ const cancelBuild = createRoute({
   },
 });
 
-/** Checks every node's context is in the CAS and holds the node's Dockerfile. */
+/** Checks every node's context is in the CAS and holds the node's Dockerfile, and every `digest:` input is in the CAS. */
 async function checkContexts(deps: HttpDeps, spec: ResolvedSpec): Promise<FieldError[]> {
   const errors: FieldError[] = [];
   for (const node of spec.nodes) {
+    for (const i of node.inputs) {
+      if (i.digest !== null && !deps.cas.has(i.digest as Digest)) {
+        errors.push({ path: `nodes.${node.name}.inputs.${i.name}.digest`, message: `node '${node.name}': field 'inputs.${i.name}.digest': no artifact ${i.digest} in the CAS` });
+      }
+    }
     if (!node.context) continue;
     const digest = node.context as Digest;
     const at = `nodes.${node.name}`;
@@ -117,7 +123,7 @@ export function registerBuildRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): v
     if (!resolved.ok) throw new KilnError('E_SPEC_INVALID', specDetail(resolved.errors), { errors: resolved.errors });
     const ctxErrors = await checkContexts(deps, resolved.value);
     if (ctxErrors.length > 0) throw new KilnError('E_SPEC_INVALID', specDetail(ctxErrors), { errors: ctxErrors });
-    const build = await deps.engine.submit(resolved.value);
+    const build = await deps.engine.submit(resolved.value, { reuse: c.req.query('reuse') !== 'false' });
     const url = `/api/v1/builds/${build.id}`;
     return c.json({ id: build.id, state: build.state, url }, 201, { location: url });
   });

@@ -1,9 +1,11 @@
 /**
- * Content-addressed storage routes: `PUT|HEAD|GET /api/v1/cas/sha256:<hex>`.
+ * Content-addressed storage routes: `PUT|HEAD|GET /api/v1/cas/sha256:<hex>` and
+ * `POST /api/v1/cas/find-missing`.
  *
- * PUT streams the body to disk while hashing it and keeps it only if it hashes to the
- * digest in the URL (201 when stored, 200 when it was already there: idempotent).
- * Agents may read (GET/HEAD) with their token; writing needs the API token.
+ * PUT streams the body into the artifact store while hashing it and keeps it only if it
+ * hashes to the digest in the URL (201 when stored, 200 when it was already there:
+ * idempotent). find-missing answers from the in-memory index, so clients upload only what
+ * the store lacks. The API token and the agent token (which uploads outputs) may use them.
  */
 import { Readable } from 'node:stream';
 import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
@@ -42,9 +44,35 @@ const getBlob = createRoute({
   },
 });
 
+/** Most digests one find-missing request may ask about. */
+export const MAX_FIND_MISSING = 100_000;
+
+const findMissing = createRoute({
+  method: 'post',
+  path: '/api/v1/cas/find-missing',
+  summary: 'Which of these digests the store does not hold (upload only those)',
+  request: {
+    body: {
+      required: true,
+      content: { 'application/json': { schema: z.object({ digests: z.array(z.string()).max(MAX_FIND_MISSING) }) } },
+    },
+  },
+  responses: {
+    200: { description: 'The missing digests, in the order asked, without duplicates', content: { 'application/json': { schema: z.object({ missing: z.array(z.string()) }) } } },
+    400: problemContent('Not a list of sha256 digests'),
+  },
+});
+
 export function registerCasRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): void {
+  app.openapi(findMissing, (c) => {
+    const { digests } = c.req.valid('json');
+    for (let i = 0; i < digests.length; i++) {
+      if (!DIGEST_RE.test(digests[i]!)) throw new KilnError('E_INVALID', `digests.${i}: '${String(digests[i]).slice(0, 80)}' is not sha256:<64 lowercase hex digits>`);
+    }
+    return c.json({ missing: deps.cas.findMissing(digests as Digest[]) }, 200);
+  });
+
   app.openapi(putBlob, async (c) => {
-    if (c.get('role') !== 'api') throw new KilnError('E_UNAUTHORIZED', 'uploading to the CAS needs the API token');
     const digest = c.req.valid('param').digest as Digest;
     const lengthHeader = c.req.header('content-length');
     const expected = lengthHeader !== undefined ? Number(lengthHeader) : undefined;

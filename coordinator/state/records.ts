@@ -5,7 +5,15 @@
  * `builds/<id>.json` and replaced in `state.json` by a small summary, so the hot state
  * (rewritten on every commit) stays the size of the work in flight, not of the history.
  */
-import type { AttemptState, BuildState, NodeState, ResolvedNode } from '../../shared/index.js';
+import type { AttemptState, BaseImagePayload, BuildState, NodeState, OutputArtifactPayload, ResolvedNode } from '../../shared/index.js';
+
+/** Where a reused node's result came from. */
+export interface ReusedFrom {
+  build_id: string;
+  node: string;
+  attempt_id: string;
+  attempt_number: number;
+}
 
 export interface AttemptRecord {
   id: string;
@@ -31,6 +39,19 @@ export interface AttemptRecord {
   reason: string | null;
   fetch_ms: number | null;
   build_ms: number | null;
+  /** Input name -> digest, as sent in the assignment. */
+  inputs: Record<string, string>;
+  /** Digest of the normalised node spec with its context and input digests (see builds/idempotency.ts). */
+  spec_digest: string | null;
+  /** Idempotency key, once the agent reported the base images. */
+  key: string | null;
+  base_images: BaseImagePayload[] | null;
+  dockerfile_digest: string | null;
+  outputs: OutputArtifactPayload[];
+  /** Digest of the attempt's provenance record in the CAS. */
+  provenance: string | null;
+  /** Set when the attempt ended `reused`, and on the node when it succeeded by reuse. */
+  reused_from: ReusedFrom | null;
 }
 
 export interface NodeRecord extends ResolvedNode {
@@ -41,6 +62,10 @@ export interface NodeRecord extends ResolvedNode {
   finished_at: number | null;
   /** Why the node failed/was skipped/cancelled, when not the build's own error. */
   reason: string | null;
+  /** The node succeeded without a build of its own: whose result it has. */
+  reused_from?: ReusedFrom | null;
+  /** Shared execution: the attempt (of an identical node) this running node waits for. */
+  waiting_on?: string | null;
 }
 
 export interface BuildRecord {
@@ -48,6 +73,10 @@ export interface BuildRecord {
   name: string;
   state: BuildState;
   cancel_requested: boolean;
+  /** false: submitted with --no-reuse (every node builds). */
+  reuse?: boolean;
+  /** Pinned builds keep their artifacts past the retention period. */
+  pinned?: boolean;
   created_at: number;
   started_at: number | null;
   finished_at: number | null;
@@ -63,6 +92,7 @@ export interface BuildSummaryRecord {
   started_at: number | null;
   finished_at: number | null;
   node_counts: Record<string, number>;
+  pinned?: boolean;
 }
 
 export interface StateData {
@@ -104,5 +134,6 @@ export function summarize(build: BuildRecord): BuildSummaryRecord {
     started_at: build.started_at,
     finished_at: build.finished_at,
     node_counts: nodeCounts(build),
+    ...(build.pinned ? { pinned: true } : {}),
   };
 }

@@ -44,9 +44,9 @@ const STATE_FILE = 'state.json';
 const JOURNAL_FILE = 'journal.jsonl';
 
 /** Build fields that change after creation (the rest of a build is immutable). */
-type BuildHead = Pick<BuildRecord, 'id' | 'state' | 'cancel_requested' | 'started_at' | 'finished_at'>;
+type BuildHead = Pick<BuildRecord, 'id' | 'state' | 'cancel_requested' | 'started_at' | 'finished_at' | 'pinned'>;
 /** Node fields that change after creation. */
-type NodeMutable = Pick<NodeRecord, 'state' | 'attempts' | 'ready_at' | 'started_at' | 'finished_at' | 'reason'>;
+type NodeMutable = Pick<NodeRecord, 'state' | 'attempts' | 'ready_at' | 'started_at' | 'finished_at' | 'reason' | 'reused_from' | 'waiting_on'>;
 
 type JournalEntry =
   | { t: 'new'; b: BuildRecord }
@@ -177,7 +177,7 @@ export class StateStore {
     }
     for (const id of this.dirtyBuilds) {
       const b = builds[id];
-      if (b) lines.push(JSON.stringify({ t: 'build', b: { id: b.id, state: b.state, cancel_requested: b.cancel_requested, started_at: b.started_at, finished_at: b.finished_at } } satisfies JournalEntry));
+      if (b) lines.push(JSON.stringify({ t: 'build', b: { id: b.id, state: b.state, cancel_requested: b.cancel_requested, started_at: b.started_at, finished_at: b.finished_at, pinned: b.pinned ?? false } } satisfies JournalEntry));
     }
     for (const [id, names] of this.dirtyNodes) {
       const b = builds[id];
@@ -186,7 +186,16 @@ export class StateStore {
       for (const name of names) {
         const n = byName ? byName.get(name) : b.nodes.find((x) => x.name === name);
         if (!n) continue;
-        const m: NodeMutable = { state: n.state, attempts: n.attempts, ready_at: n.ready_at, started_at: n.started_at, finished_at: n.finished_at, reason: n.reason };
+        const m: NodeMutable = {
+          state: n.state,
+          attempts: n.attempts,
+          ready_at: n.ready_at,
+          started_at: n.started_at,
+          finished_at: n.finished_at,
+          reason: n.reason,
+          reused_from: n.reused_from ?? null,
+          waiting_on: n.waiting_on ?? null,
+        };
         lines.push(JSON.stringify({ t: 'node', id, name, n: m } satisfies JournalEntry));
       }
     }
@@ -351,6 +360,30 @@ export class StateStore {
     this.dirtyBuilds.delete(build.id);
     this.dirtyNodes.delete(build.id);
     this.archived.push({ id: build.id, s });
+  }
+
+  /**
+   * Pins or unpins a build (pinned builds keep their artifacts past retention). An active
+   * build is changed in memory and journaled; an archived one has its file rewritten
+   * durably and its summary journaled again. Resolves once durable.
+   */
+  async setPinned(id: string, pinned: boolean): Promise<BuildRecord | null> {
+    const active = this.data.builds[id];
+    if (active) {
+      active.pinned = pinned;
+      this.markBuild(id);
+      await this.commit();
+      return active;
+    }
+    const build = await this.getBuild(id);
+    if (!build) return null;
+    build.pinned = pinned;
+    if (this.opts.persist) await writeFileDurable(this.archivePath(id), JSON.stringify(build), 0o600);
+    const s = summarize(build);
+    this.data.archived[id] = s;
+    this.archived.push({ id, s });
+    await this.commit();
+    return build;
   }
 
   /** A build by id: active ones from memory, archived ones from their file. */

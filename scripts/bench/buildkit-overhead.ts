@@ -65,7 +65,7 @@ async function main() {
     labels: {},
     maxJobs: 1,
     extraPlatforms: [],
-    executor: new DockerExecutor(docker, new CasCache({ dir: join(dir, 'cas'), coordinatorUrl: coord.url, token: coord.tokens.agentToken })),
+    executor: new DockerExecutor(docker, new CasCache({ dir: join(dir, 'cas'), coordinatorUrl: coord.url, token: coord.tokens.agentToken }), join(dir, 'work')),
     gpus: [],
     logger: pino({ level: 'silent' }),
   });

@@ -181,6 +181,9 @@ async function bareWs() {
       timeout_ms: 3_600_000,
       image_tag: 'kiln-build/b-01m87q8730000-mtkcs13q:n1234',
       no_cache: false,
+      inputs: [],
+      outputs: [],
+      resolve: false,
     },
     1,
   );
@@ -197,6 +200,9 @@ async function bareWs() {
       image_id: null,
       timings: { accepted_at: Date.now(), started_at: Date.now(), finished_at: Date.now(), fetch_ms: 0, build_ms: 0 },
       log_bytes: 0,
+      outputs: [],
+      base_images: [],
+      dockerfile_digest: null,
     },
     1,
   );

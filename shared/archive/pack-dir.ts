@@ -38,11 +38,12 @@ function byPath(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-export async function packDir(dir: string): Promise<PackedDir> {
+/** Packs `dir`; the tar is written to a new temp dir under `tmpRoot` (default: the OS temp dir). */
+export async function packDir(dir: string, opts: { tmpRoot?: string } = {}): Promise<PackedDir> {
   const all: string[] = [];
   await walk(dir, dir, all);
   const rels = all.map((p) => relative(dir, p).split(sep).join('/')).sort(byPath);
-  const tmp = await mkdtemp(join(tmpdir(), 'kiln-context-'));
+  const tmp = await mkdtemp(join(opts.tmpRoot ?? tmpdir(), 'kiln-pack-'));
   const path = join(tmp, 'context.tar');
   const tar = pack();
   const hash = newHasher();

@@ -9,8 +9,12 @@
  * Flow: the agent opens the socket with its token and sends `hello` (capabilities,
  * protocol versions it speaks, attempts it is still running). The coordinator answers
  * `welcome` (chosen version, heartbeat interval) or closes with a reason. Then:
- *   coordinator -> agent: assign, cancel, ack, error
- *   agent -> coordinator: heartbeat, accept, reject, started, log, finished, error
+ *   coordinator -> agent: assign, proceed, cancel, ack, error
+ *   agent -> coordinator: heartbeat, accept, reject, resolved, started, log, finished, error
+ * Reuse: an `assign` with `resolve: true` asks the agent to report, before it builds, what
+ * the engine resolves the node's base images to (`resolved`); the coordinator then either
+ * says `proceed` (build it) or `cancel`s the attempt because an identical node's result
+ * exists (or is being built) and is reused.
  * The coordinator acks `heartbeat` (so the agent can tell a dead link), `log` (with the
  * byte offset it has written, so the agent can resend from there after a reconnect) and
  * `finished` (only after the result is committed to disk; the agent resends it until then).
@@ -112,6 +116,44 @@ export const Heartbeat = z.strictObject({
   running: z.array(AttemptId).max(1024),
 });
 
+const DigestStr = z.string().regex(/^sha256:[0-9a-f]{64}$/, 'must be sha256:<64 lowercase hex digits>');
+
+export const AssignInput = z.strictObject({
+  /** Stage name the Dockerfile uses for it. */
+  name: z.string().max(63),
+  digest: DigestStr,
+  /** Bind-mount target in every RUN step, or null. */
+  mount: z.string().max(4096).nullable(),
+  env: z.record(z.string(), z.string()),
+});
+
+export const AssignOutput = z.strictObject({
+  name: z.string().max(63),
+  /** Absolute path in the built image. */
+  path: z.string().max(4096),
+});
+
+export const BaseImage = z.strictObject({
+  /** The reference as the Dockerfile's FROM names it (after build-arg substitution). */
+  ref: z.string().max(1024),
+  /** Image id (config digest) the engine resolved it to; null when the engine does not have it. */
+  digest: DigestStr.nullable(),
+});
+
+export const OutputArtifact = z.strictObject({
+  name: z.string().max(63),
+  digest: DigestStr,
+  size: Millis,
+  media_type: z.string().max(200),
+});
+
+export const Resolved = z.strictObject({
+  attempt_id: AttemptId,
+  base_images: z.array(BaseImage).max(256),
+  /** sha256 of the Dockerfile as written (before kiln's rewrite for inputs). */
+  dockerfile_digest: DigestStr.nullable(),
+});
+
 export const Assign = z.strictObject({
   attempt_id: AttemptId,
   build_id: z.string(),
@@ -129,6 +171,12 @@ export const Assign = z.strictObject({
   /** Image name the agent tags the result with. */
   image_tag: z.string(),
   no_cache: z.boolean(),
+  /** Artifacts to fetch from the CAS and provide as stages. */
+  inputs: z.array(AssignInput).max(256),
+  /** Paths to export from the built image as artifacts. */
+  outputs: z.array(AssignOutput).max(256),
+  /** Report `resolved` and wait for `proceed` before building (the result may be reused). */
+  resolve: z.boolean(),
 });
 
 export const AttemptRef = z.strictObject({ attempt_id: AttemptId });
@@ -176,6 +224,11 @@ export const Finished = z.strictObject({
   timings: Timings,
   /** Total bytes of log the attempt produced (the coordinator checks it has them all). */
   log_bytes: Millis,
+  /** Exported outputs, uploaded to the coordinator's CAS before this frame is sent. */
+  outputs: z.array(OutputArtifact).max(256),
+  /** Base images as the engine resolved them (for provenance); empty when unknown. */
+  base_images: z.array(BaseImage).max(256),
+  dockerfile_digest: DigestStr.nullable(),
 });
 
 export const Cancel = z.strictObject({
@@ -207,6 +260,8 @@ export const MESSAGES = {
   assign: { schema: Assign, dir: 'to_agent' },
   accept: { schema: AttemptRef, dir: 'to_coordinator' },
   reject: { schema: Reject, dir: 'to_coordinator' },
+  resolved: { schema: Resolved, dir: 'to_coordinator' },
+  proceed: { schema: AttemptRef, dir: 'to_agent' },
   started: { schema: Started, dir: 'to_coordinator' },
   log: { schema: Log, dir: 'to_coordinator' },
   finished: { schema: Finished, dir: 'to_coordinator' },
@@ -224,6 +279,9 @@ export type AssignPayload = Payload<'assign'>;
 export type FinishedPayload = Payload<'finished'>;
 export type LogPayload = Payload<'log'>;
 export type GpuInfoPayload = z.infer<typeof GpuInfo>;
+export type BaseImagePayload = z.infer<typeof BaseImage>;
+export type OutputArtifactPayload = z.infer<typeof OutputArtifact>;
+export type ResolvedPayload = Payload<'resolved'>;
 export type DockerInfoPayload = z.infer<typeof DockerInfo>;
 export type PlatformCapPayload = z.infer<typeof PlatformCap>;
 

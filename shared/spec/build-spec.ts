@@ -6,6 +6,15 @@
  * CLI has packed and uploaded every context, so `context` is a `sha256:` digest). Both
  * are validated here, field by field and as a graph, and every problem is reported as a
  * `FieldError` whose path names the node and field (`nodes.compile.platform`).
+ *
+ * Artifacts: `outputs` names directories (or files) of the built image that the agent
+ * exports as content-addressed tars; `inputs` names artifacts a node builds with, either
+ * `from: <node>.<output>` (an upstream node's output, filled in by the coordinator when
+ * that node succeeds; the node is added to `needs` if it is not there) or `digest:` of an
+ * artifact already in the CAS. An input is a Dockerfile stage named after the input
+ * (`RUN --mount=type=bind,from=<input>,target=...`, `COPY --from=<input>`); `mount` makes
+ * the agent bind-mount it read-only into every RUN step, and `env` sets variables in every
+ * stage (see agent/docker/dockerfile-rewrite.ts).
  */
 import { z } from 'zod';
 import type { FieldError } from '../errors.js';
@@ -14,10 +23,28 @@ import { parseDuration } from '../duration.js';
 import { platformProblem } from '../platform.js';
 
 export const NODE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+/** Output names: no dots, so `<node>.<output>` splits at the last dot. */
+export const OUTPUT_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
+/** Input names double as Dockerfile stage names (lower case in BuildKit). */
+export const INPUT_NAME_RE = /^[a-z][a-z0-9_.-]{0,62}$/;
+export const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** Media type of the tars outputs are exported as (deterministic, uncompressed). */
+export const ARTIFACT_MEDIA_TYPE = 'application/vnd.kiln.artifact.v1.tar';
 export const MAX_NODES = 10_000;
 export const DEFAULT_TIMEOUT_MS = 60 * 60 * 1000;
 
 const StringMap = z.record(z.string(), z.union([z.string(), z.number(), z.boolean()]).transform(String));
+
+export const InputSpecSchema = z.strictObject({
+  /** `<node>.<output>`: an upstream node's output. */
+  from: z.string().min(1).optional(),
+  /** `sha256:<hex>` of an artifact already in the CAS. */
+  digest: z.string().min(1).optional(),
+  /** Bind-mount the input read-only at this absolute path in every RUN step. */
+  mount: z.string().min(1).optional(),
+  /** Variables set in every stage of the build (values may refer to `$PATH` etc.). */
+  env: StringMap.optional(),
+});
 
 export const NodeSpecSchema = z.strictObject({
   /** Exact platform the node builds for; default linux/<coordinator arch>. */
@@ -39,6 +66,12 @@ export const NodeSpecSchema = z.strictObject({
   target: z.string().min(1).optional(),
   /** Build without BuildKit's cache. */
   no_cache: z.boolean().optional(),
+  /** Artifacts exported after a successful build: name -> absolute path in the image. */
+  outputs: z.record(z.string(), z.string()).optional(),
+  /** Artifacts the build uses: name (a stage name in the Dockerfile) -> source. */
+  inputs: z.record(z.string(), InputSpecSchema).optional(),
+  /** false: always build, never reuse the result of an identical earlier node. */
+  reuse: z.boolean().optional(),
 });
 
 export const BuildSpecSchema = z.strictObject({
@@ -48,6 +81,21 @@ export const BuildSpecSchema = z.strictObject({
 
 export type NodeSpecInput = z.input<typeof NodeSpecSchema>;
 export type BuildSpecInput = z.input<typeof BuildSpecSchema>;
+
+export interface ResolvedInput {
+  name: string;
+  /** Upstream output this input is, or null for a fixed digest. */
+  from: { node: string; output: string } | null;
+  /** Fixed digest (`digest:` form), or null until the upstream node succeeded. */
+  digest: string | null;
+  mount: string | null;
+  env: Record<string, string>;
+}
+
+export interface ResolvedOutput {
+  name: string;
+  path: string;
+}
 
 /** A node after validation and defaulting: what the coordinator stores and schedules. */
 export interface ResolvedNode {
@@ -62,6 +110,9 @@ export interface ResolvedNode {
   timeout_ms: number;
   target: string | null;
   no_cache: boolean;
+  inputs: ResolvedInput[];
+  outputs: ResolvedOutput[];
+  reuse: boolean;
 }
 
 export interface ResolvedSpec {
@@ -151,6 +202,10 @@ export function validateSpec(raw: unknown, opts: ValidateOptions): SpecResult<Re
       if (seen.has(need)) errors.push(fieldError(at('needs'), `'${need}' is listed twice`));
       seen.add(need);
     }
+    const outputs = validateOutputs(n.outputs ?? {}, (f) => at(f), errors);
+    const inputs = validateInputs(name, n.inputs ?? {}, spec.nodes, (f) => at(f), errors);
+    // An input from an upstream node makes that node a need.
+    for (const i of inputs) if (i.from && i.from.node !== name && i.from.node in spec.nodes) seen.add(i.from.node);
     for (const key of Object.keys(n.build_args ?? {})) {
       if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) errors.push(fieldError(at('build_args'), `invalid build arg name '${key}'`));
     }
@@ -166,6 +221,9 @@ export function validateSpec(raw: unknown, opts: ValidateOptions): SpecResult<Re
       timeout_ms: timeoutMs,
       target: n.target ?? null,
       no_cache: n.no_cache ?? false,
+      inputs,
+      outputs,
+      reuse: n.reuse ?? true,
     });
   }
   if (errors.length === 0) {
@@ -174,6 +232,75 @@ export function validateSpec(raw: unknown, opts: ValidateOptions): SpecResult<Re
   }
   if (errors.length > 0) return { ok: false, errors };
   return { ok: true, value: { name: spec.name ?? opts.defaultName ?? 'build', nodes } };
+}
+
+/** An absolute, normalised path (no `.`/`..`/empty components), or a message saying what is wrong. */
+export function absolutePathProblem(p: string): string | null {
+  if (!p.startsWith('/')) return `must be an absolute path (got '${p}')`;
+  if (p.includes('\0')) return 'must not contain NUL';
+  const parts = p.split('/').slice(1);
+  if (p !== '/' && parts.some((c) => c === '' || c === '.' || c === '..')) return `must be a normalised absolute path without '.', '..' or '//' (got '${p}')`;
+  return null;
+}
+
+function validateOutputs(raw: Record<string, string>, at: (field: string) => string[], errors: FieldError[]): ResolvedOutput[] {
+  const out: ResolvedOutput[] = [];
+  for (const [oname, path] of Object.entries(raw)) {
+    if (!OUTPUT_NAME_RE.test(oname)) errors.push(fieldError(at(`outputs.${oname}`), 'invalid output name (use 1-63 characters of [A-Za-z0-9_-], starting with a letter or digit)'));
+    const pp = absolutePathProblem(path);
+    if (pp) errors.push(fieldError(at(`outputs.${oname}`), pp));
+    out.push({ name: oname, path: path.length > 1 ? path.replace(/\/+$/, '') : path });
+  }
+  return out;
+}
+
+function validateInputs(
+  self: string,
+  raw: Record<string, z.output<typeof InputSpecSchema>>,
+  nodes: Record<string, z.output<typeof NodeSpecSchema>>,
+  at: (field: string) => string[],
+  errors: FieldError[],
+): ResolvedInput[] {
+  const out: ResolvedInput[] = [];
+  for (const [iname, i] of Object.entries(raw)) {
+    const f = (sub?: string) => at(sub ? `inputs.${iname}.${sub}` : `inputs.${iname}`);
+    if (!INPUT_NAME_RE.test(iname)) {
+      errors.push(fieldError(f(), 'invalid input name: it is a Dockerfile stage name (use 1-63 characters of [a-z0-9_.-], starting with a lower-case letter)'));
+    }
+    let from: ResolvedInput['from'] = null;
+    if ((i.from === undefined) === (i.digest === undefined)) {
+      errors.push(fieldError(f(), 'give exactly one of from (<node>.<output>) or digest (sha256:...)'));
+    } else if (i.from !== undefined) {
+      const dot = i.from.lastIndexOf('.');
+      const node = dot > 0 ? i.from.slice(0, dot) : '';
+      const output = dot > 0 ? i.from.slice(dot + 1) : '';
+      if (!node || !output) errors.push(fieldError(f('from'), `must be <node>.<output> (got '${i.from}')`));
+      else if (node === self) errors.push(fieldError(f('from'), `a node cannot use its own output '${output}'`));
+      else if (!(node in nodes)) errors.push(fieldError(f('from'), `unknown node '${node}'`));
+      else if (!(output in (nodes[node]!.outputs ?? {}))) {
+        const declared = Object.keys(nodes[node]!.outputs ?? {});
+        errors.push(fieldError(f('from'), `node '${node}' has no output '${output}' (${declared.length ? `it declares ${declared.join(', ')}` : 'it declares no outputs'})`));
+      }
+      from = { node, output };
+    } else if (!isDigest(i.digest!)) {
+      errors.push(fieldError(f('digest'), `must be sha256:<64 lowercase hex digits> (got '${i.digest!.slice(0, 80)}')`));
+    }
+    let mount: string | null = null;
+    if (i.mount !== undefined) {
+      const pp = absolutePathProblem(i.mount);
+      if (pp) errors.push(fieldError(f('mount'), pp));
+      else if (/[\s,"'=]/.test(i.mount)) errors.push(fieldError(f('mount'), `must not contain whitespace, commas, quotes or '=' (got '${i.mount}')`));
+      else if (i.mount === '/') errors.push(fieldError(f('mount'), 'cannot mount over /'));
+      mount = i.mount;
+    }
+    const env = i.env ?? {};
+    for (const key of Object.keys(env)) {
+      if (!ENV_NAME_RE.test(key)) errors.push(fieldError(f('env'), `invalid variable name '${key}'`));
+      if (/[\n\r]/.test(env[key]!)) errors.push(fieldError(f('env'), `value of ${key} must be one line`));
+    }
+    out.push({ name: iname, from, digest: i.digest ?? null, mount, env });
+  }
+  return out;
 }
 
 /** Returns one cycle as a list of node names (first repeated at the end), or null. */

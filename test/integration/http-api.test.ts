@@ -127,14 +127,20 @@ describe('coordinator HTTP API', () => {
     expect(badDigest.status).toBe(400);
   });
 
-  it('lets the agent token read blobs but nothing else', async () => {
+  it('lets the agent token use the CAS (read contexts, upload outputs) but nothing else', async () => {
     const agentToken = (await readFile(c.agentTokenFile, 'utf8')).trim();
     const data = Buffer.from('for agents');
     await c.api(`/api/v1/cas/${sha(data)}`, { method: 'PUT', body: data });
     const get = await fetch(`${c.url}/api/v1/cas/${sha(data)}`, { headers: { authorization: `Bearer ${agentToken}` } });
     expect(get.status).toBe(200);
     const put = await fetch(`${c.url}/api/v1/cas/${sha('x')}`, { method: 'PUT', body: 'x', headers: { authorization: `Bearer ${agentToken}` } });
-    expect(put.status).toBe(403);
+    expect(put.status).toBe(201);
+    const missing = await fetch(`${c.url}/api/v1/cas/find-missing`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${agentToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ digests: [sha('x'), sha('not there'), sha('x'), sha('not there')] }),
+    });
+    expect(await missing.json()).toEqual({ missing: [sha('not there')] });
     const builds = await fetch(`${c.url}/api/v1/builds`, { headers: { authorization: `Bearer ${agentToken}` } });
     expect(builds.status).toBe(403);
   });

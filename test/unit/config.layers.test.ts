@@ -60,6 +60,53 @@ describe('coordinator config', () => {
     expect(() => loadCoordinatorConfig({ config: join(dir, 'missing.yaml') }, host())).toThrow(/missing\.yaml cannot be read/);
   });
 
+  it('reads the cas section: local by default, s3 from the file, env over file, flag over env', async () => {
+    expect(loadCoordinatorConfig({}, host()).cas).toEqual({ backend: 'local' });
+    const secret = join(dir, 's3-secret');
+    await writeFile(secret, 'file-secret\n');
+    const file = join(dir, 'cas.yaml');
+    await writeFile(file, `cas:\n  backend: s3\n  s3: { endpoint: 'http://s3.file:9000', bucket: from-file, access_key: fk, secret_key_file: ${secret}, prefix: builds, path_style: false }\n`);
+    expect(loadCoordinatorConfig({ config: file }, host()).cas).toEqual({
+      backend: 's3',
+      s3: { endpoint: 'http://s3.file:9000', region: 'us-east-1', bucket: 'from-file', accessKey: 'fk', secretKey: 'file-secret', prefix: 'builds/', pathStyle: false },
+    });
+    const env = {
+      KILN_CAS_BACKEND: 's3',
+      KILN_S3_ENDPOINT: 'http://127.0.0.1:9000',
+      KILN_S3_REGION: 'eu-west-1',
+      KILN_S3_BUCKET: 'kiln-env',
+      KILN_S3_ACCESS_KEY: 'ek',
+      KILN_S3_SECRET_KEY: 'es',
+      KILN_S3_PREFIX: 'p/',
+    };
+    expect(loadCoordinatorConfig({}, host(env)).cas).toEqual({
+      backend: 's3',
+      s3: { endpoint: 'http://127.0.0.1:9000', region: 'eu-west-1', bucket: 'kiln-env', accessKey: 'ek', secretKey: 'es', prefix: 'p/', pathStyle: true },
+    });
+    expect(loadCoordinatorConfig({ config: file }, host({ KILN_S3_BUCKET: 'kiln-env', KILN_S3_SECRET_KEY: 'es' })).cas).toMatchObject({ s3: { bucket: 'kiln-env', accessKey: 'fk', secretKey: 'es' } });
+    expect(loadCoordinatorConfig({ config: file, casBackend: 'local' }, host(env)).cas).toEqual({ backend: 'local' });
+  });
+
+  it('names the missing or bad cas setting', async () => {
+    const s3 = { KILN_CAS_BACKEND: 's3', KILN_S3_ENDPOINT: 'http://127.0.0.1:9000', KILN_S3_BUCKET: 'kiln', KILN_S3_ACCESS_KEY: 'k', KILN_S3_SECRET_KEY: 's' };
+    const without = (key: keyof typeof s3) => Object.fromEntries(Object.entries(s3).filter(([k]) => k !== key));
+    expect(() => loadCoordinatorConfig({}, host(without('KILN_S3_BUCKET')))).toThrow(/config cas\.s3\.bucket: required when cas\.backend is s3 \(.*KILN_S3_BUCKET\)/);
+    expect(() => loadCoordinatorConfig({}, host(without('KILN_S3_ENDPOINT')))).toThrow(/config cas\.s3\.endpoint: required .*KILN_S3_ENDPOINT/);
+    expect(() => loadCoordinatorConfig({}, host(without('KILN_S3_ACCESS_KEY')))).toThrow(/config cas\.s3\.access_key: required .*KILN_S3_ACCESS_KEY/);
+    expect(() => loadCoordinatorConfig({}, host(without('KILN_S3_SECRET_KEY')))).toThrow(/config cas\.s3\.secret_key: required .*KILN_S3_SECRET_KEY_FILE/);
+    expect(() => loadCoordinatorConfig({ casBackend: 'gcs' }, host(s3))).toThrow(/config cas\.backend: 'gcs' is not local or s3/);
+    expect(() => loadCoordinatorConfig({}, host({ ...s3, KILN_S3_ENDPOINT: 'ftp://x:1' }))).toThrow(/config cas\.s3\.endpoint: unsupported scheme/);
+    expect(() => loadCoordinatorConfig({}, host({ ...s3, KILN_S3_ENDPOINT: 'http://x:9000/bucket' }))).toThrow(/config cas\.s3\.endpoint: .* without a path/);
+    expect(() => loadCoordinatorConfig({}, host({ ...s3, KILN_S3_BUCKET: 'Bad_Bucket' }))).toThrow(/config cas\.s3\.bucket: 'Bad_Bucket' is not a valid bucket name/);
+    const missing = join(dir, 'no-such-secret');
+    expect(() => loadCoordinatorConfig({}, host({ ...without('KILN_S3_SECRET_KEY'), KILN_S3_SECRET_KEY_FILE: missing }))).toThrow(/config cas\.s3\.secret_key_file: .*no-such-secret cannot be read \(ENOENT\)/);
+    const file = join(dir, 'bad-cas.yaml');
+    await writeFile(file, 'cas: { backend: s3, s3: { colour: blue } }\n');
+    expect(() => loadCoordinatorConfig({ config: file }, host())).toThrow(/cas\.s3\.colour: unknown setting/);
+    // The s3 settings are not checked while the backend is local.
+    expect(loadCoordinatorConfig({}, host({ KILN_S3_ENDPOINT: 'nonsense' })).cas).toEqual({ backend: 'local' });
+  });
+
   it('loads the shipped example', () => {
     const c = loadCoordinatorConfig({ config: join(ROOT, 'config', 'coordinator.example.yaml') }, host());
     expect(c.dataDir).toBe('/var/lib/kiln');

@@ -9,74 +9,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AgentRegistry, type AgentChannel } from '../../coordinator/agents/agent-registry.js';
+import { AgentRegistry } from '../../coordinator/agents/agent-registry.js';
 import { Engine } from '../../coordinator/builds/engine.js';
 import { LogStore } from '../../coordinator/logs/log-store.js';
 import { StateStore } from '../../coordinator/state/state-store.js';
-import { validateSpec, type Frame, type HelloPayload, type Payload, type ToAgentType } from '../../shared/index.js';
-
-interface Sent {
-  type: ToAgentType;
-  payload: Record<string, unknown>;
-}
-
-class FakeChannel implements AgentChannel {
-  sent: Sent[] = [];
-  closed: { code: number; reason: string } | null = null;
-  send<T extends ToAgentType>(type: T, payload: Payload<T>): void {
-    this.sent.push({ type, payload: payload as Record<string, unknown> });
-  }
-  close(code: number, reason: string): void {
-    this.closed = { code, reason };
-  }
-  assigns(): Array<Payload<'assign'>> {
-    return this.sent.filter((s) => s.type === 'assign').map((s) => s.payload as unknown as Payload<'assign'>);
-  }
-  cancels(): string[] {
-    return this.sent.filter((s) => s.type === 'cancel').map((s) => s.payload.attempt_id as string);
-  }
-}
-
-const tick = () => new Promise((r) => setImmediate(r));
-
-function hello(name: string, opts: Partial<HelloPayload> = {}): HelloPayload {
-  return {
-    protocol_versions: [1],
-    agent_version: 'test',
-    name,
-    session: `${name}-session-1`,
-    platforms: [{ platform: 'linux/amd64', emulated: false }],
-    labels: {},
-    max_jobs: 4,
-    executor: 'noop',
-    docker: null,
-    gpus: [],
-    running: [],
-    ...opts,
-  };
-}
-
-let seq = 0;
-function frame<T extends 'started' | 'finished' | 'reject' | 'log' | 'heartbeat'>(type: T, payload: Payload<T>): Frame {
-  return { v: 1, type, id: ++seq, payload } as Frame;
-}
-
-function finished(attempt_id: string, status: 'success' | 'failed' | 'cancelled', extra: Partial<Payload<'finished'>> = {}): Payload<'finished'> {
-  return {
-    attempt_id,
-    status,
-    exit_code: status === 'failed' ? 1 : null,
-    error: status === 'failed' ? 'RUN failed' : null,
-    failed_step: null,
-    infra: false,
-    image_id: status === 'success' ? `sha256:${'a'.repeat(64)}` : null,
-    timings: { accepted_at: 1, started_at: 2, finished_at: 3, fetch_ms: 0, build_ms: 1 },
-    log_bytes: 0,
-    ...extra,
-  };
-}
-
-const TIMINGS = { heartbeatIntervalMs: 1000, lostAfterMs: 3000, reconnectGraceMs: 5000, cancelGraceMs: 2000, timeoutGraceMs: 1000, acceptTimeoutMs: 2500 };
+import { validateSpec, type HelloPayload } from '../../shared/index.js';
+import { Cas } from '../../coordinator/cas/cas.js';
+import { LocalBlobStore } from '../../coordinator/cas/local-blob-store.js';
+import { ReuseIndex } from '../../coordinator/builds/reuse-index.js';
+import { FakeChannel, TIMINGS, finished, frame, hello, tick } from '../helpers/engine-harness.js';
 
 describe('engine', () => {
   let dir: string;
@@ -88,7 +29,11 @@ describe('engine', () => {
   async function makeEngine(): Promise<Engine> {
     store = await StateStore.open({ dataDir: dir, persist: true, init: true });
     logs = new LogStore(dir);
-    const e = new Engine({ store, logs, agents: new AgentRegistry(), logger: pino({ level: 'silent' }), timings: TIMINGS, clock: () => now });
+    const cas = new Cas(new LocalBlobStore(dir, 1 << 30));
+    await cas.init();
+    const reuse = new ReuseIndex(dir, true);
+    await reuse.init();
+    const e = new Engine({ store, logs, cas, reuse, agents: new AgentRegistry(), logger: pino({ level: 'silent' }), timings: TIMINGS, clock: () => now });
     await e.recover();
     return e;
   }

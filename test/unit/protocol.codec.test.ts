@@ -38,7 +38,12 @@ const samples: { [K in MessageType]: Payload<K> } = {
     timeout_ms: 1000,
     image_tag: 'kiln-build/b-1:n',
     no_cache: false,
+    inputs: [{ name: 'runtime', digest: 'sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb', mount: '/opt/python', env: { PATH: '/opt/python/bin:$PATH' } }],
+    outputs: [{ name: 'wheel', path: '/out' }],
+    resolve: true,
   },
+  resolved: { attempt_id: attempt, base_images: [{ ref: 'kiln/busybox:1', digest: 'sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb' }, { ref: 'missing:1', digest: null }], dockerfile_digest: 'sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb' },
+  proceed: { attempt_id: attempt },
   accept: { attempt_id: attempt },
   reject: { attempt_id: attempt, reason: 'full' },
   started: { attempt_id: attempt, at: 123 },
@@ -53,14 +58,17 @@ const samples: { [K in MessageType]: Payload<K> } = {
     image_id: null,
     timings: { accepted_at: 1, started_at: 2, finished_at: 3, fetch_ms: 0, build_ms: 1 },
     log_bytes: 105,
+    outputs: [{ name: 'wheel', digest: 'sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb', size: 10, media_type: 'application/vnd.kiln.artifact.v1.tar' }],
+    base_images: [],
+    dockerfile_digest: null,
   },
   cancel: { attempt_id: attempt, reason: 'user' },
   ack: { ref: 9, attempt_id: attempt, log_offset: 105 },
   error: { code: 'E_PROTOCOL', message: 'bad' },
 };
 
-const toCoordinator = new Set(['hello', 'heartbeat', 'accept', 'reject', 'started', 'log', 'finished', 'ack', 'error']);
-const toAgent = new Set(['welcome', 'assign', 'cancel', 'ack', 'error']);
+const toCoordinator = new Set(['hello', 'heartbeat', 'accept', 'reject', 'resolved', 'started', 'log', 'finished', 'ack', 'error']);
+const toAgent = new Set(['welcome', 'assign', 'proceed', 'cancel', 'ack', 'error']);
 
 describe('protocol codec', () => {
   it.each(Object.keys(samples) as MessageType[])('round-trips %s', (type) => {

@@ -1,0 +1,113 @@
+/**
+ * The CLI's artifact commands: `kiln artifacts BUILD` lists a build's artifacts,
+ * `kiln artifacts get BUILD NODE OUTPUT -o DIR` downloads one, verifies its digest and
+ * size, and extracts it into DIR (contained: nothing is written outside DIR, whatever the
+ * archive holds), `kiln provenance BUILD NODE` prints the provenance record of a node's
+ * result, and `kiln pin|unpin BUILD` keeps a build's artifacts past retention or not.
+ */
+import { createReadStream } from 'node:fs';
+import { mkdir, mkdtemp, open, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { ArtifactPage, BuildView, extractTarContained, hasherDigest, newHasher, type ArtifactViewT } from '../shared/index.js';
+import type { ApiClient } from './api-client.js';
+import type { CliIO } from './commands.js';
+import { formatBytes } from './commands.js';
+import { CliError, EXIT } from './exit-codes.js';
+
+export async function artifactsListCommand(client: ApiClient, buildId: string, opts: { json: boolean }, io: CliIO): Promise<number> {
+  const page = await client.json(`/api/v1/builds/${encodeURIComponent(buildId)}/artifacts`, ArtifactPage);
+  if (opts.json) {
+    io.stdout.write(`${JSON.stringify(page, null, 2)}\n`);
+    return EXIT.OK;
+  }
+  if (page.items.length === 0) io.stdout.write(`build ${buildId} has no artifacts (yet)\n`);
+  for (const a of page.items) {
+    const expiry = a.url === null ? 'expired' : a.expires_at ? `expires ${a.expires_at}` : 'kept (pinned or running)';
+    io.stdout.write(`${a.node}  ${a.name}  ${a.digest}  ${formatBytes(a.size_bytes)}  ${expiry}${a.reused ? '  (reused)' : ''}\n`);
+  }
+  return EXIT.OK;
+}
+
+async function findArtifact(client: ApiClient, buildId: string, node: string, output: string): Promise<ArtifactViewT> {
+  const page = await client.json(`/api/v1/builds/${encodeURIComponent(buildId)}/artifacts`, ArtifactPage);
+  const a = page.items.find((x) => x.node === node && x.name === output);
+  if (!a) {
+    const have = page.items.map((x) => `${x.node}.${x.name}`);
+    throw new CliError(`build ${buildId} has no artifact ${node}.${output}${have.length ? ` (it has: ${have.join(', ')})` : ''}`, EXIT.USAGE);
+  }
+  return a;
+}
+
+/** Downloads `a` to a temp file, checking size and sha256 while writing; returns the path. */
+async function download(client: ApiClient, a: ArtifactViewT, dir: string): Promise<string> {
+  if (a.url === null) throw new CliError(`artifact ${a.node}.${a.name} (${a.digest}) has expired and was deleted`, EXIT.BUILD_FAILED);
+  // The coordinator's own CAS route needs the token; a presigned link must not get it.
+  const own = a.url.startsWith(client.config.baseUrl);
+  let res: Response;
+  try {
+    res = own ? await client.raw(a.url.slice(client.config.baseUrl.length)) : await fetch(a.url);
+  } catch (err) {
+    throw new CliError(`downloading ${a.digest} failed: ${(err as Error).message}`, EXIT.USAGE);
+  }
+  if (!res.ok || !res.body) throw own ? await client.failure(res) : new CliError(`downloading ${a.digest} from ${a.url} failed: HTTP ${res.status}`, EXIT.USAGE);
+  const path = join(dir, 'artifact.tar');
+  const fh = await open(path, 'w');
+  const hash = newHasher();
+  let size = 0;
+  try {
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      size += chunk.length;
+      if (size > a.size_bytes) throw new CliError(`${a.digest}: got more than the ${a.size_bytes} bytes the artifact has; discarded`, EXIT.USAGE);
+      hash.update(chunk);
+      await fh.write(chunk);
+    }
+  } finally {
+    await fh.close();
+  }
+  const got = hasherDigest(hash);
+  if (size !== a.size_bytes || got !== a.digest) throw new CliError(`downloaded ${size} bytes hash to ${got}, not ${a.digest} (${a.size_bytes} bytes); nothing was extracted`, EXIT.USAGE);
+  return path;
+}
+
+export async function artifactsGetCommand(client: ApiClient, buildId: string, node: string, output: string, opts: { out: string; json: boolean }, io: CliIO): Promise<number> {
+  const a = await findArtifact(client, buildId, node, output);
+  const tmp = await mkdtemp(join(tmpdir(), 'kiln-artifact-'));
+  try {
+    const tar = await download(client, a, tmp);
+    const target = resolve(opts.out);
+    await mkdir(target, { recursive: true });
+    let r;
+    try {
+      r = await extractTarContained(createReadStream(tar), target);
+    } catch (err) {
+      throw new CliError(`extracting ${a.digest} into ${target} failed: ${(err as Error).message}`, EXIT.USAGE);
+    }
+    if (opts.json) io.stdout.write(`${JSON.stringify({ ...a, extracted_to: target, files: r.files, bytes: r.bytes })}\n`);
+    else io.stdout.write(`${a.node}.${a.name} ${a.digest}: ${r.files} files, ${formatBytes(r.bytes)} extracted to ${target}\n`);
+    return EXIT.OK;
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+}
+
+export async function provenanceCommand(client: ApiClient, buildId: string, node: string, io: CliIO): Promise<number> {
+  const build = await client.json(`/api/v1/builds/${encodeURIComponent(buildId)}`, BuildView);
+  const n = build.nodes.find((x) => x.name === node);
+  if (!n) throw new CliError(`build ${buildId} has no node '${node}'`, EXIT.USAGE);
+  const digest = n.provenance ?? n.attempts[n.attempts.length - 1]?.provenance ?? null;
+  if (!digest) throw new CliError(`node '${node}' of build ${buildId} has no provenance record (it did not finish a build)`, EXIT.USAGE);
+  const res = await client.raw(`/api/v1/cas/${digest}`);
+  if (!res.ok) throw await client.failure(res);
+  const bytes = Buffer.from(await res.arrayBuffer());
+  const hash = newHasher().update(bytes);
+  if (hasherDigest(hash) !== digest) throw new CliError(`provenance record ${digest} does not match its digest`, EXIT.USAGE);
+  io.stdout.write(`${JSON.stringify(JSON.parse(bytes.toString('utf8')), null, 2)}\n`);
+  return EXIT.OK;
+}
+
+export async function pinCommand(client: ApiClient, buildId: string, pinned: boolean, io: CliIO): Promise<number> {
+  const b = await client.json(`/api/v1/builds/${encodeURIComponent(buildId)}/pin`, BuildView, { method: pinned ? 'POST' : 'DELETE' });
+  io.stdout.write(`${b.id}: ${b.pinned ? 'pinned (artifacts kept until unpinned)' : 'unpinned (artifacts expire with the retention period)'}\n`);
+  return EXIT.OK;
+}

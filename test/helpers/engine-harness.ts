@@ -1,0 +1,74 @@
+/**
+ * An in-process harness for the coordinator engine: fake agent channels that record what
+ * the engine sends, hello/frame/finished builders, and test timings. Used by the engine's
+ * unit tests (the wire and Docker are covered by the integration tests).
+ */
+import type { AgentChannel } from '../../coordinator/agents/agent-registry.js';
+import type { Frame, HelloPayload, Payload, ToAgentType } from '../../shared/index.js';
+
+export interface Sent {
+  type: ToAgentType;
+  payload: Record<string, unknown>;
+}
+
+export class FakeChannel implements AgentChannel {
+  sent: Sent[] = [];
+  closed: { code: number; reason: string } | null = null;
+  send<T extends ToAgentType>(type: T, payload: Payload<T>): void {
+    this.sent.push({ type, payload: payload as Record<string, unknown> });
+  }
+  close(code: number, reason: string): void {
+    this.closed = { code, reason };
+  }
+  assigns(): Array<Payload<'assign'>> {
+    return this.sent.filter((s) => s.type === 'assign').map((s) => s.payload as unknown as Payload<'assign'>);
+  }
+  cancels(): string[] {
+    return this.sent.filter((s) => s.type === 'cancel').map((s) => s.payload.attempt_id as string);
+  }
+}
+
+export const tick = () => new Promise((r) => setImmediate(r));
+
+export function hello(name: string, opts: Partial<HelloPayload> = {}): HelloPayload {
+  return {
+    protocol_versions: [1],
+    agent_version: 'test',
+    name,
+    session: `${name}-session-1`,
+    platforms: [{ platform: 'linux/amd64', emulated: false }],
+    labels: {},
+    max_jobs: 4,
+    executor: 'noop',
+    docker: null,
+    gpus: [],
+    running: [],
+    ...opts,
+  };
+}
+
+let seq = 0;
+export function frame<T extends 'started' | 'finished' | 'reject' | 'log' | 'heartbeat' | 'resolved' | 'accept'>(type: T, payload: Payload<T>): Frame {
+  return { v: 1, type, id: ++seq, payload } as Frame;
+}
+
+export function finished(attempt_id: string, status: 'success' | 'failed' | 'cancelled', extra: Partial<Payload<'finished'>> = {}): Payload<'finished'> {
+  return {
+    attempt_id,
+    status,
+    exit_code: status === 'failed' ? 1 : null,
+    error: status === 'failed' ? 'RUN failed' : null,
+    failed_step: null,
+    infra: false,
+    image_id: status === 'success' ? `sha256:${'a'.repeat(64)}` : null,
+    timings: { accepted_at: 1, started_at: 2, finished_at: 3, fetch_ms: 0, build_ms: 1 },
+    log_bytes: 0,
+    outputs: [],
+    base_images: [],
+    dockerfile_digest: null,
+    ...extra,
+  };
+}
+
+export const TIMINGS = { heartbeatIntervalMs: 1000, lostAfterMs: 3000, reconnectGraceMs: 5000, cancelGraceMs: 2000, timeoutGraceMs: 1000, acceptTimeoutMs: 2500 };
+
