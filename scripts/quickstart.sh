@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/quickstart.sh [stop]  - kiln on this machine in one command.
+# scripts/quickstart.sh [hello|wheel-refinery|stop]  - kiln on this machine in one command.
 #
 # Installs what is missing (Docker Engine from Debian's docker.io when no engine answers,
 # qemu for s390x/arm64 emulation, npm packages), starts dockerd if needed, makes the local
@@ -8,8 +8,10 @@
 # examples/hello/kiln.yaml and shows every node's log live. Ends with the build's result and
 # where its data is stored. Running it again reuses what is already running.
 #
-#   scripts/quickstart.sh        run it
-#   scripts/quickstart.sh stop   stop the coordinator and agent it started
+#   scripts/quickstart.sh                  run examples/hello
+#   scripts/quickstart.sh wheel-refinery   run examples/wheel-refinery (s390x artifacts DAG),
+#                                          then show its artifacts and the final wheel's provenance
+#   scripts/quickstart.sh stop             stop the coordinator and agent it started
 #
 # Environment: KILN_QUICKSTART_PORT (default 8080), KILN_QUICKSTART_DIR (default .kiln/quickstart).
 set -euo pipefail
@@ -37,8 +39,13 @@ stop_all() {
   done
 }
 
-if [ "${1:-}" = stop ]; then stop_all; exit 0; fi
-[ $# -eq 0 ] || die "usage: scripts/quickstart.sh [stop]"
+EXAMPLE=hello
+case "${1:-hello}" in
+  stop) stop_all; exit 0 ;;
+  hello|wheel-refinery) EXAMPLE=${1:-hello} ;;
+  *) die "usage: scripts/quickstart.sh [hello|wheel-refinery|stop]" ;;
+esac
+[ $# -le 1 ] || die "usage: scripts/quickstart.sh [hello|wheel-refinery|stop]"
 
 # --- 1. tools and infrastructure ------------------------------------------------------
 command -v node >/dev/null || die "Node.js 20.19 or newer is needed (node not found)"
@@ -96,10 +103,26 @@ done
 "${KILN[@]}" agents >&2
 
 # --- 4. the example build ----------------------------------------------------------------
-say "kiln submit examples/hello/kiln.yaml --follow"
 set +e
-"${KILN[@]}" submit examples/hello/kiln.yaml --follow
-code=$?
+if [ "$EXAMPLE" = hello ]; then
+  say "kiln submit examples/hello/kiln.yaml --follow"
+  "${KILN[@]}" submit examples/hello/kiln.yaml --follow
+  code=$?
+else
+  say "kiln submit examples/wheel-refinery/kiln.yaml --follow"
+  "${KILN[@]}" submit examples/wheel-refinery/kiln.yaml --follow
+  code=$?
+  build=$("${KILN[@]}" builds --limit 1 --json | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).items[0].id))')
+  if [ "$code" -eq 0 ]; then
+    say "kiln artifacts $build"
+    "${KILN[@]}" artifacts "$build"
+    say "kiln artifacts get $build repair wheel -o $QS/wheelhouse"
+    "${KILN[@]}" artifacts get "$build" repair wheel -o "$QS/wheelhouse"
+    ls -l "$QS/wheelhouse" >&2
+    say "kiln provenance $build repair"
+    "${KILN[@]}" provenance "$build" repair
+  fi
+fi
 set -e
 cat >&2 <<EOF
 
@@ -108,7 +131,8 @@ Where things are:
   agent         quickstart-agent (pid $(cat "$QS/agent.pid"), log $QS/agent.log)
   data dir      $DATA
                   state.json (builds), builds/ (finished builds), logs/<build>/<node>/attempt-N.log,
-                  cas/ (build contexts by sha256), tokens/ (agent and API tokens)
+                  cas/ (contexts, artifacts, provenance by sha256), reuse/ (idempotency keys),
+                  tokens/ (agent and API tokens)
 Try:
   export KILN_COORDINATOR=$URL KILN_TOKEN_FILE=$DATA/tokens/api
   node dist/cli/main.js builds            # or: npm install -g . && kiln builds

@@ -545,20 +545,43 @@ export class Engine extends EventEmitter {
       });
       if (this.active.get(attempt.id) !== act || attempt.state !== 'assigned') return;
       if (rec && rec.platform === act.node.platform && rec.outputs.every((o) => this.cas.has(o.digest as Digest))) {
+        // The log says why nothing was built before the node turns terminal (followers read it then).
+        await this.writeLogNote(act, `[kiln] reused: node '${rec.node}' of build ${rec.build_id} (attempt ${rec.attempt_number}) built the same thing (key ${rec.key}); nothing was built. Its log: kiln logs ${rec.build_id} ${rec.node}\n`);
+        if (this.active.get(attempt.id) !== act || attempt.state !== 'assigned') return;
         this.reuseResult(act, rec);
         await this.store.commit();
         return;
       }
       const leader = this.inflight.get(key);
       if (leader && leader !== act && leader.attempt.state !== 'cancelling') {
-        this.shareExecution(act, leader);
-        await this.store.commit();
-        return;
+        await this.writeLogNote(
+          act,
+          `[kiln] node '${leader.node.name}' of build ${leader.build.id} (attempt ${leader.attempt.number}) is building the same thing right now (key ${key}); waiting for its result instead of building. Its log: kiln logs ${leader.build.id} ${leader.node.name}\n`,
+        );
+        if (this.active.get(attempt.id) !== act || attempt.state !== 'assigned') return;
+        if (this.inflight.get(key) === leader && (leader.attempt.state as AttemptState) !== 'cancelling') {
+          this.shareExecution(act, leader);
+          await this.store.commit();
+          return;
+        }
       }
     }
     if (key !== null && !this.inflight.has(key)) this.inflight.set(key, act);
     entry.channel?.send('proceed', { attempt_id: attempt.id });
     await this.store.commit();
+  }
+
+  /**
+   * Writes a coordinator note as the attempt's whole log (an attempt that builds nothing
+   * gets no bytes from its agent) and flushes it, before the node changes state.
+   */
+  private async writeLogNote(act: ActiveAttempt, text: string): Promise<void> {
+    try {
+      await this.logs.appendNote(this.logRef(act), text);
+      await this.logs.close(this.logRef(act));
+    } catch (err) {
+      this.log.warn({ err, attempt: act.attempt.id }, 'writing the attempt log note failed');
+    }
   }
 
   private reuseAllowed(build: BuildRecord, node: NodeRecord): boolean {
@@ -571,8 +594,6 @@ export class Engine extends EventEmitter {
     const now = this.now();
     const from: ReusedFrom = { build_id: rec.build_id, node: rec.node, attempt_id: rec.attempt_id, attempt_number: rec.attempt_number };
     this.fillReused(attempt, from, rec.image_id, rec.outputs, rec.provenance);
-    attempt.log_header += `[kiln] reused: node '${rec.node}' of build ${rec.build_id} (attempt ${rec.attempt_number}) built the same thing (key ${rec.key}); nothing was built. Its log: kiln logs ${rec.build_id} ${rec.node}\n`;
-    this.track(this.logs.ensure(this.logRef(act)).catch(() => {}));
     this.agents.get(attempt.agent)?.channel?.send('cancel', { attempt_id: attempt.id, reason: `reused the result of ${rec.build_id}/${rec.node}` });
     this.finishAttempt(act, 'reused', now, { reason: `reused the result of ${rec.build_id}/${rec.node} attempt ${rec.attempt_number}` });
     node.started_at ??= now;
@@ -596,8 +617,6 @@ export class Engine extends EventEmitter {
     const { build, node, attempt } = act;
     const now = this.now();
     const where = `node '${leader.node.name}' of build ${leader.build.id} (attempt ${leader.attempt.number})`;
-    attempt.log_header += `[kiln] ${where} is building the same thing right now (key ${attempt.key}); waiting for its result instead of building. Its log: kiln logs ${leader.build.id} ${leader.node.name}\n`;
-    this.track(this.logs.ensure(this.logRef(act)).catch(() => {}));
     this.agents.get(attempt.agent)?.channel?.send('cancel', { attempt_id: attempt.id, reason: `shares the execution of ${leader.build.id}/${leader.node.name}` });
     attempt.reused_from = { build_id: leader.build.id, node: leader.node.name, attempt_id: leader.attempt.id, attempt_number: leader.attempt.number };
     this.finishAttempt(act, 'reused', now, { reason: `shares the execution of ${where}` });

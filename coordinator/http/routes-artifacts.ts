@@ -39,7 +39,24 @@ const pin = (method: 'post' | 'delete') =>
     },
   });
 
+const runGc = createRoute({
+  method: 'post',
+  path: '/api/v1/gc',
+  summary: 'Run a retention sweep now: delete blobs no live build needs (it also runs every gc_interval)',
+  responses: {
+    200: {
+      description: 'What the sweep did',
+      content: { 'application/json': { schema: z.object({ live: z.number().int(), deleted: z.number().int(), bytes_freed: z.number().int(), kept: z.number().int() }) } },
+    },
+  },
+});
+
 export function registerArtifactRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): void {
+  app.openapi(runGc, async (c) => {
+    const r = await deps.retention.sweep();
+    return c.json({ live: r.live, deleted: r.deleted, bytes_freed: r.bytesFreed, kept: r.kept }, 200);
+  });
+
   app.openapi(listArtifacts, async (c) => {
     const { id } = c.req.valid('param');
     const build = await deps.engine.getBuild(id);

@@ -103,6 +103,25 @@ export class LogStore extends EventEmitter {
     return run;
   }
 
+  /**
+   * Appends a coordinator note after whatever the agent sent, for an attempt that will get
+   * no more agent bytes (it is being ended: reused, shared). Counted as agent bytes so the
+   * offsets of readers stay consistent.
+   */
+  async appendNote(ref: AttemptLogRef, text: string): Promise<void> {
+    const entry = await this.openAttempt(ref);
+    const path = this.attemptPath(ref.buildId, ref.node, ref.number);
+    const run = entry.queue.then(async () => {
+      const data = Buffer.from(text);
+      await entry.fh.write(data);
+      entry.agentBytes += data.length;
+      this.sizes.set(path, entry.headerBytes + entry.agentBytes);
+      this.emit('append', ref.buildId, ref.node);
+    });
+    entry.queue = run.catch(() => {});
+    await run;
+  }
+
   /** Makes sure the attempt file exists (with its header) even when the agent sent no bytes. */
   async ensure(ref: AttemptLogRef): Promise<void> {
     await this.openAttempt(ref);
