@@ -214,11 +214,16 @@ export class CasCache {
     let size = 0;
     let keep = false;
     try {
-      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-        size += chunk.length;
-        if (Number.isFinite(expected) && size > expected) throw new KilnError('E_DIGEST_MISMATCH', `${digest}: the coordinator sent more than the ${expected} bytes it announced; discarded`);
-        hash.update(chunk);
-        await fh.write(chunk);
+      try {
+        for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+          size += chunk.length;
+          if (Number.isFinite(expected) && size > expected) throw new KilnError('E_DIGEST_MISMATCH', `${digest}: the coordinator sent more than the ${expected} bytes it announced; discarded`);
+          hash.update(chunk);
+          await fh.write(chunk);
+        }
+      } catch (err) {
+        if (err instanceof KilnError) throw err;
+        throw new KilnError('E_CONNECTION', `fetching ${digest} broke after ${size}${Number.isFinite(expected) ? ` of ${expected}` : ''} bytes (${(err as Error).message}); discarded`, { cause: err });
       }
       this.stats.downloadedBytes += size;
       if (Number.isFinite(expected) && size !== expected) throw new KilnError('E_DIGEST_MISMATCH', `${digest}: got ${size} of the ${expected} bytes announced (truncated); discarded`);
