@@ -238,8 +238,9 @@ export function validateSpec(raw: unknown, opts: ValidateOptions): SpecResult<Re
 export function absolutePathProblem(p: string): string | null {
   if (!p.startsWith('/')) return `must be an absolute path (got '${p}')`;
   if (p.includes('\0')) return 'must not contain NUL';
-  const parts = p.split('/').slice(1);
-  if (p !== '/' && parts.some((c) => c === '' || c === '.' || c === '..')) return `must be a normalised absolute path without '.', '..' or '//' (got '${p}')`;
+  const trimmed = p.length > 1 ? p.replace(/\/+$/, '') : p;
+  const parts = trimmed.split('/').slice(1);
+  if (trimmed !== '/' && parts.some((c) => c === '' || c === '.' || c === '..')) return `must be a normalised absolute path without '.', '..' or '//' (got '${p}')`;
   return null;
 }
 
@@ -247,7 +248,7 @@ function validateOutputs(raw: Record<string, string>, at: (field: string) => str
   const out: ResolvedOutput[] = [];
   for (const [oname, path] of Object.entries(raw)) {
     if (!OUTPUT_NAME_RE.test(oname)) errors.push(fieldError(at(`outputs.${oname}`), 'invalid output name (use 1-63 characters of [A-Za-z0-9_-], starting with a letter or digit)'));
-    const pp = absolutePathProblem(path);
+    const pp = absolutePathProblem(path) ?? (/^\/+$/.test(path) ? 'cannot export the whole file system (/); name a directory or file' : null);
     if (pp) errors.push(fieldError(at(`outputs.${oname}`), pp));
     out.push({ name: oname, path: path.length > 1 ? path.replace(/\/+$/, '') : path });
   }

@@ -42,9 +42,48 @@ describe('build spec', () => {
     [{ nodes: {} }, 'nodes', 'at least one node'],
     [{ nodes: { a: { dockerfile_inline: 'F' } }, extra: 1 }, 'extra', 'unknown field'],
     [{ nodes: { a: { dockerfile_inline: 'F', build_args: { 'bad-arg': 'x' } } } }, 'nodes.a.build_args', "invalid build arg name 'bad-arg'"],
+    [{ nodes: { a: { dockerfile_inline: 'F', outputs: { o: 'out' } } } }, 'nodes.a.outputs.o', 'must be an absolute path'],
+    [{ nodes: { a: { dockerfile_inline: 'F', outputs: { o: '/a/../b' } } } }, 'nodes.a.outputs.o', 'normalised absolute path'],
+    [{ nodes: { a: { dockerfile_inline: 'F', outputs: { 'o.x': '/o' } } } }, 'nodes.a.outputs.o.x', 'invalid output name'],
+    [{ nodes: { a: { dockerfile_inline: 'F', inputs: { r: { from: 'zz.o' } } } } }, 'nodes.a.inputs.r.from', "unknown node 'zz'"],
+    [{ nodes: { u: { dockerfile_inline: 'F' }, a: { dockerfile_inline: 'F', inputs: { r: { from: 'u.o' } } } } }, 'nodes.a.inputs.r.from', "node 'u' has no output 'o' (it declares no outputs)"],
+    [{ nodes: { a: { dockerfile_inline: 'F', outputs: { o: '/o' }, inputs: { r: { from: 'a.o' } } } } }, 'nodes.a.inputs.r.from', 'cannot use its own output'],
+    [{ nodes: { a: { dockerfile_inline: 'F', inputs: { r: { from: 'noDot' } } } } }, 'nodes.a.inputs.r.from', 'must be <node>.<output>'],
+    [{ nodes: { a: { dockerfile_inline: 'F', inputs: { r: {} } } } }, 'nodes.a.inputs.r', 'exactly one of from'],
+    [{ nodes: { a: { dockerfile_inline: 'F', inputs: { r: { digest: 'sha256:abc' } } } } }, 'nodes.a.inputs.r.digest', 'must be sha256:'],
+    [{ nodes: { a: { dockerfile_inline: 'F', inputs: { Runtime: { digest: `sha256:${'a'.repeat(64)}` } } } } }, 'nodes.a.inputs.Runtime', 'stage name'],
+    [{ nodes: { a: { dockerfile_inline: 'F', inputs: { r: { digest: `sha256:${'a'.repeat(64)}`, mount: '/a b' } } } } }, 'nodes.a.inputs.r.mount', 'whitespace'],
+    [{ nodes: { a: { dockerfile_inline: 'F', inputs: { r: { digest: `sha256:${'a'.repeat(64)}`, env: { 'A-B': 'x' } } } } } }, 'nodes.a.inputs.r.env', "invalid variable name 'A-B'"],
+    [{ nodes: { a: { dockerfile_inline: 'F', inputs: { r: { digest: `sha256:${'a'.repeat(64)}`, colour: 1 } } } } }, 'nodes.a.inputs.r.colour', 'unknown field'],
   ])('rejects %j naming %s', (raw, path, message) => {
     const errs = errors(raw);
     expect(errs.find((e) => e.path === path && e.message.includes(message)), JSON.stringify(errs)).toBeDefined();
+  });
+
+  it('resolves inputs and outputs, and makes an input\'s upstream node a need', () => {
+    const r = validateSpec(
+      {
+        nodes: {
+          runtime: { dockerfile_inline: 'F', outputs: { runtime: '/opt/python/' } },
+          wheel: { dockerfile_inline: 'F', inputs: { runtime: { from: 'runtime.runtime', mount: '/opt/python', env: { PATH: '/opt/python/bin:$PATH' } }, pin: { digest: `sha256:${'b'.repeat(64)}` } } },
+        },
+      },
+      file,
+    );
+    if (!r.ok) throw new Error(JSON.stringify(r.errors));
+    const [runtime, wheel] = r.value.nodes;
+    expect(runtime!.outputs).toEqual([{ name: 'runtime', path: '/opt/python' }]);
+    expect(wheel!.needs).toEqual(['runtime']);
+    expect(wheel!.reuse).toBe(true);
+    expect(wheel!.inputs).toEqual([
+      { name: 'runtime', from: { node: 'runtime', output: 'runtime' }, digest: null, mount: '/opt/python', env: { PATH: '/opt/python/bin:$PATH' } },
+      { name: 'pin', from: null, digest: `sha256:${'b'.repeat(64)}`, mount: null, env: {} },
+    ]);
+  });
+
+  it('reports a cycle made through inputs', () => {
+    const errs = errors({ nodes: { a: { dockerfile_inline: 'F', outputs: { o: '/o' }, inputs: { x: { from: 'b.o' } } }, b: { dockerfile_inline: 'F', outputs: { o: '/o' }, inputs: { x: { from: 'a.o' } } } } });
+    expect(errs[0]!.message).toMatch(/dependency cycle/);
   });
 
   it('reports a cycle with its path', () => {
