@@ -4,21 +4,15 @@
 // 'none'; the built images are removed afterwards. Skipped when no engine answers.
 import { randomUUID } from 'node:crypto';
 import { PassThrough } from 'node:stream';
-import Docker from 'dockerode';
 import tar from 'tar-stream';
+import { dockerClient } from '../../agent/main.js';
 import { afterAll, describe, it, expect } from 'vitest';
 import { BuildProgressDecoder } from '../../agent/docker/buildkit-progress.js';
 import type { BuildEvent, BuildOutcome } from '../../agent/docker/buildkit-progress.js';
 
 const dockerHost = process.env.DOCKER_HOST ?? 'unix:///var/run/docker.sock';
 
-function dockerFor(host: string): Docker {
-  if (host.startsWith('unix://')) return new Docker({ socketPath: host.slice('unix://'.length) });
-  const url = new URL(host.replace(/^tcp:/, 'http:'));
-  return new Docker({ host: url.hostname, port: Number(url.port) });
-}
-
-const docker = dockerFor(dockerHost);
+const docker = dockerClient(dockerHost);
 const engineAnswers = await docker.ping().then(() => true, () => false);
 
 /** A build context holding just this Dockerfile. */

@@ -7,21 +7,15 @@
 // images only; the test images are removed afterwards.
 import { createHash, randomUUID } from 'node:crypto';
 import { PassThrough, Readable } from 'node:stream';
-import Docker from 'dockerode';
 import tar from 'tar-stream';
+import { dockerClient } from '../../agent/main.js';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { ensureArtifactImage } from '../../agent/docker/artifact-image.js';
 import { rewriteForInputs } from '../../agent/docker/dockerfile-rewrite.js';
 
 const dockerHost = process.env.DOCKER_HOST ?? 'unix:///var/run/docker.sock';
 
-function dockerFor(host: string): Docker {
-  if (host.startsWith('unix://')) return new Docker({ socketPath: host.slice('unix://'.length) });
-  const url = new URL(host.replace(/^tcp:/, 'http:'));
-  return new Docker({ host: url.hostname, port: Number(url.port) });
-}
-
-const docker = dockerFor(dockerHost);
+const docker = dockerClient(dockerHost);
 const engineAnswers = await docker.ping().then(() => true, () => false);
 const hasImage = (ref: string) => docker.getImage(ref).inspect().then(() => true, () => false);
 const hasNative = engineAnswers && (await hasImage('kiln/busybox:1'));
