@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { HEX_RE, KilnError, digestHex, errnoCode, hasherDigest, newHasher, type Digest } from '../shared/index.js';
+import { BatchedFileWriter, HEX_RE, KilnError, digestHex, errnoCode, hasherDigest, newHasher, type Digest } from '../shared/index.js';
 
 export interface CasCacheOptions {
   dir: string;
@@ -214,13 +214,15 @@ export class CasCache {
     let size = 0;
     let keep = false;
     try {
+      const out = new BatchedFileWriter(fh);
       try {
         for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
           size += chunk.length;
           if (Number.isFinite(expected) && size > expected) throw new KilnError('E_DIGEST_MISMATCH', `${digest}: the coordinator sent more than the ${expected} bytes it announced; discarded`);
           hash.update(chunk);
-          await fh.write(chunk);
+          await out.write(chunk);
         }
+        await out.flush();
       } catch (err) {
         if (err instanceof KilnError) throw err;
         throw new KilnError('E_CONNECTION', `fetching ${digest} broke after ${size}${Number.isFinite(expected) ? ` of ${expected}` : ''} bytes (${(err as Error).message}); discarded`, { cause: err });

@@ -19,3 +19,4 @@ export * from './logger.js';
 export * from './config-values.js';
 export * from './archive/pack-dir.js';
 export * from './archive/safe-extract.js';
+export * from './file-writer.js';

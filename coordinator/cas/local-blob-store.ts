@@ -12,7 +12,7 @@ import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { HEX_RE, KilnError, digestHex, errnoCode, hasherDigest, newHasher, type Digest } from '../../shared/index.js';
+import { BatchedFileWriter, HEX_RE, KilnError, digestHex, errnoCode, hasherDigest, newHasher, type Digest } from '../../shared/index.js';
 import { fsyncDir } from '../state/durable-file.js';
 import type { BlobStore, PutResult, StoredBlob } from './blob-store.js';
 
@@ -80,12 +80,14 @@ export class LocalBlobStore implements BlobStore {
     let size = 0;
     let keep = false;
     try {
+      const out = new BatchedFileWriter(fh);
       for await (const chunk of body) {
         size += chunk.length;
         if (size > this.maxBlobBytes) throw new KilnError('E_TOO_LARGE', `blob is larger than the limit of ${this.maxBlobBytes} bytes`);
         hash.update(chunk);
-        await fh.write(chunk);
+        await out.write(chunk);
       }
+      await out.flush();
       const actual = hasherDigest(hash);
       if (actual !== digest) {
         throw new KilnError('E_DIGEST_MISMATCH', `uploaded bytes hash to ${actual}, not ${digest}; nothing was stored`);

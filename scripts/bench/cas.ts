@@ -6,7 +6,9 @@
  *
  * Workloads: 10,000 x 1 KiB (16 in flight, blobs/s), 1,000 x 1 MiB (4 in flight, MiB/s),
  * 1 x 1 GiB (one stream, MiB/s; body streamed from a file of random bytes written once,
- * GET streamed into a discarding sink; nothing holds 1 GiB in memory).
+ * GET streamed into a discarding sink; nothing holds 1 GiB in memory; at most 2 runs, and
+ * bench-util's median of two is the lower one). --quick: 1,000 x 1 KiB, 100 x 1 MiB,
+ * 1 x 128 MiB, one run.
  *
  * Comparators, all measured in this run:
  *   (a) sha256 on one core: `openssl speed -evp sha256 -bytes 16384 -seconds 3`
@@ -24,15 +26,25 @@
  * 1 KiB PUT >= 0.5 x (d); find-missing >= 100k digests/s (100,000 digests, 1,000 of them
  * present, in batches of 1,000 one at a time, and as one request) next to a bare node:http
  * server that parses the same JSON and answers from a Set (no digest validation); agent
- * cache: a second acquire moves 0 bytes, 8 concurrent acquires of a new digest download once.
+ * cache: a second acquire moves 0 bytes, 8 concurrent acquires of a new digest download once;
+ * its first acquire of the big blob is shown next to min(a, b GET, a dd run just before).
  *
  * Fairness: the coordinator and the bare servers run in a forked child process, the load
  * generator (node:http client, keep-alive agent, same headers and bodies for both servers;
  * node:http rather than fetch because it is the cheaper client, so the servers are what is
  * measured) in this process: server and client each get one of the cores, as a coordinator
- * and its clients would. Kiln and bare runs alternate which goes first. Every PUT stores new
- * bytes (each run rewrites the first 32 bytes of every blob, so digests are new). All
- * sources are in the page cache. Missed targets are reported, not failures.
+ * and its clients would. Every PUT stores new bytes (each run rewrites the first 32 bytes of
+ * every blob, so digests are new); all sources are in the page cache. Before every timed
+ * phase `sync` flushes what earlier phases left dirty. Virtual disks often absorb a burst
+ * fast and then drop to a sustained rate (the VM this was written on: ~1-2 GiB at ~2 GB/s,
+ * then ~400 MB/s, recovering within ~20 s idle),
+ * so whichever disk-writing phase runs first after a pause is favoured: the phases that
+ * write to disk (kiln PUT and its disk comparators) take turns going first, the comparator
+ * first on even runs (with an odd --runs that favours the comparator, not kiln); kiln and
+ * bare GETs alternate too. Per-run values and their cv are printed so noise shows.
+ * Diagnostics (info, no target): for 1 KiB, (d) plus the directory fsync the store also
+ * does; for the big blob, a second PUT of the stored digest (the store only drains the
+ * body: the HTTP path's own cost). Missed targets are reported, not failures.
  *
  *   node dist/scripts/bench/cas.js [--quick] [--runs 3]
  */
@@ -51,7 +63,7 @@ import { CasCache } from '../../agent/cas-cache.js';
 import { loadCoordinatorConfig } from '../../coordinator/config.js';
 import { startCoordinator } from '../../coordinator/coordinator.js';
 import { createLogger, type Digest } from '../../shared/index.js';
-import { fmt, machineLine, median, now } from './bench-util.js';
+import { cv, fmt, machineLine, median, now } from './bench-util.js';
 
 const args = process.argv.slice(2);
 const QUICK = args.includes('--quick');
@@ -254,6 +266,7 @@ const barePath = (hex: string) => `/blob/${hex}`;
 async function putAll(s: Servers, which: 'kiln' | 'bare', blobs: Blob[], inflight: number): Promise<number> {
   const port = which === 'kiln' ? s.kiln.port : s.bare.port;
   const path = which === 'kiln' ? kilnPath : barePath;
+  await settle();
   const t0 = now();
   await pool(blobs, inflight, async (b) => {
     const r = await http(port, 'PUT', path(b.hex), putHeaders(s, b.data.length), b.data, true);
@@ -265,6 +278,7 @@ async function putAll(s: Servers, which: 'kiln' | 'bare', blobs: Blob[], infligh
 async function getAll(s: Servers, which: 'kiln' | 'bare', blobs: readonly { hex: string; size: number }[], inflight: number): Promise<number> {
   const port = which === 'kiln' ? s.kiln.port : s.bare.port;
   const path = which === 'kiln' ? kilnPath : barePath;
+  await settle();
   const t0 = now();
   await pool(blobs, inflight, async (b) => {
     const r = await http(port, 'GET', path(b.hex), { authorization: s.kiln.auth }, null, false);
@@ -273,11 +287,21 @@ async function getAll(s: Servers, which: 'kiln' | 'bare', blobs: readonly { hex:
   return (now() - t0) / 1000;
 }
 
+/**
+ * Before every timed phase: flush what earlier phases left dirty (the big source file, temp
+ * files being deleted) so their writeback does not land in the next measurement.
+ */
+async function settle(): Promise<void> {
+  spawnSync('sync');
+  await new Promise((r) => setTimeout(r, 100));
+}
+
 /** Comparator (d): per blob open + write + fsync + close + rename into a fan-out directory. */
-async function diskBlobs(root: string, blobs: Blob[], inflight: number): Promise<number> {
+async function diskBlobs(root: string, blobs: Blob[], inflight: number, syncDir = false): Promise<number> {
   await rm(root, { recursive: true, force: true });
   await mkdir(join(root, 'tmp'), { recursive: true });
   for (let i = 0; i < 256; i++) await mkdir(join(root, i.toString(16).padStart(2, '0')));
+  await settle();
   const t0 = now();
   await pool(blobs, inflight, async (b) => {
     const tmp = join(root, 'tmp', `${b.hex.slice(0, 16)}-${randomBytes(6).toString('hex')}`);
@@ -289,6 +313,14 @@ async function diskBlobs(root: string, blobs: Blob[], inflight: number): Promise
       await fh.close();
     }
     await rename(tmp, join(root, b.hex.slice(0, 2), b.hex));
+    if (syncDir) {
+      const dh = await open(join(root, b.hex.slice(0, 2)), 'r');
+      try {
+        await dh.sync();
+      } finally {
+        await dh.close();
+      }
+    }
   });
   const s = (now() - t0) / 1000;
   await rm(root, { recursive: true, force: true });
@@ -315,12 +347,14 @@ function sha256Speed(): { mibs: number; how: string } {
 /** Comparator (c): seconds to copy `src` to a new file with fsync. */
 async function diskLarge(src: string, dst: string): Promise<{ s: number; how: string }> {
   await unlink(dst).catch(() => {});
+  await settle();
   const t0 = now();
   const r = spawnSync('dd', [`if=${src}`, `of=${dst}`, 'bs=1M', 'conv=fsync'], { encoding: 'utf8' });
   let s = (now() - t0) / 1000;
   let how = 'dd bs=1M conv=fsync';
   if (r.error || r.status !== 0) {
     await unlink(dst).catch(() => {});
+    await settle();
     const t1 = now();
     const fh = await open(dst, 'w');
     try {
@@ -396,7 +430,8 @@ interface Row {
   met: boolean | null;
 }
 const rows: Row[] = [];
-const runsOf = (xs: number[], d = 0) => (xs.length > 1 ? ` (runs ${xs.map((x) => fmt(x, d)).join(', ')})` : '');
+const runsOf = (xs: number[], d = 0) => (xs.length > 1 ? ` (runs ${xs.map((x) => fmt(x, d)).join(', ')}; cv ${fmt(cv(xs), 2)})` : '');
+const rotate = <T>(xs: readonly T[], by: number): T[] => xs.map((_, i) => xs[(i + by) % xs.length]!);
 
 function ratioRow(name: string, ours: number, unit: string, compName: string, comp: number, min: number | null): void {
   const ratio = ours / comp;
@@ -432,17 +467,24 @@ async function main() {
     let smallBlobs: Blob[] = [];
     for (const w of [SMALL, MEDIUM]) {
       const blobs = makeBlobs(w.count, w.size);
-      const put = { kiln: [] as number[], bare: [] as number[], disk: [] as number[] };
+      const small = w.size < MiB;
+      const put = { kiln: [] as number[], bare: [] as number[], disk: [] as number[], diskDir: [] as number[] };
       const get = { kiln: [] as number[], bare: [] as number[] };
       for (let run = 0; run < RUNS; run++) {
         if (run > 0) freshen(blobs);
-        put.disk.push(await diskBlobs(join(dir, 'disk-blobs'), blobs, w.inflight));
+        // The phases that write to disk take turns going first (see the header); then the bare PUT.
+        const diskPhases: Array<() => Promise<unknown>> = [
+          async () => put.disk.push(await diskBlobs(join(dir, 'disk-blobs'), blobs, w.inflight)),
+          // Diagnostic for small blobs: (d) plus the directory fsync the store also does.
+          ...(small ? [async () => put.diskDir.push(await diskBlobs(join(dir, 'disk-blobs'), blobs, w.inflight, true))] : []),
+          async () => put.kiln.push(await putAll(s, 'kiln', blobs, w.inflight)),
+        ];
+        for (const phase of rotate(diskPhases, run)) await phase();
+        put.bare.push(await putAll(s, 'bare', blobs, w.inflight));
         const order = run % 2 === 0 ? (['bare', 'kiln'] as const) : (['kiln', 'bare'] as const);
-        for (const which of order) put[which].push(await putAll(s, which, blobs, w.inflight));
         const refs = blobs.map((b) => ({ hex: b.hex, size: b.data.length }));
         for (const which of order) get[which].push(await getAll(s, which, refs, w.inflight));
       }
-      const small = w.size < MiB;
       const label = `${small ? '1 KiB' : '1 MiB'} x ${w.count}, ${w.inflight} in flight`;
       const rate = (sec: number) => (small ? w.count / sec : (w.count * w.size) / MiB / sec);
       const unit = small ? 'blobs/s' : 'MiB/s';
@@ -450,6 +492,7 @@ async function main() {
         putKiln: put.kiln.map(rate),
         putBare: put.bare.map(rate),
         putDisk: put.disk.map(rate),
+        putDiskDir: put.diskDir.map(rate),
         getKiln: get.kiln.map(rate),
         getBare: get.bare.map(rate),
       };
@@ -461,6 +504,9 @@ async function main() {
       if (small) {
         ratioRow(`PUT ${label}`, m.putKiln, unit, '(d) disk write+fsync+rename', m.putDisk, 0.5);
         ratioRow(`  same vs bare http PUT (info)`, m.putKiln, unit, '(b) bare http PUT', m.putBare, null);
+        const dDir = median(r.putDiskDir);
+        console.log(`${label}: (diagnostic) disk write+fsync+rename+fsync(dir), as the store does: ${fmt(dDir, 0)} ${unit}${runsOf(r.putDiskDir)}`);
+        ratioRow(`  same vs (d) + fsync(dir) (info)`, m.putKiln, unit, "(d') (d) + fsync(dir)", dDir, null);
         smallBlobs = blobs;
       } else {
         const limits: Array<[string, number]> = [
@@ -477,21 +523,31 @@ async function main() {
     // --- one big blob --------------------------------------------------------------------
     const bigFile = join(dir, 'big.bin');
     let bigHex = await makeBigFile(bigFile, BIG_SIZE);
-    const big = { kiln: [] as number[], bare: [] as number[], disk: [] as number[], getKiln: [] as number[], getBare: [] as number[] };
+    const big = { kiln: [] as number[], bare: [] as number[], disk: [] as number[], drain: [] as number[], getKiln: [] as number[], getBare: [] as number[] };
     let diskHow = '';
     const bigRuns = QUICK ? RUNS : Math.min(RUNS, 2);
     for (let run = 0; run < bigRuns; run++) {
       if (run > 0) bigHex = await freshenBigFile(bigFile);
-      const d = await diskLarge(bigFile, join(dir, 'dd-out.bin'));
-      big.disk.push(d.s);
-      diskHow = d.how;
-      const order = run % 2 === 0 ? (['bare', 'kiln'] as const) : (['kiln', 'bare'] as const);
-      for (const which of order) {
+      const putBig = async (which: 'kiln' | 'bare', status = 201): Promise<number> => {
+        await settle();
         const t0 = now();
         const r = await http(which === 'kiln' ? s.kiln.port : s.bare.port, 'PUT', which === 'kiln' ? kilnPath(bigHex) : barePath(bigHex), putHeaders(s, BIG_SIZE), createReadStream(bigFile, { highWaterMark: MiB }), true);
-        if (r.status !== 201) throw new Error(`${which} PUT big: HTTP ${r.status} ${r.text.slice(0, 200)}`);
-        big[which].push((now() - t0) / 1000);
-      }
+        if (r.status !== status) throw new Error(`${which} PUT big: HTTP ${r.status} ${r.text.slice(0, 200)}`);
+        return (now() - t0) / 1000;
+      };
+      const diskPhases: Array<() => Promise<unknown>> = [
+        async () => {
+          const d = await diskLarge(bigFile, join(dir, 'dd-out.bin'));
+          big.disk.push(d.s);
+          diskHow = d.how;
+        },
+        async () => big.kiln.push(await putBig('kiln')),
+      ];
+      for (const phase of rotate(diskPhases, run)) await phase();
+      big.bare.push(await putBig('bare'));
+      // Diagnostic: the same PUT again; the digest is present, so the store only drains the body (no hash, no disk).
+      big.drain.push(await putBig('kiln', 200));
+      const order = run % 2 === 0 ? (['bare', 'kiln'] as const) : (['kiln', 'bare'] as const);
       for (const which of order) big[which === 'kiln' ? 'getKiln' : 'getBare'].push(await getAll(s, which, [{ hex: bigHex, size: BIG_SIZE }], 1));
     }
     const mibs = (sec: number) => BIG_SIZE / MiB / sec;
@@ -500,11 +556,13 @@ async function main() {
       put: big.kiln.map(mibs),
       bare: big.bare.map(mibs),
       disk: big.disk.map(mibs),
+      drain: big.drain.map(mibs),
       getKiln: big.getKiln.map(mibs),
       getBare: big.getBare.map(mibs),
     };
-    const bm = { put: median(b.put), bare: median(b.bare), disk: median(b.disk), getKiln: median(b.getKiln), getBare: median(b.getBare) };
+    const bm = { put: median(b.put), bare: median(b.bare), disk: median(b.disk), drain: median(b.drain), getKiln: median(b.getKiln), getBare: median(b.getBare) };
     console.log(`${bl}: PUT kiln ${fmt(bm.put, 0)} MiB/s${runsOf(b.put)}; bare http PUT ${fmt(bm.bare, 0)}${runsOf(b.bare)}; disk (${diskHow}) ${fmt(bm.disk, 0)}${runsOf(b.disk)}`);
+    console.log(`${bl}: (diagnostic) PUT kiln of the digest already stored (HTTP path only: body drained, no hash, no disk) ${fmt(bm.drain, 0)} MiB/s${runsOf(b.drain)}`);
     console.log(`${bl}: GET kiln ${fmt(bm.getKiln, 0)} MiB/s${runsOf(b.getKiln)}; bare http GET of the same file ${fmt(bm.getBare, 0)}${runsOf(b.getBare)}`);
     {
       const limits: Array<[string, number]> = [
@@ -514,6 +572,7 @@ async function main() {
       ];
       const [ln, lv] = limits.reduce((x, y) => (y[1] < x[1] ? y : x));
       ratioRow(`PUT ${bl}`, bm.put, 'MiB/s', `min(a,b,c) = ${ln}`, lv, 0.7);
+      ratioRow(`  kiln PUT, digest present (info)`, bm.drain, 'MiB/s', '(b) bare http PUT', bm.bare, null);
       ratioRow(`GET ${bl}`, bm.getKiln, 'MiB/s', '(b) bare http GET', bm.getBare, 0.8);
     }
 
@@ -571,6 +630,9 @@ async function main() {
     // --- agent cache ---------------------------------------------------------------------
     const cache = new CasCache({ dir: join(dir, 'agent-cas'), coordinatorUrl: s.kiln.url, token: s.kiln.agentToken });
     const bigDigest = `sha256:${bigHex}` as Digest;
+    // The disk comparator again, right before (the disk's burst state drifts; see the header).
+    const ddNow = BIG_SIZE / MiB / (await diskLarge(bigFile, join(dir, 'dd-out.bin'))).s;
+    await settle();
     let t0 = now();
     let before = cache.stats.downloadedBytes;
     let lease = await cache.acquire(bigDigest);
@@ -607,10 +669,12 @@ async function main() {
     const limits: Array<[string, number]> = [
       ['(a) sha256', sha.mibs],
       ['(b) bare http GET', bm.getBare],
-      ['(c) dd conv=fsync', bm.disk],
+      ['(c) dd conv=fsync, just before', ddNow],
     ];
     const [ln, lv] = limits.reduce((x, y) => (y[1] < x[1] ? y : x));
-    console.log(`agent cache, first acquire of ${bl} (GET via fetch + sha256 verify + write + fsync): ${fmt(firstMs, 0)} ms = ${fmt(acqMibs, 0)} MiB/s; kiln GET to a discarding sink ${fmt(bm.getKiln, 0)} MiB/s`);
+    console.log(
+      `agent cache, first acquire of ${bl} (GET via fetch + sha256 verify + write + fsync): ${fmt(firstMs, 0)} ms = ${fmt(acqMibs, 0)} MiB/s; kiln GET to a discarding sink ${fmt(bm.getKiln, 0)} MiB/s; dd just before ${fmt(ddNow, 0)} MiB/s`,
+    );
     console.log(`agent cache, second acquire: ${secondBytes} bytes moved in ${fmt(secondMs, 2)} ms (first: ${firstBytes} bytes in ${fmt(firstMs, 0)} ms)`);
     console.log(`agent cache, after a restart (new CasCache, same dir; re-hashes once): ${restartBytes} bytes moved in ${fmt(restartMs, 0)} ms; sha256 of ${bl} at (a) takes ${fmt((BIG_SIZE / MiB / sha.mibs) * 1000, 0)} ms`);
     console.log(`agent cache, 8 concurrent acquires of a new 1 MiB digest: ${downloads} download(s), ${concBytes} bytes, ${fmt(concMs, 1)} ms`);
