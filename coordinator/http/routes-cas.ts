@@ -7,7 +7,9 @@
  * idempotent). find-missing answers from the in-memory index, so clients upload only what
  * the store lacks. The API token and the agent token (which uploads outputs) may use them.
  */
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
+import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
 import { z } from 'zod';
 import { DIGEST_RE, KilnError, type Digest } from '../../shared/index.js';
@@ -77,8 +79,11 @@ export function registerCasRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): voi
     const lengthHeader = c.req.header('content-length');
     const expected = lengthHeader !== undefined ? Number(lengthHeader) : undefined;
     if (expected !== undefined && !Number.isSafeInteger(expected)) throw new KilnError('E_INVALID', `bad Content-Length '${lengthHeader}'`);
-    const body = c.req.raw.body;
-    const source: AsyncIterable<Uint8Array> = body ? Readable.fromWeb(body as never) : Readable.from([]);
+    // Under @hono/node-server read the request socket itself (no web-stream conversion);
+    // otherwise (app.fetch in tests) the web Request's body.
+    const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+    const body = incoming ? null : c.req.raw.body;
+    const source: AsyncIterable<Uint8Array> = incoming ?? (body ? Readable.fromWeb(body as never) : Readable.from([]));
     const r = await deps.cas.put(digest, source, expected);
     return c.json({ digest, size: r.size, created: r.created }, r.created ? 201 : 200);
   });
@@ -91,6 +96,16 @@ export function registerCasRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): voi
     if (size === null) throw new KilnError('E_NOT_FOUND', `blob ${digest} not found`);
     const headers = { 'content-type': 'application/octet-stream', 'content-length': String(size), etag: `"${digest}"` };
     if (c.req.method === 'HEAD') return new Response(null, { status: 200, headers }) as never;
-    return new Response(Readable.toWeb(await deps.cas.read(digest)) as ReadableStream, { status: 200, headers }) as never;
+    const body = await deps.cas.read(digest);
+    // Served by @hono/node-server: pipe the file straight into the socket (no web-stream
+    // conversion on the hot path); otherwise (tests calling app.fetch) as a web Response.
+    const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
+    if (outgoing) {
+      outgoing.writeHead(200, headers);
+      body.on('error', (err) => outgoing.destroy(err));
+      body.pipe(outgoing);
+      return RESPONSE_ALREADY_SENT as never;
+    }
+    return new Response(Readable.toWeb(body) as ReadableStream, { status: 200, headers }) as never;
   });
 }
