@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { BatchedFileWriter, HEX_RE, KilnError, digestHex, errnoCode, hasherDigest, newHasher, type Digest } from '../shared/index.js';
+import { HEX_RE, KilnError, digestHex, errnoCode, hasherDigest, newHasher, writeVerifiedFile, type Digest } from '../shared/index.js';
 
 export interface CasCacheOptions {
   dir: string;
@@ -209,36 +209,19 @@ export class CasCache {
     if (!res.ok || !res.body) throw new KilnError('E_CONNECTION', `fetching ${digest} from ${url} failed: HTTP ${res.status}`);
     const expected = Number(res.headers.get('content-length') ?? NaN);
     const tmp = join(this.blobDir, `.tmp-${digestHex(digest).slice(0, 12)}-${randomBytes(6).toString('hex')}`);
-    const fh = await open(tmp, 'w', 0o644);
-    const hash = newHasher();
-    let size = 0;
-    let keep = false;
+    let size: number;
     try {
-      const out = new BatchedFileWriter(fh);
-      try {
-        for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-          size += chunk.length;
-          if (Number.isFinite(expected) && size > expected) throw new KilnError('E_DIGEST_MISMATCH', `${digest}: the coordinator sent more than the ${expected} bytes it announced; discarded`);
-          hash.update(chunk);
-          await out.write(chunk);
-        }
-        await out.flush();
-      } catch (err) {
-        if (err instanceof KilnError) throw err;
-        throw new KilnError('E_CONNECTION', `fetching ${digest} broke after ${size}${Number.isFinite(expected) ? ` of ${expected}` : ''} bytes (${(err as Error).message}); discarded`, { cause: err });
-      }
-      this.stats.downloadedBytes += size;
-      if (Number.isFinite(expected) && size !== expected) throw new KilnError('E_DIGEST_MISMATCH', `${digest}: got ${size} of the ${expected} bytes announced (truncated); discarded`);
-      const actual = hasherDigest(hash);
-      if (actual !== digest) throw new KilnError('E_DIGEST_MISMATCH', `downloaded ${size} bytes hash to ${actual}, not ${digest}; discarded`);
-      await fh.sync();
-      keep = true;
-    } finally {
-      await fh.close();
-      if (!keep) {
-        this.stats.corrupt++;
-        await unlink(tmp).catch(() => {});
-      }
+      size = await writeVerifiedFile(tmp, res.body as unknown as AsyncIterable<Uint8Array>, {
+        digest,
+        ...(Number.isFinite(expected) ? { size: expected } : {}),
+        verb: 'downloaded',
+        outcome: 'discarded',
+        onRead: (n) => (this.stats.downloadedBytes += n),
+      });
+    } catch (err) {
+      this.stats.corrupt++;
+      if (err instanceof KilnError) throw err;
+      throw new KilnError('E_CONNECTION', `fetching ${digest} broke (${(err as Error).message}); discarded`, { cause: err });
     }
     await rename(tmp, this.pathOf(digest));
     this.stats.downloads++;

@@ -20,3 +20,4 @@ export * from './config-values.js';
 export * from './archive/pack-dir.js';
 export * from './archive/safe-extract.js';
 export * from './file-writer.js';
+export * from './verified-file.js';

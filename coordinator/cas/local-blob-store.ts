@@ -12,7 +12,7 @@ import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { BatchedFileWriter, HEX_RE, KilnError, digestHex, errnoCode, hasherDigest, newHasher, type Digest } from '../../shared/index.js';
+import { HEX_RE, KilnError, digestHex, errnoCode, writeVerifiedFile, type Digest } from '../../shared/index.js';
 import { fsyncDir } from '../state/durable-file.js';
 import type { BlobStore, PutResult, StoredBlob } from './blob-store.js';
 
@@ -75,32 +75,13 @@ export class LocalBlobStore implements BlobStore {
       return { created: false, size: existing };
     }
     const tmp = join(this.tmpDir, `${digestHex(digest).slice(0, 16)}-${randomBytes(6).toString('hex')}`);
-    const fh = await open(tmp, 'w', 0o644);
-    const hash = newHasher();
-    let size = 0;
-    let keep = false;
-    try {
-      const out = new BatchedFileWriter(fh);
-      for await (const chunk of body) {
-        size += chunk.length;
-        if (size > this.maxBlobBytes) throw new KilnError('E_TOO_LARGE', `blob is larger than the limit of ${this.maxBlobBytes} bytes`);
-        hash.update(chunk);
-        await out.write(chunk);
-      }
-      await out.flush();
-      const actual = hasherDigest(hash);
-      if (actual !== digest) {
-        throw new KilnError('E_DIGEST_MISMATCH', `uploaded bytes hash to ${actual}, not ${digest}; nothing was stored`);
-      }
-      if (expectedSize !== undefined && size !== expectedSize) {
-        throw new KilnError('E_DIGEST_MISMATCH', `uploaded ${size} bytes but Content-Length said ${expectedSize}; nothing was stored`);
-      }
-      await fh.sync();
-      keep = true;
-    } finally {
-      await fh.close();
-      if (!keep) await unlink(tmp).catch(() => {});
-    }
+    const size = await writeVerifiedFile(tmp, body, {
+      digest,
+      ...(expectedSize !== undefined ? { size: expectedSize } : {}),
+      maxBytes: this.maxBlobBytes,
+      verb: 'uploaded',
+      outcome: 'nothing was stored',
+    });
     const final = this.blobPath(digest);
     const dir = join(this.root, 'sha256', digestHex(digest).slice(0, 2));
     await mkdir(dir, { recursive: true });
