@@ -39,7 +39,7 @@
  * - inserted lines use the file's newline style (the first line end found, else `\n`). A file
  *   without a trailing newline gets none added. A UTF-8 BOM stays at the very start.
  */
-import { KilnError } from '../../shared/index.js';
+import { ENV_NAME_RE, INPUT_NAME_RE, KilnError } from '../../shared/index.js';
 
 /** One logical instruction (continuation lines joined, comments inside it dropped). */
 export interface DockerfileInstruction {
@@ -415,15 +415,13 @@ export interface DockerfileInput {
   env: Record<string, string>;
 }
 
-const STAGE_NAME_RE = /^[a-z][a-z0-9_.-]*$/;
-const ENV_KEY_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const IMAGE_RE = /^[A-Za-z0-9][A-Za-z0-9._/:@-]*$/;
 const MOUNT_RE = /^\/[A-Za-z0-9._+@%=:~/-]*$/;
 
 function validateInputs(inputs: DockerfileInput[]): void {
   const names = new Set<string>();
   for (const input of inputs) {
-    if (!STAGE_NAME_RE.test(input.name)) {
+    if (!INPUT_NAME_RE.test(input.name)) {
       throw invalid(`input name '${input.name}' is not a valid stage name (lowercase letters, digits, '-', '_', '.', starting with a letter)`);
     }
     if (names.has(input.name)) throw invalid(`input name '${input.name}' is used twice`);
@@ -435,7 +433,7 @@ function validateInputs(inputs: DockerfileInput[]): void {
       );
     }
     for (const [key, value] of Object.entries(input.env)) {
-      if (!ENV_KEY_RE.test(key)) throw invalid(`input '${input.name}': env key '${key}' is not a valid variable name`);
+      if (!ENV_NAME_RE.test(key)) throw invalid(`input '${input.name}': env key '${key}' is not a valid variable name`);
       if (/[\r\n\0]/.test(value)) throw invalid(`input '${input.name}': env ${key} contains a line break or NUL`);
     }
   }

@@ -12,7 +12,6 @@ import type { AttemptRecord, BuildRecord, NodeRecord } from '../state/records.js
 import { canonicalJson } from './canonical-json.js';
 
 export const PROVENANCE_TYPE = 'https://kiln.dev/provenance/v1';
-export const PROVENANCE_MEDIA_TYPE = 'application/vnd.kiln.provenance.v1+json';
 
 /** Build args whose names look like they carry secrets; their values never enter a record. */
 const SECRET_ARG_RE = /(SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|API_?KEY|AUTH)/i;

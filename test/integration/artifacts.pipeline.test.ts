@@ -9,39 +9,15 @@
  * builds at once share one execution; a corrupt or truncated blob on the coordinator is
  * detected by the agent and never used.
  */
-import { randomBytes, createHash } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import type { ArtifactViewT as Artifact, BuildViewT as Build, NodeViewT as NodeBody } from '../../shared/index.js';
+import { sha256 as sha } from '../../shared/index.js';
 import { kiln, submitSpec, useCluster, waitForBuild, type CoordinatorHandle } from '../helpers/cluster.js';
 
-interface NodeBody {
-  name: string;
-  state: string;
-  error: string | null;
-  reused_from: { build_id: string; node: string; attempt_id: string } | null;
-  provenance: string | null;
-  outputs: Array<{ name: string; digest: string | null; size: number | null }>;
-  inputs: Array<{ name: string; digest: string | null }>;
-  attempts: Array<{ id: string; state: string; error: string | null; reason: string | null; key: string | null; base_images: Array<{ ref: string; digest: string | null }> | null }>;
-}
-interface Build {
-  id: string;
-  state: string;
-  nodes: NodeBody[];
-}
-interface Artifact {
-  node: string;
-  name: string;
-  digest: string;
-  size_bytes: number;
-  url: string | null;
-  expires_at: string | null;
-  provenance: string | null;
-  reused: boolean;
-}
 
-const sha = (b: Buffer | string) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 async function build(c: CoordinatorHandle, id: string): Promise<Build & { byName: Record<string, NodeBody> }> {
   const b = (await waitForBuild(c, id)) as unknown as Build;

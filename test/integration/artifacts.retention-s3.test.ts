@@ -7,30 +7,16 @@
  *   pinned, the list shows them expired, and a later identical node builds again instead
  *   of reusing a result whose outputs are gone.
  */
-import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ArtifactViewT as Artifact, NodeViewT as NodeBody } from '../../shared/index.js';
+import { sha256 as sha } from '../../shared/index.js';
 import { kiln, startAgent, startCoordinator, submitSpec, tempDir, waitFor, waitForBuild, type CoordinatorHandle, type Proc } from '../helpers/cluster.js';
 import { startS3, type TestS3 } from '../helpers/s3.js';
 
-interface Artifact {
-  node: string;
-  name: string;
-  digest: string;
-  size_bytes: number;
-  url: string | null;
-  expires_at: string | null;
-}
-interface NodeBody {
-  name: string;
-  state: string;
-  reused_from: unknown;
-  outputs: Array<{ name: string; digest: string | null }>;
-}
 
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const outputSpec = (marker: string) => ({
   name: 'store-test',
   nodes: { make: { dockerfile_inline: `FROM kiln/busybox:1\nRUN mkdir /o && echo "${marker}" > /o/file.txt && seq 1 5000 > /o/numbers`, outputs: { o: '/o' } } },

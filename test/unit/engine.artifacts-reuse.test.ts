@@ -89,6 +89,9 @@ describe('engine: artifacts and reuse', () => {
     await tick();
   }
 
+  /** The agent reports the base images it resolved for `attempt_id` (default: BUSYBOX). */
+  const resolved = (a: Agent, attempt_id: string, bases = [BUSYBOX]) => engine.frame(a.entry, frame('resolved', { attempt_id, base_images: bases, dockerfile_digest: null }));
+
   const lastAssign = (a: Agent, node: string) => a.ch.assigns().filter((x) => x.node === node).at(-1)!;
 
   const pipeline = {
@@ -162,13 +165,13 @@ describe('engine: artifacts and reuse', () => {
     await tick();
     const r2 = lastAssign(a, 'runtime');
     expect(r2.build_id).toBe(second.id);
-    await engine.frame(a.entry, frame('resolved', { attempt_id: r2.attempt_id, base_images: [BUSYBOX], dockerfile_digest: null }));
+    await resolved(a, r2.attempt_id);
     await tick();
     expect(a.ch.cancels()).toContain(r2.attempt_id);
     const w2 = lastAssign(a, 'wheel');
     expect(w2.build_id).toBe(second.id);
     expect(w2.inputs[0]!.digest).toBe(rt.digest);
-    await engine.frame(a.entry, frame('resolved', { attempt_id: w2.attempt_id, base_images: [BUSYBOX], dockerfile_digest: null }));
+    await resolved(a, w2.attempt_id);
     await tick();
     expect(second.state).toBe('success');
     const reusedWheel = await nodeOf(second.id, 'wheel');
@@ -209,7 +212,7 @@ describe('engine: artifacts and reuse', () => {
     await engine.submit(spec({ runtime: pipeline.runtime }));
     await tick();
     const again = lastAssign(a, 'runtime');
-    await engine.frame(a.entry, frame('resolved', { attempt_id: again.attempt_id, base_images: [BUSYBOX], dockerfile_digest: null }));
+    await resolved(a, again.attempt_id);
     expect(a.ch.sent.some((s) => s.type === 'proceed' && s.payload.attempt_id === again.attempt_id)).toBe(true);
   });
 
@@ -219,8 +222,8 @@ describe('engine: artifacts and reuse', () => {
     const b2 = await engine.submit(spec({ runtime: pipeline.runtime }));
     await tick();
     const [x1, x2] = a.ch.assigns().filter((x) => x.node === 'runtime');
-    await engine.frame(a.entry, frame('resolved', { attempt_id: x1!.attempt_id, base_images: [BUSYBOX], dockerfile_digest: null }));
-    await engine.frame(a.entry, frame('resolved', { attempt_id: x2!.attempt_id, base_images: [BUSYBOX], dockerfile_digest: null }));
+    await resolved(a, x1!.attempt_id);
+    await resolved(a, x2!.attempt_id);
     expect(a.ch.sent.filter((s) => s.type === 'proceed').map((s) => s.payload.attempt_id)).toEqual([x1!.attempt_id]);
     expect(a.ch.cancels()).toContain(x2!.attempt_id);
     const follower = await nodeOf(b2.id, 'runtime');
@@ -245,7 +248,7 @@ describe('engine: artifacts and reuse', () => {
     const b2 = await engine.submit(spec({ runtime: pipeline.runtime }));
     await tick();
     const [x1, x2] = a.ch.assigns().filter((x) => x.node === 'runtime');
-    for (const x of [x1!, x2!]) await engine.frame(a.entry, frame('resolved', { attempt_id: x.attempt_id, base_images: [BUSYBOX], dockerfile_digest: null }));
+    for (const x of [x1!, x2!]) await resolved(a, x.attempt_id);
     await engine.frame(a.entry, frame('finished', finished(x1!.attempt_id, 'failed')));
     await tick();
     expect(b1.state).toBe('failed');
@@ -258,7 +261,7 @@ describe('engine: artifacts and reuse', () => {
     const b4 = await engine.submit(spec({ runtime: { ...pipeline.runtime, build_args: { V: '2' } } }));
     await tick();
     const [y1, y2] = a.ch.assigns().filter((x) => x.build_id === b3.id || x.build_id === b4.id);
-    for (const y of [y1!, y2!]) await engine.frame(a.entry, frame('resolved', { attempt_id: y.attempt_id, base_images: [BUSYBOX], dockerfile_digest: null }));
+    for (const y of [y1!, y2!]) await resolved(a, y.attempt_id);
     expect((await nodeOf(b4.id, 'runtime')).waiting_on).toBe(y1!.attempt_id);
     now += TIMINGS.lostAfterMs + 1;
     await engine.sweep();
@@ -285,7 +288,7 @@ describe('engine: artifacts and reuse', () => {
     const b2 = await engine.submit(spec({ runtime: pipeline.runtime }));
     await tick();
     const [x1, x2] = a.ch.assigns().filter((x) => x.node === 'runtime');
-    for (const x of [x1!, x2!]) await engine.frame(a.entry, frame('resolved', { attempt_id: x.attempt_id, base_images: [BUSYBOX], dockerfile_digest: null }));
+    for (const x of [x1!, x2!]) await resolved(a, x.attempt_id);
     await store.drain();
     await engine.stop();
     await logs.closeAll();
