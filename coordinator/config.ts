@@ -11,6 +11,8 @@
  *   heartbeat_interval: 10s      # sent to agents in the welcome; jittered by them
  *   lost_after: 30s              # default 3 x heartbeat_interval
  *   reconnect_grace: 60s         # after a restart, time for agents to reclaim attempts
+ *   accept_timeout: 20s          # an assignment not accepted this long is offered elsewhere (default 2 x heartbeat, >= 10s)
+ *   cutoff_cancel: 5m            # an agent cut off this long cancels its builds (sent in the welcome)
  *   default_platform: linux/amd64
  *   max_blob_bytes: 4294967296
  *   artifacts:
@@ -66,6 +68,8 @@ export interface CoordinatorConfig {
   cancelGraceMs: number;
   timeoutGraceMs: number;
   acceptTimeoutMs: number;
+  /** Sent to agents: cut off from the coordinator this long, they cancel their running builds (S). */
+  cutoffCancelMs: number;
   defaultPlatform: string;
   maxBlobBytes: number;
   maxSpecBytes: number;
@@ -113,6 +117,8 @@ const FileSchema = z.strictObject({
   lost_after: Duration.optional(),
   reconnect_grace: Duration.optional(),
   cancel_grace: Duration.optional(),
+  accept_timeout: Duration.optional(),
+  cutoff_cancel: Duration.optional(),
   default_platform: z.string().optional(),
   max_blob_bytes: z.number().int().positive().optional(),
   artifacts: z.strictObject({ retention: Duration.optional(), gc_interval: Duration.optional(), gc_grace: Duration.optional() }).optional(),
@@ -218,7 +224,7 @@ export function loadCoordinatorConfig(flags: CoordinatorFlags, host: ConfigEnvir
   const listenText = flags.listen ?? env.KILN_LISTEN ?? file.listen ?? '127.0.0.1:8080';
   const heartbeat = flags.heartbeatInterval ?? env.KILN_HEARTBEAT_INTERVAL ?? file.heartbeat_interval ?? '10s';
   const heartbeatIntervalMs = durationSetting('heartbeat_interval', heartbeat);
-  const lostText = flags.lostAfter ?? file.lost_after;
+  const lostText = flags.lostAfter ?? env.KILN_LOST_AFTER ?? file.lost_after;
   const lostAfterMs = lostText !== undefined ? durationSetting('lost_after', lostText) : heartbeatIntervalMs * 3;
   if (lostAfterMs <= heartbeatIntervalMs) throw configError('lost_after', `must be longer than heartbeat_interval (${heartbeatIntervalMs} ms)`);
   const defaultPlatform = file.default_platform ?? `linux/${ociArch(host.arch)}`;
@@ -237,10 +243,17 @@ export function loadCoordinatorConfig(flags: CoordinatorFlags, host: ConfigEnvir
     apiTokenFile: apiTokenFile ? resolve(apiTokenFile) : undefined,
     heartbeatIntervalMs,
     lostAfterMs,
-    reconnectGraceMs: file.reconnect_grace !== undefined ? durationSetting('reconnect_grace', file.reconnect_grace) : Math.max(60_000, lostAfterMs),
+    reconnectGraceMs:
+      (env.KILN_RECONNECT_GRACE ?? file.reconnect_grace) !== undefined
+        ? durationSetting('reconnect_grace', (env.KILN_RECONNECT_GRACE ?? file.reconnect_grace)!)
+        : Math.max(60_000, lostAfterMs),
     cancelGraceMs: file.cancel_grace !== undefined ? durationSetting('cancel_grace', file.cancel_grace) : 30_000,
     timeoutGraceMs: 60_000,
-    acceptTimeoutMs: Math.max(10_000, heartbeatIntervalMs * 2),
+    acceptTimeoutMs:
+      (env.KILN_ACCEPT_TIMEOUT ?? file.accept_timeout) !== undefined
+        ? durationSetting('accept_timeout', (env.KILN_ACCEPT_TIMEOUT ?? file.accept_timeout)!)
+        : Math.max(10_000, heartbeatIntervalMs * 2),
+    cutoffCancelMs: durationSetting('cutoff_cancel', env.KILN_CUTOFF_CANCEL ?? file.cutoff_cancel ?? '5m'),
     defaultPlatform,
     maxBlobBytes: file.max_blob_bytes !== undefined ? intSetting('max_blob_bytes', file.max_blob_bytes, 1, Number.MAX_SAFE_INTEGER) : 4 * 1024 ** 3,
     maxSpecBytes: 4 * 1024 * 1024,

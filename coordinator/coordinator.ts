@@ -105,7 +105,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       maxSpecBytes: config.maxSpecBytes,
       isReady: () => ready,
     });
-    const hub = new AgentHub({ engine, tokens: tokenCheck, logger, heartbeatIntervalMs: config.heartbeatIntervalMs, lostAfterMs: config.lostAfterMs });
+    const hub = new AgentHub({ engine, tokens: tokenCheck, logger, heartbeatIntervalMs: config.heartbeatIntervalMs, lostAfterMs: config.lostAfterMs, cutoffCancelMs: config.cutoffCancelMs });
     const server = createAdaptorServer({ fetch: app.fetch }) as Server;
     server.on('upgrade', (req, socket, head) => hub.handleUpgrade(req, socket, head));
     const port = await listen(server, config.listen.host, config.listen.port);

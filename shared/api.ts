@@ -123,7 +123,38 @@ export const AgentView = z.object({
   gpus: z.array(z.object({ index: z.number().int(), model: z.string(), memory_mib: z.number().int(), uuid: z.string().nullable() })),
   connected_at: Time.nullable(),
   last_seen_at: Time,
+  /** Set by an operator: `paused` takes no new work, `draining` also finishes what it runs and stays so. */
+  control: z.enum(['active', 'paused', 'draining']),
+  /** Why and when it was paused or drained (null while active). */
+  control_reason: z.string().nullable(),
+  control_at: Time.nullable(),
+  /** What the agent reports: false while its disk is full or its Docker Engine is unreachable. */
+  health: z.object({ accepting: z.boolean(), problem: z.string().nullable() }),
+  /** The agent's circuit breaker: `open` after repeated infrastructure failures (no work until `until`), then `half_open` for one trial attempt. */
+  breaker: z.object({
+    state: z.enum(['closed', 'open', 'half_open']),
+    until: Time.nullable(),
+    /** Infrastructure failures inside the breaker's window. */
+    recent_failures: z.number().int(),
+  }),
+  /** Host load from the last heartbeat (null before the first one that carried it). */
+  metrics: z
+    .object({
+      at: Time,
+      load1: z.number().nullable(),
+      cpus: z.number().int().nullable(),
+      mem_used_mib: z.number().int().nullable(),
+      mem_total_mib: z.number().int().nullable(),
+      disk_free_mib: z.number().int().nullable(),
+      gpus: z.array(z.object({ index: z.number().int(), memory_used_mib: z.number().int(), utilization_pct: z.number().nullable() })),
+    })
+    .nullable(),
+  /** GPUs (nvidia-smi indexes) held by running attempts. */
+  gpus_in_use: z.array(z.object({ attempt_id: z.string(), gpus: z.array(z.number().int()) })),
 });
+
+/** Body of `POST /api/v1/agents/{name}/pause|resume|drain` (optional). */
+export const AgentControlBody = z.strictObject({ reason: z.string().min(1).max(1000).optional() });
 
 export const ArtifactView = z.object({
   node: z.string(),

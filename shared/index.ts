@@ -9,6 +9,7 @@ export * from './platform.js';
 export * from './ids.js';
 export * from './states.js';
 export * from './api.js';
+export * from './api-fleet.js';
 export * from './protocol/messages.js';
 export * from './protocol/codec.js';
 export * from './spec/build-spec.js';

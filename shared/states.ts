@@ -24,9 +24,13 @@
  * - `success`: the current attempt finished with an image (and its outputs), or the node
  *   was *reused*: an identical node (same idempotency key) already succeeded, or was being
  *   built and succeeded, so its image and outputs are this node's too.
- * - `failed`: the current attempt failed (a RUN exited non-zero, the build timed out, the
- *   agent was lost twice, ...). Every node downstream becomes `skipped`.
- * - `skipped`: a node it needs (directly or not) failed, was skipped or was cancelled.
+ * - `failed`: the current attempt failed (a RUN exited non-zero, the test exited non-zero,
+ *   the build timed out, ...), or infrastructure failures (lost agent, Docker Engine down,
+ *   disk full) used up the attempt budget (3; 1 with `retry: false`), which also puts the
+ *   node on the dead-letter list. Every node downstream becomes `skipped`. Terminal, except
+ *   that a retry from the API (`POST .../nodes/{node}/retry`) makes it `ready` again.
+ * - `skipped`: a node it needs (directly or not) failed, was skipped or was cancelled. A
+ *   retry of the failed node upstream makes it `pending` again.
  * - `cancelled`: the build was cancelled before this node finished.
  */
 export const NODE_STATES = ['pending', 'ready', 'assigned', 'running', 'success', 'failed', 'skipped', 'cancelled'] as const;
@@ -54,8 +58,11 @@ export type BuildState = (typeof BUILD_STATES)[number];
  *   (the agent's slot stays taken until then).
  * - `cancelled`: the agent confirmed the cancel, or was gone when it was asked.
  * - `rejected`: the agent refused the assignment (no slot, unsupported platform, ...).
- * - `lost`: the agent disconnected or went silent for longer than the lost timeout, or
- *   came back without this attempt.
+ * - `lost`: the agent disconnected or went silent for longer than the lost timeout, came
+ *   back without this attempt, or did not accept the assignment in time.
+ * `failed` with `infra: true` (and `lost`) are infrastructure failures: they count
+ * against the node's attempt budget and the agent's circuit breaker, and the node is
+ * queued again (preferably elsewhere) while budget is left.
  * - `reused`: the agent reported the node's base images, and the coordinator found that an
  *   identical node (same idempotency key) had succeeded or was being built; nothing was
  *   built by this attempt.
@@ -76,8 +83,9 @@ const NODE_TRANSITIONS: Record<NodeState, readonly NodeState[]> = {
   assigned: ['running', 'ready', 'success', 'failed', 'cancelled'],
   running: ['ready', 'success', 'failed', 'cancelled'],
   success: [],
-  failed: [],
-  skipped: [],
+  // only by an explicit retry from the API
+  failed: ['ready'],
+  skipped: ['pending'],
   cancelled: [],
 };
 
@@ -101,6 +109,11 @@ export function isBuildTerminal(s: BuildState): boolean {
 }
 export function isAttemptTerminal(s: AttemptState): boolean {
   return TERMINAL_ATTEMPT_STATES.has(s);
+}
+
+/** Transitions out of a terminal node state, allowed only for an explicit retry. */
+export function isRetryTransition(from: NodeState, to: NodeState): boolean {
+  return (from === 'failed' && to === 'ready') || (from === 'skipped' && to === 'pending');
 }
 
 export function canNodeTransition(from: NodeState, to: NodeState): boolean {

@@ -37,6 +37,8 @@ export interface AgentHubOptions {
   logger: Logger;
   heartbeatIntervalMs: number;
   lostAfterMs: number;
+  /** Sent in the welcome: cut off this long, the agent cancels its running builds. */
+  cutoffCancelMs: number;
   helloTimeoutMs?: number;
 }
 
@@ -144,6 +146,7 @@ export class AgentHub {
               heartbeat_interval_ms: this.opts.heartbeatIntervalMs,
               lost_after_ms: this.opts.lostAfterMs,
               max_log_chunk_bytes: MAX_LOG_CHUNK_BYTES,
+              cutoff_cancel_ms: this.opts.cutoffCancelMs,
               resume: outcome.resume,
             });
             this.opts.engine.welcomed(outcome.entry, channel);

@@ -15,10 +15,22 @@
  * built right now (shared execution), or lets the agent `proceed`. Every finished attempt
  * gets a provenance record in the CAS (provenance.ts).
  *
+ * Faults: every dispatch is an attempt with its own id, and only the node's current
+ * attempt on the agent (and agent process) it was given to can change the node (fencing,
+ * `owned`). Infrastructure failures (a lost agent, an attempt not accepted in time, a
+ * Docker Engine or disk failure the agent reports as `infra`, an agent that cancelled on
+ * its own) queue the node again, preferably on another agent, until the node's attempt
+ * budget (3; 1 with `retry: false`) is used up; then the node fails with `attempts
+ * exhausted` and goes on the dead-letter list, from which an operator can retry it. The
+ * agent's circuit breaker counts the failures of connected agents (see agent-registry.ts).
+ * A failed build gets an error report, `builds/error-<id>.json` (error-report.ts).
+ *
  * Emits `node` (buildId, nodeName) whenever a node changes state and `build` (buildId)
  * when a build's state changes, for live log and status followers.
  */
 import { EventEmitter } from 'node:events';
+import { unlink } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import {
   KilnError,
@@ -36,15 +48,20 @@ import {
   type HelloPayload,
   type NodeState,
   type Payload,
+  type ErrorReportT,
+  type PoolViewT,
   type ResolvedSpec,
 } from '../../shared/index.js';
 import type { AgentChannel, AgentEntry, AgentRegistry } from '../agents/agent-registry.js';
 import type { LogStore } from '../logs/log-store.js';
 import type { Cas } from '../cas/cas.js';
-import type { AttemptRecord, BuildRecord, NodeRecord, ReusedFrom, StateData } from '../state/records.js';
+import type { AttemptRecord, BuildRecord, DeadLetterRecord, NodeRecord, ReusedFrom, StateData } from '../state/records.js';
+import { writeFileDurable } from '../state/durable-file.js';
 import type { StateStore } from '../state/state-store.js';
 import { buildGraph, countTransition, type BuildGraph } from './build-graph.js';
+import { buildErrorReport } from './error-report.js';
 import { idempotencyKey, specDigest } from './idempotency.js';
+import { PoolStats, poolOf } from './pools.js';
 import { provenanceRecord } from './provenance.js';
 import type { ReuseIndex, ReuseRecord } from './reuse-index.js';
 import { Scheduler, type ReadyRef } from './scheduler.js';
@@ -72,6 +89,8 @@ export interface EngineDeps {
   logger: Logger;
   timings: EngineTimings;
   clock?: () => number;
+  /** Runs placement "soon" (default setImmediate); a simulation passes its own queue. */
+  defer?: (fn: () => void) => void;
 }
 
 interface ActiveAttempt {
@@ -85,7 +104,13 @@ export type HelloOutcome =
   | { ok: false; closeCode: number; reason: string };
 
 const MAX_REJECTIONS = 3;
-const MAX_LOST_ATTEMPTS = 2;
+/** Attempts a node gets for infrastructure failures (lost agent, Docker down, disk full). */
+export const INFRA_ATTEMPT_BUDGET = 3;
+
+/** An attempt that ended because of the infrastructure, not the build. */
+export function isInfraAttempt(a: AttemptRecord): boolean {
+  return a.state === 'lost' || ((a.state === 'failed' || a.state === 'cancelled') && a.infra);
+}
 
 export class Engine extends EventEmitter {
   private readonly store: StateStore;
@@ -105,6 +130,10 @@ export class Engine extends EventEmitter {
   private readonly graphs = new WeakMap<BuildRecord, BuildGraph>();
   private readonly archiving = new Set<string>();
   private readonly avoid = new Map<string, Set<string>>();
+  /** Agents where a node's attempt failed for infrastructure reasons: used for it only when nothing else is free. */
+  private readonly preferNot = new Map<string, Set<string>>();
+  private readonly poolStats = new PoolStats();
+  private readonly defer: (fn: () => void) => void;
   private readonly ids: string[] = [];
   private scheduleQueued = false;
   private stopped = false;
@@ -122,7 +151,8 @@ export class Engine extends EventEmitter {
     this.log = deps.logger;
     this.t = deps.timings;
     this.now = deps.clock ?? Date.now;
-    this.scheduler = new Scheduler(this.agents);
+    this.defer = deps.defer ?? ((fn) => void setImmediate(fn));
+    this.scheduler = new Scheduler(this.agents, this.now);
   }
 
   // ---------------------------------------------------------------- startup
@@ -144,7 +174,7 @@ export class Engine extends EventEmitter {
           this.active.set(attempt.id, { build, node, attempt });
           const entry = this.agents.placeholder(attempt.agent, attempt.session, now, this.t.reconnectGraceMs);
           if (entry.session === attempt.session) {
-            entry.running.add(attempt.id);
+            this.agents.hold(entry, attempt.id, attempt.gpus ?? [], now);
           } else {
             this.loseAttempt({ build, node, attempt }, 'the agent restarted while the coordinator was down');
             changed = true;
@@ -167,6 +197,10 @@ export class Engine extends EventEmitter {
         }
       }
     }
+    for (const [name, ctl] of Object.entries(this.store.data.agent_controls ?? {})) {
+      const entry = this.agents.get(name);
+      if (entry) entry.control = ctl.control;
+    }
     if (changed) await this.store.commit();
     for (const build of Object.values(this.store.data.builds)) this.maybeArchive(build);
   }
@@ -174,6 +208,11 @@ export class Engine extends EventEmitter {
   /** Stops dispatching and waits for background work (archiving, log headers) to finish. */
   async stop(): Promise<void> {
     this.stopped = true;
+    while (this.background.size > 0) await Promise.allSettled([...this.background]);
+  }
+
+  /** Resolves once background work (archiving, error reports, log files) started so far is done. */
+  async idle(): Promise<void> {
     while (this.background.size > 0) await Promise.allSettled([...this.background]);
   }
 
@@ -279,6 +318,103 @@ export class Engine extends EventEmitter {
     return build;
   }
 
+  /**
+   * Runs a failed node again (an operator's retry, e.g. from the dead-letter list): the
+   * node becomes `ready` with a fresh attempt budget, the nodes skipped because of it
+   * become `pending`, and a finished build is made active again. Resolves once durable.
+   */
+  async retryNode(buildId: string, nodeName: string): Promise<BuildRecord> {
+    while (this.archiving.has(buildId)) await Promise.allSettled([...this.background]);
+    const found = this.store.data.builds[buildId] ?? (await this.store.getBuild(buildId));
+    if (!found) throw new KilnError('E_NOT_FOUND', `build ${buildId} not found`);
+    const probe = found.nodes.find((n) => n.name === nodeName);
+    if (!probe) throw new KilnError('E_NOT_FOUND', `build ${buildId} has no node '${nodeName}' (nodes: ${found.nodes.map((n) => n.name).slice(0, 20).join(', ')})`);
+    if (found.cancel_requested) throw new KilnError('E_CONFLICT', `build ${buildId} was cancelled; submit it again instead`);
+    if (probe.state !== 'failed') throw new KilnError('E_CONFLICT', `node '${nodeName}' of build ${buildId} is ${probe.state}; only a failed node can be retried`);
+    while (this.archiving.has(buildId)) await Promise.allSettled([...this.background]);
+    const build = this.store.data.builds[buildId] ?? (await this.store.revive(buildId));
+    if (!build) throw new KilnError('E_NOT_FOUND', `build ${buildId} not found`);
+    const g = this.graph(build);
+    const node = g.byName.get(nodeName)!;
+    if (node.state !== 'failed') throw new KilnError('E_CONFLICT', `node '${nodeName}' of build ${buildId} is ${node.state}; only a failed node can be retried`);
+    const inputs = this.inputDigests(build, node);
+    if (typeof inputs === 'string') throw new KilnError('E_CONFLICT', `node '${nodeName}' cannot run: ${inputs}`);
+    const now = this.now();
+    node.retries = (node.retries ?? 0) + 1;
+    node.budget_from = node.attempts.length;
+    node.reason = null;
+    node.finished_at = null;
+    this.avoid.delete(`${buildId}/${nodeName}`);
+    this.preferNot.delete(`${buildId}/${nodeName}`);
+    this.makeReady(build, node, now);
+    // Nodes skipped because of it wait again, if nothing else they need failed.
+    const back = new Set([nodeName]);
+    for (let changed = true; changed; ) {
+      changed = false;
+      for (const d of build.nodes) {
+        if (d.state !== 'skipped' || !d.needs.some((n) => back.has(n))) continue;
+        if (!d.needs.every((n) => back.has(n) || g.byName.get(n)?.state === 'success')) continue;
+        this.setNode(build, d, 'pending', now);
+        d.reason = null;
+        d.finished_at = null;
+        back.add(d.name);
+        changed = true;
+      }
+    }
+    const key = `${buildId}/${nodeName}`;
+    if (this.store.data.dead_letter?.[key]) {
+      delete this.store.data.dead_letter[key];
+      this.store.markDeadLetter(key);
+    }
+    build.finished_at = null;
+    this.store.markBuild(buildId);
+    this.refreshBuildState(build);
+    await this.store.commit();
+    if (this.store.persist) await unlink(this.errorReportPath(buildId)).catch(() => {});
+    this.log.info({ build: buildId, node: nodeName, retries: node.retries }, 'node retried');
+    this.emit('build', buildId);
+    this.scheduleSoon();
+    return build;
+  }
+
+  /** The dead-letter list: nodes whose infrastructure failures used up their attempt budget, newest first. */
+  deadLetters(): DeadLetterRecord[] {
+    return Object.values(this.store.data.dead_letter ?? {}).sort((a, b) => b.at - a.at || (a.build_id < b.build_id ? 1 : -1));
+  }
+
+  /** Why a build failed (null when no node failed). Throws E_NOT_FOUND for an unknown build. */
+  async errorReport(buildId: string): Promise<ErrorReportT | null> {
+    const build = await this.store.getBuild(buildId);
+    if (!build) throw new KilnError('E_NOT_FOUND', `build ${buildId} not found`);
+    return buildErrorReport(build, this.logs, this.store.data.dead_letter ?? {});
+  }
+
+  errorReportPath(buildId: string): string {
+    return join(this.store.archiveDir, `error-${buildId}.json`);
+  }
+
+  /** Per-pool queue depth, wait times, running counts and agents. */
+  pools(): PoolViewT[] {
+    const nodes: NodeRecord[] = [];
+    for (const b of Object.values(this.store.data.builds)) for (const n of b.nodes) if (!isNodeTerminal(n.state)) nodes.push(n);
+    return this.poolStats.view(this.agents, nodes, this.now());
+  }
+
+  /** Pauses, drains or resumes an agent (operator action); persisted, so it survives a restart. */
+  async setAgentControl(name: string, control: 'active' | 'paused' | 'draining', reason: string | null): Promise<AgentEntry> {
+    const entry = this.agents.get(name);
+    if (!entry) throw new KilnError('E_NOT_FOUND', `agent '${name}' is not known to this coordinator`);
+    entry.control = control;
+    const controls = (this.store.data.agent_controls ??= {});
+    if (control === 'active') delete controls[name];
+    else controls[name] = { control, at: this.now(), reason };
+    this.store.markControl(name);
+    await this.store.commit();
+    this.log.info({ agent: name, control, reason }, control === 'active' ? 'agent resumed' : `agent ${control === 'paused' ? 'paused' : 'draining'}`);
+    if (control === 'active') this.scheduleSoon();
+    return entry;
+  }
+
   // ---------------------------------------------------------------- agents
 
   /**
@@ -294,13 +430,15 @@ export class Engine extends EventEmitter {
     }
     if (existing?.state === 'connected' && existing.channel) existing.channel.close(4010, 'replaced by a newer connection of the same agent');
     const { entry } = this.agents.connect(hello, channel, now);
+    entry.control = this.store.data.agent_controls?.[hello.name]?.control ?? 'active';
+    if (hello.health) entry.health = hello.health;
     const reported = new Map(hello.running.map((r) => [r.attempt_id, r]));
     const resume: Payload<'welcome'>['resume'] = [];
     let changed = false;
     for (const attemptId of [...entry.running]) {
       const act = this.active.get(attemptId);
       if (!act) {
-        entry.running.delete(attemptId);
+        this.agents.release(entry.name, attemptId);
         continue;
       }
       if (act.attempt.session === hello.session && reported.has(attemptId)) {
@@ -353,8 +491,15 @@ export class Engine extends EventEmitter {
   async frame(entry: AgentEntry, frame: Frame): Promise<Payload<'ack'> | null> {
     this.seen(entry);
     switch (frame.type) {
-      case 'heartbeat':
+      case 'heartbeat': {
+        const wasAccepting = entry.health.accepting;
+        this.agents.setHeartbeat(entry, frame.payload, this.now());
+        if (entry.health.accepting !== wasAccepting) {
+          this.log.info({ agent: entry.name, accepting: entry.health.accepting, problem: entry.health.problem }, entry.health.accepting ? 'agent takes work again' : 'agent takes no work');
+          if (entry.health.accepting) this.scheduleSoon();
+        }
         return { ref: frame.id };
+      }
       case 'accept': {
         const act = this.owned(entry, frame.payload.attempt_id);
         if (act) {
@@ -443,7 +588,9 @@ export class Engine extends EventEmitter {
     if (this.active.get(p.attempt_id) !== act) return ack; // changed while the log was flushed
     const { build, node, attempt } = act;
     const wasCancelling = attempt.state === 'cancelling';
-    let status: AttemptState = wasCancelling ? 'cancelled' : p.status === 'cancelled' ? 'failed' : p.status;
+    // An agent that cancels on its own (shut down) gives the node back: an infrastructure failure.
+    const agentCancelled = !wasCancelling && p.status === 'cancelled';
+    let status: AttemptState = wasCancelling || agentCancelled ? 'cancelled' : p.status;
     let error = p.error;
     if (status === 'success') {
       const problem = this.outputsProblem(node, p.outputs);
@@ -455,7 +602,8 @@ export class Engine extends EventEmitter {
     attempt.exit_code = p.exit_code;
     attempt.error = error;
     attempt.failed_step = p.failed_step;
-    attempt.infra = p.infra;
+    attempt.infra = p.infra || agentCancelled;
+    attempt.test_exit_code = p.test_exit_code ?? null;
     attempt.image_id = p.image_id;
     attempt.fetch_ms = p.timings.fetch_ms;
     attempt.build_ms = p.timings.build_ms;
@@ -475,14 +623,19 @@ export class Engine extends EventEmitter {
       }
     }
     const now = this.now();
-    this.finishAttempt(act, status, now, wasCancelling ? { reason: attempt.reason } : p.status === 'cancelled' ? { reason: 'the agent cancelled the build' } : {});
+    const infraFailure = !wasCancelling && (agentCancelled || (status === 'failed' && p.infra));
+    this.finishAttempt(act, status, now, wasCancelling ? { reason: attempt.reason } : agentCancelled ? { reason: `agent ${entry.name} cancelled the build on its own (${p.error ?? 'shutting down'})` } : {});
+    if (infraFailure) this.agents.recordInfraFailure(entry.name, now);
+    else if (!wasCancelling) this.agents.recordHealthy(entry.name, now);
     if (!wasCancelling && (node.state === 'assigned' || node.state === 'running')) {
       node.started_at ??= attempt.started_at ?? now;
       if (status === 'success') {
         this.setNode(build, node, 'success', now);
         this.releaseDependents(build, node, now);
+      } else if (infraFailure) {
+        this.retryOrExhaust(build, node, attempt, now, attempt.reason ?? `infrastructure failure on agent ${entry.name}: ${error ?? 'no detail'}`);
       } else {
-        this.setNode(build, node, 'failed', now, p.status === 'cancelled' ? `cancelled by agent ${entry.name}` : null);
+        this.setNode(build, node, 'failed', now, null);
         this.skipDownstream(build, node, now);
       }
     }
@@ -667,6 +820,8 @@ export class Engine extends EventEmitter {
   async sweep(): Promise<void> {
     const now = this.now();
     let changed = false;
+    // A circuit breaker that let its cool-down pass offers a trial slot.
+    if (this.agents.tick(now)) this.scheduleSoon();
     for (const entry of [...this.agents.all()]) {
       if (entry.state === 'connected' && now - entry.lastSeenAt > this.t.lostAfterMs) {
         entry.channel?.close(4008, `no frame for ${formatDuration(now - entry.lastSeenAt)}`);
@@ -681,12 +836,13 @@ export class Engine extends EventEmitter {
       if (a.state === 'assigned' && a.accepted_at === null && agent?.state === 'connected' && now - a.assigned_at > this.t.acceptTimeoutMs) {
         // The assignment never arrived (or the agent ignored it): offer the node again.
         agent.channel?.send('cancel', { attempt_id: a.id, reason: 'not accepted in time' });
+        this.agents.recordInfraFailure(a.agent, now);
         this.loseAttempt(act, `agent ${a.agent} did not accept the assignment within ${formatDuration(this.t.acceptTimeoutMs)}`);
         changed = true;
       } else if (a.state === 'cancelling' && now - (a.finished_at ?? a.assigned_at) > this.t.cancelGraceMs) {
         this.finishAttempt(act, 'cancelled', now, { reason: `${a.reason ?? 'cancelled'}; the agent did not confirm within ${formatDuration(this.t.cancelGraceMs)}` });
         changed = true;
-      } else if ((a.state === 'running' || a.state === 'assigned') && now - (a.started_at ?? a.assigned_at) > act.node.timeout_ms + this.t.timeoutGraceMs) {
+      } else if ((a.state === 'running' || a.state === 'assigned') && now - (a.started_at ?? a.assigned_at) > act.node.timeout_ms + (act.node.test?.timeout_ms ?? 0) + this.t.timeoutGraceMs) {
         this.cancelAttempt(act, `timed out after ${formatDuration(act.node.timeout_ms)}`);
         this.setNode(act.build, act.node, 'failed', now, `timed out after ${formatDuration(act.node.timeout_ms)} (the agent did not report)`);
         this.skipDownstream(act.build, act.node, now);
@@ -713,22 +869,55 @@ export class Engine extends EventEmitter {
         this.loseAttempt(act, why);
         changed = true;
       }
+      this.agents.release(entry.name, id);
     }
-    entry.running.clear();
     return changed;
   }
 
-  /** Marks an attempt lost and re-queues its node once (a second loss fails the node). */
+  /** Marks an attempt lost and queues its node again while its attempt budget lasts. */
   private loseAttempt(act: ActiveAttempt, why: string): void {
     const { build, node } = act;
     const now = this.now();
     const wasCancelling = act.attempt.state === 'cancelling';
     this.finishAttempt(act, 'lost', now, { reason: why });
-    if (!wasCancelling && (node.state === 'assigned' || node.state === 'running')) {
-      const lost = node.attempts.filter((a) => a.state === 'lost').length;
-      this.requeueOrFail(build, node, now, lost < MAX_LOST_ATTEMPTS, `attempts lost ${lost} times; last: ${why}`);
-    }
+    if (!wasCancelling && (node.state === 'assigned' || node.state === 'running')) this.retryOrExhaust(build, node, act.attempt, now, why);
     this.refreshBuildState(build);
+  }
+
+  /**
+   * After an infrastructure failure of `attempt`: queue the node again (avoiding that agent
+   * when another can take it) while the budget lasts, else fail it as `attempts exhausted`,
+   * skip what needs it and put it on the dead-letter list.
+   */
+  private retryOrExhaust(build: BuildRecord, node: NodeRecord, attempt: AttemptRecord, now: number, why: string): void {
+    const budget = node.retry === false ? 1 : INFRA_ATTEMPT_BUDGET;
+    const used = node.attempts.slice(node.budget_from ?? 0).filter(isInfraAttempt).length;
+    if (used < budget) {
+      const key = `${build.id}/${node.name}`;
+      const set = this.preferNot.get(key) ?? new Set<string>();
+      set.add(attempt.agent);
+      this.preferNot.set(key, set);
+      this.makeReady(build, node, now);
+      return;
+    }
+    const reason = `attempts exhausted: ${used} infrastructure failure${used === 1 ? '' : 's'} (budget ${budget}${node.retry === false ? ', retry: false' : ''}); last: ${why}`;
+    this.setNode(build, node, 'failed', now, reason);
+    this.skipDownstream(build, node, now);
+    const dl = (this.store.data.dead_letter ??= {});
+    const key = `${build.id}/${node.name}`;
+    dl[key] = {
+      build_id: build.id,
+      build_name: build.name,
+      node: node.name,
+      platform: node.platform,
+      at: now,
+      reason,
+      attempts: node.attempts
+        .slice(node.budget_from ?? 0)
+        .map((a) => ({ id: a.id, number: a.number, agent: a.agent, state: a.state, reason: a.reason, error: a.error })),
+    };
+    this.store.markDeadLetter(key);
+    this.log.warn({ build: build.id, node: node.name, attempts: used }, 'node dead-lettered: attempts exhausted');
   }
 
   // ---------------------------------------------------------------- dispatch
@@ -737,7 +926,7 @@ export class Engine extends EventEmitter {
   scheduleSoon(): void {
     if (this.scheduleQueued || this.stopped) return;
     this.scheduleQueued = true;
-    setImmediate(() => {
+    this.defer(() => {
       this.scheduleQueued = false;
       this.schedule();
     });
@@ -746,7 +935,7 @@ export class Engine extends EventEmitter {
   private schedule(): void {
     const placed = this.scheduler.placeAll(
       (ref) => this.readyNode(ref) !== null,
-      (ref, agent) => this.dispatch(ref, agent),
+      (ref, agent, gpus) => this.dispatch(ref, agent, gpus),
     );
     if (placed > 0) this.store.commit().catch((err: unknown) => this.log.error({ err }, 'state commit failed after dispatch'));
   }
@@ -758,7 +947,7 @@ export class Engine extends EventEmitter {
     return node && node.state === 'ready' ? { build, node } : null;
   }
 
-  private dispatch(ref: ReadyRef, agent: AgentEntry): void {
+  private dispatch(ref: ReadyRef, agent: AgentEntry, gpus: number[]): void {
     const found = this.readyNode(ref);
     if (!found || !agent.channel) return;
     const { build, node } = found;
@@ -798,10 +987,13 @@ export class Engine extends EventEmitter {
     if (typeof inputs === 'string') return; // cannot happen: checked when the node became ready
     attempt.inputs = inputs;
     attempt.spec_digest = specDigest(node, inputs);
+    attempt.gpus = gpus;
+    attempt.emulated = !this.agents.isNative(agent, node.platform);
     node.attempts.push(attempt);
     this.setNode(build, node, 'assigned', now);
     this.active.set(attempt.id, { build, node, attempt });
-    agent.running.add(attempt.id);
+    this.agents.hold(agent, attempt.id, gpus, now);
+    this.poolStats.recordDispatch(poolOf(node), now - (node.ready_at ?? now));
     if (build.started_at === null) {
       build.started_at = now;
       this.store.markBuild(build.id);
@@ -825,13 +1017,24 @@ export class Engine extends EventEmitter {
       outputs: node.outputs,
       // Resolve first only when the result may be reused; an executor that builds nothing has nothing to resolve.
       resolve: this.reuseAllowed(build, node) && agent.hello?.executor !== 'noop',
+      gpus,
+      test: node.test ? { command: node.test.command, timeout_ms: node.test.timeout_ms, env: node.test.env } : null,
     });
     if (attempt.log_header) this.track(this.logs.ensure(this.logRef({ build, node, attempt })).catch(() => {}));
   }
 
   private enqueue(build: BuildRecord, node: NodeRecord): void {
-    const avoid = this.avoid.get(`${build.id}/${node.name}`);
-    this.scheduler.enqueue({ buildId: build.id, node: node.name, platform: node.platform, labels: node.labels, ...(avoid ? { avoid } : {}) });
+    const key = `${build.id}/${node.name}`;
+    const avoid = this.avoid.get(key);
+    const preferNot = this.preferNot.get(key);
+    this.scheduler.enqueue({
+      buildId: build.id,
+      node: node.name,
+      ...requirementOf(node),
+      priority: node.priority ?? 0,
+      ...(avoid ? { avoid } : {}),
+      ...(preferNot ? { preferNot } : {}),
+    });
   }
 
   // ---------------------------------------------------------------- transitions
@@ -930,7 +1133,7 @@ export class Engine extends EventEmitter {
     if (extra.reason !== undefined) attempt.reason = extra.reason;
     this.store.markNode(act.build.id, act.node.name);
     this.active.delete(attempt.id);
-    this.agents.get(attempt.agent)?.running.delete(attempt.id);
+    this.agents.release(attempt.agent, attempt.id);
     if (attempt.key !== null && this.inflight.get(attempt.key) === act) {
       this.inflight.delete(attempt.key);
       this.settleFollowers(act, to, now);
@@ -961,10 +1164,13 @@ export class Engine extends EventEmitter {
     if (!isBuildTerminal(build.state) || this.store.data.builds[build.id] !== build || this.archiving.has(build.id)) return;
     for (const n of build.nodes) for (const a of n.attempts) if (SLOT_HOLDING_ATTEMPT_STATES.has(a.state)) return;
     this.archiving.add(build.id);
-    const work = this.store
-      .archive(build)
+    const work = this.writeErrorReport(build)
+      .then(() => this.store.archive(build))
       .then(() => {
-        for (const n of build.nodes) this.avoid.delete(`${build.id}/${n.name}`);
+        for (const n of build.nodes) {
+          this.avoid.delete(`${build.id}/${n.name}`);
+          this.preferNot.delete(`${build.id}/${n.name}`);
+        }
         return this.store.commit();
       })
       .catch((err: unknown) => this.log.error({ err, build: build.id }, 'archiving a finished build failed'))
@@ -972,9 +1178,35 @@ export class Engine extends EventEmitter {
     this.track(work);
   }
 
+  /** Writes `builds/error-<id>.json` for a build with a failed node (after its logs are flushed). */
+  private async writeErrorReport(build: BuildRecord): Promise<void> {
+    if (!this.store.persist || !build.nodes.some((n) => n.state === 'failed')) return;
+    try {
+      for (const n of build.nodes) {
+        const last = n.attempts[n.attempts.length - 1];
+        if (n.state === 'failed' && last) await this.logs.close(this.logRef({ build, node: n, attempt: last }));
+      }
+      const report = await buildErrorReport(build, this.logs, this.store.data.dead_letter ?? {});
+      if (report) await writeFileDurable(this.errorReportPath(build.id), `${JSON.stringify(report, null, 2)}\n`, 0o600);
+    } catch (err) {
+      this.log.error({ err, build: build.id }, 'writing the error report failed');
+    }
+  }
+
   private logRef(act: { build: BuildRecord; node: NodeRecord; attempt: AttemptRecord }) {
     return { buildId: act.build.id, node: act.node.name, number: act.attempt.number, header: act.attempt.log_header };
   }
+}
+
+/** What a node needs from an agent, as the scheduler matches it. */
+export function requirementOf(node: NodeRecord) {
+  return {
+    platform: node.platform,
+    labels: node.labels,
+    labelsNot: node.labels_not ?? {},
+    allowEmulation: node.allow_emulation ?? false,
+    gpus: node.gpus ?? null,
+  };
 }
 
 function reuseRecordOf(build: BuildRecord, node: NodeRecord, a: AttemptRecord): ReuseRecord {

@@ -4,7 +4,8 @@
  *
  *   spec digest = sha256(canonical JSON of what the build depends on: platform, context
  *                 digest, Dockerfile path or text, build args, target, inputs (name,
- *                 digest, mount, env) and outputs (name, path))
+ *                 digest, mount, env), outputs (name, path) and the test command
+ *                 (a node with a test succeeds only if it passes))
  *   key         = sha256(canonical JSON of {spec digest, base images as the agent's
  *                 engine resolved them: ref -> image id})
  *
@@ -31,6 +32,8 @@ export function specDigest(node: NodeRecord, inputDigests: Record<string, string
       target: node.target,
       inputs: [...node.inputs].sort((a, b) => (a.name < b.name ? -1 : 1)).map((i) => ({ name: i.name, digest: inputDigests[i.name] ?? null, mount: i.mount, env: i.env })),
       outputs: [...node.outputs].sort((a, b) => (a.name < b.name ? -1 : 1)),
+      // Absent when the node has no test, so keys of nodes without one are unchanged.
+      ...(node.test ? { test: { command: node.test.command, env: node.test.env } } : {}),
     }),
   );
 }

@@ -52,6 +52,12 @@ export interface AttemptRecord {
   provenance: string | null;
   /** Set when the attempt ended `reused`, and on the node when it succeeded by reuse. */
   reused_from: ReusedFrom | null;
+  /** GPUs (nvidia-smi indexes on its agent) the attempt holds exclusively. */
+  gpus?: number[];
+  /** Exit code of the node's test command, when it ran. */
+  test_exit_code?: number | null;
+  /** The agent ran the node's platform under emulation. */
+  emulated?: boolean;
 }
 
 export interface NodeRecord extends ResolvedNode {
@@ -66,6 +72,29 @@ export interface NodeRecord extends ResolvedNode {
   reused_from?: ReusedFrom | null;
   /** Shared execution: the attempt (of an identical node) this running node waits for. */
   waiting_on?: string | null;
+  /** Times the node was retried from the API. */
+  retries?: number;
+  /** Attempts before this index do not count against the infrastructure budget (set by a retry). */
+  budget_from?: number;
+}
+
+/** A node that failed because infrastructure failures used up its attempt budget. */
+export interface DeadLetterRecord {
+  build_id: string;
+  build_name: string;
+  node: string;
+  platform: string;
+  at: number;
+  reason: string;
+  /** Attempts made (all of them infrastructure failures) and where. */
+  attempts: Array<{ id: string; number: number; agent: string; state: string; reason: string | null; error: string | null }>;
+}
+
+/** What an operator set for an agent from the API; survives coordinator restarts. */
+export interface AgentControlRecord {
+  control: 'paused' | 'draining';
+  at: number;
+  reason: string | null;
 }
 
 export interface BuildRecord {
@@ -102,10 +131,14 @@ export interface StateData {
   builds: Record<string, BuildRecord>;
   /** Finished builds whose full record is in builds/<id>.json. */
   archived: Record<string, BuildSummaryRecord>;
+  /** Dead-letter list by `<build_id>/<node>` (absent in state files written before it existed). */
+  dead_letter?: Record<string, DeadLetterRecord>;
+  /** Agents paused or draining by an operator, by name (absent = none). */
+  agent_controls?: Record<string, AgentControlRecord>;
 }
 
 export function emptyState(): StateData {
-  return { format: 'kiln-coordinator-state', version: 1, builds: {}, archived: {} };
+  return { format: 'kiln-coordinator-state', version: 1, builds: {}, archived: {}, dead_letter: {}, agent_controls: {} };
 }
 
 /** Shape check for a state file read from disk (cheap: the file is ours). */
@@ -116,6 +149,8 @@ export function stateProblem(value: unknown): string | null {
   if (v.version !== 1) return `version ${JSON.stringify(v.version)} is not supported (this coordinator reads version 1)`;
   if (!v.builds || typeof v.builds !== 'object') return 'builds is missing';
   if (!v.archived || typeof v.archived !== 'object') return 'archived is missing';
+  if (v.dead_letter !== undefined && (v.dead_letter === null || typeof v.dead_letter !== 'object')) return 'dead_letter is not an object';
+  if (v.agent_controls !== undefined && (v.agent_controls === null || typeof v.agent_controls !== 'object')) return 'agent_controls is not an object';
   return null;
 }
 

@@ -23,7 +23,7 @@ import { Low } from 'lowdb';
 import { KilnError, errnoCode } from '../../shared/index.js';
 import { DurableJsonAdapter } from './durable-json-adapter.js';
 import { fsyncDir, writeFileDurable } from './durable-file.js';
-import { emptyState, stateProblem, summarize, type BuildRecord, type BuildSummaryRecord, type NodeRecord, type StateData } from './records.js';
+import { emptyState, stateProblem, summarize, type AgentControlRecord, type BuildRecord, type BuildSummaryRecord, type DeadLetterRecord, type NodeRecord, type StateData } from './records.js';
 
 export interface StateStoreOptions {
   dataDir: string;
@@ -46,10 +46,16 @@ const JOURNAL_FILE = 'journal.jsonl';
 /** Build fields that change after creation (the rest of a build is immutable). */
 type BuildHead = Pick<BuildRecord, 'id' | 'state' | 'cancel_requested' | 'started_at' | 'finished_at' | 'pinned'>;
 /** Node fields that change after creation. */
-type NodeMutable = Pick<NodeRecord, 'state' | 'attempts' | 'ready_at' | 'started_at' | 'finished_at' | 'reason' | 'reused_from' | 'waiting_on'>;
+type NodeMutable = Pick<NodeRecord, 'state' | 'attempts' | 'ready_at' | 'started_at' | 'finished_at' | 'reason' | 'reused_from' | 'waiting_on' | 'retries' | 'budget_from'>;
 
 type JournalEntry =
   | { t: 'new'; b: BuildRecord }
+  /** An archived build made active again (a node retried): the whole build, replacing its summary. */
+  | { t: 'revive'; b: BuildRecord }
+  /** A dead-letter record set (r) or removed (null), by `<build>/<node>`. */
+  | { t: 'dlq'; k: string; r: DeadLetterRecord | null }
+  /** An agent's operator control set (r) or cleared (null). */
+  | { t: 'control'; name: string; r: AgentControlRecord | null }
   | { t: 'build'; b: BuildHead }
   | { t: 'node'; id: string; name: string; n: NodeMutable }
   | { t: 'archive'; id: string; s: BuildSummaryRecord };
@@ -70,6 +76,9 @@ export class StateStore {
   private readonly dirtyBuilds = new Set<string>();
   private readonly dirtyNodes = new Map<string, Set<string>>();
   private archived: Array<{ id: string; s: BuildSummaryRecord }> = [];
+  private readonly revived = new Set<string>();
+  private readonly dirtyDlq = new Set<string>();
+  private readonly dirtyControls = new Set<string>();
   private readonly archiveCache = new Map<string, BuildRecord>();
   private readonly minCompactBytes: number;
   /** Durable writes done: journal appends and snapshots (for tests and metrics). */
@@ -131,6 +140,11 @@ export class StateStore {
     return this.db.data;
   }
 
+  /** false: everything stays in memory (benchmarks, simulations). */
+  get persist(): boolean {
+    return this.opts.persist;
+  }
+
   /** A build created since the last commit (journaled whole). */
   markNew(buildId: string): void {
     this.newBuilds.add(buildId);
@@ -151,6 +165,35 @@ export class StateStore {
     set.add(node);
   }
 
+  /** A dead-letter entry was added or removed (`data.dead_letter[key]`). */
+  markDeadLetter(key: string): void {
+    this.dirtyDlq.add(key);
+  }
+
+  /** An agent's control was set or cleared (`data.agent_controls[name]`). */
+  markControl(name: string): void {
+    this.dirtyControls.add(name);
+  }
+
+  /**
+   * Makes an archived build active again (a retry of one of its nodes): loads its file,
+   * puts it back in `data.builds` and journals it whole at the next commit. Returns the
+   * active build (already active: as it is).
+   */
+  async revive(id: string): Promise<BuildRecord | null> {
+    const active = this.data.builds[id];
+    if (active) return active;
+    const build = await this.getBuild(id);
+    if (!build) return null;
+    if (this.data.builds[id]) return this.data.builds[id]!;
+    delete this.data.archived[id];
+    this.archiveCache.delete(id);
+    this.data.builds[id] = build;
+    this.archived = this.archived.filter((a) => a.id !== id);
+    this.revived.add(id);
+    return build;
+  }
+
   /** Resolves when every change made (and marked) before this call is durable. */
   commit(): Promise<void> {
     if (!this.opts.persist) return Promise.resolve();
@@ -169,6 +212,14 @@ export class StateStore {
   private takeEntries(): string {
     const lines: string[] = [];
     const builds = this.data.builds;
+    for (const id of this.revived) {
+      const b = builds[id];
+      if (b) lines.push(JSON.stringify({ t: 'revive', b } satisfies JournalEntry));
+      this.newBuilds.delete(id);
+      this.dirtyBuilds.delete(id);
+      this.dirtyNodes.delete(id);
+    }
+    this.revived.clear();
     for (const id of this.newBuilds) {
       const b = builds[id];
       if (b) lines.push(JSON.stringify({ t: 'new', b } satisfies JournalEntry));
@@ -195,11 +246,17 @@ export class StateStore {
           reason: n.reason,
           reused_from: n.reused_from ?? null,
           waiting_on: n.waiting_on ?? null,
+          retries: n.retries ?? 0,
+          budget_from: n.budget_from ?? 0,
         };
         lines.push(JSON.stringify({ t: 'node', id, name, n: m } satisfies JournalEntry));
       }
     }
     for (const a of this.archived) lines.push(JSON.stringify({ t: 'archive', id: a.id, s: a.s } satisfies JournalEntry));
+    for (const k of this.dirtyDlq) lines.push(JSON.stringify({ t: 'dlq', k, r: this.data.dead_letter?.[k] ?? null } satisfies JournalEntry));
+    for (const name of this.dirtyControls) lines.push(JSON.stringify({ t: 'control', name, r: this.data.agent_controls?.[name] ?? null } satisfies JournalEntry));
+    this.dirtyDlq.clear();
+    this.dirtyControls.clear();
     this.newBuilds.clear();
     this.dirtyBuilds.clear();
     this.dirtyNodes.clear();
@@ -316,6 +373,22 @@ export class StateStore {
         delete builds[e.id];
         this.data.archived[e.id] = e.s;
         return;
+      case 'revive':
+        delete this.data.archived[e.b.id];
+        builds[e.b.id] = e.b;
+        return;
+      case 'dlq': {
+        const dl = (this.data.dead_letter ??= {});
+        if (e.r) dl[e.k] = e.r;
+        else delete dl[e.k];
+        return;
+      }
+      case 'control': {
+        const ctl = (this.data.agent_controls ??= {});
+        if (e.r) ctl[e.name] = e.r;
+        else delete ctl[e.name];
+        return;
+      }
       default:
         throw bad(`unknown entry type ${JSON.stringify((e as { t?: unknown }).t)}`);
     }

@@ -80,6 +80,29 @@ export const RunningAttempt = z.strictObject({
   log_bytes: Millis,
 });
 
+/** Whether the agent can take work now, and why not (disk full, Docker Engine unreachable). */
+export const Health = z.strictObject({
+  accepting: z.boolean(),
+  problem: z.string().max(2000).nullable(),
+});
+
+/** Host load, sent with every heartbeat. */
+export const Load = z.strictObject({
+  /** 1-minute load average and number of CPUs. */
+  load1: z.number().nonnegative(),
+  cpus: z.number().int().positive(),
+  mem_used_mib: z.number().int().nonnegative(),
+  mem_total_mib: z.number().int().nonnegative(),
+  /** Free space where the agent keeps its work dir and cache; null when unknown. */
+  disk_free_mib: z.number().int().nonnegative().nullable(),
+});
+
+export const GpuUse = z.strictObject({
+  index: z.number().int().nonnegative(),
+  memory_used_mib: z.number().int().nonnegative(),
+  utilization_pct: z.number().min(0).max(100).nullable(),
+});
+
 export const Hello = z.strictObject({
   protocol_versions: z.array(z.number().int().positive()).min(1).max(16),
   agent_version: z.string().max(64),
@@ -93,6 +116,7 @@ export const Hello = z.strictObject({
   docker: DockerInfo.nullable(),
   gpus: z.array(GpuInfo).max(64),
   running: z.array(RunningAttempt).max(1024),
+  health: Health.optional(),
 });
 
 export const ResumeDecision = z.strictObject({
@@ -109,11 +133,16 @@ export const Welcome = z.strictObject({
   heartbeat_interval_ms: Millis,
   lost_after_ms: Millis,
   max_log_chunk_bytes: z.number().int().positive(),
+  /** An agent cut off from the coordinator this long cancels its running builds (S). */
+  cutoff_cancel_ms: Millis,
   resume: z.array(ResumeDecision),
 });
 
 export const Heartbeat = z.strictObject({
   running: z.array(AttemptId).max(1024),
+  load: Load.optional(),
+  gpus: z.array(GpuUse).max(64).optional(),
+  health: Health.optional(),
 });
 
 const DigestStr = z.string().regex(/^sha256:[0-9a-f]{64}$/, 'must be sha256:<64 lowercase hex digits>');
@@ -177,6 +206,16 @@ export const Assign = z.strictObject({
   outputs: z.array(AssignOutput).max(256),
   /** Report `resolved` and wait for `proceed` before building (the result may be reused). */
   resolve: z.boolean(),
+  /** GPUs (nvidia-smi indexes) given to this attempt alone; attached to the test container. */
+  gpus: z.array(z.number().int().nonnegative()).max(64),
+  /** Command run in a container of the built image after a successful build; its exit code decides. */
+  test: z
+    .strictObject({
+      command: z.array(z.string().max(65_536)).min(1).max(1024),
+      timeout_ms: Millis,
+      env: z.record(z.string(), z.string()),
+    })
+    .nullable(),
 });
 
 export const AttemptRef = z.strictObject({ attempt_id: AttemptId });
@@ -218,8 +257,10 @@ export const Finished = z.strictObject({
   error: z.string().max(16_384).nullable(),
   /** Name of the BuildKit step that failed. */
   failed_step: z.string().max(4096).nullable(),
-  /** true when the failure was the infrastructure's (Docker unreachable, context fetch failed), not the build's. */
+  /** true when the failure was the infrastructure's (Docker unreachable, context fetch failed, disk full), not the build's. */
   infra: z.boolean(),
+  /** The test command's exit code, when the node has a test and it ran. */
+  test_exit_code: z.number().int().nullable().optional(),
   image_id: z.string().nullable(),
   timings: Timings,
   /** Total bytes of log the attempt produced (the coordinator checks it has them all). */
@@ -284,6 +325,10 @@ export type OutputArtifactPayload = z.infer<typeof OutputArtifact>;
 export type ResolvedPayload = Payload<'resolved'>;
 export type DockerInfoPayload = z.infer<typeof DockerInfo>;
 export type PlatformCapPayload = z.infer<typeof PlatformCap>;
+export type HealthPayload = z.infer<typeof Health>;
+export type LoadPayload = z.infer<typeof Load>;
+export type GpuUsePayload = z.infer<typeof GpuUse>;
+export type HeartbeatPayload = Payload<'heartbeat'>;
 
 export type ToCoordinatorType = { [K in MessageType]: (typeof MESSAGES)[K]['dir'] extends 'to_agent' ? never : K }[MessageType];
 export type ToAgentType = { [K in MessageType]: (typeof MESSAGES)[K]['dir'] extends 'to_coordinator' ? never : K }[MessageType];

@@ -56,8 +56,41 @@ export const NodeSpecSchema = z.strictObject({
   /** The Dockerfile itself, instead of a path. */
   dockerfile_inline: z.string().min(1).optional(),
   build_args: StringMap.optional(),
-  /** Agent labels the node requires, matched exactly. */
-  labels: z.record(z.string(), z.string()).optional(),
+  /**
+   * Agent labels the node requires: a map (`{zone: eu}`, matched exactly) or a list of
+   * `key=value` / `key!=value` rules (`[zone=eu, tier!=spot]`).
+   */
+  labels: z.union([z.record(z.string(), z.string()), z.array(z.string())]).optional(),
+  /** Run on an agent that emulates the platform (qemu) when no native agent is free. Default false. */
+  allow_emulation: z.boolean().optional(),
+  /** GPUs the node needs, assigned to it exclusively while it runs. */
+  gpus: z
+    .strictObject({
+      count: z.number().int().min(1).max(64),
+      /** Each GPU must have at least this much memory (MiB, as nvidia-smi reports it). */
+      min_memory_mib: z.number().int().min(0).optional(),
+      /** Case-insensitive substring of the model name nvidia-smi reports, e.g. `A100`. */
+      model: z.string().min(1).max(200).optional(),
+    })
+    .optional(),
+  /** Higher runs first among ready nodes (default: the build's priority, else 0). */
+  priority: z.number().int().min(-1000).max(1000).optional(),
+  /** false: an infrastructure failure (lost agent, Docker down) fails the node instead of retrying it. */
+  retry: z.boolean().optional(),
+  /**
+   * A command run after a successful build, in a container of the built image (network
+   * none, the node's GPUs attached); its output is part of the log and its exit code
+   * decides the node.
+   */
+  test: z
+    .strictObject({
+      /** A shell command (run with /bin/sh -c) or an argv list. */
+      command: z.union([z.string().min(1), z.array(z.string()).min(1)]),
+      /** Time limit for the test (default: the node's timeout). */
+      timeout: z.union([z.string(), z.number().positive()]).optional(),
+      env: StringMap.optional(),
+    })
+    .optional(),
   /** Nodes that must succeed before this one starts. */
   needs: z.array(z.string()).optional(),
   /** Build time limit: `20m`, `1h30m`, `90s`, or a number of seconds. */
@@ -76,6 +109,8 @@ export const NodeSpecSchema = z.strictObject({
 
 export const BuildSpecSchema = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_. -]{0,99}$/, 'must be 1-100 characters of letters, digits, space, _ . -').optional(),
+  /** Default priority of the build's nodes. */
+  priority: z.number().int().min(-1000).max(1000).optional(),
   nodes: z.record(z.string(), NodeSpecSchema),
 });
 
@@ -92,6 +127,19 @@ export interface ResolvedInput {
   env: Record<string, string>;
 }
 
+export interface GpuRequirement {
+  count: number;
+  min_memory_mib: number;
+  /** Case-insensitive substring of the model name, or null for any. */
+  model: string | null;
+}
+
+export interface ResolvedTest {
+  command: string[];
+  timeout_ms: number;
+  env: Record<string, string>;
+}
+
 export interface ResolvedOutput {
   name: string;
   path: string;
@@ -105,7 +153,16 @@ export interface ResolvedNode {
   dockerfile: string | null;
   dockerfile_inline: string | null;
   build_args: Record<string, string>;
+  /** Labels the agent must have with exactly these values. */
   labels: Record<string, string>;
+  /** Label values the agent must not have (`key!=value`); an agent without the key matches. */
+  labels_not: Record<string, string[]>;
+  allow_emulation: boolean;
+  gpus: GpuRequirement | null;
+  priority: number;
+  /** Infrastructure failures are retried (up to the attempt budget). */
+  retry: boolean;
+  test: ResolvedTest | null;
   needs: string[];
   timeout_ms: number;
   target: string | null;
@@ -206,6 +263,19 @@ export function validateSpec(raw: unknown, opts: ValidateOptions): SpecResult<Re
     const inputs = validateInputs(name, n.inputs ?? {}, spec.nodes, (f) => at(f), errors);
     // An input from an upstream node makes that node a need.
     for (const i of inputs) if (i.from && i.from.node !== name && i.from.node in spec.nodes) seen.add(i.from.node);
+    const { labels, labelsNot } = validateLabels(n.labels, (f) => at(f), errors);
+    let test: ResolvedTest | null = null;
+    if (n.test) {
+      let tms = timeoutMs;
+      if (n.test.timeout !== undefined) {
+        const t = typeof n.test.timeout === 'number' ? Math.round(n.test.timeout * 1000) : parseDuration(n.test.timeout);
+        if (t === null || t <= 0) errors.push(fieldError(at('test.timeout'), `invalid duration '${n.test.timeout}' (use e.g. 90s, 20m)`));
+        else tms = t;
+      }
+      const env = n.test.env ?? {};
+      for (const key of Object.keys(env)) if (!ENV_NAME_RE.test(key)) errors.push(fieldError(at('test.env'), `invalid variable name '${key}'`));
+      test = { command: typeof n.test.command === 'string' ? ['/bin/sh', '-c', n.test.command] : n.test.command, timeout_ms: tms, env };
+    }
     for (const key of Object.keys(n.build_args ?? {})) {
       if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) errors.push(fieldError(at('build_args'), `invalid build arg name '${key}'`));
     }
@@ -216,7 +286,13 @@ export function validateSpec(raw: unknown, opts: ValidateOptions): SpecResult<Re
       dockerfile: n.dockerfile_inline !== undefined ? null : (n.dockerfile ?? 'Dockerfile'),
       dockerfile_inline: n.dockerfile_inline ?? null,
       build_args: n.build_args ?? {},
-      labels: n.labels ?? {},
+      labels,
+      labels_not: labelsNot,
+      allow_emulation: n.allow_emulation ?? false,
+      gpus: n.gpus ? { count: n.gpus.count, min_memory_mib: n.gpus.min_memory_mib ?? 0, model: n.gpus.model ?? null } : null,
+      priority: n.priority ?? spec.priority ?? 0,
+      retry: n.retry ?? true,
+      test,
       needs: [...seen],
       timeout_ms: timeoutMs,
       target: n.target ?? null,
@@ -242,6 +318,43 @@ export function absolutePathProblem(p: string): string | null {
   const parts = trimmed.split('/').slice(1);
   if (trimmed !== '/' && parts.some((c) => c === '' || c === '.' || c === '..')) return `must be a normalised absolute path without '.', '..' or '//' (got '${p}')`;
   return null;
+}
+
+const LABEL_KEY_RE = /^[A-Za-z0-9][A-Za-z0-9_./-]{0,127}$/;
+
+/** Label requirements: a map (exact) or a list of `key=value` / `key!=value` rules. */
+function validateLabels(
+  raw: Record<string, string> | string[] | undefined,
+  at: (field: string) => string[],
+  errors: FieldError[],
+): { labels: Record<string, string>; labelsNot: Record<string, string[]> } {
+  const labels: Record<string, string> = {};
+  const labelsNot: Record<string, string[]> = {};
+  const add = (key: string, op: '=' | '!=', value: string, where: string) => {
+    if (!LABEL_KEY_RE.test(key)) {
+      errors.push(fieldError(at(where), `invalid label key '${key}' (use 1-128 characters of [A-Za-z0-9_./-])`));
+      return;
+    }
+    if (op === '=') {
+      if (key in labels && labels[key] !== value) errors.push(fieldError(at(where), `label '${key}' is required to be both '${labels[key]}' and '${value}'`));
+      labels[key] = value;
+    } else {
+      (labelsNot[key] ??= []).push(value);
+    }
+  };
+  if (Array.isArray(raw)) {
+    raw.forEach((rule, i) => {
+      const m = /^([^=!]+)(!=|=)(.*)$/.exec(rule);
+      if (!m) errors.push(fieldError(at(`labels.${i}`), `must be key=value or key!=value (got '${rule.slice(0, 80)}')`));
+      else add(m[1]!.trim(), m[2] as '=' | '!=', m[3]!.trim(), `labels.${i}`);
+    });
+  } else if (raw) {
+    for (const [k, v] of Object.entries(raw)) add(k, '=', v, `labels.${k}`);
+  }
+  for (const [k, vs] of Object.entries(labelsNot)) {
+    if (k in labels && vs.includes(labels[k]!)) errors.push(fieldError(at('labels'), `label '${k}' is required to be '${labels[k]}' and not '${labels[k]}'`));
+  }
+  return { labels, labelsNot };
 }
 
 function validateOutputs(raw: Record<string, string>, at: (field: string) => string[], errors: FieldError[]): ResolvedOutput[] {

@@ -63,6 +63,7 @@ nodes:
       result: /res
   mainframe:
     platform: linux/s390x
+    allow_emulation: true
     inputs:
       tree: { from: produce.tree }
     dockerfile_inline: |

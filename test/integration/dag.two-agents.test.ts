@@ -44,7 +44,7 @@ describe.skipIf(!DOCKER_HOST_SECOND)('a DAG across two agents on two dockerd ins
       name: 'fan-in',
       nodes: {
         native: inline(`FROM kiln/busybox:1\nRUN echo "native ${marker} $(uname -m)"`, { no_cache: true }),
-        mainframe: inline(`FROM kiln/busybox:1-s390x\nRUN echo "mainframe ${marker} $(uname -m)"`, { platform: 'linux/s390x', no_cache: true }),
+        mainframe: inline(`FROM kiln/busybox:1-s390x\nRUN echo "mainframe ${marker} $(uname -m)"`, { platform: 'linux/s390x', allow_emulation: true, no_cache: true }),
         combine: inline(`FROM kiln/busybox:1\nRUN echo "combine ${marker}"`, { needs: ['native', 'mainframe'], no_cache: true }),
       },
     });

@@ -118,7 +118,7 @@ describe('engine', () => {
     const small = await connect('small', { max_jobs: 1 });
     await engine.submit(
       spec({
-        z: { dockerfile_inline: 'FROM a', platform: 'linux/s390x' },
+        z: { dockerfile_inline: 'FROM a', platform: 'linux/s390x', allow_emulation: true },
         g: { dockerfile_inline: 'FROM a', labels: { gpu: 'true' } },
         p1: { dockerfile_inline: 'FROM a' },
         p2: { dockerfile_inline: 'FROM a' },
@@ -185,7 +185,7 @@ describe('engine', () => {
     expect((await logs.read(b.id, 'n', sizes, 0, sizes[0]!)).toString()).toBe('hello world\n');
   });
 
-  it('re-queues a silent agent’s node once, then fails it when lost again', async () => {
+  it('re-queues a silent agent’s node, then fails it when its third attempt is lost too', async () => {
     const a = await connect('a');
     const b = await engine.submit(spec({ n: { dockerfile_inline: 'FROM a' } }));
     await tick();
@@ -195,14 +195,17 @@ describe('engine', () => {
     let n = await node(b.id, 'n');
     expect(n.state).toBe('ready');
     expect(n.attempts[0]!.state).toBe('lost');
-    const c = await connect('c');
-    await tick();
-    expect(c.ch.assigns()).toHaveLength(1);
-    now += TIMINGS.lostAfterMs + 1;
-    await engine.sweep();
+    for (const name of ['c', 'd']) {
+      const c = await connect(name);
+      await tick();
+      expect(c.ch.assigns()).toHaveLength(1);
+      now += TIMINGS.lostAfterMs + 1;
+      await engine.sweep();
+    }
     n = await node(b.id, 'n');
     expect(n.state).toBe('failed');
-    expect(n.reason).toMatch(/lost 2 times/);
+    expect(n.attempts.map((x) => x.state)).toEqual(['lost', 'lost', 'lost']);
+    expect(n.reason).toMatch(/^attempts exhausted: 3 infrastructure failures/);
     expect((await engine.getBuild(b.id))!.state).toBe('failed');
   });
 

@@ -125,3 +125,54 @@ describe('build spec', () => {
     expect(parseDuration('')).toBeNull();
   });
 });
+
+describe('build spec: fleet requirements', () => {
+  it('resolves labels (map and rules), emulation, GPUs, priority, retry and test', () => {
+    const r = validateSpec(
+      {
+        priority: 5,
+        nodes: {
+          gpu: {
+            dockerfile_inline: 'FROM x',
+            labels: ['zone=eu', 'tier!=spot', 'tier!=preempt'],
+            gpus: { count: 2, min_memory_mib: 16000, model: 'A100' },
+            test: { command: 'nvidia-smi -L', timeout: '5m', env: { CUDA: '1' } },
+            retry: false,
+          },
+          emu: { dockerfile_inline: 'FROM x', platform: 'linux/s390x', allow_emulation: true, labels: { pool: 'wheels' }, priority: -3, test: { command: ['/bin/true'] } },
+        },
+      },
+      file,
+    );
+    if (!r.ok) throw new Error(JSON.stringify(r.errors));
+    const [gpu, emu] = r.value.nodes;
+    expect(gpu).toMatchObject({
+      labels: { zone: 'eu' },
+      labels_not: { tier: ['spot', 'preempt'] },
+      gpus: { count: 2, min_memory_mib: 16000, model: 'A100' },
+      test: { command: ['/bin/sh', '-c', 'nvidia-smi -L'], timeout_ms: 300_000, env: { CUDA: '1' } },
+      retry: false,
+      priority: 5,
+      allow_emulation: false,
+    });
+    expect(emu).toMatchObject({ labels: { pool: 'wheels' }, labels_not: {}, allow_emulation: true, priority: -3, retry: true, gpus: null, test: { command: ['/bin/true'], timeout_ms: 3_600_000 } });
+  });
+
+  it.each([
+    [{ labels: ['zone'] }, 'nodes.a.labels.0', "must be key=value or key!=value (got 'zone')"],
+    [{ labels: ['zone=eu', 'zone!=eu'] }, 'nodes.a.labels', "label 'zone' is required to be 'eu' and not 'eu'"],
+    [{ labels: ['zone=eu', 'zone=us'] }, 'nodes.a.labels.1', "required to be both 'eu' and 'us'"],
+    [{ gpus: { count: 0 } }, 'nodes.a.gpus.count', ''],
+    [{ gpus: { count: 1, vram: 3 } }, 'nodes.a.gpus.vram', 'unknown field'],
+    [{ priority: 1.5 }, 'nodes.a.priority', ''],
+    [{ test: { command: '' } }, 'nodes.a.test.command', ''],
+    [{ test: { command: 'x', timeout: 'soon' } }, 'nodes.a.test.timeout', "invalid duration 'soon'"],
+    [{ allow_emulation: 'yes' }, 'nodes.a.allow_emulation', ''],
+  ])('rejects %j', (extra, path, message) => {
+    const errs = errors({ nodes: { a: { dockerfile_inline: 'F', ...extra } } });
+    const hit = errs.find((e) => e.path === path);
+    expect(hit, JSON.stringify(errs)).toBeDefined();
+    expect(hit!.message).toContain(message);
+    expect(hit!.message).toMatch(/^node 'a': field /);
+  });
+});

@@ -1,0 +1,85 @@
+/**
+ * Error reports: why a build failed, in one JSON document an operator or a bot can read
+ * without walking the API. For every failed node (not the ones skipped because of it):
+ * the attempt, agent, exit status, error, the last 200 lines of its log, and links to the
+ * log and the provenance record. The coordinator writes it to `builds/error-<id>.json`
+ * when a failed build finishes and serves it at `GET /api/v1/builds/{id}/error`.
+ */
+import { open } from 'node:fs/promises';
+import { errnoCode, type ErrorReportNodeT, type ErrorReportT } from '../../shared/index.js';
+import type { LogStore } from '../logs/log-store.js';
+import type { BuildRecord, DeadLetterRecord, NodeRecord } from '../state/records.js';
+
+export const LOG_TAIL_LINES = 200;
+/** Bytes read from the end of a log to find its last lines. */
+const TAIL_BYTES = 256 * 1024;
+
+function iso(ms: number | null): string | null {
+  return ms === null ? null : new Date(ms).toISOString();
+}
+
+/** The last `lines` lines of a file (a partial first line of the window is dropped). */
+export async function tailLines(path: string, lines = LOG_TAIL_LINES): Promise<string[]> {
+  let fh;
+  try {
+    fh = await open(path, 'r');
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return [];
+    throw err;
+  }
+  try {
+    const size = (await fh.stat()).size;
+    const start = Math.max(0, size - TAIL_BYTES);
+    const buf = Buffer.alloc(size - start);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, start);
+    let text = buf.subarray(0, bytesRead).toString('utf8');
+    if (start > 0) text = text.slice(text.indexOf('\n') + 1);
+    const all = text.split('\n');
+    if (all[all.length - 1] === '') all.pop();
+    return all.slice(-lines);
+  } finally {
+    await fh.close();
+  }
+}
+
+async function nodeReport(build: BuildRecord, node: NodeRecord, logs: LogStore, deadLetter: Record<string, DeadLetterRecord>): Promise<ErrorReportNodeT> {
+  const last = node.attempts[node.attempts.length - 1] ?? null;
+  const logsUrl = `/api/v1/builds/${build.id}/nodes/${encodeURIComponent(node.name)}/logs`;
+  return {
+    node: node.name,
+    platform: node.platform,
+    attempt: last?.number ?? null,
+    attempt_id: last?.id ?? null,
+    agent: last?.agent ?? null,
+    exit_code: last?.exit_code ?? null,
+    test_exit_code: last?.test_exit_code ?? null,
+    failed_step: last?.failed_step ?? null,
+    error: node.reason ?? last?.error ?? null,
+    infra: last?.infra ?? false,
+    log_tail: last ? await tailLines(logs.attemptPath(build.id, node.name, last.number)) : [],
+    logs_url: logsUrl,
+    provenance: last?.provenance ?? null,
+    provenance_url: last?.provenance ? `/api/v1/cas/${last.provenance}` : null,
+    dead_letter: Boolean(deadLetter[`${build.id}/${node.name}`]),
+  };
+}
+
+/** The report of a build with failed nodes, or null when none failed. */
+export async function buildErrorReport(build: BuildRecord, logs: LogStore, deadLetter: Record<string, DeadLetterRecord>): Promise<ErrorReportT | null> {
+  const failed = build.nodes.filter((n) => n.state === 'failed').sort((a, b) => (a.finished_at ?? 0) - (b.finished_at ?? 0));
+  if (failed.length === 0) return null;
+  const failures: ErrorReportNodeT[] = [];
+  for (const n of failed) failures.push(await nodeReport(build, n, logs, deadLetter));
+  return {
+    format: 'kiln-error-report',
+    version: 1,
+    build_id: build.id,
+    build_name: build.name,
+    state: build.state,
+    created_at: new Date(build.created_at).toISOString(),
+    finished_at: iso(build.finished_at),
+    ...failures[0]!,
+    skipped: build.nodes.filter((n) => n.state === 'skipped').map((n) => n.name),
+    failures,
+  };
+}
