@@ -12,6 +12,13 @@
  *
  * Stopping is not cancelling: `drain()` takes no new work and lets running builds
  * finish; `cancelAll()` aborts them and reports them cancelled.
+ *
+ * Heartbeats carry the host's load, GPU use and health (health.ts); a change of health is
+ * sent at once, and while the agent is not accepting (Docker Engine unreachable, disk
+ * full, draining) it rejects assignments with the reason. Self-fencing: an agent that has
+ * heard nothing from the coordinator for S (`welcome.cutoff_cancel_ms`, 5 min before the
+ * first welcome) cancels its builds and forgets them, since by then the coordinator has
+ * given their nodes to other agents.
  */
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
@@ -34,12 +41,15 @@ import {
   type FinishedPayload,
   type Frame,
   type GpuInfoPayload,
+  type HealthPayload,
+  type HeartbeatPayload,
   type Payload,
   type PlatformCapPayload,
   type ToCoordinatorType,
   type WelcomePayload,
 } from '../shared/index.js';
 import type { CancelReason, Executor, ExecutorInfo, RunResult } from './executors/executor.js';
+import { sampleLoad, type GpuSampler } from './host-metrics.js';
 import { LogBatcher, type LogChunk } from './log-batcher.js';
 
 export interface AgentOptions {
@@ -56,6 +66,31 @@ export interface AgentOptions {
   logger: Logger;
   /** Give up (and report) after this long without a welcome; 0 = retry forever. */
   connectTimeoutMs?: number;
+  /** Whether the host can take work (health.ts); absent: always accepting. */
+  health?: HealthSource;
+  /** GPU use for heartbeats; absent: none reported. */
+  gpuUse?: Pick<GpuSampler, 'latest' | 'poke'>;
+  /** Load for heartbeats. @default sampleLoad (os counters) */
+  load?: (diskFreeBytes: number | null) => Payload<'heartbeat'>['load'];
+  now?: () => number;
+}
+
+/** What the agent needs of its health monitor (HealthMonitor implements it). */
+export interface HealthSource {
+  current(): HealthPayload;
+  diskFreeBytes(): number | null;
+  onChange(fn: (h: HealthPayload) => void): () => void;
+  check(): Promise<HealthPayload>;
+  engineFailed(error: string): void;
+  diskFull(message: string, needBytes: number | null): void;
+}
+
+/** S before the coordinator has told its own (welcome.cutoff_cancel_ms). */
+export const DEFAULT_CUTOFF_CANCEL_MS = 5 * 60_000;
+
+/** How often the cut-off is checked: a tenth of S, within 50 ms .. 10 s. */
+export function cutoffCheckInterval(cutoffMs: number): number {
+  return Math.min(10_000, Math.max(50, Math.floor(cutoffMs / 10)));
 }
 
 /** The agent cannot work with this coordinator (auth, protocol): do not restart in a loop. */
@@ -90,9 +125,40 @@ export class Agent {
   private readonly stopController = new AbortController();
   /** Resolves when every job is done and acked (drain). */
   private idleWaiters: Array<() => void> = [];
+  /** When the last frame from the coordinator arrived (any connection); null before the first. */
+  private lastCoordinatorFrameAt: number | null = null;
+  private cutoffMs = DEFAULT_CUTOFF_CANCEL_MS;
+  private cutoffTimer: NodeJS.Timeout | null = null;
+  private unsubscribeHealth: (() => void) | null = null;
+  private readonly now: () => number;
 
   constructor(private readonly opts: AgentOptions) {
     this.log = opts.logger;
+    this.now = opts.now ?? Date.now;
+  }
+
+  /** Whether the agent takes work now, and why not (draining counts). */
+  health(): HealthPayload {
+    if (this.draining) return { accepting: false, problem: 'the agent is draining (shutting down)' };
+    return this.opts.health?.current() ?? { accepting: true, problem: null };
+  }
+
+  /** What the next heartbeat says (load and GPU use are the last samples; nothing waits). */
+  heartbeatPayload(): HeartbeatPayload {
+    this.opts.gpuUse?.poke();
+    const diskFree = this.opts.health?.diskFreeBytes() ?? null;
+    const load = (this.opts.load ?? sampleLoad)(diskFree);
+    return {
+      running: [...this.jobs.keys()],
+      ...(load ? { load } : {}),
+      gpus: this.opts.gpuUse?.latest() ?? [],
+      health: this.health(),
+    };
+  }
+
+  /** Attempts this agent holds: running, or finished and waiting for the coordinator's ack. */
+  attempts(): string[] {
+    return [...this.jobs.keys()];
   }
 
   get name(): string {
@@ -114,29 +180,46 @@ export class Agent {
       if (normalizePlatform(p) !== normalizePlatform(native) && !this.platforms.some((x) => x.platform === p)) this.platforms.push({ platform: p, emulated: true });
     }
     this.log.info({ agent: this.opts.name, platforms: this.platforms, max_jobs: this.opts.maxJobs, docker: this.info.docker?.version ?? null }, 'agent starting');
-    while (!this.stopping) {
-      const outcome = await this.connectOnce();
-      if (this.stopping) break;
-      if (outcome.fatal) throw new FatalAgentError('E_CONFIG', outcome.reason);
-      const delay = this.backoff.next();
-      this.log.warn({ reason: outcome.reason, retry_in_ms: delay }, 'disconnected from coordinator');
-      await sleep(delay, this.stopController.signal);
+    this.unsubscribeHealth = this.opts.health?.onChange((h) => {
+      this.log.info({ accepting: h.accepting, problem: h.problem }, 'health changed');
+      this.sendHeartbeat();
+    }) ?? null;
+    this.armCutoff();
+    try {
+      while (!this.stopping) {
+        const outcome = await this.connectOnce();
+        if (this.stopping) break;
+        if (outcome.fatal) throw new FatalAgentError('E_CONFIG', outcome.reason);
+        const delay = this.backoff.next();
+        this.log.warn({ reason: outcome.reason, retry_in_ms: delay }, 'disconnected from coordinator');
+        await sleep(delay, this.stopController.signal);
+      }
+    } finally {
+      this.unsubscribeHealth?.();
+      if (this.cutoffTimer) clearInterval(this.cutoffTimer);
+      this.cutoffTimer = null;
     }
   }
 
   /** Stops taking work; resolves when running jobs finished and were acked. */
   async drain(): Promise<void> {
-    this.draining = true;
+    this.startDraining();
     if (this.jobs.size > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
     await this.stop();
   }
 
   /** Aborts every running build (they report `cancelled`), waits briefly for the acks, stops. */
   async cancelAll(graceMs = 10_000): Promise<void> {
-    this.draining = true;
+    this.startDraining();
     for (const job of this.jobs.values()) if (job.running) job.abort.abort({ kind: 'shutdown', message: 'the agent is shutting down' } satisfies CancelReason);
     if (this.jobs.size > 0) await Promise.race([new Promise<void>((r) => this.idleWaiters.push(r)), sleep(graceMs)]);
     await this.stop();
+  }
+
+  private startDraining(): void {
+    if (this.draining) return;
+    this.draining = true;
+    this.sendHeartbeat(); // the coordinator stops sending work at once
   }
 
   async stop(): Promise<void> {
@@ -179,7 +262,7 @@ export class Agent {
       const scheduleHeartbeat = () => {
         if (!welcome) return;
         heartbeatTimer = setTimeout(() => {
-          this.send('heartbeat', { running: [...this.jobs.keys()] });
+          this.sendHeartbeat();
           scheduleHeartbeat();
         }, jitter(welcome.heartbeat_interval_ms, 0.1));
       };
@@ -218,6 +301,7 @@ export class Agent {
               docker: this.info?.docker ?? null,
               gpus: this.opts.gpus,
               running,
+              health: this.health(),
             },
             this.version,
           ),
@@ -225,6 +309,7 @@ export class Agent {
       });
       ws.on('message', (data, isBinary) => {
         lastFrameAt = Date.now();
+        this.lastCoordinatorFrameAt = this.now();
         if (!isBinary) return;
         const decoded = decodeFrame(Buffer.isBuffer(data) ? data : Buffer.from(data as ArrayBuffer), 'agent');
         if (!decoded.ok) {
@@ -239,6 +324,10 @@ export class Agent {
             this.version = frame.payload.protocol_version;
             this.welcomed = true;
             this.backoff.reset();
+            if (frame.payload.cutoff_cancel_ms !== this.cutoffMs) {
+              this.cutoffMs = frame.payload.cutoff_cancel_ms;
+              this.armCutoff();
+            }
             this.log.info({ coordinator: frame.payload.coordinator_version, heartbeat_ms: frame.payload.heartbeat_interval_ms, resume: frame.payload.resume.length }, 'connected to coordinator');
             this.resume(frame.payload);
             scheduleHeartbeat();
@@ -259,6 +348,35 @@ export class Agent {
         if (ws.readyState === WebSocket.CLOSED) done(false, err.message);
       });
     });
+  }
+
+  private sendHeartbeat(): void {
+    if (!this.welcomed) return;
+    this.send('heartbeat', this.heartbeatPayload());
+  }
+
+  // ------------------------------------------------------------------ self-fencing
+
+  private armCutoff(): void {
+    if (this.cutoffTimer) clearInterval(this.cutoffTimer);
+    if (this.stopping) return;
+    this.cutoffTimer = setInterval(() => this.checkCutoff(), cutoffCheckInterval(this.cutoffMs));
+    this.cutoffTimer.unref();
+  }
+
+  /** Cancels and forgets every job once nothing came from the coordinator for S. */
+  checkCutoff(): void {
+    if (this.lastCoordinatorFrameAt === null || this.jobs.size === 0) return;
+    const silentMs = this.now() - this.lastCoordinatorFrameAt;
+    if (silentMs <= this.cutoffMs) return;
+    const message = `cut off from the coordinator for ${formatDuration(this.cutoffMs)}`;
+    this.log.warn({ silent_ms: silentMs, attempts: [...this.jobs.keys()] }, `${message}: cancelling running builds; their results are no longer wanted`);
+    for (const [id, job] of [...this.jobs]) {
+      if (job.running) job.abort.abort({ kind: 'cutoff', message } satisfies CancelReason);
+      if (job.timer) clearTimeout(job.timer);
+      this.jobs.delete(id);
+    }
+    this.checkIdle();
   }
 
   private send<T extends ToCoordinatorType>(type: T, payload: Payload<T>): boolean {
@@ -334,9 +452,13 @@ export class Agent {
     };
     if (this.jobs.has(a.attempt_id)) return; // duplicate
     if (this.draining) return reject('the agent is draining');
+    const health = this.health();
+    if (!health.accepting) return reject(`the agent is not taking work: ${health.problem ?? 'unhealthy'}`);
     if (this.runningJobs() >= this.opts.maxJobs) return reject(`no free slot (${this.opts.maxJobs} jobs running)`);
     const platform = this.platforms.find((p) => normalizePlatform(p.platform) === normalizePlatform(a.platform));
     if (!platform) return reject(`platform ${a.platform} is not supported here (${this.platforms.map((p) => p.platform).join(', ')})`);
+    const gpuProblem = this.gpuProblem(a.gpus);
+    if (gpuProblem) return reject(gpuProblem);
     const job: Job = {
       assign: a,
       abort: new AbortController(),
@@ -351,6 +473,7 @@ export class Agent {
     this.jobs.set(a.attempt_id, job);
     this.send('accept', { attempt_id: a.attempt_id });
     job.timer = setTimeout(() => job.abort.abort({ kind: 'timeout', message: `timed out after ${formatDuration(a.timeout_ms)}` } satisfies CancelReason), a.timeout_ms);
+    job.timer.unref();
     this.log.info({ attempt: a.attempt_id, build: a.build_id, node: a.node, platform: a.platform }, 'building');
     void this.runJob(job, platform.emulated);
   }
@@ -368,6 +491,14 @@ export class Agent {
           this.send('started', { attempt_id: a.attempt_id, at: startedAt });
         },
         resolved: (info) => this.waitForProceed(job, info),
+        testStarting: () => {
+          // The build's limit no longer applies; the executor enforces the test's. This
+          // timer is only the guard against an engine that does not stop the container.
+          if (job.timer) clearTimeout(job.timer);
+          const limit = (a.test?.timeout_ms ?? 0) + TEST_KILL_GRACE_MS;
+          job.timer = setTimeout(() => job.abort.abort({ kind: 'timeout', message: `the test did not end within ${formatDuration(limit)}` } satisfies CancelReason), limit);
+          job.timer.unref();
+        },
         signal: job.abort.signal,
         agentName: this.opts.name,
         emulated,
@@ -379,7 +510,10 @@ export class Agent {
     if (job.timer) clearTimeout(job.timer);
     job.running = false;
     job.batcher.flush();
-    if (!this.jobs.has(a.attempt_id)) return; // dropped by the coordinator meanwhile
+    if (result.trouble?.kind === 'disk_full') this.opts.health?.diskFull(result.trouble.error, result.trouble.needBytes);
+    else if (result.trouble?.kind === 'engine_unreachable') this.opts.health?.engineFailed(result.trouble.error);
+    else void this.opts.health?.check();
+    if (!this.jobs.has(a.attempt_id)) return; // dropped by the coordinator (or cut off) meanwhile
     job.finished = {
       attempt_id: a.attempt_id,
       status: result.status,
@@ -387,6 +521,7 @@ export class Agent {
       error: result.error ? result.error.slice(0, 16_000) : null,
       failed_step: result.failedStep ? result.failedStep.slice(0, 4000) : null,
       infra: result.infra,
+      ...(result.testExitCode !== undefined ? { test_exit_code: result.testExitCode } : {}),
       image_id: result.imageId,
       timings: { accepted_at: acceptedAt, started_at: startedAt, finished_at: Date.now(), fetch_ms: result.fetchMs, build_ms: result.buildMs },
       log_bytes: job.batcher.offset,
@@ -420,6 +555,23 @@ export class Agent {
     });
   }
 
+  /** Why this agent cannot give the attempt these GPUs, or null. */
+  private gpuProblem(gpus: readonly number[]): string | null {
+    if (gpus.length === 0) return null;
+    const have = new Set(this.opts.gpus.map((g) => g.index));
+    const missing = [...new Set(gpus)].filter((i) => !have.has(i));
+    if (missing.length > 0) {
+      const list = [...have].sort((x, y) => x - y).join(', ');
+      return `GPU ${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} not on this agent (${have.size ? `it has GPU ${list}` : 'it has no GPUs'})`;
+    }
+    for (const [id, job] of this.jobs) {
+      if (!job.running) continue;
+      const taken = job.assign.gpus.filter((i) => gpus.includes(i));
+      if (taken.length > 0) return `GPU ${taken.join(', ')} ${taken.length > 1 ? 'are' : 'is'} in use by attempt ${id}`;
+    }
+    return null;
+  }
+
   private onChunk(attemptId: string, chunk: LogChunk): void {
     const job = this.jobs.get(attemptId);
     if (!job) return;
@@ -444,6 +596,9 @@ export class Agent {
     if (this.jobs.size === 0) for (const w of this.idleWaiters.splice(0)) w();
   }
 }
+
+/** How long past its limit a test may take before the agent gives up on the engine killing it. */
+const TEST_KILL_GRACE_MS = 30_000;
 
 export function defaultAgentName(): string {
   return hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 63) || 'agent';

@@ -12,6 +12,8 @@
  *   never evicted; use order is kept in memory and, across restarts, in the files' mtimes.
  * - `upload` sends a local file to the coordinator's CAS unless the coordinator already
  *   has that digest (find-missing first), and keeps it in the cache.
+ * - A full disk (ENOSPC) fails the call with a DiskFullError (failure-kinds.ts) saying how
+ *   many bytes were wanted, and leaves no temp file behind.
  */
 import { createReadStream } from 'node:fs';
 import { link, mkdir, open, readdir, rename, stat, unlink, utimes } from 'node:fs/promises';
@@ -20,6 +22,7 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { HEX_RE, KilnError, digestHex, errnoCode, hasherDigest, newHasher, writeVerifiedFile, type Digest } from '../shared/index.js';
+import { DiskFullError, isDiskFull } from './failure-kinds.js';
 
 export interface CasCacheOptions {
   dir: string;
@@ -88,7 +91,13 @@ export class CasCache {
   /** Reads what an earlier run left on disk (once); removes stale temp files. */
   private load(): Promise<void> {
     this.loaded ??= (async () => {
-      await mkdir(this.blobDir, { recursive: true });
+      try {
+        await mkdir(this.blobDir, { recursive: true });
+      } catch (err) {
+        this.loaded = null; // try again next time (the disk may have space by then)
+        if (isDiskFull(err)) throw this.diskFull(`creating ${this.blobDir}`, null, err);
+        throw err;
+      }
       for (const name of await readdir(this.blobDir)) {
         const p = join(this.blobDir, name);
         if (name.startsWith('.tmp-')) {
@@ -208,7 +217,7 @@ export class CasCache {
     if (res.status === 404) throw new KilnError('E_NOT_FOUND', `the coordinator has no blob ${digest}`);
     if (!res.ok || !res.body) throw new KilnError('E_CONNECTION', `fetching ${digest} from ${url} failed: HTTP ${res.status}`);
     const expected = Number(res.headers.get('content-length') ?? NaN);
-    const tmp = join(this.blobDir, `.tmp-${digestHex(digest).slice(0, 12)}-${randomBytes(6).toString('hex')}`);
+    const tmp = this.tmpPath(digestHex(digest));
     let size: number;
     try {
       size = await writeVerifiedFile(tmp, res.body as unknown as AsyncIterable<Uint8Array>, {
@@ -219,11 +228,18 @@ export class CasCache {
         onRead: (n) => (this.stats.downloadedBytes += n),
       });
     } catch (err) {
+      // writeVerifiedFile has removed the temp file: nothing partial stays in the cache.
+      if (isDiskFull(err)) throw this.diskFull(`fetching ${digest}`, Number.isFinite(expected) ? expected : null, err);
       this.stats.corrupt++;
       if (err instanceof KilnError) throw err;
       throw new KilnError('E_CONNECTION', `fetching ${digest} broke (${(err as Error).message}); discarded`, { cause: err });
     }
-    await rename(tmp, this.pathOf(digest));
+    try {
+      await rename(tmp, this.pathOf(digest));
+    } catch (err) {
+      await unlink(tmp).catch(() => {});
+      throw err;
+    }
     this.stats.downloads++;
     this.add(digestHex(digest), size);
     this.evict();
@@ -280,19 +296,36 @@ export class CasCache {
       await link(path, dest).catch(async (err: unknown) => {
         if (errnoCode(err) === 'EEXIST') return;
         if (errnoCode(err) !== 'EXDEV') throw err;
-        const tmp = join(this.blobDir, `.tmp-${hex.slice(0, 12)}-${randomBytes(6).toString('hex')}`);
-        const fh = await open(tmp, 'w', 0o644);
+        const tmp = this.tmpPath(hex);
         try {
-          await pipeline(createReadStream(path), fh.createWriteStream({ autoClose: false }));
-          await fh.sync();
-        } finally {
-          await fh.close();
+          const fh = await open(tmp, 'w', 0o644);
+          try {
+            await pipeline(createReadStream(path), fh.createWriteStream({ autoClose: false }));
+            await fh.sync();
+          } finally {
+            await fh.close();
+          }
+          await rename(tmp, dest);
+        } catch (copyErr) {
+          await unlink(tmp).catch(() => {});
+          throw copyErr;
         }
-        await rename(tmp, dest);
+      }).catch((err: unknown) => {
+        if (isDiskFull(err)) throw this.diskFull(`keeping output ${digest} in the cache`, size, err);
+        throw err;
       });
       this.add(hex, size);
       this.evict();
     }
+  }
+
+  private tmpPath(hex: string): string {
+    return join(this.blobDir, `.tmp-${hex.slice(0, 12)}-${randomBytes(6).toString('hex')}`);
+  }
+
+  private diskFull(what: string, needBytes: number | null, cause: unknown): DiskFullError {
+    const need = needBytes !== null ? ` (${needBytes} bytes)` : '';
+    return new DiskFullError(`${what}${need} into ${this.opts.dir} failed: no space left on device; nothing was kept`, needBytes, cause);
   }
 
   open(digest: Digest) {

@@ -13,10 +13,11 @@
  *   docker_host: unix:///var/run/docker.sock
  *   work_dir: /var/lib/kiln-agent
  *   cache_max: 20GiB                                # local CAS cache size (LRU eviction)
+ *   min_free_disk: 512MiB                           # take no work with less free space in work_dir
  *   log: { level: info, format: json }
  * Environment: KILN_AGENT_CONFIG, KILN_COORDINATOR, KILN_AGENT_TOKEN_FILE,
  * KILN_AGENT_TOKEN, KILN_AGENT_NAME, KILN_AGENT_LABELS, KILN_AGENT_MAX_JOBS,
- * KILN_AGENT_PLATFORMS, DOCKER_HOST, KILN_AGENT_WORK_DIR, KILN_AGENT_CACHE_MAX, KILN_LOG_LEVEL,
+ * KILN_AGENT_PLATFORMS, DOCKER_HOST, KILN_AGENT_WORK_DIR, KILN_AGENT_CACHE_MAX, KILN_AGENT_MIN_FREE_DISK, KILN_LOG_LEVEL,
  * KILN_LOG_FORMAT; under systemd, $CREDENTIALS_DIRECTORY/token and $STATE_DIRECTORY.
  */
 import { readFileSync } from 'node:fs';
@@ -53,6 +54,8 @@ export interface AgentConfig {
   workDir: string;
   /** Local CAS cache size limit in bytes. */
   cacheMaxBytes: number;
+  /** Below this many free bytes in the work dir the agent takes no work. */
+  minFreeDiskBytes: number;
   executor: 'docker' | 'noop';
   log: { level: LogLevel; format: LogFormat };
 }
@@ -68,6 +71,7 @@ export interface AgentFlags {
   dockerHost?: string;
   workDir?: string;
   cacheMax?: string;
+  minFreeDisk?: string;
   executor?: string;
   logLevel?: string;
   logFormat?: string;
@@ -83,6 +87,7 @@ const FileSchema = z.strictObject({
   docker_host: z.string().optional(),
   work_dir: z.string().optional(),
   cache_max: z.union([z.string(), z.number()]).optional(),
+  min_free_disk: z.union([z.string(), z.number()]).optional(),
   log: LogFileSchema.optional(),
 });
 
@@ -167,9 +172,11 @@ export function loadAgentConfig(flags: AgentFlags, host: AgentHost): Readonly<Ag
 
   const cacheMaxBytes = sizeSetting('cache_max', flags.cacheMax ?? env.KILN_AGENT_CACHE_MAX ?? file.cache_max ?? '20GiB');
 
+  const minFreeDiskBytes = sizeSetting('min_free_disk', flags.minFreeDisk ?? env.KILN_AGENT_MIN_FREE_DISK ?? file.min_free_disk ?? '512MiB');
+
   const executor = flags.executor ?? 'docker';
   if (executor !== 'docker' && executor !== 'noop') throw configError('executor', `'${executor}' is not docker or noop`);
 
   const log = logSettings(flags, env, file.log, host.isTTY);
-  return Object.freeze({ ...urls, token, tokenSource, name, labels, maxJobs, extraPlatforms, dockerHost, workDir, cacheMaxBytes, executor, log });
+  return Object.freeze({ ...urls, token, tokenSource, name, labels, maxJobs, extraPlatforms, dockerHost, workDir, cacheMaxBytes, minFreeDiskBytes, executor, log });
 }

@@ -5,7 +5,11 @@
  * them, the third exits at once. Exit 78 (EX_CONFIG) means retrying cannot help (bad
  * token, incompatible coordinator), so systemd's RestartPreventExitStatus=78 stops a
  * restart loop.
+ *
+ * Besides the agent it starts the health monitor (Docker Engine ping, free space of the
+ * work dir; health.ts) and, on a host with GPUs, the GPU-use sampler for heartbeats.
  */
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import { createLogger, isKilnError, sleep, Backoff } from '../shared/index.js';
@@ -15,7 +19,9 @@ import { loadAgentConfig, type AgentFlags } from './config.js';
 import { DockerExecutor } from './executors/docker-executor.js';
 import type { Executor } from './executors/executor.js';
 import { NoopExecutor } from './executors/noop-executor.js';
-import { discoverGpus } from './gpus.js';
+import { discoverGpus, queryGpuUse } from './gpus.js';
+import { HealthMonitor } from './health.js';
+import { GpuSampler } from './host-metrics.js';
 
 export const EX_CONFIG = 78;
 
@@ -37,11 +43,14 @@ export async function runAgent(flags: AgentFlags, host: ProcessHost): Promise<nu
   const config = loadAgentConfig(flags, host);
   const logger = createLogger({ name: 'kiln-agent', level: config.log.level, format: config.log.format });
   let executor: Executor;
+  let docker: Docker | null = null;
+  await mkdir(config.workDir, { recursive: true }).catch((err: unknown) => logger.warn({ work_dir: config.workDir, err: (err as Error).message }, 'cannot create the work dir'));
   if (config.executor === 'noop') {
     executor = new NoopExecutor(host.arch);
   } else {
     const cas = new CasCache({ dir: join(config.workDir, 'cas'), coordinatorUrl: config.httpUrl, token: config.token, maxBytes: config.cacheMaxBytes });
-    executor = new DockerExecutor(dockerClient(config.dockerHost), cas, config.workDir);
+    docker = dockerClient(config.dockerHost);
+    executor = new DockerExecutor(docker, cas, config.workDir);
     // The engine may still be starting (or restarting): wait for it with backoff.
     const backoff = new Backoff({ baseMs: 500, capMs: 15_000 });
     for (;;) {
@@ -56,6 +65,18 @@ export async function runAgent(flags: AgentFlags, host: ProcessHost): Promise<nu
     }
   }
   const gpus = config.executor === 'docker' ? await discoverGpus(host.env) : [];
+  const engine = docker;
+  const health = new HealthMonitor({
+    workDir: config.workDir,
+    minFreeBytes: config.minFreeDiskBytes,
+    // dockerode's ping takes an abortSignal option its types do not declare.
+    ping: engine ? (signal) => (engine.ping as unknown as (o: { abortSignal: AbortSignal }) => Promise<unknown>).call(engine, { abortSignal: signal }) : null,
+    logger,
+  });
+  const initial = await health.start();
+  if (!initial.accepting) logger.warn({ problem: initial.problem }, 'not taking work yet');
+  // nvidia-smi at most once per 5 s; heartbeats send the latest sample.
+  const gpuUse = gpus.length > 0 ? new GpuSampler(() => queryGpuUse(host.env), 5_000) : undefined;
   const agent = new Agent({
     url: config.wsUrl,
     token: config.token,
@@ -66,6 +87,8 @@ export async function runAgent(flags: AgentFlags, host: ProcessHost): Promise<nu
     executor,
     gpus,
     logger,
+    health,
+    ...(gpuUse ? { gpuUse } : {}),
   });
   let signals = 0;
   host.onSignal((signal) => {
@@ -91,5 +114,7 @@ export async function runAgent(flags: AgentFlags, host: ProcessHost): Promise<nu
       return EX_CONFIG;
     }
     throw err;
+  } finally {
+    health.stop();
   }
 }

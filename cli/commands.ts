@@ -1,5 +1,6 @@
 /**
- * The CLI's client commands: submit, logs, status, builds, agents, cancel. Each returns
+ * The CLI's client commands: submit, logs, status, builds, cancel (the fleet's are in
+ * fleet-commands.ts). Each returns
  * its exit code (exit-codes.ts); output for people goes to stdout, progress and errors
  * to stderr, and `--json` gives machine output (JSON Lines while following).
  */
@@ -9,11 +10,9 @@ import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { z } from 'zod';
 import {
-  AgentPage,
   BuildPage,
   BuildView,
   CreatedBuild,
-  formatDuration,
   isBuildTerminal,
   packDir,
   parseSpecText,
@@ -136,8 +135,11 @@ export async function submitCommand(client: ApiClient, specPath: string, opts: {
   return followAndSummarize(client, created.id, null, opts.json, io);
 }
 
-/** Follows logs until the end, prints the summary, returns the exit code for the build. */
-export async function followAndSummarize(client: ApiClient, buildId: string, node: string | null, json: boolean, io: CliIO): Promise<number> {
+/**
+ * Follows logs until the end, prints the summary, returns the exit code for the build.
+ * `from`: node log offsets to start at (what was printed before, e.g. before a retry).
+ */
+export async function followAndSummarize(client: ApiClient, buildId: string, node: string | null, json: boolean, io: CliIO, from?: ReadonlyMap<string, number>): Promise<number> {
   const colour = !json && useColour(io.stdout, io.env);
   const printer = new LinePrinter(io.stdout, colour);
   const ac = new AbortController();
@@ -147,6 +149,7 @@ export async function followAndSummarize(client: ApiClient, buildId: string, nod
     state = await followBuildLogs(client, {
       buildId,
       ...(node ? { node } : {}),
+      ...(from ? { from } : {}),
       follow: true,
       signal: ac.signal,
       onEvent: (e: FollowEvent) => {
@@ -220,22 +223,6 @@ export async function buildsCommand(client: ApiClient, opts: { json: boolean; li
   for (const b of page.items) {
     const counts = Object.entries(b.node_counts).map(([s, n]) => `${n} ${s}`).join(', ');
     io.stdout.write(`${b.id}  ${b.state.padEnd(9)}  ${b.created_at}  ${b.name}  (${counts})\n`);
-  }
-  return EXIT.OK;
-}
-
-export async function agentsCommand(client: ApiClient, opts: { json: boolean }, io: CliIO): Promise<number> {
-  const page = await client.json('/api/v1/agents?limit=500', AgentPage);
-  if (opts.json) {
-    io.stdout.write(`${JSON.stringify(page, null, 2)}\n`);
-    return EXIT.OK;
-  }
-  if (page.items.length === 0) io.stdout.write('no agents have connected\n');
-  for (const a of page.items) {
-    const plats = a.platforms.map((p) => `${p.platform}${p.emulated ? '(emulated)' : ''}`).join(',');
-    const age = formatDuration(Date.now() - Date.parse(a.last_seen_at));
-    const labels = Object.entries(a.labels).map(([k, v]) => `${k}=${v}`).join(',');
-    io.stdout.write(`${a.name}  ${a.state.padEnd(12)}  ${a.running.length}/${a.max_jobs} jobs  ${plats}  ${labels || '-'}  docker ${a.docker?.version ?? '-'}  gpus ${a.gpus.length}  seen ${age} ago\n`);
   }
   return EXIT.OK;
 }

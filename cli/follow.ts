@@ -60,6 +60,8 @@ export interface FollowOptions {
   /** Follow one node (its own route) instead of the whole build. */
   node?: string;
   follow: boolean;
+  /** Node log offsets to start at (default: the beginning of every node's log). */
+  from?: ReadonlyMap<string, number>;
   onEvent: (e: FollowEvent) => void;
   maxOutageMs?: number;
   signal?: AbortSignal;
@@ -69,7 +71,7 @@ export interface FollowOptions {
 
 /** Streams events until the `end` event; returns the final state. */
 export async function followBuildLogs(client: ApiClient, opts: FollowOptions): Promise<string> {
-  const offsets = new Map<string, number>();
+  const offsets = new Map<string, number>(opts.from ?? []);
   const backoff = new Backoff({ baseMs: 250, capMs: 5000 });
   const maxOutage = opts.maxOutageMs ?? 10 * 60_000;
   let outageSince: number | null = null;

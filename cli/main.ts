@@ -7,12 +7,14 @@
  */
 import { hostname } from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
+import { z } from 'zod';
 import { KILN_VERSION, KilnError } from '../shared/index.js';
 import { runAgent } from '../agent/main.js';
 import { runCoordinator } from '../coordinator/main.js';
 import { ApiClient } from './api-client.js';
 import { loadClientConfig, type ClientFlags } from './client-config.js';
-import { agentsCommand, buildsCommand, cancelCommand, logsCommand, statusCommand, submitCommand, LimitOption, type CliIO } from './commands.js';
+import { buildsCommand, cancelCommand, logsCommand, statusCommand, submitCommand, LimitOption, type CliIO } from './commands.js';
+import { agentControlCommand, agentsCommand, deadLetterCommand, errorCommand, poolsCommand, retryCommand, type AgentAction } from './fleet-commands.js';
 import { artifactsGetCommand, artifactsListCommand, pinCommand, provenanceCommand } from './artifacts.js';
 import { CliError, EXIT } from './exit-codes.js';
 
@@ -131,11 +133,58 @@ export async function main(argv: string[], env: Record<string, string | undefine
       code = await buildsCommand(client(o), { json: Boolean(o.json), limit: limit.data }, io);
     });
 
-  clientOptions(program.command('agents'))
-    .description('list agents and their state')
+  const agents = clientOptions(program.command('agents'))
+    .description('list agents: state, control, health, circuit breaker, jobs, load; `agents pause|resume|drain NAME` steers one')
     .option('--json', 'JSON output')
     .action(async (o: ClientFlags & { json?: boolean }) => {
       code = await agentsCommand(client(o), { json: Boolean(o.json) }, io);
+    });
+  const actions: Array<[AgentAction, string]> = [
+    ['pause', 'give an agent no new work (running attempts go on)'],
+    ['drain', 'let an agent finish what it runs and take nothing new until resumed'],
+    ['resume', 'let a paused or draining agent take work again'],
+  ];
+  for (const [action, description] of actions) {
+    const sub = clientOptions(agents.command(`${action} <name>`))
+      .description(description)
+      .option('--json', 'the agent as JSON');
+    if (action !== 'resume') sub.option('--reason <text>', 'why (shown in `kiln agents` and the API)');
+    sub.action(async (name: string, _o: unknown, cmd: Command) => {
+      const o = cmd.optsWithGlobals<ClientFlags & { json?: boolean; reason?: string }>();
+      code = await agentControlCommand(client(o), action, name, { json: Boolean(o.json), ...(o.reason !== undefined ? { reason: o.reason } : {}) }, io);
+    });
+  }
+
+  clientOptions(program.command('pools'))
+    .description('pools per platform (and gpu): agents, slots, queued and running nodes, dispatch waits')
+    .option('--json', 'JSON output')
+    .action(async (o: ClientFlags & { json?: boolean }) => {
+      code = await poolsCommand(client(o), { json: Boolean(o.json) }, io);
+    });
+
+  clientOptions(program.command('dlq'))
+    .description('the dead-letter list: nodes whose infrastructure failures used up their attempts')
+    .option('--json', 'JSON output')
+    .action(async (o: ClientFlags & { json?: boolean }) => {
+      code = await deadLetterCommand(client(o), { json: Boolean(o.json) }, io);
+    });
+
+  clientOptions(program.command('retry <build> <node>'))
+    .description('run a failed node again (the nodes skipped because of it wait again)')
+    .option('-f, --follow', "stream the build's new output and exit with its result")
+    .option('--json', 'the build as JSON (JSON Lines with --follow)')
+    .action(async (build: string, node: string, o: ClientFlags & { follow?: boolean; json?: boolean }) => {
+      code = await retryCommand(client(o), build, node, { follow: Boolean(o.follow), json: Boolean(o.json) }, io);
+    });
+
+  clientOptions(program.command('error <build>'))
+    .description('why a build failed: each failed node\'s attempt, agent, exit code, error, last log lines and provenance')
+    .option('--json', 'the error report as JSON')
+    .option('--lines <n>', 'log lines shown per failed node (up to 200)', '30')
+    .action(async (build: string, o: ClientFlags & { json?: boolean; lines: string }) => {
+      const lines = z.coerce.number().int().min(0).max(200).safeParse(o.lines);
+      if (!lines.success) throw new CliError(`--lines: '${o.lines}' is not a number in 0..200`, EXIT.USAGE);
+      code = await errorCommand(client(o), build, { json: Boolean(o.json), lines: lines.data }, io);
     });
 
   clientOptions(program.command('artifacts <build-or-get> [args...]'))

@@ -39,7 +39,8 @@ export type NodeState = (typeof NODE_STATES)[number];
 /**
  * Build states, derived from the node states:
  * - `pending`: no node has been dispatched yet.
- * - `running`: at least one node was dispatched and some node is not terminal.
+ * - `running`: at least one node was dispatched (now or before a retry) and some node is
+ *   not terminal.
  * - `success`: every node succeeded.
  * - `failed`: every node is terminal, some failed (or were skipped), and no leaf succeeded.
  * - `partial`: every node is terminal; some leaves (nodes nobody needs) succeeded and
@@ -135,6 +136,8 @@ export function attemptTransition(from: AttemptState, to: AttemptState, what = '
 
 export interface BuildStateInput {
   cancelRequested: boolean;
+  /** Some node was dispatched before (a build with a retried node stays `running`). */
+  started?: boolean;
   /** Number of nodes in each state. */
   counts: Readonly<Record<NodeState, number>>;
   /** Number of leaf nodes (nodes nothing needs) in state `success`. */
@@ -146,7 +149,7 @@ export function deriveBuildState(input: BuildStateInput): BuildState {
   const c = input.counts;
   const total = NODE_STATES.reduce((sum, s) => sum + c[s], 0);
   const terminal = c.success + c.failed + c.skipped + c.cancelled;
-  if (terminal < total) return total - c.pending - c.ready > 0 ? 'running' : 'pending';
+  if (terminal < total) return input.started || total - c.pending - c.ready > 0 ? 'running' : 'pending';
   if (input.cancelRequested && c.cancelled > 0) return 'cancelled';
   if (c.success === total) return 'success';
   return input.leafSuccesses > 0 ? 'partial' : 'failed';

@@ -12,18 +12,33 @@
  * 4. Streams the context to `POST /build?version=2` through dockerode (network `none`, the
  *    node's platform, tagged with the coordinator's image name) and turns BuildKit's
  *    progress into log text (docker/buildkit-progress.ts).
- * 5. On success exports the declared outputs from the image (docker/export-outputs.ts).
+ * 5. When the node has a test, runs it in a container of the built image (network none,
+ *    the attempt's GPUs attached; docker/test-container.ts); its exit code decides.
+ * 6. On success exports the declared outputs from the image (docker/export-outputs.ts).
  * Cancel and timeout abort the request, which makes the engine stop the build.
+ *
+ * Failures of the agent's own (the engine unreachable or broken mid-build, a 5xx from the
+ * daemon, a full disk) are infrastructure failures (`infra: true`, retryable elsewhere)
+ * that keep the engine's error and tell the agent's health what happened (`trouble`).
  */
 import type Docker from 'dockerode';
-import { ociArch, sha256, type AssignPayload, type BaseImagePayload, type Digest } from '../../shared/index.js';
+import { formatDuration, ociArch, sha256, type AssignPayload, type BaseImagePayload, type Digest } from '../../shared/index.js';
 import type { CasCache, CasLease } from '../cas-cache.js';
 import { ensureArtifactImage } from '../docker/artifact-image.js';
 import { buildContextStream, readTarFile } from '../docker/build-context.js';
 import { BuildProgressDecoder, type BuildEvent } from '../docker/buildkit-progress.js';
 import { baseImageRefs, rewriteForInputs } from '../docker/dockerfile-rewrite.js';
 import { exportOutputs } from '../docker/export-outputs.js';
-import type { CancelReason, Executor, ExecutorInfo, RunIO, RunResult } from './executor.js';
+import { runTest } from '../docker/test-container.js';
+import { diskFullNeed, isDiskFull, isEngineClientError, isEngineUnreachable } from '../failure-kinds.js';
+import type { CancelReason, Executor, ExecutorInfo, RunIO, RunResult, Trouble } from './executor.js';
+
+/** What an infra failure means for the agent's health, if anything. */
+function troubleOf(err: unknown, message: string): Trouble | undefined {
+  if (isDiskFull(err)) return { kind: 'disk_full', error: message, needBytes: diskFullNeed(err) };
+  if (isEngineUnreachable(err)) return { kind: 'engine_unreachable', error: message };
+  return undefined;
+}
 
 export class DockerExecutor implements Executor {
   readonly kind = 'docker' as const;
@@ -72,7 +87,10 @@ export class DockerExecutor implements Executor {
   private async build(job: AssignPayload, io: RunIO, leases: CasLease[]): Promise<RunResult> {
     const base = { exitCode: null, failedStep: null, imageId: null };
     const t0 = Date.now();
-    const infraFail = (error: string, fetchMs: number, buildMs = 0): RunResult => ({ ...base, status: 'failed', error, infra: true, fetchMs, buildMs });
+    const infraFail = (error: string, fetchMs: number, buildMs = 0, cause?: unknown): RunResult => {
+      const trouble = cause === undefined ? undefined : troubleOf(cause, error);
+      return { ...base, status: 'failed', error, infra: true, fetchMs, buildMs, ...(trouble ? { trouble } : {}) };
+    };
 
     // 1. context and inputs into the local CAS cache
     let contextPath: string | null = null;
@@ -92,7 +110,7 @@ export class DockerExecutor implements Executor {
       });
     } catch (err) {
       if (io.signal.aborted) return this.aborted(io, Date.now() - t0, 0);
-      return infraFail(`fetching the build context or inputs failed: ${(err as Error).message}`, Date.now() - t0);
+      return infraFail(`fetching the build context or inputs failed: ${(err as Error).message}`, Date.now() - t0, 0, err);
     }
     for (const i of job.inputs) io.log(`[kiln] input ${i.name}: ${i.digest}${i.mount ? ` mounted at ${i.mount}` : ''}\n`);
 
@@ -106,7 +124,12 @@ export class DockerExecutor implements Executor {
       }
     }
     const dockerfileDigest = dockerfileText !== null ? sha256(dockerfileText) : null;
-    const baseImages = dockerfileText !== null ? await this.resolveBaseImages(dockerfileText, job.build_args, job.platform) : [];
+    let baseImages: BaseImagePayload[] = [];
+    try {
+      if (dockerfileText !== null) baseImages = await this.resolveBaseImages(dockerfileText, job.build_args, job.platform);
+    } catch (err) {
+      return infraFail(`the Docker Engine could not be asked for the base images: ${(err as Error).message}`, Date.now() - t0, 0, err);
+    }
     const fetchMs = Date.now() - t0;
     const meta = { baseImages, dockerfileDigest };
     if (io.signal.aborted) return { ...this.aborted(io, fetchMs, 0), ...meta };
@@ -131,7 +154,9 @@ export class DockerExecutor implements Executor {
       } catch (err) {
         if (io.signal.aborted) return { ...this.aborted(io, fetchMs, 0), ...meta };
         const infra = !(err as { code?: string }).code?.startsWith('E_INVALID');
-        return { ...base, status: 'failed', error: `preparing the inputs failed: ${(err as Error).message}`, infra, fetchMs, buildMs: 0, ...meta };
+        const error = `preparing the inputs failed: ${(err as Error).message}`;
+        if (infra) return { ...infraFail(error, fetchMs, 0, err), ...meta };
+        return { ...base, status: 'failed', error, infra, fetchMs, buildMs: 0, ...meta };
       }
     }
 
@@ -157,7 +182,10 @@ export class DockerExecutor implements Executor {
     } catch (err) {
       stream.destroy();
       if (io.signal.aborted) return { ...this.aborted(io, fetchMs, Date.now() - t1), ...meta };
-      return { ...infraFail(`Docker Engine refused the build: ${(err as Error).message}`, fetchMs, Date.now() - t1), ...meta };
+      const message = `Docker Engine refused the build: ${(err as Error).message}`;
+      // A 4xx is the engine refusing this request (a bad option), not the engine failing.
+      if (isEngineClientError(err) && !isEngineUnreachable(err)) return { ...base, status: 'failed', error: message, infra: false, fetchMs, buildMs: Date.now() - t1, ...meta };
+      return { ...infraFail(message, fetchMs, Date.now() - t1, err), ...meta };
     }
     const decoder = new BuildProgressDecoder();
     const streamError = await readBuildEvents(response, (event) => {
@@ -169,36 +197,79 @@ export class DockerExecutor implements Executor {
     const buildMs = Date.now() - t1;
     if (io.signal.aborted) return { ...this.aborted(io, fetchMs, buildMs), ...meta };
     const outcome = decoder.outcome();
-    if (streamError && !outcome.error) {
-      return { ...infraFail(`the build stream from the Docker Engine broke: ${streamError.message}`, fetchMs, buildMs), ...meta };
+    if (streamError && outcome.exitCode === null) {
+      // The engine went away or broke the connection mid-build (dockerd restarting or
+      // killed): whatever BuildKit said last, the build did not fail on its own.
+      const said = outcome.error ? ` (last error from BuildKit: ${outcome.error})` : '';
+      const message = `the build stream from the Docker Engine broke: ${streamError.message}${said}`;
+      return { ...infraFail(message, fetchMs, buildMs, streamError), ...meta, trouble: { kind: 'engine_unreachable', error: message } };
     }
     if (outcome.error || !outcome.imageId) {
+      // BuildKit running out of space for its snapshots is the host's trouble, not the node's.
+      const engineDiskFull = outcome.exitCode === null && outcome.error !== null && /no space left on device/i.test(outcome.error);
       return {
         status: 'failed',
         exitCode: outcome.exitCode,
         error: outcome.error ?? 'the engine reported no image id',
         failedStep: outcome.failedStep,
-        infra: false,
+        infra: engineDiskFull,
         imageId: null,
         fetchMs,
         buildMs,
         ...meta,
       };
     }
+    const imageId = outcome.imageId;
 
-    // 5. outputs
+    // 5. the test
+    let testExitCode: number | null | undefined;
+    if (job.test) {
+      io.testStarting();
+      let outcomeT;
+      try {
+        outcomeT = await runTest(this.docker, { imageId, test: job.test, gpus: job.gpus, attemptId: job.attempt_id }, { log: (c) => io.log(c), signal: io.signal });
+      } catch (err) {
+        if (io.signal.aborted) return { ...this.aborted(io, fetchMs, Date.now() - t1), imageId, ...meta };
+        const message = `running the test failed: ${(err as Error).message}`;
+        if (isEngineClientError(err) && !isEngineUnreachable(err)) return { ...base, status: 'failed', imageId, error: message, failedStep: 'test', infra: false, testExitCode: null, fetchMs, buildMs: Date.now() - t1, ...meta };
+        return { ...infraFail(message, fetchMs, Date.now() - t1, err), imageId, failedStep: 'test', ...meta };
+      }
+      const testFailed = (error: string, exitCode: number | null): RunResult => ({
+        status: 'failed',
+        exitCode,
+        error,
+        failedStep: 'test',
+        infra: false,
+        imageId,
+        testExitCode: exitCode,
+        fetchMs,
+        buildMs: Date.now() - t1,
+        ...meta,
+      });
+      if (outcomeT.kind === 'aborted') return { ...this.aborted(io, fetchMs, Date.now() - t1), imageId, ...meta };
+      if (outcomeT.kind === 'timeout') return testFailed(`test timed out after ${formatDuration(job.test.timeout_ms)}`, null);
+      if (outcomeT.kind === 'not_started') return testFailed(`the test command could not start: ${outcomeT.error}`, null);
+      if (outcomeT.exitCode !== 0) return testFailed(`test failed with exit code ${outcomeT.exitCode}`, outcomeT.exitCode);
+      testExitCode = 0;
+    }
+    const tested = testExitCode !== undefined ? { testExitCode } : {};
+
+    // 6. outputs (only after the test passed)
     let outputs: RunResult['outputs'] = [];
     if (job.outputs.length > 0) {
       try {
-        outputs = await exportOutputs(this.docker, outcome.imageId, job.outputs, this.cas, this.workDir, io.signal);
+        outputs = await exportOutputs(this.docker, imageId, job.outputs, this.cas, this.workDir, io.signal);
       } catch (err) {
         if (io.signal.aborted) return { ...this.aborted(io, fetchMs, Date.now() - t1), ...meta };
         const code = (err as { code?: string }).code;
-        const infra = code !== 'E_NOT_FOUND' && code !== 'E_ARCHIVE';
-        return { ...base, status: 'failed', imageId: outcome.imageId, error: `exporting outputs failed: ${(err as Error).message}`, infra, fetchMs, buildMs: Date.now() - t1, ...meta };
+        const error = `exporting outputs failed: ${(err as Error).message}`;
+        // A full disk while extracting or packing is the agent's trouble, whatever wrapped it.
+        const infra = isDiskFull(err) || (code !== 'E_NOT_FOUND' && code !== 'E_ARCHIVE');
+        if (infra) return { ...infraFail(error, fetchMs, Date.now() - t1, err), imageId, ...tested, ...meta };
+        return { ...base, status: 'failed', imageId, error, infra, fetchMs, buildMs: Date.now() - t1, ...tested, ...meta };
       }
     }
-    return { status: 'success', exitCode: null, error: null, failedStep: null, infra: false, imageId: outcome.imageId, fetchMs, buildMs: Date.now() - t1, outputs, ...meta };
+    return { status: 'success', exitCode: null, error: null, failedStep: null, infra: false, imageId, fetchMs, buildMs: Date.now() - t1, outputs, ...tested, ...meta };
   }
 
   /** The engine's image ids for the Dockerfile's FROM images (null when it does not have one). */
@@ -227,7 +298,9 @@ export class DockerExecutor implements Executor {
         try {
           const img = (await this.docker.getImage(ref).inspect()) as { Id?: string };
           return { ref, digest: img.Id && /^sha256:[0-9a-f]{64}$/.test(img.Id) ? img.Id : null };
-        } catch {
+        } catch (err) {
+          // An engine that cannot be reached must not look like an image it does not have.
+          if (isEngineUnreachable(err)) throw err;
           return { ref, digest: null };
         }
       }),

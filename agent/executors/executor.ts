@@ -21,6 +21,11 @@ export interface RunIO {
    * coordinator reuses an earlier result instead, the signal is aborted.
    */
   resolved(info: { baseImages: BaseImagePayload[]; dockerfileDigest: string | null }): Promise<void>;
+  /**
+   * Call when the node's test begins (after a successful build): the build's time limit
+   * stops counting; the executor enforces the test's own (`assign.test.timeout_ms`).
+   */
+  testStarting(): void;
   /** Aborted on cancel or timeout; `signal.reason` is a CancelReason. */
   signal: AbortSignal;
   agentName: string;
@@ -29,7 +34,8 @@ export interface RunIO {
 }
 
 export interface CancelReason {
-  kind: 'cancel' | 'timeout' | 'shutdown';
+  /** cutoff: the agent was cut off from the coordinator too long and stopped its builds. */
+  kind: 'cancel' | 'timeout' | 'shutdown' | 'cutoff';
   message: string;
 }
 
@@ -38,8 +44,12 @@ export interface RunResult {
   exitCode: number | null;
   error: string | null;
   failedStep: string | null;
-  /** The infrastructure failed (Docker unreachable, context fetch failed), not the build. */
+  /** The infrastructure failed (Docker unreachable, context fetch failed, disk full), not the build. */
   infra: boolean;
+  /** What the agent should learn about its own health from an infra failure. */
+  trouble?: Trouble;
+  /** Exit code of the node's test command, when it ran to its end. */
+  testExitCode?: number | null;
   imageId: string | null;
   fetchMs: number;
   buildMs: number;
@@ -48,6 +58,9 @@ export interface RunResult {
   baseImages?: BaseImagePayload[];
   dockerfileDigest?: string | null;
 }
+
+/** disk_full: a write to the work dir hit ENOSPC; engine_unreachable: a Docker Engine call could not connect or broke. */
+export type Trouble = { kind: 'disk_full'; error: string; needBytes: number | null } | { kind: 'engine_unreachable'; error: string };
 
 export interface Executor {
   readonly kind: 'docker' | 'noop';

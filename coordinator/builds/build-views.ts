@@ -1,11 +1,13 @@
 /**
  * Build, node and attempt records rendered as the HTTP API's views (ISO times, derived
- * fields such as why a ready node is still waiting).
+ * fields such as why a ready node is still waiting). `now` defaults to the wall clock for
+ * callers without one (it only decides whether a circuit breaker still counts as open).
  */
 import type { AttemptViewT, BuildSummaryT, BuildViewT, NodeViewT } from '../../shared/index.js';
-import type { AgentRegistry } from '../agents/agent-registry.js';
+import type { AgentEntry, AgentRegistry } from '../agents/agent-registry.js';
 import type { AttemptRecord, BuildRecord, BuildSummaryRecord, NodeRecord, ReusedFrom } from '../state/records.js';
 import { nodeCounts } from '../state/records.js';
+import { requirementOf } from './engine.js';
 
 export function iso(ms: number | null): string | null {
   return ms === null ? null : new Date(ms).toISOString();
@@ -51,17 +53,39 @@ export function attemptView(a: AttemptRecord): AttemptViewT {
   };
 }
 
-/** Why a ready node has not been dispatched yet. */
-export function waitingReason(node: NodeRecord, agents: AgentRegistry): string | null {
-  if (node.state !== 'ready') return null;
-  const labels = Object.entries(node.labels).map(([k, v]) => `${k}=${v}`);
-  const want = `platform ${node.platform}${labels.length ? ` and labels ${labels.join(',')}` : ''}`;
-  const matching = agents.connected().filter((a) => agents.matches(a, node.platform, node.labels));
-  if (matching.length === 0) return `no connected agent has ${want}`;
-  return `waiting for a free slot on ${matching.length} matching agent${matching.length === 1 ? '' : 's'}`;
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
 }
 
-export function nodeView(node: NodeRecord, agents: AgentRegistry): NodeViewT {
+/**
+ * Why a ready node has not been dispatched yet: `no matching agent: ...` when no
+ * connected agent could ever run it (wrong platform, labels, GPUs), else what keeps the
+ * matching agents busy, e.g. `waiting for a free slot on 3 matching agents (2 paused, 1 breaker open)`.
+ */
+export function waitingReason(node: NodeRecord, agents: AgentRegistry, now: number): string | null {
+  if (node.state !== 'ready') return null;
+  const req = requirementOf(node);
+  const why = agents.whyNoMatch(req);
+  if (why !== null) return `no matching agent: ${why}`;
+  const matching = agents.connected().filter((a) => agents.matches(a, req));
+  const held: string[] = [];
+  const count = (what: string, pred: (a: AgentEntry) => boolean) => {
+    const n = matching.filter(pred).length;
+    if (n > 0) held.push(`${n} ${what}`);
+  };
+  count('paused', (a) => a.control === 'paused');
+  count('draining', (a) => a.control === 'draining');
+  count('unhealthy', (a) => !a.health.accepting);
+  count('breaker open', (a) => a.breaker.view(now).state === 'open');
+  count('breaker half-open', (a) => a.breaker.view(now).state === 'half_open');
+  const free = matching.filter((a) => agents.freeSlots(a, now) > 0);
+  if (req.gpus && free.length > 0 && free.every((a) => agents.allocateGpus(a, req.gpus) === null)) {
+    return `waiting for ${plural(req.gpus.count, 'free GPU')} on ${plural(matching.length, 'matching agent')}${held.length ? ` (${held.join(', ')})` : ''}`;
+  }
+  return `waiting for a free slot on ${plural(matching.length, 'matching agent')}${held.length ? ` (${held.join(', ')})` : ''}`;
+}
+
+export function nodeView(node: NodeRecord, agents: AgentRegistry, now: number = Date.now()): NodeViewT {
   const last = node.attempts[node.attempts.length - 1];
   const result = resultAttempt(node);
   const started = node.started_at;
@@ -72,7 +96,7 @@ export function nodeView(node: NodeRecord, agents: AgentRegistry): NodeViewT {
     needs: node.needs,
     labels: node.labels,
     context: node.context,
-    waiting: waitingReason(node, agents),
+    waiting: waitingReason(node, agents, now),
     exit_code: last?.exit_code ?? null,
     error: last?.error ?? node.reason,
     failed_step: last?.failed_step ?? null,
@@ -106,7 +130,7 @@ export function summaryView(s: BuildSummaryRecord): BuildSummaryT {
   };
 }
 
-export function buildView(b: BuildRecord, agents: AgentRegistry, logsDir: string): BuildViewT {
+export function buildView(b: BuildRecord, agents: AgentRegistry, logsDir: string, now: number = Date.now()): BuildViewT {
   return {
     id: b.id,
     name: b.name,
@@ -118,7 +142,7 @@ export function buildView(b: BuildRecord, agents: AgentRegistry, logsDir: string
     pinned: b.pinned ?? false,
     cancel_requested: b.cancel_requested,
     reuse: b.reuse ?? true,
-    nodes: b.nodes.map((n) => nodeView(n, agents)),
+    nodes: b.nodes.map((n) => nodeView(n, agents, now)),
     logs_dir: logsDir,
   };
 }

@@ -55,7 +55,7 @@ import {
 import type { AgentChannel, AgentEntry, AgentRegistry } from '../agents/agent-registry.js';
 import type { LogStore } from '../logs/log-store.js';
 import type { Cas } from '../cas/cas.js';
-import type { AttemptRecord, BuildRecord, DeadLetterRecord, NodeRecord, ReusedFrom, StateData } from '../state/records.js';
+import { isInfraAttempt, type AttemptRecord, type BuildRecord, type DeadLetterRecord, type NodeRecord, type ReusedFrom, type StateData } from '../state/records.js';
 import { writeFileDurable } from '../state/durable-file.js';
 import type { StateStore } from '../state/state-store.js';
 import { buildGraph, countTransition, type BuildGraph } from './build-graph.js';
@@ -107,10 +107,6 @@ const MAX_REJECTIONS = 3;
 /** Attempts a node gets for infrastructure failures (lost agent, Docker down, disk full). */
 export const INFRA_ATTEMPT_BUDGET = 3;
 
-/** An attempt that ended because of the infrastructure, not the build. */
-export function isInfraAttempt(a: AttemptRecord): boolean {
-  return a.state === 'lost' || ((a.state === 'failed' || a.state === 'cancelled') && a.infra);
-}
 
 export class Engine extends EventEmitter {
   private readonly store: StateStore;
@@ -827,7 +823,9 @@ export class Engine extends EventEmitter {
         entry.channel?.close(4008, `no frame for ${formatDuration(now - entry.lastSeenAt)}`);
         changed = this.agentLost(entry, `agent ${entry.name} was silent for ${formatDuration(now - entry.lastSeenAt)}`) || changed;
       } else if (entry.state === 'disconnected' && entry.lostAt !== null && entry.lostAt <= now) {
-        changed = this.agentLost(entry, `agent ${entry.name} disconnected and did not come back within ${formatDuration(this.t.lostAfterMs)}`) || changed;
+        // An agent known only from the state file (never connected since the restart) had the reconnect grace.
+        const why = entry.hello === null ? `did not reconnect within the reconnect grace (${formatDuration(this.t.reconnectGraceMs)}) after the coordinator restarted` : `disconnected and did not come back within ${formatDuration(this.t.lostAfterMs)}`;
+        changed = this.agentLost(entry, `agent ${entry.name} ${why}`) || changed;
       }
     }
     for (const act of [...this.active.values()]) {
@@ -1146,7 +1144,7 @@ export class Engine extends EventEmitter {
   /** Recomputes the build state from its nodes; returns true when it changed. */
   private refreshBuildState(build: BuildRecord): boolean {
     const g = this.graph(build);
-    const next = deriveBuildState({ cancelRequested: build.cancel_requested, counts: g.counts, leafSuccesses: g.leafSuccesses });
+    const next = deriveBuildState({ cancelRequested: build.cancel_requested, started: build.started_at !== null, counts: g.counts, leafSuccesses: g.leafSuccesses });
     if (next === build.state) return false;
     build.state = next;
     this.store.markBuild(build.id);

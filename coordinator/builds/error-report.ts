@@ -8,7 +8,7 @@
 import { open } from 'node:fs/promises';
 import { errnoCode, type ErrorReportNodeT, type ErrorReportT } from '../../shared/index.js';
 import type { LogStore } from '../logs/log-store.js';
-import type { BuildRecord, DeadLetterRecord, NodeRecord } from '../state/records.js';
+import { isInfraAttempt, type BuildRecord, type DeadLetterRecord, type NodeRecord } from '../state/records.js';
 
 export const LOG_TAIL_LINES = 200;
 /** Bytes read from the end of a log to find its last lines. */
@@ -55,7 +55,7 @@ async function nodeReport(build: BuildRecord, node: NodeRecord, logs: LogStore, 
     test_exit_code: last?.test_exit_code ?? null,
     failed_step: last?.failed_step ?? null,
     error: node.reason ?? last?.error ?? null,
-    infra: last?.infra ?? false,
+    infra: last ? isInfraAttempt(last) : false,
     log_tail: last ? await tailLines(logs.attemptPath(build.id, node.name, last.number)) : [],
     logs_url: logsUrl,
     provenance: last?.provenance ?? null,

@@ -1,135 +1,258 @@
 /**
  * Placement of ready nodes on agents.
  *
- * Ready nodes wait in FIFO queues, one per requirement (platform + labels), so that a
- * freed slot only looks at the few queues it could serve, not at every ready node. Each
- * placement takes the oldest head among the queues that some agent can serve now and
- * gives it to the least-loaded matching agent with a free slot (ties: fewer running,
- * then name). Entries are removed lazily: a queued node that was cancelled meanwhile is
- * dropped when it reaches the head.
+ * Ready nodes wait in queues, one per requirement (platform, labels, `!=` labels,
+ * emulation allowed, GPUs; and the agents the node must avoid), so that a freed slot only
+ * looks at the queues, not at every ready node. Each queue is ordered by priority (higher
+ * first), then by when the node became ready (FIFO): one FIFO bucket per priority, buckets
+ * in priority order (refs get increasing sequence numbers, so appending to a bucket keeps
+ * it FIFO and a pop is O(1)). Each placement takes the best head among the queues some
+ * agent can serve now (the queues in a heap by their heads) and asks the registry for the
+ * agent (agent-registry.ts: native before emulated, least loaded, fewer running, name;
+ * that costs O(capability classes + log agents), not O(agents)).
+ *
+ * Entries are removed lazily: a queued node that was cancelled (or dispatched by another
+ * path) meanwhile is dropped when it reaches the head (`isLive`).
  */
+import { KilnError, normalizePlatform, type GpuRequirement } from '../../shared/index.js';
 import type { AgentEntry, AgentRegistry } from '../agents/agent-registry.js';
 
-export interface ReadyRef {
+/** What a node needs of an agent. */
+export interface Requirement {
+  platform: string;
+  /** Labels the agent must have with exactly these values. */
+  labels: Record<string, string>;
+  /** Label values the agent must not have; an agent without the key matches. */
+  labelsNot: Record<string, string[]>;
+  /** An agent emulating the platform may run it (only when no native agent is free). */
+  allowEmulation: boolean;
+  gpus: GpuRequirement | null;
+}
+
+export interface ReadyRef extends Requirement {
   buildId: string;
   node: string;
   /** Global order of becoming ready. */
   seq: number;
-  platform: string;
-  labels: Record<string, string>;
-  /** Agents that rejected this node; it is not offered to them again. */
+  /** Higher is placed first. */
+  priority: number;
+  /** Hard: never these agents (they rejected the node). */
   avoid?: ReadonlySet<string>;
+  /** Soft: these agents only when no other one is free (an infrastructure failure happened there). */
+  preferNot?: ReadonlySet<string>;
+}
+
+/** Refs of one priority, oldest first (`head` is the next one). */
+interface Bucket {
+  priority: number;
+  /** Taken refs before `head` are cleared (undefined) so they can be collected. */
+  items: Array<ReadyRef | undefined>;
+  head: number;
 }
 
 interface Queue {
   key: string;
-  platform: string;
-  labels: Record<string, string>;
-  items: ReadyRef[];
-  head: number;
+  /** requirementKey(req): the registry caches matching agent classes by it. */
+  reqKey: string;
+  req: Requirement;
+  /** Non-empty buckets, highest priority first. */
+  buckets: Bucket[];
+  byPriority: Map<number, Bucket>;
 }
 
-export function requirementKey(platform: string, labels: Record<string, string>): string {
-  const keys = Object.keys(labels).sort();
-  return `${platform}|${keys.map((k) => `${k}=${labels[k]}`).join(',')}`;
+/** A stable key for a requirement: equal requirements, equal keys (strings JSON-quoted, so none can fake a separator). */
+export function requirementKey(req: Requirement): string {
+  let key = `${JSON.stringify(normalizePlatform(req.platform))} ${req.allowEmulation ? 1 : 0} =`;
+  const lk = Object.keys(req.labels);
+  if (lk.length > 1) lk.sort();
+  for (const k of lk) key += `${JSON.stringify(k)}:${JSON.stringify(req.labels[k])},`;
+  key += ' !=';
+  const nk = Object.keys(req.labelsNot);
+  if (nk.length > 1) nk.sort();
+  for (const k of nk) key += `${JSON.stringify(k)}:${JSON.stringify([...req.labelsNot[k]!].sort())},`;
+  const g = req.gpus;
+  if (g) key += ` gpus=${g.count}:${g.min_memory_mib}:${g.model === null ? 'any' : JSON.stringify(g.model.toLowerCase())}`;
+  return key;
+}
+
+/** true when `a` goes before `b`: higher priority, then older. */
+function before(a: ReadyRef, b: ReadyRef): boolean {
+  return a.priority !== b.priority ? a.priority > b.priority : a.seq < b.seq;
+}
+
+function head(q: Queue): ReadyRef | undefined {
+  const b = q.buckets[0];
+  return b ? b.items[b.head] : undefined;
+}
+
+/** Queues by their heads: a binary heap, best head at [0]. */
+function queueBefore(a: Queue, b: Queue): boolean {
+  return before(head(a)!, head(b)!);
+}
+
+function siftDown(h: Queue[], i: number): void {
+  const n = h.length;
+  const x = h[i]!;
+  for (;;) {
+    const l = 2 * i + 1;
+    if (l >= n) break;
+    const r = l + 1;
+    const c = r < n && queueBefore(h[r]!, h[l]!) ? r : l;
+    if (!queueBefore(h[c]!, x)) break;
+    h[i] = h[c]!;
+    i = c;
+  }
+  h[i] = x;
+}
+
+function popTop(h: Queue[]): void {
+  const last = h.pop();
+  if (h.length > 0 && last !== undefined) {
+    h[0] = last;
+    siftDown(h, 0);
+  }
+}
+
+function checkRef(ref: Omit<ReadyRef, 'seq'>): void {
+  const what = `ready node ${ref.buildId}/${ref.node}`;
+  if (typeof ref.platform !== 'string' || ref.platform.length === 0) throw new KilnError('E_INVALID', `${what}: platform must be a non-empty string`);
+  if (!Number.isFinite(ref.priority)) throw new KilnError('E_INVALID', `${what}: priority must be a finite number (got ${String(ref.priority)})`);
+  if (ref.gpus !== null && (!Number.isInteger(ref.gpus.count) || ref.gpus.count < 1)) {
+    throw new KilnError('E_INVALID', `${what}: gpus.count must be an integer >= 1 (got ${String(ref.gpus.count)})`);
+  }
 }
 
 export class Scheduler {
   private readonly queues = new Map<string, Queue>();
   private seq = 0;
+  private count = 0;
 
-  constructor(private readonly agents: AgentRegistry) {}
+  constructor(
+    private readonly agents: AgentRegistry,
+    private readonly clock: () => number = Date.now,
+  ) {}
 
-  enqueue(ref: Omit<ReadyRef, 'seq'>): void {
-    const key = requirementKey(ref.platform, ref.labels);
+  enqueue(ref: Omit<ReadyRef, 'seq'>): ReadyRef {
+    checkRef(ref);
+    const reqKey = requirementKey(ref);
+    const key = ref.avoid && ref.avoid.size > 0 ? `${reqKey} avoid=${JSON.stringify([...ref.avoid].sort())}` : reqKey;
     let q = this.queues.get(key);
     if (!q) {
-      q = { key, platform: ref.platform, labels: ref.labels, items: [], head: 0 };
+      const req: Requirement = { platform: ref.platform, labels: ref.labels, labelsNot: ref.labelsNot, allowEmulation: ref.allowEmulation, gpus: ref.gpus };
+      q = { key, reqKey, req, buckets: [], byPriority: new Map() };
       this.queues.set(key, q);
     }
-    q.items.push({ ...ref, seq: ++this.seq });
+    // Always the same shape (no spread, optional fields present), so property access on refs stays monomorphic.
+    const item: ReadyRef = {
+      buildId: ref.buildId,
+      node: ref.node,
+      seq: ++this.seq,
+      priority: ref.priority,
+      platform: ref.platform,
+      labels: ref.labels,
+      labelsNot: ref.labelsNot,
+      allowEmulation: ref.allowEmulation,
+      gpus: ref.gpus,
+      avoid: ref.avoid,
+      preferNot: ref.preferNot,
+    };
+    let b = q.byPriority.get(item.priority);
+    if (!b) {
+      b = { priority: item.priority, items: [], head: 0 };
+      q.byPriority.set(item.priority, b);
+      let i = q.buckets.length;
+      while (i > 0 && q.buckets[i - 1]!.priority < item.priority) i--;
+      q.buckets.splice(i, 0, b);
+    }
+    b.items.push(item);
+    this.count++;
+    return item;
   }
 
+  /** Queued refs, including ones not yet found dead. */
   get size(): number {
-    let n = 0;
-    for (const q of this.queues.values()) n += q.items.length - q.head;
-    return n;
+    return this.count;
   }
 
-  private peek(q: Queue, isLive: (ref: ReadyRef) => boolean): ReadyRef | undefined {
-    while (q.head < q.items.length) {
-      const ref = q.items[q.head]!;
-      if (isLive(ref)) return ref;
-      q.head++;
-    }
-    return undefined;
-  }
-
+  /** Removes the head of the queue. */
   private shift(q: Queue): void {
-    q.head++;
-    if (q.head === q.items.length) {
-      this.queues.delete(q.key);
-    } else if (q.head > 1024 && q.head * 2 > q.items.length) {
-      q.items = q.items.slice(q.head);
-      q.head = 0;
+    const b = q.buckets[0]!;
+    b.items[b.head] = undefined;
+    b.head++;
+    this.count--;
+    if (b.head === b.items.length) {
+      q.buckets.shift();
+      q.byPriority.delete(b.priority);
+    } else if (b.head > 1024 && b.head * 2 > b.items.length) {
+      b.items = b.items.slice(b.head);
+      b.head = 0;
     }
   }
 
-  private pickAgent(q: Queue, avoid: ReadonlySet<string> | undefined, candidates: AgentEntry[]): AgentEntry | null {
-    let best: AgentEntry | null = null;
-    let bestLoad = Infinity;
-    for (const a of candidates) {
-      if (this.agents.freeSlots(a) <= 0 || avoid?.has(a.name)) continue;
-      if (!this.agents.matches(a, q.platform, q.labels)) continue;
-      const load = a.running.size / a.maxJobs;
-      if (
-        best === null ||
-        load < bestLoad ||
-        (load === bestLoad && (a.running.size < best.running.size || (a.running.size === best.running.size && a.name < best.name)))
-      ) {
-        best = a;
-        bestLoad = load;
-      }
+  /** Drops dead refs from the head; false when the queue is empty then. */
+  private live(q: Queue, isLive: (ref: ReadyRef) => boolean): boolean {
+    for (;;) {
+      const r = head(q);
+      if (r === undefined) return false;
+      if (isLive(r)) return true;
+      this.shift(q);
     }
-    return best;
   }
 
   /**
    * Places as many ready nodes as free slots allow. `isLive` tells whether a queued ref is
-   * still ready; `assign` performs the dispatch (and must take one of the agent's slots).
+   * still ready; `assign` performs the dispatch and must take the slot (`registry.hold`,
+   * with the GPUs it is given). Returns the number of refs handed to `assign`.
    */
-  placeAll(isLive: (ref: ReadyRef) => boolean, assign: (ref: ReadyRef, agent: AgentEntry) => void): number {
-    let placed = 0;
-    const candidates = this.agents.connected();
-    if (candidates.length === 0) return 0;
-    for (;;) {
-      // Queues whose head could go somewhere now, oldest head first.
-      let bestQ: Queue | null = null;
-      let bestRef: ReadyRef | undefined;
-      let bestAgent: AgentEntry | null = null;
-      for (const q of [...this.queues.values()]) {
-        const ref = this.peek(q, isLive);
-        if (!ref) {
-          this.queues.delete(q.key);
-          continue;
-        }
-        if (bestRef && ref.seq > bestRef.seq) continue;
-        const agent = this.pickAgent(q, ref.avoid, candidates);
-        if (agent) {
-          bestQ = q;
-          bestRef = ref;
-          bestAgent = agent;
-        }
+  placeAll(isLive: (ref: ReadyRef) => boolean, assign: (ref: ReadyRef, agent: AgentEntry, gpus: number[]) => void): number {
+    const now = this.clock();
+    this.agents.tick(now);
+    if (this.count === 0 || !this.agents.anyFree()) return 0;
+    // Queues by their best live head; a queue whose head no agent can take now leaves the pass.
+    let order: Queue[] = [];
+    const collect = () => {
+      order = [];
+      for (const q of this.queues.values()) {
+        if (this.live(q, isLive)) order.push(q);
+        else this.queues.delete(q.key);
       }
-      if (!bestQ || !bestRef || !bestAgent) return placed;
-      this.shift(bestQ);
-      assign(bestRef, bestAgent);
+      for (let i = (order.length >> 1) - 1; i >= 0; i--) siftDown(order, i);
+    };
+    collect();
+    let placed = 0;
+    while (order.length > 0) {
+      const q = order[0]!;
+      const ref = head(q)!;
+      const choice = this.agents.pick(q.req, now, q.reqKey, ref.avoid, ref.preferNot);
+      if (!choice) {
+        popTop(order);
+        continue;
+      }
+      this.shift(q);
+      const seqBefore = this.seq;
+      assign(ref, choice.agent, choice.gpus);
       placed++;
+      if (!this.agents.anyFree()) break;
+      if (this.seq !== seqBefore) {
+        // assign queued something (a retry): heads changed, start the pass over
+        collect();
+        continue;
+      }
+      if (this.live(q, isLive)) siftDown(order, 0);
+      else {
+        this.queues.delete(q.key);
+        popTop(order);
+      }
     }
+    for (const q of this.queues.values()) if (q.buckets.length === 0) this.queues.delete(q.key);
+    return placed;
   }
 
-  /** Ready refs in queue order (for status views). */
+  /** Queued refs in placement order (priority, then age) across all queues, for views. */
   *pending(): Generator<ReadyRef> {
-    for (const q of this.queues.values()) for (let i = q.head; i < q.items.length; i++) yield q.items[i]!;
+    const all: ReadyRef[] = [];
+    for (const q of this.queues.values()) for (const b of q.buckets) for (let i = b.head; i < b.items.length; i++) all.push(b.items[i]!);
+    all.sort((a, b) => (before(a, b) ? -1 : before(b, a) ? 1 : 0));
+    yield* all;
   }
 }

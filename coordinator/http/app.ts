@@ -13,6 +13,7 @@ import { registerAgentRoutes } from './routes-agents.js';
 import { registerArtifactRoutes } from './routes-artifacts.js';
 import { registerBuildRoutes } from './routes-builds.js';
 import { registerCasRoutes } from './routes-cas.js';
+import { registerFleetRoutes } from './routes-fleet.js';
 import { registerLogRoutes } from './routes-logs.js';
 
 export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
@@ -58,10 +59,11 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   registerLogRoutes(app, deps);
   registerCasRoutes(app, deps);
   registerAgentRoutes(app, deps);
+  registerFleetRoutes(app, deps);
 
   app.doc31('/openapi.json', {
     openapi: '3.1.0',
-    info: { title: 'kiln coordinator API', version: KILN_VERSION, description: 'Submit DAGs of BuildKit builds, follow their logs, store build contexts by digest.' },
+    info: { title: 'kiln coordinator API', version: KILN_VERSION, description: 'Submit DAGs of BuildKit builds, follow their logs, store build contexts by digest; watch and steer the fleet (pools, agents, dead letters, retries, error reports).' },
   });
   return app;
 }

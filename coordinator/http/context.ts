@@ -23,6 +23,12 @@ export interface HttpDeps {
   maxSpecBytes: number;
   /** false while starting or shutting down: /readyz answers 503 and writes are refused. */
   isReady: () => boolean;
+  /** The coordinator's clock (ms); default Date.now. Views use it for circuit breakers. */
+  clock?: () => number;
+}
+
+export function clockOf(deps: HttpDeps): () => number {
+  return deps.clock ?? Date.now;
 }
 
 export type AppEnv = { Variables: { requestId: string; role: 'api' | 'agent' } };

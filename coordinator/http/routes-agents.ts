@@ -1,11 +1,20 @@
 /**
- * Agent routes: the fleet as the coordinator sees it (connected, disconnected, lost).
+ * Agent routes: the fleet as the coordinator sees it (connected, disconnected, lost), one
+ * agent in detail (operator control, health, circuit breaker, load, GPUs in use), and
+ * the operator's switches: pause (no new work), drain (no new work, stays so; running
+ * attempts finish) and resume.
  */
 import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
-import { AgentPage, type AgentViewT } from '../../shared/index.js';
+import { z } from 'zod';
+import { AgentControlBody, AgentPage, AgentView, KilnError, type AgentViewT } from '../../shared/index.js';
 import type { AgentEntry } from '../agents/agent-registry.js';
-import type { AppEnv, HttpDeps } from './context.js';
+import type { AgentControlRecord } from '../state/records.js';
+import { iso } from '../builds/build-views.js';
+import { clockOf, type AppEnv, type HttpDeps } from './context.js';
+import { problemContent } from './openapi-common.js';
 import { PageQuery, nextLink } from './pagination.js';
+
+const NameParams = z.object({ name: z.string().min(1).max(200) });
 
 const listAgents = createRoute({
   method: 'get',
@@ -15,8 +24,48 @@ const listAgents = createRoute({
   responses: { 200: { description: 'A page of agents', content: { 'application/json': { schema: AgentPage } } } },
 });
 
-export function agentView(a: AgentEntry): AgentViewT {
+const getAgent = createRoute({
+  method: 'get',
+  path: '/api/v1/agents/{name}',
+  summary: 'One agent: capabilities, operator control, health, circuit breaker, load and GPUs in use',
+  request: { params: NameParams },
+  responses: {
+    200: { description: 'The agent', content: { 'application/json': { schema: AgentView } } },
+    404: problemContent('No agent with this name has connected'),
+  },
+});
+
+const CONTROLS = {
+  pause: { control: 'paused', summary: 'Pause an agent: it gets no new work; running attempts go on' },
+  drain: { control: 'draining', summary: 'Drain an agent: no new work, running attempts finish; it stays draining until resumed' },
+  resume: { control: 'active', summary: 'Resume a paused or draining agent' },
+} as const;
+
+// createRoute's literal types per action; the handler is the same for all three.
+function controlRoute(action: keyof typeof CONTROLS) {
+  return createRoute({
+    method: 'post',
+    path: `/api/v1/agents/{name}/${action}`,
+    summary: CONTROLS[action].summary,
+    description: 'The setting is durable: it survives coordinator restarts and agent reconnects.',
+    request: {
+      params: NameParams,
+      body: { required: false, content: { 'application/json': { schema: AgentControlBody } } },
+    },
+    responses: {
+      200: { description: 'The agent after the change', content: { 'application/json': { schema: AgentView } } },
+      400: problemContent('The body is not valid JSON or not `{reason?: string}`'),
+      404: problemContent('No agent with this name has connected'),
+    },
+  });
+}
+
+/** Renders an agent; `control` is the operator's record of it (for the reason and time). */
+export function agentView(a: AgentEntry, now: number, control?: AgentControlRecord): AgentViewT {
   const h = a.hello;
+  const breaker = a.breaker.view(now);
+  const load = a.metrics?.load ?? null;
+  const active = a.control === 'active';
   return {
     name: a.name,
     state: a.state,
@@ -28,18 +77,54 @@ export function agentView(a: AgentEntry): AgentViewT {
     running: [...a.running],
     docker: h?.docker ?? null,
     gpus: h?.gpus ?? [],
-    connected_at: a.connectedAt === null ? null : new Date(a.connectedAt).toISOString(),
+    connected_at: iso(a.connectedAt),
     last_seen_at: new Date(a.lastSeenAt).toISOString(),
+    control: a.control,
+    control_reason: active ? null : (control?.reason ?? null),
+    control_at: active ? null : iso(control?.at ?? null),
+    health: { accepting: a.health.accepting, problem: a.health.problem },
+    breaker: { state: breaker.state, until: iso(breaker.until), recent_failures: breaker.recent_failures },
+    metrics: a.metrics
+      ? {
+          at: new Date(a.metrics.at).toISOString(),
+          load1: load?.load1 ?? null,
+          cpus: load?.cpus ?? null,
+          mem_used_mib: load?.mem_used_mib ?? null,
+          mem_total_mib: load?.mem_total_mib ?? null,
+          disk_free_mib: load?.disk_free_mib ?? null,
+          gpus: a.metrics.gpus.map((g) => ({ index: g.index, memory_used_mib: g.memory_used_mib, utilization_pct: g.utilization_pct })),
+        }
+      : null,
+    gpus_in_use: [...a.gpusInUse].map(([attempt_id, gpus]) => ({ attempt_id, gpus: [...gpus] })),
   };
 }
 
 export function registerAgentRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): void {
+  const now = clockOf(deps);
+  const view = (a: AgentEntry) => agentView(a, now(), deps.engine.stateData().agent_controls?.[a.name]);
+
   app.openapi(listAgents, (c) => {
     const { limit, cursor } = c.req.valid('query');
     const all = [...deps.agents.all()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const from = cursor ? all.filter((a) => a.name > cursor) : all;
     const page = from.slice(0, limit);
     const next = from.length > limit ? page[page.length - 1]!.name : null;
-    return c.json({ items: page.map(agentView), next_cursor: next }, 200, nextLink(c.req.url, next));
+    return c.json({ items: page.map(view), next_cursor: next }, 200, nextLink(c.req.url, next));
   });
+
+  app.openapi(getAgent, (c) => {
+    const { name } = c.req.valid('param');
+    const a = deps.agents.get(name);
+    if (!a) throw new KilnError('E_NOT_FOUND', `agent '${name}' not found (no agent with this name has connected)`);
+    return c.json(view(a), 200);
+  });
+
+  for (const action of Object.keys(CONTROLS) as Array<keyof typeof CONTROLS>) {
+    app.openapi(controlRoute(action), async (c) => {
+      const { name } = c.req.valid('param');
+      const body = c.req.valid('json') as z.infer<typeof AgentControlBody>;
+      const entry = await deps.engine.setAgentControl(name, CONTROLS[action].control, body.reason ?? null);
+      return c.json(view(entry), 200);
+    });
+  }
 }

@@ -78,6 +78,11 @@ export interface NodeRecord extends ResolvedNode {
   budget_from?: number;
 }
 
+/** An attempt that ended because of the infrastructure (lost agent, Docker down, disk full, agent shut down), not the build. */
+export function isInfraAttempt(a: AttemptRecord): boolean {
+  return a.state === 'lost' || ((a.state === 'failed' || a.state === 'cancelled') && a.infra);
+}
+
 /** A node that failed because infrastructure failures used up its attempt budget. */
 export interface DeadLetterRecord {
   build_id: string;

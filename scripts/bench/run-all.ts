@@ -5,7 +5,13 @@
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 
-const benches = ['dispatch.js', 'buildkit-overhead.js', 'cas.js'];
+const benches = [
+  'placement.js',
+  'dispatch.js',
+  'connections.js',
+  'buildkit-overhead.js',
+  'cas.js',
+];
 let failed = 0;
 for (const b of benches) {
   const r = spawnSync(process.execPath, [join(import.meta.dirname, b), ...process.argv.slice(2)], { stdio: 'inherit' });

@@ -6,9 +6,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import Docker from 'dockerode';
 import { afterAll, beforeAll } from 'vitest';
 
 export const REPO = resolve(import.meta.dirname, '..', '..');
@@ -63,13 +64,36 @@ export class Proc {
     );
   }
 
+  /** SIGSTOP was sent and no SIGCONT since. */
+  paused = false;
+
   get running(): boolean {
     return this.exitCode === null && this.signal === null;
+  }
+
+  /** Sends a signal without waiting for anything (e.g. a first SIGTERM that only drains). */
+  kill(signal: NodeJS.Signals): void {
+    if (!this.running) return;
+    this.child.kill(signal);
+    if (signal === 'SIGSTOP') this.paused = true;
+    if (signal === 'SIGCONT') this.paused = false;
+  }
+
+  /** SIGSTOP: the process freezes (its sockets stay open, nothing is read or sent). */
+  pause(): void {
+    this.kill('SIGSTOP');
+  }
+
+  /** SIGCONT after pause(). */
+  resume(): void {
+    this.kill('SIGCONT');
   }
 
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
     if (!this.running) return;
     this.child.kill(signal);
+    // a stopped process only sees the signal once continued
+    if (this.paused) this.resume();
     const t = setTimeout(() => this.child.kill('SIGKILL'), 20_000);
     await this.exited;
     clearTimeout(t);
@@ -103,6 +127,9 @@ export interface CoordinatorHandle {
   url: string;
   port: number;
   dataDir: string;
+  /** The extra arguments and environment it was started with (restartCoordinator reuses them). */
+  args: string[];
+  env: Record<string, string>;
   apiToken: string;
   agentTokenFile: string;
   apiTokenFile: string;
@@ -111,8 +138,20 @@ export interface CoordinatorHandle {
   api: <T = unknown>(path: string, init?: RequestInit) => Promise<{ status: number; body: T; headers: Headers }>;
 }
 
-export async function startCoordinator(opts: { dataDir: string; port?: number; args?: string[]; env?: Record<string, string> }): Promise<CoordinatorHandle> {
-  const proc = spawnKiln(['coordinator', '--data-dir', opts.dataDir, '--listen', `127.0.0.1:${opts.port ?? 0}`, ...(opts.args ?? [])], opts.env);
+/**
+ * Writes a coordinator config file (JSON is YAML) next to the data dir, for settings that
+ * have no flag (e.g. `reconnect_grace`), and returns its path.
+ */
+export async function writeCoordinatorConfig(dataDir: string, config: Record<string, unknown>): Promise<string> {
+  const path = `${dataDir}.config.yaml`;
+  await writeFile(path, JSON.stringify(config, null, 2) + '\n');
+  return path;
+}
+
+export async function startCoordinator(opts: { dataDir: string; port?: number; args?: string[]; env?: Record<string, string>; config?: Record<string, unknown> }): Promise<CoordinatorHandle> {
+  const args = [...(opts.args ?? [])];
+  if (opts.config) args.push('--config', await writeCoordinatorConfig(opts.dataDir, opts.config));
+  const proc = spawnKiln(['coordinator', '--data-dir', opts.dataDir, '--listen', `127.0.0.1:${opts.port ?? 0}`, ...args], opts.env);
   const m = await waitFor(
     'the coordinator to listen',
     () => {
@@ -142,12 +181,24 @@ export async function startCoordinator(opts: { dataDir: string; port?: number; a
     url,
     port: Number(m[2]),
     dataDir: opts.dataDir,
+    args,
+    env: opts.env ?? {},
     apiToken,
     agentTokenFile,
     apiTokenFile,
     cliEnv: { KILN_COORDINATOR: url, KILN_TOKEN_FILE: apiTokenFile },
     api,
   };
+}
+
+/**
+ * Stops a coordinator (`kill9: true` for SIGKILL, else SIGTERM) and starts it again on the
+ * same data dir, port, arguments and environment.
+ */
+export async function restartCoordinator(c: CoordinatorHandle, opts: { kill9?: boolean } = {}): Promise<CoordinatorHandle> {
+  if (opts.kill9) await c.proc.kill9();
+  else await c.proc.stop();
+  return startCoordinator({ dataDir: c.dataDir, port: c.port, args: c.args, env: c.env });
 }
 
 export interface AgentOpts {
@@ -173,22 +224,42 @@ export function spawnAgent(o: AgentOpts): Proc {
   return spawnKiln(args, o.env);
 }
 
-interface AgentsPage {
-  items: Array<{ name: string; state: string; running: string[] }>;
+export interface AgentSummary {
+  name: string;
+  state: string;
+  running: string[];
+  connected_at: string | null;
+  last_seen_at: string;
 }
 
-/** Starts an agent and waits until the coordinator lists it as connected. */
+interface AgentsPage {
+  items: AgentSummary[];
+}
+
+/** The coordinator's view of one agent (GET /api/v1/agents), or undefined when it does not know it. */
+export async function agentInfo(c: CoordinatorHandle, name: string): Promise<AgentSummary | undefined> {
+  const r = await c.api<AgentsPage>('/api/v1/agents');
+  return r.body.items?.find((a) => a.name === name);
+}
+
+/**
+ * Starts an agent and waits until the coordinator lists it as connected. For a name the
+ * coordinator knows already (an agent restarted under the same name) it waits for the new
+ * connection, not the old entry.
+ */
 export async function startAgent(o: AgentOpts): Promise<Proc> {
+  const before = (await agentInfo(o.coordinator, o.name).catch(() => undefined))?.connected_at ?? null;
   const proc = spawnAgent(o);
-  await waitForAgent(o.coordinator, o.name, 'connected', proc);
+  await waitForAgent(o.coordinator, o.name, 'connected', proc, { connectedOtherThan: before });
   return proc;
 }
 
-export async function waitForAgent(c: CoordinatorHandle, name: string, state: string, proc?: Proc): Promise<void> {
+export async function waitForAgent(c: CoordinatorHandle, name: string, state: string, proc?: Proc, opts: { connectedOtherThan?: string | null } = {}): Promise<void> {
   await waitFor(`agent ${name} to be ${state}`, async () => {
     if (proc && !proc.running) throw new StopWaiting(`agent ${name} exited with ${proc.exitCode}: ${proc.stderr.slice(-2000)}`);
-    const r = await c.api<AgentsPage>('/api/v1/agents');
-    return r.body.items?.some((a) => a.name === name && a.state === state);
+    const a = await agentInfo(c, name);
+    if (!a || a.state !== state) return false;
+    return !opts.connectedOtherThan || a.connected_at !== opts.connectedOtherThan;
   });
 }
 
@@ -203,8 +274,21 @@ export interface BuildBody {
     error: string | null;
     failed_step: string | null;
     image_id: string | null;
-    attempts: Array<{ id: string; agent: string; state: string; reason: string | null; number: number }>;
+    attempts: Array<{ id: string; agent: string; state: string; reason: string | null; number: number; error?: string | null; image_id?: string | null; log_bytes?: number }>;
   }>;
+}
+
+export async function getBuild(c: CoordinatorHandle, id: string): Promise<BuildBody> {
+  const r = await c.api<BuildBody>(`/api/v1/builds/${id}`);
+  if (r.status !== 200) throw new Error(`GET /api/v1/builds/${id}: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body;
+}
+
+/** A node of a build view by name (throws when the build has no such node). */
+export function nodeOf(b: BuildBody, name: string): BuildBody['nodes'][number] {
+  const n = b.nodes.find((x) => x.name === name);
+  if (!n) throw new Error(`build ${b.id} has no node '${name}' (nodes: ${b.nodes.map((x) => x.name).join(', ')})`);
+  return n;
 }
 
 export async function submitSpec(c: CoordinatorHandle, spec: unknown): Promise<string> {
@@ -228,6 +312,114 @@ export async function waitForBuild(c: CoordinatorHandle, id: string, pred: (b: B
 export async function nodeLog(c: CoordinatorHandle, id: string, node: string): Promise<string> {
   const r = await c.api<string>(`/api/v1/builds/${id}/nodes/${node}/logs`);
   return typeof r.body === 'string' ? r.body : JSON.stringify(r.body);
+}
+
+/** The numbers N of the lines `<prefix>N<suffix>` in a log, in the order they appear (each line at most once). */
+export function numberedLines(log: string, prefix: string, suffix = ''): number[] {
+  const esc = (t: string) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const re = new RegExp(`${esc(prefix)}(\\d+)${esc(suffix)}(?!\\d)`);
+  const out: number[] = [];
+  for (const line of log.split('\n')) {
+    const m = re.exec(line);
+    if (m) out.push(Number(m[1]));
+  }
+  return out;
+}
+
+/** The JSON log lines (pino) a kiln process wrote to stderr with KILN_LOG_FORMAT=json. */
+export function jsonLogLines(text: string): Array<Record<string, unknown> & { msg?: string }> {
+  const out: Array<Record<string, unknown>> = [];
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    try {
+      out.push(JSON.parse(line) as Record<string, unknown>);
+    } catch {
+      /* not a log line */
+    }
+  }
+  return out;
+}
+
+/** A process started by a build step: its pid and the `--host` of the dockerd it runs under (null if none). */
+export interface BuildProcess {
+  pid: number;
+  engine: string | null;
+}
+
+async function procText(pid: number, file: string): Promise<string> {
+  return readFile(`/proc/${pid}/${file}`, 'utf8').catch(() => '');
+}
+
+/** The dockerd a process descends from (BuildKit runs RUN steps as runc children of dockerd), as its `--host` URL. */
+async function engineOf(pid: number): Promise<string | null> {
+  let p = pid;
+  for (let depth = 0; depth < 64 && p > 1; depth++) {
+    const argv = (await procText(p, 'cmdline')).split('\0');
+    if (argv[0]?.endsWith('dockerd')) {
+      const i = argv.indexOf('--host');
+      const host = i >= 0 ? argv[i + 1] : argv.find((a) => a.startsWith('--host='))?.slice('--host='.length);
+      return host ?? 'unix:///var/run/docker.sock';
+    }
+    const ppid = /^PPid:\s*(\d+)/m.exec(await procText(p, 'status'))?.[1];
+    if (!ppid) return null;
+    p = Number(ppid);
+  }
+  return null;
+}
+
+/**
+ * Processes whose command line contains `needle` (give each RUN step a unique one, e.g.
+ * `sleep 30.417`), with the Docker Engine each runs in; `engine` filters by that engine.
+ */
+export async function buildProcesses(needle: string, engine?: string): Promise<BuildProcess[]> {
+  const out: BuildProcess[] = [];
+  for (const name of await readdir('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const pid = Number(name);
+    if (pid === process.pid) continue;
+    const cmd = (await procText(pid, 'cmdline')).replace(/\0/g, ' ');
+    if (!cmd.includes(needle) || cmd.includes('vitest')) continue;
+    const p = { pid, engine: await engineOf(pid) };
+    if (p.engine === null) continue; // not a build step (e.g. a shell of this test run)
+    if (engine === undefined || p.engine === engine) out.push(p);
+  }
+  return out;
+}
+
+function dockerFor(host: string): Docker {
+  if (host.startsWith('unix://')) return new Docker({ socketPath: host.slice('unix://'.length) });
+  const u = new URL(host.replace(/^tcp:/, 'http:'));
+  return new Docker({ host: u.hostname, port: Number(u.port || 2375), protocol: 'http' });
+}
+
+/** true when the Docker Engine at `host` has an image by that reference (e.g. `kiln-build/<build>:<node>`). */
+export async function engineHasImage(host: string, ref: string): Promise<boolean> {
+  try {
+    await dockerFor(host).getImage(ref).inspect();
+    return true;
+  } catch (err) {
+    if ((err as { statusCode?: number }).statusCode === 404) return false;
+    throw err;
+  }
+}
+
+/** Removes an image from an engine if it is there (clean-up; never fails the test). */
+export async function removeImage(host: string, ref: string): Promise<void> {
+  await dockerFor(host)
+    .getImage(ref)
+    .remove({ force: true })
+    .catch(() => {});
+}
+
+let needles = 0;
+
+/**
+ * A `sleep` command unique to this call (`sleep 4.0123...`), so buildProcesses() finds the
+ * RUN step that runs it and nothing else.
+ */
+export function sleepNeedle(seconds: number): string {
+  needles++;
+  return `sleep ${Math.floor(seconds)}.${String(process.pid % 1000).padStart(3, '0')}${String(Date.now() % 1000).padStart(3, '0')}${needles}`;
 }
 
 /** A Dockerfile-inline node spec. */

@@ -193,11 +193,15 @@ describe('engine: fleet', () => {
       await tick();
     }
     expect(a.ch.assigns()).toHaveLength(3);
+    const beat = () => engine.frame(a.entry, frame('heartbeat', { running: [] }));
     now += 10_000;
+    await beat();
     await engine.sweep();
     await tick();
     expect(a.ch.assigns()).toHaveLength(3); // still open
+    expect(a.entry.breaker.view(now).state).toBe('open');
     now += 30_000;
+    await beat();
     await engine.sweep();
     await tick();
     expect(a.ch.assigns()).toHaveLength(4); // the trial

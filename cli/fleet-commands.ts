@@ -1,0 +1,118 @@
+/**
+ * The CLI's fleet commands: `kiln agents` (with control, health, breaker and load),
+ * `kiln agents pause|resume|drain NAME`, `kiln pools`, `kiln dlq`, `kiln retry BUILD NODE`
+ * and `kiln error BUILD`. Each returns its exit code (exit-codes.ts); `--json` prints the
+ * API's JSON instead of a table.
+ */
+import { AgentPage, AgentView, BuildView, DeadLetterList, ErrorReport, PoolList, type AgentViewT } from '../shared/index.js';
+import type { ApiClient } from './api-client.js';
+import { followAndSummarize, type CliIO } from './commands.js';
+import { CliError, EXIT } from './exit-codes.js';
+import { useColour } from './render.js';
+import { agentControlLine, agentsTable, deadLetterTable, errorReportText, poolsTable } from './render-fleet.js';
+
+const enc = encodeURIComponent;
+
+function printJson(io: CliIO, value: unknown): void {
+  io.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** Every agent, following the list's cursor. */
+async function allAgents(client: ApiClient): Promise<AgentViewT[]> {
+  const out: AgentViewT[] = [];
+  let cursor: string | null = null;
+  do {
+    const page: { items: AgentViewT[]; next_cursor: string | null } = await client.json(`/api/v1/agents?limit=500${cursor ? `&cursor=${enc(cursor)}` : ''}`, AgentPage);
+    out.push(...page.items);
+    cursor = page.next_cursor;
+  } while (cursor);
+  return out;
+}
+
+export async function agentsCommand(client: ApiClient, opts: { json: boolean }, io: CliIO): Promise<number> {
+  const items = await allAgents(client);
+  if (opts.json) printJson(io, { items, next_cursor: null });
+  else io.stdout.write(agentsTable(items, Date.now()));
+  return EXIT.OK;
+}
+
+export type AgentAction = 'pause' | 'resume' | 'drain';
+
+export async function agentControlCommand(client: ApiClient, action: AgentAction, name: string, opts: { reason?: string; json: boolean }, io: CliIO): Promise<number> {
+  if (opts.reason !== undefined && opts.reason.trim() === '') throw new CliError('--reason: give some text (or leave the option out)', EXIT.USAGE);
+  if (opts.reason !== undefined && action === 'resume') throw new CliError('--reason is for pause and drain; resume clears the reason', EXIT.USAGE);
+  const init: RequestInit = { method: 'POST' };
+  if (opts.reason !== undefined) {
+    init.headers = { 'content-type': 'application/json' };
+    init.body = JSON.stringify({ reason: opts.reason });
+  }
+  const a = await client.json(`/api/v1/agents/${enc(name)}/${action}`, AgentView, init);
+  if (opts.json) printJson(io, a);
+  else io.stdout.write(agentControlLine(a));
+  return EXIT.OK;
+}
+
+export async function poolsCommand(client: ApiClient, opts: { json: boolean }, io: CliIO): Promise<number> {
+  const list = await client.json('/api/v1/pools', PoolList);
+  if (opts.json) printJson(io, list);
+  else io.stdout.write(poolsTable(list.items));
+  return EXIT.OK;
+}
+
+export async function deadLetterCommand(client: ApiClient, opts: { json: boolean }, io: CliIO): Promise<number> {
+  const list = await client.json('/api/v1/dead-letter', DeadLetterList);
+  if (opts.json) printJson(io, list);
+  else io.stdout.write(deadLetterTable(list.items));
+  return EXIT.OK;
+}
+
+/** Byte length of each node's stored log, so following after a retry starts with the new output. */
+async function logOffsets(client: ApiClient, buildId: string): Promise<Map<string, number>> {
+  const build = await client.json(`/api/v1/builds/${enc(buildId)}`, BuildView);
+  const offsets = new Map<string, number>();
+  for (const n of build.nodes) {
+    if (n.attempts.length === 0) continue;
+    const res = await client.raw(`/api/v1/builds/${enc(buildId)}/nodes/${enc(n.name)}/logs`);
+    if (!res.ok) throw await client.failure(res);
+    offsets.set(n.name, Buffer.from(await res.arrayBuffer()).length);
+  }
+  return offsets;
+}
+
+export async function retryCommand(client: ApiClient, buildId: string, node: string, opts: { follow: boolean; json: boolean }, io: CliIO): Promise<number> {
+  // Measured before the retry, so nothing the new attempt writes can be missed.
+  const from = opts.follow ? await logOffsets(client, buildId) : undefined;
+  const build = await client.json(`/api/v1/builds/${enc(buildId)}/nodes/${enc(node)}/retry`, BuildView, { method: 'POST' });
+  const n = build.nodes.find((x) => x.name === node);
+  const again = build.nodes.filter((x) => x.name !== node && x.state === 'pending').map((x) => x.name);
+  if (!opts.follow) {
+    if (opts.json) {
+      io.stdout.write(`${JSON.stringify(build)}\n`);
+    } else {
+      io.stdout.write(`node '${node}' of build ${build.id} is ${n?.state ?? 'queued'} again${again.length ? `; waiting again: ${again.join(', ')}` : ''}\n`);
+      io.stderr.write(`follow it: kiln logs -f ${build.id}\n`);
+    }
+    return EXIT.OK;
+  }
+  if (!opts.json) io.stderr.write(`node '${node}' of build ${build.id} queued again; following the build (Ctrl-C detaches)\n`);
+  return followAndSummarize(client, build.id, null, opts.json, io, from);
+}
+
+export async function errorCommand(client: ApiClient, buildId: string, opts: { json: boolean; lines: number }, io: CliIO): Promise<number> {
+  const res = await client.raw(`/api/v1/builds/${enc(buildId)}/error`);
+  if (res.status === 404) {
+    // Unknown build, or one with no failed node: tell which.
+    const b = await client.raw(`/api/v1/builds/${enc(buildId)}`);
+    if (!b.ok) throw await client.failure(b);
+    const parsed = BuildView.safeParse(await b.json());
+    const state = parsed.success ? parsed.data.state : 'unknown';
+    io.stderr.write(`build ${buildId} has no error report: no node of it failed (state: ${state})\n`);
+    return EXIT.OK;
+  }
+  if (!res.ok) throw await client.failure(res);
+  const parsed = ErrorReport.safeParse(await res.json());
+  if (!parsed.success) throw new CliError(`unexpected response from the error report of ${buildId}: ${parsed.error.issues[0]?.message ?? 'invalid'}`, EXIT.USAGE);
+  if (opts.json) printJson(io, parsed.data);
+  else io.stdout.write(errorReportText(parsed.data, { lines: opts.lines, colour: useColour(io.stdout, io.env) }));
+  return EXIT.OK;
+}

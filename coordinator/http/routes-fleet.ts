@@ -1,0 +1,94 @@
+/**
+ * Fleet routes: pools (agents and queued nodes per platform, and `gpu`), the dead-letter
+ * list (nodes whose attempt budget infrastructure failures used up), retrying a failed
+ * node, and a failed build's error report.
+ */
+import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
+import { z } from 'zod';
+import { BuildView, DeadLetterList, ErrorReport, KilnError, PoolList, type DeadLetterViewT } from '../../shared/index.js';
+import { buildView } from '../builds/build-views.js';
+import type { DeadLetterRecord } from '../state/records.js';
+import { clockOf, type AppEnv, type HttpDeps } from './context.js';
+import { problemContent } from './openapi-common.js';
+
+const IdParams = z.object({ id: z.string().min(1).max(100) });
+const NodeParams = IdParams.extend({ node: z.string().min(1).max(200) });
+
+const listPools = createRoute({
+  method: 'get',
+  path: '/api/v1/pools',
+  summary: 'Pools: per platform (and `gpu`), the agents that can run it, their slots, the queue and dispatch waits',
+  responses: { 200: { description: 'The pools', content: { 'application/json': { schema: PoolList } } } },
+});
+
+const listDeadLetters = createRoute({
+  method: 'get',
+  path: '/api/v1/dead-letter',
+  summary: 'Nodes that failed because infrastructure failures used up their attempt budget, newest first',
+  responses: { 200: { description: 'The dead-letter list', content: { 'application/json': { schema: DeadLetterList } } } },
+});
+
+const retryNode = createRoute({
+  method: 'post',
+  path: '/api/v1/builds/{id}/nodes/{node}/retry',
+  summary: 'Run a failed node again (its skipped dependents become pending again)',
+  description: 'Works on finished builds too: the build runs again. Not for cancelled builds.',
+  request: { params: NodeParams },
+  responses: {
+    202: { description: 'The node is queued again', content: { 'application/json': { schema: BuildView } } },
+    404: problemContent('No such build or node'),
+    409: problemContent('The node is not failed, or the build was cancelled'),
+  },
+});
+
+const getErrorReport = createRoute({
+  method: 'get',
+  path: '/api/v1/builds/{id}/error',
+  summary: "Why a build failed: each failed node's attempt, agent, exit code, error, last log lines and provenance",
+  request: { params: IdParams },
+  responses: {
+    200: { description: 'The error report (also kept as error-<id>.json in the data dir)', content: { 'application/json': { schema: ErrorReport } } },
+    404: problemContent('No such build, or it has no failed node'),
+  },
+});
+
+export function retryUrl(buildId: string, node: string): string {
+  return `/api/v1/builds/${encodeURIComponent(buildId)}/nodes/${encodeURIComponent(node)}/retry`;
+}
+
+export function deadLetterView(r: DeadLetterRecord): DeadLetterViewT {
+  return {
+    build_id: r.build_id,
+    build_name: r.build_name,
+    node: r.node,
+    platform: r.platform,
+    at: new Date(r.at).toISOString(),
+    reason: r.reason,
+    attempts: r.attempts.map((a) => ({ id: a.id, number: a.number, agent: a.agent, state: a.state, reason: a.reason, error: a.error })),
+    retry_url: retryUrl(r.build_id, r.node),
+  };
+}
+
+export function registerFleetRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): void {
+  const now = clockOf(deps);
+
+  app.openapi(listPools, (c) => c.json({ items: deps.engine.pools() }, 200));
+
+  app.openapi(listDeadLetters, (c) => c.json({ items: deps.engine.deadLetters().map(deadLetterView) }, 200));
+
+  app.openapi(retryNode, async (c) => {
+    const { id, node } = c.req.valid('param');
+    if (!deps.isReady()) throw new KilnError('E_UNAVAILABLE', 'the coordinator is not accepting retries right now (starting or shutting down)');
+    const build = await deps.engine.retryNode(id, node);
+    return c.json(buildView(build, deps.agents, deps.logs.buildDir(id), now()), 202);
+  });
+
+  app.openapi(getErrorReport, async (c) => {
+    const { id } = c.req.valid('param');
+    const report = await deps.engine.errorReport(id);
+    if (report) return c.json(report, 200);
+    const build = await deps.engine.getBuild(id);
+    if (!build) throw new KilnError('E_NOT_FOUND', `build ${id} not found`);
+    throw new KilnError('E_NOT_FOUND', `build ${id} has no error report: no node of it failed (build state: ${build.state})`);
+  });
+}

@@ -1,0 +1,347 @@
+/**
+ * Deterministic simulation of the coordinator engine with N simulated agents in one
+ * process (reliability catalogue K1): `runSimulation(seed)` builds the seed's scenario
+ * (workload.ts), runs it on a fake clock and returns the invariant violations found, the
+ * trace's tail and a digest of the whole trace (equal for two runs of one seed).
+ *
+ * The real Engine, AgentRegistry, Scheduler, StateStore (persist: false, so commits
+ * resolve at once), LogStore and CAS (files in a temp dir, on /dev/shm when there is one)
+ * run unchanged; the engine gets the simulated clock and a `defer` queue for its
+ * placement pass. Agents (sim-agent.ts), the network (sim-net.ts, which documents the
+ * fault model) and the hub (sim-hub.ts) are simulated.
+ *
+ * One event loop drives everything: pop the earliest event (a frame arriving at either
+ * end, an agent timer, a sweep every 500 ms, a submission, a cancel, a fault), advance the
+ * clock to it, run it to the end (awaiting the engine), run the deferred placement
+ * (usually right away; sometimes after the next event at the same instant, as a busy
+ * event loop would), let background microtasks settle, check the step invariants
+ * (invariants.ts). Every random choice comes from the seed's mulberry32 streams.
+ *
+ * Phases: faults (kills, breaks, partitions, stalls, latency spikes, infra failures and
+ * hangs) only in the first 30 s; then every dead agent restarts and the run continues
+ * until the system is quiescent (every build terminal, no attempt holding a slot, every
+ * agent connected with no jobs) or a deadline long enough for lost detection, backoff,
+ * circuit breakers, timeouts and the remaining work: not quiescent by then is a liveness
+ * violation. At the end the engine stops and the stored logs are compared with what the
+ * agents produced.
+ */
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { AgentRegistry } from '../../coordinator/agents/agent-registry.js';
+import { Engine, type EngineTimings } from '../../coordinator/builds/engine.js';
+import { ReuseIndex } from '../../coordinator/builds/reuse-index.js';
+import { Cas } from '../../coordinator/cas/cas.js';
+import { LocalBlobStore } from '../../coordinator/cas/local-blob-store.js';
+import { LogStore } from '../../coordinator/logs/log-store.js';
+import type { BuildRecord } from '../../coordinator/state/records.js';
+import { StateStore } from '../../coordinator/state/state-store.js';
+import { SLOT_HOLDING_ATTEMPT_STATES, isBuildTerminal, isKilnError, isNodeTerminal, validateSpec } from '../../shared/index.js';
+import { InvariantChecker } from './invariants.js';
+import { Rng } from './rng.js';
+import { SimAgent } from './sim-agent.js';
+import { SimHub } from './sim-hub.js';
+import { Net, Path } from './sim-net.js';
+import { describeScenario, makeScenario, type Fault, type ScenarioOptions } from './workload.js';
+import { scrub, World, type Violation } from './world.js';
+
+/** Engine timings of the simulated coordinator (as in the engine unit tests). */
+export const SIM_TIMINGS: EngineTimings = {
+  heartbeatIntervalMs: 1000,
+  lostAfterMs: 3000,
+  reconnectGraceMs: 5000,
+  cancelGraceMs: 2000,
+  timeoutGraceMs: 1000,
+  acceptTimeoutMs: 2500,
+};
+
+const START = 1_000_000;
+const SWEEP_EVERY_MS = 500;
+/** After the faults stop: lost detection, cancel grace, accept timeout, backoff, an open breaker, a hung build's timeout. */
+const SETTLE_BASE_MS = 90_000;
+/** ... plus this much per node for the work left (fetch + build + log flush, one at a time). */
+const SETTLE_PER_NODE_MS = 6000;
+
+export interface SimOptions extends ScenarioOptions {
+  /** Trace lines kept for the report (default 200). */
+  traceLines?: number;
+  /** Where the per-run data dir goes (default /dev/shm when present, else the OS temp dir). */
+  dataRoot?: string;
+  /** Stop at the first violation (default true). */
+  stopAtFirst?: boolean;
+}
+
+export interface SimResult {
+  seed: number;
+  ok: boolean;
+  violations: Violation[];
+  /** The last trace lines (ending at the first violation when stopAtFirst). */
+  trace: string[];
+  /** sha256 of the whole trace: equal for two runs of the same seed. */
+  traceDigest: string;
+  scenario: string;
+  stats: {
+    events: number;
+    simMs: number;
+    builds: Record<string, number>;
+    attempts: Record<string, number>;
+    faults: number;
+    quiescentAtMs: number | null;
+    /** Frames naming a no longer current attempt, by type. */
+    notCurrent: Record<string, number>;
+    /** Frames handled from a connection the agent had already replaced. */
+    staleConnection: number;
+  };
+}
+
+export function defaultDataRoot(): string {
+  return existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
+}
+
+export async function runSimulation(seed: number, opts: SimOptions = {}): Promise<SimResult> {
+  const root = new Rng(seed);
+  const scenario = makeScenario(root.fork(), opts);
+  const netRng = root.fork();
+  const schedRng = root.fork();
+  const world = new World(START, opts.traceLines ?? 200);
+  const stopAtFirst = opts.stopAtFirst ?? true;
+  const dataRoot = opts.dataRoot ?? defaultDataRoot();
+  await mkdir(dataRoot, { recursive: true });
+  const dir = await mkdtemp(join(dataRoot, `kiln-sim-${seed}-`));
+  let events = 0;
+  let quiescentAt: number | null = null;
+  const builds: BuildRecord[] = [];
+  try {
+    const store = await StateStore.open({ dataDir: dir, persist: false, init: true });
+    const logs = new LogStore(dir);
+    const cas = new Cas(new LocalBlobStore(dir, 1 << 30), () => world.now);
+    await cas.init();
+    const reuse = new ReuseIndex(dir, false);
+    await reuse.init();
+    const registry = new AgentRegistry();
+    const deferred: Array<() => void> = [];
+    const engine = new Engine({
+      store,
+      logs,
+      cas,
+      reuse,
+      agents: registry,
+      logger: pino({ level: 'silent' }),
+      timings: SIM_TIMINGS,
+      clock: () => world.now,
+      defer: (fn) => deferred.push(fn),
+    });
+    await engine.recover();
+
+    const net = new Net(world, netRng);
+    const produced = new Map<string, Buffer[]>();
+    const checker = new InvariantChecker(world, () => builds, registry, produced);
+    const hub = new SimHub(world, net, engine, SIM_TIMINGS, checker);
+    net.coord = {
+      onFrame: (conn, bytes) => {
+        if (!conn.channel) hub.attach(conn);
+        return hub.onFrame(conn, bytes);
+      },
+      onClose: (conn) => hub.onClose(conn),
+    };
+    const agents = new Map<string, SimAgent>();
+    for (const a of scenario.agents) {
+      const path = new Path(a.cfg.name, netRng.fork(), a.path);
+      const agent = new SimAgent(a.cfg, { world, net, cas, produced, odds: () => (world.faultsActive ? scenario.odds : { fail: scenario.odds.fail, infra: 0, hang: 0 }) }, path, root.fork());
+      agents.set(a.cfg.name, agent);
+      world.at(START + a.startAt, `start ${a.cfg.name}`, () => agent.start());
+    }
+
+    // submissions and cancels (API calls)
+    let submitted = 0;
+    for (const b of scenario.builds) {
+      world.at(START + b.at, `submit ${b.name}`, async () => {
+        const r = validateSpec({ name: b.name, nodes: b.nodes }, { form: 'submitted', defaultPlatform: 'linux/amd64' });
+        if (!r.ok) throw new Error(`the simulated spec ${b.name} is invalid: ${JSON.stringify(r.errors)}`);
+        const rec = await engine.submit(r.value, { reuse: b.reuse });
+        builds.push(rec);
+        submitted++;
+        world.log(`api submit ${b.name} -> ${world.aliasBuild(rec.id)} (${rec.nodes.map((n) => n.name).join(', ')})`);
+        if (b.cancelAt !== null) {
+          world.at(START + b.cancelAt, `cancel ${b.name}`, async () => {
+            try {
+              await engine.cancel(rec.id);
+              world.log(`api cancel ${world.aliasBuild(rec.id)}`);
+            } catch (err) {
+              if (!isKilnError(err, 'E_CONFLICT')) throw err;
+              world.log(`api cancel ${world.aliasBuild(rec.id)}: ${scrub(world, (err as Error).message)}`);
+            }
+          });
+        }
+      });
+    }
+
+    // faults
+    let faults = 0;
+    const applyFault = async (f: Fault) => {
+      if (f.kind === 'retry') return retryOne();
+      const agent = agents.get(f.agent)!;
+      faults++;
+      world.log(`fault ${f.kind} ${f.agent}${'mode' in f ? ` ${f.mode}` : ''}${'how' in f ? ` ${f.how}` : ''}${'silent' in f ? (f.silent ? ' silent' : ' reset') : ''}${'dir' in f ? ` ${f.dir}` : ''}${'ms' in f ? ` ${f.ms} ms` : ''}`);
+      switch (f.kind) {
+        case 'kill':
+          agent.kill(f.mode);
+          world.after(f.restartAfter, `restart ${f.agent}`, () => agent.start());
+          break;
+        case 'break': {
+          const conn = agent.connection();
+          if (conn) net.abort(conn, 'network', f.silent ? { coord: false, agent: false } : { coord: true, agent: true }, f.silent ? 'the path blackholes' : 'a middlebox resets it');
+          break;
+        }
+        case 'partition':
+          net.partition(agent.path, world.now + f.ms);
+          break;
+        case 'stall':
+          net.stall(agent.path, f.dir, world.now + f.ms);
+          break;
+        case 'drop':
+          agent.dropConnection('simulated flaky link');
+          break;
+        case 'stop':
+          agent.stopGracefully(f.how, () => world.after(f.restartAfter, `restart ${f.agent}`, () => agent.start()));
+          break;
+        case 'control':
+          if (await setControl(f.agent, f.control)) world.after(f.resumeAfter, `resume ${f.agent}`, () => void setControl(f.agent, 'active'));
+          break;
+      }
+    };
+    const setControl = async (name: string, control: 'active' | 'paused' | 'draining'): Promise<boolean> => {
+      try {
+        await engine.setAgentControl(name, control, control === 'active' ? null : 'simulated operator');
+        world.log(`api agent ${name} -> ${control}`);
+        return true;
+      } catch (err) {
+        if (!isKilnError(err, 'E_NOT_FOUND')) throw err;
+        world.log(`api agent ${name} -> ${control}: ${(err as Error).message}`);
+        return false;
+      }
+    };
+    /** An operator retries a failed node (of a build that was not cancelled), if there is one. */
+    const retryOne = async () => {
+      const failed = builds.flatMap((b) => (b.cancel_requested ? [] : b.nodes.filter((n) => n.state === 'failed').map((n) => ({ b, n }))));
+      if (failed.length === 0) return;
+      const { b, n } = schedRng.pick(failed);
+      faults++;
+      try {
+        const rec = await engine.retryNode(b.id, n.name);
+        const ix = builds.findIndex((x) => x.id === rec.id);
+        if (ix >= 0) builds[ix] = rec;
+        checker.retried(rec);
+        world.log(`api retry ${world.aliasBuild(b.id)}/${n.name}`);
+      } catch (err) {
+        if (!isKilnError(err, 'E_CONFLICT') && !isKilnError(err, 'E_NOT_FOUND')) throw err;
+        world.log(`api retry ${world.aliasBuild(b.id)}/${n.name}: ${scrub(world, (err as Error).message)}`);
+      }
+    };
+    for (const f of scenario.faults) world.at(START + f.at, `fault ${f.kind}${'agent' in f ? ` ${f.agent}` : ''}`, () => applyFault(f));
+    const faultEnd = START + scenario.faultEnd;
+    world.at(faultEnd, 'faults stop', () => {
+      world.faultsActive = false;
+      world.log('faults stop; dead agents restart');
+      for (const a of agents.values()) if (!a.alive) world.after(schedRng.int(0, 1000), `restart ${a.name}`, () => a.start());
+    });
+
+    const totalNodes = scenario.builds.reduce((n, b) => n + Object.keys(b.nodes).length, 0);
+    const deadline = faultEnd + SETTLE_BASE_MS + SETTLE_PER_NODE_MS * totalNodes;
+    const sweep = async () => {
+      await engine.sweep();
+      if (world.now + SWEEP_EVERY_MS <= deadline) world.after(SWEEP_EVERY_MS, 'sweep', sweep);
+    };
+    world.at(START + SWEEP_EVERY_MS, 'sweep', sweep);
+
+    const quiescent = () =>
+      !world.faultsActive &&
+      submitted === scenario.builds.length &&
+      builds.every((b) => isBuildTerminal(b.state)) &&
+      engine.activeAttempts() === 0 &&
+      [...agents.values()].every((a) => a.online && a.jobCount() === 0);
+
+    let pendingPlacement = false;
+    for (;;) {
+      const ev = world.queue.pop();
+      if (!ev || ev.at > deadline) break;
+      if (pendingPlacement && ev.at > world.now) {
+        runAll(deferred);
+        pendingPlacement = false;
+      }
+      world.now = ev.at;
+      events++;
+      try {
+        await ev.run();
+        if (deferred.length > 0) {
+          if (schedRng.chance(0.85)) runAll(deferred);
+          else pendingPlacement = true;
+        }
+        await new Promise((r) => setImmediate(r));
+      } catch (err) {
+        world.violate('engine-error', `${ev.label}: ${scrub(world, (err as Error).stack ?? String(err))}`);
+        break;
+      }
+      checker.checkStep();
+      if (stopAtFirst && world.violations.length > 0) break;
+      if (quiescent()) {
+        quiescentAt = world.now;
+        world.log('quiescent: every build terminal, no live attempt, every agent connected and idle');
+        break;
+      }
+    }
+    if (pendingPlacement) runAll(deferred);
+
+    if (quiescentAt === null && !(stopAtFirst && world.violations.length > 0)) {
+      const open: string[] = [];
+      for (const b of builds) {
+        if (!isBuildTerminal(b.state)) open.push(`build ${world.aliasBuild(b.id)} ${b.state}`);
+        for (const n of b.nodes) {
+          if (!isNodeTerminal(n.state)) open.push(`node ${world.aliasBuild(b.id)}/${n.name} ${n.state}`);
+          for (const a of n.attempts) if (SLOT_HOLDING_ATTEMPT_STATES.has(a.state)) open.push(`attempt ${world.attempt(a.id)} ${a.state} on ${a.agent}`);
+        }
+      }
+      for (const a of agents.values()) if (!a.online || a.jobCount() > 0) open.push(`agent ${a.name} ${a.alive ? (a.online ? 'online' : 'offline') : 'dead'} with ${a.jobCount()} jobs (registry: ${registry.get(a.name)?.state ?? 'unknown'})`);
+      if (submitted < scenario.builds.length) open.push(`${scenario.builds.length - submitted} builds never submitted`);
+      world.violate('liveness', `not quiescent ${deadline - faultEnd} ms after the faults stopped: ${open.join('; ') || 'nothing open?'}`);
+    }
+
+    await engine.stop();
+    await logs.closeAll();
+    if (!(stopAtFirst && world.violations.length > 0)) await checker.checkLogs(logs);
+
+    const stats: SimResult['stats'] = { events, simMs: world.now - START, builds: {}, attempts: {}, faults, quiescentAtMs: quiescentAt === null ? null : quiescentAt - START, notCurrent: checker.notCurrent, staleConnection: checker.staleConnection };
+    for (const b of builds) {
+      stats.builds[b.state] = (stats.builds[b.state] ?? 0) + 1;
+      for (const n of b.nodes) for (const a of n.attempts) stats.attempts[a.state] = (stats.attempts[a.state] ?? 0) + 1;
+    }
+    return {
+      seed,
+      ok: world.violations.length === 0,
+      violations: world.violations,
+      trace: world.trace.last(opts.traceLines ?? 200),
+      traceDigest: world.trace.digest(),
+      scenario: describeScenario(scenario),
+      stats,
+    };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+function runAll(queue: Array<() => void>): void {
+  while (queue.length > 0) queue.shift()!();
+}
+
+/** A failing seed, as printed by the test and the nightly script. */
+export function formatFailure(r: SimResult, replay: string): string {
+  return [
+    `simulation seed ${r.seed} failed: ${r.violations.map((v) => `[${v.invariant}] ${v.detail}`).join('\n  ')}`,
+    `replay: ${replay}`,
+    `scenario: ${r.scenario}`,
+    `trace (last ${r.trace.length} events):`,
+    ...r.trace.map((l) => `  ${l}`),
+  ].join('\n');
+}
