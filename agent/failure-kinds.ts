@@ -15,7 +15,7 @@ export class DiskFullError extends KilnError {
     readonly needBytes: number | null,
     cause?: unknown,
   ) {
-    super('E_INTERNAL', message, cause === undefined ? undefined : { cause });
+    super('E_DISK_FULL', message, cause === undefined ? undefined : { cause });
     this.name = 'DiskFullError';
   }
 }
@@ -39,6 +39,12 @@ export function isDiskFull(err: unknown): boolean {
     if (e instanceof Error && /\bENOSPC\b|no space left on device|\bEDQUOT\b|disk quota exceeded/i.test(e.message)) return true;
   }
   return false;
+}
+
+/** The message of the DiskFullError in the chain (it says what was being written where), if any. */
+export function diskFullMessage(err: unknown): string | null {
+  for (const e of chain(err)) if (e instanceof DiskFullError) return e.message;
+  return null;
 }
 
 /** Bytes the failed write wanted, when a DiskFullError in the chain says so. */

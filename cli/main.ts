@@ -91,6 +91,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
     .option('--docker-host <url>', 'Docker Engine (default: $DOCKER_HOST or unix:///var/run/docker.sock)')
     .option('--work-dir <dir>', 'local CAS cache and scratch space')
     .option('--cache-max <size>', 'local CAS cache size limit, e.g. 20GiB (LRU eviction)')
+    .option('--min-free-disk <size>', 'take no work while the work dir has less free space, e.g. 1GiB (default 512MiB)')
     .option('--config <file>', 'YAML config file')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
     .option('--log-format <format>', 'json|text (default: text on a terminal)')

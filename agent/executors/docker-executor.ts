@@ -30,12 +30,12 @@ import { BuildProgressDecoder, type BuildEvent } from '../docker/buildkit-progre
 import { baseImageRefs, rewriteForInputs } from '../docker/dockerfile-rewrite.js';
 import { exportOutputs } from '../docker/export-outputs.js';
 import { runTest } from '../docker/test-container.js';
-import { diskFullNeed, isDiskFull, isEngineClientError, isEngineUnreachable } from '../failure-kinds.js';
+import { diskFullMessage, diskFullNeed, isDiskFull, isEngineClientError, isEngineUnreachable } from '../failure-kinds.js';
 import type { CancelReason, Executor, ExecutorInfo, RunIO, RunResult, Trouble } from './executor.js';
 
 /** What an infra failure means for the agent's health, if anything. */
 function troubleOf(err: unknown, message: string): Trouble | undefined {
-  if (isDiskFull(err)) return { kind: 'disk_full', error: message, needBytes: diskFullNeed(err) };
+  if (isDiskFull(err)) return { kind: 'disk_full', error: diskFullMessage(err) ?? message, needBytes: diskFullNeed(err) };
   if (isEngineUnreachable(err)) return { kind: 'engine_unreachable', error: message };
   return undefined;
 }

@@ -620,9 +620,10 @@ export class Engine extends EventEmitter {
     }
     const now = this.now();
     const infraFailure = !wasCancelling && (agentCancelled || (status === 'failed' && p.infra));
-    this.finishAttempt(act, status, now, wasCancelling ? { reason: attempt.reason } : agentCancelled ? { reason: `agent ${entry.name} cancelled the build on its own (${p.error ?? 'shutting down'})` } : {});
+    // The breaker hears the verdict while the attempt still holds its slot (so it knows a trial's).
     if (infraFailure) this.agents.recordInfraFailure(entry.name, now);
-    else if (!wasCancelling) this.agents.recordHealthy(entry.name, now);
+    else if (!wasCancelling) this.agents.recordHealthy(entry.name, now, attempt.id);
+    this.finishAttempt(act, status, now, wasCancelling ? { reason: attempt.reason } : agentCancelled ? { reason: `agent ${entry.name} cancelled the build on its own (${p.error ?? 'shutting down'})` } : {});
     if (!wasCancelling && (node.state === 'assigned' || node.state === 'running')) {
       node.started_at ??= attempt.started_at ?? now;
       if (status === 'success') {

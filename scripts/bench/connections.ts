@@ -3,28 +3,31 @@
  * connections on a real coordinator (persistence on, temp data dir) against a bare `ws`
  * server holding the same connections, measured in the same run.
  *
- * Three processes per side: this one only orchestrates; the server (connections-server.ts,
- * run with --expose-gc) is the coordinator or the bare comparator; the load generator
- * (idle-agents.ts) opens the connections, sends a real hello each (distinct names, noop
- * executor), waits for the welcome and then heartbeats at the interval the welcome names.
- * Both servers receive byte-identical frames and answer with frames of the same size.
+ * Processes: this one only orchestrates; per side, a server (connections-server.ts, run
+ * with --expose-gc: the coordinator or the bare comparator) and its own load generator
+ * (idle-agents.ts), which opens the connections, sends a real hello on each (distinct
+ * names, noop executor), waits for the welcome and then heartbeats at the interval the
+ * welcome names. Both servers receive byte-identical frames and answer with frames of the
+ * same size. Both sides run at the same time, so their CPU windows share one wall-clock
+ * interval and whatever else the machine is doing.
  *
- * Steps per side: memory after GC with 0 connections and CPU over 5 s idle, open 1,000, wait one heartbeat
- * interval, memory, open the rest, wait one interval, memory, then a window of heartbeats
- * (default 3 intervals) for the server's CPU time (process.cpuUsage) and event-loop lag
- * (monitorEventLoopDelay). Reports per connection RSS and heap (0 -> N, and the slope
- * 1,000 -> N), % of one core, lag p99, accept rate; ours / comparator / ratio and the
- * targets.
+ * Steps: memory after GC with 0 connections and CPU over 5 s idle; open 1,000 per side
+ * (one side at a time, so each accept rate is measured alone), wait one heartbeat
+ * interval, memory; open the rest, wait one interval, memory; then N windows of
+ * heartbeats (default 3 x 2 intervals) for each server's CPU time (process.cpuUsage) and
+ * event-loop lag (monitorEventLoopDelay). Reports RSS and heap per connection (0 -> N,
+ * and the slope 1,000 -> N), % of one core (median of the windows), lag, accept rate;
+ * ours / comparator / ratio and the targets.
  *
  *   node dist/scripts/bench/connections.js [--connections 10000] [--interval-ms 10000]
- *        [--window-ms 30000] [--concurrency 64] [--sources 4] [--cpu-prof DIR]
+ *        [--window-ms 20000] [--windows 3] [--concurrency 64] [--sources 4] [--cpu-prof DIR]
  */
 import { fork, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fmt, machineLine } from './bench-util.js';
+import { cv, fmt, machineLine, median } from './bench-util.js';
 
 const args = process.argv.slice(2);
 const arg = (name: string, dflt: number): number => {
@@ -41,7 +44,8 @@ const strArg = (name: string): string | null => {
 const CONNECTIONS = Math.floor(arg('connections', 10_000));
 const FIRST = Math.min(1000, Math.floor(CONNECTIONS / 10));
 const INTERVAL_MS = Math.floor(arg('interval-ms', 10_000));
-const WINDOW_MS = Math.floor(arg('window-ms', 3 * INTERVAL_MS));
+const WINDOW_MS = Math.floor(arg('window-ms', 2 * INTERVAL_MS));
+const WINDOWS = Math.floor(arg('windows', 3));
 const IDLE_MS = 5000;
 const CONCURRENCY = Math.floor(arg('concurrency', 64));
 const SOURCES = Array.from({ length: Math.min(200, Math.floor(arg('sources', 4))) }, (_, i) => `127.0.0.${i + 1}`);
@@ -122,81 +126,141 @@ async function stopChild(c: ChildProcess, what: string): Promise<void> {
   clearTimeout(t);
 }
 
+/** One server (kiln or bare) with its own load generator process. */
+class Side {
+  readonly server: ChildProcess;
+  readonly gen: ChildProcess;
+  ready: { url: string; token: string } | null = null;
+
+  private constructor(
+    readonly mode: Mode,
+    readonly tmp: string,
+  ) {
+    const execArgv = ['--expose-gc', ...(CPU_PROF && mode === 'kiln' ? ['--cpu-prof', `--cpu-prof-dir=${CPU_PROF}`] : [])];
+    this.server = forkChild('connections-server.js', execArgv);
+    this.gen = forkChild('idle-agents.js', []);
+  }
+
+  static async start(mode: Mode): Promise<Side> {
+    const side = new Side(mode, await mkdtemp(join(tmpdir(), 'kiln-bench-conn-')));
+    side.ready = await request(side.server, { type: 'start', mode, intervalMs: INTERVAL_MS, dataDir: join(side.tmp, 'data') }, 'ready', `${mode} server`);
+    return side;
+  }
+
+  mem(): Promise<Mem> {
+    return request<Mem>(this.server, { type: 'mem' }, 'mem', `${this.mode} server`);
+  }
+
+  async open(count: number): Promise<Opened> {
+    const r = await request<Opened>(
+      this.gen,
+      { type: 'open', url: this.ready!.url, token: this.ready!.token, count, prefix: 'idle', concurrency: CONCURRENCY, sources: SOURCES },
+      'opened',
+      'load generator',
+    );
+    if (r.failed > 0) throw new Error(`${this.mode}: ${r.failed} of ${count} connections failed; first error: ${r.firstError}`);
+    return r;
+  }
+
+  stats(): Promise<GenStats> {
+    return request<GenStats>(this.gen, { type: 'stats' }, 'stats', `${this.mode} load generator`);
+  }
+
+  async windowStart(): Promise<GenStats> {
+    const s = await this.stats();
+    await request(this.server, { type: 'window-start' }, 'window-started', `${this.mode} server`);
+    return s;
+  }
+
+  async windowEnd(before: GenStats): Promise<Window> {
+    const w = await request<WindowReport>(this.server, { type: 'window-end' }, 'window', `${this.mode} server`);
+    const after = await this.stats();
+    return { ...w, heartbeats: after.sent - before.sent, acks: after.acked - before.acked, gen: after };
+  }
+
+  async stop(): Promise<void> {
+    await stopChild(this.gen, `${this.mode} load generator`);
+    await stopChild(this.server, `${this.mode} server`);
+    await rm(this.tmp, { recursive: true, force: true });
+  }
+}
+
+interface Window extends WindowReport {
+  heartbeats: number;
+  acks: number;
+  gen: GenStats;
+}
+
 interface SideResult {
   mode: Mode;
   mem0: Mem;
   mem1: Mem;
   mem2: Mem;
+  /** Handshakes/s while opening connections FIRST..CONNECTIONS (nothing else connecting meanwhile). */
   acceptRate: number;
-  connectMs: number;
-  window: WindowReport;
-  /** The server with no connections, for context. */
-  idle: WindowReport;
-  heartbeats: number;
-  acks: number;
-  gen: GenStats;
   welcomeBytes: number;
+  /** The server with no connections, for context. */
+  idle: Window;
+  windows: Window[];
 }
 
-async function side(mode: Mode): Promise<SideResult> {
-  const tmp = await mkdtemp(join(tmpdir(), 'kiln-bench-conn-'));
-  const execArgv = ['--expose-gc', ...(CPU_PROF && mode === 'kiln' ? ['--cpu-prof', `--cpu-prof-dir=${CPU_PROF}`] : [])];
-  const server = forkChild('connections-server.js', execArgv);
-  const gen = forkChild('idle-agents.js', []);
-  try {
-    const ready = await request<{ url: string; token: string }>(server, { type: 'start', mode, intervalMs: INTERVAL_MS, dataDir: join(tmp, 'data') }, 'ready', `${mode} server`);
-    const mem = () => request<Mem>(server, { type: 'mem' }, 'mem', `${mode} server`);
-    const open = async (count: number): Promise<Opened> => {
-      const r = await request<Opened>(gen, { type: 'open', url: ready.url, token: ready.token, count, prefix: 'idle', concurrency: CONCURRENCY, sources: SOURCES }, 'opened', 'load generator');
-      if (r.failed > 0) throw new Error(`${mode}: ${r.failed} of ${count} connections failed; first error: ${r.firstError}`);
-      return r;
-    };
-    const stats = () => request<GenStats>(gen, { type: 'stats' }, 'stats', 'load generator');
+/** Runs `fn` on both sides at once (same wall-clock window, same background load). */
+function both<T>(sides: Side[], fn: (s: Side) => Promise<T>): Promise<T[]> {
+  return Promise.all(sides.map(fn));
+}
 
+async function measure(): Promise<{ bare: SideResult; kiln: SideResult }> {
+  const sides: Side[] = [];
+  try {
+    sides.push(await Side.start('bare'), await Side.start('kiln'));
     // V8's memory reducer shrinks the heap a few seconds after start-up; measure after it.
     await sleep(8000);
-    const mem0 = await mem();
-    await request(server, { type: 'window-start' }, 'window-started', `${mode} server`);
+    const mem0 = await both(sides, (s) => s.mem());
+    const idleStart = await both(sides, (s) => s.windowStart());
     await sleep(IDLE_MS);
-    const idle = await request<WindowReport>(server, { type: 'window-end' }, 'window', `${mode} server`);
-    const o1 = await open(FIRST);
+    const idle = await both(sides, (s) => s.windowEnd(idleStart[sides.indexOf(s)]!));
+    // Connections are opened one side at a time, so each accept rate is measured alone.
+    for (const s of sides) await s.open(FIRST);
     await sleep(INTERVAL_MS * 1.15); // every connection has heartbeated at least once
-    const mem1 = await mem();
-    const o2 = await open(CONNECTIONS - FIRST);
+    const mem1 = await both(sides, (s) => s.mem());
+    const opened: Opened[] = [];
+    for (const s of sides) opened.push(await s.open(CONNECTIONS - FIRST));
     await sleep(INTERVAL_MS * 1.15);
-    const mem2 = await mem();
-    if (mem2.connections !== CONNECTIONS) throw new Error(`${mode}: the server holds ${mem2.connections} connections, expected ${CONNECTIONS}`);
-
-    const s0 = await stats();
-    await request(server, { type: 'window-start' }, 'window-started', `${mode} server`);
-    await sleep(WINDOW_MS);
-    const window = await request<WindowReport>(server, { type: 'window-end' }, 'window', `${mode} server`);
-    const s1 = await stats();
-    if (s1.closed > 0) throw new Error(`${mode}: ${s1.closed} connections were closed by the server (${s1.lastCloses.join('; ')})`);
-    if (s1.open !== CONNECTIONS) throw new Error(`${mode}: ${s1.open} connections open at the end, expected ${CONNECTIONS}`);
-    return {
-      mode,
-      mem0,
-      mem1,
-      mem2,
-      acceptRate: (CONNECTIONS - FIRST) / (o2.ms / 1000),
-      connectMs: o1.ms + o2.ms,
-      window,
-      idle,
-      heartbeats: s1.sent - s0.sent,
-      acks: s1.acked - s0.acked,
-      gen: s1,
-      welcomeBytes: o2.welcomeBytes,
-    };
+    const mem2 = await both(sides, (s) => s.mem());
+    sides.forEach((s, i) => {
+      if (mem2[i]!.connections !== CONNECTIONS) throw new Error(`${s.mode}: the server holds ${mem2[i]!.connections} connections, expected ${CONNECTIONS}`);
+    });
+    const windows: Window[][] = sides.map(() => []);
+    for (let w = 0; w < WINDOWS; w++) {
+      const before = await both(sides, (s) => s.windowStart());
+      await sleep(WINDOW_MS);
+      const got = await both(sides, (s) => s.windowEnd(before[sides.indexOf(s)]!));
+      got.forEach((g, i) => windows[i]!.push(g));
+    }
+    for (const [i, s] of sides.entries()) {
+      const last = windows[i]!.at(-1)!.gen;
+      if (last.closed > 0) throw new Error(`${s.mode}: ${last.closed} connections were closed by the server (${last.lastCloses.join('; ')})`);
+      if (last.open !== CONNECTIONS) throw new Error(`${s.mode}: ${last.open} connections open at the end, expected ${CONNECTIONS}`);
+    }
+    const result = (i: number): SideResult => ({
+      mode: sides[i]!.mode,
+      mem0: mem0[i]!,
+      mem1: mem1[i]!,
+      mem2: mem2[i]!,
+      acceptRate: (CONNECTIONS - FIRST) / (opened[i]!.ms / 1000),
+      welcomeBytes: opened[i]!.welcomeBytes,
+      idle: idle[i]!,
+      windows: windows[i]!,
+    });
+    return { bare: result(0), kiln: result(1) };
   } finally {
-    await stopChild(gen, 'load generator');
-    await stopChild(server, `${mode} server`);
-    await rm(tmp, { recursive: true, force: true });
+    for (const s of sides) await s.stop();
   }
 }
 
 const perConn = (a: number, b: number, n: number) => (b - a) / n;
 const kib = (bytes: number) => `${fmt(bytes / 1024, 2)} KiB`;
+const pct = (w: WindowReport) => (w.cpuUs / 1000 / w.wallMs) * 100;
 
 function describe(r: SideResult) {
   const rss = perConn(r.mem0.rss, r.mem2.rss, CONNECTIONS);
@@ -204,9 +268,27 @@ function describe(r: SideResult) {
   const ext = perConn(r.mem0.external + r.mem0.arrayBuffers, r.mem2.external + r.mem2.arrayBuffers, CONNECTIONS);
   const rssSlope = perConn(r.mem1.rss, r.mem2.rss, CONNECTIONS - FIRST);
   const heapSlope = perConn(r.mem1.heapUsed, r.mem2.heapUsed, CONNECTIONS - FIRST);
-  const cpuPct = (r.window.cpuUs / 1000 / r.window.wallMs) * 100;
-  const idlePct = (r.idle.cpuUs / 1000 / r.idle.wallMs) * 100;
-  return { rss, heap, ext, rssSlope, heapSlope, cpuPct, idlePct };
+  const cpus = r.windows.map(pct);
+  return {
+    rss,
+    heap,
+    ext,
+    rssSlope,
+    heapSlope,
+    cpus,
+    cpuPct: median(cpus),
+    cpuCv: cv(cpus),
+    userPct: median(r.windows.map((w) => w.userUs / 10 / w.wallMs)),
+    systemPct: median(r.windows.map((w) => w.systemUs / 10 / w.wallMs)),
+    idlePct: pct(r.idle),
+    lagP99: median(r.windows.map((w) => w.lag.p99)),
+    lagP50: median(r.windows.map((w) => w.lag.p50)),
+    lagMax: Math.max(...r.windows.map((w) => w.lag.max)),
+    heartbeatsPerS: median(r.windows.map((w) => w.heartbeats / (w.wallMs / 1000))),
+    acks: r.windows.reduce((a, w) => a + w.acks, 0),
+    heartbeats: r.windows.reduce((a, w) => a + w.heartbeats, 0),
+    gen: r.windows.at(-1)!.gen,
+  };
 }
 
 function ulimitN(): string {
@@ -216,22 +298,22 @@ function ulimitN(): string {
 
 async function main() {
   console.log(
-    `# connections benchmark: ${CONNECTIONS} idle agent connections (real hello, heartbeat every ${INTERVAL_MS} ms ±10 %), CPU window ${WINDOW_MS} ms; coordinator persistence on`,
+    `# connections benchmark: ${CONNECTIONS} idle agent connections (real hello, heartbeat every ${INTERVAL_MS} ms ±10 %); coordinator persistence on; CPU over ${WINDOWS} windows of ${WINDOW_MS} ms (median), both servers measured in the same windows`,
   );
-  console.log(`# ${machineLine()}, ulimit -n ${ulimitN()}, unpinned; load generator in its own process, connecting from ${SOURCES.join(', ')} (${CONCURRENCY} handshakes in flight)`);
-  const bare = await side('bare');
-  const kiln = await side('kiln');
+  console.log(`# ${machineLine()}, ulimit -n ${ulimitN()}, unpinned; one load generator process per server, connecting from ${SOURCES.join(', ')} (${CONCURRENCY} handshakes in flight)`);
+  const { bare, kiln } = await measure();
   const b = describe(bare);
   const k = describe(kiln);
+  const mib = (n: number) => fmt(n / 2 ** 20);
   for (const [label, r, d] of [
     ['bare ws (comparator)', bare, b],
     ['kiln coordinator    ', kiln, k],
   ] as const) {
     console.log(
-      `${label}: RSS ${fmt(r.mem0.rss / 2 ** 20)} -> ${fmt(r.mem1.rss / 2 ** 20)} -> ${fmt(r.mem2.rss / 2 ** 20)} MiB, heap used ${fmt(r.mem0.heapUsed / 2 ** 20)} -> ${fmt(r.mem1.heapUsed / 2 ** 20)} -> ${fmt(r.mem2.heapUsed / 2 ** 20)} MiB of ${fmt(r.mem2.heapTotal / 2 ** 20)} (0 / ${FIRST} / ${CONNECTIONS} conns); per connection RSS ${kib(d.rss)}, heap ${kib(d.heap)}, external+arrayBuffers ${kib(d.ext)}; slope ${FIRST}->${CONNECTIONS}: RSS ${kib(d.rssSlope)}, heap ${kib(d.heapSlope)}`,
+      `${label}: RSS ${mib(r.mem0.rss)} -> ${mib(r.mem1.rss)} -> ${mib(r.mem2.rss)} MiB, heap used ${mib(r.mem0.heapUsed)} -> ${mib(r.mem1.heapUsed)} -> ${mib(r.mem2.heapUsed)} MiB of ${mib(r.mem2.heapTotal)} (0 / ${FIRST} / ${CONNECTIONS} conns); per connection RSS ${kib(d.rss)}, heap ${kib(d.heap)}, external+arrayBuffers ${kib(d.ext)}; slope ${FIRST}->${CONNECTIONS}: RSS ${kib(d.rssSlope)}, heap ${kib(d.heapSlope)}`,
     );
     console.log(
-      `${label}: heartbeat window ${fmt(r.window.wallMs / 1000)} s, ${r.heartbeats} heartbeats sent (${fmt(r.heartbeats / (r.window.wallMs / 1000), 0)}/s, ${r.gen.heartbeatBytes} B each), ${r.acks} acks back (${r.gen.ackBytes} B): CPU ${fmt(d.cpuPct, 2)} % of a core (user ${fmt(r.window.userUs / 10 / r.window.wallMs, 2)} %, system ${fmt(r.window.systemUs / 10 / r.window.wallMs, 2)} %; with 0 connections ${fmt(d.idlePct, 2)} %); event-loop lag p50 ${fmt(r.window.lag.p50, 2)} ms, p99 ${fmt(r.window.lag.p99, 2)} ms, max ${fmt(r.window.lag.max, 1)} ms; accept ${fmt(r.acceptRate, 0)} welcomes/s (welcome ${r.welcomeBytes} B)`,
+      `${label}: ${fmt(d.heartbeatsPerS, 0)} heartbeats/s (${d.gen.heartbeatBytes} B each; ${d.heartbeats} sent, ${d.acks} acks of ${d.gen.ackBytes} B back): CPU ${fmt(d.cpuPct, 2)} % of a core (windows ${d.cpus.map((x) => fmt(x, 2)).join(', ')}, cv ${fmt(d.cpuCv, 2)}; user ${fmt(d.userPct, 2)} %, system ${fmt(d.systemPct, 2)} %; with 0 connections ${fmt(d.idlePct, 2)} %); event-loop lag p50 ${fmt(d.lagP50, 2)} ms, p99 ${fmt(d.lagP99, 2)} ms, max ${fmt(d.lagMax, 1)} ms; accept ${fmt(r.acceptRate, 0)} welcomes/s (welcome ${r.welcomeBytes} B)`,
     );
   }
   const memRatio = k.rss / b.rss;
@@ -243,8 +325,8 @@ async function main() {
   console.log(`ratio RSS per connection kiln / bare: ${fmt(memRatio, 2)} (slope ${FIRST}->${CONNECTIONS}: ${fmt(slopeRatio, 2)}); heap per connection: ${fmt(heapRatio, 2)}`);
   console.log(`ratio heartbeat CPU kiln / bare: ${fmt(cpuRatio, 2)}; accept rate kiln / bare: ${fmt(acceptRatio, 2)}`);
   console.log(`target (issue 5) memory per connection <= 2x bare ws: ${kib(k.rss)} vs ${kib(b.rss)} RSS = ${fmt(memRatio, 2)}x -> ${verdict(memRatio <= 2)}`);
-  console.log(`target (issue 5) heartbeat CPU <= 5 % of a core at ${CONNECTIONS} connections: ${fmt(k.cpuPct, 2)} % -> ${verdict(k.cpuPct <= 5)}`);
-  console.log(`target (C4) event-loop lag p99 <= 20 ms during heartbeats: ${fmt(kiln.window.lag.p99, 2)} ms -> ${verdict(kiln.window.lag.p99 <= 20)}`);
+  console.log(`target (issue 5) heartbeat CPU <= 5 % of a core at ${CONNECTIONS} connections: ${fmt(k.cpuPct, 2)} % (bare ws ${fmt(b.cpuPct, 2)} %) -> ${verdict(k.cpuPct <= 5)}`);
+  console.log(`target (C4) event-loop lag p99 <= 20 ms during heartbeats: ${fmt(k.lagP99, 2)} ms -> ${verdict(k.lagP99 <= 20)}`);
   console.log(`target (C4) accept rate >= 0.5x bare ws: ${fmt(acceptRatio, 2)}x -> ${verdict(acceptRatio >= 0.5)}`);
   if (CPU_PROF) console.log(`# coordinator CPU profile written to ${CPU_PROF}`);
 }

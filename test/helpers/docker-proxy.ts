@@ -25,6 +25,8 @@ export interface RecordedCreate {
 export class DockerProxy {
   /** Bodies of `POST /containers/create`, as the client sent them. */
   readonly creates: RecordedCreate[] = [];
+  /** false: pass DeviceRequests on, so the real engine answers as a host without the nvidia runtime does (a 500). */
+  stripDeviceRequests = true;
   private server: Server | null = null;
   private readonly sockets = new Set<Socket>();
 
@@ -81,13 +83,16 @@ export class DockerProxy {
       const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as Record<string, unknown>;
       this.creates.push({ path: req.url ?? '', body: structuredClone(parsed) });
       const hostConfig = parsed.HostConfig as Record<string, unknown> | undefined;
-      if (hostConfig) delete hostConfig.DeviceRequests;
+      if (hostConfig && this.stripDeviceRequests) delete hostConfig.DeviceRequests;
       body = Buffer.from(JSON.stringify(parsed));
       headers['content-length'] = String(body.length);
       delete headers['transfer-encoding'];
     }
     const up = request({ socketPath: this.upstreamPath, method: req.method, path: req.url, headers }, (upRes) => {
       res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+      // Attach answers with headers and then waits for the container to start: pass the
+      // headers on now, or the client never starts it.
+      res.flushHeaders();
       upRes.pipe(res);
       upRes.on('error', () => res.destroy());
     });

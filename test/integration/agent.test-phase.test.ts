@@ -134,11 +134,26 @@ describe('agent test phase', () => {
     fake.assign({ attempt_id: id, dockerfile_inline: 'FROM kiln/busybox:1\n', gpus: [1], test: { command: ['echo', 'gpu test ran'], timeout_ms: 60_000, env: {} } });
     const fin = await fake.waitFrame('finished', id);
     expect(fin.status, fake.logOf(id)).toBe('success');
-    expect(fake.logOf(id)).toContain('[kiln] test: echo gpu test ran (GPUs 1)\n');
+    expect(fake.logOf(id)).toContain("[kiln] test: echo 'gpu test ran' (GPUs 1)\n");
     expect(fake.logOf(id)).toContain('gpu test ran\n');
     const creates = testCreates(id);
     expect(creates).toHaveLength(1);
     expect((creates[0]!.body.HostConfig as Record<string, unknown>).DeviceRequests).toEqual([{ Driver: 'nvidia', DeviceIDs: ['1'], Capabilities: [['gpu']] }]);
+  });
+
+  it('an engine that cannot attach the GPUs (a 500 from the daemon) is an infrastructure failure', async () => {
+    const id = `a-nodriver-${uniq}`;
+    proxy.stripDeviceRequests = false;
+    try {
+      fake.assign({ attempt_id: id, dockerfile_inline: 'FROM kiln/busybox:1\n', gpus: [0], test: { command: ['true'], timeout_ms: 60_000, env: {} } });
+      const fin = await fake.waitFrame('finished', id);
+      expect(fin).toMatchObject({ status: 'failed', infra: true, failed_step: 'test' });
+      expect(fin.error).toMatch(/^running the test failed: .*could not select device driver "nvidia"/);
+    } finally {
+      proxy.stripDeviceRequests = true;
+    }
+    const left = await run('docker', ['-H', DOCKER_HOST, 'ps', '-aq', '--filter', `label=kiln.attempt=${id}`]);
+    expect(left.stdout.trim()).toBe('');
   });
 
   it('rejects an assignment naming a GPU it does not have', async () => {
@@ -147,6 +162,18 @@ describe('agent test phase', () => {
     const r = await fake.waitFrame('reject', id);
     expect(r.reason).toBe('GPU 7 is not on this agent (it has GPU 0, 1)');
     expect(fake.of('accept', id)).toEqual([]);
+  });
+
+  it('rejects a GPU another running attempt holds', async () => {
+    const holder = `a-holder-${uniq}`;
+    // resolve: true keeps the holder waiting for a proceed that never comes: it runs until cancelled.
+    fake.assign({ attempt_id: holder, gpus: [0], resolve: true, test: { command: ['true'], timeout_ms: 60_000, env: {} } });
+    await fake.waitFrame('resolved', holder);
+    const id = `a-taken-${uniq}`;
+    fake.assign({ attempt_id: id, gpus: [1, 0], test: { command: ['true'], timeout_ms: 60_000, env: {} } });
+    expect((await fake.waitFrame('reject', id)).reason).toBe(`GPU 0 is in use by attempt ${holder}`);
+    fake.send('cancel', { attempt_id: holder, reason: 'test over' });
+    expect((await fake.waitFrame('finished', holder)).status).toBe('cancelled');
   });
 
   it('kills a test that runs past its time limit and fails the node', async () => {

@@ -17,13 +17,23 @@
  * event loop would), let background microtasks settle, check the step invariants
  * (invariants.ts). Every random choice comes from the seed's mulberry32 streams.
  *
- * Phases: faults (kills, breaks, partitions, stalls, latency spikes, infra failures and
- * hangs) only in the first 30 s; then every dead agent restarts and the run continues
+ * Phases: faults (agent kills and graceful stops, connection breaks, partitions, stalls,
+ * latency spikes, infra failures and hangs, a coordinator restart, operator pauses and node
+ * retries) only in the first 30 s; then every dead agent restarts and the run continues
  * until the system is quiescent (every build terminal, no attempt holding a slot, every
  * agent connected with no jobs) or a deadline long enough for lost detection, backoff,
  * circuit breakers, timeouts and the remaining work: not quiescent by then is a liveness
  * violation. At the end the engine stops and the stored logs are compared with what the
  * agents produced.
+ *
+ * A coordinator restart happens between two events: the old engine stops (its pending
+ * placement pass is dropped), every connection dies (agents get a reset behind the frames
+ * already on the wire; frames toward the coordinator are lost), the state is read back as
+ * new objects (JSON), and after the down time (connects are refused meanwhile) a new
+ * Engine, AgentRegistry, LogStore and hub start on it and `recover()`. Since commits are
+ * immediate (persist: false), a crash *inside* a commit is not simulated (see
+ * state-store.journal.test.ts for that); the CAS and reuse index carry over as they are.
+ * API calls made while it is down are retried every 500 ms.
  */
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
@@ -36,7 +46,7 @@ import { ReuseIndex } from '../../coordinator/builds/reuse-index.js';
 import { Cas } from '../../coordinator/cas/cas.js';
 import { LocalBlobStore } from '../../coordinator/cas/local-blob-store.js';
 import { LogStore } from '../../coordinator/logs/log-store.js';
-import type { BuildRecord } from '../../coordinator/state/records.js';
+import type { BuildRecord, StateData } from '../../coordinator/state/records.js';
 import { StateStore } from '../../coordinator/state/state-store.js';
 import { SLOT_HOLDING_ATTEMPT_STATES, isBuildTerminal, isKilnError, isNodeTerminal, validateSpec } from '../../shared/index.js';
 import { InvariantChecker } from './invariants.js';
@@ -71,6 +81,8 @@ export interface SimOptions extends ScenarioOptions {
   dataRoot?: string;
   /** Stop at the first violation (default true). */
   stopAtFirst?: boolean;
+  /** Changes the system under test before the run (the harness's own tests break it on purpose). */
+  mutate?: (sys: { engine: Engine; logs: LogStore; registry: AgentRegistry }) => void;
 }
 
 export interface SimResult {
@@ -114,38 +126,84 @@ export async function runSimulation(seed: number, opts: SimOptions = {}): Promis
   let quiescentAt: number | null = null;
   const builds: BuildRecord[] = [];
   try {
+    // What survives a coordinator restart: the state (persist: false, so every commit is
+    // already "on disk"), the CAS, the reuse index, the log files.
     const store = await StateStore.open({ dataDir: dir, persist: false, init: true });
-    const logs = new LogStore(dir);
     const cas = new Cas(new LocalBlobStore(dir, 1 << 30), () => world.now);
     await cas.init();
     const reuse = new ReuseIndex(dir, false);
     await reuse.init();
-    const registry = new AgentRegistry();
-    const deferred: Array<() => void> = [];
-    const engine = new Engine({
-      store,
-      logs,
-      cas,
-      reuse,
-      agents: registry,
-      logger: pino({ level: 'silent' }),
-      timings: SIM_TIMINGS,
-      clock: () => world.now,
-      defer: (fn) => deferred.push(fn),
-    });
-    await engine.recover();
-
     const net = new Net(world, netRng);
     const produced = new Map<string, Buffer[]>();
-    const checker = new InvariantChecker(world, () => builds, registry, produced);
-    const hub = new SimHub(world, net, engine, SIM_TIMINGS, checker);
-    net.coord = {
-      onFrame: (conn, bytes) => {
-        if (!conn.channel) hub.attach(conn);
-        return hub.onFrame(conn, bytes);
-      },
-      onClose: (conn) => hub.onClose(conn),
+    const checker = new InvariantChecker(world, () => builds, new AgentRegistry(), produced);
+
+    // The coordinator process: engine, registry, log store and hub; replaced by a restart.
+    const deferred: Array<() => void> = [];
+    let engine!: Engine;
+    let logs!: LogStore;
+    let registry!: AgentRegistry;
+    let up = false;
+    const bootCoordinator = async () => {
+      logs = new LogStore(dir);
+      registry = new AgentRegistry();
+      engine = new Engine({
+        store,
+        logs,
+        cas,
+        reuse,
+        agents: registry,
+        logger: pino({ level: 'silent' }),
+        timings: SIM_TIMINGS,
+        clock: () => world.now,
+        defer: (fn) => deferred.push(fn),
+      });
+      opts.mutate?.({ engine, logs, registry });
+      await engine.recover();
+      checker.setRegistry(registry);
+      const hub = new SimHub(world, net, engine, SIM_TIMINGS, checker);
+      net.coord = {
+        onFrame: (conn, bytes) => {
+          if (!conn.channel) hub.attach(conn);
+          return hub.onFrame(conn, bytes);
+        },
+        onClose: (conn) => hub.onClose(conn),
+      };
+      net.coordinatorUp = true;
+      up = true;
     };
+    /** The coordinator process dies between two events (every commit is done, some frames are in flight). */
+    const crashCoordinator = async () => {
+      up = false;
+      net.coordinatorUp = false;
+      deferred.length = 0; // a placement pass that had not run yet dies with the process
+      for (const a of agents.values()) {
+        for (const conn of a.path.conns) {
+          if (conn.coordState === 'closed') continue;
+          net.abort(conn, 'network', { coord: false, agent: true }, 'the coordinator process died');
+          conn.coordState = 'closed';
+        }
+      }
+      await engine.stop();
+      await logs.closeAll();
+      // A restarted process reads the state back: new objects, nothing of the old engine's in memory.
+      const data = store.data;
+      data.builds = JSON.parse(JSON.stringify(data.builds)) as StateData['builds'];
+      for (let i = 0; i < builds.length; i++) builds[i] = data.builds[builds[i]!.id] ?? builds[i]!;
+    };
+    await bootCoordinator();
+
+    /** Runs an API call now, or once the coordinator is up again. */
+    const api = (label: string, fn: () => Promise<void>) => {
+      const attempt = async (): Promise<void> => {
+        if (!up) {
+          world.after(500, `${label} (coordinator down, retry)`, attempt);
+          return;
+        }
+        await fn();
+      };
+      return attempt;
+    };
+
     const agents = new Map<string, SimAgent>();
     for (const a of scenario.agents) {
       const path = new Path(a.cfg.name, netRng.fork(), a.path);
@@ -157,61 +215,36 @@ export async function runSimulation(seed: number, opts: SimOptions = {}): Promis
     // submissions and cancels (API calls)
     let submitted = 0;
     for (const b of scenario.builds) {
-      world.at(START + b.at, `submit ${b.name}`, async () => {
-        const r = validateSpec({ name: b.name, nodes: b.nodes }, { form: 'submitted', defaultPlatform: 'linux/amd64' });
-        if (!r.ok) throw new Error(`the simulated spec ${b.name} is invalid: ${JSON.stringify(r.errors)}`);
-        const rec = await engine.submit(r.value, { reuse: b.reuse });
-        builds.push(rec);
-        submitted++;
-        world.log(`api submit ${b.name} -> ${world.aliasBuild(rec.id)} (${rec.nodes.map((n) => n.name).join(', ')})`);
-        if (b.cancelAt !== null) {
-          world.at(START + b.cancelAt, `cancel ${b.name}`, async () => {
-            try {
-              await engine.cancel(rec.id);
-              world.log(`api cancel ${world.aliasBuild(rec.id)}`);
-            } catch (err) {
-              if (!isKilnError(err, 'E_CONFLICT')) throw err;
-              world.log(`api cancel ${world.aliasBuild(rec.id)}: ${scrub(world, (err as Error).message)}`);
-            }
-          });
-        }
-      });
+      world.at(
+        START + b.at,
+        `submit ${b.name}`,
+        api(`submit ${b.name}`, async () => {
+          const r = validateSpec({ name: b.name, nodes: b.nodes }, { form: 'submitted', defaultPlatform: 'linux/amd64' });
+          if (!r.ok) throw new Error(`the simulated spec ${b.name} is invalid: ${JSON.stringify(r.errors)}`);
+          const rec = await engine.submit(r.value, { reuse: b.reuse });
+          builds.push(rec);
+          submitted++;
+          world.log(`api submit ${b.name} -> ${world.aliasBuild(rec.id)} (${rec.nodes.map((n) => n.name).join(', ')})`);
+          if (b.cancelAt === null) return;
+          world.at(
+            START + b.cancelAt,
+            `cancel ${b.name}`,
+            api(`cancel ${b.name}`, async () => {
+              try {
+                await engine.cancel(rec.id);
+                world.log(`api cancel ${world.aliasBuild(rec.id)}`);
+              } catch (err) {
+                if (!isKilnError(err, 'E_CONFLICT')) throw err;
+                world.log(`api cancel ${world.aliasBuild(rec.id)}: ${scrub(world, (err as Error).message)}`);
+              }
+            }),
+          );
+        }),
+      );
     }
 
-    // faults
+    // faults and operator actions
     let faults = 0;
-    const applyFault = async (f: Fault) => {
-      if (f.kind === 'retry') return retryOne();
-      const agent = agents.get(f.agent)!;
-      faults++;
-      world.log(`fault ${f.kind} ${f.agent}${'mode' in f ? ` ${f.mode}` : ''}${'how' in f ? ` ${f.how}` : ''}${'silent' in f ? (f.silent ? ' silent' : ' reset') : ''}${'dir' in f ? ` ${f.dir}` : ''}${'ms' in f ? ` ${f.ms} ms` : ''}`);
-      switch (f.kind) {
-        case 'kill':
-          agent.kill(f.mode);
-          world.after(f.restartAfter, `restart ${f.agent}`, () => agent.start());
-          break;
-        case 'break': {
-          const conn = agent.connection();
-          if (conn) net.abort(conn, 'network', f.silent ? { coord: false, agent: false } : { coord: true, agent: true }, f.silent ? 'the path blackholes' : 'a middlebox resets it');
-          break;
-        }
-        case 'partition':
-          net.partition(agent.path, world.now + f.ms);
-          break;
-        case 'stall':
-          net.stall(agent.path, f.dir, world.now + f.ms);
-          break;
-        case 'drop':
-          agent.dropConnection('simulated flaky link');
-          break;
-        case 'stop':
-          agent.stopGracefully(f.how, () => world.after(f.restartAfter, `restart ${f.agent}`, () => agent.start()));
-          break;
-        case 'control':
-          if (await setControl(f.agent, f.control)) world.after(f.resumeAfter, `resume ${f.agent}`, () => void setControl(f.agent, 'active'));
-          break;
-      }
-    };
     const setControl = async (name: string, control: 'active' | 'paused' | 'draining'): Promise<boolean> => {
       try {
         await engine.setAgentControl(name, control, control === 'active' ? null : 'simulated operator');
@@ -240,6 +273,57 @@ export async function runSimulation(seed: number, opts: SimOptions = {}): Promis
         world.log(`api retry ${world.aliasBuild(b.id)}/${n.name}: ${scrub(world, (err as Error).message)}`);
       }
     };
+    const applyFault = async (f: Fault) => {
+      if (f.kind === 'retry') return api('retry', retryOne)();
+      if (f.kind === 'restart') {
+        if (!up) return;
+        faults++;
+        world.log(`fault coordinator restart (down ${f.downMs} ms)`);
+        await crashCoordinator();
+        world.after(f.downMs, 'coordinator starts', async () => {
+          await bootCoordinator();
+          world.log('coordinator started; state recovered');
+        });
+        return;
+      }
+      const agent = agents.get(f.agent)!;
+      faults++;
+      world.log(`fault ${f.kind} ${f.agent}${'mode' in f ? ` ${f.mode}` : ''}${'how' in f ? ` ${f.how}` : ''}${'control' in f ? ` ${f.control}` : ''}${'silent' in f ? (f.silent ? ' silent' : ' reset') : ''}${'dir' in f ? ` ${f.dir}` : ''}${'ms' in f ? ` ${f.ms} ms` : ''}`);
+      switch (f.kind) {
+        case 'kill':
+          agent.kill(f.mode);
+          world.after(f.restartAfter, `restart ${f.agent}`, () => agent.start());
+          break;
+        case 'break': {
+          const conn = agent.connection();
+          if (conn) net.abort(conn, 'network', f.silent ? { coord: false, agent: false } : { coord: true, agent: true }, f.silent ? 'the path blackholes' : 'a middlebox resets it');
+          break;
+        }
+        case 'partition':
+          net.partition(agent.path, world.now + f.ms);
+          break;
+        case 'stall':
+          net.stall(agent.path, f.dir, world.now + f.ms);
+          break;
+        case 'drop':
+          agent.dropConnection('simulated flaky link');
+          break;
+        case 'stop':
+          agent.stopGracefully(f.how, () => world.after(f.restartAfter, `restart ${f.agent}`, () => agent.start()));
+          break;
+        case 'control':
+          await api('control', async () => {
+            if (!(await setControl(f.agent, f.control))) return;
+            // The operator resumes it later and insists: right after a coordinator restart the
+            // agent is unknown (E_NOT_FOUND) until it reconnects, yet comes back paused.
+            const resume = api(`resume ${f.agent}`, async () => {
+              if (!(await setControl(f.agent, 'active'))) world.after(1000, `resume ${f.agent} again`, resume);
+            });
+            world.after(f.resumeAfter, `resume ${f.agent}`, resume);
+          })();
+          break;
+      }
+    };
     for (const f of scenario.faults) world.at(START + f.at, `fault ${f.kind}${'agent' in f ? ` ${f.agent}` : ''}`, () => applyFault(f));
     const faultEnd = START + scenario.faultEnd;
     world.at(faultEnd, 'faults stop', () => {
@@ -251,13 +335,14 @@ export async function runSimulation(seed: number, opts: SimOptions = {}): Promis
     const totalNodes = scenario.builds.reduce((n, b) => n + Object.keys(b.nodes).length, 0);
     const deadline = faultEnd + SETTLE_BASE_MS + SETTLE_PER_NODE_MS * totalNodes;
     const sweep = async () => {
-      await engine.sweep();
+      if (up) await engine.sweep();
       if (world.now + SWEEP_EVERY_MS <= deadline) world.after(SWEEP_EVERY_MS, 'sweep', sweep);
     };
     world.at(START + SWEEP_EVERY_MS, 'sweep', sweep);
 
     const quiescent = () =>
       !world.faultsActive &&
+      up &&
       submitted === scenario.builds.length &&
       builds.every((b) => isBuildTerminal(b.state)) &&
       engine.activeAttempts() === 0 &&
@@ -296,6 +381,7 @@ export async function runSimulation(seed: number, opts: SimOptions = {}): Promis
 
     if (quiescentAt === null && !(stopAtFirst && world.violations.length > 0)) {
       const open: string[] = [];
+      if (!up) open.push('the coordinator is down');
       for (const b of builds) {
         if (!isBuildTerminal(b.state)) open.push(`build ${world.aliasBuild(b.id)} ${b.state}`);
         for (const n of b.nodes) {
@@ -312,7 +398,16 @@ export async function runSimulation(seed: number, opts: SimOptions = {}): Promis
     await logs.closeAll();
     if (!(stopAtFirst && world.violations.length > 0)) await checker.checkLogs(logs);
 
-    const stats: SimResult['stats'] = { events, simMs: world.now - START, builds: {}, attempts: {}, faults, quiescentAtMs: quiescentAt === null ? null : quiescentAt - START, notCurrent: checker.notCurrent, staleConnection: checker.staleConnection };
+    const stats: SimResult['stats'] = {
+      events,
+      simMs: world.now - START,
+      builds: {},
+      attempts: {},
+      faults,
+      quiescentAtMs: quiescentAt === null ? null : quiescentAt - START,
+      notCurrent: checker.notCurrent,
+      staleConnection: checker.staleConnection,
+    };
     for (const b of builds) {
       stats.builds[b.state] = (stats.builds[b.state] ?? 0) + 1;
       for (const n of b.nodes) for (const a of n.attempts) stats.attempts[a.state] = (stats.attempts[a.state] ?? 0) + 1;

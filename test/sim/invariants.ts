@@ -76,9 +76,14 @@ export class InvariantChecker implements FrameObserver {
   constructor(
     private readonly w: World,
     private readonly builds: () => readonly BuildRecord[],
-    private readonly agents: AgentRegistry,
+    private agents: AgentRegistry,
     private readonly produced: Map<string, Buffer[]>,
   ) {}
+
+  /** The coordinator restarted: its agent registry is a new one. */
+  setRegistry(agents: AgentRegistry): void {
+    this.agents = agents;
+  }
 
   private nodeKey(b: BuildRecord, n: NodeRecord): string {
     return `${this.w.aliasBuild(b.id)}/${n.name}`;

@@ -133,6 +133,8 @@ export class SimConnection {
 export class Net {
   private nextConn = 0;
   coord!: CoordSide;
+  /** false while the coordinator process is down: connects are refused. */
+  coordinatorUp = false;
 
   constructor(
     private readonly world: World,
@@ -153,6 +155,11 @@ export class Net {
       if (path.partitioned(w.now)) {
         w.log(`net ${conn.label} handshake lost (partition)`);
         side.onConnectFailed('connect timed out');
+        return;
+      }
+      if (!this.coordinatorUp) {
+        w.log(`net ${agent} connect: refused (the coordinator is down)`);
+        side.onConnectFailed('connection refused');
         return;
       }
       if (!side.onOpen(conn)) return;

@@ -4,8 +4,8 @@
  * artifact hand-offs — some nodes identical across builds so reuse and shared execution
  * happen, some `retry: false`, some builds cancelled), the network tuning per agent and
  * the fault schedule of the fault window (kills, graceful stops, connection breaks,
- * partitions, stalls, dropped connections; operator pauses/drains and retries of failed
- * nodes). All drawn from the seed; times are ms after the start.
+ * partitions, stalls, dropped connections, a coordinator restart; operator pauses/drains
+ * and retries of failed nodes). All drawn from the seed; times are ms after the start.
  */
 import type { Dir, PathTuning } from './sim-net.js';
 import type { JobOdds, SimAgentConfig } from './sim-agent.js';
@@ -20,7 +20,9 @@ export type Fault =
   | { at: number; kind: 'stop'; agent: string; how: 'drain' | 'cancel'; restartAfter: number }
   // operator actions through the engine's API, also only in the fault window
   | { at: number; kind: 'control'; agent: string; control: 'paused' | 'draining'; resumeAfter: number }
-  | { at: number; kind: 'retry' };
+  | { at: number; kind: 'retry' }
+  // the coordinator process dies and starts again after `downMs`
+  | { at: number; kind: 'restart'; downMs: number };
 
 export interface PlannedBuild {
   at: number;
@@ -104,6 +106,10 @@ export function makeScenario(rng: Rng, opts: ScenarioOptions = {}): Scenario {
     faults.push({ at, kind: 'control', agent: rng.pick(agents).cfg.name, control: rng.chance(0.5) ? 'paused' : 'draining', resumeAfter: rng.int(500, FAULT_WINDOW_MS - at) });
   }
   for (let i = rng.int(0, 3); i > 0; i--) faults.push({ at: rng.int(5000, FAULT_WINDOW_MS), kind: 'retry' });
+  if (profile !== 'calm' && rng.chance(0.3)) {
+    const at = rng.int(2000, FAULT_WINDOW_MS - 1000);
+    faults.push({ at, kind: 'restart', downMs: rng.int(200, Math.min(8000, FAULT_WINDOW_MS - at)) });
+  }
   faults.sort((x, y) => x.at - y.at);
 
   return {
