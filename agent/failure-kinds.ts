@@ -89,3 +89,13 @@ export function isEngineClientError(err: unknown): boolean {
   }
   return false;
 }
+
+/**
+ * A blob the coordinator served does not hash to its digest: the stored artifact is bad,
+ * so another attempt (here or elsewhere) would get the same bytes; not an infrastructure
+ * failure of this agent.
+ */
+export function isCorruptArtifact(err: unknown): boolean {
+  for (const e of chain(err)) if (e instanceof KilnError && e.code === 'E_DIGEST_MISMATCH') return true;
+  return false;
+}

@@ -44,7 +44,7 @@ while ((start < end)); do
     failed_chunks=$((failed_chunks + 1))
   else
     bad=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).length)' "$report")
-    echo "seeds $start..$((start + n - 1)): $bad failed ($(( $(date +%s) - t0 )) s so far)"
+    echo "seeds $start..$((start + n - 1)) (+ the regression seeds): $bad failed ($(( $(date +%s) - t0 )) s so far)"
   fi
   start=$((start + n))
 done
@@ -52,9 +52,9 @@ done
 # every failing seed: violations and replay command
 node -e '
   const fs = require("fs");
-  const all = [];
-  for (const f of fs.readdirSync(process.argv[1]).filter((f) => f.startsWith("report-")).sort()) all.push(...JSON.parse(fs.readFileSync(process.argv[1] + "/" + f, "utf8")));
-  all.sort((a, b) => a.seed - b.seed);
+  const bySeed = new Map();  // (every chunk also runs the regression seeds of the test file)
+  for (const f of fs.readdirSync(process.argv[1]).filter((f) => f.startsWith("report-")).sort()) for (const r of JSON.parse(fs.readFileSync(process.argv[1] + "/" + f, "utf8"))) bySeed.set(r.seed, r);
+  const all = [...bySeed.values()].sort((a, b) => a.seed - b.seed);
   const byInvariant = {};
   for (const r of all) for (const v of r.violations) byInvariant[v.invariant] = (byInvariant[v.invariant] || 0) + 1;
   for (const r of all) {

@@ -30,7 +30,7 @@ import { BuildProgressDecoder, type BuildEvent } from '../docker/buildkit-progre
 import { baseImageRefs, rewriteForInputs } from '../docker/dockerfile-rewrite.js';
 import { exportOutputs } from '../docker/export-outputs.js';
 import { runTest } from '../docker/test-container.js';
-import { diskFullMessage, diskFullNeed, isDiskFull, isEngineClientError, isEngineUnreachable } from '../failure-kinds.js';
+import { diskFullMessage, diskFullNeed, isCorruptArtifact, isDiskFull, isEngineClientError, isEngineUnreachable } from '../failure-kinds.js';
 import type { CancelReason, Executor, ExecutorInfo, RunIO, RunResult, Trouble } from './executor.js';
 
 /** What an infra failure means for the agent's health, if anything. */
@@ -110,7 +110,9 @@ export class DockerExecutor implements Executor {
       });
     } catch (err) {
       if (io.signal.aborted) return this.aborted(io, Date.now() - t0, 0);
-      return infraFail(`fetching the build context or inputs failed: ${(err as Error).message}`, Date.now() - t0, 0, err);
+      const error = `fetching the build context or inputs failed: ${(err as Error).message}`;
+      if (isCorruptArtifact(err)) return { ...base, status: 'failed', error, infra: false, fetchMs: Date.now() - t0, buildMs: 0 };
+      return infraFail(error, Date.now() - t0, 0, err);
     }
     for (const i of job.inputs) io.log(`[kiln] input ${i.name}: ${i.digest}${i.mount ? ` mounted at ${i.mount}` : ''}\n`);
 

@@ -304,7 +304,8 @@ export class Engine extends EventEmitter {
       if (isNodeTerminal(node.state)) continue;
       const current = node.attempts[node.attempts.length - 1];
       if ((node.state === 'assigned' || node.state === 'running') && current && SLOT_HOLDING_ATTEMPT_STATES.has(current.state)) {
-        this.cancelAttempt({ build, node, attempt: current }, 'the build was cancelled');
+        // The engine's own record of the attempt (finishAttempt matches shared-execution leaders by identity).
+        this.cancelAttempt(this.active.get(current.id) ?? { build, node, attempt: current }, 'the build was cancelled');
       }
       this.setNode(build, node, 'cancelled', now, 'the build was cancelled');
     }
@@ -511,7 +512,7 @@ export class Engine extends EventEmitter {
         await this.onResolved(entry, frame.payload);
         return null;
       case 'started':
-        await this.onStarted(entry, frame.payload.attempt_id, frame.payload.at);
+        await this.onStarted(entry, frame.payload.attempt_id);
         return null;
       case 'log': {
         const act = this.owned(entry, frame.payload.attempt_id);
@@ -544,29 +545,41 @@ export class Engine extends EventEmitter {
     if (!act) return;
     const { build, node, attempt } = act;
     const now = this.now();
+    if (attempt.state === 'cancelling') {
+      // Cancelled while the assignment was on its way: the reject is the agent's confirmation.
+      this.finishAttempt(act, 'cancelled', now, { reason: attempt.reason });
+      this.refreshBuildState(build);
+      await this.store.commit();
+      this.maybeArchive(build);
+      this.scheduleSoon();
+      return;
+    }
     this.finishAttempt(act, 'rejected', now, { reason: `rejected by agent ${entry.name}: ${reason}` });
     if (node.state === 'assigned') {
+      // Offered elsewhere first; the same agent only when nobody else can take it (it may
+      // have rejected for a passing reason), and after MAX_REJECTIONS the node fails.
       const key = `${build.id}/${node.name}`;
-      const avoid = this.avoid.get(key) ?? new Set<string>();
-      avoid.add(entry.name);
-      this.avoid.set(key, avoid);
+      const preferNot = this.preferNot.get(key) ?? new Set<string>();
+      preferNot.add(entry.name);
+      this.preferNot.set(key, preferNot);
       const rejections = node.attempts.filter((a) => a.state === 'rejected').length;
-      this.requeueOrFail(build, node, now, rejections < MAX_REJECTIONS, `rejected by ${rejections} agents; last: ${attempt.reason}`);
+      this.requeueOrFail(build, node, now, rejections < MAX_REJECTIONS, `rejected ${rejections} times; last: ${attempt.reason}`);
     }
     this.refreshBuildState(build);
     await this.store.commit();
     this.scheduleSoon();
   }
 
-  private async onStarted(entry: AgentEntry, attemptId: string, at: number): Promise<void> {
+  private async onStarted(entry: AgentEntry, attemptId: string): Promise<void> {
     const act = this.owned(entry, attemptId);
     if (!act || act.attempt.state !== 'assigned') return;
     act.attempt.state = attemptTransition(act.attempt.state, 'running');
-    act.attempt.started_at = at;
+    // The coordinator's clock, not the frame's `at`: deadlines must not depend on the agent's clock.
+    act.attempt.started_at = this.now();
     this.store.markNode(act.build.id, act.node.name);
     if (act.node.state === 'assigned') {
       this.setNode(act.build, act.node, 'running', this.now());
-      act.node.started_at = at;
+      act.node.started_at = act.attempt.started_at;
     }
     await this.store.commit();
   }
@@ -703,7 +716,7 @@ export class Engine extends EventEmitter {
         return;
       }
       const leader = this.inflight.get(key);
-      if (leader && leader !== act && leader.attempt.state !== 'cancelling') {
+      if (leader && leader !== act && this.active.get(leader.attempt.id) === leader && leader.attempt.state !== 'cancelling') {
         await this.writeLogNote(
           act,
           `[kiln] node '${leader.node.name}' of build ${leader.build.id} (attempt ${leader.attempt.number}) is building the same thing right now (key ${key}); waiting for its result instead of building. Its log: kiln logs ${leader.build.id} ${leader.node.name}\n`,

@@ -77,6 +77,8 @@ export class StateStore {
   private readonly dirtyNodes = new Map<string, Set<string>>();
   private archived: Array<{ id: string; s: BuildSummaryRecord }> = [];
   private readonly revived = new Set<string>();
+  /** Node name -> record per build node list (journal lines look nodes up by name). */
+  private readonly nodeIndex = new WeakMap<readonly NodeRecord[], Map<string, NodeRecord>>();
   private readonly dirtyDlq = new Set<string>();
   private readonly dirtyControls = new Set<string>();
   private readonly archiveCache = new Map<string, BuildRecord>();
@@ -233,9 +235,14 @@ export class StateStore {
     for (const [id, names] of this.dirtyNodes) {
       const b = builds[id];
       if (!b) continue;
-      const byName = names.size > 8 ? new Map(b.nodes.map((n) => [n.name, n])) : null;
+      // A build's node list never changes after submission: index it once, not per commit.
+      let byName = this.nodeIndex.get(b.nodes);
+      if (!byName) {
+        byName = new Map(b.nodes.map((n) => [n.name, n]));
+        this.nodeIndex.set(b.nodes, byName);
+      }
       for (const name of names) {
-        const n = byName ? byName.get(name) : b.nodes.find((x) => x.name === name);
+        const n = byName.get(name);
         if (!n) continue;
         const m: NodeMutable = {
           state: n.state,

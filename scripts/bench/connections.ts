@@ -8,16 +8,15 @@
  * (idle-agents.ts), which opens the connections, sends a real hello on each (distinct
  * names, noop executor), waits for the welcome and then heartbeats at the interval the
  * welcome names. Both servers receive byte-identical frames and answer with frames of the
- * same size. Both sides run at the same time, so their CPU windows share one wall-clock
- * interval and whatever else the machine is doing.
+ * same size. The bare side runs first, then the kiln side, each alone (running both at
+ * once raised both CPU figures on 2 cores).
  *
- * Steps: memory after GC with 0 connections and CPU over 5 s idle; open 1,000 per side
- * (one side at a time, so each accept rate is measured alone), wait one heartbeat
- * interval, memory; open the rest, wait one interval, memory; then N windows of
- * heartbeats (default 3 x 2 intervals) for each server's CPU time (process.cpuUsage) and
- * event-loop lag (monitorEventLoopDelay). Reports RSS and heap per connection (0 -> N,
- * and the slope 1,000 -> N), % of one core (median of the windows), lag, accept rate;
- * ours / comparator / ratio and the targets.
+ * Steps per side: memory after GC with 0 connections and CPU over 5 s idle; open 1,000,
+ * wait one heartbeat interval, memory; open the rest (the accept rate), wait one interval,
+ * memory; then N windows of heartbeats (default 3 x 2 intervals) for the server's CPU time
+ * (process.cpuUsage) and event-loop lag (monitorEventLoopDelay). Reports RSS and heap per
+ * connection (0 -> N, and the slope 1,000 -> N), % of one core (median of the windows),
+ * lag, accept rate; ours / comparator / ratio and the targets.
  *
  *   node dist/scripts/bench/connections.js [--connections 10000] [--interval-ms 10000]
  *        [--window-ms 20000] [--windows 3] [--concurrency 64] [--sources 4] [--cpu-prof DIR]
@@ -204,57 +203,35 @@ interface SideResult {
   windows: Window[];
 }
 
-/** Runs `fn` on both sides at once (same wall-clock window, same background load). */
-function both<T>(sides: Side[], fn: (s: Side) => Promise<T>): Promise<T[]> {
-  return Promise.all(sides.map(fn));
-}
-
-async function measure(): Promise<{ bare: SideResult; kiln: SideResult }> {
-  const sides: Side[] = [];
+/** One side alone (the other is not running): memory at 0 / FIRST / CONNECTIONS connections, then the CPU windows. */
+async function measureSide(mode: Mode): Promise<SideResult> {
+  const side = await Side.start(mode);
   try {
-    sides.push(await Side.start('bare'), await Side.start('kiln'));
     // V8's memory reducer shrinks the heap a few seconds after start-up; measure after it.
     await sleep(8000);
-    const mem0 = await both(sides, (s) => s.mem());
-    const idleStart = await both(sides, (s) => s.windowStart());
+    const mem0 = await side.mem();
+    const idleBefore = await side.windowStart();
     await sleep(IDLE_MS);
-    const idle = await both(sides, (s) => s.windowEnd(idleStart[sides.indexOf(s)]!));
-    // Connections are opened one side at a time, so each accept rate is measured alone.
-    for (const s of sides) await s.open(FIRST);
+    const idle = await side.windowEnd(idleBefore);
+    await side.open(FIRST);
     await sleep(INTERVAL_MS * 1.15); // every connection has heartbeated at least once
-    const mem1 = await both(sides, (s) => s.mem());
-    const opened: Opened[] = [];
-    for (const s of sides) opened.push(await s.open(CONNECTIONS - FIRST));
+    const mem1 = await side.mem();
+    const opened = await side.open(CONNECTIONS - FIRST);
     await sleep(INTERVAL_MS * 1.15);
-    const mem2 = await both(sides, (s) => s.mem());
-    sides.forEach((s, i) => {
-      if (mem2[i]!.connections !== CONNECTIONS) throw new Error(`${s.mode}: the server holds ${mem2[i]!.connections} connections, expected ${CONNECTIONS}`);
-    });
-    const windows: Window[][] = sides.map(() => []);
+    const mem2 = await side.mem();
+    if (mem2.connections !== CONNECTIONS) throw new Error(`${mode}: the server holds ${mem2.connections} connections, expected ${CONNECTIONS}`);
+    const windows: Window[] = [];
     for (let w = 0; w < WINDOWS; w++) {
-      const before = await both(sides, (s) => s.windowStart());
+      const before = await side.windowStart();
       await sleep(WINDOW_MS);
-      const got = await both(sides, (s) => s.windowEnd(before[sides.indexOf(s)]!));
-      got.forEach((g, i) => windows[i]!.push(g));
+      windows.push(await side.windowEnd(before));
     }
-    for (const [i, s] of sides.entries()) {
-      const last = windows[i]!.at(-1)!.gen;
-      if (last.closed > 0) throw new Error(`${s.mode}: ${last.closed} connections were closed by the server (${last.lastCloses.join('; ')})`);
-      if (last.open !== CONNECTIONS) throw new Error(`${s.mode}: ${last.open} connections open at the end, expected ${CONNECTIONS}`);
-    }
-    const result = (i: number): SideResult => ({
-      mode: sides[i]!.mode,
-      mem0: mem0[i]!,
-      mem1: mem1[i]!,
-      mem2: mem2[i]!,
-      acceptRate: (CONNECTIONS - FIRST) / (opened[i]!.ms / 1000),
-      welcomeBytes: opened[i]!.welcomeBytes,
-      idle: idle[i]!,
-      windows: windows[i]!,
-    });
-    return { bare: result(0), kiln: result(1) };
+    const last = windows.at(-1)!.gen;
+    if (last.closed > 0) throw new Error(`${mode}: ${last.closed} connections were closed by the server (${last.lastCloses.join('; ')})`);
+    if (last.open !== CONNECTIONS) throw new Error(`${mode}: ${last.open} connections open at the end, expected ${CONNECTIONS}`);
+    return { mode, mem0, mem1, mem2, acceptRate: (CONNECTIONS - FIRST) / (opened.ms / 1000), welcomeBytes: opened.welcomeBytes, idle, windows };
   } finally {
-    for (const s of sides) await s.stop();
+    await side.stop();
   }
 }
 
@@ -298,10 +275,11 @@ function ulimitN(): string {
 
 async function main() {
   console.log(
-    `# connections benchmark: ${CONNECTIONS} idle agent connections (real hello, heartbeat every ${INTERVAL_MS} ms ±10 %); coordinator persistence on; CPU over ${WINDOWS} windows of ${WINDOW_MS} ms (median), both servers measured in the same windows`,
+    `# connections benchmark: ${CONNECTIONS} idle agent connections (real hello, heartbeat every ${INTERVAL_MS} ms ±10 %); coordinator persistence on; CPU over ${WINDOWS} windows of ${WINDOW_MS} ms (median); bare ws first, then kiln, each alone`,
   );
   console.log(`# ${machineLine()}, ulimit -n ${ulimitN()}, unpinned; one load generator process per server, connecting from ${SOURCES.join(', ')} (${CONCURRENCY} handshakes in flight)`);
-  const { bare, kiln } = await measure();
+  const bare = await measureSide('bare');
+  const kiln = await measureSide('kiln');
   const b = describe(bare);
   const k = describe(kiln);
   const mib = (n: number) => fmt(n / 2 ** 20);

@@ -18,7 +18,7 @@
  * (invariants.ts). Every random choice comes from the seed's mulberry32 streams.
  *
  * Phases: faults (agent kills and graceful stops, connection breaks, partitions, stalls,
- * latency spikes, infra failures and hangs, a coordinator restart, operator pauses and node
+ * latency spikes, disk-full spells, infra failures and hangs, a coordinator restart, operator pauses and node
  * retries) only in the first 30 s; then every dead agent restarts and the run continues
  * until the system is quiescent (every build terminal, no attempt holding a slot, every
  * agent connected with no jobs) or a deadline long enough for lost detection, backoff,
@@ -91,6 +91,8 @@ export interface SimResult {
   violations: Violation[];
   /** The last trace lines (ending at the first violation when stopAtFirst). */
   trace: string[];
+  /** Earlier trace lines about the nodes the violations name (their whole story, up to 150 lines). */
+  focus: string[];
   /** sha256 of the whole trace: equal for two runs of the same seed. */
   traceDigest: string;
   scenario: string;
@@ -117,7 +119,7 @@ export async function runSimulation(seed: number, opts: SimOptions = {}): Promis
   const scenario = makeScenario(root.fork(), opts);
   const netRng = root.fork();
   const schedRng = root.fork();
-  const world = new World(START, opts.traceLines ?? 200);
+  const world = new World(START, Math.max(opts.traceLines ?? 200, 20_000));
   const stopAtFirst = opts.stopAtFirst ?? true;
   const dataRoot = opts.dataRoot ?? defaultDataRoot();
   await mkdir(dataRoot, { recursive: true });
@@ -308,6 +310,9 @@ export async function runSimulation(seed: number, opts: SimOptions = {}): Promis
         case 'drop':
           agent.dropConnection('simulated flaky link');
           break;
+        case 'unhealthy':
+          agent.unhealthyFor(f.ms);
+          break;
         case 'stop':
           agent.stopGracefully(f.how, () => world.after(f.restartAfter, `restart ${f.agent}`, () => agent.start()));
           break;
@@ -385,7 +390,10 @@ export async function runSimulation(seed: number, opts: SimOptions = {}): Promis
       for (const b of builds) {
         if (!isBuildTerminal(b.state)) open.push(`build ${world.aliasBuild(b.id)} ${b.state}`);
         for (const n of b.nodes) {
-          if (!isNodeTerminal(n.state)) open.push(`node ${world.aliasBuild(b.id)}/${n.name} ${n.state}`);
+          if (!isNodeTerminal(n.state)) {
+            const leader = n.waiting_on ? checker.find(n.waiting_on) : null;
+            open.push(`node ${world.aliasBuild(b.id)}/${n.name} ${n.state}${n.waiting_on ? ` (follows ${world.attempt(n.waiting_on)}, which is ${leader?.attempt.state ?? 'unknown'})` : ''}`);
+          }
           for (const a of n.attempts) if (SLOT_HOLDING_ATTEMPT_STATES.has(a.state)) open.push(`attempt ${world.attempt(a.id)} ${a.state} on ${a.agent}`);
         }
       }
@@ -417,6 +425,7 @@ export async function runSimulation(seed: number, opts: SimOptions = {}): Promis
       ok: world.violations.length === 0,
       violations: world.violations,
       trace: world.trace.last(opts.traceLines ?? 200),
+      focus: focusLines(world, opts.traceLines ?? 200),
       traceDigest: world.trace.digest(),
       scenario: describeScenario(scenario),
       stats,
@@ -424,6 +433,17 @@ export async function runSimulation(seed: number, opts: SimOptions = {}): Promis
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** Trace lines (before the tail) naming a node or build that a violation names. */
+function focusLines(world: World, tail: number): string[] {
+  const names = new Set<string>();
+  for (const v of world.violations) for (const m of v.detail.matchAll(/\bB\d+\/[A-Za-z0-9_.-]+/g)) names.add(m[0].replace(/#\d+$/, ''));
+  if (names.size === 0) return [];
+  const all = world.trace.last(Number.MAX_SAFE_INTEGER);
+  const early = all.slice(0, Math.max(0, all.length - tail));
+  const re = new RegExp(`(${[...names].map((n) => n.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')})(#|\\b)`);
+  return early.filter((l) => re.test(l)).slice(-150);
 }
 
 function runAll(queue: Array<() => void>): void {
@@ -436,6 +456,7 @@ export function formatFailure(r: SimResult, replay: string): string {
     `simulation seed ${r.seed} failed: ${r.violations.map((v) => `[${v.invariant}] ${v.detail}`).join('\n  ')}`,
     `replay: ${replay}`,
     `scenario: ${r.scenario}`,
+    ...(r.focus.length > 0 ? [`earlier events of the nodes named above (${r.focus.length}):`, ...r.focus.map((l) => `  ${l}`)] : []),
     `trace (last ${r.trace.length} events):`,
     ...r.trace.map((l) => `  ${l}`),
   ].join('\n');

@@ -4,9 +4,9 @@
  * BuildKit.
  *
  * Kept the same as the real agent, step by step:
- * - one connection at a time; `hello` (session, running attempts with their log bytes),
- *   then nothing but the welcome until it arrives; heartbeats on the welcome's interval
- *   (±10 %); a liveness timer that drops a connection silent for `lost_after_ms` (30 s
+ * - one connection at a time; `hello` (session, running attempts with their log bytes,
+ *   health), then nothing but the welcome until it arrives; heartbeats with health on the
+ *   welcome's interval (±10 %), and one at once when it starts draining; a liveness timer that drops a connection silent for `lost_after_ms` (30 s
  *   before the welcome); reconnects with capped exponential backoff and full jitter
  *   (cap 5 s here instead of 30 s, so runs stay short);
  * - the welcome's resume decisions: `cancel` drops the job, `continue` resends the log
@@ -18,6 +18,9 @@
  * - `cancel` aborts a running job (it reports `cancelled`; a timeout reports `failed`) and
  *   drops a finished one; `ack` with `log_offset` trims the unacked chunks, without it
  *   (for a finished job) forgets the job.
+ * A health problem (`unhealthyFor`) is reported at once and makes it reject assignments.
+ * Not modelled: host load/GPU reports, the self-fencing
+ * cut-off S (5 min; partitions here last seconds).
  * A killed process loses its jobs, timers and connection; `start()` again is a new process
  * with a new session and no running attempts.
  *
@@ -47,7 +50,7 @@ import type { Rng } from './rng.js';
 import type { AgentSide, Net, Path, SimConnection } from './sim-net.js';
 import { describeFrame } from './describe.js';
 import { isHeartbeatAck } from './sim-hub.js';
-import type { World } from './world.js';
+import { scrub, type World } from './world.js';
 
 export interface SimAgentConfig {
   name: string;
@@ -147,6 +150,8 @@ export class SimAgent {
   private backoff: Backoff;
   /** Takes no new work (a SIGTERM: drain, or cancel everything and stop). */
   private draining = false;
+  /** A host problem (disk full, Docker Engine gone) until then: the agent takes no work. */
+  private unhealthyUntil = 0;
   private idleWaiter: (() => void) | null = null;
 
   constructor(
@@ -177,6 +182,28 @@ export class SimAgent {
     return this.alive && this.welcomed && this.conn !== null;
   }
 
+  /** As agent.ts health(): draining counts as not accepting. */
+  private health(): { accepting: boolean; problem: string | null } {
+    if (this.draining) return { accepting: false, problem: 'the agent is draining (shutting down)' };
+    if (this.w.now < this.unhealthyUntil) return { accepting: false, problem: 'disk full: 12 MiB free on /var/lib/kiln' };
+    return { accepting: true, problem: null };
+  }
+
+  /** The host has a problem for `ms` (health.ts): reported at once, and again when it clears. */
+  unhealthyFor(ms: number): void {
+    if (!this.alive) return;
+    this.unhealthyUntil = this.w.now + ms;
+    this.w.log(`agent ${this.name} unhealthy for ${ms} ms`);
+    this.sendHeartbeat();
+    this.later(ms, 'healthy again', () => {
+      if (this.w.now >= this.unhealthyUntil) this.sendHeartbeat();
+    });
+  }
+
+  private sendHeartbeat(): void {
+    this.send('heartbeat', { running: [...this.jobs.keys()], health: this.health() });
+  }
+
   private get w(): World {
     return this.env.world;
   }
@@ -194,6 +221,7 @@ export class SimAgent {
     this.jobs = new Map();
     this.nextId = 0;
     this.draining = false;
+    this.unhealthyUntil = 0;
     this.idleWaiter = null;
     this.backoff = new Backoff({ baseMs: 500, capMs: 5000, random: this.rng.fn() });
     this.w.log(`agent ${this.name} starts (session ${this.session})`);
@@ -221,6 +249,7 @@ export class SimAgent {
   stopGracefully(how: 'drain' | 'cancel', then: () => void): void {
     if (!this.alive || this.draining) return;
     this.draining = true;
+    this.sendHeartbeat(); // the coordinator stops sending work at once
     const session = this.session;
     this.w.log(`agent ${this.name} ${how === 'drain' ? 'drains' : 'cancels its builds and stops'} (${this.jobs.size} jobs)`);
     const stop = () => {
@@ -309,7 +338,7 @@ export class SimAgent {
       docker: this.cfg.executor === 'docker' ? { version: 'sim', api_version: '1.47', os: 'linux', arch: 'amd64', buildkit_version: null } : null,
       gpus: [],
       running,
-      health: { accepting: true, problem: null },
+      health: this.health(),
     });
     const liveness = () => {
       if (this.conn !== conn) return;
@@ -362,7 +391,7 @@ export class SimAgent {
       return;
     }
     const frame = decoded.frame;
-    if (!isHeartbeatAck(frame.type, frame.payload)) this.w.log(`c→${conn.label} arrives: ${describeFrame(this.w, frame.type, frame.payload as Record<string, unknown>)}`);
+    if (!isHeartbeatAck(frame.type, frame.payload)) this.w.log(`c→${conn.label} arrives: ${scrub(this.w, describeFrame(this.w, frame.type, frame.payload as Record<string, unknown>))}`);
     if (!this.welcome) {
       if (frame.type === 'welcome') {
         this.welcome = frame.payload;
@@ -381,7 +410,7 @@ export class SimAgent {
     if (!welcome) return;
     this.later(jitter(welcome.heartbeat_interval_ms, 0.1, this.rng.fn()), 'heartbeat', () => {
       if (this.conn !== conn || this.welcome !== welcome) return;
-      this.send('heartbeat', { running: [...this.jobs.keys()], health: { accepting: true, problem: null } });
+      this.sendHeartbeat();
       this.scheduleHeartbeat(conn);
     });
   }
@@ -445,6 +474,8 @@ export class SimAgent {
     const reject = (reason: string) => this.send('reject', { attempt_id: a.attempt_id, reason });
     if (this.jobs.has(a.attempt_id)) return;
     if (this.draining) return void reject('the agent is draining');
+    const health = this.health();
+    if (!health.accepting) return void reject(`the agent is not taking work: ${health.problem ?? 'unhealthy'}`);
     if (this.runningJobs() >= this.cfg.maxJobs) return void reject(`no free slot (${this.cfg.maxJobs} jobs running)`);
     const platform = this.cfg.platforms.find((p) => normalizePlatform(p.platform) === normalizePlatform(a.platform));
     if (!platform) return void reject(`platform ${a.platform} is not supported here (${this.cfg.platforms.map((p) => p.platform).join(', ')})`);

@@ -4,7 +4,7 @@
  * artifact hand-offs — some nodes identical across builds so reuse and shared execution
  * happen, some `retry: false`, some builds cancelled), the network tuning per agent and
  * the fault schedule of the fault window (kills, graceful stops, connection breaks,
- * partitions, stalls, dropped connections, a coordinator restart; operator pauses/drains
+ * partitions, stalls, dropped connections, disk-full spells, a coordinator restart; operator pauses/drains
  * and retries of failed nodes). All drawn from the seed; times are ms after the start.
  */
 import type { Dir, PathTuning } from './sim-net.js';
@@ -17,6 +17,7 @@ export type Fault =
   | { at: number; kind: 'partition'; agent: string; ms: number }
   | { at: number; kind: 'stall'; agent: string; dir: Dir; ms: number }
   | { at: number; kind: 'drop'; agent: string }
+  | { at: number; kind: 'unhealthy'; agent: string; ms: number }
   | { at: number; kind: 'stop'; agent: string; how: 'drain' | 'cancel'; restartAfter: number }
   // operator actions through the engine's API, also only in the fault window
   | { at: number; kind: 'control'; agent: string; control: 'paused' | 'draining'; resumeAfter: number }
@@ -96,6 +97,7 @@ export function makeScenario(rng: Rng, opts: ScenarioOptions = {}): Scenario {
       else if (k < 0.45) faults.push({ at: t, kind: 'break', agent, silent: rng.chance(0.4) });
       else if (k < 0.65) faults.push({ at: t, kind: 'partition', agent, ms: Math.min(room, rng.int(200, 8000)) });
       else if (k < 0.85) faults.push({ at: t, kind: 'stall', agent, dir: rng.chance(0.5) ? 'toCoord' : 'toAgent', ms: Math.min(room, rng.int(200, 6000)) });
+      else if (k < 0.92) faults.push({ at: t, kind: 'unhealthy', agent, ms: Math.min(room, rng.int(300, 6000)) });
       else faults.push({ at: t, kind: 'drop', agent });
       t += rng.int(1, 2 * meanGap);
     }
