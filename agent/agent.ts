@@ -458,7 +458,11 @@ export class Agent {
     if (this.draining) return reject('the agent is draining');
     const health = this.health();
     if (!health.accepting) return reject(`the agent is not taking work: ${health.problem ?? 'unhealthy'}`);
-    if (this.runningJobs() >= this.opts.maxJobs) return reject(`no free slot (${this.opts.maxJobs} jobs running)`);
+    // A job being cancelled no longer holds its slot as the coordinator counts it (it freed the
+    // slot when it sent the cancel), so it does not count here either.
+    let busy = 0;
+    for (const j of this.jobs.values()) if (j.running && !j.abort.signal.aborted) busy++;
+    if (busy >= this.opts.maxJobs) return reject(`no free slot (${this.opts.maxJobs} jobs running)`);
     const platform = this.platforms.find((p) => normalizePlatform(p.platform) === normalizePlatform(a.platform));
     if (!platform) return reject(`platform ${a.platform} is not supported here (${this.platforms.map((p) => p.platform).join(', ')})`);
     const gpuProblem = this.gpuProblem(a.gpus);
@@ -569,7 +573,7 @@ export class Agent {
       return `GPU ${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} not on this agent (${have.size ? `it has GPU ${list}` : 'it has no GPUs'})`;
     }
     for (const [id, job] of this.jobs) {
-      if (!job.running) continue;
+      if (!job.running || job.abort.signal.aborted) continue; // a cancelled job's GPUs are being given back
       const taken = job.assign.gpus.filter((i) => gpus.includes(i));
       if (taken.length > 0) return `GPU ${taken.join(', ')} ${taken.length > 1 ? 'are' : 'is'} in use by attempt ${id}`;
     }

@@ -112,11 +112,6 @@ export function isAttemptTerminal(s: AttemptState): boolean {
   return TERMINAL_ATTEMPT_STATES.has(s);
 }
 
-/** Transitions out of a terminal node state, allowed only for an explicit retry. */
-export function isRetryTransition(from: NodeState, to: NodeState): boolean {
-  return (from === 'failed' && to === 'ready') || (from === 'skipped' && to === 'pending');
-}
-
 export function canNodeTransition(from: NodeState, to: NodeState): boolean {
   return NODE_TRANSITIONS[from].includes(to);
 }

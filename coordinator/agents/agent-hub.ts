@@ -94,7 +94,7 @@ export class AgentHub {
       send: <T extends ToAgentType>(type: T, payload: Payload<T>) => {
         if (ws.readyState !== ws.OPEN) return;
         ws.send(encodeFrame(type, ++nextId, payload, version || PROTOCOL_VERSIONS[0]));
-        lastSentAt = Date.now();
+        lastSentAt = performance.now();
       },
       close: (code, reason) => ws.close(code, closeReason(reason)),
     };
@@ -177,7 +177,7 @@ export class AgentHub {
           if (!ack) return;
           // A heartbeat ack only proves the link to the agent. Skip it while the agent will
           // still hear from us in time: its next heartbeat (within 1.1 intervals) gets one.
-          if (decoded.frame.type === 'heartbeat' && Date.now() - lastSentAt + 1.1 * this.opts.heartbeatIntervalMs <= 0.8 * this.opts.lostAfterMs) return;
+          if (decoded.frame.type === 'heartbeat' && performance.now() - lastSentAt + 1.1 * this.opts.heartbeatIntervalMs <= 0.8 * this.opts.lostAfterMs) return;
           channel.send('ack', ack);
         },
         (err: unknown) => {

@@ -336,6 +336,8 @@ export class Engine extends EventEmitter {
     if (node.state !== 'failed') throw new KilnError('E_CONFLICT', `node '${nodeName}' of build ${buildId} is ${node.state}; only a failed node can be retried`);
     const inputs = this.inputDigests(build, node);
     if (typeof inputs === 'string') throw new KilnError('E_CONFLICT', `node '${nodeName}' cannot run: ${inputs}`);
+    const gone = [...(node.context ? [node.context] : []), ...Object.values(inputs)].filter((d) => !this.cas.has(d as Digest));
+    if (gone.length > 0) throw new KilnError('E_CONFLICT', `node '${nodeName}' cannot run again: ${gone.join(', ')} ${gone.length > 1 ? 'are' : 'is'} no longer in the CAS (retention); submit the build again`);
     const now = this.now();
     node.retries = (node.retries ?? 0) + 1;
     node.budget_from = node.attempts.length;
@@ -350,7 +352,8 @@ export class Engine extends EventEmitter {
       changed = false;
       for (const d of build.nodes) {
         if (d.state !== 'skipped' || !d.needs.some((n) => back.has(n))) continue;
-        if (!d.needs.every((n) => back.has(n) || g.byName.get(n)?.state === 'success')) continue;
+        // Back unless something else it needs failed for good (needs still on their way are fine).
+        if (d.needs.some((n) => !back.has(n) && ['failed', 'skipped', 'cancelled'].includes(g.byName.get(n)?.state ?? 'failed'))) continue;
         this.setNode(build, d, 'pending', now);
         d.reason = null;
         d.finished_at = null;
@@ -452,7 +455,10 @@ export class Engine extends EventEmitter {
       }
     }
     for (const r of reported.values()) resume.push({ attempt_id: r.attempt_id, action: 'cancel', log_offset: r.log_bytes });
-    if (changed) await this.store.commit();
+    if (changed) {
+      await this.store.commit();
+      for (const b of Object.values(this.store.data.builds)) this.maybeArchive(b);
+    }
     this.log.info({ agent: hello.name, platforms: hello.platforms, max_jobs: hello.max_jobs, resumed: resume.length }, 'agent connected');
     this.scheduleSoon();
     return { ok: true, entry, resume };
@@ -542,7 +548,7 @@ export class Engine extends EventEmitter {
 
   private async onReject(entry: AgentEntry, attemptId: string, reason: string): Promise<void> {
     const act = this.owned(entry, attemptId);
-    if (!act) return;
+    if (!act || (act.attempt.state !== 'assigned' && act.attempt.state !== 'cancelling')) return; // a started attempt cannot be rejected
     const { build, node, attempt } = act;
     const now = this.now();
     if (attempt.state === 'cancelling') {
@@ -562,11 +568,12 @@ export class Engine extends EventEmitter {
       const preferNot = this.preferNot.get(key) ?? new Set<string>();
       preferNot.add(entry.name);
       this.preferNot.set(key, preferNot);
-      const rejections = node.attempts.filter((a) => a.state === 'rejected').length;
+      const rejections = node.attempts.slice(node.budget_from ?? 0).filter((a) => a.state === 'rejected').length;
       this.requeueOrFail(build, node, now, rejections < MAX_REJECTIONS, `rejected ${rejections} times; last: ${attempt.reason}`);
     }
     this.refreshBuildState(build);
     await this.store.commit();
+    this.maybeArchive(build);
     this.scheduleSoon();
   }
 
@@ -634,7 +641,8 @@ export class Engine extends EventEmitter {
     const now = this.now();
     const infraFailure = !wasCancelling && (agentCancelled || (status === 'failed' && p.infra));
     // The breaker hears the verdict while the attempt still holds its slot (so it knows a trial's).
-    if (infraFailure) this.agents.recordInfraFailure(entry.name, now);
+    // An agent shutting down is not a broken host: its cancels do not feed the breaker.
+    if (infraFailure && !agentCancelled) this.agents.recordInfraFailure(entry.name, now);
     else if (!wasCancelling) this.agents.recordHealthy(entry.name, now, attempt.id);
     this.finishAttempt(act, status, now, wasCancelling ? { reason: attempt.reason } : agentCancelled ? { reason: `agent ${entry.name} cancelled the build on its own (${p.error ?? 'shutting down'})` } : {});
     if (!wasCancelling && (node.state === 'assigned' || node.state === 'running')) {

@@ -457,8 +457,17 @@ export class StateStore {
     }
     const build = await this.getBuild(id);
     if (!build) return null;
+    if (this.data.builds[id]) return this.setPinned(id, pinned); // revived (a retry) meanwhile
     build.pinned = pinned;
     if (this.opts.persist) await writeFileDurable(this.archivePath(id), JSON.stringify(build), 0o600);
+    const revived = this.data.builds[id] as BuildRecord | undefined;
+    if (revived) {
+      // Revived while the file was written: the active build is the truth now.
+      revived.pinned = pinned;
+      this.markBuild(id);
+      await this.commit();
+      return revived;
+    }
     const s = summarize(build);
     this.data.archived[id] = s;
     this.archived.push({ id, s });

@@ -100,7 +100,9 @@ describe('agent test phase', () => {
     expect(fin.outputs.map((o) => o.name)).toEqual(['built']);
     expect(fake.uploads).toContain(fin.outputs[0]!.digest);
     expect(log).toContain(`[kiln] test: /bin/sh -c 'cat /built; echo "GREETING=$GREETING"; echo to-stderr >&2'\n`);
-    expect(log).toContain(`built-${uniq}\nGREETING=hello there\n`);
+    // stdout lines in order; stderr is a separate stream and may land between them
+    const out = log.split('\n').filter((l) => l !== 'to-stderr');
+    expect(out.join('\n')).toContain(`built-${uniq}\nGREETING=hello there\n`);
     expect(log).toContain('to-stderr\n');
     expect(log).toContain('[kiln] test exited with code 0\n');
     const [create] = testCreates(id);

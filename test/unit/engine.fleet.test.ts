@@ -156,6 +156,29 @@ describe('engine: fleet', () => {
     await expect(engine.retryNode('b-nope', 'n')).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
   });
 
+  it('revives a node skipped by two failures once both are retried, even while the first retry still runs', async () => {
+    const a = await connect('a', { max_jobs: 4 });
+    const b = await engine.submit(spec({ x: { dockerfile_inline: 'FROM x', retry: false }, y: { dockerfile_inline: 'FROM y', retry: false }, z: { dockerfile_inline: 'FROM z', needs: ['x', 'y'] } }));
+    await tick();
+    for (const att of a.ch.assigns()) await engine.frame(a.entry, frame('finished', infraFail(att.attempt_id)));
+    await engine.idle();
+    expect((await node(b.id, 'z')).state).toBe('skipped');
+    await engine.retryNode(b.id, 'x');
+    expect((await node(b.id, 'z')).state).toBe('skipped'); // y is still failed
+    await tick();
+    const x2 = a.ch.assigns().find((s) => s.node === 'x' && s.attempt === 2)!;
+    await engine.retryNode(b.id, 'y'); // x is still running
+    expect((await node(b.id, 'z')).state).toBe('pending');
+    await tick();
+    const y2 = a.ch.assigns().find((s) => s.node === 'y' && s.attempt === 2)!;
+    await engine.frame(a.entry, frame('finished', finished(x2.attempt_id, 'success')));
+    await engine.frame(a.entry, frame('finished', finished(y2.attempt_id, 'success')));
+    await tick();
+    const z = a.ch.assigns().find((s) => s.node === 'z')!;
+    await engine.frame(a.entry, frame('finished', finished(z.attempt_id, 'success')));
+    expect((await engine.getBuild(b.id))!.state).toBe('success');
+  });
+
   it('writes an error report with the failing attempt and its last log lines', async () => {
     const a = await connect('a');
     const b = await engine.submit(spec({ bad: { dockerfile_inline: 'FROM a' }, down: { dockerfile_inline: 'FROM a', needs: ['bad'] } }));
