@@ -3,7 +3,14 @@
  * the engine sends, hello/frame/finished builders, and test timings. Used by the engine's
  * unit tests (the wire and Docker are covered by the integration tests).
  */
-import type { AgentChannel } from '../../coordinator/agents/agent-registry.js';
+import { pino } from 'pino';
+import { AgentRegistry, type AgentChannel } from '../../coordinator/agents/agent-registry.js';
+import { Engine } from '../../coordinator/builds/engine.js';
+import { ReuseIndex } from '../../coordinator/builds/reuse-index.js';
+import { Cas } from '../../coordinator/cas/cas.js';
+import { LocalBlobStore } from '../../coordinator/cas/local-blob-store.js';
+import { LogStore } from '../../coordinator/logs/log-store.js';
+import { StateStore } from '../../coordinator/state/state-store.js';
 import type { Frame, HelloPayload, Payload, ToAgentType } from '../../shared/index.js';
 
 export interface Sent {
@@ -72,3 +79,23 @@ export function finished(attempt_id: string, status: 'success' | 'failed' | 'can
 
 export const TIMINGS = { heartbeatIntervalMs: 1000, lostAfterMs: 3000, reconnectGraceMs: 5000, cancelGraceMs: 2000, timeoutGraceMs: 1000, acceptTimeoutMs: 2500 };
 
+
+export interface OpenedEngine {
+  engine: Engine;
+  store: StateStore;
+  logs: LogStore;
+  cas: Cas;
+}
+
+/** An engine on real files in `dir` (state, logs, local CAS, reuse index), recovered, with test timings and the given clock. */
+export async function openEngine(dir: string, clock: () => number): Promise<OpenedEngine> {
+  const store = await StateStore.open({ dataDir: dir, persist: true, init: true });
+  const logs = new LogStore(dir);
+  const cas = new Cas(new LocalBlobStore(dir, 1 << 30));
+  await cas.init();
+  const reuse = new ReuseIndex(dir, true);
+  await reuse.init();
+  const engine = new Engine({ store, logs, cas, reuse, agents: new AgentRegistry(), logger: pino({ level: 'silent' }), timings: TIMINGS, clock });
+  await engine.recover();
+  return { engine, store, logs, cas };
+}

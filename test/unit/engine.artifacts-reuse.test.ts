@@ -8,17 +8,13 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AgentRegistry } from '../../coordinator/agents/agent-registry.js';
 import { Engine } from '../../coordinator/builds/engine.js';
-import { ReuseIndex } from '../../coordinator/builds/reuse-index.js';
 import { Cas } from '../../coordinator/cas/cas.js';
-import { LocalBlobStore } from '../../coordinator/cas/local-blob-store.js';
 import { LogStore } from '../../coordinator/logs/log-store.js';
 import { StateStore } from '../../coordinator/state/state-store.js';
 import { sha256, validateSpec, type Digest, type Payload } from '../../shared/index.js';
-import { FakeChannel, TIMINGS, finished, frame, hello, tick } from '../helpers/engine-harness.js';
+import { FakeChannel, TIMINGS, finished, frame, hello, openEngine, tick } from '../helpers/engine-harness.js';
 
 const BUSYBOX = { ref: 'kiln/busybox:1', digest: sha256('busybox v1') };
 
@@ -31,14 +27,7 @@ describe('engine: artifacts and reuse', () => {
   let now: number;
 
   async function makeEngine(): Promise<void> {
-    store = await StateStore.open({ dataDir: dir, persist: true, init: true });
-    logs = new LogStore(dir);
-    cas = new Cas(new LocalBlobStore(dir, 1 << 30));
-    await cas.init();
-    const reuse = new ReuseIndex(dir, true);
-    await reuse.init();
-    engine = new Engine({ store, logs, cas, reuse, agents: new AgentRegistry(), logger: pino({ level: 'silent' }), timings: TIMINGS, clock: () => now });
-    await engine.recover();
+    ({ engine, store, logs, cas } = await openEngine(dir, () => now));
   }
 
   beforeEach(async () => {

@@ -7,17 +7,12 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AgentRegistry } from '../../coordinator/agents/agent-registry.js';
 import { Engine, INFRA_ATTEMPT_BUDGET } from '../../coordinator/builds/engine.js';
-import { ReuseIndex } from '../../coordinator/builds/reuse-index.js';
-import { Cas } from '../../coordinator/cas/cas.js';
-import { LocalBlobStore } from '../../coordinator/cas/local-blob-store.js';
 import { LogStore } from '../../coordinator/logs/log-store.js';
 import { StateStore } from '../../coordinator/state/state-store.js';
 import { validateSpec, type HelloPayload, type Payload } from '../../shared/index.js';
-import { FakeChannel, TIMINGS, finished, frame, hello, tick } from '../helpers/engine-harness.js';
+import { FakeChannel, TIMINGS, finished, frame, hello, openEngine, tick } from '../helpers/engine-harness.js';
 
 describe('engine: fleet', () => {
   let dir: string;
@@ -27,15 +22,10 @@ describe('engine: fleet', () => {
   let logs: LogStore;
 
   async function makeEngine(): Promise<Engine> {
-    store = await StateStore.open({ dataDir: dir, persist: true, init: true });
-    logs = new LogStore(dir);
-    const cas = new Cas(new LocalBlobStore(dir, 1 << 30));
-    await cas.init();
-    const reuse = new ReuseIndex(dir, true);
-    await reuse.init();
-    const e = new Engine({ store, logs, cas, reuse, agents: new AgentRegistry(), logger: pino({ level: 'silent' }), timings: TIMINGS, clock: () => now });
-    await e.recover();
-    return e;
+    const o = await openEngine(dir, () => now);
+    store = o.store;
+    logs = o.logs;
+    return o.engine;
   }
 
   function spec(nodes: Record<string, unknown>, extra: Record<string, unknown> = {}) {
