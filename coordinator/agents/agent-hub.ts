@@ -75,7 +75,9 @@ export class AgentHub {
       this.opts.logger.warn({ remote: req.socket.remoteAddress }, 'agent connection refused: missing or wrong agent token');
       return rejectUpgrade(socket, 401, 'E_UNAUTHORIZED', 'missing or wrong agent token');
     }
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, req));
+    // Only the address outlives the upgrade: holding `req` (headers, token) per connection costs memory.
+    const remote = req.socket.remoteAddress ?? 'unknown';
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, remote));
   }
 
   /** Closes every agent connection (coordinator shutdown). */
@@ -83,9 +85,14 @@ export class AgentHub {
     for (const ws of this.sockets) ws.close(code, reason);
   }
 
-  private onConnection(ws: WebSocket, req: IncomingMessage): void {
+  private onConnection(ws: WebSocket, remote: string): void {
     this.sockets.add(ws);
-    const log = this.opts.logger.child({ remote: req.socket.remoteAddress });
+    // Log lines carry the remote address; no child logger per connection (10k idle agents).
+    const base = this.opts.logger;
+    const log = {
+      warn: (o: object, msg: string) => base.warn({ remote, ...o }, msg),
+      error: (o: object, msg: string) => base.error({ remote, ...o }, msg),
+    };
     let entry: AgentEntry | null = null;
     let version = 0;
     let nextId = 0;
