@@ -251,7 +251,6 @@ export class Agent {
       this.ws = ws;
       let lastFrameAt = Date.now();
       let welcome: WelcomePayload | null = null;
-      let helloHealth: HealthPayload | null = null;
       let heartbeatTimer: NodeJS.Timeout | undefined;
       const liveness = setInterval(() => {
         const limit = welcome ? welcome.lost_after_ms : 30_000;
@@ -302,7 +301,7 @@ export class Agent {
               docker: this.info?.docker ?? null,
               gpus: this.opts.gpus,
               running,
-              health: (helloHealth = this.health()),
+              health: this.health(),
             },
             this.version,
           ),
@@ -332,9 +331,9 @@ export class Agent {
             this.log.info({ coordinator: frame.payload.coordinator_version, heartbeat_ms: frame.payload.heartbeat_interval_ms, resume: frame.payload.resume.length }, 'connected to coordinator');
             this.resume(frame.payload);
             scheduleHeartbeat();
-            // A health change between hello and welcome was not sent (nothing goes out before the welcome).
-            const now = this.health();
-            if (helloHealth && (now.accepting !== helloHealth.accepting || now.problem !== helloHealth.problem)) this.sendHeartbeat();
+            // At once, not an interval later: the coordinator gets load and metrics now, and any
+            // health change since the hello (nothing goes out before the welcome).
+            this.sendHeartbeat();
           } else if (frame.type === 'error') {
             this.log.error({ ...frame.payload }, 'coordinator refused the hello');
           }

@@ -67,7 +67,8 @@ describe('agent assignments, heartbeats and cut-off', () => {
     expect(hb.load?.cpus).toBeGreaterThan(0);
     free = 10 * MIB;
     await health.check();
-    const sent = await fake.waitFrame('heartbeat');
+    await fake.waitFrame('heartbeat'); // one goes out right after the welcome
+    const sent = await fake.waitFrame('heartbeat', undefined, (h) => h.health?.accepting === false);
     expect(sent.health).toEqual({ accepting: false, problem: 'only 10 MiB free in /w (min_free_disk is 100 MiB)' });
     expect(sent.load?.disk_free_mib).toBe(10);
 
