@@ -7,7 +7,8 @@ import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { requestId } from 'hono/request-id';
 import { KILN_VERSION } from '../../shared/index.js';
-import type { AppEnv, HttpDeps } from './context.js';
+import { clockOf, type AppEnv, type HttpDeps } from './context.js';
+import { createMetrics } from './metrics.js';
 import { makeErrorHandler, problemResponse } from './problem.js';
 import { registerAgentRoutes } from './routes-agents.js';
 import { registerArtifactRoutes } from './routes-artifacts.js';
@@ -34,6 +35,9 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
     deps.isReady() ? c.text('ok\n') : problemResponse(c, 503, 'E_UNAVAILABLE', 'not ready (starting or shutting down)');
   app.get('/readyz', ready);
   app.get('/healthz', ready);
+  // Prometheus scrapes without the API token (as /livez); it names agents and pools, never builds.
+  const metrics = createMetrics(deps.engine, deps.agents, clockOf(deps));
+  app.get('/metrics', async (c) => c.body(await metrics.metrics(), 200, { 'content-type': metrics.contentType }));
 
   app.use('/api/v1/*', async (c, next) => {
     const role = deps.tokens.role(c.req.header('authorization'));
