@@ -371,6 +371,17 @@ async function engineOf(pid: number): Promise<string | null> {
  * Processes whose command line contains `needle` (give each RUN step a unique one, e.g.
  * `sleep 30.417`), with the Docker Engine each runs in; `engine` filters by that engine.
  */
+/** How many processes on this host have `marker` in their command line (build steps and containers are visible from the host). */
+export async function processesWith(marker: string): Promise<number> {
+  let n = 0;
+  for (const pid of await readdir('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmd.includes(marker)) n++;
+  }
+  return n;
+}
+
 export async function buildProcesses(needle: string, engine?: string): Promise<BuildProcess[]> {
   const out: BuildProcess[] = [];
   for (const name of await readdir('/proc')) {

@@ -15,13 +15,13 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { pack } from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256 } from '../../shared/index.js';
-import { DOCKER_HOST, spawnKiln, tempDir, waitFor, type Proc } from '../helpers/cluster.js';
+import { DOCKER_HOST, type Proc, processesWith, spawnKiln, tempDir, waitFor } from '../helpers/cluster.js';
 import { DockerProxy } from '../helpers/docker-proxy.js';
 import { FakeCoordinator } from '../helpers/fake-coordinator.js';
 
@@ -38,15 +38,6 @@ async function tarOf(name: string, data: Buffer): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-async function processesWith(marker: string): Promise<number> {
-  let n = 0;
-  for (const pid of await readdir('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-    if (cmd.includes(marker)) n++;
-  }
-  return n;
-}
 
 describe('agent health', () => {
   let dir: { path: string; cleanup: () => Promise<void> };

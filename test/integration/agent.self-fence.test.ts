@@ -12,21 +12,12 @@
  *
  * The coordinator is a protocol double (fake-coordinator.ts).
  */
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DOCKER_HOST, spawnKiln, tempDir, waitFor, type Proc } from '../helpers/cluster.js';
+import { DOCKER_HOST, type Proc, processesWith, spawnKiln, tempDir, waitFor } from '../helpers/cluster.js';
 import { FakeCoordinator, type FakeCoordinatorOptions } from '../helpers/fake-coordinator.js';
 
-async function processesWith(marker: string): Promise<number> {
-  let n = 0;
-  for (const pid of await readdir('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-    if (cmd.includes(marker)) n++;
-  }
-  return n;
-}
 
 describe('agent self-fencing and shutdown', () => {
   let dir: { path: string; cleanup: () => Promise<void> };

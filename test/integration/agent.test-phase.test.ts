@@ -10,26 +10,16 @@
  * (fake-coordinator.ts) so the test decides what the assignments say.
  */
 import { execFile } from 'node:child_process';
-import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DOCKER_HOST, REPO, spawnKiln, tempDir, waitFor, type Proc } from '../helpers/cluster.js';
+import { DOCKER_HOST, type Proc, processesWith, REPO, spawnKiln, tempDir, waitFor } from '../helpers/cluster.js';
 import { DockerProxy } from '../helpers/docker-proxy.js';
 import { FakeCoordinator } from '../helpers/fake-coordinator.js';
 
 const run = promisify(execFile);
 
-/** Processes on this host whose command line contains `marker` (BuildKit and container processes are visible from the host). */
-async function processesWith(marker: string): Promise<number> {
-  let n = 0;
-  for (const pid of await readdir('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-    if (cmd.includes(marker)) n++;
-  }
-  return n;
-}
 
 describe('agent test phase', () => {
   let dir: { path: string; cleanup: () => Promise<void> };
