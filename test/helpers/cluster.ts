@@ -382,6 +382,15 @@ export async function processesWith(marker: string): Promise<number> {
   return n;
 }
 
+/** Images a suite built, as [docker host, ref]; removed from their engines after the suite. */
+export function useImageCleanup(): Array<[string, string]> {
+  const images: Array<[string, string]> = [];
+  afterAll(async () => {
+    for (const [host, ref] of images) await removeImage(host, ref);
+  });
+  return images;
+}
+
 export async function buildProcesses(needle: string, engine?: string): Promise<BuildProcess[]> {
   const out: BuildProcess[] = [];
   for (const name of await readdir('/proc')) {

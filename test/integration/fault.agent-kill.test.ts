@@ -6,7 +6,7 @@
  * finishes it and the node after it. The node's log keeps what attempt 1 wrote, then says
  * why attempt 2 exists, and the build's last line appears once.
  */
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   DOCKER_HOST,
   DOCKER_HOST_SECOND,
@@ -16,20 +16,17 @@ import {
   inline,
   nodeLog,
   nodeOf,
-  removeImage,
   sleepNeedle,
   submitSpec,
   useCluster,
   waitFor,
   waitForBuild,
+  useImageCleanup,
 } from '../helpers/cluster.js';
 
 describe('agent killed mid-build (F1)', () => {
   const c = useCluster('f-kill', { coordinatorArgs: ['--heartbeat-interval', '300ms', '--lost-after', '2s'] });
-  const images: Array<[string, string]> = [];
-  afterAll(async () => {
-    for (const [host, ref] of images) await removeImage(host, ref);
-  });
+  const images = useImageCleanup();
 
   it('marks attempt 1 lost, the engine drops the orphaned build, and attempt 2 finishes on the other agent', async () => {
     const doomed = await c.agent({ name: 'doomed', dockerHost: DOCKER_HOST, maxJobs: 1 });

@@ -5,7 +5,7 @@
  * tells the agent to cancel it (on its reconnect), nothing it reports changes the node, attempt 1 stays `lost`,
  * and the node's result is attempt 2's, the only `success`.
  */
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   DOCKER_HOST,
   DOCKER_HOST_SECOND,
@@ -16,21 +16,18 @@ import {
   jsonLogLines,
   nodeLog,
   nodeOf,
-  removeImage,
   sleepNeedle,
   submitSpec,
   useCluster,
   waitFor,
   waitForAgent,
   waitForBuild,
+  useImageCleanup,
 } from '../helpers/cluster.js';
 
 describe('agent frozen past lost_after (SIGSTOP / SIGCONT)', () => {
   const c = useCluster('f-stop', { coordinatorArgs: ['--heartbeat-interval', '300ms', '--lost-after', '2s'] });
-  const images: Array<[string, string]> = [];
-  afterAll(async () => {
-    for (const [host, ref] of images) await removeImage(host, ref);
-  });
+  const images = useImageCleanup();
 
   it('re-queues elsewhere, then fences the stale agent: told to cancel, its frames change nothing', async () => {
     const stale = await c.agent({ name: 'stale', dockerHost: DOCKER_HOST, maxJobs: 1 });

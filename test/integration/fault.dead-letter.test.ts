@@ -5,7 +5,7 @@
  * it is listed by GET /api/v1/dead-letter. POST /api/v1/builds/{id}/nodes/{node}/retry
  * runs it again, to success on a healthy agent, and its dependent after it.
  */
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   DOCKER_HOST,
   DOCKER_HOST_SECOND,
@@ -14,13 +14,13 @@ import {
   getBuild,
   inline,
   nodeOf,
-  removeImage,
   sleepNeedle,
   submitSpec,
   useCluster,
   waitFor,
   waitForBuild,
   type Proc,
+  useImageCleanup,
 } from '../helpers/cluster.js';
 
 interface DeadLetterItem {
@@ -33,10 +33,7 @@ interface DeadLetterItem {
 
 describe('dead letter after the attempt budget (F11)', () => {
   const c = useCluster('f-dlq', { coordinatorArgs: ['--heartbeat-interval', '300ms', '--lost-after', '2s'] });
-  const images: Array<[string, string]> = [];
-  afterAll(async () => {
-    for (const [host, ref] of images) await removeImage(host, ref);
-  });
+  const images = useImageCleanup();
 
   it('fails the node after 3 lost attempts, lists it, and a retry runs it to success', async () => {
     const needle = sleepNeedle(3);
