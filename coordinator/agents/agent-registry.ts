@@ -137,7 +137,8 @@ class CapClass {
     readonly key: string,
     readonly native: ReadonlySet<string>,
     readonly emulated: ReadonlySet<string>,
-    readonly labels: Readonly<Record<string, string>>,
+    /** The agents' labels (a Map: keys come from agents and are matched against keys from specs). */
+    readonly labels: ReadonlyMap<string, string>,
     readonly gpus: readonly GpuCap[],
   ) {}
 }
@@ -555,9 +556,9 @@ export class AgentRegistry {
     const labelled = usable.filter((c) => labelsMatch(c, req));
     if (labelled.length === 0) {
       const rules: Array<{ text: string; ok: (c: CapClass) => boolean; not: boolean }> = [];
-      for (const [k, v] of Object.entries(req.labels)) rules.push({ text: `${k}=${v}`, ok: (c) => c.labels[k] === v, not: false });
+      for (const [k, v] of Object.entries(req.labels)) rules.push({ text: `${k}=${v}`, ok: (c) => c.labels.get(k) === v, not: false });
       for (const [k, vs] of Object.entries(req.labelsNot)) {
-        for (const v of vs) rules.push({ text: `${k}!=${v}`, ok: (c) => c.labels[k] !== v, not: true });
+        for (const v of vs) rules.push({ text: `${k}!=${v}`, ok: (c) => c.labels.get(k) !== v, not: true });
       }
       const impossible = rules.filter((r) => !usable.some(r.ok));
       const where = `with platform ${platform}`;
@@ -754,14 +755,14 @@ function buildClass(hello: HelloPayload, key = classKey(hello)): CapClass {
     if (p.emulated && !native.has(n)) emulated.add(n);
   }
   const gpus = hello.gpus.map((g) => ({ index: g.index, modelLower: g.model.toLowerCase(), memory: g.memory_mib }));
-  return new CapClass(key, native, emulated, { ...hello.labels }, gpus);
+  return new CapClass(key, native, emulated, new Map(Object.entries(hello.labels)), gpus);
 }
 
 function labelsMatch(c: CapClass, req: Requirement): boolean {
-  for (const k in req.labels) if (c.labels[k] !== req.labels[k]) return false;
-  for (const k in req.labelsNot) {
-    const have = c.labels[k];
-    if (have !== undefined && req.labelsNot[k]!.includes(have)) return false;
+  for (const [k, v] of Object.entries(req.labels)) if (c.labels.get(k) !== v) return false;
+  for (const [k, not] of Object.entries(req.labelsNot)) {
+    const have = c.labels.get(k);
+    if (have !== undefined && not.includes(have)) return false;
   }
   return true;
 }

@@ -21,6 +21,7 @@ import type { FieldError } from '../errors.js';
 import { isDigest } from '../digest.js';
 import { parseDuration } from '../duration.js';
 import { platformProblem } from '../platform.js';
+import { forbiddenContent } from './parse-spec.js';
 
 export const NODE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 /** Output names: no dots, so `<node>.<output>` splits at the last dot. */
@@ -214,6 +215,8 @@ export function fieldError(path: string[], message: string): FieldError {
 
 /** Validates a parsed spec (object from YAML/JSON) field by field and as a DAG. */
 export function validateSpec(raw: unknown, opts: ValidateOptions): SpecResult<ResolvedSpec> {
+  const forbidden = forbiddenContent(raw);
+  if (forbidden.length > 0) return { ok: false, errors: forbidden };
   const parsed = BuildSpecSchema.safeParse(raw);
   if (!parsed.success) return { ok: false, errors: zodToFieldErrors(parsed.error) };
   const spec = parsed.data;
@@ -255,14 +258,14 @@ export function validateSpec(raw: unknown, opts: ValidateOptions): SpecResult<Re
     const seen = new Set<string>();
     for (const need of needs) {
       if (need === name) errors.push(fieldError(at('needs'), `node cannot need itself`));
-      else if (!(need in spec.nodes)) errors.push(fieldError(at('needs'), `unknown node '${need}'`));
+      else if (!Object.hasOwn(spec.nodes, need)) errors.push(fieldError(at('needs'), `unknown node '${need}'`));
       if (seen.has(need)) errors.push(fieldError(at('needs'), `'${need}' is listed twice`));
       seen.add(need);
     }
     const outputs = validateOutputs(n.outputs ?? {}, (f) => at(f), errors);
     const inputs = validateInputs(name, n.inputs ?? {}, spec.nodes, (f) => at(f), errors);
     // An input from an upstream node makes that node a need.
-    for (const i of inputs) if (i.from && i.from.node !== name && i.from.node in spec.nodes) seen.add(i.from.node);
+    for (const i of inputs) if (i.from && i.from.node !== name && Object.hasOwn(spec.nodes, i.from.node)) seen.add(i.from.node);
     const { labels, labelsNot } = validateLabels(n.labels, (f) => at(f), errors);
     let test: ResolvedTest | null = null;
     if (n.test) {
@@ -328,15 +331,16 @@ function validateLabels(
   at: (field: string) => string[],
   errors: FieldError[],
 ): { labels: Record<string, string>; labelsNot: Record<string, string[]> } {
-  const labels: Record<string, string> = {};
-  const labelsNot: Record<string, string[]> = {};
+  // Keys come from the spec: null-prototype objects, so `constructor` is a key like any other.
+  const labels: Record<string, string> = Object.create(null) as Record<string, string>;
+  const labelsNot: Record<string, string[]> = Object.create(null) as Record<string, string[]>;
   const add = (key: string, op: '=' | '!=', value: string, where: string) => {
     if (!LABEL_KEY_RE.test(key)) {
       errors.push(fieldError(at(where), `invalid label key '${key}' (use 1-128 characters of [A-Za-z0-9_./-])`));
       return;
     }
     if (op === '=') {
-      if (key in labels && labels[key] !== value) errors.push(fieldError(at(where), `label '${key}' is required to be both '${labels[key]}' and '${value}'`));
+      if (Object.hasOwn(labels, key) && labels[key] !== value) errors.push(fieldError(at(where), `label '${key}' is required to be both '${labels[key]}' and '${value}'`));
       labels[key] = value;
     } else {
       (labelsNot[key] ??= []).push(value);
@@ -352,7 +356,7 @@ function validateLabels(
     for (const [k, v] of Object.entries(raw)) add(k, '=', v, `labels.${k}`);
   }
   for (const [k, vs] of Object.entries(labelsNot)) {
-    if (k in labels && vs.includes(labels[k]!)) errors.push(fieldError(at('labels'), `label '${k}' is required to be '${labels[k]}' and not '${labels[k]}'`));
+    if (Object.hasOwn(labels, k) && vs.includes(labels[k]!)) errors.push(fieldError(at('labels'), `label '${k}' is required to be '${labels[k]}' and not '${labels[k]}'`));
   }
   return { labels, labelsNot };
 }
@@ -390,8 +394,8 @@ function validateInputs(
       const output = dot > 0 ? i.from.slice(dot + 1) : '';
       if (!node || !output) errors.push(fieldError(f('from'), `must be <node>.<output> (got '${i.from}')`));
       else if (node === self) errors.push(fieldError(f('from'), `a node cannot use its own output '${output}'`));
-      else if (!(node in nodes)) errors.push(fieldError(f('from'), `unknown node '${node}'`));
-      else if (!(output in (nodes[node]!.outputs ?? {}))) {
+      else if (!Object.hasOwn(nodes, node)) errors.push(fieldError(f('from'), `unknown node '${node}'`));
+      else if (!Object.hasOwn(nodes[node]!.outputs ?? {}, output)) {
         const declared = Object.keys(nodes[node]!.outputs ?? {});
         errors.push(fieldError(f('from'), `node '${node}' has no output '${output}' (${declared.length ? `it declares ${declared.join(', ')}` : 'it declares no outputs'})`));
       }

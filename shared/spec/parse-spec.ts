@@ -1,34 +1,108 @@
 /**
  * Parsing spec text (YAML or JSON; JSON is read as YAML 1.2) into a plain object, with
  * duplicate keys reported as errors that name the node instead of being silently merged.
+ *
+ * Every spec is bounded before it costs anything: at most MAX_SPEC_BYTES of valid UTF-8
+ * (`decodeSpecBytes`), nesting at most MAX_SPEC_DEPTH deep, YAML aliases expanded at
+ * most `maxAliasCount` times (a "billion laughs" document is refused, not expanded), no
+ * NUL character in any key or value, and no `__proto__` key (a plain object cannot keep
+ * it faithfully, so it is refused by name rather than silently dropped).
  */
-import { parseDocument, isMap, isSeq, isScalar, type Node as YamlNode } from 'yaml';
+import { parseDocument, isMap, isSeq, isScalar, isPair, isAlias, type Node as YamlNode } from 'yaml';
 import type { FieldError } from '../errors.js';
 import { fieldError, type SpecResult } from './build-spec.js';
 
 export const MAX_SPEC_BYTES = 4 * 1024 * 1024;
+/** Deepest nesting of mappings and lists a spec may have (a real spec needs about 6). */
+export const MAX_SPEC_DEPTH = 64;
+/** YAML alias expansions allowed (the yaml library's weighted count). */
+const MAX_ALIAS_COUNT = 100;
+
+const fail = (message: string, path = ''): SpecResult<never> => ({ ok: false, errors: [{ path, message }] });
+
+/**
+ * Decodes a spec body: refuses more than MAX_SPEC_BYTES and bytes that are not UTF-8
+ * (naming the byte offset), instead of replacing them with U+FFFD.
+ */
+export function decodeSpecBytes(bytes: Uint8Array): SpecResult<string> {
+  if (bytes.length > MAX_SPEC_BYTES) return fail(`spec is larger than ${MAX_SPEC_BYTES} bytes`);
+  try {
+    return { ok: true, value: new TextDecoder('utf-8', { fatal: true, ignoreBOM: false }).decode(bytes) };
+  } catch {
+    return fail(`spec is not valid UTF-8 (first bad byte at offset ${firstInvalidUtf8(bytes)})`);
+  }
+}
+
+/** Byte offset of the first byte that does not start or continue a valid UTF-8 sequence. */
+function firstInvalidUtf8(b: Uint8Array): number {
+  const dec = new TextDecoder('utf-8', { fatal: true });
+  let lo = 0;
+  let hi = b.length;
+  // The longest valid prefix, found by bisection (a valid prefix may end mid-sequence only at the very end).
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    try {
+      dec.decode(b.subarray(0, mid), { stream: true });
+      lo = mid;
+    } catch {
+      hi = mid - 1;
+    }
+  }
+  return lo;
+}
+
+/** Deepest `{`/`[` nesting of JSON text (strings skipped); stops counting past `limit`. */
+function jsonDepth(text: string, limit: number): number {
+  let depth = 0;
+  let max = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
+    } else if (c === 0x7b || c === 0x5b) {
+      if (++depth > max) max = depth;
+      if (max > limit) return max;
+    } else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return max;
+}
 
 function keyText(key: unknown): string {
   return isScalar(key) ? String(key.value) : String(key);
 }
 
-function findDuplicateKeys(node: unknown, path: string[], out: FieldError[]): void {
-  if (isMap(node)) {
-    const seen = new Set<string>();
-    for (const pair of node.items) {
-      const k = keyText(pair.key);
-      if (seen.has(k)) out.push(...dupErrors([[...path, k]]));
-      seen.add(k);
-      findDuplicateKeys(pair.value, [...path, k], out);
+/**
+ * Duplicate keys and nesting depth of a YAML document, walked without recursion (a
+ * hostile document must not overflow the stack).
+ */
+function checkYamlTree(root: unknown, out: FieldError[]): void {
+  const work: Array<{ node: unknown; path: string[] }> = [{ node: root, path: [] }];
+  while (work.length > 0) {
+    const { node, path } = work.pop()!;
+    if (path.length > MAX_SPEC_DEPTH) {
+      out.push({ path: '', message: `spec nests deeper than ${MAX_SPEC_DEPTH} levels` });
+      return;
     }
-  } else if (isSeq(node)) {
-    node.items.forEach((item, i) => findDuplicateKeys(item, [...path, String(i)], out));
+    if (isMap(node)) {
+      const seen = new Set<string>();
+      for (const pair of node.items) {
+        const k = keyText(pair.key);
+        if (seen.has(k)) out.push(...dupErrors([[...path, k]]));
+        seen.add(k);
+        work.push({ node: pair.value, path: [...path, k] });
+      }
+    } else if (isSeq(node)) {
+      node.items.forEach((item, i) => work.push({ node: isPair(item) ? item.value : item, path: [...path, String(i)] }));
+    } else if (isAlias(node)) {
+      // resolved (and counted) by toJS
+    }
   }
 }
 
 /**
  * Duplicate keys in JSON text, as dotted paths (JSON.parse silently keeps the last one).
- * One pass over the text with a stack of the keys seen per open object.
+ * One pass over the text with a stack of the keys seen per open object; the caller has
+ * bounded the nesting depth.
  */
 export function duplicateJsonKeys(text: string): string[][] {
   const out: string[][] = [];
@@ -79,13 +153,37 @@ function dupErrors(paths: string[][]): FieldError[] {
   });
 }
 
-/** Parses spec text; syntax errors and duplicate keys come back as FieldErrors. */
-export function parseSpecText(text: string): SpecResult<unknown> {
-  if (Buffer.byteLength(text) > MAX_SPEC_BYTES) {
-    return { ok: false, errors: [{ path: '', message: `spec is larger than ${MAX_SPEC_BYTES} bytes` }] };
+/**
+ * Keys and strings a spec must not hold anywhere: a `__proto__` key (refused by name: a
+ * plain object would drop it silently) and NUL characters. Walked without recursion;
+ * depth was bounded by the parser. At most `max` errors.
+ */
+export function forbiddenContent(value: unknown, max = 20): FieldError[] {
+  const out: FieldError[] = [];
+  const work: Array<{ v: unknown; path: string[] }> = [{ v: value, path: [] }];
+  while (work.length > 0 && out.length < max) {
+    const { v, path } = work.pop()!;
+    if (typeof v === 'string') {
+      if (v.includes('\0')) out.push(fieldError(path, 'must not contain a NUL character'));
+    } else if (Array.isArray(v)) {
+      v.forEach((x, i) => work.push({ v: x, path: [...path, String(i)] }));
+    } else if (v !== null && typeof v === 'object') {
+      for (const k of Object.keys(v)) {
+        if (k === '__proto__') out.push(fieldError(path, "the key '__proto__' is not allowed"));
+        else if (k.includes('\0')) out.push(fieldError(path, `key '${k.replace(/\0/g, '\\0')}' must not contain a NUL character`));
+        else work.push({ v: (v as Record<string, unknown>)[k], path: [...path, k] });
+      }
+    }
   }
+  return out;
+}
+
+/** Parses spec text; syntax errors, duplicate keys and exceeded limits come back as FieldErrors. */
+export function parseSpecText(text: string): SpecResult<unknown> {
+  if (Buffer.byteLength(text) > MAX_SPEC_BYTES) return fail(`spec is larger than ${MAX_SPEC_BYTES} bytes`);
   // JSON (what the CLI sends) takes the fast path; anything else is read as YAML.
   if (text.trimStart().startsWith('{')) {
+    if (jsonDepth(text, MAX_SPEC_DEPTH) > MAX_SPEC_DEPTH) return fail(`spec nests deeper than ${MAX_SPEC_DEPTH} levels`);
     let value: unknown;
     try {
       value = JSON.parse(text);
@@ -95,22 +193,36 @@ export function parseSpecText(text: string): SpecResult<unknown> {
     if (value !== undefined) {
       const dups = duplicateJsonKeys(text);
       if (dups.length > 0) return { ok: false, errors: dupErrors(dups) };
-      if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-        return { ok: false, errors: [{ path: '', message: 'spec must be a mapping with `nodes`' }] };
-      }
-      return { ok: true, value };
+      return asMapping(value);
     }
   }
-  const doc = parseDocument(text, { uniqueKeys: false, prettyErrors: true });
+  let doc;
+  try {
+    doc = parseDocument(text, { uniqueKeys: false, prettyErrors: true });
+  } catch (err) {
+    return fail(`spec is not valid YAML/JSON: ${err instanceof RangeError ? `it nests too deeply (at most ${MAX_SPEC_DEPTH} levels)` : (err as Error).message.split('\n')[0]}`);
+  }
   if (doc.errors.length > 0) {
+    if (doc.errors.some((e) => /call stack/i.test(e.message))) return fail(`spec nests deeper than ${MAX_SPEC_DEPTH} levels`);
     return { ok: false, errors: doc.errors.slice(0, 5).map((e) => ({ path: '', message: `spec is not valid YAML/JSON: ${e.message.split('\n')[0]}` })) };
   }
-  const dups: FieldError[] = [];
-  findDuplicateKeys(doc.contents as YamlNode | null, [], dups);
-  if (dups.length > 0) return { ok: false, errors: dups };
-  const value: unknown = doc.toJS({ maxAliasCount: 100 });
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    return { ok: false, errors: [{ path: '', message: 'spec must be a mapping with `nodes`' }] };
+  const problems: FieldError[] = [];
+  checkYamlTree(doc.contents as YamlNode | null, problems);
+  if (problems.length > 0) return { ok: false, errors: problems };
+  let value: unknown;
+  try {
+    value = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (err) {
+    if (err instanceof ReferenceError && /alias/i.test(err.message)) {
+      return fail(`spec expands YAML aliases too often (more than ${MAX_ALIAS_COUNT}; a guard against "billion laughs" documents): use fewer aliases`);
+    }
+    if (err instanceof RangeError) return fail(`spec nests deeper than ${MAX_SPEC_DEPTH} levels`);
+    return fail(`spec is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
   }
+  return asMapping(value);
+}
+
+function asMapping(value: unknown): SpecResult<unknown> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return fail('spec must be a mapping with `nodes`');
   return { ok: true, value };
 }
