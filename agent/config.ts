@@ -32,6 +32,10 @@ import {
   errnoCode,
   intSetting,
   labelsSetting,
+  LABEL_KEY_RE,
+  LABEL_KEY_RULE,
+  NAME_RE,
+  NAME_RULE,
   platformProblem,
   readConfigFile,
   sizeSetting,
@@ -81,7 +85,7 @@ const FileSchema = z.strictObject({
   coordinator: z.string().optional(),
   token_file: z.string().optional(),
   name: z.string().optional(),
-  labels: z.record(z.string(), z.string()).optional(),
+  labels: z.record(z.string().regex(LABEL_KEY_RE, `must be ${LABEL_KEY_RULE}`), z.string()).optional(),
   max_jobs: z.number().int().optional(),
   platforms: z.array(z.string()).optional(),
   docker_host: z.string().optional(),
@@ -150,7 +154,7 @@ export function loadAgentConfig(flags: AgentFlags, host: AgentHost): Readonly<Ag
   }
 
   const name = flags.name ?? env.KILN_AGENT_NAME ?? file.name ?? host.hostname;
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(name)) throw configError('name', `'${name}' is not a valid agent name (1-63 characters of [A-Za-z0-9_.-])`);
+  if (!NAME_RE.test(name)) throw configError('name', `'${name}' is not a valid agent name (${NAME_RULE})`);
 
   const labelsText = flags.labels ?? env.KILN_AGENT_LABELS;
   const labels = labelsText !== undefined ? labelsSetting('labels', labelsText) : (file.labels ?? {});

@@ -6,8 +6,10 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { formatIssues } from './protocol/codec.js';
-import { KilnError, errnoCode } from './errors.js';
+import { KilnError, coerceError, errnoCode } from './errors.js';
+import { forbiddenContent } from './spec/spec-fields.js';
 import { parseDuration } from './duration.js';
+import { LABEL_KEY_RE, LABEL_KEY_RULE } from './names.js';
 import { LOG_LEVELS, type LogFormat, type LogLevel } from './logger.js';
 
 export function configError(setting: string, message: string): KilnError {
@@ -57,14 +59,19 @@ export function listenSetting(setting: string, value: string): { host: string; p
 
 /** `k=v,k2=v2` (flags, env) to a map. */
 export function labelsSetting(setting: string, value: string): Record<string, string> {
-  const out: Record<string, string> = {};
+  const out = new Map<string, string>();
   for (const part of value.split(',').map((s) => s.trim()).filter(Boolean)) {
     const i = part.indexOf('=');
     if (i <= 0) throw configError(setting, `'${part}' is not key=value`);
-    out[part.slice(0, i).trim()] = part.slice(i + 1).trim();
+    const key = part.slice(0, i).trim();
+    if (!LABEL_KEY_RE.test(key)) throw configError(setting, `label key '${key}' is not valid (use ${LABEL_KEY_RULE})`);
+    out.set(key, part.slice(i + 1).trim());
   }
-  return out;
+  return Object.fromEntries(out);
 }
+
+/** Largest config file read (a config is a few hundred bytes). */
+const MAX_CONFIG_CHARS = 1024 * 1024;
 
 /** Reads and validates a YAML/JSON config file; unknown keys are errors naming the key. */
 export function readConfigFile<T extends z.ZodType>(path: string, schema: T, readFile: (p: string) => string = (p) => readFileSync(p, 'utf8')): z.infer<T> {
@@ -74,12 +81,15 @@ export function readConfigFile<T extends z.ZodType>(path: string, schema: T, rea
   } catch (err) {
     throw new KilnError('E_CONFIG', `config file ${path} cannot be read (${errnoCode(err) ?? (err as Error).message})`, { cause: err });
   }
+  if (text.length > MAX_CONFIG_CHARS) throw new KilnError('E_CONFIG', `config file ${path} is larger than ${MAX_CONFIG_CHARS} characters`);
   let raw: unknown;
   try {
-    raw = parseYaml(text) ?? {};
+    raw = parseYaml(text, { maxAliasCount: 100 }) ?? {};
   } catch (err) {
-    throw new KilnError('E_CONFIG', `config file ${path} is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+    throw new KilnError('E_CONFIG', `config file ${path} is not valid YAML: ${coerceError(err).message.split('\n')[0]}`);
   }
+  const forbidden = forbiddenContent(raw, 5);
+  if (forbidden.length > 0) throw new KilnError('E_CONFIG', `config file ${path}: ${forbidden.map((f) => f.message).join('; ')}`);
   const parsed = schema.safeParse(raw);
   if (!parsed.success) {
     const issues = parsed.error.issues.map((i) => (i.code === 'unrecognized_keys' ? `${[...i.path, ...i.keys].join('.')}: unknown setting` : `${i.path.join('.')}: ${i.message}`));

@@ -55,7 +55,7 @@ import {
 import type { AgentChannel, AgentEntry, AgentRegistry } from '../agents/agent-registry.js';
 import type { LogStore } from '../logs/log-store.js';
 import type { Cas } from '../cas/cas.js';
-import { isInfraAttempt, type AttemptRecord, type BuildRecord, type DeadLetterRecord, type NodeRecord, type ReusedFrom, type StateData } from '../state/records.js';
+import { isInfraAttempt, summarize, type AgentControlRecord, type AttemptRecord, type BuildRecord, type BuildSummaryRecord, type DeadLetterRecord, type NodeRecord, type ReusedFrom } from '../state/records.js';
 import { writeFileDurable } from '../state/durable-file.js';
 import type { StateStore } from '../state/state-store.js';
 import { buildGraph, countTransition, type BuildGraph } from './build-graph.js';
@@ -159,10 +159,10 @@ export class Engine extends EventEmitter {
    */
   async recover(): Promise<void> {
     const now = this.now();
-    this.ids.push(...Object.keys(this.store.data.builds), ...Object.keys(this.store.data.archived));
+    this.ids.push(...this.store.data.builds.keys(), ...this.store.data.archived.keys());
     this.ids.sort();
     let changed = false;
-    for (const build of Object.values(this.store.data.builds)) {
+    for (const build of this.store.data.builds.values()) {
       for (const node of build.nodes) {
         if (node.state === 'ready') this.enqueue(build, node);
         for (const attempt of node.attempts) {
@@ -180,7 +180,7 @@ export class Engine extends EventEmitter {
       if (this.refreshBuildState(build)) changed = true;
     }
     for (const act of this.active.values()) if (act.attempt.key !== null) this.inflight.set(act.attempt.key, act);
-    for (const build of Object.values(this.store.data.builds)) {
+    for (const build of this.store.data.builds.values()) {
       for (const node of build.nodes) {
         if (node.state !== 'running' || !node.waiting_on) continue;
         const leader = this.active.get(node.waiting_on);
@@ -193,12 +193,12 @@ export class Engine extends EventEmitter {
         }
       }
     }
-    for (const [name, ctl] of Object.entries(this.store.data.agent_controls ?? {})) {
+    for (const [name, ctl] of this.store.data.agentControls) {
       const entry = this.agents.get(name);
       if (entry) entry.control = ctl.control;
     }
     if (changed) await this.store.commit();
-    for (const build of Object.values(this.store.data.builds)) this.maybeArchive(build);
+    for (const build of this.store.data.builds.values()) this.maybeArchive(build);
   }
 
   /** Stops dispatching and waits for background work (archiving, log headers) to finish. */
@@ -223,8 +223,20 @@ export class Engine extends EventEmitter {
     return this.ids;
   }
 
-  stateData(): StateData {
-    return this.store.data;
+  /** A build that is not archived (yet), or undefined. */
+  activeBuild(id: string): BuildRecord | undefined {
+    return this.store.data.builds.get(id);
+  }
+
+  /** The list entry of a build (active: summarised now; archived: its index entry), or null. */
+  buildSummary(id: string): BuildSummaryRecord | null {
+    const active = this.store.data.builds.get(id);
+    return active ? summarize(active) : (this.store.data.archived.get(id) ?? null);
+  }
+
+  /** What an operator set for an agent (paused or draining), or undefined when active. */
+  agentControl(name: string): AgentControlRecord | undefined {
+    return this.store.data.agentControls.get(name);
   }
 
   async getBuild(id: string): Promise<BuildRecord | null> {
@@ -276,7 +288,7 @@ export class Engine extends EventEmitter {
         waiting_on: null,
       })),
     };
-    this.store.data.builds[id] = build;
+    this.store.data.builds.set(id, build);
     this.store.markNew(id);
     this.cas.touch(spec.nodes.flatMap((n) => [...(n.context ? [n.context] : []), ...n.inputs.flatMap((i) => (i.digest ? [i.digest] : []))]));
     this.ids.push(id);
@@ -291,9 +303,10 @@ export class Engine extends EventEmitter {
 
   /** Cancels every unfinished node; running ones get a `cancel` frame. */
   async cancel(id: string): Promise<BuildRecord> {
-    const build = this.store.data.builds[id];
+    const build = this.store.data.builds.get(id);
     if (!build) {
-      if (this.store.data.archived[id]) throw new KilnError('E_CONFLICT', `build ${id} already finished (${this.store.data.archived[id]!.state}); nothing to cancel`);
+      const archived = this.store.data.archived.get(id);
+      if (archived) throw new KilnError('E_CONFLICT', `build ${id} already finished (${archived.state}); nothing to cancel`);
       throw new KilnError('E_NOT_FOUND', `build ${id} not found`);
     }
     if (isBuildTerminal(build.state)) throw new KilnError('E_CONFLICT', `build ${id} already finished (${build.state}); nothing to cancel`);
@@ -322,14 +335,14 @@ export class Engine extends EventEmitter {
    */
   async retryNode(buildId: string, nodeName: string): Promise<BuildRecord> {
     while (this.archiving.has(buildId)) await Promise.allSettled([...this.background]);
-    const found = this.store.data.builds[buildId] ?? (await this.store.getBuild(buildId));
+    const found = this.store.data.builds.get(buildId) ?? (await this.store.getBuild(buildId));
     if (!found) throw new KilnError('E_NOT_FOUND', `build ${buildId} not found`);
     const probe = found.nodes.find((n) => n.name === nodeName);
     if (!probe) throw new KilnError('E_NOT_FOUND', `build ${buildId} has no node '${nodeName}' (nodes: ${found.nodes.map((n) => n.name).slice(0, 20).join(', ')})`);
     if (found.cancel_requested) throw new KilnError('E_CONFLICT', `build ${buildId} was cancelled; submit it again instead`);
     if (probe.state !== 'failed') throw new KilnError('E_CONFLICT', `node '${nodeName}' of build ${buildId} is ${probe.state}; only a failed node can be retried`);
     while (this.archiving.has(buildId)) await Promise.allSettled([...this.background]);
-    const build = this.store.data.builds[buildId] ?? (await this.store.revive(buildId));
+    const build = this.store.data.builds.get(buildId) ?? (await this.store.revive(buildId));
     if (!build) throw new KilnError('E_NOT_FOUND', `build ${buildId} not found`);
     const g = this.graph(build);
     const node = g.byName.get(nodeName)!;
@@ -362,8 +375,7 @@ export class Engine extends EventEmitter {
       }
     }
     const key = `${buildId}/${nodeName}`;
-    if (this.store.data.dead_letter?.[key]) {
-      delete this.store.data.dead_letter[key];
+    if (this.store.data.deadLetter.delete(key)) {
       this.store.markDeadLetter(key);
     }
     build.finished_at = null;
@@ -379,14 +391,14 @@ export class Engine extends EventEmitter {
 
   /** The dead-letter list: nodes whose infrastructure failures used up their attempt budget, newest first. */
   deadLetters(): DeadLetterRecord[] {
-    return Object.values(this.store.data.dead_letter ?? {}).sort((a, b) => b.at - a.at || (a.build_id < b.build_id ? 1 : -1));
+    return [...this.store.data.deadLetter.values()].sort((a, b) => b.at - a.at || (a.build_id < b.build_id ? 1 : -1));
   }
 
   /** Why a build failed (null when no node failed). Throws E_NOT_FOUND for an unknown build. */
   async errorReport(buildId: string): Promise<ErrorReportT | null> {
     const build = await this.store.getBuild(buildId);
     if (!build) throw new KilnError('E_NOT_FOUND', `build ${buildId} not found`);
-    return buildErrorReport(build, this.logs, this.store.data.dead_letter ?? {});
+    return buildErrorReport(build, this.logs, this.store.data.deadLetter);
   }
 
   errorReportPath(buildId: string): string {
@@ -396,7 +408,7 @@ export class Engine extends EventEmitter {
   /** Per-pool queue depth, wait times, running counts and agents. */
   pools(): PoolViewT[] {
     const nodes: NodeRecord[] = [];
-    for (const b of Object.values(this.store.data.builds)) for (const n of b.nodes) if (!isNodeTerminal(n.state)) nodes.push(n);
+    for (const b of this.store.data.builds.values()) for (const n of b.nodes) if (!isNodeTerminal(n.state)) nodes.push(n);
     return this.poolStats.view(this.agents, nodes, this.now());
   }
 
@@ -405,9 +417,9 @@ export class Engine extends EventEmitter {
     const entry = this.agents.get(name);
     if (!entry) throw new KilnError('E_NOT_FOUND', `agent '${name}' is not known to this coordinator`);
     entry.control = control;
-    const controls = (this.store.data.agent_controls ??= {});
-    if (control === 'active') delete controls[name];
-    else controls[name] = { control, at: this.now(), reason };
+    const controls = this.store.data.agentControls;
+    if (control === 'active') controls.delete(name);
+    else controls.set(name, { control, at: this.now(), reason });
     this.store.markControl(name);
     await this.store.commit();
     this.log.info({ agent: name, control, reason }, control === 'active' ? 'agent resumed' : `agent ${control === 'paused' ? 'paused' : 'draining'}`);
@@ -430,7 +442,7 @@ export class Engine extends EventEmitter {
     }
     if (existing?.state === 'connected' && existing.channel) existing.channel.close(4010, 'replaced by a newer connection of the same agent');
     const { entry } = this.agents.connect(hello, channel, now);
-    entry.control = this.store.data.agent_controls?.[hello.name]?.control ?? 'active';
+    entry.control = this.store.data.agentControls.get(hello.name)?.control ?? 'active';
     if (hello.health) entry.health = hello.health;
     const reported = new Map(hello.running.map((r) => [r.attempt_id, r]));
     const resume: Payload<'welcome'>['resume'] = [];
@@ -457,7 +469,7 @@ export class Engine extends EventEmitter {
     for (const r of reported.values()) resume.push({ attempt_id: r.attempt_id, action: 'cancel', log_offset: r.log_bytes });
     if (changed) {
       await this.store.commit();
-      for (const b of Object.values(this.store.data.builds)) this.maybeArchive(b);
+      for (const b of this.store.data.builds.values()) this.maybeArchive(b);
     }
     this.log.info({ agent: hello.name, platforms: hello.platforms, max_jobs: hello.max_jobs, resumed: resume.length }, 'agent connected');
     this.scheduleSoon();
@@ -872,7 +884,7 @@ export class Engine extends EventEmitter {
     }
     if (changed) {
       await this.store.commit();
-      for (const b of Object.values(this.store.data.builds)) this.maybeArchive(b);
+      for (const b of this.store.data.builds.values()) this.maybeArchive(b);
       this.scheduleSoon();
     }
   }
@@ -923,9 +935,8 @@ export class Engine extends EventEmitter {
     const reason = `attempts exhausted: ${used} infrastructure failure${used === 1 ? '' : 's'} (budget ${budget}${node.retry === false ? ', retry: false' : ''}); last: ${why}`;
     this.setNode(build, node, 'failed', now, reason);
     this.skipDownstream(build, node, now);
-    const dl = (this.store.data.dead_letter ??= {});
     const key = `${build.id}/${node.name}`;
-    dl[key] = {
+    this.store.data.deadLetter.set(key, {
       build_id: build.id,
       build_name: build.name,
       node: node.name,
@@ -935,7 +946,7 @@ export class Engine extends EventEmitter {
       attempts: node.attempts
         .slice(node.budget_from ?? 0)
         .map((a) => ({ id: a.id, number: a.number, agent: a.agent, state: a.state, reason: a.reason, error: a.error })),
-    };
+    });
     this.store.markDeadLetter(key);
     this.log.warn({ build: build.id, node: node.name, attempts: used }, 'node dead-lettered: attempts exhausted');
   }
@@ -961,7 +972,7 @@ export class Engine extends EventEmitter {
   }
 
   private readyNode(ref: ReadyRef): { build: BuildRecord; node: NodeRecord } | null {
-    const build = this.store.data.builds[ref.buildId];
+    const build = this.store.data.builds.get(ref.buildId);
     if (!build) return null;
     const node = this.graph(build).byName.get(ref.node);
     return node && node.state === 'ready' ? { build, node } : null;
@@ -1181,7 +1192,7 @@ export class Engine extends EventEmitter {
 
   /** Archives a finished build once none of its attempts holds a slot. */
   private maybeArchive(build: BuildRecord): void {
-    if (!isBuildTerminal(build.state) || this.store.data.builds[build.id] !== build || this.archiving.has(build.id)) return;
+    if (!isBuildTerminal(build.state) || this.store.data.builds.get(build.id) !== build || this.archiving.has(build.id)) return;
     for (const n of build.nodes) for (const a of n.attempts) if (SLOT_HOLDING_ATTEMPT_STATES.has(a.state)) return;
     this.archiving.add(build.id);
     const work = this.writeErrorReport(build)
@@ -1206,7 +1217,7 @@ export class Engine extends EventEmitter {
         const last = n.attempts[n.attempts.length - 1];
         if (n.state === 'failed' && last) await this.logs.close(this.logRef({ build, node: n, attempt: last }));
       }
-      const report = await buildErrorReport(build, this.logs, this.store.data.dead_letter ?? {});
+      const report = await buildErrorReport(build, this.logs, this.store.data.deadLetter);
       if (report) await writeFileDurable(this.errorReportPath(build.id), `${JSON.stringify(report, null, 2)}\n`, 0o600);
     } catch (err) {
       this.log.error({ err, build: build.id }, 'writing the error report failed');

@@ -42,7 +42,7 @@ export async function tailLines(path: string, lines = LOG_TAIL_LINES): Promise<s
   }
 }
 
-async function nodeReport(build: BuildRecord, node: NodeRecord, logs: LogStore, deadLetter: Record<string, DeadLetterRecord>): Promise<ErrorReportNodeT> {
+async function nodeReport(build: BuildRecord, node: NodeRecord, logs: LogStore, deadLetter: ReadonlyMap<string, DeadLetterRecord>): Promise<ErrorReportNodeT> {
   const last = node.attempts[node.attempts.length - 1] ?? null;
   const logsUrl = `/api/v1/builds/${build.id}/nodes/${encodeURIComponent(node.name)}/logs`;
   return {
@@ -60,12 +60,12 @@ async function nodeReport(build: BuildRecord, node: NodeRecord, logs: LogStore, 
     logs_url: logsUrl,
     provenance: last?.provenance ?? null,
     provenance_url: last?.provenance ? `/api/v1/cas/${last.provenance}` : null,
-    dead_letter: Boolean(deadLetter[`${build.id}/${node.name}`]),
+    dead_letter: deadLetter.has(`${build.id}/${node.name}`),
   };
 }
 
 /** The report of a build with failed nodes, or null when none failed. */
-export async function buildErrorReport(build: BuildRecord, logs: LogStore, deadLetter: Record<string, DeadLetterRecord>): Promise<ErrorReportT | null> {
+export async function buildErrorReport(build: BuildRecord, logs: LogStore, deadLetter: ReadonlyMap<string, DeadLetterRecord>): Promise<ErrorReportT | null> {
   const failed = build.nodes.filter((n) => n.state === 'failed').sort((a, b) => (a.finished_at ?? 0) - (b.finished_at ?? 0));
   if (failed.length === 0) return null;
   const failures: ErrorReportNodeT[] = [];

@@ -25,12 +25,13 @@ function iso(ms: number | null): string | null {
 }
 
 export function provenanceRecord(build: BuildRecord, node: NodeRecord, attempt: AttemptRecord, agent: HelloPayload | null): { digest: Digest; bytes: Buffer } {
-  const args: Record<string, string> = {};
   const redacted: string[] = [];
+  const kept: Array<[string, string]> = [];
   for (const [k, v] of Object.entries(node.build_args)) {
     if (isSecretArg(k)) redacted.push(k);
-    else args[k] = v;
+    else kept.push([k, v]);
   }
+  const args = Object.fromEntries(kept);
   const emulated = agent?.platforms.find((p) => p.platform === node.platform)?.emulated ?? null;
   const doc = {
     _type: PROVENANCE_TYPE,

@@ -81,8 +81,8 @@ export class Retention {
     const add = (b: BuildRecord) => {
       for (const d of buildDigests(b)) live.add(digestHex(d as Digest));
     };
-    for (const b of Object.values(store.data.builds)) add(b);
-    for (const s of Object.values(store.data.archived)) {
+    for (const b of store.data.builds.values()) add(b);
+    for (const s of store.data.archived.values()) {
       const exp = this.expiresAt(s);
       if (exp !== null && exp <= started) continue;
       const b = await store.getBuild(s.id).catch((err: unknown) => {
@@ -92,7 +92,7 @@ export class Retention {
       if (b) add(b);
     }
     // Builds submitted while the archived ones were read.
-    for (const b of Object.values(store.data.builds)) add(b);
+    for (const b of store.data.builds.values()) add(b);
 
     let deleted = 0;
     let bytesFreed = 0;

@@ -101,7 +101,7 @@ export function agentView(a: AgentEntry, now: number, control?: AgentControlReco
 
 export function registerAgentRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): void {
   const now = clockOf(deps);
-  const view = (a: AgentEntry) => agentView(a, now(), deps.engine.stateData().agent_controls?.[a.name]);
+  const view = (a: AgentEntry) => agentView(a, now(), deps.engine.agentControl(a.name));
 
   app.openapi(listAgents, (c) => {
     const { limit, cursor } = c.req.valid('query');

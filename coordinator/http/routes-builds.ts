@@ -22,7 +22,6 @@ import {
 } from '../../shared/index.js';
 import { buildView, summaryView } from '../builds/build-views.js';
 import { tarEntries, normalizeTarPath } from '../cas/tar-index.js';
-import { summarize } from '../state/records.js';
 import type { AppEnv, HttpDeps } from './context.js';
 import { PageQuery, nextLink } from './pagination.js';
 import { problemContent } from './openapi-common.js';
@@ -144,12 +143,9 @@ export function registerBuildRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): v
       end = lo;
     }
     const items = [];
-    const data = deps.engine.stateData();
     let i = end - 1;
     for (; i >= 0 && items.length < limit; i--) {
-      const id = ids[i]!;
-      const active = data.builds[id];
-      const summary = active ? summarize(active) : data.archived[id];
+      const summary = deps.engine.buildSummary(ids[i]!);
       if (summary) items.push(summaryView(summary));
     }
     const next = items.length === limit && i >= 0 ? items[items.length - 1]!.id : null;

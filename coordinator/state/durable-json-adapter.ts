@@ -8,19 +8,20 @@
  *   not JSON or not a kiln state file, and leaves the file untouched for inspection;
  * - `write()` goes through `writeFileDurable` (temp, fsync, rename, fsync dir), so a
  *   write that resolved is on disk.
+ * The in-memory form may differ from the JSON (`decode`/`encode`: the state keeps Maps).
  */
 import { readFile } from 'node:fs/promises';
 import type { Adapter } from 'lowdb';
 import { KilnError, errnoCode } from '../../shared/index.js';
 
 export interface DurableJsonAdapterOptions<T> {
-  /** Checks the parsed JSON is this kind of file; returns a problem description or null. */
-  validate: (value: unknown) => string | null;
+  /** Checks the parsed JSON is this kind of file and converts it; returns the data or a problem description. */
+  decode: (value: unknown) => T | string;
+  /** The JSON form of the data. */
+  encode: (data: T) => unknown;
   /** Hint appended to errors, e.g. how to start over. */
   recoveryHint: string;
   write: (path: string, text: string) => Promise<void>;
-  /** @internal type anchor */
-  _type?: T;
 }
 
 export class DurableJsonAdapter<T> implements Adapter<T> {
@@ -48,14 +49,14 @@ export class DurableJsonAdapter<T> implements Adapter<T> {
         { cause: err },
       );
     }
-    const problem = this.opts.validate(value);
-    if (problem) {
-      throw new KilnError('E_STATE', `state file ${this.path} is not a valid kiln state file (${problem}); it was left as it is for inspection. ${this.opts.recoveryHint}`);
+    const decoded = this.opts.decode(value);
+    if (typeof decoded === 'string') {
+      throw new KilnError('E_STATE', `state file ${this.path} is not a valid kiln state file (${decoded}); it was left as it is for inspection. ${this.opts.recoveryHint}`);
     }
-    return value as T;
+    return decoded;
   }
 
   async write(data: T): Promise<void> {
-    await this.opts.write(this.path, JSON.stringify(data));
+    await this.opts.write(this.path, JSON.stringify(this.opts.encode(data)));
   }
 }

@@ -129,37 +129,81 @@ export interface BuildSummaryRecord {
   pinned?: boolean;
 }
 
+/**
+ * The coordinator's state in memory. Every index keyed by something that came from a
+ * request, a spec or an agent (build ids, `<build>/<node>` keys, agent names) is a `Map`:
+ * a plain object would answer `__proto__` or `constructor` with Object.prototype's
+ * members, and assigning to `__proto__` would change its prototype instead of storing.
+ */
 export interface StateData {
+  /** Builds that are running or not yet archived, by id. */
+  builds: Map<string, BuildRecord>;
+  /** Finished builds whose full record is in builds/<id>.json. */
+  archived: Map<string, BuildSummaryRecord>;
+  /** Dead-letter list by `<build_id>/<node>`. */
+  deadLetter: Map<string, DeadLetterRecord>;
+  /** Agents paused or draining by an operator, by name. */
+  agentControls: Map<string, AgentControlRecord>;
+}
+
+/** `state.json` as written: the same indexes as JSON objects (JSON.parse keeps every key, `__proto__` included, as an own property). */
+export interface StateFile {
   format: 'kiln-coordinator-state';
   version: 1;
-  /** Builds that are running or not yet archived, by id. */
   builds: Record<string, BuildRecord>;
-  /** Finished builds whose full record is in builds/<id>.json. */
   archived: Record<string, BuildSummaryRecord>;
-  /** Dead-letter list by `<build_id>/<node>` (absent in state files written before it existed). */
+  /** Absent in state files written before it existed. */
   dead_letter?: Record<string, DeadLetterRecord>;
-  /** Agents paused or draining by an operator, by name (absent = none). */
+  /** Absent in state files written before it existed. */
   agent_controls?: Record<string, AgentControlRecord>;
 }
 
 export function emptyState(): StateData {
-  return { format: 'kiln-coordinator-state', version: 1, builds: {}, archived: {}, dead_letter: {}, agent_controls: {} };
+  return { builds: new Map(), archived: new Map(), deadLetter: new Map(), agentControls: new Map() };
 }
 
-/** Shape check for a state file read from disk (cheap: the file is ours). */
-export function stateProblem(value: unknown): string | null {
-  if (value === null || typeof value !== 'object') return 'not a JSON object';
-  const v = value as Partial<StateData>;
+/** The JSON form of the state (Object.fromEntries defines own properties, so every key is kept). */
+export function stateToFile(d: StateData): StateFile {
+  return {
+    format: 'kiln-coordinator-state',
+    version: 1,
+    builds: Object.fromEntries(d.builds),
+    archived: Object.fromEntries(d.archived),
+    dead_letter: Object.fromEntries(d.deadLetter),
+    agent_controls: Object.fromEntries(d.agentControls),
+  };
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+/** Reads a parsed `state.json` (cheap shape checks: the file is ours), or says what is wrong with it. */
+export function stateFromFile(value: unknown): StateData | string {
+  if (!isObject(value)) return 'not a JSON object';
+  const v = value as Partial<StateFile>;
   if (v.format !== 'kiln-coordinator-state') return `format is ${JSON.stringify(v.format)}, expected "kiln-coordinator-state"`;
   if (v.version !== 1) return `version ${JSON.stringify(v.version)} is not supported (this coordinator reads version 1)`;
-  if (!v.builds || typeof v.builds !== 'object') return 'builds is missing';
-  if (!v.archived || typeof v.archived !== 'object') return 'archived is missing';
-  if (v.dead_letter !== undefined && (v.dead_letter === null || typeof v.dead_letter !== 'object')) return 'dead_letter is not an object';
-  if (v.agent_controls !== undefined && (v.agent_controls === null || typeof v.agent_controls !== 'object')) return 'agent_controls is not an object';
-  return null;
+  if (!isObject(v.builds)) return 'builds is missing';
+  if (!isObject(v.archived)) return 'archived is missing';
+  if (v.dead_letter !== undefined && !isObject(v.dead_letter)) return 'dead_letter is not an object';
+  if (v.agent_controls !== undefined && !isObject(v.agent_controls)) return 'agent_controls is not an object';
+  const builds = new Map(Object.entries(v.builds));
+  for (const [id, b] of builds) {
+    if (!isObject(b) || b.id !== id || !Array.isArray(b.nodes)) return `builds.${id} is not a build record with id ${JSON.stringify(id)}`;
+  }
+  const archived = new Map(Object.entries(v.archived));
+  for (const [id, s] of archived) {
+    if (!isObject(s) || s.id !== id) return `archived.${id} is not a build summary with id ${JSON.stringify(id)}`;
+  }
+  return {
+    builds,
+    archived,
+    deadLetter: new Map(Object.entries(v.dead_letter ?? {})),
+    agentControls: new Map(Object.entries(v.agent_controls ?? {})),
+  };
 }
 
 export function nodeCounts(build: BuildRecord): Record<string, number> {
+  // Keys are node states (a closed set), not input.
   const counts: Record<string, number> = {};
   for (const n of build.nodes) counts[n.state] = (counts[n.state] ?? 0) + 1;
   return counts;

@@ -16,14 +16,23 @@
  * already contains some of it (a crash between snapshot and truncation) is harmless. A
  * final line without its newline is a write that was never acknowledged and is dropped;
  * any other bad line is corruption and stops the coordinator with the file and line named.
+ *
+ * Only entries that replay are written: every index is a Map (no key can reach
+ * Object.prototype), `markBuild`/`markNode` refuse a build or node the state does not
+ * hold (the caller's request fails; nothing is journaled), and each line is checked by
+ * the same `entryProblem` that replay uses before it is appended.
+ *
+ * Archive files (`builds/<id>.json`) are written one at a time per build (archive, pin,
+ * revive), and an archive whose build changed while its file was being written (a pin
+ * racing the archive) is written again, so a change acknowledged meanwhile is in the file.
  */
 import { mkdir, open, readFile, readdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Low } from 'lowdb';
-import { KilnError, errnoCode } from '../../shared/index.js';
+import { KilnError, coerceError, errnoCode } from '../../shared/index.js';
 import { DurableJsonAdapter } from './durable-json-adapter.js';
 import { fsyncDir, writeFileDurable } from './durable-file.js';
-import { emptyState, stateProblem, summarize, type AgentControlRecord, type BuildRecord, type BuildSummaryRecord, type DeadLetterRecord, type NodeRecord, type StateData } from './records.js';
+import { emptyState, stateFromFile, stateToFile, summarize, type AgentControlRecord, type BuildRecord, type BuildSummaryRecord, type DeadLetterRecord, type NodeRecord, type StateData } from './records.js';
 
 export interface StateStoreOptions {
   dataDir: string;
@@ -60,6 +69,49 @@ type JournalEntry =
   | { t: 'node'; id: string; name: string; n: NodeMutable }
   | { t: 'archive'; id: string; s: BuildSummaryRecord };
 
+const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+const isStr = (v: unknown): v is string => typeof v === 'string' && v.length > 0;
+
+/**
+ * Why a journal entry cannot be replayed on `data` (shape, or what it refers to), or null.
+ * Used on replay and, before anything is appended, on every line written.
+ */
+export function entryProblem(e: unknown, data: StateData): string | null {
+  if (!isObj(e)) return 'not a JSON object';
+  switch (e.t) {
+    case 'new':
+    case 'revive': {
+      const b = e.b;
+      if (!isObj(b) || !isStr(b.id) || !Array.isArray(b.nodes)) return `${e.t} entry without a build record`;
+      return null;
+    }
+    case 'build': {
+      const b = e.b;
+      if (!isObj(b) || !isStr(b.id)) return 'build entry without a build id';
+      if (!data.builds.has(b.id) && !data.archived.has(b.id)) return `update of unknown build ${b.id}`;
+      return null;
+    }
+    case 'node': {
+      if (!isStr(e.id) || !isStr(e.name) || !isObj(e.n)) return 'node entry without build id, node name or fields';
+      const b = data.builds.get(e.id);
+      if (!b) return data.archived.has(e.id) ? null : `update of a node of unknown build ${e.id}`;
+      if (!b.nodes.some((n) => n.name === e.name)) return `update of unknown node ${e.id}/${e.name}`;
+      return null;
+    }
+    case 'archive':
+      if (!isStr(e.id) || !isObj(e.s) || e.s.id !== e.id) return 'archive entry without build id or summary';
+      return null;
+    case 'dlq':
+      if (!isStr(e.k) || (e.r !== null && !isObj(e.r))) return 'dlq entry without key or record';
+      return null;
+    case 'control':
+      if (!isStr(e.name) || (e.r !== null && !isObj(e.r))) return 'control entry without agent name or record';
+      return null;
+    default:
+      return `unknown entry type ${JSON.stringify(e.t)}`;
+  }
+}
+
 export class StateStore {
   readonly path: string;
   readonly journalPath: string;
@@ -82,6 +134,10 @@ export class StateStore {
   private readonly dirtyDlq = new Set<string>();
   private readonly dirtyControls = new Set<string>();
   private readonly archiveCache = new Map<string, BuildRecord>();
+  /** Changes marked per active build: an archive write that saw a different count is written again. */
+  private readonly versions = new Map<string, number>();
+  /** The archive-file operation running per build (archive, pin, revive run one at a time). */
+  private readonly fileOps = new Map<string, Promise<unknown>>();
   private readonly minCompactBytes: number;
   /** Durable writes done: journal appends and snapshots (for tests and metrics). */
   writes = 0;
@@ -94,7 +150,8 @@ export class StateStore {
     this.archiveDir = join(opts.dataDir, 'builds');
     this.minCompactBytes = opts.minCompactBytes ?? 16 * 1024 * 1024;
     const adapter = new DurableJsonAdapter<StateData>(this.path, {
-      validate: stateProblem,
+      decode: stateFromFile,
+      encode: stateToFile,
       recoveryHint: `Restore it from a backup, or start the coordinator with --init to create a new empty state (only when ${STATE_FILE} does not exist).`,
       write: async (p, text) => {
         await writeFileDurable(p, text, 0o600);
@@ -118,7 +175,7 @@ export class StateStore {
     try {
       await readFile(store.path);
     } catch (err) {
-      if (errnoCode(err) !== 'ENOENT') throw new KilnError('E_STATE', `state file ${store.path} cannot be read (${errnoCode(err) ?? (err as Error).message})`, { cause: err });
+      if (errnoCode(err) !== 'ENOENT') throw new KilnError('E_STATE', `state file ${store.path} cannot be read (${errnoCode(err) ?? coerceError(err).message})`, { cause: err });
       exists = false;
     }
     if (!exists && opts.init) {
@@ -147,34 +204,74 @@ export class StateStore {
     return this.opts.persist;
   }
 
-  /** A build created since the last commit (journaled whole). */
-  markNew(buildId: string): void {
-    this.newBuilds.add(buildId);
+  private bump(buildId: string): void {
+    this.versions.set(buildId, (this.versions.get(buildId) ?? 0) + 1);
   }
 
-  /** Build-level fields (state, cancel_requested, times) changed. */
+  private activeBuild(buildId: string, what: string): BuildRecord {
+    const b = this.data.builds.get(buildId);
+    // A programming error, never input: refusing here keeps an entry that could not be replayed out of the journal.
+    if (!b) throw new KilnError('E_INTERNAL', `state: ${what} of build ${JSON.stringify(buildId)}, which is not active`);
+    return b;
+  }
+
+  /** A build created since the last commit (journaled whole). */
+  markNew(buildId: string): void {
+    this.activeBuild(buildId, 'creation');
+    this.newBuilds.add(buildId);
+    this.bump(buildId);
+  }
+
+  /** Build-level fields (state, cancel_requested, times, pinned) changed. */
   markBuild(buildId: string): void {
+    this.activeBuild(buildId, 'update');
     this.dirtyBuilds.add(buildId);
+    this.bump(buildId);
   }
 
   /** A node's state, attempts or times changed. */
   markNode(buildId: string, node: string): void {
+    const b = this.activeBuild(buildId, `update of node ${JSON.stringify(node)}`);
+    if (!this.nodesByName(b).has(node)) throw new KilnError('E_INTERNAL', `state: update of unknown node ${JSON.stringify(node)} of build ${buildId}`);
     let set = this.dirtyNodes.get(buildId);
     if (!set) {
       set = new Set();
       this.dirtyNodes.set(buildId, set);
     }
     set.add(node);
+    this.bump(buildId);
   }
 
-  /** A dead-letter entry was added or removed (`data.dead_letter[key]`). */
+  /** A dead-letter entry was added or removed (`data.deadLetter`). */
   markDeadLetter(key: string): void {
     this.dirtyDlq.add(key);
   }
 
-  /** An agent's control was set or cleared (`data.agent_controls[name]`). */
+  /** An agent's control was set or cleared (`data.agentControls`). */
   markControl(name: string): void {
     this.dirtyControls.add(name);
+  }
+
+  private nodesByName(b: BuildRecord): Map<string, NodeRecord> {
+    // A build's node list never changes after submission: index it once, not per commit.
+    let byName = this.nodeIndex.get(b.nodes);
+    if (!byName) {
+      byName = new Map(b.nodes.map((n) => [n.name, n]));
+      this.nodeIndex.set(b.nodes, byName);
+    }
+    return byName;
+  }
+
+  /** Runs `fn` after every earlier archive-file operation on this build has finished. */
+  private withBuildFile<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.fileOps.get(id) ?? Promise.resolve();
+    const run = prev.then(fn, fn);
+    const tail = run.catch(() => {});
+    this.fileOps.set(id, tail);
+    void tail.then(() => {
+      if (this.fileOps.get(id) === tail) this.fileOps.delete(id);
+    });
+    return run;
   }
 
   /**
@@ -182,18 +279,22 @@ export class StateStore {
    * puts it back in `data.builds` and journals it whole at the next commit. Returns the
    * active build (already active: as it is).
    */
-  async revive(id: string): Promise<BuildRecord | null> {
-    const active = this.data.builds[id];
-    if (active) return active;
-    const build = await this.getBuild(id);
-    if (!build) return null;
-    if (this.data.builds[id]) return this.data.builds[id]!;
-    delete this.data.archived[id];
-    this.archiveCache.delete(id);
-    this.data.builds[id] = build;
-    this.archived = this.archived.filter((a) => a.id !== id);
-    this.revived.add(id);
-    return build;
+  revive(id: string): Promise<BuildRecord | null> {
+    return this.withBuildFile(id, async () => {
+      const active = this.data.builds.get(id);
+      if (active) return active;
+      const build = await this.getBuild(id);
+      if (!build) return null;
+      const now = this.data.builds.get(id);
+      if (now) return now;
+      this.data.archived.delete(id);
+      this.archiveCache.delete(id);
+      this.data.builds.set(id, build);
+      this.archived = this.archived.filter((a) => a.id !== id);
+      this.revived.add(id);
+      this.bump(id);
+      return build;
+    });
   }
 
   /** Resolves when every change made (and marked) before this call is durable. */
@@ -210,37 +311,32 @@ export class StateStore {
     });
   }
 
-  /** Journal lines for everything marked, read from the current in-memory state. */
-  private takeEntries(): string {
-    const lines: string[] = [];
+  /** Journal entries for everything marked, read from the current in-memory state. */
+  private takeEntries(): JournalEntry[] {
+    const entries: JournalEntry[] = [];
     const builds = this.data.builds;
     for (const id of this.revived) {
-      const b = builds[id];
-      if (b) lines.push(JSON.stringify({ t: 'revive', b } satisfies JournalEntry));
+      const b = builds.get(id);
+      if (b) entries.push({ t: 'revive', b });
       this.newBuilds.delete(id);
       this.dirtyBuilds.delete(id);
       this.dirtyNodes.delete(id);
     }
     this.revived.clear();
     for (const id of this.newBuilds) {
-      const b = builds[id];
-      if (b) lines.push(JSON.stringify({ t: 'new', b } satisfies JournalEntry));
+      const b = builds.get(id);
+      if (b) entries.push({ t: 'new', b });
       this.dirtyBuilds.delete(id);
       this.dirtyNodes.delete(id);
     }
     for (const id of this.dirtyBuilds) {
-      const b = builds[id];
-      if (b) lines.push(JSON.stringify({ t: 'build', b: { id: b.id, state: b.state, cancel_requested: b.cancel_requested, started_at: b.started_at, finished_at: b.finished_at, pinned: b.pinned ?? false } } satisfies JournalEntry));
+      const b = builds.get(id);
+      if (b) entries.push({ t: 'build', b: { id: b.id, state: b.state, cancel_requested: b.cancel_requested, started_at: b.started_at, finished_at: b.finished_at, pinned: b.pinned ?? false } });
     }
     for (const [id, names] of this.dirtyNodes) {
-      const b = builds[id];
+      const b = builds.get(id);
       if (!b) continue;
-      // A build's node list never changes after submission: index it once, not per commit.
-      let byName = this.nodeIndex.get(b.nodes);
-      if (!byName) {
-        byName = new Map(b.nodes.map((n) => [n.name, n]));
-        this.nodeIndex.set(b.nodes, byName);
-      }
+      const byName = this.nodesByName(b);
       for (const name of names) {
         const n = byName.get(name);
         if (!n) continue;
@@ -256,18 +352,33 @@ export class StateStore {
           retries: n.retries ?? 0,
           budget_from: n.budget_from ?? 0,
         };
-        lines.push(JSON.stringify({ t: 'node', id, name, n: m } satisfies JournalEntry));
+        entries.push({ t: 'node', id, name, n: m });
       }
     }
-    for (const a of this.archived) lines.push(JSON.stringify({ t: 'archive', id: a.id, s: a.s } satisfies JournalEntry));
-    for (const k of this.dirtyDlq) lines.push(JSON.stringify({ t: 'dlq', k, r: this.data.dead_letter?.[k] ?? null } satisfies JournalEntry));
-    for (const name of this.dirtyControls) lines.push(JSON.stringify({ t: 'control', name, r: this.data.agent_controls?.[name] ?? null } satisfies JournalEntry));
+    for (const a of this.archived) entries.push({ t: 'archive', id: a.id, s: a.s });
+    for (const k of this.dirtyDlq) entries.push({ t: 'dlq', k, r: this.data.deadLetter.get(k) ?? null });
+    for (const name of this.dirtyControls) entries.push({ t: 'control', name, r: this.data.agentControls.get(name) ?? null });
     this.dirtyDlq.clear();
     this.dirtyControls.clear();
     this.newBuilds.clear();
     this.dirtyBuilds.clear();
     this.dirtyNodes.clear();
     this.archived = [];
+    return entries;
+  }
+
+  /** The journal text for `entries`; an entry that would not replay is left out and reported. */
+  private journalText(entries: JournalEntry[]): string {
+    const lines: string[] = [];
+    for (const e of entries) {
+      const problem = entryProblem(e, this.data);
+      if (problem) {
+        // Cannot happen through markX (which refuse unknown builds and nodes); never write what replay would refuse.
+        process.emitWarning(`kiln state: journal entry refused before it was written: ${problem}`);
+        continue;
+      }
+      lines.push(JSON.stringify(e));
+    }
     return lines.length > 0 ? `${lines.join('\n')}\n` : '';
   }
 
@@ -278,7 +389,7 @@ export class StateStore {
     const batch = this.waiting;
     this.waiting = [];
     try {
-      const text = this.takeEntries();
+      const text = this.journalText(this.takeEntries());
       if (text) {
         const fh = await this.journalHandle();
         await fh.write(text);
@@ -291,7 +402,7 @@ export class StateStore {
     } catch (err) {
       // A failed state write means durability can no longer be promised: every waiter and
       // every later commit fails, and the coordinator stops acknowledging.
-      this.failed = new KilnError('E_STATE', `writing the state in ${this.opts.dataDir} failed: ${(err as Error).message}`, { cause: err });
+      this.failed = new KilnError('E_STATE', `writing the state in ${this.opts.dataDir} failed: ${coerceError(err).message}`, { cause: err });
       for (const w of batch) w.reject(this.failed);
       for (const w of this.waiting.splice(0)) w.reject(this.failed);
     } finally {
@@ -324,20 +435,22 @@ export class StateStore {
     try {
       text = await readFile(this.journalPath, 'utf8');
     } catch (err) {
-      const what = errnoCode(err) === 'ENOENT' ? 'is missing' : `cannot be read (${errnoCode(err) ?? (err as Error).message})`;
+      const what = errnoCode(err) === 'ENOENT' ? 'is missing' : `cannot be read (${errnoCode(err) ?? coerceError(err).message})`;
       throw new KilnError('E_STATE', `state journal ${this.journalPath} ${what}; it holds changes newer than ${this.path}. Restore it from a backup.`, { cause: err });
     }
     const lines = text.split('\n');
     const torn = lines.pop() ?? ''; // text after the last newline: an unacknowledged partial write
     lines.forEach((line, i) => {
       if (!line) return;
-      let entry: JournalEntry;
+      let entry: unknown;
       try {
-        entry = JSON.parse(line) as JournalEntry;
+        entry = JSON.parse(line);
       } catch (err) {
-        throw new KilnError('E_STATE', `state journal ${this.journalPath} is corrupt at line ${i + 1} (${(err as Error).message}); it was left as it is for inspection`);
+        throw new KilnError('E_STATE', `state journal ${this.journalPath} is corrupt at line ${i + 1} (${coerceError(err).message}); it was left as it is for inspection`);
       }
-      this.apply(entry, i + 1);
+      const problem = entryProblem(entry, this.data);
+      if (problem) throw new KilnError('E_STATE', `state journal ${this.journalPath} line ${i + 1}: ${problem}; it was left as it is for inspection`);
+      this.apply(entry as JournalEntry);
     });
     this.journal = await open(this.journalPath, 'r+');
     if (torn) await this.journal.truncate(Buffer.byteLength(text) - Buffer.byteLength(torn));
@@ -349,61 +462,46 @@ export class StateStore {
     }
   }
 
-  private apply(e: JournalEntry, line: number): void {
-    const builds = this.data.builds;
-    const bad = (why: string) => new KilnError('E_STATE', `state journal ${this.journalPath} line ${line}: ${why}`);
+  /** Applies an entry `entryProblem` accepted. */
+  private apply(e: JournalEntry): void {
+    const { builds, archived } = this.data;
     switch (e.t) {
       case 'new':
-        if (!this.data.archived[e.b.id]) builds[e.b.id] = e.b;
+        if (!archived.has(e.b.id)) builds.set(e.b.id, e.b);
         return;
       case 'build': {
-        const b = builds[e.b.id];
-        if (!b) {
-          if (this.data.archived[e.b.id]) return;
-          throw bad(`update of unknown build ${e.b.id}`);
-        }
-        Object.assign(b, e.b);
+        const b = builds.get(e.b.id);
+        if (b) Object.assign(b, e.b); // else archived later in the journal: the archive file has it
         return;
       }
       case 'node': {
-        const b = builds[e.id];
-        if (!b) {
-          if (this.data.archived[e.id]) return;
-          throw bad(`update of a node of unknown build ${e.id}`);
-        }
-        const n = b.nodes.find((x) => x.name === e.name);
-        if (!n) throw bad(`update of unknown node ${e.id}/${e.name}`);
-        Object.assign(n, e.n);
+        const n = builds.get(e.id)?.nodes.find((x) => x.name === e.name);
+        if (n) Object.assign(n, e.n);
         return;
       }
       case 'archive':
-        delete builds[e.id];
-        this.data.archived[e.id] = e.s;
+        builds.delete(e.id);
+        archived.set(e.id, e.s);
         return;
       case 'revive':
-        delete this.data.archived[e.b.id];
-        builds[e.b.id] = e.b;
+        archived.delete(e.b.id);
+        builds.set(e.b.id, e.b);
         return;
-      case 'dlq': {
-        const dl = (this.data.dead_letter ??= {});
-        if (e.r) dl[e.k] = e.r;
-        else delete dl[e.k];
+      case 'dlq':
+        if (e.r) this.data.deadLetter.set(e.k, e.r);
+        else this.data.deadLetter.delete(e.k);
         return;
-      }
-      case 'control': {
-        const ctl = (this.data.agent_controls ??= {});
-        if (e.r) ctl[e.name] = e.r;
-        else delete ctl[e.name];
+      case 'control':
+        if (e.r) this.data.agentControls.set(e.name, e.r);
+        else this.data.agentControls.delete(e.name);
         return;
-      }
-      default:
-        throw bad(`unknown entry type ${JSON.stringify((e as { t?: unknown }).t)}`);
     }
   }
 
   /** Waits for in-flight writes, writes a final snapshot and closes the journal (shutdown). */
   async drain(): Promise<void> {
     if (!this.opts.persist) return;
+    while (this.fileOps.size > 0) await Promise.allSettled([...this.fileOps.values()]);
     while (this.writing || this.waiting.length > 0 || this.scheduled) {
       await this.commit().catch(() => {});
       await new Promise((r) => setImmediate(r));
@@ -426,60 +524,77 @@ export class StateStore {
 
   /**
    * Moves a finished build out of the hot state: writes builds/<id>.json durably, then
-   * replaces the build by its summary (journaled by the caller's next commit). If the
+   * replaces the build by its summary (journaled by the caller's next commit). A change
+   * marked while the file was being written (a pin) makes it write the file again, so the
+   * file has every change acknowledged before the build leaves the hot state. If the
    * process dies in between, the build is still active on restart and is archived again.
    */
-  async archive(build: BuildRecord): Promise<void> {
-    if (this.opts.persist) await writeFileDurable(this.archivePath(build.id), JSON.stringify(build), 0o600);
-    this.archiveCache.set(build.id, build);
-    this.trimCache();
-    delete this.data.builds[build.id];
-    const s = summarize(build);
-    this.data.archived[build.id] = s;
-    this.newBuilds.delete(build.id);
-    this.dirtyBuilds.delete(build.id);
-    this.dirtyNodes.delete(build.id);
-    this.archived.push({ id: build.id, s });
+  archive(build: BuildRecord): Promise<void> {
+    return this.withBuildFile(build.id, async () => {
+      if (this.data.builds.get(build.id) !== build) return; // revived or archived meanwhile
+      if (this.opts.persist) {
+        for (;;) {
+          const version = this.versions.get(build.id);
+          await writeFileDurable(this.archivePath(build.id), JSON.stringify(build), 0o600);
+          if (this.versions.get(build.id) === version) break;
+        }
+      }
+      this.archiveCache.set(build.id, build);
+      this.trimCache();
+      this.data.builds.delete(build.id);
+      this.versions.delete(build.id);
+      const s = summarize(build);
+      this.data.archived.set(build.id, s);
+      this.newBuilds.delete(build.id);
+      this.dirtyBuilds.delete(build.id);
+      this.dirtyNodes.delete(build.id);
+      this.archived.push({ id: build.id, s });
+    });
   }
 
   /**
    * Pins or unpins a build (pinned builds keep their artifacts past retention). An active
-   * build is changed in memory and journaled; an archived one has its file rewritten
-   * durably and its summary journaled again. Resolves once durable.
+   * build is changed in memory and journaled (an archive in progress writes its file
+   * again); an archived one has its file rewritten durably and its summary journaled
+   * again. Resolves once durable.
    */
   async setPinned(id: string, pinned: boolean): Promise<BuildRecord | null> {
-    const active = this.data.builds[id];
+    const active = this.data.builds.get(id);
     if (active) {
       active.pinned = pinned;
       this.markBuild(id);
       await this.commit();
+      // An archive that was writing the file sees the change and writes it again: wait for that too.
+      await this.fileOps.get(id);
       return active;
     }
-    const build = await this.getBuild(id);
-    if (!build) return null;
-    if (this.data.builds[id]) return this.setPinned(id, pinned); // revived (a retry) meanwhile
-    build.pinned = pinned;
-    if (this.opts.persist) await writeFileDurable(this.archivePath(id), JSON.stringify(build), 0o600);
-    const revived = this.data.builds[id] as BuildRecord | undefined;
-    if (revived) {
-      // Revived while the file was written: the active build is the truth now.
-      revived.pinned = pinned;
-      this.markBuild(id);
+    if (!this.data.archived.has(id)) return null;
+    return this.withBuildFile(id, async () => {
+      const now = this.data.builds.get(id);
+      if (now) {
+        // Revived (a retry) meanwhile: the active build is the truth now.
+        now.pinned = pinned;
+        this.markBuild(id);
+        await this.commit();
+        return now;
+      }
+      const build = await this.getBuild(id);
+      if (!build) return null;
+      build.pinned = pinned;
+      if (this.opts.persist) await writeFileDurable(this.archivePath(id), JSON.stringify(build), 0o600);
+      const s = summarize(build);
+      this.data.archived.set(id, s);
+      this.archived.push({ id, s });
       await this.commit();
-      return revived;
-    }
-    const s = summarize(build);
-    this.data.archived[id] = s;
-    this.archived.push({ id, s });
-    await this.commit();
-    return build;
+      return build;
+    });
   }
 
   /** A build by id: active ones from memory, archived ones from their file. */
   async getBuild(id: string): Promise<BuildRecord | null> {
-    const active = this.data.builds[id];
+    const active = this.data.builds.get(id);
     if (active) return active;
-    if (!this.data.archived[id]) return null;
+    if (!this.data.archived.has(id)) return null;
     const cached = this.archiveCache.get(id);
     if (cached) return cached;
     const path = this.archivePath(id);
@@ -487,21 +602,21 @@ export class StateStore {
     try {
       text = await readFile(path, 'utf8');
     } catch (err) {
-      throw new KilnError('E_STATE', `archived build file ${path} cannot be read (${errnoCode(err) ?? (err as Error).message})`, { cause: err });
+      throw new KilnError('E_STATE', `archived build file ${path} cannot be read (${errnoCode(err) ?? coerceError(err).message})`, { cause: err });
     }
     let build: BuildRecord;
     try {
       build = JSON.parse(text) as BuildRecord;
     } catch (err) {
-      throw new KilnError('E_STATE', `archived build file ${path} is corrupt (${(err as Error).message})`, { cause: err });
+      throw new KilnError('E_STATE', `archived build file ${path} is corrupt (${coerceError(err).message})`, { cause: err });
     }
+    if (build?.id !== id || !Array.isArray(build.nodes)) throw new KilnError('E_STATE', `archived build file ${path} does not hold build ${id}`);
+    // Loaded while it was revived or re-archived: the record in memory wins.
+    const raced = this.data.builds.get(id) ?? this.archiveCache.get(id);
+    if (raced) return raced;
     this.archiveCache.set(id, build);
     this.trimCache();
     return build;
-  }
-
-  summaries(): BuildSummaryRecord[] {
-    return [...Object.values(this.data.builds).map(summarize), ...Object.values(this.data.archived)];
   }
 
   private trimCache(): void {

@@ -84,7 +84,7 @@ async function startCluster(persist: boolean): Promise<Cluster> {
   const coord = await startCoordinator(config, createLogger({ name: 'bench', level: 'silent', format: 'json' }));
   const readyAt = new Map<string, number>();
   coord.engine.on('node', (buildId: string, name: string) => {
-    const build = coord.engine.stateData().builds[buildId];
+    const build = coord.engine.activeBuild(buildId);
     if (!build) return;
     const node = coord.engine.graph(build).byName.get(name);
     const key = `${buildId}/${name}`;
@@ -120,8 +120,7 @@ async function runBuild(c: Cluster, spec: object): Promise<{ id: string; totalMs
   const { id } = (await res.json()) as { id: string };
   const state = await new Promise<string>((resolve) => {
     const check = () => {
-      const b = c.coord.engine.stateData().builds[id];
-      const s = b?.state ?? c.coord.engine.stateData().archived[id]?.state;
+      const s = c.coord.engine.buildSummary(id)?.state;
       if (s && isBuildTerminal(s)) {
         c.coord.engine.off('build', onBuild);
         resolve(s);

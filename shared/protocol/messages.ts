@@ -20,6 +20,7 @@
  * `finished` (only after the result is committed to disk; the agent resends it until then).
  */
 import { z } from 'zod';
+import { ENV_NAME_RE, LABEL_KEY_RE, LABEL_KEY_RULE, NAME_RE, NAME_RULE } from '../names.js';
 
 /** Protocol versions this build of kiln speaks. The hello is the same in every version. */
 export const PROTOCOL_VERSIONS = [1] as const;
@@ -48,7 +49,9 @@ export const CLOSE_CODES = {
   HELLO_TIMEOUT: 4011,
 } as const;
 
-const Name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'must be 1-63 characters of [A-Za-z0-9_.-], starting with a letter or digit');
+const Name = z.string().regex(NAME_RE, `must be ${NAME_RULE}`);
+/** Keys checked by shape (a record would silently drop a `__proto__` key; these shapes cannot hold one). */
+const EnvMap = z.record(z.string().regex(ENV_NAME_RE, 'must be a variable name'), z.string());
 const AttemptId = z.string().min(1).max(80);
 const Millis = z.number().int().nonnegative();
 
@@ -110,7 +113,7 @@ export const Hello = z.strictObject({
   /** Random per agent process; tells a reconnect of the same process from a second process with the same name. */
   session: z.string().min(8).max(64),
   platforms: z.array(PlatformCap).min(1).max(32),
-  labels: z.record(z.string().max(128), z.string().max(256)),
+  labels: z.record(z.string().regex(LABEL_KEY_RE, `must be ${LABEL_KEY_RULE}`), z.string().max(256)),
   max_jobs: z.number().int().min(1).max(1024),
   executor: z.enum(['docker', 'noop']),
   docker: DockerInfo.nullable(),
@@ -153,7 +156,7 @@ export const AssignInput = z.strictObject({
   digest: DigestStr,
   /** Bind-mount target in every RUN step, or null. */
   mount: z.string().max(4096).nullable(),
-  env: z.record(z.string(), z.string()),
+  env: EnvMap,
 });
 
 export const AssignOutput = z.strictObject({
@@ -194,7 +197,7 @@ export const Assign = z.strictObject({
   /** Path of the Dockerfile inside the context (when dockerfile_inline is null). */
   dockerfile: z.string().nullable(),
   dockerfile_inline: z.string().nullable(),
-  build_args: z.record(z.string(), z.string()),
+  build_args: EnvMap,
   target: z.string().nullable(),
   timeout_ms: Millis,
   /** Image name the agent tags the result with. */
@@ -213,7 +216,7 @@ export const Assign = z.strictObject({
     .strictObject({
       command: z.array(z.string().max(65_536)).min(1).max(1024),
       timeout_ms: Millis,
-      env: z.record(z.string(), z.string()),
+      env: EnvMap,
     })
     .nullable(),
 });

@@ -21,14 +21,16 @@ import type { FieldError } from '../errors.js';
 import { isDigest } from '../digest.js';
 import { parseDuration } from '../duration.js';
 import { platformProblem } from '../platform.js';
-import { forbiddenContent } from './parse-spec.js';
+import { ENV_NAME_RE, LABEL_KEY_RE, LABEL_KEY_RULE, NAME_RE, NAME_RULE } from '../names.js';
+import { fieldError, forbiddenContent, type SpecResult } from './spec-fields.js';
 
-export const NODE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+export { fieldError, type SpecResult } from './spec-fields.js';
+
+export { NAME_RE as NODE_NAME_RE } from '../names.js';
 /** Output names: no dots, so `<node>.<output>` splits at the last dot. */
 export const OUTPUT_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
 /** Input names double as Dockerfile stage names (lower case in BuildKit). */
 export const INPUT_NAME_RE = /^[a-z][a-z0-9_.-]{0,62}$/;
-export const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** Media type of the tars outputs are exported as (deterministic, uncompressed). */
 export const ARTIFACT_MEDIA_TYPE = 'application/vnd.kiln.artifact.v1.tar';
 export const MAX_NODES = 10_000;
@@ -178,7 +180,6 @@ export interface ResolvedSpec {
   nodes: ResolvedNode[];
 }
 
-export type SpecResult<T> = { ok: true; value: T } | { ok: false; errors: FieldError[] };
 
 export interface ValidateOptions {
   /** `file`: context is a path; `submitted`: context is a sha256 digest. */
@@ -202,17 +203,6 @@ function zodToFieldErrors(error: z.ZodError): FieldError[] {
   return out;
 }
 
-/** Builds a FieldError whose message names the node and field: `node 'compile': field 'platform': ...`. */
-export function fieldError(path: string[], message: string): FieldError {
-  const dotted = path.join('.');
-  if (path[0] === 'nodes' && path.length >= 2) {
-    const field = path.slice(2).join('.');
-    const where = field ? `node '${path[1]}': field '${field}'` : `node '${path[1]}'`;
-    return { path: dotted, message: `${where}: ${message}` };
-  }
-  return { path: dotted, message: dotted ? `field '${dotted}': ${message}` : message };
-}
-
 /** Validates a parsed spec (object from YAML/JSON) field by field and as a DAG. */
 export function validateSpec(raw: unknown, opts: ValidateOptions): SpecResult<ResolvedSpec> {
   const forbidden = forbiddenContent(raw);
@@ -229,8 +219,8 @@ export function validateSpec(raw: unknown, opts: ValidateOptions): SpecResult<Re
   for (const name of names) {
     const n = spec.nodes[name]!;
     const at = (field?: string) => (field ? ['nodes', name, field] : ['nodes', name]);
-    if (!NODE_NAME_RE.test(name)) {
-      errors.push(fieldError(at(), 'invalid node name (use 1-63 characters of [A-Za-z0-9_.-], starting with a letter or digit)'));
+    if (!NAME_RE.test(name)) {
+      errors.push(fieldError(at(), `invalid node name (use ${NAME_RULE})`));
     }
     const platform = n.platform ?? opts.defaultPlatform;
     const pp = platformProblem(platform);
@@ -280,7 +270,7 @@ export function validateSpec(raw: unknown, opts: ValidateOptions): SpecResult<Re
       test = { command: typeof n.test.command === 'string' ? ['/bin/sh', '-c', n.test.command] : n.test.command, timeout_ms: tms, env };
     }
     for (const key of Object.keys(n.build_args ?? {})) {
-      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) errors.push(fieldError(at('build_args'), `invalid build arg name '${key}'`));
+      if (!ENV_NAME_RE.test(key)) errors.push(fieldError(at('build_args'), `invalid build arg name '${key}' (use letters, digits and _, not starting with a digit)`));
     }
     nodes.push({
       name,
@@ -323,7 +313,6 @@ export function absolutePathProblem(p: string): string | null {
   return null;
 }
 
-const LABEL_KEY_RE = /^[A-Za-z0-9][A-Za-z0-9_./-]{0,127}$/;
 
 /** Label requirements: a map (exact) or a list of `key=value` / `key!=value` rules. */
 function validateLabels(
@@ -336,7 +325,7 @@ function validateLabels(
   const labelsNot: Record<string, string[]> = Object.create(null) as Record<string, string[]>;
   const add = (key: string, op: '=' | '!=', value: string, where: string) => {
     if (!LABEL_KEY_RE.test(key)) {
-      errors.push(fieldError(at(where), `invalid label key '${key}' (use 1-128 characters of [A-Za-z0-9_./-])`));
+      errors.push(fieldError(at(where), `invalid label key '${key}' (use ${LABEL_KEY_RULE})`));
       return;
     }
     if (op === '=') {

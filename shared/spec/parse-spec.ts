@@ -10,7 +10,7 @@
  */
 import { parseDocument, isMap, isSeq, isScalar, isPair, isAlias, type Node as YamlNode } from 'yaml';
 import type { FieldError } from '../errors.js';
-import { fieldError, type SpecResult } from './build-spec.js';
+import { fieldError, type SpecResult } from './spec-fields.js';
 
 export const MAX_SPEC_BYTES = 4 * 1024 * 1024;
 /** Deepest nesting of mappings and lists a spec may have (a real spec needs about 6). */
@@ -151,31 +151,6 @@ function dupErrors(paths: string[][]): FieldError[] {
     if (parent.length === 1 && parent[0] === 'nodes') return { path: `nodes.${k}`, message: `duplicate node name '${k}'` };
     return fieldError(p, `duplicate key '${k}'`);
   });
-}
-
-/**
- * Keys and strings a spec must not hold anywhere: a `__proto__` key (refused by name: a
- * plain object would drop it silently) and NUL characters. Walked without recursion;
- * depth was bounded by the parser. At most `max` errors.
- */
-export function forbiddenContent(value: unknown, max = 20): FieldError[] {
-  const out: FieldError[] = [];
-  const work: Array<{ v: unknown; path: string[] }> = [{ v: value, path: [] }];
-  while (work.length > 0 && out.length < max) {
-    const { v, path } = work.pop()!;
-    if (typeof v === 'string') {
-      if (v.includes('\0')) out.push(fieldError(path, 'must not contain a NUL character'));
-    } else if (Array.isArray(v)) {
-      v.forEach((x, i) => work.push({ v: x, path: [...path, String(i)] }));
-    } else if (v !== null && typeof v === 'object') {
-      for (const k of Object.keys(v)) {
-        if (k === '__proto__') out.push(fieldError(path, "the key '__proto__' is not allowed"));
-        else if (k.includes('\0')) out.push(fieldError(path, `key '${k.replace(/\0/g, '\\0')}' must not contain a NUL character`));
-        else work.push({ v: (v as Record<string, unknown>)[k], path: [...path, k] });
-      }
-    }
-  }
-  return out;
 }
 
 /** Parses spec text; syntax errors, duplicate keys and exceeded limits come back as FieldErrors. */

@@ -46,7 +46,7 @@ import { ReuseIndex } from '../../coordinator/builds/reuse-index.js';
 import { Cas } from '../../coordinator/cas/cas.js';
 import { LocalBlobStore } from '../../coordinator/cas/local-blob-store.js';
 import { LogStore } from '../../coordinator/logs/log-store.js';
-import type { BuildRecord, StateData } from '../../coordinator/state/records.js';
+import type { BuildRecord } from '../../coordinator/state/records.js';
 import { StateStore } from '../../coordinator/state/state-store.js';
 import { SLOT_HOLDING_ATTEMPT_STATES, isBuildTerminal, isKilnError, isNodeTerminal, validateSpec } from '../../shared/index.js';
 import { InvariantChecker } from './invariants.js';
@@ -189,8 +189,8 @@ export async function runSimulation(seed: number, opts: SimOptions = {}): Promis
       await logs.closeAll();
       // A restarted process reads the state back: new objects, nothing of the old engine's in memory.
       const data = store.data;
-      data.builds = JSON.parse(JSON.stringify(data.builds)) as StateData['builds'];
-      for (let i = 0; i < builds.length; i++) builds[i] = data.builds[builds[i]!.id] ?? builds[i]!;
+      data.builds = new Map(Object.entries(JSON.parse(JSON.stringify(Object.fromEntries(data.builds))) as Record<string, BuildRecord>));
+      for (let i = 0; i < builds.length; i++) builds[i] = data.builds.get(builds[i]!.id) ?? builds[i]!;
     };
     await bootCoordinator();
 

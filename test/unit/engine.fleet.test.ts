@@ -120,8 +120,8 @@ describe('engine: fleet', () => {
     await engine.frame(a.entry, frame('finished', infraFail(a.ch.assigns()[0]!.attempt_id)));
     await settle();
     // The failed build was archived; the retry brings it back.
-    expect(store.data.builds[b.id]).toBeUndefined();
-    expect(store.data.archived[b.id]).toBeDefined();
+    expect(store.data.builds.get(b.id)).toBeUndefined();
+    expect(store.data.archived.get(b.id)).toBeDefined();
     engine = await (async () => {
       await store.drain();
       return makeEngine();
@@ -129,7 +129,7 @@ describe('engine: fleet', () => {
     const a2 = await connect('a', { max_jobs: 1, session: 'a-session-2' });
     const after = await engine.retryNode(b.id, 'n');
     expect(after.state).toBe('running');
-    expect(store.data.builds[b.id]).toBeDefined();
+    expect(store.data.builds.get(b.id)).toBeDefined();
     expect(engine.deadLetters()).toHaveLength(0);
     expect((await node(b.id, 'm')).state).toBe('pending');
     await tick();
@@ -245,7 +245,7 @@ describe('engine: fleet', () => {
     await engine.setAgentControl('a', 'active', null);
     await tick();
     expect(again.ch.assigns().map((x) => x.node)).toEqual(['n']);
-    expect(store.data.agent_controls?.a).toBeUndefined();
+    expect(store.data.agentControls.get('a')).toBeUndefined();
     expect((await engine.getBuild(b.id))!.state).toBe('running');
   });
 

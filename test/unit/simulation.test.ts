@@ -105,12 +105,12 @@ describe('deterministic simulation', () => {
   it('catches an engine that takes frames from attempts that are no longer current', async () => {
     const r = await firstCaught('fenced', {
       mutate: ({ engine }) => {
-        const e = engine as unknown as Internals & { stateData(): { builds: Record<string, BuildRecord> } };
+        const e = engine as unknown as Internals & { store: { data: { builds: Map<string, BuildRecord> } } };
         const owned = e.owned!.bind(engine) as (entry: unknown, id: string) => unknown;
         e.owned = (entry: unknown, id: string) => {
           const act = owned(entry, id);
           if (act) return act;
-          for (const build of Object.values(e.stateData().builds)) {
+          for (const build of e.store.data.builds.values()) {
             for (const node of build.nodes) for (const attempt of node.attempts) if (attempt.id === id) return { build, node, attempt };
           }
           return null;

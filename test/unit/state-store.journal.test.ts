@@ -71,22 +71,22 @@ describe('state store', () => {
 
   it('has a committed change in the journal on disk when commit() resolves, and a reopened store sees it', async () => {
     const s = await StateStore.open({ dataDir: dir, persist: true, init: true });
-    s.data.builds['b-1'] = build('b-1', 3);
+    s.data.builds.set('b-1', build('b-1', 3));
     s.markNew('b-1');
     await s.commit();
     const journal = await readFile(s.journalPath, 'utf8');
     expect(journal).toContain('"t":"new"');
     expect(journal).toContain('"id":"b-1"');
-    s.data.builds['b-1']!.nodes[1]!.state = 'ready';
+    s.data.builds.get('b-1')!.nodes[1]!.state = 'ready';
     s.markNode('b-1', 'n1');
-    s.data.builds['b-1']!.state = 'running';
+    s.data.builds.get('b-1')!.state = 'running';
     s.markBuild('b-1');
     await s.commit();
     // no drain: as after kill -9, the snapshot does not have these changes, the journal does
     expect(JSON.parse(await readFile(s.path, 'utf8')).builds).toEqual({});
     const again = await StateStore.open({ dataDir: dir, persist: true, init: false });
-    expect(again.data.builds['b-1']!.state).toBe('running');
-    expect(again.data.builds['b-1']!.nodes.map((n) => n.state)).toEqual(['pending', 'ready', 'pending']);
+    expect(again.data.builds.get('b-1')!.state).toBe('running');
+    expect(again.data.builds.get('b-1')!.nodes.map((n) => n.state)).toEqual(['pending', 'ready', 'pending']);
     // opening compacted: the snapshot now holds everything and the journal is empty
     expect(JSON.parse(await readFile(again.path, 'utf8')).builds['b-1'].state).toBe('running');
     expect((await stat(again.journalPath)).size).toBe(0);
@@ -95,30 +95,30 @@ describe('state store', () => {
 
   it('shares one write among commits made in the same turn', async () => {
     const s = await StateStore.open({ dataDir: dir, persist: true, init: true });
-    s.data.builds['b-1'] = build('b-1', 100);
+    s.data.builds.set('b-1', build('b-1', 100));
     s.markNew('b-1');
     await s.commit();
     const before = s.writes;
     const commits: Promise<void>[] = [];
     for (let i = 0; i < 100; i++) {
-      s.data.builds['b-1']!.nodes[i]!.state = 'ready';
+      s.data.builds.get('b-1')!.nodes[i]!.state = 'ready';
       s.markNode('b-1', `n${i}`);
       commits.push(s.commit());
     }
     await Promise.all(commits);
     expect(s.writes - before).toBe(1);
     const again = await StateStore.open({ dataDir: dir, persist: true, init: false });
-    expect(again.data.builds['b-1']!.nodes.every((n) => n.state === 'ready')).toBe(true);
+    expect(again.data.builds.get('b-1')!.nodes.every((n) => n.state === 'ready')).toBe(true);
   });
 
   it('writes per commit what changed, not the whole state', async () => {
     const s = await StateStore.open({ dataDir: dir, persist: true, init: true });
-    s.data.builds['big'] = build('big', 5000);
+    s.data.builds.set('big', build('big', 5000));
     s.markNew('big');
     await s.commit();
     const afterNew = (await stat(s.journalPath)).size;
     expect(afterNew).toBeGreaterThan(5000 * 200);
-    s.data.builds['big']!.nodes[42]!.state = 'ready';
+    s.data.builds.get('big')!.nodes[42]!.state = 'ready';
     s.markNode('big', 'n42');
     await s.commit();
     const grew = (await stat(s.journalPath)).size - afterNew;
@@ -129,28 +129,28 @@ describe('state store', () => {
   it('snapshots when the journal outgrows its threshold, losing nothing', async () => {
     const s = await StateStore.open({ dataDir: dir, persist: true, init: true, minCompactBytes: 1 });
     for (let i = 0; i < 5; i++) {
-      s.data.builds[`b-${i}`] = build(`b-${i}`, 2);
+      s.data.builds.set(`b-${i}`, build(`b-${i}`, 2));
       s.markNew(`b-${i}`);
       await s.commit();
     }
     expect(s.snapshots).toBeGreaterThan(0);
     const again = await StateStore.open({ dataDir: dir, persist: true, init: false });
-    expect(Object.keys(again.data.builds).sort()).toEqual(['b-0', 'b-1', 'b-2', 'b-3', 'b-4']);
+    expect([...again.data.builds.keys()].sort()).toEqual(['b-0', 'b-1', 'b-2', 'b-3', 'b-4']);
   });
 
   it('archives a finished build to its own file and still finds it after reopening', async () => {
     const s = await StateStore.open({ dataDir: dir, persist: true, init: true });
     const b = build('b-9', 2);
     b.state = 'success';
-    s.data.builds['b-9'] = b;
+    s.data.builds.set('b-9', b);
     s.markNew('b-9');
     await s.commit();
     await s.archive(b);
     await s.commit();
-    expect(s.data.builds['b-9']).toBeUndefined();
-    expect(s.data.archived['b-9']).toMatchObject({ id: 'b-9', state: 'success', node_counts: { pending: 2 } });
+    expect(s.data.builds.get('b-9')).toBeUndefined();
+    expect(s.data.archived.get('b-9')).toMatchObject({ id: 'b-9', state: 'success', node_counts: { pending: 2 } });
     const again = await StateStore.open({ dataDir: dir, persist: true, init: false });
-    expect(again.data.builds['b-9']).toBeUndefined();
+    expect(again.data.builds.get('b-9')).toBeUndefined();
     expect((await again.getBuild('b-9'))!.nodes).toHaveLength(2);
   });
 
@@ -169,17 +169,17 @@ describe('state store', () => {
 
   it('drops a torn final journal line and keeps the complete ones', async () => {
     const s = await StateStore.open({ dataDir: dir, persist: true, init: true });
-    s.data.builds['b-1'] = build('b-1', 1);
+    s.data.builds.set('b-1', build('b-1', 1));
     s.markNew('b-1');
     await s.commit();
     await writeFile(s.journalPath, `${await readFile(s.journalPath, 'utf8')}{"t":"build","b":{"id":"b-1","state":"fai`);
     const again = await StateStore.open({ dataDir: dir, persist: true, init: false });
-    expect(again.data.builds['b-1']!.state).toBe('pending');
+    expect(again.data.builds.get('b-1')!.state).toBe('pending');
   });
 
   it('without persistence, commits resolve at once and nothing is written', async () => {
     const s = await StateStore.open({ dataDir: dir, persist: false, init: false });
-    s.data.builds['b'] = build('b', 1);
+    s.data.builds.set('b', build('b', 1));
     s.markNew('b');
     await s.commit();
     expect(s.writes).toBe(0);

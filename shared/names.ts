@@ -1,0 +1,22 @@
+/**
+ * The shapes of names and ids, in one place: the spec, the protocol, the HTTP routes and
+ * the configs check against these. A name that does not match is refused with a message
+ * saying what a good one looks like; none of these shapes admits `__proto__` or
+ * `constructor`-style keys starting with `_`, and ids are only what `newId` makes.
+ */
+
+/** Node and agent names: 1-63 characters of [A-Za-z0-9_.-], starting with a letter or digit. */
+export const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+export const NAME_RULE = '1-63 characters of [A-Za-z0-9_.-], starting with a letter or digit';
+
+/** Label keys (agent labels, node label requirements). */
+export const LABEL_KEY_RE = /^[A-Za-z0-9][A-Za-z0-9_./-]{0,127}$/;
+export const LABEL_KEY_RULE = '1-128 characters of [A-Za-z0-9_./-], starting with a letter or digit';
+
+/** Environment variable and build-arg names. */
+export const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+
+/** Ids made by `newId` (shared/ids.ts): `<prefix>-<time and counter>-<random>`. */
+export const BUILD_ID_RE = /^b-[0-9a-z]{13,16}-[0-9a-z]{8}$/;
+export const ATTEMPT_ID_RE = /^a-[0-9a-z]{13,16}-[0-9a-z]{8}$/;
+export const BUILD_ID_RULE = 'a build id as kiln gives it (b-<13 to 16 of [0-9a-z]>-<8 of [0-9a-z]>, e.g. b-01kbx2f3q4000-7d2k9x4m)';
