@@ -395,7 +395,8 @@ export class Agent {
       const job = this.jobs.get(d.attempt_id);
       if (!job) continue;
       if (d.action === 'cancel') {
-        this.log.warn({ attempt: d.attempt_id }, 'coordinator no longer wants this attempt; cancelling it');
+        if (job.finished) this.log.warn({ attempt: d.attempt_id }, 'coordinator does not take the result of this finished attempt; dropping it');
+        else this.log.warn({ attempt: d.attempt_id }, 'coordinator no longer wants this attempt; cancelling it');
         this.dropJob(d.attempt_id, 'the coordinator no longer wants this attempt');
         continue;
       }

@@ -106,6 +106,8 @@ export type HelloOutcome =
 const MAX_REJECTIONS = 3;
 /** Attempts a node gets for infrastructure failures (lost agent, Docker down, disk full). */
 export const INFRA_ATTEMPT_BUDGET = 3;
+/** Attempts remembered as reported finished (for agents that reconnect after a lost ack). */
+const MAX_RECORDED = 16_384;
 
 
 export class Engine extends EventEmitter {
@@ -132,6 +134,20 @@ export class Engine extends EventEmitter {
   private readonly defer: (fn: () => void) => void;
   private readonly ids: string[] = [];
   private scheduleQueued = false;
+  /** Assignments placed since the last dispatch commit, sent once it is durable. */
+  private unsent = new Map<string, { payload: Payload<'assign'> }>();
+  /** Attempts whose assignment has not been sent yet (placed, commit in flight). */
+  private readonly unsentAttempts = new Set<string>();
+  /**
+   * Attempts whose result an agent reported (`finished`), by id -> agent session: when an
+   * agent reconnects still holding one (the ack was lost), it is told to send it again and
+   * is acked, instead of being told to cancel work that was kept. Bounded (oldest dropped).
+   */
+  private readonly recorded = new Map<string, string>();
+  /** The latest dispatch commit and its sends (settled()). */
+  private lastDispatch: Promise<void> = Promise.resolve();
+  /** Durable assignments whose agent was between hello and welcome when they were due. */
+  private readonly afterWelcome = new Map<string, Payload<'assign'>>();
   private stopped = false;
   /** Background work (archiving, log files) that shutdown waits for. */
   private readonly background = new Set<Promise<unknown>>();
@@ -166,6 +182,7 @@ export class Engine extends EventEmitter {
       for (const node of build.nodes) {
         if (node.state === 'ready') this.enqueue(build, node);
         for (const attempt of node.attempts) {
+          if (attempt.state === 'success' || attempt.state === 'failed') this.remember(attempt); // only an agent's `finished` makes these
           if (!SLOT_HOLDING_ATTEMPT_STATES.has(attempt.state)) continue;
           this.active.set(attempt.id, { build, node, attempt });
           const entry = this.agents.placeholder(attempt.agent, attempt.session, now, this.t.reconnectGraceMs);
@@ -210,6 +227,17 @@ export class Engine extends EventEmitter {
   /** Resolves once background work (archiving, error reports, log files) started so far is done. */
   async idle(): Promise<void> {
     while (this.background.size > 0) await Promise.allSettled([...this.background]);
+  }
+
+  /** Resolves once placement queued so far has run and its assignments were sent (tests, simulations). */
+  async settled(): Promise<void> {
+    for (;;) {
+      await new Promise((r) => setImmediate(r));
+      if (this.scheduleQueued) continue;
+      const last = this.lastDispatch;
+      await last;
+      if (!this.scheduleQueued && last === this.lastDispatch) return;
+    }
   }
 
   private track(p: Promise<unknown>): void {
@@ -453,6 +481,10 @@ export class Engine extends EventEmitter {
         this.agents.release(entry.name, attemptId);
         continue;
       }
+      if (act.attempt.session === hello.session && this.unsentAttempts.has(attemptId)) {
+        // Placed on this agent process while it reconnected; the assignment goes out on the new connection.
+        continue;
+      }
       if (act.attempt.session === hello.session && reported.has(attemptId)) {
         const offset = await this.logs.agentBytes(this.logRef(act));
         act.attempt.log_bytes = offset;
@@ -466,7 +498,11 @@ export class Engine extends EventEmitter {
         changed = true;
       }
     }
-    for (const r of reported.values()) resume.push({ attempt_id: r.attempt_id, action: 'cancel', log_offset: r.log_bytes });
+    for (const r of reported.values()) {
+      // Its result is recorded (the ack was lost): `continue` makes the agent resend `finished`, which is acked.
+      const kept = this.recorded.get(r.attempt_id) === hello.session;
+      resume.push({ attempt_id: r.attempt_id, action: kept ? 'continue' : 'cancel', log_offset: r.log_bytes });
+    }
     if (changed) {
       await this.store.commit();
       for (const b of this.store.data.builds.values()) this.maybeArchive(b);
@@ -480,6 +516,12 @@ export class Engine extends EventEmitter {
   welcomed(entry: AgentEntry, channel: AgentChannel): void {
     if (entry.channel !== channel || entry.state !== 'connected') return;
     entry.welcomed = true;
+    for (const [attemptId, payload] of this.afterWelcome) {
+      const act = this.active.get(attemptId);
+      if (!act || act.attempt.agent !== entry.name) continue;
+      this.afterWelcome.delete(attemptId);
+      if (act.attempt.state === 'assigned' && act.attempt.session === entry.session) channel.send('assign', payload);
+    }
     this.scheduleSoon();
   }
 
@@ -615,6 +657,7 @@ export class Engine extends EventEmitter {
     await this.logs.close(this.logRef(act));
     if (this.active.get(p.attempt_id) !== act) return ack; // changed while the log was flushed
     const { build, node, attempt } = act;
+    this.remember(attempt);
     const wasCancelling = attempt.state === 'cancelling';
     // An agent that cancels on its own (shut down) gives the node back: an infrastructure failure.
     const agentCancelled = !wasCancelling && p.status === 'cancelled';
@@ -676,6 +719,11 @@ export class Engine extends EventEmitter {
     await this.store.commit();
     this.maybeArchive(build);
     return ack;
+  }
+
+  private remember(attempt: AttemptRecord): void {
+    this.recorded.set(attempt.id, attempt.session);
+    if (this.recorded.size > MAX_RECORDED) this.recorded.delete(this.recorded.keys().next().value!);
   }
 
   /** Why a successful attempt's outputs are not acceptable (undeclared, missing, not in the CAS), or null. */
@@ -750,8 +798,9 @@ export class Engine extends EventEmitter {
       }
     }
     if (key !== null && !this.inflight.has(key)) this.inflight.set(key, act);
-    entry.channel?.send('proceed', { attempt_id: attempt.id });
+    // The decision to build is durable before the agent hears it.
     await this.store.commit();
+    if (this.active.get(attempt.id) === act && attempt.state === 'assigned' && entry.session === attempt.session) entry.channel?.send('proceed', { attempt_id: attempt.id });
   }
 
   /**
@@ -968,7 +1017,29 @@ export class Engine extends EventEmitter {
       (ref) => this.readyNode(ref) !== null,
       (ref, agent, gpus) => this.dispatch(ref, agent, gpus),
     );
-    if (placed > 0) this.store.commit().catch((err: unknown) => this.log.error({ err }, 'state commit failed after dispatch'));
+    if (placed === 0) return;
+    // An assignment goes out only once its attempt is on disk: a coordinator that dies in
+    // between must not leave an agent building an attempt the restarted one never heard of.
+    const sends = this.unsent;
+    this.unsent = new Map();
+    this.lastDispatch = this.store.commit().then(
+      () => {
+        for (const [attemptId, send] of sends) {
+          this.unsentAttempts.delete(attemptId);
+          const act = this.active.get(attemptId);
+          if (!act || act.attempt.state !== 'assigned') continue; // cancelled meanwhile (already finished, see cancelAttempt)
+          const agent = this.agents.get(act.attempt.agent);
+          // Not connected now: the agent reconnects without it and the attempt is lost then.
+          if (agent?.state !== 'connected' || !agent.channel || agent.session !== act.attempt.session) continue;
+          if (!agent.welcomed) this.afterWelcome.set(attemptId, send.payload); // reconnecting: no frame may overtake the welcome
+          else agent.channel.send('assign', send.payload);
+        }
+      },
+      (err: unknown) => {
+        for (const attemptId of sends.keys()) this.unsentAttempts.delete(attemptId);
+        this.log.error({ err }, 'state commit failed after dispatch; assignments not sent');
+      },
+    );
   }
 
   private readyNode(ref: ReadyRef): { build: BuildRecord; node: NodeRecord } | null {
@@ -1030,7 +1101,9 @@ export class Engine extends EventEmitter {
       this.store.markBuild(build.id);
     }
     this.refreshBuildState(build);
-    agent.channel.send('assign', {
+    this.unsentAttempts.add(attempt.id);
+    this.unsent.set(attempt.id, {
+      payload: {
       attempt_id: attempt.id,
       build_id: build.id,
       node: node.name,
@@ -1050,6 +1123,7 @@ export class Engine extends EventEmitter {
       resolve: this.reuseAllowed(build, node) && agent.hello?.executor !== 'noop',
       gpus,
       test: node.test ? { command: node.test.command, timeout_ms: node.test.timeout_ms, env: node.test.env } : null,
+      },
     });
     if (attempt.log_header) this.track(this.logs.ensure(this.logRef({ build, node, attempt })).catch(() => {}));
   }
@@ -1146,7 +1220,11 @@ export class Engine extends EventEmitter {
   private cancelAttempt(act: ActiveAttempt, reason: string): void {
     const { attempt } = act;
     const agent = this.agents.get(attempt.agent);
-    if (agent?.state === 'connected' && agent.session === attempt.session && agent.channel) {
+    if (this.unsentAttempts.has(attempt.id)) {
+      // The agent never got the assignment (it is sent after the dispatch commit): nothing to cancel there.
+      this.unsent.delete(attempt.id);
+      this.finishAttempt(act, 'cancelled', this.now(), { reason });
+    } else if (agent?.state === 'connected' && agent.session === attempt.session && agent.channel) {
       attempt.state = attemptTransition(attempt.state, 'cancelling');
       attempt.reason = reason;
       attempt.finished_at = this.now();
@@ -1164,6 +1242,8 @@ export class Engine extends EventEmitter {
     if (extra.reason !== undefined) attempt.reason = extra.reason;
     this.store.markNode(act.build.id, act.node.name);
     this.active.delete(attempt.id);
+    this.unsentAttempts.delete(attempt.id);
+    this.afterWelcome.delete(attempt.id);
     this.agents.release(attempt.agent, attempt.id);
     if (attempt.key !== null && this.inflight.get(attempt.key) === act) {
       this.inflight.delete(attempt.key);

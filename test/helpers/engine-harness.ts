@@ -35,7 +35,13 @@ export class FakeChannel implements AgentChannel {
   }
 }
 
-export const tick = () => new Promise((r) => setImmediate(r));
+let current: Engine | null = null;
+
+/** Lets the engine run what it queued: placement, and the assignments it sends once their attempts are durable. */
+export const tick = async (): Promise<void> => {
+  await new Promise((r) => setImmediate(r));
+  await current?.settled();
+};
 
 export function hello(name: string, opts: Partial<HelloPayload> = {}): HelloPayload {
   return {
@@ -97,5 +103,6 @@ export async function openEngine(dir: string, clock: () => number): Promise<Open
   await reuse.init();
   const engine = new Engine({ store, logs, cas, reuse, agents: new AgentRegistry(), logger: pino({ level: 'silent' }), timings: TIMINGS, clock });
   await engine.recover();
+  current = engine;
   return { engine, store, logs, cas };
 }
