@@ -85,5 +85,5 @@ export function buildSummary(b: BuildViewT, colour: boolean): string {
     lines.push(`  ${n.name.padEnd(width)}  ${stateText(n.state, colour).padEnd(colour ? 18 : 9)} ${dur.padStart(7)}  ${n.agent ?? '-'}  ${extra.split('\n')[0]!.slice(0, 240)}`);
   }
   const took = b.started_at && b.finished_at ? ` in ${formatDuration(Date.parse(b.finished_at) - Date.parse(b.started_at))}` : '';
-  return `build ${b.id} (${b.name}): ${stateText(b.state, colour)}${took}\n${lines.join('\n')}\n  logs: ${b.logs_dir}\n`;
+  return `build ${b.id} (${b.name}): ${stateText(b.state, colour)}${took}\n${lines.join('\n')}\n  logs: kiln logs ${b.id}\n`;
 }

@@ -104,8 +104,8 @@ export const BuildView = BuildSummary.extend({
   /** false: submitted with --no-reuse. */
   reuse: z.boolean(),
   nodes: z.array(NodeView),
-  /** Where the coordinator keeps this build's logs. */
-  logs_dir: z.string(),
+  /** The build's log (every node, `node | ` prefixes; `?follow=true` for live SSE). */
+  logs_url: z.string(),
 });
 
 export const AgentView = z.object({
@@ -176,6 +176,9 @@ export const ArtifactPage = z.object({ items: z.array(ArtifactView), next_cursor
 
 export const CreatedBuild = z.object({ id: z.string(), state: z.enum(BUILD_STATES), url: z.string() });
 
+/** Body of `POST /api/v1/cas/find-missing`. */
+export const MAX_FIND_MISSING = 100_000;
+
 export const Problem = z.object({
   type: z.string(),
   title: z.string(),
@@ -203,10 +206,21 @@ export type ArtifactViewT = z.infer<typeof ArtifactView>;
 
 /** SSE events of the log streams (`event:` names). */
 export const LogEvent = {
-  /** `data: {"node": "...", "text": "..."}`; `id:` is the byte offset after this text (node stream) or `node:offset` (build stream). */
+  /** `data: {"node": "...", "text": "..."}`; `id:` is the byte offset after this text (node stream) or the cursor `node:offset,...` (build stream). */
   log: 'log',
   /** `data: {"node": "...", "state": "...", "attempt": n}` when a node changes state. */
   status: 'status',
   /** `data: {"state": "..."}`: the stream is complete (node or build terminal and every byte sent). */
   end: 'end',
 } as const;
+
+/** `data` of a `log` event: text of one node's log (whole UTF-8 characters). */
+export const LogEventData = z.object({ node: z.string(), text: z.string() });
+/** `data` of a `status` event: a node's state and how many attempts it has had. */
+export const StatusEventData = z.object({ node: z.string(), state: z.enum(NODE_STATES), attempt: z.number().int().nonnegative() });
+/** `data` of the final `end` event: the node's (node stream) or build's (build stream) state. */
+export const EndEventData = z.object({ state: z.union([z.enum(NODE_STATES), z.enum(BUILD_STATES)]) });
+
+export type LogEventDataT = z.infer<typeof LogEventData>;
+export type StatusEventDataT = z.infer<typeof StatusEventData>;
+export type EndEventDataT = z.infer<typeof EndEventData>;

@@ -24,6 +24,10 @@ export const ERROR_CODES = {
   E_ARCHIVE: 400,
   /** The request body is larger than allowed. */
   E_TOO_LARGE: 413,
+  /** The request body has a media type the route does not take. */
+  E_MEDIA_TYPE: 415,
+  /** The method is not one the path supports (`Allow` lists those). */
+  E_METHOD: 405,
   /** The coordinator is starting up or shutting down. */
   E_UNAVAILABLE: 503,
   /** The state file is missing, unreadable or corrupt. */

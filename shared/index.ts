@@ -16,6 +16,7 @@ export * from './protocol/codec.js';
 export * from './spec/build-spec.js';
 export * from './spec/parse-spec.js';
 export { forbiddenContent } from './spec/spec-fields.js';
+export { submittedSpecJsonSchema } from './spec/spec-json-schema.js';
 export * from './backoff.js';
 export * from './version.js';
 export * from './logger.js';

@@ -9,6 +9,12 @@
 export const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 export const NAME_RULE = '1-63 characters of [A-Za-z0-9_.-], starting with a letter or digit';
 
+/**
+ * Agent names as a path parameter: the agent-name shape. (Kept apart from NAME_RE in case
+ * agent names ever widen; today they are the same.)
+ */
+export const AGENT_NAME_PARAM_RE = NAME_RE;
+
 /** Label keys (agent labels, node label requirements). */
 export const LABEL_KEY_RE = /^[A-Za-z0-9][A-Za-z0-9_./-]{0,127}$/;
 export const LABEL_KEY_RULE = '1-128 characters of [A-Za-z0-9_./-], starting with a letter or digit';

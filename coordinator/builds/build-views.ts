@@ -130,7 +130,7 @@ export function summaryView(s: BuildSummaryRecord): BuildSummaryT {
   };
 }
 
-export function buildView(b: BuildRecord, agents: AgentRegistry, logsDir: string, now: number = Date.now()): BuildViewT {
+export function buildView(b: BuildRecord, agents: AgentRegistry, now: number = Date.now()): BuildViewT {
   return {
     id: b.id,
     name: b.name,
@@ -143,6 +143,6 @@ export function buildView(b: BuildRecord, agents: AgentRegistry, logsDir: string
     cancel_requested: b.cancel_requested,
     reuse: b.reuse ?? true,
     nodes: b.nodes.map((n) => nodeView(n, agents, now)),
-    logs_dir: logsDir,
+    logs_url: `/api/v1/builds/${b.id}/logs`,
   };
 }

@@ -1,8 +1,109 @@
 /**
- * Pieces shared by the OpenAPI route definitions.
+ * Pieces shared by the OpenAPI route definitions: the security requirement, the error
+ * responses each operation documents (problem+json), the path and query parameters with
+ * the exact shapes the server validates, and the guards that run before validation on
+ * routes with a body (media type -> 415, size while streaming -> 413).
+ *
+ * The document is generated from these same objects, so what it says is what the
+ * server checks.
  */
-import { Problem } from '../../shared/index.js';
+import type { MiddlewareHandler } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { z } from '@hono/zod-openapi';
+import { AGENT_NAME_PARAM_RE, BUILD_ID_RE, BUILD_ID_RULE, DIGEST_RE, NAME_RE, NAME_RULE, Problem } from '../../shared/index.js';
+import type { AppEnv } from './context.js';
+import { problemResponse } from './problem.js';
+
+/** Name of the bearer security scheme in `components.securitySchemes`. */
+export const BEARER = 'bearerAuth';
+/** Operations that need the API token (or, for the CAS, the agent token). */
+export const SECURED = [{ [BEARER]: [] }];
+/** Operations anyone may call (probes, metrics, the document itself). */
+export const PUBLIC: Array<Record<string, string[]>> = [];
 
 export function problemContent(description: string) {
   return { description, content: { 'application/problem+json': { schema: Problem } } };
+}
+
+const ERROR_TEXT: Record<number, string> = {
+  400: 'The request is invalid (a parameter, header or body failed validation); `errors` name the fields',
+  401: 'No API token, or a wrong one (send `Authorization: Bearer <token>`)',
+  403: 'The token may not use this route (the agent token may use only the CAS routes)',
+  404: 'Not found',
+  409: 'Conflicts with the current state',
+  413: 'The body is larger than allowed',
+  415: 'The body has a media type this route does not take',
+  500: 'Internal error (see the coordinator log)',
+  503: 'The coordinator is starting or shutting down',
+  507: 'The artifact store is full (nothing partial was kept)',
+};
+
+/**
+ * Error responses of an operation: the statuses given (with an optional more precise
+ * description), plus 500, which any operation can answer. Secured operations also list
+ * 401 (and 403 unless `agentToo`).
+ */
+export function errors(statuses: Array<number | [number, string]>, opts: { secured?: boolean; agentToo?: boolean } = {}) {
+  const out: Record<number, ReturnType<typeof problemContent>> = {};
+  const add = (s: number, d?: string) => (out[s] = problemContent(d ?? ERROR_TEXT[s] ?? 'Error'));
+  if (opts.secured !== false) {
+    add(401);
+    if (!opts.agentToo) add(403);
+  }
+  for (const s of statuses) Array.isArray(s) ? add(s[0], s[1]) : add(s);
+  add(500);
+  return out;
+}
+
+export const BuildId = z.string().regex(BUILD_ID_RE, `must be ${BUILD_ID_RULE}`).openapi({ example: 'b-01kbx2f3q4000-7d2k9x4m' });
+export const NodeName = z.string().regex(NAME_RE, `must be a node name (${NAME_RULE})`).openapi({ example: 'compile' });
+export const AgentName = z.string().regex(AGENT_NAME_PARAM_RE, `must be an agent name (${NAME_RULE})`).openapi({ example: 'builder-1' });
+
+export const BuildIdParams = z.object({ id: BuildId });
+export const NodeParams = z.object({ id: BuildId, node: NodeName });
+export const AgentParams = z.object({ name: AgentName });
+export const DigestParams = z.object({
+  digest: z.string().regex(DIGEST_RE, 'must be sha256:<64 lowercase hex digits>').openapi({ example: `sha256:${'0'.repeat(64)}` }),
+});
+
+/** A non-negative integer in a query string (no `null`, no exponent, at most 15 digits). */
+export function countQuery(description: string) {
+  return z
+    .string()
+    .regex(/^(0|[1-9][0-9]{0,14})$/, 'must be a non-negative integer')
+    .transform(Number)
+    .optional()
+    .openapi({ type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description });
+}
+
+/** The media type of a request, without parameters (`application/json; charset=utf-8` -> `application/json`). */
+export function mediaType(header: string | undefined): string | null {
+  if (!header) return null;
+  return header.split(';')[0]!.trim().toLowerCase() || null;
+}
+
+/**
+ * Refuses a body whose Content-Type is not one of `types` (415, naming the accepted ones).
+ * With `optional`, a request without a body (no Content-Length or 0, no Transfer-Encoding)
+ * needs no Content-Type.
+ */
+export function requireMediaType(types: readonly string[], opts: { optional?: boolean } = {}): MiddlewareHandler<AppEnv> {
+  return async function requireMediaType(c, next) {
+    const type = mediaType(c.req.header('content-type'));
+    if (type === null && opts.optional) {
+      const length = c.req.header('content-length');
+      const chunked = c.req.header('transfer-encoding');
+      if ((length === undefined || length === '0') && !chunked) return next();
+    }
+    if (type === null || !types.includes(type)) {
+      const got = type === null ? 'no Content-Type' : `Content-Type ${type}`;
+      return problemResponse(c, 415, 'E_MEDIA_TYPE', `${got} is not taken here; send ${types.join(' or ')}`);
+    }
+    return next();
+  };
+}
+
+/** Refuses a body larger than `maxBytes` while it streams in (413), before anything parses it. */
+export function limitBody(maxBytes: number, what: string): MiddlewareHandler<AppEnv> {
+  return bodyLimit({ maxSize: maxBytes, onError: (c) => problemResponse(c, 413, 'E_TOO_LARGE', `${what} is larger than ${maxBytes} bytes`) });
 }

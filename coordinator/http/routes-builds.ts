@@ -6,15 +6,15 @@
  * was uploaded to the CAS and contains the node's Dockerfile. Any problem is a 400
  * problem+json whose `errors` name the node and field.
  */
-import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
-import { z } from 'zod';
+import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import {
   BuildPage,
-  BuildSpecSchema,
   BuildView,
   CreatedBuild,
   KilnError,
+  decodeSpecBytes,
   parseSpecText,
+  submittedSpecJsonSchema,
   validateSpec,
   type Digest,
   type FieldError,
@@ -24,28 +24,32 @@ import { buildView, summaryView } from '../builds/build-views.js';
 import { tarEntries, normalizeTarPath } from '../cas/tar-index.js';
 import type { AppEnv, HttpDeps } from './context.js';
 import { PageQuery, nextLink } from './pagination.js';
-import { problemContent } from './openapi-common.js';
+import { BuildIdParams, SECURED, errors, limitBody, mediaType, requireMediaType } from './openapi-common.js';
 
-const IdParams = z.object({ id: z.string().min(1).max(100) });
+/** Media types a spec may be submitted as; JSON ones must be JSON, YAML ones are read as YAML 1.2 (JSON is YAML). */
+export const SPEC_MEDIA_TYPES = ['application/json', 'application/yaml', 'application/x-kiln-spec+json'] as const;
+const JSON_SPEC_TYPES = new Set(['application/json', 'application/x-kiln-spec+json']);
 
 const createBuild = createRoute({
   method: 'post',
   path: '/api/v1/builds',
   summary: 'Submit a build (a DAG of nodes)',
-  description: 'Body: the build spec as JSON or YAML. Each `context` is the sha256 digest of a tar uploaded to the CAS first.',
+  description:
+    'Body: the build spec as JSON or YAML (UTF-8, at most the configured max_spec_bytes). Each `context` is the sha256 digest of a tar uploaded to the CAS first. ' +
+    'Graph rules the schema cannot say are checked too: `needs` and `inputs.*.from` name nodes of the spec, and there is no cycle.',
+  security: SECURED,
+  // The body is read whole before it is parsed: refuse other media types, then oversized bodies while they stream in.
+  middleware: [requireMediaType(SPEC_MEDIA_TYPES)],
   request: {
-    query: z.object({ reuse: z.enum(['true', 'false']).optional().describe('false: build every node, reuse nothing (kiln submit --no-reuse)') }),
+    query: z.object({ reuse: z.enum(['true', 'false']).optional().openapi({ description: 'false: build every node, reuse nothing (kiln submit --no-reuse)' }) }),
     body: {
       required: true,
-      content: {
-        'application/yaml': { schema: z.toJSONSchema(BuildSpecSchema, { io: 'input' }) as never },
-        'application/x-kiln-spec+json': { schema: z.toJSONSchema(BuildSpecSchema, { io: 'input' }) as never },
-      },
+      content: Object.fromEntries(SPEC_MEDIA_TYPES.map((t) => [t, { schema: submittedSpecJsonSchema() as never }])),
     },
   },
   responses: {
-    201: { description: 'Created', content: { 'application/json': { schema: CreatedBuild } } },
-    400: problemContent('The spec is invalid; `errors` name the node and field'),
+    201: { description: 'Created', headers: { location: { description: 'The build', schema: { type: 'string' } } }, content: { 'application/json': { schema: CreatedBuild } } },
+    ...errors([[400, 'The spec is invalid (syntax, not UTF-8, a field, the graph, or a context not uploaded); `errors` name the node and field'], 413, 415, 503]),
   },
 });
 
@@ -53,18 +57,23 @@ const listBuilds = createRoute({
   method: 'get',
   path: '/api/v1/builds',
   summary: 'List builds, newest first',
+  security: SECURED,
   request: { query: PageQuery },
-  responses: { 200: { description: 'A page of builds', content: { 'application/json': { schema: BuildPage } } } },
+  responses: {
+    200: { description: 'A page of builds', headers: { link: { description: 'RFC 8288 `rel="next"` link when there is a next page', schema: { type: 'string' } } }, content: { 'application/json': { schema: BuildPage } } },
+    ...errors([400]),
+  },
 });
 
 const getBuild = createRoute({
   method: 'get',
   path: '/api/v1/builds/{id}',
   summary: 'A build with its nodes and their attempts',
-  request: { params: IdParams },
+  security: SECURED,
+  request: { params: BuildIdParams },
   responses: {
     200: { description: 'The build', content: { 'application/json': { schema: BuildView } } },
-    404: problemContent('No such build'),
+    ...errors([400, [404, 'No such build']]),
   },
 });
 
@@ -72,11 +81,11 @@ const cancelBuild = createRoute({
   method: 'post',
   path: '/api/v1/builds/{id}/cancel',
   summary: 'Cancel a build: unfinished nodes are cancelled, running ones aborted on their agents',
-  request: { params: IdParams },
+  security: SECURED,
+  request: { params: BuildIdParams },
   responses: {
-    202: { description: 'Cancelling', content: { 'application/json': { schema: BuildView } } },
-    404: problemContent('No such build'),
-    409: problemContent('The build already finished'),
+    202: { description: 'Cancelling (durable when answered)', content: { 'application/json': { schema: BuildView } } },
+    ...errors([400, [404, 'No such build'], [409, 'The build already finished']]),
   },
 });
 
@@ -112,17 +121,22 @@ async function checkContexts(deps: HttpDeps, spec: ResolvedSpec): Promise<FieldE
 }
 
 export function registerBuildRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): void {
+  // Registered before the route: hono runs middleware in registration order, and the limit
+  // must see the body before the route reads it.
+  app.post('/api/v1/builds', limitBody(deps.maxSpecBytes, 'the spec'));
   app.openapi(createBuild, async (c) => {
     if (!deps.isReady()) throw new KilnError('E_UNAVAILABLE', 'the coordinator is not accepting builds right now (starting or shutting down)');
-    const text = await c.req.text();
-    if (Buffer.byteLength(text) > deps.maxSpecBytes) throw new KilnError('E_TOO_LARGE', `spec is larger than ${deps.maxSpecBytes} bytes`);
-    const parsed = parseSpecText(text);
+    const bytes = new Uint8Array(await c.req.arrayBuffer());
+    if (bytes.length > deps.maxSpecBytes) throw new KilnError('E_TOO_LARGE', `spec is larger than ${deps.maxSpecBytes} bytes`);
+    const decoded = decodeSpecBytes(bytes);
+    if (!decoded.ok) throw new KilnError('E_SPEC_INVALID', specDetail(decoded.errors), { errors: decoded.errors });
+    const parsed = parseSpecText(decoded.value, { json: JSON_SPEC_TYPES.has(mediaType(c.req.header('content-type')) ?? '') });
     if (!parsed.ok) throw new KilnError('E_SPEC_INVALID', specDetail(parsed.errors), { errors: parsed.errors });
     const resolved = validateSpec(parsed.value, { form: 'submitted', defaultPlatform: deps.defaultPlatform });
     if (!resolved.ok) throw new KilnError('E_SPEC_INVALID', specDetail(resolved.errors), { errors: resolved.errors });
     const ctxErrors = await checkContexts(deps, resolved.value);
     if (ctxErrors.length > 0) throw new KilnError('E_SPEC_INVALID', specDetail(ctxErrors), { errors: ctxErrors });
-    const build = await deps.engine.submit(resolved.value, { reuse: c.req.query('reuse') !== 'false' });
+    const build = await deps.engine.submit(resolved.value, { reuse: c.req.valid('query').reuse !== 'false' });
     const url = `/api/v1/builds/${build.id}`;
     return c.json({ id: build.id, state: build.state, url }, 201, { location: url });
   });
@@ -156,13 +170,13 @@ export function registerBuildRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): v
     const { id } = c.req.valid('param');
     const build = await deps.engine.getBuild(id);
     if (!build) throw new KilnError('E_NOT_FOUND', `build ${id} not found`);
-    return c.json(buildView(build, deps.agents, deps.logs.buildDir(id)), 200);
+    return c.json(buildView(build, deps.agents), 200);
   });
 
   app.openapi(cancelBuild, async (c) => {
     const { id } = c.req.valid('param');
     const build = await deps.engine.cancel(id);
-    return c.json(buildView(build, deps.agents, deps.logs.buildDir(id)), 202);
+    return c.json(buildView(build, deps.agents), 202);
   });
 }
 

@@ -5,72 +5,83 @@
  * PUT streams the body into the artifact store while hashing it and keeps it only if it
  * hashes to the digest in the URL (201 when stored, 200 when it was already there:
  * idempotent). find-missing answers from the in-memory index, so clients upload only what
- * the store lacks. The API token and the agent token (which uploads outputs) may use them.
+ * the store lacks; its body is bounded while it streams (at most MAX_FIND_MISSING digests'
+ * worth) before it is parsed. The API token and the agent token (which uploads outputs)
+ * may use them.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
-import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
-import { z } from 'zod';
-import { DIGEST_RE, KilnError, type Digest } from '../../shared/index.js';
+import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
+import { DIGEST_RE, KilnError, MAX_FIND_MISSING, type Digest } from '../../shared/index.js';
 import type { AppEnv, HttpDeps } from './context.js';
-import { problemContent } from './openapi-common.js';
+import { DigestParams, SECURED, errors, limitBody, requireMediaType } from './openapi-common.js';
 
-const DigestParams = z.object({
-  digest: z.string().regex(DIGEST_RE, 'must be sha256:<64 lowercase hex digits>'),
-});
+/** Media types a blob may be uploaded as (the bytes are stored as they are). */
+export const BLOB_MEDIA_TYPES = ['application/octet-stream', 'application/x-tar'] as const;
 
-const Stored = z.object({ digest: z.string(), size: z.number().int(), created: z.boolean() });
+const Stored = z.object({ digest: z.string().regex(DIGEST_RE), size: z.number().int().nonnegative(), created: z.boolean() });
+const Blob = z.string().openapi({ type: 'string', format: 'binary' });
+const blobHeaders = {
+  'content-length': { description: 'Size of the blob in bytes', schema: { type: 'integer' as const, minimum: 0 } },
+  etag: { description: 'The digest, quoted', schema: { type: 'string' as const } },
+};
 
 const putBlob = createRoute({
   method: 'put',
   path: '/api/v1/cas/{digest}',
   summary: 'Upload a blob; stored only if the bytes hash to the digest',
-  request: { params: DigestParams },
+  security: SECURED,
+  middleware: [requireMediaType(BLOB_MEDIA_TYPES)],
+  request: {
+    params: DigestParams,
+    body: { required: true, content: Object.fromEntries(BLOB_MEDIA_TYPES.map((t) => [t, { schema: Blob }])) },
+  },
   responses: {
     200: { description: 'Already stored', content: { 'application/json': { schema: Stored } } },
     201: { description: 'Stored', content: { 'application/json': { schema: Stored } } },
-    400: problemContent('Digest mismatch or bad digest'),
-    413: problemContent('Too large'),
+    ...errors([[400, 'Bad digest, bad Content-Length, or the bytes do not hash to the digest'], [413, 'The blob is larger than the store takes'], 415, 507], { agentToo: true }),
   },
 });
 
 const getBlob = createRoute({
   method: 'get',
   path: '/api/v1/cas/{digest}',
-  summary: 'Download a blob (HEAD: does it exist, and its size)',
+  summary: 'Download a blob',
+  security: SECURED,
   request: { params: DigestParams },
   responses: {
-    200: { description: 'The blob', content: { 'application/octet-stream': { schema: z.string() } } },
-    404: problemContent('No such blob'),
+    200: { description: 'The blob', headers: blobHeaders, content: { 'application/octet-stream': { schema: Blob } } },
+    ...errors([400, [404, 'No such blob']], { agentToo: true }),
   },
 });
 
-/** Most digests one find-missing request may ask about. */
-export const MAX_FIND_MISSING = 100_000;
+const FindMissingBody = z.strictObject({
+  digests: z.array(z.string().regex(DIGEST_RE, 'must be sha256:<64 lowercase hex digits>')).max(MAX_FIND_MISSING),
+});
+/** A digest is 71 characters; with quotes and a comma 74. */
+const FIND_MISSING_MAX_BYTES = MAX_FIND_MISSING * 80 + 1024;
 
 const findMissing = createRoute({
   method: 'post',
   path: '/api/v1/cas/find-missing',
   summary: 'Which of these digests the store does not hold (upload only those)',
-  request: {
-    body: {
-      required: true,
-      content: { 'application/json': { schema: z.object({ digests: z.array(z.string()).max(MAX_FIND_MISSING) }) } },
-    },
-  },
+  description: `At most ${MAX_FIND_MISSING} digests (a body of at most ${FIND_MISSING_MAX_BYTES} bytes).`,
+  security: SECURED,
+  middleware: [requireMediaType(['application/json']), limitBody(FIND_MISSING_MAX_BYTES, 'the find-missing body')],
+  request: { body: { required: true, content: { 'application/json': { schema: FindMissingBody } } } },
   responses: {
-    200: { description: 'The missing digests, in the order asked, without duplicates', content: { 'application/json': { schema: z.object({ missing: z.array(z.string()) }) } } },
-    400: problemContent('Not a list of sha256 digests'),
+    200: {
+      description: 'The missing digests, in the order asked, without duplicates',
+      content: { 'application/json': { schema: z.object({ missing: z.array(z.string().regex(DIGEST_RE)) }) } },
+    },
+    ...errors([[400, 'Not a JSON object `{digests: [sha256:...]}`'], 413, 415], { agentToo: true }),
   },
 });
 
 export function registerCasRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): void {
   app.openapi(findMissing, (c) => {
     const { digests } = c.req.valid('json');
-    for (let i = 0; i < digests.length; i++) {
-      if (!DIGEST_RE.test(digests[i]!)) throw new KilnError('E_INVALID', `digests.${i}: '${String(digests[i]).slice(0, 80)}' is not sha256:<64 lowercase hex digits>`);
-    }
     return c.json({ missing: deps.cas.findMissing(digests as Digest[]) }, 200);
   });
 
@@ -107,5 +118,18 @@ export function registerCasRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): voi
       return RESPONSE_ALREADY_SENT as never;
     }
     return new Response(Readable.toWeb(body) as ReadableStream, { status: 200, headers }) as never;
+  });
+
+  // HEAD is served by the GET handler (hono routes HEAD to GET); documented on its own.
+  app.openAPIRegistry.registerPath({
+    method: 'head',
+    path: '/api/v1/cas/{digest}',
+    summary: 'Does the store hold this blob, and its size (Content-Length)',
+    security: SECURED,
+    request: { params: DigestParams },
+    responses: {
+      200: { description: 'Stored; Content-Length is its size', headers: blobHeaders },
+      ...errors([400, [404, 'No such blob']], { agentToo: true }),
+    },
   });
 }

@@ -80,7 +80,7 @@ export function registerFleetRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): v
     const { id, node } = c.req.valid('param');
     if (!deps.isReady()) throw new KilnError('E_UNAVAILABLE', 'the coordinator is not accepting retries right now (starting or shutting down)');
     const build = await deps.engine.retryNode(id, node);
-    return c.json(buildView(build, deps.agents, deps.logs.buildDir(id), now()), 202);
+    return c.json(buildView(build, deps.agents, now()), 202);
   });
 
   app.openapi(getErrorReport, async (c) => {

@@ -5,37 +5,67 @@
  *   event: status  data: {"node","state","attempt"}
  *   event: end     data: {"state"}              the node (or build) is done and every byte was sent
  * A client that reconnects with `Last-Event-ID` (or `?offset=` / `?cursor=`) continues
- * exactly after what it received: no gap, no duplicate. Without `follow`, the stored log
- * is returned as text/plain (the build route prefixes each line with its node name).
+ * exactly after what it received: no gap, no duplicate. A resume point that is malformed,
+ * names a node the build does not have, or falls inside a UTF-8 character is refused (400)
+ * rather than silently replaying from the start or sending half a character. Without
+ * `follow`, the node route returns the stored bytes as they are (text/plain) and the build
+ * route the stored text with each line prefixed by its node name.
  */
-import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
+import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
-import { streamSSE, stream } from 'hono/streaming';
-import { z } from 'zod';
-import { KilnError } from '../../shared/index.js';
-import { followLogs, formatCursor, parseCursor, type FollowEvent } from '../logs/log-follow.js';
+import { stream, streamSSE } from 'hono/streaming';
+import { EndEventData, KilnError, LogEventData, StatusEventData } from '../../shared/index.js';
+import { MAX_CURSOR_CHARS, followLogs, formatCursor, parseCursor, type FollowEvent } from '../logs/log-follow.js';
+import type { BuildRecord } from '../state/records.js';
 import type { AppEnv, HttpDeps } from './context.js';
-import { problemContent } from './openapi-common.js';
+import { BuildIdParams, NodeParams, SECURED, countQuery, errors } from './openapi-common.js';
 
 const Follow = z
   .enum(['true', 'false', '1', '0'])
   .optional()
-  .transform((v) => v === 'true' || v === '1');
+  .transform((v) => v === 'true' || v === '1')
+  .openapi({ type: 'string', enum: ['true', 'false', '1', '0'], description: 'true: stream Server-Sent Events until the node (build) is done' });
+
+const READ_CHUNK = 64 * 1024;
+
+/** JSON Schema of one SSE event (`x-itemSchema`, after OpenAPI 3.2's `itemSchema` for text/event-stream). */
+function sseEventSchema(idDescription: string) {
+  const json = (schema: z.ZodType) => ({ type: 'string', contentMediaType: 'application/json', contentSchema: z.toJSONSchema(schema) });
+  const strip = (s: Record<string, unknown>) => {
+    delete s.$schema;
+    return s;
+  };
+  const ev = (name: string, data: z.ZodType, withId: boolean) => ({
+    type: 'object',
+    required: ['event', 'data', ...(withId ? ['id'] : [])],
+    properties: { event: { const: name }, data: strip(json(data) as never), ...(withId ? { id: { type: 'string', description: idDescription } } : {}) },
+  });
+  return { oneOf: [ev('log', LogEventData, true), ev('status', StatusEventData, false), ev('end', EndEventData, false)] };
+}
+
+function logContent(text: string, idDescription: string) {
+  return {
+    'text/plain': { schema: z.string().openapi({ description: text }) },
+    'text/event-stream': {
+      schema: z.string().openapi({ description: 'Server-Sent Events (`event: log|status|end`, JSON `data`); `: keep-alive` comments every 15 s. Each event is described by `x-itemSchema`.' }),
+      'x-itemSchema': sseEventSchema(idDescription),
+    },
+  };
+}
 
 const nodeLogs = createRoute({
   method: 'get',
   path: '/api/v1/builds/{id}/nodes/{node}/logs',
   summary: "A node's log (all attempts); SSE with follow=true",
+  security: SECURED,
   request: {
-    params: z.object({ id: z.string().min(1).max(100), node: z.string().min(1).max(100) }),
-    query: z.object({ follow: Follow, offset: z.coerce.number().int().nonnegative().optional() }),
+    params: NodeParams,
+    query: z.object({ follow: Follow, offset: countQuery('Byte offset to start after (what the last `log` event id said); Last-Event-ID takes precedence') }),
+    headers: z.object({ 'last-event-id': z.string().regex(/^(0|[1-9][0-9]{0,14})$/, 'must be a byte offset (a non-negative integer)').optional() }),
   },
   responses: {
-    200: {
-      description: 'text/plain log, or an SSE stream with follow=true',
-      content: { 'text/plain': { schema: z.string() }, 'text/event-stream': { schema: z.string() } },
-    },
-    404: problemContent('No such build or node'),
+    200: { description: 'The stored log (text/plain), or an SSE stream with follow=true', content: logContent('The node log bytes as stored', 'Byte offset after this text') },
+    ...errors([[400, 'A bad parameter, or an offset inside a UTF-8 character'], [404, 'No such build or node']]),
   },
 });
 
@@ -43,16 +73,18 @@ const buildLogs = createRoute({
   method: 'get',
   path: '/api/v1/builds/{id}/logs',
   summary: "Every node's log, multiplexed; SSE with follow=true",
+  security: SECURED,
   request: {
-    params: z.object({ id: z.string().min(1).max(100) }),
-    query: z.object({ follow: Follow, cursor: z.string().max(65_536).optional() }),
+    params: BuildIdParams,
+    query: z.object({
+      follow: Follow,
+      cursor: z.string().max(MAX_CURSOR_CHARS).optional().openapi({ description: 'Where to continue: `node:offset,...` (what the last `log` event id said); Last-Event-ID takes precedence' }),
+    }),
+    headers: z.object({ 'last-event-id': z.string().max(MAX_CURSOR_CHARS).optional() }),
   },
   responses: {
-    200: {
-      description: 'text/plain log with `node | ` prefixes, or an SSE stream with follow=true',
-      content: { 'text/plain': { schema: z.string() }, 'text/event-stream': { schema: z.string() } },
-    },
-    404: problemContent('No such build'),
+    200: { description: 'The stored text with `node | ` prefixes (text/plain), or an SSE stream with follow=true', content: logContent('Every node log, each line prefixed `node | `', 'The cursor `node:offset,...` after this text') },
+    ...errors([[400, 'A bad parameter, a cursor naming a node the build does not have, or an offset inside a UTF-8 character'], [404, 'No such build']]),
   },
 });
 
@@ -71,33 +103,53 @@ function sse(c: Context, ac: AbortController, events: AsyncIterable<FollowEvent 
   });
 }
 
+/** Refuses resume offsets that fall inside a UTF-8 character of the stored log. */
+async function checkOffsets(deps: HttpDeps, build: BuildRecord, offsets: ReadonlyMap<string, number>): Promise<void> {
+  for (const [name, offset] of offsets) {
+    const node = build.nodes.find((n) => n.name === name);
+    if (!node) throw new KilnError('E_INVALID', `the log cursor names node '${name}', which build ${build.id} does not have`);
+    const sizes = await deps.logs.nodeSizes(build.id, name, node.attempts.length);
+    if (!(await deps.logs.isCharBoundary(build.id, name, sizes, offset))) {
+      throw new KilnError('E_INVALID', `offset ${offset} of node '${name}' falls inside a UTF-8 character of its log; resume from an offset a log event gave`);
+    }
+  }
+}
+
 export function registerLogRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): void {
   app.openapi(nodeLogs, async (c) => {
     const { id, node } = c.req.valid('param');
     const { follow, offset } = c.req.valid('query');
+    const lastId = c.req.valid('header')['last-event-id'];
     const build = await deps.engine.getBuild(id);
     if (!build) throw new KilnError('E_NOT_FOUND', `build ${id} not found`);
-    if (!build.nodes.some((n) => n.name === node)) throw new KilnError('E_NOT_FOUND', `build ${id} has no node '${node}'`);
-    const lastId = Number(c.req.header('last-event-id'));
-    const start = Number.isSafeInteger(lastId) && lastId >= 0 ? lastId : (offset ?? 0);
-    const ac = new AbortController();
-    const events = followLogs(deps, { buildId: id, node, offsets: new Map([[node, start]]), follow, signal: ac.signal });
+    const rec = build.nodes.find((n) => n.name === node);
+    if (!rec) throw new KilnError('E_NOT_FOUND', `build ${id} has no node '${node}'`);
+    const start = lastId !== undefined ? Number(lastId) : (offset ?? 0);
+    await checkOffsets(deps, build, new Map([[node, start]]));
     if (!follow) {
+      // The stored bytes as they are (invalid UTF-8 in a build's output included), read in chunks.
+      const sizes = await deps.logs.nodeSizes(id, node, rec.attempts.length);
+      const total = sizes.reduce((a, b) => a + b, 0);
       c.header('content-type', 'text/plain; charset=utf-8');
       return stream(c, async (s) => {
-        s.onAbort(() => ac.abort());
-        for await (const e of events) if (e?.type === 'log') await s.write(e.text);
+        for (let at = start; at < total && !s.aborted; at += READ_CHUNK) await s.write(await deps.logs.read(id, node, sizes, at, Math.min(total, at + READ_CHUNK)));
       }) as never;
     }
-    return sse(c, ac, events, (e) => String(e.offset));
+    const ac = new AbortController();
+    const events = followLogs(deps, { buildId: id, node, offsets: new Map([[node, start]]), follow, signal: ac.signal });
+    return sse(c, ac, events, (e) => String(e.offset)) as never;
   });
 
   app.openapi(buildLogs, async (c) => {
     const { id } = c.req.valid('param');
     const { follow, cursor } = c.req.valid('query');
+    const lastId = c.req.valid('header')['last-event-id'];
     const build = await deps.engine.getBuild(id);
     if (!build) throw new KilnError('E_NOT_FOUND', `build ${id} not found`);
-    const offsets = parseCursor(c.req.header('last-event-id') ?? cursor);
+    const from = lastId !== undefined ? 'Last-Event-ID' : 'cursor';
+    const offsets = parseCursor(lastId ?? cursor);
+    if (typeof offsets === 'string') throw new KilnError('E_INVALID', `${from} ${offsets} (expected node:offset,... as a log event id gave it)`);
+    await checkOffsets(deps, build, offsets);
     const ac = new AbortController();
     const events = followLogs(deps, { buildId: id, node: null, offsets: new Map(offsets), follow, signal: ac.signal });
     if (!follow) {
@@ -119,6 +171,6 @@ export function registerLogRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): voi
     return sse(c, ac, events, (e) => {
       offsets.set(e.node, e.offset);
       return formatCursor(offsets);
-    });
+    }) as never;
   });
 }

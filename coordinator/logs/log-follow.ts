@@ -142,7 +142,8 @@ async function pollNode(
   while (cur.offset < total) {
     const chunk = await deps.logs.read(build.id, node.name, sizes, cur.offset, Math.min(total, cur.offset + MAX_EVENT_BYTES));
     if (chunk.length === 0) break;
-    let len = chunk.length;
+    // A chunk cut by the event size (not at the end) must not split a character.
+    let len = cur.offset + chunk.length < total ? utf8SafeLength(chunk) || chunk.length : chunk.length;
     if (!done && !wholeBytes) {
       const cut = lineCut(chunk);
       if (cut !== null) {
@@ -227,18 +228,32 @@ export async function* followLogs(deps: FollowDeps, opts: FollowOptions): AsyncG
   }
 }
 
-/** Parses a build-stream cursor `node:offset,node:offset`. Invalid parts are ignored. */
-export function parseCursor(text: string | undefined | null): Map<string, number> {
+/**
+ * Parses a build-stream cursor `node:offset,node:offset` (node names URI-encoded), as
+ * `formatCursor` writes it; anything else is refused with a message saying what is wrong
+ * (a malformed cursor must not silently replay the log from the start).
+ */
+export function parseCursor(text: string | undefined | null): Map<string, number> | string {
   const out = new Map<string, number>();
   if (!text) return out;
+  if (text.length > MAX_CURSOR_CHARS) return `is longer than ${MAX_CURSOR_CHARS} characters`;
   for (const part of text.split(',')) {
-    const i = part.lastIndexOf(':');
-    if (i <= 0) continue;
-    const n = Number(part.slice(i + 1));
-    if (Number.isSafeInteger(n) && n >= 0) out.set(decodeURIComponent(part.slice(0, i)), n);
+    const m = /^([^:,]+):(0|[1-9][0-9]{0,14})$/.exec(part);
+    if (!m) return `part '${part.slice(0, 80)}' is not <node>:<byte offset>`;
+    let node: string;
+    try {
+      node = decodeURIComponent(m[1]!);
+    } catch {
+      return `part '${part.slice(0, 80)}' has a node name that is not URI-encoded`;
+    }
+    if (out.has(node)) return `names node '${node}' twice`;
+    out.set(node, Number(m[2]));
   }
   return out;
 }
+
+/** Longest cursor taken (10,000 nodes with long names and offsets). */
+export const MAX_CURSOR_CHARS = 1024 * 1024;
 
 export function formatCursor(offsets: Map<string, number>): string {
   return [...offsets].filter(([, o]) => o > 0).map(([n, o]) => `${encodeURIComponent(n)}:${o}`).join(',');

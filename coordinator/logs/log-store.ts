@@ -189,6 +189,30 @@ export class LogStore extends EventEmitter {
     if (!this.open.has(path)) this.sizes.delete(path);
   }
 
+  /**
+   * Whether node-level `offset` falls between two characters (UTF-8): false when the byte
+   * there continues a multi-byte character that starts before it. Offsets at or past the
+   * end count as boundaries.
+   */
+  async isCharBoundary(buildId: string, node: string, sizes: number[], offset: number): Promise<boolean> {
+    if (offset === 0) return true;
+    const around = await this.read(buildId, node, sizes, Math.max(0, offset - 3), offset + 1);
+    const before = around.subarray(0, Math.min(3, offset));
+    const at = around[before.length];
+    if (at === undefined || (at & 0xc0) !== 0x80) return true;
+    // `at` is a continuation byte: inside a character if one starts in the 3 bytes before and is not complete there.
+    let i = before.length - 1;
+    let cont = 0;
+    while (i >= 0 && (before[i]! & 0xc0) === 0x80) {
+      i--;
+      cont++;
+    }
+    if (i < 0) return true; // no lead byte in reach: invalid UTF-8 here, any offset is as good as another
+    const lead = before[i]!;
+    const need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+    return need <= cont + 1;
+  }
+
   /** Reads node-level bytes [start, end) across the attempt files. */
   async read(buildId: string, node: string, sizes: number[], start: number, end: number): Promise<Buffer> {
     const parts: Buffer[] = [];

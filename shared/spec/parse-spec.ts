@@ -9,7 +9,7 @@
  * it faithfully, so it is refused by name rather than silently dropped).
  */
 import { parseDocument, isMap, isSeq, isScalar, isPair, isAlias, type Node as YamlNode } from 'yaml';
-import type { FieldError } from '../errors.js';
+import { coerceError, type FieldError } from '../errors.js';
 import { fieldError, type SpecResult } from './spec-fields.js';
 
 export const MAX_SPEC_BYTES = 4 * 1024 * 1024;
@@ -153,16 +153,20 @@ function dupErrors(paths: string[][]): FieldError[] {
   });
 }
 
-/** Parses spec text; syntax errors, duplicate keys and exceeded limits come back as FieldErrors. */
-export function parseSpecText(text: string): SpecResult<unknown> {
+/**
+ * Parses spec text; syntax errors, duplicate keys and exceeded limits come back as
+ * FieldErrors. With `json`, the text must be JSON (the body said so); otherwise JSON
+ * takes the fast path and anything else is read as YAML.
+ */
+export function parseSpecText(text: string, opts: { json?: boolean } = {}): SpecResult<unknown> {
   if (Buffer.byteLength(text) > MAX_SPEC_BYTES) return fail(`spec is larger than ${MAX_SPEC_BYTES} bytes`);
-  // JSON (what the CLI sends) takes the fast path; anything else is read as YAML.
-  if (text.trimStart().startsWith('{')) {
+  if (opts.json || text.trimStart().startsWith('{')) {
     if (jsonDepth(text, MAX_SPEC_DEPTH) > MAX_SPEC_DEPTH) return fail(`spec nests deeper than ${MAX_SPEC_DEPTH} levels`);
     let value: unknown;
     try {
       value = JSON.parse(text);
-    } catch {
+    } catch (err) {
+      if (opts.json) return fail(`spec is not valid JSON (${coerceError(err).message}); send YAML as application/yaml`);
       value = undefined;
     }
     if (value !== undefined) {
