@@ -307,13 +307,16 @@ export async function acquireProcessLock(path: string, opts: ProcessLockOptions)
 
   const server = await listenAbstract(socketName);
   if (server === 'busy') {
+    // another process in this network namespace holds it: refuse, naming the holder the file names if that one is alive
     const text = await readLockFile(path).catch(() => null);
     const parsed = text === null ? null : parseLockFile(text);
+    let file = text === null ? 'there is no lock file yet' : `the lock file ${path} names no holder`;
     if (parsed && parsed.kind !== 'garbage') {
       const holder = parsed.kind === 'record' ? parsed.rec : { pid: parsed.pid };
-      throw new KilnError('E_LOCKED', `${opts.what} is locked by ${describeHolder(holder)} (${hint}lock file ${path})`);
+      const verdict = parsed.kind === 'record' ? await judgeRecord(parsed.rec, await bootId()) : await judgeLegacy(parsed.pid, path);
+      if (verdict.alive) throw new KilnError('E_LOCKED', `${opts.what} is locked by ${describeHolder(holder)} (${hint}lock file ${path})`);
+      file = `the lock file ${path} names ${describeHolder(holder)}, but ${verdict.reason}`;
     }
-    const file = text === null ? 'there is no lock file yet' : `the lock file ${path} names no holder`;
     throw new KilnError('E_LOCKED', `${opts.what} is locked: another process holds its lock socket @${socketName} (${hint}${file}; \`ss -xlp | grep ${socketName.slice(0, 40)}\` shows it)`);
   }
 

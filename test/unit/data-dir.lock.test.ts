@@ -186,11 +186,15 @@ describe.runIf(process.platform === 'linux')('data dir lock', () => {
     expect((await lock()).stale?.reason).toMatch(/is this process now/);
   });
 
-  it('takes over unparseable content only when no live holder has the socket', async () => {
+  it('takes over unparseable content or a dead record only when no live holder has the socket', async () => {
     const first = await lock();
+    // as if the holder had bound the socket and not yet written its record
+    await writeFile(lockPath, '999999999\n');
+    expect((await lockError()).message).toMatch(/holds its lock socket .*names pid 999999999, but pid 999999999 is not running/);
+    expect(await readFile(lockPath, 'utf8')).toBe('999999999\n');
     await writeFile(lockPath, 'garbage');
     const err = await lockError();
-    expect(err.message).toMatch(/holds its lock socket/);
+    expect(err.message).toMatch(/holds its lock socket .*names no holder/);
     expect(await readFile(lockPath, 'utf8')).toBe('garbage'); // not deleted
     await first.release();
     expect(await readFile(lockPath, 'utf8')).toBe('garbage'); // not ours, so release keeps it
