@@ -59,7 +59,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
   };
   try {
     const prepared = await prepareDataDir(config.dataDir);
-    releasers.push(await lockDataDir(config.dataDir));
+    releasers.push(await lockDataDir(config.dataDir, (stale) => logger.warn({ stale: stale.holder, reason: stale.reason }, stale.message)));
     const store = await StateStore.open({ dataDir: config.dataDir, persist: config.persist, init: config.init || prepared.created });
     const initialized = prepared.created || store.writes > 0;
     const tokens = await loadTokens(config.dataDir, { agentTokenFile: config.agentTokenFile, apiTokenFile: config.apiTokenFile });

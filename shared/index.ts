@@ -25,3 +25,4 @@ export * from './archive/pack-dir.js';
 export * from './archive/safe-extract.js';
 export * from './file-writer.js';
 export * from './verified-file.js';
+export * from './process-lock.js';

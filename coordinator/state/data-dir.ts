@@ -9,12 +9,14 @@
  *   logs/<build>/<node>/attempt-<n>.log   per-attempt logs
  *   cas/sha256/<xx>/<hex> content-addressed blobs (build contexts)
  *   tokens/agent, tokens/api   generated tokens (mode 0600) when none are configured
- *   lock                  pid of the coordinator using the directory
+ *   lock                  who holds the directory: JSON {pid, boot_id, start_time, hostname,
+ *                         started_at}; on Linux an abstract socket held by the same process is
+ *                         the actual lock (shared/process-lock.ts)
  */
-import { mkdir, open, readFile, stat, unlink, chmod } from 'node:fs/promises';
+import { mkdir, readFile, stat, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
-import { KilnError, errnoCode, randomToken } from '../../shared/index.js';
-import { fsyncDir, writeFileDurable } from './durable-file.js';
+import { KilnError, acquireProcessLock, errnoCode, randomToken, type StaleLock } from '../../shared/index.js';
+import { writeFileDurable } from './durable-file.js';
 
 export interface PreparedDataDir {
   dir: string;
@@ -35,45 +37,20 @@ export async function prepareDataDir(dir: string): Promise<PreparedDataDir> {
   return { dir, created: true };
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return errnoCode(err) === 'EPERM';
-  }
-}
-
 /**
- * Takes `<dir>/lock` (O_EXCL create). A lock whose pid is dead is stale and replaced; a
- * live one is an error naming the pid. Returns the release function.
+ * Takes `<dir>/lock` for this coordinator (shared/process-lock.ts: an abstract socket plus
+ * an identity record that pid reuse and zombies cannot fool). A live holder is an
+ * `E_LOCKED` error naming its pid, host and start; a stale lock is taken over and passed
+ * to `onTakeover` for the log. Returns the release function.
  */
-export async function lockDataDir(dir: string): Promise<() => Promise<void>> {
-  const path = join(dir, 'lock');
-  for (let tries = 0; tries < 2; tries++) {
-    try {
-      const fh = await open(path, 'wx', 0o644);
-      await fh.writeFile(`${process.pid}\n`);
-      await fh.sync();
-      await fh.close();
-      await fsyncDir(dir);
-      let released = false;
-      return async () => {
-        if (released) return;
-        released = true;
-        await unlink(path).catch(() => {});
-      };
-    } catch (err) {
-      if (errnoCode(err) !== 'EEXIST') throw err;
-    }
-    const text = await readFile(path, 'utf8').catch(() => '');
-    const pid = Number.parseInt(text.trim(), 10);
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && pidAlive(pid)) {
-      throw new KilnError('E_LOCKED', `data dir ${dir} is locked by pid ${pid} (another coordinator is using it; lock file ${path})`);
-    }
-    await unlink(path).catch(() => {});
-  }
-  throw new KilnError('E_LOCKED', `could not take the lock ${path}`);
+export async function lockDataDir(dir: string, onTakeover?: (stale: StaleLock) => void): Promise<() => Promise<void>> {
+  const lock = await acquireProcessLock(join(dir, 'lock'), {
+    name: 'kiln-coordinator',
+    what: `data dir ${dir}`,
+    holderHint: 'another coordinator is using it',
+  });
+  if (lock.tookOver) onTakeover?.(lock.tookOver);
+  return lock.release;
 }
 
 export interface TokenPaths {
