@@ -30,6 +30,8 @@ export interface RunningCoordinator {
   statePath: string;
   /** true when this start created the data dir or the state file. */
   initialized: boolean;
+  /** What an existing state held, for the start banner (`3 active builds, 120 archived`). */
+  recovered: string;
   tokens: LoadedTokens;
   engine: Engine;
   store: StateStore;
@@ -61,7 +63,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     const prepared = await prepareDataDir(config.dataDir);
     releasers.push(await lockDataDir(config.dataDir, (stale) => logger.warn({ stale: stale.holder, reason: stale.reason }, stale.message)));
     const store = await StateStore.open({ dataDir: config.dataDir, persist: config.persist, init: config.init || prepared.created });
-    const initialized = prepared.created || store.writes > 0;
+    const initialized = store.created;
     const tokens = await loadTokens(config.dataDir, { agentTokenFile: config.agentTokenFile, apiTokenFile: config.apiTokenFile });
     const cas = new Cas(createBlobStore(config.cas, config.dataDir, config.maxBlobBytes));
     await cas.init();
@@ -152,6 +154,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       dataDir: config.dataDir,
       statePath: store.path,
       initialized,
+      recovered: `recovered: ${store.data.builds.size} active build${store.data.builds.size === 1 ? '' : 's'}, ${store.data.archived.size} finished`,
       tokens,
       engine,
       store,

@@ -34,7 +34,7 @@ export async function runCoordinator(flags: CoordinatorFlags, host: CoordinatorP
   }
   const created = new Set(running.tokens.created);
   host.print(`kiln coordinator ${KILN_VERSION} listening on ${running.url}`);
-  host.print(`  data dir:    ${running.dataDir}${running.initialized ? ' (new)' : ''}`);
+  host.print(`  data dir:    ${running.dataDir}${running.initialized ? ' (new)' : ` (${running.recovered})`}`);
   host.print(`  agent token: ${running.tokens.agentTokenFile}${created.has(running.tokens.agentTokenFile) ? ' (created)' : ''}`);
   host.print(`  API token:   ${running.tokens.apiTokenFile}${created.has(running.tokens.apiTokenFile) ? ' (created)' : ''}`);
   host.print(`  start an agent: kiln agent --coordinator ${running.url} --token-file ${running.tokens.agentTokenFile}`);

@@ -14,6 +14,8 @@ export const ERROR_CODES = {
   E_SPEC_INVALID: 400,
   /** Missing or wrong token. */
   E_UNAUTHORIZED: 401,
+  /** The token may not use this route. */
+  E_FORBIDDEN: 403,
   /** Something named in the request does not exist. */
   E_NOT_FOUND: 404,
   /** The request conflicts with the current state (e.g. cancelling a finished build). */

@@ -16,6 +16,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import {
+  coerceError,
   CLOSE_CODES,
   KILN_VERSION,
   MAX_FRAME_BYTES,
@@ -188,8 +189,11 @@ export class AgentHub {
           channel.send('ack', ack);
         },
         (err: unknown) => {
-          log.error({ err, agent: current.name, type: decoded.frame.type }, 'handling a frame failed');
-          sendError('E_INTERNAL', `coordinator failed to handle ${decoded.frame.type}: ${(err as Error).message}`, decoded.frame.id);
+          // One bad frame costs this session, never the process: the agent reconnects and
+          // its hello re-synchronises what it runs.
+          log.error({ err, agent: current.name, type: decoded.frame.type }, 'handling a frame failed; closing the session');
+          sendError('E_INTERNAL', `coordinator failed to handle ${decoded.frame.type}: ${coerceError(err).message}`, decoded.frame.id);
+          ws.close(1011, closeReason(`internal error handling ${decoded.frame.type}`));
         },
       );
     });

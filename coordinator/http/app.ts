@@ -1,14 +1,17 @@
 /**
  * The coordinator's HTTP application (hono + @hono/zod-openapi): middleware, auth, the
  * error funnel, every route, and the OpenAPI 3.1 document at `/openapi.json`.
+ *
+ * Every route is registered through the OpenAPI registry (probes and `/metrics`
+ * included), so the document lists exactly what the server answers. A known path asked
+ * with a method it does not have gets 405 with `Allow`; an unknown path 404.
  */
-import { OpenAPIHono } from '@hono/zod-openapi';
-import type { Context } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
+import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
 import { requestId } from 'hono/request-id';
 import { KILN_VERSION } from '../../shared/index.js';
 import { clockOf, type AppEnv, type HttpDeps } from './context.js';
 import { createMetrics } from './metrics.js';
+import { BEARER, PUBLIC, errors } from './openapi-common.js';
 import { makeErrorHandler, problemResponse } from './problem.js';
 import { registerAgentRoutes } from './routes-agents.js';
 import { registerArtifactRoutes } from './routes-artifacts.js';
@@ -17,47 +20,98 @@ import { registerCasRoutes } from './routes-cas.js';
 import { registerFleetRoutes } from './routes-fleet.js';
 import { registerLogRoutes } from './routes-logs.js';
 
+const probe = (path: '/livez' | '/readyz' | '/healthz', summary: string, ready: boolean) =>
+  createRoute({
+    method: 'get',
+    path,
+    summary,
+    security: PUBLIC,
+    responses: {
+      200: { description: 'ok', content: { 'text/plain': { schema: z.string() } } },
+      ...(ready ? errors([[503, 'Not ready: starting or shutting down']], { secured: false }) : errors([], { secured: false })),
+    },
+  });
+
+const metricsRoute = createRoute({
+  method: 'get',
+  path: '/metrics',
+  summary: 'Prometheus metrics (agents, pools, queue, dead letters; no build ids)',
+  security: PUBLIC,
+  responses: {
+    200: { description: 'Prometheus text exposition format', content: { 'text/plain': { schema: z.string() } } },
+    ...errors([], { secured: false }),
+  },
+});
+
+/** A documented path as a matcher (`/api/v1/builds/{id}` -> /^\/api\/v1\/builds\/[^/]+$/) and its methods. */
+interface PathMethods {
+  re: RegExp;
+  methods: Set<string>;
+}
+
+function documentedPaths(app: OpenAPIHono<AppEnv>): PathMethods[] {
+  const byPath = new Map<string, Set<string>>();
+  for (const d of app.openAPIRegistry.definitions) {
+    if (d.type !== 'route') continue;
+    const set = byPath.get(d.route.path) ?? new Set<string>();
+    set.add(d.route.method.toUpperCase());
+    if (d.route.method === 'get') set.add('HEAD');
+    byPath.set(d.route.path, set);
+  }
+  return [...byPath].map(([path, methods]) => ({
+    re: new RegExp(`^${path.split('/').map((seg) => (/^\{.+\}$/.test(seg) ? '[^/]+' : seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/')}$`),
+    methods,
+  }));
+}
+
 export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   const app = new OpenAPIHono<AppEnv>({
     defaultHook: (result, c) => {
       if (result.success) return;
-      const errors = result.error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message }));
-      const first = errors[0];
-      return problemResponse(c, 400, 'E_INVALID', `request validation failed${first ? `: ${first.path ? `${first.path}: ` : ''}${first.message}` : ''}`, errors);
+      const errs = result.error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message }));
+      const first = errs[0];
+      return problemResponse(c, 400, 'E_INVALID', `request validation failed${first ? `: ${first.path ? `${first.path}: ` : ''}${first.message}` : ''}`, errs);
     },
   });
   app.use(requestId());
   app.onError(makeErrorHandler(deps.logger));
-  app.notFound((c) => problemResponse(c, 404, 'E_NOT_FOUND', `no route for ${c.req.method} ${c.req.path}`));
+  let paths: PathMethods[] | null = null;
+  app.notFound((c) => {
+    paths ??= documentedPaths(app);
+    const match = paths.find((p) => p.re.test(c.req.path));
+    if (match) {
+      const allow = [...match.methods].sort().join(', ');
+      return problemResponse(c, 405, 'E_METHOD', `${c.req.method} is not allowed on ${c.req.path}; allowed: ${allow}`, undefined, { allow });
+    }
+    return problemResponse(c, 404, 'E_NOT_FOUND', `no route for ${c.req.method} ${c.req.path}`);
+  });
 
-  app.get('/livez', (c) => c.text('ok\n'));
-  const ready = (c: Context) =>
-    deps.isReady() ? c.text('ok\n') : problemResponse(c, 503, 'E_UNAVAILABLE', 'not ready (starting or shutting down)');
-  app.get('/readyz', ready);
-  app.get('/healthz', ready);
+  app.openAPIRegistry.registerComponent('securitySchemes', BEARER, {
+    type: 'http',
+    scheme: 'bearer',
+    description: 'The API token (tokens/api in the data dir); the agent token may use only the CAS routes',
+  });
+
+  app.openapi(probe('/livez', 'Liveness: the process answers', false), (c) => c.text('ok\n', 200));
+  const ready = (c: Parameters<Parameters<typeof app.openapi>[1]>[0]) =>
+    deps.isReady() ? c.text('ok\n', 200) : problemResponse(c, 503, 'E_UNAVAILABLE', 'not ready (starting or shutting down)');
+  app.openapi(probe('/readyz', 'Readiness: state loaded and taking work (503 while starting or shutting down)', true), ready as never);
+  app.openapi(probe('/healthz', 'Alias of /readyz', true), ready as never);
   // Prometheus scrapes without the API token (as /livez); it names agents and pools, never builds.
   const metrics = createMetrics(deps.engine, deps.agents, clockOf(deps));
-  app.get('/metrics', async (c) => c.body(await metrics.metrics(), 200, { 'content-type': metrics.contentType }));
+  app.openapi(metricsRoute, async (c) => c.body(await metrics.metrics(), 200, { 'content-type': metrics.contentType }) as never);
 
   app.use('/api/v1/*', async (c, next) => {
     const role = deps.tokens.role(c.req.header('authorization'));
-    if (!role) return problemResponse(c, 401, 'E_UNAUTHORIZED', 'missing or wrong API token (send Authorization: Bearer <token>)');
+    if (!role) return problemResponse(c, 401, 'E_UNAUTHORIZED', 'missing or wrong API token (send Authorization: Bearer <token>)', undefined, { 'www-authenticate': 'Bearer' });
     // The agent token may only use the CAS: read contexts and inputs, upload outputs.
     if (role === 'agent' && !c.req.path.startsWith('/api/v1/cas/')) {
-      return problemResponse(c, 403, 'E_UNAUTHORIZED', 'the agent token cannot use this route; use the API token');
+      return problemResponse(c, 403, 'E_FORBIDDEN', 'the agent token cannot use this route; use the API token');
     }
     c.set('role', role);
     await next();
   });
 
-  // A spec is read whole before it is parsed: refuse oversized bodies while they stream in.
-  app.post(
-    '/api/v1/builds',
-    bodyLimit({
-      maxSize: deps.maxSpecBytes,
-      onError: (c) => problemResponse(c, 413, 'E_TOO_LARGE', `spec is larger than ${deps.maxSpecBytes} bytes`),
-    }),
-  );
   registerBuildRoutes(app, deps);
   registerArtifactRoutes(app, deps);
   registerLogRoutes(app, deps);
@@ -67,7 +121,14 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
 
   app.doc31('/openapi.json', {
     openapi: '3.1.0',
-    info: { title: 'kiln coordinator API', version: KILN_VERSION, description: 'Submit DAGs of BuildKit builds, follow their logs, store build contexts by digest; watch and steer the fleet (pools, agents, dead letters, retries, error reports).' },
+    info: {
+      title: 'kiln coordinator API',
+      version: KILN_VERSION,
+      description:
+        'Submit DAGs of BuildKit builds, follow their logs, store build contexts by digest; watch and steer the fleet (pools, agents, dead letters, retries, error reports). ' +
+        'Every error is RFC 9457 application/problem+json with a stable `code`. A method a path does not have gets 405 with `Allow`.',
+    },
+    security: [{ [BEARER]: [] }],
   });
   return app;
 }

@@ -85,11 +85,13 @@ export function mediaType(header: string | undefined): string | null {
 /**
  * Refuses a body whose Content-Type is not one of `types` (415, naming the accepted ones).
  * With `optional`, a request without a body (no Content-Length or 0, no Transfer-Encoding)
- * needs no Content-Type.
+ * needs no Content-Type. With `absentIsBytes`, a body without a Content-Type is taken as
+ * application/octet-stream (RFC 9110 8.3 lets a recipient assume that).
  */
-export function requireMediaType(types: readonly string[], opts: { optional?: boolean } = {}): MiddlewareHandler<AppEnv> {
+export function requireMediaType(types: readonly string[], opts: { optional?: boolean; absentIsBytes?: boolean } = {}): MiddlewareHandler<AppEnv> {
   return async function requireMediaType(c, next) {
     const type = mediaType(c.req.header('content-type'));
+    if (type === null && opts.absentIsBytes) return next();
     if (type === null && opts.optional) {
       const length = c.req.header('content-length');
       const chunked = c.req.header('transfer-encoding');

@@ -20,6 +20,7 @@ const TITLES: Partial<Record<number, string>> = {
   500: 'Internal Server Error',
   502: 'Bad Gateway',
   503: 'Service Unavailable',
+  507: 'Insufficient Storage',
 };
 
 export function problemBody(status: number, code: ErrorCode | string, detail: string, instance?: string, errors?: FieldError[]): ProblemT {
@@ -34,20 +35,23 @@ export function problemBody(status: number, code: ErrorCode | string, detail: st
   };
 }
 
-export function problemResponse(c: Context, status: number, code: ErrorCode | string, detail: string, errors?: FieldError[]): Response {
+export function problemResponse(c: Context, status: number, code: ErrorCode | string, detail: string, errors?: FieldError[], headers?: Record<string, string>): Response {
   const instance = (c.get('requestId' as never) as string | undefined) ?? undefined;
   return new Response(JSON.stringify(problemBody(status, code, detail, instance ? `urn:kiln:request:${instance}` : undefined, errors)), {
     status,
-    headers: { 'content-type': 'application/problem+json' },
+    headers: { ...headers, 'content-type': 'application/problem+json' },
   });
 }
 
 const STATUS_CODES: Partial<Record<number, ErrorCode>> = {
   400: 'E_INVALID',
   401: 'E_UNAUTHORIZED',
+  403: 'E_FORBIDDEN',
   404: 'E_NOT_FOUND',
+  405: 'E_METHOD',
   409: 'E_CONFLICT',
   413: 'E_TOO_LARGE',
+  415: 'E_MEDIA_TYPE',
   503: 'E_UNAVAILABLE',
 };
 

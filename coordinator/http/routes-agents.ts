@@ -4,36 +4,39 @@
  * the operator's switches: pause (no new work), drain (no new work, stays so; running
  * attempts finish) and resume.
  */
-import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
-import { z } from 'zod';
+import { createRoute, type OpenAPIHono, type z } from '@hono/zod-openapi';
 import { AgentControlBody, AgentPage, AgentView, KilnError, type AgentViewT } from '../../shared/index.js';
 import type { AgentEntry } from '../agents/agent-registry.js';
 import type { AgentControlRecord } from '../state/records.js';
 import { iso } from '../builds/build-views.js';
 import { clockOf, type AppEnv, type HttpDeps } from './context.js';
-import { problemContent } from './openapi-common.js';
+import { AgentParams, SECURED, errors, limitBody, requireMediaType } from './openapi-common.js';
 import { PageQuery, nextLink } from './pagination.js';
 
-const NameParams = z.object({ name: z.string().min(1).max(200) });
 
 const listAgents = createRoute({
   method: 'get',
   path: '/api/v1/agents',
   summary: 'Agents known to the coordinator, by name',
+  security: SECURED,
   request: { query: PageQuery },
-  responses: { 200: { description: 'A page of agents', content: { 'application/json': { schema: AgentPage } } } },
+  responses: { 200: { description: 'A page of agents', content: { 'application/json': { schema: AgentPage } } }, ...errors([400]) },
 });
 
 const getAgent = createRoute({
   method: 'get',
   path: '/api/v1/agents/{name}',
   summary: 'One agent: capabilities, operator control, health, circuit breaker, load and GPUs in use',
-  request: { params: NameParams },
+  security: SECURED,
+  request: { params: AgentParams },
   responses: {
     200: { description: 'The agent', content: { 'application/json': { schema: AgentView } } },
-    404: problemContent('No agent with this name has connected'),
+    ...errors([400, [404, 'No agent with this name has connected']]),
   },
 });
+
+/** A reason is at most 1000 characters; the body around it needs little more. */
+const CONTROL_BODY_MAX_BYTES = 16 * 1024;
 
 const CONTROLS = {
   pause: { control: 'paused', summary: 'Pause an agent: it gets no new work; running attempts go on' },
@@ -47,15 +50,16 @@ function controlRoute(action: keyof typeof CONTROLS) {
     method: 'post',
     path: `/api/v1/agents/{name}/${action}`,
     summary: CONTROLS[action].summary,
-    description: 'The setting is durable: it survives coordinator restarts and agent reconnects.',
+    description: 'The setting is durable: it survives coordinator restarts and agent reconnects. The body is optional.',
+    security: SECURED,
+    middleware: [requireMediaType(['application/json'], { optional: true }), limitBody(CONTROL_BODY_MAX_BYTES, 'the body')],
     request: {
-      params: NameParams,
+      params: AgentParams,
       body: { required: false, content: { 'application/json': { schema: AgentControlBody } } },
     },
     responses: {
-      200: { description: 'The agent after the change', content: { 'application/json': { schema: AgentView } } },
-      400: problemContent('The body is not valid JSON or not `{reason?: string}`'),
-      404: problemContent('No agent with this name has connected'),
+      200: { description: 'The agent after the change (durable when answered)', content: { 'application/json': { schema: AgentView } } },
+      ...errors([[400, 'A bad name, or the body is not valid JSON or not `{reason?: string}`'], [404, 'No agent with this name has connected'], 413, 415]),
     },
   });
 }

@@ -6,24 +6,23 @@
  * 7 days: S3's limit) or the coordinator's own CAS route for the local store (send the API
  * token). Expired artifacts are still listed, with `url: null`.
  */
-import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
-import { z } from 'zod';
+import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import { ArtifactPage, BuildView, KilnError, type ArtifactViewT, type Digest } from '../../shared/index.js';
 import { buildView, resultAttempt } from '../builds/build-views.js';
 import type { AppEnv, HttpDeps } from './context.js';
-import { problemContent } from './openapi-common.js';
+import { BuildIdParams, SECURED, errors } from './openapi-common.js';
 
-const IdParams = z.object({ id: z.string().min(1).max(100) });
 const MAX_PRESIGN_SECONDS = 7 * 24 * 3600;
 
 const listArtifacts = createRoute({
   method: 'get',
   path: '/api/v1/builds/{id}/artifacts',
   summary: "A build's artifacts: every output of its successful nodes, with a download link and expiry",
-  request: { params: IdParams },
+  security: SECURED,
+  request: { params: BuildIdParams },
   responses: {
     200: { description: 'The artifacts', content: { 'application/json': { schema: ArtifactPage } } },
-    404: problemContent('No such build'),
+    ...errors([400, [404, 'No such build']]),
   },
 });
 
@@ -32,10 +31,11 @@ const pin = (method: 'post' | 'delete') =>
     method,
     path: '/api/v1/builds/{id}/pin',
     summary: method === 'post' ? "Pin a build: retention keeps its artifacts until it is unpinned" : 'Unpin a build: its artifacts expire with the retention period again',
-    request: { params: IdParams },
+    security: SECURED,
+    request: { params: BuildIdParams },
     responses: {
-      200: { description: 'The build', content: { 'application/json': { schema: BuildView } } },
-      404: problemContent('No such build'),
+      200: { description: 'The build (durable when answered)', content: { 'application/json': { schema: BuildView } } },
+      ...errors([400, [404, 'No such build']]),
     },
   });
 
@@ -43,7 +43,9 @@ const runGc = createRoute({
   method: 'post',
   path: '/api/v1/gc',
   summary: 'Run a retention sweep now: delete blobs no live build needs (it also runs every gc_interval)',
+  security: SECURED,
   responses: {
+    ...errors([]),
     200: {
       description: 'What the sweep did',
       content: { 'application/json': { schema: z.object({ live: z.number().int(), deleted: z.number().int(), bytes_freed: z.number().int(), kept: z.number().int() }) } },

@@ -31,8 +31,9 @@ const putBlob = createRoute({
   method: 'put',
   path: '/api/v1/cas/{digest}',
   summary: 'Upload a blob; stored only if the bytes hash to the digest',
+  description: 'A body without Content-Type is taken as application/octet-stream.',
   security: SECURED,
-  middleware: [requireMediaType(BLOB_MEDIA_TYPES)],
+  middleware: [requireMediaType(BLOB_MEDIA_TYPES, { absentIsBytes: true })],
   request: {
     params: DigestParams,
     body: { required: true, content: Object.fromEntries(BLOB_MEDIA_TYPES.map((t) => [t, { schema: Blob }])) },

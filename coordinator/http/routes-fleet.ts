@@ -4,28 +4,27 @@
  * node, and a failed build's error report.
  */
 import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
-import { z } from 'zod';
 import { BuildView, DeadLetterList, ErrorReport, KilnError, PoolList, type DeadLetterViewT } from '../../shared/index.js';
 import { buildView } from '../builds/build-views.js';
 import type { DeadLetterRecord } from '../state/records.js';
 import { clockOf, type AppEnv, type HttpDeps } from './context.js';
-import { problemContent } from './openapi-common.js';
+import { BuildIdParams, NodeParams, SECURED, errors } from './openapi-common.js';
 
-const IdParams = z.object({ id: z.string().min(1).max(100) });
-const NodeParams = IdParams.extend({ node: z.string().min(1).max(200) });
 
 const listPools = createRoute({
   method: 'get',
   path: '/api/v1/pools',
   summary: 'Pools: per platform (and `gpu`), the agents that can run it, their slots, the queue and dispatch waits',
-  responses: { 200: { description: 'The pools', content: { 'application/json': { schema: PoolList } } } },
+  security: SECURED,
+  responses: { 200: { description: 'The pools', content: { 'application/json': { schema: PoolList } } }, ...errors([]) },
 });
 
 const listDeadLetters = createRoute({
   method: 'get',
   path: '/api/v1/dead-letter',
   summary: 'Nodes that failed because infrastructure failures used up their attempt budget, newest first',
-  responses: { 200: { description: 'The dead-letter list', content: { 'application/json': { schema: DeadLetterList } } } },
+  security: SECURED,
+  responses: { 200: { description: 'The dead-letter list', content: { 'application/json': { schema: DeadLetterList } } }, ...errors([]) },
 });
 
 const retryNode = createRoute({
@@ -33,11 +32,11 @@ const retryNode = createRoute({
   path: '/api/v1/builds/{id}/nodes/{node}/retry',
   summary: 'Run a failed node again (its skipped dependents become pending again)',
   description: 'Works on finished builds too: the build runs again. Not for cancelled builds.',
+  security: SECURED,
   request: { params: NodeParams },
   responses: {
-    202: { description: 'The node is queued again', content: { 'application/json': { schema: BuildView } } },
-    404: problemContent('No such build or node'),
-    409: problemContent('The node is not failed, or the build was cancelled'),
+    202: { description: 'The node is queued again (durable when answered)', content: { 'application/json': { schema: BuildView } } },
+    ...errors([400, [404, 'No such build or node'], [409, 'The node is not failed, the build was cancelled, or its inputs are gone'], 503]),
   },
 });
 
@@ -45,10 +44,11 @@ const getErrorReport = createRoute({
   method: 'get',
   path: '/api/v1/builds/{id}/error',
   summary: "Why a build failed: each failed node's attempt, agent, exit code, error, last log lines and provenance",
-  request: { params: IdParams },
+  security: SECURED,
+  request: { params: BuildIdParams },
   responses: {
     200: { description: 'The error report (also kept as error-<id>.json in the data dir)', content: { 'application/json': { schema: ErrorReport } } },
-    404: problemContent('No such build, or it has no failed node'),
+    ...errors([400, [404, 'No such build, or it has no failed node']]),
   },
 });
 

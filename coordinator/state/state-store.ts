@@ -143,6 +143,8 @@ export class StateStore {
   writes = 0;
   /** Snapshots written (compactions). */
   snapshots = 0;
+  /** This open created a new, empty state (--init or a new data dir); false when one was read. */
+  created = false;
 
   private constructor(private readonly opts: StateStoreOptions) {
     this.path = join(opts.dataDir, STATE_FILE);
@@ -184,6 +186,7 @@ export class StateStore {
       if (journalExists) throw new KilnError('E_STATE', `journal ${store.journalPath} exists but ${store.path} does not; refusing to start a new state over it (move it away to start over)`);
       await store.db.write();
       store.writes++;
+      store.created = true;
       store.journal = await open(store.journalPath, 'a', 0o600);
       await store.journal.sync();
       await fsyncDir(opts.dataDir);

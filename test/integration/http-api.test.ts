@@ -133,7 +133,7 @@ describe('coordinator HTTP API', () => {
     await c.api(`/api/v1/cas/${sha(data)}`, { method: 'PUT', body: data });
     const get = await fetch(`${c.url}/api/v1/cas/${sha(data)}`, { headers: { authorization: `Bearer ${agentToken}` } });
     expect(get.status).toBe(200);
-    const put = await fetch(`${c.url}/api/v1/cas/${sha('x')}`, { method: 'PUT', body: 'x', headers: { authorization: `Bearer ${agentToken}` } });
+    const put = await fetch(`${c.url}/api/v1/cas/${sha('x')}`, { method: 'PUT', body: 'x', headers: { authorization: `Bearer ${agentToken}`, 'content-type': 'application/octet-stream' } });
     expect(put.status).toBe(201);
     const missing = await fetch(`${c.url}/api/v1/cas/find-missing`, {
       method: 'POST',
@@ -170,11 +170,18 @@ describe('coordinator HTTP API', () => {
     for (const id of ids) await c.api(`/api/v1/builds/${id}/cancel`, { method: 'POST' });
   });
 
-  it('answers unknown builds and routes with problem+json 404', async () => {
-    const r = await c.api<Problem>('/api/v1/builds/b-nope');
+  it('answers unknown builds and routes with problem+json 404, malformed ids 400, other methods 405', async () => {
+    const r = await c.api<Problem>('/api/v1/builds/b-01kbx2f3q4000-7d2k9x4m');
     expect(r.status).toBe(404);
     expect(r.body.code).toBe('E_NOT_FOUND');
+    const bad = await c.api<Problem>('/api/v1/builds/b-nope');
+    expect(bad.status).toBe(400);
+    expect(bad.body.detail).toMatch(/id: must be a build id as kiln gives it/);
     expect((await c.api<Problem>('/api/v1/nothing-here')).status).toBe(404);
+    const del = await c.api<Problem>('/api/v1/builds', { method: 'DELETE' });
+    expect(del.status).toBe(405);
+    expect(del.headers.get('allow')).toBe('GET, HEAD, POST');
+    expect(del.body.code).toBe('E_METHOD');
   });
 
   it('serves an OpenAPI 3.1 document describing the routes', async () => {

@@ -182,7 +182,7 @@ describe('fleet API with noop agents', () => {
     const noNode = await post<Problem>(`/api/v1/builds/${id}/nodes/ghost/retry`);
     expect(noNode.status).toBe(404);
     expect(noNode.body.detail).toContain("'ghost'");
-    const noBuild = await post<Problem>('/api/v1/builds/b-nope/nodes/ok/retry');
+    const noBuild = await post<Problem>('/api/v1/builds/b-01kbx2f3q4000-7d2k9x4m/nodes/ok/retry');
     expect(noBuild.status).toBe(404);
     expect(noBuild.body.code).toBe('E_NOT_FOUND');
 
@@ -190,9 +190,9 @@ describe('fleet API with noop agents', () => {
     expect(report.status).toBe(404);
     expect(report.body.code).toBe('E_NOT_FOUND');
     expect(report.body.detail).toBe(`build ${id} has no error report: no node of it failed (build state: success)`);
-    const unknown = await c.coord.api<Problem>('/api/v1/builds/b-nope/error');
+    const unknown = await c.coord.api<Problem>('/api/v1/builds/b-01kbx2f3q4000-7d2k9x4m/error');
     expect(unknown.status).toBe(404);
-    expect(unknown.body.detail).toContain('b-nope not found');
+    expect(unknown.body.detail).toContain('b-01kbx2f3q4000-7d2k9x4m not found');
 
     const dlq = await c.coord.api<{ items: DeadLetterViewT[] }>('/api/v1/dead-letter');
     expect(dlq.status).toBe(200);
