@@ -55,10 +55,14 @@ const STATUS_CODES: Partial<Record<number, ErrorCode>> = {
   503: 'E_UNAVAILABLE',
 };
 
+const INTERNAL_CODES = new Set<ErrorCode>(['E_STATE', 'E_INTERNAL', 'E_LOCKED']);
+
 export function makeErrorHandler(logger: Logger) {
   return function onError(err: Error, c: Context): Response {
     if (err instanceof KilnError) {
       if (err.status >= 500) logger.error({ err, path: c.req.path }, 'request failed');
+      // Internal failures name files of the server: the log gets them, the client a summary.
+      if (INTERNAL_CODES.has(err.code)) return problemResponse(c, 500, err.code, 'internal error (see the coordinator log)');
       return problemResponse(c, err.status, err.code, err.message, err.errors);
     }
     if (err instanceof HTTPException) {
