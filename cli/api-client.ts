@@ -2,7 +2,8 @@
  * The CLI's HTTP client for the coordinator API: adds the token, maps failures to exit
  * codes (unreachable = 2, token refused = 4), turns problem+json into readable errors
  * (with the field errors of a rejected spec), and parses responses with the shared
- * schemas.
+ * schemas. A response that is not the JSON the schema expects is a CliError too (exit 2),
+ * never an exception with a stack trace.
  */
 import type { z } from 'zod';
 import { Problem } from '../shared/index.js';
@@ -53,7 +54,13 @@ export class ApiClient {
   async json<T extends z.ZodType>(path: string, schema: T, init: RequestInit = {}): Promise<z.infer<T>> {
     const res = await this.raw(path, init);
     if (!res.ok) throw await this.failure(res);
-    const body: unknown = await res.json();
+    let body: unknown;
+    try {
+      body = JSON.parse(await res.text());
+    } catch (err) {
+      if (err instanceof SyntaxError) throw new CliError(`unexpected response from ${path}: not JSON (${res.headers.get('content-type') ?? 'no content type'})`, EXIT.USAGE);
+      throw err;
+    }
     const parsed = schema.safeParse(body);
     if (!parsed.success) throw new CliError(`unexpected response from ${path}: ${parsed.error.issues[0]?.message ?? 'invalid'}`, EXIT.USAGE);
     return parsed.data;

@@ -6,9 +6,9 @@
  * needs as parameters.
  */
 import { hostname } from 'node:os';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import { z } from 'zod';
-import { KILN_VERSION, KilnError } from '../shared/index.js';
+import { KILN_VERSION } from '../shared/index.js';
 import { runAgent } from '../agent/main.js';
 import { runCoordinator } from '../coordinator/main.js';
 import { ApiClient } from './api-client.js';
@@ -16,6 +16,7 @@ import { loadClientConfig, type ClientFlags } from './client-config.js';
 import { buildsCommand, cancelCommand, logsCommand, statusCommand, submitCommand, LimitOption, type CliIO } from './commands.js';
 import { agentControlCommand, agentsCommand, deadLetterCommand, errorCommand, poolsCommand, retryCommand, type AgentAction } from './fleet-commands.js';
 import { artifactsGetCommand, artifactsListCommand, pinCommand, provenanceCommand } from './artifacts.js';
+import { errorExit } from './error-exit.js';
 import { CliError, EXIT } from './exit-codes.js';
 
 function onSignal(handler: (signal: string) => void): void {
@@ -49,6 +50,8 @@ function clientOptions(cmd: Command): Command {
 export async function main(argv: string[], env: Record<string, string | undefined>): Promise<number> {
   const io = makeIO(env);
   let code: number = EXIT.OK;
+  // coordinator and agent: an unexpected error keeps its stack trace, for their logs
+  let daemon = false;
   const client = (flags: ClientFlags) => new ApiClient(loadClientConfig(flags, env));
   const program = new Command('kiln')
     .description('kiln: a build farm. A coordinator pushes DAGs of BuildKit builds to agents and streams their logs back.')
@@ -70,6 +73,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
     .option('--cas-backend <backend>', 'where blobs are stored: local|s3 (default local; s3 settings from the config file or KILN_S3_*)')
     .addOption(new Option('--no-persist', 'keep state in memory only (benchmarks)').hideHelp())
     .action(async (o: Record<string, unknown>) => {
+      daemon = true;
       code = await runCoordinator(
         {
           ...(o as object),
@@ -97,6 +101,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
     .option('--log-format <format>', 'json|text (default: text on a terminal)')
     .addOption(new Option('--executor <kind>', 'docker, or noop for dispatch benchmarks').default('docker').hideHelp())
     .action(async (o: Record<string, string>) => {
+      daemon = true;
       code = await runAgent(o, { env, hostname: hostname(), arch: process.arch, isTTY: Boolean(process.stderr.isTTY), onSignal });
     });
 
@@ -227,22 +232,14 @@ export async function main(argv: string[], env: Record<string, string | undefine
     await program.parseAsync(argv);
     return code;
   } catch (err) {
-    if (err instanceof CommanderError) {
-      return err.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
-    }
-    if (err instanceof CliError) {
-      io.stderr.write(`kiln: ${err.message}\n`);
-      for (const d of err.details) io.stderr.write(`  - ${d}\n`);
-      return err.exitCode;
-    }
-    if (err instanceof KilnError) {
-      io.stderr.write(`kiln: ${err.message}\n`);
-      for (const e of err.errors) io.stderr.write(`  - ${e.message}\n`);
-      return err.code === 'E_CONFIG' ? 78 : EXIT.USAGE;
-    }
-    io.stderr.write(`kiln: ${(err as Error).stack ?? String(err)}\n`);
-    return 70;
+    const out = errorExit(err, { daemon, debug: debugging(env) });
+    for (const line of out.lines) io.stderr.write(`${line}\n`);
+    return out.exitCode;
   }
+}
+
+function debugging(env: Record<string, string | undefined>): boolean {
+  return Boolean(env.KILN_DEBUG) && env.KILN_DEBUG !== '0';
 }
 
 main(process.argv, process.env).then(
@@ -252,7 +249,8 @@ main(process.argv, process.env).then(
     setImmediate(() => process.exit(code));
   },
   (err: unknown) => {
-    process.stderr.write(`kiln: ${(err as Error).stack ?? String(err)}\n`);
-    process.exit(70);
+    const out = errorExit(err, { debug: debugging(process.env) });
+    for (const line of out.lines) process.stderr.write(`${line}\n`);
+    process.exit(out.exitCode);
   },
 );
