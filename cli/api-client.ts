@@ -10,6 +10,14 @@ import { Problem } from '../shared/index.js';
 import type { ClientConfig } from './client-config.js';
 import { CliError, EXIT } from './exit-codes.js';
 
+/** The coordinator could not be reached at all (no HTTP response): exit 2. */
+export class UnreachableError extends CliError {
+  constructor(message: string) {
+    super(message, EXIT.USAGE);
+    this.name = 'UnreachableError';
+  }
+}
+
 export class ApiClient {
   constructor(readonly config: ClientConfig) {}
 
@@ -21,13 +29,13 @@ export class ApiClient {
     return { ...(this.config.token ? { authorization: `Bearer ${this.config.token}` } : {}), ...extra };
   }
 
-  /** fetch with connection errors turned into CliError(2). */
+  /** fetch with connection errors turned into UnreachableError (exit 2). */
   async raw(path: string, init: RequestInit = {}): Promise<Response> {
     try {
       return await fetch(this.url(path), { ...init, headers: this.headers((init.headers as Record<string, string>) ?? {}) });
     } catch (err) {
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-      throw new CliError(`cannot reach the coordinator at ${this.config.baseUrl}: ${cause?.code ?? cause?.message ?? (err as Error).message}`, EXIT.USAGE);
+      throw new UnreachableError(`cannot reach the coordinator at ${this.config.baseUrl}: ${cause?.code ?? cause?.message ?? (err as Error).message}`);
     }
   }
 

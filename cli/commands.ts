@@ -132,14 +132,23 @@ export async function submitCommand(client: ApiClient, specPath: string, opts: {
     return EXIT.OK;
   }
   if (!opts.json) io.stderr.write(`build ${created.id} submitted (${Object.keys(local.value.nodes).length} nodes); following its logs (Ctrl-C detaches)\n`);
-  return followAndSummarize(client, created.id, null, opts.json, io);
+  return followAndSummarize(client, created.id, null, opts.json, io, { reached: true });
+}
+
+export interface FollowAndSummarizeOptions {
+  /** Node log offsets to start at (what was printed before, e.g. before a retry). */
+  from?: ReadonlyMap<string, number>;
+  /** The coordinator already answered this command: ride out a failure to connect (followBuildLogs). */
+  reached?: boolean;
 }
 
 /**
  * Follows logs until the end, prints the summary, returns the exit code for the build.
- * `from`: node log offsets to start at (what was printed before, e.g. before a retry).
+ * With `json`: the FollowEvents (`log`, `status`, `end`) one per line, then
+ * `{"type":"build","build":{...}}`.
  */
-export async function followAndSummarize(client: ApiClient, buildId: string, node: string | null, json: boolean, io: CliIO, from?: ReadonlyMap<string, number>): Promise<number> {
+export async function followAndSummarize(client: ApiClient, buildId: string, node: string | null, json: boolean, io: CliIO, opts: FollowAndSummarizeOptions = {}): Promise<number> {
+  const { from } = opts;
   const colour = !json && useColour(io.stdout, io.env);
   const printer = new LinePrinter(io.stdout, colour);
   const ac = new AbortController();
@@ -150,6 +159,7 @@ export async function followAndSummarize(client: ApiClient, buildId: string, nod
       buildId,
       ...(node ? { node } : {}),
       ...(from ? { from } : {}),
+      ...(opts.reached ? { reached: true } : {}),
       follow: true,
       signal: ac.signal,
       onEvent: (e: FollowEvent) => {

@@ -95,7 +95,7 @@ export async function retryCommand(client: ApiClient, buildId: string, node: str
     return EXIT.OK;
   }
   if (!opts.json) io.stderr.write(`node '${node}' of build ${build.id} queued again; following the build (Ctrl-C detaches)\n`);
-  return followAndSummarize(client, build.id, null, opts.json, io, from);
+  return followAndSummarize(client, build.id, null, opts.json, io, { ...(from ? { from } : {}), reached: true });
 }
 
 export async function errorCommand(client: ApiClient, buildId: string, opts: { json: boolean; lines: number }, io: CliIO): Promise<number> {
