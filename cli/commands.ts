@@ -5,7 +5,7 @@
  * to stderr, and `--json` gives machine output (JSON Lines while following).
  */
 import { createReadStream } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { z } from 'zod';
@@ -13,7 +13,9 @@ import {
   BuildPage,
   BuildView,
   CreatedBuild,
+  decodeSpecBytes,
   isBuildTerminal,
+  MAX_SPEC_BYTES,
   packDir,
   parseSpecText,
   validateSpec,
@@ -108,14 +110,22 @@ export function formatBytes(n: number): string {
   return `${(n / 1024 ** 3).toFixed(2)} GiB`;
 }
 
-export async function submitCommand(client: ApiClient, specPath: string, opts: { follow: boolean; json: boolean; reuse?: boolean }, io: CliIO): Promise<number> {
-  let text: string;
+/** The spec file's bytes, at most MAX_SPEC_BYTES + 1 of them (so an oversized file is refused, not read whole). */
+async function readSpecBytes(specPath: string): Promise<Uint8Array> {
+  const chunks: Buffer[] = [];
   try {
-    text = await readFile(specPath, 'utf8');
+    for await (const chunk of createReadStream(specPath, { end: MAX_SPEC_BYTES })) chunks.push(chunk as Buffer);
   } catch (err) {
     throw new CliError(`cannot read spec ${specPath}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, EXIT.USAGE);
   }
-  const parsed = parseSpecText(text);
+  return Buffer.concat(chunks);
+}
+
+export async function submitCommand(client: ApiClient, specPath: string, opts: { follow: boolean; json: boolean; reuse?: boolean }, io: CliIO): Promise<number> {
+  // Decoded strictly: bytes that are not UTF-8 are refused with their offset, not replaced.
+  const text = decodeSpecBytes(await readSpecBytes(specPath));
+  if (!text.ok) throw specError(specPath, text.errors);
+  const parsed = parseSpecText(text.value);
   if (!parsed.ok) throw specError(specPath, parsed.errors);
   // Validate locally first (the coordinator validates again, with its default platform).
   const local = validateSpec(parsed.value, { form: 'file', defaultPlatform: 'linux/amd64' });
