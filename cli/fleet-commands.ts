@@ -4,7 +4,7 @@
  * and `kiln error BUILD`. Each returns its exit code (exit-codes.ts); `--json` prints the
  * API's JSON instead of a table.
  */
-import { AgentPage, AgentView, BuildView, DeadLetterList, ErrorReport, PoolList, type AgentViewT } from '../shared/index.js';
+import { AgentPage, AgentView, BuildView, DeadLetterList, ErrorReport, PoolList, type AgentViewT, type ErrorReportT } from '../shared/index.js';
 import type { ApiClient } from './api-client.js';
 import { followAndSummarize, type CliIO } from './commands.js';
 import { CliError, EXIT } from './exit-codes.js';
@@ -98,21 +98,35 @@ export async function retryCommand(client: ApiClient, buildId: string, node: str
   return followAndSummarize(client, build.id, null, opts.json, io, { ...(from ? { from } : {}), reached: true });
 }
 
+/**
+ * `kiln error BUILD`: the build's error report. A build with no failed node has none:
+ * that is said on stderr and the exit code is 1 (nothing on stdout, with or without
+ * `--json`); an unknown build exits 2 like every other command.
+ */
 export async function errorCommand(client: ApiClient, buildId: string, opts: { json: boolean; lines: number }, io: CliIO): Promise<number> {
   const res = await client.raw(`/api/v1/builds/${enc(buildId)}/error`);
   if (res.status === 404) {
-    // Unknown build, or one with no failed node: tell which.
-    const b = await client.raw(`/api/v1/builds/${enc(buildId)}`);
-    if (!b.ok) throw await client.failure(b);
-    const parsed = BuildView.safeParse(await b.json());
-    const state = parsed.success ? parsed.data.state : 'unknown';
-    io.stderr.write(`build ${buildId} has no error report: no node of it failed (state: ${state})\n`);
-    return EXIT.OK;
+    // Unknown build (exit 2, from the build route's own 404), or one with no failed node.
+    const build = await client.json(`/api/v1/builds/${enc(buildId)}`, BuildView);
+    io.stderr.write(`build ${buildId} has no error report: no node failed (state: ${build.state})\n`);
+    return EXIT.BUILD_FAILED;
   }
-  if (!res.ok) throw await client.failure(res);
-  const parsed = ErrorReport.safeParse(await res.json());
-  if (!parsed.success) throw new CliError(`unexpected response from the error report of ${buildId}: ${parsed.error.issues[0]?.message ?? 'invalid'}`, EXIT.USAGE);
-  if (opts.json) printJson(io, parsed.data);
-  else io.stdout.write(errorReportText(parsed.data, { lines: opts.lines, colour: useColour(io.stdout, io.env) }));
+  const report = await parseReport(client, res, buildId);
+  if (opts.json) printJson(io, report);
+  else io.stdout.write(errorReportText(report, { lines: opts.lines, colour: useColour(io.stdout, io.env) }));
   return EXIT.OK;
+}
+
+async function parseReport(client: ApiClient, res: Response, buildId: string): Promise<ErrorReportT> {
+  if (!res.ok) throw await client.failure(res);
+  let body: unknown;
+  try {
+    body = JSON.parse(await res.text());
+  } catch (err) {
+    if (!(err instanceof SyntaxError)) throw err;
+    body = undefined;
+  }
+  const parsed = ErrorReport.safeParse(body);
+  if (!parsed.success) throw new CliError(`unexpected response from the error report of ${buildId}: ${parsed.error.issues[0]?.message ?? 'invalid'}`, EXIT.USAGE);
+  return parsed.data;
 }

@@ -184,7 +184,10 @@ export async function main(argv: string[], env: Record<string, string | undefine
     });
 
   clientOptions(program.command('error <build>'))
-    .description('why a build failed: each failed node\'s attempt, agent, exit code, error, last log lines and provenance')
+    .description(
+      "why a build failed: each failed node's attempt, agent, exit code, error, last log lines and provenance. " +
+        'Exits 1 with a message on stderr when no node failed (no report), 2 for an unknown build',
+    )
     .option('--json', 'the error report as JSON')
     .option('--lines <n>', 'log lines shown per failed node (up to 200)', '30')
     .action(async (build: string, o: ClientFlags & { json?: boolean; lines: string }) => {

@@ -1,8 +1,9 @@
 /**
  * The fleet commands of the real `kiln` binary against a real coordinator, a noop agent
  * and a docker agent: `kiln agents` (and pause/drain/resume), `kiln pools`, `kiln dlq`,
- * `kiln error BUILD` on a build whose RUN exits 3, and `kiln retry BUILD NODE --follow`,
- * which prints only the new attempt's output and exits with the build's result.
+ * `kiln error BUILD` on a build whose RUN exits 3 (and exit 1 on a build with no failed
+ * node), and `kiln retry BUILD NODE --follow`, which prints only the new attempt's output
+ * and exits with the build's result.
  */
 import { describe, expect, it } from 'vitest';
 import type { AgentViewT, ErrorReportT, PoolViewT } from '../../shared/index.js';
@@ -126,10 +127,12 @@ describe('kiln fleet commands', () => {
     const again = await run('retry', id, 'broken');
     expect(again.code).toBe(1);
     expect(again.stderr).toContain('only a failed node can be retried');
-    const noReport = await run('error', id);
-    expect(noReport.code).toBe(0);
-    expect(noReport.stdout).toBe('');
-    expect(noReport.stderr).toBe(`build ${id} has no error report: no node of it failed (state: success)\n`);
+    for (const args of [['error', id], ['error', id, '--json']]) {
+      const noReport = await run(...args);
+      expect(noReport.code).toBe(1);
+      expect(noReport.stdout).toBe('');
+      expect(noReport.stderr).toBe(`build ${id} has no error report: no node failed (state: success)\n`);
+    }
     const noBuild = await run('retry', 'b-nope', 'broken');
     expect(noBuild.code).toBe(2);
     expect(noBuild.stderr).toContain('b-nope not found');
