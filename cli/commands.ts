@@ -1,8 +1,8 @@
 /**
  * The CLI's client commands: submit, logs, status, builds, cancel (the fleet's are in
- * fleet-commands.ts). Each returns
- * its exit code (exit-codes.ts); output for people goes to stdout, progress and errors
- * to stderr, and `--json` gives machine output (JSON Lines while following).
+ * fleet-commands.ts). Each returns its exit code (exit-codes.ts); output for people goes
+ * to stdout, progress, hints and errors to stderr, and `--json` gives JSON Lines
+ * (json-lines.ts): one object per list item, or exactly one line for a single object.
  */
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
@@ -27,6 +27,7 @@ import {
 import type { ApiClient } from './api-client.js';
 import { CliError, EXIT, exitCodeForBuildState } from './exit-codes.js';
 import { followBuildLogs, type FollowEvent } from './follow.js';
+import { jsonLine, writeJsonLine, writeJsonLines } from './json-lines.js';
 import { LinePrinter, buildSummary, useColour, type Output } from './render.js';
 
 export interface CliIO {
@@ -138,7 +139,7 @@ export async function submitCommand(client: ApiClient, specPath: string, opts: {
     body: JSON.stringify(body),
   });
   if (!opts.follow) {
-    io.stdout.write(opts.json ? `${JSON.stringify(created)}\n` : `${created.id}\n`);
+    io.stdout.write(opts.json ? jsonLine(created) : `${created.id}\n`);
     return EXIT.OK;
   }
   if (!opts.json) io.stderr.write(`build ${created.id} submitted (${Object.keys(local.value.nodes).length} nodes); following its logs (Ctrl-C detaches)\n`);
@@ -173,7 +174,7 @@ export async function followAndSummarize(client: ApiClient, buildId: string, nod
       follow: true,
       signal: ac.signal,
       onEvent: (e: FollowEvent) => {
-        if (json) return io.stdout.write(`${JSON.stringify(e)}\n`);
+        if (json) return writeJsonLine(io.stdout, e);
         if (e.type === 'log') printer.log(e.node, e.text);
         else if (e.type === 'status' && ['skipped', 'cancelled', 'failed', 'success'].includes(e.state)) printer.note(e.node, `=> ${e.state}`);
       },
@@ -191,7 +192,7 @@ export async function followAndSummarize(client: ApiClient, buildId: string, nod
   }
   const build = await client.json(`/api/v1/builds/${encodeURIComponent(buildId)}`, BuildView);
   if (json) {
-    io.stdout.write(`${JSON.stringify({ type: 'build', build })}\n`);
+    writeJsonLine(io.stdout, { type: 'build', build });
   } else {
     if (build.state !== 'success') await printFailures(client, build, io, colour);
     io.stdout.write(buildSummary(build, colour));
@@ -228,28 +229,34 @@ export async function logsCommand(client: ApiClient, buildId: string, node: stri
 
 export async function statusCommand(client: ApiClient, buildId: string, opts: { json: boolean }, io: CliIO): Promise<number> {
   const build = await client.json(`/api/v1/builds/${encodeURIComponent(buildId)}`, BuildView);
-  if (opts.json) io.stdout.write(`${JSON.stringify(build, null, 2)}\n`);
+  if (opts.json) writeJsonLine(io.stdout, build);
   else io.stdout.write(buildSummary(build, useColour(io.stdout, io.env)));
   return isBuildTerminal(build.state as BuildState) ? exitCodeForBuildState(build.state) : EXIT.OK;
 }
 
-export async function buildsCommand(client: ApiClient, opts: { json: boolean; limit: number }, io: CliIO): Promise<number> {
-  const page = await client.json(`/api/v1/builds?limit=${opts.limit}`, BuildPage);
+/**
+ * `kiln builds`: one page of builds, newest first (`--json`: one build summary per line).
+ * When there are older builds, the command for the next page goes to stderr.
+ */
+export async function buildsCommand(client: ApiClient, opts: { json: boolean; limit: number; cursor?: string }, io: CliIO): Promise<number> {
+  const cursor = opts.cursor ? `&cursor=${encodeURIComponent(opts.cursor)}` : '';
+  const page = await client.json(`/api/v1/builds?limit=${opts.limit}${cursor}`, BuildPage);
   if (opts.json) {
-    io.stdout.write(`${JSON.stringify(page, null, 2)}\n`);
-    return EXIT.OK;
+    writeJsonLines(io.stdout, page.items);
+  } else {
+    if (page.items.length === 0) io.stdout.write(opts.cursor ? 'no older builds\n' : 'no builds yet\n');
+    for (const b of page.items) {
+      const counts = Object.entries(b.node_counts).map(([s, n]) => `${n} ${s}`).join(', ');
+      io.stdout.write(`${b.id}  ${b.state.padEnd(9)}  ${b.created_at}  ${b.name}  (${counts})\n`);
+    }
   }
-  if (page.items.length === 0) io.stdout.write('no builds yet\n');
-  for (const b of page.items) {
-    const counts = Object.entries(b.node_counts).map(([s, n]) => `${n} ${s}`).join(', ');
-    io.stdout.write(`${b.id}  ${b.state.padEnd(9)}  ${b.created_at}  ${b.name}  (${counts})\n`);
-  }
+  if (page.next_cursor) io.stderr.write(`older builds: kiln builds --limit ${opts.limit} --cursor ${page.next_cursor}${opts.json ? ' --json' : ''}\n`);
   return EXIT.OK;
 }
 
 export async function cancelCommand(client: ApiClient, buildId: string, opts: { json: boolean }, io: CliIO): Promise<number> {
   const build = await client.json(`/api/v1/builds/${encodeURIComponent(buildId)}/cancel`, BuildView, { method: 'POST' });
-  io.stdout.write(opts.json ? `${JSON.stringify(build)}\n` : `cancelling ${build.id}: ${build.state}\n`);
+  io.stdout.write(opts.json ? jsonLine(build) : `cancelling ${build.id}: ${build.state}\n`);
   return EXIT.OK;
 }
 

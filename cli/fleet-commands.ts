@@ -2,20 +2,19 @@
  * The CLI's fleet commands: `kiln agents` (with control, health, breaker and load),
  * `kiln agents pause|resume|drain NAME`, `kiln pools`, `kiln dlq`, `kiln retry BUILD NODE`
  * and `kiln error BUILD`. Each returns its exit code (exit-codes.ts); `--json` prints the
- * API's JSON instead of a table.
+ * API's JSON as JSON Lines instead of a table: one line per agent, pool or dead letter,
+ * one line for a single object (an agent after pause/drain/resume, a retried build, an
+ * error report).
  */
 import { AgentPage, AgentView, BuildView, DeadLetterList, ErrorReport, PoolList, type AgentViewT, type ErrorReportT } from '../shared/index.js';
 import type { ApiClient } from './api-client.js';
 import { followAndSummarize, type CliIO } from './commands.js';
 import { CliError, EXIT } from './exit-codes.js';
+import { writeJsonLine, writeJsonLines } from './json-lines.js';
 import { useColour } from './render.js';
 import { agentControlLine, agentsTable, deadLetterTable, errorReportText, poolsTable } from './render-fleet.js';
 
 const enc = encodeURIComponent;
-
-function printJson(io: CliIO, value: unknown): void {
-  io.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
-}
 
 /** Every agent, following the list's cursor. */
 async function allAgents(client: ApiClient): Promise<AgentViewT[]> {
@@ -31,7 +30,7 @@ async function allAgents(client: ApiClient): Promise<AgentViewT[]> {
 
 export async function agentsCommand(client: ApiClient, opts: { json: boolean }, io: CliIO): Promise<number> {
   const items = await allAgents(client);
-  if (opts.json) printJson(io, { items, next_cursor: null });
+  if (opts.json) writeJsonLines(io.stdout, items);
   else io.stdout.write(agentsTable(items, Date.now()));
   return EXIT.OK;
 }
@@ -47,21 +46,21 @@ export async function agentControlCommand(client: ApiClient, action: AgentAction
     init.body = JSON.stringify({ reason: opts.reason });
   }
   const a = await client.json(`/api/v1/agents/${enc(name)}/${action}`, AgentView, init);
-  if (opts.json) printJson(io, a);
+  if (opts.json) writeJsonLine(io.stdout, a);
   else io.stdout.write(agentControlLine(a));
   return EXIT.OK;
 }
 
 export async function poolsCommand(client: ApiClient, opts: { json: boolean }, io: CliIO): Promise<number> {
   const list = await client.json('/api/v1/pools', PoolList);
-  if (opts.json) printJson(io, list);
+  if (opts.json) writeJsonLines(io.stdout, list.items);
   else io.stdout.write(poolsTable(list.items));
   return EXIT.OK;
 }
 
 export async function deadLetterCommand(client: ApiClient, opts: { json: boolean }, io: CliIO): Promise<number> {
   const list = await client.json('/api/v1/dead-letter', DeadLetterList);
-  if (opts.json) printJson(io, list);
+  if (opts.json) writeJsonLines(io.stdout, list.items);
   else io.stdout.write(deadLetterTable(list.items));
   return EXIT.OK;
 }
@@ -87,7 +86,7 @@ export async function retryCommand(client: ApiClient, buildId: string, node: str
   const again = build.nodes.filter((x) => x.name !== node && x.state === 'pending').map((x) => x.name);
   if (!opts.follow) {
     if (opts.json) {
-      io.stdout.write(`${JSON.stringify(build)}\n`);
+      writeJsonLine(io.stdout, build);
     } else {
       io.stdout.write(`node '${node}' of build ${build.id} is ${n?.state ?? 'queued'} again${again.length ? `; waiting again: ${again.join(', ')}` : ''}\n`);
       io.stderr.write(`follow it: kiln logs -f ${build.id}\n`);
@@ -112,7 +111,7 @@ export async function errorCommand(client: ApiClient, buildId: string, opts: { j
     return EXIT.BUILD_FAILED;
   }
   const report = await parseReport(client, res, buildId);
-  if (opts.json) printJson(io, report);
+  if (opts.json) writeJsonLine(io.stdout, report);
   else io.stdout.write(errorReportText(report, { lines: opts.lines, colour: useColour(io.stdout, io.env) }));
   return EXIT.OK;
 }
