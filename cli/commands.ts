@@ -15,13 +15,16 @@ import {
   CreatedBuild,
   decodeSpecBytes,
   isBuildTerminal,
+  isNodeTerminal,
   MAX_SPEC_BYTES,
+  SLOT_HOLDING_ATTEMPT_STATES,
   packDir,
   parseSpecText,
   validateSpec,
   type BuildState,
   type BuildViewT,
   type FieldError,
+  type NodeViewT,
   type PackedDir,
 } from '../shared/index.js';
 import type { ApiClient } from './api-client.js';
@@ -218,12 +221,63 @@ async function printFailures(client: ApiClient, build: BuildViewT, io: CliIO, co
 
 export async function logsCommand(client: ApiClient, buildId: string, node: string | undefined, opts: { follow: boolean; json: boolean }, io: CliIO): Promise<number> {
   if (opts.follow) return followAndSummarize(client, buildId, node ?? null, opts.json, io);
+  if (opts.json) return storedLogEvents(client, buildId, node, io);
   const path = node
     ? `/api/v1/builds/${encodeURIComponent(buildId)}/nodes/${encodeURIComponent(node)}/logs`
     : `/api/v1/builds/${encodeURIComponent(buildId)}/logs`;
   const res = await client.raw(path);
   if (!res.ok) throw await client.failure(res);
-  if (res.body) for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) io.stdout.write(Buffer.from(chunk).toString('utf8'));
+  if (!res.body) return EXIT.OK;
+  // One decoder for the whole body: a character split across chunks stays whole.
+  const decoder = new TextDecoder();
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) io.stdout.write(decoder.decode(chunk, { stream: true }));
+  const rest = decoder.decode();
+  if (rest) io.stdout.write(rest);
+  return EXIT.OK;
+}
+
+/** followLogs' notion of done: terminal, and no attempt that could still write to the log. */
+function nodeDone(n: NodeViewT): boolean {
+  const last = n.attempts[n.attempts.length - 1];
+  return isNodeTerminal(n.state) && (!last || !SLOT_HOLDING_ATTEMPT_STATES.has(last.state));
+}
+
+/**
+ * `kiln logs BUILD [NODE] --json`: what is stored now, as the events `logs -f --json`
+ * prints. Per node, in the build's order: `{"type":"status","node","state","attempt"}`,
+ * then `{"type":"log","node","text"}` per line (text keeps its newline; the lines of a
+ * node joined are its log). When the build (or NODE) was finished before its logs were
+ * read, `{"type":"end","state"}` and `{"type":"build","build"}` follow, as with `-f`; a
+ * running build's output simply stops after what is stored.
+ */
+async function storedLogEvents(client: ApiClient, buildId: string, node: string | undefined, io: CliIO): Promise<number> {
+  const build = await client.json(`/api/v1/builds/${encodeURIComponent(buildId)}`, BuildView);
+  const nodes = node === undefined ? build.nodes : build.nodes.filter((n) => n.name === node);
+  if (node !== undefined && nodes.length === 0) throw new CliError(`build ${buildId} has no node '${node}'`, EXIT.USAGE);
+  // Decided before reading: a node done now has its whole log stored.
+  const done = nodes.every(nodeDone);
+  for (const n of nodes) {
+    writeJsonLine(io.stdout, { type: 'status', node: n.name, state: n.state, attempt: n.attempts.length });
+    const res = await client.raw(`/api/v1/builds/${encodeURIComponent(buildId)}/nodes/${encodeURIComponent(n.name)}/logs`);
+    if (!res.ok) throw await client.failure(res);
+    if (!res.body) continue;
+    const decoder = new TextDecoder();
+    let pending = '';
+    const emit = (text: string, final: boolean) => {
+      const all = pending + text;
+      const cut = final ? all.length : all.lastIndexOf('\n') + 1;
+      pending = all.slice(cut);
+      const lines = all.slice(0, cut).split(/(?<=\n)/).filter((l) => l !== '');
+      writeJsonLines(io.stdout, lines.map((l) => ({ type: 'log', node: n.name, text: l })));
+    };
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) emit(decoder.decode(chunk, { stream: true }), false);
+    emit(decoder.decode(), true);
+  }
+  if (done) {
+    const state = node === undefined ? build.state : nodes[0]!.state;
+    writeJsonLine(io.stdout, { type: 'end', state });
+    writeJsonLine(io.stdout, { type: 'build', build });
+  }
   return EXIT.OK;
 }
 

@@ -116,8 +116,13 @@ export async function main(argv: string[], env: Record<string, string | undefine
 
   clientOptions(program.command('logs <build> [node]'))
     .description("print a build's (or one node's) log")
-    .option('-f, --follow', 'keep streaming until the build ends (resumes after interruptions)')
-    .option('--json', 'JSON Lines events')
+    .option('-f, --follow', 'keep streaming until the build ends; resumes after interruptions, but exits 2 if the coordinator cannot be reached at the start')
+    .option(
+      '--json',
+      'JSON Lines events, per node: {"type":"status","node","state","attempt"} then {"type":"log","node","text"}; ' +
+        'when the build (or NODE) is finished, {"type":"end","state"} and {"type":"build","build"} last. ' +
+        'Without -f: what is stored now (a running build stops there, with no end event)',
+    )
     .action(async (build: string, node: string | undefined, o: ClientFlags & { follow?: boolean; json?: boolean }) => {
       code = await logsCommand(client(o), build, node, { follow: Boolean(o.follow), json: Boolean(o.json) }, io);
     });
