@@ -2,12 +2,21 @@
  * The CLI's HTTP client for the coordinator API: adds the token, maps failures to exit
  * codes (unreachable = 2, token refused = 4), turns problem+json into readable errors
  * (with the field errors of a rejected spec), and parses responses with the shared
- * schemas.
+ * schemas. A response that is not the JSON the schema expects is a CliError too (exit 2),
+ * never an exception with a stack trace.
  */
 import type { z } from 'zod';
 import { Problem } from '../shared/index.js';
 import type { ClientConfig } from './client-config.js';
 import { CliError, EXIT } from './exit-codes.js';
+
+/** The coordinator could not be reached at all (no HTTP response): exit 2. */
+export class UnreachableError extends CliError {
+  constructor(message: string) {
+    super(message, EXIT.USAGE);
+    this.name = 'UnreachableError';
+  }
+}
 
 export class ApiClient {
   constructor(readonly config: ClientConfig) {}
@@ -20,13 +29,13 @@ export class ApiClient {
     return { ...(this.config.token ? { authorization: `Bearer ${this.config.token}` } : {}), ...extra };
   }
 
-  /** fetch with connection errors turned into CliError(2). */
+  /** fetch with connection errors turned into UnreachableError (exit 2). */
   async raw(path: string, init: RequestInit = {}): Promise<Response> {
     try {
       return await fetch(this.url(path), { ...init, headers: this.headers((init.headers as Record<string, string>) ?? {}) });
     } catch (err) {
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-      throw new CliError(`cannot reach the coordinator at ${this.config.baseUrl}: ${cause?.code ?? cause?.message ?? (err as Error).message}`, EXIT.USAGE);
+      throw new UnreachableError(`cannot reach the coordinator at ${this.config.baseUrl}: ${cause?.code ?? cause?.message ?? (err as Error).message}`);
     }
   }
 
@@ -53,7 +62,13 @@ export class ApiClient {
   async json<T extends z.ZodType>(path: string, schema: T, init: RequestInit = {}): Promise<z.infer<T>> {
     const res = await this.raw(path, init);
     if (!res.ok) throw await this.failure(res);
-    const body: unknown = await res.json();
+    let body: unknown;
+    try {
+      body = JSON.parse(await res.text());
+    } catch (err) {
+      if (err instanceof SyntaxError) throw new CliError(`unexpected response from ${path}: not JSON (${res.headers.get('content-type') ?? 'no content type'})`, EXIT.USAGE);
+      throw err;
+    }
     const parsed = schema.safeParse(body);
     if (!parsed.success) throw new CliError(`unexpected response from ${path}: ${parsed.error.issues[0]?.message ?? 'invalid'}`, EXIT.USAGE);
     return parsed.data;

@@ -4,6 +4,7 @@
  * size, and extracts it into DIR (contained: nothing is written outside DIR, whatever the
  * archive holds), `kiln provenance BUILD NODE` prints the provenance record of a node's
  * result, and `kiln pin|unpin BUILD` keeps a build's artifacts past retention or not.
+ * `--json` is JSON Lines: one line per artifact for the list, one line otherwise.
  */
 import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, open, rm } from 'node:fs/promises';
@@ -14,11 +15,14 @@ import type { ApiClient } from './api-client.js';
 import type { CliIO } from './commands.js';
 import { formatBytes } from './commands.js';
 import { CliError, EXIT } from './exit-codes.js';
+import { jsonLine, writeJsonLine, writeJsonLines } from './json-lines.js';
 
 export async function artifactsListCommand(client: ApiClient, buildId: string, opts: { json: boolean }, io: CliIO): Promise<number> {
   const page = await client.json(`/api/v1/builds/${encodeURIComponent(buildId)}/artifacts`, ArtifactPage);
+  // The route lists every artifact of a build (next_cursor is null); should that change, say so.
+  if (page.next_cursor) io.stderr.write(`the coordinator listed only the first ${page.items.length} artifacts of ${buildId}\n`);
   if (opts.json) {
-    io.stdout.write(`${JSON.stringify(page, null, 2)}\n`);
+    writeJsonLines(io.stdout, page.items);
     return EXIT.OK;
   }
   if (page.items.length === 0) io.stdout.write(`build ${buildId} has no artifacts (yet)\n`);
@@ -83,7 +87,7 @@ export async function artifactsGetCommand(client: ApiClient, buildId: string, no
     } catch (err) {
       throw new CliError(`extracting ${a.digest} into ${target} failed: ${(err as Error).message}`, EXIT.USAGE);
     }
-    if (opts.json) io.stdout.write(`${JSON.stringify({ ...a, extracted_to: target, files: r.files, bytes: r.bytes })}\n`);
+    if (opts.json) io.stdout.write(jsonLine({ ...a, extracted_to: target, files: r.files, bytes: r.bytes }));
     else io.stdout.write(`${a.node}.${a.name} ${a.digest}: ${r.files} files, ${formatBytes(r.bytes)} extracted to ${target}\n`);
     return EXIT.OK;
   } finally {
@@ -91,7 +95,8 @@ export async function artifactsGetCommand(client: ApiClient, buildId: string, no
   }
 }
 
-export async function provenanceCommand(client: ApiClient, buildId: string, node: string, io: CliIO): Promise<number> {
+/** The record, indented for people; with `json`, as one compact line. */
+export async function provenanceCommand(client: ApiClient, buildId: string, node: string, opts: { json: boolean }, io: CliIO): Promise<number> {
   const build = await client.json(`/api/v1/builds/${encodeURIComponent(buildId)}`, BuildView);
   const n = build.nodes.find((x) => x.name === node);
   if (!n) throw new CliError(`build ${buildId} has no node '${node}'`, EXIT.USAGE);
@@ -102,12 +107,21 @@ export async function provenanceCommand(client: ApiClient, buildId: string, node
   const bytes = Buffer.from(await res.arrayBuffer());
   const hash = newHasher().update(bytes);
   if (hasherDigest(hash) !== digest) throw new CliError(`provenance record ${digest} does not match its digest`, EXIT.USAGE);
-  io.stdout.write(`${JSON.stringify(JSON.parse(bytes.toString('utf8')), null, 2)}\n`);
+  let record: unknown;
+  try {
+    record = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    throw new CliError(`provenance record ${digest} is not JSON`, EXIT.USAGE);
+  }
+  if (opts.json) writeJsonLine(io.stdout, record);
+  else io.stdout.write(`${JSON.stringify(record, null, 2)}\n`);
   return EXIT.OK;
 }
 
-export async function pinCommand(client: ApiClient, buildId: string, pinned: boolean, io: CliIO): Promise<number> {
+/** `kiln pin|unpin BUILD`; with `json`, the build as one line. */
+export async function pinCommand(client: ApiClient, buildId: string, pinned: boolean, opts: { json: boolean }, io: CliIO): Promise<number> {
   const b = await client.json(`/api/v1/builds/${encodeURIComponent(buildId)}/pin`, BuildView, { method: pinned ? 'POST' : 'DELETE' });
-  io.stdout.write(`${b.id}: ${b.pinned ? 'pinned (artifacts kept until unpinned)' : 'unpinned (artifacts expire with the retention period)'}\n`);
+  if (opts.json) writeJsonLine(io.stdout, b);
+  else io.stdout.write(`${b.id}: ${b.pinned ? 'pinned (artifacts kept until unpinned)' : 'unpinned (artifacts expire with the retention period)'}\n`);
   return EXIT.OK;
 }

@@ -1,11 +1,11 @@
 /**
  * The CLI's client commands: submit, logs, status, builds, cancel (the fleet's are in
- * fleet-commands.ts). Each returns
- * its exit code (exit-codes.ts); output for people goes to stdout, progress and errors
- * to stderr, and `--json` gives machine output (JSON Lines while following).
+ * fleet-commands.ts). Each returns its exit code (exit-codes.ts); output for people goes
+ * to stdout, progress, hints and errors to stderr, and `--json` gives JSON Lines
+ * (json-lines.ts): one object per list item, or exactly one line for a single object.
  */
 import { createReadStream } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { z } from 'zod';
@@ -13,18 +13,24 @@ import {
   BuildPage,
   BuildView,
   CreatedBuild,
+  decodeSpecBytes,
   isBuildTerminal,
+  isNodeTerminal,
+  MAX_SPEC_BYTES,
+  SLOT_HOLDING_ATTEMPT_STATES,
   packDir,
   parseSpecText,
   validateSpec,
   type BuildState,
   type BuildViewT,
   type FieldError,
+  type NodeViewT,
   type PackedDir,
 } from '../shared/index.js';
 import type { ApiClient } from './api-client.js';
 import { CliError, EXIT, exitCodeForBuildState } from './exit-codes.js';
 import { followBuildLogs, type FollowEvent } from './follow.js';
+import { jsonLine, writeJsonLine, writeJsonLines } from './json-lines.js';
 import { LinePrinter, buildSummary, useColour, type Output } from './render.js';
 
 export interface CliIO {
@@ -108,14 +114,22 @@ export function formatBytes(n: number): string {
   return `${(n / 1024 ** 3).toFixed(2)} GiB`;
 }
 
-export async function submitCommand(client: ApiClient, specPath: string, opts: { follow: boolean; json: boolean; reuse?: boolean }, io: CliIO): Promise<number> {
-  let text: string;
+/** The spec file's bytes, at most MAX_SPEC_BYTES + 1 of them (so an oversized file is refused, not read whole). */
+async function readSpecBytes(specPath: string): Promise<Uint8Array> {
+  const chunks: Buffer[] = [];
   try {
-    text = await readFile(specPath, 'utf8');
+    for await (const chunk of createReadStream(specPath, { end: MAX_SPEC_BYTES })) chunks.push(chunk as Buffer);
   } catch (err) {
     throw new CliError(`cannot read spec ${specPath}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, EXIT.USAGE);
   }
-  const parsed = parseSpecText(text);
+  return Buffer.concat(chunks);
+}
+
+export async function submitCommand(client: ApiClient, specPath: string, opts: { follow: boolean; json: boolean; reuse?: boolean }, io: CliIO): Promise<number> {
+  // Decoded strictly: bytes that are not UTF-8 are refused with their offset, not replaced.
+  const text = decodeSpecBytes(await readSpecBytes(specPath));
+  if (!text.ok) throw specError(specPath, text.errors);
+  const parsed = parseSpecText(text.value);
   if (!parsed.ok) throw specError(specPath, parsed.errors);
   // Validate locally first (the coordinator validates again, with its default platform).
   const local = validateSpec(parsed.value, { form: 'file', defaultPlatform: 'linux/amd64' });
@@ -128,18 +142,27 @@ export async function submitCommand(client: ApiClient, specPath: string, opts: {
     body: JSON.stringify(body),
   });
   if (!opts.follow) {
-    io.stdout.write(opts.json ? `${JSON.stringify(created)}\n` : `${created.id}\n`);
+    io.stdout.write(opts.json ? jsonLine(created) : `${created.id}\n`);
     return EXIT.OK;
   }
   if (!opts.json) io.stderr.write(`build ${created.id} submitted (${Object.keys(local.value.nodes).length} nodes); following its logs (Ctrl-C detaches)\n`);
-  return followAndSummarize(client, created.id, null, opts.json, io);
+  return followAndSummarize(client, created.id, null, opts.json, io, { reached: true });
+}
+
+export interface FollowAndSummarizeOptions {
+  /** Node log offsets to start at (what was printed before, e.g. before a retry). */
+  from?: ReadonlyMap<string, number>;
+  /** The coordinator already answered this command: ride out a failure to connect (followBuildLogs). */
+  reached?: boolean;
 }
 
 /**
  * Follows logs until the end, prints the summary, returns the exit code for the build.
- * `from`: node log offsets to start at (what was printed before, e.g. before a retry).
+ * With `json`: the FollowEvents (`log`, `status`, `end`) one per line, then
+ * `{"type":"build","build":{...}}`.
  */
-export async function followAndSummarize(client: ApiClient, buildId: string, node: string | null, json: boolean, io: CliIO, from?: ReadonlyMap<string, number>): Promise<number> {
+export async function followAndSummarize(client: ApiClient, buildId: string, node: string | null, json: boolean, io: CliIO, opts: FollowAndSummarizeOptions = {}): Promise<number> {
+  const { from } = opts;
   const colour = !json && useColour(io.stdout, io.env);
   const printer = new LinePrinter(io.stdout, colour);
   const ac = new AbortController();
@@ -150,10 +173,11 @@ export async function followAndSummarize(client: ApiClient, buildId: string, nod
       buildId,
       ...(node ? { node } : {}),
       ...(from ? { from } : {}),
+      ...(opts.reached ? { reached: true } : {}),
       follow: true,
       signal: ac.signal,
       onEvent: (e: FollowEvent) => {
-        if (json) return io.stdout.write(`${JSON.stringify(e)}\n`);
+        if (json) return writeJsonLine(io.stdout, e);
         if (e.type === 'log') printer.log(e.node, e.text);
         else if (e.type === 'status' && ['skipped', 'cancelled', 'failed', 'success'].includes(e.state)) printer.note(e.node, `=> ${e.state}`);
       },
@@ -171,7 +195,7 @@ export async function followAndSummarize(client: ApiClient, buildId: string, nod
   }
   const build = await client.json(`/api/v1/builds/${encodeURIComponent(buildId)}`, BuildView);
   if (json) {
-    io.stdout.write(`${JSON.stringify({ type: 'build', build })}\n`);
+    writeJsonLine(io.stdout, { type: 'build', build });
   } else {
     if (build.state !== 'success') await printFailures(client, build, io, colour);
     io.stdout.write(buildSummary(build, colour));
@@ -197,39 +221,96 @@ async function printFailures(client: ApiClient, build: BuildViewT, io: CliIO, co
 
 export async function logsCommand(client: ApiClient, buildId: string, node: string | undefined, opts: { follow: boolean; json: boolean }, io: CliIO): Promise<number> {
   if (opts.follow) return followAndSummarize(client, buildId, node ?? null, opts.json, io);
+  if (opts.json) return storedLogEvents(client, buildId, node, io);
   const path = node
     ? `/api/v1/builds/${encodeURIComponent(buildId)}/nodes/${encodeURIComponent(node)}/logs`
     : `/api/v1/builds/${encodeURIComponent(buildId)}/logs`;
   const res = await client.raw(path);
   if (!res.ok) throw await client.failure(res);
-  if (res.body) for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) io.stdout.write(Buffer.from(chunk).toString('utf8'));
+  if (!res.body) return EXIT.OK;
+  // One decoder for the whole body: a character split across chunks stays whole.
+  const decoder = new TextDecoder();
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) io.stdout.write(decoder.decode(chunk, { stream: true }));
+  const rest = decoder.decode();
+  if (rest) io.stdout.write(rest);
+  return EXIT.OK;
+}
+
+/** followLogs' notion of done: terminal, and no attempt that could still write to the log. */
+function nodeDone(n: NodeViewT): boolean {
+  const last = n.attempts[n.attempts.length - 1];
+  return isNodeTerminal(n.state) && (!last || !SLOT_HOLDING_ATTEMPT_STATES.has(last.state));
+}
+
+/**
+ * `kiln logs BUILD [NODE] --json`: what is stored now, as the events `logs -f --json`
+ * prints. Per node, in the build's order: `{"type":"status","node","state","attempt"}`,
+ * then `{"type":"log","node","text"}` per line (text keeps its newline; the lines of a
+ * node joined are its log). When the build (or NODE) was finished before its logs were
+ * read, `{"type":"end","state"}` and `{"type":"build","build"}` follow, as with `-f`; a
+ * running build's output simply stops after what is stored.
+ */
+async function storedLogEvents(client: ApiClient, buildId: string, node: string | undefined, io: CliIO): Promise<number> {
+  const build = await client.json(`/api/v1/builds/${encodeURIComponent(buildId)}`, BuildView);
+  const nodes = node === undefined ? build.nodes : build.nodes.filter((n) => n.name === node);
+  if (node !== undefined && nodes.length === 0) throw new CliError(`build ${buildId} has no node '${node}'`, EXIT.USAGE);
+  // Decided before reading: a node done now has its whole log stored.
+  const done = nodes.every(nodeDone);
+  for (const n of nodes) {
+    writeJsonLine(io.stdout, { type: 'status', node: n.name, state: n.state, attempt: n.attempts.length });
+    const res = await client.raw(`/api/v1/builds/${encodeURIComponent(buildId)}/nodes/${encodeURIComponent(n.name)}/logs`);
+    if (!res.ok) throw await client.failure(res);
+    if (!res.body) continue;
+    const decoder = new TextDecoder();
+    let pending = '';
+    const emit = (text: string, final: boolean) => {
+      const all = pending + text;
+      const cut = final ? all.length : all.lastIndexOf('\n') + 1;
+      pending = all.slice(cut);
+      const lines = all.slice(0, cut).split(/(?<=\n)/).filter((l) => l !== '');
+      writeJsonLines(io.stdout, lines.map((l) => ({ type: 'log', node: n.name, text: l })));
+    };
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) emit(decoder.decode(chunk, { stream: true }), false);
+    emit(decoder.decode(), true);
+  }
+  if (done) {
+    const state = node === undefined ? build.state : nodes[0]!.state;
+    writeJsonLine(io.stdout, { type: 'end', state });
+    writeJsonLine(io.stdout, { type: 'build', build });
+  }
   return EXIT.OK;
 }
 
 export async function statusCommand(client: ApiClient, buildId: string, opts: { json: boolean }, io: CliIO): Promise<number> {
   const build = await client.json(`/api/v1/builds/${encodeURIComponent(buildId)}`, BuildView);
-  if (opts.json) io.stdout.write(`${JSON.stringify(build, null, 2)}\n`);
+  if (opts.json) writeJsonLine(io.stdout, build);
   else io.stdout.write(buildSummary(build, useColour(io.stdout, io.env)));
   return isBuildTerminal(build.state as BuildState) ? exitCodeForBuildState(build.state) : EXIT.OK;
 }
 
-export async function buildsCommand(client: ApiClient, opts: { json: boolean; limit: number }, io: CliIO): Promise<number> {
-  const page = await client.json(`/api/v1/builds?limit=${opts.limit}`, BuildPage);
+/**
+ * `kiln builds`: one page of builds, newest first (`--json`: one build summary per line).
+ * When there are older builds, the command for the next page goes to stderr.
+ */
+export async function buildsCommand(client: ApiClient, opts: { json: boolean; limit: number; cursor?: string }, io: CliIO): Promise<number> {
+  const cursor = opts.cursor ? `&cursor=${encodeURIComponent(opts.cursor)}` : '';
+  const page = await client.json(`/api/v1/builds?limit=${opts.limit}${cursor}`, BuildPage);
   if (opts.json) {
-    io.stdout.write(`${JSON.stringify(page, null, 2)}\n`);
-    return EXIT.OK;
+    writeJsonLines(io.stdout, page.items);
+  } else {
+    if (page.items.length === 0) io.stdout.write(opts.cursor ? 'no older builds\n' : 'no builds yet\n');
+    for (const b of page.items) {
+      const counts = Object.entries(b.node_counts).map(([s, n]) => `${n} ${s}`).join(', ');
+      io.stdout.write(`${b.id}  ${b.state.padEnd(9)}  ${b.created_at}  ${b.name}  (${counts})\n`);
+    }
   }
-  if (page.items.length === 0) io.stdout.write('no builds yet\n');
-  for (const b of page.items) {
-    const counts = Object.entries(b.node_counts).map(([s, n]) => `${n} ${s}`).join(', ');
-    io.stdout.write(`${b.id}  ${b.state.padEnd(9)}  ${b.created_at}  ${b.name}  (${counts})\n`);
-  }
+  if (page.next_cursor) io.stderr.write(`older builds: kiln builds --limit ${opts.limit} --cursor ${page.next_cursor}${opts.json ? ' --json' : ''}\n`);
   return EXIT.OK;
 }
 
 export async function cancelCommand(client: ApiClient, buildId: string, opts: { json: boolean }, io: CliIO): Promise<number> {
   const build = await client.json(`/api/v1/builds/${encodeURIComponent(buildId)}/cancel`, BuildView, { method: 'POST' });
-  io.stdout.write(opts.json ? `${JSON.stringify(build)}\n` : `cancelling ${build.id}: ${build.state}\n`);
+  io.stdout.write(opts.json ? jsonLine(build) : `cancelling ${build.id}: ${build.state}\n`);
   return EXIT.OK;
 }
 

@@ -2,20 +2,19 @@
  * The CLI's fleet commands: `kiln agents` (with control, health, breaker and load),
  * `kiln agents pause|resume|drain NAME`, `kiln pools`, `kiln dlq`, `kiln retry BUILD NODE`
  * and `kiln error BUILD`. Each returns its exit code (exit-codes.ts); `--json` prints the
- * API's JSON instead of a table.
+ * API's JSON as JSON Lines instead of a table: one line per agent, pool or dead letter,
+ * one line for a single object (an agent after pause/drain/resume, a retried build, an
+ * error report).
  */
-import { AgentPage, AgentView, BuildView, DeadLetterList, ErrorReport, PoolList, type AgentViewT } from '../shared/index.js';
+import { AgentPage, AgentView, BuildView, DeadLetterList, ErrorReport, PoolList, type AgentViewT, type ErrorReportT } from '../shared/index.js';
 import type { ApiClient } from './api-client.js';
 import { followAndSummarize, type CliIO } from './commands.js';
 import { CliError, EXIT } from './exit-codes.js';
+import { writeJsonLine, writeJsonLines } from './json-lines.js';
 import { useColour } from './render.js';
 import { agentControlLine, agentsTable, deadLetterTable, errorReportText, poolsTable } from './render-fleet.js';
 
 const enc = encodeURIComponent;
-
-function printJson(io: CliIO, value: unknown): void {
-  io.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
-}
 
 /** Every agent, following the list's cursor. */
 async function allAgents(client: ApiClient): Promise<AgentViewT[]> {
@@ -31,7 +30,7 @@ async function allAgents(client: ApiClient): Promise<AgentViewT[]> {
 
 export async function agentsCommand(client: ApiClient, opts: { json: boolean }, io: CliIO): Promise<number> {
   const items = await allAgents(client);
-  if (opts.json) printJson(io, { items, next_cursor: null });
+  if (opts.json) writeJsonLines(io.stdout, items);
   else io.stdout.write(agentsTable(items, Date.now()));
   return EXIT.OK;
 }
@@ -47,21 +46,21 @@ export async function agentControlCommand(client: ApiClient, action: AgentAction
     init.body = JSON.stringify({ reason: opts.reason });
   }
   const a = await client.json(`/api/v1/agents/${enc(name)}/${action}`, AgentView, init);
-  if (opts.json) printJson(io, a);
+  if (opts.json) writeJsonLine(io.stdout, a);
   else io.stdout.write(agentControlLine(a));
   return EXIT.OK;
 }
 
 export async function poolsCommand(client: ApiClient, opts: { json: boolean }, io: CliIO): Promise<number> {
   const list = await client.json('/api/v1/pools', PoolList);
-  if (opts.json) printJson(io, list);
+  if (opts.json) writeJsonLines(io.stdout, list.items);
   else io.stdout.write(poolsTable(list.items));
   return EXIT.OK;
 }
 
 export async function deadLetterCommand(client: ApiClient, opts: { json: boolean }, io: CliIO): Promise<number> {
   const list = await client.json('/api/v1/dead-letter', DeadLetterList);
-  if (opts.json) printJson(io, list);
+  if (opts.json) writeJsonLines(io.stdout, list.items);
   else io.stdout.write(deadLetterTable(list.items));
   return EXIT.OK;
 }
@@ -87,7 +86,7 @@ export async function retryCommand(client: ApiClient, buildId: string, node: str
   const again = build.nodes.filter((x) => x.name !== node && x.state === 'pending').map((x) => x.name);
   if (!opts.follow) {
     if (opts.json) {
-      io.stdout.write(`${JSON.stringify(build)}\n`);
+      writeJsonLine(io.stdout, build);
     } else {
       io.stdout.write(`node '${node}' of build ${build.id} is ${n?.state ?? 'queued'} again${again.length ? `; waiting again: ${again.join(', ')}` : ''}\n`);
       io.stderr.write(`follow it: kiln logs -f ${build.id}\n`);
@@ -95,24 +94,38 @@ export async function retryCommand(client: ApiClient, buildId: string, node: str
     return EXIT.OK;
   }
   if (!opts.json) io.stderr.write(`node '${node}' of build ${build.id} queued again; following the build (Ctrl-C detaches)\n`);
-  return followAndSummarize(client, build.id, null, opts.json, io, from);
+  return followAndSummarize(client, build.id, null, opts.json, io, { ...(from ? { from } : {}), reached: true });
 }
 
+/**
+ * `kiln error BUILD`: the build's error report. A build with no failed node has none:
+ * that is said on stderr and the exit code is 1 (nothing on stdout, with or without
+ * `--json`); an unknown build exits 2 like every other command.
+ */
 export async function errorCommand(client: ApiClient, buildId: string, opts: { json: boolean; lines: number }, io: CliIO): Promise<number> {
   const res = await client.raw(`/api/v1/builds/${enc(buildId)}/error`);
   if (res.status === 404) {
-    // Unknown build, or one with no failed node: tell which.
-    const b = await client.raw(`/api/v1/builds/${enc(buildId)}`);
-    if (!b.ok) throw await client.failure(b);
-    const parsed = BuildView.safeParse(await b.json());
-    const state = parsed.success ? parsed.data.state : 'unknown';
-    io.stderr.write(`build ${buildId} has no error report: no node of it failed (state: ${state})\n`);
-    return EXIT.OK;
+    // Unknown build (exit 2, from the build route's own 404), or one with no failed node.
+    const build = await client.json(`/api/v1/builds/${enc(buildId)}`, BuildView);
+    io.stderr.write(`build ${buildId} has no error report: no node failed (state: ${build.state})\n`);
+    return EXIT.BUILD_FAILED;
   }
-  if (!res.ok) throw await client.failure(res);
-  const parsed = ErrorReport.safeParse(await res.json());
-  if (!parsed.success) throw new CliError(`unexpected response from the error report of ${buildId}: ${parsed.error.issues[0]?.message ?? 'invalid'}`, EXIT.USAGE);
-  if (opts.json) printJson(io, parsed.data);
-  else io.stdout.write(errorReportText(parsed.data, { lines: opts.lines, colour: useColour(io.stdout, io.env) }));
+  const report = await parseReport(client, res, buildId);
+  if (opts.json) writeJsonLine(io.stdout, report);
+  else io.stdout.write(errorReportText(report, { lines: opts.lines, colour: useColour(io.stdout, io.env) }));
   return EXIT.OK;
+}
+
+async function parseReport(client: ApiClient, res: Response, buildId: string): Promise<ErrorReportT> {
+  if (!res.ok) throw await client.failure(res);
+  let body: unknown;
+  try {
+    body = JSON.parse(await res.text());
+  } catch (err) {
+    if (!(err instanceof SyntaxError)) throw err;
+    body = undefined;
+  }
+  const parsed = ErrorReport.safeParse(body);
+  if (!parsed.success) throw new CliError(`unexpected response from the error report of ${buildId}: ${parsed.error.issues[0]?.message ?? 'invalid'}`, EXIT.USAGE);
+  return parsed.data;
 }

@@ -6,10 +6,12 @@
  * reached is kept per node (byte offsets from the event ids); after any interruption
  * the stream is reopened from exactly there, with capped exponential backoff, so the
  * output has no gap and no duplicate. It gives up only after the coordinator has been
- * unreachable for `maxOutageMs`.
+ * unreachable for `maxOutageMs`. Resuming is for interruptions: a coordinator that cannot
+ * be reached on the very first request (and was not reached before by the same command,
+ * see `reached`) ends the follow at once with the client's "cannot reach" error (exit 2).
  */
 import { Backoff, sleep } from '../shared/index.js';
-import type { ApiClient } from './api-client.js';
+import { UnreachableError, type ApiClient } from './api-client.js';
 import { CliError, EXIT } from './exit-codes.js';
 
 export type FollowEvent =
@@ -67,6 +69,13 @@ export interface FollowOptions {
   signal?: AbortSignal;
   /** Called when the stream is being resumed after an interruption. */
   onReconnect?: (attempt: number, reason: string) => void;
+  /**
+   * The coordinator already answered this command (e.g. `submit` created the build), so
+   * failing to connect is an interruption to ride out. Default false: if the first request
+   * gets no HTTP response at all, its UnreachableError is thrown at once; once anything
+   * answered (even a 5xx), later failures are resumed with backoff.
+   */
+  reached?: boolean;
 }
 
 /** Streams events until the `end` event; returns the final state. */
@@ -76,6 +85,7 @@ export async function followBuildLogs(client: ApiClient, opts: FollowOptions): P
   const maxOutage = opts.maxOutageMs ?? 10 * 60_000;
   let outageSince: number | null = null;
   let reconnects = 0;
+  let reached = opts.reached ?? false;
   for (;;) {
     if (opts.signal?.aborted) return 'interrupted';
     let reason: string;
@@ -84,6 +94,7 @@ export async function followBuildLogs(client: ApiClient, opts: FollowOptions): P
         ? `/api/v1/builds/${encodeURIComponent(opts.buildId)}/nodes/${encodeURIComponent(opts.node)}/logs?follow=${opts.follow}&offset=${offsets.get(opts.node) ?? 0}`
         : `/api/v1/builds/${encodeURIComponent(opts.buildId)}/logs?follow=${opts.follow}&cursor=${encodeURIComponent(cursorOf(offsets))}`;
       const res = await client.raw(path, { headers: { accept: 'text/event-stream' }, ...(opts.signal ? { signal: opts.signal } : {}) });
+      reached = true; // something answered: from now on, failures are interruptions
       if (!res.ok) {
         if (res.status >= 500) throw new Error(`HTTP ${res.status}`);
         throw await client.failure(res);
@@ -111,9 +122,9 @@ export async function followBuildLogs(client: ApiClient, opts: FollowOptions): P
       if (!opts.follow) return 'unknown';
       reason = 'the stream ended early';
     } catch (err) {
-      if (err instanceof CliError && err.exitCode !== EXIT.USAGE) throw err;
-      if (err instanceof CliError && !/cannot reach/.test(err.message)) throw err;
+      if (err instanceof CliError && !(err instanceof UnreachableError)) throw err;
       if (opts.signal?.aborted) return 'interrupted';
+      if (err instanceof UnreachableError && !reached) throw err;
       reason = (err as Error).message;
     }
     outageSince ??= Date.now();

@@ -6,9 +6,9 @@
  * needs as parameters.
  */
 import { hostname } from 'node:os';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import { z } from 'zod';
-import { KILN_VERSION, KilnError } from '../shared/index.js';
+import { KILN_VERSION } from '../shared/index.js';
 import { runAgent } from '../agent/main.js';
 import { runCoordinator } from '../coordinator/main.js';
 import { ApiClient } from './api-client.js';
@@ -16,6 +16,7 @@ import { loadClientConfig, type ClientFlags } from './client-config.js';
 import { buildsCommand, cancelCommand, logsCommand, statusCommand, submitCommand, LimitOption, type CliIO } from './commands.js';
 import { agentControlCommand, agentsCommand, deadLetterCommand, errorCommand, poolsCommand, retryCommand, type AgentAction } from './fleet-commands.js';
 import { artifactsGetCommand, artifactsListCommand, pinCommand, provenanceCommand } from './artifacts.js';
+import { errorExit } from './error-exit.js';
 import { CliError, EXIT } from './exit-codes.js';
 
 function onSignal(handler: (signal: string) => void): void {
@@ -49,6 +50,8 @@ function clientOptions(cmd: Command): Command {
 export async function main(argv: string[], env: Record<string, string | undefined>): Promise<number> {
   const io = makeIO(env);
   let code: number = EXIT.OK;
+  // coordinator and agent: an unexpected error keeps its stack trace, for their logs
+  let daemon = false;
   const client = (flags: ClientFlags) => new ApiClient(loadClientConfig(flags, env));
   const program = new Command('kiln')
     .description('kiln: a build farm. A coordinator pushes DAGs of BuildKit builds to agents and streams their logs back.')
@@ -70,6 +73,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
     .option('--cas-backend <backend>', 'where blobs are stored: local|s3 (default local; s3 settings from the config file or KILN_S3_*)')
     .addOption(new Option('--no-persist', 'keep state in memory only (benchmarks)').hideHelp())
     .action(async (o: Record<string, unknown>) => {
+      daemon = true;
       code = await runCoordinator(
         {
           ...(o as object),
@@ -97,13 +101,14 @@ export async function main(argv: string[], env: Record<string, string | undefine
     .option('--log-format <format>', 'json|text (default: text on a terminal)')
     .addOption(new Option('--executor <kind>', 'docker, or noop for dispatch benchmarks').default('docker').hideHelp())
     .action(async (o: Record<string, string>) => {
+      daemon = true;
       code = await runAgent(o, { env, hostname: hostname(), arch: process.arch, isTTY: Boolean(process.stderr.isTTY), onSignal });
     });
 
   clientOptions(program.command('submit <spec>'))
-    .description('submit a build spec (YAML or JSON); prints the build id')
+    .description('submit a build spec (YAML or JSON, UTF-8); prints the build id')
     .option('-f, --follow', 'stream every node\'s log and exit with the build\'s result')
-    .option('--json', 'machine-readable output (JSON Lines with --follow)')
+    .option('--json', 'JSON Lines: one line {"id","state","url"}; with --follow the events of `logs -f --json`')
     .option('--no-reuse', 'build every node, even when an identical node already succeeded')
     .action(async (spec: string, o: ClientFlags & { follow?: boolean; json?: boolean; reuse?: boolean }) => {
       code = await submitCommand(client(o), spec, { follow: Boolean(o.follow), json: Boolean(o.json), reuse: o.reuse !== false }, io);
@@ -111,32 +116,39 @@ export async function main(argv: string[], env: Record<string, string | undefine
 
   clientOptions(program.command('logs <build> [node]'))
     .description("print a build's (or one node's) log")
-    .option('-f, --follow', 'keep streaming until the build ends (resumes after interruptions)')
-    .option('--json', 'JSON Lines events')
+    .option('-f, --follow', 'keep streaming until the build ends; resumes after interruptions, but exits 2 if the coordinator cannot be reached at the start')
+    .option(
+      '--json',
+      'JSON Lines events, per node: {"type":"status","node","state","attempt"} then {"type":"log","node","text"}; ' +
+        'when the build (or NODE) is finished, {"type":"end","state"} and {"type":"build","build"} last. ' +
+        'Without -f: what is stored now (a running build stops there, with no end event)',
+    )
     .action(async (build: string, node: string | undefined, o: ClientFlags & { follow?: boolean; json?: boolean }) => {
       code = await logsCommand(client(o), build, node, { follow: Boolean(o.follow), json: Boolean(o.json) }, io);
     });
 
   clientOptions(program.command('status <build>'))
     .description('show a build and its nodes')
-    .option('--json', 'the full build as JSON')
+    .option('--json', 'the full build as one JSON line')
     .action(async (build: string, o: ClientFlags & { json?: boolean }) => {
       code = await statusCommand(client(o), build, { json: Boolean(o.json) }, io);
     });
 
   clientOptions(program.command('builds'))
-    .description('list builds, newest first')
-    .option('--json', 'JSON output')
-    .option('--limit <n>', 'how many', '20')
-    .action(async (o: ClientFlags & { json?: boolean; limit: string }) => {
+    .description('list builds, newest first, one page of --limit; when there are older ones, the command for the next page is printed on stderr')
+    .option('--json', 'JSON Lines: one build summary per line (the next-page hint stays on stderr)')
+    .option('--limit <n>', 'how many (1..500)', '20')
+    .option('--cursor <id>', 'start after this build id (from the next-page hint)')
+    .action(async (o: ClientFlags & { json?: boolean; limit: string; cursor?: string }) => {
       const limit = LimitOption.safeParse(o.limit);
       if (!limit.success) throw new CliError(`--limit: '${o.limit}' is not a number in 1..500`, EXIT.USAGE);
-      code = await buildsCommand(client(o), { json: Boolean(o.json), limit: limit.data }, io);
+      if (o.cursor !== undefined && (o.cursor === '' || o.cursor.length > 200)) throw new CliError('--cursor: give the build id from the next-page hint', EXIT.USAGE);
+      code = await buildsCommand(client(o), { json: Boolean(o.json), limit: limit.data, ...(o.cursor !== undefined ? { cursor: o.cursor } : {}) }, io);
     });
 
   const agents = clientOptions(program.command('agents'))
     .description('list agents: state, control, health, circuit breaker, jobs, load; `agents pause|resume|drain NAME` steers one')
-    .option('--json', 'JSON output')
+    .option('--json', 'JSON Lines: one agent per line (all of them: every page is fetched)')
     .action(async (o: ClientFlags & { json?: boolean }) => {
       code = await agentsCommand(client(o), { json: Boolean(o.json) }, io);
     });
@@ -148,7 +160,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
   for (const [action, description] of actions) {
     const sub = clientOptions(agents.command(`${action} <name>`))
       .description(description)
-      .option('--json', 'the agent as JSON');
+      .option('--json', 'the agent as one JSON line');
     if (action !== 'resume') sub.option('--reason <text>', 'why (shown in `kiln agents` and the API)');
     sub.action(async (name: string, _o: unknown, cmd: Command) => {
       const o = cmd.optsWithGlobals<ClientFlags & { json?: boolean; reason?: string }>();
@@ -158,14 +170,14 @@ export async function main(argv: string[], env: Record<string, string | undefine
 
   clientOptions(program.command('pools'))
     .description('pools per platform (and gpu): agents, slots, queued and running nodes, dispatch waits')
-    .option('--json', 'JSON output')
+    .option('--json', 'JSON Lines: one pool per line')
     .action(async (o: ClientFlags & { json?: boolean }) => {
       code = await poolsCommand(client(o), { json: Boolean(o.json) }, io);
     });
 
   clientOptions(program.command('dlq'))
     .description('the dead-letter list: nodes whose infrastructure failures used up their attempts')
-    .option('--json', 'JSON output')
+    .option('--json', 'JSON Lines: one dead letter per line')
     .action(async (o: ClientFlags & { json?: boolean }) => {
       code = await deadLetterCommand(client(o), { json: Boolean(o.json) }, io);
     });
@@ -173,14 +185,17 @@ export async function main(argv: string[], env: Record<string, string | undefine
   clientOptions(program.command('retry <build> <node>'))
     .description('run a failed node again (the nodes skipped because of it wait again)')
     .option('-f, --follow', "stream the build's new output and exit with its result")
-    .option('--json', 'the build as JSON (JSON Lines with --follow)')
+    .option('--json', 'the build as one JSON line; with --follow the events of `logs -f --json`')
     .action(async (build: string, node: string, o: ClientFlags & { follow?: boolean; json?: boolean }) => {
       code = await retryCommand(client(o), build, node, { follow: Boolean(o.follow), json: Boolean(o.json) }, io);
     });
 
   clientOptions(program.command('error <build>'))
-    .description('why a build failed: each failed node\'s attempt, agent, exit code, error, last log lines and provenance')
-    .option('--json', 'the error report as JSON')
+    .description(
+      "why a build failed: each failed node's attempt, agent, exit code, error, last log lines and provenance. " +
+        'Exits 1 with a message on stderr when no node failed (no report), 2 for an unknown build',
+    )
+    .option('--json', 'the error report as one JSON line')
     .option('--lines <n>', 'log lines shown per failed node (up to 200)', '30')
     .action(async (build: string, o: ClientFlags & { json?: boolean; lines: string }) => {
       const lines = z.coerce.number().int().min(0).max(200).safeParse(o.lines);
@@ -191,7 +206,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
   clientOptions(program.command('artifacts <build-or-get> [args...]'))
     .description("list a build's artifacts; `artifacts get BUILD NODE OUTPUT -o DIR` downloads, verifies and extracts one")
     .option('-o, --output <dir>', 'with get: directory to extract into')
-    .option('--json', 'JSON output')
+    .option('--json', 'JSON Lines: one artifact per line; with get, one line for the extracted artifact')
     .action(async (first: string, rest: string[], o: ClientFlags & { json?: boolean; output?: string }) => {
       if (first === 'get') {
         if (rest.length !== 3 || !o.output) throw new CliError('usage: kiln artifacts get BUILD NODE OUTPUT -o DIR', EXIT.USAGE);
@@ -204,21 +219,23 @@ export async function main(argv: string[], env: Record<string, string | undefine
 
   clientOptions(program.command('provenance <build> <node>'))
     .description("print the provenance record of a node's result (what went into it, what came out)")
-    .action(async (build: string, node: string, o: ClientFlags) => {
-      code = await provenanceCommand(client(o), build, node, io);
+    .option('--json', 'the record as one JSON line (default: indented)')
+    .action(async (build: string, node: string, o: ClientFlags & { json?: boolean }) => {
+      code = await provenanceCommand(client(o), build, node, { json: Boolean(o.json) }, io);
     });
 
   for (const [name, pinned] of [['pin', true], ['unpin', false]] as const) {
     clientOptions(program.command(`${name} <build>`))
       .description(pinned ? "keep a build's artifacts until it is unpinned" : "let a build's artifacts expire with the retention period again")
-      .action(async (build: string, o: ClientFlags) => {
-        code = await pinCommand(client(o), build, pinned, io);
+      .option('--json', 'the build as one JSON line')
+      .action(async (build: string, o: ClientFlags & { json?: boolean }) => {
+        code = await pinCommand(client(o), build, pinned, { json: Boolean(o.json) }, io);
       });
   }
 
   clientOptions(program.command('cancel <build>'))
     .description('cancel a build')
-    .option('--json', 'JSON output')
+    .option('--json', 'the build as one JSON line')
     .action(async (build: string, o: ClientFlags & { json?: boolean }) => {
       code = await cancelCommand(client(o), build, { json: Boolean(o.json) }, io);
     });
@@ -227,22 +244,14 @@ export async function main(argv: string[], env: Record<string, string | undefine
     await program.parseAsync(argv);
     return code;
   } catch (err) {
-    if (err instanceof CommanderError) {
-      return err.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
-    }
-    if (err instanceof CliError) {
-      io.stderr.write(`kiln: ${err.message}\n`);
-      for (const d of err.details) io.stderr.write(`  - ${d}\n`);
-      return err.exitCode;
-    }
-    if (err instanceof KilnError) {
-      io.stderr.write(`kiln: ${err.message}\n`);
-      for (const e of err.errors) io.stderr.write(`  - ${e.message}\n`);
-      return err.code === 'E_CONFIG' ? 78 : EXIT.USAGE;
-    }
-    io.stderr.write(`kiln: ${(err as Error).stack ?? String(err)}\n`);
-    return 70;
+    const out = errorExit(err, { daemon, debug: debugging(env) });
+    for (const line of out.lines) io.stderr.write(`${line}\n`);
+    return out.exitCode;
   }
+}
+
+function debugging(env: Record<string, string | undefined>): boolean {
+  return Boolean(env.KILN_DEBUG) && env.KILN_DEBUG !== '0';
 }
 
 main(process.argv, process.env).then(
@@ -252,7 +261,8 @@ main(process.argv, process.env).then(
     setImmediate(() => process.exit(code));
   },
   (err: unknown) => {
-    process.stderr.write(`kiln: ${(err as Error).stack ?? String(err)}\n`);
-    process.exit(70);
+    const out = errorExit(err, { debug: debugging(process.env) });
+    for (const line of out.lines) process.stderr.write(`${line}\n`);
+    process.exit(out.exitCode);
   },
 );

@@ -1,12 +1,22 @@
 /**
  * The fleet commands of the real `kiln` binary against a real coordinator, a noop agent
  * and a docker agent: `kiln agents` (and pause/drain/resume), `kiln pools`, `kiln dlq`,
- * `kiln error BUILD` on a build whose RUN exits 3, and `kiln retry BUILD NODE --follow`,
- * which prints only the new attempt's output and exits with the build's result.
+ * `kiln error BUILD` on a build whose RUN exits 3 (and exit 1 on a build with no failed
+ * node), and `kiln retry BUILD NODE --follow`, which prints only the new attempt's output
+ * and exits with the build's result. `--json` is JSON Lines: one line per list item.
  */
 import { describe, expect, it } from 'vitest';
 import type { AgentViewT, ErrorReportT, PoolViewT } from '../../shared/index.js';
 import { inline, kiln, submitSpec, useCluster, waitForBuild } from '../helpers/cluster.js';
+
+/** stdout of a `--json` command: one JSON object per line. */
+function jsonLines(stdout: string): unknown[] {
+  expect(stdout.endsWith('\n')).toBe(true);
+  return stdout
+    .slice(0, -1)
+    .split('\n')
+    .map((l) => JSON.parse(l) as unknown);
+}
 
 const NATIVE = `linux/${process.arch === 'x64' ? 'amd64' : process.arch}`;
 
@@ -43,8 +53,8 @@ describe('kiln fleet commands', () => {
     expect(resumed.code).toBe(0);
     expect(resumed.stdout).toBe('agent noop-c: active (takes work again)\n');
 
-    const json = JSON.parse((await run('agents', '--json')).stdout) as { items: AgentViewT[] };
-    expect(json.items.map((a) => [a.name, a.control])).toEqual([
+    const json = jsonLines((await run('agents', '--json')).stdout) as AgentViewT[];
+    expect(json.map((a) => [a.name, a.control])).toEqual([
       ['docker-c', 'active'],
       ['noop-c', 'active'],
     ]);
@@ -72,13 +82,16 @@ describe('kiln fleet commands', () => {
     expect(lines[0]).toMatch(/^POOL\s+AGENTS\s+UNAVAILABLE\s+SLOTS/);
     const row = lines.find((l) => l.startsWith(`${NATIVE} `))!.split(/\s{2,}/);
     expect(row.slice(0, 4)).toEqual([NATIVE, '2 (2 native, 0 emulated)', '-', '0/4']);
-    const json = JSON.parse((await run('pools', '--json')).stdout) as { items: PoolViewT[] };
-    expect(json.items.find((p) => p.name === NATIVE)?.slots.total).toBe(4);
+    const json = jsonLines((await run('pools', '--json')).stdout) as PoolViewT[];
+    expect(json.find((p) => p.name === NATIVE)?.slots.total).toBe(4);
 
     const dlq = await run('dlq');
     expect(dlq.code, dlq.stderr).toBe(0);
     expect(dlq.stdout).toBe('the dead-letter list is empty\n');
-    expect(JSON.parse((await run('dlq', '--json')).stdout)).toEqual({ items: [] });
+    // JSON Lines of an empty list: no line at all
+    const dlqJson = await run('dlq', '--json');
+    expect(dlqJson.code).toBe(0);
+    expect(dlqJson.stdout).toBe('');
   });
 
   it('kiln error explains a failed build; kiln retry --follow shows only the new attempt and ends with the result', async () => {
@@ -105,7 +118,8 @@ describe('kiln fleet commands', () => {
     expect(err.stdout).toMatch(/^ {2}provenance: sha256:[0-9a-f]{64} \(kiln provenance /m);
     expect(err.stdout).toContain('skipped because of it: after');
     expect(err.stdout).toContain(`kiln retry ${id} broken`);
-    const errJson = JSON.parse((await run('error', id, '--json')).stdout) as ErrorReportT;
+    const [errJson, ...moreErr] = jsonLines((await run('error', id, '--json')).stdout) as ErrorReportT[];
+    expect(moreErr).toEqual([]);
     expect(errJson).toMatchObject({ build_id: id, node: 'broken', exit_code: 3, agent: 'docker-c' });
     const fewer = await run('error', id, '--lines', '1');
     expect(fewer.stdout).toMatch(/last 1 log line \(\d+ more in the report/);
@@ -126,10 +140,12 @@ describe('kiln fleet commands', () => {
     const again = await run('retry', id, 'broken');
     expect(again.code).toBe(1);
     expect(again.stderr).toContain('only a failed node can be retried');
-    const noReport = await run('error', id);
-    expect(noReport.code).toBe(0);
-    expect(noReport.stdout).toBe('');
-    expect(noReport.stderr).toBe(`build ${id} has no error report: no node of it failed (state: success)\n`);
+    for (const args of [['error', id], ['error', id, '--json']]) {
+      const noReport = await run(...args);
+      expect(noReport.code).toBe(1);
+      expect(noReport.stdout).toBe('');
+      expect(noReport.stderr).toBe(`build ${id} has no error report: no node failed (state: success)\n`);
+    }
     const noBuild = await run('retry', 'b-nope', 'broken');
     expect(noBuild.code).toBe(2);
     expect(noBuild.stderr).toContain('b-nope not found');
