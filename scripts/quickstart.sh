@@ -112,7 +112,7 @@ else
   say "kiln submit examples/wheel-refinery/kiln.yaml --follow"
   "${KILN[@]}" submit examples/wheel-refinery/kiln.yaml --follow
   code=$?
-  build=$("${KILN[@]}" builds --limit 1 --json | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).items[0].id))')
+  build=$("${KILN[@]}" builds --limit 1 --json 2>/dev/null | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s.split("\n")[0]).id))')
   if [ "$code" -eq 0 ]; then
     say "kiln artifacts $build"
     "${KILN[@]}" artifacts "$build"

@@ -8,7 +8,7 @@
  * NUL character in any key or value, and no `__proto__` key (a plain object cannot keep
  * it faithfully, so it is refused by name rather than silently dropped).
  */
-import { parseDocument, isMap, isSeq, isScalar, isPair, isAlias, type Node as YamlNode } from 'yaml';
+import { Lexer, parseDocument, isMap, isSeq, isScalar, isPair, isAlias, type Node as YamlNode } from 'yaml';
 import { coerceError, type FieldError } from '../errors.js';
 import { fieldError, type SpecResult } from './spec-fields.js';
 
@@ -33,22 +33,36 @@ export function decodeSpecBytes(bytes: Uint8Array): SpecResult<string> {
   }
 }
 
-/** Byte offset of the first byte that does not start or continue a valid UTF-8 sequence. */
-function firstInvalidUtf8(b: Uint8Array): number {
-  const dec = new TextDecoder('utf-8', { fatal: true });
-  let lo = 0;
-  let hi = b.length;
-  // The longest valid prefix, found by bisection (a valid prefix may end mid-sequence only at the very end).
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >> 1;
-    try {
-      dec.decode(b.subarray(0, mid), { stream: true });
-      lo = mid;
-    } catch {
-      hi = mid - 1;
+/** Byte offset where the first invalid UTF-8 sequence starts (b.length when all is valid). */
+export function firstInvalidUtf8(b: Uint8Array): number {
+  let i = 0;
+  while (i < b.length) {
+    const c = b[i]!;
+    if (c < 0x80) {
+      i++;
+      continue;
     }
+    // Lead byte: sequence length and the allowed range of the second byte (no overlongs, no surrogates, <= U+10FFFF).
+    let len: number;
+    let lo = 0x80;
+    let hi = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf) len = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+      len = 3;
+      if (c === 0xe0) lo = 0xa0;
+      if (c === 0xed) hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      len = 4;
+      if (c === 0xf0) lo = 0x90;
+      if (c === 0xf4) hi = 0x8f;
+    } else return i;
+    if (i + len > b.length) return i;
+    const second = b[i + 1]!;
+    if (second < lo || second > hi) return i;
+    for (let k = 2; k < len; k++) if ((b[i + k]! & 0xc0) !== 0x80) return i;
+    i += len;
   }
-  return lo;
+  return b.length;
 }
 
 /** Deepest `{`/`[` nesting of JSON text (strings skipped); stops counting past `limit`. */
@@ -63,6 +77,25 @@ function jsonDepth(text: string, limit: number): number {
       if (++depth > max) max = depth;
       if (max > limit) return max;
     } else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return max;
+}
+
+/**
+ * Deepest flow-collection (`[`, `{`) nesting of YAML text, from the library's lexer (an
+ * iterative state machine, so quotes, comments and block scalars are read right and a
+ * hostile document cannot overflow the stack); stops counting past `limit`. Block nesting
+ * needs indentation, so a body of MAX_SPEC_BYTES cannot nest it deep enough to matter
+ * before the tree walk below counts it.
+ */
+function yamlFlowDepth(text: string, limit: number): number {
+  let depth = 0;
+  let max = 0;
+  for (const token of new Lexer().lex(text)) {
+    if (token === '[' || token === '{') {
+      if (++depth > max) max = depth;
+      if (max > limit) return max;
+    } else if (token === ']' || token === '}') depth--;
   }
   return max;
 }
@@ -175,6 +208,7 @@ export function parseSpecText(text: string, opts: { json?: boolean } = {}): Spec
       return asMapping(value);
     }
   }
+  if (yamlFlowDepth(text, MAX_SPEC_DEPTH) > MAX_SPEC_DEPTH) return fail(`spec nests deeper than ${MAX_SPEC_DEPTH} levels`);
   let doc;
   try {
     doc = parseDocument(text, { uniqueKeys: false, prettyErrors: true });

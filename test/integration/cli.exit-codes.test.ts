@@ -39,10 +39,10 @@ describe('kiln exit codes', () => {
   });
 
   it('kiln logs -f keeps the codes of a coordinator that answers', async () => {
-    const missing = await kiln(['logs', 'b-nope', '-f'], c.coord.cliEnv);
+    const missing = await kiln(['logs', 'b-01kbx2f3q4000-7d2k9x4m', '-f'], c.coord.cliEnv);
     expect(missing.code).toBe(2);
-    expect(missing.stderr).toContain('b-nope not found');
-    const refused = await kiln(['logs', 'b-nope', '-f'], { KILN_COORDINATOR: c.coord.url, KILN_TOKEN_FILE: '', KILN_TOKEN: 'wrong-token-wrong-token' });
+    expect(missing.stderr).toContain('b-01kbx2f3q4000-7d2k9x4m not found');
+    const refused = await kiln(['logs', 'b-01kbx2f3q4000-7d2k9x4m', '-f'], { KILN_COORDINATOR: c.coord.url, KILN_TOKEN_FILE: '', KILN_TOKEN: 'wrong-token-wrong-token' });
     expect(refused.code).toBe(4);
     expect(refused.stderr).toMatch(/refused/);
   });

@@ -146,11 +146,11 @@ describe('kiln fleet commands', () => {
       expect(noReport.stdout).toBe('');
       expect(noReport.stderr).toBe(`build ${id} has no error report: no node failed (state: success)\n`);
     }
-    const noBuild = await run('retry', 'b-nope', 'broken');
+    const noBuild = await run('retry', 'b-01kbx2f3q4000-7d2k9x4m', 'broken');
     expect(noBuild.code).toBe(2);
-    expect(noBuild.stderr).toContain('b-nope not found');
-    const unknown = await run('error', 'b-nope');
+    expect(noBuild.stderr).toContain('b-01kbx2f3q4000-7d2k9x4m not found');
+    const unknown = await run('error', 'b-01kbx2f3q4000-7d2k9x4m');
     expect(unknown.code).toBe(2);
-    expect(unknown.stderr).toContain('b-nope not found');
+    expect(unknown.stderr).toContain('b-01kbx2f3q4000-7d2k9x4m not found');
   });
 });

@@ -213,8 +213,8 @@ describe('kiln --json is JSON Lines', () => {
       expect(noReport.stdout).toBe('');
       expect(noReport.stderr).toBe(`build ${id} has no error report: no node failed (state: success)\n`);
     }
-    const unknown = await run('error', 'b-nope', '--json');
+    const unknown = await run('error', 'b-01kbx2f3q4000-7d2k9x4m', '--json');
     expect(unknown.code).toBe(2);
-    expect(unknown.stderr).toContain('b-nope not found');
+    expect(unknown.stderr).toContain('b-01kbx2f3q4000-7d2k9x4m not found');
   });
 });
