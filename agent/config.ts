@@ -25,6 +25,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import {
+  AGENT_SOCKET_PATH,
   KilnError,
   LogFileSchema,
   logSettings,
@@ -114,8 +115,8 @@ export function coordinatorUrls(text: string): { wsUrl: string; httpUrl: string 
   if (!['http:', 'https:', 'ws:', 'wss:'].includes(u.protocol)) throw configError('coordinator', `unsupported scheme '${u.protocol}' in '${text}'`);
   const base = `${u.hostname.includes(':') ? `[${u.hostname}]` : u.hostname}${u.port ? `:${u.port}` : ''}`;
   const path = u.pathname.replace(/\/+$/, '');
-  const prefix = path.endsWith('/api/v1/agent') ? path.slice(0, -'/api/v1/agent'.length) : path;
-  return { wsUrl: `${secure ? 'wss' : 'ws'}://${base}${prefix}/api/v1/agent`, httpUrl: `${secure ? 'https' : 'http'}://${base}${prefix}` };
+  const prefix = path.endsWith(AGENT_SOCKET_PATH) ? path.slice(0, -AGENT_SOCKET_PATH.length) : path;
+  return { wsUrl: `${secure ? 'wss' : 'ws'}://${base}${prefix}${AGENT_SOCKET_PATH}`, httpUrl: `${secure ? 'https' : 'http'}://${base}${prefix}` };
 }
 
 function readTokenFile(path: string, read: (p: string) => string): string {

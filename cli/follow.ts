@@ -10,7 +10,8 @@
  * be reached on the very first request (and was not reached before by the same command,
  * see `reached`) ends the follow at once with the client's "cannot reach" error (exit 2).
  */
-import { Backoff, sleep } from '../shared/index.js';
+import type { z } from 'zod';
+import { Backoff, EndEventData, LogEventData, StatusEventData, formatCursor, parseCursor, sleep } from '../shared/index.js';
 import { UnreachableError, type ApiClient } from './api-client.js';
 import { CliError, EXIT } from './exit-codes.js';
 
@@ -78,6 +79,19 @@ export interface FollowOptions {
   reached?: boolean;
 }
 
+/** An SSE event's `data`, validated with the shared schema (a protocol error names the event). */
+function eventData<T extends z.ZodType>(schema: T, m: { event: string; data: string }): z.infer<T> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(m.data);
+  } catch {
+    throw new Error(`the log stream sent a '${m.event}' event whose data is not JSON`);
+  }
+  const r = schema.safeParse(raw);
+  if (!r.success) throw new Error(`the log stream sent a malformed '${m.event}' event (${r.error.issues[0]?.message ?? 'invalid'})`);
+  return r.data;
+}
+
 /** Streams events until the `end` event; returns the final state. */
 export async function followBuildLogs(client: ApiClient, opts: FollowOptions): Promise<string> {
   const offsets = new Map<string, number>(opts.from ?? []);
@@ -92,7 +106,7 @@ export async function followBuildLogs(client: ApiClient, opts: FollowOptions): P
     try {
       const path = opts.node
         ? `/api/v1/builds/${encodeURIComponent(opts.buildId)}/nodes/${encodeURIComponent(opts.node)}/logs?follow=${opts.follow}&offset=${offsets.get(opts.node) ?? 0}`
-        : `/api/v1/builds/${encodeURIComponent(opts.buildId)}/logs?follow=${opts.follow}&cursor=${encodeURIComponent(cursorOf(offsets))}`;
+        : `/api/v1/builds/${encodeURIComponent(opts.buildId)}/logs?follow=${opts.follow}&cursor=${encodeURIComponent(formatCursor(offsets))}`;
       const res = await client.raw(path, { headers: { accept: 'text/event-stream' }, ...(opts.signal ? { signal: opts.signal } : {}) });
       reached = true; // something answered: from now on, failures are interruptions
       if (!res.ok) {
@@ -104,17 +118,14 @@ export async function followBuildLogs(client: ApiClient, opts: FollowOptions): P
       backoff.reset();
       for await (const m of parseSse(res.body)) {
         if (m.event === 'log') {
-          const d = JSON.parse(m.data) as { node: string; text: string };
-          if (m.id !== null) {
-            if (opts.node) offsets.set(opts.node, Number(m.id));
-            else for (const [n, o] of parseCursorText(m.id)) offsets.set(n, o);
-          }
+          const d = eventData(LogEventData, m);
+          if (m.id !== null) for (const [n, o] of offsetsOfEventId(m.id, opts.node ?? null)) offsets.set(n, o);
           opts.onEvent({ type: 'log', node: d.node, text: d.text });
         } else if (m.event === 'status') {
-          const d = JSON.parse(m.data) as { node: string; state: string; attempt: number };
+          const d = eventData(StatusEventData, m);
           opts.onEvent({ type: 'status', node: d.node, state: d.state, attempt: d.attempt });
         } else if (m.event === 'end') {
-          const d = JSON.parse(m.data) as { state: string };
+          const d = eventData(EndEventData, m);
           opts.onEvent({ type: 'end', state: d.state });
           return d.state;
         }
@@ -135,15 +146,14 @@ export async function followBuildLogs(client: ApiClient, opts: FollowOptions): P
   }
 }
 
-function cursorOf(offsets: Map<string, number>): string {
-  return [...offsets].map(([n, o]) => `${encodeURIComponent(n)}:${o}`).join(',');
-}
-
-function parseCursorText(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const part of text.split(',')) {
-    const i = part.lastIndexOf(':');
-    if (i > 0) out.set(decodeURIComponent(part.slice(0, i)), Number(part.slice(i + 1)));
+/** Offsets from a log event id: the node route's byte offset, or the build route's cursor. */
+function offsetsOfEventId(id: string, node: string | null): Map<string, number> {
+  if (node) {
+    const n = Number(id);
+    if (!Number.isSafeInteger(n) || n < 0) throw new Error(`the log stream sent event id '${id.slice(0, 80)}', not a byte offset`);
+    return new Map([[node, n]]);
   }
-  return out;
+  const c = parseCursor(id);
+  if (typeof c === 'string') throw new Error(`the log stream sent event id '${id.slice(0, 80)}', not a cursor: it ${c}`);
+  return c;
 }

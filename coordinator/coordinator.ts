@@ -105,6 +105,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       logger,
       defaultPlatform: config.defaultPlatform,
       maxSpecBytes: config.maxSpecBytes,
+      maxBlobBytes: config.maxBlobBytes,
       isReady: () => ready,
     });
     const hub = new AgentHub({ engine, tokens: tokenCheck, logger, heartbeatIntervalMs: config.heartbeatIntervalMs, lostAfterMs: config.lostAfterMs, cutoffCancelMs: config.cutoffCancelMs });

@@ -30,6 +30,8 @@ export const ERROR_CODES = {
   E_MEDIA_TYPE: 415,
   /** The method is not one the path supports (`Allow` lists those). */
   E_METHOD: 405,
+  /** The path is a WebSocket endpoint: upgrade the connection. */
+  E_UPGRADE: 426,
   /** The coordinator is starting up or shutting down. */
   E_UNAVAILABLE: 503,
   /** The state file is missing, unreadable or corrupt. */

@@ -7,6 +7,7 @@ export * from './digest.js';
 export * from './duration.js';
 export * from './platform.js';
 export * from './ids.js';
+export * from './log-cursor.js';
 export * from './names.js';
 export * from './states.js';
 export * from './api.js';

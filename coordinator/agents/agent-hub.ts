@@ -16,6 +16,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import {
+  AGENT_SOCKET_PATH,
   coerceError,
   CLOSE_CODES,
   KILN_VERSION,
@@ -32,7 +33,8 @@ import type { TokenCheck } from '../http/auth.js';
 import { problemBody } from '../http/problem.js';
 import type { AgentChannel, AgentEntry } from './agent-registry.js';
 
-export const AGENT_PATH = '/api/v1/agent';
+/** Where agents connect (shared/protocol: the agent builds its URL from it too). */
+export const AGENT_PATH = AGENT_SOCKET_PATH;
 
 export interface AgentHubOptions {
   engine: Engine;

@@ -8,10 +8,10 @@
  */
 import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
 import { requestId } from 'hono/request-id';
-import { KILN_VERSION } from '../../shared/index.js';
+import { AGENT_SOCKET_PATH, KILN_VERSION } from '../../shared/index.js';
 import { clockOf, type AppEnv, type HttpDeps } from './context.js';
 import { createMetrics } from './metrics.js';
-import { BEARER, PUBLIC, errors } from './openapi-common.js';
+import { AGENT_BEARER, BEARER, PUBLIC, bodyLimitsOf, errors, problemContent } from './openapi-common.js';
 import { makeErrorHandler, problemResponse } from './problem.js';
 import { registerAgentRoutes } from './routes-agents.js';
 import { registerArtifactRoutes } from './routes-artifacts.js';
@@ -89,7 +89,33 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   app.openAPIRegistry.registerComponent('securitySchemes', BEARER, {
     type: 'http',
     scheme: 'bearer',
-    description: 'The API token (tokens/api in the data dir); the agent token may use only the CAS routes',
+    description: 'The API token (tokens/api in the data dir)',
+  });
+  app.openAPIRegistry.registerComponent('securitySchemes', AGENT_BEARER, {
+    type: 'http',
+    scheme: 'bearer',
+    description: "The agent token (tokens/agent in the data dir): the agents' WebSocket and the CAS routes only",
+  });
+  // Served by the WebSocket server on the HTTP upgrade (agent-hub.ts), not by a route: documented here.
+  app.openAPIRegistry.registerPath({
+    method: 'get',
+    path: AGENT_SOCKET_PATH,
+    summary: "The agents' WebSocket (kiln's msgpack protocol, shared/protocol/messages.ts)",
+    description: 'Open with an HTTP/1.1 upgrade (`Connection: Upgrade`, `Upgrade: websocket`) and the agent token. A plain GET gets 426.',
+    security: [{ [AGENT_BEARER]: [] }],
+    responses: {
+      101: { description: 'Switching Protocols: the WebSocket is open; the agent sends its hello' },
+      401: problemContent('No agent token or a wrong one (refused before the upgrade)'),
+      426: problemContent('Not a WebSocket upgrade'),
+      ...errors([], { secured: false }),
+    },
+  });
+  app.openAPIRegistry.registerPath({
+    method: 'get',
+    path: '/openapi.json',
+    summary: 'This document',
+    security: PUBLIC,
+    responses: { 200: { description: 'The OpenAPI 3.1 document', content: { 'application/json': { schema: z.object({}).passthrough() } } }, ...errors([], { secured: false }) },
   });
 
   app.openapi(probe('/livez', 'Liveness: the process answers', false), (c) => c.text('ok\n', 200));
@@ -104,14 +130,18 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   app.use('/api/v1/*', async (c, next) => {
     const role = deps.tokens.role(c.req.header('authorization'));
     if (!role) return problemResponse(c, 401, 'E_UNAUTHORIZED', 'missing or wrong API token (send Authorization: Bearer <token>)', undefined, { 'www-authenticate': 'Bearer' });
-    // The agent token may only use the CAS: read contexts and inputs, upload outputs.
-    if (role === 'agent' && !c.req.path.startsWith('/api/v1/cas/')) {
+    // The agent token may only use the CAS (read contexts and inputs, upload outputs) and its WebSocket.
+    if (role === 'agent' && !c.req.path.startsWith('/api/v1/cas/') && c.req.path !== AGENT_SOCKET_PATH) {
       return problemResponse(c, 403, 'E_FORBIDDEN', 'the agent token cannot use this route; use the API token');
     }
     c.set('role', role);
     await next();
   });
 
+  // A plain GET of the agents' WebSocket (an upgrade never reaches hono: agent-hub.ts takes it).
+  app.get(AGENT_SOCKET_PATH, (c) =>
+    problemResponse(c, 426, 'E_UPGRADE', `${AGENT_SOCKET_PATH} is the agents' WebSocket: connect with a WebSocket upgrade and the agent token`, undefined, { upgrade: 'websocket' }),
+  );
   registerBuildRoutes(app, deps);
   registerArtifactRoutes(app, deps);
   registerLogRoutes(app, deps);
@@ -119,8 +149,8 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   registerAgentRoutes(app, deps);
   registerFleetRoutes(app, deps);
 
-  app.doc31('/openapi.json', {
-    openapi: '3.1.0',
+  const docConfig = {
+    openapi: '3.1.0' as const,
     info: {
       title: 'kiln coordinator API',
       version: KILN_VERSION,
@@ -129,6 +159,22 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
         'Every error is RFC 9457 application/problem+json with a stable `code`. A method a path does not have gets 405 with `Allow`.',
     },
     security: [{ [BEARER]: [] }],
+  };
+  let doc: ReturnType<typeof app.getOpenAPI31Document> | null = null;
+  app.get('/openapi.json', (c) => {
+    doc ??= withBodyLimits(app.getOpenAPI31Document(docConfig), bodyLimitsOf(app));
+    return c.json(doc);
   });
   return app;
+}
+
+/** States each recorded body limit as `x-max-bytes` on its operation's request body. */
+function withBodyLimits<D extends { paths?: unknown }>(doc: D, limits: ReadonlyMap<string, number>): D {
+  const paths = (doc.paths ?? {}) as Record<string, Record<string, { requestBody?: Record<string, unknown> }>>;
+  for (const [key, bytes] of limits) {
+    const [method, path] = key.split(' ') as [string, string];
+    const body = paths[path]?.[method]?.requestBody;
+    if (body) body['x-max-bytes'] = bytes;
+  }
+  return doc;
 }

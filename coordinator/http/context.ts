@@ -21,6 +21,8 @@ export interface HttpDeps {
   defaultPlatform: string;
   /** Largest accepted spec body. */
   maxSpecBytes: number;
+  /** Largest blob the CAS takes (config max_blob_bytes). */
+  maxBlobBytes: number;
   /** false while starting or shutting down: /readyz answers 503 and writes are refused. */
   isReady: () => boolean;
   /** The coordinator's clock (ms); default Date.now. Views use it for circuit breakers. */

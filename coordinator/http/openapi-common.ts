@@ -14,10 +14,14 @@ import { AGENT_NAME_PARAM_RE, BUILD_ID_RE, BUILD_ID_RULE, DIGEST_RE, NAME_RE, NA
 import type { AppEnv } from './context.js';
 import { problemResponse } from './problem.js';
 
-/** Name of the bearer security scheme in `components.securitySchemes`. */
+/** Name of the API token's bearer security scheme in `components.securitySchemes`. */
 export const BEARER = 'bearerAuth';
-/** Operations that need the API token (or, for the CAS, the agent token). */
-export const SECURED = [{ [BEARER]: [] }];
+/** Name of the agent token's bearer scheme (the agents' WebSocket and the CAS routes). */
+export const AGENT_BEARER = 'agentToken';
+/** Operations that need the API token. */
+export const SECURED: Array<Record<string, string[]>> = [{ [BEARER]: [] }];
+/** Operations either token may use (the CAS: agents read contexts and inputs, upload outputs). */
+export const SECURED_OR_AGENT: Array<Record<string, string[]>> = [{ [BEARER]: [] }, { [AGENT_BEARER]: [] }];
 /** Operations anyone may call (probes, metrics, the document itself). */
 export const PUBLIC: Array<Record<string, string[]>> = [];
 
@@ -66,12 +70,13 @@ export const DigestParams = z.object({
   digest: z.string().regex(DIGEST_RE, 'must be sha256:<64 lowercase hex digits>').openapi({ example: `sha256:${'0'.repeat(64)}` }),
 });
 
-/** A non-negative integer in a query string (no `null`, no exponent, at most 15 digits). */
+/** A non-negative integer in a query string (no `null`, no exponent, at most 2^53 - 1). */
 export function countQuery(description: string) {
   return z
     .string()
-    .regex(/^(0|[1-9][0-9]{0,14})$/, 'must be a non-negative integer')
+    .regex(/^(0|[1-9][0-9]{0,15})$/, 'must be a non-negative integer')
     .transform(Number)
+    .refine((n) => Number.isSafeInteger(n), `must be at most ${Number.MAX_SAFE_INTEGER}`)
     .optional()
     .openapi({ type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description });
 }
@@ -103,6 +108,23 @@ export function requireMediaType(types: readonly string[], opts: { optional?: bo
     }
     return next();
   };
+}
+
+const limitsByApp = new WeakMap<object, Map<string, number>>();
+
+/**
+ * Records the body limit a route enforces (`post /api/v1/builds` -> bytes); the document
+ * states it as `x-max-bytes` on the operation's request body (see app.ts).
+ */
+export function documentBodyLimit(app: object, operation: string, bytes: number): void {
+  let m = limitsByApp.get(app);
+  if (!m) limitsByApp.set(app, (m = new Map()));
+  m.set(operation, bytes);
+}
+
+/** The body limits recorded for `app`. */
+export function bodyLimitsOf(app: object): ReadonlyMap<string, number> {
+  return limitsByApp.get(app) ?? new Map();
 }
 
 /** Refuses a body larger than `maxBytes` while it streams in (413), before anything parses it. */

@@ -10,7 +10,7 @@ import type { AgentEntry } from '../agents/agent-registry.js';
 import type { AgentControlRecord } from '../state/records.js';
 import { iso } from '../builds/build-views.js';
 import { clockOf, type AppEnv, type HttpDeps } from './context.js';
-import { AgentParams, SECURED, errors, limitBody, requireMediaType } from './openapi-common.js';
+import { AgentParams, SECURED, documentBodyLimit, errors, limitBody, requireMediaType } from './openapi-common.js';
 import { PageQuery, nextLink } from './pagination.js';
 
 
@@ -124,6 +124,7 @@ export function registerAgentRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): v
   });
 
   for (const action of Object.keys(CONTROLS) as Array<keyof typeof CONTROLS>) {
+    documentBodyLimit(app, `post /api/v1/agents/{name}/${action}`, CONTROL_BODY_MAX_BYTES);
     app.openapi(controlRoute(action), async (c) => {
       const { name } = c.req.valid('param');
       const body = c.req.valid('json') as z.infer<typeof AgentControlBody>;

@@ -24,7 +24,7 @@ import { buildView, summaryView } from '../builds/build-views.js';
 import { tarEntries, normalizeTarPath } from '../cas/tar-index.js';
 import type { AppEnv, HttpDeps } from './context.js';
 import { PageQuery, nextLink } from './pagination.js';
-import { BuildIdParams, SECURED, errors, limitBody, mediaType, requireMediaType } from './openapi-common.js';
+import { BuildIdParams, SECURED, documentBodyLimit, errors, limitBody, mediaType, requireMediaType } from './openapi-common.js';
 
 /** Media types a spec may be submitted as; JSON ones must be JSON, YAML ones are read as YAML 1.2 (JSON is YAML). */
 export const SPEC_MEDIA_TYPES = ['application/json', 'application/yaml', 'application/x-kiln-spec+json'] as const;
@@ -35,7 +35,7 @@ const createBuild = createRoute({
   path: '/api/v1/builds',
   summary: 'Submit a build (a DAG of nodes)',
   description:
-    'Body: the build spec as JSON or YAML (UTF-8, at most the configured max_spec_bytes). Each `context` is the sha256 digest of a tar uploaded to the CAS first. ' +
+    'Body: the build spec as JSON or YAML (UTF-8, at most 4 MiB, nesting at most 64 deep, at most 100 YAML alias expansions, no NUL, no `__proto__` key). Each `context` is the sha256 digest of a tar uploaded to the CAS first. ' +
     'Graph rules the schema cannot say are checked too: `needs` and `inputs.*.from` name nodes of the spec, and there is no cycle.',
   security: SECURED,
   // The body is read whole before it is parsed: refuse other media types, then oversized bodies while they stream in.
@@ -49,7 +49,7 @@ const createBuild = createRoute({
   },
   responses: {
     201: { description: 'Created', headers: { location: { description: 'The build', schema: { type: 'string' } } }, content: { 'application/json': { schema: CreatedBuild } } },
-    ...errors([[400, 'The spec is invalid (syntax, not UTF-8, a field, the graph, or a context not uploaded); `errors` name the node and field'], 413, 415, 503]),
+    ...errors([[400, 'The spec is invalid (syntax, not UTF-8, a field, the graph, or a context not uploaded); `errors` name the node and field'], [413, 'The spec is larger than the limit (x-max-bytes, 4 MiB)'], 415, 503]),
   },
 });
 
@@ -124,6 +124,7 @@ export function registerBuildRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): v
   // Registered before the route: hono runs middleware in registration order, and the limit
   // must see the body before the route reads it.
   app.post('/api/v1/builds', limitBody(deps.maxSpecBytes, 'the spec'));
+  documentBodyLimit(app, 'post /api/v1/builds', deps.maxSpecBytes);
   app.openapi(createBuild, async (c) => {
     if (!deps.isReady()) throw new KilnError('E_UNAVAILABLE', 'the coordinator is not accepting builds right now (starting or shutting down)');
     const bytes = new Uint8Array(await c.req.arrayBuffer());

@@ -15,7 +15,9 @@ import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import { DIGEST_RE, KilnError, MAX_FIND_MISSING, type Digest } from '../../shared/index.js';
 import type { AppEnv, HttpDeps } from './context.js';
-import { DigestParams, SECURED, errors, limitBody, requireMediaType } from './openapi-common.js';
+import type { MiddlewareHandler } from 'hono';
+import { DigestParams, SECURED_OR_AGENT, documentBodyLimit, errors, limitBody, requireMediaType } from './openapi-common.js';
+import { problemResponse } from './problem.js';
 
 /** Media types a blob may be uploaded as (the bytes are stored as they are). */
 export const BLOB_MEDIA_TYPES = ['application/octet-stream', 'application/x-tar'] as const;
@@ -27,29 +29,40 @@ const blobHeaders = {
   etag: { description: 'The digest, quoted', schema: { type: 'string' as const } },
 };
 
-const putBlob = createRoute({
-  method: 'put',
-  path: '/api/v1/cas/{digest}',
-  summary: 'Upload a blob; stored only if the bytes hash to the digest',
-  description: 'A body without Content-Type is taken as application/octet-stream.',
-  security: SECURED,
-  middleware: [requireMediaType(BLOB_MEDIA_TYPES, { absentIsBytes: true })],
-  request: {
-    params: DigestParams,
-    body: { required: true, content: Object.fromEntries(BLOB_MEDIA_TYPES.map((t) => [t, { schema: Blob }])) },
-  },
-  responses: {
-    200: { description: 'Already stored', content: { 'application/json': { schema: Stored } } },
-    201: { description: 'Stored', content: { 'application/json': { schema: Stored } } },
-    ...errors([[400, 'Bad digest, bad Content-Length, or the bytes do not hash to the digest'], [413, 'The blob is larger than the store takes'], 415, 507], { agentToo: true }),
-  },
-});
+/** `/api/v1/cas/find-missing` matches the `{digest}` routes too: other methods on it get 405, not a digest error. */
+const notFindMissing: MiddlewareHandler<AppEnv> = async function notFindMissing(c, next) {
+  if (c.req.param('digest') === 'find-missing') {
+    return problemResponse(c, 405, 'E_METHOD', `${c.req.method} is not allowed on ${c.req.path}; allowed: POST`, undefined, { allow: 'POST' });
+  }
+  return next();
+};
+
+function putBlobRoute(maxBlobBytes: number) {
+  return createRoute({
+    method: 'put',
+    path: '/api/v1/cas/{digest}',
+    summary: 'Upload a blob; stored only if the bytes hash to the digest',
+    description: `A body without Content-Type is taken as application/octet-stream. At most ${maxBlobBytes} bytes (config max_blob_bytes). A blob already stored is not read again (200).`,
+    security: SECURED_OR_AGENT,
+    middleware: [notFindMissing, requireMediaType(BLOB_MEDIA_TYPES, { absentIsBytes: true })],
+    request: {
+      params: DigestParams,
+      body: { required: true, content: Object.fromEntries(BLOB_MEDIA_TYPES.map((t) => [t, { schema: Blob }])) },
+    },
+    responses: {
+      200: { description: 'Already stored', content: { 'application/json': { schema: Stored } } },
+      201: { description: 'Stored', content: { 'application/json': { schema: Stored } } },
+      ...errors([[400, 'Bad digest, no body, bad Content-Length, or the bytes do not hash to the digest'], [413, `The blob is larger than ${maxBlobBytes} bytes (max_blob_bytes)`], 415, 507], { agentToo: true }),
+    },
+  });
+}
 
 const getBlob = createRoute({
   method: 'get',
   path: '/api/v1/cas/{digest}',
   summary: 'Download a blob',
-  security: SECURED,
+  security: SECURED_OR_AGENT,
+  middleware: [notFindMissing],
   request: { params: DigestParams },
   responses: {
     200: { description: 'The blob', headers: blobHeaders, content: { 'application/octet-stream': { schema: Blob } } },
@@ -68,7 +81,7 @@ const findMissing = createRoute({
   path: '/api/v1/cas/find-missing',
   summary: 'Which of these digests the store does not hold (upload only those)',
   description: `At most ${MAX_FIND_MISSING} digests (a body of at most ${FIND_MISSING_MAX_BYTES} bytes).`,
-  security: SECURED,
+  security: SECURED_OR_AGENT,
   middleware: [requireMediaType(['application/json']), limitBody(FIND_MISSING_MAX_BYTES, 'the find-missing body')],
   request: { body: { required: true, content: { 'application/json': { schema: FindMissingBody } } } },
   responses: {
@@ -81,16 +94,24 @@ const findMissing = createRoute({
 });
 
 export function registerCasRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): void {
+  documentBodyLimit(app, 'put /api/v1/cas/{digest}', deps.maxBlobBytes);
+  documentBodyLimit(app, 'post /api/v1/cas/find-missing', FIND_MISSING_MAX_BYTES);
   app.openapi(findMissing, (c) => {
     const { digests } = c.req.valid('json');
     return c.json({ missing: deps.cas.findMissing(digests as Digest[]) }, 200);
   });
 
-  app.openapi(putBlob, async (c) => {
+  app.openapi(putBlobRoute(deps.maxBlobBytes), async (c) => {
     const digest = c.req.valid('param').digest as Digest;
     const lengthHeader = c.req.header('content-length');
     const expected = lengthHeader !== undefined ? Number(lengthHeader) : undefined;
     if (expected !== undefined && !Number.isSafeInteger(expected)) throw new KilnError('E_INVALID', `bad Content-Length '${lengthHeader}'`);
+    if (expected === undefined && !c.req.header('transfer-encoding')) throw new KilnError('E_INVALID', 'a body is required: send the blob (with Content-Length)');
+    if (expected !== undefined && deps.cas.has(digest)) {
+      // Stored already (the bytes are not read again): a different length cannot be this blob.
+      const stored = await deps.cas.store.size(digest);
+      if (stored !== null && stored !== expected) throw new KilnError('E_DIGEST_MISMATCH', `Content-Length ${expected} is not the size of ${digest} (${stored} bytes)`);
+    }
     // Under @hono/node-server read the request socket itself (no web-stream conversion);
     // otherwise (app.fetch in tests) the web Request's body.
     const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
@@ -126,7 +147,7 @@ export function registerCasRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): voi
     method: 'head',
     path: '/api/v1/cas/{digest}',
     summary: 'Does the store hold this blob, and its size (Content-Length)',
-    security: SECURED,
+    security: SECURED_OR_AGENT,
     request: { params: DigestParams },
     responses: {
       200: { description: 'Stored; Content-Length is its size', headers: blobHeaders },

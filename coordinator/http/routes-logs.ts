@@ -14,8 +14,8 @@
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { stream, streamSSE } from 'hono/streaming';
-import { EndEventData, KilnError, LogEventData, StatusEventData } from '../../shared/index.js';
-import { MAX_CURSOR_CHARS, followLogs, formatCursor, parseCursor, type FollowEvent } from '../logs/log-follow.js';
+import { CURSOR_RE, EndEventData, KilnError, LogEventData, MAX_CURSOR_CHARS, StatusEventData, formatCursor, parseCursor } from '../../shared/index.js';
+import { followLogs, type FollowEvent } from '../logs/log-follow.js';
 import type { BuildRecord } from '../state/records.js';
 import type { AppEnv, HttpDeps } from './context.js';
 import { BuildIdParams, NodeParams, SECURED, countQuery, errors } from './openapi-common.js';
@@ -28,27 +28,28 @@ const Follow = z
 
 const READ_CHUNK = 64 * 1024;
 
-/** JSON Schema of one SSE event (`x-itemSchema`, after OpenAPI 3.2's `itemSchema` for text/event-stream). */
-function sseEventSchema(idDescription: string) {
-  const json = (schema: z.ZodType) => ({ type: 'string', contentMediaType: 'application/json', contentSchema: z.toJSONSchema(schema) });
-  const strip = (s: Record<string, unknown>) => {
+const Cursor = z.string().max(MAX_CURSOR_CHARS).regex(CURSOR_RE, 'must be a log cursor node:offset,... as a log event id gave it');
+
+/** The events of a log stream by `event:` name: what each one's JSON `data` is (`x-sse-events`). */
+function sseEvents(idDescription: string) {
+  const schema = (t: z.ZodType) => {
+    const s = z.toJSONSchema(t) as Record<string, unknown>;
     delete s.$schema;
     return s;
   };
-  const ev = (name: string, data: z.ZodType, withId: boolean) => ({
-    type: 'object',
-    required: ['event', 'data', ...(withId ? ['id'] : [])],
-    properties: { event: { const: name }, data: strip(json(data) as never), ...(withId ? { id: { type: 'string', description: idDescription } } : {}) },
-  });
-  return { oneOf: [ev('log', LogEventData, true), ev('status', StatusEventData, false), ev('end', EndEventData, false)] };
+  return {
+    log: { description: `Text of one node's log (whole UTF-8 characters); \`id:\` ${idDescription}`, schema: schema(LogEventData) },
+    status: { description: 'A node changed state (or started another attempt)', schema: schema(StatusEventData) },
+    end: { description: 'The node (or build) is done and every byte was sent; the stream ends', schema: schema(EndEventData) },
+  };
 }
 
 function logContent(text: string, idDescription: string) {
   return {
     'text/plain': { schema: z.string().openapi({ description: text }) },
     'text/event-stream': {
-      schema: z.string().openapi({ description: 'Server-Sent Events (`event: log|status|end`, JSON `data`); `: keep-alive` comments every 15 s. Each event is described by `x-itemSchema`.' }),
-      'x-itemSchema': sseEventSchema(idDescription),
+      schema: z.string().openapi({ description: 'Server-Sent Events (`event: log|status|end`, JSON `data`, see `x-sse-events`); `: keep-alive` comments every 15 s' }),
+      'x-sse-events': sseEvents(idDescription),
     },
   };
 }
@@ -64,7 +65,7 @@ const nodeLogs = createRoute({
     headers: z.object({ 'last-event-id': z.string().regex(/^(0|[1-9][0-9]{0,14})$/, 'must be a byte offset (a non-negative integer)').optional() }),
   },
   responses: {
-    200: { description: 'The stored log (text/plain), or an SSE stream with follow=true', content: logContent('The node log bytes as stored', 'Byte offset after this text') },
+    200: { description: 'The stored log (text/plain), or an SSE stream with follow=true', content: logContent('The node log bytes as stored', 'is the byte offset after this text') },
     ...errors([[400, 'A bad parameter, or an offset inside a UTF-8 character'], [404, 'No such build or node']]),
   },
 });
@@ -78,13 +79,13 @@ const buildLogs = createRoute({
     params: BuildIdParams,
     query: z.object({
       follow: Follow,
-      cursor: z.string().max(MAX_CURSOR_CHARS).optional().openapi({ description: 'Where to continue: `node:offset,...` (what the last `log` event id said); Last-Event-ID takes precedence' }),
+      cursor: Cursor.optional().openapi({ description: 'Where to continue: `node:offset,...` (what the last `log` event id said; nodes the build does not have are ignored); Last-Event-ID takes precedence' }),
     }),
-    headers: z.object({ 'last-event-id': z.string().max(MAX_CURSOR_CHARS).optional() }),
+    headers: z.object({ 'last-event-id': Cursor.optional() }),
   },
   responses: {
-    200: { description: 'The stored text with `node | ` prefixes (text/plain), or an SSE stream with follow=true', content: logContent('Every node log, each line prefixed `node | `', 'The cursor `node:offset,...` after this text') },
-    ...errors([[400, 'A bad parameter, a cursor naming a node the build does not have, or an offset inside a UTF-8 character'], [404, 'No such build']]),
+    200: { description: 'The stored text with `node | ` prefixes (text/plain), or an SSE stream with follow=true', content: logContent('Every node log, each line prefixed `node | `', 'is the cursor `node:offset,...` after this text') },
+    ...errors([[400, 'A bad parameter, or an offset inside a UTF-8 character'], [404, 'No such build']]),
   },
 });
 
@@ -103,11 +104,11 @@ function sse(c: Context, ac: AbortController, events: AsyncIterable<FollowEvent 
   });
 }
 
-/** Refuses resume offsets that fall inside a UTF-8 character of the stored log. */
+/** Refuses resume offsets that fall inside a UTF-8 character of the stored log (nodes the build does not have are ignored). */
 async function checkOffsets(deps: HttpDeps, build: BuildRecord, offsets: ReadonlyMap<string, number>): Promise<void> {
   for (const [name, offset] of offsets) {
     const node = build.nodes.find((n) => n.name === name);
-    if (!node) throw new KilnError('E_INVALID', `the log cursor names node '${name}', which build ${build.id} does not have`);
+    if (!node) continue;
     const sizes = await deps.logs.nodeSizes(build.id, name, node.attempts.length);
     if (!(await deps.logs.isCharBoundary(build.id, name, sizes, offset))) {
       throw new KilnError('E_INVALID', `offset ${offset} of node '${name}' falls inside a UTF-8 character of its log; resume from an offset a log event gave`);

@@ -227,34 +227,3 @@ export async function* followLogs(deps: FollowDeps, opts: FollowOptions): AsyncG
     watch.close();
   }
 }
-
-/**
- * Parses a build-stream cursor `node:offset,node:offset` (node names URI-encoded), as
- * `formatCursor` writes it; anything else is refused with a message saying what is wrong
- * (a malformed cursor must not silently replay the log from the start).
- */
-export function parseCursor(text: string | undefined | null): Map<string, number> | string {
-  const out = new Map<string, number>();
-  if (!text) return out;
-  if (text.length > MAX_CURSOR_CHARS) return `is longer than ${MAX_CURSOR_CHARS} characters`;
-  for (const part of text.split(',')) {
-    const m = /^([^:,]+):(0|[1-9][0-9]{0,14})$/.exec(part);
-    if (!m) return `part '${part.slice(0, 80)}' is not <node>:<byte offset>`;
-    let node: string;
-    try {
-      node = decodeURIComponent(m[1]!);
-    } catch {
-      return `part '${part.slice(0, 80)}' has a node name that is not URI-encoded`;
-    }
-    if (out.has(node)) return `names node '${node}' twice`;
-    out.set(node, Number(m[2]));
-  }
-  return out;
-}
-
-/** Longest cursor taken (10,000 nodes with long names and offsets). */
-export const MAX_CURSOR_CHARS = 1024 * 1024;
-
-export function formatCursor(offsets: Map<string, number>): string {
-  return [...offsets].filter(([, o]) => o > 0).map(([n, o]) => `${encodeURIComponent(n)}:${o}`).join(',');
-}

@@ -32,6 +32,9 @@ export const MAX_FRAME_BYTES = 8 * 1024 * 1024;
 export const MAX_LOG_CHUNK_BYTES = 64 * 1024;
 
 /** WebSocket close codes kiln uses (4000-4999 are for applications). */
+/** Where agents open their WebSocket on the coordinator's HTTP server. */
+export const AGENT_SOCKET_PATH = '/api/v1/agent';
+
 export const CLOSE_CODES = {
   /** Coordinator shutting down; reconnect later. */
   GOING_AWAY: 1001,

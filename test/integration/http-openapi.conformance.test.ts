@@ -77,6 +77,9 @@ function shape(path: string): string {
   return path.replace(/\{[^}]+\}/g, '{}').replace(/:[A-Za-z0-9_]+(\{[^}]*\})?/g, '{}');
 }
 
+/** sha256 of zero bytes: a PUT of it without a body uploads it correctly. */
+const EMPTY_BLOB_HEX = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+
 /** HttpDeps that do nothing: enough to build the app and read its routes (nothing is served). */
 function inertDeps(): HttpDeps {
   const inert: unknown = new Proxy(function () {}, {
@@ -87,6 +90,7 @@ function inertDeps(): HttpDeps {
     tokens: new TokenCheck({ apiToken: 'inventory-api', agentToken: 'inventory-agent' }),
     defaultPlatform: 'linux/amd64',
     maxSpecBytes: MAX_SPEC_BYTES,
+    maxBlobBytes: 4 * 1024 ** 3,
     isReady: () => true,
     clock: () => 0,
   };
@@ -304,7 +308,9 @@ describe('coordinator HTTP API conforms to its OpenAPI document', () => {
         const req = toProbe(r, auth());
         const res = await probe(op, req, r.intent, v);
         counts.set(res.status, (counts.get(res.status) ?? 0) + 1);
-        if (!r.valid && res.status >= 200 && res.status < 300) {
+        // No body is the empty blob's whole body: storing it is right.
+        const emptyBlob = r.intent === 'invalid: required request body missing' && req.target.includes(EMPTY_BLOB_HEX);
+        if (!r.valid && !emptyBlob && res.status >= 200 && res.status < 300) {
           v.add({ group: 'invalid request accepted', operation: op.key, problem: `${r.intent.replace(/=[^ ]*( is invalid)/, '=…$1')} → ${res.status}`, request: req, intent: r.intent, status: res.status, contentType: res.contentType, detail: excerpt(res.text, 200) });
         }
         if (r.valid && (res.status === 415 || res.status === 414 || res.status === 431 || (res.status === 400 && !r.body))) {
