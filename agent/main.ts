@@ -18,7 +18,7 @@ import { CasCache } from './cas-cache.js';
 import { loadAgentConfig, type AgentFlags } from './config.js';
 import { DockerExecutor } from './executors/docker-executor.js';
 import type { Executor } from './executors/executor.js';
-import { NoopExecutor } from './executors/noop-executor.js';
+import { NoopExecutor, noopOptionsFromEnv } from './executors/noop-executor.js';
 import { discoverGpus, queryGpuUse } from './gpus.js';
 import { HealthMonitor } from './health.js';
 import { GpuSampler } from './host-metrics.js';
@@ -46,7 +46,7 @@ export async function runAgent(flags: AgentFlags, host: ProcessHost): Promise<nu
   let docker: Docker | null = null;
   await mkdir(config.workDir, { recursive: true }).catch((err: unknown) => logger.warn({ work_dir: config.workDir, err: (err as Error).message }, 'cannot create the work dir'));
   if (config.executor === 'noop') {
-    executor = new NoopExecutor(host.arch);
+    executor = new NoopExecutor(host.arch, noopOptionsFromEnv(host.env));
   } else {
     const cas = new CasCache({ dir: join(config.workDir, 'cas'), coordinatorUrl: config.httpUrl, token: config.token, maxBytes: config.cacheMaxBytes });
     docker = dockerClient(config.dockerHost);
