@@ -490,8 +490,14 @@ export class Engine extends EventEmitter {
         act.attempt.log_bytes = offset;
         // The agent has it, so it was accepted even if that frame was lost.
         act.attempt.accepted_at ??= now;
-        resume.push({ attempt_id: attemptId, action: act.attempt.state === 'cancelling' ? 'cancel' : 'continue', log_offset: offset });
+        const cancelling = act.attempt.state === 'cancelling';
+        resume.push({ attempt_id: attemptId, action: cancelling ? 'cancel' : 'continue', log_offset: offset });
         reported.delete(attemptId);
+        if (cancelling) {
+          // A `cancel` decision makes the agent drop the attempt without a report: it is done now.
+          this.finishAttempt(act, 'cancelled', now, { reason: act.attempt.reason });
+          changed = true;
+        }
       } else {
         const why = act.attempt.session !== hello.session ? 'the agent restarted' : 'the agent reconnected without it';
         this.loseAttempt(act, why);

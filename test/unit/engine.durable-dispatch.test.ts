@@ -131,6 +131,27 @@ describe('engine: durable before it is said', () => {
     expect(third.resume.find((r) => r.attempt_id === 'a-unknown')).toMatchObject({ action: 'cancel' });
   });
 
+  it('finishes a cancelling attempt when its agent reconnects and is told to drop it (no wait for the cancel grace)', async () => {
+    const ch = new FakeChannel();
+    const h = hello('a1');
+    const out = await engine.hello(h, ch);
+    if (!out.ok) throw new Error(out.reason);
+    engine.welcomed(out.entry, ch);
+    const b = await engine.submit(spec({ x: { dockerfile_inline: 'FROM a' } }));
+    await tick();
+    const ax = ch.assigns()[0]!;
+    await engine.frame(out.entry, frame('started', { attempt_id: ax.attempt_id, at: now }));
+    await engine.cancel(b.id);
+    expect((await engine.getBuild(b.id))!.nodes[0]!.attempts[0]!.state).toBe('cancelling');
+    engine.disconnected(out.entry, ch);
+    const again = await engine.hello({ ...h, running: [{ attempt_id: ax.attempt_id, log_bytes: 0 }] }, new FakeChannel());
+    if (!again.ok) throw new Error(again.reason);
+    expect(again.resume).toEqual([{ attempt_id: ax.attempt_id, action: 'cancel', log_offset: 0 }]);
+    const attempt = (await engine.getBuild(b.id))!.nodes[0]!.attempts[0]!;
+    expect(attempt.state).toBe('cancelled');
+    expect(again.entry.running.size).toBe(0);
+  });
+
   it('answers ids shaped like Object.prototype members as unknown, and changes nothing', async () => {
     for (const id of ['__proto__', 'constructor', 'toString', 'hasOwnProperty', 'valueOf']) {
       await expect(engine.cancel(id)).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
