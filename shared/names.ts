@@ -1,8 +1,9 @@
 /**
  * The shapes of names and ids, in one place: the spec, the protocol, the HTTP routes and
  * the configs check against these. A name that does not match is refused with a message
- * saying what a good one looks like; none of these shapes admits `__proto__` or
- * `constructor`-style keys starting with `_`, and ids are only what `newId` makes.
+ * saying what a good one looks like. None of them admits `__proto__` (a plain object
+ * would drop it or change its prototype); `constructor` and `toString` are valid names and
+ * every index keyed by a name is a Map. Ids are only what `newId` makes.
  */
 
 /** Node and agent names: 1-63 characters of [A-Za-z0-9_.-], starting with a letter or digit. */
@@ -19,8 +20,8 @@ export const AGENT_NAME_PARAM_RE = NAME_RE;
 export const LABEL_KEY_RE = /^[A-Za-z0-9][A-Za-z0-9_./-]{0,127}$/;
 export const LABEL_KEY_RULE = '1-128 characters of [A-Za-z0-9_./-], starting with a letter or digit';
 
-/** Environment variable and build-arg names. */
-export const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+/** Environment variable and build-arg names (any but `__proto__`). */
+export const ENV_NAME_RE = /^(?!__proto__$)[A-Za-z_][A-Za-z0-9_]{0,127}$/;
 
 /** Ids made by `newId` (shared/ids.ts): `<prefix>-<time and counter>-<random>`. */
 export const BUILD_ID_RE = /^b-[0-9a-z]{13,16}-[0-9a-z]{8}$/;

@@ -21,9 +21,12 @@
  *    T") and is a second check where the socket cannot see the holder: abstract sockets
  *    are per network namespace (two containers sharing one volume), and a holder that runs
  *    an older kiln (or a Node whose libuv spells the abstract address differently) has no
- *    socket. A record refuses only when its process is provably alive: same boot id, the
- *    pid exists, is not a zombie (state Z or X), and has the same start time. Anything else
- *    is stale and is taken over; the caller gets the old record to log.
+ *    socket. A record refuses when its process is provably alive (same boot id, the pid
+ *    exists, is not a zombie (state Z or X), and has the same start time) or cannot be
+ *    judged from here: a holder in another pid namespace on the same boot (another
+ *    container on this kernel; its pid names nothing here) is taken as alive, and the error
+ *    says so (remove the lock file by hand if nothing runs there). Anything else is stale
+ *    and is taken over; the caller gets the old record to log.
  *    Older kiln versions wrote a bare pid: it counts as dead when the pid does not exist or
  *    is a zombie, is this process's own pid, started after the file was written, or the file
  *    was written before the current boot (mtime vs btime; a wall-clock step between the two
@@ -49,7 +52,7 @@
  * `ss -xlp` shows who holds it.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { link, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { link, open, readFile, readlink, rename, stat, unlink } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -65,6 +68,14 @@ export interface LockIdentity {
   hostname: string;
   /** ISO time the lock was taken. */
   started_at: string;
+  /**
+   * The holder's pid and network namespaces (`pid:[4026531836]`, from /proc/self/ns); null
+   * where unknown. A holder in another pid namespace cannot be looked up by pid here, and
+   * one in another network namespace cannot hold our abstract socket: both are taken as
+   * alive (refused), never judged by a pid that means another process here.
+   */
+  pid_ns?: string | null;
+  net_ns?: string | null;
 }
 
 /** A lock file that was taken over because its holder is gone. */
@@ -154,6 +165,10 @@ const TICKS_PER_SECOND = 100;
 /** Slack for comparing whole-second btime with file mtimes. */
 const CLOCK_SLACK_MS = 2000;
 
+async function namespaceOf(kind: 'pid' | 'net'): Promise<string | null> {
+  return readlink(`/proc/self/ns/${kind}`).catch(() => null);
+}
+
 async function selfIdentity(): Promise<LockIdentity> {
   const st = await procStat(process.pid);
   return {
@@ -162,6 +177,8 @@ async function selfIdentity(): Promise<LockIdentity> {
     start_time: typeof st === 'object' ? st.startTime : null,
     hostname: hostname(),
     started_at: new Date().toISOString(),
+    pid_ns: await namespaceOf('pid'),
+    net_ns: await namespaceOf('net'),
   };
 }
 
@@ -171,6 +188,10 @@ type Verdict = { alive: true } | { alive: false; reason: string };
 async function judgeRecord(rec: Partial<LockIdentity> & { pid: number }, myBoot: string | null): Promise<Verdict> {
   const { pid } = rec;
   if (rec.boot_id && myBoot && rec.boot_id !== myBoot) return { alive: false, reason: `it was taken before the last reboot (boot id ${rec.boot_id})` };
+  // Same boot, another pid namespace (another container on this kernel): its pid means nothing
+  // here and it may well be running. Refuse; the message says how to take over by hand.
+  const myPidNs = await namespaceOf('pid');
+  if (rec.pid_ns && myPidNs && rec.pid_ns !== myPidNs) return { alive: true };
   const st = await procStat(pid);
   if (st === 'gone') return { alive: false, reason: `pid ${pid} is not running` };
   if (st === 'unknown') return { alive: true };
@@ -225,6 +246,8 @@ function parseLockFile(text: string): Parsed {
       start_time: typeof o.start_time === 'number' && Number.isSafeInteger(o.start_time) ? o.start_time : null,
       hostname: str(o.hostname),
       started_at: str(o.started_at),
+      pid_ns: str(o.pid_ns) ?? null,
+      net_ns: str(o.net_ns) ?? null,
     },
   };
 }
@@ -357,7 +380,8 @@ export async function acquireProcessLock(path: string, opts: ProcessLockOptions)
         }
         if (verdict.alive) {
           const self = holder?.pid === process.pid ? ' (this process)' : '';
-          throw new KilnError('E_LOCKED', `${opts.what} is locked by ${describeHolder(holder!)}${self} (${hint}lock file ${path})`);
+          const elsewhere = holder?.pid_ns && identity.pid_ns && holder.pid_ns !== identity.pid_ns ? `; it runs in another pid namespace (${holder.pid_ns}: another container), so it cannot be checked from here: remove the lock file if nothing runs there` : '';
+          throw new KilnError('E_LOCKED', `${opts.what} is locked by ${describeHolder(holder!)}${self} (${hint}lock file ${path}${elsewhere})`);
         }
         await rename(tmp, path);
         const raw = text.length > 200 ? `${text.slice(0, 200)}...` : text;

@@ -146,6 +146,8 @@ export class Engine extends EventEmitter {
   private readonly recorded = new Map<string, string>();
   /** The latest dispatch commit and its sends (settled()). */
   private lastDispatch: Promise<void> = Promise.resolve();
+  /** Attempts told (durably) to build after the reuse check: a resent `resolved` gets `proceed` again. */
+  private readonly decidedToBuild = new Set<string>();
   /** Durable assignments whose agent was between hello and welcome when they were due. */
   private readonly afterWelcome = new Map<string, Payload<'assign'>>();
   private stopped = false;
@@ -196,7 +198,11 @@ export class Engine extends EventEmitter {
       }
       if (this.refreshBuildState(build)) changed = true;
     }
-    for (const act of this.active.values()) if (act.attempt.key !== null) this.inflight.set(act.attempt.key, act);
+    for (const act of this.active.values()) {
+      if (act.attempt.key !== null) this.inflight.set(act.attempt.key, act);
+      // Resolved before the restart and still assigned: it was (or may as well be) told to build.
+      if (act.attempt.state === 'assigned' && act.attempt.base_images !== null) this.decidedToBuild.add(act.attempt.id);
+    }
     for (const build of this.store.data.builds.values()) {
       for (const node of build.nodes) {
         if (node.state !== 'running' || !node.waiting_on) continue;
@@ -655,14 +661,18 @@ export class Engine extends EventEmitter {
     const ack = { ref, attempt_id: p.attempt_id };
     const act = this.active.get(p.attempt_id);
     if (!act || act.attempt.agent !== entry.name || act.attempt.session !== entry.session) {
-      // Already recorded (a resend after a lost ack) or fenced: ack so the agent stops resending.
-      return ack;
+      // Already recorded (a resend after a lost ack) or fenced: ack so the agent stops
+      // resending, but only once what was recorded is on disk (the first copy's commit may
+      // still be in flight: an agent that drops its result on this ack must not lose it).
+      return this.ackWhenDurable(ack);
     }
     // Every log chunk sent before `finished` is written before the node turns terminal,
     // so a follower that sees the node done has all of its log.
     await this.logs.close(this.logRef(act));
-    if (this.active.get(p.attempt_id) !== act) return ack; // changed while the log was flushed
+    if (this.active.get(p.attempt_id) !== act) return this.ackWhenDurable(ack); // changed while the log was flushed (e.g. recorded from a resend)
     const { build, node, attempt } = act;
+    // Known from now on (in memory): an agent that reconnects holding it is told to send it
+    // again, and that resend is acked only once this result is on disk (ackWhenDurable).
     this.remember(attempt);
     const wasCancelling = attempt.state === 'cancelling';
     // An agent that cancels on its own (shut down) gives the node back: an infrastructure failure.
@@ -693,10 +703,10 @@ export class Engine extends EventEmitter {
     // An executor that builds nothing (benchmarks) leaves no provenance.
     if (!wasCancelling && entry.hello?.executor !== 'noop') {
       await this.recordProvenance(act, status, this.now());
-      if (this.active.get(p.attempt_id) !== act) return ack;
+      if (this.active.get(p.attempt_id) !== act) return this.ackWhenDurable(ack);
       if (status === 'success' && attempt.key !== null) {
         await this.reuse.put(reuseRecordOf(build, node, attempt)).catch((err: unknown) => this.log.error({ err, attempt: attempt.id }, 'writing the reuse record failed'));
-        if (this.active.get(p.attempt_id) !== act) return ack;
+        if (this.active.get(p.attempt_id) !== act) return this.ackWhenDurable(ack);
       }
     }
     const now = this.now();
@@ -719,11 +729,17 @@ export class Engine extends EventEmitter {
       }
     }
     this.refreshBuildState(build);
-    // The freed slot and released dependents may be dispatched before this result is
-    // durable; only the ack to the agent waits for the commit.
+    // The freed slot and released dependents may be placed before this result is durable
+    // (their assignments leave only after a later commit); the ack to the agent waits for it.
     this.scheduleSoon();
     await this.store.commit();
     this.maybeArchive(build);
+    return ack;
+  }
+
+  /** An ack for a result handled elsewhere: sent once everything recorded so far is on disk. */
+  private async ackWhenDurable(ack: Payload<'ack'>): Promise<Payload<'ack'>> {
+    await this.store.commit();
     return ack;
   }
 
@@ -766,8 +782,9 @@ export class Engine extends EventEmitter {
     if (!act || act.attempt.state !== 'assigned') return;
     const { attempt } = act;
     if (attempt.base_images !== null) {
-      // A resend (after a reconnect): the decision was to build.
-      entry.channel?.send('proceed', { attempt_id: attempt.id });
+      // A resend (after a reconnect). Once the decision to build is durable, say it again;
+      // while it is being made, the handler making it sends `proceed` when it is durable.
+      if (this.decidedToBuild.has(attempt.id)) this.sendProceed(act);
       return;
     }
     attempt.base_images = p.base_images;
@@ -806,7 +823,15 @@ export class Engine extends EventEmitter {
     if (key !== null && !this.inflight.has(key)) this.inflight.set(key, act);
     // The decision to build is durable before the agent hears it.
     await this.store.commit();
-    if (this.active.get(attempt.id) === act && attempt.state === 'assigned' && entry.session === attempt.session) entry.channel?.send('proceed', { attempt_id: attempt.id });
+    if (this.active.get(attempt.id) !== act || attempt.state !== 'assigned') return;
+    this.decidedToBuild.add(attempt.id);
+    this.sendProceed(act);
+  }
+
+  /** Tells the attempt's agent (its current connection, when welcomed) to build. */
+  private sendProceed(act: ActiveAttempt): void {
+    const agent = this.agents.get(act.attempt.agent);
+    if (agent?.state === 'connected' && agent.welcomed && agent.session === act.attempt.session) agent.channel?.send('proceed', { attempt_id: act.attempt.id });
   }
 
   /**
@@ -1250,6 +1275,7 @@ export class Engine extends EventEmitter {
     this.active.delete(attempt.id);
     this.unsentAttempts.delete(attempt.id);
     this.afterWelcome.delete(attempt.id);
+    this.decidedToBuild.delete(attempt.id);
     this.agents.release(attempt.agent, attempt.id);
     if (attempt.key !== null && this.inflight.get(attempt.key) === act) {
       this.inflight.delete(attempt.key);

@@ -82,20 +82,47 @@ function jsonDepth(text: string, limit: number): number {
 }
 
 /**
- * Deepest flow-collection (`[`, `{`) nesting of YAML text, from the library's lexer (an
+ * An upper bound of a YAML document's nesting depth, from the library's lexer (an
  * iterative state machine, so quotes, comments and block scalars are read right and a
- * hostile document cannot overflow the stack); stops counting past `limit`. Block nesting
- * needs indentation, so a body of MAX_SPEC_BYTES cannot nest it deep enough to matter
- * before the tree walk below counts it.
+ * hostile document cannot overflow the stack; the parser and composer that run next are
+ * recursive and must not see a deep document: `- - - ... x` nests one level per 2 bytes).
+ * Per token: open flow collections (`[`, `{`) + the block levels of the lines above that
+ * this line is indented under + the block indicators (`-`, `?`, `:`) so far on this line.
+ * It over-counts a little (a real spec stays far below the limit); stops past `limit`.
  */
-function yamlFlowDepth(text: string, limit: number): number {
-  let depth = 0;
+function yamlDepthBound(text: string, limit: number): number {
+  let flow = 0;
   let max = 0;
+  const indents: number[] = []; // indentation of the open block lines above
+  let atLineStart = true;
+  let lineIndent = 0;
+  let onLine = 0; // block indicators on this line
+  let lineOpened = false;
   for (const token of new Lexer().lex(text)) {
-    if (token === '[' || token === '{') {
-      if (++depth > max) max = depth;
-      if (max > limit) return max;
-    } else if (token === ']' || token === '}') depth--;
+    if (token === '\n') {
+      atLineStart = true;
+      lineIndent = 0;
+      onLine = 0;
+      lineOpened = false;
+      continue;
+    }
+    if (atLineStart && /^[ \t]+$/.test(token)) {
+      lineIndent = token.length;
+      continue;
+    }
+    if (atLineStart) atLineStart = false;
+    if (flow === 0 && !lineOpened && token !== '#' && !token.startsWith('#')) {
+      // the first content of a line: close the block levels it is not indented under
+      while (indents.length > 0 && indents[indents.length - 1]! >= lineIndent) indents.pop();
+      indents.push(lineIndent);
+      lineOpened = true;
+    }
+    if (token === '[' || token === '{') flow++;
+    else if (token === ']' || token === '}') flow = Math.max(0, flow - 1);
+    else if (flow === 0 && (token === '-' || token === '?' || token === ':')) onLine++;
+    const depth = flow + indents.length + onLine;
+    if (depth > max) max = depth;
+    if (max > limit) return max;
   }
   return max;
 }
@@ -208,7 +235,7 @@ export function parseSpecText(text: string, opts: { json?: boolean } = {}): Spec
       return asMapping(value);
     }
   }
-  if (yamlFlowDepth(text, MAX_SPEC_DEPTH) > MAX_SPEC_DEPTH) return fail(`spec nests deeper than ${MAX_SPEC_DEPTH} levels`);
+  if (yamlDepthBound(text, MAX_SPEC_DEPTH) > MAX_SPEC_DEPTH) return fail(`spec nests deeper than ${MAX_SPEC_DEPTH} levels`);
   let doc;
   try {
     doc = parseDocument(text, { uniqueKeys: false, prettyErrors: true });

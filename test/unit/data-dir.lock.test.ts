@@ -6,7 +6,7 @@
  * racing on a stale lock never both win. Linux only (/proc, abstract sockets).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readlink, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -109,6 +109,16 @@ describe.runIf(process.platform === 'linux')('data dir lock', () => {
     const err = await lockError();
     expect(err.message).toContain(`locked by pid ${pid} on host ${hostname()} since 2020-01-02T03:04:05.000Z`);
     expect(JSON.parse(await readFile(lockPath, 'utf8'))).toMatchObject({ pid });
+  });
+
+  it('refuses a record from another pid namespace on this boot (another container), whatever its pid means here', async () => {
+    await writeRecord({ ...(await identityOf(process.pid)), pid: 999_999_999, start_time: 1, pid_ns: 'pid:[1]' });
+    const err = await lockError();
+    expect(err.message).toMatch(/locked by pid 999999999 on host .*another pid namespace \(pid:\[1\]: another container\).*remove the lock file if nothing runs there/);
+    // the same record from this pid namespace names a pid that does not exist: taken over
+    await writeRecord({ ...(await identityOf(process.pid)), pid: 999_999_999, start_time: 1, pid_ns: await readlink('/proc/self/ns/pid') });
+    const { stale } = await lock();
+    expect(stale).toMatchObject({ holder: { pid: 999_999_999 }, reason: expect.stringContaining('not running') });
   });
 
   it('takes over the lock of a process that has exited, and reports it', async () => {

@@ -131,6 +131,50 @@ describe('engine: durable before it is said', () => {
     expect(third.resume.find((r) => r.attempt_id === 'a-unknown')).toMatchObject({ action: 'cancel' });
   });
 
+  it('acks a resent finished only once the first copy of the result is on disk', async () => {
+    const ch = new FakeChannel();
+    const h = hello('a1');
+    const out = await engine.hello(h, ch);
+    if (!out.ok) throw new Error(out.reason);
+    engine.welcomed(out.entry, ch);
+    await engine.submit(spec({ x: { dockerfile_inline: 'FROM a' } }));
+    await tick();
+    const ax = ch.assigns()[0]!;
+    await engine.frame(out.entry, frame('started', { attempt_id: ax.attempt_id, at: now }));
+    // hold the next journal fdatasync until released
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let synced = false;
+    const s = store as unknown as { journalHandle: () => Promise<{ write(t: string): Promise<unknown>; datasync(): Promise<void>; truncate(n: number): Promise<void> }> };
+    const original = s.journalHandle.bind(store);
+    s.journalHandle = async () => {
+      const fh = await original();
+      return { write: (t: string) => fh.write(t), truncate: (n: number) => fh.truncate(n), datasync: async () => (await gate, await fh.datasync(), (synced = true)) as never };
+    };
+    const first = engine.frame(out.entry, frame('finished', finished(ax.attempt_id, 'success')));
+    let ackedEarly: boolean;
+    let resend: Promise<unknown>;
+    try {
+      for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+      // the connection drops before the ack; the agent comes back holding its result
+      engine.disconnected(out.entry, ch);
+      const again = await engine.hello({ ...h, running: [{ attempt_id: ax.attempt_id, log_bytes: 0 }] }, new FakeChannel());
+      if (!again.ok) throw new Error(again.reason);
+      expect(again.resume).toMatchObject([{ attempt_id: ax.attempt_id, action: 'continue' }]);
+      let acked = false;
+      resend = engine.frame(again.entry, frame('finished', finished(ax.attempt_id, 'success'))).then((a) => ((acked = true), a));
+      for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+      ackedEarly = acked;
+    } finally {
+      release();
+    }
+    expect(ackedEarly).toBe(false);
+    expect(await resend).toMatchObject({ attempt_id: ax.attempt_id });
+    expect(synced).toBe(true);
+    await first;
+    s.journalHandle = original;
+  });
+
   it('finishes a cancelling attempt when its agent reconnects and is told to drop it (no wait for the cancel grace)', async () => {
     const ch = new FakeChannel();
     const h = hello('a1');

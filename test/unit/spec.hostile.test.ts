@@ -27,6 +27,11 @@ describe('hostile specs', () => {
       expect(messages(parseSpecText(`{"nodes":${'['.repeat(depth)}${']'.repeat(depth)}}`))).toEqual([expect.stringMatching(/nests deeper than 64 levels/)]);
       expect(messages(parseSpecText(`nodes: ${'['.repeat(depth)}${']'.repeat(depth)}`))).toEqual([expect.stringMatching(/nests deeper than 64 levels|nests too deeply/)]);
     }
+    // compact block nesting: one level per 2 bytes on one line (the YAML composer would overflow, or worse)
+    for (let round = 0; round < 3; round++) {
+      for (const ind of ['- ', '? ']) expect(messages(parseSpecText(`nodes:\n  ${ind.repeat(10_000)}x`))).toEqual([expect.stringMatching(/nests deeper than 64 levels/)]);
+    }
+    expect(parseSpecText(`nodes:\n  a:\n    labels:\n      ${'- '.repeat(50)}x`).ok).toBe(true);
     const block = ['nodes:', ...Array.from({ length: 100 }, (_, i) => `${' '.repeat(i + 1)}k${i}:`)].join('\n');
     expect(messages(parseSpecText(block))).toEqual([expect.stringMatching(/nests deeper than 64 levels/)]);
     expect(parseSpecText(`{"nodes":{"a":{"dockerfile_inline":"FROM x","build_args":{"A":"[[[[{{{{"}}}}`).ok).toBe(true);
