@@ -184,6 +184,7 @@ export async function followAndSummarize(client: ApiClient, buildId: string, nod
       onReconnect: (n, reason) => {
         if (!json && (n === 1 || n % 10 === 0)) io.stderr.write(`log stream interrupted (${reason}); resuming…\n`);
       },
+      onNote: (note) => io.stderr.write(`${note}\n`),
     });
   } finally {
     removeInterrupt();

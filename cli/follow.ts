@@ -3,7 +3,8 @@
  * connections and coordinator restarts.
  *
  * Node 20 has no EventSource, so this parses the `fetch` body itself. The position
- * reached is kept per node (byte offsets from the event ids); after any interruption
+ * reached is the last event id (a byte offset for one node; for a build, the opaque cursor
+ * the coordinator wrote, handed back as it is); after any interruption
  * the stream is reopened from exactly there, with capped exponential backoff, so the
  * output has no gap and no duplicate. It gives up only after the coordinator has been
  * unreachable for `maxOutageMs`. Resuming is for interruptions: a coordinator that cannot
@@ -11,7 +12,7 @@
  * see `reached`) ends the follow at once with the client's "cannot reach" error (exit 2).
  */
 import type { z } from 'zod';
-import { Backoff, EndEventData, LogEventData, StatusEventData, formatCursor, parseCursor, sleep } from '../shared/index.js';
+import { Backoff, EndEventData, LogEventData, MAX_CURSOR_CHARS, StatusEventData, formatCursor, sleep } from '../shared/index.js';
 import { UnreachableError, type ApiClient } from './api-client.js';
 import { CliError, EXIT } from './exit-codes.js';
 
@@ -68,6 +69,8 @@ export interface FollowOptions {
   onEvent: (e: FollowEvent) => void;
   maxOutageMs?: number;
   signal?: AbortSignal;
+  /** Called with a note for the user (stderr). */
+  onNote?: (note: string) => void;
   /** Called when the stream is being resumed after an interruption. */
   onReconnect?: (attempt: number, reason: string) => void;
   /**
@@ -85,16 +88,23 @@ function eventData<T extends z.ZodType>(schema: T, m: { event: string; data: str
   try {
     raw = JSON.parse(m.data);
   } catch {
-    throw new Error(`the log stream sent a '${m.event}' event whose data is not JSON`);
+    throw new CliError(`the log stream sent a '${m.event}' event whose data is not JSON`, EXIT.USAGE);
   }
   const r = schema.safeParse(raw);
-  if (!r.success) throw new Error(`the log stream sent a malformed '${m.event}' event (${r.error.issues[0]?.message ?? 'invalid'})`);
+  if (!r.success) throw new CliError(`the log stream sent a malformed '${m.event}' event (${r.error.issues[0]?.message ?? 'invalid'})`, EXIT.USAGE);
   return r.data;
 }
 
 /** Streams events until the `end` event; returns the final state. */
 export async function followBuildLogs(client: ApiClient, opts: FollowOptions): Promise<string> {
-  const offsets = new Map<string, number>(opts.from ?? []);
+  // Node route: the byte offset received. Build route: the last event id, handed back as it is.
+  let nodeOffset = opts.node ? (opts.from?.get(opts.node) ?? 0) : 0;
+  let cursor = opts.node ? '' : formatCursor(opts.from ?? new Map());
+  if (cursor.length > MAX_CURSOR_CHARS) {
+    // Too many nodes to say where each one starts: show the logs from the beginning.
+    cursor = '';
+    opts.onNote?.('too many nodes to start each log where it was; showing the logs from the beginning');
+  }
   const backoff = new Backoff({ baseMs: 250, capMs: 5000 });
   const maxOutage = opts.maxOutageMs ?? 10 * 60_000;
   let outageSince: number | null = null;
@@ -105,8 +115,8 @@ export async function followBuildLogs(client: ApiClient, opts: FollowOptions): P
     let reason: string;
     try {
       const path = opts.node
-        ? `/api/v1/builds/${encodeURIComponent(opts.buildId)}/nodes/${encodeURIComponent(opts.node)}/logs?follow=${opts.follow}&offset=${offsets.get(opts.node) ?? 0}`
-        : `/api/v1/builds/${encodeURIComponent(opts.buildId)}/logs?follow=${opts.follow}&cursor=${encodeURIComponent(formatCursor(offsets))}`;
+        ? `/api/v1/builds/${encodeURIComponent(opts.buildId)}/nodes/${encodeURIComponent(opts.node)}/logs?follow=${opts.follow}&offset=${nodeOffset}`
+        : `/api/v1/builds/${encodeURIComponent(opts.buildId)}/logs?follow=${opts.follow}&cursor=${encodeURIComponent(cursor)}`;
       const res = await client.raw(path, { headers: { accept: 'text/event-stream' }, ...(opts.signal ? { signal: opts.signal } : {}) });
       reached = true; // something answered: from now on, failures are interruptions
       if (!res.ok) {
@@ -119,7 +129,10 @@ export async function followBuildLogs(client: ApiClient, opts: FollowOptions): P
       for await (const m of parseSse(res.body)) {
         if (m.event === 'log') {
           const d = eventData(LogEventData, m);
-          if (m.id !== null) for (const [n, o] of offsetsOfEventId(m.id, opts.node ?? null)) offsets.set(n, o);
+          if (m.id !== null) {
+            if (opts.node) nodeOffset = offsetOfEventId(m.id);
+            else cursor = m.id;
+          }
           opts.onEvent({ type: 'log', node: d.node, text: d.text });
         } else if (m.event === 'status') {
           const d = eventData(StatusEventData, m);
@@ -146,14 +159,9 @@ export async function followBuildLogs(client: ApiClient, opts: FollowOptions): P
   }
 }
 
-/** Offsets from a log event id: the node route's byte offset, or the build route's cursor. */
-function offsetsOfEventId(id: string, node: string | null): Map<string, number> {
-  if (node) {
-    const n = Number(id);
-    if (!Number.isSafeInteger(n) || n < 0) throw new Error(`the log stream sent event id '${id.slice(0, 80)}', not a byte offset`);
-    return new Map([[node, n]]);
-  }
-  const c = parseCursor(id);
-  if (typeof c === 'string') throw new Error(`the log stream sent event id '${id.slice(0, 80)}', not a cursor: it ${c}`);
-  return c;
+/** The node route's event id: the byte offset after the event's text. */
+function offsetOfEventId(id: string): number {
+  const n = Number(id);
+  if (!/^(0|[1-9][0-9]*)$/.test(id) || !Number.isSafeInteger(n)) throw new CliError(`the log stream sent event id '${id.slice(0, 80)}', not a byte offset`, EXIT.USAGE);
+  return n;
 }

@@ -6,6 +6,7 @@
  * included), so the document lists exactly what the server answers. A known path asked
  * with a method it does not have gets 405 with `Allow`; an unknown path 404.
  */
+import type { IncomingMessage } from 'node:http';
 import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
 import { requestId } from 'hono/request-id';
 import { AGENT_SOCKET_PATH, KILN_VERSION } from '../../shared/index.js';
@@ -74,6 +75,16 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
     },
   });
   app.use(requestId());
+  // `.` and `..` segments (also %2E-encoded) are resolved away before routing, so
+  // `/builds/%2E%2E/cancel` would reach another route: refuse them as they were sent.
+  app.use(async (c, next) => {
+    const raw = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming?.url ?? new URL(c.req.raw.url).pathname;
+    const path = raw.split('?')[0]!;
+    if (path.split('/').some((seg) => /^(?:\.|%2e){1,2}$/i.test(seg))) {
+      return problemResponse(c, 400, 'E_INVALID', `the path ${path.slice(0, 200)} has a '.' or '..' segment; ids and names never are`);
+    }
+    return next();
+  });
   app.onError(makeErrorHandler(deps.logger));
   let paths: PathMethods[] | null = null;
   app.notFound((c) => {

@@ -14,7 +14,7 @@
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { stream, streamSSE } from 'hono/streaming';
-import { CURSOR_RE, EndEventData, KilnError, LogEventData, MAX_CURSOR_CHARS, StatusEventData, formatCursor, parseCursor } from '../../shared/index.js';
+import { CURSOR_RE, EndEventData, KilnError, LogEventData, MAX_CURSOR_CHARS, StatusEventData, formatCursor, parseCursor, type ParsedCursor } from '../../shared/index.js';
 import { followLogs, type FollowEvent } from '../logs/log-follow.js';
 import type { BuildRecord } from '../state/records.js';
 import type { AppEnv, HttpDeps } from './context.js';
@@ -79,12 +79,12 @@ const buildLogs = createRoute({
     params: BuildIdParams,
     query: z.object({
       follow: Follow,
-      cursor: Cursor.optional().openapi({ description: 'Where to continue: `node:offset,...` (what the last `log` event id said; nodes the build does not have are ignored); Last-Event-ID takes precedence' }),
+      cursor: Cursor.optional().openapi({ description: 'Where to continue: the last `log` event id (opaque), or `node:offset,...` to start each node at an offset (nodes the build does not have are ignored); Last-Event-ID takes precedence' }),
     }),
     headers: z.object({ 'last-event-id': Cursor.optional() }),
   },
   responses: {
-    200: { description: 'The stored text with `node | ` prefixes (text/plain), or an SSE stream with follow=true', content: logContent('Every node log, each line prefixed `node | `', 'is the cursor `node:offset,...` after this text') },
+    200: { description: 'The stored text with `node | ` prefixes (text/plain), or an SSE stream with follow=true', content: logContent('Every node log, each line prefixed `node | `', 'is the cursor after this text (opaque: hand it back to resume)') },
     ...errors([[400, 'A bad parameter, or an offset inside a UTF-8 character'], [404, 'No such build']]),
   },
 });
@@ -92,16 +92,32 @@ const buildLogs = createRoute({
 type LogFollowEvent = Extract<FollowEvent, { type: 'log' }>;
 
 /** Writes follower events as SSE; `idOf` gives each log event's id (where a reconnect resumes). */
-function sse(c: Context, ac: AbortController, events: AsyncIterable<FollowEvent | null>, idOf: (e: LogFollowEvent) => string): Response {
+function sse(c: Context, ac: AbortController, events: AsyncIterable<FollowEvent | null>, idOf: (e: LogFollowEvent) => string, onComplete?: (node: string) => void): Response {
   return streamSSE(c, async (s) => {
     s.onAbort(() => ac.abort());
     for await (const e of events) {
       if (e === null) await s.write(': keep-alive\n\n');
+      else if (e.type === 'complete') onComplete?.(e.node);
       else if (e.type === 'end') await s.writeSSE({ event: 'end', data: JSON.stringify({ state: e.state }) });
       else if (e.type === 'log') await s.writeSSE({ event: 'log', data: JSON.stringify({ node: e.node, text: e.text }), id: idOf(e) });
       else await s.writeSSE({ event: 'status', data: JSON.stringify({ node: e.node, state: e.state, attempt: e.attempt }) });
     }
   });
+}
+
+/** Node offsets a parsed cursor stands for (the compact form's complete nodes: their whole log). */
+async function cursorOffsets(deps: HttpDeps, build: BuildRecord, cursor: ParsedCursor): Promise<Map<string, number>> {
+  if (cursor.kind === 'names') return cursor.offsets;
+  const out = new Map<string, number>();
+  for (const i of cursor.complete) {
+    const node = build.nodes[i];
+    if (node) out.set(node.name, (await deps.logs.nodeSizes(build.id, node.name, node.attempts.length)).reduce((a, b) => a + b, 0));
+  }
+  for (const [i, offset] of cursor.partial) {
+    const node = build.nodes[i];
+    if (node) out.set(node.name, offset);
+  }
+  return out;
 }
 
 /** Refuses resume offsets that fall inside a UTF-8 character of the stored log (nodes the build does not have are ignored). */
@@ -148,8 +164,9 @@ export function registerLogRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): voi
     const build = await deps.engine.getBuild(id);
     if (!build) throw new KilnError('E_NOT_FOUND', `build ${id} not found`);
     const from = lastId !== undefined ? 'Last-Event-ID' : 'cursor';
-    const offsets = parseCursor(lastId ?? cursor);
-    if (typeof offsets === 'string') throw new KilnError('E_INVALID', `${from} ${offsets} (expected node:offset,... as a log event id gave it)`);
+    const parsed = parseCursor(lastId ?? cursor);
+    if (typeof parsed === 'string') throw new KilnError('E_INVALID', `${from} ${parsed} (expected a cursor as a log event id gave it)`);
+    const offsets = await cursorOffsets(deps, build, parsed);
     await checkOffsets(deps, build, offsets);
     const ac = new AbortController();
     const events = followLogs(deps, { buildId: id, node: null, offsets: new Map(offsets), follow, signal: ac.signal });
@@ -169,9 +186,17 @@ export function registerLogRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): voi
         for (const [node, rest] of pending) if (rest) await s.write(`${node.padEnd(width)} | ${rest}\n`);
       }) as never;
     }
-    return sse(c, ac, events, (e) => {
-      offsets.set(e.node, e.offset);
-      return formatCursor(offsets);
-    }) as never;
+    const names = build.nodes.map((n) => n.name);
+    const complete = new Set<string>();
+    return sse(
+      c,
+      ac,
+      events,
+      (e) => {
+        offsets.set(e.node, e.offset);
+        return formatCursor(offsets, { nodes: names, complete });
+      },
+      (node) => complete.add(node),
+    ) as never;
   });
 }

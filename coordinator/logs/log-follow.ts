@@ -16,6 +16,8 @@ import type { LogStore } from './log-store.js';
 export type FollowEvent =
   | { type: 'log'; node: string; text: string; offset: number }
   | { type: 'status'; node: string; state: NodeState; attempt: number }
+  /** The node is done and every byte of its log was yielded (for cursors; not sent to clients). */
+  | { type: 'complete'; node: string }
   | { type: 'end'; state: string };
 
 const MAX_EVENT_BYTES = 64 * 1024;
@@ -111,6 +113,8 @@ class BuildWatch {
 
 interface Cursor {
   offset: number;
+  /** `complete` was yielded. */
+  completeSent: boolean;
   lastState: NodeState | null;
   lastAttempts: number;
   /** When a partial line was first seen waiting (for the partial flush). */
@@ -204,11 +208,15 @@ export async function* followLogs(deps: FollowDeps, opts: FollowOptions): AsyncG
       for (const node of nodes) {
         let cur = cursors.get(node.name);
         if (!cur) {
-          cur = { offset: opts.offsets.get(node.name) ?? 0, lastState: null, lastAttempts: -1, partialSince: null };
+          cur = { offset: opts.offsets.get(node.name) ?? 0, completeSent: false, lastState: null, lastAttempts: -1, partialSince: null };
           cursors.set(node.name, cur);
         }
         const r = await pollNode(deps, build, node, cur, now(), !opts.follow);
         for (const e of r.events) yield e;
+        if (r.done && !cur.completeSent) {
+          cur.completeSent = true;
+          yield { type: 'complete', node: node.name };
+        }
         if (!r.done) allDone = false;
         if (r.partial) anyPartial = true;
         if (opts.signal.aborted) return;
