@@ -60,7 +60,7 @@ describe('agent frozen past lost_after (SIGSTOP / SIGCONT)', () => {
     stale.resume();
     // The stale agent comes back; the coordinator tells it its attempt is no longer wanted.
     await waitFor('the stale agent to be told to cancel attempt 1', () =>
-      jsonLogLines(stale.stderr).some((l) => l.attempt === first!.id && /no longer wants this attempt|cancelling build/.test(l.msg ?? '')),
+      jsonLogLines(stale.stderr).some((l) => l.attempt === first!.id && /no longer wants this attempt|does not take the result of this finished attempt|cancelling build/.test(l.msg ?? '')),
     );
     await waitForAgent(c.coord, 'stale', 'connected', stale);
 
