@@ -76,7 +76,7 @@ const isStr = (v: unknown): v is string => typeof v === 'string' && v.length > 0
  * Why a journal entry cannot be replayed on `data` (shape, or what it refers to), or null.
  * Used on replay and, before anything is appended, on every line written.
  */
-export function entryProblem(e: unknown, data: StateData): string | null {
+export function entryProblem(e: unknown, data: StateData, hasNode: (b: BuildRecord, name: string) => boolean = (b, name) => b.nodes.some((n) => n.name === name)): string | null {
   if (!isObj(e)) return 'not a JSON object';
   switch (e.t) {
     case 'new':
@@ -95,7 +95,7 @@ export function entryProblem(e: unknown, data: StateData): string | null {
       if (!isStr(e.id) || !isStr(e.name) || !isObj(e.n)) return 'node entry without build id, node name or fields';
       const b = data.builds.get(e.id);
       if (!b) return data.archived.has(e.id) ? null : `update of a node of unknown build ${e.id}`;
-      if (!b.nodes.some((n) => n.name === e.name)) return `update of unknown node ${e.id}/${e.name}`;
+      if (!hasNode(b, e.name)) return `update of unknown node ${e.id}/${e.name}`;
       return null;
     }
     case 'archive':
@@ -374,7 +374,7 @@ export class StateStore {
   private journalText(entries: JournalEntry[]): string {
     const lines: string[] = [];
     for (const e of entries) {
-      const problem = entryProblem(e, this.data);
+      const problem = entryProblem(e, this.data, (b, name) => this.nodesByName(b).has(name));
       if (problem) {
         // Cannot happen through markX (which refuse unknown builds and nodes); never write what replay would refuse.
         process.emitWarning(`kiln state: journal entry refused before it was written: ${problem}`);
@@ -451,7 +451,7 @@ export class StateStore {
       } catch (err) {
         throw new KilnError('E_STATE', `state journal ${this.journalPath} is corrupt at line ${i + 1} (${coerceError(err).message}); it was left as it is for inspection`);
       }
-      const problem = entryProblem(entry, this.data);
+      const problem = entryProblem(entry, this.data, (b, name) => this.nodesByName(b).has(name));
       if (problem) throw new KilnError('E_STATE', `state journal ${this.journalPath} line ${i + 1}: ${problem}; it was left as it is for inspection`);
       this.apply(entry as JournalEntry);
     });
@@ -478,7 +478,8 @@ export class StateStore {
         return;
       }
       case 'node': {
-        const n = builds.get(e.id)?.nodes.find((x) => x.name === e.name);
+        const b = builds.get(e.id);
+        const n = b ? this.nodesByName(b).get(e.name) : undefined;
         if (n) Object.assign(n, e.n);
         return;
       }
