@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pack } from 'tar-stream';
+import { tarOf } from '../helpers/api-fixtures.js';
 import { startCoordinator, tempDir, type CoordinatorHandle } from '../helpers/cluster.js';
 
 interface Problem {
@@ -20,18 +20,6 @@ function sha(b: Buffer | string): string {
   return `sha256:${createHash('sha256').update(b).digest('hex')}`;
 }
 
-async function tarOf(files: Record<string, string>): Promise<Buffer> {
-  const p = pack();
-  const chunks: Buffer[] = [];
-  p.on('data', (c: unknown) => {
-    chunks.push(c as Buffer);
-  });
-  const done = new Promise<void>((r) => p.on('end', () => r()));
-  for (const [name, body] of Object.entries(files)) p.entry({ name, mtime: new Date(0) }, body);
-  p.finalize();
-  await done;
-  return Buffer.concat(chunks);
-}
 
 describe('coordinator HTTP API', () => {
   let dir: { path: string; cleanup: () => Promise<void> };

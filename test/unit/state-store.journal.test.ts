@@ -10,46 +10,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { BuildRecord } from '../../coordinator/state/records.js';
+import { buildRecord } from '../helpers/build-record.js';
 import { StateStore } from '../../coordinator/state/state-store.js';
 
 function build(id: string, nodes: number): BuildRecord {
-  return {
-    id,
-    name: 'b',
-    state: 'pending',
-    cancel_requested: false,
-    created_at: 1,
-    started_at: null,
-    finished_at: null,
-    nodes: Array.from({ length: nodes }, (_, i) => ({
-      name: `n${i}`,
-      platform: 'linux/amd64',
-      context: null,
-      dockerfile: null,
-      dockerfile_inline: `FROM scratch\n# ${'x'.repeat(200)}`,
-      build_args: {},
-      labels: {},
-      labels_not: {},
-      allow_emulation: false,
-      gpus: null,
-      priority: 0,
-      retry: true,
-      test: null,
-      needs: [],
-      timeout_ms: 1000,
-      target: null,
-      no_cache: false,
-      inputs: [],
-      outputs: [],
-      reuse: true,
-      state: 'pending' as const,
-      attempts: [],
-      ready_at: null,
-      started_at: null,
-      finished_at: null,
-      reason: null,
-    })),
-  };
+  return buildRecord(id, nodes, { fill: 200 });
 }
 
 describe('state store', () => {

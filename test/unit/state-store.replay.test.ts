@@ -12,51 +12,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { stateToFile, type BuildRecord } from '../../coordinator/state/records.js';
+import { buildRecord } from '../helpers/build-record.js';
 import { StateStore } from '../../coordinator/state/state-store.js';
 
 function build(id: string, nodes: number): BuildRecord {
-  return {
-    id,
-    name: 'b',
-    state: 'pending',
-    cancel_requested: false,
-    created_at: 1,
-    started_at: null,
-    finished_at: null,
-    nodes: Array.from({ length: nodes }, (_, i) => ({
-      name: `n${i}`,
-      platform: 'linux/amd64',
-      context: null,
-      dockerfile: null,
-      dockerfile_inline: 'FROM scratch',
-      build_args: { constructor: 'c', toString: 't' },
-      labels: { constructor: 'x' },
-      labels_not: {},
-      allow_emulation: false,
-      gpus: null,
-      priority: 0,
-      retry: true,
-      test: null,
-      needs: [],
-      timeout_ms: 1000,
-      target: null,
-      no_cache: false,
-      inputs: [],
-      outputs: [],
-      reuse: true,
-      state: 'pending' as const,
-      attempts: [],
-      ready_at: null,
-      started_at: null,
-      finished_at: null,
-      reason: null,
-      // what a node journal entry writes for these (so a replayed state compares equal)
-      reused_from: null,
-      waiting_on: null,
-      retries: 0,
-      budget_from: 0,
-    })),
-  };
+  return buildRecord(id, nodes, { buildArgs: { constructor: 'c', toString: 't' }, labels: { constructor: 'x' } });
 }
 
 /** The state as JSON text, for comparing two stores. */
