@@ -32,7 +32,8 @@ import { Low } from 'lowdb';
 import { KilnError, coerceError, errnoCode } from '../../shared/index.js';
 import { DurableJsonAdapter } from './durable-json-adapter.js';
 import { fsyncDir, writeFileDurable } from './durable-file.js';
-import { emptyState, stateFromFile, stateToFile, summarize, type AgentControlRecord, type BuildRecord, type BuildSummaryRecord, type DeadLetterRecord, type NodeRecord, type StateData } from './records.js';
+import { entryProblem, type JournalEntry, type NodeMutable } from './journal-entries.js';
+import { emptyState, stateFromFile, stateToFile, summarize, type BuildRecord, type BuildSummaryRecord, type NodeRecord, type StateData } from './records.js';
 
 export interface StateStoreOptions {
   dataDir: string;
@@ -51,66 +52,6 @@ interface Waiter {
 
 const STATE_FILE = 'state.json';
 const JOURNAL_FILE = 'journal.jsonl';
-
-/** Build fields that change after creation (the rest of a build is immutable). */
-type BuildHead = Pick<BuildRecord, 'id' | 'state' | 'cancel_requested' | 'started_at' | 'finished_at' | 'pinned'>;
-/** Node fields that change after creation. */
-type NodeMutable = Pick<NodeRecord, 'state' | 'attempts' | 'ready_at' | 'started_at' | 'finished_at' | 'reason' | 'reused_from' | 'waiting_on' | 'retries' | 'budget_from'>;
-
-type JournalEntry =
-  | { t: 'new'; b: BuildRecord }
-  /** An archived build made active again (a node retried): the whole build, replacing its summary. */
-  | { t: 'revive'; b: BuildRecord }
-  /** A dead-letter record set (r) or removed (null), by `<build>/<node>`. */
-  | { t: 'dlq'; k: string; r: DeadLetterRecord | null }
-  /** An agent's operator control set (r) or cleared (null). */
-  | { t: 'control'; name: string; r: AgentControlRecord | null }
-  | { t: 'build'; b: BuildHead }
-  | { t: 'node'; id: string; name: string; n: NodeMutable }
-  | { t: 'archive'; id: string; s: BuildSummaryRecord };
-
-const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
-const isStr = (v: unknown): v is string => typeof v === 'string' && v.length > 0;
-
-/**
- * Why a journal entry cannot be replayed on `data` (shape, or what it refers to), or null.
- * Used on replay and, before anything is appended, on every line written.
- */
-export function entryProblem(e: unknown, data: StateData, hasNode: (b: BuildRecord, name: string) => boolean = (b, name) => b.nodes.some((n) => n.name === name)): string | null {
-  if (!isObj(e)) return 'not a JSON object';
-  switch (e.t) {
-    case 'new':
-    case 'revive': {
-      const b = e.b;
-      if (!isObj(b) || !isStr(b.id) || !Array.isArray(b.nodes)) return `${e.t} entry without a build record`;
-      return null;
-    }
-    case 'build': {
-      const b = e.b;
-      if (!isObj(b) || !isStr(b.id)) return 'build entry without a build id';
-      if (!data.builds.has(b.id) && !data.archived.has(b.id)) return `update of unknown build ${b.id}`;
-      return null;
-    }
-    case 'node': {
-      if (!isStr(e.id) || !isStr(e.name) || !isObj(e.n)) return 'node entry without build id, node name or fields';
-      const b = data.builds.get(e.id);
-      if (!b) return data.archived.has(e.id) ? null : `update of a node of unknown build ${e.id}`;
-      if (!hasNode(b, e.name)) return `update of unknown node ${e.id}/${e.name}`;
-      return null;
-    }
-    case 'archive':
-      if (!isStr(e.id) || !isObj(e.s) || e.s.id !== e.id) return 'archive entry without build id or summary';
-      return null;
-    case 'dlq':
-      if (!isStr(e.k) || (e.r !== null && !isObj(e.r))) return 'dlq entry without key or record';
-      return null;
-    case 'control':
-      if (!isStr(e.name) || (e.r !== null && !isObj(e.r))) return 'control entry without agent name or record';
-      return null;
-    default:
-      return `unknown entry type ${JSON.stringify(e.t)}`;
-  }
-}
 
 export class StateStore {
   readonly path: string;
