@@ -33,8 +33,6 @@ import type { TokenCheck } from '../http/auth.js';
 import { problemBody } from '../http/problem.js';
 import type { AgentChannel, AgentEntry } from './agent-registry.js';
 
-/** Where agents connect (shared/protocol: the agent builds its URL from it too). */
-export const AGENT_PATH = AGENT_SOCKET_PATH;
 
 export interface AgentHubOptions {
   engine: Engine;
@@ -73,7 +71,7 @@ export class AgentHub {
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy());
     const path = (req.url ?? '').split('?')[0];
-    if (path !== AGENT_PATH) return rejectUpgrade(socket, 404, 'E_NOT_FOUND', `no WebSocket endpoint at ${path}; agents connect to ${AGENT_PATH}`);
+    if (path !== AGENT_SOCKET_PATH) return rejectUpgrade(socket, 404, 'E_NOT_FOUND', `no WebSocket endpoint at ${path}; agents connect to ${AGENT_SOCKET_PATH}`);
     if (this.opts.tokens.role(req.headers.authorization) !== 'agent') {
       this.opts.logger.warn({ remote: req.socket.remoteAddress }, 'agent connection refused: missing or wrong agent token');
       return rejectUpgrade(socket, 401, 'E_UNAUTHORIZED', 'missing or wrong agent token');

@@ -28,11 +28,10 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AGENT_PATH } from '../../coordinator/agents/agent-hub.js';
 import { createApp } from '../../coordinator/http/app.js';
 import { TokenCheck } from '../../coordinator/http/auth.js';
 import type { HttpDeps } from '../../coordinator/http/context.js';
-import { DIGEST_RE, NODE_NAME_RE, sha256 } from '../../shared/index.js';
+import { AGENT_SOCKET_PATH, DIGEST_RE, NODE_NAME_RE, sha256 } from '../../shared/index.js';
 import { FAKE, NOWHERE, seedBuilds, type SeededBuilds } from '../helpers/api-fixtures.js';
 import { startCoordinator, tempDir, type CoordinatorHandle } from '../helpers/cluster.js';
 import { FakeAgent } from '../helpers/fake-agent.js';
@@ -243,17 +242,17 @@ describe('coordinator HTTP API conforms to its OpenAPI document', () => {
       if (res.status === 404 && /no route for/.test(res.text)) v.add({ group: 'route inventory', operation: `${r.method} ${r.path}`, problem: 'registered in the app but the running server does not route it', status: res.status });
     }
     // the agents' WebSocket endpoint is served by the same server (upgrade), outside the app
-    const ws = await sendRaw(c.url, { method: 'GET', target: AGENT_PATH, headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' } });
-    if (ws.status !== 401) v.add({ group: 'route inventory', operation: `GET ${AGENT_PATH}`, problem: `the agents' WebSocket endpoint answered an upgrade without a token with ${ws.status}, not 401`, status: ws.status });
-    const namedOutOfScope = JSON.stringify([doc.info?.description ?? '', ...Object.entries(doc).filter(([k]) => k.startsWith('x-'))]).includes(AGENT_PATH);
-    if (!documented.has(`GET ${AGENT_PATH}`) && !namedOutOfScope) {
-      v.add({ group: 'route answered but not documented', operation: `GET ${AGENT_PATH}`, problem: "the agents' WebSocket endpoint (upgrade with the agent token) is not in /openapi.json: document it as a GET with a 101 response and the agent token's security, or name its path in info.description (or an x- extension) as out of scope", status: ws.status });
+    const ws = await sendRaw(c.url, { method: 'GET', target: AGENT_SOCKET_PATH, headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' } });
+    if (ws.status !== 401) v.add({ group: 'route inventory', operation: `GET ${AGENT_SOCKET_PATH}`, problem: `the agents' WebSocket endpoint answered an upgrade without a token with ${ws.status}, not 401`, status: ws.status });
+    const namedOutOfScope = JSON.stringify([doc.info?.description ?? '', ...Object.entries(doc).filter(([k]) => k.startsWith('x-'))]).includes(AGENT_SOCKET_PATH);
+    if (!documented.has(`GET ${AGENT_SOCKET_PATH}`) && !namedOutOfScope) {
+      v.add({ group: 'route answered but not documented', operation: `GET ${AGENT_SOCKET_PATH}`, problem: "the agents' WebSocket endpoint (upgrade with the agent token) is not in /openapi.json: document it as a GET with a 101 response and the agent token's security, or name its path in info.description (or an x- extension) as out of scope", status: ws.status });
     }
     const servedShapes = new Set(served.keys());
     for (const o of ops) {
       const k = `${o.method.toUpperCase()} ${shape(o.path)}`;
       const headOfGet = o.method === 'head' && servedShapes.has(`GET ${shape(o.path)}`);
-      if (!servedShapes.has(k) && !headOfGet && !(o.path === AGENT_PATH)) v.add({ group: 'documented but not served', operation: o.key, problem: 'documented, but the app registers no such route' });
+      if (!servedShapes.has(k) && !headOfGet && !(o.path === AGENT_SOCKET_PATH)) v.add({ group: 'documented but not served', operation: o.key, problem: 'documented, but the app registers no such route' });
     }
     fail(v, 'route inventory', 'inventory');
   });

@@ -16,7 +16,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Engine } from '../../coordinator/builds/engine.js';
 import type { LogStore } from '../../coordinator/logs/log-store.js';
 import type { StateStore } from '../../coordinator/state/state-store.js';
-import { validateSpec, type Payload, type ToAgentType } from '../../shared/index.js';
+import { validateSpec, type HelloPayload, type Payload, type ToAgentType } from '../../shared/index.js';
 import { FakeChannel, finished, frame, hello, openEngine, tick } from '../helpers/engine-harness.js';
 
 /** A channel that checks, the moment an assignment is sent, that its attempt is already in the journal file. */
@@ -47,6 +47,14 @@ describe('engine: durable before it is said', () => {
     return r.value;
   };
 
+  /** Says hello (and is welcomed) on a new channel, as the agent process `h.session`. */
+  async function connect<C extends FakeChannel = FakeChannel>(h: HelloPayload, ch: C = new FakeChannel() as C) {
+    const out = await engine.hello(h, ch);
+    if (!out.ok) throw new Error(out.reason);
+    engine.welcomed(out.entry, ch);
+    return { ch, entry: out.entry, resume: out.resume };
+  }
+
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'kiln-durable-'));
     now = 1_000_000;
@@ -62,17 +70,14 @@ describe('engine: durable before it is said', () => {
   });
 
   it('sends an assignment only once its attempt is in the journal on disk', async () => {
-    const ch = new DurabilityCheckingChannel(store.journalPath);
-    const out = await engine.hello(hello('a1', { max_jobs: 8 }), ch);
-    if (!out.ok) throw new Error(out.reason);
-    engine.welcomed(out.entry, ch);
+    const { ch, entry } = await connect(hello('a1', { max_jobs: 8 }), new DurabilityCheckingChannel(store.journalPath));
     const nodes: Record<string, unknown> = {};
     for (let i = 0; i < 20; i++) nodes[`n${i}`] = { dockerfile_inline: `FROM a\nRUN echo ${i}` };
     await engine.submit(spec(nodes));
     await tick();
     expect(ch.assigns()).toHaveLength(8);
     expect(ch.notDurable).toEqual([]);
-    for (const a of ch.assigns()) await engine.frame(out.entry, frame('finished', finished(a.attempt_id, 'success')));
+    for (const a of ch.assigns()) await engine.frame(entry, frame('finished', finished(a.attempt_id, 'success')));
     await tick();
     expect(ch.assigns()).toHaveLength(16);
     expect(ch.notDurable).toEqual([]);
@@ -81,10 +86,7 @@ describe('engine: durable before it is said', () => {
   it('finishes an attempt cancelled before its assignment went out, without a word to the agent', async () => {
     const b = await engine.submit(spec({ x: { dockerfile_inline: 'FROM a' } }));
     await tick();
-    const ch = new FakeChannel();
-    const out = await engine.hello(hello('a1'), ch);
-    if (!out.ok) throw new Error(out.reason);
-    engine.welcomed(out.entry, ch);
+    const { ch, entry } = await connect(hello('a1'));
     // placement runs on the next turn; the cancel lands while its commit is in flight
     await new Promise((r) => setImmediate(r));
     const node = (await engine.getBuild(b.id))!.nodes[0]!;
@@ -94,23 +96,20 @@ describe('engine: durable before it is said', () => {
     expect(ch.assigns()).toEqual([]);
     expect(ch.cancels()).toEqual([]);
     expect(node.attempts[0]!.state).toBe('cancelled');
-    expect(out.entry.running.size).toBe(0);
+    expect(entry.running.size).toBe(0);
     expect((await engine.getBuild(b.id))!.state).toBe('cancelled');
   });
 
   it('tells an agent that reconnects holding a recorded finished attempt to resend it, and acks it', async () => {
-    const ch = new FakeChannel();
     const h = hello('a1');
-    const out = await engine.hello(h, ch);
-    if (!out.ok) throw new Error(out.reason);
-    engine.welcomed(out.entry, ch);
+    const { ch, entry } = await connect(h);
     const b = await engine.submit(spec({ x: { dockerfile_inline: 'FROM a' }, y: { dockerfile_inline: 'FROM a', needs: ['x'] } }));
     await tick();
     const ax = ch.assigns()[0]!;
-    await engine.frame(out.entry, frame('started', { attempt_id: ax.attempt_id, at: now }));
-    await engine.frame(out.entry, frame('finished', finished(ax.attempt_id, 'success', { log_bytes: 10 })));
+    await engine.frame(entry, frame('started', { attempt_id: ax.attempt_id, at: now }));
+    await engine.frame(entry, frame('finished', finished(ax.attempt_id, 'success', { log_bytes: 10 })));
     // the ack was lost: the agent reconnects still holding x's finished attempt
-    engine.disconnected(out.entry, ch);
+    engine.disconnected(entry, ch);
     const ch2 = new FakeChannel();
     const again = await engine.hello({ ...h, running: [{ attempt_id: ax.attempt_id, log_bytes: 10 }] }, ch2);
     if (!again.ok) throw new Error(again.reason);
@@ -132,15 +131,12 @@ describe('engine: durable before it is said', () => {
   });
 
   it('acks a resent finished only once the first copy of the result is on disk', async () => {
-    const ch = new FakeChannel();
     const h = hello('a1');
-    const out = await engine.hello(h, ch);
-    if (!out.ok) throw new Error(out.reason);
-    engine.welcomed(out.entry, ch);
+    const { ch, entry } = await connect(h);
     await engine.submit(spec({ x: { dockerfile_inline: 'FROM a' } }));
     await tick();
     const ax = ch.assigns()[0]!;
-    await engine.frame(out.entry, frame('started', { attempt_id: ax.attempt_id, at: now }));
+    await engine.frame(entry, frame('started', { attempt_id: ax.attempt_id, at: now }));
     // hold the next journal fdatasync until released
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
@@ -151,13 +147,13 @@ describe('engine: durable before it is said', () => {
       const fh = await original();
       return { write: (t: string) => fh.write(t), truncate: (n: number) => fh.truncate(n), datasync: async () => (await gate, await fh.datasync(), (synced = true)) as never };
     };
-    const first = engine.frame(out.entry, frame('finished', finished(ax.attempt_id, 'success')));
+    const first = engine.frame(entry, frame('finished', finished(ax.attempt_id, 'success')));
     let ackedEarly: boolean;
     let resend: Promise<unknown>;
     try {
       for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
       // the connection drops before the ack; the agent comes back holding its result
-      engine.disconnected(out.entry, ch);
+      engine.disconnected(entry, ch);
       const again = await engine.hello({ ...h, running: [{ attempt_id: ax.attempt_id, log_bytes: 0 }] }, new FakeChannel());
       if (!again.ok) throw new Error(again.reason);
       expect(again.resume).toMatchObject([{ attempt_id: ax.attempt_id, action: 'continue' }]);
@@ -176,18 +172,15 @@ describe('engine: durable before it is said', () => {
   });
 
   it('finishes a cancelling attempt when its agent reconnects and is told to drop it (no wait for the cancel grace)', async () => {
-    const ch = new FakeChannel();
     const h = hello('a1');
-    const out = await engine.hello(h, ch);
-    if (!out.ok) throw new Error(out.reason);
-    engine.welcomed(out.entry, ch);
+    const { ch, entry } = await connect(h);
     const b = await engine.submit(spec({ x: { dockerfile_inline: 'FROM a' } }));
     await tick();
     const ax = ch.assigns()[0]!;
-    await engine.frame(out.entry, frame('started', { attempt_id: ax.attempt_id, at: now }));
+    await engine.frame(entry, frame('started', { attempt_id: ax.attempt_id, at: now }));
     await engine.cancel(b.id);
     expect((await engine.getBuild(b.id))!.nodes[0]!.attempts[0]!.state).toBe('cancelling');
-    engine.disconnected(out.entry, ch);
+    engine.disconnected(entry, ch);
     const again = await engine.hello({ ...h, running: [{ attempt_id: ax.attempt_id, log_bytes: 0 }] }, new FakeChannel());
     if (!again.ok) throw new Error(again.reason);
     expect(again.resume).toEqual([{ attempt_id: ax.attempt_id, action: 'cancel', log_offset: 0 }]);
