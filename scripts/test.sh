@@ -5,11 +5,12 @@
 # (scripts/infra/up.sh --second: Docker Engine with BuildKit, a second dockerd playing a second
 # build host, qemu emulation for arm64/s390x, the local base images kiln/busybox:1*), then
 #   npm ci (only when node_modules is missing or older than package-lock.json),
-#   npm run build, type-checks the tests (tsc -p tsconfig.test.json), and runs vitest.
+#   npm run build, type-checks the tests (tsc -p tsconfig.test.json), lints (npm run lint),
+#   and runs vitest.
 # Progress goes to stderr ("[test.sh] ..." lines with each phase's duration); stdout gets exactly
 # one line, always the last one, even when something fails or the run is interrupted:
 #   N passed, N failed
-# Exit status 0 only if nothing failed. A failed build or type-check counts as 1 failed test
+# Exit status 0 only if nothing failed. A failed build, type-check or lint counts as 1 failed test
 # (the tests still run); failing infrastructure or npm ci stops the run ("0 passed, 1 failed").
 # The Docker daemons are left running for the next run (scripts/infra/down.sh stops them).
 #   scripts/test.sh                      everything
@@ -130,7 +131,14 @@ if npx tsc -p tsconfig.test.json --noEmit >&2; then end; else
   end "FAILED (counted as 1 failed)"
 fi
 
-# --- 4. the tests --------------------------------------------------------------------------
+# --- 4. lint (ESLint with typescript-eslint's type-aware rules) -----------------------------
+begin "lint: npm run lint"
+if npm run --silent lint >&2; then end; else
+  failed_steps+=("lint (npm run lint)")
+  end "FAILED (counted as 1 failed)"
+fi
+
+# --- 5. the tests --------------------------------------------------------------------------
 begin "vitest run${*:+ $*}"
 rc=0
 npx vitest run --reporter=default --reporter=json --outputFile="$report" "$@" >&2 || rc=$?
