@@ -16,7 +16,7 @@
  * send a heartbeat without waiting for the next one.
  */
 import type { Logger } from 'pino';
-import { Backoff, type HealthPayload } from '../shared/index.js';
+import { coerceError, Backoff, type HealthPayload } from '../shared/index.js';
 import { diskSpace, type DiskSpace } from './host-metrics.js';
 
 export interface HealthMonitorOptions {
@@ -133,7 +133,7 @@ export class HealthMonitor {
       s = await this.space();
     } catch (err) {
       // Unknown free space does not stop work; the next ENOSPC would.
-      this.log.warn({ work_dir: this.opts.workDir, err: (err as Error).message }, 'cannot measure free space of the work dir');
+      this.log.warn({ work_dir: this.opts.workDir, err: coerceError(err).message }, 'cannot measure free space of the work dir');
       this.free = null;
       this.lowDisk = null;
       return;
@@ -165,7 +165,7 @@ export class HealthMonitor {
         this.engineProblem = null;
         this.backoff.reset();
       } catch (err) {
-        const e = err as Error;
+        const e = coerceError(err);
         const why = e.name === 'TimeoutError' || e.name === 'AbortError' ? `no answer to /_ping within ${timeoutMs} ms` : e.message;
         if (this.engineProblem === null) this.log.error({ err: why }, 'Docker Engine unreachable; taking no work until it answers');
         this.engineProblem = `Docker Engine unreachable: ${why}`;

@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import { pack } from 'tar-stream';
-import { KilnError, digestHex, ociArch, parseDigest, type Digest } from '../../shared/index.js';
+import { coerceError, KilnError, digestHex, ociArch, parseDigest, type Digest } from '../../shared/index.js';
 
 /** The local image name of an artifact. */
 export function artifactImageRef(digest: Digest): string {
@@ -26,7 +26,7 @@ export function artifactImageRef(digest: Digest): string {
 const inflight = new WeakMap<Docker, Map<string, Promise<string>>>();
 
 function dockerError(what: string, err: unknown): KilnError {
-  return new KilnError('E_DOCKER', `${what}: ${(err as Error).message}`, { cause: err });
+  return new KilnError('E_DOCKER', `${what}: ${coerceError(err).message}`, { cause: err });
 }
 
 async function imageExists(docker: Docker, ref: string): Promise<boolean> {

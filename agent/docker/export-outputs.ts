@@ -13,7 +13,7 @@
 import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import type Docker from 'dockerode';
-import { ARTIFACT_MEDIA_TYPE, KilnError, extractTarContained, packDir, type OutputArtifactPayload } from '../../shared/index.js';
+import { coerceError, ARTIFACT_MEDIA_TYPE, KilnError, extractTarContained, packDir, type OutputArtifactPayload } from '../../shared/index.js';
 import type { CasCache } from '../cas-cache.js';
 
 export interface OutputSpec {
@@ -44,7 +44,7 @@ export async function exportOutputs(docker: Docker, imageId: string, outputs: re
         } catch (err) {
           const status = (err as { statusCode?: number }).statusCode;
           if (status === 404) throw new KilnError('E_NOT_FOUND', `output '${out.name}': ${out.path} does not exist in the built image`);
-          throw new KilnError('E_DOCKER', `output '${out.name}': reading ${out.path} from the image failed: ${(err as Error).message}`, { cause: err });
+          throw new KilnError('E_DOCKER', `output '${out.name}': reading ${out.path} from the image failed: ${coerceError(err).message}`, { cause: err });
         }
         const raw = join(tmp, 'raw');
         await mkdir(raw);

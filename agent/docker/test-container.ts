@@ -12,7 +12,7 @@
  */
 import { Writable } from 'node:stream';
 import type Docker from 'dockerode';
-import { formatDuration, sleep } from '../../shared/index.js';
+import { coerceError, formatDuration, sleep } from '../../shared/index.js';
 
 export interface TestSpec {
   command: readonly string[];
@@ -94,7 +94,7 @@ export async function runTest(docker: Docker, input: TestContainerInput, o: RunT
     } catch (err) {
       const status = (err as { statusCode?: number }).statusCode;
       if (typeof status === 'number' && status >= 400 && status < 500) {
-        const message = ((err as { json?: { message?: string } }).json?.message ?? (err as Error).message).trim();
+        const message = ((err as { json?: { message?: string } }).json?.message ?? coerceError(err).message).trim();
         o.log(`[kiln] test could not start: ${message}\n`);
         return { kind: 'not_started', error: message };
       }

@@ -22,7 +22,7 @@
  * that keep the engine's error and tell the agent's health what happened (`trouble`).
  */
 import type Docker from 'dockerode';
-import { formatDuration, ociArch, sha256, type AssignPayload, type BaseImagePayload, type Digest } from '../../shared/index.js';
+import { coerceError, formatDuration, ociArch, sha256, type AssignPayload, type BaseImagePayload, type Digest } from '../../shared/index.js';
 import type { CasCache, CasLease } from '../cas-cache.js';
 import { ensureArtifactImage } from '../docker/artifact-image.js';
 import { buildContextStream, readTarFile } from '../docker/build-context.js';
@@ -110,7 +110,7 @@ export class DockerExecutor implements Executor {
       });
     } catch (err) {
       if (io.signal.aborted) return this.aborted(io, Date.now() - t0, 0);
-      const error = `fetching the build context or inputs failed: ${(err as Error).message}`;
+      const error = `fetching the build context or inputs failed: ${coerceError(err).message}`;
       if (isCorruptArtifact(err)) return { ...base, status: 'failed', error, infra: false, fetchMs: Date.now() - t0, buildMs: 0 };
       return infraFail(error, Date.now() - t0, 0, err);
     }
@@ -122,7 +122,7 @@ export class DockerExecutor implements Executor {
       try {
         dockerfileText = await readTarFile(contextPath, job.dockerfile ?? 'Dockerfile');
       } catch (err) {
-        return { ...base, status: 'failed', error: `reading ${job.dockerfile ?? 'Dockerfile'} from the context failed: ${(err as Error).message}`, infra: false, fetchMs: Date.now() - t0, buildMs: 0 };
+        return { ...base, status: 'failed', error: `reading ${job.dockerfile ?? 'Dockerfile'} from the context failed: ${coerceError(err).message}`, infra: false, fetchMs: Date.now() - t0, buildMs: 0 };
       }
     }
     const dockerfileDigest = dockerfileText !== null ? sha256(dockerfileText) : null;
@@ -130,7 +130,7 @@ export class DockerExecutor implements Executor {
     try {
       if (dockerfileText !== null) baseImages = await this.resolveBaseImages(dockerfileText, job.build_args, job.platform);
     } catch (err) {
-      return infraFail(`the Docker Engine could not be asked for the base images: ${(err as Error).message}`, Date.now() - t0, 0, err);
+      return infraFail(`the Docker Engine could not be asked for the base images: ${coerceError(err).message}`, Date.now() - t0, 0, err);
     }
     const fetchMs = Date.now() - t0;
     const meta = { baseImages, dockerfileDigest };
@@ -156,7 +156,7 @@ export class DockerExecutor implements Executor {
       } catch (err) {
         if (io.signal.aborted) return { ...this.aborted(io, fetchMs, 0), ...meta };
         const infra = !(err as { code?: string }).code?.startsWith('E_INVALID');
-        const error = `preparing the inputs failed: ${(err as Error).message}`;
+        const error = `preparing the inputs failed: ${coerceError(err).message}`;
         if (infra) return { ...infraFail(error, fetchMs, 0, err), ...meta };
         return { ...base, status: 'failed', error, infra, fetchMs, buildMs: 0, ...meta };
       }
@@ -184,7 +184,7 @@ export class DockerExecutor implements Executor {
     } catch (err) {
       stream.destroy();
       if (io.signal.aborted) return { ...this.aborted(io, fetchMs, Date.now() - t1), ...meta };
-      const message = `Docker Engine refused the build: ${(err as Error).message}`;
+      const message = `Docker Engine refused the build: ${coerceError(err).message}`;
       // A 4xx is the engine refusing this request (a bad option), not the engine failing.
       if (isEngineClientError(err) && !isEngineUnreachable(err)) return { ...base, status: 'failed', error: message, infra: false, fetchMs, buildMs: Date.now() - t1, ...meta };
       return { ...infraFail(message, fetchMs, Date.now() - t1, err), ...meta };
@@ -232,7 +232,7 @@ export class DockerExecutor implements Executor {
         outcomeT = await runTest(this.docker, { imageId, test: job.test, gpus: job.gpus, attemptId: job.attempt_id }, { log: (c) => io.log(c), signal: io.signal });
       } catch (err) {
         if (io.signal.aborted) return { ...this.aborted(io, fetchMs, Date.now() - t1), imageId, ...meta };
-        const message = `running the test failed: ${(err as Error).message}`;
+        const message = `running the test failed: ${coerceError(err).message}`;
         if (isEngineClientError(err) && !isEngineUnreachable(err)) return { ...base, status: 'failed', imageId, error: message, failedStep: 'test', infra: false, testExitCode: null, fetchMs, buildMs: Date.now() - t1, ...meta };
         return { ...infraFail(message, fetchMs, Date.now() - t1, err), imageId, failedStep: 'test', ...meta };
       }
@@ -264,7 +264,7 @@ export class DockerExecutor implements Executor {
       } catch (err) {
         if (io.signal.aborted) return { ...this.aborted(io, fetchMs, Date.now() - t1), ...meta };
         const code = (err as { code?: string }).code;
-        const error = `exporting outputs failed: ${(err as Error).message}`;
+        const error = `exporting outputs failed: ${coerceError(err).message}`;
         // A full disk while extracting or packing is the agent's trouble, whatever wrapped it.
         const infra = isDiskFull(err) || (code !== 'E_NOT_FOUND' && code !== 'E_ARCHIVE');
         if (infra) return { ...infraFail(error, fetchMs, Date.now() - t1, err), imageId, ...tested, ...meta };

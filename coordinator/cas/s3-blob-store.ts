@@ -21,7 +21,7 @@ import https from 'node:https';
 import { randomBytes } from 'node:crypto';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { Client, CopyDestinationOptions, CopySourceOptions, S3Error, type ClientOptions } from 'minio';
-import { HEX_RE, KilnError, digestHex, errnoCode, hasherDigest, isKilnError, newHasher, type Digest } from '../../shared/index.js';
+import { coerceError, HEX_RE, KilnError, digestHex, errnoCode, hasherDigest, isKilnError, newHasher, type Digest } from '../../shared/index.js';
 import type { BlobStore, PutResult, StoredBlob } from './blob-store.js';
 
 export interface S3BlobStoreOptions {
@@ -75,12 +75,12 @@ class HashingCounter extends Transform {
     this.size += chunk.length;
     if (this.size > this.maxBytes) {
       this.failure ??= new KilnError('E_TOO_LARGE', `blob is larger than the limit of ${this.maxBytes} bytes`);
-      done(this.failure as Error);
+      done(coerceError(this.failure));
       return;
     }
     if (this.expectedSize !== undefined && this.size > this.expectedSize) {
       this.failure ??= new KilnError('E_DIGEST_MISMATCH', `uploaded more than the ${this.expectedSize} bytes Content-Length said; nothing was stored`);
-      done(this.failure as Error);
+      done(coerceError(this.failure));
       return;
     }
     this.hash.update(chunk);
@@ -182,7 +182,7 @@ export class S3BlobStore implements BlobStore {
     if (isKilnError(err)) return err;
     const errno = errnoCode(err);
     if (errno && CONNECTION_CODES.has(errno)) {
-      return new KilnError('E_CONNECTION', `S3 endpoint ${this.endpoint} cannot be reached while ${doing} (${errno}: ${(err as Error).message})`, { cause: err });
+      return new KilnError('E_CONNECTION', `S3 endpoint ${this.endpoint} cannot be reached while ${doing} (${errno}: ${coerceError(err).message})`, { cause: err });
     }
     const code = s3Code(err);
     const what = `${code ?? (err as Error | undefined)?.name ?? 'error'}: ${(err as Error | undefined)?.message ?? String(err)}`;

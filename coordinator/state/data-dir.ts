@@ -15,7 +15,7 @@
  */
 import { mkdir, readFile, stat, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
-import { KilnError, acquireProcessLock, errnoCode, randomToken, type StaleLock } from '../../shared/index.js';
+import { coerceError, KilnError, acquireProcessLock, errnoCode, randomToken, type StaleLock } from '../../shared/index.js';
 import { writeFileDurable } from './durable-file.js';
 
 export interface PreparedDataDir {
@@ -70,7 +70,7 @@ async function readToken(path: string, what: string): Promise<string> {
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
-    throw new KilnError('E_CONFIG', `${what} token file ${path} cannot be read (${errnoCode(err) ?? (err as Error).message})`, { cause: err });
+    throw new KilnError('E_CONFIG', `${what} token file ${path} cannot be read (${errnoCode(err) ?? coerceError(err).message})`, { cause: err });
   }
   const token = text.trim();
   if (token.length < 16) throw new KilnError('E_CONFIG', `${what} token file ${path} holds no usable token (need at least 16 characters)`);

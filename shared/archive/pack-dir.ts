@@ -65,7 +65,8 @@ export async function packDir(dir: string, opts: { tmpRoot?: string } = {}): Pro
       if (st.isDirectory()) {
         await new Promise<void>((res, rej) => tar.entry({ ...base, name: `${rel}/`, type: 'directory', mode: 0o755 }, (e) => (e ? rej(e) : res())));
       } else if (st.isSymbolicLink()) {
-        await new Promise<void>((res, rej) => readlink(full).then((target) => tar.entry({ ...base, name: rel, type: 'symlink', linkname: target, mode: 0o777 }, (e) => (e ? rej(e) : res())), rej));
+        const target = await readlink(full);
+        await new Promise<void>((res, rej) => tar.entry({ ...base, name: rel, type: 'symlink', linkname: target, mode: 0o777 }, (e) => (e ? rej(e) : res())));
       } else if (st.isFile()) {
         files++;
         const mode = st.mode & 0o111 ? 0o755 : 0o644;

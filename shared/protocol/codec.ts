@@ -9,6 +9,7 @@
 import { Packr } from 'msgpackr';
 import { z } from 'zod';
 import { MESSAGES, type Frame, type MessageType, type Payload } from './messages.js';
+import { coerceError } from '../errors.js';
 
 const packr = new Packr({ useRecords: false, mapsAsObjects: true });
 
@@ -48,7 +49,7 @@ export function decodeFrame(data: Uint8Array, side: 'coordinator' | 'agent'): De
   try {
     raw = packr.unpack(data);
   } catch (err) {
-    return { ok: false, error: `frame is not valid msgpack: ${(err as Error).message}` };
+    return { ok: false, error: `frame is not valid msgpack: ${coerceError(err).message}` };
   }
   const env = Envelope.safeParse(raw);
   if (!env.success) return { ok: false, error: `invalid envelope: ${formatIssues(env.error)}` };

@@ -240,7 +240,7 @@ export function parseSpecText(text: string, opts: { json?: boolean } = {}): Spec
   try {
     doc = parseDocument(text, { uniqueKeys: false, prettyErrors: true });
   } catch (err) {
-    return fail(`spec is not valid YAML/JSON: ${err instanceof RangeError ? `it nests too deeply (at most ${MAX_SPEC_DEPTH} levels)` : (err as Error).message.split('\n')[0]}`);
+    return fail(`spec is not valid YAML/JSON: ${err instanceof RangeError ? `it nests too deeply (at most ${MAX_SPEC_DEPTH} levels)` : coerceError(err).message.split('\n')[0]}`);
   }
   if (doc.errors.length > 0) {
     if (doc.errors.some((e) => /call stack/i.test(e.message))) return fail(`spec nests deeper than ${MAX_SPEC_DEPTH} levels`);
@@ -257,7 +257,7 @@ export function parseSpecText(text: string, opts: { json?: boolean } = {}): Spec
       return fail(`spec expands YAML aliases too often (more than ${MAX_ALIAS_COUNT}; a guard against "billion laughs" documents): use fewer aliases`);
     }
     if (err instanceof RangeError) return fail(`spec nests deeper than ${MAX_SPEC_DEPTH} levels`);
-    return fail(`spec is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+    return fail(`spec is not valid YAML: ${coerceError(err).message.split('\n')[0]}`);
   }
   return asMapping(value);
 }
