@@ -9,7 +9,7 @@ import { createAdaptorServer } from '@hono/node-server';
 import type { Logger } from 'pino';
 import { KilnError, errnoCode } from '../shared/index.js';
 import { AgentHub } from './agents/agent-hub.js';
-import { AgentRegistry } from './agents/agent-registry.js';
+import { AgentRegistry } from './placement/agent-registry.js';
 import { Engine } from './builds/engine.js';
 import { ReuseIndex } from './builds/reuse-index.js';
 import { Cas } from './cas/cas.js';

@@ -1,5 +1,6 @@
 /**
- * The states of builds, nodes and attempts, and every allowed transition, in one place.
+ * The states of builds, nodes, attempts and agents, and every allowed transition, in one
+ * place.
  *
  * Terminology: a *build* is one submitted DAG; a *node* is one vertex of it (one BuildKit
  * build); an *attempt* is one dispatch of a node to an agent. A node that an agent loses
@@ -9,7 +10,8 @@
  * The coordinator changes states only through `nodeTransition` / `attemptTransition`,
  * which throw on a transition not listed here, and derives the build state from its
  * nodes with `deriveBuildState` (a build has no independent transitions except the
- * `cancel_requested` flag).
+ * `cancel_requested` flag). The agent registry changes an agent's state only through
+ * `agentTransition`.
  */
 
 /**
@@ -71,6 +73,24 @@ export type BuildState = (typeof BUILD_STATES)[number];
 export const ATTEMPT_STATES = ['assigned', 'running', 'success', 'failed', 'cancelling', 'cancelled', 'rejected', 'lost', 'reused'] as const;
 export type AttemptState = (typeof ATTEMPT_STATES)[number];
 
+/**
+ * Agent states, the coordinator's view of one agent (by name):
+ * - `connected`: a WebSocket is open and the hello was accepted. It gets work only once
+ *   the welcome has been sent on that connection, so no assignment can overtake the
+ *   welcome. A newer connection of the same agent replaces this one (`connected` again).
+ * - `disconnected`: the socket closed, or the coordinator restarted while the agent held
+ *   attempts (the agent is then known only from the state file until it says hello). Its
+ *   attempts keep their slots until the lost timeout (the reconnect grace after a
+ *   restart), so an agent that comes back in time carries on without re-running anything.
+ * - `lost`: silent (connected, but no frame) or disconnected past the lost timeout; its
+ *   attempts were lost and their nodes queued again elsewhere. Only a hello brings it back.
+ * Every state goes to `connected` on an accepted hello. Whether a connected agent gets
+ * work also depends on its operator control, its reported health and its circuit breaker;
+ * those are not states of this table.
+ */
+export const AGENT_STATES = ['connected', 'disconnected', 'lost'] as const;
+export type AgentState = (typeof AGENT_STATES)[number];
+
 export const TERMINAL_NODE_STATES: ReadonlySet<NodeState> = new Set(['success', 'failed', 'skipped', 'cancelled']);
 export const TERMINAL_BUILD_STATES: ReadonlySet<BuildState> = new Set(['success', 'failed', 'partial', 'cancelled']);
 export const TERMINAL_ATTEMPT_STATES: ReadonlySet<AttemptState> = new Set(['success', 'failed', 'cancelled', 'rejected', 'lost', 'reused']);
@@ -102,6 +122,13 @@ const ATTEMPT_TRANSITIONS: Record<AttemptState, readonly AttemptState[]> = {
   reused: [],
 };
 
+const AGENT_TRANSITIONS: Record<AgentState, readonly AgentState[]> = {
+  // `connected` again: a newer connection of the same agent replaced this one
+  connected: ['connected', 'disconnected', 'lost'],
+  disconnected: ['connected', 'lost'],
+  lost: ['connected'],
+};
+
 export function isNodeTerminal(s: NodeState): boolean {
   return TERMINAL_NODE_STATES.has(s);
 }
@@ -118,6 +145,9 @@ export function canNodeTransition(from: NodeState, to: NodeState): boolean {
 export function canAttemptTransition(from: AttemptState, to: AttemptState): boolean {
   return ATTEMPT_TRANSITIONS[from].includes(to);
 }
+export function canAgentTransition(from: AgentState, to: AgentState): boolean {
+  return AGENT_TRANSITIONS[from].includes(to);
+}
 
 /** Returns `to` after checking the transition; throws (a coordinator bug) when it is not allowed. */
 export function nodeTransition(from: NodeState, to: NodeState, what = 'node'): NodeState {
@@ -126,6 +156,10 @@ export function nodeTransition(from: NodeState, to: NodeState, what = 'node'): N
 }
 export function attemptTransition(from: AttemptState, to: AttemptState, what = 'attempt'): AttemptState {
   if (!canAttemptTransition(from, to)) throw new Error(`illegal ${what} transition ${from} -> ${to}`);
+  return to;
+}
+export function agentTransition(from: AgentState, to: AgentState, what = 'agent'): AgentState {
+  if (!canAgentTransition(from, to)) throw new Error(`illegal ${what} transition ${from} -> ${to}`);
   return to;
 }
 

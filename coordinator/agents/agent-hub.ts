@@ -31,7 +31,7 @@ import {
 import type { Engine } from '../builds/engine.js';
 import type { TokenCheck } from '../http/auth.js';
 import { problemBody } from '../http/problem.js';
-import type { AgentChannel, AgentEntry } from './agent-registry.js';
+import type { AgentChannel, AgentEntry } from '../placement/agent-registry.js';
 
 
 export interface AgentHubOptions {

@@ -4,10 +4,10 @@
  * callers without one (it only decides whether a circuit breaker still counts as open).
  */
 import type { AttemptViewT, BuildSummaryT, BuildViewT, NodeViewT } from '../../shared/index.js';
-import type { AgentEntry, AgentRegistry } from '../agents/agent-registry.js';
+import type { AgentRegistry } from '../placement/agent-registry.js';
+import { waitingReason } from '../placement/why-waiting.js';
 import type { AttemptRecord, BuildRecord, BuildSummaryRecord, NodeRecord, ReusedFrom } from '../state/records.js';
 import { nodeCounts } from '../state/records.js';
-import { requirementOf } from './engine.js';
 
 export function iso(ms: number | null): string | null {
   return ms === null ? null : new Date(ms).toISOString();
@@ -51,38 +51,6 @@ export function attemptView(a: AttemptRecord): AttemptViewT {
     provenance: a.provenance ?? null,
     reused_from: reusedView(a.reused_from),
   };
-}
-
-function plural(n: number, word: string): string {
-  return `${n} ${word}${n === 1 ? '' : 's'}`;
-}
-
-/**
- * Why a ready node has not been dispatched yet: `no matching agent: ...` when no
- * connected agent could ever run it (wrong platform, labels, GPUs), else what keeps the
- * matching agents busy, e.g. `waiting for a free slot on 3 matching agents (2 paused, 1 breaker open)`.
- */
-export function waitingReason(node: NodeRecord, agents: AgentRegistry, now: number): string | null {
-  if (node.state !== 'ready') return null;
-  const req = requirementOf(node);
-  const why = agents.whyNoMatch(req);
-  if (why !== null) return `no matching agent: ${why}`;
-  const matching = agents.connected().filter((a) => agents.matches(a, req));
-  const held: string[] = [];
-  const count = (what: string, pred: (a: AgentEntry) => boolean) => {
-    const n = matching.filter(pred).length;
-    if (n > 0) held.push(`${n} ${what}`);
-  };
-  count('paused', (a) => a.control === 'paused');
-  count('draining', (a) => a.control === 'draining');
-  count('unhealthy', (a) => !a.health.accepting);
-  count('breaker open', (a) => a.breaker.view(now).state === 'open');
-  count('breaker half-open', (a) => a.breaker.view(now).state === 'half_open');
-  const free = matching.filter((a) => agents.freeSlots(a, now) > 0);
-  if (req.gpus && free.length > 0 && free.every((a) => agents.allocateGpus(a, req.gpus) === null)) {
-    return `waiting for ${plural(req.gpus.count, 'free GPU')} on ${plural(matching.length, 'matching agent')}${held.length ? ` (${held.join(', ')})` : ''}`;
-  }
-  return `waiting for a free slot on ${plural(matching.length, 'matching agent')}${held.length ? ` (${held.join(', ')})` : ''}`;
 }
 
 export function nodeView(node: NodeRecord, agents: AgentRegistry, now: number = Date.now()): NodeViewT {

@@ -52,7 +52,7 @@ import {
   type PoolViewT,
   type ResolvedSpec,
 } from '../../shared/index.js';
-import type { AgentChannel, AgentEntry, AgentRegistry } from '../agents/agent-registry.js';
+import type { AgentChannel, AgentEntry, AgentRegistry } from '../placement/agent-registry.js';
 import type { LogStore } from '../logs/log-store.js';
 import type { Cas } from '../cas/cas.js';
 import { isInfraAttempt, summarize, type AgentControlRecord, type AttemptRecord, type BuildRecord, type BuildSummaryRecord, type DeadLetterRecord, type NodeRecord, type ReusedFrom } from '../state/records.js';
@@ -61,10 +61,11 @@ import type { StateStore } from '../state/state-store.js';
 import { buildGraph, countTransition, type BuildGraph } from './build-graph.js';
 import { buildErrorReport } from './error-report.js';
 import { idempotencyKey, specDigest } from './idempotency.js';
-import { PoolStats, poolOf } from './pools.js';
+import { PoolStats, poolOf } from '../placement/pools.js';
+import { requirementOf } from '../placement/requirement.js';
 import { provenanceRecord } from './provenance.js';
 import type { ReuseIndex, ReuseRecord } from './reuse-index.js';
-import { Scheduler, type ReadyRef } from './scheduler.js';
+import { Scheduler, type ReadyRef } from '../placement/scheduler.js';
 
 export interface EngineTimings {
   heartbeatIntervalMs: number;
@@ -218,7 +219,7 @@ export class Engine extends EventEmitter {
     }
     for (const [name, ctl] of this.store.data.agentControls) {
       const entry = this.agents.get(name);
-      if (entry) entry.control = ctl.control;
+      if (entry) this.agents.setControl(entry, ctl.control);
     }
     if (changed) await this.store.commit();
     for (const build of this.store.data.builds.values()) this.maybeArchive(build);
@@ -450,7 +451,7 @@ export class Engine extends EventEmitter {
   async setAgentControl(name: string, control: 'active' | 'paused' | 'draining', reason: string | null): Promise<AgentEntry> {
     const entry = this.agents.get(name);
     if (!entry) throw new KilnError('E_NOT_FOUND', `agent '${name}' is not known to this coordinator`);
-    entry.control = control;
+    this.agents.setControl(entry, control);
     const controls = this.store.data.agentControls;
     if (control === 'active') controls.delete(name);
     else controls.set(name, { control, at: this.now(), reason });
@@ -476,8 +477,7 @@ export class Engine extends EventEmitter {
     }
     if (existing?.state === 'connected' && existing.channel) existing.channel.close(4010, 'replaced by a newer connection of the same agent');
     const { entry } = this.agents.connect(hello, channel, now);
-    entry.control = this.store.data.agentControls.get(hello.name)?.control ?? 'active';
-    if (hello.health) entry.health = hello.health;
+    this.agents.setControl(entry, this.store.data.agentControls.get(hello.name)?.control ?? 'active');
     const reported = new Map(hello.running.map((r) => [r.attempt_id, r]));
     const resume: Payload<'welcome'>['resume'] = [];
     let changed = false;
@@ -527,7 +527,7 @@ export class Engine extends EventEmitter {
   /** The welcome was sent on this connection: the agent may now be given work. */
   welcomed(entry: AgentEntry, channel: AgentChannel): void {
     if (entry.channel !== channel || entry.state !== 'connected') return;
-    entry.welcomed = true;
+    this.agents.markWelcomed(entry);
     for (const [attemptId, payload] of this.afterWelcome) {
       const act = this.active.get(attemptId);
       if (!act || act.attempt.agent !== entry.name) continue;
@@ -540,16 +540,13 @@ export class Engine extends EventEmitter {
   /** The agent's socket closed: its attempts wait `lostAfterMs` for it to come back. */
   disconnected(entry: AgentEntry, channel: AgentChannel): void {
     if (entry.channel !== channel || entry.state !== 'connected') return;
-    entry.state = 'disconnected';
-    entry.welcomed = false;
-    entry.channel = null;
-    entry.lostAt = this.now() + this.t.lostAfterMs;
+    this.agents.markDisconnected(entry, this.now() + this.t.lostAfterMs);
     this.log.warn({ agent: entry.name, running: entry.running.size }, 'agent disconnected');
   }
 
   /** Any frame from the agent proves it alive. */
   seen(entry: AgentEntry): void {
-    entry.lastSeenAt = this.now();
+    this.agents.markSeen(entry, this.now());
   }
 
   /**
@@ -970,9 +967,7 @@ export class Engine extends EventEmitter {
   }
 
   private agentLost(entry: AgentEntry, why: string): boolean {
-    entry.state = 'lost';
-    entry.channel = null;
-    entry.lostAt = null;
+    this.agents.markLost(entry);
     this.log.warn({ agent: entry.name, attempts: entry.running.size }, why);
     let changed = false;
     for (const id of [...entry.running]) {
@@ -1339,17 +1334,6 @@ export class Engine extends EventEmitter {
   private logRef(act: { build: BuildRecord; node: NodeRecord; attempt: AttemptRecord }) {
     return { buildId: act.build.id, node: act.node.name, number: act.attempt.number, header: act.attempt.log_header };
   }
-}
-
-/** What a node needs from an agent, as the scheduler matches it. */
-export function requirementOf(node: NodeRecord) {
-  return {
-    platform: node.platform,
-    labels: node.labels,
-    labelsNot: node.labels_not ?? {},
-    allowEmulation: node.allow_emulation ?? false,
-    gpus: node.gpus ?? null,
-  };
 }
 
 function reuseRecordOf(build: BuildRecord, node: NodeRecord, a: AttemptRecord): ReuseRecord {

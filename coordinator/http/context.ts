@@ -2,7 +2,7 @@
  * What the HTTP routes need from the rest of the coordinator, passed in explicitly.
  */
 import type { Logger } from 'pino';
-import type { AgentRegistry } from '../agents/agent-registry.js';
+import type { AgentRegistry } from '../placement/agent-registry.js';
 import type { Engine } from '../builds/engine.js';
 import type { Cas } from '../cas/cas.js';
 import type { Retention } from '../cas/retention.js';

@@ -6,7 +6,7 @@
  * read from the registry and the engine when scraped; no build ids as labels.
  */
 import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import type { AgentRegistry } from '../agents/agent-registry.js';
+import type { AgentRegistry } from '../placement/agent-registry.js';
 import type { Engine } from '../builds/engine.js';
 
 const MIB = 1024 * 1024;

@@ -6,7 +6,7 @@
  */
 import { createRoute, type OpenAPIHono, type z } from '@hono/zod-openapi';
 import { AgentControlBody, AgentPage, AgentView, KilnError, type AgentViewT } from '../../shared/index.js';
-import type { AgentEntry } from '../agents/agent-registry.js';
+import type { AgentEntry } from '../placement/agent-registry.js';
 import type { AgentControlRecord } from '../state/records.js';
 import { iso } from '../builds/build-views.js';
 import { clockOf, type AppEnv, type HttpDeps } from './context.js';

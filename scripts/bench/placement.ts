@@ -23,8 +23,8 @@ import { spawnSync } from 'node:child_process';
 import { loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Packr } from 'msgpackr';
-import { AgentRegistry, type AgentChannel, type AgentEntry } from '../../coordinator/agents/agent-registry.js';
-import { Scheduler, type ReadyRef } from '../../coordinator/builds/scheduler.js';
+import { AgentRegistry, type AgentChannel, type AgentEntry } from '../../coordinator/placement/agent-registry.js';
+import { Scheduler, type ReadyRef } from '../../coordinator/placement/scheduler.js';
 import { encodeFrame, type AssignPayload, type HelloPayload } from '../../shared/index.js';
 import { fmt, machineLine, median, now } from './bench-util.js';
 
@@ -123,7 +123,7 @@ let sink = 0;
 function runOnce(f: Fleet): RunResult {
   const clock = 1_700_000_000_000;
   const reg = new AgentRegistry();
-  for (const h of f.hellos) reg.connect(h, noChannel, clock).entry.welcomed = true;
+  for (const h of f.hellos) reg.markWelcomed(reg.connect(h, noChannel, clock).entry);
   const sched = new Scheduler(reg, () => clock);
   const dead = new Set<string>();
   const msgs: AssignPayload[] = new Array(f.refs.length);

@@ -4,7 +4,7 @@
  * unit tests (the wire and Docker are covered by the integration tests).
  */
 import { pino } from 'pino';
-import { AgentRegistry, type AgentChannel } from '../../coordinator/agents/agent-registry.js';
+import { AgentRegistry, type AgentChannel } from '../../coordinator/placement/agent-registry.js';
 import { Engine } from '../../coordinator/builds/engine.js';
 import { ReuseIndex } from '../../coordinator/builds/reuse-index.js';
 import { Cas } from '../../coordinator/cas/cas.js';

@@ -40,7 +40,7 @@ import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { AgentRegistry } from '../../coordinator/agents/agent-registry.js';
+import { AgentRegistry } from '../../coordinator/placement/agent-registry.js';
 import { Engine, type EngineTimings } from '../../coordinator/builds/engine.js';
 import { ReuseIndex } from '../../coordinator/builds/reuse-index.js';
 import { Cas } from '../../coordinator/cas/cas.js';

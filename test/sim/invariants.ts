@@ -23,7 +23,7 @@
  * Liveness (every node and build terminal once faults stopped) is checked by the harness.
  */
 import { readFile } from 'node:fs/promises';
-import type { AgentRegistry } from '../../coordinator/agents/agent-registry.js';
+import type { AgentRegistry } from '../../coordinator/placement/agent-registry.js';
 import type { LogStore } from '../../coordinator/logs/log-store.js';
 import type { AttemptRecord, BuildRecord, NodeRecord } from '../../coordinator/state/records.js';
 import { SLOT_HOLDING_ATTEMPT_STATES, isBuildTerminal, isNodeTerminal, type Frame, type Payload } from '../../shared/index.js';

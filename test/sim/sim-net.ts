@@ -26,7 +26,7 @@
  * realistic form of "reordered", "duplicated" (the agent resends after a reconnect) and
  * "stale" frames.
  */
-import type { AgentChannel, AgentEntry } from '../../coordinator/agents/agent-registry.js';
+import type { AgentChannel, AgentEntry } from '../../coordinator/placement/agent-registry.js';
 import type { Rng } from './rng.js';
 import type { World } from './world.js';
 

@@ -2,12 +2,13 @@
  * The agent registry's capability side: platform (native vs emulated), exact and `!=`
  * labels, GPU count/memory/model against what nvidia-smi reported, exclusive GPU
  * allocation, who gets slots (paused, draining, unhealthy agents get none), what a
- * reconnect keeps, heartbeats, and the `whyNoMatch` reasons.
+ * reconnect keeps, heartbeats, the agent state table (illegal transitions throw, entries
+ * are read-only outside the registry), and the `whyNoMatch` reasons.
  */
 import { describe, expect, it } from 'vitest';
-import { AgentRegistry, type AgentEntry } from '../../coordinator/agents/agent-registry.js';
-import type { Requirement } from '../../coordinator/builds/scheduler.js';
-import type { HelloPayload } from '../../shared/index.js';
+import { AgentRegistry, type AgentEntry } from '../../coordinator/placement/agent-registry.js';
+import type { Requirement } from '../../coordinator/placement/requirement.js';
+import { AGENT_STATES, agentTransition, canAgentTransition, type HelloPayload } from '../../shared/index.js';
 import { FakeChannel, hello } from '../helpers/engine-harness.js';
 
 function req(over: Partial<Requirement> = {}): Requirement {
@@ -16,7 +17,7 @@ function req(over: Partial<Requirement> = {}): Requirement {
 
 function join(reg: AgentRegistry, name: string, opts: Partial<HelloPayload> = {}): AgentEntry {
   const { entry } = reg.connect(hello(name, opts), new FakeChannel(), 0);
-  entry.welcomed = true;
+  reg.markWelcomed(entry);
   return entry;
 }
 
@@ -91,13 +92,21 @@ describe('AgentRegistry matching', () => {
     expect(reg.allocateGpus(g, { count: 2, min_memory_mib: 0, model: null })).toEqual([0, 1]);
   });
 
-  it('frees GPUs also when the engine deletes the attempt from running directly', () => {
+  it('frees GPUs when the attempt gives its slot back, also through a replaced entry of the agent', () => {
     const reg = new AgentRegistry();
     const g = join(reg, 'g', { gpus: [gpu(0, 'T4', 15_360)] });
     reg.hold(g, 'a1', [0], 0);
     expect(reg.allocateGpus(g, { count: 1, min_memory_mib: 0, model: null })).toBeNull();
-    g.running.delete('a1');
+    reg.release('g', 'a1');
     expect(reg.allocateGpus(g, { count: 1, min_memory_mib: 0, model: null })).toEqual([0]);
+    // a hold through the replaced entry takes the current entry's slot and GPU
+    const { entry: g2 } = reg.connect(hello('g', { gpus: [gpu(0, 'T4', 15_360)] }), new FakeChannel(), 1);
+    reg.markWelcomed(g2);
+    reg.hold(g, 'a2', [0], 1);
+    expect([...g2.running]).toEqual(['a2']);
+    expect(reg.allocateGpus(g2, { count: 1, min_memory_mib: 0, model: null })).toBeNull();
+    reg.release('g', 'a2');
+    expect(reg.allocateGpus(g2, { count: 1, min_memory_mib: 0, model: null })).toEqual([0]);
   });
 });
 
@@ -106,7 +115,7 @@ describe('AgentRegistry slots', () => {
     const reg = new AgentRegistry();
     const { entry: a } = reg.connect(hello('a', { max_jobs: 2 }), new FakeChannel(), 0);
     expect(reg.freeSlots(a, 0)).toBe(0); // not welcomed yet
-    a.welcomed = true;
+    reg.markWelcomed(a);
     expect(reg.freeSlots(a, 0)).toBe(2);
     reg.hold(a, 'x1', [], 0);
     reg.hold(a, 'x2', [], 0);
@@ -114,12 +123,12 @@ describe('AgentRegistry slots', () => {
     expect(reg.pick(req(), 0)).toBeNull();
     reg.release('a', 'x1');
     expect(reg.freeSlots(a, 0)).toBe(1);
-    a.control = 'paused';
+    reg.setControl(a, 'paused');
     expect(reg.freeSlots(a, 0)).toBe(0);
     expect(reg.pick(req(), 0)).toBeNull();
-    a.control = 'draining';
+    reg.setControl(a, 'draining');
     expect(reg.pick(req(), 0)).toBeNull();
-    a.control = 'active';
+    reg.setControl(a, 'active');
     expect(reg.pick(req(), 0)?.agent).toBe(a);
     reg.setHeartbeat(a, { running: ['x2'], health: { accepting: false, problem: 'disk full: 120 MiB free' } }, 5);
     expect(a.health).toEqual({ accepting: false, problem: 'disk full: 120 MiB free' });
@@ -127,7 +136,9 @@ describe('AgentRegistry slots', () => {
     expect(reg.pick(req(), 5)).toBeNull();
     reg.setHeartbeat(a, { running: ['x2'], health: { accepting: true, problem: null } }, 6);
     expect(reg.pick(req(), 6)?.agent).toBe(a);
-    a.state = 'disconnected';
+    reg.markDisconnected(a, 7 + 30_000);
+    expect(a.state).toBe('disconnected');
+    expect(a.lostAt).toBe(30_007);
     expect(reg.freeSlots(a, 7)).toBe(0);
     expect(reg.pick(req(), 7)).toBeNull();
   });
@@ -143,22 +154,24 @@ describe('AgentRegistry slots', () => {
     const reg = new AgentRegistry();
     const a = join(reg, 'a', { max_jobs: 3, gpus: [gpu(0, 'T4', 15_360)] });
     reg.hold(a, 'x1', [0], 0);
-    a.control = 'draining';
-    a.state = 'disconnected';
+    reg.setControl(a, 'draining');
+    reg.markDisconnected(a, 30_000);
     const { entry: b, previousSession } = reg.connect(hello('a', { max_jobs: 3, gpus: [gpu(0, 'T4', 15_360)] }), new FakeChannel(), 10);
-    b.welcomed = true;
+    reg.markWelcomed(b);
     expect(previousSession).toBe('a-session-1');
     expect(b).not.toBe(a);
     expect(b.control).toBe('draining');
     expect([...b.running]).toEqual(['x1']);
     expect(b.gpusInUse.get('x1')).toEqual([0]);
     expect(reg.pick(req(), 10)).toBeNull();
-    b.control = 'active';
+    reg.setControl(b, 'active');
     expect(reg.pick(req(), 10)?.agent).toBe(b);
-    // the replaced entry no longer takes part
-    a.state = 'connected';
-    a.welcomed = true;
+    // the replaced entry no longer takes part: changing it moves nothing
+    reg.setControl(a, 'paused');
+    reg.markLost(a);
+    expect(a.state).toBe('lost');
     expect(reg.connected()).toEqual([b]);
+    expect(reg.pick(req(), 10)?.agent).toBe(b);
   });
 
   it('stores heartbeat load and GPU use', () => {
@@ -171,6 +184,55 @@ describe('AgentRegistry slots', () => {
     // a heartbeat without load keeps the last one
     reg.setHeartbeat(a, { running: [] }, 50);
     expect(a.metrics?.at).toBe(42);
+  });
+});
+
+describe('AgentRegistry agent states', () => {
+  it('follows the agent state table and rejects transitions it does not list', () => {
+    const reg = new AgentRegistry();
+    const a = join(reg, 'a');
+    expect(a.state).toBe('connected');
+    reg.markDisconnected(a, 100);
+    expect([a.state, a.welcomed, a.channel, a.lostAt]).toEqual(['disconnected', false, null, 100]);
+    expect(() => reg.markDisconnected(a, 200)).toThrow(/illegal agent a transition disconnected -> disconnected/);
+    reg.markLost(a);
+    expect([a.state, a.lostAt]).toEqual(['lost', null]);
+    expect(() => reg.markLost(a)).toThrow(/illegal agent a transition lost -> lost/);
+    expect(() => reg.markDisconnected(a, 300)).toThrow(/illegal agent a transition lost -> disconnected/);
+    // only a hello brings a lost agent back
+    const { entry: b } = reg.connect(hello('a', { session: 'a-session-2' }), new FakeChannel(), 400);
+    expect(b.state).toBe('connected');
+    // an agent known only from the state file starts disconnected, lost at the end of the grace
+    const p = reg.placeholder('p', 'p-session-1', 0, 5_000);
+    expect([p.state, p.lostAt, p.hello]).toEqual(['disconnected', 5_000, null]);
+    reg.markLost(p);
+    expect(p.state).toBe('lost');
+  });
+
+  it('lists every agent state with its transitions in shared/states.ts', () => {
+    expect([...AGENT_STATES]).toEqual(['connected', 'disconnected', 'lost']);
+    for (const from of AGENT_STATES) expect(canAgentTransition(from, 'connected')).toBe(true);
+    expect(canAgentTransition('connected', 'disconnected')).toBe(true);
+    expect(canAgentTransition('connected', 'lost')).toBe(true);
+    expect(canAgentTransition('disconnected', 'lost')).toBe(true);
+    expect(canAgentTransition('lost', 'disconnected')).toBe(false);
+    expect(canAgentTransition('disconnected', 'disconnected')).toBe(false);
+    expect(() => agentTransition('lost', 'disconnected', 'agent x')).toThrow('illegal agent x transition lost -> disconnected');
+  });
+
+  it('keeps entries read-only from outside: writing a field throws', () => {
+    const reg = new AgentRegistry();
+    const a = join(reg, 'a');
+    const w = a as unknown as Record<string, unknown>;
+    for (const field of ['state', 'welcomed', 'control', 'health', 'channel', 'lostAt', 'lastSeenAt', 'running', 'gpusInUse', 'metrics']) {
+      expect(() => {
+        w[field] = null;
+      }, field).toThrow(TypeError);
+    }
+    expect(a.state).toBe('connected');
+    reg.markSeen(a, 77);
+    expect(a.lastSeenAt).toBe(77);
+    expect(() => reg.markWelcomed({ ...a } as AgentEntry)).toThrow(/not an entry of the agent registry/);
   });
 });
 
@@ -208,11 +270,11 @@ describe('AgentRegistry.whyNoMatch', () => {
     join(reg, 'a', { labels: { zone: 'eu' } });
     const b = join(reg, 'b', { labels: { disk: 'ssd' } });
     expect(reg.whyNoMatch(req({ labels: { zone: 'eu', disk: 'ssd' } }))).toBe('no connected agent with platform linux/amd64 has labels zone=eu, disk=ssd together');
-    b.state = 'disconnected';
+    reg.markDisconnected(b, 30_000);
     expect(reg.whyNoMatch(req({ labels: { disk: 'ssd' } }))).toBe('no connected agent with platform linux/amd64 has label disk=ssd');
     // paused or busy agents still match: that is a wait, not a mismatch
     const a = reg.get('a')!;
-    a.control = 'paused';
+    reg.setControl(a, 'paused');
     expect(reg.whyNoMatch(req({ labels: { zone: 'eu' } }))).toBeNull();
   });
 

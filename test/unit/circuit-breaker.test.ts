@@ -4,8 +4,8 @@
  * it. Also through the registry, where an open breaker means no free slots.
  */
 import { describe, expect, it } from 'vitest';
-import { CircuitBreaker } from '../../coordinator/agents/circuit-breaker.js';
-import { AgentRegistry } from '../../coordinator/agents/agent-registry.js';
+import { CircuitBreaker } from '../../coordinator/placement/circuit-breaker.js';
+import { AgentRegistry } from '../../coordinator/placement/agent-registry.js';
 import { FakeChannel, hello } from '../helpers/engine-harness.js';
 
 describe('CircuitBreaker', () => {
@@ -82,7 +82,7 @@ describe('circuit breaker in the agent registry', () => {
   it('gives an agent with an open breaker no slots, then one trial slot, then all slots again', () => {
     const reg = new AgentRegistry();
     const { entry: a } = reg.connect(hello('a', { max_jobs: 4 }), new FakeChannel(), 0);
-    a.welcomed = true;
+    reg.markWelcomed(a);
     const req = { platform: 'linux/amd64', labels: {}, labelsNot: {}, allowEmulation: false, gpus: null };
     expect(reg.freeSlots(a, 0)).toBe(4);
     for (const t of [1000, 2000, 3000]) reg.recordInfraFailure('a', t);
@@ -109,7 +109,7 @@ describe('circuit breaker in the agent registry', () => {
     reg.connect(hello('a'), new FakeChannel(), 0);
     for (const t of [1, 2, 3]) reg.recordInfraFailure('a', t);
     const { entry } = reg.connect(hello('a', { session: 'a-session-2' }), new FakeChannel(), 10);
-    entry.welcomed = true;
+    reg.markWelcomed(entry);
     expect(entry.breaker.view(10).state).toBe('open');
     expect(reg.freeSlots(entry, 10)).toBe(0);
   });

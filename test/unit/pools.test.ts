@@ -4,8 +4,8 @@
  * wait and the wait percentiles of recent dispatches.
  */
 import { describe, expect, it } from 'vitest';
-import { AgentRegistry } from '../../coordinator/agents/agent-registry.js';
-import { PoolStats, poolOf, type PoolNode } from '../../coordinator/builds/pools.js';
+import { AgentRegistry } from '../../coordinator/placement/agent-registry.js';
+import { PoolStats, poolOf, type PoolNode } from '../../coordinator/placement/pools.js';
 import { PoolView } from '../../shared/index.js';
 import { FakeChannel, hello } from '../helpers/engine-harness.js';
 
@@ -24,7 +24,7 @@ describe('PoolStats.view', () => {
     const reg = new AgentRegistry();
     const join = (name: string, opts: Parameters<typeof hello>[1]) => {
       const { entry } = reg.connect(hello(name, opts), new FakeChannel(), 0);
-      entry.welcomed = true;
+      reg.markWelcomed(entry);
       return entry;
     };
     const x86 = join('x86', {
@@ -37,8 +37,8 @@ describe('PoolStats.view', () => {
     const g = join('gpu-1', { max_jobs: 2, gpus: [0, 1].map((index) => ({ index, model: 'T4', memory_mib: 15_360, uuid: null })) });
     const arm = join('arm', { max_jobs: 2, platforms: [{ platform: 'linux/arm64', emulated: false }] });
     const gone = join('gone', { max_jobs: 8 });
-    gone.state = 'disconnected';
-    arm.control = 'paused';
+    reg.markDisconnected(gone, 30_000);
+    reg.setControl(arm, 'paused');
     reg.setHeartbeat(x86, { running: [], health: { accepting: false, problem: 'disk full' } }, 0);
     for (const t of [1, 2, 3]) reg.recordInfraFailure('gpu-1', t);
     reg.hold(x86, 'a1', [], 0);

@@ -6,8 +6,9 @@
  * a plain linear scan.
  */
 import { describe, expect, it } from 'vitest';
-import { AgentRegistry, type AgentEntry } from '../../coordinator/agents/agent-registry.js';
-import { Scheduler, requirementKey, type ReadyRef, type Requirement } from '../../coordinator/builds/scheduler.js';
+import { AgentRegistry, type AgentEntry } from '../../coordinator/placement/agent-registry.js';
+import { requirementKey, type Requirement } from '../../coordinator/placement/requirement.js';
+import { Scheduler, type ReadyRef } from '../../coordinator/placement/scheduler.js';
 import type { HelloPayload } from '../../shared/index.js';
 import { FakeChannel, hello } from '../helpers/engine-harness.js';
 
@@ -33,7 +34,7 @@ class World {
 
   join(name: string, opts: Partial<HelloPayload> = {}): AgentEntry {
     const { entry } = this.reg.connect(hello(name, opts), new FakeChannel(), this.now);
-    entry.welcomed = true;
+    this.reg.markWelcomed(entry);
     return entry;
   }
 
@@ -232,25 +233,24 @@ describe('Scheduler agent choice', () => {
     const paused = w.join('paused', { max_jobs: 4 });
     const draining = w.join('draining', { max_jobs: 4 });
     const sick = w.join('sick', { max_jobs: 4 });
-    paused.control = 'paused';
-    draining.control = 'draining';
+    w.reg.setControl(paused, 'paused');
+    w.reg.setControl(draining, 'draining');
     w.reg.setHeartbeat(sick, { running: [], health: { accepting: false, problem: 'disk full' } }, w.now);
     for (let i = 0; i < 3; i++) w.sched.enqueue(ref(`n${i}`));
     expect(w.place()).toEqual([]);
-    draining.control = 'active';
+    w.reg.setControl(draining, 'active');
     expect(w.place().map((x) => x.agent)).toEqual(['draining', 'draining', 'draining']);
   });
 
   it('a disconnected agent gets nothing; back and welcomed, it does', () => {
     const w = new World();
     const a = w.join('a');
-    a.state = 'disconnected';
-    a.welcomed = false;
+    w.reg.markDisconnected(a, w.now + 30_000);
     w.sched.enqueue(ref('n'));
     expect(w.place()).toEqual([]);
     const { entry } = w.reg.connect(hello('a'), new FakeChannel(), w.now);
     expect(w.place()).toEqual([]); // not welcomed yet
-    entry.welcomed = true;
+    w.reg.markWelcomed(entry);
     expect(nodes(w.place())).toEqual(['n']);
   });
 });
@@ -383,7 +383,7 @@ describe('Scheduler agent choice matches a linear scan', () => {
       if (rand() < 0.5) plats.push({ platform: pickOf(platforms.filter((p) => p !== native)), emulated: true });
       const gpus = rand() < 0.2 ? [0, 1].map((ix) => gpu(ix, pickOf(['Tesla T4', 'A100']), pickOf([15_360, 40_960]))) : [];
       const { entry } = reg.connect(hello(name, { max_jobs: 1 + Math.floor(rand() * 4), platforms: plats, labels: { zone: pickOf(zones) }, gpus }), new FakeChannel(), 0);
-      entry.welcomed = true;
+      reg.markWelcomed(entry);
     }
     let attempt = 0;
     const held: Array<[string, string]> = [];
@@ -393,16 +393,15 @@ describe('Scheduler agent choice matches a linear scan', () => {
       reg.tick(now);
       const r = rand();
       const a = reg.get(pickOf(names))!;
-      if (r < 0.03) a.control = pickOf(['active', 'active', 'paused', 'draining'] as const);
+      if (r < 0.03) reg.setControl(a, pickOf(['active', 'active', 'paused', 'draining'] as const));
       else if (r < 0.05) reg.setHeartbeat(a, { running: [], health: { accepting: rand() < 0.7, problem: null } }, now);
       else if (r < 0.07) reg.recordInfraFailure(a.name, now);
       else if (r < 0.08) reg.recordHealthy(a.name, now);
       else if (r < 0.09) {
-        a.state = 'disconnected';
-        a.welcomed = false;
+        if (a.state === 'connected') reg.markDisconnected(a, now + 30_000);
       } else if (r < 0.1 && a.hello) {
         const { entry } = reg.connect(a.hello, new FakeChannel(), now);
-        entry.welcomed = true;
+        reg.markWelcomed(entry);
       } else if (r < 0.35 && held.length > 0) {
         const [agent, id] = held.splice(Math.floor(rand() * held.length), 1)[0]!;
         reg.release(agent, id);

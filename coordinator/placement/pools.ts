@@ -6,7 +6,9 @@
  * has waited), what runs in it, and the ready -> assigned wait of its last dispatches.
  */
 import { KilnError, normalizePlatform, type GpuRequirement, type NodeState, type PoolViewT } from '../../shared/index.js';
-import type { AgentEntry, AgentRegistry } from '../agents/agent-registry.js';
+import type { AgentEntry } from './agent-entry.js';
+import type { AgentRegistry } from './agent-registry.js';
+import { busyGpuCount } from './gpu-allocation.js';
 
 /** Listed even when empty, in this order; other pools follow by name. */
 export const STANDARD_POOLS = ['linux/amd64', 'linux/arm64', 'linux/s390x', 'gpu'] as const;
@@ -133,9 +135,7 @@ export class PoolStats {
     v.slots.busy += a.running.size;
     if (gpuPool) {
       v.gpus.total += a.hello?.gpus.length ?? 0;
-      const busy = new Set<number>();
-      for (const list of a.gpusInUse.values()) for (const i of list) busy.add(i);
-      v.gpus.busy += busy.size;
+      v.gpus.busy += busyGpuCount(a.gpusInUse);
     }
   }
 }

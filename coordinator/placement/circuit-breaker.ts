@@ -133,11 +133,6 @@ export class CircuitBreaker {
     if (this.trialId === attemptId) this.trialId = null;
   }
 
-  /** Every attempt gave its slot back (the agent was lost). */
-  onReleaseAll(): void {
-    this.trialId = null;
-  }
-
   view(now: number): BreakerView {
     const state = this.stateAt(now);
     const from = now - this.opts.windowMs;

@@ -1,5 +1,5 @@
 /**
- * Placement of ready nodes on agents.
+ * The ready queues and the placement pass: which ready node goes to which agent next.
  *
  * Ready nodes wait in queues, one per requirement (platform, labels, `!=` labels,
  * emulation allowed, GPUs; and the agents the node must avoid), so that a freed slot only
@@ -9,25 +9,16 @@
  * it FIFO and a pop is O(1)). Each placement takes the best head among the queues some
  * agent can serve now (the queues in a heap by their heads) and asks the registry for the
  * agent (agent-registry.ts: native before emulated, least loaded, fewer running, name;
- * that costs O(capability classes + log agents), not O(agents)).
+ * that costs O(capability classes + log agents), not O(agents)). Requirements and their
+ * keys are in requirement.ts.
  *
  * Entries are removed lazily: a queued node that was cancelled (or dispatched by another
  * path) meanwhile is dropped when it reaches the head (`isLive`).
  */
-import { KilnError, normalizePlatform, type GpuRequirement } from '../../shared/index.js';
-import type { AgentEntry, AgentRegistry } from '../agents/agent-registry.js';
-
-/** What a node needs of an agent. */
-export interface Requirement {
-  platform: string;
-  /** Labels the agent must have with exactly these values. */
-  labels: Record<string, string>;
-  /** Label values the agent must not have; an agent without the key matches. */
-  labelsNot: Record<string, string[]>;
-  /** An agent emulating the platform may run it (only when no native agent is free). */
-  allowEmulation: boolean;
-  gpus: GpuRequirement | null;
-}
+import { KilnError } from '../../shared/index.js';
+import type { AgentEntry } from './agent-entry.js';
+import type { AgentRegistry } from './agent-registry.js';
+import { requirementKey, type Requirement } from './requirement.js';
 
 export interface ReadyRef extends Requirement {
   buildId: string;
@@ -58,21 +49,6 @@ interface Queue {
   /** Non-empty buckets, highest priority first. */
   buckets: Bucket[];
   byPriority: Map<number, Bucket>;
-}
-
-/** A stable key for a requirement: equal requirements, equal keys (strings JSON-quoted, so none can fake a separator). */
-export function requirementKey(req: Requirement): string {
-  let key = `${JSON.stringify(normalizePlatform(req.platform))} ${req.allowEmulation ? 1 : 0} =`;
-  const lk = Object.keys(req.labels);
-  if (lk.length > 1) lk.sort();
-  for (const k of lk) key += `${JSON.stringify(k)}:${JSON.stringify(req.labels[k])},`;
-  key += ' !=';
-  const nk = Object.keys(req.labelsNot);
-  if (nk.length > 1) nk.sort();
-  for (const k of nk) key += `${JSON.stringify(k)}:${JSON.stringify([...req.labelsNot[k]!].sort())},`;
-  const g = req.gpus;
-  if (g) key += ` gpus=${g.count}:${g.min_memory_mib}:${g.model === null ? 'any' : JSON.stringify(g.model.toLowerCase())}`;
-  return key;
 }
 
 /** true when `a` goes before `b`: higher priority, then older. */
