@@ -21,6 +21,8 @@ export interface ApiRoute<T extends string> {
   readonly template: T;
   /** The request path with each `{param}` replaced, in order, by its encoded argument. */
   readonly path: (...args: PathArgs<T>) => string;
+  /** The same with the arguments as given, not encoded (tests that send hostile or pre-encoded segments). */
+  readonly rawPath: (...args: PathArgs<T>) => string;
 }
 
 /** A path segment value, encoded (`:` kept; `/`, `?`, `#`, `%` and the rest escaped). */
@@ -30,15 +32,16 @@ export function encodePathSegment(value: string): string {
 
 function route<const T extends string>(template: T): ApiRoute<T> {
   const parts = template.split(/\{[^}]+\}/);
+  const fill = (values: readonly string[], encode: (v: string) => string): string => {
+    if (values.length !== parts.length - 1) throw new TypeError(`${template} takes ${parts.length - 1} parameters, got ${values.length}`);
+    let out = parts[0]!;
+    for (let i = 0; i < values.length; i++) out += encode(values[i]!) + parts[i + 1]!;
+    return out;
+  };
   return {
     template,
-    path: (...args) => {
-      const values = args as readonly string[];
-      if (values.length !== parts.length - 1) throw new TypeError(`${template} takes ${parts.length - 1} parameters, got ${values.length}`);
-      let out = parts[0]!;
-      for (let i = 0; i < values.length; i++) out += encodePathSegment(values[i]!) + parts[i + 1]!;
-      return out;
-    },
+    path: (...args) => fill(args as readonly string[], encodePathSegment),
+    rawPath: (...args) => fill(args as readonly string[], (v) => v),
   };
 }
 

@@ -10,7 +10,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { WebSocket } from 'ws';
-import { MAX_FRAME_BYTES, PROTOCOL_VERSION, decodeFrame, encodeFrame, sha256, type AssignPayload, type Payload, type ToCoordinatorType } from '../../shared/index.js';
+import { AGENT_SOCKET_PATH, apiPath, decodeFrame, encodeFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION, sha256, type AssignPayload, type Payload, type ToCoordinatorType } from '../../shared/index.js';
 import { waitFor, type CoordinatorHandle } from './cluster.js';
 
 export interface FakeAgentOptions {
@@ -47,7 +47,7 @@ export class FakeAgent {
   }
 
   private async connect(): Promise<void> {
-    const url = `${this.o.coordinator.url.replace(/^http/, 'ws')}/api/v1/agent`;
+    const url = `${this.o.coordinator.url.replace(/^http/, 'ws')}${AGENT_SOCKET_PATH}`;
     const ws = new WebSocket(url, { headers: { authorization: `Bearer ${this.agentToken}` }, maxPayload: MAX_FRAME_BYTES });
     this.ws = ws;
     ws.on('message', (data: Buffer, isBinary: boolean) => {
@@ -96,7 +96,7 @@ export class FakeAgent {
 
   private async upload(bytes: Buffer): Promise<string> {
     const digest = sha256(bytes);
-    const res = await fetch(`${this.o.coordinator.url}/api/v1/cas/${digest}`, { method: 'PUT', body: bytes, headers: { authorization: `Bearer ${this.agentToken}`, 'content-type': 'application/x-tar' } });
+    const res = await fetch(`${this.o.coordinator.url}${apiPath.casBlob(digest)}`, { method: 'PUT', body: bytes, headers: { authorization: `Bearer ${this.agentToken}`, 'content-type': 'application/x-tar' } });
     if (res.status !== 200 && res.status !== 201) throw new Error(`output upload: ${res.status} ${await res.text()}`);
     return digest;
   }
