@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Docker from 'dockerode';
 import { afterAll, beforeAll } from 'vitest';
-import { apiPath } from '../../shared/index.js';
+import { apiPath, coerceError } from '../../shared/index.js';
 
 export const REPO = resolve(import.meta.dirname, '..', '..');
 export const KILN_BIN = join(REPO, 'dist', 'cli', 'main.js');
@@ -41,7 +41,7 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
       if (err instanceof StopWaiting) throw err;
       lastErr = err;
     }
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}${lastErr ? ` (last error: ${(lastErr as Error).message})` : ''}`);
+    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}${lastErr ? ` (last error: ${coerceError(lastErr).message})` : ''}`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }

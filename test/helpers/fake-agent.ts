@@ -10,7 +10,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { WebSocket } from 'ws';
-import { AGENT_SOCKET_PATH, apiPath, decodeFrame, encodeFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION, sha256, type AssignPayload, type Payload, type ToCoordinatorType } from '../../shared/index.js';
+import { AGENT_SOCKET_PATH, MAX_FRAME_BYTES, PROTOCOL_VERSION, apiPath, coerceError, decodeFrame, encodeFrame, sha256, type AssignPayload, type Payload, type ToCoordinatorType } from '../../shared/index.js';
 import { waitFor, type CoordinatorHandle } from './cluster.js';
 
 export interface FakeAgentOptions {
@@ -65,7 +65,7 @@ export class FakeAgent {
         this.heartbeat.unref();
         this.send('heartbeat', { running: [], load: { load1: 0.5, cpus: 2, mem_used_mib: 512, mem_total_mib: 4096, disk_free_mib: 10_000 }, gpus: [], health: { accepting: true, problem: null } });
       } else if (f.type === 'assign') {
-        void this.run(f.payload).catch((err: unknown) => this.errors.push(`run ${f.payload.attempt_id}: ${(err as Error).message}`));
+        void this.run(f.payload).catch((err: unknown) => this.errors.push(`run ${f.payload.attempt_id}: ${coerceError(err).message}`));
       } else if (f.type === 'proceed') {
         // nothing to do: the fake builds at once
       } else if (f.type === 'error') {

@@ -12,7 +12,7 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { AGENT_SOCKET_PATH, apiPath, decodeFrame, encodeFrame, MAX_FRAME_BYTES, MAX_LOG_CHUNK_BYTES, sha256, type AssignPayload, type Frame, type HelloPayload, type MessageType, type Payload, type ToAgentType } from '../../shared/index.js';
+import { AGENT_SOCKET_PATH, MAX_FRAME_BYTES, MAX_LOG_CHUNK_BYTES, apiPath, decodeFrame, encodeFrame, sha256, type AssignPayload, type Frame, type HelloPayload, type MessageType, type Payload, type ToAgentType } from '../../shared/index.js';
 import { waitFor } from './cluster.js';
 
 export interface FakeCoordinatorOptions {

@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { AGENT_SOCKET_PATH, apiPath, decodeFrame, encodeFrame } from '../../shared/index.js';
+import { AGENT_SOCKET_PATH, apiPath, encodeFrame, decodeFrame } from '../../shared/index.js';
 import { spawnKiln, startCoordinator, tempDir, type CoordinatorHandle } from '../helpers/cluster.js';
 import { writeFile } from 'node:fs/promises';
 

@@ -31,7 +31,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../../coordinator/http/app.js';
 import { TokenCheck } from '../../coordinator/http/auth.js';
 import type { HttpDeps } from '../../coordinator/http/context.js';
-import { AGENT_SOCKET_PATH, API_ROUTES, apiPath, DIGEST_RE, NODE_NAME_RE, sha256 } from '../../shared/index.js';
+import { AGENT_SOCKET_PATH, API_ROUTES, DIGEST_RE, NODE_NAME_RE, apiPath, sha256 } from '../../shared/index.js';
 import { FAKE, NOWHERE, seedBuilds, type SeededBuilds } from '../helpers/api-fixtures.js';
 import { startCoordinator, tempDir, type CoordinatorHandle } from '../helpers/cluster.js';
 import { FakeAgent } from '../helpers/fake-agent.js';

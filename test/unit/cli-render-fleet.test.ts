@@ -5,7 +5,7 @@
  * Every view is parsed with the shared schema first, so the fixtures are valid API output.
  */
 import { describe, expect, it } from 'vitest';
-import { AgentView, apiPath, DeadLetterView, ErrorReport, PoolView, type AgentViewT, type ErrorReportT } from '../../shared/index.js';
+import { AgentView, DeadLetterView, ErrorReport, PoolView, apiPath, type AgentViewT, type ErrorReportT } from '../../shared/index.js';
 import { agentControlLine, agentsTable, breakerText, deadLetterTable, errorReportText, poolsTable, table } from '../../cli/render-fleet.js';
 
 const NOW = Date.parse('2030-01-01T12:00:00.000Z');
