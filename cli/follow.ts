@@ -11,7 +11,7 @@
  * be reached on the very first request (and was not reached before by the same command,
  * see `reached`) ends the follow at once with the client's "cannot reach" error (exit 2).
  */
-import { Backoff, MAX_CURSOR_CHARS, apiPath, coerceError, formatCursor, parseLogStreamEvent, parseOffsetId, sleep, withQuery, type FollowEvent } from '../shared/index.js';
+import { Backoff, LogCursorId, MAX_CURSOR_CHARS, apiPath, coerceError, formatCursor, parseLogStreamEvent, parseOffsetId, sleep, withQuery, type FollowEvent } from '../shared/index.js';
 import { UnreachableError, type ApiClient } from './api-client.js';
 import { CliError, EXIT } from './exit-codes.js';
 
@@ -120,7 +120,7 @@ export async function followBuildLogs(client: ApiClient, opts: FollowOptions): P
         if (e === null) continue;
         if (e.type === 'log' && m.id !== null) {
           if (opts.node) nodeOffset = offsetOfEventId(m.id);
-          else cursor = m.id;
+          else cursor = cursorOfEventId(m.id);
         }
         opts.onEvent(e);
         if (e.type === 'end') return e.state;
@@ -139,6 +139,13 @@ export async function followBuildLogs(client: ApiClient, opts: FollowOptions): P
     opts.onReconnect?.(reconnects, reason);
     await sleep(backoff.next(), opts.signal);
   }
+}
+
+/** The build route's event id: the cursor after the event's text (opaque, but it must be one). */
+function cursorOfEventId(id: string): string {
+  const r = LogCursorId.safeParse(id);
+  if (!r.success) throw new CliError(`the log stream sent event id '${id.slice(0, 80)}', not a log cursor (${r.error.issues[0]?.message ?? 'invalid'})`, EXIT.USAGE);
+  return r.data;
 }
 
 /** The node route's event id: the byte offset after the event's text. */
