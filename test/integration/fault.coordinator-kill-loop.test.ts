@@ -184,7 +184,7 @@ async function listAll(c: CoordinatorHandle): Promise<Map<string, BuildSummaryT>
   let cursor: string | null = null;
   for (;;) {
     const r: { status: number; body: { items: BuildSummaryT[]; next_cursor: string | null } } = await c.api(`${apiPath.builds()}?limit=500${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
-    if (r.status !== 200) throw new Error(`GET /api/v1/builds: ${r.status} ${JSON.stringify(r.body)}`);
+    if (r.status !== 200) throw new Error(`GET ${apiPath.builds()}: ${r.status} ${JSON.stringify(r.body)}`);
     for (const s of r.body.items) out.set(s.id, s);
     cursor = r.body.next_cursor;
     if (!cursor) return out;

@@ -388,7 +388,7 @@ describe('hostile strings in routes and specs', () => {
     }
     for (let i = 0; i < specCases(s, seeded.digest).length; i++) {
       const sc = specCases(s, seeded.digest)[i]!;
-      const op = `POST /api/v1/builds: hostile ${sc.field}`;
+      const op = `POST ${API_ROUTES.builds.template}: hostile ${sc.field}`;
       const body = sc.yaml ? yamlStringify(sc.spec) : JSON.stringify(sc.spec);
       const req: ProbeRequest = { method: 'POST', target: apiPath.builds(), headers: headers({ 'content-type': sc.yaml ? 'application/yaml' : 'application/json' }), body };
       const res = await probe(op, req, s);
