@@ -30,9 +30,6 @@ export type EndEventDataT = z.infer<typeof EndEventData>;
 export const LOG_STREAM_EVENTS = { log: LogEventData, status: StatusEventData, end: EndEventData } as const;
 export type LogStreamEventName = keyof typeof LOG_STREAM_EVENTS;
 
-/** SSE events of the log streams (`event:` names). */
-export const LogEvent = { log: 'log', status: 'status', end: 'end' } as const satisfies Record<LogStreamEventName, LogStreamEventName>;
-
 /**
  * One event of a log stream as both ends see it: its `event:` name as `type`, and its
  * data (`{"type":"log","node","text"}`; the CLI's `--json` prints these).
