@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { HEX_RE, KilnError, digestHex, errnoCode, hasherDigest, newHasher, writeVerifiedFile, type Digest } from '../shared/index.js';
+import { HEX_RE, KilnError, apiPath, digestHex, errnoCode, hasherDigest, newHasher, writeVerifiedFile, type Digest } from '../shared/index.js';
 import { DiskFullError, isDiskFull } from './failure-kinds.js';
 
 export interface CasCacheOptions {
@@ -207,7 +207,7 @@ export class CasCache {
   }
 
   private async download(digest: Digest, signal?: AbortSignal): Promise<void> {
-    const url = `${this.opts.coordinatorUrl}/api/v1/cas/${digest}`;
+    const url = `${this.opts.coordinatorUrl}${apiPath.casBlob(digest)}`;
     let res: Response;
     try {
       res = await this.fetchFn(url, { headers: { authorization: `Bearer ${this.opts.token}` }, ...(signal ? { signal } : {}) });
@@ -247,7 +247,7 @@ export class CasCache {
 
   /** Asks the coordinator which of `digests` it lacks. */
   async findMissing(digests: Digest[]): Promise<Digest[]> {
-    const url = `${this.opts.coordinatorUrl}/api/v1/cas/find-missing`;
+    const url = `${this.opts.coordinatorUrl}${apiPath.casFindMissing()}`;
     let res: Response;
     try {
       res = await this.fetchFn(url, {
@@ -270,7 +270,7 @@ export class CasCache {
     await this.load();
     const missing = await this.findMissing([digest]);
     if (missing.length > 0) {
-      const url = `${this.opts.coordinatorUrl}/api/v1/cas/${digest}`;
+      const url = `${this.opts.coordinatorUrl}${apiPath.casBlob(digest)}`;
       let res: Response;
       try {
         res = await this.fetchFn(url, {

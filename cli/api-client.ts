@@ -6,7 +6,7 @@
  * never an exception with a stack trace.
  */
 import type { z } from 'zod';
-import { Problem } from '../shared/index.js';
+import { Problem, coerceError } from '../shared/index.js';
 import type { ClientConfig } from './client-config.js';
 import { CliError, EXIT } from './exit-codes.js';
 
@@ -35,7 +35,7 @@ export class ApiClient {
       return await fetch(this.url(path), { ...init, headers: this.headers((init.headers as Record<string, string>) ?? {}) });
     } catch (err) {
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-      throw new UnreachableError(`cannot reach the coordinator at ${this.config.baseUrl}: ${cause?.code ?? cause?.message ?? (err as Error).message}`);
+      throw new UnreachableError(`cannot reach the coordinator at ${this.config.baseUrl}: ${cause?.code ?? cause?.message ?? coerceError(err).message}`);
     }
   }
 

@@ -10,7 +10,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { ArtifactPage, BuildView, extractTarContained, hasherDigest, newHasher, type ArtifactViewT } from '../shared/index.js';
+import { ArtifactPage, BuildView, apiPath, coerceError, extractTarContained, hasherDigest, newHasher, type ArtifactViewT } from '../shared/index.js';
 import type { ApiClient } from './api-client.js';
 import type { CliIO } from './commands.js';
 import { formatBytes } from './commands.js';
@@ -18,7 +18,7 @@ import { CliError, EXIT } from './exit-codes.js';
 import { jsonLine, writeJsonLine, writeJsonLines } from './json-lines.js';
 
 export async function artifactsListCommand(client: ApiClient, buildId: string, opts: { json: boolean }, io: CliIO): Promise<number> {
-  const page = await client.json(`/api/v1/builds/${encodeURIComponent(buildId)}/artifacts`, ArtifactPage);
+  const page = await client.json(apiPath.buildArtifacts(buildId), ArtifactPage);
   // The route lists every artifact of a build (next_cursor is null); should that change, say so.
   if (page.next_cursor) io.stderr.write(`the coordinator listed only the first ${page.items.length} artifacts of ${buildId}\n`);
   if (opts.json) {
@@ -34,7 +34,7 @@ export async function artifactsListCommand(client: ApiClient, buildId: string, o
 }
 
 async function findArtifact(client: ApiClient, buildId: string, node: string, output: string): Promise<ArtifactViewT> {
-  const page = await client.json(`/api/v1/builds/${encodeURIComponent(buildId)}/artifacts`, ArtifactPage);
+  const page = await client.json(apiPath.buildArtifacts(buildId), ArtifactPage);
   const a = page.items.find((x) => x.node === node && x.name === output);
   if (!a) {
     const have = page.items.map((x) => `${x.node}.${x.name}`);
@@ -52,7 +52,7 @@ async function download(client: ApiClient, a: ArtifactViewT, dir: string): Promi
   try {
     res = own ? await client.raw(a.url.slice(client.config.baseUrl.length)) : await fetch(a.url);
   } catch (err) {
-    throw new CliError(`downloading ${a.digest} failed: ${(err as Error).message}`, EXIT.USAGE);
+    throw new CliError(`downloading ${a.digest} failed: ${coerceError(err).message}`, EXIT.USAGE);
   }
   if (!res.ok || !res.body) throw own ? await client.failure(res) : new CliError(`downloading ${a.digest} from ${a.url} failed: HTTP ${res.status}`, EXIT.USAGE);
   const path = join(dir, 'artifact.tar');
@@ -85,7 +85,7 @@ export async function artifactsGetCommand(client: ApiClient, buildId: string, no
     try {
       r = await extractTarContained(createReadStream(tar), target);
     } catch (err) {
-      throw new CliError(`extracting ${a.digest} into ${target} failed: ${(err as Error).message}`, EXIT.USAGE);
+      throw new CliError(`extracting ${a.digest} into ${target} failed: ${coerceError(err).message}`, EXIT.USAGE);
     }
     if (opts.json) io.stdout.write(jsonLine({ ...a, extracted_to: target, files: r.files, bytes: r.bytes }));
     else io.stdout.write(`${a.node}.${a.name} ${a.digest}: ${r.files} files, ${formatBytes(r.bytes)} extracted to ${target}\n`);
@@ -97,12 +97,12 @@ export async function artifactsGetCommand(client: ApiClient, buildId: string, no
 
 /** The record, indented for people; with `json`, as one compact line. */
 export async function provenanceCommand(client: ApiClient, buildId: string, node: string, opts: { json: boolean }, io: CliIO): Promise<number> {
-  const build = await client.json(`/api/v1/builds/${encodeURIComponent(buildId)}`, BuildView);
+  const build = await client.json(apiPath.build(buildId), BuildView);
   const n = build.nodes.find((x) => x.name === node);
   if (!n) throw new CliError(`build ${buildId} has no node '${node}'`, EXIT.USAGE);
   const digest = n.provenance ?? n.attempts[n.attempts.length - 1]?.provenance ?? null;
   if (!digest) throw new CliError(`node '${node}' of build ${buildId} has no provenance record (it did not finish a build)`, EXIT.USAGE);
-  const res = await client.raw(`/api/v1/cas/${digest}`);
+  const res = await client.raw(apiPath.casBlob(digest));
   if (!res.ok) throw await client.failure(res);
   const bytes = Buffer.from(await res.arrayBuffer());
   const hash = newHasher().update(bytes);
@@ -120,7 +120,7 @@ export async function provenanceCommand(client: ApiClient, buildId: string, node
 
 /** `kiln pin|unpin BUILD`; with `json`, the build as one line. */
 export async function pinCommand(client: ApiClient, buildId: string, pinned: boolean, opts: { json: boolean }, io: CliIO): Promise<number> {
-  const b = await client.json(`/api/v1/builds/${encodeURIComponent(buildId)}/pin`, BuildView, { method: pinned ? 'POST' : 'DELETE' });
+  const b = await client.json(apiPath.buildPin(buildId), BuildView, { method: pinned ? 'POST' : 'DELETE' });
   if (opts.json) writeJsonLine(io.stdout, b);
   else io.stdout.write(`${b.id}: ${b.pinned ? 'pinned (artifacts kept until unpinned)' : 'unpinned (artifacts expire with the retention period)'}\n`);
   return EXIT.OK;

@@ -13,6 +13,8 @@ import {
   BuildPage,
   BuildView,
   CreatedBuild,
+  apiPath,
+  coerceError,
   decodeSpecBytes,
   isBuildTerminal,
   isNodeTerminal,
@@ -21,15 +23,17 @@ import {
   packDir,
   parseSpecText,
   validateSpec,
+  withQuery,
   type BuildState,
   type BuildViewT,
   type FieldError,
+  type FollowEvent,
   type NodeViewT,
   type PackedDir,
 } from '../shared/index.js';
 import type { ApiClient } from './api-client.js';
 import { CliError, EXIT, exitCodeForBuildState } from './exit-codes.js';
-import { followBuildLogs, type FollowEvent } from './follow.js';
+import { followBuildLogs } from './follow.js';
 import { jsonLine, writeJsonLine, writeJsonLines } from './json-lines.js';
 import { LinePrinter, buildSummary, useColour, type Output } from './render.js';
 
@@ -88,7 +92,7 @@ async function resolveContexts(client: ApiClient, specPath: string, raw: Record<
 
 /** Uploads the packed contexts the coordinator does not have yet (one find-missing call). */
 async function uploadMissing(client: ApiClient, packs: PackedDir[], where: Map<string, string>, io: CliIO): Promise<void> {
-  const { missing } = await client.json('/api/v1/cas/find-missing', z.object({ missing: z.array(z.string()) }), {
+  const { missing } = await client.json(apiPath.casFindMissing(), z.object({ missing: z.array(z.string()) }), {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ digests: packs.map((p) => p.digest) }),
@@ -97,7 +101,7 @@ async function uploadMissing(client: ApiClient, packs: PackedDir[], where: Map<s
   for (const p of packs) {
     if (!want.has(p.digest)) continue;
     io.stderr.write(`uploading context ${where.get(p.digest) ?? ''} (${p.files} files, ${formatBytes(p.size)}) as ${p.digest.slice(0, 19)}…\n`);
-    const res = await client.raw(`/api/v1/cas/${p.digest}`, {
+    const res = await client.raw(apiPath.casBlob(p.digest), {
       method: 'PUT',
       headers: { 'content-type': 'application/x-tar', 'content-length': String(p.size) },
       body: Readable.toWeb(createReadStream(p.path)) as ReadableStream,
@@ -120,7 +124,7 @@ async function readSpecBytes(specPath: string): Promise<Uint8Array> {
   try {
     for await (const chunk of createReadStream(specPath, { end: MAX_SPEC_BYTES })) chunks.push(chunk as Buffer);
   } catch (err) {
-    throw new CliError(`cannot read spec ${specPath}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, EXIT.USAGE);
+    throw new CliError(`cannot read spec ${specPath}: ${(err as NodeJS.ErrnoException).code ?? coerceError(err).message}`, EXIT.USAGE);
   }
   return Buffer.concat(chunks);
 }
@@ -136,7 +140,7 @@ export async function submitCommand(client: ApiClient, specPath: string, opts: {
   if (!local.ok) throw specError(specPath, local.errors);
   const body = await resolveContexts(client, specPath, parsed.value as Record<string, unknown>, io);
   if (body.name === undefined) body.name = local.value.name === 'build' ? (specPath.split('/').slice(-2, -1)[0] ?? 'build') : local.value.name;
-  const created = await client.json(`/api/v1/builds${opts.reuse === false ? '?reuse=false' : ''}`, CreatedBuild, {
+  const created = await client.json(withQuery(apiPath.builds(), { reuse: opts.reuse === false ? 'false' : undefined }), CreatedBuild, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify(body),
@@ -194,7 +198,7 @@ export async function followAndSummarize(client: ApiClient, buildId: string, nod
     io.stderr.write(`detached; build ${buildId} keeps running. Re-attach: kiln logs -f ${buildId}   Cancel: kiln cancel ${buildId}\n`);
     return EXIT.INTERRUPTED;
   }
-  const build = await client.json(`/api/v1/builds/${encodeURIComponent(buildId)}`, BuildView);
+  const build = await client.json(apiPath.build(buildId), BuildView);
   if (json) {
     writeJsonLine(io.stdout, { type: 'build', build });
   } else {
@@ -211,7 +215,7 @@ export async function followAndSummarize(client: ApiClient, buildId: string, nod
 /** Replays the last lines of each failed node, between rulers, as BuildKit does. */
 async function printFailures(client: ApiClient, build: BuildViewT, io: CliIO, colour: boolean): Promise<void> {
   for (const n of build.nodes.filter((x) => x.state === 'failed')) {
-    const res = await client.raw(`/api/v1/builds/${encodeURIComponent(build.id)}/nodes/${encodeURIComponent(n.name)}/logs`);
+    const res = await client.raw(apiPath.nodeLogs(build.id, n.name));
     const text = res.ok ? await res.text() : '';
     const tail = text.split('\n').filter(Boolean).slice(-20);
     const red = (s: string) => (colour ? `\x1b[31m${s}\x1b[0m` : s);
@@ -223,9 +227,7 @@ async function printFailures(client: ApiClient, build: BuildViewT, io: CliIO, co
 export async function logsCommand(client: ApiClient, buildId: string, node: string | undefined, opts: { follow: boolean; json: boolean }, io: CliIO): Promise<number> {
   if (opts.follow) return followAndSummarize(client, buildId, node ?? null, opts.json, io);
   if (opts.json) return storedLogEvents(client, buildId, node, io);
-  const path = node
-    ? `/api/v1/builds/${encodeURIComponent(buildId)}/nodes/${encodeURIComponent(node)}/logs`
-    : `/api/v1/builds/${encodeURIComponent(buildId)}/logs`;
+  const path = node ? apiPath.nodeLogs(buildId, node) : apiPath.buildLogs(buildId);
   const res = await client.raw(path);
   if (!res.ok) throw await client.failure(res);
   if (!res.body) return EXIT.OK;
@@ -252,14 +254,14 @@ function nodeDone(n: NodeViewT): boolean {
  * running build's output simply stops after what is stored.
  */
 async function storedLogEvents(client: ApiClient, buildId: string, node: string | undefined, io: CliIO): Promise<number> {
-  const build = await client.json(`/api/v1/builds/${encodeURIComponent(buildId)}`, BuildView);
+  const build = await client.json(apiPath.build(buildId), BuildView);
   const nodes = node === undefined ? build.nodes : build.nodes.filter((n) => n.name === node);
   if (node !== undefined && nodes.length === 0) throw new CliError(`build ${buildId} has no node '${node}'`, EXIT.USAGE);
   // Decided before reading: a node done now has its whole log stored.
   const done = nodes.every(nodeDone);
   for (const n of nodes) {
-    writeJsonLine(io.stdout, { type: 'status', node: n.name, state: n.state, attempt: n.attempts.length });
-    const res = await client.raw(`/api/v1/builds/${encodeURIComponent(buildId)}/nodes/${encodeURIComponent(n.name)}/logs`);
+    writeJsonLine(io.stdout, { type: 'status', node: n.name, state: n.state, attempt: n.attempts.length } satisfies FollowEvent);
+    const res = await client.raw(apiPath.nodeLogs(buildId, n.name));
     if (!res.ok) throw await client.failure(res);
     if (!res.body) continue;
     const decoder = new TextDecoder();
@@ -269,21 +271,21 @@ async function storedLogEvents(client: ApiClient, buildId: string, node: string 
       const cut = final ? all.length : all.lastIndexOf('\n') + 1;
       pending = all.slice(cut);
       const lines = all.slice(0, cut).split(/(?<=\n)/).filter((l) => l !== '');
-      writeJsonLines(io.stdout, lines.map((l) => ({ type: 'log', node: n.name, text: l })));
+      writeJsonLines(io.stdout, lines.map((l): FollowEvent => ({ type: 'log', node: n.name, text: l })));
     };
     for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) emit(decoder.decode(chunk, { stream: true }), false);
     emit(decoder.decode(), true);
   }
   if (done) {
     const state = node === undefined ? build.state : nodes[0]!.state;
-    writeJsonLine(io.stdout, { type: 'end', state });
+    writeJsonLine(io.stdout, { type: 'end', state } satisfies FollowEvent);
     writeJsonLine(io.stdout, { type: 'build', build });
   }
   return EXIT.OK;
 }
 
 export async function statusCommand(client: ApiClient, buildId: string, opts: { json: boolean }, io: CliIO): Promise<number> {
-  const build = await client.json(`/api/v1/builds/${encodeURIComponent(buildId)}`, BuildView);
+  const build = await client.json(apiPath.build(buildId), BuildView);
   if (opts.json) writeJsonLine(io.stdout, build);
   else io.stdout.write(buildSummary(build, useColour(io.stdout, io.env)));
   return isBuildTerminal(build.state as BuildState) ? exitCodeForBuildState(build.state) : EXIT.OK;
@@ -294,8 +296,7 @@ export async function statusCommand(client: ApiClient, buildId: string, opts: { 
  * When there are older builds, the command for the next page goes to stderr.
  */
 export async function buildsCommand(client: ApiClient, opts: { json: boolean; limit: number; cursor?: string }, io: CliIO): Promise<number> {
-  const cursor = opts.cursor ? `&cursor=${encodeURIComponent(opts.cursor)}` : '';
-  const page = await client.json(`/api/v1/builds?limit=${opts.limit}${cursor}`, BuildPage);
+  const page = await client.json(withQuery(apiPath.builds(), { limit: opts.limit, cursor: opts.cursor || undefined }), BuildPage);
   if (opts.json) {
     writeJsonLines(io.stdout, page.items);
   } else {
@@ -310,7 +311,7 @@ export async function buildsCommand(client: ApiClient, opts: { json: boolean; li
 }
 
 export async function cancelCommand(client: ApiClient, buildId: string, opts: { json: boolean }, io: CliIO): Promise<number> {
-  const build = await client.json(`/api/v1/builds/${encodeURIComponent(buildId)}/cancel`, BuildView, { method: 'POST' });
+  const build = await client.json(apiPath.buildCancel(buildId), BuildView, { method: 'POST' });
   io.stdout.write(opts.json ? jsonLine(build) : `cancelling ${build.id}: ${build.state}\n`);
   return EXIT.OK;
 }

@@ -6,7 +6,20 @@
  * one line for a single object (an agent after pause/drain/resume, a retried build, an
  * error report).
  */
-import { AgentPage, AgentView, BuildView, DeadLetterList, ErrorReport, PoolList, type AgentViewT, type ErrorReportT } from '../shared/index.js';
+import {
+  AGENT_CONTROL_ROUTES,
+  AgentPage,
+  AgentView,
+  BuildView,
+  DeadLetterList,
+  ErrorReport,
+  PoolList,
+  apiPath,
+  withQuery,
+  type AgentControlAction,
+  type AgentViewT,
+  type ErrorReportT,
+} from '../shared/index.js';
 import type { ApiClient } from './api-client.js';
 import { followAndSummarize, type CliIO } from './commands.js';
 import { CliError, EXIT } from './exit-codes.js';
@@ -14,14 +27,12 @@ import { writeJsonLine, writeJsonLines } from './json-lines.js';
 import { useColour } from './render.js';
 import { agentControlLine, agentsTable, deadLetterTable, errorReportText, poolsTable } from './render-fleet.js';
 
-const enc = encodeURIComponent;
-
 /** Every agent, following the list's cursor. */
 async function allAgents(client: ApiClient): Promise<AgentViewT[]> {
   const out: AgentViewT[] = [];
   let cursor: string | null = null;
   do {
-    const page: { items: AgentViewT[]; next_cursor: string | null } = await client.json(`/api/v1/agents?limit=500${cursor ? `&cursor=${enc(cursor)}` : ''}`, AgentPage);
+    const page: { items: AgentViewT[]; next_cursor: string | null } = await client.json(withQuery(apiPath.agents(), { limit: 500, cursor: cursor || undefined }), AgentPage);
     out.push(...page.items);
     cursor = page.next_cursor;
   } while (cursor);
@@ -35,7 +46,7 @@ export async function agentsCommand(client: ApiClient, opts: { json: boolean }, 
   return EXIT.OK;
 }
 
-export type AgentAction = 'pause' | 'resume' | 'drain';
+export type AgentAction = AgentControlAction;
 
 export async function agentControlCommand(client: ApiClient, action: AgentAction, name: string, opts: { reason?: string; json: boolean }, io: CliIO): Promise<number> {
   if (opts.reason !== undefined && opts.reason.trim() === '') throw new CliError('--reason: give some text (or leave the option out)', EXIT.USAGE);
@@ -45,21 +56,21 @@ export async function agentControlCommand(client: ApiClient, action: AgentAction
     init.headers = { 'content-type': 'application/json' };
     init.body = JSON.stringify({ reason: opts.reason });
   }
-  const a = await client.json(`/api/v1/agents/${enc(name)}/${action}`, AgentView, init);
+  const a = await client.json(AGENT_CONTROL_ROUTES[action].path(name), AgentView, init);
   if (opts.json) writeJsonLine(io.stdout, a);
   else io.stdout.write(agentControlLine(a));
   return EXIT.OK;
 }
 
 export async function poolsCommand(client: ApiClient, opts: { json: boolean }, io: CliIO): Promise<number> {
-  const list = await client.json('/api/v1/pools', PoolList);
+  const list = await client.json(apiPath.pools(), PoolList);
   if (opts.json) writeJsonLines(io.stdout, list.items);
   else io.stdout.write(poolsTable(list.items));
   return EXIT.OK;
 }
 
 export async function deadLetterCommand(client: ApiClient, opts: { json: boolean }, io: CliIO): Promise<number> {
-  const list = await client.json('/api/v1/dead-letter', DeadLetterList);
+  const list = await client.json(apiPath.deadLetter(), DeadLetterList);
   if (opts.json) writeJsonLines(io.stdout, list.items);
   else io.stdout.write(deadLetterTable(list.items));
   return EXIT.OK;
@@ -67,11 +78,11 @@ export async function deadLetterCommand(client: ApiClient, opts: { json: boolean
 
 /** Byte length of each node's stored log, so following after a retry starts with the new output. */
 async function logOffsets(client: ApiClient, buildId: string): Promise<Map<string, number>> {
-  const build = await client.json(`/api/v1/builds/${enc(buildId)}`, BuildView);
+  const build = await client.json(apiPath.build(buildId), BuildView);
   const offsets = new Map<string, number>();
   for (const n of build.nodes) {
     if (n.attempts.length === 0) continue;
-    const res = await client.raw(`/api/v1/builds/${enc(buildId)}/nodes/${enc(n.name)}/logs`);
+    const res = await client.raw(apiPath.nodeLogs(buildId, n.name));
     if (!res.ok) throw await client.failure(res);
     offsets.set(n.name, Buffer.from(await res.arrayBuffer()).length);
   }
@@ -81,7 +92,7 @@ async function logOffsets(client: ApiClient, buildId: string): Promise<Map<strin
 export async function retryCommand(client: ApiClient, buildId: string, node: string, opts: { follow: boolean; json: boolean }, io: CliIO): Promise<number> {
   // Measured before the retry, so nothing the new attempt writes can be missed.
   const from = opts.follow ? await logOffsets(client, buildId) : undefined;
-  const build = await client.json(`/api/v1/builds/${enc(buildId)}/nodes/${enc(node)}/retry`, BuildView, { method: 'POST' });
+  const build = await client.json(apiPath.nodeRetry(buildId, node), BuildView, { method: 'POST' });
   const n = build.nodes.find((x) => x.name === node);
   const again = build.nodes.filter((x) => x.name !== node && x.state === 'pending').map((x) => x.name);
   if (!opts.follow) {
@@ -103,10 +114,10 @@ export async function retryCommand(client: ApiClient, buildId: string, node: str
  * `--json`); an unknown build exits 2 like every other command.
  */
 export async function errorCommand(client: ApiClient, buildId: string, opts: { json: boolean; lines: number }, io: CliIO): Promise<number> {
-  const res = await client.raw(`/api/v1/builds/${enc(buildId)}/error`);
+  const res = await client.raw(apiPath.buildError(buildId));
   if (res.status === 404) {
     // Unknown build (exit 2, from the build route's own 404), or one with no failed node.
-    const build = await client.json(`/api/v1/builds/${enc(buildId)}`, BuildView);
+    const build = await client.json(apiPath.build(buildId), BuildView);
     io.stderr.write(`build ${buildId} has no error report: no node failed (state: ${build.state})\n`);
     return EXIT.BUILD_FAILED;
   }

@@ -11,15 +11,9 @@
  * be reached on the very first request (and was not reached before by the same command,
  * see `reached`) ends the follow at once with the client's "cannot reach" error (exit 2).
  */
-import type { z } from 'zod';
-import { Backoff, EndEventData, LogEventData, MAX_CURSOR_CHARS, StatusEventData, formatCursor, sleep } from '../shared/index.js';
+import { Backoff, LogCursorId, MAX_CURSOR_CHARS, apiPath, coerceError, formatCursor, parseLogStreamEvent, parseOffsetId, sleep, withQuery, type FollowEvent } from '../shared/index.js';
 import { UnreachableError, type ApiClient } from './api-client.js';
 import { CliError, EXIT } from './exit-codes.js';
-
-export type FollowEvent =
-  | { type: 'log'; node: string; text: string }
-  | { type: 'status'; node: string; state: string; attempt: number }
-  | { type: 'end'; state: string };
 
 interface SseMessage {
   event: string;
@@ -82,17 +76,12 @@ export interface FollowOptions {
   reached?: boolean;
 }
 
-/** An SSE event's `data`, validated with the shared schema (a protocol error names the event). */
-function eventData<T extends z.ZodType>(schema: T, m: { event: string; data: string }): z.infer<T> {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(m.data);
-  } catch {
-    throw new CliError(`the log stream sent a '${m.event}' event whose data is not JSON`, EXIT.USAGE);
-  }
-  const r = schema.safeParse(raw);
-  if (!r.success) throw new CliError(`the log stream sent a malformed '${m.event}' event (${r.error.issues[0]?.message ?? 'invalid'})`, EXIT.USAGE);
-  return r.data;
+/** An SSE message as a log stream event, validated with the shared schemas (null: not a log stream event, ignored). */
+function streamEvent(m: SseMessage): FollowEvent | null {
+  const r = parseLogStreamEvent(m.event, m.data);
+  if (r === null) return null;
+  if (!r.ok) throw new CliError(`the log stream sent ${r.error}`, EXIT.USAGE);
+  return r.event;
 }
 
 /** Streams events until the `end` event; returns the final state. */
@@ -115,8 +104,8 @@ export async function followBuildLogs(client: ApiClient, opts: FollowOptions): P
     let reason: string;
     try {
       const path = opts.node
-        ? `/api/v1/builds/${encodeURIComponent(opts.buildId)}/nodes/${encodeURIComponent(opts.node)}/logs?follow=${opts.follow}&offset=${nodeOffset}`
-        : `/api/v1/builds/${encodeURIComponent(opts.buildId)}/logs?follow=${opts.follow}&cursor=${encodeURIComponent(cursor)}`;
+        ? withQuery(apiPath.nodeLogs(opts.buildId, opts.node), { follow: opts.follow, offset: nodeOffset })
+        : withQuery(apiPath.buildLogs(opts.buildId), { follow: opts.follow, cursor });
       const res = await client.raw(path, { headers: { accept: 'text/event-stream' }, ...(opts.signal ? { signal: opts.signal } : {}) });
       reached = true; // something answered: from now on, failures are interruptions
       if (!res.ok) {
@@ -127,21 +116,14 @@ export async function followBuildLogs(client: ApiClient, opts: FollowOptions): P
       outageSince = null;
       backoff.reset();
       for await (const m of parseSse(res.body)) {
-        if (m.event === 'log') {
-          const d = eventData(LogEventData, m);
-          if (m.id !== null) {
-            if (opts.node) nodeOffset = offsetOfEventId(m.id);
-            else cursor = m.id;
-          }
-          opts.onEvent({ type: 'log', node: d.node, text: d.text });
-        } else if (m.event === 'status') {
-          const d = eventData(StatusEventData, m);
-          opts.onEvent({ type: 'status', node: d.node, state: d.state, attempt: d.attempt });
-        } else if (m.event === 'end') {
-          const d = eventData(EndEventData, m);
-          opts.onEvent({ type: 'end', state: d.state });
-          return d.state;
+        const e = streamEvent(m);
+        if (e === null) continue;
+        if (e.type === 'log' && m.id !== null) {
+          if (opts.node) nodeOffset = offsetOfEventId(m.id);
+          else cursor = cursorOfEventId(m.id);
         }
+        opts.onEvent(e);
+        if (e.type === 'end') return e.state;
       }
       if (!opts.follow) return 'unknown';
       reason = 'the stream ended early';
@@ -149,7 +131,7 @@ export async function followBuildLogs(client: ApiClient, opts: FollowOptions): P
       if (err instanceof CliError && !(err instanceof UnreachableError)) throw err;
       if (opts.signal?.aborted) return 'interrupted';
       if (err instanceof UnreachableError && !reached) throw err;
-      reason = (err as Error).message;
+      reason = coerceError(err).message;
     }
     outageSince ??= Date.now();
     if (Date.now() - outageSince > maxOutage) throw new CliError(`lost the log stream for more than ${Math.round(maxOutage / 1000)}s: ${reason}`, EXIT.USAGE);
@@ -159,9 +141,16 @@ export async function followBuildLogs(client: ApiClient, opts: FollowOptions): P
   }
 }
 
+/** The build route's event id: the cursor after the event's text (opaque, but it must be one). */
+function cursorOfEventId(id: string): string {
+  const r = LogCursorId.safeParse(id);
+  if (!r.success) throw new CliError(`the log stream sent event id '${id.slice(0, 80)}', not a log cursor (${r.error.issues[0]?.message ?? 'invalid'})`, EXIT.USAGE);
+  return r.data;
+}
+
 /** The node route's event id: the byte offset after the event's text. */
 function offsetOfEventId(id: string): number {
-  const n = Number(id);
-  if (!/^(0|[1-9][0-9]*)$/.test(id) || !Number.isSafeInteger(n)) throw new CliError(`the log stream sent event id '${id.slice(0, 80)}', not a byte offset`, EXIT.USAGE);
-  return n;
+  const offset = parseOffsetId(id);
+  if (typeof offset === 'string') throw new CliError(`the log stream sent event id ${offset}`, EXIT.USAGE);
+  return offset;
 }

@@ -2,6 +2,7 @@
  * Shapes of the coordinator's HTTP API (`/api/v1`), as zod schemas shared by the
  * coordinator (which serves them and generates `/openapi.json` from them) and the CLI
  * (which parses responses with them). Times are ISO 8601 strings; durations are ms.
+ * Route paths are in api-paths.ts, the log streams' SSE events in log-events.ts.
  */
 import { z } from 'zod';
 import { ATTEMPT_STATES, BUILD_STATES, NODE_STATES } from './states.js';
@@ -203,24 +204,3 @@ export type BuildViewT = z.infer<typeof BuildView>;
 export type AgentViewT = z.infer<typeof AgentView>;
 export type ProblemT = z.infer<typeof Problem>;
 export type ArtifactViewT = z.infer<typeof ArtifactView>;
-
-/** SSE events of the log streams (`event:` names). */
-export const LogEvent = {
-  /** `data: {"node": "...", "text": "..."}`; `id:` is the byte offset after this text (node stream) or the cursor `node:offset,...` (build stream). */
-  log: 'log',
-  /** `data: {"node": "...", "state": "...", "attempt": n}` when a node changes state. */
-  status: 'status',
-  /** `data: {"state": "..."}`: the stream is complete (node or build terminal and every byte sent). */
-  end: 'end',
-} as const;
-
-/** `data` of a `log` event: text of one node's log (whole UTF-8 characters). */
-export const LogEventData = z.object({ node: z.string(), text: z.string() });
-/** `data` of a `status` event: a node's state and how many attempts it has had. */
-export const StatusEventData = z.object({ node: z.string(), state: z.enum(NODE_STATES), attempt: z.number().int().nonnegative() });
-/** `data` of the final `end` event: the node's (node stream) or build's (build stream) state. */
-export const EndEventData = z.object({ state: z.union([z.enum(NODE_STATES), z.enum(BUILD_STATES)]) });
-
-export type LogEventDataT = z.infer<typeof LogEventData>;
-export type StatusEventDataT = z.infer<typeof StatusEventData>;
-export type EndEventDataT = z.infer<typeof EndEventData>;

@@ -1,6 +1,11 @@
 /**
- * The log cursor of a build's SSE stream: written by the coordinator as each `log` event's
- * id, and handed back by a client that resumes (`?cursor=` or `Last-Event-ID`). Clients
+ * The resume points of the log streams, written by the coordinator as each `log` event's
+ * `id:` and handed back by a client that resumes; one implementation for both ends.
+ *
+ * A node's stream: the byte offset after the event's text (`?offset=` or `Last-Event-ID`),
+ * see formatOffsetId / parseOffsetId.
+ *
+ * A build's stream: the cursor (`?cursor=` or `Last-Event-ID`). Clients
  * treat it as opaque. Two forms:
  *   - by name: `node:offset,node:offset` (offset = bytes of that node's log received;
  *     nodes at 0 left out). Clients may write this form themselves (to start mid-log).
@@ -88,4 +93,18 @@ export function formatCursor(offsets: ReadonlyMap<string, number>, build?: { nod
     }
   });
   return `~${bits.toString('base64url')}~${partial.join(',')}`;
+}
+
+/** A node stream's event id: a byte offset (at most 15 digits, so always a safe integer). */
+export const OFFSET_ID_RE = /^(0|[1-9][0-9]{0,14})$/;
+
+/** The id of a node stream's `log` event: the byte offset after its text. */
+export function formatOffsetId(offset: number): string {
+  return String(offset);
+}
+
+/** Reads a node stream's event id back to its byte offset, or says what is wrong with it. */
+export function parseOffsetId(text: string): number | string {
+  if (!OFFSET_ID_RE.test(text)) return `'${text.slice(0, 80)}' is not a byte offset (a non-negative integer)`;
+  return Number(text);
 }

@@ -3,7 +3,7 @@
  * fields such as why a ready node is still waiting). `now` defaults to the wall clock for
  * callers without one (it only decides whether a circuit breaker still counts as open).
  */
-import type { AttemptViewT, BuildSummaryT, BuildViewT, NodeViewT } from '../../shared/index.js';
+import { apiPath, type AttemptViewT, type BuildSummaryT, type BuildViewT, type NodeViewT } from '../../shared/index.js';
 import type { AgentRegistry } from '../placement/agent-registry.js';
 import { waitingReason } from '../placement/why-waiting.js';
 import type { AttemptRecord, BuildRecord, BuildSummaryRecord, NodeRecord, ReusedFrom } from '../state/records.js';
@@ -14,7 +14,7 @@ export function iso(ms: number | null): string | null {
 }
 
 function reusedView(r: ReusedFrom | null | undefined): NodeViewT['reused_from'] {
-  return r ? { ...r, logs_url: `/api/v1/builds/${r.build_id}/nodes/${encodeURIComponent(r.node)}/logs` } : null;
+  return r ? { ...r, logs_url: apiPath.nodeLogs(r.build_id, r.node) } : null;
 }
 
 /** The attempt whose result the node has (the last one, when it succeeded or was reused). */
@@ -111,6 +111,6 @@ export function buildView(b: BuildRecord, agents: AgentRegistry, now: number = D
     cancel_requested: b.cancel_requested,
     reuse: b.reuse ?? true,
     nodes: b.nodes.map((n) => nodeView(n, agents, now)),
-    logs_url: `/api/v1/builds/${b.id}/logs`,
+    logs_url: apiPath.buildLogs(b.id),
   };
 }

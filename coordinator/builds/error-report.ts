@@ -6,7 +6,7 @@
  * when a failed build finishes and serves it at `GET /api/v1/builds/{id}/error`.
  */
 import { open } from 'node:fs/promises';
-import { errnoCode, type ErrorReportNodeT, type ErrorReportT } from '../../shared/index.js';
+import { apiPath, errnoCode, type ErrorReportNodeT, type ErrorReportT } from '../../shared/index.js';
 import type { LogStore } from '../logs/log-store.js';
 import { isInfraAttempt, type BuildRecord, type DeadLetterRecord, type NodeRecord } from '../state/records.js';
 
@@ -44,7 +44,7 @@ export async function tailLines(path: string, lines = LOG_TAIL_LINES): Promise<s
 
 async function nodeReport(build: BuildRecord, node: NodeRecord, logs: LogStore, deadLetter: ReadonlyMap<string, DeadLetterRecord>): Promise<ErrorReportNodeT> {
   const last = node.attempts[node.attempts.length - 1] ?? null;
-  const logsUrl = `/api/v1/builds/${build.id}/nodes/${encodeURIComponent(node.name)}/logs`;
+  const logsUrl = apiPath.nodeLogs(build.id, node.name);
   return {
     node: node.name,
     platform: node.platform,
@@ -59,7 +59,7 @@ async function nodeReport(build: BuildRecord, node: NodeRecord, logs: LogStore, 
     log_tail: last ? await tailLines(logs.attemptPath(build.id, node.name, last.number)) : [],
     logs_url: logsUrl,
     provenance: last?.provenance ?? null,
-    provenance_url: last?.provenance ? `/api/v1/cas/${last.provenance}` : null,
+    provenance_url: last?.provenance ? apiPath.casBlob(last.provenance) : null,
     dead_letter: deadLetter.has(`${build.id}/${node.name}`),
   };
 }

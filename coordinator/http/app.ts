@@ -9,7 +9,7 @@
 import type { IncomingMessage } from 'node:http';
 import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
 import { requestId } from 'hono/request-id';
-import { AGENT_SOCKET_PATH, KILN_VERSION } from '../../shared/index.js';
+import { AGENT_SOCKET_PATH, API_PREFIX, KILN_VERSION } from '../../shared/index.js';
 import { clockOf, type AppEnv, type HttpDeps } from './context.js';
 import { createMetrics } from './metrics.js';
 import { AGENT_BEARER, BEARER, PUBLIC, bodyLimitsOf, errors, problemContent } from './openapi-common.js';
@@ -138,11 +138,11 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   const metrics = createMetrics(deps.engine, deps.agents, clockOf(deps));
   app.openapi(metricsRoute, async (c) => c.body(await metrics.metrics(), 200, { 'content-type': metrics.contentType }) as never);
 
-  app.use('/api/v1/*', async (c, next) => {
+  app.use(`${API_PREFIX}/*`, async (c, next) => {
     const role = deps.tokens.role(c.req.header('authorization'));
     if (!role) return problemResponse(c, 401, 'E_UNAUTHORIZED', 'missing or wrong API token (send Authorization: Bearer <token>)', undefined, { 'www-authenticate': 'Bearer' });
     // The agent token may only use the CAS (read contexts and inputs, upload outputs) and its WebSocket.
-    if (role === 'agent' && !c.req.path.startsWith('/api/v1/cas/') && c.req.path !== AGENT_SOCKET_PATH) {
+    if (role === 'agent' && !c.req.path.startsWith(`${API_PREFIX}/cas/`) && c.req.path !== AGENT_SOCKET_PATH) {
       return problemResponse(c, 403, 'E_FORBIDDEN', 'the agent token cannot use this route; use the API token');
     }
     c.set('role', role);

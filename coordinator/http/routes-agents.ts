@@ -5,7 +5,7 @@
  * attempts finish) and resume.
  */
 import { createRoute, type OpenAPIHono, type z } from '@hono/zod-openapi';
-import { AgentControlBody, AgentPage, AgentView, KilnError, type AgentViewT } from '../../shared/index.js';
+import { AGENT_CONTROL_ROUTES, API_ROUTES, AgentControlBody, AgentPage, AgentView, KilnError, type AgentViewT } from '../../shared/index.js';
 import type { AgentEntry } from '../placement/agent-registry.js';
 import type { AgentControlRecord } from '../state/records.js';
 import { iso } from '../builds/build-views.js';
@@ -16,7 +16,7 @@ import { PageQuery, nextLink } from './pagination.js';
 
 const listAgents = createRoute({
   method: 'get',
-  path: '/api/v1/agents',
+  path: API_ROUTES.agents.template,
   summary: 'Agents known to the coordinator, by name',
   security: SECURED,
   request: { query: PageQuery },
@@ -25,7 +25,7 @@ const listAgents = createRoute({
 
 const getAgent = createRoute({
   method: 'get',
-  path: '/api/v1/agents/{name}',
+  path: API_ROUTES.agent.template,
   summary: 'One agent: capabilities, operator control, health, circuit breaker, load and GPUs in use',
   security: SECURED,
   request: { params: AgentParams },
@@ -48,7 +48,7 @@ const CONTROLS = {
 function controlRoute(action: keyof typeof CONTROLS) {
   return createRoute({
     method: 'post',
-    path: `/api/v1/agents/{name}/${action}`,
+    path: AGENT_CONTROL_ROUTES[action].template,
     summary: CONTROLS[action].summary,
     description: 'The setting is durable: it survives coordinator restarts and agent reconnects. The body is optional.',
     security: SECURED,
@@ -124,7 +124,7 @@ export function registerAgentRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): v
   });
 
   for (const action of Object.keys(CONTROLS) as Array<keyof typeof CONTROLS>) {
-    documentBodyLimit(app, `post /api/v1/agents/{name}/${action}`, CONTROL_BODY_MAX_BYTES);
+    documentBodyLimit(app, `post ${AGENT_CONTROL_ROUTES[action].template}`, CONTROL_BODY_MAX_BYTES);
     app.openapi(controlRoute(action), async (c) => {
       const { name } = c.req.valid('param');
       const body = c.req.valid('json') as z.infer<typeof AgentControlBody>;

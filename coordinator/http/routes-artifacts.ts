@@ -7,7 +7,7 @@
  * token). Expired artifacts are still listed, with `url: null`.
  */
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
-import { ArtifactPage, BuildView, KilnError, type ArtifactViewT, type Digest } from '../../shared/index.js';
+import { API_ROUTES, ArtifactPage, BuildView, KilnError, apiPath, type ArtifactViewT, type Digest } from '../../shared/index.js';
 import { buildView, resultAttempt } from '../builds/build-views.js';
 import type { AppEnv, HttpDeps } from './context.js';
 import { BuildIdParams, SECURED, errors } from './openapi-common.js';
@@ -16,7 +16,7 @@ const MAX_PRESIGN_SECONDS = 7 * 24 * 3600;
 
 const listArtifacts = createRoute({
   method: 'get',
-  path: '/api/v1/builds/{id}/artifacts',
+  path: API_ROUTES.buildArtifacts.template,
   summary: "A build's artifacts: every output of its successful nodes, with a download link and expiry",
   security: SECURED,
   request: { params: BuildIdParams },
@@ -29,7 +29,7 @@ const listArtifacts = createRoute({
 const pin = (method: 'post' | 'delete') =>
   createRoute({
     method,
-    path: '/api/v1/builds/{id}/pin',
+    path: API_ROUTES.buildPin.template,
     summary: method === 'post' ? "Pin a build: retention keeps its artifacts until it is unpinned" : 'Unpin a build: its artifacts expire with the retention period again',
     security: SECURED,
     request: { params: BuildIdParams },
@@ -41,7 +41,7 @@ const pin = (method: 'post' | 'delete') =>
 
 const runGc = createRoute({
   method: 'post',
-  path: '/api/v1/gc',
+  path: API_ROUTES.gc.template,
   summary: 'Run a retention sweep now: delete blobs no live build needs (it also runs every gc_interval)',
   security: SECURED,
   responses: {
@@ -75,7 +75,7 @@ export function registerArtifactRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps)
         let url: string | null = null;
         if (present && (expires === null || expires > now)) {
           const ttl = Math.max(60, Math.min(MAX_PRESIGN_SECONDS, expires === null ? MAX_PRESIGN_SECONDS : Math.floor((expires - now) / 1000)));
-          url = (await deps.cas.downloadUrl(o.digest as Digest, ttl)) ?? `${origin}/api/v1/cas/${o.digest}`;
+          url = (await deps.cas.downloadUrl(o.digest as Digest, ttl)) ?? `${origin}${apiPath.casBlob(o.digest)}`;
         }
         items.push({
           node: node.name,

@@ -8,10 +8,13 @@
  */
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import {
+  API_ROUTES,
   BuildPage,
   BuildView,
   CreatedBuild,
   KilnError,
+  apiPath,
+  coerceError,
   decodeSpecBytes,
   parseSpecText,
   submittedSpecJsonSchema,
@@ -32,7 +35,7 @@ const JSON_SPEC_TYPES = new Set(['application/json', 'application/x-kiln-spec+js
 
 const createBuild = createRoute({
   method: 'post',
-  path: '/api/v1/builds',
+  path: API_ROUTES.builds.template,
   summary: 'Submit a build (a DAG of nodes)',
   description:
     'Body: the build spec as JSON or YAML (UTF-8, at most 4 MiB, nesting at most 64 deep, at most 100 YAML alias expansions, no NUL, no `__proto__` key). Each `context` is the sha256 digest of a tar uploaded to the CAS first. ' +
@@ -55,7 +58,7 @@ const createBuild = createRoute({
 
 const listBuilds = createRoute({
   method: 'get',
-  path: '/api/v1/builds',
+  path: API_ROUTES.builds.template,
   summary: 'List builds, newest first',
   security: SECURED,
   request: { query: PageQuery },
@@ -67,7 +70,7 @@ const listBuilds = createRoute({
 
 const getBuild = createRoute({
   method: 'get',
-  path: '/api/v1/builds/{id}',
+  path: API_ROUTES.build.template,
   summary: 'A build with its nodes and their attempts',
   security: SECURED,
   request: { params: BuildIdParams },
@@ -79,7 +82,7 @@ const getBuild = createRoute({
 
 const cancelBuild = createRoute({
   method: 'post',
-  path: '/api/v1/builds/{id}/cancel',
+  path: API_ROUTES.buildCancel.template,
   summary: 'Cancel a build: unfinished nodes are cancelled, running ones aborted on their agents',
   security: SECURED,
   request: { params: BuildIdParams },
@@ -102,7 +105,7 @@ async function checkContexts(deps: HttpDeps, spec: ResolvedSpec): Promise<FieldE
     const digest = node.context as Digest;
     const at = `nodes.${node.name}`;
     if (!deps.cas.has(digest)) {
-      errors.push({ path: `${at}.context`, message: `node '${node.name}': field 'context': ${digest} was not uploaded (PUT /api/v1/cas/${digest} first)` });
+      errors.push({ path: `${at}.context`, message: `node '${node.name}': field 'context': ${digest} was not uploaded (PUT ${apiPath.casBlob(digest)} first)` });
       continue;
     }
     if (node.dockerfile === null) continue;
@@ -110,7 +113,7 @@ async function checkContexts(deps: HttpDeps, spec: ResolvedSpec): Promise<FieldE
     try {
       entries = await tarEntries(digest, () => deps.cas.read(digest));
     } catch (err) {
-      errors.push({ path: `${at}.context`, message: `node '${node.name}': field 'context': ${digest} is not a readable tar (${(err as Error).message})` });
+      errors.push({ path: `${at}.context`, message: `node '${node.name}': field 'context': ${digest} is not a readable tar (${coerceError(err).message})` });
       continue;
     }
     if (!entries.has(normalizeTarPath(node.dockerfile))) {
@@ -123,8 +126,8 @@ async function checkContexts(deps: HttpDeps, spec: ResolvedSpec): Promise<FieldE
 export function registerBuildRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): void {
   // Registered before the route: hono runs middleware in registration order, and the limit
   // must see the body before the route reads it.
-  app.post('/api/v1/builds', limitBody(deps.maxSpecBytes, 'the spec'));
-  documentBodyLimit(app, 'post /api/v1/builds', deps.maxSpecBytes);
+  app.post(API_ROUTES.builds.template, limitBody(deps.maxSpecBytes, 'the spec'));
+  documentBodyLimit(app, `post ${API_ROUTES.builds.template}`, deps.maxSpecBytes);
   app.openapi(createBuild, async (c) => {
     if (!deps.isReady()) throw new KilnError('E_UNAVAILABLE', 'the coordinator is not accepting builds right now (starting or shutting down)');
     const bytes = new Uint8Array(await c.req.arrayBuffer());
@@ -138,7 +141,7 @@ export function registerBuildRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): v
     const ctxErrors = await checkContexts(deps, resolved.value);
     if (ctxErrors.length > 0) throw new KilnError('E_SPEC_INVALID', specDetail(ctxErrors), { errors: ctxErrors });
     const build = await deps.engine.submit(resolved.value, { reuse: c.req.valid('query').reuse !== 'false' });
-    const url = `/api/v1/builds/${build.id}`;
+    const url = apiPath.build(build.id);
     return c.json({ id: build.id, state: build.state, url }, 201, { location: url });
   });
 

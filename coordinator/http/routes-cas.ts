@@ -1,6 +1,6 @@
 /**
  * Content-addressed storage routes: `PUT|HEAD|GET /api/v1/cas/sha256:<hex>` and
- * `POST /api/v1/cas/find-missing`.
+ * `POST /api/v1/cas/find-missing` (API_ROUTES.casBlob, API_ROUTES.casFindMissing).
  *
  * PUT streams the body into the artifact store while hashing it and keeps it only if it
  * hashes to the digest in the URL (201 when stored, 200 when it was already there:
@@ -13,7 +13,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
-import { DIGEST_RE, KilnError, MAX_FIND_MISSING, type Digest } from '../../shared/index.js';
+import { API_ROUTES, DIGEST_RE, KilnError, MAX_FIND_MISSING, type Digest } from '../../shared/index.js';
 import type { AppEnv, HttpDeps } from './context.js';
 import type { MiddlewareHandler } from 'hono';
 import { DigestParams, SECURED_OR_AGENT, documentBodyLimit, errors, limitBody, requireMediaType } from './openapi-common.js';
@@ -40,7 +40,7 @@ const notFindMissing: MiddlewareHandler<AppEnv> = async function notFindMissing(
 function putBlobRoute(maxBlobBytes: number) {
   return createRoute({
     method: 'put',
-    path: '/api/v1/cas/{digest}',
+    path: API_ROUTES.casBlob.template,
     summary: 'Upload a blob; stored only if the bytes hash to the digest',
     description: `A body without Content-Type is taken as application/octet-stream. At most ${maxBlobBytes} bytes (config max_blob_bytes). A blob already stored is not read again (200).`,
     security: SECURED_OR_AGENT,
@@ -59,7 +59,7 @@ function putBlobRoute(maxBlobBytes: number) {
 
 const getBlob = createRoute({
   method: 'get',
-  path: '/api/v1/cas/{digest}',
+  path: API_ROUTES.casBlob.template,
   summary: 'Download a blob',
   security: SECURED_OR_AGENT,
   middleware: [notFindMissing],
@@ -78,7 +78,7 @@ const FIND_MISSING_MAX_BYTES = MAX_FIND_MISSING * 80 + 1024;
 
 const findMissing = createRoute({
   method: 'post',
-  path: '/api/v1/cas/find-missing',
+  path: API_ROUTES.casFindMissing.template,
   summary: 'Which of these digests the store does not hold (upload only those)',
   description: `At most ${MAX_FIND_MISSING} digests (a body of at most ${FIND_MISSING_MAX_BYTES} bytes).`,
   security: SECURED_OR_AGENT,
@@ -94,8 +94,8 @@ const findMissing = createRoute({
 });
 
 export function registerCasRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): void {
-  documentBodyLimit(app, 'put /api/v1/cas/{digest}', deps.maxBlobBytes);
-  documentBodyLimit(app, 'post /api/v1/cas/find-missing', FIND_MISSING_MAX_BYTES);
+  documentBodyLimit(app, `put ${API_ROUTES.casBlob.template}`, deps.maxBlobBytes);
+  documentBodyLimit(app, `post ${API_ROUTES.casFindMissing.template}`, FIND_MISSING_MAX_BYTES);
   app.openapi(findMissing, (c) => {
     const { digests } = c.req.valid('json');
     return c.json({ missing: deps.cas.findMissing(digests as Digest[]) }, 200);
@@ -145,7 +145,7 @@ export function registerCasRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): voi
   // HEAD is served by the GET handler (hono routes HEAD to GET); documented on its own.
   app.openAPIRegistry.registerPath({
     method: 'head',
-    path: '/api/v1/cas/{digest}',
+    path: API_ROUTES.casBlob.template,
     summary: 'Does the store hold this blob, and its size (Content-Length)',
     security: SECURED_OR_AGENT,
     request: { params: DigestParams },

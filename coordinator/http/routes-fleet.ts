@@ -4,7 +4,7 @@
  * node, and a failed build's error report.
  */
 import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
-import { BuildView, DeadLetterList, ErrorReport, KilnError, PoolList, type DeadLetterViewT } from '../../shared/index.js';
+import { API_ROUTES, BuildView, DeadLetterList, apiPath, ErrorReport, KilnError, PoolList, type DeadLetterViewT } from '../../shared/index.js';
 import { buildView } from '../builds/build-views.js';
 import type { DeadLetterRecord } from '../state/records.js';
 import { clockOf, type AppEnv, type HttpDeps } from './context.js';
@@ -13,7 +13,7 @@ import { BuildIdParams, NodeParams, SECURED, errors } from './openapi-common.js'
 
 const listPools = createRoute({
   method: 'get',
-  path: '/api/v1/pools',
+  path: API_ROUTES.pools.template,
   summary: 'Pools: per platform (and `gpu`), the agents that can run it, their slots, the queue and dispatch waits',
   security: SECURED,
   responses: { 200: { description: 'The pools', content: { 'application/json': { schema: PoolList } } }, ...errors([]) },
@@ -21,7 +21,7 @@ const listPools = createRoute({
 
 const listDeadLetters = createRoute({
   method: 'get',
-  path: '/api/v1/dead-letter',
+  path: API_ROUTES.deadLetter.template,
   summary: 'Nodes that failed because infrastructure failures used up their attempt budget, newest first',
   security: SECURED,
   responses: { 200: { description: 'The dead-letter list', content: { 'application/json': { schema: DeadLetterList } } }, ...errors([]) },
@@ -29,7 +29,7 @@ const listDeadLetters = createRoute({
 
 const retryNode = createRoute({
   method: 'post',
-  path: '/api/v1/builds/{id}/nodes/{node}/retry',
+  path: API_ROUTES.nodeRetry.template,
   summary: 'Run a failed node again (its skipped dependents become pending again)',
   description: 'Works on finished builds too: the build runs again. Not for cancelled builds.',
   security: SECURED,
@@ -42,7 +42,7 @@ const retryNode = createRoute({
 
 const getErrorReport = createRoute({
   method: 'get',
-  path: '/api/v1/builds/{id}/error',
+  path: API_ROUTES.buildError.template,
   summary: "Why a build failed: each failed node's attempt, agent, exit code, error, last log lines and provenance",
   security: SECURED,
   request: { params: BuildIdParams },
@@ -53,7 +53,7 @@ const getErrorReport = createRoute({
 });
 
 export function retryUrl(buildId: string, node: string): string {
-  return `/api/v1/builds/${encodeURIComponent(buildId)}/nodes/${encodeURIComponent(node)}/retry`;
+  return apiPath.nodeRetry(buildId, node);
 }
 
 export function deadLetterView(r: DeadLetterRecord): DeadLetterViewT {

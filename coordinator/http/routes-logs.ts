@@ -1,5 +1,5 @@
 /**
- * Log routes. With `follow=true` they stream Server-Sent Events:
+ * Log routes. With `follow=true` they stream Server-Sent Events (shared/log-events.ts):
  *   event: log     data: {"node","text"}        id: byte offset after this text (node route)
  *                                               or the cursor `node:offset,...` (build route)
  *   event: status  data: {"node","state","attempt"}
@@ -14,8 +14,21 @@
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { stream, streamSSE } from 'hono/streaming';
-import { CURSOR_RE, EndEventData, KilnError, LogEventData, MAX_CURSOR_CHARS, StatusEventData, formatCursor, parseCursor, type ParsedCursor } from '../../shared/index.js';
-import { followLogs, type FollowEvent } from '../logs/log-follow.js';
+import {
+  API_ROUTES,
+  EndEventData,
+  KilnError,
+  LogCursorId,
+  LogEventData,
+  LogOffsetId,
+  StatusEventData,
+  formatCursor,
+  formatOffsetId,
+  parseCursor,
+  sseFieldsOf,
+  type ParsedCursor,
+} from '../../shared/index.js';
+import { followLogs, type FollowerEvent } from '../logs/log-follow.js';
 import type { BuildRecord } from '../state/records.js';
 import type { AppEnv, HttpDeps } from './context.js';
 import { BuildIdParams, NodeParams, SECURED, countQuery, errors } from './openapi-common.js';
@@ -28,79 +41,75 @@ const Follow = z
 
 const READ_CHUNK = 64 * 1024;
 
-const Cursor = z.string().max(MAX_CURSOR_CHARS).regex(CURSOR_RE, 'must be a log cursor node:offset,... as a log event id gave it');
-
 /** The events of a log stream by `event:` name: what each one's JSON `data` is (`x-sse-events`). */
-function sseEvents(idDescription: string) {
+function sseEvents(idDescription: string, id: z.ZodType) {
   const schema = (t: z.ZodType) => {
     const s = z.toJSONSchema(t) as Record<string, unknown>;
     delete s.$schema;
     return s;
   };
   return {
-    log: { description: `Text of one node's log (whole UTF-8 characters); \`id:\` ${idDescription}`, schema: schema(LogEventData) },
+    log: { description: `Text of one node's log (whole UTF-8 characters); \`id:\` ${idDescription}`, schema: schema(LogEventData), id: schema(id) },
     status: { description: 'A node changed state (or started another attempt)', schema: schema(StatusEventData) },
     end: { description: 'The node (or build) is done and every byte was sent; the stream ends', schema: schema(EndEventData) },
   };
 }
 
-function logContent(text: string, idDescription: string) {
+function logContent(text: string, idDescription: string, id: z.ZodType) {
   return {
     'text/plain': { schema: z.string().openapi({ description: text }) },
     'text/event-stream': {
       schema: z.string().openapi({ description: 'Server-Sent Events (`event: log|status|end`, JSON `data`, see `x-sse-events`); `: keep-alive` comments every 15 s' }),
-      'x-sse-events': sseEvents(idDescription),
+      'x-sse-events': sseEvents(idDescription, id),
     },
   };
 }
 
 const nodeLogs = createRoute({
   method: 'get',
-  path: '/api/v1/builds/{id}/nodes/{node}/logs',
+  path: API_ROUTES.nodeLogs.template,
   summary: "A node's log (all attempts); SSE with follow=true",
   security: SECURED,
   request: {
     params: NodeParams,
     query: z.object({ follow: Follow, offset: countQuery('Byte offset to start after (what the last `log` event id said); Last-Event-ID takes precedence') }),
-    headers: z.object({ 'last-event-id': z.string().regex(/^(0|[1-9][0-9]{0,14})$/, 'must be a byte offset (a non-negative integer)').optional() }),
+    headers: z.object({ 'last-event-id': LogOffsetId.optional() }),
   },
   responses: {
-    200: { description: 'The stored log (text/plain), or an SSE stream with follow=true', content: logContent('The node log bytes as stored', 'is the byte offset after this text') },
+    200: { description: 'The stored log (text/plain), or an SSE stream with follow=true', content: logContent('The node log bytes as stored', 'is the byte offset after this text', LogOffsetId) },
     ...errors([[400, 'A bad parameter, or an offset inside a UTF-8 character'], [404, 'No such build or node']]),
   },
 });
 
 const buildLogs = createRoute({
   method: 'get',
-  path: '/api/v1/builds/{id}/logs',
+  path: API_ROUTES.buildLogs.template,
   summary: "Every node's log, multiplexed; SSE with follow=true",
   security: SECURED,
   request: {
     params: BuildIdParams,
     query: z.object({
       follow: Follow,
-      cursor: Cursor.optional().openapi({ description: 'Where to continue: the last `log` event id (opaque), or `node:offset,...` to start each node at an offset (nodes the build does not have are ignored); Last-Event-ID takes precedence' }),
+      cursor: LogCursorId.optional().openapi({ description: 'Where to continue: the last `log` event id (opaque), or `node:offset,...` to start each node at an offset (nodes the build does not have are ignored); Last-Event-ID takes precedence' }),
     }),
-    headers: z.object({ 'last-event-id': Cursor.optional() }),
+    headers: z.object({ 'last-event-id': LogCursorId.optional() }),
   },
   responses: {
-    200: { description: 'The stored text with `node | ` prefixes (text/plain), or an SSE stream with follow=true', content: logContent('Every node log, each line prefixed `node | `', 'is the cursor after this text (opaque: hand it back to resume)') },
+    200: { description: 'The stored text with `node | ` prefixes (text/plain), or an SSE stream with follow=true', content: logContent('Every node log, each line prefixed `node | `', 'is the cursor after this text (opaque: hand it back to resume)', LogCursorId) },
     ...errors([[400, 'A bad parameter, or an offset inside a UTF-8 character'], [404, 'No such build']]),
   },
 });
 
-type LogFollowEvent = Extract<FollowEvent, { type: 'log' }>;
+type LogFollowerEvent = Extract<FollowerEvent, { type: 'log' }>;
 
 /** Writes follower events as SSE; `idOf` gives each log event's id (where a reconnect resumes). */
-function sse(c: Context, ac: AbortController, events: AsyncIterable<FollowEvent | null>, idOf: (e: LogFollowEvent) => string, onComplete?: (node: string) => void): Response {
+function sse(c: Context, ac: AbortController, events: AsyncIterable<FollowerEvent | null>, idOf: (e: LogFollowerEvent) => string, onComplete?: (node: string) => void): Response {
   return streamSSE(c, async (s) => {
     s.onAbort(() => ac.abort());
     for await (const e of events) {
       if (e === null) await s.write(': keep-alive\n\n');
       else if (e.type === 'complete') onComplete?.(e.node);
-      else if (e.type === 'end') await s.writeSSE({ event: 'end', data: JSON.stringify({ state: e.state }) });
-      else if (e.type === 'log') await s.writeSSE({ event: 'log', data: JSON.stringify({ node: e.node, text: e.text }), id: idOf(e) });
-      else await s.writeSSE({ event: 'status', data: JSON.stringify({ node: e.node, state: e.state, attempt: e.attempt }) });
+      else await s.writeSSE(sseFieldsOf(e, e.type === 'log' ? idOf(e) : undefined));
     }
   });
 }
@@ -154,7 +163,7 @@ export function registerLogRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): voi
     }
     const ac = new AbortController();
     const events = followLogs(deps, { buildId: id, node, offsets: new Map([[node, start]]), follow, signal: ac.signal });
-    return sse(c, ac, events, (e) => String(e.offset)) as never;
+    return sse(c, ac, events, (e) => formatOffsetId(e.offset)) as never;
   });
 
   app.openapi(buildLogs, async (c) => {

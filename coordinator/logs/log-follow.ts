@@ -8,17 +8,20 @@
  * new arrived for a while, cut at a character boundary. When the node is done (terminal,
  * and no attempt can still write) everything is sent and the stream ends.
  */
-import { isNodeTerminal, SLOT_HOLDING_ATTEMPT_STATES, type NodeState } from '../../shared/index.js';
+import { isNodeTerminal, SLOT_HOLDING_ATTEMPT_STATES, type FollowEvent, type NodeState } from '../../shared/index.js';
 import type { Engine } from '../builds/engine.js';
 import type { BuildRecord, NodeRecord } from '../state/records.js';
 import type { LogStore } from './log-store.js';
 
-export type FollowEvent =
-  | { type: 'log'; node: string; text: string; offset: number }
-  | { type: 'status'; node: string; state: NodeState; attempt: number }
+/**
+ * What the follower yields: the log stream's events (shared/log-events.ts), a `log` event
+ * with the node offset after its text, and `complete`.
+ */
+export type FollowerEvent =
+  | (Extract<FollowEvent, { type: 'log' }> & { offset: number })
+  | Exclude<FollowEvent, { type: 'log' }>
   /** The node is done and every byte of its log was yielded (for cursors; not sent to clients). */
-  | { type: 'complete'; node: string }
-  | { type: 'end'; state: string };
+  | { type: 'complete'; node: string };
 
 const MAX_EVENT_BYTES = 64 * 1024;
 const PARTIAL_FLUSH_MS = 500;
@@ -132,8 +135,8 @@ async function pollNode(
   cur: Cursor,
   now: number,
   wholeBytes: boolean,
-): Promise<{ events: FollowEvent[]; done: boolean; partial: boolean }> {
-  const events: FollowEvent[] = [];
+): Promise<{ events: FollowerEvent[]; done: boolean; partial: boolean }> {
+  const events: FollowerEvent[] = [];
   if (node.state !== cur.lastState || node.attempts.length !== cur.lastAttempts) {
     cur.lastState = node.state;
     cur.lastAttempts = node.attempts.length;
@@ -193,7 +196,7 @@ export interface FollowOptions {
  * client goes away, or (without `follow`) the stored text has been sent. Yields `null`
  * as a keep-alive when nothing happened for a while.
  */
-export async function* followLogs(deps: FollowDeps, opts: FollowOptions): AsyncGenerator<FollowEvent | null> {
+export async function* followLogs(deps: FollowDeps, opts: FollowOptions): AsyncGenerator<FollowerEvent | null> {
   const now = opts.now ?? Date.now;
   const cursors = new Map<string, Cursor>();
   const watch = new BuildWatch(deps, opts.buildId);

@@ -22,7 +22,7 @@ import { DockerExecutor, readBuildEvents } from '../../agent/executors/docker-ex
 import { dockerClient } from '../../agent/main.js';
 import { loadCoordinatorConfig } from '../../coordinator/config.js';
 import { startCoordinator } from '../../coordinator/coordinator.js';
-import { createLogger, isBuildTerminal } from '../../shared/index.js';
+import { AGENT_SOCKET_PATH, apiPath, createLogger, isBuildTerminal, withQuery } from '../../shared/index.js';
 import { fmt, machineLine, median, now } from './bench-util.js';
 
 const args = process.argv.slice(2);
@@ -59,7 +59,7 @@ async function main() {
   const coord = await startCoordinator(config, createLogger({ name: 'bench', level: 'silent', format: 'json' }));
   const docker = dockerClient(DOCKER_HOST);
   const agent = new Agent({
-    url: `${coord.url.replace('http', 'ws')}/api/v1/agent`,
+    url: `${coord.url.replace('http', 'ws')}${AGENT_SOCKET_PATH}`,
     token: coord.tokens.agentToken,
     name: 'bench-agent',
     labels: {},
@@ -74,14 +74,14 @@ async function main() {
 
   const viaKiln = async (df: string, noCache: boolean): Promise<number> => {
     const t0 = now();
-    const res = await fetch(`${coord.url}/api/v1/builds`, {
+    const res = await fetch(`${coord.url}${apiPath.builds()}`, {
       method: 'POST',
       headers: { authorization: `Bearer ${coord.tokens.apiToken}`, 'content-type': 'application/json' },
       body: JSON.stringify({ nodes: { step: { dockerfile_inline: df, no_cache: noCache } } }),
     });
     const { id } = (await res.json()) as { id: string };
     // Follow the log stream to its end, as `kiln submit --follow` does.
-    const stream = await fetch(`${coord.url}/api/v1/builds/${id}/logs?follow=true`, { headers: { authorization: `Bearer ${coord.tokens.apiToken}` } });
+    const stream = await fetch(`${coord.url}${withQuery(apiPath.buildLogs(id), { follow: true })}`, { headers: { authorization: `Bearer ${coord.tokens.apiToken}` } });
     const text = await stream.text();
     if (!text.includes('event: end')) throw new Error('log stream ended without end event');
     const b = await coord.engine.getBuild(id);

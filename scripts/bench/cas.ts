@@ -62,7 +62,7 @@ import { once } from 'node:events';
 import { CasCache } from '../../agent/cas-cache.js';
 import { loadCoordinatorConfig } from '../../coordinator/config.js';
 import { startCoordinator } from '../../coordinator/coordinator.js';
-import { createLogger, type Digest } from '../../shared/index.js';
+import { apiPath, createLogger, type Digest } from '../../shared/index.js';
 import { cv, fmt, machineLine, median, now } from './bench-util.js';
 
 const args = process.argv.slice(2);
@@ -260,7 +260,7 @@ interface Servers {
 }
 
 const putHeaders = (s: Servers, size: number) => ({ authorization: s.kiln.auth, 'content-type': 'application/octet-stream', 'content-length': String(size) });
-const kilnPath = (hex: string) => `/api/v1/cas/sha256:${hex}`;
+const kilnPath = (hex: string) => apiPath.casBlob(`sha256:${hex}`);
 const barePath = (hex: string) => `/blob/${hex}`;
 
 async function putAll(s: Servers, which: 'kiln' | 'bare', blobs: Blob[], inflight: number): Promise<number> {
@@ -589,7 +589,7 @@ async function main() {
     const whole = Buffer.from(JSON.stringify({ digests: query }));
     const fm = async (which: 'kiln' | 'bare', bodies: readonly Buffer[], expectMissing = FM_TOTAL - presentHex.length): Promise<number> => {
       const port = which === 'kiln' ? s.kiln.port : s.bare.port;
-      const path = which === 'kiln' ? '/api/v1/cas/find-missing' : '/find-missing';
+      const path = which === 'kiln' ? apiPath.casFindMissing() : '/find-missing';
       let missing = 0;
       const t0 = now();
       for (const body of bodies) {

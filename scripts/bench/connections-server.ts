@@ -23,7 +23,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { loadCoordinatorConfig } from '../../coordinator/config.js';
 import { startCoordinator, type RunningCoordinator } from '../../coordinator/coordinator.js';
-import { KILN_VERSION, MAX_FRAME_BYTES, MAX_LOG_CHUNK_BYTES, createLogger, encodeFrame } from '../../shared/index.js';
+import { AGENT_SOCKET_PATH, KILN_VERSION, MAX_FRAME_BYTES, MAX_LOG_CHUNK_BYTES, createLogger, encodeFrame } from '../../shared/index.js';
 
 interface StartMsg {
   type: 'start';
@@ -53,7 +53,7 @@ async function startKiln(m: StartMsg): Promise<void> {
     { env: {}, arch: process.arch, isTTY: false },
   );
   coord = await startCoordinator(config, createLogger({ name: 'bench', level: 'silent', format: 'json' }));
-  process.send!({ type: 'ready', url: `${coord.url.replace('http', 'ws')}/api/v1/agent`, token: coord.tokens.agentToken });
+  process.send!({ type: 'ready', url: `${coord.url.replace('http', 'ws')}${AGENT_SOCKET_PATH}`, token: coord.tokens.agentToken });
 }
 
 async function startBare(m: StartMsg): Promise<void> {
@@ -95,7 +95,7 @@ async function startBare(m: StartMsg): Promise<void> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   bare = { server, wss, sockets };
   const port = (server.address() as AddressInfo).port;
-  process.send!({ type: 'ready', url: `ws://127.0.0.1:${port}/api/v1/agent`, token: 'unused', ackBytes: ack.length, welcomeBytes: welcome.length });
+  process.send!({ type: 'ready', url: `ws://127.0.0.1:${port}${AGENT_SOCKET_PATH}`, token: 'unused', ackBytes: ack.length, welcomeBytes: welcome.length });
 }
 
 async function mem(): Promise<void> {

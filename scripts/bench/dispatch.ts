@@ -23,7 +23,7 @@ import { once } from 'node:events';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { loadCoordinatorConfig } from '../../coordinator/config.js';
 import { startCoordinator, type RunningCoordinator } from '../../coordinator/coordinator.js';
-import { createLogger, encodeFrame, isBuildTerminal } from '../../shared/index.js';
+import { AGENT_SOCKET_PATH, apiPath, createLogger, encodeFrame, isBuildTerminal } from '../../shared/index.js';
 import { fmt, machineLine, median, now, percentile } from './bench-util.js';
 
 const args = process.argv.slice(2);
@@ -91,7 +91,7 @@ async function startCluster(persist: boolean): Promise<Cluster> {
     if (node?.state === 'ready' && !readyAt.has(key)) readyAt.set(key, now());
   });
   const agents = child();
-  await request(agents, { type: 'start', mode: 'kiln', url: `${coord.url.replace('http', 'ws')}/api/v1/agent`, token: coord.tokens.agentToken, count: AGENTS }, 'ready');
+  await request(agents, { type: 'start', mode: 'kiln', url: `${coord.url.replace('http', 'ws')}${AGENT_SOCKET_PATH}`, token: coord.tokens.agentToken, count: AGENTS }, 'ready');
   const deadline = Date.now() + 30_000;
   while (coord.engine.agents.connected().length < AGENTS) {
     if (Date.now() > deadline) throw new Error('simulated agents did not connect');
@@ -110,7 +110,7 @@ async function stopCluster(c: Cluster): Promise<void> {
 /** Submits over HTTP and resolves when the build is terminal; returns ms from submit to end and the HTTP 201 time. */
 async function runBuild(c: Cluster, spec: object): Promise<{ id: string; totalMs: number; submitMs: number; state: string }> {
   const t0 = now();
-  const res = await fetch(`${c.coord.url}/api/v1/builds`, {
+  const res = await fetch(`${c.coord.url}${apiPath.builds()}`, {
     method: 'POST',
     headers: { authorization: `Bearer ${c.coord.tokens.apiToken}`, 'content-type': 'application/json' },
     body: JSON.stringify(spec),

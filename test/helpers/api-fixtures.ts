@@ -7,7 +7,7 @@
  * about a build when other requests are made).
  */
 import { pack } from 'tar-stream';
-import { sha256 } from '../../shared/index.js';
+import { apiPath, sha256 } from '../../shared/index.js';
 import { submitSpec, waitForBuild, type CoordinatorHandle } from './cluster.js';
 
 /** Labels no agent has: a node asking for them stays ready (waiting) for ever. */
@@ -30,7 +30,7 @@ export async function tarOf(files: Record<string, string>): Promise<Buffer> {
 
 export async function putBlob(c: CoordinatorHandle, bytes: Buffer, contentType = 'application/x-tar'): Promise<string> {
   const digest = sha256(bytes);
-  const r = await c.api(`/api/v1/cas/${digest}`, { method: 'PUT', body: bytes, headers: { 'content-type': contentType } });
+  const r = await c.api(apiPath.casBlob(digest), { method: 'PUT', body: bytes, headers: { 'content-type': contentType } });
   if (r.status !== 200 && r.status !== 201) throw new Error(`PUT ${digest}: ${r.status} ${JSON.stringify(r.body)}`);
   return digest;
 }
@@ -71,10 +71,10 @@ export async function seedBuilds(c: CoordinatorHandle, opts: { agent: boolean })
   });
   const withContext = await submitSpec(c, { name: 'seed context', nodes: { app: { context: ctxDigest, dockerfile: 'Dockerfile', labels: { ...NOWHERE } } } });
   const cancelled = await submitSpec(c, { name: 'seed cancelled', nodes: { doomed: { dockerfile_inline: inline, labels: { ...NOWHERE } } } });
-  const cr = await c.api(`/api/v1/builds/${cancelled}/cancel`, { method: 'POST' });
+  const cr = await c.api(apiPath.buildCancel(cancelled), { method: 'POST' });
   if (cr.status !== 202) throw new Error(`cancel ${cancelled}: ${cr.status} ${JSON.stringify(cr.body)}`);
   const pinned = await submitSpec(c, { name: 'seed pinned', nodes: { keep: { dockerfile_inline: inline, labels: { ...NOWHERE } } } });
-  const pr = await c.api(`/api/v1/builds/${pinned}/pin`, { method: 'POST' });
+  const pr = await c.api(apiPath.buildPin(pinned), { method: 'POST' });
   if (pr.status !== 200) throw new Error(`pin ${pinned}: ${pr.status} ${JSON.stringify(pr.body)}`);
   const out: SeededBuilds = { pending, withContext, cancelled, pinned, nodes: ['compile', 'unit-tests', 'app', 'doomed', 'keep'], digests: [ctxDigest, blobDigest] };
   if (opts.agent) {

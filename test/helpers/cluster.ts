@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Docker from 'dockerode';
 import { afterAll, beforeAll } from 'vitest';
+import { apiPath, coerceError } from '../../shared/index.js';
 
 export const REPO = resolve(import.meta.dirname, '..', '..');
 export const KILN_BIN = join(REPO, 'dist', 'cli', 'main.js');
@@ -40,7 +41,7 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
       if (err instanceof StopWaiting) throw err;
       lastErr = err;
     }
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}${lastErr ? ` (last error: ${(lastErr as Error).message})` : ''}`);
+    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}${lastErr ? ` (last error: ${coerceError(lastErr).message})` : ''}`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }
@@ -238,7 +239,7 @@ interface AgentsPage {
 
 /** The coordinator's view of one agent (GET /api/v1/agents), or undefined when it does not know it. */
 export async function agentInfo(c: CoordinatorHandle, name: string): Promise<AgentSummary | undefined> {
-  const r = await c.api<AgentsPage>('/api/v1/agents');
+  const r = await c.api<AgentsPage>(apiPath.agents());
   return r.body.items?.find((a) => a.name === name);
 }
 
@@ -279,8 +280,8 @@ export interface BuildBody {
 }
 
 export async function getBuild(c: CoordinatorHandle, id: string): Promise<BuildBody> {
-  const r = await c.api<BuildBody>(`/api/v1/builds/${id}`);
-  if (r.status !== 200) throw new Error(`GET /api/v1/builds/${id}: ${r.status} ${JSON.stringify(r.body)}`);
+  const r = await c.api<BuildBody>(apiPath.build(id));
+  if (r.status !== 200) throw new Error(`GET ${apiPath.build(id)}: ${r.status} ${JSON.stringify(r.body)}`);
   return r.body;
 }
 
@@ -292,7 +293,7 @@ export function nodeOf(b: BuildBody, name: string): BuildBody['nodes'][number] {
 }
 
 export async function submitSpec(c: CoordinatorHandle, spec: unknown): Promise<string> {
-  const r = await c.api<{ id: string }>('/api/v1/builds', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(spec) });
+  const r = await c.api<{ id: string }>(apiPath.builds(), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(spec) });
   if (r.status !== 201) throw new Error(`submit failed: ${r.status} ${JSON.stringify(r.body)}`);
   return r.body.id;
 }
@@ -301,7 +302,7 @@ export async function waitForBuild(c: CoordinatorHandle, id: string, pred: (b: B
   return waitFor(
     `build ${id}`,
     async () => {
-      const r = await c.api<BuildBody>(`/api/v1/builds/${id}`);
+      const r = await c.api<BuildBody>(apiPath.build(id));
       return r.status === 200 && pred(r.body) ? r.body : null;
     },
     timeoutMs,
@@ -310,7 +311,7 @@ export async function waitForBuild(c: CoordinatorHandle, id: string, pred: (b: B
 }
 
 export async function nodeLog(c: CoordinatorHandle, id: string, node: string): Promise<string> {
-  const r = await c.api<string>(`/api/v1/builds/${id}/nodes/${node}/logs`);
+  const r = await c.api<string>(apiPath.nodeLogs(id, node));
   return typeof r.body === 'string' ? r.body : JSON.stringify(r.body);
 }
 

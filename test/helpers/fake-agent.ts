@@ -10,7 +10,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { WebSocket } from 'ws';
-import { MAX_FRAME_BYTES, PROTOCOL_VERSION, decodeFrame, encodeFrame, sha256, type AssignPayload, type Payload, type ToCoordinatorType } from '../../shared/index.js';
+import { AGENT_SOCKET_PATH, MAX_FRAME_BYTES, PROTOCOL_VERSION, apiPath, coerceError, decodeFrame, encodeFrame, sha256, type AssignPayload, type Payload, type ToCoordinatorType } from '../../shared/index.js';
 import { waitFor, type CoordinatorHandle } from './cluster.js';
 
 export interface FakeAgentOptions {
@@ -47,7 +47,7 @@ export class FakeAgent {
   }
 
   private async connect(): Promise<void> {
-    const url = `${this.o.coordinator.url.replace(/^http/, 'ws')}/api/v1/agent`;
+    const url = `${this.o.coordinator.url.replace(/^http/, 'ws')}${AGENT_SOCKET_PATH}`;
     const ws = new WebSocket(url, { headers: { authorization: `Bearer ${this.agentToken}` }, maxPayload: MAX_FRAME_BYTES });
     this.ws = ws;
     ws.on('message', (data: Buffer, isBinary: boolean) => {
@@ -65,7 +65,7 @@ export class FakeAgent {
         this.heartbeat.unref();
         this.send('heartbeat', { running: [], load: { load1: 0.5, cpus: 2, mem_used_mib: 512, mem_total_mib: 4096, disk_free_mib: 10_000 }, gpus: [], health: { accepting: true, problem: null } });
       } else if (f.type === 'assign') {
-        void this.run(f.payload).catch((err: unknown) => this.errors.push(`run ${f.payload.attempt_id}: ${(err as Error).message}`));
+        void this.run(f.payload).catch((err: unknown) => this.errors.push(`run ${f.payload.attempt_id}: ${coerceError(err).message}`));
       } else if (f.type === 'proceed') {
         // nothing to do: the fake builds at once
       } else if (f.type === 'error') {
@@ -96,7 +96,7 @@ export class FakeAgent {
 
   private async upload(bytes: Buffer): Promise<string> {
     const digest = sha256(bytes);
-    const res = await fetch(`${this.o.coordinator.url}/api/v1/cas/${digest}`, { method: 'PUT', body: bytes, headers: { authorization: `Bearer ${this.agentToken}`, 'content-type': 'application/x-tar' } });
+    const res = await fetch(`${this.o.coordinator.url}${apiPath.casBlob(digest)}`, { method: 'PUT', body: bytes, headers: { authorization: `Bearer ${this.agentToken}`, 'content-type': 'application/x-tar' } });
     if (res.status !== 200 && res.status !== 201) throw new Error(`output upload: ${res.status} ${await res.text()}`);
     return digest;
   }

@@ -12,7 +12,7 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { MAX_FRAME_BYTES, MAX_LOG_CHUNK_BYTES, decodeFrame, encodeFrame, sha256, type AssignPayload, type Frame, type HelloPayload, type MessageType, type Payload, type ToAgentType } from '../../shared/index.js';
+import { AGENT_SOCKET_PATH, MAX_FRAME_BYTES, MAX_LOG_CHUNK_BYTES, apiPath, decodeFrame, encodeFrame, sha256, type AssignPayload, type Frame, type HelloPayload, type MessageType, type Payload, type ToAgentType } from '../../shared/index.js';
 import { waitFor } from './cluster.js';
 
 export interface FakeCoordinatorOptions {
@@ -77,7 +77,7 @@ export class FakeCoordinator {
   async start(): Promise<this> {
     this.server = createServer((req, res) => void this.http(req, res));
     this.server.on('upgrade', (req, socket, head) => {
-      if (!req.url?.startsWith('/api/v1/agent')) return socket.destroy();
+      if (!req.url?.startsWith(AGENT_SOCKET_PATH)) return socket.destroy();
       this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws));
     });
     this.server.listen(0, '127.0.0.1');
@@ -191,7 +191,7 @@ export class FakeCoordinator {
       return Buffer.concat(chunks);
     };
     const blob = /^\/api\/v1\/cas\/(sha256:[0-9a-f]{64})$/.exec(url);
-    if (req.method === 'POST' && url === '/api/v1/cas/find-missing') {
+    if (req.method === 'POST' && url === apiPath.casFindMissing()) {
       const { digests } = JSON.parse((await body()).toString()) as { digests: string[] };
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ missing: digests.filter((d) => !this.blobs.has(d)) }));
     } else if (req.method === 'GET' && blob) {

@@ -9,6 +9,7 @@
  */
 import { request as httpRequest } from 'node:http';
 import { writeFileSync } from 'node:fs';
+import { coerceError } from '../../shared/index.js';
 
 export interface ProbeRequest {
   method: string;
@@ -137,7 +138,8 @@ export async function sendRequest(base: string, req: ProbeRequest, sse: SseReadL
     const text = await res.text();
     return { status: res.status, mediaType, contentType, headers: headersOf(res.headers), text };
   } catch (err) {
-    return { status: 0, mediaType: null, contentType: null, headers: {}, text: '', error: `${(err as Error).message}${(err as { cause?: Error }).cause ? ` (${(err as { cause?: Error }).cause!.message})` : ''}` };
+    const e = coerceError(err);
+    return { status: 0, mediaType: null, contentType: null, headers: {}, text: '', error: `${e.message}${e.cause ? ` (${coerceError(e.cause).message})` : ''}` };
   }
 }
 
@@ -164,7 +166,7 @@ export function sendRaw(base: string, req: ProbeRequest): Promise<ProbeResponse>
         res.on('error', (err) => resolve({ status: res.statusCode ?? 0, mediaType: null, contentType: null, headers: {}, text: '', error: err.message }));
       });
     } catch (err) {
-      resolve({ status: 0, mediaType: null, contentType: null, headers: {}, text: '', error: `request not sent: ${(err as Error).message}` });
+      resolve({ status: 0, mediaType: null, contentType: null, headers: {}, text: '', error: `request not sent: ${coerceError(err).message}` });
       return;
     }
     r.on('error', (err) => resolve({ status: 0, mediaType: null, contentType: null, headers: {}, text: '', error: err.message }));

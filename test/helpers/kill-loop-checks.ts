@@ -13,6 +13,7 @@
  */
 import type { NoopRunRecord } from '../../agent/executors/noop-executor.js';
 import type { AttemptViewT, BuildSummaryT, BuildViewT } from '../../shared/index.js';
+import { API_ROUTES, apiPath } from '../../shared/index.js';
 
 export type ViolationKind =
   /** An acknowledged build (201) is not listed or cannot be read. */
@@ -85,7 +86,7 @@ export function checkBuildsExist(acked: Iterable<string>, listed: ReadonlySet<st
     const listedHere = listed.has(id);
     const view = views.get(id);
     if (!listedHere || view === null) {
-      out.push({ kind: 'build-lost', subject: id, detail: `build ${id} was acknowledged (201) but is ${!listedHere ? 'not in GET /api/v1/builds' : ''}${!listedHere && view === null ? ' and ' : ''}${view === null ? 'not readable by GET /api/v1/builds/{id}' : ''}` });
+      out.push({ kind: 'build-lost', subject: id, detail: `build ${id} was acknowledged (201) but is ${!listedHere ? `not in GET ${API_ROUTES.builds.template}` : ''}${!listedHere && view === null ? ' and ' : ''}${view === null ? `not readable by GET ${API_ROUTES.build.template}` : ''}` });
     }
   }
   return out;
@@ -125,9 +126,9 @@ export function checkPins(pins: readonly AckedPin[], views: ReadonlyMap<string, 
   for (const { id, afterEndMs } of pins) {
     const when = afterEndMs === null ? '' : ` (sent ${afterEndMs} ms after the build ended)`;
     const v = views.get(id);
-    if (v && v.pinned !== true) out.push({ kind: 'pin-lost', subject: id, detail: `pin of ${id} acknowledged (200)${when} but GET /api/v1/builds/${id} says pinned: false (state ${v.state})` });
+    if (v && v.pinned !== true) out.push({ kind: 'pin-lost', subject: id, detail: `pin of ${id} acknowledged (200)${when} but GET ${apiPath.build(id)} says pinned: false (state ${v.state})` });
     const s = summaries.get(id);
-    if (s && s.pinned !== true) out.push({ kind: 'pin-lost-in-list', subject: id, detail: `pin of ${id} acknowledged (200)${when} but GET /api/v1/builds lists it with pinned: false` });
+    if (s && s.pinned !== true) out.push({ kind: 'pin-lost-in-list', subject: id, detail: `pin of ${id} acknowledged (200)${when} but GET ${API_ROUTES.builds.template} lists it with pinned: false` });
   }
   return out;
 }

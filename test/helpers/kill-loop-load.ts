@@ -12,6 +12,7 @@
 import type { BuildSummaryT, BuildViewT } from '../../shared/index.js';
 import { Rng } from '../sim/rng.js';
 import { isTerminalBuild, type AckedCancel, type AckedPin } from './kill-loop-checks.js';
+import { apiPath } from '../../shared/index.js';
 
 export type Api = <T = unknown>(path: string, init?: RequestInit) => Promise<{ status: number; body: T; headers: Headers }>;
 
@@ -145,7 +146,7 @@ export class KillLoopLoad {
       const follow = rng.chance(this.o.pinShare);
       this.stats.submitsSent++;
       try {
-        const r = await this.api()<{ id: string; state: string }>('/api/v1/builds', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(spec) });
+        const r = await this.api()<{ id: string; state: string }>(apiPath.builds(), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(spec) });
         if (r.status === 201) {
           const b: TrackedBuild = { id: r.body.id, state: r.body.state, cancelSent: false, lost: false, followed: follow };
           this.builds.set(b.id, b);
@@ -176,7 +177,7 @@ export class KillLoopLoad {
       b.cancelSent = true;
       this.stats.cancelsSent++;
       try {
-        const r = await this.api()<BuildViewT>(`/api/v1/builds/${b.id}/cancel`, { method: 'POST' });
+        const r = await this.api()<BuildViewT>(apiPath.buildCancel(b.id), { method: 'POST' });
         if (r.status === 202) {
           this.cancels.push({ id: b.id, answer: r.body });
           b.state = r.body.state;
@@ -193,7 +194,7 @@ export class KillLoopLoad {
   private async pollLoop(): Promise<void> {
     while (this.polling) {
       try {
-        const r = await this.api()<{ items: BuildSummaryT[] }>('/api/v1/builds?limit=500');
+        const r = await this.api()<{ items: BuildSummaryT[] }>(`${apiPath.builds()}?limit=500`);
         if (r.status === 200) {
           for (const s of r.body.items) {
             const b = this.builds.get(s.id);
@@ -218,7 +219,7 @@ export class KillLoopLoad {
       }
       try {
         const t = this.o.target();
-        const res = await fetch(`${t.url}/api/v1/builds/${b.id}/logs?follow=true`, { headers: { authorization: `Bearer ${t.apiToken}` }, signal: this.abort.signal });
+        const res = await fetch(`${t.url}${apiPath.buildLogs(b.id)}?follow=true`, { headers: { authorization: `Bearer ${t.apiToken}` }, signal: this.abort.signal });
         if (res.status !== 200 || !res.body) {
           await res.text().catch(() => {});
           if (res.status === 404) return;
@@ -247,7 +248,7 @@ export class KillLoopLoad {
       const sentAt = performance.now();
       this.stats.pinsSent++;
       try {
-        const r = await this.api()<BuildViewT>(`/api/v1/builds/${b.id}/pin`, { method: 'POST' });
+        const r = await this.api()<BuildViewT>(apiPath.buildPin(b.id), { method: 'POST' });
         if (r.status === 200) {
           this.pins.push({ id: b.id, afterEndMs: tries === 0 ? Math.round(sentAt - endAt) : null });
           return;

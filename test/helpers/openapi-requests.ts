@@ -23,6 +23,7 @@ import formatsModule from 'ajv-formats';
 import type { ValidateFunction } from 'ajv/dist/2020.js';
 import { stringify as yamlStringify } from 'yaml';
 import { excerpt, type ProbeRequest, type ProbeResponse, type Violation } from './http-probe.js';
+import { coerceError } from '../../shared/index.js';
 
 export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 export type SchemaObj = Record<string, unknown>;
@@ -222,7 +223,7 @@ export class DocValidator {
         // the pointer's parts are already ~-escaped; a URI fragment also needs them percent-encoded
         f = this.ajv.compile({ $ref: `${DOC_ID}#${pointer.split('/').map(encodeURIComponent).join('/')}` });
       } catch (err) {
-        f = err as Error;
+        f = coerceError(err);
       }
       this.cache.set(pointer, f);
     }
@@ -660,7 +661,7 @@ function parseJson(text: string): { ok: true; value: unknown } | { ok: false; er
   try {
     return { ok: true, value: JSON.parse(text) };
   } catch (err) {
-    return { ok: false, error: (err as Error).message };
+    return { ok: false, error: coerceError(err).message };
   }
 }
 

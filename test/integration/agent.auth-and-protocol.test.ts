@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { encodeFrame, decodeFrame } from '../../shared/index.js';
+import { AGENT_SOCKET_PATH, apiPath, encodeFrame, decodeFrame } from '../../shared/index.js';
 import { spawnKiln, startCoordinator, tempDir, type CoordinatorHandle } from '../helpers/cluster.js';
 import { writeFile } from 'node:fs/promises';
 
@@ -57,7 +57,7 @@ describe('agent endpoint gate', () => {
   beforeAll(async () => {
     dir = await tempDir('auth');
     coord = await startCoordinator({ dataDir: `${dir.path}/data` });
-    wsUrl = `${coord.url.replace('http', 'ws')}/api/v1/agent`;
+    wsUrl = `${coord.url.replace('http', 'ws')}${AGENT_SOCKET_PATH}`;
     agentToken = (await import('node:fs/promises').then((fs) => fs.readFile(coord.agentTokenFile, 'utf8'))).trim();
   });
 
@@ -73,7 +73,7 @@ describe('agent endpoint gate', () => {
       expect(r.status).toBe(401);
       expect(JSON.parse(r.body!)).toMatchObject({ status: 401, code: 'E_UNAUTHORIZED' });
     }
-    const agents = await coord.api<{ items: unknown[] }>('/api/v1/agents');
+    const agents = await coord.api<{ items: unknown[] }>(apiPath.agents());
     expect(agents.body.items).toEqual([]);
   });
 

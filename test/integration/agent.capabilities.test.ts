@@ -8,6 +8,7 @@ import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { startAgent, useCluster } from '../helpers/cluster.js';
+import { apiPath } from '../../shared/index.js';
 
 interface AgentView {
   name: string;
@@ -52,7 +53,7 @@ describe('agent capabilities', () => {
       }),
     );
     c.track(await startAgent({ coordinator: c.coord, name: 'plain', workDir: join(c.dir, 'p') }));
-    const r = await c.coord.api<{ items: AgentView[] }>('/api/v1/agents');
+    const r = await c.coord.api<{ items: AgentView[] }>(apiPath.agents());
     const gpu = r.body.items.find((a) => a.name === 'gpu-box')!;
     expect(gpu.platforms).toEqual([
       { platform: 'linux/amd64', emulated: false },

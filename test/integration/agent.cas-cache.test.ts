@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CasCache } from '../../agent/cas-cache.js';
 import { loadCoordinatorConfig } from '../../coordinator/config.js';
 import { startCoordinator, type RunningCoordinator } from '../../coordinator/coordinator.js';
-import { createLogger, isKilnError, sha256, type Digest } from '../../shared/index.js';
+import { apiPath, createLogger, isKilnError, sha256, type Digest } from '../../shared/index.js';
 import { tempDir } from '../helpers/cluster.js';
 
 describe('agent CAS cache', () => {
@@ -35,7 +35,7 @@ describe('agent CAS cache', () => {
 
   async function put(data: Buffer): Promise<Digest> {
     const digest = sha256(data);
-    const res = await fetch(`${coord.url}/api/v1/cas/${digest}`, { method: 'PUT', body: data, headers: { authorization: `Bearer ${coord.tokens.apiToken}` } });
+    const res = await fetch(`${coord.url}${apiPath.casBlob(digest)}`, { method: 'PUT', body: data, headers: { authorization: `Bearer ${coord.tokens.apiToken}` } });
     expect(res.status).toBe(201);
     return digest;
   }

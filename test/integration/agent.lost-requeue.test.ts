@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { inline, nodeLog, startAgent, submitSpec, useCluster, waitForBuild } from '../helpers/cluster.js';
+import { apiPath } from '../../shared/index.js';
 
 describe('lost agent', () => {
   const c = useCluster('lost', { coordinatorArgs: ['--heartbeat-interval', '300ms'] });
@@ -30,7 +31,7 @@ describe('lost agent', () => {
     const log = await nodeLog(c.coord, id, 'work');
     expect(log).toContain('[kiln] attempt 2 on agent rescuer (attempt 1 on doomed: lost');
     expect(log).toContain(marker);
-    const agents = await c.coord.api<{ items: Array<{ name: string; state: string }> }>('/api/v1/agents');
+    const agents = await c.coord.api<{ items: Array<{ name: string; state: string }> }>(apiPath.agents());
     expect(agents.body.items.find((a) => a.name === 'doomed')?.state).toBe('lost');
   });
 });

@@ -14,14 +14,14 @@ import { mkdir, readFile, readdir, stat, truncate, writeFile } from 'node:fs/pro
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { ArtifactViewT as Artifact, BuildViewT as Build, NodeViewT as NodeBody } from '../../shared/index.js';
-import { sha256 as sha } from '../../shared/index.js';
+import { apiPath, sha256 as sha } from '../../shared/index.js';
 import { kiln, submitSpec, useCluster, waitForBuild, type CoordinatorHandle } from '../helpers/cluster.js';
 
 
 
 async function build(c: CoordinatorHandle, id: string): Promise<Build & { byName: Record<string, NodeBody> }> {
   const b = (await waitForBuild(c, id)) as unknown as Build;
-  const full = (await c.api<Build>(`/api/v1/builds/${id}`)).body;
+  const full = (await c.api<Build>(apiPath.build(id))).body;
   return { ...full, state: b.state, byName: Object.fromEntries(full.nodes.map((n) => [n.name, n])) };
 }
 
@@ -107,17 +107,17 @@ nodes:
     expect(`sha256:${out[2]}`).toBe(sha(blob));
     await kiln(['artifacts', 'get', id, 'mainframe', 'result', '-o', join(dl, 'mainframe')], c.coord.cliEnv);
     expect(await readFile(join(dl, 'mainframe', 'arch'), 'utf8')).toBe('s390x\ntool ran on s390x\n');
-    const consumeLog = (await c.coord.api<string>(`/api/v1/builds/${id}/nodes/consume/logs`)).body;
+    const consumeLog = (await c.coord.api<string>(apiPath.nodeLogs(id, 'consume'))).body;
     expect(consumeLog).toContain('mounted in every RUN');
     expect(consumeLog).toMatch(/\[kiln\] input tree: sha256:[0-9a-f]{64} mounted at \/opt\/tree/);
 
     // the artifact list and the provenance tie it together
     const tree = first.byName.produce!.outputs.find((o) => o.name === 'tree')!;
     expect(first.byName.consume!.inputs).toEqual([{ name: 'tree', from: 'produce.tree', digest: tree.digest, mount: '/opt/tree' }]);
-    const arts = (await c.coord.api<{ items: Artifact[] }>(`/api/v1/builds/${id}/artifacts`)).body.items;
+    const arts = (await c.coord.api<{ items: Artifact[] }>(apiPath.buildArtifacts(id))).body.items;
     expect(arts.map((a) => `${a.node}.${a.name}`).sort()).toEqual(['consume.result', 'mainframe.result', 'produce.note', 'produce.tree']);
     for (const a of arts) {
-      expect(a.url).toBe(`${c.coord.url}/api/v1/cas/${a.digest}`);
+      expect(a.url).toBe(`${c.coord.url}${apiPath.casBlob(a.digest)}`);
       expect(Date.parse(a.expires_at!)).toBeGreaterThan(Date.now() + 29 * 86_400_000);
       expect(a.reused).toBe(false);
     }
@@ -145,9 +145,9 @@ nodes:
       expect(again.byName[n]!.attempts.at(-1)!.state).toBe('reused');
       expect(again.byName[n]!.outputs).toEqual(first.byName[n]!.outputs);
     }
-    const log = (await c.coord.api<string>(`/api/v1/builds/${again.id}/nodes/consume/logs`)).body;
+    const log = (await c.coord.api<string>(apiPath.nodeLogs(again.id, 'consume'))).body;
     expect(log).toContain(`[kiln] reused: node 'consume' of build ${first.id}`);
-    const arts = (await c.coord.api<{ items: Artifact[] }>(`/api/v1/builds/${again.id}/artifacts`)).body.items;
+    const arts = (await c.coord.api<{ items: Artifact[] }>(apiPath.buildArtifacts(again.id))).body.items;
     expect(arts.every((a) => a.reused)).toBe(true);
 
     // A changed file in produce's context: produce gets a new output, so both consumers rebuild.
@@ -195,7 +195,7 @@ nodes:
       const packed = await packDir(tarDir);
       const bytes = await readFile(packed.path);
       await packed.cleanup();
-      const put = await c.coord.api(`/api/v1/cas/${packed.digest}`, { method: 'PUT', body: bytes });
+      const put = await c.coord.api(apiPath.casBlob(packed.digest), { method: 'PUT', body: bytes });
       expect(put.status).toBe(201);
       const onDisk = join(c.coord.dataDir, 'cas', 'sha256', packed.digest.slice(7, 9), packed.digest.slice(7));
       if (damage === 'corrupt') {
@@ -213,7 +213,7 @@ nodes:
       const use = b.byName.use!;
       // The coordinator sends what its store holds; the agent's digest check refuses it.
       expect(use.attempts.at(-1)!.error, damage).toMatch(new RegExp(`hash to sha256:[0-9a-f]{64}, not ${packed.digest}`));
-      const log = (await c.coord.api<string>(`/api/v1/builds/${id}/nodes/use/logs`)).body;
+      const log = (await c.coord.api<string>(apiPath.nodeLogs(id, 'use'))).body;
       expect(log).not.toContain('used-it');
       const cached = await readdir(join(c.dir, 'agent-art-agent', 'cas', 'sha256'));
       expect(cached).not.toContain(packed.digest.slice(7));

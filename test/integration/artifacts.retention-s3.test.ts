@@ -12,7 +12,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ArtifactViewT as Artifact, NodeViewT as NodeBody } from '../../shared/index.js';
-import { sha256 as sha } from '../../shared/index.js';
+import { apiPath, sha256 as sha } from '../../shared/index.js';
 import { kiln, startAgent, startCoordinator, submitSpec, tempDir, waitFor, waitForBuild, type CoordinatorHandle, type Proc } from '../helpers/cluster.js';
 import { startS3, type TestS3 } from '../helpers/s3.js';
 
@@ -23,7 +23,7 @@ const outputSpec = (marker: string) => ({
 });
 
 async function artifacts(c: CoordinatorHandle, id: string): Promise<Artifact[]> {
-  return (await c.api<{ items: Artifact[] }>(`/api/v1/builds/${id}/artifacts`)).body.items;
+  return (await c.api<{ items: Artifact[] }>(apiPath.buildArtifacts(id))).body.items;
 }
 
 describe('artifacts in S3', () => {
@@ -67,7 +67,7 @@ describe('artifacts in S3', () => {
     const keys: string[] = [];
     for await (const o of mc.listObjectsV2('kiln-artifacts', 'kiln/', true)) keys.push((o as { name: string }).name);
     expect(keys).toContain(`kiln/sha256/${art!.digest.slice(7)}`);
-    const view = await coord.api<{ nodes: Array<{ provenance: string }> }>(`/api/v1/builds/${id}`);
+    const view = await coord.api<{ nodes: Array<{ provenance: string }> }>(apiPath.build(id));
     expect(keys).toContain(`kiln/sha256/${view.body.nodes[0]!.provenance.slice(7)}`);
     expect(keys.filter((k) => k.startsWith('kiln/tmp/'))).toEqual([]);
 
@@ -108,11 +108,11 @@ describe('artifact retention', () => {
     expect(Date.parse(droppedArt.expires_at!)).toBeLessThanOrEqual(Date.now());
 
     await new Promise((r) => setTimeout(r, 20)); // past the 1 ms grace
-    const gc = await coord.api<{ deleted: number }>('/api/v1/gc', { method: 'POST' });
+    const gc = await coord.api<{ deleted: number }>(apiPath.gc(), { method: 'POST' });
     expect(gc.status).toBe(200);
     expect(gc.body.deleted).toBeGreaterThanOrEqual(1);
-    expect((await coord.api(`/api/v1/cas/${keptArt.digest}`, { method: 'HEAD' })).status).toBe(200);
-    expect((await coord.api(`/api/v1/cas/${droppedArt.digest}`, { method: 'HEAD' })).status).toBe(404);
+    expect((await coord.api(apiPath.casBlob(keptArt.digest), { method: 'HEAD' })).status).toBe(200);
+    expect((await coord.api(apiPath.casBlob(droppedArt.digest), { method: 'HEAD' })).status).toBe(404);
     expect((await artifacts(coord, dropped))[0]!.url).toBeNull();
     expect((await kiln(['artifacts', 'get', dropped, 'make', 'o', '-o', join(dir.path, 'x')], coord.cliEnv)).stderr).toMatch(/expired/);
 
@@ -120,15 +120,15 @@ describe('artifact retention', () => {
     const again = await submitSpec(coord, outputSpec(`${marker}-dropped`));
     const b = await waitForBuild(coord, again);
     expect(b.state).toBe('success');
-    const node = (await coord.api<{ nodes: NodeBody[] }>(`/api/v1/builds/${again}`)).body.nodes[0]!;
+    const node = (await coord.api<{ nodes: NodeBody[] }>(apiPath.build(again))).body.nodes[0]!;
     expect(node.reused_from).toBeNull();
     expect(node.outputs[0]!.digest).toBe(droppedArt.digest); // deterministic export: same bytes again
 
     // Unpinned, the kept build's artifacts go at the next sweep.
     expect((await kiln(['unpin', kept], coord.cliEnv)).code).toBe(0);
     await waitFor('the unpinned artifact to be swept', async () => {
-      await coord.api('/api/v1/gc', { method: 'POST' });
-      return (await coord.api(`/api/v1/cas/${keptArt.digest}`, { method: 'HEAD' })).status === 404;
+      await coord.api(apiPath.gc(), { method: 'POST' });
+      return (await coord.api(apiPath.casBlob(keptArt.digest), { method: 'HEAD' })).status === 404;
     });
   });
 });

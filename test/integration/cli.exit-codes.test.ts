@@ -11,6 +11,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { kiln, useCluster } from '../helpers/cluster.js';
+import { apiPath } from '../../shared/index.js';
 
 /** A coordinator URL nothing listens on: a port that was bound, then closed. */
 async function closedPortUrl(): Promise<string> {
@@ -72,6 +73,6 @@ describe('kiln exit codes', () => {
     expect(r.code).toBe(2);
     expect(r.stdout).toBe('');
     expect(r.stderr).toBe(`kiln: invalid spec ${spec}: spec is not valid UTF-8 (first bad byte at offset ${head.length})\n`);
-    expect((await c.coord.api<{ items: unknown[] }>('/api/v1/builds')).body.items).toEqual([]);
+    expect((await c.coord.api<{ items: unknown[] }>(apiPath.builds())).body.items).toEqual([]);
   });
 });

@@ -12,6 +12,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DOCKER_HOST, inline, kiln, submitSpec, useCluster, useImageCleanup, waitForBuild } from '../helpers/cluster.js';
+import { apiPath } from '../../shared/index.js';
 
 type Obj = Record<string, unknown>;
 
@@ -69,7 +70,7 @@ describe('kiln --json is JSON Lines', () => {
 
     const all = await run('builds', '--json');
     expect(all.code, all.stderr).toBe(0);
-    const listed = (await api<{ items: Obj[] }>('/api/v1/builds?limit=20')).items;
+    const listed = (await api<{ items: Obj[] }>(`${apiPath.builds()}?limit=20`)).items;
     expect(jsonLines(all.stdout)).toEqual(listed);
     expect(listed.map((b) => b.id)).toEqual(expect.arrayContaining(ids));
     expect(all.stderr).toBe(''); // no more pages
@@ -89,13 +90,13 @@ describe('kiln --json is JSON Lines', () => {
 
     const pools = await run('pools', '--json');
     expect(pools.code, pools.stderr).toBe(0);
-    const poolItems = (await api<{ items: Obj[] }>('/api/v1/pools')).items;
+    const poolItems = (await api<{ items: Obj[] }>(apiPath.pools())).items;
     expect(poolItems.length).toBeGreaterThan(0);
     expect(jsonLines(pools.stdout).map((p) => p.name)).toEqual(poolItems.map((p) => p.name));
 
     const dlq = await run('dlq', '--json');
     expect(dlq.code, dlq.stderr).toBe(0);
-    expect(jsonLines(dlq.stdout)).toEqual((await api<{ items: Obj[] }>('/api/v1/dead-letter')).items);
+    expect(jsonLines(dlq.stdout)).toEqual((await api<{ items: Obj[] }>(apiPath.deadLetter())).items);
 
     const status = await run('status', ids[0]!, '--json');
     expect(status.code, status.stderr).toBe(0);
@@ -117,7 +118,7 @@ describe('kiln --json is JSON Lines', () => {
     const submitted = await run('submit', spec, '--json');
     expect(submitted.code, submitted.stderr).toBe(0);
     const created = oneLine(submitted.stdout);
-    expect(created).toMatchObject({ id: expect.stringMatching(/^b-/), url: `/api/v1/builds/${String(created.id)}` });
+    expect(created).toMatchObject({ id: expect.stringMatching(/^b-/), url: apiPath.build(String(created.id)) });
     const cancel = await run('cancel', String(created.id), '--json');
     expect(cancel.code, cancel.stderr).toBe(0);
     expect(oneLine(cancel.stdout)).toMatchObject({ id: created.id, cancel_requested: true });
@@ -170,7 +171,7 @@ describe('kiln --json is JSON Lines', () => {
     // one event per line; the lines of a node are exactly its stored log
     for (const e of events.filter((x) => x.type === 'log')) expect(String(e.text)).toMatch(/^[^\n]*\n$/);
     for (const node of ['make', 'check']) {
-      const res = await fetch(`${c.coord.url}/api/v1/builds/${id}/nodes/${node}/logs`, { headers: { authorization: `Bearer ${c.coord.apiToken}` } });
+      const res = await fetch(`${c.coord.url}${apiPath.nodeLogs(id, node)}`, { headers: { authorization: `Bearer ${c.coord.apiToken}` } });
       expect(merged.find((e) => e.type === 'log' && e.node === node)?.text).toBe(await res.text());
     }
     expect(String(merged[1]!.text)).toContain(`made-42 ${mark}`);
@@ -194,7 +195,7 @@ describe('kiln --json is JSON Lines', () => {
 
     const artifacts = await run('artifacts', id, '--json');
     expect(artifacts.code, artifacts.stderr).toBe(0);
-    const items = (await api<{ items: Obj[] }>(`/api/v1/builds/${id}/artifacts`)).items;
+    const items = (await api<{ items: Obj[] }>(apiPath.buildArtifacts(id))).items;
     expect(items.map((a) => a.name)).toEqual(['a', 'b']);
     expect(jsonLines(artifacts.stdout)).toEqual(items);
 

@@ -6,6 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { inline, nodeLog, spawnKiln, startCoordinator, submitSpec, useCluster, waitFor, waitForBuild } from '../helpers/cluster.js';
+import { apiPath } from '../../shared/index.js';
 
 describe('coordinator restart', () => {
   const c = useCluster('restart', { agents: [{ name: 'steady' }] });
@@ -48,8 +49,8 @@ describe('coordinator restart', () => {
     await c.coord.proc.stop();
     const again = await startCoordinator({ dataDir: c.coord.dataDir, port: c.coord.port });
     c.track(again.proc);
-    expect((await again.api<{ state: string }>(`/api/v1/builds/${first}`)).body.state).toBe('success');
-    expect((await again.api<{ state: string }>(`/api/v1/builds/${id}`)).body.state).toBe('success');
+    expect((await again.api<{ state: string }>(apiPath.build(first))).body.state).toBe('success');
+    expect((await again.api<{ state: string }>(apiPath.build(id))).body.state).toBe('success');
     expect(await nodeLog(again, id, 'talk')).toBe(stored.join('\n') + '\n');
   });
 });

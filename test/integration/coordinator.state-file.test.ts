@@ -8,6 +8,7 @@ import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kiln, startCoordinator, tempDir } from '../helpers/cluster.js';
+import { apiPath } from '../../shared/index.js';
 
 describe('coordinator state file', () => {
   let dir: { path: string; cleanup: () => Promise<void> };
@@ -21,7 +22,7 @@ describe('coordinator state file', () => {
     statePath = join(dataDir, 'state.json');
     journalPath = join(dataDir, 'journal.jsonl');
     const c = await startCoordinator({ dataDir });
-    const r = await c.api<{ id: string }>('/api/v1/builds', {
+    const r = await c.api<{ id: string }>(apiPath.builds(), {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ nodes: { n: { dockerfile_inline: 'FROM kiln/busybox:1' } } }),
@@ -79,7 +80,7 @@ describe('coordinator state file', () => {
 
     await rm(journalPath);
     const c = await startCoordinator({ dataDir, args: ['--init'] });
-    const list = await c.api<{ items: unknown[] }>('/api/v1/builds');
+    const list = await c.api<{ items: unknown[] }>(apiPath.builds());
     expect(list.body.items).toEqual([]);
     await c.proc.stop();
     await writeFile(statePath, good);
@@ -99,7 +100,7 @@ describe('coordinator state file', () => {
     const journal = await readFile(journalPath);
     await writeFile(journalPath, Buffer.concat([journal, Buffer.from('{"t":"build","b":{"id":"b-x","sta')]));
     const c = await startCoordinator({ dataDir });
-    expect((await c.api<{ items: unknown[] }>('/api/v1/builds')).body.items).toHaveLength(1);
+    expect((await c.api<{ items: unknown[] }>(apiPath.builds())).body.items).toHaveLength(1);
     await c.proc.stop();
   });
 
@@ -121,7 +122,7 @@ describe('coordinator state file', () => {
     const second = await start();
     expect(second.code).toBe(78);
     expect(second.stderr).toMatch(new RegExp(`locked by pid ${c.proc.child.pid}`));
-    const builds = await c.api<{ items: unknown[] }>('/api/v1/builds');
+    const builds = await c.api<{ items: unknown[] }>(apiPath.builds());
     expect(builds.body.items).toHaveLength(1);
     await c.proc.stop();
   });

@@ -7,6 +7,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import { inline, nodeLog, submitSpec, useCluster, waitFor, waitForBuild } from '../helpers/cluster.js';
+import { apiPath } from '../../shared/index.js';
 
 /** Pids whose command line contains `needle` (the RUN processes BuildKit starts). */
 async function processesWith(needle: string): Promise<number[]> {
@@ -58,14 +59,14 @@ describe('failing and cancelled builds', () => {
       },
     });
     await waitFor('the RUN process to start', async () => (await processesWith(needle)).length > 0, 60_000);
-    const res = await c.coord.api<{ state: string; cancel_requested: boolean }>(`/api/v1/builds/${id}/cancel`, { method: 'POST' });
+    const res = await c.coord.api<{ state: string; cancel_requested: boolean }>(apiPath.buildCancel(id), { method: 'POST' });
     expect(res.status).toBe(202);
     expect(res.body.cancel_requested).toBe(true);
     const b = await waitForBuild(c.coord, id, (x) => x.state === 'cancelled' && x.nodes[0]!.attempts[0]!.state === 'cancelled');
     expect(b.nodes.map((x) => x.state)).toEqual(['cancelled', 'cancelled']);
     await waitFor('the RUN process to be gone', async () => (await processesWith(needle)).length === 0, 30_000);
     // cancelling again is a conflict
-    const again = await c.coord.api<{ code: string }>(`/api/v1/builds/${id}/cancel`, { method: 'POST' });
+    const again = await c.coord.api<{ code: string }>(apiPath.buildCancel(id), { method: 'POST' });
     expect(again.status).toBe(409);
     expect(again.body.code).toBe('E_CONFLICT');
   });

@@ -19,6 +19,7 @@ import {
   type CoordinatorHandle,
   type Proc,
 } from '../helpers/cluster.js';
+import { apiPath } from '../../shared/index.js';
 
 describe.skipIf(!DOCKER_HOST_SECOND)('a DAG across two agents on two dockerd instances (needs KILN_DOCKER_HOST_SECOND)', () => {
   let dir: { path: string; cleanup: () => Promise<void> };
@@ -56,7 +57,7 @@ describe.skipIf(!DOCKER_HOST_SECOND)('a DAG across two agents on two dockerd ins
       expect(n.state).toBe('success');
       expect(n.image_id).toMatch(/^sha256:[0-9a-f]{64}$/);
     }
-    const view = await coord.api<{ nodes: Array<{ attempts: Array<{ build_ms: number | null; started_at: string | null; accepted_at: string | null }> }> }>(`/api/v1/builds/${id}`);
+    const view = await coord.api<{ nodes: Array<{ attempts: Array<{ build_ms: number | null; started_at: string | null; accepted_at: string | null }> }> }>(apiPath.build(id));
     for (const n of view.body.nodes) {
       expect(n.attempts[0]!.build_ms).toBeGreaterThan(0);
       expect(n.attempts[0]!.started_at).not.toBeNull();
@@ -69,7 +70,7 @@ describe.skipIf(!DOCKER_HOST_SECOND)('a DAG across two agents on two dockerd ins
     expect(await nodeLog(coord, id, 'combine')).toContain(`combine ${marker}`);
 
     // combine started only after both of its needs finished
-    const full = await coord.api<{ nodes: Array<{ name: string; started_at: string; finished_at: string }> }>(`/api/v1/builds/${id}`);
+    const full = await coord.api<{ nodes: Array<{ name: string; started_at: string; finished_at: string }> }>(apiPath.build(id));
     const t = Object.fromEntries(full.body.nodes.map((n) => [n.name, n]));
     expect(Date.parse(t.combine!.started_at)).toBeGreaterThanOrEqual(Date.parse(t.native!.finished_at));
     expect(Date.parse(t.combine!.started_at)).toBeGreaterThanOrEqual(Date.parse(t.mainframe!.finished_at));
@@ -78,9 +79,9 @@ describe.skipIf(!DOCKER_HOST_SECOND)('a DAG across two agents on two dockerd ins
   it('keeps a node that no agent can run waiting, and says why', async () => {
     const id = await submitSpec(coord, { nodes: { arm: inline('FROM kiln/busybox:1-arm64\nRUN true', { platform: 'linux/arm64' }) } });
     const build = await waitForBuild(coord, id, (b) => b.nodes[0]!.state === 'ready');
-    const view = await coord.api<{ nodes: Array<{ waiting: string | null }> }>(`/api/v1/builds/${build.id}`);
+    const view = await coord.api<{ nodes: Array<{ waiting: string | null }> }>(apiPath.build(build.id));
     expect(view.body.nodes[0]!.waiting).toContain('no connected agent has platform linux/arm64');
-    const cancelled = await coord.api<{ state: string }>(`/api/v1/builds/${id}/cancel`, { method: 'POST' });
+    const cancelled = await coord.api<{ state: string }>(apiPath.buildCancel(id), { method: 'POST' });
     expect(cancelled.status).toBe(202);
     expect(cancelled.body.state).toBe('cancelled');
   });

@@ -54,6 +54,7 @@ import {
 } from '../helpers/kill-loop-checks.js';
 import { KillLoopLoad, sleep } from '../helpers/kill-loop-load.js';
 import { Rng } from '../sim/rng.js';
+import { apiPath } from '../../shared/index.js';
 
 function intEnv(name: string, dflt: number, min: number): number {
   const text = process.env[name];
@@ -182,8 +183,8 @@ async function listAll(c: CoordinatorHandle): Promise<Map<string, BuildSummaryT>
   const out = new Map<string, BuildSummaryT>();
   let cursor: string | null = null;
   for (;;) {
-    const r: { status: number; body: { items: BuildSummaryT[]; next_cursor: string | null } } = await c.api(`/api/v1/builds?limit=500${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
-    if (r.status !== 200) throw new Error(`GET /api/v1/builds: ${r.status} ${JSON.stringify(r.body)}`);
+    const r: { status: number; body: { items: BuildSummaryT[]; next_cursor: string | null } } = await c.api(`${apiPath.builds()}?limit=500${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
+    if (r.status !== 200) throw new Error(`GET ${apiPath.builds()}: ${r.status} ${JSON.stringify(r.body)}`);
     for (const s of r.body.items) out.set(s.id, s);
     cursor = r.body.next_cursor;
     if (!cursor) return out;
@@ -195,7 +196,7 @@ async function views(c: CoordinatorHandle, ids: Iterable<string>): Promise<Map<s
   const out = new Map<string, BuildViewT | null>();
   for (const id of ids) {
     if (out.has(id)) continue;
-    const r = await c.api<BuildViewT>(`/api/v1/builds/${id}`);
+    const r = await c.api<BuildViewT>(apiPath.build(id));
     out.set(id, r.status === 200 ? r.body : null);
   }
   return out;

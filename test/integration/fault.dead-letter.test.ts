@@ -22,6 +22,7 @@ import {
   type Proc,
   useImageCleanup,
 } from '../helpers/cluster.js';
+import { apiPath } from '../../shared/index.js';
 
 interface DeadLetterItem {
   build_id: string;
@@ -72,7 +73,7 @@ describe('dead letter after the attempt budget (F11)', () => {
     expect(flaky.error).toMatch(/^attempts exhausted/);
     expect(nodeOf(failed, 'after').state).toBe('skipped');
 
-    const dlq = await c.coord.api<{ items: DeadLetterItem[] }>('/api/v1/dead-letter');
+    const dlq = await c.coord.api<{ items: DeadLetterItem[] }>(apiPath.deadLetter());
     expect(dlq.status).toBe(200);
     const entry = dlq.body.items.find((d) => d.build_id === id && d.node === 'flaky');
     expect(entry, JSON.stringify(dlq.body)).toBeDefined();
@@ -82,12 +83,12 @@ describe('dead letter after the attempt budget (F11)', () => {
       [2, 'crashy', 'lost'],
       [3, 'crashy', 'lost'],
     ]);
-    expect(entry!.retry_url).toContain(`/api/v1/builds/${id}/nodes/flaky/retry`);
+    expect(entry!.retry_url).toContain(apiPath.nodeRetry(id, 'flaky'));
 
     // The crashing agent goes away; a healthy one takes the retry.
     await crashy.stop();
     await c.agent({ name: 'healthy', dockerHost: healthyHost, maxJobs: 1 });
-    const retry = await c.coord.api(`/api/v1/builds/${id}/nodes/flaky/retry`, { method: 'POST' });
+    const retry = await c.coord.api(apiPath.nodeRetry(id, 'flaky'), { method: 'POST' });
     expect(retry.status, JSON.stringify(retry.body)).toBe(202);
 
     const b = await waitForBuild(c.coord, id, (x) => ['success', 'failed', 'partial', 'cancelled'].includes(x.state) && nodeOf(x, 'flaky').attempts.length > 3);

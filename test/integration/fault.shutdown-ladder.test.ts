@@ -26,6 +26,7 @@ import {
   waitForBuild,
   type Proc,
 } from '../helpers/cluster.js';
+import { apiPath } from '../../shared/index.js';
 
 describe('agent shutdown ladder and cancel (F3)', () => {
   const c = useCluster('f-ladder', { coordinatorArgs: ['--heartbeat-interval', '300ms', '--lost-after', '1500ms'] });
@@ -92,7 +93,7 @@ describe('agent shutdown ladder and cancel (F3)', () => {
     expect(attempt!.reason).toContain('quitter');
     // Re-queued for another agent (none is connected now); cancel it so it holds nothing.
     expect(nodeOf(ended, 'long').state).toBe('ready');
-    expect((await c.coord.api(`/api/v1/builds/${id}/cancel`, { method: 'POST' })).status).toBe(202);
+    expect((await c.coord.api(apiPath.buildCancel(id), { method: 'POST' })).status).toBe(202);
   });
 
   it('kiln cancel reaches the running build: the attempt ends cancelled and the RUN step is gone', async () => {

@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tarOf } from '../helpers/api-fixtures.js';
 import { startCoordinator, tempDir, type CoordinatorHandle } from '../helpers/cluster.js';
+import { API_PREFIX, API_ROUTES, apiPath } from '../../shared/index.js';
 
 interface Problem {
   status: number;
@@ -35,16 +36,16 @@ describe('coordinator HTTP API', () => {
     await dir.cleanup();
   });
 
-  const post = (body: string, type = 'application/json') => c.api<Problem>('/api/v1/builds', { method: 'POST', headers: { 'content-type': type }, body });
+  const post = (body: string, type = 'application/json') => c.api<Problem>(apiPath.builds(), { method: 'POST', headers: { 'content-type': type }, body });
 
   it('answers health checks without a token and refuses the API without one', async () => {
     expect((await fetch(`${c.url}/livez`)).status).toBe(200);
     expect((await fetch(`${c.url}/readyz`)).status).toBe(200);
-    const res = await fetch(`${c.url}/api/v1/builds`);
+    const res = await fetch(`${c.url}${apiPath.builds()}`);
     expect(res.status).toBe(401);
     expect(res.headers.get('content-type')).toContain('application/problem+json');
     expect(await res.json()).toMatchObject({ status: 401, code: 'E_UNAUTHORIZED' });
-    const wrong = await fetch(`${c.url}/api/v1/builds`, { headers: { authorization: 'Bearer nope-nope-nope-nope' } });
+    const wrong = await fetch(`${c.url}${apiPath.builds()}`, { headers: { authorization: 'Bearer nope-nope-nope-nope' } });
     expect(wrong.status).toBe(401);
   });
 
@@ -69,7 +70,7 @@ describe('coordinator HTTP API', () => {
       expect(match, `${body} -> ${JSON.stringify(r.body.errors)}`).toBeDefined();
       expect(r.body.detail).toMatch(/invalid spec/);
     }
-    const list = await c.api<{ items: unknown[] }>('/api/v1/builds');
+    const list = await c.api<{ items: unknown[] }>(apiPath.builds());
     expect(list.body.items).toEqual([]);
   });
 
@@ -83,7 +84,7 @@ describe('coordinator HTTP API', () => {
   it('checks the Dockerfile is inside the uploaded context', async () => {
     const tar = await tarOf({ 'src/main.c': 'int main(){}' });
     const digest = sha(tar);
-    expect((await c.api(`/api/v1/cas/${digest}`, { method: 'PUT', body: tar })).status).toBe(201);
+    expect((await c.api(apiPath.casBlob(digest), { method: 'PUT', body: tar })).status).toBe(201);
     const r = await post(JSON.stringify({ nodes: { compile: { context: digest, dockerfile: 'build/Dockerfile' } } }));
     expect(r.status).toBe(400);
     expect(r.body.errors?.[0]).toMatchObject({ path: 'nodes.compile.dockerfile' });
@@ -93,80 +94,80 @@ describe('coordinator HTTP API', () => {
   it('stores blobs only when the bytes match the digest, idempotently', async () => {
     const data = Buffer.from(`blob ${Date.now()}`);
     const digest = sha(data);
-    const bad = await c.api<Problem>(`/api/v1/cas/${digest}`, { method: 'PUT', body: Buffer.from('something else') });
+    const bad = await c.api<Problem>(apiPath.casBlob(digest), { method: 'PUT', body: Buffer.from('something else') });
     expect(bad.status).toBe(400);
     expect(bad.body.code).toBe('E_DIGEST_MISMATCH');
-    expect((await c.api(`/api/v1/cas/${digest}`, { method: 'HEAD' })).status).toBe(404);
+    expect((await c.api(apiPath.casBlob(digest), { method: 'HEAD' })).status).toBe(404);
 
-    const put = await c.api<{ created: boolean; size: number }>(`/api/v1/cas/${digest}`, { method: 'PUT', body: data });
+    const put = await c.api<{ created: boolean; size: number }>(apiPath.casBlob(digest), { method: 'PUT', body: data });
     expect(put.status).toBe(201);
     expect(put.body).toMatchObject({ created: true, size: data.length });
-    const again = await c.api<{ created: boolean }>(`/api/v1/cas/${digest}`, { method: 'PUT', body: data });
+    const again = await c.api<{ created: boolean }>(apiPath.casBlob(digest), { method: 'PUT', body: data });
     expect(again.status).toBe(200);
     expect(again.body.created).toBe(false);
 
-    const head = await c.api(`/api/v1/cas/${digest}`, { method: 'HEAD' });
+    const head = await c.api(apiPath.casBlob(digest), { method: 'HEAD' });
     expect(head.status).toBe(200);
     expect(head.headers.get('content-length')).toBe(String(data.length));
-    const get = await fetch(`${c.url}/api/v1/cas/${digest}`, { headers: { authorization: `Bearer ${c.apiToken}` } });
+    const get = await fetch(`${c.url}${apiPath.casBlob(digest)}`, { headers: { authorization: `Bearer ${c.apiToken}` } });
     expect(Buffer.from(await get.arrayBuffer())).toEqual(data);
 
-    const badDigest = await c.api<Problem>('/api/v1/cas/sha256:XYZ', { method: 'HEAD' });
+    const badDigest = await c.api<Problem>(apiPath.casBlob('sha256:XYZ'), { method: 'HEAD' });
     expect(badDigest.status).toBe(400);
   });
 
   it('lets the agent token use the CAS (read contexts, upload outputs) but nothing else', async () => {
     const agentToken = (await readFile(c.agentTokenFile, 'utf8')).trim();
     const data = Buffer.from('for agents');
-    await c.api(`/api/v1/cas/${sha(data)}`, { method: 'PUT', body: data });
-    const get = await fetch(`${c.url}/api/v1/cas/${sha(data)}`, { headers: { authorization: `Bearer ${agentToken}` } });
+    await c.api(apiPath.casBlob(sha(data)), { method: 'PUT', body: data });
+    const get = await fetch(`${c.url}${apiPath.casBlob(sha(data))}`, { headers: { authorization: `Bearer ${agentToken}` } });
     expect(get.status).toBe(200);
-    const put = await fetch(`${c.url}/api/v1/cas/${sha('x')}`, { method: 'PUT', body: 'x', headers: { authorization: `Bearer ${agentToken}`, 'content-type': 'application/octet-stream' } });
+    const put = await fetch(`${c.url}${apiPath.casBlob(sha('x'))}`, { method: 'PUT', body: 'x', headers: { authorization: `Bearer ${agentToken}`, 'content-type': 'application/octet-stream' } });
     expect(put.status).toBe(201);
-    const missing = await fetch(`${c.url}/api/v1/cas/find-missing`, {
+    const missing = await fetch(`${c.url}${apiPath.casFindMissing()}`, {
       method: 'POST',
       headers: { authorization: `Bearer ${agentToken}`, 'content-type': 'application/json' },
       body: JSON.stringify({ digests: [sha('x'), sha('not there'), sha('x'), sha('not there')] }),
     });
     expect(await missing.json()).toEqual({ missing: [sha('not there')] });
-    const builds = await fetch(`${c.url}/api/v1/builds`, { headers: { authorization: `Bearer ${agentToken}` } });
+    const builds = await fetch(`${c.url}${apiPath.builds()}`, { headers: { authorization: `Bearer ${agentToken}` } });
     expect(builds.status).toBe(403);
   });
 
   it('paginates builds newest first with a cursor and a Link header', async () => {
     const ids: string[] = [];
     for (let i = 0; i < 3; i++) {
-      const r = await c.api<{ id: string }>('/api/v1/builds', {
+      const r = await c.api<{ id: string }>(apiPath.builds(), {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ name: `page-${i}`, nodes: { n: { dockerfile_inline: 'FROM kiln/busybox:1' } } }),
       });
       expect(r.status).toBe(201);
-      expect(r.headers.get('location')).toBe(`/api/v1/builds/${r.body.id}`);
+      expect(r.headers.get('location')).toBe(apiPath.build(r.body.id));
       ids.push(r.body.id);
     }
-    const p1 = await c.api<{ items: Array<{ id: string; name: string }>; next_cursor: string | null }>('/api/v1/builds?limit=2');
+    const p1 = await c.api<{ items: Array<{ id: string; name: string }>; next_cursor: string | null }>(`${apiPath.builds()}?limit=2`);
     expect(p1.body.items.map((b) => b.id)).toEqual([ids[2], ids[1]]);
     expect(p1.body.next_cursor).toBe(ids[1]);
     expect(p1.headers.get('link')).toContain('rel="next"');
-    const p2 = await c.api<{ items: Array<{ id: string }>; next_cursor: string | null }>(`/api/v1/builds?limit=2&cursor=${p1.body.next_cursor}`);
+    const p2 = await c.api<{ items: Array<{ id: string }>; next_cursor: string | null }>(`${apiPath.builds()}?limit=2&cursor=${p1.body.next_cursor}`);
     expect(p2.body.items.map((b) => b.id)).toEqual([ids[0]]);
     expect(p2.body.next_cursor).toBeNull();
-    const bad = await c.api<Problem>('/api/v1/builds?limit=0');
+    const bad = await c.api<Problem>(`${apiPath.builds()}?limit=0`);
     expect(bad.status).toBe(400);
     expect(bad.body.code).toBe('E_INVALID');
-    for (const id of ids) await c.api(`/api/v1/builds/${id}/cancel`, { method: 'POST' });
+    for (const id of ids) await c.api(apiPath.buildCancel(id), { method: 'POST' });
   });
 
   it('answers unknown builds and routes with problem+json 404, malformed ids 400, other methods 405', async () => {
-    const r = await c.api<Problem>('/api/v1/builds/b-01kbx2f3q4000-7d2k9x4m');
+    const r = await c.api<Problem>(apiPath.build('b-01kbx2f3q4000-7d2k9x4m'));
     expect(r.status).toBe(404);
     expect(r.body.code).toBe('E_NOT_FOUND');
-    const bad = await c.api<Problem>('/api/v1/builds/b-nope');
+    const bad = await c.api<Problem>(apiPath.build('b-nope'));
     expect(bad.status).toBe(400);
     expect(bad.body.detail).toMatch(/id: must be a build id as kiln gives it/);
-    expect((await c.api<Problem>('/api/v1/nothing-here')).status).toBe(404);
-    const del = await c.api<Problem>('/api/v1/builds', { method: 'DELETE' });
+    expect((await c.api<Problem>(`${API_PREFIX}/nothing-here`)).status).toBe(404);
+    const del = await c.api<Problem>(apiPath.builds(), { method: 'DELETE' });
     expect(del.status).toBe(405);
     expect(del.headers.get('allow')).toBe('GET, HEAD, POST');
     expect(del.body.code).toBe('E_METHOD');
@@ -175,8 +176,9 @@ describe('coordinator HTTP API', () => {
   it('serves an OpenAPI 3.1 document describing the routes', async () => {
     const doc = (await (await fetch(`${c.url}/openapi.json`)).json()) as { openapi: string; paths: Record<string, unknown> };
     expect(doc.openapi).toBe('3.1.0');
-    for (const p of ['/api/v1/builds', '/api/v1/builds/{id}', '/api/v1/builds/{id}/nodes/{node}/logs', '/api/v1/builds/{id}/cancel', '/api/v1/agents', '/api/v1/cas/{digest}']) {
-      expect(doc.paths[p], p).toBeDefined();
+    // every route of the shared table (what clients build their paths from) is served and documented
+    for (const { template } of Object.values(API_ROUTES)) {
+      expect(doc.paths[template], template).toBeDefined();
     }
   });
 });

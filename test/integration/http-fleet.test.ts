@@ -24,6 +24,7 @@ import {
   type CoordinatorHandle,
   type Proc,
 } from '../helpers/cluster.js';
+import { AGENT_CONTROL_ACTIONS, AGENT_CONTROL_ROUTES, API_ROUTES, apiPath } from '../../shared/index.js';
 
 interface Problem {
   status: number;
@@ -48,10 +49,10 @@ describe('fleet API with noop agents', () => {
       method: 'POST',
       ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body), headers: { 'content-type': 'application/json', ...headers } }),
     });
-  const build = async (id: string) => (await c.coord.api<BuildViewT>(`/api/v1/builds/${id}`)).body;
+  const build = async (id: string) => (await c.coord.api<BuildViewT>(apiPath.build(id))).body;
 
   it('shows one agent with control, health, breaker, load and GPUs in use', async () => {
-    const r = await c.coord.api<AgentViewT>('/api/v1/agents/noop-a');
+    const r = await c.coord.api<AgentViewT>(apiPath.agent('noop-a'));
     expect(r.status).toBe(200);
     expect(r.body).toMatchObject({
       name: 'noop-a',
@@ -66,50 +67,50 @@ describe('fleet API with noop agents', () => {
     });
     // heartbeats carry the host's load
     const withLoad = await waitFor('a heartbeat with load', async () => {
-      const a = (await c.coord.api<AgentViewT>('/api/v1/agents/noop-a')).body;
+      const a = (await c.coord.api<AgentViewT>(apiPath.agent('noop-a'))).body;
       return a.metrics?.load1 !== null && a.metrics?.load1 !== undefined ? a : null;
     }, 30_000);
     expect(withLoad.metrics!.cpus).toBeGreaterThanOrEqual(1);
     expect(withLoad.metrics!.mem_total_mib).toBeGreaterThan(withLoad.metrics!.mem_used_mib ?? -1);
     expect(Date.parse(withLoad.metrics!.at)).toBeGreaterThan(0);
     // the list has the same shape
-    const list = await c.coord.api<{ items: AgentViewT[] }>('/api/v1/agents');
+    const list = await c.coord.api<{ items: AgentViewT[] }>(apiPath.agents());
     expect(list.body.items.find((a) => a.name === 'noop-a')).toMatchObject({ control: 'active', breaker: { state: 'closed' } });
   });
 
   it('answers 404 problems for an unknown agent, and 400 for a malformed control body', async () => {
-    const get = await c.coord.api<Problem>('/api/v1/agents/ghost');
+    const get = await c.coord.api<Problem>(apiPath.agent('ghost'));
     expect(get.status).toBe(404);
     expect(get.headers.get('content-type')).toContain('application/problem+json');
     expect(get.body.code).toBe('E_NOT_FOUND');
     expect(get.body.detail).toContain("'ghost'");
-    for (const action of ['pause', 'resume', 'drain']) {
-      const r = await post<Problem>(`/api/v1/agents/ghost/${action}`);
+    for (const action of AGENT_CONTROL_ACTIONS) {
+      const r = await post<Problem>(AGENT_CONTROL_ROUTES[action].path('ghost'));
       expect(r.status, action).toBe(404);
       expect(r.body.code).toBe('E_NOT_FOUND');
       expect(r.body.detail).toContain("'ghost'");
     }
-    const malformed = await post<Problem>('/api/v1/agents/noop-a/pause', '{"reason": ');
+    const malformed = await post<Problem>(apiPath.agentPause('noop-a'), '{"reason": ');
     expect(malformed.status).toBe(400);
     expect(malformed.body.code).toBe('E_INVALID');
     expect(malformed.body.detail).toMatch(/JSON/i);
-    const wrongType = await post<Problem>('/api/v1/agents/noop-a/pause', { reason: 42 });
+    const wrongType = await post<Problem>(apiPath.agentPause('noop-a'), { reason: 42 });
     expect(wrongType.status).toBe(400);
     expect(wrongType.body.code).toBe('E_INVALID');
     expect(wrongType.body.errors?.[0]?.path).toBe('reason');
-    const unknownField = await post<Problem>('/api/v1/agents/noop-a/drain', { reason: 'x', until: 'tomorrow' });
+    const unknownField = await post<Problem>(apiPath.agentDrain('noop-a'), { reason: 'x', until: 'tomorrow' });
     expect(unknownField.status).toBe(400);
     expect(unknownField.body.detail).toContain('until');
     // none of that changed the agent
-    expect((await c.coord.api<AgentViewT>('/api/v1/agents/noop-a')).body.control).toBe('active');
+    expect((await c.coord.api<AgentViewT>(apiPath.agent('noop-a'))).body.control).toBe('active');
   });
 
   it('pause holds new work with a clear waiting reason; resume lets it run', async () => {
-    const paused = await post<AgentViewT>('/api/v1/agents/noop-a/pause', { reason: 'kernel upgrade' });
+    const paused = await post<AgentViewT>(apiPath.agentPause('noop-a'), { reason: 'kernel upgrade' });
     expect(paused.status).toBe(200);
     expect(paused.body).toMatchObject({ name: 'noop-a', control: 'paused', control_reason: 'kernel upgrade' });
     expect(Date.parse(paused.body.control_at!)).toBeGreaterThan(0);
-    expect((await c.coord.api<AgentViewT>('/api/v1/agents/noop-a')).body.control).toBe('paused');
+    expect((await c.coord.api<AgentViewT>(apiPath.agent('noop-a'))).body.control).toBe('paused');
 
     const id = await submitSpec(c.coord, { name: 'held', nodes: { one: inline('FROM kiln/busybox:1\nRUN echo held') } });
     const waiting = await waitFor('the node to wait for the paused agent', async () => {
@@ -117,7 +118,7 @@ describe('fleet API with noop agents', () => {
       return n.state === 'ready' && n.waiting ? n : null;
     });
     expect(waiting.waiting).toBe('waiting for a free slot on 1 matching agent (1 paused)');
-    const pools = await c.coord.api<{ items: PoolViewT[] }>('/api/v1/pools');
+    const pools = await c.coord.api<{ items: PoolViewT[] }>(apiPath.pools());
     expect(pools.status).toBe(200);
     const pool = pools.body.items.find((p) => p.name === NATIVE);
     expect(pool, JSON.stringify(pools.body)).toBeDefined();
@@ -128,18 +129,18 @@ describe('fleet API with noop agents', () => {
     await new Promise((r) => setTimeout(r, 1500));
     expect(node(await build(id), 'one').state).toBe('ready');
 
-    const resumed = await post<AgentViewT>('/api/v1/agents/noop-a/resume');
+    const resumed = await post<AgentViewT>(apiPath.agentResume('noop-a'));
     expect(resumed.status).toBe(200);
     expect(resumed.body).toMatchObject({ control: 'active', control_reason: null, control_at: null });
     const done = await waitForBuild(c.coord, id);
     expect(done.state).toBe('success');
-    const after = (await c.coord.api<{ items: PoolViewT[] }>('/api/v1/pools')).body.items.find((p) => p.name === NATIVE)!;
+    const after = (await c.coord.api<{ items: PoolViewT[] }>(apiPath.pools())).body.items.find((p) => p.name === NATIVE)!;
     expect(after.dispatched).toBeGreaterThanOrEqual(1);
     expect(after.wait_p50_ms).not.toBeNull();
   });
 
   it('drain keeps the agent from new work until resumed', async () => {
-    const drained = await post<AgentViewT>('/api/v1/agents/noop-a/drain');
+    const drained = await post<AgentViewT>(apiPath.agentDrain('noop-a'));
     expect(drained.status).toBe(200);
     expect(drained.body).toMatchObject({ control: 'draining', control_reason: null });
     const id = await submitSpec(c.coord, { name: 'drained', nodes: { one: inline('FROM kiln/busybox:1\nRUN echo drained') } });
@@ -148,7 +149,7 @@ describe('fleet API with noop agents', () => {
       return x.state === 'ready' && x.waiting ? x : null;
     });
     expect(n.waiting).toBe('waiting for a free slot on 1 matching agent (1 draining)');
-    expect((await post<AgentViewT>('/api/v1/agents/noop-a/resume')).body.control).toBe('active');
+    expect((await post<AgentViewT>(apiPath.agentResume('noop-a'))).body.control).toBe('active');
     expect((await waitForBuild(c.coord, id)).state).toBe('success');
   });
 
@@ -166,57 +167,57 @@ describe('fleet API with noop agents', () => {
     });
     expect(node(b, 's390x').waiting).toBe('no matching agent: no connected agent has platform linux/s390x');
     expect(node(b, 'labelled').waiting).toBe(`no matching agent: no connected agent with platform ${NATIVE} has label zone=mars`);
-    const pools = (await c.coord.api<{ items: PoolViewT[] }>('/api/v1/pools')).body.items;
+    const pools = (await c.coord.api<{ items: PoolViewT[] }>(apiPath.pools())).body.items;
     expect(pools.find((p) => p.name === 'linux/s390x')).toMatchObject({ queued: 1, agents: { connected: 0 } });
-    await post(`/api/v1/builds/${id}/cancel`);
+    await post(apiPath.buildCancel(id));
   });
 
   it('refuses retries of nodes that did not fail, and error reports of builds that did not', async () => {
     const id = await submitSpec(c.coord, { name: 'fine', nodes: { ok: inline('FROM kiln/busybox:1\nRUN echo ok') } });
     expect((await waitForBuild(c.coord, id)).state).toBe('success');
 
-    const conflict = await post<Problem>(`/api/v1/builds/${id}/nodes/ok/retry`);
+    const conflict = await post<Problem>(apiPath.nodeRetry(id, 'ok'));
     expect(conflict.status).toBe(409);
     expect(conflict.body.code).toBe('E_CONFLICT');
     expect(conflict.body.detail).toContain('success');
-    const noNode = await post<Problem>(`/api/v1/builds/${id}/nodes/ghost/retry`);
+    const noNode = await post<Problem>(apiPath.nodeRetry(id, 'ghost'));
     expect(noNode.status).toBe(404);
     expect(noNode.body.detail).toContain("'ghost'");
-    const noBuild = await post<Problem>('/api/v1/builds/b-01kbx2f3q4000-7d2k9x4m/nodes/ok/retry');
+    const noBuild = await post<Problem>(apiPath.nodeRetry('b-01kbx2f3q4000-7d2k9x4m', 'ok'));
     expect(noBuild.status).toBe(404);
     expect(noBuild.body.code).toBe('E_NOT_FOUND');
 
-    const report = await c.coord.api<Problem>(`/api/v1/builds/${id}/error`);
+    const report = await c.coord.api<Problem>(apiPath.buildError(id));
     expect(report.status).toBe(404);
     expect(report.body.code).toBe('E_NOT_FOUND');
     expect(report.body.detail).toBe(`build ${id} has no error report: no node of it failed (build state: success)`);
-    const unknown = await c.coord.api<Problem>('/api/v1/builds/b-01kbx2f3q4000-7d2k9x4m/error');
+    const unknown = await c.coord.api<Problem>(apiPath.buildError('b-01kbx2f3q4000-7d2k9x4m'));
     expect(unknown.status).toBe(404);
     expect(unknown.body.detail).toContain('b-01kbx2f3q4000-7d2k9x4m not found');
 
-    const dlq = await c.coord.api<{ items: DeadLetterViewT[] }>('/api/v1/dead-letter');
+    const dlq = await c.coord.api<{ items: DeadLetterViewT[] }>(apiPath.deadLetter());
     expect(dlq.status).toBe(200);
     expect(dlq.body.items).toEqual([]);
   });
 
   it('keeps the fleet routes to the API token and describes them in OpenAPI', async () => {
     const agentToken = (await readFile(c.coord.agentTokenFile, 'utf8')).trim();
-    for (const p of ['/api/v1/pools', '/api/v1/dead-letter', '/api/v1/agents/noop-a']) {
+    for (const p of [apiPath.pools(), apiPath.deadLetter(), apiPath.agent('noop-a')]) {
       const r = await fetch(`${c.coord.url}${p}`, { headers: { authorization: `Bearer ${agentToken}` } });
       expect(r.status, p).toBe(403);
     }
-    const pause = await fetch(`${c.coord.url}/api/v1/agents/noop-a/pause`, { method: 'POST', headers: { authorization: `Bearer ${agentToken}` } });
+    const pause = await fetch(`${c.coord.url}${apiPath.agentPause('noop-a')}`, { method: 'POST', headers: { authorization: `Bearer ${agentToken}` } });
     expect(pause.status).toBe(403);
     const doc = (await (await fetch(`${c.coord.url}/openapi.json`)).json()) as { paths: Record<string, Record<string, unknown>> };
     for (const [p, method] of [
-      ['/api/v1/pools', 'get'],
-      ['/api/v1/agents/{name}', 'get'],
-      ['/api/v1/agents/{name}/pause', 'post'],
-      ['/api/v1/agents/{name}/resume', 'post'],
-      ['/api/v1/agents/{name}/drain', 'post'],
-      ['/api/v1/dead-letter', 'get'],
-      ['/api/v1/builds/{id}/nodes/{node}/retry', 'post'],
-      ['/api/v1/builds/{id}/error', 'get'],
+      [API_ROUTES.pools.template, 'get'],
+      [API_ROUTES.agent.template, 'get'],
+      [API_ROUTES.agentPause.template, 'post'],
+      [API_ROUTES.agentResume.template, 'post'],
+      [API_ROUTES.agentDrain.template, 'post'],
+      [API_ROUTES.deadLetter.template, 'get'],
+      [API_ROUTES.nodeRetry.template, 'post'],
+      [API_ROUTES.buildError.template, 'get'],
     ] as const) {
       expect(doc.paths[p]?.[method], `${method} ${p}`).toBeDefined();
     }
@@ -235,7 +236,7 @@ describe('fleet API with a docker agent: failures, retries, error reports', () =
       },
     });
     expect((await waitForBuild(c.coord, id)).state).toBe('failed');
-    const r = await c.coord.api<ErrorReportT>(`/api/v1/builds/${id}/error`);
+    const r = await c.coord.api<ErrorReportT>(apiPath.buildError(id));
     expect(r.status).toBe(200);
     const rep = r.body;
     expect(rep).toMatchObject({
@@ -251,7 +252,7 @@ describe('fleet API with a docker agent: failures, retries, error reports', () =
       infra: false,
       dead_letter: false,
       skipped: ['after'],
-      logs_url: `/api/v1/builds/${id}/nodes/broken/logs`,
+      logs_url: apiPath.nodeLogs(id, 'broken'),
     });
     expect(rep.failed_step).toContain('exit 3');
     expect(rep.error).toMatch(/exit code: 3/);
@@ -283,7 +284,7 @@ describe('fleet API with a docker agent: failures, retries, error reports', () =
     const fix = await submitSpec(c.coord, { name: 'fix', nodes: { fix: inline(`FROM kiln/busybox:1\nRUN --mount=type=cache,target=/c,id=${mark} touch /c/fixed`) } });
     expect((await waitForBuild(c.coord, fix)).state).toBe('success');
 
-    const r = await c.coord.api<BuildViewT>(`/api/v1/builds/${id}/nodes/flaky/retry`, { method: 'POST' });
+    const r = await c.coord.api<BuildViewT>(apiPath.nodeRetry(id, 'flaky'), { method: 'POST' });
     expect(r.status).toBe(202);
     expect(['pending', 'running']).toContain(r.body.state);
     expect(r.body.finished_at).toBeNull();
@@ -295,12 +296,12 @@ describe('fleet API with a docker agent: failures, retries, error reports', () =
     const flaky = node(done as unknown as BuildViewT, 'flaky');
     expect(flaky.attempts.map((a) => a.state)).toEqual(['failed', 'success']);
     expect(node(done as unknown as BuildViewT, 'after').state).toBe('success');
-    const log = await c.coord.api<string>(`/api/v1/builds/${id}/nodes/flaky/logs`);
+    const log = await c.coord.api<string>(apiPath.nodeLogs(id, 'flaky'));
     expect(log.body).toContain('first-42');
     expect(log.body).toContain('second-42');
     // no failed node any more: no error report, and a second retry is a conflict
-    expect((await c.coord.api<Problem>(`/api/v1/builds/${id}/error`)).status).toBe(404);
-    const again = await c.coord.api<Problem>(`/api/v1/builds/${id}/nodes/flaky/retry`, { method: 'POST' });
+    expect((await c.coord.api<Problem>(apiPath.buildError(id))).status).toBe(404);
+    const again = await c.coord.api<Problem>(apiPath.nodeRetry(id, 'flaky'), { method: 'POST' });
     expect(again.status).toBe(409);
   });
 });
@@ -332,22 +333,22 @@ describe('fleet API: an agent that does not accept its assignments', () => {
     try {
       const id = await submitSpec(coord, { name: 'unaccepted', nodes: { one: inline('FROM kiln/busybox:1\nRUN echo one') } });
       await waitForBuild(coord, id, (x) => x.state === 'failed', 60_000);
-      const b = (await coord.api<BuildViewT>(`/api/v1/builds/${id}`)).body;
+      const b = (await coord.api<BuildViewT>(apiPath.build(id))).body;
       const attempts = node(b, 'one').attempts;
       expect(attempts.map((a) => a.state)).toEqual(['lost', 'lost', 'lost']);
       expect(attempts[0]!.reason).toMatch(/did not accept the assignment/);
 
-      const a = (await coord.api<AgentViewT>('/api/v1/agents/hung')).body;
+      const a = (await coord.api<AgentViewT>(apiPath.agent('hung'))).body;
       expect(a.breaker.state).toBe('open');
       expect(a.breaker.recent_failures).toBe(3);
       expect(Date.parse(a.breaker.until!)).toBeGreaterThan(Date.parse(attempts[2]!.assigned_at));
-      const pool = (await coord.api<{ items: PoolViewT[] }>('/api/v1/pools')).body.items.find((p) => p.name === NATIVE);
+      const pool = (await coord.api<{ items: PoolViewT[] }>(apiPath.pools())).body.items.find((p) => p.name === NATIVE);
       expect(pool?.agents.breaker_open).toBe(1);
 
-      const dlq = (await coord.api<{ items: DeadLetterViewT[] }>('/api/v1/dead-letter')).body.items;
+      const dlq = (await coord.api<{ items: DeadLetterViewT[] }>(apiPath.deadLetter())).body.items;
       expect(dlq).toHaveLength(1);
       const d = dlq[0]!;
-      expect(d).toMatchObject({ build_id: id, build_name: 'unaccepted', node: 'one', platform: NATIVE, retry_url: `/api/v1/builds/${id}/nodes/one/retry` });
+      expect(d).toMatchObject({ build_id: id, build_name: 'unaccepted', node: 'one', platform: NATIVE, retry_url: apiPath.nodeRetry(id, 'one') });
       expect(d.reason).toMatch(/^attempts exhausted/);
       expect(d.attempts.map((x) => [x.number, x.agent, x.state])).toEqual([
         [1, 'hung', 'lost'],
@@ -357,7 +358,7 @@ describe('fleet API: an agent that does not accept its assignments', () => {
       expect(d.attempts[2]!.reason).toMatch(/did not accept the assignment/);
       expect(Date.parse(d.at)).toBeGreaterThanOrEqual(Date.parse(attempts[2]!.assigned_at));
 
-      const rep = await coord.api<ErrorReportT>(`/api/v1/builds/${id}/error`);
+      const rep = await coord.api<ErrorReportT>(apiPath.buildError(id));
       expect(rep.status).toBe(200);
       expect(rep.body).toMatchObject({ node: 'one', attempt: 3, agent: 'hung', dead_letter: true, infra: true });
       expect(rep.body.error).toMatch(/^attempts exhausted/);
@@ -366,8 +367,8 @@ describe('fleet API: an agent that does not accept its assignments', () => {
       expect(retry.status).toBe(202);
       expect(node(retry.body, 'one').state).toBe('ready');
       expect(node(retry.body, 'one').waiting).toBe('waiting for a free slot on 1 matching agent (1 breaker open)');
-      expect((await coord.api<{ items: DeadLetterViewT[] }>('/api/v1/dead-letter')).body.items).toEqual([]);
-      await coord.api(`/api/v1/builds/${id}/cancel`, { method: 'POST' });
+      expect((await coord.api<{ items: DeadLetterViewT[] }>(apiPath.deadLetter())).body.items).toEqual([]);
+      await coord.api(apiPath.buildCancel(id), { method: 'POST' });
     } finally {
       hung.child.kill('SIGCONT');
     }

@@ -30,6 +30,7 @@ import { NOWHERE, putBlob, seedBuilds, type BuildSnapshot } from '../helpers/api
 import { startCoordinator, tempDir, type CoordinatorHandle } from '../helpers/cluster.js';
 import { excerpt, sendRaw, Violations, type ProbeRequest, type ProbeResponse } from '../helpers/http-probe.js';
 import { encodeSegment } from '../helpers/openapi-requests.js';
+import { AGENT_CONTROL_ROUTES, API_ROUTES, apiPath } from '../../shared/index.js';
 
 const SEED = Number(process.env.KILN_HOSTILE_SEED ?? 20_261_205);
 const RUNS = Number(process.env.KILN_HOSTILE_RUNS ?? 30);
@@ -173,26 +174,26 @@ interface RouteCase {
 function routeCases(seed: Seeded): RouteCase[] {
   const P = seed.pending;
   return [
-    { route: 'GET /api/v1/builds/{id}', method: 'GET', target: (s, e) => `/api/v1/builds/${e(s)}` },
-    { route: 'POST /api/v1/builds/{id}/cancel', method: 'POST', target: (s, e) => `/api/v1/builds/${e(s)}/cancel` },
-    { route: 'POST /api/v1/builds/{id}/pin', method: 'POST', target: (s, e) => `/api/v1/builds/${e(s)}/pin` },
-    { route: 'DELETE /api/v1/builds/{id}/pin', method: 'DELETE', target: (s, e) => `/api/v1/builds/${e(s)}/pin` },
-    { route: 'GET /api/v1/builds/{id}/artifacts', method: 'GET', target: (s, e) => `/api/v1/builds/${e(s)}/artifacts` },
-    { route: 'GET /api/v1/builds/{id}/error', method: 'GET', target: (s, e) => `/api/v1/builds/${e(s)}/error` },
-    { route: 'GET /api/v1/builds/{id}/logs', method: 'GET', target: (s, e) => `/api/v1/builds/${e(s)}/logs` },
-    { route: 'GET /api/v1/builds/{id}/nodes/{node}/logs (id)', method: 'GET', target: (s, e) => `/api/v1/builds/${e(s)}/nodes/compile/logs` },
-    { route: 'GET /api/v1/builds/{id}/nodes/{node}/logs (node)', method: 'GET', target: (s, e) => `/api/v1/builds/${P}/nodes/${e(s)}/logs` },
-    { route: 'GET /api/v1/builds/{id}/nodes/{node}/logs (node of protoish)', method: 'GET', target: (s, e) => `/api/v1/builds/${seed.protoish}/nodes/${e(s)}/logs` },
-    { route: 'POST /api/v1/builds/{id}/nodes/{node}/retry (id)', method: 'POST', target: (s, e) => `/api/v1/builds/${e(s)}/nodes/compile/retry` },
-    { route: 'POST /api/v1/builds/{id}/nodes/{node}/retry (node)', method: 'POST', target: (s, e) => `/api/v1/builds/${P}/nodes/${e(s)}/retry` },
-    { route: 'POST /api/v1/builds/{id}/nodes/{node}/retry (node of protoish)', method: 'POST', target: (s, e) => `/api/v1/builds/${seed.protoish}/nodes/${e(s)}/retry` },
-    { route: 'GET /api/v1/builds?cursor=', method: 'GET', target: (s, e) => `/api/v1/builds?cursor=${e(s)}` },
-    { route: 'GET /api/v1/agents/{name}', method: 'GET', target: (s, e) => `/api/v1/agents/${e(s)}` },
-    { route: 'GET /api/v1/agents?cursor=', method: 'GET', target: (s, e) => `/api/v1/agents?cursor=${e(s)}` },
-    ...(['pause', 'drain', 'resume'] as const).map((a) => ({ route: `POST /api/v1/agents/{name}/${a}`, method: 'POST', target: (s: string, e: (x: string) => string) => `/api/v1/agents/${e(s)}/${a}` })),
-    { route: 'POST /api/v1/agents/{name}/pause (reason)', method: 'POST', target: () => '/api/v1/agents/ghost-agent/pause', body: (s) => JSON.stringify({ reason: s }) },
-    { route: 'GET /api/v1/cas/{digest}', method: 'GET', target: (s, e) => `/api/v1/cas/${e(s)}` },
-    { route: 'HEAD /api/v1/cas/{digest}', method: 'HEAD', target: (s, e) => `/api/v1/cas/${e(s)}` },
+    { route: `GET ${API_ROUTES.build.template}`, method: 'GET', target: (s, e) => API_ROUTES.build.rawPath(e(s)) },
+    { route: `POST ${API_ROUTES.buildCancel.template}`, method: 'POST', target: (s, e) => API_ROUTES.buildCancel.rawPath(e(s)) },
+    { route: `POST ${API_ROUTES.buildPin.template}`, method: 'POST', target: (s, e) => API_ROUTES.buildPin.rawPath(e(s)) },
+    { route: `DELETE ${API_ROUTES.buildPin.template}`, method: 'DELETE', target: (s, e) => API_ROUTES.buildPin.rawPath(e(s)) },
+    { route: `GET ${API_ROUTES.buildArtifacts.template}`, method: 'GET', target: (s, e) => API_ROUTES.buildArtifacts.rawPath(e(s)) },
+    { route: `GET ${API_ROUTES.buildError.template}`, method: 'GET', target: (s, e) => API_ROUTES.buildError.rawPath(e(s)) },
+    { route: `GET ${API_ROUTES.buildLogs.template}`, method: 'GET', target: (s, e) => API_ROUTES.buildLogs.rawPath(e(s)) },
+    { route: `GET ${API_ROUTES.nodeLogs.template} (id)`, method: 'GET', target: (s, e) => API_ROUTES.nodeLogs.rawPath(e(s), 'compile') },
+    { route: `GET ${API_ROUTES.nodeLogs.template} (node)`, method: 'GET', target: (s, e) => API_ROUTES.nodeLogs.rawPath(P, e(s)) },
+    { route: `GET ${API_ROUTES.nodeLogs.template} (node of protoish)`, method: 'GET', target: (s, e) => API_ROUTES.nodeLogs.rawPath(seed.protoish, e(s)) },
+    { route: `POST ${API_ROUTES.nodeRetry.template} (id)`, method: 'POST', target: (s, e) => API_ROUTES.nodeRetry.rawPath(e(s), 'compile') },
+    { route: `POST ${API_ROUTES.nodeRetry.template} (node)`, method: 'POST', target: (s, e) => API_ROUTES.nodeRetry.rawPath(P, e(s)) },
+    { route: `POST ${API_ROUTES.nodeRetry.template} (node of protoish)`, method: 'POST', target: (s, e) => API_ROUTES.nodeRetry.rawPath(seed.protoish, e(s)) },
+    { route: `GET ${API_ROUTES.builds.template}?cursor=`, method: 'GET', target: (s, e) => `${apiPath.builds()}?cursor=${e(s)}` },
+    { route: `GET ${API_ROUTES.agent.template}`, method: 'GET', target: (s, e) => API_ROUTES.agent.rawPath(e(s)) },
+    { route: `GET ${API_ROUTES.agents.template}?cursor=`, method: 'GET', target: (s, e) => `${apiPath.agents()}?cursor=${e(s)}` },
+    ...(['pause', 'drain', 'resume'] as const).map((a) => ({ route: `POST ${AGENT_CONTROL_ROUTES[a].template}`, method: 'POST', target: (s: string, e: (x: string) => string) => AGENT_CONTROL_ROUTES[a].rawPath(e(s)) })),
+    { route: `POST ${API_ROUTES.agentPause.template} (reason)`, method: 'POST', target: () => apiPath.agentPause('ghost-agent'), body: (s) => JSON.stringify({ reason: s }) },
+    { route: `GET ${API_ROUTES.casBlob.template}`, method: 'GET', target: (s, e) => API_ROUTES.casBlob.rawPath(e(s)) },
+    { route: `HEAD ${API_ROUTES.casBlob.template}`, method: 'HEAD', target: (s, e) => API_ROUTES.casBlob.rawPath(e(s)) },
   ];
 }
 
@@ -240,7 +241,7 @@ describe('hostile strings in routes and specs', () => {
   const own = (o: Record<string, string> | undefined, k: string): string | undefined => (o && Object.hasOwn(o, k) ? o[k] : undefined);
 
   async function snapshot(id: string): Promise<BuildSnapshot> {
-    const r = await get(`/api/v1/builds/${encodeURIComponent(id)}`);
+    const r = await get(apiPath.build(id));
     const b = json<{ state: string; pinned: boolean; cancel_requested: boolean; nodes: Array<{ name: string; state: string; labels: Record<string, string>; needs: string[]; attempts: unknown[] }> }>(r);
     if (r.status !== 200 || !b) return { id, status: r.status };
     return { id, status: r.status, state: b.state, pinned: b.pinned, cancel_requested: b.cancel_requested, nodes: b.nodes.map((n) => ({ name: n.name, state: n.state, labels: n.labels, needs: n.needs, attempts: n.attempts.length })) };
@@ -264,15 +265,15 @@ describe('hostile strings in routes and specs', () => {
         prototype: { dockerfile_inline: INLINE, labels: { pool: 'nowhere', prototype: 'p' } },
       },
     };
-    const r = await send({ method: 'POST', target: '/api/v1/builds', headers: headers({ 'content-type': 'application/json' }), body: JSON.stringify(protoSpec) });
+    const r = await send({ method: 'POST', target: apiPath.builds(), headers: headers({ 'content-type': 'application/json' }), body: JSON.stringify(protoSpec) });
     const created = json<{ id: string }>(r);
     if (r.status !== 201 || !created) throw new Error(`a valid spec whose names are Object.prototype members was refused: ${r.status} ${r.text.slice(0, 300)}`);
-    const view = json<BuildView & { nodes: Array<{ labels: Record<string, string> }> }>(await get(`/api/v1/builds/${created.id}`));
+    const view = json<BuildView & { nodes: Array<{ labels: Record<string, string> }> }>(await get(apiPath.build(created.id)));
     const names = view?.nodes.map((n) => n.name).sort() ?? [];
-    if (JSON.stringify(names) !== JSON.stringify(Object.keys(protoSpec.nodes).sort())) v.add({ group: 'silently dropped', operation: 'POST /api/v1/builds', problem: 'nodes named after Object.prototype members were not all stored', detail: `stored nodes: ${names.join(', ')}` });
+    if (JSON.stringify(names) !== JSON.stringify(Object.keys(protoSpec.nodes).sort())) v.add({ group: 'silently dropped', operation: `POST ${API_ROUTES.builds.template}`, problem: 'nodes named after Object.prototype members were not all stored', detail: `stored nodes: ${names.join(', ')}` });
     const ctor = view?.nodes.find((n) => n.name === 'constructor');
-    if (ctor && (own(ctor.labels, 'constructor') !== 'c' || own(ctor.labels, 'toString') !== 't')) v.add({ group: 'silently dropped', operation: 'POST /api/v1/builds', problem: 'label keys named after Object.prototype members were not stored', detail: `labels: ${JSON.stringify(ctor.labels)}` });
-    if (ctor && !ctor.outputs.some((o) => o.name === 'constructor')) v.add({ group: 'silently dropped', operation: 'POST /api/v1/builds', problem: "output 'constructor' was not stored" });
+    if (ctor && (own(ctor.labels, 'constructor') !== 'c' || own(ctor.labels, 'toString') !== 't')) v.add({ group: 'silently dropped', operation: `POST ${API_ROUTES.builds.template}`, problem: 'label keys named after Object.prototype members were not stored', detail: `labels: ${JSON.stringify(ctor.labels)}` });
+    if (ctor && !ctor.outputs.some((o) => o.name === 'constructor')) v.add({ group: 'silently dropped', operation: `POST ${API_ROUTES.builds.template}`, problem: "output 'constructor' was not stored" });
     seeded = { pending: s.pending, cancelled: s.cancelled, pinned: s.pinned, protoish: created.id, digest };
     baseline = new Map();
     for (const id of [seeded.pending, seeded.cancelled, seeded.pinned, seeded.protoish]) {
@@ -336,10 +337,10 @@ describe('hostile strings in routes and specs', () => {
         v.add({ group: 'other build changed', operation: label, problem: `the ${which} build changed (or became unreadable)`, detail: `${d}\nlast requests:\n${recent.join('\n')}`, example });
       }
     }
-    const list = await get('/api/v1/builds?limit=5');
+    const list = await get(`${apiPath.builds()}?limit=5`);
     if (list.status !== 200) {
       poisoned = true;
-      v.add({ group: 'not ready afterwards', operation: label, problem: `GET /api/v1/builds answered ${list.status} afterwards`, status: list.status, detail: excerpt(list.text, 200), example });
+      v.add({ group: 'not ready afterwards', operation: label, problem: `GET ${API_ROUTES.builds.template} answered ${list.status} afterwards`, status: list.status, detail: excerpt(list.text, 200), example });
     }
     if (poisoned) await recover(`a poisoned coordinator after ${label}`, example);
   }
@@ -387,13 +388,13 @@ describe('hostile strings in routes and specs', () => {
     }
     for (let i = 0; i < specCases(s, seeded.digest).length; i++) {
       const sc = specCases(s, seeded.digest)[i]!;
-      const op = `POST /api/v1/builds: hostile ${sc.field}`;
+      const op = `POST ${API_ROUTES.builds.template}: hostile ${sc.field}`;
       const body = sc.yaml ? yamlStringify(sc.spec) : JSON.stringify(sc.spec);
-      const req: ProbeRequest = { method: 'POST', target: '/api/v1/builds', headers: headers({ 'content-type': sc.yaml ? 'application/yaml' : 'application/json' }), body };
+      const req: ProbeRequest = { method: 'POST', target: apiPath.builds(), headers: headers({ 'content-type': sc.yaml ? 'application/yaml' : 'application/json' }), body };
       const res = await probe(op, req, s);
       if (res.status === 201) {
         const created = json<{ id: string }>(res);
-        const view = created ? await get(`/api/v1/builds/${created.id}`) : null;
+        const view = created ? await get(apiPath.build(created.id)) : null;
         const b = view ? json<BuildView>(view) : null;
         if (!b || view?.status !== 200) v.add({ group: 'accepted but unreadable', operation: op, problem: `201, then GET of the new build answered ${view?.status}`, request: req, detail: excerpt(view?.text, 200), example: s });
         else if (sc.kept && !sc.kept(b)) v.add({ group: 'silently dropped', operation: op, problem: 'accepted (201) but the stored build does not have the string where it was put', request: req, detail: `stored: ${excerpt(JSON.stringify(b.nodes.map((n) => ({ name: n.name, needs: n.needs, labels: n.labels, inputs: n.inputs.map((i) => i.name), outputs: n.outputs.map((o) => o.name) }))), 300)}`, example: s });
@@ -409,16 +410,16 @@ describe('hostile strings in routes and specs', () => {
     const list: Array<{ id: string }> = [];
     let cursor: string | null = null;
     for (let i = 0; i < 1000; i++) {
-      const r = await get(`/api/v1/builds?limit=500${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
+      const r = await get(`${apiPath.builds()}?limit=500${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
       const page = json<{ items: Array<{ id: string }>; next_cursor: string | null }>(r);
-      if (r.status !== 200 || !page) return `GET /api/v1/builds answered ${r.status}: ${excerpt(r.text, 200)}`;
+      if (r.status !== 200 || !page) return `GET ${API_ROUTES.builds.template} answered ${r.status}: ${excerpt(r.text, 200)}`;
       list.push(...page.items);
       cursor = page.next_cursor;
       if (!cursor) break;
     }
     const builds: Record<string, unknown> = {};
     for (const b of list) {
-      const r = await get(`/api/v1/builds/${encodeURIComponent(b.id)}`);
+      const r = await get(apiPath.build(b.id));
       builds[b.id] = r.status === 200 ? json(r) : `status ${r.status}: ${excerpt(r.text, 100)}`;
     }
     return { list, builds };
@@ -450,7 +451,7 @@ describe('hostile strings in routes and specs', () => {
     const extra = [...afterIds].filter((id) => !beforeIds.has(id));
     if (missing.length || extra.length) v.add({ group: 'state differs after restart', operation: `${how} restart at the end`, problem: `the build list differs: ${missing.length} missing, ${extra.length} new`, detail: `missing: ${missing.slice(0, 5).join(', ')} new: ${extra.slice(0, 5).join(', ')}` });
     const d = firstDifference(before.list, after.list);
-    if (d && !missing.length && !extra.length) v.add({ group: 'state differs after restart', operation: `${how} restart at the end`, problem: 'GET /api/v1/builds differs', detail: d });
+    if (d && !missing.length && !extra.length) v.add({ group: 'state differs after restart', operation: `${how} restart at the end`, problem: `GET ${API_ROUTES.builds.template} differs`, detail: d });
     let differing = 0;
     for (const id of beforeIds) {
       if (!afterIds.has(id)) continue;
@@ -483,11 +484,11 @@ describe('hostile strings in routes and specs', () => {
     // the journal must replay: a clean restart, then a kill right after more writes
     if (!(await restartAndCompare('SIGTERM'))) await startFresh('the SIGTERM restart failed');
     for (const s of ['__proto__', 'constructor', 'toString', '%2e%2e']) {
-      for (const sc of specCases(s, seeded.digest)) await send({ method: 'POST', target: '/api/v1/builds', headers: headers({ 'content-type': 'application/json' }), body: JSON.stringify(sc.spec) });
+      for (const sc of specCases(s, seeded.digest)) await send({ method: 'POST', target: apiPath.builds(), headers: headers({ 'content-type': 'application/json' }), body: JSON.stringify(sc.spec) });
     }
-    await send({ method: 'POST', target: `/api/v1/builds/${seeded.pending}/pin`, headers: headers() });
-    await send({ method: 'DELETE', target: `/api/v1/builds/${seeded.pinned}/pin`, headers: headers() });
-    await send({ method: 'POST', target: `/api/v1/builds/${seeded.protoish}/cancel`, headers: headers() });
+    await send({ method: 'POST', target: apiPath.buildPin(seeded.pending), headers: headers() });
+    await send({ method: 'DELETE', target: apiPath.buildPin(seeded.pinned), headers: headers() });
+    await send({ method: 'POST', target: apiPath.buildCancel(seeded.protoish), headers: headers() });
     if (c.proc.running) await restartAndCompare('SIGKILL');
     else v.add({ group: 'coordinator died', operation: 'writes before the SIGKILL restart', problem: 'the coordinator exited', detail: stderrTail() });
 

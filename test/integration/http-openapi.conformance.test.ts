@@ -31,7 +31,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../../coordinator/http/app.js';
 import { TokenCheck } from '../../coordinator/http/auth.js';
 import type { HttpDeps } from '../../coordinator/http/context.js';
-import { AGENT_SOCKET_PATH, DIGEST_RE, NODE_NAME_RE, sha256 } from '../../shared/index.js';
+import { AGENT_SOCKET_PATH, API_ROUTES, DIGEST_RE, NODE_NAME_RE, apiPath, sha256 } from '../../shared/index.js';
 import { FAKE, NOWHERE, seedBuilds, type SeededBuilds } from '../helpers/api-fixtures.js';
 import { startCoordinator, tempDir, type CoordinatorHandle } from '../helpers/cluster.js';
 import { FakeAgent } from '../helpers/fake-agent.js';
@@ -122,7 +122,7 @@ describe('coordinator HTTP API conforms to its OpenAPI document', () => {
     agent = await FakeAgent.start({ coordinator: c, name: 'fake-1', labels: { ...FAKE } });
     seeded = await seedBuilds(c, { agent: true });
     for (const id of [seeded.pending, seeded.withContext, seeded.cancelled, seeded.pinned, seeded.success!, seeded.failed!]) {
-      const b = await c.api<{ nodes: Array<{ name: string }> }>(`/api/v1/builds/${id}`);
+      const b = await c.api<{ nodes: Array<{ name: string }> }>(apiPath.build(id));
       nodesOf.set(id, b.body.nodes.map((n) => n.name));
     }
     const res = await fetch(`${c.url}/openapi.json`);
@@ -143,8 +143,8 @@ describe('coordinator HTTP API conforms to its OpenAPI document', () => {
         cursor: ids,
       },
       bodies: {
-        'POST /api/v1/builds': realisticSpec(),
-        'POST /api/v1/cas/find-missing': fc.record({ digests: fc.array(fc.oneof(fc.constantFrom(...seeded.digests), fc.stringMatching(DIGEST_RE)), { maxLength: 5 }) }) as fc.Arbitrary<Json>,
+        [`POST ${API_ROUTES.builds.template}`]: realisticSpec(),
+        [`POST ${API_ROUTES.casFindMissing.template}`]: fc.record({ digests: fc.array(fc.oneof(fc.constantFrom(...seeded.digests), fc.stringMatching(DIGEST_RE)), { maxLength: 5 }) }) as fc.Arbitrary<Json>,
       },
       adjust: (r) => adjustRequest(r),
     };
@@ -195,7 +195,7 @@ describe('coordinator HTTP API conforms to its OpenAPI document', () => {
       const names = nodesOf.get(p.id)!;
       p.node = names[h[1]! % names.length]!;
     }
-    if (r.op.key === 'PUT /api/v1/cas/{digest}' && r.valid) {
+    if (r.op.key === `PUT ${API_ROUTES.casBlob.template}` && r.valid) {
       // Uploads are stored only when the bytes hash to the digest: make most of them do. Without a
       // documented requestBody (reported separately) send what a client sends.
       const body = r.body ?? { contentType: 'application/octet-stream', data: Buffer.from(`conformance blob ${h.toString('hex')}\n`) };
@@ -367,10 +367,10 @@ describe('coordinator HTTP API conforms to its OpenAPI document', () => {
       }
     }
     // a cursor in the compact form (bit 0: the first node's log received whole) resumes after that node's log
-    const whole = await c.api(`/api/v1/builds/${seeded.success!}/logs`);
-    const after = await fetch(`${c.url}/api/v1/builds/${seeded.success!}/logs?cursor=${encodeURIComponent('~AQ~')}`, { headers: { authorization: auth() } });
-    if (typeof whole.body !== 'string' || whole.body.length === 0) v.add({ group: 'log cursor', operation: 'GET /api/v1/builds/{id}/logs', problem: 'the finished build has no log text' });
-    if (after.status !== 200 || (await after.text()) !== '') v.add({ group: 'log cursor', operation: 'GET /api/v1/builds/{id}/logs', problem: `a compact cursor marking its only node complete answered ${after.status} with text` });
+    const whole = await c.api(apiPath.buildLogs(seeded.success!));
+    const after = await fetch(`${c.url}${apiPath.buildLogs(seeded.success!)}?cursor=${encodeURIComponent('~AQ~')}`, { headers: { authorization: auth() } });
+    if (typeof whole.body !== 'string' || whole.body.length === 0) v.add({ group: 'log cursor', operation: `GET ${API_ROUTES.buildLogs.template}`, problem: 'the finished build has no log text' });
+    if (after.status !== 200 || (await after.text()) !== '') v.add({ group: 'log cursor', operation: `GET ${API_ROUTES.buildLogs.template}`, problem: `a compact cursor marking its only node complete answered ${after.status} with text` });
     fail(v, 'log streams', 'sse');
   });
 
@@ -411,9 +411,9 @@ describe('coordinator HTTP API conforms to its OpenAPI document', () => {
     }
     // what the kiln CLI sends must be documented (cli/commands.ts)
     const clientSends: Array<[string, string[], string]> = [
-      ['POST /api/v1/builds', ['application/json'], 'kiln submit sends the spec as application/json'],
-      ['PUT /api/v1/cas/{digest}', ['application/x-tar', 'application/octet-stream'], 'kiln submit uploads contexts as application/x-tar; agents upload outputs'],
-      ['POST /api/v1/cas/find-missing', ['application/json'], 'kiln submit asks which contexts are missing'],
+      [`POST ${API_ROUTES.builds.template}`, ['application/json'], 'kiln submit sends the spec as application/json'],
+      [`PUT ${API_ROUTES.casBlob.template}`, ['application/x-tar', 'application/octet-stream'], 'kiln submit uploads contexts as application/x-tar; agents upload outputs'],
+      [`POST ${API_ROUTES.casFindMissing.template}`, ['application/json'], 'kiln submit asks which contexts are missing'],
     ];
     for (const [key, types, why] of clientSends) {
       const op = byKey.get(key);
@@ -435,16 +435,16 @@ describe('coordinator HTTP API conforms to its OpenAPI document', () => {
     // size limits: documented, and enforced with a documented 413
     const oversize: Array<[string, () => ProbeRequest, number, string]> = [
       [
-        'POST /api/v1/builds',
-        () => ({ method: 'POST', target: '/api/v1/builds', headers: { authorization: auth(), 'content-type': 'application/json' }, body: JSON.stringify({ nodes: { big: { dockerfile_inline: `FROM kiln/busybox:1\n#${'x'.repeat(MAX_SPEC_BYTES)}` } } }) }),
+        `POST ${API_ROUTES.builds.template}`,
+        () => ({ method: 'POST', target: apiPath.builds(), headers: { authorization: auth(), 'content-type': 'application/json' }, body: JSON.stringify({ nodes: { big: { dockerfile_inline: `FROM kiln/busybox:1\n#${'x'.repeat(MAX_SPEC_BYTES)}` } } }) }),
         MAX_SPEC_BYTES,
         'the spec limit (4 MiB)',
       ],
       [
-        'PUT /api/v1/cas/{digest}',
+        `PUT ${API_ROUTES.casBlob.template}`,
         () => {
           const bytes = Buffer.alloc(MAX_BLOB_BYTES + 1, 7);
-          return { method: 'PUT', target: `/api/v1/cas/${sha256(bytes)}`, headers: { authorization: auth(), 'content-type': 'application/octet-stream' }, body: bytes };
+          return { method: 'PUT', target: apiPath.casBlob(sha256(bytes)), headers: { authorization: auth(), 'content-type': 'application/octet-stream' }, body: bytes };
         },
         MAX_BLOB_BYTES,
         'the blob limit (config max_blob_bytes)',

@@ -13,6 +13,7 @@ import { NoopExecutor } from '../../agent/executors/noop-executor.js';
 import { HealthMonitor } from '../../agent/health.js';
 import { waitFor } from '../helpers/cluster.js';
 import { FakeCoordinator, type FakeCoordinatorOptions } from '../helpers/fake-coordinator.js';
+import { AGENT_SOCKET_PATH } from '../../shared/index.js';
 
 const MIB = 1024 * 1024;
 const logger = pino({ level: 'silent' });
@@ -28,7 +29,7 @@ describe('agent assignments, heartbeats and cut-off', () => {
     const health = new HealthMonitor({ workDir: '/w', minFreeBytes: 100 * MIB, space: async () => ({ free: (o.free ?? (() => 1000 * MIB))(), total: 10_000 * MIB }), ping: null, logger });
     await health.start();
     const agent = new Agent({
-      url: `${fake.url.replace('http', 'ws')}/api/v1/agent`,
+      url: `${fake.url.replace('http', 'ws')}${AGENT_SOCKET_PATH}`,
       token: 't',
       name: 'unit',
       labels: {},

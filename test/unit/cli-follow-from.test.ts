@@ -7,7 +7,8 @@
 import { createServer, type Server } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiClient } from '../../cli/api-client.js';
-import { followBuildLogs, type FollowEvent } from '../../cli/follow.js';
+import { followBuildLogs } from '../../cli/follow.js';
+import type { FollowEvent } from '../../shared/index.js';
 
 describe('following from offsets', () => {
   let server: Server;

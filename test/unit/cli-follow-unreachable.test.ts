@@ -12,7 +12,8 @@ import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { ApiClient, UnreachableError } from '../../cli/api-client.js';
 import { CliError } from '../../cli/exit-codes.js';
-import { followBuildLogs, type FollowEvent } from '../../cli/follow.js';
+import { followBuildLogs } from '../../cli/follow.js';
+import type { FollowEvent } from '../../shared/index.js';
 
 async function listen(handler: Parameters<typeof createServer>[1]): Promise<{ server: Server; base: string }> {
   const server = createServer(handler);

@@ -12,6 +12,7 @@ import type { BuildSummaryT, DeadLetterViewT } from '../../shared/index.js';
 import { ApiClient } from '../../cli/api-client.js';
 import { buildsCommand, type CliIO } from '../../cli/commands.js';
 import { deadLetterCommand } from '../../cli/fleet-commands.js';
+import { apiPath } from '../../shared/index.js';
 
 function captureIO(): CliIO & { out: string[]; err: string[] } {
   const out: string[] = [];
@@ -47,7 +48,7 @@ const letters: DeadLetterViewT[] = ['one', 'two'].map((node, i) => ({
   at: '2026-01-01T00:00:00.000Z',
   reason: 'attempts exhausted: 3 infrastructure failures (budget 3); last: agent lost',
   attempts: [{ id: `a-${i}`, number: 1, agent: 'x', state: 'lost', reason: 'agent lost', error: null }],
-  retry_url: `/api/v1/builds/b-${i}/nodes/${node}/retry`,
+  retry_url: apiPath.nodeRetry(`b-${i}`, node),
 }));
 
 const builds: BuildSummaryT[] = [3, 2, 1].map((n) => ({
@@ -71,7 +72,7 @@ describe('--json list output', () => {
       const u = new URL(req.url ?? '/', 'http://x');
       urls.push(`${u.pathname}${u.search}`);
       res.writeHead(200, { 'content-type': 'application/json' });
-      if (u.pathname === '/api/v1/dead-letter') return res.end(JSON.stringify({ items: letters }));
+      if (u.pathname === apiPath.deadLetter()) return res.end(JSON.stringify({ items: letters }));
       // builds: newest first, `cursor` = the last id sent
       const limit = Number(u.searchParams.get('limit'));
       const after = u.searchParams.get('cursor');
@@ -102,7 +103,7 @@ describe('--json list output', () => {
 
     const next = captureIO();
     expect(await buildsCommand(client, { json: true, limit: 2, cursor: 'b-002' }, next)).toBe(0);
-    expect(urls[urls.length - 1]).toBe('/api/v1/builds?limit=2&cursor=b-002');
+    expect(urls[urls.length - 1]).toBe(`${apiPath.builds()}?limit=2&cursor=b-002`);
     expect(jsonLines(next.out.join(''))).toEqual(builds.slice(2));
     expect(next.err).toEqual([]);
   });

@@ -5,7 +5,7 @@
  * Every view is parsed with the shared schema first, so the fixtures are valid API output.
  */
 import { describe, expect, it } from 'vitest';
-import { AgentView, DeadLetterView, ErrorReport, PoolView, type AgentViewT, type ErrorReportT } from '../../shared/index.js';
+import { AgentView, DeadLetterView, ErrorReport, PoolView, apiPath, type AgentViewT, type ErrorReportT } from '../../shared/index.js';
 import { agentControlLine, agentsTable, breakerText, deadLetterTable, errorReportText, poolsTable, table } from '../../cli/render-fleet.js';
 
 const NOW = Date.parse('2030-01-01T12:00:00.000Z');
@@ -48,9 +48,9 @@ function report(over: Partial<ErrorReportT> = {}): ErrorReportT {
     error: 'process "/bin/sh -c echo boom; exit 3" did not complete successfully: exit code: 3',
     infra: false,
     log_tail: Array.from({ length: 50 }, (_, i) => `line ${i + 1}`),
-    logs_url: '/api/v1/builds/b-1/nodes/broken/logs',
+    logs_url: apiPath.nodeLogs('b-1', 'broken'),
     provenance: `sha256:${'a'.repeat(64)}`,
-    provenance_url: `/api/v1/cas/sha256:${'a'.repeat(64)}`,
+    provenance_url: apiPath.casBlob(`sha256:${'a'.repeat(64)}`),
     dead_letter: false,
   };
   return ErrorReport.parse({
@@ -152,7 +152,7 @@ describe('fleet rendering', () => {
       at: '2030-01-01T11:00:00.000Z',
       reason: 'attempts exhausted: 3 infrastructure failures (agent lost)',
       attempts: [1, 2, 3].map((n) => ({ id: `at-${n}`, number: n, agent: `arm-${n}`, state: 'lost', reason: 'agent disconnected', error: null })),
-      retry_url: '/api/v1/builds/b-1/nodes/compile/retry',
+      retry_url: apiPath.nodeRetry('b-1', 'compile'),
     });
     const out = deadLetterTable([d]);
     expect(out.split('\n')[1]!.split(/\s{2,}/)).toEqual(['b-1', 'compile', 'linux/arm64', '2030-01-01T11:00:00.000Z', '#1 arm-1 lost, #2 arm-2 lost, #3 arm-3 lost', 'attempts exhausted: 3 infrastructure failures (agent lost)']);
