@@ -7,7 +7,7 @@ import type { AttemptViewT, BuildSummaryT, BuildViewT, NodeViewT } from '../../s
 import type { AgentEntry, AgentRegistry } from '../agents/agent-registry.js';
 import type { AttemptRecord, BuildRecord, BuildSummaryRecord, NodeRecord, ReusedFrom } from '../state/records.js';
 import { nodeCounts } from '../state/records.js';
-import { requirementOf } from './engine.js';
+import { requirementOf } from './node-execution.js';
 
 export function iso(ms: number | null): string | null {
   return ms === null ? null : new Date(ms).toISOString();
