@@ -36,7 +36,7 @@ export async function submit(s: EngineState, spec: ResolvedSpec, opts: { reuse?:
       waiting_on: null,
     })),
   };
-  s.changes.addBuild(build);
+  s.records.addBuild(build);
   s.cas.touch(spec.nodes.flatMap((n) => [...(n.context ? [n.context] : []), ...n.inputs.flatMap((i) => (i.digest ? [i.digest] : []))]));
   s.ids.push(id);
   for (const node of build.nodes) {
@@ -50,15 +50,15 @@ export async function submit(s: EngineState, spec: ResolvedSpec, opts: { reuse?:
 
 /** Cancels every unfinished node; running ones get a `cancel` frame. */
 export async function cancel(s: EngineState, id: string): Promise<BuildRecord> {
-  const build = s.store.activeBuildById(id);
+  const build = s.records.activeBuild(id);
   if (!build) {
-    const archived = s.store.archivedSummary(id);
+    const archived = s.records.archivedSummary(id);
     if (archived) throw new KilnError('E_CONFLICT', `build ${id} already finished (${archived.state}); nothing to cancel`);
     throw new KilnError('E_NOT_FOUND', `build ${id} not found`);
   }
   if (isBuildTerminal(build.state)) throw new KilnError('E_CONFLICT', `build ${id} already finished (${build.state}); nothing to cancel`);
   const now = s.now();
-  s.changes.build(build, (b) => {
+  s.records.build(build, (b) => {
     b.cancel_requested = true;
   });
   for (const node of build.nodes) {
@@ -88,14 +88,14 @@ async function archivingDone(s: EngineState, buildId: string): Promise<void> {
  */
 export async function retryNode(s: EngineState, buildId: string, nodeName: string): Promise<BuildRecord> {
   await archivingDone(s, buildId);
-  const found = s.store.activeBuildById(buildId) ?? (await s.store.getBuild(buildId));
+  const found = s.records.activeBuild(buildId) ?? (await s.store.getBuild(buildId));
   if (!found) throw new KilnError('E_NOT_FOUND', `build ${buildId} not found`);
   const probe = found.nodes.find((n) => n.name === nodeName);
   if (!probe) throw new KilnError('E_NOT_FOUND', `build ${buildId} has no node '${nodeName}' (nodes: ${found.nodes.map((n) => n.name).slice(0, 20).join(', ')})`);
   if (found.cancel_requested) throw new KilnError('E_CONFLICT', `build ${buildId} was cancelled; submit it again instead`);
   if (probe.state !== 'failed') throw new KilnError('E_CONFLICT', `node '${nodeName}' of build ${buildId} is ${probe.state}; only a failed node can be retried`);
   await archivingDone(s, buildId);
-  const build = s.store.activeBuildById(buildId) ?? (await s.store.revive(buildId));
+  const build = s.records.activeBuild(buildId) ?? (await s.store.revive(buildId));
   if (!build) throw new KilnError('E_NOT_FOUND', `build ${buildId} not found`);
   const g = graphOf(s, build);
   const node = g.byName.get(nodeName)!;
@@ -105,7 +105,7 @@ export async function retryNode(s: EngineState, buildId: string, nodeName: strin
   const gone = [...(node.context ? [node.context] : []), ...Object.values(inputs)].filter((d) => !s.cas.has(d as Digest));
   if (gone.length > 0) throw new KilnError('E_CONFLICT', `node '${nodeName}' cannot run again: ${gone.join(', ')} ${gone.length > 1 ? 'are' : 'is'} no longer in the CAS (retention); submit the build again`);
   const now = s.now();
-  s.changes.node(build, node, (n) => {
+  s.records.node(build, node, (n) => {
     n.retries = (n.retries ?? 0) + 1;
     n.budget_from = n.attempts.length;
     n.reason = null;
@@ -131,8 +131,8 @@ export async function retryNode(s: EngineState, buildId: string, nodeName: strin
       changed = true;
     }
   }
-  s.changes.deadLetter(key, null);
-  s.changes.build(build, (b) => {
+  s.records.setDeadLetter(key, null);
+  s.records.build(build, (b) => {
     b.finished_at = null;
   });
   refreshBuildState(s, build);
@@ -149,7 +149,7 @@ export async function setAgentControl(s: EngineState, name: string, control: 'ac
   const entry = s.agents.get(name);
   if (!entry) throw new KilnError('E_NOT_FOUND', `agent '${name}' is not known to this coordinator`);
   entry.control = control;
-  s.changes.agentControl(name, control === 'active' ? null : { control, at: s.now(), reason });
+  s.records.setAgentControl(name, control === 'active' ? null : { control, at: s.now(), reason });
   await s.store.commit();
   s.log.info({ agent: name, control, reason }, control === 'active' ? 'agent resumed' : `agent ${control === 'paused' ? 'paused' : 'draining'}`);
   if (control === 'active') s.scheduleSoon();
@@ -160,5 +160,5 @@ export async function setAgentControl(s: EngineState, name: string, control: 'ac
 export async function errorReport(s: EngineState, buildId: string): Promise<ErrorReportT | null> {
   const build = await s.store.getBuild(buildId);
   if (!build) throw new KilnError('E_NOT_FOUND', `build ${buildId} not found`);
-  return buildErrorReport(build, s.logs, s.store.deadLetters);
+  return buildErrorReport(build, s.logs, s.records.deadLetters());
 }

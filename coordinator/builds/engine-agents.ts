@@ -24,7 +24,7 @@ export async function hello(s: EngineState, hello: HelloPayload, channel: AgentC
   }
   if (existing?.state === 'connected' && existing.channel) existing.channel.close(4010, 'replaced by a newer connection of the same agent');
   const { entry } = s.agents.connect(hello, channel, now);
-  entry.control = s.store.agentControl(hello.name)?.control ?? 'active';
+  entry.control = s.records.agentControl(hello.name)?.control ?? 'active';
   if (hello.health) entry.health = hello.health;
   const reported = new Map(hello.running.map((r) => [r.attempt_id, r]));
   const resume: Payload<'welcome'>['resume'] = [];
@@ -41,7 +41,7 @@ export async function hello(s: EngineState, hello: HelloPayload, channel: AgentC
     }
     if (act.attempt.session === hello.session && reported.has(attemptId)) {
       const offset = await s.logs.agentBytes(logRef(act));
-      s.changes.attempt(act, (a) => {
+      s.records.attempt(act, (a) => {
         a.log_bytes = offset;
         // The agent has it, so it was accepted even if that frame was lost.
         a.accepted_at ??= now;

@@ -75,7 +75,7 @@ function schedule(s: EngineState): void {
 }
 
 function readyNode(s: EngineState, ref: ReadyRef): { build: BuildRecord; node: NodeRecord } | null {
-  const build = s.store.activeBuildById(ref.buildId);
+  const build = s.records.activeBuild(ref.buildId);
   if (!build) return null;
   const node = graphOf(s, build).byName.get(ref.node);
   return node && node.state === 'ready' ? { build, node } : null;
@@ -122,13 +122,13 @@ function dispatch(s: EngineState, ref: ReadyRef, agent: AgentEntry, gpus: number
     gpus,
     emulated: !s.agents.isNative(agent, node.platform),
   };
-  s.changes.addAttempt(build, node, attempt);
+  s.records.addAttempt(build, node, attempt);
   setNode(s, build, node, 'assigned', now);
   s.active.set(attempt.id, { build, node, attempt });
   s.agents.hold(agent, attempt.id, gpus, now);
   s.poolStats.recordDispatch(poolOf(node), now - (node.ready_at ?? now));
   if (build.started_at === null) {
-    s.changes.build(build, (b) => {
+    s.records.build(build, (b) => {
       b.started_at = now;
     });
   }

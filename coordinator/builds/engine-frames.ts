@@ -14,7 +14,7 @@ import { attemptTransition } from '../../shared/index.js';
 import type { AgentEntry } from '../agents/agent-registry.js';
 import type { NodeRecord } from '../state/records.js';
 import { MAX_REJECTIONS, logRef, remember, type ActiveAttempt, type EngineState } from './engine-state.js';
-import { preferNotOn, retryOrExhaust } from './engine-retry.js';
+import { preferNotOn } from './engine-retry.js';
 import { onResolved, reuseRecordOf } from './engine-reuse.js';
 import { failNode, finishAttempt, maybeArchive, refreshBuildState, releaseDependents, requeueOrFail, setNode } from './engine-transitions.js';
 import { idempotencyKey } from './idempotency.js';
@@ -42,10 +42,10 @@ export async function onFrame(s: EngineState, entry: AgentEntry, frame: Frame): 
       return { ref: frame.id };
     }
     case 'accept': {
-      const act = owned(s, entry, frame.payload.attempt_id);
+      const act = s.seams.owned(entry, frame.payload.attempt_id);
       if (act) {
         const now = s.now();
-        s.changes.attempt(act, (a) => {
+        s.records.attempt(act, (a) => {
           a.accepted_at = now;
         });
       }
@@ -55,7 +55,7 @@ export async function onFrame(s: EngineState, entry: AgentEntry, frame: Frame): 
       await onReject(s, entry, frame.payload.attempt_id, frame.payload.reason);
       return null;
     case 'resolved': {
-      const act = owned(s, entry, frame.payload.attempt_id);
+      const act = s.seams.owned(entry, frame.payload.attempt_id);
       if (act && act.attempt.state === 'assigned') await onResolved(s, act, frame.payload);
       return null;
     }
@@ -63,10 +63,10 @@ export async function onFrame(s: EngineState, entry: AgentEntry, frame: Frame): 
       await onStarted(s, entry, frame.payload.attempt_id);
       return null;
     case 'log': {
-      const act = owned(s, entry, frame.payload.attempt_id);
+      const act = s.seams.owned(entry, frame.payload.attempt_id);
       if (!act) return null;
       const written = await s.logs.append(logRef(act), frame.payload.offset, frame.payload.data);
-      s.changes.logBytes(act.attempt, written);
+      s.records.logBytes(act.attempt, written);
       return { ref: frame.id, attempt_id: act.attempt.id, log_offset: written };
     }
     case 'finished':
@@ -81,7 +81,7 @@ export async function onFrame(s: EngineState, entry: AgentEntry, frame: Frame): 
 }
 
 /** The agent's current attempt `attemptId`, or null (and the agent is told to cancel it). */
-function owned(s: EngineState, entry: AgentEntry, attemptId: string): ActiveAttempt | null {
+export function owned(s: EngineState, entry: AgentEntry, attemptId: string): ActiveAttempt | null {
   const act = s.active.get(attemptId);
   if (act && act.attempt.agent === entry.name && act.attempt.session === entry.session) return act;
   // Fencing: an attempt that is not current on this agent must not run.
@@ -90,7 +90,7 @@ function owned(s: EngineState, entry: AgentEntry, attemptId: string): ActiveAtte
 }
 
 async function onReject(s: EngineState, entry: AgentEntry, attemptId: string, reason: string): Promise<void> {
-  const act = owned(s, entry, attemptId);
+  const act = s.seams.owned(entry, attemptId);
   if (!act || (act.attempt.state !== 'assigned' && act.attempt.state !== 'cancelling')) return; // a started attempt cannot be rejected
   const { build, node, attempt } = act;
   const now = s.now();
@@ -114,12 +114,12 @@ async function onReject(s: EngineState, entry: AgentEntry, attemptId: string, re
 }
 
 async function onStarted(s: EngineState, entry: AgentEntry, attemptId: string): Promise<void> {
-  const act = owned(s, entry, attemptId);
+  const act = s.seams.owned(entry, attemptId);
   if (!act || act.attempt.state !== 'assigned') return;
   // The coordinator's clock, not the frame's `at`: deadlines must not depend on the agent's clock.
   const now = s.now();
   const next = attemptTransition(act.attempt.state, 'running');
-  s.changes.attempt(act, (a) => {
+  s.records.attempt(act, (a) => {
     a.state = next;
     a.started_at = now;
   });
@@ -160,7 +160,7 @@ async function onFinished(s: EngineState, entry: AgentEntry, ref: number, p: Pay
       error = problem;
     }
   }
-  s.changes.attempt(act, (a) => {
+  s.records.attempt(act, (a) => {
     a.exit_code = p.exit_code;
     a.error = error;
     a.failed_step = p.failed_step;
@@ -193,14 +193,14 @@ async function onFinished(s: EngineState, entry: AgentEntry, ref: number, p: Pay
   else if (!wasCancelling) s.agents.recordHealthy(entry.name, now, attempt.id);
   finishAttempt(s, act, status, now, wasCancelling ? { reason: attempt.reason } : agentCancelled ? { reason: `agent ${entry.name} cancelled the build on its own (${p.error ?? 'shutting down'})` } : {});
   if (!wasCancelling && (node.state === 'assigned' || node.state === 'running')) {
-    s.changes.node(build, node, (n) => {
+    s.records.node(build, node, (n) => {
       n.started_at ??= attempt.started_at ?? now;
     });
     if (status === 'success') {
       setNode(s, build, node, 'success', now);
       releaseDependents(s, build, node, now);
     } else if (infraFailure) {
-      retryOrExhaust(s, build, node, attempt, now, attempt.reason ?? `infrastructure failure on agent ${entry.name}: ${error ?? 'no detail'}`);
+      s.seams.retryOrExhaust(build, node, attempt, now, attempt.reason ?? `infrastructure failure on agent ${entry.name}: ${error ?? 'no detail'}`);
     } else {
       failNode(s, build, node, now, null);
     }
@@ -237,7 +237,7 @@ async function recordProvenance(s: EngineState, act: ActiveAttempt, status: Atte
   try {
     const rec = provenanceRecord(build, node, { ...attempt, state: status, finished_at: now }, s.agents.get(attempt.agent)?.hello ?? null);
     await s.cas.putBuffer(rec.digest, rec.bytes);
-    s.changes.attempt(act, (a) => {
+    s.records.attempt(act, (a) => {
       a.provenance = rec.digest;
     });
   } catch (err) {

@@ -24,7 +24,7 @@ export function loseAttempt(s: EngineState, act: ActiveAttempt, why: string): vo
   const now = s.now();
   const wasCancelling = act.attempt.state === 'cancelling';
   finishAttempt(s, act, 'lost', now, { reason: why });
-  if (!wasCancelling && (node.state === 'assigned' || node.state === 'running')) retryOrExhaust(s, build, node, act.attempt, now, why);
+  if (!wasCancelling && (node.state === 'assigned' || node.state === 'running')) s.seams.retryOrExhaust(build, node, act.attempt, now, why);
   refreshBuildState(s, build);
 }
 
@@ -43,7 +43,7 @@ export function retryOrExhaust(s: EngineState, build: BuildRecord, node: NodeRec
   }
   const reason = `attempts exhausted: ${used} infrastructure failure${used === 1 ? '' : 's'} (budget ${budget}${node.retry === false ? ', retry: false' : ''}); last: ${why}`;
   failNode(s, build, node, now, reason);
-  s.changes.deadLetter(nodeKey(build.id, node.name), {
+  s.records.setDeadLetter(nodeKey(build.id, node.name), {
     build_id: build.id,
     build_name: build.name,
     node: node.name,
@@ -59,5 +59,5 @@ export function retryOrExhaust(s: EngineState, build: BuildRecord, node: NodeRec
 
 /** The dead-letter list: nodes whose infrastructure failures used up their attempt budget, newest first. */
 export function deadLetters(s: EngineState): DeadLetterRecord[] {
-  return [...s.store.deadLetters.values()].sort((a, b) => b.at - a.at || (a.build_id < b.build_id ? 1 : -1));
+  return [...s.records.deadLetters().values()].sort((a, b) => b.at - a.at || (a.build_id < b.build_id ? 1 : -1));
 }

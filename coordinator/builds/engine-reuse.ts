@@ -31,7 +31,7 @@ export async function onResolved(s: EngineState, act: ActiveAttempt, p: Payload<
     if (s.decidedToBuild.has(attempt.id)) sendProceed(s, act);
     return;
   }
-  s.changes.attempt(act, (a) => {
+  s.records.attempt(act, (a) => {
     a.base_images = p.base_images;
     a.dockerfile_digest = p.dockerfile_digest;
     a.key = a.spec_digest !== null ? idempotencyKey(a.spec_digest, p.base_images) : null;
@@ -118,11 +118,11 @@ function shareExecution(s: EngineState, act: ActiveAttempt, leader: ActiveAttemp
   const now = s.now();
   const where = `node '${leader.node.name}' of build ${leader.build.id} (attempt ${leader.attempt.number})`;
   s.agents.get(attempt.agent)?.channel?.send('cancel', { attempt_id: attempt.id, reason: `shares the execution of ${leader.build.id}/${leader.node.name}` });
-  s.changes.attempt(act, (a) => {
+  s.records.attempt(act, (a) => {
     a.reused_from = { build_id: leader.build.id, node: leader.node.name, attempt_id: leader.attempt.id, attempt_number: leader.attempt.number };
   });
   finishAttempt(s, act, 'reused', now, { reason: `shares the execution of ${where}` });
-  s.changes.node(build, node, (n) => {
+  s.records.node(build, node, (n) => {
     n.started_at ??= now;
   });
   if (node.state === 'assigned') setNode(s, build, node, 'running', now);

@@ -1,7 +1,7 @@
 /**
  * The engine's state, shared explicitly by its modules (engine-*.ts): the collaborators
  * (state store, logs, CAS, reuse index, agent registry, logger, clock, timings), the
- * change recorder every write goes through (engine-changes.ts), and the in-memory
+ * record access every read and write goes through (engine-records.ts), and the in-memory
  * indexes that are rebuilt on recovery (active attempts, shared executions, dispatches
  * waiting for their commit, ...). Each module is a set of functions taking this object
  * first; the `Engine` class (engine.ts) creates it and is the facade over the modules.
@@ -16,7 +16,7 @@ import type { AttemptLogRef, LogStore } from '../logs/log-store.js';
 import type { AttemptRecord, BuildRecord, NodeRecord } from '../state/records.js';
 import type { StateStore } from '../state/state-store.js';
 import { buildGraph, type BuildGraph } from './build-graph.js';
-import { Changes } from './engine-changes.js';
+import { Records } from './engine-records.js';
 import { PoolStats } from './pools.js';
 import type { ReuseIndex } from './reuse-index.js';
 import { Scheduler } from './scheduler.js';
@@ -74,10 +74,17 @@ export const INFRA_ATTEMPT_BUDGET = 3;
 /** Attempts remembered as reported finished (for agents that reconnect after a lost ack). */
 export const MAX_RECORDED = 16_384;
 
+export interface EngineSeams {
+  /** Fencing: the agent's current attempt `attemptId`, or null (engine-frames.ts). */
+  owned: (entry: AgentEntry, attemptId: string) => ActiveAttempt | null;
+  /** The infrastructure attempt budget: queue the node again or exhaust it (engine-retry.ts). */
+  retryOrExhaust: (build: BuildRecord, node: NodeRecord, attempt: AttemptRecord, now: number, why: string) => void;
+}
+
 export interface EngineState {
   readonly store: StateStore;
-  /** Every write to builds, nodes, attempts, dead letters and agent controls. */
-  readonly changes: Changes;
+  /** Every read and write of builds, nodes, attempts, dead letters and agent controls (commit: `store`). */
+  readonly records: Records;
   readonly logs: LogStore;
   readonly cas: Cas;
   readonly reuse: ReuseIndex;
@@ -91,6 +98,12 @@ export interface EngineState {
   readonly poolStats: PoolStats;
   /** Runs placement soon (engine-dispatch.ts); calls in the same turn share one pass. */
   scheduleSoon: () => void;
+  /**
+   * Two decisions the engine's modules call through here, so that the simulation's
+   * mutation tests can replace them on one engine and prove the invariant checker
+   * catches a broken engine (test/unit/simulation.test.ts). Set by the Engine.
+   */
+  readonly seams: EngineSeams;
 
   /** Attempts holding a slot, by attempt id. */
   readonly active: Map<string, ActiveAttempt>;
@@ -133,7 +146,7 @@ export function createEngineState(deps: EngineDeps, events: TypedEmitter<EngineE
   const now = deps.clock ?? Date.now;
   return {
     store: deps.store,
-    changes: new Changes(deps.store),
+    records: new Records(deps.store),
     logs: deps.logs,
     cas: deps.cas,
     reuse: deps.reuse,
@@ -146,6 +159,10 @@ export function createEngineState(deps: EngineDeps, events: TypedEmitter<EngineE
     scheduler: new Scheduler(deps.agents, now),
     poolStats: new PoolStats(),
     scheduleSoon: () => {},
+    seams: {
+      owned: () => null,
+      retryOrExhaust: () => {},
+    },
     active: new Map(),
     inflight: new Map(),
     followers: new Map(),

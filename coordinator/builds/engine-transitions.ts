@@ -4,7 +4,7 @@
  * everything downstream of it, or releases its dependents; an attempt is cancelled or
  * finishes (freeing its slot, settling the nodes that shared its execution); a build's
  * state is derived again from its node counts; a finished build is archived with its
- * error report. Every write goes through `s.changes` (engine-changes.ts).
+ * error report. Every write goes through `s.records` (engine-records.ts).
  */
 import { join } from 'node:path';
 import { SLOT_HOLDING_ATTEMPT_STATES, attemptTransition, deriveBuildState, isBuildTerminal, isNodeTerminal, nodeTransition, type AttemptState, type NodeState } from '../../shared/index.js';
@@ -19,7 +19,7 @@ import { requirementOf } from './node-execution.js';
 export function setNode(s: EngineState, build: BuildRecord, node: NodeRecord, to: NodeState, now: number, reason: string | null = null, also?: (n: NodeRecord) => void): void {
   const from = node.state;
   const next = nodeTransition(from, to, `node ${build.id}/${node.name}`);
-  s.changes.node(build, node, (n) => {
+  s.records.node(build, node, (n) => {
     n.state = next;
     if (isNodeTerminal(to)) {
       n.finished_at = now;
@@ -122,7 +122,7 @@ export function cancelAttempt(s: EngineState, act: ActiveAttempt, reason: string
   } else if (agent?.state === 'connected' && agent.session === attempt.session && agent.channel) {
     const next = attemptTransition(attempt.state, 'cancelling');
     const now = s.now();
-    s.changes.attempt(act, (a) => {
+    s.records.attempt(act, (a) => {
       a.state = next;
       a.reason = reason;
       a.finished_at = now;
@@ -137,7 +137,7 @@ export function cancelAttempt(s: EngineState, act: ActiveAttempt, reason: string
 export function finishAttempt(s: EngineState, act: ActiveAttempt, to: AttemptState, now: number, extra: { reason?: string | null }): void {
   const { attempt } = act;
   const next = attemptTransition(attempt.state, to);
-  s.changes.attempt(act, (a) => {
+  s.records.attempt(act, (a) => {
     a.state = next;
     a.finished_at = now;
     if (extra.reason !== undefined) a.reason = extra.reason;
@@ -161,7 +161,7 @@ export function refreshBuildState(s: EngineState, build: BuildRecord): boolean {
   const g = graphOf(s, build);
   const next = deriveBuildState({ cancelRequested: build.cancel_requested, started: build.started_at !== null, counts: g.counts, leafSuccesses: g.leafSuccesses });
   if (next === build.state) return false;
-  s.changes.build(build, (b) => {
+  s.records.build(build, (b) => {
     b.state = next;
     if (next !== 'pending' && b.started_at === null) b.started_at = s.now();
     if (isBuildTerminal(next)) b.finished_at = s.now();
@@ -175,7 +175,7 @@ export function refreshBuildState(s: EngineState, build: BuildRecord): boolean {
 
 /** The node waits for `leader`'s result (an identical attempt being built now). */
 export function follow(s: EngineState, leader: ActiveAttempt, build: BuildRecord, node: NodeRecord): void {
-  s.changes.node(build, node, (n) => {
+  s.records.node(build, node, (n) => {
     n.waiting_on = leader.attempt.id;
   });
   const list = s.followers.get(leader.attempt.id) ?? [];
@@ -201,7 +201,7 @@ function settleFollowers(s: EngineState, leader: ActiveAttempt, to: AttemptState
       });
       releaseDependents(s, build, node, now);
     } else {
-      s.changes.node(build, node, (n) => {
+      s.records.node(build, node, (n) => {
         n.waiting_on = null;
       });
       if (to === 'failed' && !la.infra) failNode(s, build, node, now, `the identical node '${leader.node.name}' of build ${leader.build.id} failed: ${la.error ?? 'failed'}`);
@@ -215,7 +215,7 @@ function settleFollowers(s: EngineState, leader: ActiveAttempt, to: AttemptState
 
 /** Gives an attempt the result of an earlier (or a leader's) attempt. */
 export function fillReused(s: EngineState, act: ActiveAttempt, from: ReusedFrom, result: Pick<AttemptRecord, 'image_id' | 'outputs' | 'provenance'>): void {
-  s.changes.attempt(act, (a) => {
+  s.records.attempt(act, (a) => {
     a.reused_from = from;
     a.image_id = result.image_id;
     a.outputs = result.outputs;
@@ -231,7 +231,7 @@ export function errorReportPath(s: EngineState, buildId: string): string {
 
 /** Archives a finished build once none of its attempts holds a slot. */
 export function maybeArchive(s: EngineState, build: BuildRecord): void {
-  if (!isBuildTerminal(build.state) || s.store.activeBuildById(build.id) !== build || s.archiving.has(build.id)) return;
+  if (!isBuildTerminal(build.state) || s.records.activeBuild(build.id) !== build || s.archiving.has(build.id)) return;
   for (const n of build.nodes) for (const a of n.attempts) if (SLOT_HOLDING_ATTEMPT_STATES.has(a.state)) return;
   s.archiving.add(build.id);
   const work = writeErrorReport(s, build)
@@ -250,7 +250,7 @@ export function maybeArchive(s: EngineState, build: BuildRecord): void {
 
 /** Archives every finished active build that can be. */
 export function archiveFinished(s: EngineState): void {
-  for (const b of s.store.activeBuilds()) maybeArchive(s, b);
+  for (const b of s.records.activeBuilds()) maybeArchive(s, b);
 }
 
 /** Writes `builds/error-<id>.json` for a build with a failed node (after its logs are flushed). */
@@ -261,7 +261,7 @@ async function writeErrorReport(s: EngineState, build: BuildRecord): Promise<voi
       const last = n.attempts[n.attempts.length - 1];
       if (n.state === 'failed' && last) await s.logs.close(logRef({ build, node: n, attempt: last }));
     }
-    const report = await buildErrorReport(build, s.logs, s.store.deadLetters);
+    const report = await buildErrorReport(build, s.logs, s.records.deadLetters());
     if (report) await writeFileDurable(errorReportPath(s, build.id), `${JSON.stringify(report, null, 2)}\n`, 0o600);
   } catch (err) {
     s.log.error({ err, build: build.id }, 'writing the error report failed');

@@ -10,7 +10,7 @@
  * This class is the facade: the public methods the agent hub, the HTTP routes and the
  * simulation call. The work is done by modules that share one explicit state object
  * (engine-state.ts) and write records only through its change recorder
- * (engine-changes.ts):
+ * (engine-records.ts):
  *
  *   engine-transitions.ts  node/attempt/build state changes, shared-execution
  *                          followers, archiving and error reports
@@ -38,8 +38,8 @@ import type { BuildGraph } from './build-graph.js';
 import * as actions from './engine-actions.js';
 import * as agentLife from './engine-agents.js';
 import { scheduleSoon, settled } from './engine-dispatch.js';
-import { onFrame, seen } from './engine-frames.js';
-import { deadLetters, loseAttempt } from './engine-retry.js';
+import { onFrame, owned, seen } from './engine-frames.js';
+import { deadLetters, loseAttempt, retryOrExhaust } from './engine-retry.js';
 import { createEngineState, graphOf, remember, type EngineDeps, type EngineEvents, type EngineState, type HelloOutcome } from './engine-state.js';
 import { archiveFinished, enqueue, errorReportPath, follow, makeReady, refreshBuildState } from './engine-transitions.js';
 import type { Scheduler } from './scheduler.js';
@@ -55,9 +55,16 @@ export class Engine extends TypedEmitter<EngineEvents> {
     super();
     const s = createEngineState(deps, this);
     s.scheduleSoon = () => scheduleSoon(s);
+    s.seams.owned = (entry, attemptId) => owned(s, entry, attemptId);
+    s.seams.retryOrExhaust = (build, node, attempt, now, why) => retryOrExhaust(s, build, node, attempt, now, why);
     this.s = s;
     this.agents = s.agents;
     this.scheduler = s.scheduler;
+  }
+
+  /** The state the engine's modules share. For tests and the simulation's mutation tests only. */
+  get internals(): EngineState {
+    return this.s;
   }
 
   // ---------------------------------------------------------------- startup
@@ -69,10 +76,10 @@ export class Engine extends TypedEmitter<EngineEvents> {
   async recover(): Promise<void> {
     const s = this.s;
     const now = s.now();
-    s.ids.push(...s.store.buildIds());
+    s.ids.push(...s.records.buildIds());
     s.ids.sort();
     let changed = false;
-    for (const build of s.store.activeBuilds()) {
+    for (const build of s.records.activeBuilds()) {
       for (const node of build.nodes) {
         if (node.state === 'ready') enqueue(s, build, node);
         for (const attempt of node.attempts) {
@@ -95,14 +102,14 @@ export class Engine extends TypedEmitter<EngineEvents> {
       // Resolved before the restart and still assigned: it was (or may as well be) told to build.
       if (act.attempt.state === 'assigned' && act.attempt.base_images !== null) s.decidedToBuild.add(act.attempt.id);
     }
-    for (const build of s.store.activeBuilds()) {
+    for (const build of s.records.activeBuilds()) {
       for (const node of build.nodes) {
         if (node.state !== 'running' || !node.waiting_on) continue;
         const leader = s.active.get(node.waiting_on);
         if (leader) follow(s, leader, build, node);
         else {
           // The leader finished while the coordinator was down: resolve the node again.
-          s.changes.node(build, node, (n) => {
+          s.records.node(build, node, (n) => {
             n.waiting_on = null;
           });
           makeReady(s, build, node, now);
@@ -110,7 +117,7 @@ export class Engine extends TypedEmitter<EngineEvents> {
         }
       }
     }
-    for (const [name, ctl] of s.store.agentControls()) {
+    for (const [name, ctl] of s.records.agentControls()) {
       const entry = s.agents.get(name);
       if (entry) entry.control = ctl.control;
     }
@@ -142,18 +149,18 @@ export class Engine extends TypedEmitter<EngineEvents> {
 
   /** A build that is not archived (yet), or undefined. */
   activeBuild(id: string): BuildRecord | undefined {
-    return this.s.store.activeBuildById(id);
+    return this.s.records.activeBuild(id);
   }
 
   /** The list entry of a build (active: summarised now; archived: its index entry), or null. */
   buildSummary(id: string): BuildSummaryRecord | null {
-    const active = this.s.store.activeBuildById(id);
-    return active ? summarize(active) : (this.s.store.archivedSummary(id) ?? null);
+    const active = this.s.records.activeBuild(id);
+    return active ? summarize(active) : (this.s.records.archivedSummary(id) ?? null);
   }
 
   /** What an operator set for an agent (paused or draining), or undefined when active. */
   agentControl(name: string): AgentControlRecord | undefined {
-    return this.s.store.agentControl(name);
+    return this.s.records.agentControl(name);
   }
 
   getBuild(id: string): Promise<BuildRecord | null> {
@@ -190,7 +197,7 @@ export class Engine extends TypedEmitter<EngineEvents> {
   /** Per-pool queue depth, wait times, running counts and agents. */
   pools(): PoolViewT[] {
     const nodes: NodeRecord[] = [];
-    for (const b of this.s.store.activeBuilds()) for (const n of b.nodes) if (!isNodeTerminal(n.state)) nodes.push(n);
+    for (const b of this.s.records.activeBuilds()) for (const n of b.nodes) if (!isNodeTerminal(n.state)) nodes.push(n);
     return this.s.poolStats.view(this.agents, nodes, this.s.now());
   }
 

@@ -33,7 +33,7 @@ import { KilnError, coerceError, errnoCode } from '../../shared/index.js';
 import { DurableJsonAdapter } from './durable-json-adapter.js';
 import { fsyncDir, writeFileDurable } from './durable-file.js';
 import { entryProblem, type JournalEntry, type NodeMutable } from './journal-entries.js';
-import { emptyState, stateFromFile, stateToFile, summarize, type AgentControlRecord, type BuildRecord, type BuildSummaryRecord, type DeadLetterRecord, type NodeRecord, type StateData } from './records.js';
+import { emptyState, stateFromFile, stateToFile, summarize, type BuildRecord, type BuildSummaryRecord, type NodeRecord, type StateData } from './records.js';
 
 export interface StateStoreOptions {
   dataDir: string;
@@ -146,65 +146,6 @@ export class StateStore {
   /** false: everything stays in memory (benchmarks, simulations). */
   get persist(): boolean {
     return this.opts.persist;
-  }
-
-  // ------------------------------------------------ queries and recorded writes
-  // For the engine: read through these instead of reaching into `data`, and write
-  // through the setters, which mark what they change in the same call.
-
-  /** An active (not archived) build, or undefined. */
-  activeBuildById(id: string): BuildRecord | undefined {
-    return this.data.builds.get(id);
-  }
-
-  /** Every active build, in submission order. */
-  activeBuilds(): IterableIterator<BuildRecord> {
-    return this.data.builds.values();
-  }
-
-  /** Ids of the active builds, then of the archived ones. */
-  buildIds(): string[] {
-    return [...this.data.builds.keys(), ...this.data.archived.keys()];
-  }
-
-  /** The index entry of an archived build, or undefined. */
-  archivedSummary(id: string): BuildSummaryRecord | undefined {
-    return this.data.archived.get(id);
-  }
-
-  /** Adds a newly submitted build (journaled whole at the next commit). */
-  addBuild(build: BuildRecord): void {
-    this.data.builds.set(build.id, build);
-    this.markNew(build.id);
-  }
-
-  /** The dead-letter list, by `<build>/<node>`. */
-  get deadLetters(): ReadonlyMap<string, DeadLetterRecord> {
-    return this.data.deadLetter;
-  }
-
-  /** Puts a node on the dead-letter list (record) or takes it off (null); returns whether it changed. */
-  setDeadLetter(key: string, record: DeadLetterRecord | null): boolean {
-    const changed = record ? (this.data.deadLetter.set(key, record), true) : this.data.deadLetter.delete(key);
-    if (changed) this.markDeadLetter(key);
-    return changed;
-  }
-
-  /** What an operator set for an agent (paused or draining), or undefined when active. */
-  agentControl(name: string): AgentControlRecord | undefined {
-    return this.data.agentControls.get(name);
-  }
-
-  /** Every agent control that is set (paused or draining agents). */
-  agentControls(): ReadonlyMap<string, AgentControlRecord> {
-    return this.data.agentControls;
-  }
-
-  /** Sets an agent's control (record) or clears it (null: active again). */
-  setAgentControl(name: string, record: AgentControlRecord | null): void {
-    if (record) this.data.agentControls.set(name, record);
-    else this.data.agentControls.delete(name);
-    this.markControl(name);
   }
 
   private bump(buildId: string): void {
