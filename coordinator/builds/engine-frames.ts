@@ -193,9 +193,11 @@ async function onFinished(s: EngineState, entry: AgentEntry, ref: number, p: Pay
   else if (!wasCancelling) s.agents.recordHealthy(entry.name, now, attempt.id);
   finishAttempt(s, act, status, now, wasCancelling ? { reason: attempt.reason } : agentCancelled ? { reason: `agent ${entry.name} cancelled the build on its own (${p.error ?? 'shutting down'})` } : {});
   if (!wasCancelling && (node.state === 'assigned' || node.state === 'running')) {
-    s.records.node(build, node, (n) => {
-      n.started_at ??= attempt.started_at ?? now;
-    });
+    if (node.started_at === null) {
+      s.records.node(build, node, (n) => {
+        n.started_at = attempt.started_at ?? now;
+      });
+    }
     if (status === 'success') {
       setNode(s, build, node, 'success', now);
       releaseDependents(s, build, node, now);

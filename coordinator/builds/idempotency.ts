@@ -28,16 +28,8 @@ const byName = (a: { name: string }, b: { name: string }) => (a.name < b.name ? 
  * existed are unchanged.
  */
 export function specDigest(exec: NodeExecution): Digest {
-  const { inputs, outputs, test, ...rest } = exec;
-  return sha256(
-    canonicalJson({
-      v: KEY_VERSION,
-      ...rest,
-      inputs: [...inputs].sort(byName),
-      outputs: [...outputs].sort(byName),
-      ...(test ? { test } : {}),
-    }),
-  );
+  // canonicalJson drops undefined members: `test` is absent when there is none.
+  return sha256(canonicalJson(Object.assign({ v: KEY_VERSION }, exec, { inputs: [...exec.inputs].sort(byName), outputs: [...exec.outputs].sort(byName), test: exec.test ?? undefined })));
 }
 
 export function idempotencyKey(spec: string, baseImages: readonly BaseImagePayload[]): Digest | null {
