@@ -9,8 +9,7 @@
  * Every finished attempt gets a provenance record in the CAS (provenance.ts), and a
  * successful one with a key goes into the reuse index.
  */
-import type { AttemptState, Digest, Frame, Payload } from '../../shared/index.js';
-import { attemptTransition } from '../../shared/index.js';
+import { attemptTransition, type AttemptState, type Digest, type Frame, type Payload } from '../../shared/index.js';
 import type { AgentEntry } from '../agents/agent-registry.js';
 import type { NodeRecord } from '../state/records.js';
 import { MAX_REJECTIONS, logRef, remember, type ActiveAttempt, type EngineState } from './engine-state.js';
