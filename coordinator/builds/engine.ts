@@ -20,6 +20,7 @@
  *   engine-retry.ts        the infrastructure attempt budget and the dead-letter list
  *   engine-agents.ts       hello/resume, welcome, disconnect, lost agents, the sweep
  *   engine-actions.ts      submit, cancel, retry a node, agent control, error reports
+ *   engine-recover.ts      rebuilding the in-memory indexes after a restart
  *   node-execution.ts      the node's execution: one object for the assign payload and
  *                          the reuse key (idempotency.ts)
  *
@@ -31,7 +32,7 @@
  * Emits typed events (EngineEvents): `node` (buildId, nodeName) whenever a node changes
  * state and `build` (buildId) when a build's state changes, for live followers.
  */
-import { SLOT_HOLDING_ATTEMPT_STATES, TypedEmitter, isNodeTerminal, type ErrorReportT, type Frame, type HelloPayload, type Payload, type PoolViewT, type ResolvedSpec } from '../../shared/index.js';
+import { TypedEmitter, isNodeTerminal, type ErrorReportT, type Frame, type HelloPayload, type Payload, type PoolViewT, type ResolvedSpec } from '../../shared/index.js';
 import type { AgentChannel, AgentEntry, AgentRegistry } from '../agents/agent-registry.js';
 import { summarize, type AgentControlRecord, type BuildRecord, type BuildSummaryRecord, type DeadLetterRecord, type NodeRecord } from '../state/records.js';
 import type { BuildGraph } from './build-graph.js';
@@ -39,9 +40,10 @@ import * as actions from './engine-actions.js';
 import * as agentLife from './engine-agents.js';
 import { scheduleSoon, settled } from './engine-dispatch.js';
 import { onFrame, owned, seen } from './engine-frames.js';
-import { deadLetters, loseAttempt, retryOrExhaust } from './engine-retry.js';
-import { createEngineState, graphOf, remember, type EngineDeps, type EngineEvents, type EngineState, type HelloOutcome } from './engine-state.js';
-import { archiveFinished, enqueue, errorReportPath, follow, makeReady, refreshBuildState } from './engine-transitions.js';
+import { deadLetters, retryOrExhaust } from './engine-retry.js';
+import { recover } from './engine-recover.js';
+import { createEngineState, graphOf, type EngineDeps, type EngineEvents, type EngineState, type HelloOutcome } from './engine-state.js';
+import { errorReportPath } from './engine-transitions.js';
 import type { Scheduler } from './scheduler.js';
 
 export { INFRA_ATTEMPT_BUDGET, type EngineDeps, type EngineEvents, type EngineTimings, type HelloOutcome } from './engine-state.js';
@@ -74,55 +76,7 @@ export class Engine extends TypedEmitter<EngineEvents> {
    * (their agents get `reconnectGraceMs` to come back and claim them) and the build list.
    */
   async recover(): Promise<void> {
-    const s = this.s;
-    const now = s.now();
-    s.ids.push(...s.records.buildIds());
-    s.ids.sort();
-    let changed = false;
-    for (const build of s.records.activeBuilds()) {
-      for (const node of build.nodes) {
-        if (node.state === 'ready') enqueue(s, build, node);
-        for (const attempt of node.attempts) {
-          if (attempt.state === 'success' || attempt.state === 'failed') remember(s, attempt); // only an agent's `finished` makes these
-          if (!SLOT_HOLDING_ATTEMPT_STATES.has(attempt.state)) continue;
-          s.active.set(attempt.id, { build, node, attempt });
-          const entry = s.agents.placeholder(attempt.agent, attempt.session, now, s.t.reconnectGraceMs);
-          if (entry.session === attempt.session) {
-            s.agents.hold(entry, attempt.id, attempt.gpus ?? [], now);
-          } else {
-            loseAttempt(s, { build, node, attempt }, 'the agent restarted while the coordinator was down');
-            changed = true;
-          }
-        }
-      }
-      if (refreshBuildState(s, build)) changed = true;
-    }
-    for (const act of s.active.values()) {
-      if (act.attempt.key !== null) s.inflight.set(act.attempt.key, act);
-      // Resolved before the restart and still assigned: it was (or may as well be) told to build.
-      if (act.attempt.state === 'assigned' && act.attempt.base_images !== null) s.decidedToBuild.add(act.attempt.id);
-    }
-    for (const build of s.records.activeBuilds()) {
-      for (const node of build.nodes) {
-        if (node.state !== 'running' || !node.waiting_on) continue;
-        const leader = s.active.get(node.waiting_on);
-        if (leader) follow(s, leader, build, node);
-        else {
-          // The leader finished while the coordinator was down: resolve the node again.
-          s.records.node(build, node, (n) => {
-            n.waiting_on = null;
-          });
-          makeReady(s, build, node, now);
-          changed = true;
-        }
-      }
-    }
-    for (const [name, ctl] of s.records.agentControls()) {
-      const entry = s.agents.get(name);
-      if (entry) entry.control = ctl.control;
-    }
-    if (changed) await s.store.commit();
-    archiveFinished(s);
+    await recover(this.s);
   }
 
   /** Stops dispatching and waits for background work (archiving, log headers) to finish. */
