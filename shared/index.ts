@@ -29,3 +29,4 @@ export * from './archive/safe-extract.js';
 export * from './file-writer.js';
 export * from './verified-file.js';
 export * from './process-lock.js';
+export * from './typed-emitter.js';

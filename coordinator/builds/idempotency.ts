@@ -2,7 +2,7 @@
  * Idempotency keys: when two nodes would do the same work, the second reuses the first's
  * result instead of building.
  *
- *   spec digest = sha256(canonical JSON of what the build depends on: platform, context
+ *   spec digest = sha256(canonical JSON of the node's execution (node-execution.ts): platform, context
  *                 digest, Dockerfile path or text, build args, target, inputs (name,
  *                 digest, mount, env), outputs (name, path) and the test command
  *                 (a node with a test succeeds only if it passes))
@@ -15,27 +15,21 @@
  * does not have gives no key (nothing to reuse: the build will fail or pull).
  */
 import { sha256, type BaseImagePayload, type Digest } from '../../shared/index.js';
-import type { NodeRecord } from '../state/records.js';
 import { canonicalJson } from './canonical-json.js';
+import type { NodeExecution } from './node-execution.js';
 
 const KEY_VERSION = 1;
 
-export function specDigest(node: NodeRecord, inputDigests: Record<string, string>): Digest {
-  return sha256(
-    canonicalJson({
-      v: KEY_VERSION,
-      platform: node.platform,
-      context: node.context,
-      dockerfile: node.dockerfile,
-      dockerfile_inline: node.dockerfile_inline,
-      build_args: node.build_args,
-      target: node.target,
-      inputs: [...node.inputs].sort((a, b) => (a.name < b.name ? -1 : 1)).map((i) => ({ name: i.name, digest: inputDigests[i.name] ?? null, mount: i.mount, env: i.env })),
-      outputs: [...node.outputs].sort((a, b) => (a.name < b.name ? -1 : 1)),
-      // Absent when the node has no test, so keys of nodes without one are unchanged.
-      ...(node.test ? { test: { command: node.test.command, env: node.test.env } } : {}),
-    }),
-  );
+const byName = (a: { name: string }, b: { name: string }) => (a.name < b.name ? -1 : 1);
+
+/**
+ * The digest of a node's execution (node-execution.ts): every field of it, with inputs and
+ * outputs in name order and `test` absent when there is none, so keys made before tests
+ * existed are unchanged.
+ */
+export function specDigest(exec: NodeExecution): Digest {
+  // canonicalJson drops undefined members: `test` is absent when there is none.
+  return sha256(canonicalJson(Object.assign({ v: KEY_VERSION }, exec, { inputs: [...exec.inputs].sort(byName), outputs: [...exec.outputs].sort(byName), test: exec.test ?? undefined })));
 }
 
 export function idempotencyKey(spec: string, baseImages: readonly BaseImagePayload[]): Digest | null {

@@ -8,8 +8,7 @@
  * new arrived for a while, cut at a character boundary. When the node is done (terminal,
  * and no attempt can still write) everything is sent and the stream ends.
  */
-import { isNodeTerminal, SLOT_HOLDING_ATTEMPT_STATES, type FollowEvent, type NodeState } from '../../shared/index.js';
-import type { Engine } from '../builds/engine.js';
+import { isNodeTerminal, SLOT_HOLDING_ATTEMPT_STATES, type FollowEvent, type Listener, type NodeState } from '../../shared/index.js';
 import type { BuildRecord, NodeRecord } from '../state/records.js';
 import type { LogStore } from './log-store.js';
 
@@ -56,8 +55,23 @@ export function nodeDone(node: NodeRecord): boolean {
   return !last || !SLOT_HOLDING_ATTEMPT_STATES.has(last.state);
 }
 
+/** Build changes a follower waits for (the engine's events; builds/ is not imported here). */
+export interface BuildChangeEvents {
+  /** A node of the build changed state. */
+  node: [buildId: string, node: string];
+  /** The build's state changed. */
+  build: [buildId: string];
+}
+
+/** Where builds come from and how their changes are heard (the engine, passed in). */
+export interface BuildSource {
+  getBuild(id: string): Promise<BuildRecord | null>;
+  on<K extends keyof BuildChangeEvents>(event: K, listener: Listener<BuildChangeEvents[K]>): unknown;
+  off<K extends keyof BuildChangeEvents>(event: K, listener: Listener<BuildChangeEvents[K]>): unknown;
+}
+
 export interface FollowDeps {
-  engine: Engine;
+  engine: BuildSource;
   logs: LogStore;
 }
 

@@ -10,12 +10,11 @@
  * index that concatenation and are what SSE event ids carry. Attempt files before the
  * current one are closed and never change, so node offsets are stable.
  *
- * Emits `append` (buildId, node) after every write, for live followers.
+ * Emits `append` (buildId, node) after every write, for live followers (LogEvents).
  */
-import { EventEmitter } from 'node:events';
 import { mkdir, open, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { errnoCode } from '../../shared/index.js';
+import { TypedEmitter, errnoCode } from '../../shared/index.js';
 
 interface OpenAttempt {
   fh: FileHandle;
@@ -32,7 +31,13 @@ export interface AttemptLogRef {
   header: string;
 }
 
-export class LogStore extends EventEmitter {
+/** What the log store emits: event name -> listener arguments. */
+export interface LogEvents {
+  /** Bytes were written to an attempt file of the node. */
+  append: [buildId: string, node: string];
+}
+
+export class LogStore extends TypedEmitter<LogEvents> {
   readonly root: string;
   private readonly open = new Map<string, OpenAttempt>();
   private readonly opening = new Map<string, Promise<OpenAttempt>>();
@@ -40,7 +45,6 @@ export class LogStore extends EventEmitter {
 
   constructor(dataDir: string) {
     super();
-    this.setMaxListeners(0);
     this.root = join(dataDir, 'logs');
   }
 

@@ -26,7 +26,6 @@ const PRODUCT_AREAS = ['shared', 'coordinator', 'agent', 'cli'];
 const KNOWN_UNTIL_ISSUE_10: readonly string[] = [
   'coordinator/agents/agent-hub.ts -> coordinator/http/auth.ts',
   'coordinator/agents/agent-hub.ts -> coordinator/http/problem.ts',
-  'coordinator/logs/log-follow.ts -> coordinator/builds/engine.ts',
 ];
 
 async function tsFiles(dir: string): Promise<string[]> {

@@ -15,6 +15,7 @@
  */
 import { writeFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
+import { makeReady } from '../../coordinator/builds/engine-transitions.js';
 import type { AttemptRecord, BuildRecord, NodeRecord } from '../../coordinator/state/records.js';
 import { formatFailure, runSimulation, type SimOptions, type SimResult } from '../sim/harness.js';
 import { replayCommand, seedPlan } from '../sim/seeds.js';
@@ -40,8 +41,6 @@ async function firstCaught(invariant: string, opts: SimOptions, max = 60): Promi
   }
   return null;
 }
-
-type Internals = Record<string, (...args: never[]) => unknown>;
 
 describe('deterministic simulation', () => {
   it(
@@ -95,8 +94,8 @@ describe('deterministic simulation', () => {
   it('catches an engine that ignores the attempt budget', async () => {
     const r = await firstCaught('attempt-budget', {
       mutate: ({ engine }) => {
-        const e = engine as unknown as Internals & { makeReady(b: BuildRecord, n: NodeRecord, now: number): void };
-        e.retryOrExhaust = (build: BuildRecord, node: NodeRecord, _a: AttemptRecord, now: number) => e.makeReady(build, node, now);
+        const s = engine.internals;
+        s.seams.retryOrExhaust = (build: BuildRecord, node: NodeRecord, _a: AttemptRecord, now: number) => makeReady(s, build, node, now);
       },
     });
     expect(r?.violations.find((v) => v.invariant === 'attempt-budget')?.detail).toMatch(/infrastructure failures, budget|after the budget/);
@@ -105,12 +104,12 @@ describe('deterministic simulation', () => {
   it('catches an engine that takes frames from attempts that are no longer current', async () => {
     const r = await firstCaught('fenced', {
       mutate: ({ engine }) => {
-        const e = engine as unknown as Internals & { store: { data: { builds: Map<string, BuildRecord> } } };
-        const owned = e.owned!.bind(engine) as (entry: unknown, id: string) => unknown;
-        e.owned = (entry: unknown, id: string) => {
+        const s = engine.internals;
+        const owned = s.seams.owned;
+        s.seams.owned = (entry, id) => {
           const act = owned(entry, id);
           if (act) return act;
-          for (const build of e.store.data.builds.values()) {
+          for (const build of s.records.activeBuilds()) {
             for (const node of build.nodes) for (const attempt of node.attempts) if (attempt.id === id) return { build, node, attempt };
           }
           return null;
