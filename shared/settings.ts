@@ -62,10 +62,10 @@ function text(hint: string): SettingType<string> {
   };
 }
 
-function oneOf<const V extends string>(values: readonly V[]): SettingType<V> {
+function oneOf<const V extends string>(values: readonly V[], hint = values.join('|')): SettingType<V> {
   const list = values.length === 2 ? `${values[0]} or ${values[1]}` : `one of ${values.join(', ')}`;
   return {
-    hint: values.join('|'),
+    hint,
     file: z.enum(values as unknown as [V, ...V[]]),
     parse: (setting, v) => {
       if (!(values as readonly unknown[]).includes(v)) throw configError(setting, `'${String(v)}' is not ${list}`);
@@ -99,7 +99,7 @@ export const settingTypes = {
 
 /** The log settings, rows of both processes' tables. */
 export const LOG_SETTINGS = {
-  logLevel: { type: oneOf(LOG_LEVELS), key: 'log.level', env: 'KILN_LOG_LEVEL', default: 'info', description: 'log level' },
+  logLevel: { type: oneOf(LOG_LEVELS, 'level'), key: 'log.level', env: 'KILN_LOG_LEVEL', default: 'info', description: `log level: ${LOG_LEVELS.join(', ')}` },
   logFormat: { type: oneOf(['json', 'text']), key: 'log.format', env: 'KILN_LOG_FORMAT', defaultText: 'text on a terminal, else json', description: 'log line format' },
 } as const satisfies SettingTable;
 
@@ -207,6 +207,17 @@ export function settingFlags(table: SettingTable): FlagSpec[] {
         hidden: Boolean(row.hidden),
       };
     });
+}
+
+/** The end of a process's `--help`: the precedence rule and the settings that have no flag. */
+export function settingsHelpFooter(table: SettingTable): string {
+  const lines = ['', 'Every setting: default < config file < environment < flag.'];
+  const secrets = Object.values(table).filter((row) => row.secret && !row.hidden);
+  if (secrets.length > 0) {
+    lines.push('Secrets have no flag (a flag shows in ps):');
+    for (const row of secrets) lines.push(`  ${row.key} [env ${row.env}]: ${row.description}`);
+  }
+  return lines.join('\n');
 }
 
 /** The README's table of a process's settings (one line per row that is not hidden). */
