@@ -14,7 +14,9 @@
  * peak); the agent's median minus the comparator's; and the target (<= 60 MiB).
  *
  *   node dist/scripts/bench/agent-memory.js [--executor docker|noop] [--samples 30]
- *        [--every-ms 1000] [--settle-ms 10000]
+ *        [--every-ms 1000] [--settle-ms 10000] [--kiln path/to/dist/cli/main.js]
+ *
+ * --kiln runs another build of kiln (e.g. an older checkout's, for a before/after figure).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -48,7 +50,7 @@ const TARGET_MIB = 60;
 /** dist/scripts/bench -> the repository (node_modules) and dist/cli/main.js. */
 const DIST = join(import.meta.dirname, '..', '..');
 const ROOT = join(DIST, '..');
-const KILN = join(DIST, 'cli', 'main.js');
+const KILN = strArg('kiln', join(DIST, 'cli', 'main.js'));
 
 function status(pid: number): { rss: number; hwm: number } {
   const text = readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -136,7 +138,7 @@ async function main(): Promise<void> {
     const cSettled = c.samples.slice(skip);
 
     console.log(`\n## idle agent memory (issue 10): a connected, idle kiln agent vs a bare node process holding one ws connection`);
-    console.log(`# ${machineLine()}; executor ${EXECUTOR}; ${SAMPLES} samples of VmRSS every ${EVERY_MS} ms from the connection on`);
+    console.log(`# ${machineLine()}; ${KILN}; executor ${EXECUTOR}; ${SAMPLES} samples of VmRSS every ${EVERY_MS} ms from the connection on`);
     console.log(report(`kiln agent (${EXECUTOR} executor)`, a, aSettled));
     console.log(report('comparator: node -e, one ws connection', c, cSettled));
     const diff = median(aSettled) - median(cSettled);
