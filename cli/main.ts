@@ -10,7 +10,7 @@
  * (argv, env, signals, exit code); everything else gets what it needs as parameters.
  */
 import { hostname } from 'node:os';
-import { Command, Option } from 'commander';
+import { Command, Help, Option } from 'commander';
 import { z } from 'zod';
 import { KILN_VERSION, type FlagSpec } from '../shared/index.js';
 import type { ClientFlags } from './client-config.js';
@@ -90,6 +90,9 @@ export async function main(argv: string[], env: Record<string, string | undefine
     ['coordinator', async () => (await import('../coordinator/main.js')).COORDINATOR_COMMAND],
     ['agent', async () => (await import('../agent/main.js')).AGENT_COMMAND],
   ]);
+  // Their options are declared later: list them as having some in `kiln --help`.
+  const help = new Help();
+  program.configureHelp({ subcommandTerm: (cmd) => (daemons.has(cmd.name()) ? `${cmd.name()} [options]` : help.subcommandTerm(cmd)) });
   program.command('coordinator').description('run the coordinator (HTTP API + agent WebSocket endpoint)');
   program.command('agent').description('run an agent: connect to the coordinator and build what it pushes');
   const declare = async (sub: Command): Promise<void> => {
