@@ -1,48 +1,51 @@
 /**
- * The agent's configuration: `loadAgentConfig(flags, host)` merges defaults < config
- * file < environment < flags, validates every value (errors name the setting) and
- * returns a frozen config. Nothing else in the agent reads `process.env`.
- *
- * File (YAML), every key optional:
- *   coordinator: http://coordinator.example:8080   # or ws://...; /api/v1/agent is added
- *   token_file: /etc/kiln-agent/token
- *   name: s390x-builder-1
- *   labels: { gpu: "false", pool: wheels }
- *   max_jobs: 2
- *   platforms: [linux/s390x, linux/arm64]         # extra platforms, run under qemu emulation
- *   docker_host: unix:///var/run/docker.sock
- *   work_dir: /var/lib/kiln-agent
- *   cache_max: 20GiB                                # local CAS cache size (LRU eviction)
- *   min_free_disk: 512MiB                           # take no work with less free space in work_dir
- *   log: { level: info, format: json }
- * Environment: KILN_AGENT_CONFIG, KILN_COORDINATOR, KILN_AGENT_TOKEN_FILE,
- * KILN_AGENT_TOKEN, KILN_AGENT_NAME, KILN_AGENT_LABELS, KILN_AGENT_MAX_JOBS,
- * KILN_AGENT_PLATFORMS, DOCKER_HOST, KILN_AGENT_WORK_DIR, KILN_AGENT_CACHE_MAX, KILN_AGENT_MIN_FREE_DISK, KILN_LOG_LEVEL,
- * KILN_LOG_FORMAT; under systemd, $CREDENTIALS_DIRECTORY/token and $STATE_DIRECTORY.
+ * The agent's configuration. `AGENT_SETTINGS` is its one table of settings: each row
+ * gives the config file key, the environment variable, the flag (the row id in kebab
+ * case), the default and the description, and `kiln agent --help` and the README's table
+ * are made from it. `loadAgentConfig(flags, host)` reads the table with one precedence
+ * rule, defaults < config file < environment < flags, validates every value (errors name
+ * the setting) and returns a frozen config. Nothing else in the agent reads `process.env`;
+ * under systemd the defaults come from $CREDENTIALS_DIRECTORY/token and $STATE_DIRECTORY.
+ * `config/agent.example.yaml` shows the file.
  */
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { z } from 'zod';
 import {
   AGENT_SOCKET_PATH,
   KilnError,
-  LogFileSchema,
-  logSettings,
+  LOG_SETTINGS,
+  SettingsReader,
+  coerceError,
   configError,
   errnoCode,
-  intSetting,
-  labelsSetting,
-  LABEL_KEY_RE,
-  LABEL_KEY_RULE,
+  fileSchema,
   NAME_RE,
   NAME_RULE,
   platformProblem,
   readConfigFile,
-  sizeSetting,
+  settingTypes as t,
+  type SettingFlags,
+  type SettingTable,
   type LogFormat,
   type LogLevel,
 } from '../shared/index.js';
+
+export const AGENT_SETTINGS = {
+  coordinator: { type: t.text('url'), key: 'coordinator', env: 'KILN_COORDINATOR', description: 'coordinator URL, http(s):// or ws(s):// (required)' },
+  tokenFile: { type: t.text('file'), key: 'token_file', env: 'KILN_AGENT_TOKEN_FILE', defaultText: '$CREDENTIALS_DIRECTORY/token under systemd', description: 'agent token file' },
+  token: { type: t.text('token'), key: 'token', env: 'KILN_AGENT_TOKEN', secret: true, description: 'the agent token itself (token_file wins on the same layer)' },
+  name: { type: t.text('name'), key: 'name', env: 'KILN_AGENT_NAME', defaultText: 'the host name', description: 'agent name' },
+  labels: { type: t.labels(), key: 'labels', env: 'KILN_AGENT_LABELS', description: 'labels nodes can require' },
+  maxJobs: { type: t.int(1, 1024), key: 'max_jobs', env: 'KILN_AGENT_MAX_JOBS', default: 2, description: 'builds run at once' },
+  platforms: { type: t.list('list'), key: 'platforms', env: 'KILN_AGENT_PLATFORMS', description: 'extra platforms run under qemu emulation, e.g. linux/s390x,linux/arm64' },
+  dockerHost: { type: t.text('url'), key: 'docker_host', env: 'DOCKER_HOST', default: 'unix:///var/run/docker.sock', description: 'Docker Engine' },
+  workDir: { type: t.text('dir'), key: 'work_dir', env: 'KILN_AGENT_WORK_DIR', defaultText: '$STATE_DIRECTORY, else ~/.cache/kiln-agent', description: 'local CAS cache and scratch space' },
+  cacheMax: { type: t.size(), key: 'cache_max', env: 'KILN_AGENT_CACHE_MAX', default: '20GiB', description: 'local CAS cache size limit (LRU eviction)' },
+  minFreeDisk: { type: t.size(), key: 'min_free_disk', env: 'KILN_AGENT_MIN_FREE_DISK', default: '512MiB', description: 'take no work while the work dir has less free space' },
+  ...LOG_SETTINGS,
+  executor: { type: t.oneOf(['docker', 'noop']), key: 'executor', env: 'KILN_AGENT_EXECUTOR', default: 'docker', hidden: true, description: 'docker, or noop for dispatch benchmarks' },
+} as const satisfies SettingTable;
 
 export interface AgentConfig {
   /** ws(s)://host:port/api/v1/agent */
@@ -65,36 +68,16 @@ export interface AgentConfig {
   log: { level: LogLevel; format: LogFormat };
 }
 
-export interface AgentFlags {
+/** `kiln agent`'s flags: one per setting (the token itself is a secret: no flag), plus --config. */
+export interface AgentFlags extends SettingFlags<typeof AGENT_SETTINGS> {
+  /** The config file (also KILN_AGENT_CONFIG). */
   config?: string;
-  coordinator?: string;
-  tokenFile?: string;
-  name?: string;
-  labels?: string;
-  maxJobs?: string;
-  platforms?: string;
-  dockerHost?: string;
-  workDir?: string;
-  cacheMax?: string;
-  minFreeDisk?: string;
-  executor?: string;
-  logLevel?: string;
-  logFormat?: string;
 }
 
-const FileSchema = z.strictObject({
-  coordinator: z.string().optional(),
-  token_file: z.string().optional(),
-  name: z.string().optional(),
-  labels: z.record(z.string().regex(LABEL_KEY_RE, `must be ${LABEL_KEY_RULE}`), z.string()).optional(),
-  max_jobs: z.number().int().optional(),
-  platforms: z.array(z.string()).optional(),
-  docker_host: z.string().optional(),
-  work_dir: z.string().optional(),
-  cache_max: z.union([z.string(), z.number()]).optional(),
-  min_free_disk: z.union([z.string(), z.number()]).optional(),
-  log: LogFileSchema.optional(),
-});
+/** `kiln agent`'s options that are not settings (commander form). */
+export const AGENT_OPTIONS = [{ flags: '--config <file>', description: 'YAML config file [env KILN_AGENT_CONFIG]', hidden: false }] as const;
+
+const FileSchema = fileSchema(AGENT_SETTINGS);
 
 export interface AgentHost {
   env: Record<string, string | undefined>;
@@ -124,7 +107,7 @@ function readTokenFile(path: string, read: (p: string) => string): string {
   try {
     text = read(path);
   } catch (err) {
-    throw new KilnError('E_CONFIG', `agent token file ${path} cannot be read (${errnoCode(err) ?? (err as Error).message})`, { cause: err });
+    throw new KilnError('E_CONFIG', `agent token file ${path} cannot be read (${errnoCode(err) ?? coerceError(err).message})`, { cause: err });
   }
   const token = text.trim();
   if (!token) throw new KilnError('E_CONFIG', `agent token file ${path} is empty`);
@@ -136,52 +119,52 @@ export function loadAgentConfig(flags: AgentFlags, host: AgentHost): Readonly<Ag
   const read = host.readFile ?? ((p: string) => readFileSync(p, 'utf8'));
   const configPath = flags.config ?? env.KILN_AGENT_CONFIG;
   const file = configPath ? readConfigFile(configPath, FileSchema, read) : {};
+  const s = new SettingsReader(AGENT_SETTINGS, { flags: flags as Record<string, unknown>, env, file });
 
-  const coordinator = flags.coordinator ?? env.KILN_COORDINATOR ?? file.coordinator;
+  const coordinator = s.get('coordinator');
   if (!coordinator) throw configError('coordinator', 'no coordinator given (use --coordinator http://host:port or KILN_COORDINATOR)');
   const urls = coordinatorUrls(coordinator);
 
-  const tokenFile = flags.tokenFile ?? env.KILN_AGENT_TOKEN_FILE ?? file.token_file ?? (env.CREDENTIALS_DIRECTORY ? join(env.CREDENTIALS_DIRECTORY, 'token') : undefined);
+  // The token file and the token are one choice: the higher layer wins, the file on a tie.
+  const tokenText = s.rank('token') > s.rank('tokenFile') ? s.get('token') : undefined;
+  const tokenFile = tokenText === undefined ? (s.get('tokenFile') ?? (env.CREDENTIALS_DIRECTORY ? join(env.CREDENTIALS_DIRECTORY, 'token') : undefined)) : undefined;
   let token: string;
   let tokenSource: string;
   if (tokenFile) {
     token = readTokenFile(tokenFile, read);
     tokenSource = tokenFile;
-  } else if (env.KILN_AGENT_TOKEN) {
-    token = env.KILN_AGENT_TOKEN.trim();
-    tokenSource = 'KILN_AGENT_TOKEN';
+  } else if (tokenText?.trim()) {
+    token = tokenText.trim();
+    tokenSource = s.pick('token')!.layer === 'env' ? 'KILN_AGENT_TOKEN' : 'token (config file)';
   } else {
     throw configError('token_file', 'no agent token (use --token-file FILE, KILN_AGENT_TOKEN_FILE or KILN_AGENT_TOKEN; the coordinator prints where its agent token is)');
   }
 
-  const name = flags.name ?? env.KILN_AGENT_NAME ?? file.name ?? host.hostname;
+  const name = s.get('name') ?? host.hostname;
   if (!NAME_RE.test(name)) throw configError('name', `'${name}' is not a valid agent name (${NAME_RULE})`);
 
-  const labelsText = flags.labels ?? env.KILN_AGENT_LABELS;
-  const labels = labelsText !== undefined ? labelsSetting('labels', labelsText) : (file.labels ?? {});
-
-  const maxJobsValue = flags.maxJobs ?? env.KILN_AGENT_MAX_JOBS ?? file.max_jobs ?? 2;
-  const maxJobs = intSetting('max_jobs', maxJobsValue, 1, 1024);
-
-  const platformsText = flags.platforms ?? env.KILN_AGENT_PLATFORMS;
-  const extraPlatforms = platformsText !== undefined ? platformsText.split(',').map((s) => s.trim()).filter(Boolean) : (file.platforms ?? []);
+  const extraPlatforms = s.get('platforms') ?? [];
   for (const p of extraPlatforms) {
     const problem = platformProblem(p);
     if (problem) throw configError('platforms', problem);
   }
 
-  const dockerHost = flags.dockerHost ?? env.DOCKER_HOST ?? file.docker_host ?? 'unix:///var/run/docker.sock';
+  const dockerHost = s.need('dockerHost');
   if (!/^(unix|tcp|http):\/\//.test(dockerHost)) throw configError('docker_host', `'${dockerHost}' must be unix:///path or tcp://host:port`);
 
-  const workDir = resolve(flags.workDir ?? env.KILN_AGENT_WORK_DIR ?? file.work_dir ?? env.STATE_DIRECTORY ?? join(env.HOME || homedir(), '.cache', 'kiln-agent'));
-
-  const cacheMaxBytes = sizeSetting('cache_max', flags.cacheMax ?? env.KILN_AGENT_CACHE_MAX ?? file.cache_max ?? '20GiB');
-
-  const minFreeDiskBytes = sizeSetting('min_free_disk', flags.minFreeDisk ?? env.KILN_AGENT_MIN_FREE_DISK ?? file.min_free_disk ?? '512MiB');
-
-  const executor = flags.executor ?? 'docker';
-  if (executor !== 'docker' && executor !== 'noop') throw configError('executor', `'${executor}' is not docker or noop`);
-
-  const log = logSettings(flags, env, file.log, host.isTTY);
-  return Object.freeze({ ...urls, token, tokenSource, name, labels, maxJobs, extraPlatforms, dockerHost, workDir, cacheMaxBytes, minFreeDiskBytes, executor, log });
+  return Object.freeze({
+    ...urls,
+    token,
+    tokenSource,
+    name,
+    labels: s.get('labels') ?? {},
+    maxJobs: s.need('maxJobs'),
+    extraPlatforms,
+    dockerHost,
+    workDir: resolve(s.get('workDir') ?? env.STATE_DIRECTORY ?? join(env.HOME || homedir(), '.cache', 'kiln-agent')),
+    cacheMaxBytes: s.need('cacheMax'),
+    minFreeDiskBytes: s.need('minFreeDisk'),
+    executor: s.need('executor'),
+    log: { level: s.need('logLevel'), format: s.get('logFormat') ?? (host.isTTY ? 'text' : 'json') },
+  });
 }

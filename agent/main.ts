@@ -8,27 +8,29 @@
  *
  * Besides the agent it starts the health monitor (Docker Engine ping, free space of the
  * work dir; health.ts) and, on a host with GPUs, the GPU-use sampler for heartbeats.
+ *
+ * An idle agent loads only what it needs to be connected: the engine is asked for its
+ * version and pinged over plain HTTP, and the docker executor (dockerode and the build
+ * code) is loaded with the first build. `AGENT_COMMAND` is what the CLI needs to declare
+ * `kiln agent`: its flags, made from the settings table.
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import Docker from 'dockerode';
-import { createLogger, isKilnError, sleep, Backoff } from '../shared/index.js';
+import { coerceError, createLogger, EX_CONFIG, isKilnError, settingFlags, settingsHelpFooter, sleep, Backoff, type FlagSpec } from '../shared/index.js';
 import { Agent, FatalAgentError } from './agent.js';
-import { CasCache } from './cas-cache.js';
-import { loadAgentConfig, type AgentFlags } from './config.js';
-import { DockerExecutor } from './executors/docker-executor.js';
+import { AGENT_OPTIONS, AGENT_SETTINGS, loadAgentConfig, type AgentConfig, type AgentFlags } from './config.js';
+import { engineEndpoint, engineGet } from './docker/engine-api.js';
+import { DeferredDockerExecutor } from './executors/docker-deferred.js';
 import type { Executor } from './executors/executor.js';
-import { NoopExecutor, noopOptionsFromEnv } from './executors/noop-executor.js';
 import { discoverGpus, queryGpuUse } from './gpus.js';
 import { HealthMonitor } from './health.js';
 import { GpuSampler } from './host-metrics.js';
 
-export const EX_CONFIG = 78;
-
-export function dockerClient(dockerHost: string): Docker {
-  if (dockerHost.startsWith('unix://')) return new Docker({ socketPath: dockerHost.slice('unix://'.length) });
-  const u = new URL(dockerHost.replace(/^tcp:/, 'http:'));
-  return new Docker({ host: u.hostname, port: Number(u.port || 2375), protocol: 'http' });
+/** The real docker executor, made with the first build: its modules load only then. */
+async function loadDockerExecutor(config: AgentConfig): Promise<Executor> {
+  const [{ DockerExecutor }, { CasCache }, { dockerClient }] = await Promise.all([import('./executors/docker-executor.js'), import('./cas-cache.js'), import('./docker/docker-client.js')]);
+  const cas = new CasCache({ dir: join(config.workDir, 'cas'), coordinatorUrl: config.httpUrl, token: config.token, maxBytes: config.cacheMaxBytes });
+  return new DockerExecutor(dockerClient(config.dockerHost), cas, config.workDir);
 }
 
 export interface ProcessHost {
@@ -43,14 +45,13 @@ export async function runAgent(flags: AgentFlags, host: ProcessHost): Promise<nu
   const config = loadAgentConfig(flags, host);
   const logger = createLogger({ name: 'kiln-agent', level: config.log.level, format: config.log.format });
   let executor: Executor;
-  let docker: Docker | null = null;
-  await mkdir(config.workDir, { recursive: true }).catch((err: unknown) => logger.warn({ work_dir: config.workDir, err: (err as Error).message }, 'cannot create the work dir'));
-  if (config.executor === 'noop') {
+  await mkdir(config.workDir, { recursive: true }).catch((err: unknown) => logger.warn({ work_dir: config.workDir, err: coerceError(err).message }, 'cannot create the work dir'));
+  const engine = config.executor === 'docker' ? engineEndpoint(config.dockerHost) : null;
+  if (engine === null) {
+    const { NoopExecutor, noopOptionsFromEnv } = await import('./executors/noop-executor.js');
     executor = new NoopExecutor(host.arch, noopOptionsFromEnv(host.env));
   } else {
-    const cas = new CasCache({ dir: join(config.workDir, 'cas'), coordinatorUrl: config.httpUrl, token: config.token, maxBytes: config.cacheMaxBytes });
-    docker = dockerClient(config.dockerHost);
-    executor = new DockerExecutor(docker, cas, config.workDir);
+    executor = new DeferredDockerExecutor(engine, () => loadDockerExecutor(config));
     // The engine may still be starting (or restarting): wait for it with backoff.
     const backoff = new Backoff({ baseMs: 500, capMs: 15_000 });
     for (;;) {
@@ -59,18 +60,16 @@ export async function runAgent(flags: AgentFlags, host: ProcessHost): Promise<nu
         break;
       } catch (err) {
         const delay = backoff.next();
-        logger.warn({ docker_host: config.dockerHost, err: (err as Error).message, retry_in_ms: delay }, 'Docker Engine not reachable');
+        logger.warn({ docker_host: config.dockerHost, err: coerceError(err).message, retry_in_ms: delay }, 'Docker Engine not reachable');
         await sleep(delay);
       }
     }
   }
-  const gpus = config.executor === 'docker' ? await discoverGpus(host.env) : [];
-  const engine = docker;
+  const gpus = engine !== null ? await discoverGpus(host.env) : [];
   const health = new HealthMonitor({
     workDir: config.workDir,
     minFreeBytes: config.minFreeDiskBytes,
-    // dockerode's ping takes an abortSignal option its types do not declare.
-    ping: engine ? (signal) => (engine.ping as unknown as (o: { abortSignal: AbortSignal }) => Promise<unknown>).call(engine, { abortSignal: signal }) : null,
+    ping: engine !== null ? (signal) => engineGet(engine, '/_ping', signal) : null,
     logger,
   });
   const initial = await health.start();
@@ -110,7 +109,7 @@ export async function runAgent(flags: AgentFlags, host: ProcessHost): Promise<nu
     return 0;
   } catch (err) {
     if (err instanceof FatalAgentError || isKilnError(err, 'E_CONFIG')) {
-      logger.fatal({ err: (err as Error).message }, 'agent cannot work with this coordinator; not retrying');
+      logger.fatal({ err: coerceError(err).message }, 'agent cannot work with this coordinator; not retrying');
       return EX_CONFIG;
     }
     throw err;
@@ -118,3 +117,10 @@ export async function runAgent(flags: AgentFlags, host: ProcessHost): Promise<nu
     health.stop();
   }
 }
+
+/** `kiln agent` for the CLI: its flags and how to run it with commander's option object. */
+export const AGENT_COMMAND = {
+  flags: [...settingFlags(AGENT_SETTINGS), ...AGENT_OPTIONS] as readonly FlagSpec[],
+  helpAfter: settingsHelpFooter(AGENT_SETTINGS),
+  run: runAgent,
+};

@@ -9,10 +9,9 @@
  * keep what they always did for those: exit 70 with the stack trace, for their logs.
  */
 import { CommanderError } from 'commander';
-import { KilnError } from '../shared/index.js';
+import { EX_CONFIG, KilnError } from '../shared/index.js';
 import { CliError, EXIT } from './exit-codes.js';
 
-export const EX_CONFIG = 78;
 export const EX_SOFTWARE = 70;
 
 export interface ErrorExit {

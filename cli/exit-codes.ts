@@ -6,6 +6,8 @@
  *   3 the build was cancelled
  *   4 the coordinator refused the token
  *   130 interrupted (Ctrl-C); the build keeps running on the coordinator
+ * and, for any command, 70 (EX_SOFTWARE, a bug in kiln; error-exit.ts) and 78 (EX_CONFIG,
+ * a bad config; defined once in shared/config-values.ts for the CLI, coordinator and agent).
  */
 export const EXIT = { OK: 0, BUILD_FAILED: 1, USAGE: 2, CANCELLED: 3, AUTH: 4, INTERRUPTED: 130 } as const;
 

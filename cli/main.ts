@@ -1,23 +1,42 @@
 #!/usr/bin/env node
 /**
  * `kiln`: the one binary. `kiln coordinator` and `kiln agent` run the two processes;
- * the other commands are clients of the coordinator's HTTP API. This is the only module
- * that touches `process` (argv, env, signals, exit code); everything else gets what it
- * needs as parameters.
+ * the other commands are clients of the coordinator's HTTP API. This module only wires
+ * commands: each command's code is imported when that command runs, so `kiln agent`
+ * never loads the coordinator (nor the client commands), and `kiln coordinator` never
+ * loads the agent. The two processes declare their own flags (coordinator/config.ts,
+ * agent/config.ts: one settings table each), which are added to their command just
+ * before it parses its arguments. This is the only module that touches `process`
+ * (argv, env, signals, exit code); everything else gets what it needs as parameters.
  */
 import { hostname } from 'node:os';
-import { Command, Option } from 'commander';
+import { Command, Help, Option } from 'commander';
 import { z } from 'zod';
-import { KILN_VERSION } from '../shared/index.js';
-import { runAgent } from '../agent/main.js';
-import { runCoordinator } from '../coordinator/main.js';
-import { ApiClient } from './api-client.js';
-import { loadClientConfig, type ClientFlags } from './client-config.js';
-import { buildsCommand, cancelCommand, logsCommand, statusCommand, submitCommand, LimitOption, type CliIO } from './commands.js';
-import { agentControlCommand, agentsCommand, deadLetterCommand, errorCommand, poolsCommand, retryCommand, type AgentAction } from './fleet-commands.js';
-import { artifactsGetCommand, artifactsListCommand, pinCommand, provenanceCommand } from './artifacts.js';
+import { KILN_VERSION, type FlagSpec } from '../shared/index.js';
+import type { ClientFlags } from './client-config.js';
+import type { CliIO } from './commands.js';
+import type { AgentAction } from './fleet-commands.js';
 import { errorExit } from './error-exit.js';
 import { CliError, EXIT } from './exit-codes.js';
+
+/** What `kiln coordinator` and `kiln agent` get from the process (each uses its part). */
+interface DaemonHost {
+  env: Record<string, string | undefined>;
+  arch: string;
+  hostname: string;
+  isTTY: boolean;
+  onSignal: (handler: (signal: string) => void) => void;
+  /** Human-readable start-up lines (stderr). */
+  print: (line: string) => void;
+}
+
+/** A process command as its module exports it: its flags and how to run it with commander's option object. */
+interface DaemonCommand {
+  readonly flags: readonly FlagSpec[];
+  /** Printed after the options in `--help`. */
+  readonly helpAfter: string;
+  run(opts: object, host: DaemonHost): Promise<number>;
+}
 
 function onSignal(handler: (signal: string) => void): void {
   process.on('SIGINT', () => handler('SIGINT'));
@@ -52,58 +71,42 @@ export async function main(argv: string[], env: Record<string, string | undefine
   let code: number = EXIT.OK;
   // coordinator and agent: an unexpected error keeps its stack trace, for their logs
   let daemon = false;
-  const client = (flags: ClientFlags) => new ApiClient(loadClientConfig(flags, env));
+  const client = async (flags: ClientFlags) => {
+    const [{ ApiClient }, { loadClientConfig }] = await Promise.all([import('./api-client.js'), import('./client-config.js')]);
+    return new ApiClient(loadClientConfig(flags, env));
+  };
+  const commands = () => import('./commands.js');
+  const fleet = () => import('./fleet-commands.js');
+  const artifacts = () => import('./artifacts.js');
   const program = new Command('kiln')
     .description('kiln: a build farm. A coordinator pushes DAGs of BuildKit builds to agents and streams their logs back.')
     .version(KILN_VERSION)
     .showHelpAfterError()
     .exitOverride();
 
-  program
-    .command('coordinator')
-    .description('run the coordinator (HTTP API + agent WebSocket endpoint)')
-    .option('--listen <host:port>', 'address to listen on (default 127.0.0.1:8080)')
-    .option('--data-dir <dir>', 'state, logs, CAS and tokens (default ~/.local/state/kiln/coordinator)')
-    .option('--config <file>', 'YAML config file')
-    .option('--init', 'create a new empty state in an existing data dir that has none')
-    .option('--heartbeat-interval <duration>', 'agent heartbeat interval (default 10s)')
-    .option('--lost-after <duration>', 'an agent silent this long is lost (default 3 x heartbeat)')
-    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
-    .option('--log-format <format>', 'json|text (default: text on a terminal)')
-    .option('--cas-backend <backend>', 'where blobs are stored: local|s3 (default local; s3 settings from the config file or KILN_S3_*)')
-    .addOption(new Option('--no-persist', 'keep state in memory only (benchmarks)').hideHelp())
-    .action(async (o: Record<string, unknown>) => {
+  // The two processes: their flags come with their module, loaded only for that command.
+  const daemonHost: DaemonHost = { env, arch: process.arch, hostname: hostname(), isTTY: Boolean(process.stderr.isTTY), onSignal, print: (l) => void process.stderr.write(`${l}\n`) };
+  const daemons = new Map<string, () => Promise<DaemonCommand>>([
+    ['coordinator', async () => (await import('../coordinator/main.js')).COORDINATOR_COMMAND],
+    ['agent', async () => (await import('../agent/main.js')).AGENT_COMMAND],
+  ]);
+  // Their options are declared later: list them as having some in `kiln --help`.
+  const help = new Help();
+  program.configureHelp({ subcommandTerm: (cmd) => (daemons.has(cmd.name()) ? `${cmd.name()} [options]` : help.subcommandTerm(cmd)) });
+  program.command('coordinator').description('run the coordinator (HTTP API + agent WebSocket endpoint)');
+  program.command('agent').description('run an agent: connect to the coordinator and build what it pushes');
+  const declare = async (sub: Command): Promise<void> => {
+    const load = daemons.get(sub.name());
+    if (load === undefined) return;
+    const command = await load();
+    sub.addHelpText('after', command.helpAfter);
+    for (const f of command.flags) sub.addOption(f.hidden ? new Option(f.flags, f.description).hideHelp() : new Option(f.flags, f.description));
+    sub.action(async (o: Record<string, unknown>) => {
       daemon = true;
-      code = await runCoordinator(
-        {
-          ...(o as object),
-          noPersist: o.persist === false,
-        },
-        { env, arch: process.arch, isTTY: Boolean(process.stderr.isTTY), onSignal, print: (l) => void process.stderr.write(`${l}\n`) },
-      );
+      code = await command.run(o, daemonHost);
     });
-
-  program
-    .command('agent')
-    .description('run an agent: connect to the coordinator and build what it pushes')
-    .option('--coordinator <url>', 'coordinator URL, http(s):// or ws(s):// (default: $KILN_COORDINATOR)')
-    .option('--token-file <file>', 'agent token file (default: $KILN_AGENT_TOKEN_FILE, $KILN_AGENT_TOKEN)')
-    .option('--name <name>', 'agent name (default: hostname)')
-    .option('--labels <k=v,...>', 'labels nodes can require')
-    .option('--max-jobs <n>', 'builds run at once (default 2)')
-    .option('--platforms <list>', 'extra platforms run under qemu emulation, e.g. linux/s390x,linux/arm64')
-    .option('--docker-host <url>', 'Docker Engine (default: $DOCKER_HOST or unix:///var/run/docker.sock)')
-    .option('--work-dir <dir>', 'local CAS cache and scratch space')
-    .option('--cache-max <size>', 'local CAS cache size limit, e.g. 20GiB (LRU eviction)')
-    .option('--min-free-disk <size>', 'take no work while the work dir has less free space, e.g. 1GiB (default 512MiB)')
-    .option('--config <file>', 'YAML config file')
-    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent')
-    .option('--log-format <format>', 'json|text (default: text on a terminal)')
-    .addOption(new Option('--executor <kind>', 'docker, or noop for dispatch benchmarks').default('docker').hideHelp())
-    .action(async (o: Record<string, string>) => {
-      daemon = true;
-      code = await runAgent(o, { env, hostname: hostname(), arch: process.arch, isTTY: Boolean(process.stderr.isTTY), onSignal });
-    });
+  };
+  program.hook('preSubcommand', (_program, sub) => declare(sub));
 
   clientOptions(program.command('submit <spec>'))
     .description('submit a build spec (YAML or JSON, UTF-8); prints the build id')
@@ -111,7 +114,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
     .option('--json', 'JSON Lines: one line {"id","state","url"}; with --follow the events of `logs -f --json`')
     .option('--no-reuse', 'build every node, even when an identical node already succeeded')
     .action(async (spec: string, o: ClientFlags & { follow?: boolean; json?: boolean; reuse?: boolean }) => {
-      code = await submitCommand(client(o), spec, { follow: Boolean(o.follow), json: Boolean(o.json), reuse: o.reuse !== false }, io);
+      code = await (await commands()).submitCommand(await client(o), spec, { follow: Boolean(o.follow), json: Boolean(o.json), reuse: o.reuse !== false }, io);
     });
 
   clientOptions(program.command('logs <build> [node]'))
@@ -124,14 +127,14 @@ export async function main(argv: string[], env: Record<string, string | undefine
         'Without -f: what is stored now (a running build stops there, with no end event)',
     )
     .action(async (build: string, node: string | undefined, o: ClientFlags & { follow?: boolean; json?: boolean }) => {
-      code = await logsCommand(client(o), build, node, { follow: Boolean(o.follow), json: Boolean(o.json) }, io);
+      code = await (await commands()).logsCommand(await client(o), build, node, { follow: Boolean(o.follow), json: Boolean(o.json) }, io);
     });
 
   clientOptions(program.command('status <build>'))
     .description('show a build and its nodes')
     .option('--json', 'the full build as one JSON line')
     .action(async (build: string, o: ClientFlags & { json?: boolean }) => {
-      code = await statusCommand(client(o), build, { json: Boolean(o.json) }, io);
+      code = await (await commands()).statusCommand(await client(o), build, { json: Boolean(o.json) }, io);
     });
 
   clientOptions(program.command('builds'))
@@ -140,17 +143,18 @@ export async function main(argv: string[], env: Record<string, string | undefine
     .option('--limit <n>', 'how many (1..500)', '20')
     .option('--cursor <id>', 'start after this build id (from the next-page hint)')
     .action(async (o: ClientFlags & { json?: boolean; limit: string; cursor?: string }) => {
+      const { LimitOption, buildsCommand } = await commands();
       const limit = LimitOption.safeParse(o.limit);
       if (!limit.success) throw new CliError(`--limit: '${o.limit}' is not a number in 1..500`, EXIT.USAGE);
       if (o.cursor !== undefined && (o.cursor === '' || o.cursor.length > 200)) throw new CliError('--cursor: give the build id from the next-page hint', EXIT.USAGE);
-      code = await buildsCommand(client(o), { json: Boolean(o.json), limit: limit.data, ...(o.cursor !== undefined ? { cursor: o.cursor } : {}) }, io);
+      code = await buildsCommand(await client(o), { json: Boolean(o.json), limit: limit.data, ...(o.cursor !== undefined ? { cursor: o.cursor } : {}) }, io);
     });
 
   const agents = clientOptions(program.command('agents'))
     .description('list agents: state, control, health, circuit breaker, jobs, load; `agents pause|resume|drain NAME` steers one')
     .option('--json', 'JSON Lines: one agent per line (all of them: every page is fetched)')
     .action(async (o: ClientFlags & { json?: boolean }) => {
-      code = await agentsCommand(client(o), { json: Boolean(o.json) }, io);
+      code = await (await fleet()).agentsCommand(await client(o), { json: Boolean(o.json) }, io);
     });
   const actions: Array<[AgentAction, string]> = [
     ['pause', 'give an agent no new work (running attempts go on)'],
@@ -164,7 +168,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
     if (action !== 'resume') sub.option('--reason <text>', 'why (shown in `kiln agents` and the API)');
     sub.action(async (name: string, _o: unknown, cmd: Command) => {
       const o = cmd.optsWithGlobals<ClientFlags & { json?: boolean; reason?: string }>();
-      code = await agentControlCommand(client(o), action, name, { json: Boolean(o.json), ...(o.reason !== undefined ? { reason: o.reason } : {}) }, io);
+      code = await (await fleet()).agentControlCommand(await client(o), action, name, { json: Boolean(o.json), ...(o.reason !== undefined ? { reason: o.reason } : {}) }, io);
     });
   }
 
@@ -172,14 +176,14 @@ export async function main(argv: string[], env: Record<string, string | undefine
     .description('pools per platform (and gpu): agents, slots, queued and running nodes, dispatch waits')
     .option('--json', 'JSON Lines: one pool per line')
     .action(async (o: ClientFlags & { json?: boolean }) => {
-      code = await poolsCommand(client(o), { json: Boolean(o.json) }, io);
+      code = await (await fleet()).poolsCommand(await client(o), { json: Boolean(o.json) }, io);
     });
 
   clientOptions(program.command('dlq'))
     .description('the dead-letter list: nodes whose infrastructure failures used up their attempts')
     .option('--json', 'JSON Lines: one dead letter per line')
     .action(async (o: ClientFlags & { json?: boolean }) => {
-      code = await deadLetterCommand(client(o), { json: Boolean(o.json) }, io);
+      code = await (await fleet()).deadLetterCommand(await client(o), { json: Boolean(o.json) }, io);
     });
 
   clientOptions(program.command('retry <build> <node>'))
@@ -187,7 +191,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
     .option('-f, --follow', "stream the build's new output and exit with its result")
     .option('--json', 'the build as one JSON line; with --follow the events of `logs -f --json`')
     .action(async (build: string, node: string, o: ClientFlags & { follow?: boolean; json?: boolean }) => {
-      code = await retryCommand(client(o), build, node, { follow: Boolean(o.follow), json: Boolean(o.json) }, io);
+      code = await (await fleet()).retryCommand(await client(o), build, node, { follow: Boolean(o.follow), json: Boolean(o.json) }, io);
     });
 
   clientOptions(program.command('error <build>'))
@@ -200,7 +204,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
     .action(async (build: string, o: ClientFlags & { json?: boolean; lines: string }) => {
       const lines = z.coerce.number().int().min(0).max(200).safeParse(o.lines);
       if (!lines.success) throw new CliError(`--lines: '${o.lines}' is not a number in 0..200`, EXIT.USAGE);
-      code = await errorCommand(client(o), build, { json: Boolean(o.json), lines: lines.data }, io);
+      code = await (await fleet()).errorCommand(await client(o), build, { json: Boolean(o.json), lines: lines.data }, io);
     });
 
   clientOptions(program.command('artifacts <build-or-get> [args...]'))
@@ -210,10 +214,10 @@ export async function main(argv: string[], env: Record<string, string | undefine
     .action(async (first: string, rest: string[], o: ClientFlags & { json?: boolean; output?: string }) => {
       if (first === 'get') {
         if (rest.length !== 3 || !o.output) throw new CliError('usage: kiln artifacts get BUILD NODE OUTPUT -o DIR', EXIT.USAGE);
-        code = await artifactsGetCommand(client(o), rest[0]!, rest[1]!, rest[2]!, { out: o.output, json: Boolean(o.json) }, io);
+        code = await (await artifacts()).artifactsGetCommand(await client(o), rest[0]!, rest[1]!, rest[2]!, { out: o.output, json: Boolean(o.json) }, io);
       } else {
         if (rest.length > 0) throw new CliError('usage: kiln artifacts BUILD  |  kiln artifacts get BUILD NODE OUTPUT -o DIR', EXIT.USAGE);
-        code = await artifactsListCommand(client(o), first, { json: Boolean(o.json) }, io);
+        code = await (await artifacts()).artifactsListCommand(await client(o), first, { json: Boolean(o.json) }, io);
       }
     });
 
@@ -221,7 +225,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
     .description("print the provenance record of a node's result (what went into it, what came out)")
     .option('--json', 'the record as one JSON line (default: indented)')
     .action(async (build: string, node: string, o: ClientFlags & { json?: boolean }) => {
-      code = await provenanceCommand(client(o), build, node, { json: Boolean(o.json) }, io);
+      code = await (await artifacts()).provenanceCommand(await client(o), build, node, { json: Boolean(o.json) }, io);
     });
 
   for (const [name, pinned] of [['pin', true], ['unpin', false]] as const) {
@@ -229,7 +233,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
       .description(pinned ? "keep a build's artifacts until it is unpinned" : "let a build's artifacts expire with the retention period again")
       .option('--json', 'the build as one JSON line')
       .action(async (build: string, o: ClientFlags & { json?: boolean }) => {
-        code = await pinCommand(client(o), build, pinned, { json: Boolean(o.json) }, io);
+        code = await (await artifacts()).pinCommand(await client(o), build, pinned, { json: Boolean(o.json) }, io);
       });
   }
 
@@ -237,10 +241,13 @@ export async function main(argv: string[], env: Record<string, string | undefine
     .description('cancel a build')
     .option('--json', 'the build as one JSON line')
     .action(async (build: string, o: ClientFlags & { json?: boolean }) => {
-      code = await cancelCommand(client(o), build, { json: Boolean(o.json) }, io);
+      code = await (await commands()).cancelCommand(await client(o), build, { json: Boolean(o.json) }, io);
     });
 
   try {
+    // `kiln help agent` shows the help without dispatching to the command: declare its flags first.
+    const helped = argv[2] === 'help' ? program.commands.find((c) => c.name() === argv[3]) : undefined;
+    if (helped !== undefined) await declare(helped);
     await program.parseAsync(argv);
     return code;
   } catch (err) {

@@ -1,60 +1,69 @@
 /**
- * The coordinator's configuration: `loadCoordinatorConfig(flags, env)` merges defaults <
- * config file < environment < flags, validates every value (errors name the setting),
- * normalises durations to ms and paths to absolute, and returns a frozen config. Nothing
- * else in the coordinator reads `process.env`.
- *
- * File (YAML), every key optional:
- *   listen: 127.0.0.1:8080
- *   data_dir: /var/lib/kiln
- *   auth: { agent_token_file: /etc/kiln/agent-token, api_token_file: /etc/kiln/api-token }
- *   heartbeat_interval: 10s      # sent to agents in the welcome; jittered by them
- *   lost_after: 30s              # default 3 x heartbeat_interval
- *   reconnect_grace: 60s         # after a restart, time for agents to reclaim attempts
- *   accept_timeout: 20s          # an assignment not accepted this long is offered elsewhere (default 2 x heartbeat, >= 10s)
- *   cutoff_cancel: 5m            # an agent cut off this long cancels its builds (sent in the welcome)
- *   default_platform: linux/amd64
- *   max_blob_bytes: 4294967296
- *   artifacts:
- *     retention: 30d             # finished, unpinned builds keep their artifacts this long
- *     gc_interval: 1h            # how often retention sweeps the store
- *     gc_grace: 1h               # blobs stored or relied on more recently are never deleted
- *   log: { level: info, format: json }
- *   cas:                         # where blobs are stored: local (data_dir/cas, the default) or s3
- *     backend: s3
- *     s3:                        # required with backend s3: endpoint, bucket, access_key, a secret
- *       endpoint: http://127.0.0.1:9000
- *       region: us-east-1
- *       bucket: kiln
- *       access_key: kiln
- *       secret_key_file: /etc/kiln/s3-secret   # or secret_key: ...
- *       prefix: kiln/
- *       path_style: true
- * Environment: KILN_CONFIG, KILN_LISTEN, KILN_DATA_DIR, KILN_AGENT_TOKEN_FILE,
- * KILN_API_TOKEN_FILE, KILN_HEARTBEAT_INTERVAL, KILN_LOST_AFTER, KILN_RECONNECT_GRACE,
- * KILN_ACCEPT_TIMEOUT, KILN_CUTOFF_CANCEL, KILN_LOG_LEVEL, KILN_LOG_FORMAT,
- * KILN_CAS_BACKEND, KILN_S3_ENDPOINT, KILN_S3_REGION, KILN_S3_BUCKET, KILN_S3_ACCESS_KEY,
- * KILN_S3_SECRET_KEY, KILN_S3_SECRET_KEY_FILE, KILN_S3_PREFIX, KILN_ARTIFACT_RETENTION,
- * KILN_GC_INTERVAL, KILN_GC_GRACE.
+ * The coordinator's configuration. `COORDINATOR_SETTINGS` is its one table of settings:
+ * each row gives the config file key, the environment variable, the flag (the row id in
+ * kebab case), the default and the description, and `kiln coordinator --help` and the
+ * README's table are made from it. `loadCoordinatorConfig(flags, host)` reads the table
+ * with one precedence rule, defaults < config file < environment < flags, validates
+ * every value (errors name the setting), normalises durations to ms and paths to
+ * absolute, and returns a frozen config. Nothing else in the coordinator reads
+ * `process.env`. `config/coordinator.example.yaml` shows the file.
  */
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { resolve } from 'node:path';
-import { z } from 'zod';
 import {
-  LogFileSchema,
-  logSettings,
+  LOG_SETTINGS,
+  SettingsReader,
   configError,
-  durationSetting,
   errnoCode,
-  intSetting,
-  listenSetting,
+  coerceError,
+  fileSchema,
+  kebab,
   ociArch,
   platformProblem,
   readConfigFile,
+  settingTypes as t,
+  type SettingFlags,
+  type SettingTable,
   type LogFormat,
   type LogLevel,
 } from '../shared/index.js';
+
+export const COORDINATOR_SETTINGS = {
+  listen: { type: t.listen(), key: 'listen', env: 'KILN_LISTEN', default: '127.0.0.1:8080', description: 'address to listen on (:8080 for all interfaces)' },
+  dataDir: {
+    type: t.text('dir'),
+    key: 'data_dir',
+    env: 'KILN_DATA_DIR',
+    defaultText: '$XDG_STATE_HOME/kiln/coordinator (~/.local/state/kiln/coordinator)',
+    description: 'state, logs, CAS and tokens',
+  },
+  agentTokenFile: { type: t.text('file'), key: 'auth.agent_token_file', env: 'KILN_AGENT_TOKEN_FILE', defaultText: 'data_dir/tokens/agent, created', description: 'the token agents present' },
+  apiTokenFile: { type: t.text('file'), key: 'auth.api_token_file', env: 'KILN_API_TOKEN_FILE', defaultText: 'data_dir/tokens/api, created', description: 'the token API clients present' },
+  heartbeatInterval: { type: t.duration(), key: 'heartbeat_interval', env: 'KILN_HEARTBEAT_INTERVAL', default: '10s', description: 'agent heartbeat interval (sent to agents, who jitter it by 10%)' },
+  lostAfter: { type: t.duration(), key: 'lost_after', env: 'KILN_LOST_AFTER', defaultText: '3 x heartbeat_interval', description: 'an agent silent this long is lost; its attempts are re-queued' },
+  reconnectGrace: { type: t.duration(), key: 'reconnect_grace', env: 'KILN_RECONNECT_GRACE', defaultText: 'lost_after, at least 60s', description: 'after a restart, time for agents to reclaim their attempts' },
+  cancelGrace: { type: t.duration(), key: 'cancel_grace', env: 'KILN_CANCEL_GRACE', default: '30s', description: 'a cancelled attempt its agent has not confirmed this long is recorded as cancelled' },
+  acceptTimeout: { type: t.duration(), key: 'accept_timeout', env: 'KILN_ACCEPT_TIMEOUT', defaultText: '2 x heartbeat_interval, at least 10s', description: 'an assignment not accepted this long is offered elsewhere' },
+  cutoffCancel: { type: t.duration(), key: 'cutoff_cancel', env: 'KILN_CUTOFF_CANCEL', default: '5m', description: 'sent to agents: cut off from the coordinator this long, they cancel their builds' },
+  defaultPlatform: { type: t.text('platform'), key: 'default_platform', env: 'KILN_DEFAULT_PLATFORM', defaultText: 'linux/ and the host arch', description: 'platform of nodes that name none' },
+  maxBlobBytes: { type: t.size(), key: 'max_blob_bytes', env: 'KILN_MAX_BLOB_BYTES', default: '4GiB', description: 'largest blob (context, artifact) the CAS accepts' },
+  artifactRetention: { type: t.duration(), key: 'artifacts.retention', env: 'KILN_ARTIFACT_RETENTION', default: '30d', description: 'finished, unpinned builds keep their artifacts this long' },
+  gcInterval: { type: t.duration(), key: 'artifacts.gc_interval', env: 'KILN_GC_INTERVAL', default: '1h', description: 'how often the retention sweep runs' },
+  gcGrace: { type: t.duration(), key: 'artifacts.gc_grace', env: 'KILN_GC_GRACE', default: '1h', description: 'blobs stored or relied on more recently are never deleted' },
+  ...LOG_SETTINGS,
+  casBackend: { type: t.oneOf(['local', 's3']), key: 'cas.backend', env: 'KILN_CAS_BACKEND', default: 'local', description: 'where blobs are stored: data_dir/cas, or an S3-compatible store' },
+  s3Endpoint: { type: t.text('url'), key: 'cas.s3.endpoint', env: 'KILN_S3_ENDPOINT', description: 'S3 endpoint, scheme://host[:port] (required with cas.backend s3)' },
+  s3Region: { type: t.text('region'), key: 'cas.s3.region', env: 'KILN_S3_REGION', default: 'us-east-1', description: 'S3 region' },
+  s3Bucket: { type: t.text('bucket'), key: 'cas.s3.bucket', env: 'KILN_S3_BUCKET', description: 'S3 bucket (required with cas.backend s3)' },
+  s3AccessKey: { type: t.text('key'), key: 'cas.s3.access_key', env: 'KILN_S3_ACCESS_KEY', description: 'S3 access key (required with cas.backend s3)' },
+  s3SecretKey: { type: t.text('secret'), key: 'cas.s3.secret_key', env: 'KILN_S3_SECRET_KEY', secret: true, description: 'S3 secret key (this or cas.s3.secret_key_file with cas.backend s3)' },
+  s3SecretKeyFile: { type: t.text('file'), key: 'cas.s3.secret_key_file', env: 'KILN_S3_SECRET_KEY_FILE', description: 'file holding the S3 secret key' },
+  s3Prefix: { type: t.text('prefix'), key: 'cas.s3.prefix', env: 'KILN_S3_PREFIX', default: 'kiln/', description: 'key prefix of every object' },
+  s3PathStyle: { type: t.bool(), key: 'cas.s3.path_style', env: 'KILN_S3_PATH_STYLE', default: true, description: 'path-style requests (MinIO, Garage); false for virtual-hosted style' },
+} as const satisfies SettingTable;
+
+const FileSchema = fileSchema(COORDINATOR_SETTINGS);
 
 export interface CoordinatorConfig {
   listen: { host: string; port: number };
@@ -94,54 +103,21 @@ export interface S3CasConfig {
 
 export type CasConfig = { backend: 'local' } | { backend: 's3'; s3: S3CasConfig };
 
-export interface CoordinatorFlags {
+/** `kiln coordinator`'s flags: one per setting, plus the options that are not settings. */
+export interface CoordinatorFlags extends SettingFlags<typeof COORDINATOR_SETTINGS> {
+  /** The config file (also KILN_CONFIG). */
   config?: string;
-  listen?: string;
-  dataDir?: string;
   init?: boolean;
-  heartbeatInterval?: string;
-  lostAfter?: string;
-  logLevel?: string;
-  logFormat?: string;
-  casBackend?: string;
   /** Benchmarks only. */
   noPersist?: boolean;
 }
 
-const Duration = z.union([z.string(), z.number().positive()]);
-
-const FileSchema = z.strictObject({
-  listen: z.string().optional(),
-  data_dir: z.string().optional(),
-  auth: z.strictObject({ agent_token_file: z.string().optional(), api_token_file: z.string().optional() }).optional(),
-  heartbeat_interval: Duration.optional(),
-  lost_after: Duration.optional(),
-  reconnect_grace: Duration.optional(),
-  cancel_grace: Duration.optional(),
-  accept_timeout: Duration.optional(),
-  cutoff_cancel: Duration.optional(),
-  default_platform: z.string().optional(),
-  max_blob_bytes: z.number().int().positive().optional(),
-  artifacts: z.strictObject({ retention: Duration.optional(), gc_interval: Duration.optional(), gc_grace: Duration.optional() }).optional(),
-  log: LogFileSchema.optional(),
-  cas: z
-    .strictObject({
-      backend: z.enum(['local', 's3']).optional(),
-      s3: z
-        .strictObject({
-          endpoint: z.string().optional(),
-          region: z.string().optional(),
-          bucket: z.string().optional(),
-          access_key: z.string().optional(),
-          secret_key: z.string().optional(),
-          secret_key_file: z.string().optional(),
-          prefix: z.string().optional(),
-          path_style: z.boolean().optional(),
-        })
-        .optional(),
-    })
-    .optional(),
-});
+/** `kiln coordinator`'s options that are not settings (commander form). */
+export const COORDINATOR_OPTIONS = [
+  { flags: '--config <file>', description: 'YAML config file [env KILN_CONFIG]', hidden: false },
+  { flags: '--init', description: 'create a new empty state in an existing data dir that has none', hidden: false },
+  { flags: '--no-persist', description: 'keep state in memory only (benchmarks)', hidden: true },
+] as const;
 
 export interface ConfigEnvironment {
   env: Record<string, string | undefined>;
@@ -151,6 +127,8 @@ export interface ConfigEnvironment {
   readFile?: (path: string) => string;
 }
 
+type Reader = SettingsReader<typeof COORDINATOR_SETTINGS>;
+
 function defaultDataDir(env: Record<string, string | undefined>): string {
   const state = env.XDG_STATE_HOME || resolve(env.HOME || homedir(), '.local', 'state');
   return resolve(state, 'kiln', 'coordinator');
@@ -159,34 +137,29 @@ function defaultDataDir(env: Record<string, string | undefined>): string {
 /** S3's bucket naming rules (the part kiln can check offline). */
 const BUCKET_RE = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 
-/** The `cas` section: flag > env > file > local. The S3 settings are read and checked only for backend s3. */
-function casSettings(
-  flags: CoordinatorFlags,
-  env: Record<string, string | undefined>,
-  file: z.infer<typeof FileSchema>['cas'],
-  read: (path: string) => string,
-): CasConfig {
-  const backend = flags.casBackend ?? env.KILN_CAS_BACKEND ?? file?.backend ?? 'local';
-  if (backend !== 'local' && backend !== 's3') throw configError('cas.backend', `'${backend}' is not local or s3`);
+/** The `cas` section. The S3 settings are read and checked only for backend s3. */
+function casSettings(s: Reader, read: (path: string) => string): CasConfig {
+  const backend = s.need('casBackend');
   if (backend === 'local') return { backend };
-  const s3 = file?.s3 ?? {};
-  const required = (setting: string, envName: string, value: string | undefined): string => {
-    if (!value) throw configError(setting, `required when cas.backend is s3 (set ${setting} in the config file or ${envName})`);
+  const required = (id: 's3Endpoint' | 's3Bucket' | 's3AccessKey'): string => {
+    const value = s.get(id);
+    const row = s.table[id];
+    if (!value) throw configError(row.key, `required when cas.backend is s3 (set ${row.key} in the config file, --${kebab(id)} or ${row.env})`);
     return value;
   };
-  const secretFile = (setting: string, path: string): string => {
+  const secretFile = (path: string): string => {
     let text: string;
     try {
       text = read(resolve(path));
     } catch (err) {
-      throw configError(setting, `${path} cannot be read (${errnoCode(err) ?? (err as Error).message})`);
+      throw configError('cas.s3.secret_key_file', `${path} cannot be read (${errnoCode(err) ?? coerceError(err).message})`);
     }
     const secret = text.trim();
-    if (!secret) throw configError(setting, `${path} is empty`);
+    if (!secret) throw configError('cas.s3.secret_key_file', `${path} is empty`);
     return secret;
   };
 
-  const endpointText = required('cas.s3.endpoint', 'KILN_S3_ENDPOINT', env.KILN_S3_ENDPOINT ?? s3.endpoint);
+  const endpointText = required('s3Endpoint');
   let url: URL;
   try {
     url = new URL(endpointText);
@@ -197,74 +170,62 @@ function casSettings(
   if (url.pathname !== '/' || url.search || url.hash || url.username || url.password) {
     throw configError('cas.s3.endpoint', `'${endpointText}' must be scheme://host[:port], without a path, query or credentials`);
   }
-  const bucket = required('cas.s3.bucket', 'KILN_S3_BUCKET', env.KILN_S3_BUCKET ?? s3.bucket);
+  const bucket = required('s3Bucket');
   if (!BUCKET_RE.test(bucket) || bucket.includes('..')) {
     throw configError('cas.s3.bucket', `'${bucket}' is not a valid bucket name (3-63 characters of a-z, 0-9, '.' and '-', starting and ending with a letter or digit)`);
   }
-  const accessKey = required('cas.s3.access_key', 'KILN_S3_ACCESS_KEY', env.KILN_S3_ACCESS_KEY ?? s3.access_key);
-  const secretKey =
-    env.KILN_S3_SECRET_KEY ??
-    (env.KILN_S3_SECRET_KEY_FILE !== undefined ? secretFile('cas.s3.secret_key_file', env.KILN_S3_SECRET_KEY_FILE) : undefined) ??
-    s3.secret_key ??
-    (s3.secret_key_file !== undefined ? secretFile('cas.s3.secret_key_file', s3.secret_key_file) : undefined);
+  const accessKey = required('s3AccessKey');
+  // The secret and its file are one choice: the higher layer wins, the secret itself on a tie.
+  const secretFirst = s.rank('s3SecretKey') >= s.rank('s3SecretKeyFile');
+  const secretPath = s.get('s3SecretKeyFile');
+  const secretKey = (secretFirst ? s.get('s3SecretKey') : undefined) ?? (secretPath !== undefined ? secretFile(secretPath) : undefined);
   if (!secretKey) {
     throw configError('cas.s3.secret_key', 'required when cas.backend is s3 (set cas.s3.secret_key or cas.s3.secret_key_file in the config file, or KILN_S3_SECRET_KEY or KILN_S3_SECRET_KEY_FILE)');
   }
-  const region = env.KILN_S3_REGION ?? s3.region ?? 'us-east-1';
+  const region = s.need('s3Region');
   if (!/^[a-z0-9-]{1,64}$/.test(region)) throw configError('cas.s3.region', `'${region}' is not a region name (e.g. us-east-1)`);
-  const prefixText = (env.KILN_S3_PREFIX ?? s3.prefix ?? 'kiln/').replace(/^\/+/, '');
+  const prefixText = s.need('s3Prefix').replace(/^\/+/, '');
   const prefix = prefixText === '' || prefixText.endsWith('/') ? prefixText : `${prefixText}/`;
-  return { backend, s3: { endpoint: url.origin, region, bucket, accessKey, secretKey, prefix, pathStyle: s3.path_style ?? true } };
+  return { backend, s3: { endpoint: url.origin, region, bucket, accessKey, secretKey, prefix, pathStyle: s.need('s3PathStyle') } };
 }
 
 export function loadCoordinatorConfig(flags: CoordinatorFlags, host: ConfigEnvironment): Readonly<CoordinatorConfig> {
   const env = host.env;
   const configPath = flags.config ?? env.KILN_CONFIG;
   const file = configPath ? readConfigFile(configPath, FileSchema, host.readFile) : {};
+  const s: Reader = new SettingsReader(COORDINATOR_SETTINGS, { flags: flags as Record<string, unknown>, env, file });
 
-  const listenText = flags.listen ?? env.KILN_LISTEN ?? file.listen ?? '127.0.0.1:8080';
-  const heartbeat = flags.heartbeatInterval ?? env.KILN_HEARTBEAT_INTERVAL ?? file.heartbeat_interval ?? '10s';
-  const heartbeatIntervalMs = durationSetting('heartbeat_interval', heartbeat);
-  const lostText = flags.lostAfter ?? env.KILN_LOST_AFTER ?? file.lost_after;
-  const lostAfterMs = lostText !== undefined ? durationSetting('lost_after', lostText) : heartbeatIntervalMs * 3;
+  const heartbeatIntervalMs = s.need('heartbeatInterval');
+  const lostAfterMs = s.get('lostAfter') ?? heartbeatIntervalMs * 3;
   if (lostAfterMs <= heartbeatIntervalMs) throw configError('lost_after', `must be longer than heartbeat_interval (${heartbeatIntervalMs} ms)`);
-  const defaultPlatform = file.default_platform ?? `linux/${ociArch(host.arch)}`;
+  const defaultPlatform = s.get('defaultPlatform') ?? `linux/${ociArch(host.arch)}`;
   const pp = platformProblem(defaultPlatform);
   if (pp) throw configError('default_platform', pp);
-  const log = logSettings(flags, env, file.log, host.isTTY);
-  const agentTokenFile = env.KILN_AGENT_TOKEN_FILE ?? file.auth?.agent_token_file;
-  const apiTokenFile = env.KILN_API_TOKEN_FILE ?? file.auth?.api_token_file;
-  const cas = casSettings(flags, env, file.cas, host.readFile ?? ((p) => readFileSync(p, 'utf8')));
+  const maxBlobBytes = s.need('maxBlobBytes');
+  if (maxBlobBytes < 1) throw configError('max_blob_bytes', `'${maxBlobBytes}' is not a positive byte size`);
+  const agentTokenFile = s.get('agentTokenFile');
+  const apiTokenFile = s.get('apiTokenFile');
+  const cas = casSettings(s, host.readFile ?? ((p) => readFileSync(p, 'utf8')));
 
   return Object.freeze({
-    listen: listenSetting('listen', listenText),
-    dataDir: resolve(flags.dataDir ?? env.KILN_DATA_DIR ?? file.data_dir ?? defaultDataDir(env)),
+    listen: s.need('listen'),
+    dataDir: resolve(s.get('dataDir') ?? defaultDataDir(env)),
     init: flags.init ?? false,
     agentTokenFile: agentTokenFile ? resolve(agentTokenFile) : undefined,
     apiTokenFile: apiTokenFile ? resolve(apiTokenFile) : undefined,
     heartbeatIntervalMs,
     lostAfterMs,
-    reconnectGraceMs:
-      (env.KILN_RECONNECT_GRACE ?? file.reconnect_grace) !== undefined
-        ? durationSetting('reconnect_grace', (env.KILN_RECONNECT_GRACE ?? file.reconnect_grace)!)
-        : Math.max(60_000, lostAfterMs),
-    cancelGraceMs: file.cancel_grace !== undefined ? durationSetting('cancel_grace', file.cancel_grace) : 30_000,
+    reconnectGraceMs: s.get('reconnectGrace') ?? Math.max(60_000, lostAfterMs),
+    cancelGraceMs: s.need('cancelGrace'),
     timeoutGraceMs: 60_000,
-    acceptTimeoutMs:
-      (env.KILN_ACCEPT_TIMEOUT ?? file.accept_timeout) !== undefined
-        ? durationSetting('accept_timeout', (env.KILN_ACCEPT_TIMEOUT ?? file.accept_timeout)!)
-        : Math.max(10_000, heartbeatIntervalMs * 2),
-    cutoffCancelMs: durationSetting('cutoff_cancel', env.KILN_CUTOFF_CANCEL ?? file.cutoff_cancel ?? '5m'),
+    acceptTimeoutMs: s.get('acceptTimeout') ?? Math.max(10_000, heartbeatIntervalMs * 2),
+    cutoffCancelMs: s.need('cutoffCancel'),
     defaultPlatform,
-    maxBlobBytes: file.max_blob_bytes !== undefined ? intSetting('max_blob_bytes', file.max_blob_bytes, 1, Number.MAX_SAFE_INTEGER) : 4 * 1024 ** 3,
+    maxBlobBytes,
     maxSpecBytes: 4 * 1024 * 1024,
     persist: !(flags.noPersist ?? false),
-    log,
+    log: { level: s.need('logLevel'), format: s.get('logFormat') ?? (host.isTTY ? 'text' : 'json') },
     cas,
-    artifacts: {
-      retentionMs: durationSetting('artifacts.retention', env.KILN_ARTIFACT_RETENTION ?? file.artifacts?.retention ?? '30d'),
-      gcIntervalMs: durationSetting('artifacts.gc_interval', env.KILN_GC_INTERVAL ?? file.artifacts?.gc_interval ?? '1h'),
-      gcGraceMs: durationSetting('artifacts.gc_grace', env.KILN_GC_GRACE ?? file.artifacts?.gc_grace ?? '1h'),
-    },
+    artifacts: { retentionMs: s.need('artifactRetention'), gcIntervalMs: s.need('gcInterval'), gcGraceMs: s.need('gcGrace') },
   });
 }

@@ -2,13 +2,13 @@
  * `kiln coordinator`: loads the config, starts the coordinator, tells the user where
  * its data and tokens are, and stops cleanly on SIGTERM/SIGINT (a second signal exits
  * at once). Exit 78 (EX_CONFIG) for errors a restart cannot fix: bad config, a missing
- * or corrupt state file, a data dir locked by another coordinator.
+ * or corrupt state file, a data dir locked by another coordinator. `COORDINATOR_COMMAND`
+ * is what the CLI needs to declare the command: its flags, made from the settings table.
+ * The CLI imports this module only to run `kiln coordinator` (or show its help).
  */
-import { createLogger, isKilnError, KILN_VERSION } from '../shared/index.js';
-import { loadCoordinatorConfig, type CoordinatorFlags } from './config.js';
+import { createLogger, EX_CONFIG, isKilnError, KILN_VERSION, settingFlags, settingsHelpFooter, type FlagSpec } from '../shared/index.js';
+import { COORDINATOR_OPTIONS, COORDINATOR_SETTINGS, loadCoordinatorConfig, type CoordinatorFlags } from './config.js';
 import { startCoordinator } from './coordinator.js';
-
-export const EX_CONFIG = 78;
 
 export interface CoordinatorProcessHost {
   env: Record<string, string | undefined>;
@@ -56,3 +56,11 @@ export async function runCoordinator(flags: CoordinatorFlags, host: CoordinatorP
     });
   });
 }
+
+/** `kiln coordinator` for the CLI: its flags and how to run it with commander's option object. */
+export const COORDINATOR_COMMAND = {
+  flags: [...settingFlags(COORDINATOR_SETTINGS), ...COORDINATOR_OPTIONS] as readonly FlagSpec[],
+  helpAfter: settingsHelpFooter(COORDINATOR_SETTINGS),
+  /** commander's `--no-persist` sets `persist: false`. */
+  run: (opts: CoordinatorFlags & { persist?: boolean }, host: CoordinatorProcessHost): Promise<number> => runCoordinator({ ...opts, noPersist: opts.persist === false }, host),
+};

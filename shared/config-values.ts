@@ -1,6 +1,7 @@
 /**
  * Parsers for config values that arrive as text (env vars, flags, YAML scalars), each
- * throwing E_CONFIG with a message that names the setting and the bad value.
+ * throwing E_CONFIG with a message that names the setting and the bad value; the config
+ * file reader; and EX_CONFIG, the exit status of a process stopped by such an error.
  */
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
@@ -10,7 +11,13 @@ import { KilnError, coerceError, errnoCode } from './errors.js';
 import { forbiddenContent } from './spec/spec-fields.js';
 import { parseDuration } from './duration.js';
 import { LABEL_KEY_RE, LABEL_KEY_RULE } from './names.js';
-import { LOG_LEVELS, type LogFormat, type LogLevel } from './logger.js';
+
+/**
+ * Exit status (sysexits.h EX_CONFIG) of a coordinator or agent stopped by an error a restart
+ * cannot fix: bad config or token, corrupt state, a data dir another coordinator holds,
+ * an incompatible coordinator. systemd's `RestartPreventExitStatus=78` keys on it.
+ */
+export const EX_CONFIG = 78;
 
 export function configError(setting: string, message: string): KilnError {
   return new KilnError('E_CONFIG', `config ${setting}: ${message}`);
@@ -79,7 +86,7 @@ export function readConfigFile<T extends z.ZodType>(path: string, schema: T, rea
   try {
     text = readFile(path);
   } catch (err) {
-    throw new KilnError('E_CONFIG', `config file ${path} cannot be read (${errnoCode(err) ?? (err as Error).message})`, { cause: err });
+    throw new KilnError('E_CONFIG', `config file ${path} cannot be read (${errnoCode(err) ?? coerceError(err).message})`, { cause: err });
   }
   if (text.length > MAX_CONFIG_CHARS) throw new KilnError('E_CONFIG', `config file ${path} is larger than ${MAX_CONFIG_CHARS} characters`);
   let raw: unknown;
@@ -96,21 +103,4 @@ export function readConfigFile<T extends z.ZodType>(path: string, schema: T, rea
     throw new KilnError('E_CONFIG', `config file ${path}: ${issues.slice(0, 5).join('; ') || formatIssues(parsed.error)}`);
   }
   return parsed.data;
-}
-
-/** The `log:` section both processes accept in their config files. */
-export const LogFileSchema = z.strictObject({ level: z.enum(LOG_LEVELS).optional(), format: z.enum(['json', 'text']).optional() });
-
-/** Log level and format: flag > KILN_LOG_LEVEL/KILN_LOG_FORMAT > file > default (text on a terminal). */
-export function logSettings(
-  flags: { logLevel?: string; logFormat?: string },
-  env: Record<string, string | undefined>,
-  file: z.infer<typeof LogFileSchema> | undefined,
-  isTTY: boolean,
-): { level: LogLevel; format: LogFormat } {
-  const level = flags.logLevel ?? env.KILN_LOG_LEVEL ?? file?.level ?? 'info';
-  if (!(LOG_LEVELS as readonly string[]).includes(level)) throw configError('log.level', `'${level}' is not one of ${LOG_LEVELS.join(', ')}`);
-  const format = flags.logFormat ?? env.KILN_LOG_FORMAT ?? file?.format ?? (isTTY ? 'text' : 'json');
-  if (format !== 'json' && format !== 'text') throw configError('log.format', `'${format}' is not json or text`);
-  return { level: level as LogLevel, format };
 }

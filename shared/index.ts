@@ -24,6 +24,7 @@ export * from './backoff.js';
 export * from './version.js';
 export * from './logger.js';
 export * from './config-values.js';
+export * from './settings.js';
 export * from './archive/pack-dir.js';
 export * from './archive/safe-extract.js';
 export * from './file-writer.js';

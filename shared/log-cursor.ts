@@ -17,7 +17,10 @@
  * Node names have the node-name shape, so the name form needs no escaping.
  */
 
-const NAME_PART = '[A-Za-z0-9][A-Za-z0-9_.-]{0,62}:(?:0|[1-9][0-9]{0,15})';
+import { NAME_SOURCE } from './names.js';
+
+const NAME_PART = `${NAME_SOURCE}:(?:0|[1-9][0-9]{0,15})`;
+const NAME_OFFSET_RE = new RegExp(`^(${NAME_SOURCE}):(0|[1-9][0-9]{0,15})$`);
 const INDEX_PART = '[0-9a-z]{1,4}:[0-9a-z]{1,11}';
 /** A whole cursor, in either form (empty: from the start). */
 export const CURSOR_RE = new RegExp(`^(?:(?:${NAME_PART}(?:,${NAME_PART})*)?|~[A-Za-z0-9_-]{0,4096}~(?:${INDEX_PART}(?:,${INDEX_PART})*)?)$`);
@@ -45,7 +48,7 @@ export function parseCursor(text: string | undefined | null): ParsedCursor | str
   if (text.startsWith('~')) return parseCompact(text);
   const offsets = new Map<string, number>();
   for (const part of text.split(',')) {
-    const m = /^([A-Za-z0-9][A-Za-z0-9_.-]{0,62}):(0|[1-9][0-9]{0,15})$/.exec(part);
+    const m = NAME_OFFSET_RE.exec(part);
     if (!m) return `part '${part.slice(0, 80)}' is not <node>:<byte offset>`;
     // An offset past 2^53 is past any log's end: the same as the largest one.
     const offset = Math.min(Number(m[2]), Number.MAX_SAFE_INTEGER);

@@ -6,8 +6,10 @@
  * every index keyed by a name is a Map. Ids are only what `newId` makes.
  */
 
+/** The name shape without anchors, for patterns that contain names (log cursors). */
+export const NAME_SOURCE = '[A-Za-z0-9][A-Za-z0-9_.-]{0,62}';
 /** Node and agent names: 1-63 characters of [A-Za-z0-9_.-], starting with a letter or digit. */
-export const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+export const NAME_RE = new RegExp(`^${NAME_SOURCE}$`);
 export const NAME_RULE = '1-63 characters of [A-Za-z0-9_.-], starting with a letter or digit';
 
 /**

@@ -22,10 +22,11 @@
  * that keep the engine's error and tell the agent's health what happened (`trouble`).
  */
 import type Docker from 'dockerode';
-import { coerceError, formatDuration, ociArch, sha256, type AssignPayload, type BaseImagePayload, type Digest } from '../../shared/index.js';
+import { coerceError, formatDuration, sha256, type AssignPayload, type BaseImagePayload, type Digest } from '../../shared/index.js';
 import type { CasCache, CasLease } from '../cas-cache.js';
 import { ensureArtifactImage } from '../docker/artifact-image.js';
 import { buildContextStream, readTarFile } from '../docker/build-context.js';
+import { executorInfoOf } from '../docker/engine-api.js';
 import { BuildProgressDecoder, type BuildEvent } from '../docker/buildkit-progress.js';
 import { baseImageRefs, rewriteForInputs } from '../docker/dockerfile-rewrite.js';
 import { exportOutputs } from '../docker/export-outputs.js';
@@ -51,19 +52,8 @@ export class DockerExecutor implements Executor {
   ) {}
 
   async info(): Promise<ExecutorInfo> {
-    const [version, info] = await Promise.all([this.docker.version(), this.docker.info() as Promise<{ Architecture?: string; OSType?: string }>]);
-    const arch = ociArch(info.Architecture ?? version.Arch);
-    return {
-      nativePlatform: `linux/${arch}`,
-      docker: {
-        version: version.Version,
-        api_version: version.ApiVersion,
-        os: version.Os,
-        arch,
-        // Engines through 28.x do not report the BuildKit they embed in /version or /info.
-        buildkit_version: null,
-      },
-    };
+    const [version, info] = await Promise.all([this.docker.version(), this.docker.info() as Promise<{ Architecture?: string }>]);
+    return executorInfoOf(version, info);
   }
 
   async run(job: AssignPayload, io: RunIO): Promise<RunResult> {

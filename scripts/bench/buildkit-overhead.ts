@@ -19,7 +19,7 @@ import { pino } from 'pino';
 import { Agent } from '../../agent/agent.js';
 import { CasCache } from '../../agent/cas-cache.js';
 import { DockerExecutor, readBuildEvents } from '../../agent/executors/docker-executor.js';
-import { dockerClient } from '../../agent/main.js';
+import { dockerClient } from '../../agent/docker/docker-client.js';
 import { loadCoordinatorConfig } from '../../coordinator/config.js';
 import { startCoordinator } from '../../coordinator/coordinator.js';
 import { AGENT_SOCKET_PATH, apiPath, createLogger, isBuildTerminal, withQuery } from '../../shared/index.js';

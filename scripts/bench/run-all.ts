@@ -9,6 +9,7 @@ const benches = [
   'placement.js',
   'dispatch.js',
   'connections.js',
+  'agent-memory.js',
   'buildkit-overhead.js',
   'cas.js',
 ];

@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import tar from 'tar-stream';
-import { dockerClient } from '../../agent/main.js';
+import { dockerClient } from '../../agent/docker/docker-client.js';
 import { afterAll, describe, it, expect } from 'vitest';
 import { BuildProgressDecoder } from '../../agent/docker/buildkit-progress.js';
 import type { BuildEvent, BuildOutcome } from '../../agent/docker/buildkit-progress.js';

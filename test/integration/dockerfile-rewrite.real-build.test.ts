@@ -8,7 +8,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { PassThrough, Readable } from 'node:stream';
 import tar from 'tar-stream';
-import { dockerClient } from '../../agent/main.js';
+import { dockerClient } from '../../agent/docker/docker-client.js';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { ensureArtifactImage } from '../../agent/docker/artifact-image.js';
 import { rewriteForInputs } from '../../agent/docker/dockerfile-rewrite.js';

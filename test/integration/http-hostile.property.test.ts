@@ -30,7 +30,7 @@ import { NOWHERE, putBlob, seedBuilds, type BuildSnapshot } from '../helpers/api
 import { startCoordinator, tempDir, type CoordinatorHandle } from '../helpers/cluster.js';
 import { excerpt, sendRaw, Violations, type ProbeRequest, type ProbeResponse } from '../helpers/http-probe.js';
 import { encodeSegment } from '../helpers/openapi-requests.js';
-import { AGENT_CONTROL_ROUTES, API_ROUTES, apiPath } from '../../shared/index.js';
+import { AGENT_CONTROL_ROUTES, API_ROUTES, apiPath, NAME_RE } from '../../shared/index.js';
 
 const SEED = Number(process.env.KILN_HOSTILE_SEED ?? 20_261_205);
 const RUNS = Number(process.env.KILN_HOSTILE_RUNS ?? 30);
@@ -99,7 +99,7 @@ function hostileStrings(): fc.Arbitrary<string> {
     fc.string({ unit: 'grapheme', maxLength: 20 }),
     fc.string({ unit: 'binary-ascii', maxLength: 40 }),
     fc.tuple(fc.constantFrom(...KNOWN_HOSTILE.filter((s) => s.length < 100)), fc.string({ maxLength: 8 }), fc.boolean()).map(([h, r, before]) => (before ? `${r}${h}` : `${h}${r}`)),
-    fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/).map((s) => `${s}/..`),
+    fc.stringMatching(NAME_RE).map((s) => `${s}/..`),
   );
 }
 

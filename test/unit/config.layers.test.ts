@@ -1,14 +1,16 @@
 /**
- * Configuration of both processes: defaults < file < environment < flags, every bad
- * value refused with the setting named, unknown file keys refused, and the example
- * configs shipped in config/ load.
+ * Configuration of both processes: defaults < file < environment < flags for every row
+ * of both settings tables, every bad value refused with the setting named, unknown file
+ * keys refused, the example configs shipped in config/ load, and `--help` and the README
+ * list every row.
  */
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { coordinatorUrls, loadAgentConfig } from '../../agent/config.js';
-import { loadCoordinatorConfig } from '../../coordinator/config.js';
+import { AGENT_SETTINGS, coordinatorUrls, loadAgentConfig } from '../../agent/config.js';
+import { COORDINATOR_SETTINGS, loadCoordinatorConfig } from '../../coordinator/config.js';
+import { SettingsReader, fileSchema, kebab, settingFlags, settingsHelpFooter, settingsMarkdown, type SettingTable } from '../../shared/index.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 
@@ -179,5 +181,71 @@ describe('agent config', () => {
         .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
     );
     expect(loadAgentConfig({ tokenFile: token }, host(env))).toMatchObject({ name: 's390x-builder-1', labels: { pool: 'wheels' } });
+  });
+});
+
+describe('settings tables', () => {
+  const tables: Array<[string, SettingTable]> = [
+    ['coordinator', COORDINATOR_SETTINGS],
+    ['agent', AGENT_SETTINGS],
+  ];
+
+  it('lets every row be set in the file, the environment and (but secrets) a flag, with one precedence', () => {
+    for (const [, table] of tables) {
+      for (const [id, row] of Object.entries(table)) {
+        const file: Record<string, unknown> = {};
+        let at = file;
+        const parts = row.key.split('.');
+        for (const part of parts.slice(0, -1)) at = (at[part] = {}) as Record<string, unknown>;
+        at[parts.at(-1)!] = 'f';
+        const read = (flags: Record<string, unknown>, env: Record<string, string>, f: unknown) => new SettingsReader(table, { flags, env, file: f }).pick(id);
+        expect(read({}, {}, file), row.key).toEqual({ raw: 'f', layer: 'file' });
+        expect(read({}, { [row.env]: 'e' }, file), row.key).toEqual({ raw: 'e', layer: 'env' });
+        expect(read({ [id]: 'x' }, { [row.env]: 'e' }, file), row.key).toEqual(row.secret ? { raw: 'e', layer: 'env' } : { raw: 'x', layer: 'flag' });
+        expect(read({}, {}, {}), row.key).toEqual(row.default !== undefined ? { raw: row.default, layer: 'default' } : undefined);
+      }
+      // Every key is accepted by the file schema, nothing else.
+      expect(fileSchema(table).safeParse({}).success).toBe(true);
+      expect(fileSchema(table).safeParse({ colour: 'blue' }).success).toBe(false);
+    }
+  });
+
+  it('gives each row its own env var and flag', () => {
+    for (const [, table] of tables) {
+      const envs = Object.values(table).map((r) => r.env);
+      expect(new Set(envs).size).toBe(envs.length);
+      const keys = Object.values(table).map((r) => r.key);
+      expect(new Set(keys).size).toBe(keys.length);
+    }
+  });
+
+  it('lists every row in --help and in the README', async () => {
+    const readme = await readFile(join(ROOT, 'README.md'), 'utf8');
+    for (const [name, table] of tables) {
+      const help = [...settingFlags(table).map((f) => `${f.flags} ${f.description}`), settingsHelpFooter(table)].join('\n');
+      for (const [id, row] of Object.entries(table)) {
+        if (row.hidden) continue;
+        expect(help, `${name} --help: ${row.key}`).toContain(row.env);
+        expect(help, `${name} --help: ${row.key}`).toContain(row.secret ? row.key : `--${kebab(id)} `);
+      }
+      // The README's table is the one made from the rows (regenerate it with settingsMarkdown when a row changes).
+      expect(readme, `README table of the ${name}`).toContain(settingsMarkdown(table));
+    }
+  });
+
+  it('reads the settings that were file-only (or env-only) before from every layer', async () => {
+    const host = { env: { HOME: '/nowhere', KILN_CANCEL_GRACE: '45s', KILN_DEFAULT_PLATFORM: 'linux/arm64' }, arch: 'x64', isTTY: false };
+    const c = loadCoordinatorConfig({ maxBlobBytes: '1GiB', agentTokenFile: 'agent-token', reconnectGrace: '2m', artifactRetention: '7d' }, host);
+    expect(c).toMatchObject({ cancelGraceMs: 45_000, defaultPlatform: 'linux/arm64', maxBlobBytes: 1024 ** 3, reconnectGraceMs: 120_000, artifacts: { retentionMs: 7 * 86_400_000 } });
+    expect(c.agentTokenFile).toMatch(/\/agent-token$/);
+    const s3 = loadCoordinatorConfig(
+      { casBackend: 's3', s3Endpoint: 'http://127.0.0.1:9000', s3Bucket: 'flags', s3AccessKey: 'k', s3PathStyle: 'false' },
+      { ...host, env: { ...host.env, KILN_S3_SECRET_KEY: 's' } },
+    );
+    expect(s3.cas).toMatchObject({ backend: 's3', s3: { bucket: 'flags', pathStyle: false, secretKey: 's' } });
+    expect(() => loadCoordinatorConfig({ s3PathStyle: 'maybe', casBackend: 's3', s3Endpoint: 'http://x:1', s3Bucket: 'bkt', s3AccessKey: 'k' }, { ...host, env: { KILN_S3_SECRET_KEY: 's' } })).toThrow(
+      /cas\.s3\.path_style: 'maybe' is not a boolean/,
+    );
+    expect(() => loadCoordinatorConfig({ maxBlobBytes: '0' }, host)).toThrow(/max_blob_bytes/);
   });
 });
