@@ -537,14 +537,16 @@ export class Engine extends EventEmitter {
     this.scheduleSoon();
   }
 
-  /** The agent's socket closed: its attempts wait `lostAfterMs` for it to come back. */
-  disconnected(entry: AgentEntry, channel: AgentChannel): void {
+  /** The agent's socket closed: its attempts wait `lostAfterMs` for it to come back; one that shut down cleanly has left. */
+  disconnected(entry: AgentEntry, channel: AgentChannel, how: 'dropped' | 'shutdown' = 'dropped'): void {
     if (entry.channel !== channel || entry.state !== 'connected') return;
-    entry.state = 'disconnected';
+    entry.state = how === 'shutdown' && entry.running.size === 0 ? 'lost' : 'disconnected';
     entry.welcomed = false;
     entry.channel = null;
-    entry.lostAt = this.now() + this.t.lostAfterMs;
-    this.log.warn({ agent: entry.name, running: entry.running.size }, 'agent disconnected');
+    // Attempts a departed agent still holds are lost at the next sweep, as after any loss.
+    entry.lostAt = entry.state === 'lost' ? null : this.now() + (how === 'shutdown' ? 0 : this.t.lostAfterMs);
+    if (how === 'shutdown') this.log.info({ agent: entry.name, running: entry.running.size }, `agent ${entry.name} left (shut down)`);
+    else this.log.warn({ agent: entry.name, running: entry.running.size }, 'agent disconnected');
   }
 
   /** Any frame from the agent proves it alive. */

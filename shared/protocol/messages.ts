@@ -40,6 +40,8 @@ export const CLOSE_CODES = {
   NORMAL: 1000,
   /** The sending end is going away: the coordinator shutting down (reconnect later), or an agent shutting down cleanly (a departure, not a loss). */
   GOING_AWAY: 1001,
+  /** No close frame: the connection was reset or dropped (ws reports it, never sent). */
+  ABNORMAL: 1006,
   /** The coordinator failed handling a frame; the agent reconnects. */
   INTERNAL_ERROR: 1011,
   /** No protocol version in common; the agent must not retry. */
