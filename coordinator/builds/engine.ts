@@ -540,11 +540,11 @@ export class Engine extends EventEmitter {
   /** The agent's socket closed: its attempts wait `lostAfterMs` for it to come back; one that shut down cleanly has left. */
   disconnected(entry: AgentEntry, channel: AgentChannel, how: 'dropped' | 'shutdown' = 'dropped'): void {
     if (entry.channel !== channel || entry.state !== 'connected') return;
-    entry.state = how === 'shutdown' && entry.running.size === 0 ? 'lost' : 'disconnected';
+    entry.state = 'disconnected';
     entry.welcomed = false;
     entry.channel = null;
-    // Attempts a departed agent still holds are lost at the next sweep, as after any loss.
-    entry.lostAt = entry.state === 'lost' ? null : this.now() + (how === 'shutdown' ? 0 : this.t.lostAfterMs);
+    // Nothing waits for a departed agent; attempts it still held are lost at the next sweep.
+    entry.lostAt = how === 'dropped' ? this.now() + this.t.lostAfterMs : entry.running.size > 0 ? this.now() : null;
     if (how === 'shutdown') this.log.info({ agent: entry.name, running: entry.running.size }, `agent ${entry.name} left (shut down)`);
     else this.log.warn({ agent: entry.name, running: entry.running.size }, 'agent disconnected');
   }

@@ -153,7 +153,7 @@ describe('coordinator agent session', () => {
         engine.disconnected(out.entry, ch, how);
       }
       expect(info.mock.calls.map((c) => c[1])).toContain('agent leaver left (shut down)');
-      expect(engine.agents.get('leaver')?.state).toBe('lost');
+      expect(engine.agents.get('leaver')?.state).toBe('disconnected');
       expect(engine.agents.get('dropper')?.state).toBe('disconnected');
       now += 10_000;
       await engine.sweep();
