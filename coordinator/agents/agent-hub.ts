@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { AGENT_SOCKET_PATH, CLOSE_CODES, MAX_FRAME_BYTES, type ProblemT } from '../../shared/index.js';
 import { systemTimers } from '../../shared/timers.js';
-import { AgentConnectionSession, type SessionEngine } from './agent-session.js';
+import { AgentConnectionSession, type AgentSessionOptions, type SessionEngine } from './agent-session.js';
 
 export interface AgentHubOptions {
   engine: SessionEngine;
@@ -44,7 +44,19 @@ export class AgentHub {
   private readonly wss: WebSocketServer;
   private readonly sessions = new Set<AgentConnectionSession>();
 
+  private readonly sessionOptions: AgentSessionOptions;
+
   constructor(private readonly opts: AgentHubOptions) {
+    const { engine, heartbeatIntervalMs, lostAfterMs, cutoffCancelMs, helloTimeoutMs } = opts;
+    this.sessionOptions = {
+      engine,
+      heartbeatIntervalMs,
+      lostAfterMs,
+      cutoffCancelMs,
+      ...(helloTimeoutMs !== undefined ? { helloTimeoutMs } : {}),
+      timers: systemTimers,
+      now: () => performance.now(),
+    };
     this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false, clientTracking: false });
   }
 
@@ -70,19 +82,10 @@ export class AgentHub {
   private onConnection(ws: WebSocket, remote: string): void {
     // Log lines carry the remote address; no child logger per connection (10k idle agents).
     const base = this.opts.logger;
-    const { engine, heartbeatIntervalMs, lostAfterMs, cutoffCancelMs, helloTimeoutMs } = this.opts;
     const session = new AgentConnectionSession(
       { send: (bytes) => ws.send(bytes), isOpen: () => ws.readyState === ws.OPEN, close: (code, reason) => ws.close(code, reason) },
-      {
-        engine,
-        log: { warn: (o, msg) => base.warn({ remote, ...o }, msg), error: (o, msg) => base.error({ remote, ...o }, msg) },
-        heartbeatIntervalMs,
-        lostAfterMs,
-        cutoffCancelMs,
-        ...(helloTimeoutMs !== undefined ? { helloTimeoutMs } : {}),
-        timers: systemTimers,
-        now: () => performance.now(),
-      },
+      this.sessionOptions,
+      { warn: (o, msg) => base.warn({ remote, ...o }, msg), error: (o, msg) => base.error({ remote, ...o }, msg) },
     );
     this.sessions.add(session);
     ws.on('message', (data: RawData, isBinary: boolean) => {

@@ -47,9 +47,9 @@ export interface SessionLog {
   error(o: object, msg: string): void;
 }
 
+/** Settings shared by every connection's session (one object for the whole hub). */
 export interface AgentSessionOptions {
   engine: SessionEngine;
-  log: SessionLog;
   heartbeatIntervalMs: number;
   lostAfterMs: number;
   /** Sent in the welcome: cut off this long, the agent cancels its running builds. */
@@ -85,6 +85,8 @@ export class AgentConnectionSession {
   constructor(
     private readonly link: CoordinatorLink,
     private readonly opts: AgentSessionOptions,
+    /** This connection's log (its lines carry the remote address). */
+    private readonly log: SessionLog,
   ) {
     this.channel = {
       send: <T extends ToAgentType>(type: T, payload: Payload<T>) => {
@@ -128,7 +130,7 @@ export class AgentConnectionSession {
       return this.hello(decoded.frame.payload);
     }
     if (!decoded.ok) {
-      this.opts.log.warn({ agent: entry.name, error: decoded.error }, 'invalid frame from agent');
+      this.log.warn({ agent: entry.name, error: decoded.error }, 'invalid frame from agent');
       this.sendError('E_PROTOCOL', decoded.error, decoded.id);
       return;
     }
@@ -143,7 +145,7 @@ export class AgentConnectionSession {
     } catch (err) {
       // One bad frame costs this session, never the process: the agent reconnects and
       // its hello re-synchronises what it runs.
-      this.opts.log.error({ err, agent: entry.name, type: frame.type }, 'handling a frame failed; closing the session');
+      this.log.error({ err, agent: entry.name, type: frame.type }, 'handling a frame failed; closing the session');
       this.sendError('E_INTERNAL', `coordinator failed to handle ${frame.type}: ${coerceError(err).message}`, frame.id);
       this.close(CLOSE_CODES.INTERNAL_ERROR, `internal error handling ${frame.type}`);
       return;
@@ -161,7 +163,7 @@ export class AgentConnectionSession {
     const coordinatorVersion = this.opts.coordinatorVersion ?? KILN_VERSION;
     if (common.length === 0) {
       const msg = `incompatible protocol: agent speaks ${hello.protocol_versions.join(',')}, coordinator speaks ${PROTOCOL_VERSIONS.join(',')}`;
-      this.opts.log.warn({ agent: hello.name, agent_version: hello.agent_version }, msg);
+      this.log.warn({ agent: hello.name, agent_version: hello.agent_version }, msg);
       this.sendError('E_PROTOCOL_VERSION', `${msg}; upgrade the agent or the coordinator (coordinator ${coordinatorVersion}, agent ${hello.agent_version})`);
       this.close(CLOSE_CODES.PROTOCOL_VERSION, msg);
       return;
@@ -173,7 +175,7 @@ export class AgentConnectionSession {
     try {
       outcome = await engine.hello(hello, this.channel);
     } catch (err) {
-      this.opts.log.error({ err }, 'handling hello failed');
+      this.log.error({ err }, 'handling hello failed');
       this.close(CLOSE_CODES.INTERNAL_ERROR, 'internal error');
       return;
     }

@@ -88,19 +88,19 @@ export class SimHub implements CoordSide {
       },
       {
         engine: observed,
-        log: {
-          warn: (_o, msg) => w.log(`hub ${conn.label}: ${scrub(w, msg)}`),
-          error: (o, msg) => {
-            const err = (o as { err?: unknown }).err;
-            w.violate('engine-error', `${conn.label}: ${msg}: ${scrub(w, err instanceof Error ? (err.stack ?? err.message) : String(err))}`);
-          },
-        },
         heartbeatIntervalMs: this.timings.heartbeatIntervalMs,
         lostAfterMs: this.timings.lostAfterMs,
         cutoffCancelMs: CUTOFF_CANCEL_MS,
         timers: worldTimers(w, `hub ${conn.label}`),
         now: () => w.now,
         coordinatorVersion: 'sim',
+      },
+      {
+        warn: (_o, msg) => w.log(`hub ${conn.label}: ${scrub(w, msg)}`),
+        error: (o, msg) => {
+          const err = (o as { err?: unknown }).err;
+          w.violate('engine-error', `${conn.label}: ${msg}: ${scrub(w, err instanceof Error ? (err.stack ?? err.message) : String(err))}`);
+        },
       },
     );
   }

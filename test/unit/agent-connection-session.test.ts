@@ -35,7 +35,6 @@ function setup(engineOverrides: Partial<SessionEngine> = {}) {
   const errors: string[] = [];
   const session = new AgentConnectionSession(link, {
     engine,
-    log: { warn: () => {}, error: (_o, msg) => void errors.push(msg) },
     heartbeatIntervalMs: HEARTBEAT_MS,
     lostAfterMs: LOST_MS,
     cutoffCancelMs: 60_000,
@@ -43,7 +42,7 @@ function setup(engineOverrides: Partial<SessionEngine> = {}) {
     timers,
     now: () => timers.now,
     coordinatorVersion: 'test',
-  });
+  }, { warn: () => {}, error: (_o, msg) => void errors.push(msg) });
   return { timers, sent, link, entry, engine, calls, errors, session };
 }
 
