@@ -33,10 +33,11 @@ import {
   type HeartbeatPayload,
   type Payload,
   type PlatformCapPayload,
+  type Timer,
+  type Timers,
   type ToCoordinatorType,
   type WelcomePayload,
 } from '../shared/index.js';
-import type { Timer, Timers } from '../shared/timers.js';
 import type { CancelReason, Executor } from './executors/executor.js';
 import { runJob, type Job, type JobHost } from './session-job.js';
 import { LogBatcher, type LogChunk } from './log-batcher.js';

@@ -20,13 +20,13 @@ import {
   normalizePlatform,
   randomToken,
   sleep,
+  systemTimers,
   type GpuInfoPayload,
   type HealthPayload,
   type HeartbeatPayload,
   type Payload,
   type PlatformCapPayload,
 } from '../shared/index.js';
-import { systemTimers } from '../shared/timers.js';
 import { AgentSession, type HealthSource } from './agent-session.js';
 import type { Executor } from './executors/executor.js';
 import { sampleLoad, type GpuSampler } from './host-metrics.js';

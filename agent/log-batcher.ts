@@ -4,7 +4,7 @@
  * sequence number and the byte offset of its first byte, so the coordinator can drop
  * duplicates and detect gaps.
  */
-import { systemTimers, type Timer, type Timers } from '../shared/timers.js';
+import { systemTimers, type Timer, type Timers } from '../shared/index.js';
 
 export interface LogChunk {
   seq: number;

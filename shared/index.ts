@@ -27,3 +27,4 @@ export * from './archive/safe-extract.js';
 export * from './file-writer.js';
 export * from './verified-file.js';
 export * from './process-lock.js';
+export * from './timers.js';

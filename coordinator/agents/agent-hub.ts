@@ -11,8 +11,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
-import { AGENT_SOCKET_PATH, CLOSE_CODES, MAX_FRAME_BYTES, type ProblemT } from '../../shared/index.js';
-import { systemTimers } from '../../shared/timers.js';
+import { AGENT_SOCKET_PATH, CLOSE_CODES, MAX_FRAME_BYTES, systemTimers, type ProblemT } from '../../shared/index.js';
 import { AgentConnectionSession, type AgentSessionOptions, type SessionEngine } from './agent-session.js';
 
 export interface AgentHubOptions {

@@ -23,9 +23,10 @@ import {
   decodeFrame,
   encodeFrame,
   type Payload,
+  type Timer,
+  type Timers,
   type ToAgentType,
 } from '../../shared/index.js';
-import type { Timer, Timers } from '../../shared/timers.js';
 import type { Engine } from '../builds/engine.js';
 import type { AgentChannel, AgentEntry } from './agent-registry.js';
 

@@ -2,7 +2,7 @@
  * Timers (shared/timers.ts) driven by hand: `advance(ms)` runs, in time order, every
  * callback due by then. For the session modules' unit tests.
  */
-import type { Timer, Timers } from '../../shared/timers.js';
+import type { Timer, Timers } from '../../shared/index.js';
 
 export class ManualTimers implements Timers {
   now = 0;

@@ -15,8 +15,7 @@
  */
 import { AgentConnectionSession, type SessionEngine } from '../../coordinator/agents/agent-session.js';
 import type { Engine, EngineTimings } from '../../coordinator/builds/engine.js';
-import { decodeFrame, type Frame, type Payload } from '../../shared/index.js';
-import type { Timers } from '../../shared/timers.js';
+import { decodeFrame, type Frame, type Payload, type Timers } from '../../shared/index.js';
 import { describeFrame } from './describe.js';
 import type { CoordSide, Net, SimConnection } from './sim-net.js';
 import { scrub, type World } from './world.js';
