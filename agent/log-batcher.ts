@@ -4,6 +4,8 @@
  * sequence number and the byte offset of its first byte, so the coordinator can drop
  * duplicates and detect gaps.
  */
+import { systemTimers, type Timer, type Timers } from '../shared/index.js';
+
 export interface LogChunk {
   seq: number;
   offset: number;
@@ -14,12 +16,14 @@ export interface LogBatcherOptions {
   maxBytes?: number;
   maxDelayMs?: number;
   onChunk: (chunk: LogChunk) => void;
+  /** @default systemTimers (the simulation passes its own) */
+  timers?: Timers;
 }
 
 export class LogBatcher {
   private parts: Buffer[] = [];
   private pending = 0;
-  private timer: NodeJS.Timeout | null = null;
+  private timer: Timer | null = null;
   private seq = 0;
   /** Bytes handed to onChunk so far. */
   offset = 0;
@@ -42,14 +46,14 @@ export class LogBatcher {
       if (this.pending >= this.maxBytes) this.flush();
     }
     if (this.pending > 0 && !this.timer) {
-      this.timer = setTimeout(() => this.flush(), this.maxDelayMs);
+      this.timer = (this.opts.timers ?? systemTimers).after(this.maxDelayMs, () => this.flush());
     }
   }
 
   /** Sends what is waiting now. */
   flush(): void {
     if (this.timer) {
-      clearTimeout(this.timer);
+      this.timer.clear();
       this.timer = null;
     }
     if (this.pending === 0) return;

@@ -31,3 +31,4 @@ export * from './file-writer.js';
 export * from './verified-file.js';
 export * from './process-lock.js';
 export * from './typed-emitter.js';
+export * from './timers.js';

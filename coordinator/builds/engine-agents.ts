@@ -86,11 +86,17 @@ export function welcomed(s: EngineState, entry: AgentEntry, channel: AgentChanne
   s.scheduleSoon();
 }
 
-/** The agent's socket closed: its attempts wait `lostAfterMs` for it to come back. */
-export function disconnected(s: EngineState, entry: AgentEntry, channel: AgentChannel): void {
+/**
+ * The agent's socket closed: its attempts wait `lostAfterMs` for it to come back. One that
+ * shut down cleanly (`how: 'shutdown'`) has left: nothing waits for it, and attempts it
+ * still held are lost at the next sweep.
+ */
+export function disconnected(s: EngineState, entry: AgentEntry, channel: AgentChannel, how: 'dropped' | 'shutdown' = 'dropped'): void {
   if (entry.channel !== channel || entry.state !== 'connected') return;
-  s.agents.markDisconnected(entry, s.now() + s.t.lostAfterMs);
-  s.log.warn({ agent: entry.name, running: entry.running.size }, 'agent disconnected');
+  const lostAt = how === 'dropped' ? s.now() + s.t.lostAfterMs : entry.running.size > 0 ? s.now() : null;
+  s.agents.markDisconnected(entry, lostAt);
+  if (how === 'shutdown') s.log.info({ agent: entry.name, running: entry.running.size }, `agent ${entry.name} left (shut down)`);
+  else s.log.warn({ agent: entry.name, running: entry.running.size }, 'agent disconnected');
 }
 
 /** Periodic checks: lost agents, unconfirmed cancels, attempts past their deadline. */

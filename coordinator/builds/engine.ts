@@ -190,8 +190,8 @@ export class Engine extends TypedEmitter<EngineEvents> {
   }
 
   /** The agent's socket closed: its attempts wait `lostAfterMs` for it to come back. */
-  disconnected(entry: AgentEntry, channel: AgentChannel): void {
-    agentLife.disconnected(this.s, entry, channel);
+  disconnected(entry: AgentEntry, channel: AgentChannel, how: 'dropped' | 'shutdown' = 'dropped'): void {
+    agentLife.disconnected(this.s, entry, channel, how);
   }
 
   /** Any frame from the agent proves it alive. */

@@ -138,8 +138,8 @@ export class AgentRegistry {
     this.reindex(x);
   }
 
-  /** The entry's socket closed (connected -> disconnected): its attempts keep their slots until `lostAt`. */
-  markDisconnected(a: AgentEntry, lostAt: number): void {
+  /** The entry's socket closed (connected -> disconnected): its attempts keep their slots until `lostAt` (null: nothing waits for it, it left). */
+  markDisconnected(a: AgentEntry, lostAt: number | null): void {
     const x = own(a);
     x.moveTo('disconnected', null, lostAt);
     this.reindex(x);

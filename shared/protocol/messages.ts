@@ -36,8 +36,14 @@ export const MAX_LOG_CHUNK_BYTES = 64 * 1024;
 export const AGENT_SOCKET_PATH = '/api/v1/agent';
 
 export const CLOSE_CODES = {
-  /** Coordinator shutting down; reconnect later. */
+  /** A normal close. */
+  NORMAL: 1000,
+  /** The sending end is going away: the coordinator shutting down (reconnect later), or an agent shutting down cleanly (a departure, not a loss). */
   GOING_AWAY: 1001,
+  /** No close frame: the connection was reset or dropped (ws reports it, never sent). */
+  ABNORMAL: 1006,
+  /** The coordinator failed handling a frame; the agent reconnects. */
+  INTERNAL_ERROR: 1011,
   /** No protocol version in common; the agent must not retry. */
   PROTOCOL_VERSION: 4002,
   /** A frame could not be decoded or failed validation. */

@@ -2,7 +2,8 @@
  * F3, the agent's signal ladder, and cancelling from the CLI, on real builds:
  * - first SIGTERM mid-build: the agent takes no new work, finishes the running build
  *   (success), keeps heartbeating (never `lost` meanwhile, though lost_after is much
- *   shorter than the build) and exits 0;
+ *   shorter than the build) and exits 0; the coordinator logs that it left (shut down),
+ *   not that it disconnected and did not come back;
  * - second SIGTERM: the running build is aborted in the engine and reported by the agent
  *   (not `lost`) as cancelled because the agent is shutting down, the agent exits 0, and
  *   the node is re-queued (an agent going away is no fault of the node's);
@@ -59,6 +60,8 @@ describe('agent shutdown ladder and cancel (F3)', () => {
     expect(states).not.toContain('lost');
     expect(states.length).toBeGreaterThan(0);
     expect(await drainer.exited).toBe(0);
+    // The coordinator logs a clean departure, not a drop (and, lost_after later, a loss).
+    await waitFor('the coordinator to log the departure', () => logged(c.coord.proc, /^agent drainer left \(shut down\)$/));
 
     // The build submitted during the drain never ran there; a fresh agent runs it.
     expect(nodeOf(await getBuild(c.coord, later), 'next').attempts.filter((a) => a.state !== 'rejected')).toEqual([]);
@@ -67,6 +70,8 @@ describe('agent shutdown ladder and cancel (F3)', () => {
     expect(l.state).toBe('success');
     expect(nodeOf(l, 'next').attempts.filter((a) => a.state !== 'rejected').map((a) => [a.agent, a.state])).toEqual([['fresh', 'success']]);
     await fresh.stop();
+    const drainerLines = jsonLogLines(c.coord.proc.stderr).filter((l) => l.agent === 'drainer');
+    expect(drainerLines.filter((l) => /disconnected|did not come back/.test(l.msg ?? ''))).toEqual([]);
   });
 
   it('second SIGTERM cancels the running build in the engine, reports it, exits, and the node is re-queued', async () => {

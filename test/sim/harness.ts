@@ -7,8 +7,11 @@
  * The real Engine, AgentRegistry, Scheduler, StateStore (persist: false, so commits
  * resolve at once), LogStore and CAS (files in a temp dir, on /dev/shm when there is one)
  * run unchanged; the engine gets the simulated clock and a `defer` queue for its
- * placement pass. Agents (sim-agent.ts), the network (sim-net.ts, which documents the
- * fault model) and the hub (sim-hub.ts) are simulated.
+ * placement pass. Both ends of every connection run the real session modules: the
+ * agent's (agent/agent-session.ts, in a simulated process, sim-agent.ts, with a simulated
+ * build, sim-executor.ts) and the coordinator's (coordinator/agents/agent-session.ts,
+ * sim-hub.ts), on the simulated clock, with their timers on the event queue. The network
+ * (sim-net.ts, which documents the fault model) is simulated.
  *
  * One event loop drives everything: pop the earliest event (a frame arriving at either
  * end, an agent timer, a sweep every 500 ms, a submission, a cancel, a fault), advance the
@@ -163,13 +166,7 @@ export async function runSimulation(seed: number, opts: SimOptions = {}): Promis
       await engine.recover();
       checker.setRegistry(registry);
       const hub = new SimHub(world, net, engine, SIM_TIMINGS, checker);
-      net.coord = {
-        onFrame: (conn, bytes) => {
-          if (!conn.channel) hub.attach(conn);
-          return hub.onFrame(conn, bytes);
-        },
-        onClose: (conn) => hub.onClose(conn),
-      };
+      net.coord = hub;
       net.coordinatorUp = true;
       up = true;
     };

@@ -214,7 +214,7 @@ export class InvariantChecker implements FrameObserver {
     else if (!SLOT_HOLDING_ATTEMPT_STATES.has(a.state)) why = `the attempt is ${a.state}`;
     else if (a.agent !== conn.agent || a.session !== conn.session) why = `the attempt belongs to ${a.agent} session ${a.session}, the frame came from session ${conn.session}`;
     if (why) this.notCurrent[frame.type] = (this.notCurrent[frame.type] ?? 0) + 1;
-    if (conn.entry && this.agents.get(conn.agent) !== conn.entry) this.staleConnection++;
+    if (conn.coordSession?.entry && this.agents.get(conn.agent) !== conn.coordSession?.entry) this.staleConnection++;
     return {
       type: frame.type,
       id: p.attempt_id,

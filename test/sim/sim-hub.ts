@@ -1,29 +1,24 @@
 /**
- * The coordinator's end of each simulated connection: the same steps as the real agent
- * hub (coordinator/agents/agent-hub.ts) — decode and validate every frame, hello ->
- * `engine.hello` -> welcome -> `engine.welcomed`, then every frame to `engine.frame` and
- * its ack back, `engine.disconnected` when the socket closes — minus the HTTP upgrade.
- * Frames are encoded and decoded with the real codec, so the engine only ever sees what
- * would have survived the wire.
+ * The coordinator's end of each simulated connection: the real per-agent session
+ * (coordinator/agents/agent-session.ts) on the simulated network, with the simulated
+ * clock and timers, minus the HTTP upgrade. Frames are encoded and decoded with the real
+ * codec, so the engine only ever sees what would have survived the wire.
+ *
+ * What the simulation adds around the session: the trace of every frame, the invariant
+ * checker around every frame the engine handles (`FrameObserver`), and a violation when
+ * the session logs an error (the engine threw) or a frame from an agent does not decode.
  *
  * One difference, on purpose: the real hub does not wait for one frame's handler before
  * starting the next; here each frame is handled to the end before the simulation moves
  * on (so a run is deterministic). Interleavings *inside* the engine's async handlers are
  * therefore not explored.
  */
-import {
-  CLOSE_CODES,
-  MAX_LOG_CHUNK_BYTES,
-  decodeFrame,
-  encodeFrame,
-  type Frame,
-  type Payload,
-  type ToAgentType,
-} from '../../shared/index.js';
+import { AgentConnectionSession, type SessionEngine } from '../../coordinator/agents/agent-session.js';
 import type { Engine, EngineTimings } from '../../coordinator/builds/engine.js';
+import { decodeFrame, type Frame, type Payload, type Timers } from '../../shared/index.js';
+import { describeFrame } from './describe.js';
 import type { CoordSide, Net, SimConnection } from './sim-net.js';
 import { scrub, type World } from './world.js';
-import { describeFrame } from './describe.js';
 
 /** Sees every frame the engine handles, before and after (the invariant checker). */
 export interface FrameObserver {
@@ -39,9 +34,17 @@ export function isHeartbeatAck(type: string, payload: unknown): boolean {
   return type === 'ack' && (payload as { attempt_id?: string }).attempt_id === undefined;
 }
 
-function closeReason(text: string): string {
-  const b = Buffer.from(text);
-  return b.length <= 123 ? text : b.subarray(0, 120).toString('utf8').replace(/\uFFFD*$/, '') + '...';
+/** Timers on the simulation's event queue; a cleared timer's event runs as a no-op. */
+export function worldTimers(world: World, label: string, alive: () => boolean = () => true): Timers {
+  return {
+    after(ms, fn) {
+      let live = true;
+      world.after(ms, label, () => {
+        if (live && alive()) fn();
+      });
+      return { clear: () => (live = false) };
+    },
+  };
 }
 
 export class SimHub implements CoordSide {
@@ -53,23 +56,52 @@ export class SimHub implements CoordSide {
     private readonly observer: FrameObserver,
   ) {}
 
-  /** The channel the engine sends through for this connection. */
-  attach(conn: SimConnection): void {
+  /** A new connection gets the real session, talking through the simulated network. */
+  onOpen(conn: SimConnection): void {
     const w = this.world;
-    conn.channel = {
-      send: <T extends ToAgentType>(type: T, payload: Payload<T>) => {
-        if (conn.coordState !== 'open') return; // ws.readyState !== OPEN
-        // encodeFrame throws on an invalid payload, as the real hub's send would.
-        const bytes = encodeFrame(type, ++conn.coordFrameId, payload, 1);
-        if (type === 'assign') {
-          const a = payload as Payload<'assign'>;
-          w.nameAttempt(a.attempt_id, a.build_id, a.node, a.attempt);
-        }
-        if (!isHeartbeatAck(type, payload)) w.log(`c→${conn.label} ${scrub(w, describeFrame(w, type, payload as Record<string, unknown>))}`);
-        this.net.send(conn, 'toAgent', bytes, type);
+    const engine = this.engine;
+    const observer = this.observer;
+    const observed: SessionEngine = {
+      hello: (hello, channel) => engine.hello(hello, channel),
+      welcomed: (entry, channel) => engine.welcomed(entry, channel),
+      disconnected: (entry, channel, how) => engine.disconnected(entry, channel, how),
+      frame: async (entry, frame) => {
+        const token = observer.before(conn, frame);
+        const ack = await engine.frame(entry, frame);
+        observer.after(token, ack);
+        return ack;
       },
-      close: (code: number, reason: string) => this.net.coordClose(conn, code, closeReason(scrub(w, reason))),
     };
+    conn.coordSession = new AgentConnectionSession(
+      {
+        send: (bytes) => {
+          const d = decodeFrame(bytes, 'agent');
+          if (!d.ok) throw new Error(`the coordinator sent a frame the agent cannot decode: ${d.error}`);
+          const { type, payload } = d.frame;
+          if (type === 'assign') w.nameAttempt(payload.attempt_id, payload.build_id, payload.node, payload.attempt);
+          if (!isHeartbeatAck(type, payload)) w.log(`c→${conn.label} ${scrub(w, describeFrame(w, type, payload as Record<string, unknown>))}`);
+          this.net.send(conn, 'toAgent', bytes, type);
+        },
+        isOpen: () => conn.coordState === 'open',
+        close: (code, reason) => this.net.coordClose(conn, code, scrub(w, reason)),
+      },
+      {
+        engine: observed,
+        heartbeatIntervalMs: this.timings.heartbeatIntervalMs,
+        lostAfterMs: this.timings.lostAfterMs,
+        cutoffCancelMs: CUTOFF_CANCEL_MS,
+        timers: worldTimers(w, `hub ${conn.label}`),
+        now: () => w.now,
+        coordinatorVersion: 'sim',
+      },
+      {
+        warn: (_o, msg) => w.log(`hub ${conn.label}: ${scrub(w, msg)}`),
+        error: (o, msg) => {
+          const err = (o as { err?: unknown }).err;
+          w.violate('engine-error', `${conn.label}: ${msg}: ${scrub(w, err instanceof Error ? (err.stack ?? err.message) : String(err))}`);
+        },
+      },
+    );
   }
 
   async onFrame(conn: SimConnection, bytes: Buffer): Promise<void> {
@@ -81,49 +113,10 @@ export class SimHub implements CoordSide {
     }
     const frame = decoded.frame;
     if (frame.type !== 'heartbeat') w.log(`${conn.label}→c ${describeFrame(w, frame.type, frame.payload as Record<string, unknown>)}`);
-    if (!conn.entry) {
-      if (conn.helloStarted) {
-        w.log(`hub ${conn.label}: frame races the hello; dropped`);
-        return;
-      }
-      if (frame.type !== 'hello') {
-        conn.channel.send('error', { code: 'E_PROTOCOL', message: `expected hello, got ${frame.type}` });
-        conn.channel.close(CLOSE_CODES.INVALID_FRAME, `invalid hello: expected hello, got ${frame.type}`);
-        return;
-      }
-      conn.helloStarted = true;
-      const outcome = await this.engine.hello(frame.payload, conn.channel);
-      if (!outcome.ok) {
-        w.log(`hub ${conn.label}: hello refused: ${outcome.reason}`);
-        conn.channel.send('error', { code: 'E_CONFLICT', message: outcome.reason });
-        conn.channel.close(outcome.closeCode, outcome.reason);
-        return;
-      }
-      if (conn.coordState !== 'open') {
-        this.engine.disconnected(outcome.entry, conn.channel);
-        return;
-      }
-      conn.entry = outcome.entry;
-      conn.channel.send('welcome', {
-        protocol_version: 1,
-        coordinator_version: 'sim',
-        agent_name: frame.payload.name,
-        heartbeat_interval_ms: this.timings.heartbeatIntervalMs,
-        lost_after_ms: this.timings.lostAfterMs,
-        max_log_chunk_bytes: MAX_LOG_CHUNK_BYTES,
-        cutoff_cancel_ms: CUTOFF_CANCEL_MS,
-        resume: outcome.resume,
-      });
-      this.engine.welcomed(outcome.entry, conn.channel);
-      return;
-    }
-    const token = this.observer.before(conn, frame);
-    const ack = await this.engine.frame(conn.entry, frame);
-    this.observer.after(token, ack);
-    if (ack) conn.channel.send('ack', ack);
+    await conn.coordSession?.received(bytes);
   }
 
-  onClose(conn: SimConnection): void {
-    if (conn.entry) this.engine.disconnected(conn.entry, conn.channel);
+  onClose(conn: SimConnection, code: number): void {
+    conn.coordSession?.closed(code);
   }
 }

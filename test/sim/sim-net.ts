@@ -26,7 +26,8 @@
  * realistic form of "reordered", "duplicated" (the agent resends after a reconnect) and
  * "stale" frames.
  */
-import type { AgentChannel, AgentEntry } from '../../coordinator/placement/agent-registry.js';
+import type { AgentConnectionSession } from '../../coordinator/agents/agent-session.js';
+import { CLOSE_CODES } from '../../shared/index.js';
 import type { Rng } from './rng.js';
 import type { World } from './world.js';
 
@@ -91,8 +92,11 @@ export interface AgentSide {
 
 /** What the coordinator (the hub) does with its end. */
 export interface CoordSide {
+  /** The connection was accepted (the real hub's upgrade). */
+  onOpen(conn: SimConnection): void;
   onFrame(conn: SimConnection, bytes: Buffer): Promise<void>;
-  onClose(conn: SimConnection): void;
+  /** The coordinator's end closed: the agent's close code, or ABNORMAL for a reset or timeout. */
+  onClose(conn: SimConnection, code: number): void;
 }
 
 export class SimConnection {
@@ -103,11 +107,8 @@ export class SimConnection {
   readonly inflight: Record<Dir, Packet[]> = { toCoord: [], toAgent: [] };
   readonly lastAt: Record<Dir, number> = { toCoord: 0, toAgent: 0 };
   private readonly resetSent: Record<Dir, boolean> = { toCoord: false, toAgent: false };
-  // the hub's per-connection state (agent-hub.ts onConnection)
-  entry: AgentEntry | null = null;
-  helloStarted = false;
-  channel!: AgentChannel;
-  coordFrameId = 0;
+  /** The coordinator's session for this connection (the real one, coordinator/agents/agent-session.ts). */
+  coordSession: AgentConnectionSession | null = null;
 
   constructor(
     readonly id: number,
@@ -165,6 +166,7 @@ export class Net {
       if (!side.onOpen(conn)) return;
       path.conns.push(conn);
       w.log(`net ${conn.label} open (session ${session})`);
+      this.coord.onOpen(conn);
     });
   }
 
@@ -190,7 +192,7 @@ export class Net {
       if (conn.coordState === 'closed') return;
       conn.coordState = 'closed';
       this.world.log(`net ${conn.label} closing handshake timed out; coordinator end closed`);
-      this.coord.onClose(conn);
+      this.coord.onClose(conn, CLOSE_CODES.ABNORMAL);
     });
   }
 
@@ -199,7 +201,7 @@ export class Net {
     if (!conn.agentOpen) return;
     conn.agentOpen = false;
     this.world.log(`net ${conn.label} agent closes ${code} '${reason}'`);
-    if (!conn.dead && conn.coordState !== 'closed' && conn.takeReset('toCoord')) this.schedule(conn, 'toCoord', { at: 0, dropped: false, kind: 'close', what: `close ${code}` });
+    if (!conn.dead && conn.coordState !== 'closed' && conn.takeReset('toCoord')) this.schedule(conn, 'toCoord', { at: 0, dropped: false, kind: 'close', what: `close ${code}`, code, reason });
   }
 
   /**
@@ -223,7 +225,7 @@ export class Net {
     conn.dead = true;
     w.log(`net ${conn.label} dies: ${why}`);
     if (notify.coord && conn.coordState !== 'closed' && conn.takeReset('toCoord')) this.schedule(conn, 'toCoord', { at: 0, dropped: false, kind: 'close', what: 'reset' });
-    if (notify.agent && conn.agentOpen && conn.takeReset('toAgent')) this.schedule(conn, 'toAgent', { at: 0, dropped: false, kind: 'close', what: 'reset', code: 1006, reason: 'connection reset' });
+    if (notify.agent && conn.agentOpen && conn.takeReset('toAgent')) this.schedule(conn, 'toAgent', { at: 0, dropped: false, kind: 'close', what: 'reset', code: CLOSE_CODES.ABNORMAL, reason: 'connection reset' });
   }
 
   /** Both directions of every connection of the path hold their frames until `until`. */
@@ -279,13 +281,13 @@ export class Net {
     if (dir === 'toCoord') {
       if (conn.coordState === 'closed') {
         w.log(`net ${conn.label} ${arrow(dir)} ${p.what} hits a closed coordinator end`);
-        if (p.kind === 'data' && conn.agentOpen && !conn.dead && conn.takeReset('toAgent')) this.schedule(conn, 'toAgent', { at: 0, dropped: false, kind: 'close', what: 'reset', code: 1006, reason: 'connection reset' });
+        if (p.kind === 'data' && conn.agentOpen && !conn.dead && conn.takeReset('toAgent')) this.schedule(conn, 'toAgent', { at: 0, dropped: false, kind: 'close', what: 'reset', code: CLOSE_CODES.ABNORMAL, reason: 'connection reset' });
         return;
       }
       if (p.kind === 'close') {
         conn.coordState = 'closed';
         w.log(`net ${conn.label} coordinator end closed (${p.what})`);
-        this.coord.onClose(conn);
+        this.coord.onClose(conn, p.code ?? CLOSE_CODES.ABNORMAL);
         return;
       }
       await this.coord.onFrame(conn, p.bytes!);
@@ -300,8 +302,8 @@ export class Net {
       conn.agentOpen = false;
       w.log(`net ${conn.label} agent end closed (${p.what}${p.reason ? ` '${p.reason}'` : ''})`);
       // the close reply (or the RST of the now closed socket) goes back behind the agent's frames
-      if (!conn.dead && conn.coordState !== 'closed' && conn.takeReset('toCoord')) this.schedule(conn, 'toCoord', { at: 0, dropped: false, kind: 'close', what: 'close reply' });
-      conn.agentSide.onClose(conn, p.code ?? 1006, p.reason ?? '');
+      if (!conn.dead && conn.coordState !== 'closed' && conn.takeReset('toCoord')) this.schedule(conn, 'toCoord', { at: 0, dropped: false, kind: 'close', what: 'close reply', ...(p.code !== undefined ? { code: p.code } : {}) });
+      conn.agentSide.onClose(conn, p.code ?? CLOSE_CODES.ABNORMAL, p.reason ?? '');
       return;
     }
     await conn.agentSide.onFrame(conn, p.bytes!);

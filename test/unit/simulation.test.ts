@@ -1,6 +1,7 @@
 /**
  * Deterministic simulation of the coordinator engine with simulated agents (reliability
- * catalogue K1, harness in test/sim/): for each seed, a fleet, a few small DAG builds and a
+ * catalogue K1, harness in test/sim/; both ends of every connection run the real session
+ * modules, agent/agent-session.ts and coordinator/agents/agent-session.ts): for each seed, a fleet, a few small DAG builds and a
  * fault window (agent kills and graceful stops, connection breaks, partitions, stalls,
  * latency spikes, a coordinator restart, operator pauses and retries), then a settle
  * phase; the safety invariants are checked after every step and the liveness invariant
@@ -26,12 +27,21 @@ const plan = seedPlan(process.env);
  * Seeds that failed once, kept as regression tests (run with every multi-seed run):
  * 6411, 8893 — a build cancelled while the leader of a shared execution is on a
  * disconnected agent leaves the leader in the in-flight index, and a later identical node
- * follows it forever; 568 (disk full), 4283 (draining), 5526 (cancel/assign race) — a node
- * rejected by the only agent that can run it is never offered to it again; 308 — an agent
- * rejects an assignment whose build was cancelled meanwhile: cancelling -> rejected throws.
+ * follows it forever; 568 (disk full), 4283 (draining), 5526 (cancel/assign race), 428 — a
+ * node rejected by the only agent that can run it is never offered to it again; 308,
+ * 11149 (a draining agent) — an agent rejects an assignment whose build was cancelled
+ * meanwhile: cancelling -> rejected throws. 428 and 11149 were found again with the fix
+ * put back once the simulation ran the real session modules (which changed the other
+ * seeds' schedules).
  */
-const REGRESSION_SEEDS = [308, 568, 4283, 5526, 6411, 8893];
+const REGRESSION_SEEDS = [308, 428, 568, 4283, 5526, 6411, 8893, 11149];
+/**
+ * Run with some agents' clocks wrong (KILN_SIM_CLOCK_SKEW=1): 6 — a deadline computed from
+ * the agent's `started.at` instead of the coordinator's clock times a node out early.
+ */
+const SKEWED_REGRESSION_SEEDS = [6];
 const seeds = plan.single ? plan.seeds : [...plan.seeds, ...REGRESSION_SEEDS.filter((s) => !plan.seeds.includes(s))];
+const runs = [...seeds.map((seed) => ({ seed, clockSkew: plan.clockSkew })), ...(plan.single || plan.clockSkew ? [] : SKEWED_REGRESSION_SEEDS.map((seed) => ({ seed, clockSkew: true })))];
 
 /** Runs seeds from `first` until one shows a violation of `invariant`; the seed, or null after `max` seeds. */
 async function firstCaught(invariant: string, opts: SimOptions, max = 60): Promise<SimResult | null> {
@@ -46,19 +56,19 @@ describe('deterministic simulation', () => {
   it(
     `keeps every invariant for ${plan.single ? `seed ${plan.seeds[0]}` : `seeds ${plan.seeds[0]}..${plan.seeds[plan.seeds.length - 1]} and the regression seeds`}`,
     async () => {
-      const failures: SimResult[] = [];
-      for (const seed of seeds) {
-        const r = await runSimulation(seed, { clockSkew: plan.clockSkew, traceLines: plan.traceLines });
-        if (!r.ok) failures.push(r);
+      const failures: Array<SimResult & { clockSkew: boolean }> = [];
+      for (const { seed, clockSkew } of runs) {
+        const r = await runSimulation(seed, { clockSkew, traceLines: plan.traceLines });
+        if (!r.ok) failures.push({ ...r, clockSkew });
         else if (plan.single && process.env.KILN_SIM_TRACE) console.log(formatFailure(r, replayCommand(seed, plan)).replace(/^simulation seed (\d+) failed: /, 'simulation seed $1 passed'));
       }
-      if (plan.reportFile) await writeFile(plan.reportFile, JSON.stringify(failures.map((f) => ({ seed: f.seed, replay: replayCommand(f.seed, plan), violations: f.violations }))));
+      if (plan.reportFile) await writeFile(plan.reportFile, JSON.stringify(failures.map((f) => ({ seed: f.seed, replay: replayCommand(f.seed, f), violations: f.violations }))));
       if (failures.length > 0) {
-        const lines = failures.map((f) => `seed ${f.seed}: ${f.violations.map((v) => `[${v.invariant}] ${v.detail.split('\n')[0]}`).join('; ')}\n  replay: ${replayCommand(f.seed, plan)}`);
-        throw new Error(`${failures.length} of ${seeds.length} seeds failed:\n${lines.join('\n')}\n\n${formatFailure(failures[0]!, replayCommand(failures[0]!.seed, plan))}`);
+        const lines = failures.map((f) => `seed ${f.seed}: ${f.violations.map((v) => `[${v.invariant}] ${v.detail.split('\n')[0]}`).join('; ')}\n  replay: ${replayCommand(f.seed, f)}`);
+        throw new Error(`${failures.length} of ${runs.length} seeds failed:\n${lines.join('\n')}\n\n${formatFailure(failures[0]!, replayCommand(failures[0]!.seed, failures[0]!))}`);
       }
     },
-    Math.max(120_000, seeds.length * 2000),
+    Math.max(120_000, runs.length * 2000),
   );
 
   it('replays a seed exactly: same trace, same outcome', async () => {

@@ -1,0 +1,116 @@
+/**
+ * One job of the agent session (agent-session.ts): what the session keeps per attempt,
+ * and the run of an assignment on the executor, from `accept` to the `finished` report
+ * (kept until the coordinator acks it). `resolved` waits for the coordinator's `proceed`
+ * when the assignment asks for it.
+ */
+import type { Logger } from 'pino';
+import { coerceError, formatDuration, type AssignPayload, type FinishedPayload, type Payload, type Timer, type Timers, type ToCoordinatorType } from '../shared/index.js';
+import type { CancelReason, Executor, RunResult } from './executors/executor.js';
+import type { LogBatcher, LogChunk } from './log-batcher.js';
+
+export interface Job {
+  assign: AssignPayload;
+  abort: AbortController;
+  /** The `resolved` report sent while waiting for `proceed` (resent after a reconnect). */
+  resolved: Payload<'resolved'> | null;
+  proceed: (() => void) | null;
+  batcher: LogBatcher;
+  unacked: LogChunk[];
+  finished: FinishedPayload | null;
+  running: boolean;
+  timer: Timer | null;
+}
+
+/** What a job needs of its session. */
+export interface JobHost {
+  readonly name: string;
+  readonly jobs: ReadonlyMap<string, Job>;
+  send<T extends ToCoordinatorType>(type: T, payload: Payload<T>): boolean;
+  readonly executor: Pick<Executor, 'run'>;
+  readonly now: () => number;
+  readonly timers: Timers;
+  readonly logger: Logger;
+  /** What the agent learns about its host from a job's end (health.ts). */
+  readonly health?: { diskFull(message: string, needBytes: number | null): void; engineFailed(error: string): void; check(): Promise<unknown> } | undefined;
+}
+
+/** How long past its limit a test may take before the agent gives up on the engine killing it. */
+const TEST_KILL_GRACE_MS = 30_000;
+
+export async function runJob(session: JobHost, job: Job, emulated: boolean): Promise<void> {
+  const { executor, now, timers, health, logger } = session;
+  const a = job.assign;
+  const acceptedAt = now();
+  let startedAt: number | null = null;
+  let result: RunResult;
+  try {
+    result = await executor.run(a, {
+      log: (text) => job.batcher.write(text),
+      started: () => {
+        startedAt = now();
+        session.send('started', { attempt_id: a.attempt_id, at: startedAt });
+      },
+      resolved: (info) => waitForProceed(session, job, info),
+      testStarting: () => {
+        // The build's limit no longer applies; the executor enforces the test's. This
+        // timer is only the guard against an engine that does not stop the container.
+        job.timer?.clear();
+        const limit = (a.test?.timeout_ms ?? 0) + TEST_KILL_GRACE_MS;
+        job.timer = timers.after(limit, () => job.abort.abort({ kind: 'timeout', message: `the test did not end within ${formatDuration(limit)}` } satisfies CancelReason), { unref: true });
+      },
+      signal: job.abort.signal,
+      agentName: session.name,
+      emulated,
+    });
+  } catch (err) {
+    result = { status: 'failed', exitCode: null, error: `agent error: ${coerceError(err).message}`, failedStep: null, infra: true, imageId: null, fetchMs: 0, buildMs: 0 };
+  }
+  job.proceed = null;
+  job.timer?.clear();
+  job.running = false;
+  job.batcher.flush();
+  if (result.trouble?.kind === 'disk_full') health?.diskFull(result.trouble.error, result.trouble.needBytes);
+  else if (result.trouble?.kind === 'engine_unreachable') health?.engineFailed(result.trouble.error);
+  else void health?.check();
+  if (session.jobs.get(a.attempt_id) !== job) return; // dropped by the coordinator (or cut off) meanwhile
+  job.finished = {
+    attempt_id: a.attempt_id,
+    status: result.status,
+    exit_code: result.exitCode,
+    error: result.error ? result.error.slice(0, 16_000) : null,
+    failed_step: result.failedStep ? result.failedStep.slice(0, 4000) : null,
+    infra: result.infra,
+    ...(result.testExitCode !== undefined ? { test_exit_code: result.testExitCode } : {}),
+    image_id: result.imageId,
+    timings: { accepted_at: acceptedAt, started_at: startedAt, finished_at: now(), fetch_ms: result.fetchMs, build_ms: result.buildMs },
+    log_bytes: job.batcher.offset,
+    outputs: result.status === 'success' ? (result.outputs ?? []) : [],
+    base_images: result.baseImages ?? [],
+    dockerfile_digest: result.dockerfileDigest ?? null,
+  };
+  logger.info({ attempt: a.attempt_id, node: a.node, status: result.status, exit_code: result.exitCode }, 'build finished');
+  session.send('finished', job.finished);
+}
+
+/** Sends `resolved` and waits for `proceed` (or the abort signal) when the assignment asks for it. */
+function waitForProceed(session: JobHost, job: Job, info: { baseImages: Payload<'resolved'>['base_images']; dockerfileDigest: string | null }): Promise<void> {
+  if (!job.assign.resolve) return Promise.resolve();
+  const signal = job.abort.signal;
+  return new Promise<void>((resolve, reject) => {
+    if (signal.aborted) return reject(new Error('aborted'));
+    const onAbort = () => {
+      job.proceed = null;
+      reject(new Error('aborted'));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    job.proceed = () => {
+      job.proceed = null;
+      job.resolved = null;
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    };
+    job.resolved = { attempt_id: job.assign.attempt_id, base_images: info.baseImages, dockerfile_digest: info.dockerfileDigest };
+    session.send('resolved', job.resolved);
+  });
+}
