@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { HEX_RE, KilnError, apiPath, digestHex, errnoCode, hasherDigest, newHasher, writeVerifiedFile, type Digest } from '../shared/index.js';
+import { coerceError, HEX_RE, KilnError, apiPath, digestHex, errnoCode, hasherDigest, newHasher, writeVerifiedFile, type Digest } from '../shared/index.js';
 import { DiskFullError, isDiskFull } from './failure-kinds.js';
 
 export interface CasCacheOptions {
@@ -212,7 +212,7 @@ export class CasCache {
     try {
       res = await this.fetchFn(url, { headers: { authorization: `Bearer ${this.opts.token}` }, ...(signal ? { signal } : {}) });
     } catch (err) {
-      throw new KilnError('E_CONNECTION', `fetching ${digest} from ${url} failed: ${(err as Error).message}`, { cause: err });
+      throw new KilnError('E_CONNECTION', `fetching ${digest} from ${url} failed: ${coerceError(err).message}`, { cause: err });
     }
     if (res.status === 404) throw new KilnError('E_NOT_FOUND', `the coordinator has no blob ${digest}`);
     if (!res.ok || !res.body) throw new KilnError('E_CONNECTION', `fetching ${digest} from ${url} failed: HTTP ${res.status}`);
@@ -232,7 +232,7 @@ export class CasCache {
       if (isDiskFull(err)) throw this.diskFull(`fetching ${digest}`, Number.isFinite(expected) ? expected : null, err);
       this.stats.corrupt++;
       if (err instanceof KilnError) throw err;
-      throw new KilnError('E_CONNECTION', `fetching ${digest} broke (${(err as Error).message}); discarded`, { cause: err });
+      throw new KilnError('E_CONNECTION', `fetching ${digest} broke (${coerceError(err).message}); discarded`, { cause: err });
     }
     try {
       await rename(tmp, this.pathOf(digest));
@@ -256,7 +256,7 @@ export class CasCache {
         body: JSON.stringify({ digests }),
       });
     } catch (err) {
-      throw new KilnError('E_CONNECTION', `POST ${url} failed: ${(err as Error).message}`, { cause: err });
+      throw new KilnError('E_CONNECTION', `POST ${url} failed: ${coerceError(err).message}`, { cause: err });
     }
     if (!res.ok) throw new KilnError('E_CONNECTION', `POST ${url} failed: HTTP ${res.status} ${(await res.text()).slice(0, 300)}`);
     return ((await res.json()) as { missing: Digest[] }).missing;
@@ -281,7 +281,7 @@ export class CasCache {
           ...(signal ? { signal } : {}),
         } as RequestInit);
       } catch (err) {
-        throw new KilnError('E_CONNECTION', `uploading ${digest} to ${url} failed: ${(err as Error).message}`, { cause: err });
+        throw new KilnError('E_CONNECTION', `uploading ${digest} to ${url} failed: ${coerceError(err).message}`, { cause: err });
       }
       if (res.status !== 200 && res.status !== 201) throw new KilnError('E_CONNECTION', `uploading ${digest} to ${url} failed: HTTP ${res.status} ${(await res.text()).slice(0, 300)}`);
       await res.arrayBuffer();

@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { resolve } from 'node:path';
-import { errnoCode } from '../shared/index.js';
+import { coerceError, errnoCode } from '../shared/index.js';
 import { CliError, EXIT } from './exit-codes.js';
 
 export interface ClientFlags {
@@ -42,7 +42,7 @@ export function loadClientConfig(flags: ClientFlags, env: Record<string, string 
     } catch (err) {
       if (err instanceof CliError) throw err;
       if (!explicit && (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'EACCES')) return null;
-      throw new CliError(`token file ${path} cannot be read (${errnoCode(err) ?? (err as Error).message})`, EXIT.USAGE);
+      throw new CliError(`token file ${path} cannot be read (${errnoCode(err) ?? coerceError(err).message})`, EXIT.USAGE);
     }
   };
   const tokenFile = flags.tokenFile ?? env.KILN_TOKEN_FILE;

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { formatIssues } from './protocol/codec.js';
 import { KilnError, coerceError, errnoCode } from './errors.js';
 import { forbiddenContent } from './spec/spec-fields.js';

@@ -10,7 +10,7 @@
  */
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { KilnError, digestHex, errnoCode, type Digest, type OutputArtifactPayload } from '../../shared/index.js';
+import { coerceError, KilnError, digestHex, errnoCode, type Digest, type OutputArtifactPayload } from '../../shared/index.js';
 import { writeFileDurable } from '../state/durable-file.js';
 
 export interface ReuseRecord {
@@ -55,7 +55,7 @@ export class ReuseIndex {
       rec = JSON.parse(await readFile(this.path(key), 'utf8')) as ReuseRecord;
       if (rec.key !== key) throw new Error(`it holds key ${String(rec.key)}`);
     } catch (err) {
-      if (errnoCode(err) !== 'ENOENT') throw new KilnError('E_STATE', `reuse record ${this.path(key)} is unreadable (${(err as Error).message})`, { cause: err });
+      if (errnoCode(err) !== 'ENOENT') throw new KilnError('E_STATE', `reuse record ${this.path(key)} is unreadable (${coerceError(err).message})`, { cause: err });
       rec = null;
     }
     this.remember(key, rec);

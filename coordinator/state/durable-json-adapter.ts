@@ -12,7 +12,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { Adapter } from 'lowdb';
-import { KilnError, errnoCode } from '../../shared/index.js';
+import { coerceError, KilnError, errnoCode } from '../../shared/index.js';
 
 export interface DurableJsonAdapterOptions<T> {
   /** Checks the parsed JSON is this kind of file and converts it; returns the data or a problem description. */
@@ -36,7 +36,7 @@ export class DurableJsonAdapter<T> implements Adapter<T> {
       text = await readFile(this.path, 'utf8');
     } catch (err) {
       const code = errnoCode(err);
-      const what = code === 'ENOENT' ? 'is missing' : `cannot be read (${code ?? (err as Error).message})`;
+      const what = code === 'ENOENT' ? 'is missing' : `cannot be read (${code ?? coerceError(err).message})`;
       throw new KilnError('E_STATE', `state file ${this.path} ${what}. ${this.opts.recoveryHint}`, { cause: err });
     }
     let value: unknown;
@@ -45,7 +45,7 @@ export class DurableJsonAdapter<T> implements Adapter<T> {
     } catch (err) {
       throw new KilnError(
         'E_STATE',
-        `state file ${this.path} is corrupt (${(err as Error).message}); it was left as it is for inspection. ${this.opts.recoveryHint}`,
+        `state file ${this.path} is corrupt (${coerceError(err).message}); it was left as it is for inspection. ${this.opts.recoveryHint}`,
         { cause: err },
       );
     }

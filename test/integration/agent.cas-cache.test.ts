@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CasCache } from '../../agent/cas-cache.js';
 import { loadCoordinatorConfig } from '../../coordinator/config.js';
 import { startCoordinator, type RunningCoordinator } from '../../coordinator/coordinator.js';
-import { apiPath, createLogger, isKilnError, sha256, type Digest } from '../../shared/index.js';
+import { coerceError, apiPath, createLogger, isKilnError, sha256, type Digest } from '../../shared/index.js';
 import { tempDir } from '../helpers/cluster.js';
 
 describe('agent CAS cache', () => {
@@ -77,7 +77,7 @@ describe('agent CAS cache', () => {
       );
       expect(err, damage).not.toBeNull();
       expect(isKilnError(err, 'E_DIGEST_MISMATCH')).toBe(true);
-      expect((err as Error).message).toContain(d);
+      expect(coerceError(err).message).toContain(d);
       expect(await readdir(join(dir.path, `damaged-${damage}`, 'sha256'))).toEqual([]);
     }
   });

@@ -15,6 +15,7 @@ import type { ArtifactViewT as Artifact, NodeViewT as NodeBody } from '../../sha
 import { apiPath, sha256 as sha } from '../../shared/index.js';
 import { kiln, startAgent, startCoordinator, submitSpec, tempDir, waitFor, waitForBuild, type CoordinatorHandle, type Proc } from '../helpers/cluster.js';
 import { startS3, type TestS3 } from '../helpers/s3.js';
+import type * as Minio from 'minio';
 
 
 const outputSpec = (marker: string) => ({
@@ -62,7 +63,7 @@ describe('artifacts in S3', () => {
     expect(bytes.length).toBe(art!.size_bytes);
 
     // Nothing of it is on the coordinator's disk; the bucket has the blobs and no temp objects.
-    const { Client } = createRequire(import.meta.url)('minio') as typeof import('minio');
+    const { Client } = createRequire(import.meta.url)('minio') as typeof Minio;
     const mc = new Client({ endPoint: '127.0.0.1', port: Number(new URL(s3.endpoint).port), useSSL: false, accessKey: s3.accessKey, secretKey: s3.secretKey, region: s3.region, pathStyle: true });
     const keys: string[] = [];
     for await (const o of mc.listObjectsV2('kiln-artifacts', 'kiln/', true)) keys.push((o as { name: string }).name);

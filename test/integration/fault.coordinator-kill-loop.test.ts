@@ -54,7 +54,7 @@ import {
 } from '../helpers/kill-loop-checks.js';
 import { KillLoopLoad, sleep } from '../helpers/kill-loop-load.js';
 import { Rng } from '../sim/rng.js';
-import { apiPath } from '../../shared/index.js';
+import { coerceError, apiPath } from '../../shared/index.js';
 
 function intEnv(name: string, dflt: number, min: number): number {
   const text = process.env[name];
@@ -284,8 +284,8 @@ describe('coordinator kill -9 loop under load (issue 9)', () => {
         try {
           coord = await startCoordinator({ dataDir: coord.dataDir, port: coord.port, args: coord.args, env: coord.env });
         } catch (err) {
-          note(round, [{ kind: 'restart-failed', subject: `round ${round}`, detail: (err as Error).message }]);
-          fail(`round ${round}: the restart after kill -9 failed: ${(err as Error).message}`);
+          note(round, [{ kind: 'restart-failed', subject: `round ${round}`, detail: coerceError(err).message }]);
+          fail(`round ${round}: the restart after kill -9 failed: ${coerceError(err).message}`);
         }
         procs.push(coord.proc);
         for (let i = 0; i < agents.length; i++) await waitForAgent(coord, agentNames[i]!, 'connected', agents[i]);
@@ -323,7 +323,7 @@ describe('coordinator kill -9 loop under load (issue 9)', () => {
       try {
         coord = await startCoordinator({ dataDir: coord.dataDir, port: coord.port, args: coord.args, env: coord.env });
       } catch (err) {
-        fail(`the final restart failed: ${(err as Error).message}`);
+        fail(`the final restart failed: ${coerceError(err).message}`);
       }
       procs.push(coord.proc);
 
@@ -388,7 +388,7 @@ describe('coordinator kill -9 loop under load (issue 9)', () => {
       expect(found.length, message).toBe(0);
       failed = false;
     } catch (err) {
-      if (REPORT && !reported) await writeFile(REPORT, `${JSON.stringify({ seed: SEED, rounds: ROUNDS, fatal: (err as Error).message, replay: REPLAY, dir: dir.path }, null, 2)}\n`).catch(() => {});
+      if (REPORT && !reported) await writeFile(REPORT, `${JSON.stringify({ seed: SEED, rounds: ROUNDS, fatal: coerceError(err).message, replay: REPLAY, dir: dir.path }, null, 2)}\n`).catch(() => {});
       throw err;
     } finally {
       await load.stop(0).catch(() => {});

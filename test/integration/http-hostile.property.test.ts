@@ -30,7 +30,7 @@ import { NOWHERE, putBlob, seedBuilds, type BuildSnapshot } from '../helpers/api
 import { startCoordinator, tempDir, type CoordinatorHandle } from '../helpers/cluster.js';
 import { excerpt, sendRaw, Violations, type ProbeRequest, type ProbeResponse } from '../helpers/http-probe.js';
 import { encodeSegment } from '../helpers/openapi-requests.js';
-import { AGENT_CONTROL_ROUTES, API_ROUTES, apiPath, NAME_RE } from '../../shared/index.js';
+import { coerceError, AGENT_CONTROL_ROUTES, API_ROUTES, apiPath, NAME_RE } from '../../shared/index.js';
 
 const SEED = Number(process.env.KILN_HOSTILE_SEED ?? 20_261_205);
 const RUNS = Number(process.env.KILN_HOSTILE_RUNS ?? 30);
@@ -312,7 +312,7 @@ describe('hostile strings in routes and specs', () => {
       if ([...after.values()].some((s) => s.status !== 200)) await startFresh(`builds unreadable after ${what}`);
       else baseline = after; // a change is reported once, not after every later string
     } catch (err) {
-      v.add({ group: 'restart fails', operation: `restart after: ${what}`, problem: 'the coordinator does not start again on its data dir (killed with SIGKILL after the request: the journal does not replay)', detail: excerpt((err as Error).message, 600), example });
+      v.add({ group: 'restart fails', operation: `restart after: ${what}`, problem: 'the coordinator does not start again on its data dir (killed with SIGKILL after the request: the journal does not replay)', detail: excerpt(coerceError(err).message, 600), example });
       await startFresh(`restart failed after ${what}`);
     }
   }
@@ -437,7 +437,7 @@ describe('hostile strings in routes and specs', () => {
     try {
       c = await startCoordinator({ dataDir: c.dataDir, port: c.port });
     } catch (err) {
-      v.add({ group: 'restart fails', operation: `${how} restart at the end`, problem: 'the coordinator does not start again on its data dir (the journal does not replay)', detail: excerpt((err as Error).message, 800) });
+      v.add({ group: 'restart fails', operation: `${how} restart at the end`, problem: 'the coordinator does not start again on its data dir (the journal does not replay)', detail: excerpt(coerceError(err).message, 800) });
       return false;
     }
     const after = await fullState();

@@ -51,7 +51,7 @@ import { LocalBlobStore } from '../../coordinator/cas/local-blob-store.js';
 import { LogStore } from '../../coordinator/logs/log-store.js';
 import type { BuildRecord } from '../../coordinator/state/records.js';
 import { StateStore } from '../../coordinator/state/state-store.js';
-import { SLOT_HOLDING_ATTEMPT_STATES, isBuildTerminal, isKilnError, isNodeTerminal, validateSpec } from '../../shared/index.js';
+import { coerceError, SLOT_HOLDING_ATTEMPT_STATES, isBuildTerminal, isKilnError, isNodeTerminal, validateSpec } from '../../shared/index.js';
 import { InvariantChecker } from './invariants.js';
 import { Rng } from './rng.js';
 import { SimAgent } from './sim-agent.js';
@@ -234,7 +234,7 @@ export async function runSimulation(seed: number, opts: SimOptions = {}): Promis
                 world.log(`api cancel ${world.aliasBuild(rec.id)}`);
               } catch (err) {
                 if (!isKilnError(err, 'E_CONFLICT')) throw err;
-                world.log(`api cancel ${world.aliasBuild(rec.id)}: ${scrub(world, (err as Error).message)}`);
+                world.log(`api cancel ${world.aliasBuild(rec.id)}: ${scrub(world, coerceError(err).message)}`);
               }
             }),
           );
@@ -251,7 +251,7 @@ export async function runSimulation(seed: number, opts: SimOptions = {}): Promis
         return true;
       } catch (err) {
         if (!isKilnError(err, 'E_NOT_FOUND')) throw err;
-        world.log(`api agent ${name} -> ${control}: ${(err as Error).message}`);
+        world.log(`api agent ${name} -> ${control}: ${coerceError(err).message}`);
         return false;
       }
     };
@@ -269,7 +269,7 @@ export async function runSimulation(seed: number, opts: SimOptions = {}): Promis
         world.log(`api retry ${world.aliasBuild(b.id)}/${n.name}`);
       } catch (err) {
         if (!isKilnError(err, 'E_CONFLICT') && !isKilnError(err, 'E_NOT_FOUND')) throw err;
-        world.log(`api retry ${world.aliasBuild(b.id)}/${n.name}: ${scrub(world, (err as Error).message)}`);
+        world.log(`api retry ${world.aliasBuild(b.id)}/${n.name}: ${scrub(world, coerceError(err).message)}`);
       }
     };
     const applyFault = async (f: Fault) => {
@@ -368,7 +368,7 @@ export async function runSimulation(seed: number, opts: SimOptions = {}): Promis
         }
         await new Promise((r) => setImmediate(r));
       } catch (err) {
-        world.violate('engine-error', `${ev.label}: ${scrub(world, (err as Error).stack ?? String(err))}`);
+        world.violate('engine-error', `${ev.label}: ${scrub(world, coerceError(err).stack ?? String(err))}`);
         break;
       }
       checker.checkStep();

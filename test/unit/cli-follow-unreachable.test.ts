@@ -14,6 +14,7 @@ import { ApiClient, UnreachableError } from '../../cli/api-client.js';
 import { CliError } from '../../cli/exit-codes.js';
 import { followBuildLogs } from '../../cli/follow.js';
 import type { FollowEvent } from '../../shared/index.js';
+import { coerceError } from '../../shared/index.js';
 
 async function listen(handler: Parameters<typeof createServer>[1]): Promise<{ server: Server; base: string }> {
   const server = createServer(handler);
@@ -42,7 +43,7 @@ describe('following a coordinator that cannot be reached', () => {
     const err = await followBuildLogs(clientFor(base), { buildId: 'b-1', follow: true, onEvent: () => {}, onReconnect: (_n, why) => reconnects.push(why) }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UnreachableError);
     expect((err as CliError).exitCode).toBe(2);
-    expect((err as Error).message).toBe(`cannot reach the coordinator at ${base}: ECONNREFUSED`);
+    expect(coerceError(err).message).toBe(`cannot reach the coordinator at ${base}: ECONNREFUSED`);
     expect(reconnects).toEqual([]);
   });
 
@@ -102,7 +103,7 @@ describe('following a coordinator that cannot be reached', () => {
       expect(notFound).toBeInstanceOf(CliError);
       expect(notFound).not.toBeInstanceOf(UnreachableError);
       expect((notFound as CliError).exitCode).toBe(2);
-      expect((notFound as Error).message).toBe('build b-1 not found');
+      expect(coerceError(notFound).message).toBe('build b-1 not found');
       const refused = await followBuildLogs(new ApiClient({ baseUrl: base, token: 'wrong', tokenSource: 'test' }), { buildId: 'b-1', follow: true, onEvent: () => {} }).catch((e: unknown) => e);
       expect((refused as CliError).exitCode).toBe(4);
     } finally {

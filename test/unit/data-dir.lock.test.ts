@@ -11,7 +11,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { lockDataDir } from '../../coordinator/state/data-dir.js';
-import { bootId, isKilnError, procStat, type LockIdentity, type StaleLock } from '../../shared/index.js';
+import { coerceError, bootId, isKilnError, procStat, type LockIdentity, type StaleLock } from '../../shared/index.js';
 
 let dir: string;
 let lockPath: string;
@@ -69,7 +69,7 @@ async function lockError(): Promise<Error> {
     releases.push(await lockDataDir(dir));
   } catch (err) {
     expect(isKilnError(err, 'E_LOCKED')).toBe(true);
-    return err as Error;
+    return coerceError(err);
   }
   throw new Error('the lock was taken');
 }

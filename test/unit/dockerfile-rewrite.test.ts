@@ -3,7 +3,7 @@
 // without a trailing newline), plus its E_INVALID rejections.
 import { describe, expect, it } from 'vitest';
 import { baseImageRefs, rewriteForInputs, splitDockerfile, type DockerfileInput } from '../../agent/docker/dockerfile-rewrite.js';
-import { isKilnError } from '../../shared/index.js';
+import { coerceError, isKilnError } from '../../shared/index.js';
 
 const HEX = 'a'.repeat(64);
 const IMAGE = `kiln-cas/${HEX}:latest`;
@@ -21,7 +21,7 @@ function expectInvalid(fn: () => unknown, message: RegExp): void {
     caught = err;
   }
   expect(isKilnError(caught, 'E_INVALID'), String(caught)).toBe(true);
-  expect((caught as Error).message).toMatch(message);
+  expect(coerceError(caught).message).toMatch(message);
 }
 
 describe('splitDockerfile', () => {

@@ -8,9 +8,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Engine } from '../../coordinator/builds/engine.js';
-import { LogStore } from '../../coordinator/logs/log-store.js';
-import { StateStore } from '../../coordinator/state/state-store.js';
+import type { Engine } from '../../coordinator/builds/engine.js';
+import type { LogStore } from '../../coordinator/logs/log-store.js';
+import type { StateStore } from '../../coordinator/state/state-store.js';
 import { validateSpec, type HelloPayload } from '../../shared/index.js';
 import { FakeChannel, TIMINGS, finished, frame, hello, openEngine, tick } from '../helpers/engine-harness.js';
 

@@ -8,9 +8,10 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Engine, INFRA_ATTEMPT_BUDGET } from '../../coordinator/builds/engine.js';
-import { LogStore } from '../../coordinator/logs/log-store.js';
-import { StateStore } from '../../coordinator/state/state-store.js';
+import type { Engine} from '../../coordinator/builds/engine.js';
+import { INFRA_ATTEMPT_BUDGET } from '../../coordinator/builds/engine.js';
+import type { LogStore } from '../../coordinator/logs/log-store.js';
+import type { StateStore } from '../../coordinator/state/state-store.js';
 import { validateSpec, type HelloPayload, type Payload } from '../../shared/index.js';
 import { FakeChannel, TIMINGS, finished, frame, hello, openEngine, tick } from '../helpers/engine-harness.js';
 

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { extract } from 'tar-stream';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { packDir as packContext } from '../../shared/index.js';
 import { buildContextStream, INLINE_DOCKERFILE } from '../../agent/docker/build-context.js';
 

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { pack, type Header } from 'tar-stream';
-import { DEFAULT_EXTRACT_BUDGET, extractTarContained, isKilnError, normalizeEntryPath, safeJoin, type ExtractOptions } from '../../shared/index.js';
+import { coerceError, DEFAULT_EXTRACT_BUDGET, extractTarContained, isKilnError, normalizeEntryPath, safeJoin, type ExtractOptions } from '../../shared/index.js';
 
 interface Entry extends Partial<Header> {
   name: string;
@@ -103,7 +103,7 @@ async function expectRejected(entries: Entry[] | Buffer, opts?: ExtractOptions, 
   const buf = Buffer.isBuffer(entries) ? entries : await tar(entries);
   const err = await extractTarContained(chunked(buf), target, opts).then(
     () => undefined,
-    (e: unknown) => e as Error,
+    (e: unknown) => coerceError(e),
   );
   expect(err, 'extraction should reject').toBeDefined();
   expect(isKilnError(err, 'E_ARCHIVE'), `expected E_ARCHIVE, got ${String(err)}`).toBe(true);
