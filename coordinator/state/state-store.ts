@@ -6,8 +6,8 @@
  * Callers change `data` in memory (synchronously, so changes are atomic with respect to
  * each other), mark what they changed (`markNew`, `markBuild`, `markNode`), and then
  * `await commit()`; the promise resolves once everything changed before the call is on
- * disk. A commit appends one line per changed build/node to the journal and fdatasyncs
- * it: its cost follows the number of changes, not the size of the state, and commits
+ * disk. A commit appends one line per changed build/node to the journal (opened O_DSYNC,
+ * so the append returns once it is on disk): its cost follows the number of changes, not the size of the state, and commits
  * that arrive while a write is in flight share the next one. When the journal grows past
  * the snapshot's size (and a floor), the whole state is written as a new snapshot
  * (temp, fsync, rename, fsync dir) and the journal is emptied.
@@ -26,7 +26,7 @@
  * revive), and an archive whose build changed while its file was being written (a pin
  * racing the archive) is written again, so a change acknowledged meanwhile is in the file.
  */
-import { mkdir, open, readFile, readdir, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { constants, mkdir, open, readFile, readdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Low } from 'lowdb';
 import { KilnError, coerceError, errnoCode } from '../../shared/index.js';
@@ -51,6 +51,12 @@ interface Waiter {
 }
 
 const STATE_FILE = 'state.json';
+/** Append, create, and every write durable before it returns (O_DSYNC: data plus the size, like fdatasync). */
+const JOURNAL_FLAGS = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_DSYNC;
+
+function openJournal(path: string): Promise<FileHandle> {
+  return open(path, JOURNAL_FLAGS, 0o600);
+}
 const JOURNAL_FILE = 'journal.jsonl';
 
 export class StateStore {
@@ -128,7 +134,7 @@ export class StateStore {
       await store.db.write();
       store.writes++;
       store.created = true;
-      store.journal = await open(store.journalPath, 'a', 0o600);
+      store.journal = await openJournal(store.journalPath);
       await store.journal.sync();
       await fsyncDir(opts.dataDir);
       return store;
@@ -326,33 +332,42 @@ export class StateStore {
     return lines.length > 0 ? `${lines.join('\n')}\n` : '';
   }
 
+  /**
+   * Writes what is marked, batch after batch, while commits wait. One batch is in flight at
+   * a time (journal lines stay in order); commits that arrive meanwhile share the next
+   * batch, which starts as soon as the previous one is durable. The journal is opened with
+   * O_DSYNC, so the append returns only once the data is on disk (the fdatasync happens in
+   * the same system call: one trip to the thread pool per batch, not two).
+   */
   private async flush(): Promise<void> {
     this.scheduled = false;
-    if (this.writing || this.waiting.length === 0) return;
+    if (this.writing) return;
     this.writing = true;
-    const batch = this.waiting;
-    this.waiting = [];
     try {
-      const text = this.journalText(this.takeEntries());
-      if (text) {
-        const fh = await this.journalHandle();
-        await fh.write(text);
-        await fh.datasync();
-        this.journalBytes += Buffer.byteLength(text);
-        this.writes++;
+      while (this.waiting.length > 0 && !this.failed) {
+        const batch = this.waiting;
+        this.waiting = [];
+        try {
+          const text = this.journalText(this.takeEntries());
+          if (text) {
+            const fh = this.journal ?? (await this.journalHandle());
+            await fh.write(text);
+            this.journalBytes += Buffer.byteLength(text);
+            this.writes++;
+          }
+          if (this.journalBytes > Math.max(this.minCompactBytes, this.snapshotBytes)) await this.compact();
+          for (const w of batch) w.resolve();
+        } catch (err) {
+          // A failed state write means durability can no longer be promised: every waiter and
+          // every later commit fails, and the coordinator stops acknowledging.
+          this.failed = new KilnError('E_STATE', `writing the state in ${this.opts.dataDir} failed: ${coerceError(err).message}`, { cause: err });
+          for (const w of batch) w.reject(this.failed);
+          for (const w of this.waiting.splice(0)) w.reject(this.failed);
+        }
       }
-      if (this.journalBytes > Math.max(this.minCompactBytes, this.snapshotBytes)) await this.compact();
-      for (const w of batch) w.resolve();
-    } catch (err) {
-      // A failed state write means durability can no longer be promised: every waiter and
-      // every later commit fails, and the coordinator stops acknowledging.
-      this.failed = new KilnError('E_STATE', `writing the state in ${this.opts.dataDir} failed: ${coerceError(err).message}`, { cause: err });
-      for (const w of batch) w.reject(this.failed);
-      for (const w of this.waiting.splice(0)) w.reject(this.failed);
     } finally {
       this.writing = false;
     }
-    if (this.waiting.length > 0 && !this.failed) await this.flush();
   }
 
   /** Writes a full snapshot, then empties the journal (called with `writing` held). */
@@ -368,7 +383,7 @@ export class StateStore {
 
   private async journalHandle(): Promise<FileHandle> {
     if (!this.journal) {
-      this.journal = await open(this.journalPath, 'a', 0o600);
+      this.journal = await openJournal(this.journalPath);
       await fsyncDir(this.opts.dataDir);
     }
     return this.journal;
