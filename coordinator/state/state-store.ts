@@ -350,7 +350,7 @@ export class StateStore {
         try {
           const text = this.journalText(this.takeEntries());
           if (text) {
-            const fh = this.journal ?? (await this.journalHandle());
+            const fh = await this.journalHandle();
             await fh.write(text);
             this.journalBytes += Buffer.byteLength(text);
             this.writes++;
