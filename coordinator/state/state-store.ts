@@ -255,8 +255,11 @@ export class StateStore {
       this.waiting.push({ resolve, reject });
       if (!this.writing && !this.scheduled) {
         this.scheduled = true;
-        // setImmediate: changes made in the same turn of the event loop share one write.
-        setImmediate(() => void this.flush());
+        // Two setImmediate hops: changes made in this turn, and in every setImmediate callback
+        // already queued (the engine's placement pass, whose dispatches wait for this write),
+        // share one write; one hop let a result's commit start writing just before the
+        // placement it triggered, which then waited for a second write.
+        setImmediate(() => setImmediate(() => void this.flush()));
       }
     });
   }
