@@ -19,7 +19,7 @@
  * `node --cpu-prof`: no comparator, no ratios.
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, open, rm } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
@@ -289,6 +289,26 @@ async function bareWs(runs = RUNS) {
   return { rate: median(rates), p50: percentile(rtts, 50), p99: percentile(rtts, 99), assignBytes: assign.length, finishedBytes: finished.length };
 }
 
+/** The disk's durable-append latency right now (1 KiB append + fdatasync, 200 times, in the temp dir): context for the persistence-on figures. */
+async function diskSync(): Promise<{ p50: number; p99: number }> {
+  const dir = await mkdtemp(join(tmpdir(), 'kiln-bench-sync-'));
+  try {
+    const fh = await open(join(dir, 'probe'), 'a');
+    const line = Buffer.alloc(1024, 0x78);
+    const ts: number[] = [];
+    for (let i = 0; i < 200; i++) {
+      const t0 = now();
+      await fh.write(line);
+      await fh.datasync();
+      ts.push(now() - t0);
+    }
+    await fh.close();
+    return { p50: percentile(ts, 50), p99: percentile(ts, 99) };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 async function profileOnly(persist: boolean) {
   const r = await kilnRuns(persist);
   console.log(`kiln persistence ${persist ? 'on' : 'off'} (profiling run, no comparator): ${fmt(r.rate, 0)} nodes/s (runs ${r.rates.map((x) => fmt(x, 0)).join(', ')})`);
@@ -310,13 +330,14 @@ async function main() {
   for (let r = 0; r < RUNS; r++) {
     // Each run measures all three sides, seconds apart, so its ratios share the machine's state.
     const bare = await bareWs(1);
+    const disk = await diskSync();
     const on = await kilnRuns(true, 1);
     const off = await kilnRuns(false, 1);
     bares.push(bare);
     ons.push(on);
     offs.push(off);
     console.log(
-      `run ${r + 1} (load ${loadavg()[0]!.toFixed(2)}): bare sync RTT p50 ${fmt(bare.p50, 3)} ms, ${fmt(bare.rate, 0)} round trips/s; ` +
+      `run ${r + 1} (load ${loadavg()[0]!.toFixed(2)}; disk append+fdatasync p50 ${fmt(disk.p50, 3)} ms, p99 ${fmt(disk.p99, 2)} ms): bare sync RTT p50 ${fmt(bare.p50, 3)} ms, ${fmt(bare.rate, 0)} round trips/s; ` +
         `on ${fmt(on.rate, 0)} nodes/s, one-in-flight p50 ${fmt(on.p50One, 3)} ms (${fmt(on.p50One / bare.p50, 2)}x); off ${fmt(off.rate, 0)} nodes/s, p50 ${fmt(off.p50One, 3)} ms; on/off ${fmt(on.rate / off.rate, 3)}`,
     );
   }
