@@ -6,9 +6,10 @@
  * Callers change `data` in memory (synchronously, so changes are atomic with respect to
  * each other), mark what they changed (`markNew`, `markBuild`, `markNode`), and then
  * `await commit()`; the promise resolves once everything changed before the call is on
- * disk. A commit appends one line per changed build/node to the journal (opened O_DSYNC,
- * so the append returns once it is on disk): its cost follows the number of changes, not the size of the state, and commits
- * that arrive while a write is in flight share the next one. When the journal grows past
+ * disk. A commit appends one line per changed build/node to the journal, opened O_DSYNC
+ * so that the append returns once it is on disk (the fdatasync is part of the write): its
+ * cost follows the number of changes, not the size of the state, and commits that arrive
+ * while a write is in flight share the next one. When the journal grows past
  * the snapshot's size (and a floor), the whole state is written as a new snapshot
  * (temp, fsync, rename, fsync dir) and the journal is emptied.
  *
@@ -51,13 +52,13 @@ interface Waiter {
 }
 
 const STATE_FILE = 'state.json';
+const JOURNAL_FILE = 'journal.jsonl';
 /** Append, create, and every write durable before it returns (O_DSYNC: data plus the size, like fdatasync). */
 const JOURNAL_FLAGS = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_DSYNC;
 
 function openJournal(path: string): Promise<FileHandle> {
   return open(path, JOURNAL_FLAGS, 0o600);
 }
-const JOURNAL_FILE = 'journal.jsonl';
 
 export class StateStore {
   readonly path: string;
