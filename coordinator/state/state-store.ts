@@ -72,6 +72,12 @@ export class StateStore {
   private writing = false;
   private scheduled = false;
   private failed: Error | null = null;
+  /**
+   * A snapshot being written while commits keep appending to the journal: `tail` holds
+   * what was appended since the snapshot's state was serialized, which becomes the new
+   * journal once the snapshot is on disk.
+   */
+  private compaction: { tail: string[]; snapshotted: boolean; done: Promise<void>; finish: (err?: unknown) => void } | null = null;
   private readonly newBuilds = new Set<string>();
   private readonly dirtyBuilds = new Set<string>();
   private readonly dirtyNodes = new Map<string, Set<string>>();
@@ -348,7 +354,9 @@ export class StateStore {
     if (this.writing) return;
     this.writing = true;
     try {
-      while (this.waiting.length > 0 && !this.failed) {
+      for (;;) {
+        if (this.compaction?.snapshotted) await this.swapJournal();
+        if (this.waiting.length === 0 || this.failed) break;
         const batch = this.waiting;
         this.waiting = [];
         try {
@@ -357,16 +365,13 @@ export class StateStore {
             const fh = await this.journalHandle();
             await fh.write(text);
             this.journalBytes += Buffer.byteLength(text);
+            this.compaction?.tail.push(text);
             this.writes++;
           }
-          if (this.journalBytes > Math.max(this.minCompactBytes, this.snapshotBytes)) await this.compact();
           for (const w of batch) w.resolve();
+          if (!this.compaction && this.journalBytes > Math.max(this.minCompactBytes, this.snapshotBytes)) this.startCompaction();
         } catch (err) {
-          // A failed state write means durability can no longer be promised: every waiter and
-          // every later commit fails, and the coordinator stops acknowledging.
-          this.failed = new KilnError('E_STATE', `writing the state in ${this.opts.dataDir} failed: ${coerceError(err).message}`, { cause: err });
-          for (const w of batch) w.reject(this.failed);
-          for (const w of this.waiting.splice(0)) w.reject(this.failed);
+          this.fail(err, batch);
         }
       }
     } finally {
@@ -374,7 +379,69 @@ export class StateStore {
     }
   }
 
-  /** Writes a full snapshot, then empties the journal (called with `writing` held). */
+  /**
+   * A failed state write means durability can no longer be promised: every waiter and
+   * every later commit fails, and the coordinator stops acknowledging.
+   */
+  private fail(err: unknown, batch: Waiter[] = []): void {
+    this.failed ??= new KilnError('E_STATE', `writing the state in ${this.opts.dataDir} failed: ${coerceError(err).message}`, { cause: err });
+    for (const w of batch) w.reject(this.failed);
+    for (const w of this.waiting.splice(0)) w.reject(this.failed);
+  }
+
+  /**
+   * Compaction without stopping commits: the state is serialized now (synchronously, in
+   * `db.write()`), and while that snapshot is written, synced and renamed, commits go on
+   * appending to the journal and are acknowledged as before (their lines are kept in
+   * `tail`). Once the snapshot is durable, the journal is replaced (temp file, fsync,
+   * rename, fsync dir) by just those lines, between two batches (`swapJournal`). A crash
+   * at any point leaves a snapshot and a journal whose replay gives every acknowledged
+   * change: before the rename, the whole old journal replays over the newer snapshot
+   * (entries are idempotent upserts); after it, only the lines written since the snapshot.
+   */
+  private startCompaction(): void {
+    let finish!: (err?: unknown) => void;
+    const done = new Promise<void>((resolve, reject) => {
+      finish = (err?: unknown) => (err === undefined ? resolve() : reject(coerceError(err)));
+    });
+    const c = { tail: [] as string[], snapshotted: false, done, finish };
+    this.compaction = c;
+    void done.catch(() => {}); // failures reach waiters through fail()
+    this.db.write().then(
+      () => {
+        c.snapshotted = true;
+        // No batch in flight: swap now; otherwise the flush loop swaps between two batches.
+        if (!this.writing) void this.flush();
+      },
+      (err: unknown) => {
+        this.compaction = null;
+        this.fail(err);
+        c.finish(err);
+      },
+    );
+  }
+
+  /** Replaces the journal by the lines written since the snapshot (called with `writing` held). */
+  private async swapJournal(): Promise<void> {
+    const c = this.compaction;
+    if (!c) return;
+    this.compaction = null;
+    try {
+      const text = c.tail.join('');
+      await writeFileDurable(this.journalPath, text, 0o600);
+      await this.journal?.close();
+      this.journal = null;
+      this.journalBytes = Buffer.byteLength(text);
+      this.writes++;
+      this.snapshots++;
+      c.finish();
+    } catch (err) {
+      this.fail(err);
+      c.finish(err);
+    }
+  }
+
+  /** Writes a full snapshot, then empties the journal (called with `writing` held, no compaction running). */
   private async compact(): Promise<void> {
     await this.db.write();
     const fh = await this.journalHandle();
@@ -466,8 +533,9 @@ export class StateStore {
   async drain(): Promise<void> {
     if (!this.opts.persist) return;
     while (this.fileOps.size > 0) await Promise.allSettled([...this.fileOps.values()]);
-    while (this.writing || this.waiting.length > 0 || this.scheduled) {
+    while (this.writing || this.waiting.length > 0 || this.scheduled || this.compaction) {
       await this.commit().catch(() => {});
+      await this.compaction?.done.catch(() => {});
       await new Promise((r) => setImmediate(r));
     }
     if (!this.failed && this.journalBytes > 0) {

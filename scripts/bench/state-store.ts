@@ -199,6 +199,8 @@ interface KilnResult {
   ackP99: number;
   ackMax: number;
   writes: number;
+  /** Snapshots (compactions) written during the run. */
+  snapshots: number;
 }
 
 /** kiln: `inFlight` workers, each making a change and awaiting its durable commit. */
@@ -213,6 +215,7 @@ async function kilnRun(inFlight: number): Promise<KilnResult> {
     store.markNew(build.id);
     await store.commit();
     const writes0 = store.writes;
+    const snapshots0 = store.snapshots;
     const acks: number[] = [];
     let next = 0;
     const worker = async () => {
@@ -233,13 +236,14 @@ async function kilnRun(inFlight: number): Promise<KilnResult> {
     await Promise.all(Array.from({ length: inFlight }, worker));
     const elapsed = now() - t0;
     const writes = store.writes - writes0;
+    const snapshots = store.snapshots - snapshots0;
     await store.drain();
     // Check: what was acknowledged replays.
     const again = await StateStore.open({ dataDir: dir, persist: true, init: false });
     const done = again.data.builds.get(build.id)?.nodes.filter((n) => n.state === 'success').length ?? 0;
     await again.drain();
     if (done !== STEPS) throw new Error(`replay found ${done} of ${STEPS} nodes finished`);
-    return { rate: TRANSITIONS / (elapsed / 1000), ackP50: percentile(acks, 50), ackP99: percentile(acks, 99), ackMax: percentile(acks, 100), writes };
+    return { rate: TRANSITIONS / (elapsed / 1000), ackP50: percentile(acks, 50), ackP99: percentile(acks, 99), ackMax: percentile(acks, 100), writes, snapshots };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -314,8 +318,8 @@ async function main() {
     );
   }
   const rows: Array<[string, number[], string]> = [
-    ['kiln journal, 50 in flight (group commit)', k50.map((x) => x.rate), `ack-to-disk p50 ${fmt(median(k50.map((x) => x.ackP50)), 2)} ms, p99 ${fmt(median(k50.map((x) => x.ackP99)), 2)} ms, max ${fmt(Math.max(...k50.map((x) => x.ackMax)), 1)} ms; ${fmt(median(k50.map((x) => TRANSITIONS / x.writes)), 1)} transitions per fdatasync`],
-    ['kiln journal, 1 in flight', k1.map((x) => x.rate), `ack-to-disk p50 ${fmt(median(k1.map((x) => x.ackP50)), 3)} ms, p99 ${fmt(median(k1.map((x) => x.ackP99)), 2)} ms, max ${fmt(Math.max(...k1.map((x) => x.ackMax)), 1)} ms`],
+    ['kiln journal, 50 in flight (group commit)', k50.map((x) => x.rate), `ack-to-disk p50 ${fmt(median(k50.map((x) => x.ackP50)), 2)} ms, p99 ${fmt(median(k50.map((x) => x.ackP99)), 2)} ms, max ${fmt(Math.max(...k50.map((x) => x.ackMax)), 1)} ms; ${fmt(median(k50.map((x) => TRANSITIONS / x.writes)), 1)} transitions per durable write; ${median(k50.map((x) => x.snapshots))} snapshot(s) during the run`],
+    ['kiln journal, 1 in flight', k1.map((x) => x.rate), `ack-to-disk p50 ${fmt(median(k1.map((x) => x.ackP50)), 3)} ms, p99 ${fmt(median(k1.map((x) => x.ackP99)), 2)} ms, max ${fmt(Math.max(...k1.map((x) => x.ackMax)), 1)} ms; ${median(k1.map((x) => x.snapshots))} snapshot(s) during the run`],
   ];
   if (Sqlite) {
     rows.push(['sqlite WAL, synchronous=NORMAL, autocommit', sqlAuto, 'comparator; no sync per commit (durable at checkpoint)']);
