@@ -9,9 +9,10 @@
  * disk. A commit appends one line per changed build/node to the journal, opened O_DSYNC
  * so that the append returns once it is on disk (the fdatasync is part of the write): its
  * cost follows the number of changes, not the size of the state, and commits that arrive
- * while a write is in flight share the next one. When the journal grows past
- * the snapshot's size (and a floor), the whole state is written as a new snapshot
- * (temp, fsync, rename, fsync dir) and the journal is emptied.
+ * while a write is in flight share the next one. When the journal grows past the
+ * snapshot's size (and a floor), the whole state is written as a new snapshot (temp,
+ * fsync, rename, fsync dir) while commits go on, and the journal is then replaced by the
+ * lines written since (see `startCompaction`).
  *
  * Journal entries are idempotent upserts, so replaying a journal on top of a snapshot that
  * already contains some of it (a crash between snapshot and truncation) is harmless. A
