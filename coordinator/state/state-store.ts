@@ -6,11 +6,13 @@
  * Callers change `data` in memory (synchronously, so changes are atomic with respect to
  * each other), mark what they changed (`markNew`, `markBuild`, `markNode`), and then
  * `await commit()`; the promise resolves once everything changed before the call is on
- * disk. A commit appends one line per changed build/node to the journal and fdatasyncs
- * it: its cost follows the number of changes, not the size of the state, and commits
- * that arrive while a write is in flight share the next one. When the journal grows past
- * the snapshot's size (and a floor), the whole state is written as a new snapshot
- * (temp, fsync, rename, fsync dir) and the journal is emptied.
+ * disk. A commit appends one line per changed build/node to the journal, opened O_DSYNC
+ * so that the append returns once it is on disk (the fdatasync is part of the write): its
+ * cost follows the number of changes, not the size of the state, and commits that arrive
+ * while a write is in flight share the next one. When the journal grows past the
+ * snapshot's size (and a floor), the whole state is written as a new snapshot (temp,
+ * fsync, rename, fsync dir) while commits go on, and the journal is then replaced by the
+ * lines written since (see `startCompaction`).
  *
  * Journal entries are idempotent upserts, so replaying a journal on top of a snapshot that
  * already contains some of it (a crash between snapshot and truncation) is harmless. A
@@ -26,7 +28,7 @@
  * revive), and an archive whose build changed while its file was being written (a pin
  * racing the archive) is written again, so a change acknowledged meanwhile is in the file.
  */
-import { mkdir, open, readFile, readdir, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { constants, mkdir, open, readFile, readdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Low } from 'lowdb';
 import { KilnError, coerceError, errnoCode } from '../../shared/index.js';
@@ -52,6 +54,12 @@ interface Waiter {
 
 const STATE_FILE = 'state.json';
 const JOURNAL_FILE = 'journal.jsonl';
+/** Append, create, and every write durable before it returns (O_DSYNC: data plus the size, like fdatasync). */
+const JOURNAL_FLAGS = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_DSYNC;
+
+function openJournal(path: string): Promise<FileHandle> {
+  return open(path, JOURNAL_FLAGS, 0o600);
+}
 
 export class StateStore {
   readonly path: string;
@@ -65,6 +73,12 @@ export class StateStore {
   private writing = false;
   private scheduled = false;
   private failed: Error | null = null;
+  /**
+   * A snapshot being written while commits keep appending to the journal: `tail` holds
+   * what was appended since the snapshot's state was serialized, which becomes the new
+   * journal once the snapshot is on disk.
+   */
+  private compaction: { tail: string[]; snapshotted: boolean; done: Promise<void>; finish: (err?: unknown) => void } | null = null;
   private readonly newBuilds = new Set<string>();
   private readonly dirtyBuilds = new Set<string>();
   private readonly dirtyNodes = new Map<string, Set<string>>();
@@ -128,7 +142,7 @@ export class StateStore {
       await store.db.write();
       store.writes++;
       store.created = true;
-      store.journal = await open(store.journalPath, 'a', 0o600);
+      store.journal = await openJournal(store.journalPath);
       await store.journal.sync();
       await fsyncDir(opts.dataDir);
       return store;
@@ -249,8 +263,11 @@ export class StateStore {
       this.waiting.push({ resolve, reject });
       if (!this.writing && !this.scheduled) {
         this.scheduled = true;
-        // setImmediate: changes made in the same turn of the event loop share one write.
-        setImmediate(() => void this.flush());
+        // Two setImmediate hops: changes made in this turn, and in every setImmediate callback
+        // already queued (the engine's placement pass, whose dispatches wait for this write),
+        // share one write; one hop let a result's commit start writing just before the
+        // placement it triggered, which then waited for a second write.
+        setImmediate(() => setImmediate(() => void this.flush()));
       }
     });
   }
@@ -326,36 +343,106 @@ export class StateStore {
     return lines.length > 0 ? `${lines.join('\n')}\n` : '';
   }
 
+  /**
+   * Writes what is marked, batch after batch, while commits wait. One batch is in flight at
+   * a time (journal lines stay in order); commits that arrive meanwhile share the next
+   * batch, which starts as soon as the previous one is durable. The journal is opened with
+   * O_DSYNC, so the append returns only once the data is on disk (the fdatasync happens in
+   * the same system call: one trip to the thread pool per batch, not two).
+   */
   private async flush(): Promise<void> {
     this.scheduled = false;
-    if (this.writing || this.waiting.length === 0) return;
+    if (this.writing) return;
     this.writing = true;
-    const batch = this.waiting;
-    this.waiting = [];
     try {
-      const text = this.journalText(this.takeEntries());
-      if (text) {
-        const fh = await this.journalHandle();
-        await fh.write(text);
-        await fh.datasync();
-        this.journalBytes += Buffer.byteLength(text);
-        this.writes++;
+      for (;;) {
+        if (this.compaction?.snapshotted) await this.swapJournal();
+        if (this.waiting.length === 0 || this.failed) break;
+        const batch = this.waiting;
+        this.waiting = [];
+        try {
+          const text = this.journalText(this.takeEntries());
+          if (text) {
+            const fh = await this.journalHandle();
+            await fh.write(text);
+            this.journalBytes += Buffer.byteLength(text);
+            this.compaction?.tail.push(text);
+            this.writes++;
+          }
+          for (const w of batch) w.resolve();
+          if (!this.compaction && this.journalBytes > Math.max(this.minCompactBytes, this.snapshotBytes)) this.startCompaction();
+        } catch (err) {
+          this.fail(err, batch);
+        }
       }
-      if (this.journalBytes > Math.max(this.minCompactBytes, this.snapshotBytes)) await this.compact();
-      for (const w of batch) w.resolve();
-    } catch (err) {
-      // A failed state write means durability can no longer be promised: every waiter and
-      // every later commit fails, and the coordinator stops acknowledging.
-      this.failed = new KilnError('E_STATE', `writing the state in ${this.opts.dataDir} failed: ${coerceError(err).message}`, { cause: err });
-      for (const w of batch) w.reject(this.failed);
-      for (const w of this.waiting.splice(0)) w.reject(this.failed);
     } finally {
       this.writing = false;
     }
-    if (this.waiting.length > 0 && !this.failed) await this.flush();
   }
 
-  /** Writes a full snapshot, then empties the journal (called with `writing` held). */
+  /**
+   * A failed state write means durability can no longer be promised: every waiter and
+   * every later commit fails, and the coordinator stops acknowledging.
+   */
+  private fail(err: unknown, batch: Waiter[] = []): void {
+    this.failed ??= new KilnError('E_STATE', `writing the state in ${this.opts.dataDir} failed: ${coerceError(err).message}`, { cause: err });
+    for (const w of batch) w.reject(this.failed);
+    for (const w of this.waiting.splice(0)) w.reject(this.failed);
+  }
+
+  /**
+   * Compaction without stopping commits: the state is serialized now (synchronously, in
+   * `db.write()`), and while that snapshot is written, synced and renamed, commits go on
+   * appending to the journal and are acknowledged as before (their lines are kept in
+   * `tail`). Once the snapshot is durable, the journal is replaced (temp file, fsync,
+   * rename, fsync dir) by just those lines, between two batches (`swapJournal`). A crash
+   * at any point leaves a snapshot and a journal whose replay gives every acknowledged
+   * change: before the rename, the whole old journal replays over the newer snapshot
+   * (entries are idempotent upserts); after it, only the lines written since the snapshot.
+   */
+  private startCompaction(): void {
+    let finish!: (err?: unknown) => void;
+    const done = new Promise<void>((resolve, reject) => {
+      finish = (err?: unknown) => (err === undefined ? resolve() : reject(coerceError(err)));
+    });
+    const c = { tail: [] as string[], snapshotted: false, done, finish };
+    this.compaction = c;
+    void done.catch(() => {}); // failures reach waiters through fail()
+    this.db.write().then(
+      () => {
+        c.snapshotted = true;
+        // No batch in flight: swap now; otherwise the flush loop swaps between two batches.
+        if (!this.writing) void this.flush();
+      },
+      (err: unknown) => {
+        this.compaction = null;
+        this.fail(err);
+        c.finish(err);
+      },
+    );
+  }
+
+  /** Replaces the journal by the lines written since the snapshot (called with `writing` held). */
+  private async swapJournal(): Promise<void> {
+    const c = this.compaction;
+    if (!c) return;
+    this.compaction = null;
+    try {
+      const text = c.tail.join('');
+      await writeFileDurable(this.journalPath, text, 0o600);
+      await this.journal?.close();
+      this.journal = null;
+      this.journalBytes = Buffer.byteLength(text);
+      this.writes++;
+      this.snapshots++;
+      c.finish();
+    } catch (err) {
+      this.fail(err);
+      c.finish(err);
+    }
+  }
+
+  /** Writes a full snapshot, then empties the journal (called with `writing` held, no compaction running). */
   private async compact(): Promise<void> {
     await this.db.write();
     const fh = await this.journalHandle();
@@ -368,7 +455,7 @@ export class StateStore {
 
   private async journalHandle(): Promise<FileHandle> {
     if (!this.journal) {
-      this.journal = await open(this.journalPath, 'a', 0o600);
+      this.journal = await openJournal(this.journalPath);
       await fsyncDir(this.opts.dataDir);
     }
     return this.journal;
@@ -447,8 +534,9 @@ export class StateStore {
   async drain(): Promise<void> {
     if (!this.opts.persist) return;
     while (this.fileOps.size > 0) await Promise.allSettled([...this.fileOps.values()]);
-    while (this.writing || this.waiting.length > 0 || this.scheduled) {
+    while (this.writing || this.waiting.length > 0 || this.scheduled || this.compaction) {
       await this.commit().catch(() => {});
+      await this.compaction?.done.catch(() => {});
       await new Promise((r) => setImmediate(r));
     }
     if (!this.failed && this.journalBytes > 0) {

@@ -8,6 +8,8 @@ import { join } from 'node:path';
 const benches = [
   'placement.js',
   'dispatch.js',
+  'submit.js',
+  'state-store.js',
   'connections.js',
   'agent-memory.js',
   'buildkit-overhead.js',

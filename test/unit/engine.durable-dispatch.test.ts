@@ -137,7 +137,7 @@ describe('engine: durable before it is said', () => {
     await tick();
     const ax = ch.assigns()[0]!;
     await engine.frame(entry, frame('started', { attempt_id: ax.attempt_id, at: now }));
-    // hold the next journal fdatasync until released
+    // hold the next journal write (O_DSYNC: durable when it returns) until released
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     let synced = false;
@@ -145,7 +145,7 @@ describe('engine: durable before it is said', () => {
     const original = s.journalHandle.bind(store);
     s.journalHandle = async () => {
       const fh = await original();
-      return { write: (t: string) => fh.write(t), truncate: (n: number) => fh.truncate(n), datasync: async () => (await gate, await fh.datasync(), (synced = true)) as never };
+      return { write: async (t: string) => (await gate, await fh.write(t), (synced = true)) as never, truncate: (n: number) => fh.truncate(n), datasync: () => fh.datasync() };
     };
     const first = engine.frame(entry, frame('finished', finished(ax.attempt_id, 'success')));
     let ackedEarly: boolean;
