@@ -5,7 +5,7 @@
  * and the periodic sweep (silent or vanished agents are lost, unaccepted assignments are
  * offered again, unconfirmed cancels and attempts past their deadline are ended).
  */
-import { formatDuration, type HelloPayload, type Payload } from '../../shared/index.js';
+import { CLOSE_CODES, formatDuration, type HelloPayload, type Payload } from '../../shared/index.js';
 import type { AgentChannel, AgentEntry } from '../placement/agent-registry.js';
 import { logRef, type EngineState, type HelloOutcome } from './engine-state.js';
 import { loseAttempt } from './engine-retry.js';
@@ -20,9 +20,9 @@ export async function hello(s: EngineState, hello: HelloPayload, channel: AgentC
   const now = s.now();
   const existing = s.agents.get(hello.name);
   if (existing && existing.state === 'connected' && existing.session !== hello.session) {
-    return { ok: false, closeCode: 4009, reason: `agent name '${hello.name}' is in use by another connected agent process` };
+    return { ok: false, closeCode: CLOSE_CODES.NAME_IN_USE, reason: `agent name '${hello.name}' is in use by another connected agent process` };
   }
-  if (existing?.state === 'connected' && existing.channel) existing.channel.close(4010, 'replaced by a newer connection of the same agent');
+  if (existing?.state === 'connected' && existing.channel) existing.channel.close(CLOSE_CODES.REPLACED, 'replaced by a newer connection of the same agent');
   const { entry } = s.agents.connect(hello, channel, now);
   s.agents.setControl(entry, s.records.agentControl(hello.name)?.control ?? 'active');
   const reported = new Map(hello.running.map((r) => [r.attempt_id, r]));
@@ -108,7 +108,7 @@ export async function sweep(s: EngineState): Promise<void> {
   if (s.agents.tick(now)) s.scheduleSoon();
   for (const entry of [...s.agents.all()]) {
     if (entry.state === 'connected' && now - entry.lastSeenAt > t.lostAfterMs) {
-      entry.channel?.close(4008, `no frame for ${formatDuration(now - entry.lastSeenAt)}`);
+      entry.channel?.close(CLOSE_CODES.HEARTBEAT_TIMEOUT, `no frame for ${formatDuration(now - entry.lastSeenAt)}`);
       changed = agentLost(s, entry, `agent ${entry.name} was silent for ${formatDuration(now - entry.lastSeenAt)}`) || changed;
     } else if (entry.state === 'disconnected' && entry.lostAt !== null && entry.lostAt <= now) {
       // An agent known only from the state file (never connected since the restart) had the reconnect grace.
