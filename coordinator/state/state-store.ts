@@ -1,23 +1,16 @@
 /**
  * The coordinator's durable state: a lowdb snapshot (`state.json`, written through the
- * durable adapter) plus an append-only journal (`journal.jsonl`), with group commit and
- * archiving of finished builds.
+ * durable adapter) plus an append-only journal (`journal.jsonl`), and archiving of
+ * finished builds. The store owns the in-memory state and what changed in it; writing the
+ * journal (group commit, O_DSYNC appends, compaction) is `JournalWriter`'s, whose header
+ * states the durability contract, and reading it back at startup is `replayJournal`'s.
  *
  * Callers change `data` in memory (synchronously, so changes are atomic with respect to
  * each other), mark what they changed (`markNew`, `markBuild`, `markNode`), and then
  * `await commit()`; the promise resolves once everything changed before the call is on
- * disk. A commit appends one line per changed build/node to the journal, opened O_DSYNC
- * so that the append returns once it is on disk (the fdatasync is part of the write): its
- * cost follows the number of changes, not the size of the state, and commits that arrive
- * while a write is in flight share the next one. When the journal grows past the
- * snapshot's size (and a floor), the whole state is written as a new snapshot (temp,
- * fsync, rename, fsync dir) while commits go on, and the journal is then replaced by the
- * lines written since (see `startCompaction`).
- *
- * Journal entries are idempotent upserts, so replaying a journal on top of a snapshot that
- * already contains some of it (a crash between snapshot and truncation) is harmless. A
- * final line without its newline is a write that was never acknowledged and is dropped;
- * any other bad line is corruption and stops the coordinator with the file and line named.
+ * disk. A commit appends one line per changed build/node to the journal: its cost follows
+ * the number of changes, not the size of the state, and commits that arrive while a write
+ * is in flight share the next one.
  *
  * Only entries that replay are written: every index is a Map (no key can reach
  * Object.prototype), `markBuild`/`markNode` refuse a build or node the state does not
@@ -28,13 +21,15 @@
  * revive), and an archive whose build changed while its file was being written (a pin
  * racing the archive) is written again, so a change acknowledged meanwhile is in the file.
  */
-import { constants, mkdir, open, readFile, readdir, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, readFile, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Low } from 'lowdb';
 import { KilnError, coerceError, errnoCode } from '../../shared/index.js';
 import { DurableJsonAdapter } from './durable-json-adapter.js';
-import { fsyncDir, writeFileDurable } from './durable-file.js';
+import { writeFileDurable } from './durable-file.js';
 import { entryProblem, type JournalEntry, type NodeMutable } from './journal-entries.js';
+import { replayJournal } from './journal-replay.js';
+import { JournalWriter } from './journal-writer.js';
 import { emptyState, stateFromFile, stateToFile, summarize, type BuildRecord, type BuildSummaryRecord, type NodeRecord, type StateData } from './records.js';
 
 export interface StateStoreOptions {
@@ -47,38 +42,16 @@ export interface StateStoreOptions {
   minCompactBytes?: number;
 }
 
-interface Waiter {
-  resolve: () => void;
-  reject: (err: Error) => void;
-}
-
 const STATE_FILE = 'state.json';
 const JOURNAL_FILE = 'journal.jsonl';
-/** Append, create, and every write durable before it returns (O_DSYNC: data plus the size, like fdatasync). */
-const JOURNAL_FLAGS = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_DSYNC;
-
-function openJournal(path: string): Promise<FileHandle> {
-  return open(path, JOURNAL_FLAGS, 0o600);
-}
 
 export class StateStore {
   readonly path: string;
   readonly journalPath: string;
   readonly archiveDir: string;
   private readonly db: Low<StateData>;
-  private journal: FileHandle | null = null;
-  private journalBytes = 0;
+  private readonly journal: JournalWriter;
   private snapshotBytes = 0;
-  private waiting: Waiter[] = [];
-  private writing = false;
-  private scheduled = false;
-  private failed: Error | null = null;
-  /**
-   * A snapshot being written while commits keep appending to the journal: `tail` holds
-   * what was appended since the snapshot's state was serialized, which becomes the new
-   * journal once the snapshot is on disk.
-   */
-  private compaction: { tail: string[]; snapshotted: boolean; done: Promise<void>; finish: (err?: unknown) => void } | null = null;
   private readonly newBuilds = new Set<string>();
   private readonly dirtyBuilds = new Set<string>();
   private readonly dirtyNodes = new Map<string, Set<string>>();
@@ -93,11 +66,6 @@ export class StateStore {
   private readonly versions = new Map<string, number>();
   /** The archive-file operation running per build (archive, pin, revive run one at a time). */
   private readonly fileOps = new Map<string, Promise<unknown>>();
-  private readonly minCompactBytes: number;
-  /** Durable writes done: journal appends and snapshots (for tests and metrics). */
-  writes = 0;
-  /** Snapshots written (compactions). */
-  snapshots = 0;
   /** This open created a new, empty state (--init or a new data dir); false when one was read. */
   created = false;
 
@@ -105,7 +73,6 @@ export class StateStore {
     this.path = join(opts.dataDir, STATE_FILE);
     this.journalPath = join(opts.dataDir, JOURNAL_FILE);
     this.archiveDir = join(opts.dataDir, 'builds');
-    this.minCompactBytes = opts.minCompactBytes ?? 16 * 1024 * 1024;
     const adapter = new DurableJsonAdapter<StateData>(this.path, {
       decode: stateFromFile,
       encode: stateToFile,
@@ -116,6 +83,25 @@ export class StateStore {
       },
     });
     this.db = new Low<StateData>(adapter, emptyState());
+    this.journal = new JournalWriter({
+      dataDir: opts.dataDir,
+      journalPath: this.journalPath,
+      minCompactBytes: opts.minCompactBytes ?? 16 * 1024 * 1024,
+      takeText: () => this.journalText(this.takeEntries()),
+      // looked up at each call: tests hold the snapshot by wrapping db.write
+      writeSnapshot: () => this.db.write(),
+      snapshotBytes: () => this.snapshotBytes,
+    });
+  }
+
+  /** Durable writes done: journal appends and snapshots (for tests and metrics). */
+  get writes(): number {
+    return this.journal.writes;
+  }
+
+  /** Snapshots written (compactions). */
+  get snapshots(): number {
+    return this.journal.snapshots;
   }
 
   /**
@@ -139,17 +125,14 @@ export class StateStore {
       let journalExists = true;
       await readFile(store.journalPath).catch(() => (journalExists = false));
       if (journalExists) throw new KilnError('E_STATE', `journal ${store.journalPath} exists but ${store.path} does not; refusing to start a new state over it (move it away to start over)`);
-      await store.db.write();
-      store.writes++;
+      await store.journal.create();
       store.created = true;
-      store.journal = await openJournal(store.journalPath);
-      await store.journal.sync();
-      await fsyncDir(opts.dataDir);
       return store;
     }
     await store.db.read(); // throws E_STATE when missing or corrupt
     store.snapshotBytes = (await stat(store.path)).size;
-    await store.replayJournal();
+    const { bytes, torn } = await replayJournal(store.journalPath, store.path, store.data, (b) => store.nodesByName(b));
+    await store.journal.recover(bytes, torn);
     return store;
   }
 
@@ -258,18 +241,7 @@ export class StateStore {
   /** Resolves when every change made (and marked) before this call is durable. */
   commit(): Promise<void> {
     if (!this.opts.persist) return Promise.resolve();
-    if (this.failed) return Promise.reject(this.failed);
-    return new Promise<void>((resolve, reject) => {
-      this.waiting.push({ resolve, reject });
-      if (!this.writing && !this.scheduled) {
-        this.scheduled = true;
-        // Two setImmediate hops: changes made in this turn, and in every setImmediate callback
-        // already queued (the engine's placement pass, whose dispatches wait for this write),
-        // share one write; one hop let a result's commit start writing just before the
-        // placement it triggered, which then waited for a second write.
-        setImmediate(() => setImmediate(() => void this.flush()));
-      }
-    });
+    return this.journal.commit();
   }
 
   /** Journal entries for everything marked, read from the current in-memory state. */
@@ -343,212 +315,11 @@ export class StateStore {
     return lines.length > 0 ? `${lines.join('\n')}\n` : '';
   }
 
-  /**
-   * Writes what is marked, batch after batch, while commits wait. One batch is in flight at
-   * a time (journal lines stay in order); commits that arrive meanwhile share the next
-   * batch, which starts as soon as the previous one is durable. The journal is opened with
-   * O_DSYNC, so the append returns only once the data is on disk (the fdatasync happens in
-   * the same system call: one trip to the thread pool per batch, not two).
-   */
-  private async flush(): Promise<void> {
-    this.scheduled = false;
-    if (this.writing) return;
-    this.writing = true;
-    try {
-      for (;;) {
-        if (this.compaction?.snapshotted) await this.swapJournal();
-        if (this.waiting.length === 0 || this.failed) break;
-        const batch = this.waiting;
-        this.waiting = [];
-        try {
-          const text = this.journalText(this.takeEntries());
-          if (text) {
-            const fh = await this.journalHandle();
-            await fh.write(text);
-            this.journalBytes += Buffer.byteLength(text);
-            this.compaction?.tail.push(text);
-            this.writes++;
-          }
-          for (const w of batch) w.resolve();
-          if (!this.compaction && this.journalBytes > Math.max(this.minCompactBytes, this.snapshotBytes)) this.startCompaction();
-        } catch (err) {
-          this.fail(err, batch);
-        }
-      }
-    } finally {
-      this.writing = false;
-    }
-  }
-
-  /**
-   * A failed state write means durability can no longer be promised: every waiter and
-   * every later commit fails, and the coordinator stops acknowledging.
-   */
-  private fail(err: unknown, batch: Waiter[] = []): void {
-    this.failed ??= new KilnError('E_STATE', `writing the state in ${this.opts.dataDir} failed: ${coerceError(err).message}`, { cause: err });
-    for (const w of batch) w.reject(this.failed);
-    for (const w of this.waiting.splice(0)) w.reject(this.failed);
-  }
-
-  /**
-   * Compaction without stopping commits: the state is serialized now (synchronously, in
-   * `db.write()`), and while that snapshot is written, synced and renamed, commits go on
-   * appending to the journal and are acknowledged as before (their lines are kept in
-   * `tail`). Once the snapshot is durable, the journal is replaced (temp file, fsync,
-   * rename, fsync dir) by just those lines, between two batches (`swapJournal`). A crash
-   * at any point leaves a snapshot and a journal whose replay gives every acknowledged
-   * change: before the rename, the whole old journal replays over the newer snapshot
-   * (entries are idempotent upserts); after it, only the lines written since the snapshot.
-   */
-  private startCompaction(): void {
-    let finish!: (err?: unknown) => void;
-    const done = new Promise<void>((resolve, reject) => {
-      finish = (err?: unknown) => (err === undefined ? resolve() : reject(coerceError(err)));
-    });
-    const c = { tail: [] as string[], snapshotted: false, done, finish };
-    this.compaction = c;
-    void done.catch(() => {}); // failures reach waiters through fail()
-    this.db.write().then(
-      () => {
-        c.snapshotted = true;
-        // No batch in flight: swap now; otherwise the flush loop swaps between two batches.
-        if (!this.writing) void this.flush();
-      },
-      (err: unknown) => {
-        this.compaction = null;
-        this.fail(err);
-        c.finish(err);
-      },
-    );
-  }
-
-  /** Replaces the journal by the lines written since the snapshot (called with `writing` held). */
-  private async swapJournal(): Promise<void> {
-    const c = this.compaction;
-    if (!c) return;
-    this.compaction = null;
-    try {
-      const text = c.tail.join('');
-      await writeFileDurable(this.journalPath, text, 0o600);
-      await this.journal?.close();
-      this.journal = null;
-      this.journalBytes = Buffer.byteLength(text);
-      this.writes++;
-      this.snapshots++;
-      c.finish();
-    } catch (err) {
-      this.fail(err);
-      c.finish(err);
-    }
-  }
-
-  /** Writes a full snapshot, then empties the journal (called with `writing` held, no compaction running). */
-  private async compact(): Promise<void> {
-    await this.db.write();
-    const fh = await this.journalHandle();
-    await fh.truncate(0);
-    await fh.datasync();
-    this.journalBytes = 0;
-    this.writes++;
-    this.snapshots++;
-  }
-
-  private async journalHandle(): Promise<FileHandle> {
-    if (!this.journal) {
-      this.journal = await openJournal(this.journalPath);
-      await fsyncDir(this.opts.dataDir);
-    }
-    return this.journal;
-  }
-
-  private async replayJournal(): Promise<void> {
-    let text: string;
-    try {
-      text = await readFile(this.journalPath, 'utf8');
-    } catch (err) {
-      const what = errnoCode(err) === 'ENOENT' ? 'is missing' : `cannot be read (${errnoCode(err) ?? coerceError(err).message})`;
-      throw new KilnError('E_STATE', `state journal ${this.journalPath} ${what}; it holds changes newer than ${this.path}. Restore it from a backup.`, { cause: err });
-    }
-    const lines = text.split('\n');
-    const torn = lines.pop() ?? ''; // text after the last newline: an unacknowledged partial write
-    lines.forEach((line, i) => {
-      if (!line) return;
-      let entry: unknown;
-      try {
-        entry = JSON.parse(line);
-      } catch (err) {
-        throw new KilnError('E_STATE', `state journal ${this.journalPath} is corrupt at line ${i + 1} (${coerceError(err).message}); it was left as it is for inspection`);
-      }
-      const problem = entryProblem(entry, this.data, (b, name) => this.nodesByName(b).has(name));
-      if (problem) throw new KilnError('E_STATE', `state journal ${this.journalPath} line ${i + 1}: ${problem}; it was left as it is for inspection`);
-      this.apply(entry as JournalEntry);
-    });
-    this.journal = await open(this.journalPath, 'r+');
-    if (torn) await this.journal.truncate(Buffer.byteLength(text) - Buffer.byteLength(torn));
-    this.journalBytes = Buffer.byteLength(text) - Buffer.byteLength(torn);
-    await this.journal.close();
-    this.journal = null;
-    if (this.journalBytes > 0) {
-      await this.compact();
-    }
-  }
-
-  /** Applies an entry `entryProblem` accepted. */
-  private apply(e: JournalEntry): void {
-    const { builds, archived } = this.data;
-    switch (e.t) {
-      case 'new':
-        if (!archived.has(e.b.id)) builds.set(e.b.id, e.b);
-        return;
-      case 'build': {
-        const b = builds.get(e.b.id);
-        if (b) Object.assign(b, e.b); // else archived later in the journal: the archive file has it
-        return;
-      }
-      case 'node': {
-        const b = builds.get(e.id);
-        const n = b ? this.nodesByName(b).get(e.name) : undefined;
-        if (n) Object.assign(n, e.n);
-        return;
-      }
-      case 'archive':
-        builds.delete(e.id);
-        archived.set(e.id, e.s);
-        return;
-      case 'revive':
-        archived.delete(e.b.id);
-        builds.set(e.b.id, e.b);
-        return;
-      case 'dlq':
-        if (e.r) this.data.deadLetter.set(e.k, e.r);
-        else this.data.deadLetter.delete(e.k);
-        return;
-      case 'control':
-        if (e.r) this.data.agentControls.set(e.name, e.r);
-        else this.data.agentControls.delete(e.name);
-        return;
-    }
-  }
-
   /** Waits for in-flight writes, writes a final snapshot and closes the journal (shutdown). */
   async drain(): Promise<void> {
     if (!this.opts.persist) return;
     while (this.fileOps.size > 0) await Promise.allSettled([...this.fileOps.values()]);
-    while (this.writing || this.waiting.length > 0 || this.scheduled || this.compaction) {
-      await this.commit().catch(() => {});
-      await this.compaction?.done.catch(() => {});
-      await new Promise((r) => setImmediate(r));
-    }
-    if (!this.failed && this.journalBytes > 0) {
-      this.writing = true;
-      try {
-        await this.compact();
-      } finally {
-        this.writing = false;
-      }
-    }
-    await this.journal?.close();
-    this.journal = null;
+    await this.journal.drain();
   }
 
   archivePath(id: string): string {

@@ -1,8 +1,10 @@
-// Unit tests for agent/docker/dockerfile-rewrite.ts: the instruction splitter, baseImageRefs
+// Unit tests for agent/docker/dockerfile-parse.ts, dockerfile-base-images.ts and dockerfile-rewrite.ts: the instruction splitter, baseImageRefs
 // and golden outputs of rewriteForInputs (byte-exact, including newline styles and files
 // without a trailing newline), plus its E_INVALID rejections.
 import { describe, expect, it } from 'vitest';
-import { baseImageRefs, rewriteForInputs, splitDockerfile, type DockerfileInput } from '../../agent/docker/dockerfile-rewrite.js';
+import { baseImageRefs } from '../../agent/docker/dockerfile-base-images.js';
+import { splitDockerfile } from '../../agent/docker/dockerfile-parse.js';
+import { rewriteForInputs, type DockerfileInput } from '../../agent/docker/dockerfile-rewrite.js';
 import { coerceError, isKilnError } from '../../shared/index.js';
 
 const HEX = 'a'.repeat(64);

@@ -141,8 +141,9 @@ describe('engine: durable before it is said', () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     let synced = false;
-    const s = store as unknown as { journalHandle: () => Promise<{ write(t: string): Promise<unknown>; datasync(): Promise<void>; truncate(n: number): Promise<void> }> };
-    const original = s.journalHandle.bind(store);
+    // the store's JournalWriter owns the journal file handle
+    const s = (store as unknown as { journal: { journalHandle: () => Promise<{ write(t: string): Promise<unknown>; datasync(): Promise<void>; truncate(n: number): Promise<void> }> } }).journal;
+    const original = s.journalHandle.bind(s);
     s.journalHandle = async () => {
       const fh = await original();
       return { write: async (t: string) => (await gate, await fh.write(t), (synced = true)) as never, truncate: (n: number) => fh.truncate(n), datasync: () => fh.datasync() };
