@@ -23,7 +23,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { loadCoordinatorConfig } from '../../coordinator/config.js';
 import { startCoordinator, type RunningCoordinator } from '../../coordinator/coordinator.js';
-import { AGENT_SOCKET_PATH, KILN_VERSION, MAX_FRAME_BYTES, MAX_LOG_CHUNK_BYTES, createLogger, encodeFrame } from '../../shared/index.js';
+import { AGENT_SOCKET_PATH, coerceError, KILN_VERSION, MAX_FRAME_BYTES, MAX_LOG_CHUNK_BYTES, createLogger, encodeFrame } from '../../shared/index.js';
 
 interface StartMsg {
   type: 'start';
@@ -152,7 +152,7 @@ process.on('message', (m: { type: string }) => {
     Promise.resolve()
       .then(fn)
       .catch((err: unknown) => {
-        process.stderr.write(`connections-server: ${(err as Error).stack ?? String(err)}\n`);
+        process.stderr.write(`connections-server: ${coerceError(err).stack ?? String(err)}\n`);
         process.exit(1);
       });
   if (m.type === 'start') {

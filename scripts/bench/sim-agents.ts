@@ -15,6 +15,7 @@ import WebSocket from 'ws';
 import { Agent } from '../../agent/agent.js';
 import type { Executor, RunIO, RunResult } from '../../agent/executors/executor.js';
 import type { AssignPayload } from '../../shared/index.js';
+import { coerceError } from '../../shared/index.js';
 import { now } from './bench-util.js';
 
 interface StartMsg {
@@ -61,7 +62,7 @@ async function start(m: StartMsg): Promise<void> {
         logger,
       });
       agents.push(a);
-      void a.run().catch((err: unknown) => process.stderr.write(`agent ${i}: ${(err as Error).message}\n`));
+      void a.run().catch((err: unknown) => process.stderr.write(`agent ${i}: ${coerceError(err).message}\n`));
     }
   } else {
     const reply = Buffer.alloc(m.replyBytes ?? 200, 7);
