@@ -7,7 +7,7 @@
  *
  * Stopping is not cancelling: `drain()` takes no new work and lets running builds
  * finish; `cancelAll()` aborts them and reports them cancelled. Either ends by closing
- * the socket with GOING_AWAY, which the coordinator logs as a departure, not a loss.
+ * the socket with AGENT_SHUTDOWN, which the coordinator logs as a departure, not a loss.
  */
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
@@ -165,11 +165,11 @@ export class Agent {
     await this.stop();
   }
 
-  /** Stops: closes the socket as a departure (GOING_AWAY) and does not reconnect. */
+  /** Stops: closes the socket as a departure (AGENT_SHUTDOWN) and does not reconnect. */
   async stop(): Promise<void> {
     this.stopping = true;
     this.stopController.abort();
-    this.ws?.close(CLOSE_CODES.GOING_AWAY, SHUTDOWN_REASON);
+    this.ws?.close(CLOSE_CODES.AGENT_SHUTDOWN, SHUTDOWN_REASON);
   }
 
   // ------------------------------------------------------------------ connection

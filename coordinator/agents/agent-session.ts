@@ -4,7 +4,7 @@
  * → welcome → `engine.welcomed`, every later frame decoded and validated (codec.ts) and
  * handed to `engine.frame` with its ack sent back, `error` frames for what is invalid,
  * heartbeat-ack thinning, and `engine.disconnected` when the connection ends (a clean
- * GOING_AWAY close from the agent is a departure, not a loss).
+ * AGENT_SHUTDOWN close from the agent is a departure, not a loss).
  *
  * Pure of I/O: it takes a `CoordinatorLink` (send encoded frames, close), a clock and
  * timers, so the deterministic simulation (test/sim/) drives this same code over its
@@ -206,14 +206,14 @@ export class AgentConnectionSession {
 
   /**
    * The connection ended with this close code (ABNORMAL for a reset). The agent's own
-   * GOING_AWAY close is a departure (it shut down cleanly); anything else leaves its
-   * attempts waiting for it to come back.
+   * AGENT_SHUTDOWN close is a departure (it shut down cleanly); anything else, GOING_AWAY
+   * included (a proxy restarting sends it too), leaves its attempts waiting for it to come back.
    */
   closed(code: number = CLOSE_CODES.ABNORMAL): void {
     if (this.ended) return;
     this.ended = true;
     this.helloTimer.clear();
-    const departed = code === CLOSE_CODES.GOING_AWAY && !this.closing;
+    const departed = code === CLOSE_CODES.AGENT_SHUTDOWN && !this.closing;
     if (this.entry) this.opts.engine.disconnected(this.entry, this.channel, departed ? 'shutdown' : 'dropped');
   }
 }

@@ -40,6 +40,9 @@ export async function hello(s: EngineState, hello: HelloPayload, channel: AgentC
     }
     if (act.attempt.session === hello.session && reported.has(attemptId)) {
       const offset = await s.logs.agentBytes(logRef(act));
+      // It may have ended while the log size was read (a cancel, the build archived): then it
+      // is decided below like any attempt the coordinator no longer runs.
+      if (s.active.get(attemptId) !== act) continue;
       s.records.attempt(act, (a) => {
         a.log_bytes = offset;
         // The agent has it, so it was accepted even if that frame was lost.

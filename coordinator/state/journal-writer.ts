@@ -53,6 +53,20 @@ interface Compaction {
   finish: (err?: unknown) => void;
 }
 
+/**
+ * Writes all of `bytes`: one write(2) may write less without an error (a disk filling up,
+ * a file size limit), and acknowledging a batch whose tail was never written would lose it
+ * (or leave a torn line in the middle of the journal). O_APPEND keeps the pieces together.
+ */
+async function appendAll(fh: FileHandle, bytes: Buffer): Promise<void> {
+  let off = 0;
+  while (off < bytes.length) {
+    const { bytesWritten } = await fh.write(bytes, off, bytes.length - off);
+    if (bytesWritten <= 0) throw new Error(`short write to the journal (${off} of ${bytes.length} bytes)`);
+    off += bytesWritten;
+  }
+}
+
 /** Append, create, and every write durable before it returns (O_DSYNC: data plus the size, like fdatasync). */
 const JOURNAL_FLAGS = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_DSYNC;
 
@@ -91,7 +105,10 @@ export class JournalWriter {
   async recover(validBytes: number, torn: boolean): Promise<void> {
     const fh = await open(this.opts.journalPath, 'r+');
     try {
-      if (torn) await fh.truncate(validBytes);
+      if (torn) {
+        await fh.truncate(validBytes);
+        await fh.datasync();
+      }
     } finally {
       await fh.close();
     }
@@ -153,8 +170,9 @@ export class JournalWriter {
           const text = this.opts.takeText();
           if (text) {
             const fh = await this.journalHandle();
-            await fh.write(text);
-            this.journalBytes += Buffer.byteLength(text);
+            const bytes = Buffer.from(text);
+            await appendAll(fh, bytes);
+            this.journalBytes += bytes.length;
             this.compaction?.tail.push(text);
             this.writes++;
           }

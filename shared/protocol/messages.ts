@@ -56,6 +56,12 @@ export const CLOSE_CODES = {
   REPLACED: 4010,
   /** The hello did not arrive in time. */
   HELLO_TIMEOUT: 4011,
+  /**
+   * The agent shut down cleanly (drained, or cancelled what it ran): a departure, not a loss.
+   * An application code, not GOING_AWAY: a proxy restarting sends 1001 too, and taking that
+   * for a departure would requeue (and so run twice) what the agent still runs.
+   */
+  AGENT_SHUTDOWN: 4012,
 } as const;
 
 const Name = z.string().regex(NAME_RE, `must be ${NAME_RULE}`);

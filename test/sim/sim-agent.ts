@@ -6,7 +6,7 @@
  * agent/main.ts are around it in a real process: one connection at a time, reconnects with
  * capped exponential backoff and full jitter (cap 5 s here instead of 30 s, so runs stay
  * short), reset by the welcome; the graceful stop of the signal ladder (drain, or cancel
- * and stop after at most 10 s), ending with a GOING_AWAY close; a host problem
+ * and stop after at most 10 s), ending with an AGENT_SHUTDOWN close; a host problem
  * (`unhealthyFor`: disk full) that the health source reports; and death: a killed process
  * loses its jobs, timers and connection, and `start()` again is a new process with a new
  * session and no running attempts.
@@ -170,7 +170,7 @@ export class SimAgent {
       this.conn = null;
       this.core = null;
       core.stop();
-      if (c) this.env.net.agentClose(c, CLOSE_CODES.GOING_AWAY, 'agent shutting down');
+      if (c) this.env.net.agentClose(c, CLOSE_CODES.AGENT_SHUTDOWN, 'agent shutting down');
       then();
     };
     void (how === 'drain' ? core.drain() : core.cancelAll(10_000)).then(stop);

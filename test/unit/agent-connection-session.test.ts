@@ -2,7 +2,7 @@
  * The coordinator's per-agent session (coordinator/agents/agent-session.ts) without a
  * socket: hello → engine → welcome, version negotiation, the hello deadline, invalid and
  * failing frames, heartbeat-ack thinning, and how the end of a connection reaches the
- * engine (the agent's own GOING_AWAY close is a departure; anything else, or the echo of
+ * engine (the agent's own AGENT_SHUTDOWN close is a departure; anything else, or the echo of
  * a close this end started, is a drop). Then the engine's side of a departure: the agent
  * is logged as having left and is not waited for.
  */
@@ -116,12 +116,18 @@ describe('coordinator agent session', () => {
     expect(s.sent.map((f) => f.type)).toEqual(['welcome', 'ack', 'ack']);
   });
 
-  it("tells the engine the agent left on its own GOING_AWAY close, and that it dropped otherwise", async () => {
+  it("tells the engine the agent left on its own AGENT_SHUTDOWN close, and that it dropped otherwise", async () => {
     const left = setup();
     await welcomed(left);
-    left.session.closed(CLOSE_CODES.GOING_AWAY);
-    left.session.closed(CLOSE_CODES.GOING_AWAY); // once only
+    left.session.closed(CLOSE_CODES.AGENT_SHUTDOWN);
+    left.session.closed(CLOSE_CODES.AGENT_SHUTDOWN); // once only
     expect(left.calls).toEqual(['welcomed', 'disconnected shutdown']);
+
+    // GOING_AWAY is what a proxy in between sends when it restarts: the agent may still be running builds.
+    const proxied = setup();
+    await welcomed(proxied);
+    proxied.session.closed(CLOSE_CODES.GOING_AWAY);
+    expect(proxied.calls).toEqual(['welcomed', 'disconnected dropped']);
 
     const reset = setup();
     await welcomed(reset);
