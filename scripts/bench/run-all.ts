@@ -11,6 +11,7 @@ const benches = [
   'connections.js',
   'buildkit-overhead.js',
   'cas.js',
+  'live-logs.js',
 ];
 let failed = 0;
 for (const b of benches) {
