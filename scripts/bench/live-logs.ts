@@ -20,8 +20,9 @@
  * above (18 bytes at 10k lines/s); the output of every step is checked for clipping.
  *
  *   node dist/scripts/bench/live-logs.js [--seconds 3] [--rates 100,1000,10000] [--steps 1,10]
- *        [--slow-seconds 8] [--docker-host unix:///var/run/docker.sock]
- *   long variant: --seconds 10 --slow-seconds 30
+ *        [--slow-seconds 8] [--repeat 1] [--compare-bin OTHER/dist/cli/main.js]
+ *        [--docker-host unix:///var/run/docker.sock]
+ *   long variant: --seconds 10 --slow-seconds 30 (BuildKit also clips a step's output beyond 2 MiB)
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -48,6 +49,9 @@ const SECONDS = Number(arg('--seconds', '3'));
 const RATES = arg('--rates', '100,1000,10000').split(',').map(Number);
 const STEPS = arg('--steps', '1,10').split(',').map(Number);
 const SLOW_SECONDS = Number(arg('--slow-seconds', '8'));
+const REPEAT = Number(arg('--repeat', '1'));
+/** Another kiln build (its dist/cli/main.js) to run interleaved with this one, e.g. the code before a change. */
+const COMPARE_BIN = arg('--compare-bin', '');
 const DOCKER_HOST = arg('--docker-host', 'unix:///var/run/docker.sock');
 const KILN_BIN = resolve(import.meta.dirname, '..', '..', 'cli', 'main.js');
 const IMAGE = 'kiln-bench/loggen:1';
@@ -240,7 +244,7 @@ async function viaKiln(k: Kiln, steps: number, rate: number, count: number): Pro
 }
 
 /** A follower that reads 4 KiB every 100 ms; samples the coordinator's RSS meanwhile. */
-async function slowConsumer(k: Kiln, steps: number, rate: number, seconds: number): Promise<void> {
+async function slowConsumer(label: string, k: Kiln, steps: number, rate: number, seconds: number): Promise<void> {
   const count = rate * seconds;
   const baseline = rssMiB(k.coordinator.pid!);
   const id = await submit(k, steps, rate, count);
@@ -280,13 +284,13 @@ async function slowConsumer(k: Kiln, steps: number, rate: number, seconds: numbe
   req.destroy();
   await done;
   console.log(
-    `slow consumer (${steps} steps x ${rate} lines/s x ${seconds} s, ${fmt(written / 2 ** 20, 1)} MiB written, client read ${fmt(read / 2 ** 20, 2)} MiB at 40 KiB/s): ` +
+    `${label}, slow consumer (${steps} steps x ${rate} lines/s x ${seconds} s, ${fmt(written / 2 ** 20, 1)} MiB written, client read ${fmt(read / 2 ** 20, 2)} MiB at 40 KiB/s): ` +
       `coordinator RSS ${fmt(baseline, 0)} MiB before, peak ${fmt(peak, 0)} MiB (+${fmt(peak - baseline, 0)} MiB) -> ${peak - baseline < Math.max(64, written / 2 ** 20) ? 'bounded' : 'NOT bounded'}`,
   );
 }
 
-function spawnKiln(argv: string[]): ChildProcess & { stderrText: () => string } {
-  const child = spawn(process.execPath, [KILN_BIN, ...argv], { env: { ...process.env, NO_COLOR: '1', KILN_LOG_FORMAT: 'json' }, stdio: ['ignore', 'ignore', 'pipe'] });
+function spawnKiln(bin: string, argv: string[]): ChildProcess & { stderrText: () => string } {
+  const child = spawn(process.execPath, [bin, ...argv], { env: { ...process.env, NO_COLOR: '1', KILN_LOG_FORMAT: 'json' }, stdio: ['ignore', 'ignore', 'pipe'] });
   let text = '';
   child.stderr!.on('data', (d: Buffer) => {
     if (text.length < 1_000_000) text += d.toString();
@@ -294,9 +298,9 @@ function spawnKiln(argv: string[]): ChildProcess & { stderrText: () => string } 
   return Object.assign(child, { stderrText: () => text });
 }
 
-async function startKiln(dir: string): Promise<Kiln> {
+async function startKiln(dir: string, bin: string): Promise<Kiln> {
   const dataDir = join(dir, 'data');
-  const coordinator = spawnKiln(['coordinator', '--data-dir', dataDir, '--listen', '127.0.0.1:0']);
+  const coordinator = spawnKiln(bin, ['coordinator', '--data-dir', dataDir, '--listen', '127.0.0.1:0']);
   let url: string | null = null;
   for (let i = 0; i < 600 && !url; i++) {
     url = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(coordinator.stderrText())?.[1] ?? null;
@@ -305,7 +309,7 @@ async function startKiln(dir: string): Promise<Kiln> {
   if (!url) throw new Error(`the coordinator did not start: ${coordinator.stderrText()}`);
   const apiTokenFile = join(dataDir, 'tokens', 'api');
   const apiToken = (await readFile(apiTokenFile, 'utf8')).trim();
-  const agent = spawnKiln(['agent', '--coordinator', url, '--token-file', join(dataDir, 'tokens', 'agent'), '--name', 'bench', '--work-dir', join(dir, 'work'), '--docker-host', DOCKER_HOST, '--max-jobs', String(Math.max(...STEPS))]);
+  const agent = spawnKiln(bin, ['agent', '--coordinator', url, '--token-file', join(dataDir, 'tokens', 'agent'), '--name', 'bench', '--work-dir', join(dir, 'work'), '--docker-host', DOCKER_HOST, '--max-jobs', String(Math.max(...STEPS))]);
   for (let i = 0; ; i++) {
     const r = await fetch(`${url}/api/v1/agents`, { headers: { authorization: `Bearer ${apiToken}` } });
     const body = (await r.json()) as { items?: { name: string; state: string }[] };
@@ -316,42 +320,69 @@ async function startKiln(dir: string): Promise<Kiln> {
   return { url, apiToken, client: new ApiClient({ baseUrl: url, token: apiToken, tokenSource: 'bench' }), coordinator, agent };
 }
 
+interface Row {
+  label: string;
+  tally: Tally;
+  coordUs: number;
+  agentUs: number;
+}
+
+function printRow(steps: number, rate: number, count: number, d: Tally, r: Row): void {
+  const t = r.tally;
+  const dp99 = percentile(d.latencies, 99);
+  const kp99 = percentile(t.latencies, 99);
+  const clipped = t.clipped || d.clipped ? ' (BuildKit clipped the output)' : '';
+  console.log(
+    `| ${steps} x ${rate} | ${r.label} | ${lineBytes(rate)} | ${fmt(percentile(d.latencies, 50), 1)} / ${fmt(dp99, 1)} | ${fmt(percentile(t.latencies, 50), 1)} / ${fmt(kp99, 1)} | ` +
+      `${kp99 >= dp99 ? '+' : ''}${fmt(kp99 - dp99, 1)} ms | ${fmt(t.rate(), 0)} | ${t.lost(steps, count)}/${t.dup}/${t.reordered} of ${steps * count}${clipped} | ${fmt(r.coordUs, 1)} / ${fmt(r.agentUs, 1)} |`,
+  );
+}
+
 async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'kiln-bench-logs-'));
   const docker = dockerClient(DOCKER_HOST);
   await buildGeneratorImage(docker, dir);
-  const k = await startKiln(dir);
-  console.log(`# Live logs (C6): generators in real BuildKit RUN steps, ${SECONDS} s each; kiln = CLI follower over SSE, floor = dockerode build stream, same run`);
+  const kilns: { label: string; k: Kiln }[] = [{ label: 'kiln', k: await startKiln(join(dir, 'a'), KILN_BIN) }];
+  if (COMPARE_BIN) kilns.push({ label: 'compare', k: await startKiln(join(dir, 'b'), resolve(COMPARE_BIN)) });
+  console.log(`# Live logs (C6): generators in real BuildKit RUN steps, ${SECONDS} s each; kiln = CLI follower over SSE, floor = dockerode build stream, same run, ${REPEAT} time(s) each`);
+  if (COMPARE_BIN) console.log(`# compare = ${COMPARE_BIN}, run interleaved with this build's kiln`);
   console.log(`# ${machineLine()}; engine ${DOCKER_HOST}`);
   try {
     // warm-up: one short build each way
     await direct(docker, 1, 100, 20);
-    await viaKiln(k, 1, 100, 20);
-    console.log('| steps x lines/s | line B | floor p50 / p99 ms | kiln p50 / p99 ms | p99 over floor | kiln lines/s | lines lost/dup/reordered | coord / agent CPU µs per line |');
-    console.log('|---|---|---|---|---|---|---|---|');
+    for (const { k } of kilns) await viaKiln(k, 1, 100, 20);
+    console.log('| steps x lines/s | client | line B | floor p50 / p99 ms | kiln p50 / p99 ms | p99 over floor | kiln lines/s | lines lost/dup/reordered | coord / agent CPU µs per line (less an empty build) |');
+    console.log('|---|---|---|---|---|---|---|---|---|');
     for (const steps of STEPS) {
+      // The CPU a build of this many steps costs without output, taken off the per-line figures.
+      const idle = new Map<string, { coordCpu: number; agentCpu: number }>();
+      for (const { label, k } of kilns) idle.set(label, await viaKiln(k, steps, 100, 1));
       for (const rate of RATES) {
         const count = Math.round(rate * SECONDS);
-        const d = await direct(docker, steps, rate, count);
-        const r = await viaKiln(k, steps, rate, count);
-        const t = r.tally;
-        const expected = steps * count;
-        const dp99 = percentile(d.latencies, 99);
-        const kp99 = percentile(t.latencies, 99);
-        const clipped = t.clipped || d.clipped ? ' (BuildKit clipped the output)' : '';
-        console.log(
-          `| ${steps} x ${rate} | ${lineBytes(rate)} | ${fmt(percentile(d.latencies, 50), 1)} / ${fmt(dp99, 1)} | ${fmt(percentile(t.latencies, 50), 1)} / ${fmt(kp99, 1)} | +${fmt(kp99 - dp99, 1)} ms | ` +
-            `${fmt(t.rate(), 0)} | ${t.lost(steps, count)}/${t.dup}/${t.reordered} of ${expected}${clipped} | ${fmt((r.coordCpu * 1000) / expected, 1)} / ${fmt((r.agentCpu * 1000) / expected, 1)} |`,
-        );
+        for (let rep = 0; rep < REPEAT; rep++) {
+          const d = await direct(docker, steps, rate, count);
+          const order = rep % 2 === 0 ? kilns : [...kilns].reverse();
+          const rows: Row[] = [];
+          for (const { label, k } of order) {
+            const r = await viaKiln(k, steps, rate, count);
+            const base = idle.get(label)!;
+            const perLine = (cpu: number, idleCpu: number) => (Math.max(0, cpu - idleCpu) * 1000) / (steps * count);
+            rows.push({ label, tally: r.tally, coordUs: perLine(r.coordCpu, base.coordCpu), agentUs: perLine(r.agentCpu, base.agentCpu) });
+          }
+          rows.sort((a, b) => a.label.localeCompare(b.label));
+          for (const row of rows) printRow(steps, rate, count, d, row);
+        }
       }
     }
-    if (SLOW_SECONDS > 0) await slowConsumer(k, Math.max(...STEPS), 1000, SLOW_SECONDS);
+    if (SLOW_SECONDS > 0) for (const { label, k } of kilns) await slowConsumer(label, k, Math.max(...STEPS), 1000, SLOW_SECONDS);
     console.log('# targets: p99 within +15 ms of the floor at <= 1,000 lines/s per step; p99 <= 250 ms at 10 steps x 10k lines/s; zero loss');
   } finally {
-    k.agent.kill('SIGTERM');
-    await new Promise((r) => k.agent.once('exit', r));
-    k.coordinator.kill('SIGTERM');
-    await new Promise((r) => k.coordinator.once('exit', r));
+    for (const { k } of kilns) {
+      k.agent.kill('SIGTERM');
+      await new Promise((r) => k.agent.once('exit', r));
+      k.coordinator.kill('SIGTERM');
+      await new Promise((r) => k.coordinator.once('exit', r));
+    }
     await rm(dir, { recursive: true, force: true });
   }
 }
