@@ -21,7 +21,7 @@
  *
  *   node dist/scripts/bench/live-logs.js [--seconds 3] [--rates 100,1000,10000] [--steps 1,10]
  *        [--slow-seconds 8] [--repeat 1] [--compare-bin OTHER/dist/cli/main.js]
- *        [--docker-host unix:///var/run/docker.sock]
+ *        [--docker-host unix:///var/run/docker.sock] [--profile-dir DIR]
  *   long variant: --seconds 10 --slow-seconds 30 (BuildKit also clips a step's output beyond 2 MiB)
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -52,6 +52,8 @@ const SLOW_SECONDS = Number(arg('--slow-seconds', '8'));
 const REPEAT = Number(arg('--repeat', '1'));
 /** Another kiln build (its dist/cli/main.js) to run interleaved with this one, e.g. the code before a change. */
 const COMPARE_BIN = arg('--compare-bin', '');
+/** Writes a V8 CPU profile of the coordinator and the agent there (node --cpu-prof). */
+const PROFILE_DIR = arg('--profile-dir', '');
 const DOCKER_HOST = arg('--docker-host', 'unix:///var/run/docker.sock');
 const KILN_BIN = resolve(import.meta.dirname, '..', '..', 'cli', 'main.js');
 const IMAGE = 'kiln-bench/loggen:1';
@@ -290,7 +292,8 @@ async function slowConsumer(label: string, k: Kiln, steps: number, rate: number,
 }
 
 function spawnKiln(bin: string, argv: string[]): ChildProcess & { stderrText: () => string } {
-  const child = spawn(process.execPath, [bin, ...argv], { env: { ...process.env, NO_COLOR: '1', KILN_LOG_FORMAT: 'json' }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const profile = PROFILE_DIR ? ['--cpu-prof', '--cpu-prof-dir', resolve(PROFILE_DIR)] : [];
+  const child = spawn(process.execPath, [...profile, bin, ...argv], { env: { ...process.env, NO_COLOR: '1', KILN_LOG_FORMAT: 'json' }, stdio: ['ignore', 'ignore', 'pipe'] });
   let text = '';
   child.stderr!.on('data', (d: Buffer) => {
     if (text.length < 1_000_000) text += d.toString();
