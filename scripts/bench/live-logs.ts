@@ -38,7 +38,7 @@ import { BuildProgressDecoder } from '../../agent/docker/buildkit-progress.js';
 import { dockerClient } from '../../agent/main.js';
 import { ApiClient } from '../../cli/api-client.js';
 import { followBuildLogs } from '../../cli/follow.js';
-import { fmt, machineLine, percentile } from './bench-util.js';
+import { fmt, machineLine, median, percentile } from './bench-util.js';
 
 const args = process.argv.slice(2);
 const arg = (name: string, def: string): string => {
@@ -330,14 +330,19 @@ interface Row {
   agentUs: number;
 }
 
+function signed(n: number): string {
+  return `${n >= 0 ? '+' : ''}${fmt(n, 1)}`;
+}
+
 function printRow(steps: number, rate: number, count: number, d: Tally, r: Row): void {
   const t = r.tally;
   const dp99 = percentile(d.latencies, 99);
   const kp99 = percentile(t.latencies, 99);
   const clipped = t.clipped || d.clipped ? ' (BuildKit clipped the output)' : '';
   console.log(
-    `| ${steps} x ${rate} | ${r.label} | ${lineBytes(rate)} | ${fmt(percentile(d.latencies, 50), 1)} / ${fmt(dp99, 1)} | ${fmt(percentile(t.latencies, 50), 1)} / ${fmt(kp99, 1)} | ` +
-      `${kp99 >= dp99 ? '+' : ''}${fmt(kp99 - dp99, 1)} ms | ${fmt(t.rate(), 0)} | ${t.lost(steps, count)}/${t.dup}/${t.reordered} of ${steps * count}${clipped} | ${fmt(r.coordUs, 1)} / ${fmt(r.agentUs, 1)} |`,
+    `| ${steps} x ${rate} | ${r.label} | ${lineBytes(rate)} | ${fmt(percentile(d.latencies, 50), 1)} / ${fmt(percentile(d.latencies, 90), 1)} / ${fmt(dp99, 1)} | ` +
+      `${fmt(percentile(t.latencies, 50), 1)} / ${fmt(percentile(t.latencies, 90), 1)} / ${fmt(kp99, 1)} | ` +
+      `${signed(kp99 - dp99)} ms | ${fmt(t.rate(), 0)} | ${t.lost(steps, count)}/${t.dup}/${t.reordered} of ${steps * count}${clipped} | ${fmt(r.coordUs, 1)} / ${fmt(r.agentUs, 1)} |`,
   );
 }
 
@@ -354,8 +359,9 @@ async function main(): Promise<void> {
     // warm-up: one short build each way
     await direct(docker, 1, 100, 20);
     for (const { k } of kilns) await viaKiln(k, 1, 100, 20);
-    console.log('| steps x lines/s | client | line B | floor p50 / p99 ms | kiln p50 / p99 ms | p99 over floor | kiln lines/s | lines lost/dup/reordered | coord / agent CPU µs per line (less an empty build) |');
+    console.log('| steps x lines/s | client | line B | floor p50 / p90 / p99 ms | kiln p50 / p90 / p99 ms | p99 over floor | kiln lines/s | lines lost/dup/reordered | coord / agent CPU µs per line (less an empty build) |');
     console.log('|---|---|---|---|---|---|---|---|---|');
+    const summary = new Map<string, { p50: number[]; p99: number[]; floor99: number[] }>();
     for (const steps of STEPS) {
       // The CPU a build of this many steps costs without output, taken off the per-line figures.
       const idle = new Map<string, { coordCpu: number; agentCpu: number }>();
@@ -373,8 +379,23 @@ async function main(): Promise<void> {
             rows.push({ label, tally: r.tally, coordUs: perLine(r.coordCpu, base.coordCpu), agentUs: perLine(r.agentCpu, base.agentCpu) });
           }
           rows.sort((a, b) => a.label.localeCompare(b.label));
-          for (const row of rows) printRow(steps, rate, count, d, row);
+          for (const row of rows) {
+            printRow(steps, rate, count, d, row);
+            const key = `${steps} x ${rate} | ${row.label}`;
+            const sum = summary.get(key) ?? { p50: [], p99: [], floor99: [] };
+            sum.p50.push(percentile(row.tally.latencies, 50));
+            sum.p99.push(percentile(row.tally.latencies, 99));
+            sum.floor99.push(percentile(d.latencies, 99));
+            summary.set(key, sum);
+          }
         }
+      }
+    }
+    if (REPEAT > 1) {
+      console.log(`\n| steps x lines/s | client | median of ${REPEAT} runs: kiln p50 / p99 ms | floor p99 ms | p99 over floor |`);
+      console.log('|---|---|---|---|---|');
+      for (const [key, v] of summary) {
+        console.log(`| ${key} | ${fmt(median(v.p50), 1)} / ${fmt(median(v.p99), 1)} | ${fmt(median(v.floor99), 1)} | ${signed(median(v.p99.map((x, i) => x - v.floor99[i]!)))} ms |`);
       }
     }
     if (SLOW_SECONDS > 0) for (const { label, k } of kilns) await slowConsumer(label, k, Math.max(...STEPS), 1000, SLOW_SECONDS);
