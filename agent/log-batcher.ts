@@ -15,6 +15,10 @@
  *   So a step printing 1,000 lines/s sees at most `minDelayMs` of added latency, while
  *   one printing 10,000 lines/s goes out in frames of hundreds of lines, as with a fixed
  *   50 ms window, and costs the coordinator no more per line.
+ * - All the batchers of a process share a frame budget (`FrameBudget`, default 1,000
+ *   frames/s): with n windows open, no window is shorter than n / budget seconds. So one
+ *   step keeps the short window, while 10 steps at 1,000 lines/s each get 10 ms windows and
+ *   50 steps 50 ms, instead of flooding the coordinator with a frame per step every 5 ms.
  * - A frame also leaves as soon as `maxBytes` are waiting.
  */
 export interface LogChunk {
@@ -28,6 +32,29 @@ export interface BatcherTimers {
   clearTimeout: (handle: unknown) => void;
 }
 
+/** The frame rate the batchers of one process aim to stay under together. */
+export class FrameBudget {
+  private readonly open = new Set<object>();
+
+  constructor(readonly framesPerSec = 1000) {}
+
+  /** The shortest window (ms) a batcher may use now. */
+  minWindowMs(): number {
+    return (1000 * this.open.size) / this.framesPerSec;
+  }
+
+  opened(batcher: object): void {
+    this.open.add(batcher);
+  }
+
+  closed(batcher: object): void {
+    this.open.delete(batcher);
+  }
+}
+
+/** Shared by every batcher that is not given its own. */
+const processBudget = new FrameBudget();
+
 export interface LogBatcherOptions {
   /** A frame leaves when this many bytes wait (default 64 KiB). */
   maxBytes?: number;
@@ -39,6 +66,8 @@ export interface LogBatcherOptions {
   busyLinesPerSec?: number;
   busyBytesPerSec?: number;
   onChunk: (chunk: LogChunk) => void;
+  /** Defaults to one budget for the whole process. */
+  budget?: FrameBudget;
   /** Defaults to the global timers. */
   timers?: BatcherTimers;
 }
@@ -60,8 +89,9 @@ export class LogBatcher {
   /** The open window's timer; null while the stream is quiet. */
   private timer: unknown = null;
   private seq = 0;
-  /** The current window length (ms). */
+  /** The window length the load calls for (ms), and the length of the one open now. */
   private window: number;
+  private openedFor = 0;
   /** Bytes handed to onChunk so far. */
   offset = 0;
   private readonly maxBytes: number;
@@ -70,6 +100,7 @@ export class LogBatcher {
   private readonly busyLinesPerSec: number;
   private readonly busyBytesPerSec: number;
   private readonly timers: BatcherTimers;
+  private readonly budget: FrameBudget;
 
   constructor(private readonly opts: LogBatcherOptions) {
     this.maxBytes = opts.maxBytes ?? 64 * 1024;
@@ -78,6 +109,7 @@ export class LogBatcher {
     this.busyLinesPerSec = opts.busyLinesPerSec ?? 4000;
     this.busyBytesPerSec = opts.busyBytesPerSec ?? 512 * 1024;
     this.timers = opts.timers ?? { setTimeout: (fn, ms) => setTimeout(fn, ms), clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout) };
+    this.budget = opts.budget ?? processBudget;
     this.window = this.minDelayMs;
   }
 
@@ -111,6 +143,7 @@ export class LogBatcher {
     if (this.timer !== null) {
       this.timers.clearTimeout(this.timer);
       this.timer = null;
+      this.budget.closed(this);
     }
     this.send();
   }
@@ -118,12 +151,15 @@ export class LogBatcher {
   private openWindow(): void {
     this.gatheredLines = 0;
     this.gatheredBytes = 0;
-    this.timer = this.timers.setTimeout(() => this.windowEnded(), this.window);
+    this.budget.opened(this);
+    const ms = Math.min(this.maxDelayMs, Math.max(this.window, this.budget.minWindowMs()));
+    this.openedFor = ms;
+    this.timer = this.timers.setTimeout(() => this.windowEnded(), ms);
   }
 
   private windowEnded(): void {
     this.timer = null;
-    const perSec = 1000 / this.window;
+    const perSec = 1000 / this.openedFor;
     const lines = this.gatheredLines * perSec;
     const bytes = this.gatheredBytes * perSec;
     if (lines >= this.busyLinesPerSec || bytes >= this.busyBytesPerSec) {
@@ -131,7 +167,10 @@ export class LogBatcher {
     } else if (lines * 2 < this.busyLinesPerSec && bytes * 2 < this.busyBytesPerSec) {
       this.window = Math.max(this.minDelayMs, this.window / 2);
     }
-    if (this.pending === 0) return; // quiet: the window closes
+    if (this.pending === 0) {
+      this.budget.closed(this); // quiet: the window closes
+      return;
+    }
     this.send();
     this.openWindow();
   }

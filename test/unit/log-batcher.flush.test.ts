@@ -1,11 +1,12 @@
 /**
  * The log batcher's flush policy: output after a quiet time leaves at once; while output
  * keeps coming it is coalesced in a window that grows under heavy load (up to 50 ms) and
- * shrinks back (to 5 ms) when the load drops; 64 KiB leave at once; offsets are contiguous
- * and sequence numbers increase. All on fake timers.
+ * shrinks back (to 5 ms) when the load drops; batchers sharing a frame budget lengthen their
+ * windows together; 64 KiB leave at once; offsets are contiguous and sequence numbers
+ * increase. All on fake timers.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { LogBatcher, type LogChunk } from '../../agent/log-batcher.js';
+import { FrameBudget, LogBatcher, type LogChunk } from '../../agent/log-batcher.js';
 
 function contiguous(chunks: LogChunk[]): void {
   let offset = 0;
@@ -51,7 +52,7 @@ describe('log batcher', () => {
 
   it('sends the first output after a quiet time at once and coalesces what follows in the window', () => {
     const chunks: LogChunk[] = [];
-    const b = new LogBatcher({ onChunk: (c) => chunks.push(c) });
+    const b = new LogBatcher({ onChunk: (c) => chunks.push(c), budget: new FrameBudget() });
     b.write('hello\n');
     expect(chunks.map((c) => c.data.toString())).toEqual(['hello\n']);
     b.write('a\n');
@@ -71,7 +72,7 @@ describe('log batcher', () => {
 
   it('sends 64 KiB at once, whatever the window, with contiguous offsets', () => {
     const chunks: LogChunk[] = [];
-    const b = new LogBatcher({ onChunk: (c) => chunks.push(c) });
+    const b = new LogBatcher({ onChunk: (c) => chunks.push(c), budget: new FrameBudget() });
     b.write('x\n');
     b.write(Buffer.alloc(200 * 1024, 97));
     // 2 bytes already left; the window is open, so the rest waits but for full frames.
@@ -90,7 +91,7 @@ describe('log batcher', () => {
 
   it('a line at 100 lines/s leaves at once', () => {
     const r = recorder();
-    const b = new LogBatcher({ onChunk: r.onChunk });
+    const b = new LogBatcher({ onChunk: r.onChunk, budget: new FrameBudget() });
     const state = { next: 0 };
     for (let i = 0; i < 100; i++) {
       drive(b, r.sent, state, 1, 1);
@@ -103,7 +104,7 @@ describe('log batcher', () => {
 
   it('at 1,000 lines/s the window stays short: no line waits more than 5 ms', () => {
     const r = recorder();
-    const b = new LogBatcher({ onChunk: r.onChunk });
+    const b = new LogBatcher({ onChunk: r.onChunk, budget: new FrameBudget() });
     const state = { next: 0 };
     drive(b, r.sent, state, 1, 2000);
     b.flush();
@@ -116,7 +117,7 @@ describe('log batcher', () => {
 
   it('at 10,000 lines/s frames of hundreds of lines form, no line waits more than 50 ms, and the window shrinks again after', () => {
     const r = recorder();
-    const b = new LogBatcher({ onChunk: r.onChunk });
+    const b = new LogBatcher({ onChunk: r.onChunk, budget: new FrameBudget() });
     const state = { next: 0 };
     drive(b, r.sent, state, 10, 2000);
     expect(b.windowMs).toBe(50);
@@ -136,7 +137,7 @@ describe('log batcher', () => {
 
   it('a heavy byte stream (few, long lines) also counts as load', () => {
     const chunks: LogChunk[] = [];
-    const b = new LogBatcher({ onChunk: (c) => chunks.push(c) });
+    const b = new LogBatcher({ onChunk: (c) => chunks.push(c), budget: new FrameBudget() });
     const line = `${'y'.repeat(2047)}\n`;
     for (let t = 0; t < 1000; t++) {
       b.write(line); // 2 MiB/s in 1,000 lines/s
@@ -149,7 +150,7 @@ describe('log batcher', () => {
 
   it('flush() sends what waits and closes the window', () => {
     const chunks: LogChunk[] = [];
-    const b = new LogBatcher({ onChunk: (c) => chunks.push(c) });
+    const b = new LogBatcher({ onChunk: (c) => chunks.push(c), budget: new FrameBudget() });
     b.write('x');
     b.write('y');
     expect(chunks).toHaveLength(1);
@@ -170,6 +171,7 @@ describe('log batcher', () => {
     const chunks: LogChunk[] = [];
     const b = new LogBatcher({
       onChunk: (c) => chunks.push(c),
+      budget: new FrameBudget(),
       timers: { setTimeout: (fn) => pending.push(fn), clearTimeout: () => {} },
     });
     b.write('a\n');
@@ -178,5 +180,31 @@ describe('log batcher', () => {
     expect(pending).toHaveLength(1);
     pending.shift()!();
     expect(chunks.map((c) => c.data.toString())).toEqual(['a\n', 'b\n']);
+  });
+
+  it('ten batchers at 1,000 lines/s each share the frame budget: 10 ms windows, about 1,000 frames/s in all', () => {
+    const budget = new FrameBudget(1000);
+    const steps = Array.from({ length: 10 }, () => {
+      const r = recorder();
+      return { r, b: new LogBatcher({ onChunk: r.onChunk, budget }), state: { next: 0 } };
+    });
+    for (let t = 0; t < 2000; t++) {
+      for (const s of steps) {
+        s.r.sent.set(s.state.next, Date.now());
+        s.b.write(`line ${s.state.next++}\n`);
+      }
+      vi.advanceTimersByTime(1);
+    }
+    let frames = 0;
+    for (const s of steps) {
+      s.b.flush();
+      expect(s.r.waits).toHaveLength(2000);
+      expect(Math.max(...s.r.waits)).toBeLessThanOrEqual(10);
+      frames += s.r.chunks.length;
+      contiguous(s.r.chunks);
+    }
+    // 2 s: at most ~1,000 frames/s together (a 5 ms window each would be 4,000)
+    expect(frames).toBeLessThanOrEqual(2 * 1000 + 100);
+    expect(budget.minWindowMs()).toBe(0);
   });
 });
