@@ -16,9 +16,11 @@
  *   one printing 10,000 lines/s goes out in frames of hundreds of lines, as with a fixed
  *   50 ms window, and costs the coordinator no more per line.
  * - All the batchers of a process share a frame budget (`FrameBudget`, default 1,000
- *   frames/s): with n windows open, no window is shorter than n / budget seconds. So one
- *   step keeps the short window, while 10 steps at 1,000 lines/s each get 10 ms windows and
- *   50 steps 50 ms, instead of flooding the coordinator with a frame per step every 5 ms.
+ *   frames/s): with n batchers streaming (their last window ended with output waiting), no
+ *   window is shorter than n / budget seconds. So one step keeps the short window, and so
+ *   do sparse lines (their windows end empty), while 10 steps at 1,000 lines/s each get
+ *   10 ms windows and 50 steps 50 ms, instead of flooding the coordinator with a frame per
+ *   step every 5 ms.
  * - A frame also leaves as soon as `maxBytes` are waiting.
  */
 export interface LogChunk {
@@ -38,7 +40,7 @@ export class FrameBudget {
 
   constructor(readonly framesPerSec = 1000) {}
 
-  /** The shortest window (ms) a batcher may use now. */
+  /** The shortest window (ms) a batcher may use now: 1 s per budget, per streaming batcher. */
   minWindowMs(): number {
     return (1000 * this.open.size) / this.framesPerSec;
   }
@@ -134,7 +136,7 @@ export class LogBatcher {
     if (this.timer === null) {
       // Quiet until now: what came leaves at once, and a window opens for what follows.
       this.send();
-      this.openWindow();
+      this.openWindow(false);
     }
   }
 
@@ -148,10 +150,12 @@ export class LogBatcher {
     this.send();
   }
 
-  private openWindow(): void {
+  /** Opens a window; `streaming`: the last one ended with output waiting. */
+  private openWindow(streaming: boolean): void {
     this.gatheredLines = 0;
     this.gatheredBytes = 0;
-    this.budget.opened(this);
+    if (streaming) this.budget.opened(this);
+    else this.budget.closed(this);
     const ms = Math.min(this.maxDelayMs, Math.max(this.window, this.budget.minWindowMs()));
     this.openedFor = ms;
     this.timer = this.timers.setTimeout(() => this.windowEnded(), ms);
@@ -172,7 +176,7 @@ export class LogBatcher {
       return;
     }
     this.send();
-    this.openWindow();
+    this.openWindow(true);
   }
 
   private send(): void {

@@ -22,7 +22,8 @@
  *   node dist/scripts/bench/live-logs.js [--seconds 3] [--rates 100,1000,10000] [--steps 1,10]
  *        [--slow-seconds 8] [--repeat 1] [--compare-bin OTHER/dist/cli/main.js]
  *        [--docker-host unix:///var/run/docker.sock] [--profile-dir DIR]
- *   long variant: --seconds 10 --slow-seconds 30 (BuildKit also clips a step's output beyond 2 MiB)
+ *   long variant: --seconds 10 --slow-seconds 30 (BuildKit may also cap a step's total output;
+ *   clipping shows in the table)
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';

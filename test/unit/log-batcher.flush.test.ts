@@ -207,4 +207,24 @@ describe('log batcher', () => {
     expect(frames).toBeLessThanOrEqual(2 * 1000 + 100);
     expect(budget.minWindowMs()).toBe(0);
   });
+
+  it('sparse lines from many batchers do not count against the budget: each leaves at once', () => {
+    const budget = new FrameBudget(1000);
+    const steps = Array.from({ length: 10 }, () => {
+      const r = recorder();
+      return { r, b: new LogBatcher({ onChunk: r.onChunk, budget }), state: { next: 0 } };
+    });
+    for (let t = 0; t < 1000; t++) {
+      const s = steps[t % 10]!; // each step prints a line every 10 ms, the steps staggered by 1 ms
+      s.r.sent.set(s.state.next, Date.now());
+      s.b.write(`line ${s.state.next++}\n`);
+      vi.advanceTimersByTime(1);
+    }
+    for (const s of steps) {
+      s.b.flush();
+      expect(s.r.waits).toHaveLength(100);
+      expect(Math.max(...s.r.waits)).toBe(0);
+    }
+  });
 });
+
