@@ -40,7 +40,7 @@ import {
 } from '../shared/index.js';
 import type { CancelReason, Executor } from './executors/executor.js';
 import { runJob, type Job, type JobHost } from './session-job.js';
-import { LogBatcher, type LogChunk } from './log-batcher.js';
+import { FrameBudget, LogBatcher, type LogChunk } from './log-batcher.js';
 
 /** What the agent needs of its health monitor (HealthMonitor implements it). */
 export interface HealthSource {
@@ -110,6 +110,8 @@ interface Connection {
 
 export class AgentSession {
   readonly jobs = new Map<string, Job>();
+  /** The frame rate all of this agent's log streams share (log-batcher.ts). */
+  private readonly frameBudget = new FrameBudget();
   private conn: Connection | null = null;
   private nextId = 0;
   private version: number = PROTOCOL_VERSIONS[0];
@@ -392,7 +394,7 @@ export class AgentSession {
     const job: Job = {
       assign: a,
       abort: new AbortController(),
-      batcher: new LogBatcher({ onChunk: (c) => this.onChunk(a.attempt_id, c), timers: this.opts.timers }),
+      batcher: new LogBatcher({ onChunk: (c) => this.onChunk(a.attempt_id, c), timers: this.opts.timers, budget: this.frameBudget }),
       resolved: null,
       proceed: null,
       unacked: [],

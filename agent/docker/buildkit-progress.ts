@@ -5,9 +5,7 @@
  * extracts the result (image id, error, exit code, failed step, cache counts).
  *
  * The engine wraps BuildKit's progress as `{id: 'moby.buildkit.trace', aux: <base64>}` events;
- * each aux is a protobuf `moby.buildkit.v1.StatusResponse`, decoded with the vendored
- * buildkit-status.proto that sits next to this module (copied to dist/ by
- * scripts/copy-assets.mjs).
+ * each aux is a protobuf `moby.buildkit.v1.StatusResponse`, decoded by buildkit-status.ts.
  *
  * Output rules, after BuildKit's util/progress/progressui plain printer:
  * - vertices get numbers #1, #2, ... in the order they start (or show up cached/failed);
@@ -15,8 +13,12 @@
  * - `#N <name>` when a vertex starts, preceded by a blank line except for the first one; if
  *   another vertex was still running, `#M ...` first (and its header again when it resumes);
  * - RUN output: `#N <seconds since the vertex started> <line>` (3 decimals under 10 s, 2
- *   under 100 s, then 1), only complete lines; a partial line is kept per vertex until its
- *   newline arrives, the vertex completes, or end() is called;
+ *   under 100 s, then 1), complete lines; a partial line is kept per vertex until its
+ *   newline arrives, the vertex completes, end() is called, or flushPartials() shows it
+ *   (the caller does that after a short wait, so a prompt or progress dots are not held):
+ *   then the text so far goes out without a newline, and the rest of the line follows it
+ *   on the same line, or the line is closed first (by a newline) when anything else prints
+ *   in between or the rest rewrites the line with `\r`;
  * - `\r`: a trailing `\r` before the newline is dropped; otherwise only the text after the
  *   last `\r` of a line is kept (the final state of a progress bar that rewrites itself);
  * - statuses (`exporting layers`, `transferring context`) only once, when they complete:
@@ -28,10 +30,11 @@
  *   final `error` event as `ERROR: <message>`; an undecodable aux gives a `[kiln] ...` line.
  * Times come from BuildKit's timestamps; when they are absent, `options.now` is used.
  */
-import { fileURLToPath } from 'node:url';
 import { TextDecoder } from 'node:util';
-import protobuf from 'protobufjs';
-import type { Type } from 'protobufjs';
+import {
+  decodeStatus, formatBytes, formatElapsed, lastExitCode, settleCarriageReturns, toMs,
+  type PbStatusResponse, type PbVertex, type PbVertexLog, type PbVertexStatus,
+} from './buildkit-status.js';
 
 /** One event object as delivered by docker.modem.followProgress's onProgress callback. */
 export interface BuildEvent {
@@ -61,86 +64,6 @@ const TRACE_ID = 'moby.buildkit.trace';
 const IMAGE_ID = 'moby.image.id';
 /** A partial line longer than this is emitted anyway, so a newline-less stream cannot grow without bound. */
 const MAX_PARTIAL_LINE = 64 * 1024;
-const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
-const EXIT_CODE_RE = /exit code: (\d+)/g;
-
-// Shapes of a decoded StatusResponse (protobufjs toObject, longs as numbers; absent fields are undefined).
-interface PbTimestamp { seconds?: number; nanos?: number }
-interface PbVertex {
-  digest?: string; name?: string; cached?: boolean;
-  started?: PbTimestamp; completed?: PbTimestamp; error?: string;
-}
-interface PbVertexStatus {
-  ID?: string; vertex?: string; current?: number; total?: number;
-  timestamp?: PbTimestamp; started?: PbTimestamp; completed?: PbTimestamp;
-}
-interface PbVertexLog { vertex?: string; timestamp?: PbTimestamp; msg?: Uint8Array }
-interface PbVertexWarning { vertex?: string; short?: Uint8Array }
-interface PbStatusResponse {
-  vertexes?: PbVertex[]; statuses?: PbVertexStatus[]; logs?: PbVertexLog[]; warnings?: PbVertexWarning[];
-}
-
-let statusResponseType: Type | Error | undefined;
-
-/** Loads buildkit-status.proto (next to this module, in source and in dist/) once. A load
- * failure (e.g. the file was not copied to dist/) is kept too and reported per event as
- * undecodable, so a packaging mistake cannot crash the agent inside followProgress. */
-function statusType(): Type {
-  if (statusResponseType === undefined) {
-    try {
-      statusResponseType = protobuf
-        .loadSync(fileURLToPath(new URL('./buildkit-status.proto', import.meta.url)))
-        .lookupType('moby.buildkit.v1.StatusResponse');
-    } catch (err) {
-      statusResponseType = new Error(`cannot load buildkit-status.proto: ${err instanceof Error ? err.message : String(err)}`);
-    }
-  }
-  if (statusResponseType instanceof Error) throw statusResponseType;
-  return statusResponseType;
-}
-
-function decodeStatus(aux: unknown): PbStatusResponse {
-  if (typeof aux !== 'string') throw new Error(`aux is ${aux === null ? 'null' : typeof aux}, not a base64 string`);
-  if (aux.length % 4 !== 0 || !BASE64_RE.test(aux)) throw new Error(`aux is not valid base64 (${aux.length} chars)`);
-  const type = statusType();
-  return type.toObject(type.decode(Buffer.from(aux, 'base64')), { longs: Number }) as PbStatusResponse;
-}
-
-function toMs(ts: PbTimestamp | undefined): number | undefined {
-  if (!ts) return undefined;
-  return (ts.seconds ?? 0) * 1000 + (ts.nanos ?? 0) / 1e6;
-}
-
-/** Seconds since the vertex started, as the plain printer shows them before a log line. */
-function formatElapsed(ms: number): string {
-  const sec = Math.max(0, ms) / 1000;
-  return sec.toFixed(sec < 10 ? 3 : sec < 100 ? 2 : 1);
-}
-
-/** Byte counts like BuildKit's units.Bytes with %.2f: `37B`, `1.50kB`, `2.05MB`. */
-function formatBytes(n: number): string {
-  const units = ['B', 'kB', 'MB', 'GB', 'TB', 'PB'];
-  let value = n;
-  let i = 0;
-  while (Math.abs(value) >= 1000 && i < units.length - 1) {
-    value /= 1000;
-    i++;
-  }
-  return i === 0 ? `${n}B` : `${value.toFixed(2)}${units[i]}`;
-}
-
-function lastExitCode(message: string): number | null {
-  let code: number | null = null;
-  for (const m of message.matchAll(EXIT_CODE_RE)) code = Number(m[1]);
-  return code;
-}
-
-/** Applies the `\r` rule from the header to one line (without its `\n`). */
-function settleCarriageReturns(line: string): string {
-  const trimmed = line.replace(/\r+$/, '');
-  return trimmed.slice(trimmed.lastIndexOf('\r') + 1);
-}
-
 type Completion = 'done' | 'cached' | 'error' | 'canceled';
 
 interface VertexState {
@@ -161,6 +84,14 @@ interface VertexState {
   /** Text after the last newline, and the elapsed-time prefix of the chunk that began it. */
   partial: string;
   partialElapsed: string;
+  /** options.now() when the held partial line began. */
+  partialSince: number;
+  /** The rest of the open line (see flushPartials) that arrived with its newline, to print first. */
+  continuation: string | null;
+  /** The open line is to be closed without a continuation (the line was rewritten with `\r`). */
+  breakLine: boolean;
+  /** The shown part of the open line ended in `\r`: unless a newline follows, the line is rewritten. */
+  pendingCR: boolean;
   /** Status IDs already printed as done, and those started but not completed yet. */
   statusesDone: Set<string>;
   statusesOpen: Set<string>;
@@ -186,6 +117,8 @@ export class BuildProgressDecoder {
   /** Vertex lines were printed since the last other text (which then starts after a blank line). */
   private blockOpen = false;
   private streamPartial = '';
+  /** The vertex whose partial line was shown without its newline (the log ends mid-line). */
+  private openLine: VertexState | null = null;
   private readonly undecodable = new Map<string, number>();
   private imageId: string | null = null;
   private finalError: string | null = null;
@@ -230,6 +163,7 @@ export class BuildProgressDecoder {
       out += this.print(v);
     }
     out += this.passThrough('', true);
+    out += this.closeOpen();
     for (const [reason, count] of this.undecodable) {
       if (count > 1) out += `[kiln] ${count - 1} more undecodable BuildKit progress events (${reason})\n`;
     }
@@ -250,6 +184,44 @@ export class BuildProgressDecoder {
       cachedSteps: numbered.filter((v) => v.completion === 'cached').length,
       totalSteps: numbered.length,
     };
+  }
+
+  /** Some vertex holds a partial line (text after its last newline) that was not shown yet. */
+  hasPartial(): boolean {
+    for (const v of this.vertices.values()) if (v.partial !== '') return true;
+    return false;
+  }
+
+  /** Shows the partial lines held since `heldSince` (options.now() time) or before, by
+   * default all, without their newline (see the header). */
+  flushPartials(heldSince = Infinity): string {
+    let out = '';
+    for (const v of this.vertices.values()) {
+      if (v.partial === '' || v.partialSince > heldSince) continue;
+      const text = v.partial.replace(/\r+$/, '');
+      v.pendingCR = text.length < v.partial.length;
+      v.partial = '';
+      if (this.openLine === v) {
+        out += text;
+      } else {
+        out += this.focus(v);
+        out += `#${v.index} ${v.partialElapsed} ${settleCarriageReturns(text)}`;
+        this.openLine = v;
+      }
+    }
+    return out;
+  }
+
+  /** Ends the open line, with the rest of it if that came. */
+  private closeOpen(): string {
+    const v = this.openLine;
+    if (!v) return '';
+    const out = `${v.continuation ?? ''}\n`;
+    v.continuation = null;
+    v.breakLine = false;
+    v.pendingCR = false;
+    this.openLine = null;
+    return out;
   }
 
   /** Applies one StatusResponse, then prints like the plain printer: vertices that completed
@@ -342,8 +314,18 @@ export class BuildProgressDecoder {
     );
     const pieces = text.split('\n');
     const rest = pieces.pop() ?? '';
+    const open = this.isOpen(v);
+    let continuing = open && !this.rewritesOpenLine(v, text);
+    if (open && !continuing) {
+      v.breakLine = true;
+      if (v.partial !== '') v.partialElapsed = elapsed;
+    }
     for (const piece of pieces) {
-      if (v.partial !== '') {
+      if (continuing) {
+        v.continuation = (v.partial + piece).replace(/\r+$/, '');
+        v.partial = '';
+        continuing = false;
+      } else if (v.partial !== '') {
         v.queued.push(`${v.partialElapsed} ${settleCarriageReturns(v.partial + piece)}`);
         v.partial = '';
       } else {
@@ -351,22 +333,46 @@ export class BuildProgressDecoder {
       }
     }
     if (rest !== '') {
-      if (v.partial === '') v.partialElapsed = elapsed;
+      if (v.partial === '') {
+        v.partialElapsed = elapsed;
+        v.partialSince = this.now();
+      }
       v.partial += rest;
       // Keep only the last rewrite of a `\r` progress line (a trailing `\r` may be half of `\r\n`).
       const cut = v.partial.length < 2 ? -1 : v.partial.lastIndexOf('\r', v.partial.length - 2);
       if (cut >= 0) v.partial = v.partial.slice(cut + 1);
       if (v.partial.length > MAX_PARTIAL_LINE) {
-        v.queued.push(`${v.partialElapsed} ${settleCarriageReturns(v.partial)}`);
+        if (continuing) v.continuation = v.partial;
+        else v.queued.push(`${v.partialElapsed} ${settleCarriageReturns(v.partial)}`);
         v.partial = '';
       }
     }
     return v;
   }
 
-  /** The buffered partial line (and any incomplete UTF-8 sequence) as `<elapsed> <text>`, or null if none. */
+  /** v's line is open and what comes next for v continues it. */
+  private isOpen(v: VertexState): boolean {
+    return this.openLine === v && v.continuation === null && !v.breakLine;
+  }
+
+  /** Whether `text`, arriving for the open line of v, rewrites it with `\r` instead of continuing it. */
+  private rewritesOpenLine(v: VertexState, text: string): boolean {
+    if (v.pendingCR && !text.startsWith('\n') && !text.startsWith('\r')) return true;
+    const nl = text.indexOf('\n');
+    const segment = v.partial + (nl >= 0 ? text.slice(0, nl) : text);
+    // A trailing `\r` may be half of `\r\n`; any other `\r` starts the line over.
+    return segment.replace(/\r+$/, '').includes('\r');
+  }
+
+  /** The buffered partial line (and any incomplete UTF-8 sequence) as `<elapsed> <text>`, or
+   * null if none; for the open line, the rest becomes its continuation (closed when printed). */
   private takePartial(v: VertexState): string | null {
     v.partial += v.utf8.decode(); // flushes and resets the decoder
+    if (this.isOpen(v)) {
+      v.continuation = v.partial.replace(/\r+$/, '');
+      v.partial = '';
+      return null;
+    }
     if (v.partial === '') return null;
     const line = `${v.partialElapsed} ${settleCarriageReturns(v.partial)}`;
     v.partial = '';
@@ -387,8 +393,10 @@ export class BuildProgressDecoder {
     }
     const done = v.pendingDone !== null && v.statusesOpen.size === 0;
     if (done) v.queued.push(v.pendingDone ?? '');
-    if (!v.showHeader && v.queued.length === 0) return '';
-    let out = this.focus(v);
+    const closing = this.openLine === v && (v.continuation !== null || v.breakLine);
+    if (!v.showHeader && v.queued.length === 0 && !closing) return '';
+    let out = this.openLine === v ? this.closeOpen() : '';
+    out += this.focus(v);
     for (const line of v.queued) out += `#${v.index} ${line}\n`;
     v.queued = [];
     v.showHeader = false;
@@ -409,7 +417,7 @@ export class BuildProgressDecoder {
   /** Makes v the vertex being printed: `#M ...` for an interrupted one, blank line, `#N name`. */
   private focus(v: VertexState): string {
     if (this.current === v) return '';
-    let out = '';
+    let out = this.closeOpen();
     if (this.current && (this.current.running || this.current.pendingDone !== null)) out += `#${this.current.index} ...\n`;
     if (this.printedVertex) out += '\n';
     if (v.index === 0) v.index = ++this.nextIndex;
@@ -427,7 +435,7 @@ export class BuildProgressDecoder {
       v = {
         name: key || '(unnamed vertex)', index: 0, started: false, running: false,
         startRemote: undefined, startLocal: this.now(), completion: null, error: null,
-        utf8: new TextDecoder(), partial: '', partialElapsed: '',
+        utf8: new TextDecoder(), partial: '', partialElapsed: '', partialSince: 0, continuation: null, breakLine: false, pendingCR: false,
         statusesDone: new Set(), statusesOpen: new Set(),
         showHeader: false, queued: [], finishing: null, pendingDone: null,
       };
@@ -448,15 +456,16 @@ export class BuildProgressDecoder {
     if (out === '') return '';
     const separator = this.blockOpen ? '\n' : '';
     this.blockOpen = false;
+    const close = this.closeOpen();
     this.current = null;
-    return separator + (out.endsWith('\n') ? out : `${out}\n`);
+    return close + separator + (out.endsWith('\n') ? out : `${out}\n`);
   }
 
   /** One line per distinct reason; repeats are counted and summarised by end(). */
   private reportUndecodable(reason: string): string {
     const seen = this.undecodable.get(reason) ?? 0;
     this.undecodable.set(reason, seen + 1);
-    return seen === 0 ? `[kiln] undecodable BuildKit progress event (${reason})\n` : '';
+    return seen === 0 ? `${this.closeOpen()}[kiln] undecodable BuildKit progress event (${reason})\n` : '';
   }
 }
 

@@ -35,6 +35,9 @@ import { runTest } from '../docker/test-container.js';
 import { diskFullMessage, diskFullNeed, isCorruptArtifact, isDiskFull, isEngineClientError, isEngineUnreachable } from '../failure-kinds.js';
 import type { CancelReason, Executor, ExecutorInfo, RunIO, RunResult, Trouble } from './executor.js';
 
+/** How long a partial build-log line (no newline yet) is held before it is shown anyway. */
+export const PARTIAL_LINE_WAIT_MS = 100;
+
 /** What an infra failure means for the agent's health, if anything. */
 function troubleOf(err: unknown, message: string): Trouble | undefined {
   if (isDiskFull(err)) return { kind: 'disk_full', error: diskFullMessage(err) ?? message, needBytes: diskFullNeed(err) };
@@ -181,10 +184,21 @@ export class DockerExecutor implements Executor {
       return { ...infraFail(message, fetchMs, Date.now() - t1, err), ...meta };
     }
     const decoder = new BuildProgressDecoder();
+    // A line without its newline yet (a prompt, progress dots) is shown once it has waited
+    // PARTIAL_LINE_WAIT_MS, checked that often while one is held.
+    let partialTimer: NodeJS.Timeout | null = null;
+    const showPartials = () => {
+      partialTimer = null;
+      const shown = decoder.flushPartials(Date.now() - PARTIAL_LINE_WAIT_MS);
+      if (shown) io.log(shown);
+      if (decoder.hasPartial()) partialTimer = setTimeout(showPartials, PARTIAL_LINE_WAIT_MS);
+    };
     const streamError = await readBuildEvents(response, (event) => {
       const text = decoder.push(event);
       if (text) io.log(text);
+      if (partialTimer === null && decoder.hasPartial()) partialTimer = setTimeout(showPartials, PARTIAL_LINE_WAIT_MS);
     });
+    if (partialTimer) clearTimeout(partialTimer);
     const rest = decoder.end();
     if (rest) io.log(rest);
     const buildMs = Date.now() - t1;

@@ -14,6 +14,7 @@ const benches = [
   'agent-memory.js',
   'buildkit-overhead.js',
   'cas.js',
+  'live-logs.js',
 ];
 let failed = 0;
 for (const b of benches) {
