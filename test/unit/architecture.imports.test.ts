@@ -280,6 +280,14 @@ describe('architecture', () => {
     expect(coordinatorFolderRule('coordinator/http/app.ts', 'coordinator/builds/engine.ts')).toBeNull();
   });
 
+  it('lists the shared package surface name by name (no export * in shared/index.ts)', async () => {
+    const text = await readFile(join(ROOT, 'shared', 'index.ts'), 'utf8');
+    const sf = ts.createSourceFile('index.ts', text, ts.ScriptTarget.Latest);
+    const star = sf.statements.filter((st) => ts.isExportDeclaration(st) && st.exportClause === undefined).map((st) => st.getText(sf));
+    expect(star).toEqual([]);
+    expect(sf.statements.filter((st) => ts.isExportDeclaration(st)).length).toBeGreaterThan(10);
+  });
+
   it('names in .nvmrc a Node version that package.json engines accepts, and the one running here', async () => {
     const nvmrc = (await readFile(join(ROOT, '.nvmrc'), 'utf8')).trim();
     const pkg = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { engines: { node: string } };
