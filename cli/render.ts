@@ -24,8 +24,16 @@ function hash(s: string): number {
   return h >>> 0;
 }
 
+/**
+ * Prints node-prefixed log lines as they come. A partial line (a prompt, progress dots: the
+ * agent and the coordinator send one once its stream has been quiet for a moment) is shown
+ * at once, and its rest continues it on the same line; if another node prints meanwhile,
+ * the open line is ended first and the rest goes on a new prefixed line. No text is lost
+ * or repeated.
+ */
 export class LinePrinter {
-  private readonly partial = new Map<string, string>();
+  /** The node whose partial line is on screen, the cursor right after it. */
+  private open: string | null = null;
   width = 0;
 
   constructor(
@@ -42,28 +50,49 @@ export class LinePrinter {
     return this.colour ? `\x1b[${COLOURS[hash(node) % COLOURS.length]}m${p}\x1b[0m` : p;
   }
 
-  /** Prints complete lines of `text`; keeps a trailing partial line until its newline comes. */
+  /** Prints `text` of `node`'s log: complete lines, and a trailing partial line left open. */
   log(node: string, text: string): void {
-    const all = (this.partial.get(node) ?? '') + text;
-    const lines = all.split('\n');
-    this.partial.set(node, lines.pop() ?? '');
-    if (lines.length === 0) return;
-    const p = this.prefix(node);
-    this.out.write(lines.map((l) => `${p} ${l.replace(/\r$/, '')}\n`).join(''));
+    if (text === '') return;
+    if (this.open !== null && this.open !== node) this.endOpenLine();
+    let out = '';
+    let rest = text;
+    if (this.open === node) {
+      const nl = rest.indexOf('\n');
+      if (nl < 0) {
+        this.out.write(rest);
+        return;
+      }
+      out += `${rest.slice(0, nl).replace(/\r$/, '')}\n`;
+      rest = rest.slice(nl + 1);
+      this.open = null;
+    }
+    const lines = rest.split('\n');
+    const tail = lines.pop() ?? '';
+    if (lines.length > 0 || tail !== '') {
+      const p = this.prefix(node);
+      for (const l of lines) out += `${p} ${l.replace(/\r$/, '')}\n`;
+      if (tail !== '') {
+        out += `${p} ${tail}`;
+        this.open = node;
+      }
+    }
+    this.out.write(out);
   }
 
   note(node: string, text: string): void {
-    this.flush(node);
+    this.flush();
     const t = this.colour ? `\x1b[2m${text}\x1b[0m` : text;
     this.out.write(`${this.prefix(node)} ${t}\n`);
   }
 
+  /** Ends a partial line left open (of `node`, or of any node). */
   flush(node?: string): void {
-    for (const [n, rest] of this.partial) {
-      if (node !== undefined && n !== node) continue;
-      if (rest) this.out.write(`${this.prefix(n)} ${rest}\n`);
-      this.partial.set(n, '');
-    }
+    if (this.open !== null && (node === undefined || node === this.open)) this.endOpenLine();
+  }
+
+  private endOpenLine(): void {
+    this.out.write('\n');
+    this.open = null;
   }
 }
 

@@ -23,7 +23,12 @@ export type FollowerEvent =
   | { type: 'complete'; node: string };
 
 const MAX_EVENT_BYTES = 64 * 1024;
-const PARTIAL_FLUSH_MS = 500;
+/**
+ * A partial line is sent once nothing more came for this long. The agent itself sends a
+ * partial line only after 100 ms of quiet (agent/executors/docker-executor.ts), so a prompt
+ * reaches a client about 0.3 s after it is printed.
+ */
+const PARTIAL_FLUSH_MS = 200;
 const KEEPALIVE_MS = 15_000;
 
 /** Largest prefix length of `buf` that does not end inside a UTF-8 sequence. */
