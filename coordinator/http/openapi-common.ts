@@ -2,7 +2,8 @@
  * Pieces shared by the OpenAPI route definitions: the security requirement, the error
  * responses each operation documents (problem+json), the path and query parameters with
  * the exact shapes the server validates, and the guards that run before validation on
- * routes with a body (media type -> 415, size while streaming -> 413).
+ * routes with a body (media type -> 415, size -> 413 from Content-Length, or while a
+ * chunked body streams in).
  *
  * The document is generated from these same objects, so what it says is what the
  * server checks.
