@@ -2,12 +2,14 @@
  * Pieces shared by the OpenAPI route definitions: the security requirement, the error
  * responses each operation documents (problem+json), the path and query parameters with
  * the exact shapes the server validates, and the guards that run before validation on
- * routes with a body (media type -> 415, size while streaming -> 413).
+ * routes with a body (media type -> 415, size -> 413 from Content-Length, or while a
+ * chunked body streams in).
  *
  * The document is generated from these same objects, so what it says is what the
  * server checks.
  */
-import type { MiddlewareHandler } from 'hono';
+import type { IncomingMessage } from 'node:http';
+import type { Context, MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { z } from '@hono/zod-openapi';
 import { AGENT_NAME_PARAM_RE, BUILD_ID_RE, BUILD_ID_RULE, DIGEST_RE, NAME_RE, NAME_RULE, Problem } from '../../shared/index.js';
@@ -127,7 +129,28 @@ export function bodyLimitsOf(app: object): ReadonlyMap<string, number> {
   return limitsByApp.get(app) ?? new Map();
 }
 
-/** Refuses a body larger than `maxBytes` while it streams in (413), before anything parses it. */
+/** The Node request under @hono/node-server (its `env.incoming` binding); undefined under `app.fetch` (tests). */
+export function nodeIncoming(c: Context): IncomingMessage | undefined {
+  return (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+}
+
+/**
+ * Refuses a body larger than `maxBytes` (413), before anything parses it. Under
+ * @hono/node-server a body with a Content-Length is judged from the header alone (Node's
+ * parser never delivers more than it states), without building a web Request and its
+ * stream, so the route can read the body straight from the socket (`c.req.arrayBuffer()`
+ * does). A chunked body (no length) is counted while it streams in (hono's bodyLimit).
+ */
 export function limitBody(maxBytes: number, what: string): MiddlewareHandler<AppEnv> {
-  return bodyLimit({ maxSize: maxBytes, onError: (c) => problemResponse(c, 413, 'E_TOO_LARGE', `${what} is larger than ${maxBytes} bytes`) });
+  const tooLarge = (c: Context) => problemResponse(c, 413, 'E_TOO_LARGE', `${what} is larger than ${maxBytes} bytes`);
+  const streaming = bodyLimit({ maxSize: maxBytes, onError: tooLarge });
+  return async function limitBody(c, next) {
+    const incoming = nodeIncoming(c);
+    if (incoming) {
+      if (c.req.method === 'GET' || c.req.method === 'HEAD') return next();
+      const length = incoming.headers['content-length'];
+      if (length !== undefined && incoming.headers['transfer-encoding'] === undefined) return parseInt(length, 10) > maxBytes ? tooLarge(c) : next();
+    }
+    return streaming(c, next);
+  };
 }

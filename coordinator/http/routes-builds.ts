@@ -130,6 +130,7 @@ export function registerBuildRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): v
   documentBodyLimit(app, `post ${API_ROUTES.builds.template}`, deps.maxSpecBytes);
   app.openapi(createBuild, async (c) => {
     if (!deps.isReady()) throw new KilnError('E_UNAVAILABLE', 'the coordinator is not accepting builds right now (starting or shutting down)');
+    // Under @hono/node-server this reads the Node request directly (limitBody built no web Request).
     const bytes = new Uint8Array(await c.req.arrayBuffer());
     if (bytes.length > deps.maxSpecBytes) throw new KilnError('E_TOO_LARGE', `spec is larger than ${deps.maxSpecBytes} bytes`);
     const decoded = decodeSpecBytes(bytes);
