@@ -37,7 +37,7 @@ import {
   type Timers,
   type ToCoordinatorType,
   type WelcomePayload,
-} from '../shared/index.js';
+} from '../shared/core.js';
 import type { CancelReason, Executor } from './executors/executor.js';
 import { runJob, type Job, type JobHost } from './session-job.js';
 import { FrameBudget, LogBatcher, type LogChunk } from './log-batcher.js';

@@ -26,7 +26,7 @@ import {
   type HeartbeatPayload,
   type Payload,
   type PlatformCapPayload,
-} from '../shared/index.js';
+} from '../shared/core.js';
 import { AgentSession, type HealthSource } from './agent-session.js';
 import type { Executor } from './executors/executor.js';
 import { sampleLoad, type GpuSampler } from './host-metrics.js';

@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { coerceError, HEX_RE, KilnError, apiPath, digestHex, errnoCode, hasherDigest, newHasher, writeVerifiedFile, type Digest } from '../shared/index.js';
+import { coerceError, HEX_RE, KilnError, apiPath, digestHex, errnoCode, hasherDigest, newHasher, writeVerifiedFile, type Digest } from '../shared/core.js';
 import { DiskFullError, isDiskFull } from './failure-kinds.js';
 
 export interface CasCacheOptions {

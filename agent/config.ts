@@ -29,7 +29,7 @@ import {
   type SettingTable,
   type LogFormat,
   type LogLevel,
-} from '../shared/index.js';
+} from '../shared/core.js';
 
 export const AGENT_SETTINGS = {
   coordinator: { type: t.text('url'), key: 'coordinator', env: 'KILN_COORDINATOR', description: 'coordinator URL, http(s):// or ws(s):// (required)' },

@@ -6,7 +6,7 @@
  * walk an error's `cause` chain, since the CAS cache and the Docker helpers wrap what
  * they catch in KilnErrors.
  */
-import { KilnError, errnoCode } from '../shared/index.js';
+import { KilnError, errnoCode } from '../shared/core.js';
 
 /** A write failed because the work dir's file system is full. `needBytes`: what the failed write wanted, when known. */
 export class DiskFullError extends KilnError {

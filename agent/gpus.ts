@@ -5,7 +5,7 @@
  * limit, so a hung driver cannot stall the agent.
  */
 import { execFile } from 'node:child_process';
-import type { GpuInfoPayload, GpuUsePayload } from '../shared/index.js';
+import type { GpuInfoPayload, GpuUsePayload } from '../shared/core.js';
 
 export const GPU_INFO_QUERY = ['--query-gpu=index,name,memory.total,uuid', '--format=csv,noheader,nounits'];
 export const GPU_USE_QUERY = ['--query-gpu=index,memory.used,utilization.gpu', '--format=csv,noheader,nounits'];

@@ -16,7 +16,7 @@
  * send a heartbeat without waiting for the next one.
  */
 import type { Logger } from 'pino';
-import { coerceError, Backoff, type HealthPayload } from '../shared/index.js';
+import { coerceError, Backoff, type HealthPayload } from '../shared/core.js';
 import { diskSpace, type DiskSpace } from './host-metrics.js';
 
 export interface HealthMonitorOptions {

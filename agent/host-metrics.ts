@@ -9,7 +9,7 @@
  */
 import { statfs } from 'node:fs/promises';
 import * as os from 'node:os';
-import type { GpuUsePayload, LoadPayload } from '../shared/index.js';
+import type { GpuUsePayload, LoadPayload } from '../shared/core.js';
 
 export interface OsCounters {
   loadavg: () => number[];

@@ -23,7 +23,7 @@
  *   step every 5 ms.
  * - A frame also leaves as soon as `maxBytes` are waiting.
  */
-import { systemTimers, type Timer, type Timers } from '../shared/index.js';
+import { systemTimers, type Timer, type Timers } from '../shared/core.js';
 
 export interface LogChunk {
   seq: number;

@@ -16,7 +16,7 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { coerceError, createLogger, EX_CONFIG, isKilnError, settingFlags, settingsHelpFooter, sleep, Backoff, type FlagSpec } from '../shared/index.js';
+import { coerceError, createLogger, EX_CONFIG, isKilnError, settingFlags, settingsHelpFooter, sleep, Backoff, type FlagSpec } from '../shared/core.js';
 import { Agent, FatalAgentError } from './agent.js';
 import { AGENT_OPTIONS, AGENT_SETTINGS, loadAgentConfig, type AgentConfig, type AgentFlags } from './config.js';
 import { engineEndpoint, engineGet } from './docker/engine-api.js';

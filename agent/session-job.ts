@@ -5,7 +5,7 @@
  * when the assignment asks for it.
  */
 import type { Logger } from 'pino';
-import { coerceError, formatDuration, type AssignPayload, type FinishedPayload, type Payload, type Timer, type Timers, type ToCoordinatorType } from '../shared/index.js';
+import { coerceError, formatDuration, type AssignPayload, type FinishedPayload, type Payload, type Timer, type Timers, type ToCoordinatorType } from '../shared/core.js';
 import type { CancelReason, Executor, RunResult } from './executors/executor.js';
 import type { LogBatcher, LogChunk } from './log-batcher.js';
 

@@ -9,7 +9,7 @@
  * keep what they always did for those: exit 70 with the stack trace, for their logs.
  */
 import { CommanderError } from 'commander';
-import { EX_CONFIG, KilnError } from '../shared/index.js';
+import { EX_CONFIG, KilnError } from '../shared/core.js';
 import { CliError, EXIT } from './exit-codes.js';
 
 export const EX_SOFTWARE = 70;

@@ -12,7 +12,7 @@
 import { hostname } from 'node:os';
 import { Command, Help, Option } from 'commander';
 import { z } from 'zod';
-import { KILN_VERSION, type FlagSpec } from '../shared/index.js';
+import { KILN_VERSION, type FlagSpec } from '../shared/core.js';
 import type { ClientFlags } from './client-config.js';
 import type { CliIO } from './commands.js';
 import type { AgentAction } from './fleet-commands.js';

@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import { pack } from 'tar-stream';
-import { coerceError, KilnError, digestHex, ociArch, parseDigest, type Digest } from '../../shared/index.js';
+import { coerceError, KilnError, digestHex, ociArch, parseDigest, type Digest } from '../../shared/core.js';
 
 /** The local image name of an artifact. */
 export function artifactImageRef(digest: Digest): string {

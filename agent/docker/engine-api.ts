@@ -6,7 +6,7 @@
  * then (executors/docker-deferred.ts). `engineEndpoint` parses DOCKER_HOST once for both.
  */
 import { request } from 'node:http';
-import { KilnError, ociArch } from '../../shared/index.js';
+import { KilnError, ociArch } from '../../shared/core.js';
 import type { ExecutorInfo } from '../executors/executor.js';
 
 /** Where the engine listens, in the form node:http and dockerode both take. */

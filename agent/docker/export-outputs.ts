@@ -13,7 +13,7 @@
 import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import type Docker from 'dockerode';
-import { coerceError, ARTIFACT_MEDIA_TYPE, KilnError, extractTarContained, packDir, type OutputArtifactPayload } from '../../shared/index.js';
+import { coerceError, ARTIFACT_MEDIA_TYPE, KilnError, extractTarContained, packDir, type OutputArtifactPayload } from '../../shared/core.js';
 import type { CasCache } from '../cas-cache.js';
 
 export interface OutputSpec {

@@ -12,7 +12,7 @@
  */
 import { Writable } from 'node:stream';
 import type Docker from 'dockerode';
-import { coerceError, formatDuration, sleep } from '../../shared/index.js';
+import { coerceError, formatDuration, sleep } from '../../shared/core.js';
 
 export interface TestSpec {
   command: readonly string[];

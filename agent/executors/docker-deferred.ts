@@ -5,7 +5,7 @@
  * its first `run()`, so an idle agent does not carry them. A load that fails (it should
  * not) fails that run and is tried again with the next.
  */
-import type { AssignPayload } from '../../shared/index.js';
+import type { AssignPayload } from '../../shared/core.js';
 import { engineInfo, type EngineEndpoint } from '../docker/engine-api.js';
 import type { Executor, ExecutorInfo, RunIO, RunResult } from './executor.js';
 

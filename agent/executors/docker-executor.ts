@@ -22,7 +22,7 @@
  * that keep the engine's error and tell the agent's health what happened (`trouble`).
  */
 import type Docker from 'dockerode';
-import { coerceError, formatDuration, sha256, type AssignPayload, type BaseImagePayload, type Digest } from '../../shared/index.js';
+import { coerceError, formatDuration, sha256, type AssignPayload, type BaseImagePayload, type Digest } from '../../shared/core.js';
 import type { CasCache, CasLease } from '../cas-cache.js';
 import { ensureArtifactImage } from '../docker/artifact-image.js';
 import { buildContextStream, readTarFile } from '../docker/build-context.js';

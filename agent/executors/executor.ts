@@ -2,7 +2,7 @@
  * What runs a node on an agent. The docker executor runs a real BuildKit build on the
  * host's Docker Engine; the noop executor (benchmarks only) finishes at once.
  */
-import type { AssignPayload, BaseImagePayload, DockerInfoPayload, OutputArtifactPayload } from '../../shared/index.js';
+import type { AssignPayload, BaseImagePayload, DockerInfoPayload, OutputArtifactPayload } from '../../shared/core.js';
 
 export interface ExecutorInfo {
   /** The platform the host runs natively, e.g. linux/amd64. */

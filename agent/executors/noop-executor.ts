@@ -15,8 +15,8 @@
  *       to see what the agents really ran, next to what the coordinator recorded.
  */
 import { appendFile } from 'node:fs/promises';
-import { ociArch } from '../../shared/index.js';
-import type { AssignPayload } from '../../shared/index.js';
+import { ociArch } from '../../shared/core.js';
+import type { AssignPayload } from '../../shared/core.js';
 import type { CancelReason, Executor, ExecutorInfo, RunIO, RunResult } from './executor.js';
 
 export interface NoopOptions {

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, relative, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
-import { pack, type Header as TarHeaders } from 'tar-stream';
+import type { Header as TarHeaders } from 'tar-stream';
 import { hasherDigest, newHasher, type Digest } from '../digest.js';
 
 export interface PackedDir {
@@ -45,6 +45,8 @@ export async function packDir(dir: string, opts: { tmpRoot?: string } = {}): Pro
   const rels = all.map((p) => relative(dir, p).split(sep).join('/')).sort(byPath);
   const tmp = await mkdtemp(join(opts.tmpRoot ?? tmpdir(), 'kiln-pack-'));
   const path = join(tmp, 'context.tar');
+  // tar-stream is loaded by the first pack: an idle agent does not carry it
+  const { pack } = await import('tar-stream');
   const tar = pack();
   const hash = newHasher();
   let size = 0;

@@ -29,7 +29,7 @@ import { constants as fsc, type Stats } from 'node:fs';
 import { link, lstat, mkdir, open, realpath, symlink, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve } from 'node:path';
-import { extract, type Extract, type Header } from 'tar-stream';
+import type { Extract, Header } from 'tar-stream';
 import { coerceError, errnoCode, KilnError } from '../errors.js';
 
 export interface ExtractBudget {
@@ -415,6 +415,8 @@ export async function extractTarContained(source: Source, targetDir: string, opt
   const root = await realpath(targetDir);
   const writer = new ContainedWriter(root, budget, prefix);
 
+  // tar-stream is loaded by the first extraction: an idle agent does not carry it
+  const { extract } = await import('tar-stream');
   const ex = extract();
   const entries = ex[Symbol.asyncIterator]() as AsyncIterator<{ header: Header } & AsyncIterable<unknown>>;
   let sourceFailure: { error: unknown } | undefined;

@@ -6,7 +6,11 @@
  * `{ok: false, error}` with a message naming what is wrong, so socket handlers can answer
  * with an `error` frame or close the connection instead of crashing.
  */
-import { Packr } from 'msgpackr';
+// `msgpackr/pack` is msgpackr without its optional native string extractor
+// (msgpackr-extract: a native addon, ~7 MiB of RSS in every process that loads it).
+// Frames carry short strings (ids, names) and binary log data, which the JS decoder
+// reads as fast.
+import { Packr } from 'msgpackr/pack';
 import { z } from 'zod';
 import { MESSAGES, type Frame, type MessageType, type Payload } from './messages.js';
 import { coerceError } from '../errors.js';

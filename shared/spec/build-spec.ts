@@ -22,17 +22,13 @@ import { isDigest } from '../digest.js';
 import { parseDuration } from '../duration.js';
 import { platformProblem } from '../platform.js';
 import { ENV_NAME_RE, LABEL_KEY_RE, LABEL_KEY_RULE, NAME_RE, NAME_RULE } from '../names.js';
-import { fieldError, forbiddenContent, type SpecResult } from './spec-fields.js';
+import { fieldError, forbiddenContent, INPUT_NAME_RE, type SpecResult } from './spec-fields.js';
 
-export { fieldError, type SpecResult } from './spec-fields.js';
+export { ARTIFACT_MEDIA_TYPE, fieldError, INPUT_NAME_RE, type SpecResult } from './spec-fields.js';
 
 export { NAME_RE as NODE_NAME_RE } from '../names.js';
 /** Output names: no dots, so `<node>.<output>` splits at the last dot. */
 export const OUTPUT_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
-/** Input names double as Dockerfile stage names (lower case in BuildKit). */
-export const INPUT_NAME_RE = /^[a-z][a-z0-9_.-]{0,62}$/;
-/** Media type of the tars outputs are exported as (deterministic, uncompressed). */
-export const ARTIFACT_MEDIA_TYPE = 'application/vnd.kiln.artifact.v1.tar';
 export const MAX_NODES = 10_000;
 export const DEFAULT_TIMEOUT_MS = 60 * 60 * 1000;
 

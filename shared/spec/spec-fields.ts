@@ -1,9 +1,15 @@
 /**
  * Pieces of spec validation that parsing and validation both use: the field-error format
  * (`node 'compile': field 'platform': ...`), the result type, and the content no spec (or
- * config file) may hold anywhere.
+ * config file) may hold anywhere; and the two spec constants an agent needs to build a
+ * node (without loading the spec schemas).
  */
 import type { FieldError } from '../errors.js';
+
+/** Input names double as Dockerfile stage names (lower case in BuildKit). */
+export const INPUT_NAME_RE = /^[a-z][a-z0-9_.-]{0,62}$/;
+/** Media type of the tars outputs are exported as (deterministic, uncompressed). */
+export const ARTIFACT_MEDIA_TYPE = 'application/vnd.kiln.artifact.v1.tar';
 
 export type SpecResult<T> = { ok: true; value: T } | { ok: false; errors: FieldError[] };
 

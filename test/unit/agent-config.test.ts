@@ -90,5 +90,8 @@ describe('what an idle agent loads', () => {
     expect([...seen].filter((f) => f.startsWith('coordinator/'))).toEqual([]);
     expect([...seen]).toContain('agent/agent.ts');
     for (const heavy of ['hono', '@hono/zod-openapi', '@hono/node-server', 'prom-client', 'lowdb', 'minio', 'dockerode']) expect([...packages], heavy).not.toContain(heavy);
+    // nor what only a build or a config file needs, nor the HTTP API and spec schemas
+    for (const later of ['yaml', 'tar-stream', 'protobufjs']) expect([...packages], later).not.toContain(later);
+    expect([...seen].filter((f) => f === 'shared/index.ts' || /^shared\/(api|api-fleet|log-events)\.ts$|^shared\/spec\/(build-spec|parse-spec|spec-json-schema)\.ts$/.test(f))).toEqual([]);
   });
 });

@@ -1,7 +1,8 @@
 /**
  * The dependency rules of the code base, checked on the source: shared/ depends on
  * nothing of ours; coordinator and agent never import each other (or the CLI) and use
- * shared/ only through its index; only the CLI entry point touches process.env.
+ * shared/ only through its index (agent/ only through shared/core.ts, the part an idle
+ * agent loads); only the CLI entry point touches process.env.
  * Also: no import cycles among the product sources, and the folder rules inside the
  * coordinator (nothing outside `coordinator/http/` and the wiring imports http/; logs/
  * never imports builds/). Imports are read with the TypeScript parser, so comments and
@@ -196,9 +197,10 @@ describe('architecture', () => {
           const target = relative(ROOT, join(ROOT, file, '..', spec));
           const top = target.split('/')[0];
           if (top === area) continue;
+          // agent/ only through shared/core.ts, the part of shared/ an idle agent carries
           const allowed =
             (area === 'coordinator' || area === 'agent' || area === 'cli') && top === 'shared'
-              ? target === 'shared/index.js'
+              ? target === 'shared/core.js' || (area !== 'agent' && target === 'shared/index.js')
               : area === 'cli' && (top === 'coordinator' || top === 'agent')
                 ? target.endsWith('/main.js')
                 : false;
@@ -280,12 +282,24 @@ describe('architecture', () => {
     expect(coordinatorFolderRule('coordinator/http/app.ts', 'coordinator/builds/engine.ts')).toBeNull();
   });
 
-  it('lists the shared package surface name by name (no export * in shared/index.ts)', async () => {
-    const text = await readFile(join(ROOT, 'shared', 'index.ts'), 'utf8');
-    const sf = ts.createSourceFile('index.ts', text, ts.ScriptTarget.Latest);
-    const star = sf.statements.filter((st) => ts.isExportDeclaration(st) && st.exportClause === undefined).map((st) => st.getText(sf));
-    expect(star).toEqual([]);
-    expect(sf.statements.filter((st) => ts.isExportDeclaration(st)).length).toBeGreaterThan(10);
+  it('lists the shared package surface name by name (no export * in shared/index.ts or shared/core.ts), index.ts re-exporting all of core.ts', async () => {
+    const exported = new Map<string, Map<string, string>>();
+    for (const file of ['index.ts', 'core.ts']) {
+      const text = await readFile(join(ROOT, 'shared', file), 'utf8');
+      const sf = ts.createSourceFile(file, text, ts.ScriptTarget.Latest);
+      const decls = sf.statements.filter((st): st is ts.ExportDeclaration => ts.isExportDeclaration(st));
+      expect(decls.filter((st) => st.exportClause === undefined).map((st) => st.getText(sf)), file).toEqual([]);
+      const names = new Map<string, string>();
+      for (const d of decls) {
+        const from = d.moduleSpecifier !== undefined && ts.isStringLiteral(d.moduleSpecifier) ? d.moduleSpecifier.text : '';
+        if (d.exportClause !== undefined && ts.isNamedExports(d.exportClause)) for (const e of d.exportClause.elements) names.set(e.name.text, from);
+      }
+      exported.set(file, names);
+    }
+    const core = exported.get('core.ts')!;
+    const index = exported.get('index.ts')!;
+    expect(core.size).toBeGreaterThan(50);
+    expect([...core.keys()].filter((n) => index.get(n) !== './core.js'), 'core names index.ts does not take from core.ts').toEqual([]);
   });
 
   it('names in .nvmrc a Node version that package.json engines accepts, and the one running here', async () => {
