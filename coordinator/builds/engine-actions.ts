@@ -4,9 +4,9 @@
  * error report. Each resolves once its changes are durable.
  */
 import { unlink } from 'node:fs/promises';
-import { KilnError, SLOT_HOLDING_ATTEMPT_STATES, isBuildTerminal, isNodeTerminal, newId, type Digest, type ErrorReportT, type NodeState, type ResolvedSpec } from '../../shared/index.js';
+import { KilnError, SLOT_HOLDING_ATTEMPT_STATES, isBuildTerminal, isNodeTerminal, newId, type Digest, type ErrorReportT, type ResolvedSpec } from '../../shared/index.js';
 import type { AgentEntry } from '../placement/agent-registry.js';
-import type { BuildRecord } from '../state/records.js';
+import { pendingNode, type BuildRecord } from '../state/records.js';
 import { graphOf, nodeKey, type EngineState } from './engine-state.js';
 import { cancelAttempt, errorReportPath, inputDigests, makeReady, maybeArchive, refreshBuildState, setNode } from './engine-transitions.js';
 import { buildErrorReport } from './error-report.js';
@@ -24,17 +24,7 @@ export async function submit(s: EngineState, spec: ResolvedSpec, opts: { reuse?:
     created_at: now,
     started_at: null,
     finished_at: null,
-    nodes: spec.nodes.map((n) => ({
-      ...n,
-      state: 'pending' as NodeState,
-      attempts: [],
-      ready_at: null,
-      started_at: null,
-      finished_at: null,
-      reason: null,
-      reused_from: null,
-      waiting_on: null,
-    })),
+    nodes: spec.nodes.map(pendingNode),
   };
   s.records.addBuild(build);
   s.cas.touch(spec.nodes.flatMap((n) => [...(n.context ? [n.context] : []), ...n.inputs.flatMap((i) => (i.digest ? [i.digest] : []))]));

@@ -11,6 +11,22 @@ export type BuildHead = Pick<BuildRecord, 'id' | 'state' | 'cancel_requested' | 
 /** Node fields that change after creation. */
 export type NodeMutable = Pick<NodeRecord, 'state' | 'attempts' | 'ready_at' | 'started_at' | 'finished_at' | 'reason' | 'reused_from' | 'waiting_on' | 'retries' | 'budget_from'>;
 
+/** What a `node` entry carries for `n`: its fields that change after creation. */
+export function nodeMutable(n: NodeRecord): NodeMutable {
+  return {
+    state: n.state,
+    attempts: n.attempts,
+    ready_at: n.ready_at,
+    started_at: n.started_at,
+    finished_at: n.finished_at,
+    reason: n.reason,
+    reused_from: n.reused_from ?? null,
+    waiting_on: n.waiting_on ?? null,
+    retries: n.retries ?? 0,
+    budget_from: n.budget_from ?? 0,
+  };
+}
+
 export type JournalEntry =
   | { t: 'new'; b: BuildRecord }
   /** An archived build made active again (a node retried): the whole build, replacing its summary. */

@@ -78,6 +78,20 @@ export interface NodeRecord extends ResolvedNode {
   budget_from?: number;
 }
 
+/** A new node of a submitted build: the resolved spec node, pending, no attempts. */
+export function pendingNode(spec: ResolvedNode): NodeRecord {
+  return Object.assign({}, spec, {
+    state: 'pending' as const,
+    attempts: [],
+    ready_at: null,
+    started_at: null,
+    finished_at: null,
+    reason: null,
+    reused_from: null,
+    waiting_on: null,
+  });
+}
+
 /** An attempt that ended because of the infrastructure (lost agent, Docker down, disk full, agent shut down), not the build. */
 export function isInfraAttempt(a: AttemptRecord): boolean {
   return a.state === 'lost' || ((a.state === 'failed' || a.state === 'cancelled') && a.infra);

@@ -27,7 +27,7 @@ import { Low } from 'lowdb';
 import { KilnError, coerceError, errnoCode } from '../../shared/index.js';
 import { DurableJsonAdapter } from './durable-json-adapter.js';
 import { writeFileDurable } from './durable-file.js';
-import { entryProblem, type JournalEntry, type NodeMutable } from './journal-entries.js';
+import { entryProblem, nodeMutable, type JournalEntry } from './journal-entries.js';
 import { replayJournal } from './journal-replay.js';
 import { JournalWriter } from './journal-writer.js';
 import { emptyState, stateFromFile, stateToFile, summarize, type BuildRecord, type BuildSummaryRecord, type NodeRecord, type StateData } from './records.js';
@@ -273,19 +273,7 @@ export class StateStore {
       for (const name of names) {
         const n = byName.get(name);
         if (!n) continue;
-        const m: NodeMutable = {
-          state: n.state,
-          attempts: n.attempts,
-          ready_at: n.ready_at,
-          started_at: n.started_at,
-          finished_at: n.finished_at,
-          reason: n.reason,
-          reused_from: n.reused_from ?? null,
-          waiting_on: n.waiting_on ?? null,
-          retries: n.retries ?? 0,
-          budget_from: n.budget_from ?? 0,
-        };
-        entries.push({ t: 'node', id, name, n: m });
+        entries.push({ t: 'node', id, name, n: nodeMutable(n) });
       }
     }
     for (const a of this.archived) entries.push({ t: 'archive', id: a.id, s: a.s });

@@ -21,8 +21,9 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { nodeMutable } from '../../coordinator/state/journal-entries.js';
 import { StateStore } from '../../coordinator/state/state-store.js';
-import { emptyState, stateToFile, type BuildRecord, type NodeRecord } from '../../coordinator/state/records.js';
+import { emptyState, pendingNode, stateToFile, type BuildRecord, type NodeRecord } from '../../coordinator/state/records.js';
 import { fmt, machineLine, median, now, percentile } from './bench-util.js';
 
 const args = process.argv.slice(2);
@@ -96,17 +97,7 @@ function buildRecord(steps: number): BuildRecord {
       inputs: [],
       outputs: [],
       reuse: true,
-      state: 'pending' as const,
-      attempts: [],
-      ready_at: null,
-      started_at: null,
-      finished_at: null,
-      reason: null,
-      reused_from: null,
-      waiting_on: null,
-      retries: 0,
-      budget_from: 0,
-    })),
+    })).map((n) => Object.assign(pendingNode(n), { retries: 0, budget_from: 0 })),
   };
 }
 
@@ -175,18 +166,7 @@ function transition(node: NodeRecord, k: number, t: number): void {
 
 /** What a journal entry carries for a node (the same text goes into sqlite's row). */
 function mutableJson(n: NodeRecord): string {
-  return JSON.stringify({
-    state: n.state,
-    attempts: n.attempts,
-    ready_at: n.ready_at,
-    started_at: n.started_at,
-    finished_at: n.finished_at,
-    reason: n.reason,
-    reused_from: n.reused_from ?? null,
-    waiting_on: n.waiting_on ?? null,
-    retries: n.retries ?? 0,
-    budget_from: n.budget_from ?? 0,
-  });
+  return JSON.stringify(nodeMutable(n));
 }
 
 function history(n: number) {

@@ -4,7 +4,7 @@
  * a replayed state compares equal to the one committed. `fill` sizes the Dockerfile text
  * (the journal's per-commit cost tests want large records).
  */
-import type { BuildRecord } from '../../coordinator/state/records.js';
+import { pendingNode, type BuildRecord } from '../../coordinator/state/records.js';
 
 export function buildRecord(id: string, nodes: number, opts: { fill?: number; buildArgs?: Record<string, string>; labels?: Record<string, string> } = {}): BuildRecord {
   return {
@@ -36,16 +36,6 @@ export function buildRecord(id: string, nodes: number, opts: { fill?: number; bu
       inputs: [],
       outputs: [],
       reuse: true,
-      state: 'pending' as const,
-      attempts: [],
-      ready_at: null,
-      started_at: null,
-      finished_at: null,
-      reason: null,
-      reused_from: null,
-      waiting_on: null,
-      retries: 0,
-      budget_from: 0,
-    })),
+    })).map((n) => Object.assign(pendingNode(n), { retries: 0, budget_from: 0 })),
   };
 }
