@@ -14,7 +14,7 @@
  */
 import { newId } from '../../shared/index.js';
 import type { AgentEntry } from '../placement/agent-registry.js';
-import type { AttemptRecord, BuildRecord, NodeRecord } from '../state/records.js';
+import { assignedAttempt, type BuildRecord, type NodeRecord } from '../state/records.js';
 import { graphOf, logRef, track, type EngineState } from './engine-state.js';
 import { reuseAllowed } from './engine-reuse.js';
 import { inputDigests, refreshBuildState, setNode } from './engine-transitions.js';
@@ -91,37 +91,18 @@ function dispatch(s: EngineState, ref: ReadyRef, agent: AgentEntry, gpus: number
   const now = s.now();
   const number = node.attempts.length + 1;
   const prev = node.attempts[node.attempts.length - 1];
-  const attempt: AttemptRecord = {
+  const attempt = assignedAttempt({
     id: newId('a', now),
     number,
     agent: agent.name,
     session: agent.session,
-    state: 'assigned',
     assigned_at: now,
-    accepted_at: null,
-    started_at: null,
-    finished_at: null,
-    exit_code: null,
-    error: null,
-    failed_step: null,
-    infra: false,
-    image_id: null,
-    log_bytes: 0,
     log_header: prev ? `[kiln] attempt ${number} on agent ${agent.name} (attempt ${prev.number} on ${prev.agent}: ${prev.state}${prev.reason ? `, ${prev.reason}` : ''})\n` : '',
-    reason: null,
-    fetch_ms: null,
-    build_ms: null,
     inputs,
     spec_digest: specDigest(exec),
-    key: null,
-    base_images: null,
-    dockerfile_digest: null,
-    outputs: [],
-    provenance: null,
-    reused_from: null,
     gpus,
     emulated: !s.agents.isNative(agent, node.platform),
-  };
+  });
   s.records.addAttempt(build, node, attempt);
   setNode(s, build, node, 'assigned', now);
   s.active.set(attempt.id, { build, node, attempt });

@@ -78,6 +78,46 @@ export interface NodeRecord extends ResolvedNode {
   budget_from?: number;
 }
 
+/** What a new attempt is given at dispatch; every other field starts empty. */
+export type AttemptStart = Pick<AttemptRecord, 'id' | 'number' | 'agent' | 'session' | 'assigned_at' | 'log_header' | 'inputs' | 'spec_digest'> &
+  Partial<Pick<AttemptRecord, 'gpus' | 'emulated'>>;
+
+/** A new attempt, assigned to an agent and not yet accepted. */
+export function assignedAttempt(a: AttemptStart): AttemptRecord {
+  const rec: AttemptRecord = {
+    id: a.id,
+    number: a.number,
+    agent: a.agent,
+    session: a.session,
+    state: 'assigned',
+    assigned_at: a.assigned_at,
+    accepted_at: null,
+    started_at: null,
+    finished_at: null,
+    exit_code: null,
+    error: null,
+    failed_step: null,
+    infra: false,
+    image_id: null,
+    log_bytes: 0,
+    log_header: a.log_header,
+    reason: null,
+    fetch_ms: null,
+    build_ms: null,
+    inputs: a.inputs,
+    spec_digest: a.spec_digest,
+    key: null,
+    base_images: null,
+    dockerfile_digest: null,
+    outputs: [],
+    provenance: null,
+    reused_from: null,
+  };
+  if (a.gpus !== undefined) rec.gpus = a.gpus;
+  if (a.emulated !== undefined) rec.emulated = a.emulated;
+  return rec;
+}
+
 /** A new node of a submitted build: the resolved spec node, pending, no attempts. */
 export function pendingNode(spec: ResolvedNode): NodeRecord {
   return Object.assign({}, spec, {

@@ -23,7 +23,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { nodeMutable } from '../../coordinator/state/journal-entries.js';
 import { StateStore } from '../../coordinator/state/state-store.js';
-import { emptyState, pendingNode, stateToFile, type BuildRecord, type NodeRecord } from '../../coordinator/state/records.js';
+import { assignedAttempt, emptyState, pendingNode, stateToFile, type BuildRecord, type NodeRecord } from '../../coordinator/state/records.js';
 import { fmt, machineLine, median, now, percentile } from './bench-util.js';
 
 const args = process.argv.slice(2);
@@ -110,35 +110,18 @@ function transition(node: NodeRecord, k: number, t: number): void {
       return;
     case 1:
       node.state = 'assigned';
-      node.attempts.push({
-        id: `a-01m87q8730000-${node.name.padStart(8, '0')}`,
-        number: node.attempts.length + 1,
-        agent: 'agent-17',
-        session: 's-01m87q8730000-abcdefgh',
-        state: 'assigned',
-        assigned_at: t,
-        accepted_at: null,
-        started_at: null,
-        finished_at: null,
-        exit_code: null,
-        error: null,
-        failed_step: null,
-        infra: false,
-        image_id: null,
-        log_bytes: 0,
-        log_header: '',
-        reason: null,
-        fetch_ms: null,
-        build_ms: null,
-        inputs: {},
-        spec_digest: null,
-        key: null,
-        base_images: null,
-        dockerfile_digest: null,
-        outputs: [],
-        provenance: null,
-        reused_from: null,
-      });
+      node.attempts.push(
+        assignedAttempt({
+          id: `a-01m87q8730000-${node.name.padStart(8, '0')}`,
+          number: node.attempts.length + 1,
+          agent: 'agent-17',
+          session: 's-01m87q8730000-abcdefgh',
+          assigned_at: t,
+          log_header: '',
+          inputs: {},
+          spec_digest: null,
+        }),
+      );
       return;
     case 2: {
       node.state = 'running';
