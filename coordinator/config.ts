@@ -11,6 +11,7 @@
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { resolve } from 'node:path';
+import type { EngineTimings } from './builds/engine-state.js';
 import {
   LOG_SETTINGS,
   SettingsReader,
@@ -65,19 +66,14 @@ export const COORDINATOR_SETTINGS = {
 
 const FileSchema = fileSchema(COORDINATOR_SETTINGS);
 
-export interface CoordinatorConfig {
+/** The engine's timings (heartbeat interval, lost and grace periods, accept timeout) come from here too. */
+export interface CoordinatorConfig extends EngineTimings {
   listen: { host: string; port: number };
   dataDir: string;
   /** Create a new state file in an existing data dir that has none. */
   init: boolean;
   agentTokenFile: string | undefined;
   apiTokenFile: string | undefined;
-  heartbeatIntervalMs: number;
-  lostAfterMs: number;
-  reconnectGraceMs: number;
-  cancelGraceMs: number;
-  timeoutGraceMs: number;
-  acceptTimeoutMs: number;
   /** Sent to agents: cut off from the coordinator this long, they cancel their running builds (S). */
   cutoffCancelMs: number;
   defaultPlatform: string;
