@@ -88,13 +88,13 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # --- 1. infrastructure ---------------------------------------------------------------------
-begin "infra: scripts/infra/up.sh --second (packages, two dockerds, base images)"
-env_lines=$(bash scripts/infra/up.sh --second) || stop_run "scripts/infra/up.sh --second failed (see its messages above)"
+begin "infra: scripts/infra/up.sh --second --registry (packages, two dockerds, base images, a registry)"
+env_lines=$(bash scripts/infra/up.sh --second --registry) || stop_run "scripts/infra/up.sh --second --registry failed (see its messages above)"
 while IFS= read -r l; do
   [[ "$l" =~ ^[A-Z_][A-Z0-9_]*=[A-Za-z0-9_./:@%+,=-]*$ ]] || stop_run "unexpected output line from scripts/infra/up.sh: '$l'"
 done <<<"$env_lines"
 set -a; eval "$env_lines"; set +a
-say "  DOCKER_HOST=$DOCKER_HOST KILN_DOCKER_HOST_SECOND=${KILN_DOCKER_HOST_SECOND:-}"
+say "  DOCKER_HOST=$DOCKER_HOST KILN_DOCKER_HOST_SECOND=${KILN_DOCKER_HOST_SECOND:-} KILN_REGISTRY=${KILN_REGISTRY:-}"
 end
 
 begin "infra: scripts/infra/make-node-image.sh (kiln/node:20-local for the Dockerfile.agent test)"

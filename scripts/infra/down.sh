@@ -32,7 +32,8 @@ stopped=()
 for c in "${comps[@]}"; do
   case "$c" in
     "dockerd "*) "$here/stop-dockerd.sh" "${c#dockerd }" ;;
-    # More services (registry, S3, ...) get their stop script here, as in up.sh.
+    registry) "$here/stop-registry.sh" ;;
+    # More services (S3, ...) get their stop script here, as in up.sh.
     *) log "entry '$c' in $record is not a kiln component these scripts know; left alone"; continue ;;
   esac
   stopped+=("$c")

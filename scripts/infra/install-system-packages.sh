@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages kiln needs on a build host (qemu-user-static, binfmt-support,
-# busybox-static, curl, and Docker Engine from Debian's docker.io), registers qemu binfmt
+# busybox-static, curl, docker-registry (an OCI registry for image pushes and the layer cache
+# in tests), and Docker Engine from Debian's docker.io), registers qemu binfmt
 # handlers, and caches busybox-static .debs for amd64, arm64 and s390x (for make-base-images.sh).
 # docker.io is skipped when dockerd, containerd and runc are already installed (e.g. Docker's
 # docker-ce, which conflicts with it): an existing Docker installation is used as it is.
@@ -10,7 +11,7 @@ set -euo pipefail
 . "$(dirname "$(readlink -f "$0")")/lib.sh"
 require_root "it installs Debian packages with apt-get and mounts/registers qemu binfmt handlers"
 
-PACKAGES=(qemu-user-static binfmt-support busybox-static curl)
+PACKAGES=(qemu-user-static binfmt-support busybox-static curl docker-registry apache2-utils)
 DOCKER_PACKAGES=(docker.io)        # Debian's Docker Engine 20.10 (dockerd, containerd, runc, CLI)
 TARGET_ARCHS=(amd64 arm64 s390x)   # busybox-static .debs kept in $KILN_CACHE_DIR/debs
 

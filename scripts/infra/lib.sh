@@ -2,10 +2,11 @@
 # Shared helpers for kiln's infra scripts (scripts/infra): logging, waiting, pid files,
 # Docker sockets, host architecture and qemu binfmt handlers. Sourced, not executed.
 
-KILN_STATE_DIR=${KILN_STATE_DIR:-/var/lib/kiln-infra}   # persistent data (dockerd data-roots)
+KILN_STATE_DIR=${KILN_STATE_DIR:-/var/lib/kiln-infra}   # persistent data (dockerd data-roots, registry storage)
 KILN_RUN_DIR=${KILN_RUN_DIR:-/run/kiln-infra}           # pid files, sockets, exec-roots
 KILN_CACHE_DIR=${KILN_CACHE_DIR:-/var/cache/kiln-infra} # downloaded .debs
 KILN_LOG_DIR=${KILN_LOG_DIR:-/var/log/kiln-infra}       # daemon logs, apt log
+KILN_REGISTRY_ADDR=${KILN_REGISTRY_ADDR:-127.0.0.1:5000} # the registry start-registry.sh runs
 # Everything talks to Docker through the Engine API with curl, so any docker CLI (or none)
 # works; /usr/local/bin/docker 28.x without buildx, for one, cannot do BuildKit builds.
 

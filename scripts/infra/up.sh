@@ -6,6 +6,7 @@
 #   kiln did not start is used as it is), and the base images kiln/busybox:1{,-amd64,-arm64,-s390x} there.
 #   --second: also a second dockerd ("second", socket /run/kiln-infra/second/docker.sock)
 #             with the same base images, to play a second build host in tests.
+#   --registry: also an OCI registry (Debian's docker-registry, no auth) on 127.0.0.1:5000.
 # What this run started is added to $KILN_RUN_DIR/up.started, so down.sh stops exactly that.
 # Progress on stderr; NAME=value lines on stdout:
 #   set -a; eval "$(scripts/infra/up.sh --second)"; set +a
@@ -17,11 +18,13 @@ here=$(dirname "$(readlink -f "$0")")
 require_root "it may apt-get install Docker Engine and qemu, start dockerd and mount/register qemu binfmt handlers"
 
 second=false
+registry=false
 for arg in "$@"; do
   case "$arg" in
     --second) second=true ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
-    *) die "usage: up.sh [--second]" ;;
+    --registry) registry=true ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) die "usage: up.sh [--second] [--registry]" ;;
   esac
 done
 
@@ -44,10 +47,8 @@ start() {
     grep -qxF "$comp" "$record" 2>/dev/null || echo "$comp" >>"$record"
   fi
 }
-# More services plug in here the same way, e.g. an image registry or an S3 server:
-#   registry_up() { [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 http://127.0.0.1:5000/v2/ || true)" = 200 ]; }
-#   start "registry" registry_up "" -- start-registry.sh; env_out+=("$out")
-# (with start-registry.sh / stop-registry.sh and a "registry)" case in down.sh).
+registry_up() { [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$KILN_REGISTRY_ADDR/v2/" || true)" = 200 ]; }
+# More services plug in the same way (a start/stop script pair and a case in down.sh).
 
 t0=$(date +%s%N)
 env_out=()
@@ -60,6 +61,10 @@ if $second; then
   start "dockerd second" docker_ping "$second_sock" -- start-dockerd.sh second
   env_out+=("KILN_DOCKER_HOST_SECOND=${out#DOCKER_HOST=}")
   run make-base-images.sh "unix://$second_sock"
+fi
+if $registry; then
+  start "registry" registry_up "" -- start-registry.sh
+  env_out+=("$out")
 fi
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 log "up in $((ms / 1000)).$(printf '%03d' $((ms % 1000))) s; started by this run: ${started[*]:-nothing (all was up)}"
