@@ -35,8 +35,10 @@ export function registryBase(domain: string): string {
   return `${loopback ? 'http' : 'https'}://${domain}`;
 }
 
+/** The entry's platform; arm64 without a variant is `v8` (as OCI normalises it, and as Docker's own lists say). */
 function platformObject(platform: string): { os: string; architecture: string; variant?: string } {
-  const [os = 'linux', architecture = 'amd64', variant] = platform.split('/');
+  const [os = 'linux', architecture = 'amd64', given] = platform.split('/');
+  const variant = given ?? (architecture === 'arm64' ? 'v8' : undefined);
   return variant ? { os, architecture, variant } : { os, architecture };
 }
 

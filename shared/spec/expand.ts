@@ -7,7 +7,8 @@
  *   `${{ matrix.python }}` substituted in build args, labels, image refs and output names.
  * - `platforms: [linux/amd64, linux/arm64]` gives one node per platform (times the
  *   combinations), named `<node>.<os>-<arch>[-<variant>]` (`app.linux-arm64`, or
- *   `app.3.11-slim.linux-arm64`). With `image:`, each pushes its image under a
+ *   `app.3.11-slim.linux-arm64`), with TARGETPLATFORM, TARGETOS, TARGETARCH (and
+ *   TARGETVARIANT) as build args unless the node sets them. With `image:`, each pushes its image under a
  *   per-platform tag (`<tag>-linux-arm64`) and one more node, named like the node (or the
  *   combination), needs all of them and puts a multi-platform index at the `image:` refs
  *   (its `index` lists the platform nodes; an agent assembles it through the registry's
@@ -169,12 +170,18 @@ export function expandNodes<N extends ExpandableNode>(nodes: Record<string, N>, 
       for (const platform of platforms ?? [null]) {
         const name = platform ? `${base}.${platformSlug(platform)}` : base;
         const copy = { ...n, platforms: undefined, matrix: undefined, image: undefined } as N;
-        if (platform) copy.platform = platform;
         if (combo.size > 0) {
           if (n.build_args) copy.build_args = mapValues(n.build_args, (v, k) => sub(v, `build_args.${k}`));
           if (Array.isArray(n.labels)) copy.labels = n.labels.map((l, i) => sub(l, `labels.${i}`));
           else if (n.labels) copy.labels = mapValues(n.labels, (v, k) => sub(v, `labels.${k}`));
           if (n.outputs) copy.outputs = Object.fromEntries(Object.entries(n.outputs).map(([k, v]) => [sub(k, `outputs.${k}`), v]));
+        }
+        if (platform) {
+          copy.platform = platform;
+          // The Engine's built-in BuildKit leaves TARGETARCH & co. empty before the first FROM
+          // (`FROM base:1-${TARGETARCH}` would name `base:1-`): a platform node gets them as build args.
+          const [os, arch, variant] = platform.split('/');
+          copy.build_args = { TARGETPLATFORM: platform, TARGETOS: os!, TARGETARCH: arch!, ...(variant ? { TARGETVARIANT: variant } : {}), ...copy.build_args };
         }
         // A platform node of an index pushes under a per-platform tag; the index gets the refs.
         const images = platform && userRefs.length > 0 ? platformRefs(userRefs, platform, at, errors) : userRefs;

@@ -113,7 +113,8 @@ describe('matrix', () => {
       'py.3.12-full.linux-amd64', 'py.3.12-full.linux-arm64', 'py.3.12-full',
     ]);
     const one = n.get('py.3.12-slim.linux-arm64')!;
-    expect(one.build_args).toEqual({ PY: '3.12', V: 'v-slim' });
+    // platform nodes get the TARGET* args (the Engine's BuildKit leaves them empty before FROM)
+    expect(one.build_args).toEqual({ TARGETPLATFORM: 'linux/arm64', TARGETOS: 'linux', TARGETARCH: 'arm64', PY: '3.12', V: 'v-slim' });
     expect(one.labels).toEqual({ tier: 'slim' });
     expect(one.outputs).toEqual([{ name: 'whl-slim', path: '/out' }]);
     expect(one.images).toEqual(['r.io/py:3.12-slim-linux-arm64']);
