@@ -10,7 +10,7 @@
  * 5xx, a timeout, a broken connection) is the infrastructure's and is retried.
  */
 import type Docker from 'dockerode';
-import { KilnError, coerceError, parseImageRef, type PushedImagePayload } from '../../shared/core.js';
+import { KilnError, coerceError, parseImageRef, type AssignPayload, type PushedImagePayload } from '../../shared/core.js';
 
 /** What the engine forwards to the registry (`X-Registry-Auth`). */
 export interface RegistryAuth {
@@ -159,9 +159,30 @@ export async function pushImages(
     opts.log(`[kiln] pushing ${ref}\n`);
     const parsed = parseImageRef(ref);
     const auth = parsed.ok ? opts.authFor?.(parsed.ref.domain) : undefined;
-    const m = await pushImage(docker, imageId, ref, { ...(auth ? { auth } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
+    let m: PushedManifest;
+    try {
+      m = await pushImage(docker, imageId, ref, { ...(auth ? { auth } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
+    } catch (err) {
+      if (!(err instanceof PushError) || !err.refused || !parsed.ok) throw err;
+      const host = parsed.ref.domain;
+      const hint = auth ? `the registry refused the credentials the coordinator has for ${host}` : `no credentials for ${host} are configured on the coordinator (registries.credentials_file)`;
+      throw new PushError(`${err.message} (${hint})`, true, err);
+    }
     opts.log(`[kiln] pushed ${ref}: ${m.digest} (${exact}, manifest ${m.size} bytes)\n`);
     out.push({ ref, digest: m.digest, platform: exact, size: m.size, media_type: DOCKER_MANIFEST_V2 });
   }
   return out;
+}
+
+/** The credentials an assignment carries, by registry host, as the Engine and the index assembly take them. */
+export function registryAuthLookup(given: AssignPayload['registry_auth']): (domain: string) => RegistryAuth | undefined {
+  const byHost = new Map<string, RegistryAuth>();
+  for (const a of given ?? []) {
+    const auth: RegistryAuth = { serveraddress: a.host };
+    if (a.username !== undefined) auth.username = a.username;
+    if (a.password !== undefined) auth.password = a.password;
+    if (a.token !== undefined) auth.registrytoken = a.token;
+    byHost.set(a.host, auth);
+  }
+  return (domain) => byHost.get(domain);
 }

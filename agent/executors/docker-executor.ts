@@ -37,7 +37,7 @@ import { rewriteForInputs } from '../docker/dockerfile-rewrite.js';
 import { exportOutputs } from '../docker/export-outputs.js';
 import { runTest } from '../docker/test-container.js';
 import { assembleIndex } from '../docker/image-index.js';
-import { PushError, pushImages } from '../docker/image-push.js';
+import { PushError, pushImages, registryAuthLookup } from '../docker/image-push.js';
 import { diskFullMessage, diskFullNeed, isCorruptArtifact, isDiskFull, isEngineClientError, isEngineUnreachable } from '../failure-kinds.js';
 import type { CancelReason, Executor, ExecutorInfo, RunIO, RunResult, Trouble } from './executor.js';
 
@@ -287,7 +287,7 @@ export class DockerExecutor implements Executor {
     let pushed: Pick<RunResult, 'images'> = {};
     if (job.images && job.images.length > 0) {
       try {
-        pushed = { images: await pushImages(this.docker, imageId, job.images, job.platform, { signal: io.signal, log: (l) => io.log(l)}) };
+        pushed = { images: await pushImages(this.docker, imageId, job.images, job.platform, { authFor: registryAuthLookup(job.registry_auth), signal: io.signal, log: (l) => io.log(l) }) };
       } catch (err) {
         if (io.signal.aborted) return { ...this.aborted(io, fetchMs, Date.now() - t1), imageId, ...meta };
         const error = coerceError(err).message;
@@ -304,7 +304,8 @@ export class DockerExecutor implements Executor {
     io.started();
     const done = { exitCode: null, imageId: null, fetchMs: 0 };
     try {
-      const images = await assembleIndex(job.images ?? [], job.index ?? [], { signal: io.signal, log: (l) => io.log(l) });
+      const authFor = registryAuthLookup(job.registry_auth);
+      const images = await assembleIndex(job.images ?? [], job.index ?? [], { authFor: (d) => authFor(d) ?? null, signal: io.signal, log: (l) => io.log(l) });
       return { ...done, status: 'success', error: null, failedStep: null, infra: false, buildMs: Date.now() - t0, outputs: [], images };
     } catch (err) {
       if (io.signal.aborted) return this.aborted(io, 0, Date.now() - t0);

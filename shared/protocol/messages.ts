@@ -256,6 +256,15 @@ export const Assign = z.strictObject({
   images: z.array(z.string().max(512)).max(16).optional(),
   /** An index node: put one multi-platform index of these images at `images` (no build). */
   index: z.array(IndexEntry).max(64).optional(),
+  /**
+   * Credentials of the registries this node pushes to, from the coordinator's config (added
+   * as the frame is sent; never stored). A password (Basic auth, or for a token service)
+   * or a bearer token.
+   */
+  registry_auth: z
+    .array(z.strictObject({ host: z.string().max(300), username: z.string().max(256).optional(), password: z.string().max(4096).optional(), token: z.string().max(16_384).optional() }))
+    .max(16)
+    .optional(),
 });
 
 export const AttemptRef = z.strictObject({ attempt_id: AttemptId });

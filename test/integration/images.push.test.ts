@@ -149,6 +149,7 @@ describe.skipIf(!REGISTRY)('images pushed to a registry (needs KILN_REGISTRY, e.
     expect(app.attempts[0]!.infra).toBe(false);
     expect(app.failed_step).toBe('push');
     expect(app.error).toMatch(/no basic auth credentials|unauthorized|authentication required/i);
+    expect(app.error).toContain(`no credentials for 127.0.0.1:${port} are configured on the coordinator`);
   });
 
   it('an invalid image reference is a 400 at submit naming the node and field', async () => {
