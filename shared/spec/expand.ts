@@ -78,6 +78,10 @@ export interface Expanded<N> {
   nodes: Map<string, { node: N | null; meta: ExpandedMeta }>;
 }
 
+interface ErrorSink {
+  push(e: FieldError): void;
+}
+
 interface Member {
   name: string;
   combo: Map<string, string>;
@@ -118,7 +122,18 @@ function combinations(axes: Array<[string, string[]]>): Array<Map<string, string
  * Expands matrix and platforms; pushes problems to `errors`. Nodes without either pass
  * through under their own name with their refs unchanged.
  */
-export function expandNodes<N extends ExpandableNode>(nodes: Record<string, N>, errors: FieldError[]): Expanded<N> {
+export function expandNodes<N extends ExpandableNode>(nodes: Record<string, N>, sink: FieldError[]): Expanded<N> {
+  // A problem of the spec node shows once, not once per node it expands to.
+  const seen = new Set<string>();
+  const errors: ErrorSink = {
+    push: (e) => {
+      const key = `${e.path}\0${e.message}`;
+      if (!seen.has(key)) {
+        seen.add(key);
+        sink.push(e);
+      }
+    },
+  };
   const groups = new Map<string, Group>();
   const out = new Map<string, { node: N | null; meta: ExpandedMeta }>();
   const names = Object.keys(nodes);
@@ -253,7 +268,7 @@ export function substitute(text: string, combo: ReadonlyMap<string, string>, pro
   });
 }
 
-function pushRefs(refs: string[], at: (field: string) => string[], errors: FieldError[]): string[] {
+function pushRefs(refs: string[], at: (field: string) => string[], errors: ErrorSink): string[] {
   const out: string[] = [];
   refs.forEach((r, i) => {
     const p = pushRefProblem(r);
@@ -265,7 +280,7 @@ function pushRefs(refs: string[], at: (field: string) => string[], errors: Field
 }
 
 /** One per-platform ref per repository: `<repo>:<first tag>-<platform slug>`. */
-function platformRefs(refs: string[], platform: string, at: (field: string) => string[], errors: FieldError[]): string[] {
+function platformRefs(refs: string[], platform: string, at: (field: string) => string[], errors: ErrorSink): string[] {
   const byRepo = new Map<string, string>();
   for (const r of refs) {
     const p = pushRefProblem(r);

@@ -134,3 +134,10 @@ describe('matrix', () => {
     expect(errors({ m: { matrix: { a: ['x'.repeat(70)] }, dockerfile_inline: F } })[0]!.message).toContain('is invalid');
   });
 });
+
+describe('expansion errors', () => {
+  it('reports a problem of the spec node once, not once per expanded node', () => {
+    const e = errors({ m: { matrix: { a: ['1', '2'] }, platforms: ['linux/amd64', 'linux/arm64'], build_args: { X: '${{ matrix.nope }}' }, dockerfile_inline: F } });
+    expect(e.filter((x) => x.message.includes('matrix.nope'))).toHaveLength(1);
+  });
+});
