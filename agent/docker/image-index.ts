@@ -64,7 +64,21 @@ export class RegistryClient {
   constructor(
     private readonly auth: RegistryAuth | null,
     private readonly signal?: AbortSignal,
+    /** Each request must be answered within this long (a registry failure, retried). */
+    private readonly timeoutMs = 600_000,
   ) {}
+
+  /** The caller's signal and this request's time limit. */
+  private requestSignal(): AbortSignal {
+    const limit = AbortSignal.timeout(this.timeoutMs);
+    return this.signal ? AbortSignal.any([this.signal, limit]) : limit;
+  }
+
+  private failure(what: string, err: unknown): PushError {
+    if (!this.signal?.aborted && (err as { name?: string }).name === 'TimeoutError') return new PushError(`${what}: no answer from the registry in ${Math.round(this.timeoutMs / 1000)} s`, false, err);
+    const cause = (err as { cause?: unknown }).cause;
+    return new PushError(`${what} failed: ${coerceError(cause ?? err).message}`, false, err);
+  }
 
   async fetch(url: string, init: { method: string; headers?: Record<string, string>; body?: string }): Promise<Response> {
     const send = () => this.send(url, init);
@@ -94,10 +108,9 @@ export class RegistryClient {
     const headers: Record<string, string> = { ...init.headers };
     if (this.authorization) headers.authorization = this.authorization;
     try {
-      return await fetch(url, { method: init.method, headers, ...(init.body !== undefined ? { body: init.body } : {}), ...(this.signal ? { signal: this.signal } : {}), redirect: 'follow' });
+      return await fetch(url, { method: init.method, headers, ...(init.body !== undefined ? { body: init.body } : {}), signal: this.requestSignal(), redirect: 'follow' });
     } catch (err) {
-      const cause = (err as { cause?: unknown }).cause;
-      throw new PushError(`${init.method} ${url} failed: ${coerceError(cause ?? err).message}`, false, err);
+      throw this.failure(`${init.method} ${url}`, err);
     }
   }
 
@@ -114,9 +127,9 @@ export class RegistryClient {
     if (this.auth?.username) headers.authorization = `Basic ${Buffer.from(`${this.auth.username}:${this.auth.password ?? ''}`).toString('base64')}`;
     let res: Response;
     try {
-      res = await fetch(u, { headers, ...(this.signal ? { signal: this.signal } : {}) });
+      res = await fetch(u, { headers, signal: this.requestSignal() });
     } catch (err) {
-      throw new PushError(`fetching a registry token from ${u.host} failed: ${coerceError((err as { cause?: unknown }).cause ?? err).message}`, false, err);
+      throw this.failure(`fetching a registry token from ${u.host}`, err);
     }
     const text = await res.text();
     if (res.status === 401 || res.status === 403) throw new PushError(`the token service at ${u.host} refused the credentials (${res.status})`, true);
@@ -145,7 +158,7 @@ function httpFailure(what: string, res: Response, body: string): PushError {
 export async function assembleIndex(
   refs: readonly string[],
   entries: readonly IndexEntryPayload[],
-  opts: { authFor?: (domain: string) => RegistryAuth | null; signal?: AbortSignal; log?: (line: string) => void } = {},
+  opts: { authFor?: (domain: string) => RegistryAuth | null; signal?: AbortSignal; log?: (line: string) => void; pushStallMs?: number } = {},
 ): Promise<PushedImagePayload[]> {
   const out: PushedImagePayload[] = [];
   for (const ref of refs) {
@@ -154,7 +167,7 @@ export async function assembleIndex(
     const { domain, path, tag } = parsed.ref;
     const repo = `${domain}/${path}`;
     const base = `${registryBase(domain)}/v2/${path}`;
-    const client = new RegistryClient(opts.authFor?.(domain) ?? null, opts.signal);
+    const client = new RegistryClient(opts.authFor?.(domain) ?? null, opts.signal, opts.pushStallMs);
     const manifests: Array<{ mediaType: string; size: number; digest: string; platform: ReturnType<typeof platformObject> }> = [];
     for (const e of entries) {
       const img = e.images.find((i) => {

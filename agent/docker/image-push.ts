@@ -51,6 +51,9 @@ export function isRegistryRefusal(message: string): boolean {
   return REFUSED.test(message) && !/\b5\d\d\b/.test(message);
 }
 
+/** A push whose engine reports nothing this long is abandoned (see the agent's push_stall_timeout). */
+export const DEFAULT_STALL_MS = 600_000;
+
 /** Largest engine progress line kept whole (a line is a few hundred bytes). */
 const MAX_LINE = 64 * 1024;
 
@@ -104,24 +107,41 @@ function readPush(stream: NodeJS.ReadableStream): Promise<{ aux: PushEvent['aux'
  * Pushes image `imageId` to `ref` (a normalised `domain/path:tag`), with `auth` when the
  * registry needs it. Resolves with the manifest digest and size the registry stored.
  */
-export async function pushImage(docker: Docker, imageId: string, ref: string, opts: { auth?: RegistryAuth; signal?: AbortSignal } = {}): Promise<PushedManifest> {
+export async function pushImage(docker: Docker, imageId: string, ref: string, opts: { auth?: RegistryAuth; signal?: AbortSignal; stallMs?: number } = {}): Promise<PushedManifest> {
   const parsed = parseImageRef(ref);
   if (!parsed.ok || parsed.ref.tag === null) throw new PushError(`invalid image reference '${ref}'${parsed.ok ? ': no tag' : `: ${parsed.problem}`}`, true);
   const repo = `${parsed.ref.domain}/${parsed.ref.path}`;
   const tag = parsed.ref.tag;
   await docker.getImage(imageId).tag({ repo, tag });
   try {
-    const options: Record<string, unknown> = { tag };
+    // The push is aborted by the caller's signal, or when the engine reports no progress for stallMs.
+    const stall = new AbortController();
+    const signal = opts.signal ? AbortSignal.any([opts.signal, stall.signal]) : stall.signal;
+    const stallMs = opts.stallMs ?? DEFAULT_STALL_MS;
+    let timer = setTimeout(() => stall.abort(), stallMs);
+    const progressed = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => stall.abort(), stallMs);
+    };
+    const stalled = () => new PushError(`pushing ${ref}: no progress for ${Math.round(stallMs / 1000)} s (the registry is not answering)`, false);
+    const options: Record<string, unknown> = { tag, abortSignal: signal };
     if (opts.auth) options.authconfig = opts.auth;
-    if (opts.signal) options.abortSignal = opts.signal;
-    let stream: NodeJS.ReadableStream;
+    let r: Awaited<ReturnType<typeof readPush>>;
     try {
-      stream = (await docker.getImage(repo).push(options)) as NodeJS.ReadableStream;
-    } catch (err) {
-      const message = coerceError(err).message;
-      throw new PushError(`the Docker Engine refused to push ${ref}: ${message}`, isRegistryRefusal(message), err);
+      let stream: NodeJS.ReadableStream;
+      try {
+        stream = (await docker.getImage(repo).push(options)) as NodeJS.ReadableStream;
+      } catch (err) {
+        if (stall.signal.aborted && !opts.signal?.aborted) throw stalled();
+        const message = coerceError(err).message;
+        throw new PushError(`the Docker Engine refused to push ${ref}: ${message}`, isRegistryRefusal(message), err);
+      }
+      stream.on('data', progressed);
+      r = await readPush(stream);
+    } finally {
+      clearTimeout(timer);
     }
-    const r = await readPush(stream);
+    if (stall.signal.aborted && !opts.signal?.aborted) throw stalled();
     if (r.error !== null) throw new PushError(`pushing ${ref} failed: ${r.error}`, isRegistryRefusal(r.error));
     if (r.broken) throw new PushError(`the push stream of ${ref} broke: ${r.broken.message}`, false, r.broken);
     if (!r.aux || !r.aux.Digest) throw new PushError(`pushing ${ref}: the Docker Engine reported no manifest digest`, false);
@@ -151,7 +171,7 @@ export async function pushImages(
   imageId: string,
   refs: readonly string[],
   platform: string,
-  opts: { authFor?: (domain: string) => RegistryAuth | undefined; signal?: AbortSignal; log: (line: string) => void },
+  opts: { authFor?: (domain: string) => RegistryAuth | undefined; signal?: AbortSignal; log: (line: string) => void; pushStallMs?: number },
 ): Promise<PushedImagePayload[]> {
   const exact = await imagePlatform(docker, imageId, platform);
   const out: PushedImagePayload[] = [];
@@ -161,7 +181,7 @@ export async function pushImages(
     const auth = parsed.ok ? opts.authFor?.(parsed.ref.domain) : undefined;
     let m: PushedManifest;
     try {
-      m = await pushImage(docker, imageId, ref, { ...(auth ? { auth } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
+      m = await pushImage(docker, imageId, ref, { ...(auth ? { auth } : {}), ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.pushStallMs !== undefined ? { stallMs: opts.pushStallMs } : {}) });
     } catch (err) {
       if (!(err instanceof PushError) || !err.refused || !parsed.ok) throw err;
       const host = parsed.ref.domain;

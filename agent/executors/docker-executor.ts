@@ -59,6 +59,8 @@ export class DockerExecutor implements Executor {
     private readonly docker: Docker,
     private readonly cas: CasCache,
     private readonly workDir: string,
+    /** pushStallMs: a push or index put with no progress this long is a registry failure. */
+    private readonly pushOpts: { pushStallMs?: number } = {},
   ) {}
 
   async info(): Promise<ExecutorInfo> {
@@ -287,7 +289,7 @@ export class DockerExecutor implements Executor {
     let pushed: Pick<RunResult, 'images'> = {};
     if (job.images && job.images.length > 0) {
       try {
-        pushed = { images: await pushImages(this.docker, imageId, job.images, job.platform, { authFor: registryAuthLookup(job.registry_auth), signal: io.signal, log: (l) => io.log(l) }) };
+        pushed = { images: await pushImages(this.docker, imageId, job.images, job.platform, { authFor: registryAuthLookup(job.registry_auth), signal: io.signal, log: (l) => io.log(l), ...this.pushOpts }) };
       } catch (err) {
         if (io.signal.aborted) return { ...this.aborted(io, fetchMs, Date.now() - t1), imageId, ...meta };
         const error = coerceError(err).message;
@@ -305,7 +307,7 @@ export class DockerExecutor implements Executor {
     const done = { exitCode: null, imageId: null, fetchMs: 0 };
     try {
       const authFor = registryAuthLookup(job.registry_auth);
-      const images = await assembleIndex(job.images ?? [], job.index ?? [], { authFor: (d) => authFor(d) ?? null, signal: io.signal, log: (l) => io.log(l) });
+      const images = await assembleIndex(job.images ?? [], job.index ?? [], { authFor: (d) => authFor(d) ?? null, signal: io.signal, log: (l) => io.log(l), ...this.pushOpts });
       return { ...done, status: 'success', error: null, failedStep: null, infra: false, buildMs: Date.now() - t0, outputs: [], images };
     } catch (err) {
       if (io.signal.aborted) return this.aborted(io, 0, Date.now() - t0);

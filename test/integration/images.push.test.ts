@@ -6,7 +6,8 @@
  *   registry with the digest the node's result records (HEAD on the registry), and the
  *   build view, `GET /builds/{id}/images`, `kiln images` (table and JSON Lines) and the
  *   provenance record list them.
- * - The registry unreachable (a TCP proxy in front of it refusing connections): an
+ * - The registry unreachable (a TCP proxy in front of it refusing connections), or not
+ *   answering (the proxy holding every byte; the agent's push_stall_timeout is 2 s): an
  *   infrastructure failure, retried; once it is reachable again the next attempt pushes.
  * - A registry that refuses the push (htpasswd auth, no credentials configured): the node
  *   fails at once (one attempt, not an infrastructure failure) with the registry's message.
@@ -63,7 +64,8 @@ async function freePort(): Promise<number> {
 }
 
 describe.skipIf(!REGISTRY)('images pushed to a registry (needs KILN_REGISTRY, e.g. 127.0.0.1:5000 from scripts/infra/up.sh --registry)', () => {
-  const c = useCluster('images', { agents: [{ name: 'pusher' }] });
+  // A short stall limit, so a registry that stops answering fails a push quickly.
+  const c = useCluster('images', { agents: [{ name: 'pusher', env: { KILN_AGENT_PUSH_STALL_TIMEOUT: '2s' } }] });
   const uniq = `${process.pid}-${Date.now().toString(36)}`;
   const api = <T>(path: string) => c.coord.api<T>(path).then((r) => r.body);
   const env = () => c.coord.cliEnv;
@@ -123,6 +125,26 @@ describe.skipIf(!REGISTRY)('images pushed to a registry (needs KILN_REGISTRY, e.
       expect(first).toMatchObject({ state: 'failed', infra: true });
       expect(first.error).toMatch(/push/i);
       expect(app.attempts.at(-1)!.state).toBe('success');
+      expect((await headManifest(REGISTRY!, repo, '1')).digest).toBe(app.images[0]!.digest);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('a registry that stops answering mid-push is an infrastructure failure (push_stall_timeout), retried', async () => {
+    const [host, port] = REGISTRY!.split(':');
+    const proxy = await startTcpProxy({ host, port: Number(port) });
+    try {
+      proxy.blackhole();
+      const repo = `kiln-test/stalled-${uniq}`;
+      const id = await submitSpec(c.coord, { name: 'stalled', nodes: { app: inline(`FROM kiln/busybox:1\nRUN echo stalled-${uniq}\n`, { image: `127.0.0.1:${proxy.port}/${repo}:1` }) } });
+      await waitFor('the first attempt to fail', async () => (await api<BuildView>(apiPath.build(id))).nodes[0]!.attempts.some((a) => a.state === 'failed'));
+      proxy.heal();
+      await waitForBuild(c.coord, id);
+      const app = (await api<BuildView>(apiPath.build(id))).nodes[0]!;
+      expect(app.state, JSON.stringify(app)).toBe('success');
+      expect(app.attempts[0]).toMatchObject({ state: 'failed', infra: true });
+      expect(app.attempts[0]!.error).toContain('no progress for 2 s (the registry is not answering)');
       expect((await headManifest(REGISTRY!, repo, '1')).digest).toBe(app.images[0]!.digest);
     } finally {
       await proxy.close();
