@@ -360,6 +360,15 @@ export function validateSpec(raw: unknown, opts: ValidateOptions): SpecResult<Re
       ...extra,
     });
   }
+  // Two nodes pushing to one ref would race (a matrix whose tag does not use its axes).
+  const pushedBy = new Map<string, string>();
+  for (const n of nodes) {
+    for (const ref of n.images ?? []) {
+      const other = pushedBy.get(ref);
+      if (other === undefined) pushedBy.set(ref, n.name);
+      else errors.push(fieldError(['nodes', n.name, 'image'], `'${ref}' is pushed by node '${other}' too; give each node its own tag (e.g. with \${{ matrix.<axis> }})`));
+    }
+  }
   if (errors.length === 0) {
     const cycle = findCycle(nodes);
     if (cycle) errors.push(fieldError(['nodes', cycle[0]!, 'needs'], `dependency cycle: ${cycle.join(' -> ')}`));

@@ -141,3 +141,11 @@ describe('expansion errors', () => {
     expect(e.filter((x) => x.message.includes('matrix.nope'))).toHaveLength(1);
   });
 });
+
+describe('image refs across nodes', () => {
+  it('refuses two nodes pushing to one ref', () => {
+    const e = errors({ m: { matrix: { a: ['1', '2'] }, image: 'r.io/app:same', dockerfile_inline: F } });
+    expect(e).toEqual([{ path: 'nodes.m.2.image', message: "node 'm.2': field 'image': 'r.io/app:same' is pushed by node 'm.1' too; give each node its own tag (e.g. with ${{ matrix.<axis> }})" }]);
+    expect(errors({ a: { image: 'r.io/x:1', dockerfile_inline: F }, b: { image: 'r.io/x:1', dockerfile_inline: F } })[0]!.message).toContain("is pushed by node 'a' too");
+  });
+});
