@@ -43,6 +43,13 @@ export const AGENT_SETTINGS = {
   workDir: { type: t.text('dir'), key: 'work_dir', env: 'KILN_AGENT_WORK_DIR', defaultText: '$STATE_DIRECTORY, else ~/.cache/kiln-agent', description: 'local CAS cache and scratch space' },
   cacheMax: { type: t.size(), key: 'cache_max', env: 'KILN_AGENT_CACHE_MAX', default: '20GiB', description: 'local CAS cache size limit (LRU eviction)' },
   minFreeDisk: { type: t.size(), key: 'min_free_disk', env: 'KILN_AGENT_MIN_FREE_DISK', default: '512MiB', description: 'take no work while the work dir has less free space' },
+  pushStallTimeout: {
+    type: t.duration(),
+    key: 'push_stall_timeout',
+    env: 'KILN_AGENT_PUSH_STALL_TIMEOUT',
+    default: '10m',
+    description: 'an image push or index put with no progress this long is abandoned as a registry failure (retried)',
+  },
   ...LOG_SETTINGS,
   executor: { type: t.oneOf(['docker', 'noop']), key: 'executor', env: 'KILN_AGENT_EXECUTOR', default: 'docker', hidden: true, description: 'docker, or noop for dispatch benchmarks' },
 } as const satisfies SettingTable;
@@ -64,6 +71,8 @@ export interface AgentConfig {
   cacheMaxBytes: number;
   /** Below this many free bytes in the work dir the agent takes no work. */
   minFreeDiskBytes: number;
+  /** A push (or an index put) with no progress this long fails as the registry's (infrastructure) failure. */
+  pushStallTimeoutMs: number;
   executor: 'docker' | 'noop';
   log: { level: LogLevel; format: LogFormat };
 }
@@ -164,6 +173,7 @@ export function loadAgentConfig(flags: AgentFlags, host: AgentHost): Readonly<Ag
     workDir: resolve(s.get('workDir') ?? env.STATE_DIRECTORY ?? join(env.HOME || homedir(), '.cache', 'kiln-agent')),
     cacheMaxBytes: s.need('cacheMax'),
     minFreeDiskBytes: s.need('minFreeDisk'),
+    pushStallTimeoutMs: s.need('pushStallTimeout'),
     executor: s.need('executor'),
     log: { level: s.need('logLevel'), format: s.get('logFormat') ?? (host.isTTY ? 'text' : 'json') },
   });

@@ -30,7 +30,7 @@ import { GpuSampler } from './host-metrics.js';
 async function loadDockerExecutor(config: AgentConfig): Promise<Executor> {
   const [{ DockerExecutor }, { CasCache }, { dockerClient }] = await Promise.all([import('./executors/docker-executor.js'), import('./cas-cache.js'), import('./docker/docker-client.js')]);
   const cas = new CasCache({ dir: join(config.workDir, 'cas'), coordinatorUrl: config.httpUrl, token: config.token, maxBytes: config.cacheMaxBytes });
-  return new DockerExecutor(dockerClient(config.dockerHost), cas, config.workDir);
+  return new DockerExecutor(dockerClient(config.dockerHost), cas, config.workDir, { pushStallMs: config.pushStallTimeoutMs });
 }
 
 export interface ProcessHost {

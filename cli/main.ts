@@ -78,6 +78,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
   const commands = () => import('./commands.js');
   const fleet = () => import('./fleet-commands.js');
   const artifacts = () => import('./artifacts.js');
+  const images = () => import('./images.js');
   const program = new Command('kiln')
     .description('kiln: a build farm. A coordinator pushes DAGs of BuildKit builds to agents and streams their logs back.')
     .version(KILN_VERSION)
@@ -219,6 +220,13 @@ export async function main(argv: string[], env: Record<string, string | undefine
         if (rest.length > 0) throw new CliError('usage: kiln artifacts BUILD  |  kiln artifacts get BUILD NODE OUTPUT -o DIR', EXIT.USAGE);
         code = await (await artifacts()).artifactsListCommand(await client(o), first, { json: Boolean(o.json) }, io);
       }
+    });
+
+  clientOptions(program.command('images <build>'))
+    .description("list the images a build pushed: node, ref, manifest digest, platform (or an index's platforms), size")
+    .option('--json', 'JSON Lines: one image per line')
+    .action(async (build: string, o: ClientFlags & { json?: boolean }) => {
+      code = await (await images()).imagesCommand(await client(o), build, { json: Boolean(o.json) }, io);
     });
 
   clientOptions(program.command('provenance <build> <node>'))

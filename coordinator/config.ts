@@ -12,6 +12,7 @@ import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { resolve } from 'node:path';
 import type { EngineTimings } from './builds/engine-state.js';
+import { loadRegistryCredentials, NO_CREDENTIALS, type RegistryCredentials } from './registry/credentials.js';
 import {
   LOG_SETTINGS,
   SettingsReader,
@@ -48,6 +49,12 @@ export const COORDINATOR_SETTINGS = {
   acceptTimeout: { type: t.duration(), key: 'accept_timeout', env: 'KILN_ACCEPT_TIMEOUT', defaultText: '2 x heartbeat_interval, at least 10s', description: 'an assignment not accepted this long is offered elsewhere' },
   cutoffCancel: { type: t.duration(), key: 'cutoff_cancel', env: 'KILN_CUTOFF_CANCEL', default: '5m', description: 'sent to agents: cut off from the coordinator this long, they cancel their builds' },
   defaultPlatform: { type: t.text('platform'), key: 'default_platform', env: 'KILN_DEFAULT_PLATFORM', defaultText: 'linux/ and the host arch', description: 'platform of nodes that name none' },
+  registryCredentialsFile: {
+    type: t.text('file'),
+    key: 'registries.credentials_file',
+    env: 'KILN_REGISTRY_CREDENTIALS_FILE',
+    description: 'YAML file: registry host -> username + password_file, or token_file (sent only to agents pushing there)',
+  },
   maxBlobBytes: { type: t.size(), key: 'max_blob_bytes', env: 'KILN_MAX_BLOB_BYTES', default: '4GiB', description: 'largest blob (context, artifact) the CAS accepts' },
   artifactRetention: { type: t.duration(), key: 'artifacts.retention', env: 'KILN_ARTIFACT_RETENTION', default: '30d', description: 'finished, unpinned builds keep their artifacts this long' },
   gcInterval: { type: t.duration(), key: 'artifacts.gc_interval', env: 'KILN_GC_INTERVAL', default: '1h', description: 'how often the retention sweep runs' },
@@ -84,6 +91,8 @@ export interface CoordinatorConfig extends EngineTimings {
   log: { level: LogLevel; format: LogFormat };
   cas: CasConfig;
   artifacts: { retentionMs: number; gcIntervalMs: number; gcGraceMs: number };
+  /** Registry credentials by host (read at start; see registry/credentials.ts). */
+  registries: RegistryCredentials;
 }
 
 /** The S3 backend's settings, validated (endpoint is `scheme://host[:port]`, prefix ends in `/` or is empty). */
@@ -202,6 +211,8 @@ export function loadCoordinatorConfig(flags: CoordinatorFlags, host: ConfigEnvir
   const agentTokenFile = s.get('agentTokenFile');
   const apiTokenFile = s.get('apiTokenFile');
   const cas = casSettings(s, host.readFile ?? ((p) => readFileSync(p, 'utf8')));
+  const credentialsFile = s.get('registryCredentialsFile');
+  const registries = credentialsFile ? loadRegistryCredentials(resolve(credentialsFile), host.readFile) : NO_CREDENTIALS;
 
   return Object.freeze({
     listen: s.need('listen'),
@@ -223,5 +234,6 @@ export function loadCoordinatorConfig(flags: CoordinatorFlags, host: ConfigEnvir
     log: { level: s.need('logLevel'), format: s.get('logFormat') ?? (host.isTTY ? 'text' : 'json') },
     cas,
     artifacts: { retentionMs: s.need('artifactRetention'), gcIntervalMs: s.need('gcInterval'), gcGraceMs: s.need('gcGrace') },
+    registries,
   });
 }

@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { createAdaptorServer } from '@hono/node-server';
 import type { Logger } from 'pino';
-import { KilnError, errnoCode } from '../shared/index.js';
+import { KilnError, errnoCode, type Payload } from '../shared/index.js';
 import { AgentHub } from './agents/agent-hub.js';
 import { AgentRegistry } from './placement/agent-registry.js';
 import { Engine } from './builds/engine.js';
@@ -108,7 +108,20 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       maxBlobBytes: config.maxBlobBytes,
       isReady: () => ready,
     });
-    const hub = new AgentHub({ engine, tokens: tokenCheck, logger, heartbeatIntervalMs: config.heartbeatIntervalMs, lostAfterMs: config.lostAfterMs, cutoffCancelMs: config.cutoffCancelMs });
+    const registries = config.registries;
+    const withRegistryAuth = (a: Payload<'assign'>): Payload<'assign'> => {
+      const auth = registries.forAssign(a);
+      return auth.length > 0 ? { ...a, registry_auth: auth } : a;
+    };
+    const hub = new AgentHub({
+      engine,
+      tokens: tokenCheck,
+      logger,
+      heartbeatIntervalMs: config.heartbeatIntervalMs,
+      lostAfterMs: config.lostAfterMs,
+      cutoffCancelMs: config.cutoffCancelMs,
+      ...(registries.size > 0 ? { withRegistryAuth } : {}),
+    });
     const server = createAdaptorServer({ fetch: app.fetch }) as Server;
     server.on('upgrade', (req, socket, head) => hub.handleUpgrade(req, socket, head));
     const port = await listen(server, config.listen.host, config.listen.port);

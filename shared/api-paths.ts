@@ -57,6 +57,7 @@ export const API_ROUTES = {
   buildCancel: route('/api/v1/builds/{id}/cancel'),
   buildLogs: route('/api/v1/builds/{id}/logs'),
   buildArtifacts: route('/api/v1/builds/{id}/artifacts'),
+  buildImages: route('/api/v1/builds/{id}/images'),
   buildPin: route('/api/v1/builds/{id}/pin'),
   buildError: route('/api/v1/builds/{id}/error'),
   nodeLogs: route('/api/v1/builds/{id}/nodes/{node}/logs'),

@@ -27,6 +27,26 @@ export const OutputArtifactView = z.object({
 
 export const BaseImageView = z.object({ ref: z.string(), digest: z.string().nullable() });
 
+/** An image a node pushed: the ref, the manifest (or index) digest the registry stored, its platform(s) and size. */
+export const PushedImageView = z.object({
+  ref: z.string(),
+  digest: z.string(),
+  /** `linux/arm64/v8`; a multi-platform index lists its platforms joined by commas. */
+  platform: z.string(),
+  /** Bytes of the manifest or index. */
+  size: z.number().int(),
+  media_type: z.string(),
+});
+
+/** One row of `GET /api/v1/builds/{id}/images`. */
+export const ImageView = PushedImageView.extend({
+  node: z.string(),
+  /** true for a multi-platform index (a manifest list), false for one platform's image. */
+  index: z.boolean(),
+});
+
+export const ImageList = z.object({ items: z.array(ImageView) });
+
 export const AttemptView = z.object({
   id: z.string(),
   number: z.number().int(),
@@ -56,6 +76,8 @@ export const AttemptView = z.object({
   base_images: z.array(BaseImageView).nullable(),
   dockerfile_digest: z.string().nullable(),
   outputs: z.array(OutputArtifactView),
+  /** Images the attempt pushed (empty unless it succeeded and the node has `image:`). */
+  images: z.array(PushedImageView),
   /** Digest of the provenance record in the CAS. */
   provenance: z.string().nullable(),
   reused_from: ReusedFromView.nullable(),
@@ -85,6 +107,16 @@ export const NodeView = z.object({
   reused_from: ReusedFromView.nullable(),
   /** The provenance record of the build that produced the node's result. */
   provenance: z.string().nullable(),
+  /** Refs the node pushes to (`image:`; per-platform tags for a platform node of an index). */
+  image_refs: z.array(z.string()),
+  /** What the node's result pushed. */
+  images: z.array(PushedImageView),
+  /** Axis values of its matrix combination (empty when it has none). */
+  matrix: z.record(z.string(), z.string()),
+  /** The spec node it was expanded from (by `matrix` or `platforms`), or null. */
+  origin: z.string().nullable(),
+  /** Set on an index node: the platform nodes whose images it puts in one index. */
+  index_of: z.array(z.string()).nullable(),
   attempts: z.array(AttemptView),
 });
 
@@ -204,3 +236,4 @@ export type BuildViewT = z.infer<typeof BuildView>;
 export type AgentViewT = z.infer<typeof AgentView>;
 export type ProblemT = z.infer<typeof Problem>;
 export type ArtifactViewT = z.infer<typeof ArtifactView>;
+export type ImageViewT = z.infer<typeof ImageView>;

@@ -16,6 +16,7 @@ export { normalizePlatform, ociArch, platformProblem } from './platform.js';
 export { newId, randomToken } from './ids.js';
 export { AGENT_NAME_PARAM_RE, BUILD_ID_RE, BUILD_ID_RULE, ENV_NAME_RE, NAME_RE, NAME_RULE } from './names.js';
 export { ARTIFACT_MEDIA_TYPE, INPUT_NAME_RE } from './spec/spec-fields.js';
+export { parseImageRef } from './spec/image-ref.js';
 export {
   AGENT_STATES,
   type AgentState,
@@ -62,8 +63,10 @@ export {
   MAX_FRAME_BYTES,
   MAX_LOG_CHUNK_BYTES,
   type MessageType,
+  type IndexEntryPayload,
   type OutputArtifactPayload,
   type Payload,
+  type PushedImagePayload,
   type PlatformCapPayload,
   PROTOCOL_VERSION,
   PROTOCOL_VERSIONS,

@@ -48,6 +48,8 @@ export const ERROR_CODES = {
   E_DOCKER: 502,
   /** The coordinator could not be reached. */
   E_CONNECTION: 502,
+  /** Pushing an image or an index to a registry failed. */
+  E_PUSH: 502,
   /** A disk is full (the write was undone; nothing partial was kept). */
   E_DISK_FULL: 507,
   /** An unexpected internal error. */

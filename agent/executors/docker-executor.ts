@@ -15,6 +15,10 @@
  * 5. When the node has a test, runs it in a container of the built image (network none,
  *    the attempt's GPUs attached; docker/test-container.ts); its exit code decides.
  * 6. On success exports the declared outputs from the image (docker/export-outputs.ts).
+ * 7. Then pushes the image to the node's `image:` refs (docker/image-push.ts). An index
+ *    node builds nothing: it puts one multi-platform index of its platform nodes' pushed
+ *    images at its refs (docker/image-index.ts). A registry's refusal (credentials,
+ *    access, name) fails the node; its other failures are infrastructure failures.
  * Cancel and timeout abort the request, which makes the engine stop the build.
  *
  * Failures of the agent's own (the engine unreachable or broken mid-build, a 5xx from the
@@ -32,6 +36,8 @@ import { baseImageRefs } from '../docker/dockerfile-base-images.js';
 import { rewriteForInputs } from '../docker/dockerfile-rewrite.js';
 import { exportOutputs } from '../docker/export-outputs.js';
 import { runTest } from '../docker/test-container.js';
+import { assembleIndex } from '../docker/image-index.js';
+import { PushError, pushImages, registryAuthLookup } from '../docker/image-push.js';
 import { diskFullMessage, diskFullNeed, isCorruptArtifact, isDiskFull, isEngineClientError, isEngineUnreachable } from '../failure-kinds.js';
 import type { CancelReason, Executor, ExecutorInfo, RunIO, RunResult, Trouble } from './executor.js';
 
@@ -53,6 +59,8 @@ export class DockerExecutor implements Executor {
     private readonly docker: Docker,
     private readonly cas: CasCache,
     private readonly workDir: string,
+    /** pushStallMs: a push or index put with no progress this long is a registry failure. */
+    private readonly pushOpts: { pushStallMs?: number } = {},
   ) {}
 
   async info(): Promise<ExecutorInfo> {
@@ -79,6 +87,7 @@ export class DockerExecutor implements Executor {
   }
 
   private async build(job: AssignPayload, io: RunIO, leases: CasLease[]): Promise<RunResult> {
+    if (job.index) return this.runIndex(job, io);
     const base = { exitCode: null, failedStep: null, imageId: null };
     const t0 = Date.now();
     const infraFail = (error: string, fetchMs: number, buildMs = 0, cause?: unknown): RunResult => {
@@ -276,7 +285,35 @@ export class DockerExecutor implements Executor {
         return { ...base, status: 'failed', imageId, error, infra, fetchMs, buildMs: Date.now() - t1, ...tested, ...meta };
       }
     }
-    return { status: 'success', exitCode: null, error: null, failedStep: null, infra: false, imageId, fetchMs, buildMs: Date.now() - t1, outputs, ...tested, ...meta };
+    // 7. images (only after the test passed and the outputs are out)
+    let pushed: Pick<RunResult, 'images'> = {};
+    if (job.images && job.images.length > 0) {
+      try {
+        pushed = { images: await pushImages(this.docker, imageId, job.images, job.platform, { authFor: registryAuthLookup(job.registry_auth), signal: io.signal, log: (l) => io.log(l), ...this.pushOpts }) };
+      } catch (err) {
+        if (io.signal.aborted) return { ...this.aborted(io, fetchMs, Date.now() - t1), imageId, ...meta };
+        const error = coerceError(err).message;
+        if (err instanceof PushError && err.refused) return { ...base, status: 'failed', imageId, error, failedStep: 'push', infra: false, fetchMs, buildMs: Date.now() - t1, ...tested, ...meta };
+        return { ...infraFail(error, fetchMs, Date.now() - t1, err instanceof PushError ? undefined : err), imageId, failedStep: 'push', ...tested, ...meta };
+      }
+    }
+    return { status: 'success', exitCode: null, error: null, failedStep: null, infra: false, imageId, fetchMs, buildMs: Date.now() - t1, outputs, ...tested, ...meta, ...pushed };
+  }
+
+  /** An index node: one multi-platform index at the node's refs, from its platform nodes' images. */
+  private async runIndex(job: AssignPayload, io: RunIO): Promise<RunResult> {
+    const t0 = Date.now();
+    io.started();
+    const done = { exitCode: null, imageId: null, fetchMs: 0 };
+    try {
+      const authFor = registryAuthLookup(job.registry_auth);
+      const images = await assembleIndex(job.images ?? [], job.index ?? [], { authFor: (d) => authFor(d) ?? null, signal: io.signal, log: (l) => io.log(l), ...this.pushOpts });
+      return { ...done, status: 'success', error: null, failedStep: null, infra: false, buildMs: Date.now() - t0, outputs: [], images };
+    } catch (err) {
+      if (io.signal.aborted) return this.aborted(io, 0, Date.now() - t0);
+      const error = `assembling the image index failed: ${coerceError(err).message}`;
+      return { ...done, status: 'failed', error, failedStep: 'index', infra: !(err instanceof PushError && err.refused), buildMs: Date.now() - t0 };
+    }
   }
 
   /** The engine's image ids for the Dockerfile's FROM images (null when it does not have one). */

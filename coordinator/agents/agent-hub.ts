@@ -24,6 +24,8 @@ export interface AgentHubOptions {
   /** Sent in the welcome: cut off this long, the agent cancels its running builds. */
   cutoffCancelMs: number;
   helloTimeoutMs?: number;
+  /** Adds the registry credentials an assignment needs as it is sent. */
+  withRegistryAuth?: AgentSessionOptions['withRegistryAuth'];
 }
 
 const STATUS_TEXT = new Map([
@@ -46,13 +48,14 @@ export class AgentHub {
   private readonly sessionOptions: AgentSessionOptions;
 
   constructor(private readonly opts: AgentHubOptions) {
-    const { engine, heartbeatIntervalMs, lostAfterMs, cutoffCancelMs, helloTimeoutMs } = opts;
+    const { engine, heartbeatIntervalMs, lostAfterMs, cutoffCancelMs, helloTimeoutMs, withRegistryAuth } = opts;
     this.sessionOptions = {
       engine,
       heartbeatIntervalMs,
       lostAfterMs,
       cutoffCancelMs,
       ...(helloTimeoutMs !== undefined ? { helloTimeoutMs } : {}),
+      ...(withRegistryAuth ? { withRegistryAuth } : {}),
       timers: systemTimers,
       now: () => performance.now(),
     };

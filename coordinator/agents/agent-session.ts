@@ -57,6 +57,8 @@ export interface AgentSessionOptions {
   cutoffCancelMs: number;
   /** @default 10 s */
   helloTimeoutMs?: number;
+  /** Adds the registry credentials an assignment needs (coordinator/registry/credentials.ts). */
+  withRegistryAuth?: (assign: Payload<'assign'>) => Payload<'assign'>;
   timers: Timers;
   /** A monotonic clock in ms (heartbeat-ack thinning). */
   now: () => number;
@@ -92,7 +94,9 @@ export class AgentConnectionSession {
     this.channel = {
       send: <T extends ToAgentType>(type: T, payload: Payload<T>) => {
         if (!link.isOpen()) return;
-        link.send(encodeFrame(type, ++this.nextId, payload, this.version || PROTOCOL_VERSIONS[0]));
+        // Registry credentials join an assignment only on its way out (never stored).
+        const out = type === 'assign' && opts.withRegistryAuth ? (opts.withRegistryAuth(payload as Payload<'assign'>) as Payload<T>) : payload;
+        link.send(encodeFrame(type, ++this.nextId, out, this.version || PROTOCOL_VERSIONS[0]));
         this.lastSentAt = opts.now();
       },
       close: (code, reason) => this.close(code, reason),

@@ -3,7 +3,7 @@
  * fields such as why a ready node is still waiting). `now` defaults to the wall clock for
  * callers without one (it only decides whether a circuit breaker still counts as open).
  */
-import { apiPath, type AttemptViewT, type BuildSummaryT, type BuildViewT, type NodeViewT } from '../../shared/index.js';
+import { apiPath, type AttemptViewT, type BuildSummaryT, type BuildViewT, type ImageViewT, type NodeViewT } from '../../shared/index.js';
 import type { AgentRegistry } from '../placement/agent-registry.js';
 import { waitingReason } from '../placement/why-waiting.js';
 import type { AttemptRecord, BuildRecord, BuildSummaryRecord, NodeRecord, ReusedFrom } from '../state/records.js';
@@ -48,6 +48,7 @@ export function attemptView(a: AttemptRecord): AttemptViewT {
     base_images: a.base_images ?? null,
     dockerfile_digest: a.dockerfile_digest ?? null,
     outputs: a.outputs ?? [],
+    images: a.images ?? [],
     provenance: a.provenance ?? null,
     reused_from: reusedView(a.reused_from),
   };
@@ -81,8 +82,23 @@ export function nodeView(node: NodeRecord, agents: AgentRegistry, now: number = 
     }),
     reused_from: reusedView(node.reused_from),
     provenance: result?.provenance ?? null,
+    image_refs: node.images ?? [],
+    images: result?.images ?? [],
+    matrix: { ...node.matrix },
+    origin: node.origin ?? null,
+    index_of: node.index ? node.index.map((m) => m.node) : null,
     attempts: node.attempts.map(attemptView),
   };
+}
+
+/** Every image the build's nodes pushed (their results), in node order: `GET /api/v1/builds/{id}/images`. */
+export function imagesView(b: BuildRecord): ImageViewT[] {
+  const out: ImageViewT[] = [];
+  for (const node of b.nodes) {
+    const result = resultAttempt(node);
+    for (const i of result?.images ?? []) out.push({ node: node.name, ref: i.ref, digest: i.digest, platform: i.platform, size: i.size, media_type: i.media_type, index: node.index !== undefined });
+  }
+  return out;
 }
 
 export function summaryView(s: BuildSummaryRecord): BuildSummaryT {

@@ -87,7 +87,7 @@ function dispatch(s: EngineState, ref: ReadyRef, agent: AgentEntry, gpus: number
   const { build, node } = found;
   const inputs = inputDigests(s, build, node);
   if (typeof inputs === 'string') return; // cannot happen: checked when the node became ready
-  const exec = nodeExecution(node, inputs);
+  const exec = nodeExecution(node, inputs, node.index ? graphOf(s, build).byName : undefined);
   const now = s.now();
   const number = node.attempts.length + 1;
   const prev = node.attempts[node.attempts.length - 1];

@@ -171,6 +171,7 @@ async function onFinished(s: EngineState, entry: AgentEntry, ref: number, p: Pay
     a.started_at ??= p.timings.started_at;
     a.log_bytes = Math.max(a.log_bytes, p.log_bytes);
     a.outputs = status === 'success' ? p.outputs : [];
+    if (p.images !== undefined) a.images = status === 'success' ? p.images : [];
     if (a.base_images === null && p.base_images.length > 0) a.base_images = p.base_images;
     a.dockerfile_digest ??= p.dockerfile_digest;
     if (a.key === null && a.spec_digest !== null && a.base_images !== null) a.key = idempotencyKey(a.spec_digest, a.base_images);

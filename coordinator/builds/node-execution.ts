@@ -10,7 +10,7 @@
  *   assignment, not part of the key: they do not change a successful result.
  * - `assignPayload`: the assignment, from the execution, the limits and the attempt.
  */
-import type { Payload } from '../../shared/index.js';
+import type { IndexEntryPayload, Payload } from '../../shared/index.js';
 import type { BuildRecord, NodeRecord } from '../state/records.js';
 
 export interface NodeExecution {
@@ -24,11 +24,18 @@ export interface NodeExecution {
   outputs: Payload<'assign'>['outputs'];
   /** Null when the node has no test (its key is then the same as before tests existed). */
   test: { command: string[]; env: Record<string, string> } | null;
+  /** Refs the image is pushed to (absent when none, so keys of other nodes are unchanged). */
+  images?: string[];
+  /** An index node: the platform nodes' pushed images (absent for every other node). */
+  index?: IndexEntryPayload[];
 }
 
-/** The execution a node defines, given its inputs' digests (input name -> digest). */
-export function nodeExecution(node: NodeRecord, inputDigests: Record<string, string>): NodeExecution {
-  return {
+/**
+ * The execution a node defines, given its inputs' digests (input name -> digest) and, for
+ * an index node, the build's nodes by name (its platform nodes' pushed images).
+ */
+export function nodeExecution(node: NodeRecord, inputDigests: Record<string, string>, nodes?: ReadonlyMap<string, NodeRecord>): NodeExecution {
+  const exec: NodeExecution = {
     platform: node.platform,
     context: node.context,
     dockerfile: node.dockerfile,
@@ -39,6 +46,18 @@ export function nodeExecution(node: NodeRecord, inputDigests: Record<string, str
     outputs: node.outputs,
     test: node.test ? { command: node.test.command, env: node.test.env } : null,
   };
+  if (node.images && node.images.length > 0) exec.images = node.images;
+  if (node.index) exec.index = indexEntries(node.index, nodes);
+  return exec;
+}
+
+/** Each platform node's images as its successful attempt pushed them (none when it has no result). */
+function indexEntries(members: NonNullable<NodeRecord['index']>, nodes: ReadonlyMap<string, NodeRecord> | undefined): IndexEntryPayload[] {
+  return members.map((m) => {
+    const up = nodes?.get(m.node);
+    const last = up?.attempts[up.attempts.length - 1];
+    return { node: m.node, platform: m.platform, images: up?.state === 'success' && last?.state === 'success' ? (last.images ?? []) : [] };
+  });
 }
 
 export interface NodeRunLimits {

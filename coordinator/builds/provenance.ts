@@ -5,7 +5,9 @@
  * Dockerfile digests, the base images as the agent's engine resolved them, every input
  * digest (and the upstream output it came from), the platform, the build args (values of
  * secret-looking ones left out), the agent and its engine, the outputs, the image id and
- * the times. Canonical JSON, so the same facts give the same digest.
+ * the times, and the images it pushed (ref, manifest digest, platform, size; for an index
+ * node the index and the platform nodes it names). Canonical JSON, so the same facts give
+ * the same digest.
  */
 import { sha256, type Digest, type HelloPayload } from '../../shared/index.js';
 import type { AttemptRecord, BuildRecord, NodeRecord } from '../state/records.js';
@@ -56,6 +58,10 @@ export function provenanceRecord(build: BuildRecord, node: NodeRecord, attempt: 
     },
     image_id: attempt.image_id,
     outputs: attempt.outputs,
+    // Absent (dropped by canonicalJson) for nodes that push nothing: their records are as before.
+    images: node.images && node.images.length > 0 ? (attempt.images ?? []) : undefined,
+    index_of: node.index ? node.index.map((m) => m.node) : undefined,
+    matrix: node.matrix ? { ...node.matrix } : undefined,
     started_at: iso(attempt.started_at),
     finished_at: iso(attempt.finished_at),
   };

@@ -18,6 +18,7 @@ import { registerAgentRoutes } from './routes-agents.js';
 import { registerArtifactRoutes } from './routes-artifacts.js';
 import { registerBuildRoutes } from './routes-builds.js';
 import { registerCasRoutes } from './routes-cas.js';
+import { registerImageRoutes } from './routes-images.js';
 import { registerFleetRoutes } from './routes-fleet.js';
 import { registerLogRoutes } from './routes-logs.js';
 
@@ -155,6 +156,7 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   );
   registerBuildRoutes(app, deps);
   registerArtifactRoutes(app, deps);
+  registerImageRoutes(app, deps);
   registerLogRoutes(app, deps);
   registerCasRoutes(app, deps);
   registerAgentRoutes(app, deps);

@@ -5,7 +5,7 @@
  * `builds/<id>.json` and replaced in `state.json` by a small summary, so the hot state
  * (rewritten on every commit) stays the size of the work in flight, not of the history.
  */
-import type { AttemptState, BaseImagePayload, BuildState, NodeState, OutputArtifactPayload, ResolvedNode } from '../../shared/index.js';
+import type { AttemptState, BaseImagePayload, BuildState, NodeState, OutputArtifactPayload, PushedImagePayload, ResolvedNode } from '../../shared/index.js';
 
 /** Where a reused node's result came from. */
 export interface ReusedFrom {
@@ -58,6 +58,8 @@ export interface AttemptRecord {
   test_exit_code?: number | null;
   /** The agent ran the node's platform under emulation. */
   emulated?: boolean;
+  /** Images the agent pushed (a successful attempt of a node with `image:`). */
+  images?: PushedImagePayload[];
 }
 
 export interface NodeRecord extends ResolvedNode {

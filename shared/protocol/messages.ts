@@ -194,6 +194,24 @@ export const OutputArtifact = z.strictObject({
   media_type: z.string().max(200),
 });
 
+/** An image the agent pushed: the ref, the manifest digest the registry stored, its platform and size. */
+export const PushedImage = z.strictObject({
+  ref: z.string().max(512),
+  digest: DigestStr,
+  /** `linux/arm64/v8`; for a multi-platform index, its platforms joined by commas. */
+  platform: z.string().max(1024),
+  /** Bytes of the manifest (or index) itself, as the registry serves it. */
+  size: Millis,
+  media_type: z.string().max(200),
+});
+
+/** One platform node's pushed images, for the agent assembling a multi-platform index. */
+export const IndexEntry = z.strictObject({
+  node: z.string().max(63),
+  platform: z.string().max(64),
+  images: z.array(PushedImage).max(16),
+});
+
 export const Resolved = z.strictObject({
   attempt_id: AttemptId,
   base_images: z.array(BaseImage).max(256),
@@ -234,6 +252,19 @@ export const Assign = z.strictObject({
       env: EnvMap,
     })
     .nullable(),
+  /** Refs to push the image to after a successful build and test (absent: none). */
+  images: z.array(z.string().max(512)).max(16).optional(),
+  /** An index node: put one multi-platform index of these images at `images` (no build). */
+  index: z.array(IndexEntry).max(64).optional(),
+  /**
+   * Credentials of the registries this node pushes to, from the coordinator's config (added
+   * as the frame is sent; never stored). A password (Basic auth, or for a token service)
+   * or a bearer token.
+   */
+  registry_auth: z
+    .array(z.strictObject({ host: z.string().max(300), username: z.string().max(256).optional(), password: z.string().max(4096).optional(), token: z.string().max(16_384).optional() }))
+    .max(16)
+    .optional(),
 });
 
 export const AttemptRef = z.strictObject({ attempt_id: AttemptId });
@@ -288,6 +319,8 @@ export const Finished = z.strictObject({
   /** Base images as the engine resolved them (for provenance); empty when unknown. */
   base_images: z.array(BaseImage).max(256),
   dockerfile_digest: DigestStr.nullable(),
+  /** Images pushed (after the build and test succeeded); absent when the node pushes none. */
+  images: z.array(PushedImage).max(16).optional(),
 });
 
 export const Cancel = z.strictObject({
@@ -340,6 +373,8 @@ export type LogPayload = Payload<'log'>;
 export type GpuInfoPayload = z.infer<typeof GpuInfo>;
 export type BaseImagePayload = z.infer<typeof BaseImage>;
 export type OutputArtifactPayload = z.infer<typeof OutputArtifact>;
+export type PushedImagePayload = z.infer<typeof PushedImage>;
+export type IndexEntryPayload = z.infer<typeof IndexEntry>;
 export type ResolvedPayload = Payload<'resolved'>;
 export type DockerInfoPayload = z.infer<typeof DockerInfo>;
 export type PlatformCapPayload = z.infer<typeof PlatformCap>;

@@ -23,6 +23,7 @@ import { parseDuration } from '../duration.js';
 import { platformProblem } from '../platform.js';
 import { ENV_NAME_RE, LABEL_KEY_RE, LABEL_KEY_RULE, NAME_RE, NAME_RULE } from '../names.js';
 import { fieldError, forbiddenContent, INPUT_NAME_RE, type SpecResult } from './spec-fields.js';
+import { expandNodes, ExpansionFields, type ExpandedMeta } from './expand.js';
 
 export { ARTIFACT_MEDIA_TYPE, fieldError, INPUT_NAME_RE, type SpecResult } from './spec-fields.js';
 
@@ -104,6 +105,8 @@ export const NodeSpecSchema = z.strictObject({
   inputs: z.record(z.string(), InputSpecSchema).optional(),
   /** false: always build, never reuse the result of an identical earlier node. */
   reuse: z.boolean().optional(),
+  /** `image:`, `platforms:` and `matrix:` (see expand.ts). */
+  ...ExpansionFields,
 });
 
 export const BuildSpecSchema = z.strictObject({
@@ -114,6 +117,54 @@ export const BuildSpecSchema = z.strictObject({
 });
 
 export type NodeSpecInput = z.input<typeof NodeSpecSchema>;
+type NodeOut = z.output<typeof NodeSpecSchema>;
+
+/** The optional fields of a resolved node that expansion decides (absent when trivial, so plain nodes are as before). */
+function expansionFields(meta: ExpandedMeta, name: string): Pick<ResolvedNode, 'images' | 'index' | 'matrix' | 'origin'> {
+  const out: Pick<ResolvedNode, 'images' | 'index' | 'matrix' | 'origin'> = {};
+  if (meta.images.length > 0) out.images = meta.images;
+  if (meta.index) out.index = meta.index;
+  if (meta.matrix.length > 0) out.matrix = Object.assign(Object.create(null) as Record<string, string>, Object.fromEntries(meta.matrix));
+  if (meta.origin !== name) out.origin = meta.origin;
+  return out;
+}
+
+/**
+ * The node that puts one multi-platform index at a fanned node's `image:` refs once every
+ * platform node succeeded: no build of its own, run by any agent of the first platform
+ * (native or emulated), never reused.
+ */
+function indexNode(name: string, meta: ExpandedMeta, spec: NodeOut, priority: number | undefined): ResolvedNode {
+  const members = meta.index ?? [];
+  let timeoutMs = DEFAULT_TIMEOUT_MS;
+  if (spec.timeout !== undefined) {
+    const t = typeof spec.timeout === 'number' ? Math.round(spec.timeout * 1000) : parseDuration(spec.timeout);
+    if (t !== null && t > 0) timeoutMs = t;
+  }
+  return {
+    name,
+    platform: members[0]?.platform ?? 'linux/amd64',
+    context: null,
+    dockerfile: null,
+    dockerfile_inline: null,
+    build_args: {},
+    labels: {},
+    labels_not: {},
+    allow_emulation: true,
+    gpus: null,
+    priority: spec.priority ?? priority ?? 0,
+    retry: spec.retry ?? true,
+    test: null,
+    needs: members.map((m) => m.node),
+    timeout_ms: timeoutMs,
+    target: null,
+    no_cache: false,
+    inputs: [],
+    outputs: [],
+    reuse: false,
+    ...expansionFields(meta, name),
+  };
+}
 export type BuildSpecInput = z.input<typeof BuildSpecSchema>;
 
 export interface ResolvedInput {
@@ -169,6 +220,14 @@ export interface ResolvedNode {
   inputs: ResolvedInput[];
   outputs: ResolvedOutput[];
   reuse: boolean;
+  /** Normalised image refs the agent pushes after a successful build and test (absent: none). */
+  images?: string[];
+  /** An index node: puts one multi-platform index of these platform nodes' images at `images`. */
+  index?: Array<{ node: string; platform: string }>;
+  /** Axis values of the matrix combination the node was expanded for (absent: none). */
+  matrix?: Record<string, string>;
+  /** The spec node it was expanded from, when it is not that node itself. */
+  origin?: string;
 }
 
 export interface ResolvedSpec {
@@ -211,13 +270,20 @@ export function validateSpec(raw: unknown, opts: ValidateOptions): SpecResult<Re
   if (names.length === 0) errors.push(fieldError(['nodes'], 'a build needs at least one node'));
   if (names.length > MAX_NODES) errors.push(fieldError(['nodes'], `too many nodes (${names.length}; at most ${MAX_NODES})`));
 
-  const nodes: ResolvedNode[] = [];
   for (const name of names) {
-    const n = spec.nodes[name]!;
+    if (!NAME_RE.test(name)) errors.push(fieldError(['nodes', name], `invalid node name (use ${NAME_RULE})`));
+  }
+  const expanded = expandNodes(spec.nodes, errors).nodes;
+  if (expanded.size > MAX_NODES && names.length <= MAX_NODES) errors.push(fieldError(['nodes'], `too many nodes after expansion (${expanded.size}; at most ${MAX_NODES})`));
+  const specNodes = new Map<string, NodeOut | null>([...expanded].map(([k, v]) => [k, v.node]));
+  const nodes: ResolvedNode[] = [];
+  for (const [name, { node: expandedNode, meta }] of expanded) {
     const at = (field?: string) => (field ? ['nodes', name, field] : ['nodes', name]);
-    if (!NAME_RE.test(name)) {
-      errors.push(fieldError(at(), `invalid node name (use ${NAME_RULE})`));
+    if (expandedNode === null) {
+      nodes.push(indexNode(name, meta, spec.nodes[meta.origin]!, spec.priority));
+      continue;
     }
+    const n = expandedNode;
     const platform = n.platform ?? opts.defaultPlatform;
     const pp = platformProblem(platform);
     if (pp) errors.push(fieldError(at('platform'), pp));
@@ -244,14 +310,14 @@ export function validateSpec(raw: unknown, opts: ValidateOptions): SpecResult<Re
     const seen = new Set<string>();
     for (const need of needs) {
       if (need === name) errors.push(fieldError(at('needs'), `node cannot need itself`));
-      else if (!Object.hasOwn(spec.nodes, need)) errors.push(fieldError(at('needs'), `unknown node '${need}'`));
+      else if (!specNodes.has(need)) errors.push(fieldError(at('needs'), `unknown node '${need}'`));
       if (seen.has(need)) errors.push(fieldError(at('needs'), `'${need}' is listed twice`));
       seen.add(need);
     }
     const outputs = validateOutputs(n.outputs ?? {}, (f) => at(f), errors);
-    const inputs = validateInputs(name, n.inputs ?? {}, spec.nodes, (f) => at(f), errors);
+    const inputs = validateInputs(name, n.inputs ?? {}, specNodes, (f) => at(f), errors);
     // An input from an upstream node makes that node a need.
-    for (const i of inputs) if (i.from && i.from.node !== name && Object.hasOwn(spec.nodes, i.from.node)) seen.add(i.from.node);
+    for (const i of inputs) if (i.from && i.from.node !== name && specNodes.has(i.from.node)) seen.add(i.from.node);
     const { labels, labelsNot } = validateLabels(n.labels, (f) => at(f), errors);
     let test: ResolvedTest | null = null;
     if (n.test) {
@@ -268,6 +334,8 @@ export function validateSpec(raw: unknown, opts: ValidateOptions): SpecResult<Re
     for (const key of Object.keys(n.build_args ?? {})) {
       if (!ENV_NAME_RE.test(key)) errors.push(fieldError(at('build_args'), `invalid build arg name '${key}' (use letters, digits and _, not starting with a digit)`));
     }
+    const extra = expansionFields(meta, name);
+    if (meta.images.length > 0 && n.reuse === true) errors.push(fieldError(at('reuse'), 'a node that pushes images always builds (its push is its effect); leave reuse out'));
     nodes.push({
       name,
       platform,
@@ -288,8 +356,18 @@ export function validateSpec(raw: unknown, opts: ValidateOptions): SpecResult<Re
       no_cache: n.no_cache ?? false,
       inputs,
       outputs,
-      reuse: n.reuse ?? true,
+      reuse: meta.images.length > 0 ? false : (n.reuse ?? true),
+      ...extra,
     });
+  }
+  // Two nodes pushing to one ref would race (a matrix whose tag does not use its axes).
+  const pushedBy = new Map<string, string>();
+  for (const n of nodes) {
+    for (const ref of n.images ?? []) {
+      const other = pushedBy.get(ref);
+      if (other === undefined) pushedBy.set(ref, n.name);
+      else errors.push(fieldError(['nodes', n.name, 'image'], `'${ref}' is pushed by node '${other}' too; give each node its own tag (e.g. with \${{ matrix.<axis> }})`));
+    }
   }
   if (errors.length === 0) {
     const cycle = findCycle(nodes);
@@ -360,7 +438,7 @@ function validateOutputs(raw: Record<string, string>, at: (field: string) => str
 function validateInputs(
   self: string,
   raw: Record<string, z.output<typeof InputSpecSchema>>,
-  nodes: Record<string, z.output<typeof NodeSpecSchema>>,
+  nodes: ReadonlyMap<string, NodeOut | null>,
   at: (field: string) => string[],
   errors: FieldError[],
 ): ResolvedInput[] {
@@ -379,9 +457,9 @@ function validateInputs(
       const output = dot > 0 ? i.from.slice(dot + 1) : '';
       if (!node || !output) errors.push(fieldError(f('from'), `must be <node>.<output> (got '${i.from}')`));
       else if (node === self) errors.push(fieldError(f('from'), `a node cannot use its own output '${output}'`));
-      else if (!Object.hasOwn(nodes, node)) errors.push(fieldError(f('from'), `unknown node '${node}'`));
-      else if (!Object.hasOwn(nodes[node]!.outputs ?? {}, output)) {
-        const declared = Object.keys(nodes[node]!.outputs ?? {});
+      else if (!nodes.has(node)) errors.push(fieldError(f('from'), `unknown node '${node}'`));
+      else if (!Object.hasOwn(nodes.get(node)?.outputs ?? {}, output)) {
+        const declared = Object.keys(nodes.get(node)?.outputs ?? {});
         errors.push(fieldError(f('from'), `node '${node}' has no output '${output}' (${declared.length ? `it declares ${declared.join(', ')}` : 'it declares no outputs'})`));
       }
       from = { node, output };

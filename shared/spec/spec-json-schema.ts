@@ -42,6 +42,7 @@ export function submittedSpecJsonSchema(): Json {
   Object.assign(at(inputs, 'additionalProperties', 'properties', 'digest'), { pattern: DIGEST_RE.source });
   Object.assign(at(inputs, 'additionalProperties', 'properties', 'env'), { propertyNames: keys(ENV_NAME_RE) });
   Object.assign(at(props, 'test', 'properties', 'env'), { propertyNames: keys(ENV_NAME_RE) });
+  Object.assign(at(props, 'matrix'), { propertyNames: keys(ENV_NAME_RE), description: 'Axis name -> values: one node per combination (see the README)' });
   const labels = at(props, 'labels');
   const variants = labels.anyOf as Json[];
   const map = variants.find((v) => v.type === 'object');

@@ -15,6 +15,7 @@ describe('API route paths', () => {
       buildCancel: '/api/v1/builds/{id}/cancel',
       buildLogs: '/api/v1/builds/{id}/logs',
       buildArtifacts: '/api/v1/builds/{id}/artifacts',
+      buildImages: '/api/v1/builds/{id}/images',
       buildPin: '/api/v1/builds/{id}/pin',
       buildError: '/api/v1/builds/{id}/error',
       nodeLogs: '/api/v1/builds/{id}/nodes/{node}/logs',

@@ -66,6 +66,10 @@ function other(key: keyof NodeExecution, exec: NodeExecution): unknown {
       return [...exec.outputs, { name: 'extra', path: '/out/extra' }];
     case 'test':
       return { command: ['sh', '-c', 'false'], env: exec.test!.env };
+    case 'images':
+      return ['r.io/other:2'];
+    case 'index':
+      return [];
   }
 }
 
@@ -131,6 +135,14 @@ describe('node execution: one definition for the assign payload and the reuse ke
     expect(specDigest(nodeExecution(plain, DIGESTS))).toBe(before(plain, DIGESTS));
     // Output order does not matter.
     expect(specDigest({ ...exec, outputs: [...exec.outputs].reverse() })).toBe(specDigest(exec));
+  });
+
+  it('sends the refs to push and makes them part of the key (absent when a node pushes none)', () => {
+    expect('images' in exec).toBe(false);
+    const pushing = nodeExecution(node({ image: 'r.io/app:1' }), DIGESTS);
+    expect(pushing.images).toEqual(['r.io/app:1']);
+    expect(assignPayload(ATTEMPT, pushing, nodeRunLimits(n)).images).toEqual(['r.io/app:1']);
+    expect(specDigest(pushing)).not.toBe(specDigest({ ...pushing, images: ['r.io/app:2'] }));
   });
 
   it('tags the image by build and node', () => {

@@ -1,0 +1,52 @@
+/**
+ * The coordinator's registry credentials file: what it takes, the errors that name the
+ * setting and the problem, and that an assignment gets only the credentials of the
+ * registries it pushes to (its refs, or an index node's platform images).
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadRegistryCredentials } from '../../coordinator/registry/credentials.js';
+import type { AssignPayload } from '../../shared/index.js';
+
+describe('registry credentials file', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'kiln-creds-'));
+    await writeFile(join(dir, 'pw'), 's3cret\n');
+    await writeFile(join(dir, 'tok'), 'tok-123\n');
+    await writeFile(join(dir, 'empty'), '\n');
+  });
+  afterAll(() => rm(dir, { recursive: true, force: true }));
+
+  const file = async (text: string) => {
+    const p = join(dir, `c-${Math.random().toString(36).slice(2)}.yaml`);
+    await writeFile(p, text);
+    return p;
+  };
+  const assign = (over: Partial<AssignPayload>) => ({ images: [], ...over }) as unknown as AssignPayload;
+
+  it('reads passwords and tokens from files and gives each assignment only what it pushes to', async () => {
+    const creds = loadRegistryCredentials(await file('127.0.0.1:5001: {username: kiln, password_file: pw}\nghcr.io: {token_file: tok}\nother.io: {username: u, password_file: pw}\n'));
+    expect(creds.size).toBe(3);
+    expect(creds.forAssign(assign({ images: ['127.0.0.1:5001/a/b:1', 'ghcr.io/x/y:2'] }))).toEqual([
+      { host: '127.0.0.1:5001', username: 'kiln', password: 's3cret' },
+      { host: 'ghcr.io', token: 'tok-123' },
+    ]);
+    expect(creds.forAssign(assign({ images: ['127.0.0.1:5000/a:1'] }))).toEqual([]);
+    expect(creds.forAssign(assign({ images: ['other.io/i:1'], index: [{ node: 'n.linux-amd64', platform: 'linux/amd64', images: [{ ref: 'ghcr.io/x/y:1-linux-amd64', digest: `sha256:${'a'.repeat(64)}`, platform: 'linux/amd64', size: 1, media_type: 'm' }] }] })).map((c) => c.host)).toEqual(['other.io', 'ghcr.io']);
+  });
+
+  it.each([
+    ['reg.io: {username: u}\n', 'give exactly one of password_file (with username) or token_file'],
+    ['reg.io: {password_file: pw}\n', 'password_file needs a username'],
+    ['reg.io: {username: u, password_file: missing}\n', 'cannot be read (ENOENT)'],
+    ['reg.io: {username: u, password_file: empty}\n', 'is empty'],
+    ['"Bad Host": {token_file: tok}\n', "'Bad Host' is not a registry host"],
+    ['reg.io: {token_file: tok, colour: red}\n', 'unknown setting'],
+  ])('refuses %j', async (text, message) => {
+    const p = await file(text);
+    expect(() => loadRegistryCredentials(p)).toThrow(message);
+  });
+});
