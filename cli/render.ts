@@ -110,7 +110,8 @@ export function buildSummary(b: BuildViewT, colour: boolean): string {
     const dur = n.duration_ms !== null ? formatDuration(n.duration_ms) : '-';
     const reused = n.reused_from ? `  reused from ${n.reused_from.build_id}/${n.reused_from.node}` : '';
     const outputs = n.state === 'success' && n.outputs.length > 0 ? `  outputs: ${n.outputs.map((o) => `${o.name}=${(o.digest ?? '?').slice(0, 19)}`).join(' ')}` : '';
-    const extra = n.state === 'success' ? `${n.image_id ? n.image_id.slice(0, 19) : ''}${reused}${outputs}` : (n.error ?? n.waiting ?? '');
+    const cache = n.cache ? `  cache: ${n.cache.hit} hit, ${n.cache.miss} miss${n.cache.push === 'failed' ? ', push failed' : ''}` : '';
+    const extra = n.state === 'success' ? `${n.image_id ? n.image_id.slice(0, 19) : ''}${reused}${cache}${outputs}` : (n.error ?? n.waiting ?? '');
     lines.push(`  ${n.name.padEnd(width)}  ${stateText(n.state, colour).padEnd(colour ? 18 : 9)} ${dur.padStart(7)}  ${n.agent ?? '-'}  ${extra.split('\n')[0]!.slice(0, 240)}`);
   }
   const took = b.started_at && b.finished_at ? ` in ${formatDuration(Date.parse(b.finished_at) - Date.parse(b.started_at))}` : '';

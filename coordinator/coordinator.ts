@@ -87,6 +87,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
         timeoutGraceMs: config.timeoutGraceMs,
         acceptTimeoutMs: config.acceptTimeoutMs,
       },
+      layerCache: config.cache,
     });
     await engine.recover();
     releasers.push(() => store.drain());

@@ -27,6 +27,9 @@ export const OutputArtifactView = z.object({
 
 export const BaseImageView = z.object({ ref: z.string(), digest: z.string().nullable() });
 
+/** Layer cache figures of an attempt (issue 11). */
+export const CacheFiguresView = z.object({ hit: z.number().int(), miss: z.number().int(), push: z.enum(['pushed', 'failed', 'none']) });
+
 export const AttemptView = z.object({
   id: z.string(),
   number: z.number().int(),
@@ -59,6 +62,8 @@ export const AttemptView = z.object({
   /** Digest of the provenance record in the CAS. */
   provenance: z.string().nullable(),
   reused_from: ReusedFromView.nullable(),
+  /** Layer cache: build steps cached (hit) and executed (miss), and the cache push. */
+  cache: CacheFiguresView.nullable().optional(),
 });
 
 export const NodeView = z.object({
@@ -85,6 +90,8 @@ export const NodeView = z.object({
   reused_from: ReusedFromView.nullable(),
   /** The provenance record of the build that produced the node's result. */
   provenance: z.string().nullable(),
+  /** Layer cache figures of the node's last attempt that built (null: none reported). */
+  cache: CacheFiguresView.nullable().optional(),
   attempts: z.array(AttemptView),
 });
 

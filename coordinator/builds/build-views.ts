@@ -50,6 +50,7 @@ export function attemptView(a: AttemptRecord): AttemptViewT {
     outputs: a.outputs ?? [],
     provenance: a.provenance ?? null,
     reused_from: reusedView(a.reused_from),
+    cache: a.cache ?? null,
   };
 }
 
@@ -81,6 +82,7 @@ export function nodeView(node: NodeRecord, agents: AgentRegistry, now: number = 
     }),
     reused_from: reusedView(node.reused_from),
     provenance: result?.provenance ?? null,
+    cache: last?.cache ?? null,
     attempts: node.attempts.map(attemptView),
   };
 }

@@ -10,7 +10,7 @@
  *   assignment, not part of the key: they do not change a successful result.
  * - `assignPayload`: the assignment, from the execution, the limits and the attempt.
  */
-import type { Payload } from '../../shared/index.js';
+import type { AssignCachePayload, Payload } from '../../shared/index.js';
 import type { BuildRecord, NodeRecord } from '../state/records.js';
 
 export interface NodeExecution {
@@ -45,10 +45,12 @@ export interface NodeRunLimits {
   timeout_ms: number;
   no_cache: boolean;
   test_timeout_ms: number | null;
+  /** Layer cache ref and mode (layer-cache-refs.ts `nodeCache`); null: none. */
+  cache: AssignCachePayload | null;
 }
 
-export function nodeRunLimits(node: NodeRecord): NodeRunLimits {
-  return { timeout_ms: node.timeout_ms, no_cache: node.no_cache, test_timeout_ms: node.test?.timeout_ms ?? null };
+export function nodeRunLimits(node: NodeRecord, cache: AssignCachePayload | null = null): NodeRunLimits {
+  return { timeout_ms: node.timeout_ms, no_cache: node.no_cache, test_timeout_ms: node.test?.timeout_ms ?? null, cache };
 }
 
 /** Per attempt: which attempt, where it runs, and whether it resolves first. */
@@ -66,7 +68,7 @@ export function assignPayload(a: AttemptAssignment, exec: NodeExecution, limits:
   // Object.assign, not object spread: spreads were ~10x slower here, on the dispatch hot path.
   const test = exec.test ? Object.assign({ timeout_ms: limits.test_timeout_ms! }, exec.test) : null;
   return Object.assign(
-    { attempt_id: a.attempt_id, build_id: a.build_id, node: a.node, attempt: a.attempt, image_tag: a.image_tag, resolve: a.resolve, gpus: a.gpus, timeout_ms: limits.timeout_ms, no_cache: limits.no_cache },
+    { attempt_id: a.attempt_id, build_id: a.build_id, node: a.node, attempt: a.attempt, image_tag: a.image_tag, resolve: a.resolve, gpus: a.gpus, timeout_ms: limits.timeout_ms, no_cache: limits.no_cache, cache: limits.cache },
     exec,
     { test },
   );

@@ -5,7 +5,7 @@
  * `builds/<id>.json` and replaced in `state.json` by a small summary, so the hot state
  * (rewritten on every commit) stays the size of the work in flight, not of the history.
  */
-import type { AttemptState, BaseImagePayload, BuildState, NodeState, OutputArtifactPayload, ResolvedNode } from '../../shared/index.js';
+import type { AttemptState, BaseImagePayload, BuildState, FinishedCachePayload, NodeState, OutputArtifactPayload, ResolvedNode } from '../../shared/index.js';
 
 /** Where a reused node's result came from. */
 export interface ReusedFrom {
@@ -58,6 +58,8 @@ export interface AttemptRecord {
   test_exit_code?: number | null;
   /** The agent ran the node's platform under emulation. */
   emulated?: boolean;
+  /** Layer cache: steps cached/executed and the cache push, as the agent reported them. */
+  cache?: FinishedCachePayload;
 }
 
 export interface NodeRecord extends ResolvedNode {

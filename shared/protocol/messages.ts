@@ -201,6 +201,22 @@ export const Resolved = z.strictObject({
   dockerfile_digest: DigestStr.nullable(),
 });
 
+// Layer cache (issue 11): where the agent imports and exports the node's BuildKit cache,
+// and what it reports back. Absent/null: no cache registry for this node.
+export const AssignCache = z.strictObject({
+  /** `<registry>/<repo>:<tag>` of the node's cache for its platform. */
+  ref: z.string().min(1).max(512),
+  /** readwrite: import, and push after a successful build; read: import only. */
+  mode: z.enum(['readwrite', 'read']),
+});
+export const FinishedCache = z.strictObject({
+  /** Build steps BuildKit reported CACHED, and those it executed. */
+  hit: Millis,
+  miss: Millis,
+  /** The push of the cache ref: done, failed (logged; the node still succeeds), or not tried. */
+  push: z.enum(['pushed', 'failed', 'none']),
+});
+
 export const Assign = z.strictObject({
   attempt_id: AttemptId,
   build_id: z.string(),
@@ -234,9 +250,12 @@ export const Assign = z.strictObject({
       env: EnvMap,
     })
     .nullable(),
+  /** Layer cache for this attempt (see AssignCache). */
+  cache: AssignCache.nullable().optional(),
 });
 
 export const AttemptRef = z.strictObject({ attempt_id: AttemptId });
+
 
 export const Reject = z.strictObject({
   attempt_id: AttemptId,
@@ -288,6 +307,8 @@ export const Finished = z.strictObject({
   /** Base images as the engine resolved them (for provenance); empty when unknown. */
   base_images: z.array(BaseImage).max(256),
   dockerfile_digest: DigestStr.nullable(),
+  /** Layer-cache figures of the build (docker executor; absent when it did not build). */
+  cache: FinishedCache.optional(),
 });
 
 export const Cancel = z.strictObject({
@@ -347,6 +368,8 @@ export type HealthPayload = z.infer<typeof Health>;
 export type LoadPayload = z.infer<typeof Load>;
 export type GpuUsePayload = z.infer<typeof GpuUse>;
 export type HeartbeatPayload = Payload<'heartbeat'>;
+export type AssignCachePayload = z.infer<typeof AssignCache>;
+export type FinishedCachePayload = z.infer<typeof FinishedCache>;
 
 export type ToCoordinatorType = { [K in MessageType]: (typeof MESSAGES)[K]['dir'] extends 'to_agent' ? never : K }[MessageType];
 export type ToAgentType = { [K in MessageType]: (typeof MESSAGES)[K]['dir'] extends 'to_coordinator' ? never : K }[MessageType];

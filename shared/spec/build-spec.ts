@@ -23,6 +23,8 @@ import { parseDuration } from '../duration.js';
 import { platformProblem } from '../platform.js';
 import { ENV_NAME_RE, LABEL_KEY_RE, LABEL_KEY_RULE, NAME_RE, NAME_RULE } from '../names.js';
 import { fieldError, forbiddenContent, INPUT_NAME_RE, type SpecResult } from './spec-fields.js';
+// Layer cache (issue 11): the `cache:` override of a build and a node.
+import { CacheSpecSchema, specCacheMode, type CacheMode } from './cache-spec.js';
 
 export { ARTIFACT_MEDIA_TYPE, fieldError, INPUT_NAME_RE, type SpecResult } from './spec-fields.js';
 
@@ -104,6 +106,8 @@ export const NodeSpecSchema = z.strictObject({
   inputs: z.record(z.string(), InputSpecSchema).optional(),
   /** false: always build, never reuse the result of an identical earlier node. */
   reuse: z.boolean().optional(),
+  /** Layer cache: `off` or `{mode: readwrite|read|off}` (default: the build's, else the coordinator's). */
+  cache: CacheSpecSchema.optional(),
 });
 
 export const BuildSpecSchema = z.strictObject({
@@ -111,6 +115,8 @@ export const BuildSpecSchema = z.strictObject({
   /** Default priority of the build's nodes. */
   priority: z.number().int().min(-1000).max(1000).optional(),
   nodes: z.record(z.string(), NodeSpecSchema),
+  /** Layer cache for every node of the build (a node's own `cache:` wins). */
+  cache: CacheSpecSchema.optional(),
 });
 
 export type NodeSpecInput = z.input<typeof NodeSpecSchema>;
@@ -169,6 +175,8 @@ export interface ResolvedNode {
   inputs: ResolvedInput[];
   outputs: ResolvedOutput[];
   reuse: boolean;
+  /** Layer-cache mode the spec sets (node, else build); absent: the coordinator's `cache.mode`. */
+  cache_mode?: CacheMode;
 }
 
 export interface ResolvedSpec {
@@ -290,6 +298,8 @@ export function validateSpec(raw: unknown, opts: ValidateOptions): SpecResult<Re
       outputs,
       reuse: n.reuse ?? true,
     });
+    const cacheMode = specCacheMode(n.cache, spec.cache);
+    if (cacheMode !== undefined) nodes[nodes.length - 1]!.cache_mode = cacheMode;
   }
   if (errors.length === 0) {
     const cycle = findCycle(nodes);
