@@ -15,6 +15,9 @@
  * 5. When the node has a test, runs it in a container of the built image (network none,
  *    the attempt's GPUs attached; docker/test-container.ts); its exit code decides.
  * 6. On success exports the declared outputs from the image (docker/export-outputs.ts).
+ * 7. Layer cache (docker/layer-cache.ts): every build imports the node's cache ref when the
+ *    assignment names one; a successful build in readwrite mode exports it (a failed push
+ *    is logged, never fails the node). Steps cached/executed are reported as `cache`.
  * Cancel and timeout abort the request, which makes the engine stop the build.
  *
  * Failures of the agent's own (the engine unreachable or broken mid-build, a 5xx from the
@@ -32,6 +35,7 @@ import { baseImageRefs } from '../docker/dockerfile-base-images.js';
 import { rewriteForInputs } from '../docker/dockerfile-rewrite.js';
 import { exportOutputs } from '../docker/export-outputs.js';
 import { runTest } from '../docker/test-container.js';
+import { cacheFigures, forgiveCacheImport, InlineCacheBackend, type LayerCacheBackend } from '../docker/layer-cache.js';
 import { diskFullMessage, diskFullNeed, isCorruptArtifact, isDiskFull, isEngineClientError, isEngineUnreachable } from '../failure-kinds.js';
 import type { CancelReason, Executor, ExecutorInfo, RunIO, RunResult, Trouble } from './executor.js';
 
@@ -48,12 +52,16 @@ function troubleOf(err: unknown, message: string): Trouble | undefined {
 export class DockerExecutor implements Executor {
   readonly kind = 'docker' as const;
   private native: string | null = null;
+  private readonly layerCache: LayerCacheBackend;
 
   constructor(
     private readonly docker: Docker,
     private readonly cas: CasCache,
     private readonly workDir: string,
-  ) {}
+    layerCache?: LayerCacheBackend,
+  ) {
+    this.layerCache = layerCache ?? new InlineCacheBackend(docker);
+  }
 
   async info(): Promise<ExecutorInfo> {
     const [version, info] = await Promise.all([this.docker.version(), this.docker.info() as Promise<{ Architecture?: string }>]);
@@ -171,6 +179,8 @@ export class DockerExecutor implements Executor {
     if (Object.keys(job.build_args).length > 0) opts.buildargs = job.build_args;
     if (job.target) opts.target = job.target;
     if (job.no_cache) opts.nocache = true;
+    // Layer cache: import the node's cache ref (and mark inline cache for export).
+    if (job.cache) Object.assign(opts, this.layerCache.buildOptions(job.cache, job));
 
     let response: NodeJS.ReadableStream;
     try {
@@ -203,7 +213,9 @@ export class DockerExecutor implements Executor {
     if (rest) io.log(rest);
     const buildMs = Date.now() - t1;
     if (io.signal.aborted) return { ...this.aborted(io, fetchMs, buildMs), ...meta };
-    const outcome = decoder.outcome();
+    // A cache import that found nothing (or no registry) is not the build's failure.
+    const outcome = job.cache ? forgiveCacheImport(decoder.outcome()) : decoder.outcome();
+    const cacheSteps = cacheFigures(decoder.steps());
     if (streamError && outcome.exitCode === null) {
       // The engine went away or broke the connection mid-build (dockerd restarting or
       // killed): whatever BuildKit said last, the build did not fail on its own.
@@ -224,6 +236,7 @@ export class DockerExecutor implements Executor {
         fetchMs,
         buildMs,
         ...meta,
+        cache: { ...cacheSteps, push: 'none' },
       };
     }
     const imageId = outcome.imageId;
@@ -276,7 +289,11 @@ export class DockerExecutor implements Executor {
         return { ...base, status: 'failed', imageId, error, infra, fetchMs, buildMs: Date.now() - t1, ...tested, ...meta };
       }
     }
-    return { status: 'success', exitCode: null, error: null, failedStep: null, infra: false, imageId, fetchMs, buildMs: Date.now() - t1, outputs, ...tested, ...meta };
+    // 7. layer cache export (readwrite mode); a failed push does not fail the node
+    const push = job.cache ? await this.layerCache.afterBuild(job.cache, imageId, { log: (t) => io.log(t), signal: io.signal }) : 'none';
+    if (io.signal.aborted) return { ...this.aborted(io, fetchMs, Date.now() - t1), ...meta };
+    const cache = { ...cacheSteps, push };
+    return { status: 'success', exitCode: null, error: null, failedStep: null, infra: false, imageId, fetchMs, buildMs: Date.now() - t1, outputs, ...tested, ...meta, cache };
   }
 
   /** The engine's image ids for the Dockerfile's FROM images (null when it does not have one). */
