@@ -11,12 +11,13 @@ import { canonicalJson } from '../../coordinator/builds/canonical-json.js';
 import { idempotencyKey, specDigest } from '../../coordinator/builds/idempotency.js';
 import { assignPayload, imageTag, nodeExecution, nodeRunLimits, type AttemptAssignment, type NodeExecution } from '../../coordinator/builds/node-execution.js';
 import type { BuildRecord, NodeRecord } from '../../coordinator/state/records.js';
+import { nodeCache } from '../../coordinator/builds/layer-cache-refs.js';
 import { sha256, validateSpec } from '../../shared/index.js';
 
 /** Per-attempt fields of the payload: not derived from the node's definition. */
 const ATTEMPT_FIELDS = ['attempt_id', 'build_id', 'node', 'attempt', 'image_tag', 'resolve', 'gpus'] as const;
 /** How the execution is run; deliberately not part of the key (they do not change a result). */
-const RUN_LIMIT_FIELDS = ['timeout_ms', 'no_cache'] as const;
+const RUN_LIMIT_FIELDS = ['timeout_ms', 'no_cache', 'cache'] as const;
 
 function node(over: Record<string, unknown> = {}): NodeRecord {
   const r = validateSpec(
@@ -131,6 +132,23 @@ describe('node execution: one definition for the assign payload and the reuse ke
     expect(specDigest(nodeExecution(plain, DIGESTS))).toBe(before(plain, DIGESTS));
     // Output order does not matter.
     expect(specDigest({ ...exec, outputs: [...exec.outputs].reverse() })).toBe(specDigest(exec));
+  });
+
+  it('leaves the key unchanged by the layer-cache mode, and sends the cache ref as a run setting', () => {
+    const base = specDigest(exec);
+    for (const cache of ['off', { mode: 'read' }, { mode: 'readwrite' }]) {
+      const withCache = node({ cache });
+      expect(specDigest(nodeExecution(withCache, DIGESTS)), JSON.stringify(cache)).toBe(base);
+    }
+    const config = { registry: '127.0.0.1:5000/kiln-cache', mode: 'readwrite' as const };
+    const build = { name: 't' };
+    expect(assignPayload(ATTEMPT, exec, nodeRunLimits(n)).cache).toBeNull();
+    expect(assignPayload(ATTEMPT, exec, nodeRunLimits(n, nodeCache(config, build, n))).cache).toEqual({ ref: '127.0.0.1:5000/kiln-cache:linux-amd64-n--t', mode: 'readwrite' });
+    expect(nodeCache(config, build, node({ cache: { mode: 'read' } }))).toEqual({ ref: '127.0.0.1:5000/kiln-cache:linux-amd64-n--t', mode: 'read' });
+    expect(nodeCache(config, build, node({ cache: 'off' }))).toBeNull();
+    expect(nodeCache({ ...config, mode: 'off' }, build, n)).toBeNull();
+    expect(nodeCache({ ...config, mode: 'off' }, build, node({ cache: { mode: 'readwrite' } }))?.mode).toBe('readwrite');
+    expect(nodeCache(null, build, n)).toBeNull();
   });
 
   it('tags the image by build and node', () => {
