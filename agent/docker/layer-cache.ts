@@ -56,6 +56,9 @@ export function splitRef(ref: string): { repo: string; tag: string } {
 export class InlineCacheBackend implements LayerCacheBackend {
   readonly kind = 'inline' as const;
 
+  /** The push in flight per ref: tag, push and untag of one ref run one at a time on this agent. */
+  private readonly pushing = new Map<string, Promise<unknown>>();
+
   constructor(
     private readonly docker: Docker,
     private readonly pushTimeoutMs = CACHE_PUSH_TIMEOUT_MS,
@@ -74,7 +77,7 @@ export class InlineCacheBackend implements LayerCacheBackend {
     const t0 = Date.now();
     const signal = AbortSignal.any([io.signal, AbortSignal.timeout(this.pushTimeoutMs)]);
     try {
-      await pushImageAs(this.docker, imageId, cache.ref, signal);
+      await this.oneAtATime(cache.ref, () => pushImageAs(this.docker, imageId, cache.ref, signal));
       io.log(`[kiln] cache: pushed ${cache.ref} (${Date.now() - t0} ms)\n`);
       return 'pushed';
     } catch (err) {
@@ -83,19 +86,34 @@ export class InlineCacheBackend implements LayerCacheBackend {
       return 'failed';
     }
   }
+
+  /** Runs `fn` after the previous push of `ref` on this agent ended (so one cannot untag what the other pushes). */
+  private async oneAtATime<T>(ref: string, fn: () => Promise<T>): Promise<T> {
+    const before = this.pushing.get(ref) ?? Promise.resolve();
+    const mine = before.catch(() => {}).then(fn);
+    this.pushing.set(ref, mine);
+    try {
+      return await mine;
+    } finally {
+      if (this.pushing.get(ref) === mine) this.pushing.delete(ref);
+    }
+  }
 }
 
 /**
  * Tags `imageId` as `ref`, pushes it through the Engine API (no credentials: the cache
- * registry is one the engine may push to as it is), then removes that tag again. Throws
- * with the engine's or the registry's message. (A minimal push for the cache ref; image
- * pushes of nodes have their own module.)
+ * registry is one the engine may push to as it is), then removes that local tag again:
+ * the Engine's BuildKit resolves a `cachefrom` ref against local images first, so a tag
+ * left behind would shadow the registry and later builds on this engine would import
+ * their own stale cache instead of what other agents pushed. Throws with the engine's or
+ * the registry's message. (A minimal push for the cache ref; node image pushes have their
+ * own module.)
  */
 export async function pushImageAs(docker: Docker, imageId: string, ref: string, signal: AbortSignal): Promise<void> {
   const { repo, tag } = splitRef(ref);
   await docker.getImage(imageId).tag({ repo, tag });
   try {
-    // An X-Registry-Auth header is required by the engine even without credentials ({}).
+    // The engine wants an X-Registry-Auth header even without credentials ({}).
     const stream = (await docker.getImage(ref).push({ authconfig: {}, abortSignal: signal } as Docker.ImagePushOptions)) as NodeJS.ReadableStream;
     const error = await new Promise<string | null>((resolve, reject) => {
       let failed: string | null = null;
@@ -109,6 +127,7 @@ export async function pushImageAs(docker: Docker, imageId: string, ref: string, 
     });
     if (error !== null) throw new Error(error);
   } finally {
+    // Only the tag: the image keeps its other tags (kiln-build/...), noprune keeps parents.
     await docker
       .getImage(ref)
       .remove({ noprune: true })

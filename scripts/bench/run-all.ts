@@ -15,6 +15,7 @@ const benches = [
   'buildkit-overhead.js',
   'cas.js',
   'live-logs.js',
+  'registry-cache.js',
 ];
 let failed = 0;
 for (const b of benches) {

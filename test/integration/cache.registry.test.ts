@@ -18,6 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   DOCKER_HOST,
   DOCKER_HOST_SECOND,
+  engineHasImage,
   inline,
   kiln,
   nodeLog,
@@ -121,6 +122,16 @@ describe.skipIf(SKIP)(`layer cache through the registry across two dockerds${SKI
     const runLine = log.split('\n').find((l) => /\] RUN sleep 2/.test(l))!;
     const step = /^#(\d+) /.exec(runLine)![1];
     expect(log).toContain(`#${step} CACHED`);
+
+    // The push leaves no local tag of the ref: the engine's BuildKit would import that
+    // (its own stale cache) instead of what other agents push to the registry later.
+    const ref = `${cacheRepo}:linux-amd64-app--cache-suite`;
+    expect(await engineHasImage(DOCKER_HOST, ref)).toBe(false);
+    expect(await engineHasImage(DOCKER_HOST_SECOND!, ref)).toBe(false);
+    // A changed Dockerfile pushed by host-a to the same ref is what host-b imports next.
+    await build('app', expensive('xhost-v2'), { labels: { host: 'a' } });
+    const third = await build('app', expensive('xhost-v2'), { labels: { host: 'b' } });
+    expect(third.n.cache).toMatchObject({ hit: 2, miss: 0 });
 
     // kiln status shows the figures
     const status = await kiln(['status', second.id], coord.cliEnv);

@@ -75,7 +75,7 @@ describe('layer cache', () => {
 
   it('reports a push the engine cannot do as failed, without throwing', async () => {
     const logs: string[] = [];
-    const docker = { getImage: () => ({ tag: () => Promise.reject(new Error('no such image')), remove: () => Promise.resolve() }) } as unknown as Docker;
+    const docker = { getImage: () => ({ tag: () => Promise.reject(new Error("no such image")), remove: () => Promise.resolve() }) } as unknown as Docker;
     const b = new InlineCacheBackend(docker);
     expect(await b.afterBuild({ ref: 'r.io/c:t', mode: 'readwrite' }, 'sha256:x', { log: (t) => logs.push(t), signal: new AbortController().signal })).toBe('failed');
     expect(logs.join('')).toMatch(/cache: push of r\.io\/c:t failed: no such image/);
