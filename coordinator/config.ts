@@ -70,6 +70,13 @@ export const COORDINATOR_SETTINGS = {
     env: 'KILN_CACHE_REGISTRY',
     description: 'layer cache: registry repository of the BuildKit cache refs, host[:port]/path (none: no layer cache)',
   },
+  cacheKeep: {
+    type: t.int(0, 1000),
+    key: 'cache.keep',
+    env: 'KILN_CACHE_KEEP',
+    default: 5,
+    description: 'layer cache: versioned cache tags kept per node and platform; older ones are deleted from the registry every artifacts.gc_interval (0: push only the moving tag)',
+  },
   cacheMode: { type: t.oneOf(CACHE_MODES), key: 'cache.mode', env: 'KILN_CACHE_MODE', default: 'readwrite', description: 'layer cache use when cache.registry is set: readwrite (import and push), read (import only) or off; builds and nodes may override it' },
 } as const satisfies SettingTable;
 
@@ -219,7 +226,7 @@ export function loadCoordinatorConfig(flags: CoordinatorFlags, host: ConfigEnvir
   if (cacheRegistry !== undefined && cacheRegistry !== '') {
     const problem = cacheRepositoryProblem(cacheRegistry);
     if (problem) throw configError('cache.registry', problem);
-    cache = { registry: cacheRegistry, mode: s.need('cacheMode') };
+    cache = { registry: cacheRegistry, mode: s.need('cacheMode'), keep: s.need('cacheKeep') };
   }
 
   return Object.freeze({

@@ -77,8 +77,9 @@ export class InlineCacheBackend implements LayerCacheBackend {
     const t0 = Date.now();
     const signal = AbortSignal.any([io.signal, AbortSignal.timeout(this.pushTimeoutMs)]);
     try {
-      await this.oneAtATime(cache.ref, () => pushImageAs(this.docker, imageId, cache.ref, signal));
-      io.log(`[kiln] cache: pushed ${cache.ref} (${Date.now() - t0} ms)\n`);
+      const refs = cache.keep_ref ? [cache.ref, cache.keep_ref] : [cache.ref];
+      await this.oneAtATime(cache.ref, () => pushImageAs(this.docker, imageId, refs, signal));
+      io.log(`[kiln] cache: pushed ${refs.join(' and ')} (${Date.now() - t0} ms)\n`);
       return 'pushed';
     } catch (err) {
       const why = signal.aborted && !io.signal.aborted ? `no answer within ${Math.round(this.pushTimeoutMs / 1000)}s` : coerceError(err).message;
@@ -109,29 +110,35 @@ export class InlineCacheBackend implements LayerCacheBackend {
  * the registry's message. (A minimal push for the cache ref; node image pushes have their
  * own module.)
  */
-export async function pushImageAs(docker: Docker, imageId: string, ref: string, signal: AbortSignal): Promise<void> {
-  const { repo, tag } = splitRef(ref);
-  await docker.getImage(imageId).tag({ repo, tag });
+export async function pushImageAs(docker: Docker, imageId: string, refs: readonly string[], signal: AbortSignal): Promise<void> {
+  const tagged: string[] = [];
   try {
-    // The engine wants an X-Registry-Auth header even without credentials ({}).
-    const stream = (await docker.getImage(ref).push({ authconfig: {}, abortSignal: signal } as Docker.ImagePushOptions)) as NodeJS.ReadableStream;
-    const error = await new Promise<string | null>((resolve, reject) => {
-      let failed: string | null = null;
-      docker.modem.followProgress(
-        stream,
-        (err: Error | null) => (err ? reject(err) : resolve(failed)),
-        (e: { error?: string; errorDetail?: { message?: string } }) => {
-          if (e.error) failed ??= e.errorDetail?.message ?? e.error;
-        },
-      );
-    });
-    if (error !== null) throw new Error(error);
+    for (const ref of refs) {
+      const { repo, tag } = splitRef(ref);
+      await docker.getImage(imageId).tag({ repo, tag });
+      tagged.push(ref);
+      // The engine wants an X-Registry-Auth header even without credentials ({}).
+      const stream = (await docker.getImage(ref).push({ authconfig: {}, abortSignal: signal } as Docker.ImagePushOptions)) as NodeJS.ReadableStream;
+      const error = await new Promise<string | null>((resolve, reject) => {
+        let failed: string | null = null;
+        docker.modem.followProgress(
+          stream,
+          (err: Error | null) => (err ? reject(err) : resolve(failed)),
+          (e: { error?: string; errorDetail?: { message?: string } }) => {
+            if (e.error) failed ??= e.errorDetail?.message ?? e.error;
+          },
+        );
+      });
+      if (error !== null) throw new Error(error);
+    }
   } finally {
-    // Only the tag: the image keeps its other tags (kiln-build/...), noprune keeps parents.
-    await docker
-      .getImage(ref)
-      .remove({ noprune: true })
-      .catch(() => {});
+    // Only the tags: the image keeps its other tags (kiln-build/...), noprune keeps parents.
+    for (const ref of tagged) {
+      await docker
+        .getImage(ref)
+        .remove({ noprune: true })
+        .catch(() => {});
+    }
   }
 }
 

@@ -128,7 +128,7 @@ function dispatch(s: EngineState, ref: ReadyRef, agent: AgentEntry, gpus: number
       gpus,
     },
     exec,
-    nodeRunLimits(node, nodeCache(s.layerCache, build, node)),
+    nodeRunLimits(node, nodeCache(s.layerCache, build, node, now)),
   );
   s.unsent.set(attempt.id, { payload });
   if (attempt.log_header) track(s, s.logs.ensure(logRef({ build, node, attempt })).catch(() => {}));

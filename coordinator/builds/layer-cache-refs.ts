@@ -7,6 +7,8 @@
  * imports what any agent of that pool exported, whichever build of that spec it was, and a
  * node called `app` in another spec does not overwrite it. Tags follow the distribution
  * spec (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`); a long build name is cut and given a hash.
+ * A readwrite push also goes to a versioned tag (`<tag>.t<time>`, `keep_ref`), of which the
+ * retention sweep keeps the last `cache.keep` per node and platform (cache-retention.ts).
  *
  * The mode is the node's `cache:` (else its build's, see shared/spec/cache-spec.ts), else
  * the coordinator's `cache.mode`. It is a run setting (node-execution.ts `nodeRunLimits`),
@@ -14,13 +16,16 @@
  */
 import { sha256, type AssignCachePayload, type CacheMode } from '../../shared/index.js';
 
-/** `cache.registry` (a validated repository, no tag) and the default `cache.mode`. */
+/** `cache.registry` (a validated repository, no tag), the default `cache.mode`, and `cache.keep`. */
 export interface LayerCacheConfig {
   registry: string;
   mode: CacheMode;
+  /** Versioned tags kept per node and platform (cache-retention.ts); 0: push only the moving tag. */
+  keep: number;
 }
 
-const MAX_TAG = 128;
+/** Room for the versioned suffix `.t<9 digits>` within the distribution spec's 128 characters. */
+const MAX_TAG = 128 - 11;
 
 /** The cache tag of a node of a build for a platform (valid per the distribution spec). */
 export function cacheTag(platform: string, buildName: string, nodeName: string): string {
@@ -34,14 +39,23 @@ export function cacheTag(platform: string, buildName: string, nodeName: string):
   return `${head}--${build.slice(0, room)}-${hash}`.replace(/^[^A-Za-z0-9_]/, '_').slice(0, MAX_TAG);
 }
 
-/** What an attempt of this node is told about the cache (null: none). */
+/** The versioned tag of a push at `at` (ms): `<tag>.t<9 base-36 digits>`, sorting by time. */
+export function versionedTag(tag: string, at: number): string {
+  return `${tag}.t${Math.max(0, Math.floor(at)).toString(36).padStart(9, '0').slice(-9)}`;
+}
+
+/** What an attempt of this node, dispatched at `at`, is told about the cache (null: none). */
 export function nodeCache(
   config: LayerCacheConfig | null | undefined,
   build: { name: string },
   node: { name: string; platform: string; cache_mode?: CacheMode },
+  at = 0,
 ): AssignCachePayload | null {
   if (!config) return null;
   const mode = node.cache_mode ?? config.mode;
   if (mode === 'off') return null;
-  return { ref: `${config.registry}:${cacheTag(node.platform, build.name, node.name)}`, mode };
+  const tag = cacheTag(node.platform, build.name, node.name);
+  const out: AssignCachePayload = { ref: `${config.registry}:${tag}`, mode };
+  if (mode === 'readwrite' && config.keep > 0) out.keep_ref = `${config.registry}:${versionedTag(tag, at)}`;
+  return out;
 }

@@ -115,7 +115,7 @@ async function main() {
     const ref = `${directRepo}:${nonce}`;
     const t0 = now();
     const id = await directBuild(engines.a, df, { buildargs: { BUILDKIT_INLINE_CACHE: '1' } });
-    await pushImageAs(engines.a, id, ref, AbortSignal.timeout(300_000));
+    await pushImageAs(engines.a, id, [ref], AbortSignal.timeout(300_000));
     const cold = now() - t0;
     const t1 = now();
     await directBuild(engines.b, df, { cachefrom: JSON.stringify([ref]) });

@@ -208,6 +208,8 @@ export const AssignCache = z.strictObject({
   ref: z.string().min(1).max(512),
   /** readwrite: import, and push after a successful build; read: import only. */
   mode: z.enum(['readwrite', 'read']),
+  /** readwrite: also pushed under this versioned ref (retention keeps the last N per node and platform). */
+  keep_ref: z.string().min(1).max(512).optional(),
 });
 export const FinishedCache = z.strictObject({
   /** Build steps BuildKit reported CACHED, and those it executed. */

@@ -27,14 +27,16 @@ describe('coordinator config: layer cache', () => {
   it('reads registry and mode from the file, the environment and flags (flag > env > file)', async () => {
     const file = join(dir, 'c.yaml');
     await writeFile(file, 'cache:\n  registry: 127.0.0.1:5000/kiln-cache\n  mode: read\n');
-    expect(loadCoordinatorConfig({ config: file }, host()).cache).toEqual({ registry: '127.0.0.1:5000/kiln-cache', mode: 'read' });
+    expect(loadCoordinatorConfig({ config: file }, host()).cache).toEqual({ registry: '127.0.0.1:5000/kiln-cache', mode: 'read', keep: 5 });
     expect(loadCoordinatorConfig({ config: file }, host({ KILN_CACHE_MODE: 'off', KILN_CACHE_REGISTRY: 'registry.example.com/team/cache' })).cache).toEqual({
       registry: 'registry.example.com/team/cache',
       mode: 'off',
+      keep: 5,
     });
-    expect(loadCoordinatorConfig({ config: file, cacheMode: 'readwrite', cacheRegistry: 'localhost:5001/c' }, host({ KILN_CACHE_MODE: 'off' })).cache).toEqual({
+    expect(loadCoordinatorConfig({ config: file, cacheMode: 'readwrite', cacheRegistry: 'localhost:5001/c', cacheKeep: '2' }, host({ KILN_CACHE_MODE: 'off', KILN_CACHE_KEEP: '9' })).cache).toEqual({
       registry: 'localhost:5001/c',
       mode: 'readwrite',
+      keep: 2,
     });
     // default mode: readwrite
     expect(loadCoordinatorConfig({ cacheRegistry: '127.0.0.1:5000/kiln-cache' }, host()).cache?.mode).toBe('readwrite');
@@ -46,6 +48,7 @@ describe('coordinator config: layer cache', () => {
     expect(() => loadCoordinatorConfig({}, host({ KILN_CACHE_REGISTRY: 'cache/Upper' }))).toThrow(/cache\.registry: .*'cache' is not a registry host/);
     expect(() => loadCoordinatorConfig({ cacheRegistry: '127.0.0.1:5000/Kiln' }, host())).toThrow(/cache\.registry: .*path component 'Kiln'/);
     expect(() => loadCoordinatorConfig({ cacheRegistry: '127.0.0.1:5000/a', cacheMode: 'max' }, host())).toThrow(/cache\.mode: 'max' is not one of readwrite, read, off/);
+    expect(() => loadCoordinatorConfig({ cacheRegistry: '127.0.0.1:5000/a', cacheKeep: '-1' }, host())).toThrow(/cache\.keep/);
     const file = join(dir, 'bad.yaml');
     await writeFile(file, 'cache: { registry: 127.0.0.1:5000/x, ttl: 3 }\n');
     expect(() => loadCoordinatorConfig({ config: file }, host())).toThrow(/cache\.ttl: unknown setting/);

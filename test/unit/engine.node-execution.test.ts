@@ -140,7 +140,7 @@ describe('node execution: one definition for the assign payload and the reuse ke
       const withCache = node({ cache });
       expect(specDigest(nodeExecution(withCache, DIGESTS)), JSON.stringify(cache)).toBe(base);
     }
-    const config = { registry: '127.0.0.1:5000/kiln-cache', mode: 'readwrite' as const };
+    const config = { registry: '127.0.0.1:5000/kiln-cache', mode: 'readwrite' as const, keep: 0 };
     const build = { name: 't' };
     expect(assignPayload(ATTEMPT, exec, nodeRunLimits(n)).cache).toBeNull();
     expect(assignPayload(ATTEMPT, exec, nodeRunLimits(n, nodeCache(config, build, n))).cache).toEqual({ ref: '127.0.0.1:5000/kiln-cache:linux-amd64-n--t', mode: 'readwrite' });
@@ -149,6 +149,10 @@ describe('node execution: one definition for the assign payload and the reuse ke
     expect(nodeCache({ ...config, mode: 'off' }, build, n)).toBeNull();
     expect(nodeCache({ ...config, mode: 'off' }, build, node({ cache: { mode: 'readwrite' } }))?.mode).toBe('readwrite');
     expect(nodeCache(null, build, n)).toBeNull();
+    // with retention: a versioned ref per push, sorting by dispatch time
+    const kept = nodeCache({ ...config, keep: 3 }, build, n, 1_700_000_000_000);
+    expect(kept).toEqual({ ref: '127.0.0.1:5000/kiln-cache:linux-amd64-n--t', mode: 'readwrite', keep_ref: `127.0.0.1:5000/kiln-cache:linux-amd64-n--t.t${(1_700_000_000_000).toString(36).padStart(9, '0')}` });
+    expect(nodeCache({ ...config, keep: 3 }, build, node({ cache: { mode: 'read' } }), 1)).not.toHaveProperty('keep_ref');
   });
 
   it('tags the image by build and node', () => {
