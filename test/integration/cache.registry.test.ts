@@ -13,6 +13,7 @@
  *   reported failed (log, result, metrics);
  * - `kiln status` and GET /metrics show the figures.
  */
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -111,6 +112,7 @@ describe.skipIf(SKIP)(`layer cache through the registry across two dockerds${SKI
     expect(first.n.cache).toMatchObject({ hit: 0, push: 'pushed' });
     expect(first.n.cache!.miss).toBeGreaterThanOrEqual(2);
     expect(await tags()).toContain('linux-amd64-app--cache-suite');
+    expect((await tags()).filter((t) => /^linux-amd64-app--cache-suite\.t[0-9a-z]{9}$/.test(t))).toHaveLength(1);
     expect(await nodeLog(coord, first.id, 'app')).toContain(`[kiln] cache: pushed ${cacheRepo}:linux-amd64-app--cache-suite`);
 
     const second = await build('app', expensive('xhost'), { labels: { host: 'b' } });
@@ -182,6 +184,32 @@ describe.skipIf(SKIP)(`layer cache through the registry across two dockerds${SKI
     const two = await build('mount', df(), { labels: { host: 'a' }, build_args: { ROUND: '2' } });
     expect(two.n.state).toBe('success');
     expect(await nodeLog(coord, two.id, 'mount')).toContain('rounds=2');
+  });
+
+  it('kiln prewarm --pool builds the pool\'s nodes once, so another agent of the pool hits the cache', async () => {
+    const df = expensive('prewarm');
+    const spec = join(dir.path, 'prewarm.yaml');
+    await writeFile(
+      spec,
+      JSON.stringify({
+        name: 'cache-suite',
+        nodes: {
+          warm: inline(df, { platform: 'linux/amd64', labels: { host: 'a' }, cache: { mode: 'read' } }),
+          // no agent has linux/arm64: prewarmed, this build would never end
+          elsewhere: inline('FROM kiln/busybox:1-arm64\nRUN true\n', { platform: 'linux/arm64' }),
+        },
+      }),
+    );
+    const r = await kiln(['prewarm', spec, '--pool', 'linux/amd64'], coord.cliEnv);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/warm .*cache: 0 hit, 2 miss/);
+    expect(r.stdout).not.toContain('elsewhere');
+    expect(await tags()).toContain('linux-amd64-warm--cache-suite');
+    const real = await build('warm', df, { labels: { host: 'b' } });
+    expect(real.n.cache).toMatchObject({ hit: 2, miss: 0 });
+    const none = await kiln(['prewarm', spec, '--pool', 'linux/s390x'], coord.cliEnv);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain('no node of');
   });
 
   it('does not fail the node when the registry is down during the cache push', async () => {
