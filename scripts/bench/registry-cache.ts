@@ -27,6 +27,7 @@ import { CasCache } from '../../agent/cas-cache.js';
 import { DockerExecutor, readBuildEvents } from '../../agent/executors/docker-executor.js';
 import { dockerClient } from '../../agent/docker/docker-client.js';
 import { pushImageAs } from '../../agent/docker/layer-cache.js';
+import { registryEndpoint } from '../../coordinator/builds/cache-retention.js';
 import { loadCoordinatorConfig } from '../../coordinator/config.js';
 import { startCoordinator } from '../../coordinator/coordinator.js';
 import { AGENT_SOCKET_PATH, apiPath, createLogger, withQuery } from '../../shared/index.js';
@@ -165,6 +166,24 @@ async function main() {
   for (const a of agents) await a.stop();
   await coord.stop();
   await rm(dir, { recursive: true, force: true });
+  // What this run pushed goes (the registry's garbage collection frees the blobs).
+  for (const repo of [cacheRepo, directRepo]) await deleteRepositoryManifests(repo).catch(() => {});
+}
+
+/** Deletes every manifest of a repository in a loopback registry (DELETE needs storage.delete). */
+async function deleteRepositoryManifests(repository: string): Promise<void> {
+  const { base, name } = registryEndpoint(repository);
+  const res = await fetch(`${base}/v2/${name}/tags/list?n=1000`);
+  if (!res.ok) return;
+  const seen = new Set<string>();
+  for (const t of ((await res.json()) as { tags?: string[] | null }).tags ?? []) {
+    const head = await fetch(`${base}/v2/${name}/manifests/${t}`, { method: 'HEAD', headers: { accept: 'application/vnd.docker.distribution.manifest.v2+json' } });
+    const digest = head.headers.get('docker-content-digest');
+    if (digest && !seen.has(digest)) {
+      seen.add(digest);
+      await fetch(`${base}/v2/${name}/manifests/${digest}`, { method: 'DELETE' });
+    }
+  }
 }
 
 main().then(
