@@ -67,11 +67,14 @@ export interface AttemptAssignment {
 export function assignPayload(a: AttemptAssignment, exec: NodeExecution, limits: NodeRunLimits): Payload<'assign'> {
   // Object.assign, not object spread: spreads were ~10x slower here, on the dispatch hot path.
   const test = exec.test ? Object.assign({ timeout_ms: limits.test_timeout_ms! }, exec.test) : null;
-  return Object.assign(
-    { attempt_id: a.attempt_id, build_id: a.build_id, node: a.node, attempt: a.attempt, image_tag: a.image_tag, resolve: a.resolve, gpus: a.gpus, timeout_ms: limits.timeout_ms, no_cache: limits.no_cache, cache: limits.cache },
+  const payload: Payload<'assign'> = Object.assign(
+    { attempt_id: a.attempt_id, build_id: a.build_id, node: a.node, attempt: a.attempt, image_tag: a.image_tag, resolve: a.resolve, gpus: a.gpus, timeout_ms: limits.timeout_ms, no_cache: limits.no_cache },
     exec,
     { test },
   );
+  // Layer cache: only when there is one (an assignment without it is what it was before).
+  if (limits.cache) payload.cache = limits.cache;
+  return payload;
 }
 
 /** The image tag an attempt's result is given on its agent. */
