@@ -89,6 +89,7 @@ export async function runJob(session: JobHost, job: Job, emulated: boolean): Pro
     base_images: result.baseImages ?? [],
     dockerfile_digest: result.dockerfileDigest ?? null,
     ...(result.images !== undefined ? { images: result.status === 'success' ? result.images : [] } : {}),
+    ...(result.cache ? { cache: result.cache } : {}),
   };
   logger.info({ attempt: a.attempt_id, node: a.node, status: result.status, exit_code: result.exitCode }, 'build finished');
   session.send('finished', job.finished);

@@ -129,12 +129,28 @@ async function readSpecBytes(specPath: string): Promise<Uint8Array> {
   return Buffer.concat(chunks);
 }
 
-export async function submitCommand(client: ApiClient, specPath: string, opts: { follow: boolean; json: boolean; reuse?: boolean }, io: CliIO): Promise<number> {
+/** `transform`/`onBuild`: hooks for commands that submit a derived spec (kiln prewarm). */
+export interface SubmitOptions {
+  follow: boolean;
+  json: boolean;
+  reuse?: boolean;
+  transform?: (raw: Record<string, unknown>) => Record<string, unknown>;
+  onBuild?: (build: BuildViewT) => void;
+}
+
+export async function submitCommand(client: ApiClient, specPath: string, opts: SubmitOptions, io: CliIO): Promise<number> {
   // Decoded strictly: bytes that are not UTF-8 are refused with their offset, not replaced.
   const text = decodeSpecBytes(await readSpecBytes(specPath));
   if (!text.ok) throw specError(specPath, text.errors);
   const parsed = parseSpecText(text.value);
   if (!parsed.ok) throw specError(specPath, parsed.errors);
+  if (opts.transform) {
+    try {
+      parsed.value = opts.transform(parsed.value as Record<string, unknown>);
+    } catch (err) {
+      throw new CliError(coerceError(err).message, EXIT.USAGE);
+    }
+  }
   // Validate locally first (the coordinator validates again, with its default platform).
   const local = validateSpec(parsed.value, { form: 'file', defaultPlatform: 'linux/amd64' });
   if (!local.ok) throw specError(specPath, local.errors);
@@ -150,7 +166,7 @@ export async function submitCommand(client: ApiClient, specPath: string, opts: {
     return EXIT.OK;
   }
   if (!opts.json) io.stderr.write(`build ${created.id} submitted (${Object.keys(local.value.nodes).length} nodes); following its logs (Ctrl-C detaches)\n`);
-  return followAndSummarize(client, created.id, null, opts.json, io, { reached: true });
+  return followAndSummarize(client, created.id, null, opts.json, io, { reached: true, ...(opts.onBuild ? { onBuild: opts.onBuild } : {}) });
 }
 
 export interface FollowAndSummarizeOptions {
@@ -158,6 +174,8 @@ export interface FollowAndSummarizeOptions {
   from?: ReadonlyMap<string, number>;
   /** The coordinator already answered this command: ride out a failure to connect (followBuildLogs). */
   reached?: boolean;
+  /** Called with the finished build's view, before the summary. */
+  onBuild?: (build: BuildViewT) => void;
 }
 
 /**
@@ -199,6 +217,7 @@ export async function followAndSummarize(client: ApiClient, buildId: string, nod
     return EXIT.INTERRUPTED;
   }
   const build = await client.json(apiPath.build(buildId), BuildView);
+  opts.onBuild?.(build);
   if (json) {
     writeJsonLine(io.stdout, { type: 'build', build });
   } else {

@@ -118,6 +118,15 @@ export async function main(argv: string[], env: Record<string, string | undefine
       code = await (await commands()).submitCommand(await client(o), spec, { follow: Boolean(o.follow), json: Boolean(o.json), reuse: o.reuse !== false }, io);
     });
 
+  clientOptions(program.command('prewarm <spec>'))
+    .description("build a spec's nodes so the first real build hits the layer cache (result reuse off, cache readwrite); follows it like submit -f")
+    .option('--pool <platform>', 'only the nodes of this platform (and the upstream nodes they need)')
+    .option('--json', 'JSON Lines, as `submit -f --json`')
+    .action(async (spec: string, o: ClientFlags & { pool?: string; json?: boolean }) => {
+      const { prewarmCommand } = await import('./prewarm.js');
+      code = await prewarmCommand(await client(o), spec, { pool: o.pool ?? null, json: Boolean(o.json) }, io);
+    });
+
   clientOptions(program.command('logs <build> [node]'))
     .description("print a build's (or one node's) log")
     .option('-f, --follow', 'keep streaming until the build ends; resumes after interruptions, but exits 2 if the coordinator cannot be reached at the start')

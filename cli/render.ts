@@ -113,7 +113,8 @@ export function buildSummary(b: BuildViewT, colour: boolean): string {
     const pushed = n.state === 'success' && (n.images ?? []).length > 0 ? `  pushed: ${n.images.map((i) => `${i.ref}@${i.digest.slice(0, 19)}`).join(' ')}` : '';
     const axes = Object.entries(n.matrix ?? {});
     const matrix = axes.length > 0 ? `[${axes.map(([k, v]) => `${k}=${v}`).join(' ')}] ` : '';
-    const extra = matrix + (n.state === 'success' ? `${n.image_id ? n.image_id.slice(0, 19) : ''}${reused}${outputs}${pushed}` : (n.error ?? n.waiting ?? ''));
+    const cache = n.cache ? `  cache: ${n.cache.hit} hit, ${n.cache.miss} miss${n.cache.push === 'failed' ? ', push failed' : ''}` : '';
+    const extra = matrix + (n.state === 'success' ? `${n.image_id ? n.image_id.slice(0, 19) : ''}${reused}${cache}${outputs}${pushed}` : (n.error ?? n.waiting ?? ''));
     lines.push(`  ${n.name.padEnd(width)}  ${stateText(n.state, colour).padEnd(colour ? 18 : 9)} ${dur.padStart(7)}  ${n.agent ?? '-'}  ${extra.split('\n')[0]!.slice(0, 240)}`);
   }
   const took = b.started_at && b.finished_at ? ` in ${formatDuration(Date.parse(b.finished_at) - Date.parse(b.started_at))}` : '';

@@ -13,7 +13,9 @@ import { homedir } from 'node:os';
 import { resolve } from 'node:path';
 import type { EngineTimings } from './builds/engine-state.js';
 import { loadRegistryCredentials, NO_CREDENTIALS, type RegistryCredentials } from './registry/credentials.js';
+import type { LayerCacheConfig } from './builds/layer-cache-refs.js';
 import {
+  CACHE_MODES,
   LOG_SETTINGS,
   SettingsReader,
   configError,
@@ -69,6 +71,20 @@ export const COORDINATOR_SETTINGS = {
   s3SecretKeyFile: { type: t.text('file'), key: 'cas.s3.secret_key_file', env: 'KILN_S3_SECRET_KEY_FILE', description: 'file holding the S3 secret key' },
   s3Prefix: { type: t.text('prefix'), key: 'cas.s3.prefix', env: 'KILN_S3_PREFIX', default: 'kiln/', description: 'key prefix of every object' },
   s3PathStyle: { type: t.bool(), key: 'cas.s3.path_style', env: 'KILN_S3_PATH_STYLE', default: true, description: 'path-style requests (MinIO, Garage); false for virtual-hosted style' },
+  cacheRegistry: {
+    type: t.text('repository'),
+    key: 'cache.registry',
+    env: 'KILN_CACHE_REGISTRY',
+    description: 'layer cache: registry repository of the BuildKit cache refs, host[:port]/path (none: no layer cache)',
+  },
+  cacheKeep: {
+    type: t.int(0, 1000),
+    key: 'cache.keep',
+    env: 'KILN_CACHE_KEEP',
+    default: 5,
+    description: 'layer cache: versioned cache tags kept per node and platform; older ones are deleted from the registry every artifacts.gc_interval (0: push only the moving tag)',
+  },
+  cacheMode: { type: t.oneOf(CACHE_MODES), key: 'cache.mode', env: 'KILN_CACHE_MODE', default: 'readwrite', description: 'layer cache use when cache.registry is set: readwrite (import and push), read (import only) or off; builds and nodes may override it' },
 } as const satisfies SettingTable;
 
 const FileSchema = fileSchema(COORDINATOR_SETTINGS);
@@ -93,6 +109,8 @@ export interface CoordinatorConfig extends EngineTimings {
   artifacts: { retentionMs: number; gcIntervalMs: number; gcGraceMs: number };
   /** Registry credentials by host (read at start; see registry/credentials.ts). */
   registries: RegistryCredentials;
+  /** The fleet-wide layer cache; null when no cache registry is configured. */
+  cache: LayerCacheConfig | null;
 }
 
 /** The S3 backend's settings, validated (endpoint is `scheme://host[:port]`, prefix ends in `/` or is empty). */
@@ -214,6 +232,14 @@ export function loadCoordinatorConfig(flags: CoordinatorFlags, host: ConfigEnvir
   const credentialsFile = s.get('registryCredentialsFile');
   const registries = credentialsFile ? loadRegistryCredentials(resolve(credentialsFile), host.readFile) : NO_CREDENTIALS;
 
+  const cacheRegistry = s.get('cacheRegistry');
+  let cache: LayerCacheConfig | null = null;
+  if (cacheRegistry !== undefined && cacheRegistry !== '') {
+    const problem = cacheRepositoryProblem(cacheRegistry);
+    if (problem) throw configError('cache.registry', problem);
+    cache = { registry: cacheRegistry, mode: s.need('cacheMode'), keep: s.need('cacheKeep') };
+  }
+
   return Object.freeze({
     listen: s.need('listen'),
     dataDir: resolve(s.get('dataDir') ?? defaultDataDir(env)),
@@ -235,5 +261,27 @@ export function loadCoordinatorConfig(flags: CoordinatorFlags, host: ConfigEnvir
     cas,
     artifacts: { retentionMs: s.need('artifactRetention'), gcIntervalMs: s.need('gcInterval'), gcGraceMs: s.need('gcGrace') },
     registries,
+    cache,
   });
+}
+
+// A registry host (name or IPv4, optional port) and a repository path of the distribution
+// spec's lower-case components.
+const REGISTRY_HOST_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]{1,5})?$/;
+const PATH_COMPONENT_RE = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
+
+/** Why `host[:port]/path` is not a cache repository, or null. Exported for tests. */
+export function cacheRepositoryProblem(repo: string): string | null {
+  const shape = `'${repo.slice(0, 200)}' must be host[:port]/path, e.g. 127.0.0.1:5000/kiln-cache`;
+  if (repo.length > 200) return `${shape} (at most 200 characters)`;
+  const slash = repo.indexOf('/');
+  if (slash <= 0) return shape;
+  const host = repo.slice(0, slash);
+  const components = repo.slice(slash + 1).split('/');
+  if (!REGISTRY_HOST_RE.test(host) || !(host.includes('.') || host.includes(':') || host === 'localhost')) return `${shape}: '${host}' is not a registry host (name with a dot or a port, or localhost)`;
+  const port = host.includes(':') ? Number(host.slice(host.lastIndexOf(':') + 1)) : 1;
+  if (port < 1 || port > 65535) return `${shape}: port out of range`;
+  const bad = components.find((c) => !PATH_COMPONENT_RE.test(c));
+  if (bad !== undefined) return `${shape}: path component '${bad}' must be lower-case letters and digits, separated by '.', '_', '__' or '-' (no tag: kiln names the tags)`;
+  return null;
 }

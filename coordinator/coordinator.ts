@@ -21,6 +21,7 @@ import { createApp } from './http/app.js';
 import { LogStore } from './logs/log-store.js';
 import { lockDataDir, loadTokens, prepareDataDir, type LoadedTokens } from './state/data-dir.js';
 import { StateStore } from './state/state-store.js';
+import { sweepCacheTags } from './builds/cache-retention.js';
 
 export interface RunningCoordinator {
   /** http://host:port the coordinator listens on (port resolved when 0 was asked). */
@@ -87,6 +88,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
         timeoutGraceMs: config.timeoutGraceMs,
         acceptTimeoutMs: config.acceptTimeoutMs,
       },
+      layerCache: config.cache,
     });
     await engine.recover();
     releasers.push(() => store.drain());
@@ -146,13 +148,18 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     }, sweepEvery);
     timer.unref();
     releasers.push(() => clearInterval(timer));
+    let cacheSweep: Promise<void> | null = null;
     const gcTimer = setInterval(() => {
       retention.sweep().catch((err: unknown) => logger.error({ err }, 'retention sweep failed'));
+      // Layer cache: keep the last cache.keep versioned tags per node and platform.
+      const lc = config.cache;
+      if (lc && lc.keep > 0 && cacheSweep === null) cacheSweep = sweepCacheTags(lc.registry, lc.keep, logger).finally(() => (cacheSweep = null));
     }, config.artifacts.gcIntervalMs);
     gcTimer.unref();
     releasers.push(async () => {
       clearInterval(gcTimer);
       await retention.idle();
+      await cacheSweep;
     });
     ready = true;
     releasers.push(() => {

@@ -46,6 +46,8 @@ export const ImageView = PushedImageView.extend({
 });
 
 export const ImageList = z.object({ items: z.array(ImageView) });
+/** Layer cache figures of an attempt (issue 11). */
+export const CacheFiguresView = z.object({ hit: z.number().int(), miss: z.number().int(), push: z.enum(['pushed', 'failed', 'none']) });
 
 export const AttemptView = z.object({
   id: z.string(),
@@ -81,6 +83,8 @@ export const AttemptView = z.object({
   /** Digest of the provenance record in the CAS. */
   provenance: z.string().nullable(),
   reused_from: ReusedFromView.nullable(),
+  /** Layer cache: build steps cached (hit) and executed (miss), and the cache push. */
+  cache: CacheFiguresView.nullable().optional(),
 });
 
 export const NodeView = z.object({
@@ -117,6 +121,8 @@ export const NodeView = z.object({
   origin: z.string().nullable(),
   /** Set on an index node: the platform nodes whose images it puts in one index. */
   index_of: z.array(z.string()).nullable(),
+  /** Layer cache figures of the node's last attempt that built (null: none reported). */
+  cache: CacheFiguresView.nullable().optional(),
   attempts: z.array(AttemptView),
 });
 

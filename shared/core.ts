@@ -47,10 +47,12 @@ export {
 } from './api-paths.js';
 export {
   AGENT_SOCKET_PATH,
+  type AssignCachePayload,
   type AssignPayload,
   type BaseImagePayload,
   CLOSE_CODES,
   type DockerInfoPayload,
+  type FinishedCachePayload,
   type FinishedPayload,
   type Frame,
   type GpuInfoPayload,

@@ -13,6 +13,7 @@ export {
   AGENT_NAME_PARAM_RE,
   AGENT_SOCKET_PATH,
   AGENT_STATES,
+  type AssignCachePayload,
   type AgentControlAction,
   type AgentState,
   agentTransition,
@@ -53,6 +54,7 @@ export {
   extractTarContained,
   type FieldError,
   fileSchema,
+  type FinishedCachePayload,
   type FinishedPayload,
   type FlagSpec,
   formatDuration,
@@ -182,5 +184,6 @@ export {
 } from './spec/build-spec.js';
 export { decodeSpecBytes, firstInvalidUtf8, MAX_SPEC_BYTES, parseSpecText } from './spec/parse-spec.js';
 export { forbiddenContent } from './spec/spec-fields.js';
+export { CACHE_MODES, type CacheMode } from './spec/cache-spec.js';
 export { submittedSpecJsonSchema } from './spec/spec-json-schema.js';
 export { type Listener, TypedEmitter } from './typed-emitter.js';

@@ -186,6 +186,11 @@ export class BuildProgressDecoder {
     };
   }
 
+  /** Layer cache (issue 11): every vertex's name and how it ended last (cached vs executed; see docker/layer-cache.ts). */
+  steps(): Array<{ name: string; completion: Completion | null }> {
+    return [...this.vertices.values()].map((v) => ({ name: v.name, completion: v.completion }));
+  }
+
   /** Some vertex holds a partial line (text after its last newline) that was not shown yet. */
   hasPartial(): boolean {
     for (const v of this.vertices.values()) if (v.partial !== '') return true;

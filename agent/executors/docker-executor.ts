@@ -15,7 +15,10 @@
  * 5. When the node has a test, runs it in a container of the built image (network none,
  *    the attempt's GPUs attached; docker/test-container.ts); its exit code decides.
  * 6. On success exports the declared outputs from the image (docker/export-outputs.ts).
- * 7. Then pushes the image to the node's `image:` refs (docker/image-push.ts). An index
+ * 7. Layer cache (docker/layer-cache.ts): every build imports the node's cache ref when the
+ *    assignment names one; a successful build in readwrite mode exports it (a failed push
+ *    is logged, never fails the node). Steps cached/executed are reported as `cache`.
+ * 8. Then pushes the image to the node's `image:` refs (docker/image-push.ts). An index
  *    node builds nothing: it puts one multi-platform index of its platform nodes' pushed
  *    images at its refs (docker/image-index.ts). A registry's refusal (credentials,
  *    access, name) fails the node; its other failures are infrastructure failures.
@@ -26,7 +29,7 @@
  * that keep the engine's error and tell the agent's health what happened (`trouble`).
  */
 import type Docker from 'dockerode';
-import { coerceError, formatDuration, sha256, type AssignPayload, type BaseImagePayload, type Digest } from '../../shared/core.js';
+import { coerceError, formatDuration, parseImageRef, sha256, type AssignPayload, type BaseImagePayload, type Digest } from '../../shared/core.js';
 import type { CasCache, CasLease } from '../cas-cache.js';
 import { ensureArtifactImage } from '../docker/artifact-image.js';
 import { buildContextStream, readTarFile } from '../docker/build-context.js';
@@ -37,7 +40,8 @@ import { rewriteForInputs } from '../docker/dockerfile-rewrite.js';
 import { exportOutputs } from '../docker/export-outputs.js';
 import { runTest } from '../docker/test-container.js';
 import { assembleIndex } from '../docker/image-index.js';
-import { PushError, pushImages, registryAuthLookup } from '../docker/image-push.js';
+import { PushError, pushImages, registryAuthLookup, type RegistryAuth } from '../docker/image-push.js';
+import { cacheFigures, forgiveCacheImport, InlineCacheBackend, type LayerCacheBackend } from '../docker/layer-cache.js';
 import { diskFullMessage, diskFullNeed, isCorruptArtifact, isDiskFull, isEngineClientError, isEngineUnreachable } from '../failure-kinds.js';
 import type { CancelReason, Executor, ExecutorInfo, RunIO, RunResult, Trouble } from './executor.js';
 
@@ -51,9 +55,17 @@ function troubleOf(err: unknown, message: string): Trouble | undefined {
   return undefined;
 }
 
+/** The credentials the assignment carries for its layer-cache registry (none: anonymous). */
+function cacheAuth(job: AssignPayload): RegistryAuth | undefined {
+  if (!job.cache) return undefined;
+  const r = parseImageRef(job.cache.ref);
+  return r.ok ? registryAuthLookup(job.registry_auth)(r.ref.domain) : undefined;
+}
+
 export class DockerExecutor implements Executor {
   readonly kind = 'docker' as const;
   private native: string | null = null;
+  private readonly layerCache: LayerCacheBackend;
 
   constructor(
     private readonly docker: Docker,
@@ -61,7 +73,10 @@ export class DockerExecutor implements Executor {
     private readonly workDir: string,
     /** pushStallMs: a push or index put with no progress this long is a registry failure. */
     private readonly pushOpts: { pushStallMs?: number } = {},
-  ) {}
+    layerCache?: LayerCacheBackend,
+  ) {
+    this.layerCache = layerCache ?? new InlineCacheBackend(docker);
+  }
 
   async info(): Promise<ExecutorInfo> {
     const [version, info] = await Promise.all([this.docker.version(), this.docker.info() as Promise<{ Architecture?: string }>]);
@@ -180,6 +195,8 @@ export class DockerExecutor implements Executor {
     if (Object.keys(job.build_args).length > 0) opts.buildargs = job.build_args;
     if (job.target) opts.target = job.target;
     if (job.no_cache) opts.nocache = true;
+    // Layer cache: import the node's cache ref (and mark inline cache for export).
+    if (job.cache) Object.assign(opts, this.layerCache.buildOptions(job.cache, job, cacheAuth(job)));
 
     let response: NodeJS.ReadableStream;
     try {
@@ -212,7 +229,9 @@ export class DockerExecutor implements Executor {
     if (rest) io.log(rest);
     const buildMs = Date.now() - t1;
     if (io.signal.aborted) return { ...this.aborted(io, fetchMs, buildMs), ...meta };
-    const outcome = decoder.outcome();
+    // A cache import that found nothing (or no registry) is not the build's failure.
+    const outcome = job.cache ? forgiveCacheImport(decoder.outcome()) : decoder.outcome();
+    const cacheSteps = cacheFigures(decoder.steps());
     if (streamError && outcome.exitCode === null) {
       // The engine went away or broke the connection mid-build (dockerd restarting or
       // killed): whatever BuildKit said last, the build did not fail on its own.
@@ -233,6 +252,7 @@ export class DockerExecutor implements Executor {
         fetchMs,
         buildMs,
         ...meta,
+        cache: { ...cacheSteps, push: 'none' },
       };
     }
     const imageId = outcome.imageId;
@@ -285,7 +305,11 @@ export class DockerExecutor implements Executor {
         return { ...base, status: 'failed', imageId, error, infra, fetchMs, buildMs: Date.now() - t1, ...tested, ...meta };
       }
     }
-    // 7. images (only after the test passed and the outputs are out)
+    // 7. layer cache export (readwrite mode); a failed push does not fail the node
+    const push = job.cache ? await this.layerCache.afterBuild(job.cache, imageId, { log: (t) => io.log(t), signal: io.signal, auth: cacheAuth(job) }) : 'none';
+    if (io.signal.aborted) return { ...this.aborted(io, fetchMs, Date.now() - t1), ...meta };
+    const cache = { ...cacheSteps, push };
+    // 8. images (only after the test passed and the outputs are out)
     let pushed: Pick<RunResult, 'images'> = {};
     if (job.images && job.images.length > 0) {
       try {
@@ -293,11 +317,11 @@ export class DockerExecutor implements Executor {
       } catch (err) {
         if (io.signal.aborted) return { ...this.aborted(io, fetchMs, Date.now() - t1), imageId, ...meta };
         const error = coerceError(err).message;
-        if (err instanceof PushError && err.refused) return { ...base, status: 'failed', imageId, error, failedStep: 'push', infra: false, fetchMs, buildMs: Date.now() - t1, ...tested, ...meta };
-        return { ...infraFail(error, fetchMs, Date.now() - t1, err instanceof PushError ? undefined : err), imageId, failedStep: 'push', ...tested, ...meta };
+        if (err instanceof PushError && err.refused) return { ...base, status: 'failed', imageId, error, failedStep: 'push', infra: false, fetchMs, buildMs: Date.now() - t1, ...tested, ...meta, cache };
+        return { ...infraFail(error, fetchMs, Date.now() - t1, err instanceof PushError ? undefined : err), imageId, failedStep: 'push', ...tested, ...meta, cache };
       }
     }
-    return { status: 'success', exitCode: null, error: null, failedStep: null, infra: false, imageId, fetchMs, buildMs: Date.now() - t1, outputs, ...tested, ...meta, ...pushed };
+    return { status: 'success', exitCode: null, error: null, failedStep: null, infra: false, imageId, fetchMs, buildMs: Date.now() - t1, outputs, ...tested, ...meta, cache, ...pushed };
   }
 
   /** An index node: one multi-platform index at the node's refs, from its platform nodes' images. */

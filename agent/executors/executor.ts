@@ -2,7 +2,7 @@
  * What runs a node on an agent. The docker executor runs a real BuildKit build on the
  * host's Docker Engine; the noop executor (benchmarks only) finishes at once.
  */
-import type { AssignPayload, BaseImagePayload, DockerInfoPayload, OutputArtifactPayload, PushedImagePayload } from '../../shared/core.js';
+import type { AssignPayload, BaseImagePayload, DockerInfoPayload, FinishedCachePayload, OutputArtifactPayload, PushedImagePayload } from '../../shared/core.js';
 
 export interface ExecutorInfo {
   /** The platform the host runs natively, e.g. linux/amd64. */
@@ -59,6 +59,8 @@ export interface RunResult {
   dockerfileDigest?: string | null;
   /** Images pushed (success of a node with `image:`, or an index node). */
   images?: PushedImagePayload[];
+  /** Layer cache: build steps cached/executed and the cache push (docker executor). */
+  cache?: FinishedCachePayload;
 }
 
 /** disk_full: a write to the work dir hit ENOSPC; engine_unreachable: a Docker Engine call could not connect or broke. */

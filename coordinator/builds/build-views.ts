@@ -51,6 +51,7 @@ export function attemptView(a: AttemptRecord): AttemptViewT {
     images: a.images ?? [],
     provenance: a.provenance ?? null,
     reused_from: reusedView(a.reused_from),
+    cache: a.cache ?? null,
   };
 }
 
@@ -87,6 +88,7 @@ export function nodeView(node: NodeRecord, agents: AgentRegistry, now: number = 
     matrix: { ...node.matrix },
     origin: node.origin ?? null,
     index_of: node.index ? node.index.map((m) => m.node) : null,
+    cache: last?.cache ?? null,
     attempts: node.attempts.map(attemptView),
   };
 }

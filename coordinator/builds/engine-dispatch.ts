@@ -20,6 +20,7 @@ import { reuseAllowed } from './engine-reuse.js';
 import { inputDigests, refreshBuildState, setNode } from './engine-transitions.js';
 import { specDigest } from './idempotency.js';
 import { assignPayload, imageTag, nodeExecution, nodeRunLimits } from './node-execution.js';
+import { nodeCache } from './layer-cache-refs.js';
 import { poolOf } from '../placement/pools.js';
 import type { ReadyRef } from '../placement/scheduler.js';
 
@@ -127,7 +128,7 @@ function dispatch(s: EngineState, ref: ReadyRef, agent: AgentEntry, gpus: number
       gpus,
     },
     exec,
-    nodeRunLimits(node),
+    nodeRunLimits(node, nodeCache(s.layerCache, build, node, now)),
   );
   s.unsent.set(attempt.id, { payload });
   if (attempt.log_header) track(s, s.logs.ensure(logRef({ build, node, attempt })).catch(() => {}));

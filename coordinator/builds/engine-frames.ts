@@ -18,6 +18,7 @@ import { onResolved, reuseRecordOf } from './engine-reuse.js';
 import { failNode, finishAttempt, maybeArchive, refreshBuildState, releaseDependents, requeueOrFail, setNode } from './engine-transitions.js';
 import { idempotencyKey } from './idempotency.js';
 import { provenanceRecord } from './provenance.js';
+import { poolOf } from '../placement/pools.js';
 
 /** Any frame from the agent proves it alive. */
 export function seen(s: EngineState, entry: AgentEntry): void {
@@ -175,7 +176,10 @@ async function onFinished(s: EngineState, entry: AgentEntry, ref: number, p: Pay
     if (a.base_images === null && p.base_images.length > 0) a.base_images = p.base_images;
     a.dockerfile_digest ??= p.dockerfile_digest;
     if (a.key === null && a.spec_digest !== null && a.base_images !== null) a.key = idempotencyKey(a.spec_digest, a.base_images);
+    if (p.cache) a.cache = p.cache;
   });
+  // Layer cache figures per pool (GET /metrics).
+  if (p.cache) s.cacheCounters.record(poolOf(node), p.cache);
   // An executor that builds nothing (benchmarks) leaves no provenance.
   if (!wasCancelling && entry.hello?.executor !== 'noop') {
     await recordProvenance(s, act, status, s.now());

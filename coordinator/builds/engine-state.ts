@@ -19,6 +19,8 @@ import { buildGraph, type BuildGraph } from './build-graph.js';
 import { Records } from './engine-records.js';
 import { PoolStats } from '../placement/pools.js';
 import type { ReuseIndex } from './reuse-index.js';
+import { CacheCounters } from './cache-counters.js';
+import type { LayerCacheConfig } from './layer-cache-refs.js';
 import { Scheduler } from '../placement/scheduler.js';
 
 export interface EngineTimings {
@@ -46,6 +48,8 @@ export interface EngineDeps {
   clock?: () => number;
   /** Runs placement "soon" (default setImmediate); a simulation passes its own queue. */
   defer?: (fn: () => void) => void;
+  /** The fleet-wide layer cache (config `cache`); none when absent. */
+  layerCache?: LayerCacheConfig | null;
 }
 
 /** What the engine emits: event name -> listener arguments (for live log and status followers). */
@@ -96,6 +100,9 @@ export interface EngineState {
   readonly events: TypedEmitter<EngineEvents>;
   readonly scheduler: Scheduler;
   readonly poolStats: PoolStats;
+  /** Layer cache: the config, and hit/miss/push counts per pool. */
+  readonly layerCache: LayerCacheConfig | null;
+  readonly cacheCounters: CacheCounters;
   /** Runs placement soon (engine-dispatch.ts); calls in the same turn share one pass. */
   scheduleSoon: () => void;
   /**
@@ -158,6 +165,8 @@ export function createEngineState(deps: EngineDeps, events: TypedEmitter<EngineE
     events,
     scheduler: new Scheduler(deps.agents, now),
     poolStats: new PoolStats(),
+    layerCache: deps.layerCache ?? null,
+    cacheCounters: new CacheCounters(),
     scheduleSoon: () => {},
     seams: {
       owned: () => null,

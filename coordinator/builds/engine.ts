@@ -36,6 +36,7 @@ import { TypedEmitter, isNodeTerminal, type ErrorReportT, type Frame, type Hello
 import type { AgentChannel, AgentEntry, AgentRegistry } from '../placement/agent-registry.js';
 import { summarize, type AgentControlRecord, type BuildRecord, type BuildSummaryRecord, type DeadLetterRecord, type NodeRecord } from '../state/records.js';
 import type { BuildGraph } from './build-graph.js';
+import type { PoolCacheCounts } from './cache-counters.js';
 import * as actions from './engine-actions.js';
 import * as agentLife from './engine-agents.js';
 import { scheduleSoon, settled } from './engine-dispatch.js';
@@ -146,6 +147,11 @@ export class Engine extends TypedEmitter<EngineEvents> {
 
   errorReportPath(buildId: string): string {
     return errorReportPath(this.s, buildId);
+  }
+
+  /** Layer cache: hits, misses and pushes per pool since start (GET /metrics). */
+  cacheCounts(): Map<string, PoolCacheCounts> {
+    return this.s.cacheCounters.snapshot();
   }
 
   /** Per-pool queue depth, wait times, running counts and agents. */

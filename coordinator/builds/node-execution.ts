@@ -10,7 +10,7 @@
  *   assignment, not part of the key: they do not change a successful result.
  * - `assignPayload`: the assignment, from the execution, the limits and the attempt.
  */
-import type { IndexEntryPayload, Payload } from '../../shared/index.js';
+import type { AssignCachePayload, IndexEntryPayload, Payload } from '../../shared/index.js';
 import type { BuildRecord, NodeRecord } from '../state/records.js';
 
 export interface NodeExecution {
@@ -64,10 +64,12 @@ export interface NodeRunLimits {
   timeout_ms: number;
   no_cache: boolean;
   test_timeout_ms: number | null;
+  /** Layer cache ref and mode (layer-cache-refs.ts `nodeCache`); null: none. */
+  cache: AssignCachePayload | null;
 }
 
-export function nodeRunLimits(node: NodeRecord): NodeRunLimits {
-  return { timeout_ms: node.timeout_ms, no_cache: node.no_cache, test_timeout_ms: node.test?.timeout_ms ?? null };
+export function nodeRunLimits(node: NodeRecord, cache: AssignCachePayload | null = null): NodeRunLimits {
+  return { timeout_ms: node.timeout_ms, no_cache: node.no_cache, test_timeout_ms: node.test?.timeout_ms ?? null, cache };
 }
 
 /** Per attempt: which attempt, where it runs, and whether it resolves first. */
@@ -84,11 +86,14 @@ export interface AttemptAssignment {
 export function assignPayload(a: AttemptAssignment, exec: NodeExecution, limits: NodeRunLimits): Payload<'assign'> {
   // Object.assign, not object spread: spreads were ~10x slower here, on the dispatch hot path.
   const test = exec.test ? Object.assign({ timeout_ms: limits.test_timeout_ms! }, exec.test) : null;
-  return Object.assign(
+  const payload: Payload<'assign'> = Object.assign(
     { attempt_id: a.attempt_id, build_id: a.build_id, node: a.node, attempt: a.attempt, image_tag: a.image_tag, resolve: a.resolve, gpus: a.gpus, timeout_ms: limits.timeout_ms, no_cache: limits.no_cache },
     exec,
     { test },
   );
+  // Layer cache: only when there is one (an assignment without it is what it was before).
+  if (limits.cache) payload.cache = limits.cache;
+  return payload;
 }
 
 /** The image tag an attempt's result is given on its agent. */

@@ -2,12 +2,14 @@
  * `GET /metrics`: the coordinator's Prometheus metrics (prom-client). Besides the process
  * defaults: agents by state and control, each connected agent's last heartbeat metrics
  * (load, memory, free disk, GPU memory and utilisation, running attempts, breaker), the
- * pools (queue depth, running, oldest wait) and the dead-letter list's length. Values are
+ * pools (queue depth, running, oldest wait), the dead-letter list's length and the layer
+ * cache's counters per pool (build steps cached and executed, cache pushes). Values are
  * read from the registry and the engine when scraped; no build ids as labels.
  */
-import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { AgentRegistry } from '../placement/agent-registry.js';
 import type { Engine } from '../builds/engine.js';
+import type { PoolCacheCounts } from '../builds/cache-counters.js';
 
 const MIB = 1024 * 1024;
 
@@ -83,5 +85,21 @@ export function createMetrics(engine: Engine, agents: AgentRegistry, clock: () =
     for (const p of pools()) g.set({ pool: p.name }, (p.oldest_wait_ms ?? 0) / 1000);
   });
   gauge('kiln_dead_letter_nodes', 'Nodes on the dead-letter list', [], (g) => g.set(engine.deadLetters().length));
+  // Layer cache: counters kept by the engine, copied when scraped.
+  const cacheCounter = (name: string, help: string, pick: (c: PoolCacheCounts) => number) =>
+    new Counter({
+      name,
+      help,
+      labelNames: ['pool'],
+      registers: [register],
+      collect() {
+        this.reset();
+        for (const [pool, c] of engine.cacheCounts()) this.inc({ pool }, pick(c));
+      },
+    });
+  cacheCounter('kiln_cache_hits_total', 'Build steps BuildKit reported cached (layer cache and local), per pool', (c) => c.hits);
+  cacheCounter('kiln_cache_misses_total', 'Build steps BuildKit executed, per pool', (c) => c.misses);
+  cacheCounter('kiln_cache_pushes_total', 'Cache refs pushed to the cache registry after a build, per pool', (c) => c.pushes);
+  cacheCounter('kiln_cache_push_failures_total', 'Cache pushes that failed (the node still succeeded), per pool', (c) => c.pushFailures);
   return register;
 }

@@ -38,7 +38,7 @@ export class RegistryCredentials {
     return this.byHost.size;
   }
 
-  /** The credentials of every registry the assignment pushes to (its refs and, for an index node, its platform images). */
+  /** The credentials of every registry the assignment pushes to (its refs, for an index node its platform images, and its layer-cache ref). */
   forAssign(p: AssignPayload): RegistryAuthPayload[] {
     if (this.byHost.size === 0) return [];
     const hosts = new Set<string>();
@@ -48,6 +48,7 @@ export class RegistryCredentials {
     };
     for (const ref of p.images ?? []) add(ref);
     for (const e of p.index ?? []) for (const i of e.images) add(i.ref);
+    if (p.cache) add(p.cache.ref);
     const out: RegistryAuthPayload[] = [];
     for (const h of hosts) {
       const c = this.byHost.get(h);

@@ -5,7 +5,7 @@
  * `builds/<id>.json` and replaced in `state.json` by a small summary, so the hot state
  * (rewritten on every commit) stays the size of the work in flight, not of the history.
  */
-import type { AttemptState, BaseImagePayload, BuildState, NodeState, OutputArtifactPayload, PushedImagePayload, ResolvedNode } from '../../shared/index.js';
+import type { AttemptState, BaseImagePayload, BuildState, FinishedCachePayload, NodeState, OutputArtifactPayload, PushedImagePayload, ResolvedNode } from '../../shared/index.js';
 
 /** Where a reused node's result came from. */
 export interface ReusedFrom {
@@ -60,6 +60,8 @@ export interface AttemptRecord {
   emulated?: boolean;
   /** Images the agent pushed (a successful attempt of a node with `image:`). */
   images?: PushedImagePayload[];
+  /** Layer cache: steps cached/executed and the cache push, as the agent reported them. */
+  cache?: FinishedCachePayload;
 }
 
 export interface NodeRecord extends ResolvedNode {

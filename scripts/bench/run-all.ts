@@ -16,6 +16,7 @@ const benches = [
   'cas.js',
   'live-logs.js',
   'image-push.js',
+  'registry-cache.js',
 ];
 let failed = 0;
 for (const b of benches) {

@@ -219,6 +219,24 @@ export const Resolved = z.strictObject({
   dockerfile_digest: DigestStr.nullable(),
 });
 
+// Layer cache (issue 11): where the agent imports and exports the node's BuildKit cache,
+// and what it reports back. Absent/null: no cache registry for this node.
+export const AssignCache = z.strictObject({
+  /** `<registry>/<repo>:<tag>` of the node's cache for its platform. */
+  ref: z.string().min(1).max(512),
+  /** readwrite: import, and push after a successful build; read: import only. */
+  mode: z.enum(['readwrite', 'read']),
+  /** readwrite: also pushed under this versioned ref (retention keeps the last N per node and platform). */
+  keep_ref: z.string().min(1).max(512).optional(),
+});
+export const FinishedCache = z.strictObject({
+  /** Build steps BuildKit reported CACHED, and those it executed. */
+  hit: Millis,
+  miss: Millis,
+  /** The push of the cache ref: done, failed (logged; the node still succeeds), or not tried. */
+  push: z.enum(['pushed', 'failed', 'none']),
+});
+
 export const Assign = z.strictObject({
   attempt_id: AttemptId,
   build_id: z.string(),
@@ -265,9 +283,12 @@ export const Assign = z.strictObject({
     .array(z.strictObject({ host: z.string().max(300), username: z.string().max(256).optional(), password: z.string().max(4096).optional(), token: z.string().max(16_384).optional() }))
     .max(16)
     .optional(),
+  /** Layer cache for this attempt (see AssignCache). */
+  cache: AssignCache.nullable().optional(),
 });
 
 export const AttemptRef = z.strictObject({ attempt_id: AttemptId });
+
 
 export const Reject = z.strictObject({
   attempt_id: AttemptId,
@@ -321,6 +342,8 @@ export const Finished = z.strictObject({
   dockerfile_digest: DigestStr.nullable(),
   /** Images pushed (after the build and test succeeded); absent when the node pushes none. */
   images: z.array(PushedImage).max(16).optional(),
+  /** Layer-cache figures of the build (docker executor; absent when it did not build). */
+  cache: FinishedCache.optional(),
 });
 
 export const Cancel = z.strictObject({
@@ -382,6 +405,8 @@ export type HealthPayload = z.infer<typeof Health>;
 export type LoadPayload = z.infer<typeof Load>;
 export type GpuUsePayload = z.infer<typeof GpuUse>;
 export type HeartbeatPayload = Payload<'heartbeat'>;
+export type AssignCachePayload = z.infer<typeof AssignCache>;
+export type FinishedCachePayload = z.infer<typeof FinishedCache>;
 
 export type ToCoordinatorType = { [K in MessageType]: (typeof MESSAGES)[K]['dir'] extends 'to_agent' ? never : K }[MessageType];
 export type ToAgentType = { [K in MessageType]: (typeof MESSAGES)[K]['dir'] extends 'to_coordinator' ? never : K }[MessageType];

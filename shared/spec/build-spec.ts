@@ -24,6 +24,8 @@ import { platformProblem } from '../platform.js';
 import { ENV_NAME_RE, LABEL_KEY_RE, LABEL_KEY_RULE, NAME_RE, NAME_RULE } from '../names.js';
 import { fieldError, forbiddenContent, INPUT_NAME_RE, type SpecResult } from './spec-fields.js';
 import { expandNodes, ExpansionFields, type ExpandedMeta } from './expand.js';
+// Layer cache (issue 11): the `cache:` override of a build and a node.
+import { CacheSpecSchema, specCacheMode, type CacheMode } from './cache-spec.js';
 
 export { ARTIFACT_MEDIA_TYPE, fieldError, INPUT_NAME_RE, type SpecResult } from './spec-fields.js';
 
@@ -107,6 +109,8 @@ export const NodeSpecSchema = z.strictObject({
   reuse: z.boolean().optional(),
   /** `image:`, `platforms:` and `matrix:` (see expand.ts). */
   ...ExpansionFields,
+  /** Layer cache: `off` or `{mode: readwrite|read|off}` (default: the build's, else the coordinator's). */
+  cache: CacheSpecSchema.optional(),
 });
 
 export const BuildSpecSchema = z.strictObject({
@@ -114,6 +118,8 @@ export const BuildSpecSchema = z.strictObject({
   /** Default priority of the build's nodes. */
   priority: z.number().int().min(-1000).max(1000).optional(),
   nodes: z.record(z.string(), NodeSpecSchema),
+  /** Layer cache for every node of the build (a node's own `cache:` wins). */
+  cache: CacheSpecSchema.optional(),
 });
 
 export type NodeSpecInput = z.input<typeof NodeSpecSchema>;
@@ -228,6 +234,8 @@ export interface ResolvedNode {
   matrix?: Record<string, string>;
   /** The spec node it was expanded from, when it is not that node itself. */
   origin?: string;
+  /** Layer-cache mode the spec sets (node, else build); absent: the coordinator's `cache.mode`. */
+  cache_mode?: CacheMode;
 }
 
 export interface ResolvedSpec {
@@ -359,6 +367,8 @@ export function validateSpec(raw: unknown, opts: ValidateOptions): SpecResult<Re
       reuse: meta.images.length > 0 ? false : (n.reuse ?? true),
       ...extra,
     });
+    const cacheMode = specCacheMode(n.cache, spec.cache);
+    if (cacheMode !== undefined) nodes[nodes.length - 1]!.cache_mode = cacheMode;
   }
   // Two nodes pushing to one ref would race (a matrix whose tag does not use its axes).
   const pushedBy = new Map<string, string>();

@@ -11,12 +11,13 @@ import { canonicalJson } from '../../coordinator/builds/canonical-json.js';
 import { idempotencyKey, specDigest } from '../../coordinator/builds/idempotency.js';
 import { assignPayload, imageTag, nodeExecution, nodeRunLimits, type AttemptAssignment, type NodeExecution } from '../../coordinator/builds/node-execution.js';
 import type { BuildRecord, NodeRecord } from '../../coordinator/state/records.js';
+import { nodeCache } from '../../coordinator/builds/layer-cache-refs.js';
 import { sha256, validateSpec } from '../../shared/index.js';
 
 /** Per-attempt fields of the payload: not derived from the node's definition. */
 const ATTEMPT_FIELDS = ['attempt_id', 'build_id', 'node', 'attempt', 'image_tag', 'resolve', 'gpus'] as const;
 /** How the execution is run; deliberately not part of the key (they do not change a result). */
-const RUN_LIMIT_FIELDS = ['timeout_ms', 'no_cache'] as const;
+const RUN_LIMIT_FIELDS = ['timeout_ms', 'no_cache', 'cache'] as const;
 
 function node(over: Record<string, unknown> = {}): NodeRecord {
   const r = validateSpec(
@@ -143,6 +144,27 @@ describe('node execution: one definition for the assign payload and the reuse ke
     expect(pushing.images).toEqual(['r.io/app:1']);
     expect(assignPayload(ATTEMPT, pushing, nodeRunLimits(n)).images).toEqual(['r.io/app:1']);
     expect(specDigest(pushing)).not.toBe(specDigest({ ...pushing, images: ['r.io/app:2'] }));
+  });
+
+  it('leaves the key unchanged by the layer-cache mode, and sends the cache ref as a run setting', () => {
+    const base = specDigest(exec);
+    for (const cache of ['off', { mode: 'read' }, { mode: 'readwrite' }]) {
+      const withCache = node({ cache });
+      expect(specDigest(nodeExecution(withCache, DIGESTS)), JSON.stringify(cache)).toBe(base);
+    }
+    const config = { registry: '127.0.0.1:5000/kiln-cache', mode: 'readwrite' as const, keep: 0 };
+    const build = { name: 't' };
+    expect(assignPayload(ATTEMPT, exec, nodeRunLimits(n))).not.toHaveProperty('cache');
+    expect(assignPayload(ATTEMPT, exec, nodeRunLimits(n, nodeCache(config, build, n))).cache).toEqual({ ref: '127.0.0.1:5000/kiln-cache:linux-amd64-n--t', mode: 'readwrite' });
+    expect(nodeCache(config, build, node({ cache: { mode: 'read' } }))).toEqual({ ref: '127.0.0.1:5000/kiln-cache:linux-amd64-n--t', mode: 'read' });
+    expect(nodeCache(config, build, node({ cache: 'off' }))).toBeNull();
+    expect(nodeCache({ ...config, mode: 'off' }, build, n)).toBeNull();
+    expect(nodeCache({ ...config, mode: 'off' }, build, node({ cache: { mode: 'readwrite' } }))?.mode).toBe('readwrite');
+    expect(nodeCache(null, build, n)).toBeNull();
+    // with retention: a versioned ref per push, sorting by dispatch time
+    const kept = nodeCache({ ...config, keep: 3 }, build, n, 1_700_000_000_000);
+    expect(kept).toEqual({ ref: '127.0.0.1:5000/kiln-cache:linux-amd64-n--t', mode: 'readwrite', keep_ref: `127.0.0.1:5000/kiln-cache:linux-amd64-n--t.t${(1_700_000_000_000).toString(36).padStart(9, '0')}` });
+    expect(nodeCache({ ...config, keep: 3 }, build, node({ cache: { mode: 'read' } }), 1)).not.toHaveProperty('keep_ref');
   });
 
   it('tags the image by build and node', () => {
