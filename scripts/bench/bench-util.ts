@@ -2,6 +2,7 @@
  * Small helpers shared by the benchmarks: percentiles, medians, the machine line every
  * report starts with, and a uniform result line (`ours`, `comparator`, `ratio`).
  */
+import { createServer } from 'node:net';
 import { cpus } from 'node:os';
 import { readFileSync } from 'node:fs';
 
@@ -39,3 +40,12 @@ export function fmt(n: number, digits = 1): string {
 }
 
 export const now = (): number => performance.timeOrigin + performance.now();
+
+/** A TCP port free on 127.0.0.1 right now (for a server the test starts as a separate process). */
+export async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise((r) => srv.close(r));
+  return port;
+}

@@ -13,7 +13,6 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -24,7 +23,7 @@ import { readBuildEvents } from '../../agent/executors/docker-executor.js';
 import { dockerClient } from '../../agent/docker/docker-client.js';
 import { assembleIndex } from '../../agent/docker/image-index.js';
 import { pushImages } from '../../agent/docker/image-push.js';
-import { fmt, machineLine, median, now } from './bench-util.js';
+import { fmt, freePort, machineLine, median, now } from './bench-util.js';
 
 const run = promisify(execFile);
 const args = process.argv.slice(2);
@@ -33,14 +32,6 @@ const RUNS = Number(arg('--runs', '3'));
 const MIB = Number(arg('--mib', '200'));
 const DOCKER_HOST = arg('--docker-host', 'unix:///var/run/docker.sock');
 const DOCKER_CLI = '/usr/bin/docker';
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 async function build(docker: Docker, dockerfile: string, platform: string | null, tag: string): Promise<string> {
   const p = pack();

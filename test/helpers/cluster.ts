@@ -7,6 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Docker from 'dockerode';
@@ -20,6 +21,15 @@ export const DOCKER_HOST_SECOND = process.env.KILN_DOCKER_HOST_SECOND;
 
 export function requireBuilt(): void {
   if (!existsSync(KILN_BIN)) throw new Error(`${KILN_BIN} is missing: run \`npm run build\` (scripts/test.sh does) before the integration tests`);
+}
+
+/** A TCP port free on 127.0.0.1 right now (for a server the test starts as a separate process). */
+export async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise((r) => srv.close(r));
+  return port;
 }
 
 export async function tempDir(prefix: string): Promise<{ path: string; cleanup: () => Promise<void> }> {

@@ -18,23 +18,14 @@ import { execFile, spawn } from 'node:child_process';
 import { createPrivateKey, randomBytes, sign as signData } from 'node:crypto';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer, type Server } from 'node:http';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiPath } from '../../shared/index.js';
-import { inline, Proc, startAgent, startCoordinator, submitSpec, tempDir, waitFor, waitForBuild, type CoordinatorHandle } from '../helpers/cluster.js';
+import { freePort, inline, Proc, startAgent, startCoordinator, submitSpec, tempDir, waitFor, waitForBuild, type CoordinatorHandle } from '../helpers/cluster.js';
 
 const run = promisify(execFile);
 const REGISTRY_BIN = '/usr/bin/docker-registry';
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 async function filesUnder(dir: string): Promise<string[]> {
   const out: string[] = [];

@@ -13,7 +13,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { apiPath } from '../../shared/index.js';
+import { apiPath, type ImageViewT, type NodeViewT } from '../../shared/index.js';
 import { DOCKER_HOST_SECOND, submitSpec, useCluster, waitForBuild } from '../helpers/cluster.js';
 
 const run = promisify(execFile);
@@ -21,24 +21,6 @@ const REGISTRY = process.env.KILN_REGISTRY;
 const LIST = 'application/vnd.docker.distribution.manifest.list.v2+json';
 const DOCKER = '/usr/bin/docker';
 
-interface PushedImage {
-  ref: string;
-  digest: string;
-  platform: string;
-  size: number;
-  media_type: string;
-}
-interface NodeView {
-  name: string;
-  state: string;
-  error: string | null;
-  needs: string[];
-  images: PushedImage[];
-  index_of: string[] | null;
-  origin: string | null;
-  started_at: string | null;
-  finished_at: string | null;
-}
 
 describe.skipIf(!REGISTRY || !DOCKER_HOST_SECOND)('a multi-platform image index from per-platform nodes (needs KILN_REGISTRY and KILN_DOCKER_HOST_SECOND)', () => {
   const c = useCluster('images-multi', { agents: [{ name: 'multi', platforms: ['linux/arm64', 'linux/s390x'], maxJobs: 3 }] });
@@ -68,7 +50,7 @@ describe.skipIf(!REGISTRY || !DOCKER_HOST_SECOND)('a multi-platform image index 
       },
     });
     const b = await waitForBuild(c.coord, id, undefined, 600_000);
-    const view = (await c.coord.api<{ nodes: NodeView[] }>(apiPath.build(id))).body;
+    const view = (await c.coord.api<{ nodes: NodeViewT[] }>(apiPath.build(id))).body;
     const byName = new Map(view.nodes.map((n) => [n.name, n]));
     expect(b.state, JSON.stringify(view.nodes.map((n) => [n.name, n.state, n.error]))).toBe('success');
     expect([...byName.keys()].sort()).toEqual(['after', 'app', 'app.linux-amd64', 'app.linux-arm64', 'app.linux-s390x', 'check.linux-arm64', 'check.linux-s390x']);
@@ -95,7 +77,7 @@ describe.skipIf(!REGISTRY || !DOCKER_HOST_SECOND)('a multi-platform image index 
     }
     expect(list.manifests.find((m) => m.platform.architecture === 'arm64')!.platform.variant).toBe('v8');
 
-    const listed = (await c.coord.api<{ items: Array<PushedImage & { node: string; index: boolean }> }>(apiPath.buildImages(id))).body.items;
+    const listed = (await c.coord.api<{ items: ImageViewT[] }>(apiPath.buildImages(id))).body.items;
     expect(listed.filter((i) => i.index)).toEqual([{ ...index.images[0]!, node: 'app', index: true }]);
     expect(listed.filter((i) => !i.index)).toHaveLength(3);
 

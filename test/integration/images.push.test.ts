@@ -15,52 +15,24 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { apiPath } from '../../shared/index.js';
-import { inline, kiln, Proc, submitSpec, useCluster, waitFor, waitForBuild } from '../helpers/cluster.js';
+import { apiPath, type BuildViewT, type ImageViewT, type NodeViewT } from '../../shared/index.js';
+import { freePort, inline, kiln, Proc, submitSpec, useCluster, waitFor, waitForBuild } from '../helpers/cluster.js';
 import { startTcpProxy } from '../helpers/tcp-proxy.js';
 
 const run = promisify(execFile);
 const REGISTRY = process.env.KILN_REGISTRY;
 const V2 = 'application/vnd.docker.distribution.manifest.v2+json';
 
-interface PushedImage {
-  ref: string;
-  digest: string;
-  platform: string;
-  size: number;
-  media_type: string;
-}
-interface NodeView {
-  name: string;
-  state: string;
-  error: string | null;
-  failed_step: string | null;
-  images: PushedImage[];
-  image_refs: string[];
-  provenance: string | null;
-  attempts: Array<{ state: string; infra: boolean; error: string | null }>;
-}
-interface BuildView {
-  state: string;
-  nodes: NodeView[];
-}
+type BuildView = BuildViewT;
+type PushedImage = NodeViewT['images'][number];
 
 /** The registry's digest and size of a manifest (HEAD with the v2 Accept header). */
 export async function headManifest(registry: string, repo: string, ref: string): Promise<{ status: number; digest: string | null; size: number }> {
   const res = await fetch(`http://${registry}/v2/${repo}/manifests/${ref}`, { method: 'HEAD', headers: { accept: V2 } });
   return { status: res.status, digest: res.headers.get('docker-content-digest'), size: Number(res.headers.get('content-length') ?? -1) };
-}
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
 }
 
 describe.skipIf(!REGISTRY)('images pushed to a registry (needs KILN_REGISTRY, e.g. 127.0.0.1:5000 from scripts/infra/up.sh --registry)', () => {
@@ -90,7 +62,7 @@ describe.skipIf(!REGISTRY)('images pushed to a registry (needs KILN_REGISTRY, e.
       const h = await headManifest(REGISTRY!, repo, tag);
       expect(h).toEqual({ status: 200, digest: i.digest, size: i.size });
     }
-    const listed = await api<{ items: Array<PushedImage & { node: string; index: boolean }> }>(apiPath.buildImages(id));
+    const listed = await api<{ items: ImageViewT[] }>(apiPath.buildImages(id));
     expect(listed.items).toEqual(app.images.map((i) => ({ ...i, node: 'app', index: false })));
 
     const table = await kiln(['images', id], env());
