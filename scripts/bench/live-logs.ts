@@ -242,12 +242,13 @@ async function submit(k: Kiln, steps: number, rate: number, count: number): Prom
   return ((await res.json()) as { id: string }).id;
 }
 
-async function viaKiln(k: Kiln, steps: number, rate: number, count: number): Promise<{ tally: Tally; coordCpu: number; agentCpu: number }> {
+async function viaKiln(k: Kiln, steps: number, rate: number, count: number): Promise<{ tally: Tally; coordCpu: number; agentCpu: number; clientCpu: number }> {
   const tally = new Tally();
   const feed = lineFeeder((step, line, t) => tally.line(step, line, t));
   const c0 = cpuMs(k.coordinator.pid!);
   const a0 = cpuMs(k.agent.pid!);
   const t0 = Date.now();
+  const u0 = process.cpuUsage();
   const id = await submit(k, steps, rate, count);
   const state = await followBuildLogs(k.client, {
     buildId: id,
@@ -257,7 +258,8 @@ async function viaKiln(k: Kiln, steps: number, rate: number, count: number): Pro
     },
   });
   if (state !== 'success') throw new Error(`kiln build ${id} ended ${state}`);
-  const cpu = { coordCpu: cpuMs(k.coordinator.pid!) - c0, agentCpu: cpuMs(k.agent.pid!) - a0 };
+  const u = process.cpuUsage(u0);
+  const cpu = { coordCpu: cpuMs(k.coordinator.pid!) - c0, agentCpu: cpuMs(k.agent.pid!) - a0, clientCpu: (u.user + u.system) / 1000 };
   if (k.traceDir !== null && count > 1) await traceReport(k.traceDir, `${steps} x ${rate}`, tally, t0, Date.now());
   return { tally, ...cpu };
 }
@@ -391,6 +393,8 @@ interface Row {
   tally: Tally;
   coordUs: number;
   agentUs: number;
+  /** This process while it follows: the CLI's SSE follower and the line tally. */
+  clientUs: number;
 }
 
 function signed(n: number): string {
@@ -405,7 +409,7 @@ function printRow(steps: number, rate: number, count: number, d: Tally, r: Row):
   console.log(
     `| ${steps} x ${rate} | ${r.label} | ${lineBytes(rate)} | ${fmt(percentile(d.latencies, 50), 1)} / ${fmt(percentile(d.latencies, 90), 1)} / ${fmt(dp99, 1)} | ` +
       `${fmt(percentile(t.latencies, 50), 1)} / ${fmt(percentile(t.latencies, 90), 1)} / ${fmt(kp99, 1)} | ` +
-      `${signed(kp99 - dp99)} ms | ${fmt(t.rate(), 0)} | ${t.lost(steps, count)}/${t.dup}/${t.reordered} of ${steps * count}${clipped} | ${fmt(r.coordUs, 1)} / ${fmt(r.agentUs, 1)} |`,
+      `${signed(kp99 - dp99)} ms | ${fmt(t.rate(), 0)} | ${t.lost(steps, count)}/${t.dup}/${t.reordered} of ${steps * count}${clipped} | ${fmt(r.coordUs, 1)} / ${fmt(r.agentUs, 1)} / ${fmt(r.clientUs, 1)} |`,
   );
 }
 
@@ -422,12 +426,12 @@ async function main(): Promise<void> {
     // warm-up: one short build each way
     await direct(docker, 1, 100, 20);
     for (const { k } of kilns) await viaKiln(k, 1, 100, 20);
-    console.log('| steps x lines/s | client | line B | floor p50 / p90 / p99 ms | kiln p50 / p90 / p99 ms | p99 over floor | kiln lines/s | lines lost/dup/reordered | coord / agent CPU µs per line (less an empty build) |');
+    console.log('| steps x lines/s | client | line B | floor p50 / p90 / p99 ms | kiln p50 / p90 / p99 ms | p99 over floor | kiln lines/s | lines lost/dup/reordered | coord / agent / client CPU µs per line (less an empty build) |');
     console.log('|---|---|---|---|---|---|---|---|---|');
-    const summary = new Map<string, { p50: number[]; p99: number[]; floor99: number[] }>();
+    const summary = new Map<string, { p50: number[]; p99: number[]; floor99: number[]; cpu: [number, number, number][] }>();
     for (const steps of STEPS) {
       // The CPU a build of this many steps costs without output, taken off the per-line figures.
-      const idle = new Map<string, { coordCpu: number; agentCpu: number }>();
+      const idle = new Map<string, { coordCpu: number; agentCpu: number; clientCpu: number }>();
       for (const { label, k } of kilns) idle.set(label, await viaKiln(k, steps, 100, 1));
       for (const rate of RATES) {
         const count = Math.round(rate * SECONDS);
@@ -439,13 +443,14 @@ async function main(): Promise<void> {
             const r = await viaKiln(k, steps, rate, count);
             const base = idle.get(label)!;
             const perLine = (cpu: number, idleCpu: number) => (Math.max(0, cpu - idleCpu) * 1000) / (steps * count);
-            rows.push({ label, tally: r.tally, coordUs: perLine(r.coordCpu, base.coordCpu), agentUs: perLine(r.agentCpu, base.agentCpu) });
+            rows.push({ label, tally: r.tally, coordUs: perLine(r.coordCpu, base.coordCpu), agentUs: perLine(r.agentCpu, base.agentCpu), clientUs: perLine(r.clientCpu, base.clientCpu) });
           }
           rows.sort((a, b) => a.label.localeCompare(b.label));
           for (const row of rows) {
             printRow(steps, rate, count, d, row);
             const key = `${steps} x ${rate} | ${row.label}`;
-            const sum = summary.get(key) ?? { p50: [], p99: [], floor99: [] };
+            const sum = summary.get(key) ?? { p50: [], p99: [], floor99: [], cpu: [] };
+            sum.cpu.push([row.coordUs, row.agentUs, row.clientUs]);
             sum.p50.push(percentile(row.tally.latencies, 50));
             sum.p99.push(percentile(row.tally.latencies, 99));
             sum.floor99.push(percentile(d.latencies, 99));
@@ -455,10 +460,11 @@ async function main(): Promise<void> {
       }
     }
     if (REPEAT > 1) {
-      console.log(`\n| steps x lines/s | client | median of ${REPEAT} runs: kiln p50 / p99 ms | floor p99 ms | p99 over floor |`);
-      console.log('|---|---|---|---|---|');
+      console.log(`\n| steps x lines/s | client | median of ${REPEAT} runs: kiln p50 / p99 ms | floor p99 ms | p99 over floor | coord / agent / client CPU µs per line |`);
+      console.log('|---|---|---|---|---|---|');
       for (const [key, v] of summary) {
-        console.log(`| ${key} | ${fmt(median(v.p50), 1)} / ${fmt(median(v.p99), 1)} | ${fmt(median(v.floor99), 1)} | ${signed(median(v.p99.map((x, i) => x - v.floor99[i]!)))} ms |`);
+        const cpu = [0, 1, 2].map((i) => fmt(median(v.cpu.map((c) => c[i]!)), 1)).join(' / ');
+        console.log(`| ${key} | ${fmt(median(v.p50), 1)} / ${fmt(median(v.p99), 1)} | ${fmt(median(v.floor99), 1)} | ${signed(median(v.p99.map((x, i) => x - v.floor99[i]!)))} ms | ${cpu} |`);
       }
     }
     if (SLOW_SECONDS > 0) for (const { label, k } of kilns) await slowConsumer(label, k, Math.max(...STEPS), 1000, SLOW_SECONDS);
