@@ -30,7 +30,7 @@ function running(nodes: number): BuildRecord {
   build.state = 'running';
   for (const node of build.nodes) {
     node.state = 'running';
-    const a = assignedAttempt({ id: `${node.name}-a1`, number: 1, agent: 'x', session: 's', assigned_at: 1, log_header: '', inputs: [], spec_digest: 'd' });
+    const a = assignedAttempt({ id: `${node.name}-a1`, number: 1, agent: 'x', session: 's', assigned_at: 1, log_header: '', inputs: {}, spec_digest: 'd' });
     a.state = 'running';
     node.attempts.push(a);
   }
