@@ -109,6 +109,8 @@ function dockerfile(rate: number, count: number): string {
 class Tally {
   latencies: number[] = [];
   received = 0;
+  /** CPU (ms) of this process while it read the lines (the floor's reader: Engine API stream + decoder). */
+  cpuMs = 0;
   dup = 0;
   reordered = 0;
   clipped = false;
@@ -187,6 +189,7 @@ async function buildGeneratorImage(docker: ReturnType<typeof dockerClient>, dir:
 async function direct(docker: ReturnType<typeof dockerClient>, steps: number, rate: number, count: number): Promise<Tally> {
   const tally = new Tally();
   const feed = lineFeeder((step, line, t) => tally.line(step, line, t));
+  const u0 = process.cpuUsage();
   await Promise.all(
     Array.from({ length: steps }, async (_, s) => {
       const p = pack();
@@ -206,6 +209,8 @@ async function direct(docker: ReturnType<typeof dockerClient>, steps: number, ra
       if (error) throw new Error(`direct build failed: ${error}`);
     }),
   );
+  const u = process.cpuUsage(u0);
+  tally.cpuMs = (u.user + u.system) / 1000;
   return tally;
 }
 
@@ -409,7 +414,7 @@ function printRow(steps: number, rate: number, count: number, d: Tally, r: Row):
   console.log(
     `| ${steps} x ${rate} | ${r.label} | ${lineBytes(rate)} | ${fmt(percentile(d.latencies, 50), 1)} / ${fmt(percentile(d.latencies, 90), 1)} / ${fmt(dp99, 1)} | ` +
       `${fmt(percentile(t.latencies, 50), 1)} / ${fmt(percentile(t.latencies, 90), 1)} / ${fmt(kp99, 1)} | ` +
-      `${signed(kp99 - dp99)} ms | ${fmt(t.rate(), 0)} | ${t.lost(steps, count)}/${t.dup}/${t.reordered} of ${steps * count}${clipped} | ${fmt(r.coordUs, 1)} / ${fmt(r.agentUs, 1)} / ${fmt(r.clientUs, 1)} |`,
+      `${signed(kp99 - dp99)} ms | ${fmt(t.rate(), 0)} | ${t.lost(steps, count)}/${t.dup}/${t.reordered} of ${steps * count}${clipped} | ${fmt(r.coordUs, 1)} / ${fmt(r.agentUs, 1)} / ${fmt(r.clientUs, 1)} | ${fmt((d.cpuMs * 1000) / (steps * count), 1)} |`,
   );
 }
 
@@ -426,8 +431,8 @@ async function main(): Promise<void> {
     // warm-up: one short build each way
     await direct(docker, 1, 100, 20);
     for (const { k } of kilns) await viaKiln(k, 1, 100, 20);
-    console.log('| steps x lines/s | client | line B | floor p50 / p90 / p99 ms | kiln p50 / p90 / p99 ms | p99 over floor | kiln lines/s | lines lost/dup/reordered | coord / agent / client CPU µs per line (less an empty build) |');
-    console.log('|---|---|---|---|---|---|---|---|---|');
+    console.log('| steps x lines/s | client | line B | floor p50 / p90 / p99 ms | kiln p50 / p90 / p99 ms | p99 over floor | kiln lines/s | lines lost/dup/reordered | coord / agent / client CPU µs per line (less an empty build) | floor reader CPU µs per line |');
+    console.log('|---|---|---|---|---|---|---|---|---|---|');
     const summary = new Map<string, { p50: number[]; p99: number[]; floor99: number[]; cpu: [number, number, number][] }>();
     for (const steps of STEPS) {
       // The CPU a build of this many steps costs without output, taken off the per-line figures.
