@@ -16,14 +16,18 @@
  *   one printing 10,000 lines/s goes out in frames of hundreds of lines, as with a fixed
  *   50 ms window, and costs the coordinator no more per line.
  * - All the batchers of a process share a frame budget (`FrameBudget`, default 1,000
- *   frames/s): with n batchers streaming (their last window ended with output waiting), no
- *   window is shorter than n / budget seconds. So one step keeps the short window, and so
- *   do sparse lines (their windows end empty), while 10 steps at 1,000 lines/s each get
- *   10 ms windows and 50 steps 50 ms, instead of flooding the coordinator with a frame per
- *   step every 5 ms.
+ *   frames/s) and, while their streams are busy, one clock: a batcher whose window ended
+ *   with output waiting sends it and joins the budget's tick, and from then on its frames
+ *   leave on that tick (when its own window is over) until a window ends with nothing
+ *   waiting. The tick's period is the shortest window a joined batcher wants, but with n
+ *   batchers joined no shorter than n / budget seconds. So one step keeps the short
+ *   window, and so do sparse lines (their windows end empty), while 10 steps at 1,000
+ *   lines/s each get 10 ms windows and 50 steps 50 ms, instead of flooding the coordinator
+ *   with a frame per step every 5 ms; and the frames of all busy steps leave together, so
+ *   the coordinator reads them and writes them to a follower in one pass, not one per frame.
  * - A frame also leaves as soon as `maxBytes` are waiting.
  */
-import { systemTimers, type Timer, type Timers } from '../shared/core.js';
+import { systemTimers, traceLog, type Timer, type Timers } from '../shared/core.js';
 
 export interface LogChunk {
   seq: number;
@@ -31,9 +35,27 @@ export interface LogChunk {
   data: Buffer;
 }
 
-/** The frame rate the batchers of one process aim to stay under together. */
+/** What the shared tick of a FrameBudget drives: a batcher whose stream is busy. */
+interface Streaming {
+  /** The window it wants now (ms). */
+  readonly windowMs: number;
+  readonly maxDelayMs: number;
+  /** `ms` passed since the last tick: send what waits if its window is over. */
+  tick(ms: number, period: number): void;
+}
+
+/**
+ * The frame rate the batchers of one process aim to stay under together, and the clock
+ * their busy streams share: a batcher whose window ended with output waiting joins one
+ * tick, so the frames of all busy steps leave together (the coordinator then reads and
+ * sends them to followers in one pass, not one pass per frame). The tick's period is the
+ * shortest window a joined batcher wants, but no shorter than 1 s per budget per joined
+ * batcher.
+ */
 export class FrameBudget {
-  private readonly open = new Set<object>();
+  private readonly open = new Set<Streaming>();
+  private timer: Timer | null = null;
+  private period = 0;
 
   constructor(readonly framesPerSec = 1000) {}
 
@@ -42,12 +64,34 @@ export class FrameBudget {
     return (1000 * this.open.size) / this.framesPerSec;
   }
 
-  opened(batcher: object): void {
-    this.open.add(batcher);
+  /** `b` streams: it leaves on the shared tick from now on (started with `timers` if not running). */
+  join(b: Streaming, timers: Timers): void {
+    this.open.add(b);
+    if (this.timer === null) this.arm(timers);
   }
 
-  closed(batcher: object): void {
-    this.open.delete(batcher);
+  leave(b: Streaming): void {
+    this.open.delete(b);
+    if (this.open.size === 0 && this.timer !== null) {
+      this.timer.clear();
+      this.timer = null;
+    }
+  }
+
+  private arm(timers: Timers): void {
+    let want = Infinity;
+    let cap = Infinity;
+    for (const b of this.open) {
+      want = Math.min(want, b.windowMs);
+      cap = Math.min(cap, b.maxDelayMs);
+    }
+    this.period = Math.min(cap, Math.max(want, this.minWindowMs()));
+    this.timer = timers.after(this.period, () => {
+      this.timer = null;
+      const period = this.period;
+      for (const b of [...this.open]) b.tick(period, period);
+      if (this.open.size > 0 && this.timer === null) this.arm(timers);
+    });
   }
 }
 
@@ -79,23 +123,26 @@ function countLines(buf: Buffer): number {
   return n;
 }
 
-export class LogBatcher {
+export class LogBatcher implements Streaming {
   private parts: Buffer[] = [];
   private pending = 0;
-  /** Lines and bytes written since the window opened. */
+  /** Lines and bytes written since the last frame left (or the window opened). */
   private gatheredLines = 0;
   private gatheredBytes = 0;
-  /** The open window's timer; null while the stream is quiet. */
+  /** The timer of the first window after a quiet time; null otherwise. */
   private timer: Timer | null = null;
+  /** On the budget's shared tick: the stream is busy (a window ended with output waiting). */
+  private streaming = false;
+  /** While streaming: ms of ticks since the last frame left. */
+  private waited = 0;
   private seq = 0;
-  /** The window length the load calls for (ms), and the length of the one open now. */
+  /** The window length the load calls for (ms). */
   private window: number;
-  private openedFor = 0;
   /** Bytes handed to onChunk so far. */
   offset = 0;
   private readonly maxBytes: number;
   private readonly minDelayMs: number;
-  private readonly maxDelayMs: number;
+  readonly maxDelayMs: number;
   private readonly busyLinesPerSec: number;
   private readonly busyBytesPerSec: number;
   private readonly timers: Timers;
@@ -120,6 +167,7 @@ export class LogBatcher {
   write(data: string | Uint8Array): void {
     let buf = typeof data === 'string' ? Buffer.from(data) : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     if (buf.length === 0) return;
+    traceLog('agent-in', buf);
     while (buf.length > 0) {
       const room = this.maxBytes - this.pending;
       const part = buf.subarray(0, room);
@@ -130,37 +178,45 @@ export class LogBatcher {
       buf = buf.subarray(part.length);
       if (this.pending >= this.maxBytes) this.send();
     }
-    if (this.timer === null) {
+    if (this.timer === null && !this.streaming) {
       // Quiet until now: what came leaves at once, and a window opens for what follows.
       this.send();
-      this.openWindow(false);
+      this.openWindow();
     }
   }
 
-  /** Sends what is waiting now and closes the window (the next output leaves at once). */
+  /** Sends what is waiting now and ends the window (the next output leaves at once). */
   flush(): void {
     if (this.timer !== null) {
       this.timer.clear();
       this.timer = null;
-      this.budget.closed(this);
     }
+    this.stopStreaming();
     this.send();
   }
 
-  /** Opens a window; `streaming`: the last one ended with output waiting. */
-  private openWindow(streaming: boolean): void {
+  /** The first window after a quiet time: its own timer, as long as the load and the budget say. */
+  private openWindow(): void {
     this.gatheredLines = 0;
     this.gatheredBytes = 0;
-    if (streaming) this.budget.opened(this);
-    else this.budget.closed(this);
     const ms = Math.min(this.maxDelayMs, Math.max(this.window, this.budget.minWindowMs()));
-    this.openedFor = ms;
-    this.timer = this.timers.after(ms, () => this.windowEnded());
+    this.timer = this.timers.after(ms, () => {
+      this.timer = null;
+      this.windowEnded(ms);
+    });
   }
 
-  private windowEnded(): void {
-    this.timer = null;
-    const perSec = 1000 / this.openedFor;
+  /** The budget's tick, `ms` after the last one: the window ends now if waiting one more `period` would make it too long. */
+  tick(ms: number, period: number): void {
+    this.waited += ms;
+    if (this.waited + period <= this.window) return;
+    this.windowEnded(this.waited);
+  }
+
+  /** A window of `ms` ended: adapt the window to the load in it, then send what waits (and
+   * stream on the shared tick), or go quiet if nothing came. */
+  private windowEnded(ms: number): void {
+    const perSec = 1000 / Math.max(1, ms);
     const lines = this.gatheredLines * perSec;
     const bytes = this.gatheredBytes * perSec;
     if (lines >= this.busyLinesPerSec || bytes >= this.busyBytesPerSec) {
@@ -168,12 +224,25 @@ export class LogBatcher {
     } else if (lines * 2 < this.busyLinesPerSec && bytes * 2 < this.busyBytesPerSec) {
       this.window = Math.max(this.minDelayMs, this.window / 2);
     }
+    this.gatheredLines = 0;
+    this.gatheredBytes = 0;
+    this.waited = 0;
     if (this.pending === 0) {
-      this.budget.closed(this); // quiet: the window closes
+      this.stopStreaming(); // quiet: the next output leaves at once
       return;
     }
     this.send();
-    this.openWindow(true);
+    if (!this.streaming) {
+      this.streaming = true;
+      this.budget.join(this, this.timers);
+    }
+  }
+
+  private stopStreaming(): void {
+    if (!this.streaming) return;
+    this.streaming = false;
+    this.waited = 0;
+    this.budget.leave(this);
   }
 
   private send(): void {
@@ -181,6 +250,7 @@ export class LogBatcher {
     const data = Buffer.concat(this.parts, this.pending);
     this.parts = [];
     this.pending = 0;
+    traceLog('agent-out', data);
     const chunk = { seq: this.seq++, offset: this.offset, data };
     this.offset += data.length;
     this.opts.onChunk(chunk);

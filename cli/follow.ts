@@ -21,7 +21,7 @@ interface SseMessage {
   id: string | null;
 }
 
-/** Splits an SSE byte stream into messages. */
+/** Splits an SSE byte stream into messages (each chunk scanned once: a chunk of many messages costs no copies of its rest). */
 export async function* parseSse(body: ReadableStream<Uint8Array>): AsyncGenerator<SseMessage> {
   const decoder = new TextDecoder();
   let buf = '';
@@ -30,10 +30,10 @@ export async function* parseSse(body: ReadableStream<Uint8Array>): AsyncGenerato
   let id: string | null = null;
   for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
     buf += decoder.decode(chunk, { stream: true });
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      let line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
+    let start = 0;
+    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n', start)) {
+      let line = buf.slice(start, nl);
+      start = nl + 1;
       if (line.endsWith('\r')) line = line.slice(0, -1);
       if (line === '') {
         if (data.length > 0 || event !== 'message') yield { event, data: data.join('\n'), id };
@@ -50,6 +50,7 @@ export async function* parseSse(body: ReadableStream<Uint8Array>): AsyncGenerato
       else if (field === 'data') data.push(value);
       else if (field === 'id') id = value;
     }
+    buf = buf.slice(start);
   }
 }
 

@@ -12,7 +12,7 @@
 import { hostname } from 'node:os';
 import { Command, Help, Option } from 'commander';
 import { z } from 'zod';
-import { KILN_VERSION, type FlagSpec } from '../shared/core.js';
+import { KILN_VERSION, startLogTrace, type FlagSpec } from '../shared/core.js';
 import type { ClientFlags } from './client-config.js';
 import type { CliIO } from './commands.js';
 import type { AgentAction } from './fleet-commands.js';
@@ -67,6 +67,7 @@ function clientOptions(cmd: Command): Command {
 }
 
 export async function main(argv: string[], env: Record<string, string | undefined>): Promise<number> {
+  if (env.KILN_LOG_TRACE) startLogTrace(env.KILN_LOG_TRACE); // the live-logs benchmark's --trace (shared/log-trace.ts)
   const io = makeIO(env);
   let code: number = EXIT.OK;
   // coordinator and agent: an unexpected error keeps its stack trace, for their logs

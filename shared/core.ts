@@ -99,3 +99,4 @@ export { DEFAULT_EXTRACT_BUDGET, type ExtractOptions, extractTarContained, norma
 export { writeVerifiedFile } from './verified-file.js';
 export { acquireProcessLock, bootId, type LockIdentity, procStat, type StaleLock } from './process-lock.js';
 export { systemTimers, type Timer, type Timers } from './timers.js';
+export { LOG_TRACE_ON, startLogTrace, traceLog } from './log-trace.js';

@@ -21,11 +21,13 @@ import {
   LogCursorId,
   LogEventData,
   LogOffsetId,
+  LOG_TRACE_ON,
   StatusEventData,
   formatCursor,
   formatOffsetId,
   parseCursor,
   sseFieldsOf,
+  traceLog,
   type ParsedCursor,
 } from '../../shared/index.js';
 import { followLogs, type FollowerEvent } from '../logs/log-follow.js';
@@ -102,16 +104,33 @@ const buildLogs = createRoute({
 
 type LogFollowerEvent = Extract<FollowerEvent, { type: 'log' }>;
 
-/** Writes follower events as SSE; `idOf` gives each log event's id (where a reconnect resumes). */
-function sse(c: Context, ac: AbortController, events: AsyncIterable<FollowerEvent | null>, idOf: (e: LogFollowerEvent) => string, onComplete?: (node: string) => void): Response {
+/**
+ * Writes follower events as SSE, each batch the follower yields in one write (one pass over
+ * the nodes that changed: one chunk on the socket, not one per event); `idOf` gives each log
+ * event's id (where a reconnect resumes).
+ */
+function sse(c: Context, ac: AbortController, events: AsyncIterable<FollowerEvent[] | null>, idOf: (e: LogFollowerEvent) => string, onComplete?: (node: string) => void): Response {
   return streamSSE(c, async (s) => {
     s.onAbort(() => ac.abort());
-    for await (const e of events) {
-      if (e === null) await s.write(': keep-alive\n\n');
-      else if (e.type === 'complete') onComplete?.(e.node);
-      else await s.writeSSE(sseFieldsOf(e, e.type === 'log' ? idOf(e) : undefined));
+    for await (const batch of events) {
+      if (batch === null) {
+        await s.write(': keep-alive\n\n');
+        continue;
+      }
+      let text = '';
+      for (const e of batch) {
+        if (e.type === 'complete') onComplete?.(e.node);
+        else text += sseMessage(sseFieldsOf(e, e.type === 'log' ? idOf(e) : undefined));
+      }
+      if (LOG_TRACE_ON) for (const e of batch) if (e.type === 'log') traceLog('coord-sse', e.text);
+      if (text !== '') await s.write(text);
     }
   });
+}
+
+/** One SSE message as hono's writeSSE writes it; the data is JSON (one line), the id a cursor or offset. */
+function sseMessage(m: { event: string; data: string; id?: string }): string {
+  return `event: ${m.event}\ndata: ${m.data}\n${m.id !== undefined ? `id: ${m.id}\n` : ''}\n`;
 }
 
 /** Node offsets a parsed cursor stands for (the compact form's complete nodes: their whole log). */
@@ -185,12 +204,16 @@ export function registerLogRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): voi
       const pending = new Map<string, string>();
       return stream(c, async (s) => {
         s.onAbort(() => ac.abort());
-        for await (const e of events) {
-          if (e?.type !== 'log') continue;
-          const text = (pending.get(e.node) ?? '') + e.text;
-          const lines = text.split('\n');
-          pending.set(e.node, lines.pop() ?? '');
-          if (lines.length > 0) await s.write(lines.map((l) => `${e.node.padEnd(width)} | ${l}\n`).join(''));
+        for await (const batch of events) {
+          let out = '';
+          for (const e of batch ?? []) {
+            if (e.type !== 'log') continue;
+            const text = (pending.get(e.node) ?? '') + e.text;
+            const lines = text.split('\n');
+            pending.set(e.node, lines.pop() ?? '');
+            for (const l of lines) out += `${e.node.padEnd(width)} | ${l}\n`;
+          }
+          if (out !== '') await s.write(out);
         }
         for (const [node, rest] of pending) if (rest) await s.write(`${node.padEnd(width)} | ${rest}\n`);
       }) as never;

@@ -23,6 +23,9 @@ export type FollowerEvent =
   | { type: 'complete'; node: string };
 
 const MAX_EVENT_BYTES = 64 * 1024;
+/** A batch (one pass over the nodes) carries about this much text at most: memory stays bounded
+ * however far behind a reader is. */
+const MAX_BATCH_BYTES = 256 * 1024;
 /**
  * A partial line is sent once nothing more came for this long. The agent itself sends a
  * partial line only after 100 ms of quiet (agent/executors/docker-executor.ts), so a prompt
@@ -81,16 +84,23 @@ export interface FollowDeps {
 }
 
 /**
- * Watches one build for changes (node states, log bytes) for the life of a follower.
- * Events that arrive while the follower is busy reading are remembered (`dirty`), so a
+ * Watches one build for changes (node states, log bytes) for the life of a follower, and
+ * remembers which nodes changed: a follower of a build of many nodes reads only those.
+ * Events that arrive while the follower is busy reading are kept until take(), so a
  * change can never slip between a poll and the next wait.
  */
 class BuildWatch {
-  private dirty = true;
+  /** Nodes that changed since the last take(); 'all' for the first pass and after a build event. */
+  private changed: Set<string> | 'all' = 'all';
   private wake: (() => void) | null = null;
-  private readonly onEvent = (id: string) => {
+  private readonly onNode = (id: string, node: string) => {
     if (id !== this.buildId) return;
-    this.dirty = true;
+    if (this.changed !== 'all') this.changed.add(node);
+    this.wake?.();
+  };
+  private readonly onBuild = (id: string) => {
+    if (id !== this.buildId) return;
+    this.changed = 'all';
     this.wake?.();
   };
 
@@ -98,19 +108,21 @@ class BuildWatch {
     private readonly deps: FollowDeps,
     private readonly buildId: string,
   ) {
-    deps.engine.on('node', this.onEvent);
-    deps.engine.on('build', this.onEvent);
-    deps.logs.on('append', this.onEvent);
+    deps.engine.on('node', this.onNode);
+    deps.engine.on('build', this.onBuild);
+    deps.logs.on('append', this.onNode);
   }
 
-  /** Call before reading: clears the dirty flag. */
-  begin(): void {
-    this.dirty = false;
+  /** Call before reading: the nodes that changed since the last call (and forgets them). */
+  take(): ReadonlySet<string> | 'all' {
+    const changed = this.changed;
+    this.changed = new Set();
+    return changed;
   }
 
-  /** Resolves at once if something changed since begin(), else on the next change, after `ms`, or on abort. */
+  /** Resolves at once if something changed since take(), else on the next change, after `ms`, or on abort. */
   wait(ms: number, signal: AbortSignal): Promise<'change' | 'timeout'> {
-    if (this.dirty) return Promise.resolve('change');
+    if (this.changed === 'all' || this.changed.size > 0) return Promise.resolve('change');
     return new Promise((resolve) => {
       const finish = (r: 'change' | 'timeout') => {
         clearTimeout(timer);
@@ -126,9 +138,9 @@ class BuildWatch {
   }
 
   close(): void {
-    this.deps.engine.off('node', this.onEvent);
-    this.deps.engine.off('build', this.onEvent);
-    this.deps.logs.off('append', this.onEvent);
+    this.deps.engine.off('node', this.onNode);
+    this.deps.engine.off('build', this.onBuild);
+    this.deps.logs.off('append', this.onNode);
     this.wake = null;
   }
 }
@@ -141,11 +153,16 @@ interface Cursor {
   lastAttempts: number;
   /** When a partial line was first seen waiting (for the partial flush). */
   partialSince: number | null;
+  /** What the last poll found: the node is done, a partial line waits, more bytes wait than were read. */
+  polled: boolean;
+  done: boolean;
+  partial: boolean;
+  more: boolean;
 }
 
 /**
- * Reads what is new for one node since `cur.offset`. Returns events to send and whether
- * the node has nothing more to say.
+ * Reads what is new for one node since `cur.offset`, up to about `maxBytes`. Returns the
+ * events to send and the bytes they carry, and updates the cursor's findings.
  */
 async function pollNode(
   deps: FollowDeps,
@@ -154,7 +171,8 @@ async function pollNode(
   cur: Cursor,
   now: number,
   wholeBytes: boolean,
-): Promise<{ events: FollowerEvent[]; done: boolean; partial: boolean }> {
+  maxBytes: number,
+): Promise<{ events: FollowerEvent[]; bytes: number }> {
   const events: FollowerEvent[] = [];
   if (node.state !== cur.lastState || node.attempts.length !== cur.lastAttempts) {
     cur.lastState = node.state;
@@ -165,7 +183,8 @@ async function pollNode(
   const sizes = await deps.logs.nodeSizes(build.id, node.name, node.attempts.length);
   const total = sizes.reduce((a, b) => a + b, 0);
   let partial = false;
-  while (cur.offset < total) {
+  let bytes = 0;
+  while (cur.offset < total && bytes < maxBytes) {
     const chunk = await deps.logs.read(build.id, node.name, sizes, cur.offset, Math.min(total, cur.offset + MAX_EVENT_BYTES));
     if (chunk.length === 0) break;
     // A chunk cut by the event size (not at the end) must not split a character.
@@ -186,6 +205,7 @@ async function pollNode(
     }
     const text = chunk.subarray(0, len);
     cur.offset += len;
+    bytes += len;
     events.push({ type: 'log', node: node.name, text: text.toString('utf8'), offset: cur.offset });
     if (len < chunk.length && !done && !wholeBytes) {
       // the rest is a partial line: wait for its newline
@@ -196,7 +216,11 @@ async function pollNode(
       }
     }
   }
-  return { events, done: done && cur.offset >= total, partial };
+  cur.polled = true;
+  cur.partial = partial;
+  cur.more = !partial && cur.offset < total;
+  cur.done = done && cur.offset >= total;
+  return { events, bytes };
 }
 
 export interface FollowOptions {
@@ -212,46 +236,72 @@ export interface FollowOptions {
 
 /**
  * Yields log, status and end events until the node (or every node) is done, the
- * client goes away, or (without `follow`) the stored text has been sent. Yields `null`
- * as a keep-alive when nothing happened for a while.
+ * client goes away, or (without `follow`) the stored text has been sent. Events come in
+ * batches, one per pass over the nodes that changed (the SSE route writes a batch at
+ * once), of about MAX_BATCH_BYTES of text at most. Yields `null` as a keep-alive when
+ * nothing happened for a while.
  */
-export async function* followLogs(deps: FollowDeps, opts: FollowOptions): AsyncGenerator<FollowerEvent | null> {
+export async function* followLogs(deps: FollowDeps, opts: FollowOptions): AsyncGenerator<FollowerEvent[] | null> {
   const now = opts.now ?? Date.now;
   const cursors = new Map<string, Cursor>();
   const watch = new BuildWatch(deps, opts.buildId);
+  /** Where a pass starts: after a pass cut short by the batch size, at the node it did not finish. */
+  let start = 0;
   try {
     for (;;) {
-      watch.begin();
+      const changed = watch.take();
       const build = await deps.engine.getBuild(opts.buildId);
       if (!build) return;
       const nodes = opts.node === null ? build.nodes : build.nodes.filter((n) => n.name === opts.node);
+      const batch: FollowerEvent[] = [];
+      let room = MAX_BATCH_BYTES;
       let allDone = true;
       let anyPartial = false;
-      for (const node of nodes) {
+      let anyMore = false;
+      const first = start;
+      let next: number | null = null;
+      for (let i = 0; i < nodes.length; i++) {
+        const at = (first + i) % nodes.length;
+        const node = nodes[at]!;
         let cur = cursors.get(node.name);
         if (!cur) {
-          cur = { offset: opts.offsets.get(node.name) ?? 0, completeSent: false, lastState: null, lastAttempts: -1, partialSince: null };
+          cur = { offset: opts.offsets.get(node.name) ?? 0, completeSent: false, lastState: null, lastAttempts: -1, partialSince: null, polled: false, done: false, partial: false, more: false };
           cursors.set(node.name, cur);
         }
-        const r = await pollNode(deps, build, node, cur, now(), !opts.follow);
-        for (const e of r.events) yield e;
-        if (r.done && !cur.completeSent) {
-          cur.completeSent = true;
-          yield { type: 'complete', node: node.name };
+        const due = !cur.polled || changed === 'all' || changed.has(node.name) || cur.partial || cur.more;
+        if (due && room > 0) {
+          const r = await pollNode(deps, build, node, cur, now(), !opts.follow, room);
+          for (const e of r.events) batch.push(e);
+          room -= r.bytes;
+          if (cur.done && !cur.completeSent) {
+            cur.completeSent = true;
+            batch.push({ type: 'complete', node: node.name });
+          }
+          if (opts.signal.aborted) return;
+        } else if (due) {
+          cur.more = true; // no room left in this batch: the next pass starts here
         }
-        if (!r.done) allDone = false;
-        if (r.partial) anyPartial = true;
-        if (opts.signal.aborted) return;
+        if (cur.more) next ??= at;
+        if (!cur.done) allDone = false;
+        if (cur.partial) anyPartial = true;
+        if (cur.more) anyMore = true;
       }
+      start = next ?? 0;
       if (allDone) {
-        const state = opts.node === null ? build.state : (nodes[0]?.state ?? build.state);
-        yield { type: 'end', state };
+        batch.push({ type: 'end', state: opts.node === null ? build.state : (nodes[0]?.state ?? build.state) });
+        yield batch;
         return;
       }
+      if (batch.length > 0) yield batch;
+      if (opts.signal.aborted) return;
+      if (anyMore) continue; // more than one batch was waiting
       if (!opts.follow) return;
       const r = await watch.wait(anyPartial ? PARTIAL_FLUSH_MS : KEEPALIVE_MS, opts.signal);
       if (opts.signal.aborted) return;
       if (r === 'timeout' && !anyPartial) yield null;
+      // Let the writes that finished with this one report first: the frames an agent sends
+      // together are then read in one pass (one SSE write), not one pass each.
+      if (r === 'change') await new Promise((resolve) => setImmediate(resolve));
     }
   } finally {
     watch.close();

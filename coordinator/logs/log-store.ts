@@ -10,11 +10,16 @@
  * index that concatenation and are what SSE event ids carry. Attempt files before the
  * current one are closed and never change, so node offsets are stable.
  *
- * Emits `append` (buildId, node) after every write, for live followers (LogEvents).
+ * Emits `append` (buildId, node) after every write, for live followers (LogEvents). The
+ * last bytes written to an open attempt (TAIL_BYTES) are also kept in memory, so a live
+ * follower reads what just came without a file read.
  */
 import { mkdir, open, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TypedEmitter, errnoCode } from '../../shared/index.js';
+import { TypedEmitter, errnoCode, traceLog } from '../../shared/index.js';
+
+/** The last bytes written to an open attempt kept in memory, for live followers. */
+const TAIL_BYTES = 32 * 1024;
 
 interface OpenAttempt {
   fh: FileHandle;
@@ -22,6 +27,10 @@ interface OpenAttempt {
   /** agent bytes in the file */
   agentBytes: number;
   queue: Promise<unknown>;
+  /** The last writes (at most about TAIL_BYTES in all, whole writes), and the file offset of their first byte. */
+  tail: Buffer[];
+  tailStart: number;
+  tailBytes: number;
 }
 
 export interface AttemptLogRef {
@@ -71,7 +80,7 @@ export class LogStore extends TypedEmitter<LogEvents> {
         await fh.write(header);
         size = header.length;
       }
-      const entry: OpenAttempt = { fh, headerBytes: header.length, agentBytes: Math.max(0, size - header.length), queue: Promise.resolve() };
+      const entry: OpenAttempt = { fh, headerBytes: header.length, agentBytes: Math.max(0, size - header.length), queue: Promise.resolve(), tail: [], tailStart: size, tailBytes: 0 };
       this.open.set(path, entry);
       this.sizes.set(path, size);
       return entry;
@@ -90,6 +99,7 @@ export class LogStore extends TypedEmitter<LogEvents> {
    * Returns the number of agent bytes in the file afterwards: the offset to ack.
    */
   async append(ref: AttemptLogRef, offset: number, data: Uint8Array): Promise<number> {
+    traceLog('coord-recv', data);
     const entry = await this.openAttempt(ref);
     const path = this.attemptPath(ref.buildId, ref.node, ref.number);
     const run = entry.queue.then(async () => {
@@ -98,6 +108,8 @@ export class LogStore extends TypedEmitter<LogEvents> {
       if (skip >= data.length) return entry.agentBytes; // duplicate
       const part = skip > 0 ? data.subarray(skip) : data;
       await entry.fh.write(part);
+      traceLog('coord-disk', part);
+      keepTail(entry, part);
       entry.agentBytes += part.length;
       this.sizes.set(path, entry.headerBytes + entry.agentBytes);
       this.emit('append', ref.buildId, ref.node);
@@ -118,6 +130,7 @@ export class LogStore extends TypedEmitter<LogEvents> {
     const run = entry.queue.then(async () => {
       const data = Buffer.from(text);
       await entry.fh.write(data);
+      keepTail(entry, data);
       entry.agentBytes += data.length;
       this.sizes.set(path, entry.headerBytes + entry.agentBytes);
       this.emit('append', ref.buildId, ref.node);
@@ -226,17 +239,61 @@ export class LogStore extends TypedEmitter<LogEvents> {
       const from = Math.max(start, base);
       const to = Math.min(end, base + size);
       if (to > from) {
-        const fh = await open(this.attemptPath(buildId, node, i + 1), 'r');
-        try {
-          const buf = Buffer.alloc(to - from);
-          const { bytesRead } = await fh.read(buf, 0, buf.length, from - base);
-          parts.push(buf.subarray(0, bytesRead));
-        } finally {
-          await fh.close();
+        const path = this.attemptPath(buildId, node, i + 1);
+        const live = this.open.get(path);
+        if (live && from - base >= live.tailStart && to - base <= live.tailStart + live.tailBytes) {
+          parts.push(readTail(live, from - base, to - base));
+          base += size;
+          continue;
         }
+        const buf = Buffer.allocUnsafe(to - from);
+        // An attempt being written is read through its open handle (no open and close per
+        // read of a live follower); close() waits for a read in flight on it.
+        let bytesRead: number;
+        if (live) {
+          ({ bytesRead } = await live.fh.read(buf, 0, buf.length, from - base));
+        } else {
+          const fh = await open(path, 'r');
+          try {
+            ({ bytesRead } = await fh.read(buf, 0, buf.length, from - base));
+          } finally {
+            await fh.close();
+          }
+        }
+        parts.push(buf.subarray(0, bytesRead));
       }
       base += size;
     }
     return Buffer.concat(parts);
   }
+}
+
+/** Adds bytes just written to the attempt's in-memory tail, dropping the oldest writes beyond TAIL_BYTES. */
+function keepTail(entry: OpenAttempt, data: Uint8Array): void {
+  if (entry.tailBytes === 0) entry.tailStart = entry.headerBytes + entry.agentBytes;
+  entry.tail.push(Buffer.from(data)); // a copy: a view would keep the whole received message alive
+  entry.tailBytes += data.byteLength;
+  while (entry.tail.length > 1 && entry.tailBytes - entry.tail[0]!.length >= TAIL_BYTES) {
+    const dropped = entry.tail.shift()!;
+    entry.tailStart += dropped.length;
+    entry.tailBytes -= dropped.length;
+  }
+}
+
+/** File bytes [from, to) of an open attempt, all within its tail. */
+function readTail(entry: OpenAttempt, from: number, to: number): Buffer {
+  const out = Buffer.allocUnsafe(to - from);
+  let at = entry.tailStart;
+  let n = 0;
+  for (const part of entry.tail) {
+    const end = at + part.length;
+    if (end > from && at < to) {
+      const s = Math.max(from, at) - at;
+      const e = Math.min(to, end) - at;
+      n += part.copy(out, n, s, e);
+    }
+    at = end;
+    if (at >= to) break;
+  }
+  return out;
 }

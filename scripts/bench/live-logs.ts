@@ -21,12 +21,18 @@
  *
  *   node dist/scripts/bench/live-logs.js [--seconds 3] [--rates 100,1000,10000] [--steps 1,10]
  *        [--slow-seconds 8] [--repeat 1] [--compare-bin OTHER/dist/cli/main.js]
- *        [--docker-host unix:///var/run/docker.sock] [--profile-dir DIR]
+ *        [--docker-host unix:///var/run/docker.sock] [--profile-dir DIR] [--trace]
  *   long variant: --seconds 10 --slow-seconds 30 (BuildKit may also cap a step's total output;
  *   clipping shows in the table)
+ *
+ * --trace runs kiln with KILN_LOG_TRACE (shared/log-trace.ts) and prints, per workload, when
+ * the lines passed each hop: taken by the agent from the build stream, sent in a frame,
+ * received and written by the coordinator, written to SSE, received by the client (ms after
+ * the generator wrote them, p50 / p99, and each hop's own share). The trace costs time
+ * itself: compare latencies without it.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -55,6 +61,8 @@ const REPEAT = Number(arg('--repeat', '1'));
 const COMPARE_BIN = arg('--compare-bin', '');
 /** Writes a V8 CPU profile of the coordinator and the agent there (node --cpu-prof). */
 const PROFILE_DIR = arg('--profile-dir', '');
+/** Trace each line through kiln's hops (KILN_LOG_TRACE) and print where the time goes. */
+const TRACE = args.includes('--trace');
 const DOCKER_HOST = arg('--docker-host', 'unix:///var/run/docker.sock');
 const KILN_BIN = resolve(import.meta.dirname, '..', '..', 'cli', 'main.js');
 const IMAGE = 'kiln-bench/loggen:1';
@@ -101,6 +109,8 @@ function dockerfile(rate: number, count: number): string {
 class Tally {
   latencies: number[] = [];
   received = 0;
+  /** CPU (ms) of this process while it read the lines (the floor's reader: Engine API stream + decoder). */
+  cpuMs = 0;
   dup = 0;
   reordered = 0;
   clipped = false;
@@ -108,6 +118,8 @@ class Tally {
   last = 0;
   private readonly next = new Map<string, number>();
   private readonly seen = new Map<string, Set<number>>();
+  /** With --trace: per line (`seq ts`), when it was written and received (ms, wall clock). */
+  readonly times = new Map<string, { gen: number; recv: number }>();
 
   line(step: string, line: string, recvUs: number): void {
     if (line.includes('output clipped')) this.clipped = true;
@@ -117,6 +129,7 @@ class Tally {
     const sent = parseInt(m[2]!, 36);
     const lat = (((recvUs % TS_PERIOD_US) - sent + TS_PERIOD_US) % TS_PERIOD_US) / 1000;
     this.latencies.push(lat);
+    if (TRACE) this.times.set(`${m[1]} ${m[2]}`, { gen: recvUs / 1000 - lat, recv: recvUs / 1000 });
     this.received++;
     this.first = Math.min(this.first, recvUs);
     this.last = Math.max(this.last, recvUs);
@@ -176,6 +189,7 @@ async function buildGeneratorImage(docker: ReturnType<typeof dockerClient>, dir:
 async function direct(docker: ReturnType<typeof dockerClient>, steps: number, rate: number, count: number): Promise<Tally> {
   const tally = new Tally();
   const feed = lineFeeder((step, line, t) => tally.line(step, line, t));
+  const u0 = process.cpuUsage();
   await Promise.all(
     Array.from({ length: steps }, async (_, s) => {
       const p = pack();
@@ -195,6 +209,8 @@ async function direct(docker: ReturnType<typeof dockerClient>, steps: number, ra
       if (error) throw new Error(`direct build failed: ${error}`);
     }),
   );
+  const u = process.cpuUsage(u0);
+  tally.cpuMs = (u.user + u.system) / 1000;
   return tally;
 }
 
@@ -204,6 +220,8 @@ interface Kiln {
   client: ApiClient;
   coordinator: ChildProcess;
   agent: ChildProcess;
+  /** Where the kiln processes write their KILN_LOG_TRACE records (--trace). */
+  traceDir: string | null;
 }
 
 function cpuMs(pid: number): number {
@@ -229,11 +247,13 @@ async function submit(k: Kiln, steps: number, rate: number, count: number): Prom
   return ((await res.json()) as { id: string }).id;
 }
 
-async function viaKiln(k: Kiln, steps: number, rate: number, count: number): Promise<{ tally: Tally; coordCpu: number; agentCpu: number }> {
+async function viaKiln(k: Kiln, steps: number, rate: number, count: number): Promise<{ tally: Tally; coordCpu: number; agentCpu: number; clientCpu: number }> {
   const tally = new Tally();
   const feed = lineFeeder((step, line, t) => tally.line(step, line, t));
   const c0 = cpuMs(k.coordinator.pid!);
   const a0 = cpuMs(k.agent.pid!);
+  const t0 = Date.now();
+  const u0 = process.cpuUsage();
   const id = await submit(k, steps, rate, count);
   const state = await followBuildLogs(k.client, {
     buildId: id,
@@ -243,7 +263,52 @@ async function viaKiln(k: Kiln, steps: number, rate: number, count: number): Pro
     },
   });
   if (state !== 'success') throw new Error(`kiln build ${id} ended ${state}`);
-  return { tally, coordCpu: cpuMs(k.coordinator.pid!) - c0, agentCpu: cpuMs(k.agent.pid!) - a0 };
+  const u = process.cpuUsage(u0);
+  const cpu = { coordCpu: cpuMs(k.coordinator.pid!) - c0, agentCpu: cpuMs(k.agent.pid!) - a0, clientCpu: (u.user + u.system) / 1000 };
+  if (k.traceDir !== null && count > 1) await traceReport(k.traceDir, `${steps} x ${rate}`, tally, t0, Date.now());
+  return { tally, ...cpu };
+}
+
+const HOPS = ['agent-in', 'agent-out', 'coord-recv', 'coord-disk', 'coord-sse'] as const;
+
+/**
+ * Where the lines of one workload spent their time (--trace): the trace records of the kiln
+ * processes (shared/log-trace.ts) written between t0 and t1, matched to the lines the client
+ * received by their `seq ts` text.
+ */
+async function traceReport(dir: string, label: string, tally: Tally, t0: number, t1: number): Promise<void> {
+  await new Promise((r) => setTimeout(r, 1200)); // the processes write their records every 500 ms
+  const at = new Map<string, Map<string, number>>(HOPS.map((h) => [h, new Map()]));
+  for (const file of await readdir(dir)) {
+    for (const row of (await readFile(join(dir, file), 'utf8')).split('\n')) {
+      if (row === '') continue;
+      const r = JSON.parse(row) as { hop: string; t: number; text: string };
+      const hop = at.get(r.hop);
+      if (!hop || r.t < t0 || r.t > t1) continue;
+      for (const line of r.text.split('\n')) {
+        const m = LINE_RE.exec(line);
+        if (m && !hop.has(`${m[1]} ${m[2]}`)) hop.set(`${m[1]} ${m[2]}`, r.t);
+      }
+    }
+  }
+  const since = new Map<string, number[]>();
+  const share = new Map<string, number[]>();
+  const add = (map: Map<string, number[]>, k: string, v: number) => (map.get(k) ?? map.set(k, []).get(k)!).push(v);
+  for (const [key, { gen, recv }] of tally.times) {
+    let prev = gen;
+    let prevHop = 'write';
+    for (const hop of [...HOPS, 'client']) {
+      const t = hop === 'client' ? recv : at.get(hop)!.get(key);
+      if (t === undefined) continue;
+      add(since, hop, t - gen);
+      add(share, `${prevHop} -> ${hop}`, t - prev);
+      prev = t;
+      prevHop = hop;
+    }
+  }
+  const cells = (map: Map<string, number[]>) => [...map].map(([k, v]) => `${k} ${fmt(percentile(v, 50), 1)} / ${fmt(percentile(v, 99), 1)}`).join('; ');
+  console.log(`#   trace ${label}: ms after the write, p50 / p99 (lines seen): ${cells(since)}`);
+  console.log(`#   trace ${label}: each hop's share, p50 / p99: ${cells(share)}`);
 }
 
 /** A follower that reads 4 KiB every 100 ms; samples the coordinator's RSS meanwhile. */
@@ -292,9 +357,11 @@ async function slowConsumer(label: string, k: Kiln, steps: number, rate: number,
   );
 }
 
-function spawnKiln(bin: string, argv: string[]): ChildProcess & { stderrText: () => string } {
+function spawnKiln(bin: string, argv: string[], traceDir: string | null): ChildProcess & { stderrText: () => string } {
   const profile = PROFILE_DIR ? ['--cpu-prof', '--cpu-prof-dir', resolve(PROFILE_DIR)] : [];
-  const child = spawn(process.execPath, [...profile, bin, ...argv], { env: { ...process.env, NO_COLOR: '1', KILN_LOG_FORMAT: 'json' }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1', KILN_LOG_FORMAT: 'json' };
+  if (traceDir !== null) env['KILN_LOG_TRACE'] = traceDir;
+  const child = spawn(process.execPath, [...profile, bin, ...argv], { env, stdio: ['ignore', 'ignore', 'pipe'] });
   let text = '';
   child.stderr!.on('data', (d: Buffer) => {
     if (text.length < 1_000_000) text += d.toString();
@@ -304,7 +371,9 @@ function spawnKiln(bin: string, argv: string[]): ChildProcess & { stderrText: ()
 
 async function startKiln(dir: string, bin: string): Promise<Kiln> {
   const dataDir = join(dir, 'data');
-  const coordinator = spawnKiln(bin, ['coordinator', '--data-dir', dataDir, '--listen', '127.0.0.1:0']);
+  const traceDir = TRACE ? join(dir, 'trace') : null;
+  if (traceDir !== null) await mkdir(traceDir, { recursive: true });
+  const coordinator = spawnKiln(bin, ['coordinator', '--data-dir', dataDir, '--listen', '127.0.0.1:0'], traceDir);
   let url: string | null = null;
   for (let i = 0; i < 600 && !url; i++) {
     url = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(coordinator.stderrText())?.[1] ?? null;
@@ -313,7 +382,7 @@ async function startKiln(dir: string, bin: string): Promise<Kiln> {
   if (!url) throw new Error(`the coordinator did not start: ${coordinator.stderrText()}`);
   const apiTokenFile = join(dataDir, 'tokens', 'api');
   const apiToken = (await readFile(apiTokenFile, 'utf8')).trim();
-  const agent = spawnKiln(bin, ['agent', '--coordinator', url, '--token-file', join(dataDir, 'tokens', 'agent'), '--name', 'bench', '--work-dir', join(dir, 'work'), '--docker-host', DOCKER_HOST, '--max-jobs', String(Math.max(...STEPS))]);
+  const agent = spawnKiln(bin, ['agent', '--coordinator', url, '--token-file', join(dataDir, 'tokens', 'agent'), '--name', 'bench', '--work-dir', join(dir, 'work'), '--docker-host', DOCKER_HOST, '--max-jobs', String(Math.max(...STEPS))], traceDir);
   for (let i = 0; ; i++) {
     const r = await fetch(`${url}/api/v1/agents`, { headers: { authorization: `Bearer ${apiToken}` } });
     const body = (await r.json()) as { items?: { name: string; state: string }[] };
@@ -321,7 +390,7 @@ async function startKiln(dir: string, bin: string): Promise<Kiln> {
     if (i > 600 || agent.exitCode !== null) throw new Error(`the agent did not connect: ${agent.stderrText()}`);
     await new Promise((r2) => setTimeout(r2, 50));
   }
-  return { url, apiToken, client: new ApiClient({ baseUrl: url, token: apiToken, tokenSource: 'bench' }), coordinator, agent };
+  return { url, apiToken, client: new ApiClient({ baseUrl: url, token: apiToken, tokenSource: 'bench' }), coordinator, agent, traceDir };
 }
 
 interface Row {
@@ -329,6 +398,8 @@ interface Row {
   tally: Tally;
   coordUs: number;
   agentUs: number;
+  /** This process while it follows: the CLI's SSE follower and the line tally. */
+  clientUs: number;
 }
 
 function signed(n: number): string {
@@ -343,7 +414,7 @@ function printRow(steps: number, rate: number, count: number, d: Tally, r: Row):
   console.log(
     `| ${steps} x ${rate} | ${r.label} | ${lineBytes(rate)} | ${fmt(percentile(d.latencies, 50), 1)} / ${fmt(percentile(d.latencies, 90), 1)} / ${fmt(dp99, 1)} | ` +
       `${fmt(percentile(t.latencies, 50), 1)} / ${fmt(percentile(t.latencies, 90), 1)} / ${fmt(kp99, 1)} | ` +
-      `${signed(kp99 - dp99)} ms | ${fmt(t.rate(), 0)} | ${t.lost(steps, count)}/${t.dup}/${t.reordered} of ${steps * count}${clipped} | ${fmt(r.coordUs, 1)} / ${fmt(r.agentUs, 1)} |`,
+      `${signed(kp99 - dp99)} ms | ${fmt(t.rate(), 0)} | ${t.lost(steps, count)}/${t.dup}/${t.reordered} of ${steps * count}${clipped} | ${fmt(r.coordUs, 1)} / ${fmt(r.agentUs, 1)} / ${fmt(r.clientUs, 1)} | ${fmt((d.cpuMs * 1000) / (steps * count), 1)} |`,
   );
 }
 
@@ -360,12 +431,12 @@ async function main(): Promise<void> {
     // warm-up: one short build each way
     await direct(docker, 1, 100, 20);
     for (const { k } of kilns) await viaKiln(k, 1, 100, 20);
-    console.log('| steps x lines/s | client | line B | floor p50 / p90 / p99 ms | kiln p50 / p90 / p99 ms | p99 over floor | kiln lines/s | lines lost/dup/reordered | coord / agent CPU µs per line (less an empty build) |');
-    console.log('|---|---|---|---|---|---|---|---|---|');
-    const summary = new Map<string, { p50: number[]; p99: number[]; floor99: number[] }>();
+    console.log('| steps x lines/s | client | line B | floor p50 / p90 / p99 ms | kiln p50 / p90 / p99 ms | p99 over floor | kiln lines/s | lines lost/dup/reordered | coord / agent / client CPU µs per line (less an empty build) | floor reader CPU µs per line |');
+    console.log('|---|---|---|---|---|---|---|---|---|---|');
+    const summary = new Map<string, { p50: number[]; p99: number[]; floor99: number[]; cpu: [number, number, number][] }>();
     for (const steps of STEPS) {
       // The CPU a build of this many steps costs without output, taken off the per-line figures.
-      const idle = new Map<string, { coordCpu: number; agentCpu: number }>();
+      const idle = new Map<string, { coordCpu: number; agentCpu: number; clientCpu: number }>();
       for (const { label, k } of kilns) idle.set(label, await viaKiln(k, steps, 100, 1));
       for (const rate of RATES) {
         const count = Math.round(rate * SECONDS);
@@ -377,13 +448,14 @@ async function main(): Promise<void> {
             const r = await viaKiln(k, steps, rate, count);
             const base = idle.get(label)!;
             const perLine = (cpu: number, idleCpu: number) => (Math.max(0, cpu - idleCpu) * 1000) / (steps * count);
-            rows.push({ label, tally: r.tally, coordUs: perLine(r.coordCpu, base.coordCpu), agentUs: perLine(r.agentCpu, base.agentCpu) });
+            rows.push({ label, tally: r.tally, coordUs: perLine(r.coordCpu, base.coordCpu), agentUs: perLine(r.agentCpu, base.agentCpu), clientUs: perLine(r.clientCpu, base.clientCpu) });
           }
           rows.sort((a, b) => a.label.localeCompare(b.label));
           for (const row of rows) {
             printRow(steps, rate, count, d, row);
             const key = `${steps} x ${rate} | ${row.label}`;
-            const sum = summary.get(key) ?? { p50: [], p99: [], floor99: [] };
+            const sum = summary.get(key) ?? { p50: [], p99: [], floor99: [], cpu: [] };
+            sum.cpu.push([row.coordUs, row.agentUs, row.clientUs]);
             sum.p50.push(percentile(row.tally.latencies, 50));
             sum.p99.push(percentile(row.tally.latencies, 99));
             sum.floor99.push(percentile(d.latencies, 99));
@@ -393,10 +465,11 @@ async function main(): Promise<void> {
       }
     }
     if (REPEAT > 1) {
-      console.log(`\n| steps x lines/s | client | median of ${REPEAT} runs: kiln p50 / p99 ms | floor p99 ms | p99 over floor |`);
-      console.log('|---|---|---|---|---|');
+      console.log(`\n| steps x lines/s | client | median of ${REPEAT} runs: kiln p50 / p99 ms | floor p99 ms | p99 over floor | coord / agent / client CPU µs per line |`);
+      console.log('|---|---|---|---|---|---|');
       for (const [key, v] of summary) {
-        console.log(`| ${key} | ${fmt(median(v.p50), 1)} / ${fmt(median(v.p99), 1)} | ${fmt(median(v.floor99), 1)} | ${signed(median(v.p99.map((x, i) => x - v.floor99[i]!)))} ms |`);
+        const cpu = [0, 1, 2].map((i) => fmt(median(v.cpu.map((c) => c[i]!)), 1)).join(' / ');
+        console.log(`| ${key} | ${fmt(median(v.p50), 1)} / ${fmt(median(v.p99), 1)} | ${fmt(median(v.floor99), 1)} | ${signed(median(v.p99.map((x, i) => x - v.floor99[i]!)))} ms | ${cpu} |`);
       }
     }
     if (SLOW_SECONDS > 0) for (const { label, k } of kilns) await slowConsumer(label, k, Math.max(...STEPS), 1000, SLOW_SECONDS);

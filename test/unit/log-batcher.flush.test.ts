@@ -213,6 +213,28 @@ describe('log batcher', () => {
     expect(budget.minWindowMs()).toBe(0);
   });
 
+  it('busy batchers sharing a budget send their frames on one tick, whenever each started', () => {
+    const budget = new FrameBudget(1000);
+    const when: number[] = [];
+    const steps = Array.from({ length: 10 }, () => ({ b: new LogBatcher({ onChunk: () => when.push(Date.now()), budget }), next: 0 }));
+    for (let t = 0; t < 1000; t++) {
+      // step i starts at i * 3 ms, then prints a line every millisecond
+      steps.forEach((s, i) => {
+        if (t >= i * 3) s.b.write(`line ${s.next++}\n`);
+      });
+      vi.advanceTimersByTime(1);
+    }
+    // After the start, the frames of all ten leave at the same moments, ~10 per moment
+    // (one timer: 100 moments/s), not at ten different ones per window.
+    const late = when.filter((t) => t >= when[0]! + 100);
+    const moments = new Set(late);
+    expect(late.length).toBeGreaterThan(700);
+    expect(late.length / moments.size).toBeGreaterThanOrEqual(9);
+    for (const s of steps) s.b.flush();
+    expect(budget.minWindowMs()).toBe(0);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
   it('sparse lines from many batchers do not count against the budget: each leaves at once', () => {
     const budget = new FrameBudget(1000);
     const steps = Array.from({ length: 10 }, () => {
