@@ -3,7 +3,9 @@
  * attempts that changed, each as an array of values in a fixed field order instead of an
  * object. Nearly every line the dispatch hot path writes is one of these; against the
  * whole node with its attempts as objects (the `node` entry), a transition's line is
- * about half the bytes and costs about 60 % of the `JSON.stringify` time (issue 10).
+ * about half the bytes (450 against 870 for a node with one attempt) and takes about two
+ * thirds of the `JSON.stringify` time, and a later attempt's change no longer rewrites
+ * the earlier ones (issue 10).
  *
  * The field orders below are the format: a field is never moved or removed. A field added
  * to `AttemptRecord` or to a node's own fields does not compile until it is listed here
