@@ -67,28 +67,31 @@ export class Records {
     this.store.markBuild(build.id);
   }
 
-  /** Changes a node's fields (for its attempts see `attempt`, `addAttempt`). */
+  /** Changes a node's own fields (its attempts change only through `attempt` and `addAttempt`, which journal just that attempt). */
   node(build: BuildRecord, node: NodeRecord, change: (n: NodeRecord) => void): void {
     change(node);
-    this.store.markNode(build.id, node.name);
+    this.store.markNodeFields(build.id, node.name);
   }
 
-  /** Changes one attempt of a node. */
+  /** Changes one attempt of a node (journaled alone, not with the node's other attempts). */
   attempt(act: { build: BuildRecord; node: NodeRecord; attempt: AttemptRecord }, change: (a: AttemptRecord) => void): void {
     change(act.attempt);
-    this.store.markNode(act.build.id, act.node.name);
+    const attempts = act.node.attempts;
+    // Nearly always the node's last attempt; an attempt that is not the node's is a programming error the store refuses.
+    const index = attempts[attempts.length - 1] === act.attempt ? attempts.length - 1 : attempts.indexOf(act.attempt);
+    this.store.markAttempt(act.build.id, act.node.name, index);
   }
 
   /** Adds a new attempt to a node. */
   addAttempt(build: BuildRecord, node: NodeRecord, attempt: AttemptRecord): void {
     node.attempts.push(attempt);
-    this.store.markNode(build.id, node.name);
+    this.store.markAttempt(build.id, node.name, node.attempts.length - 1);
   }
 
   /**
    * Raises the count of log bytes received for an attempt. Deliberately not journaled on
    * its own (one entry per log chunk would dominate the journal): it rides along with the
-   * node's next recorded change, and a restart learns it from the log file anyway.
+   * attempt's next recorded change, and a restart learns it from the log file anyway.
    */
   logBytes(attempt: AttemptRecord, bytes: number): void {
     attempt.log_bytes = Math.max(attempt.log_bytes, bytes);

@@ -3,15 +3,22 @@
  * and `entryProblem`, the one check that says whether an entry can be replayed on a state.
  * The store runs it on every line it is about to append (so only entries that replay are
  * written) and on every line it replays (so a bad line stops the coordinator, naming it).
+ *
+ * A node's change is journaled as what changed in it (issue 10): a `delta` entry with its
+ * own fields when they changed and the attempts from the first changed one on, as value
+ * tuples (node-delta.ts), never the node's whole attempt history. The `node` entry (the
+ * whole node with all of its attempts, as objects) is no longer written; journals that
+ * hold it still replay.
  */
 import type { AgentControlRecord, BuildRecord, BuildSummaryRecord, DeadLetterRecord, NodeRecord, StateData } from './records.js';
+import { attemptTupleProblem, nodeHeadTupleProblem, type AttemptTuple, type NodeHeadTuple } from './node-delta.js';
 
 /** Build fields that change after creation (the rest of a build is immutable). */
 export type BuildHead = Pick<BuildRecord, 'id' | 'state' | 'cancel_requested' | 'started_at' | 'finished_at' | 'pinned'>;
 /** Node fields that change after creation. */
 export type NodeMutable = Pick<NodeRecord, 'state' | 'attempts' | 'ready_at' | 'started_at' | 'finished_at' | 'reason' | 'reused_from' | 'waiting_on' | 'retries' | 'budget_from'>;
 
-/** What a `node` entry carries for `n`: its fields that change after creation. */
+/** What a `node` entry carries for `n`: its fields that change after creation (the C8 benchmark's sqlite row too). */
 export function nodeMutable(n: NodeRecord): NodeMutable {
   return {
     state: n.state,
@@ -36,7 +43,10 @@ export type JournalEntry =
   /** An agent's operator control set (r) or cleared (null). */
   | { t: 'control'; name: string; r: AgentControlRecord | null }
   | { t: 'build'; b: BuildHead }
+  /** A whole node (own fields and every attempt): written before `delta` existed, still replayed. */
   | { t: 'node'; id: string; name: string; n: NodeMutable }
+  /** What changed in a node: its attempts from index `i` on (replaced or appended; may be none) and its own fields when they changed (`n`). */
+  | { t: 'delta'; id: string; name: string; i: number; a: AttemptTuple[]; n?: NodeHeadTuple }
   | { t: 'archive'; id: string; s: BuildSummaryRecord };
 
 const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
@@ -46,7 +56,7 @@ const isStr = (v: unknown): v is string => typeof v === 'string' && v.length > 0
  * Why a journal entry cannot be replayed on `data` (shape, or what it refers to), or null.
  * Used on replay and, before anything is appended, on every line written.
  */
-export function entryProblem(e: unknown, data: StateData, hasNode: (b: BuildRecord, name: string) => boolean = (b, name) => b.nodes.some((n) => n.name === name)): string | null {
+export function entryProblem(e: unknown, data: StateData, nodeOf: (b: BuildRecord, name: string) => NodeRecord | undefined = (b, name) => b.nodes.find((n) => n.name === name)): string | null {
   if (!isObj(e)) return 'not a JSON object';
   switch (e.t) {
     case 'new':
@@ -65,7 +75,26 @@ export function entryProblem(e: unknown, data: StateData, hasNode: (b: BuildReco
       if (!isStr(e.id) || !isStr(e.name) || !isObj(e.n)) return 'node entry without build id, node name or fields';
       const b = data.builds.get(e.id);
       if (!b) return data.archived.has(e.id) ? null : `update of a node of unknown build ${e.id}`;
-      if (!hasNode(b, e.name)) return `update of unknown node ${e.id}/${e.name}`;
+      if (!nodeOf(b, e.name)) return `update of unknown node ${e.id}/${e.name}`;
+      return null;
+    }
+    case 'delta': {
+      if (!isStr(e.id) || !isStr(e.name) || !Array.isArray(e.a)) return 'delta entry without build id, node name or attempts';
+      const where = `delta entry of ${e.id}/${e.name}`;
+      if (typeof e.i !== 'number' || !Number.isInteger(e.i) || e.i < 0) return `${where} without a valid attempt index`;
+      if (e.n === undefined && e.a.length === 0) return `${where} that changes nothing`;
+      for (const t of e.a as unknown[]) {
+        const problem = attemptTupleProblem(t);
+        if (problem) return `${where}: ${problem}`;
+      }
+      const headProblem = e.n === undefined ? null : nodeHeadTupleProblem(e.n);
+      if (headProblem) return `${where}: ${headProblem}`;
+      const b = data.builds.get(e.id);
+      if (!b) return data.archived.has(e.id) ? null : `update of a node of unknown build ${e.id}`;
+      const n = nodeOf(b, e.name);
+      if (!n) return `update of unknown node ${e.id}/${e.name}`;
+      // Attempts are only ever appended: an index past the end would leave a hole.
+      if (e.i > n.attempts.length) return `${where} at attempt index ${e.i}, but the node has ${n.attempts.length} attempts`;
       return null;
     }
     case 'archive':

@@ -10,6 +10,7 @@
 import { readFile } from 'node:fs/promises';
 import { KilnError, coerceError, errnoCode } from '../../shared/index.js';
 import { entryProblem, type JournalEntry } from './journal-entries.js';
+import { applyNodeHead, attemptFromTuple } from './node-delta.js';
 import type { BuildRecord, NodeRecord, StateData } from './records.js';
 
 /** A build's nodes by name (the store's cached index). */
@@ -37,7 +38,7 @@ export async function replayJournal(journalPath: string, statePath: string, data
     } catch (err) {
       throw new KilnError('E_STATE', `state journal ${journalPath} is corrupt at line ${i + 1} (${coerceError(err).message}); it was left as it is for inspection`);
     }
-    const problem = entryProblem(entry, data, (b, name) => nodesByName(b).has(name));
+    const problem = entryProblem(entry, data, (b, name) => nodesByName(b).get(name));
     if (problem) throw new KilnError('E_STATE', `state journal ${journalPath} line ${i + 1}: ${problem}; it was left as it is for inspection`);
     applyEntry(data, entry as JournalEntry, nodesByName);
   });
@@ -60,6 +61,14 @@ export function applyEntry(data: StateData, e: JournalEntry, nodesByName: NodesB
       const b = builds.get(e.id);
       const n = b ? nodesByName(b).get(e.name) : undefined;
       if (n) Object.assign(n, e.n);
+      return;
+    }
+    case 'delta': {
+      const b = builds.get(e.id);
+      const n = b ? nodesByName(b).get(e.name) : undefined;
+      if (!n) return; // archived later in the journal: the archive file has it
+      for (let k = 0; k < e.a.length; k++) n.attempts[e.i + k] = attemptFromTuple(e.a[k]!);
+      if (e.n) applyNodeHead(n, e.n);
       return;
     }
     case 'archive':

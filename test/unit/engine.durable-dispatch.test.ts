@@ -28,7 +28,8 @@ class DurabilityCheckingChannel extends FakeChannel {
   override send<T extends ToAgentType>(type: T, payload: Payload<T>): void {
     if (type === 'assign') {
       const id = (payload as Payload<'assign'>).attempt_id;
-      if (!readFileSync(this.journalPath, 'utf8').includes(`"id":"${id}"`)) this.notDurable.push(id);
+      // The attempt id as a JSON string anywhere in the journal (a delta entry carries it in a tuple, not as "id").
+      if (!readFileSync(this.journalPath, 'utf8').includes(JSON.stringify(id))) this.notDurable.push(id);
     }
     super.send(type, payload);
   }

@@ -1,7 +1,9 @@
 /**
- * The journal replays: every entry kind the store writes (new, build, node, archive,
- * revive, dlq set/clear, control set/clear) gives back, after a reopen without a clean
- * shutdown, exactly the state that was committed; updates of builds or nodes the state
+ * The journal replays: every entry kind the store writes (new, build, delta with a node's
+ * own fields and/or its changed attempts, archive, revive, dlq set/clear, control
+ * set/clear) gives back, after a reopen without a clean shutdown, exactly the state that
+ * was committed; a journal written before `delta` existed (whole-node `node` entries)
+ * still replays; updates of builds or nodes the state
  * does not hold (what a request for `__proto__` used to produce) are refused before
  * anything is written; a journal line that cannot be applied is refused on open with its
  * line named; and a pin that lands while a finished build's file is being written is in
@@ -11,12 +13,17 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { stateToFile, type BuildRecord } from '../../coordinator/state/records.js';
+import { assignedAttempt, stateToFile, type AttemptRecord, type BuildRecord } from '../../coordinator/state/records.js';
+import { nodeMutable } from '../../coordinator/state/journal-entries.js';
 import { buildRecord } from '../helpers/build-record.js';
 import { StateStore } from '../../coordinator/state/state-store.js';
 
 function build(id: string, nodes: number): BuildRecord {
   return buildRecord(id, nodes, { buildArgs: { constructor: 'c', toString: 't' }, labels: { constructor: 'x' } });
+}
+
+function attempt(id: string, number: number, extra: Partial<AttemptRecord> = {}): AttemptRecord {
+  return Object.assign(assignedAttempt({ id, number, agent: 'agent-1', session: 's-1', assigned_at: 10 + number, log_header: number > 1 ? 'again\n"quoted"\u2028' : '', inputs: { constructor: 'sha256:1' }, spec_digest: null }), extra);
 }
 
 /** The state as JSON text, for comparing two stores. */
@@ -41,7 +48,23 @@ describe('state journal replay', () => {
     await s.commit();
     const a = s.data.builds.get('b-a')!;
     a.nodes[0]!.state = 'ready';
-    s.markNode('b-a', 'n0');
+    s.markNodeFields('b-a', 'n0');
+    // delta: an attempt added with the node's fields, then changed alone, then a second attempt (the first changed in the same batch)
+    const n1 = a.nodes[1]!;
+    n1.attempts.push(attempt('a-1', 1, { gpus: [0, 1], emulated: true }));
+    n1.state = 'assigned';
+    s.markAttempt('b-a', 'n1', 0);
+    s.markNodeFields('b-a', 'n1');
+    await s.commit();
+    Object.assign(n1.attempts[0]!, { state: 'running', started_at: 20, log_bytes: 7 });
+    s.markAttempt('b-a', 'n1', 0);
+    await s.commit();
+    Object.assign(n1.attempts[0]!, { state: 'lost', finished_at: 30, reason: 'agent lost', test_exit_code: null, base_images: [{ ref: 'x', digest: 'sha256:2' }], reused_from: { build_id: 'b-z', node: 'n', attempt_id: 'a-z', attempt_number: 1 } });
+    n1.attempts.push(attempt('a-2', 2, { error: 'e\n"x"', exit_code: 3, outputs: [{ name: 'o', digest: 'sha256:3', size: 1 }] as AttemptRecord['outputs'] }));
+    Object.assign(n1, { state: 'assigned', waiting_on: 'a-9', retries: 1, budget_from: 1, reason: 'why' });
+    s.markAttempt('b-a', 'n1', 1);
+    s.markAttempt('b-a', 'n1', 0);
+    s.markNodeFields('b-a', 'n1');
     a.state = 'running';
     a.pinned = true;
     s.markBuild('b-a');
@@ -77,8 +100,17 @@ describe('state journal replay', () => {
     await s.archive(c);
     await s.commit();
     const journal = await readFile(s.journalPath, 'utf8');
-    for (const t of ['new', 'node', 'build', 'dlq', 'control', 'archive', 'revive']) expect(journal).toContain(`"t":"${t}"`);
+    for (const t of ['new', 'delta', 'build', 'dlq', 'control', 'archive', 'revive']) expect(journal).toContain(`"t":"${t}"`);
+    const deltas = journal.split('\n').filter((l) => l.includes('"t":"delta"')).map((l) => JSON.parse(l) as { name: string; i: number; a: unknown[]; n?: unknown[] });
+    // what changed, not the node: fields only; attempt and fields; the attempt alone; two attempts from index 0
+    expect(deltas.map((d) => [d.name, d.i, d.a.length, d.n !== undefined])).toEqual([
+      ['n0', 0, 0, true],
+      ['n1', 0, 1, true],
+      ['n1', 0, 1, false],
+      ['n1', 0, 2, true],
+    ]);
     const before = snapshot(s);
+    expect(before).toContain('"test_exit_code":null');
     // no drain: as after kill -9
     const again = await StateStore.open({ dataDir: dir, persist: true, init: false });
     expect(snapshot(again)).toBe(before);
@@ -97,6 +129,35 @@ describe('state journal replay', () => {
     await third.drain();
   });
 
+  it('replays a journal written before delta entries (whole-node entries with their attempts)', async () => {
+    const s = await StateStore.open({ dataDir: dir, persist: true, init: true });
+    s.data.builds.set('b-1', build('b-1', 2));
+    s.markNew('b-1');
+    await s.commit();
+    const n = s.data.builds.get('b-1')!.nodes[0]!;
+    const lines: string[] = [];
+    // The lines the store wrote for a node before issue 10: the whole node, attempts as objects.
+    n.attempts.push(attempt('a-1', 1, { gpus: [] }));
+    n.state = 'assigned';
+    lines.push(JSON.stringify({ t: 'node', id: 'b-1', name: 'n0', n: nodeMutable(n) }));
+    Object.assign(n.attempts[0]!, { state: 'success', finished_at: 40, test_exit_code: 0 });
+    Object.assign(n, { state: 'success', finished_at: 40 });
+    lines.push(JSON.stringify({ t: 'node', id: 'b-1', name: 'n0', n: nodeMutable(n) }));
+    await writeFile(s.journalPath, `${await readFile(s.journalPath, 'utf8')}${lines.join('\n')}\n`);
+    const again = await StateStore.open({ dataDir: dir, persist: true, init: false });
+    expect(snapshot(again)).toBe(snapshot(s));
+    expect(again.data.builds.get('b-1')!.nodes[0]!.attempts[0]!.test_exit_code).toBe(0);
+    // and a delta written after them applies on top
+    const m = again.data.builds.get('b-1')!.nodes[0]!;
+    m.attempts.push(attempt('a-2', 2));
+    again.markAttempt('b-1', 'n0', 1);
+    await again.commit();
+    const third = await StateStore.open({ dataDir: dir, persist: true, init: false });
+    expect(snapshot(third)).toBe(snapshot(again));
+    expect(third.data.builds.get('b-1')!.nodes[0]!.attempts.map((x) => x.id)).toEqual(['a-1', 'a-2']);
+    await third.drain();
+  });
+
   it('refuses to mark a build or node it does not hold, and writes nothing for it', async () => {
     const s = await StateStore.open({ dataDir: dir, persist: true, init: true });
     s.data.builds.set('b-1', build('b-1', 1));
@@ -109,6 +170,9 @@ describe('state journal replay', () => {
     }
     expect(() => s.markNode('b-1', '__proto__')).toThrow(/unknown node/);
     expect(() => s.markNode('b-1', 'constructor')).toThrow(/unknown node/);
+    expect(() => s.markNodeFields('b-1', '__proto__')).toThrow(/unknown node/);
+    expect(() => s.markAttempt('b-1', 'n0', 0)).toThrow(/has 0 attempts/);
+    expect(() => s.markAttempt('toString', 'n0', 0)).toThrow(/not active/);
     await s.commit();
     expect(await readFile(s.journalPath, 'utf8')).toBe(journal);
     expect(await s.getBuild('__proto__')).toBeNull();
@@ -129,6 +193,11 @@ describe('state journal replay', () => {
       ['{"t":"build","b":{"id":"b-9","state":"failed"}}', /line 1: update of unknown build b-9/],
       ['{"t":"new","b":{"id":"b-1","nodes":[]}}\n{"t":"node","id":"b-1","name":"x","n":{}}', /line 2: update of unknown node b-1\/x/],
       ['{"t":"nope"}', /line 1: unknown entry type "nope"/],
+      ['{"t":"new","b":{"id":"b-1","nodes":[{"name":"x","attempts":[]}]}}\n{"t":"delta","id":"b-1","name":"x","i":1,"a":[]}', /line 2: delta entry of b-1\/x that changes nothing/],
+      ['{"t":"new","b":{"id":"b-1","nodes":[{"name":"x","attempts":[]}]}}\n{"t":"delta","id":"b-1","name":"x","i":0,"a":[[{},"a-1",1]]}', /line 2: delta entry of b-1\/x: an attempt is not an array of 28 values/],
+      ['{"t":"new","b":{"id":"b-1","nodes":[{"name":"x","attempts":[]}]}}\n{"t":"delta","id":"b-1","name":"x","i":0,"a":[],"n":{"state":"ready"}}', /line 2: delta entry of b-1\/x: node fields are not an array/],
+      ['{"t":"new","b":{"id":"b-1","nodes":[{"name":"x","attempts":[]}]}}\n{"t":"delta","id":"b-1","name":"x","i":-1,"a":[]}', /line 2: delta entry of b-1\/x without a valid attempt index/],
+      ['{"t":"new","b":{"id":"b-1","nodes":[{"name":"x","attempts":[]}]}}\n{"t":"delta","id":"b-1","name":"y","i":0,"a":[],"n":["ready",1,null,null,null,null,null,0,0]}', /line 2: update of unknown node b-1\/y/],
       ['[1,2]', /line 1: not a JSON object/],
     ] as const;
     for (const [text, message] of bad) {
