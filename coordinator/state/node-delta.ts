@@ -46,7 +46,7 @@ export const ATTEMPT_TUPLE_FIELDS = [
 ] as const;
 
 /** An attempt's optional fields: the tuple's first element is an object with those that are set (absent stays absent). */
-export const ATTEMPT_OPTIONAL_FIELDS = ['gpus', 'emulated', 'test_exit_code'] as const;
+export const ATTEMPT_OPTIONAL_FIELDS = ['gpus', 'emulated', 'test_exit_code', 'images', 'cache'] as const;
 
 /** A node's own fields (everything that changes after submission except its attempts), in tuple order. */
 export const NODE_HEAD_FIELDS = ['state', 'ready_at', 'started_at', 'finished_at', 'reason', 'reused_from', 'waiting_on', 'retries', 'budget_from'] as const;
@@ -67,7 +67,7 @@ export const ATTEMPT_TUPLE_LENGTH = ATTEMPT_TUPLE_FIELDS.length + 1;
 /** `a` as a tuple (written out field by field: the order of ATTEMPT_TUPLE_FIELDS). */
 export function attemptTuple(a: AttemptRecord): AttemptTuple {
   // Undefined values are left out by JSON.stringify: the object holds only the optional fields that are set.
-  const optional = { gpus: a.gpus, emulated: a.emulated, test_exit_code: a.test_exit_code };
+  const optional = { gpus: a.gpus, emulated: a.emulated, test_exit_code: a.test_exit_code, images: a.images, cache: a.cache };
   return [
     optional,
     a.id,

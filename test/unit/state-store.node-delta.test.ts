@@ -43,6 +43,8 @@ function fullAttempt(): AttemptRecord {
     provenance: 'sha256:prov',
     reused_from: { build_id: 'b-0', node: 'n', attempt_id: 'a-0', attempt_number: 1 },
     test_exit_code: 14,
+    images: [{ ref: '127.0.0.1:5000/a:1', digest: 'sha256:pushed', platform: 'linux/amd64', size: 15, media_type: 'application/vnd.docker.distribution.manifest.v2+json' }],
+    cache: { hit: 16, miss: 17, push: 'pushed' },
   } as Partial<AttemptRecord>);
 }
 
