@@ -119,6 +119,8 @@ export function scanTar(stream: NodeJS.ReadableStream, limits: ScanLimits = DEFA
     ex.on('finish', () => finish());
     ex.on('entry', (header, body, next) => {
       entries++;
+      // A truncated archive fails the entry's stream as well as the extractor (handled there).
+      body.on('error', () => {});
       if (entries > limits.maxEntries) {
         body.resume();
         stop(`more than ${limits.maxEntries} files in the image`);
