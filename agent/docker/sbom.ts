@@ -161,7 +161,10 @@ export async function generateSbom(docker: Docker, subject: SbomSubject, deps: S
   }
   const by = new Map<string, number>();
   for (const p of scan.packages) by.set(p.ecosystem, (by.get(p.ecosystem) ?? 0) + 1);
-  const counts = [...by].map(([k, n]) => `${k} ${n}`).join(', ');
+  const counts = [...by]
+    .sort((a, b) => ORDER.get(a[0])! - ORDER.get(b[0])!)
+    .map(([k, n]) => `${k} ${n}`)
+    .join(', ');
   deps.log(`[kiln] sbom: ${scan.packages.length} packages${counts ? ` (${counts})` : ''}${scan.partial ? ' (partial)' : ''}; CycloneDX 1.5 ${digest} (${bytes.length} bytes, ${scan.entries} files scanned)\n`);
   return { digest, size: bytes.length, packages: scan.packages.length, partial: scan.partial };
 }
