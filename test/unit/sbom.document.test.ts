@@ -16,7 +16,11 @@ import addFormatsModule from 'ajv-formats';
 import { pack } from 'tar-stream';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_SCAN_LIMITS, scanTar, type ScanLimits } from '../../agent/docker/image-packages.js';
-import { indexSboms, purlOf, sbomDocument } from '../../agent/docker/sbom.js';
+import { indexSboms, purlOf, sbomDocument, withSboms } from '../../agent/docker/sbom.js';
+import type { CasCache } from '../../agent/cas-cache.js';
+import type Docker from 'dockerode';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 
 type Entry = { name: string; body?: string | Buffer; type?: 'file' | 'directory' | 'symlink'; linkname?: string };
 
@@ -224,5 +228,60 @@ describe('CycloneDX 1.5 document', () => {
       { platform: 'linux/arm64', sbom: null },
       { platform: 'linux/s390x', sbom: null },
     ]);
+  });
+});
+
+describe('withSboms', () => {
+  /** An engine stand-in whose container exports `tar` (or whose create fails), counting removals. */
+  function engine(tar: Buffer | null) {
+    const calls = { removed: 0 };
+    const docker = {
+      createContainer: () =>
+        tar === null
+          ? Promise.reject(new Error('connect ENOENT /var/run/docker.sock'))
+          : Promise.resolve({
+              export: () => Promise.resolve(stream(tar)),
+              remove: () => {
+                calls.removed++;
+                return Promise.resolve();
+              },
+            }),
+    } as unknown as Docker;
+    return { docker, calls };
+  }
+
+  it('uploads the SBOM to the CAS and names it on every ref; the container is removed', async () => {
+    const work = await mkdtemp(join(tmpdir(), 'kiln-sbom-'));
+    try {
+      const uploads: Array<{ digest: string; size: number }> = [];
+      const cas = { upload: (digest: string, _path: string, size: number) => (uploads.push({ digest, size }), Promise.resolve()) } as unknown as CasCache;
+      const { docker, calls } = engine(await tarOf(FIXTURES));
+      const lines: string[] = [];
+      const two = [SUBJECT.images[0]!, { ...SUBJECT.images[0]!, ref: '127.0.0.1:5000/team/app:latest' }];
+      const out = await withSboms(docker, SUBJECT.imageId, two, 'linux/amd64', { cas, workDir: work, log: (l) => lines.push(l) });
+      expect(uploads).toHaveLength(1);
+      expect(out.map((i) => i.sbom)).toEqual([uploads[0]!.digest, uploads[0]!.digest]);
+      expect(calls.removed).toBe(1);
+      expect(lines.at(-1)).toMatch(/^\[kiln\] sbom: 7 packages \(deb 2, apk 1, pypi 2, npm 2\); CycloneDX 1\.5 sha256:[0-9a-f]{64} \(\d+ bytes, 14 files scanned\)\n$/);
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+  });
+
+  it('an engine or CAS failure is logged and leaves sbom: null; it never throws', async () => {
+    const work = await mkdtemp(join(tmpdir(), 'kiln-sbom-'));
+    try {
+      const lines: string[] = [];
+      const okCas = { upload: () => Promise.resolve() } as unknown as CasCache;
+      const down = await withSboms(engine(null).docker, SUBJECT.imageId, [...SUBJECT.images], 'linux/amd64', { cas: okCas, workDir: work, log: (l) => lines.push(l) });
+      expect(down.map((i) => i.sbom)).toEqual([null]);
+      expect(lines).toEqual(['[kiln] sbom: could not be made: creating a container to read the image failed: connect ENOENT /var/run/docker.sock (the image is pushed; its record says sbom: null)\n']);
+      const badCas = { upload: () => Promise.reject(new Error('uploading: HTTP 503')) } as unknown as CasCache;
+      const failed = await withSboms(engine(await tarOf(FIXTURES)).docker, SUBJECT.imageId, [...SUBJECT.images], 'linux/amd64', { cas: badCas, workDir: work, log: (l) => lines.push(l) });
+      expect(failed.map((i) => i.sbom)).toEqual([null]);
+      expect(lines.at(-1)).toContain('sbom: could not be made: uploading: HTTP 503');
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
   });
 });
