@@ -14,6 +14,8 @@
  * `pkg:oci/…@<manifest digest>`), with its refs, image id and platform as properties and
  * `kiln:sbom:partial` saying whether a bound cut the scan short.
  *
+ * An index's row lists its platform images' SBOMs instead (index-sboms.ts).
+ *
  * `withSboms` never throws: an SBOM that cannot be made (engine trouble, CAS upload
  * failure) is logged and the images keep `sbom: null`; the push succeeded and stands.
  */
@@ -23,7 +25,7 @@ import { join } from 'node:path';
 import * as CDX from '@cyclonedx/cyclonedx-library';
 import type Docker from 'dockerode';
 import { PackageURL } from 'packageurl-js';
-import { coerceError, parseImageRef, sha256, KILN_VERSION, type Digest, type IndexEntryPayload, type PushedImagePayload } from '../../shared/core.js';
+import { coerceError, parseImageRef, sha256, KILN_VERSION, type Digest, type PushedImagePayload } from '../../shared/core.js';
 import type { CasCache } from '../cas-cache.js';
 import { scanImagePackages, type ScanLimits, type ScanResult } from './image-packages.js';
 import type { FoundPackage } from './package-dbs.js';
@@ -182,9 +184,4 @@ export async function withSboms(docker: Docker, imageId: string, images: PushedI
     deps.log(`[kiln] sbom: could not be made: ${coerceError(err).message} (the image is pushed; its record says sbom: null)\n`);
   }
   return images.map((i) => ({ ...i, sbom }));
-}
-
-/** An index's platform SBOMs: for each platform node, the SBOM its pushed image records. */
-export function indexSboms(entries: readonly IndexEntryPayload[]): Array<{ platform: string; sbom: Digest | null }> {
-  return entries.map((e) => ({ platform: e.platform, sbom: (e.images.find((i) => i.sbom)?.sbom as Digest | undefined) ?? null }));
 }

@@ -45,7 +45,7 @@ import { runTest } from '../docker/test-container.js';
 import { assembleIndex } from '../docker/image-index.js';
 import { PushError, pushImages, registryAuthLookup, type RegistryAuth } from '../docker/image-push.js';
 import { cacheFigures, forgiveCacheImport, InlineCacheBackend, type LayerCacheBackend } from '../docker/layer-cache.js';
-import { indexSboms, withSboms } from '../docker/sbom.js';
+import { indexSboms } from '../docker/index-sboms.js';
 import { diskFullMessage, diskFullNeed, isCorruptArtifact, isDiskFull, isEngineClientError, isEngineUnreachable } from '../failure-kinds.js';
 import type { CancelReason, Executor, ExecutorInfo, RunIO, RunResult, Trouble } from './executor.js';
 
@@ -325,7 +325,18 @@ export class DockerExecutor implements Executor {
         return { ...infraFail(error, fetchMs, Date.now() - t1, err instanceof PushError ? undefined : err), imageId, failedStep: 'push', ...tested, ...meta, cache };
       }
       // 9. the pushed image's SBOM (docker/sbom.ts): a failure is logged, never fails the node
-      pushed = { images: await withSboms(this.docker, imageId, pushed.images!, job.platform, { cas: this.cas, workDir: this.workDir, log: (l) => io.log(l), signal: io.signal }) };
+      // Loaded on first use: the CycloneDX library costs ~75 ms to import, only nodes that push need it.
+      const images = pushed.images!;
+      const sbomDeps = { cas: this.cas, workDir: this.workDir, log: (l: string) => io.log(l), signal: io.signal };
+      pushed = {
+        images: await import('../docker/sbom.js').then(
+          (m) => m.withSboms(this.docker, imageId, images, job.platform, sbomDeps),
+          (err: unknown) => {
+            io.log(`[kiln] sbom: could not be made: ${coerceError(err).message}\n`);
+            return images.map((i) => ({ ...i, sbom: null }));
+          },
+        ),
+      };
       if (io.signal.aborted) return { ...this.aborted(io, fetchMs, Date.now() - t1), imageId, ...meta };
     }
     return { status: 'success', exitCode: null, error: null, failedStep: null, infra: false, imageId, fetchMs, buildMs: Date.now() - t1, outputs, ...tested, ...meta, cache, ...pushed };
