@@ -137,7 +137,8 @@ export function scanTar(stream: NodeJS.ReadableStream, limits: ScanLimits = DEFA
       const cap = limits.maxFileBytes.get(kind) ?? 0;
       if (size > cap || kept + size > limits.maxKeptBytes) {
         warn(size > cap ? `${path}: ${size} bytes is over the ${cap}-byte limit for this file; skipped` : `${path}: the package databases together exceed ${limits.maxKeptBytes} bytes; skipped`);
-        if (size <= cap) partial = true;
+        // Its packages are missing from the SBOM.
+        partial = true;
         body.on('end', next);
         body.resume();
         return;

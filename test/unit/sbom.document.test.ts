@@ -112,6 +112,7 @@ describe('image package scan', () => {
     expect(r.warnings).toEqual([`/var/lib/dpkg/status: ${Buffer.byteLength(big)} bytes is over the 1024-byte limit for this file; skipped`]);
     expect(r.packages.map((p) => p.name)).not.toContain('x');
     expect(r.packages).toHaveLength(6);
+    expect(r.partial).toBe(true);
   });
 
   it('the bound on all kept bytes ends with a partial result', async () => {
