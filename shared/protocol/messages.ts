@@ -203,7 +203,7 @@ export const PushedImage = z.strictObject({
   /** Bytes of the manifest (or index) itself, as the registry serves it. */
   size: Millis,
   media_type: z.string().max(200),
-  /** The image's SBOM (CycloneDX 1.5 JSON) in the CAS; null when it could not be made; absent from older agents and indexes. */
+  /** The image's SBOM (CycloneDX 1.5 JSON) in the CAS; null when it could not be made, and for an index; absent from older agents. */
   sbom: DigestStr.nullable().optional(),
   /** An index: its platform images' SBOMs (from their nodes' results; nothing scanned again). */
   platform_sboms: z
