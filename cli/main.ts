@@ -233,10 +233,14 @@ export async function main(argv: string[], env: Record<string, string | undefine
     });
 
   clientOptions(program.command('images <build>'))
-    .description("list the images a build pushed: node, ref, manifest digest, platform (or an index's platforms), size")
+    .description("list the images a build pushed: node, ref, manifest digest, platform (or an index's platforms), size, SBOM digest; --sbom REF prints one SBOM")
     .option('--json', 'JSON Lines: one image per line')
-    .action(async (build: string, o: ClientFlags & { json?: boolean }) => {
-      code = await (await images()).imagesCommand(await client(o), build, { json: Boolean(o.json) }, io);
+    .option('--sbom <ref>', "print the SBOM (CycloneDX 1.5 JSON) of the image pushed at REF, checked against its digest")
+    .option('--platform <platform>', 'with --sbom on an index ref: the platform image whose SBOM to print')
+    .option('-o, --output <file>', 'with --sbom: write the SBOM to FILE')
+    .action(async (build: string, o: ClientFlags & { json?: boolean; sbom?: string; platform?: string; output?: string }) => {
+      const sbom = o.sbom !== undefined ? { sbom: o.sbom, ...(o.platform !== undefined ? { platform: o.platform } : {}), ...(o.output !== undefined ? { out: o.output } : {}) } : {};
+      code = await (await images()).imagesCommand(await client(o), build, { json: Boolean(o.json), ...sbom }, io);
     });
 
   clientOptions(program.command('provenance <build> <node>'))

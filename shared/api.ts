@@ -36,11 +36,17 @@ export const PushedImageView = z.object({
   /** Bytes of the manifest or index. */
   size: z.number().int(),
   media_type: z.string(),
+  /** Digest of the image's SBOM (CycloneDX 1.5 JSON) in the CAS (`GET /api/v1/cas/{digest}`); null when none was made. */
+  sbom: z.string().nullable().optional(),
+  /** An index: its platform images' SBOMs. */
+  platform_sboms: z.array(z.object({ platform: z.string(), sbom: z.string().nullable() })).optional(),
 });
 
 /** One row of `GET /api/v1/builds/{id}/images`. */
 export const ImageView = PushedImageView.extend({
   node: z.string(),
+  /** Digest of the image's SBOM in the CAS; null for an index (see `platform_sboms`) or when none was made. */
+  sbom: z.string().nullable(),
   /** true for a multi-platform index (a manifest list), false for one platform's image. */
   index: z.boolean(),
 });

@@ -22,6 +22,9 @@
  *    node builds nothing: it puts one multi-platform index of its platform nodes' pushed
  *    images at its refs (docker/image-index.ts). A registry's refusal (credentials,
  *    access, name) fails the node; its other failures are infrastructure failures.
+ * 9. After a push, the image's SBOM (docker/sbom.ts) goes to the CAS and each pushed
+ *    image record names it (`sbom`; null when it could not be made, which is logged and
+ *    does not fail the node). An index lists its platform images' SBOMs.
  * Cancel and timeout abort the request, which makes the engine stop the build.
  *
  * Failures of the agent's own (the engine unreachable or broken mid-build, a 5xx from the
@@ -42,6 +45,7 @@ import { runTest } from '../docker/test-container.js';
 import { assembleIndex } from '../docker/image-index.js';
 import { PushError, pushImages, registryAuthLookup, type RegistryAuth } from '../docker/image-push.js';
 import { cacheFigures, forgiveCacheImport, InlineCacheBackend, type LayerCacheBackend } from '../docker/layer-cache.js';
+import { indexSboms } from '../docker/index-sboms.js';
 import { diskFullMessage, diskFullNeed, isCorruptArtifact, isDiskFull, isEngineClientError, isEngineUnreachable } from '../failure-kinds.js';
 import type { CancelReason, Executor, ExecutorInfo, RunIO, RunResult, Trouble } from './executor.js';
 
@@ -320,6 +324,20 @@ export class DockerExecutor implements Executor {
         if (err instanceof PushError && err.refused) return { ...base, status: 'failed', imageId, error, failedStep: 'push', infra: false, fetchMs, buildMs: Date.now() - t1, ...tested, ...meta, cache };
         return { ...infraFail(error, fetchMs, Date.now() - t1, err instanceof PushError ? undefined : err), imageId, failedStep: 'push', ...tested, ...meta, cache };
       }
+      // 9. the pushed image's SBOM (docker/sbom.ts): a failure is logged, never fails the node
+      // Loaded on first use: the CycloneDX library costs ~75 ms to import, only nodes that push need it.
+      const images = pushed.images!;
+      const sbomDeps = { cas: this.cas, workDir: this.workDir, log: (l: string) => io.log(l), signal: io.signal };
+      pushed = {
+        images: await import('../docker/sbom.js').then(
+          (m) => m.withSboms(this.docker, imageId, images, job.platform, sbomDeps),
+          (err: unknown) => {
+            io.log(`[kiln] sbom: could not be made: ${coerceError(err).message}\n`);
+            return images.map((i) => ({ ...i, sbom: null }));
+          },
+        ),
+      };
+      if (io.signal.aborted) return { ...this.aborted(io, fetchMs, Date.now() - t1), imageId, ...meta };
     }
     return { status: 'success', exitCode: null, error: null, failedStep: null, infra: false, imageId, fetchMs, buildMs: Date.now() - t1, outputs, ...tested, ...meta, cache, ...pushed };
   }
@@ -331,7 +349,9 @@ export class DockerExecutor implements Executor {
     const done = { exitCode: null, imageId: null, fetchMs: 0 };
     try {
       const authFor = registryAuthLookup(job.registry_auth);
-      const images = await assembleIndex(job.images ?? [], job.index ?? [], { authFor: (d) => authFor(d) ?? null, signal: io.signal, log: (l) => io.log(l), ...this.pushOpts });
+      const assembled = await assembleIndex(job.images ?? [], job.index ?? [], { authFor: (d) => authFor(d) ?? null, signal: io.signal, log: (l) => io.log(l), ...this.pushOpts });
+      // The index lists its platform images' SBOMs (made when they were pushed; nothing is scanned again).
+      const images = assembled.map((i) => ({ ...i, sbom: null, platform_sboms: indexSboms(job.index ?? []) }));
       return { ...done, status: 'success', error: null, failedStep: null, infra: false, buildMs: Date.now() - t0, outputs: [], images };
     } catch (err) {
       if (io.signal.aborted) return this.aborted(io, 0, Date.now() - t0);

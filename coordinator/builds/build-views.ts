@@ -98,7 +98,10 @@ export function imagesView(b: BuildRecord): ImageViewT[] {
   const out: ImageViewT[] = [];
   for (const node of b.nodes) {
     const result = resultAttempt(node);
-    for (const i of result?.images ?? []) out.push({ node: node.name, ref: i.ref, digest: i.digest, platform: i.platform, size: i.size, media_type: i.media_type, index: node.index !== undefined });
+    for (const i of result?.images ?? []) {
+      const sboms = i.platform_sboms ? { platform_sboms: i.platform_sboms } : {};
+      out.push({ node: node.name, ref: i.ref, digest: i.digest, platform: i.platform, size: i.size, media_type: i.media_type, sbom: i.sbom ?? null, ...sboms, index: node.index !== undefined });
+    }
   }
   return out;
 }

@@ -5,9 +5,10 @@
  * Dockerfile digests, the base images as the agent's engine resolved them, every input
  * digest (and the upstream output it came from), the platform, the build args (values of
  * secret-looking ones left out), the agent and its engine, the outputs, the image id and
- * the times, and the images it pushed (ref, manifest digest, platform, size; for an index
- * node the index and the platform nodes it names). Canonical JSON, so the same facts give
- * the same digest.
+ * the times, and the images it pushed (ref, manifest digest, platform, size, and `sbom`:
+ * the digest of the image's CycloneDX SBOM in the CAS, null when none could be made; for
+ * an index node the index, the platform nodes it names and their SBOMs, `platform_sboms`).
+ * Canonical JSON, so the same facts give the same digest.
  */
 import { sha256, type Digest, type HelloPayload } from '../../shared/index.js';
 import type { AttemptRecord, BuildRecord, NodeRecord } from '../state/records.js';

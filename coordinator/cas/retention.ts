@@ -1,8 +1,8 @@
 /**
  * Artifact retention: blobs that no build still needs are deleted from the store.
  *
- * A build's blobs (contexts, inputs, outputs, provenance records) are *live* while the
- * build is unfinished, while it is pinned, and for `retentionMs` after it finished; its
+ * A build's blobs (contexts, inputs, outputs, provenance records, image SBOMs) are *live*
+ * while the build is unfinished, while it is pinned, and for `retentionMs` after it finished; its
  * artifacts' `expires_at` is `finished_at + retentionMs` (null when pinned). A sweep marks
  * the blobs of every live build (archived builds older than the retention period and not
  * pinned are not even read), then deletes every other blob that was stored and last
@@ -40,6 +40,7 @@ export function buildDigests(build: BuildRecord): Set<string> {
       for (const d of Object.values(a.inputs ?? {})) out.add(d);
       for (const o of a.outputs ?? []) out.add(o.digest);
       if (a.provenance) out.add(a.provenance);
+      for (const i of a.images ?? []) if (i.sbom) out.add(i.sbom);
     }
   }
   return out;

@@ -203,6 +203,13 @@ export const PushedImage = z.strictObject({
   /** Bytes of the manifest (or index) itself, as the registry serves it. */
   size: Millis,
   media_type: z.string().max(200),
+  /** The image's SBOM (CycloneDX 1.5 JSON) in the CAS; null when it could not be made, and for an index; absent from older agents. */
+  sbom: DigestStr.nullable().optional(),
+  /** An index: its platform images' SBOMs (from their nodes' results; nothing scanned again). */
+  platform_sboms: z
+    .array(z.strictObject({ platform: z.string().max(64), sbom: DigestStr.nullable() }))
+    .max(64)
+    .optional(),
 });
 
 /** One platform node's pushed images, for the agent assembling a multi-platform index. */

@@ -68,8 +68,8 @@ describe.skipIf(!REGISTRY)('images pushed to a registry (needs KILN_REGISTRY, e.
     const table = await kiln(['images', id], env());
     expect(table.code, table.stderr).toBe(0);
     const lines = table.stdout.trim().split('\n');
-    expect(lines[0]).toMatch(/^NODE\s+REF\s+DIGEST\s+PLATFORM\s+SIZE$/);
-    expect(lines[1]!.split(/\s+/)).toEqual(['app', `${REGISTRY}/${repo}:1.0`, app.images[0]!.digest, 'linux/amd64', String(app.images[0]!.size), 'B']);
+    expect(lines[0]).toMatch(/^NODE\s+REF\s+DIGEST\s+PLATFORM\s+SIZE\s+SBOM$/);
+    expect(lines[1]!.split(/\s+/)).toEqual(['app', `${REGISTRY}/${repo}:1.0`, app.images[0]!.digest, 'linux/amd64', String(app.images[0]!.size), 'B', app.images[0]!.sbom]);
     expect(lines).toHaveLength(3);
     const json = await kiln(['images', id, '--json'], env());
     expect(json.stdout.trim().split('\n').map((l) => JSON.parse(l) as unknown)).toEqual(listed.items);
