@@ -25,8 +25,8 @@ export async function submit(s: EngineState, spec: ResolvedSpec, opts: { reuse?:
     started_at: null,
     finished_at: null,
     nodes: spec.nodes.map(pendingNode),
+    ...(spec.budget ? { budget: spec.budget } : {}),
   };
-  if (spec.budget) build.budget = spec.budget;
   s.records.addBuild(build);
   s.cas.touch(spec.nodes.flatMap((n) => [...(n.context ? [n.context] : []), ...n.inputs.flatMap((i) => (i.digest ? [i.digest] : []))]));
   s.ids.push(id);
