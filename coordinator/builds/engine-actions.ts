@@ -93,6 +93,10 @@ export async function retryNode(s: EngineState, buildId: string, nodeName: strin
   const probe = found.nodes.find((n) => n.name === nodeName);
   if (!probe) throw new KilnError('E_NOT_FOUND', `build ${buildId} has no node '${nodeName}' (nodes: ${found.nodes.map((n) => n.name).slice(0, 20).join(', ')})`);
   if (found.cancel_requested) throw new KilnError('E_CONFLICT', `build ${buildId} was cancelled; submit it again instead`);
+  const deadlineMs = found.budget?.deadline_ms;
+  if (deadlineMs !== undefined && s.now() >= found.created_at + deadlineMs) {
+    throw new KilnError('E_CONFLICT', `build ${buildId}'s deadline passed at ${new Date(found.created_at + deadlineMs).toISOString()}; submit it again instead`);
+  }
   if (probe.state !== 'failed') throw new KilnError('E_CONFLICT', `node '${nodeName}' of build ${buildId} is ${probe.state}; only a failed node can be retried`);
   await archivingDone(s, buildId);
   const build = s.records.activeBuild(buildId) ?? (await s.store.revive(buildId));

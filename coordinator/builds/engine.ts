@@ -205,8 +205,10 @@ export class Engine extends TypedEmitter<EngineEvents> {
   }
 
   /** Runs a failed node again with a fresh attempt budget (engine-actions.ts); resolves once durable. */
-  retryNode(buildId: string, nodeName: string): Promise<BuildRecord> {
-    return actions.retryNode(this.s, buildId, nodeName);
+  async retryNode(buildId: string, nodeName: string): Promise<BuildRecord> {
+    const build = await actions.retryNode(this.s, buildId, nodeName);
+    this.deadlines.add(build); // a revived build's deadline (not yet passed: checked above) is armed again
+    return build;
   }
 
   /** Pauses, drains or resumes an agent (operator action); persisted, so it survives a restart. */

@@ -236,6 +236,28 @@ describe('engine: budgets', () => {
     expect(gone.state).toBe('cancelled');
     expect(gone.nodes.every((n) => n.reason === "the build's deadline passed (10m0s after submit)")).toBe(true);
   });
+
+  it('arms the deadline again for a retried node, and refuses a retry once the deadline passed', async () => {
+    const a = await connect('a1', { max_jobs: 2 });
+    const b = await engine.submit(spec({ one: { dockerfile_inline: 'FROM a' } }, { deadline: '1m' }));
+    await tick();
+    await engine.frame(a.entry, frame('finished', finished(a.ch.assigns()[0]!.attempt_id, 'failed')));
+    await advance(10_000);
+    expect((await engine.getBuild(b.id))!.state).toBe('failed');
+    await engine.retryNode(b.id, 'one');
+    await tick();
+    expect(a.ch.assigns()).toHaveLength(2);
+    await advance(50_000);
+    const cancelled = (await engine.getBuild(b.id))!;
+    expect(cancelled.state).toBe('cancelled');
+    expect(a.ch.cancels()).toContain(a.ch.assigns()[1]!.attempt_id);
+
+    const late = await engine.submit(spec({ two: { dockerfile_inline: 'FROM a\nRUN 2' } }, { deadline: '1m' }));
+    await tick();
+    await engine.frame(a.entry, frame('finished', finished(a.ch.assigns().find((x) => x.build_id === late.id)!.attempt_id, 'failed')));
+    await advance(61_000);
+    await expect(engine.retryNode(late.id, 'two')).rejects.toMatchObject({ code: 'E_CONFLICT', message: expect.stringMatching(/deadline passed/) });
+  });
 });
 
 describe('spec: budget fields', () => {
