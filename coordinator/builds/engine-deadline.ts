@@ -13,7 +13,7 @@
 import { formatDuration, isBuildTerminal, type Timer, type Timers } from '../../shared/index.js';
 import type { BuildRecord } from '../state/records.js';
 import { cancelUnfinished } from './engine-actions.js';
-import type { EngineState } from './engine-state.js';
+import { track, type EngineState } from './engine-state.js';
 import { maybeArchive } from './engine-transitions.js';
 
 /** Longest single timer delay (re-armed when it fires early). */
@@ -115,6 +115,7 @@ export class Deadlines {
         },
         (err: unknown) => this.s.log.error({ err }, 'state commit failed after a build deadline'),
       );
+      track(this.s, this.last); // shutdown waits for it
     }
     this.arm();
   }
