@@ -25,7 +25,7 @@ import { followAndSummarize, type CliIO } from './commands.js';
 import { CliError, EXIT } from './exit-codes.js';
 import { writeJsonLine, writeJsonLines } from './json-lines.js';
 import { useColour } from './render.js';
-import { agentControlLine, agentsTable, deadLetterTable, errorReportText, poolsTable } from './render-fleet.js';
+import { agentControlLine, agentsTable, deadLetterTable, errorReportText, groupsTable, poolsTable } from './render-fleet.js';
 
 /** Every agent, following the list's cursor. */
 async function allAgents(client: ApiClient): Promise<AgentViewT[]> {
@@ -65,7 +65,7 @@ export async function agentControlCommand(client: ApiClient, action: AgentAction
 export async function poolsCommand(client: ApiClient, opts: { json: boolean }, io: CliIO): Promise<number> {
   const list = await client.json(apiPath.pools(), PoolList);
   if (opts.json) writeJsonLines(io.stdout, list.items);
-  else io.stdout.write(poolsTable(list.items));
+  else io.stdout.write(poolsTable(list.items) + groupsTable(list.concurrency_groups ?? []));
   return EXIT.OK;
 }
 

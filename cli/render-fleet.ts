@@ -3,7 +3,7 @@
  * aligned tables for `kiln agents`, `kiln pools` and `kiln dlq`, and the readable form of
  * a build's error report (`kiln error`). `now` is passed in so output is reproducible.
  */
-import { formatDuration, type AgentViewT, type DeadLetterViewT, type ErrorReportNodeT, type ErrorReportT, type PoolViewT } from '../shared/index.js';
+import { formatDuration, type AgentViewT, type ConcurrencyGroupViewT, type DeadLetterViewT, type ErrorReportNodeT, type ErrorReportT, type PoolViewT } from '../shared/index.js';
 
 /** Left-aligned columns separated by two spaces; the last column is not padded. */
 export function table(header: string[], rows: string[][]): string {
@@ -116,6 +116,13 @@ export function poolsTable(pools: PoolViewT[]): string {
     ];
   });
   return table(['POOL', 'AGENTS', 'UNAVAILABLE', 'SLOTS', 'GPUS', 'QUEUED', 'RUNNING', 'OLDEST-WAIT', 'WAIT-P50/P95', 'DISPATCHED'], rows);
+}
+
+/** `kiln pools`, after the pools: the concurrency groups (issue 11), or nothing when there are none. */
+export function groupsTable(groups: ConcurrencyGroupViewT[]): string {
+  if (groups.length === 0) return '';
+  const rows = groups.map((g) => [g.name, g.limit === null ? 'per build' : String(g.limit), String(g.running), g.waiting > 0 ? `${g.waiting} (full)` : '0']);
+  return `\n${table(['CONCURRENCY-GROUP', 'LIMIT', 'RUNNING', 'WAITING'], rows)}`;
 }
 
 /** `kiln dlq`. */

@@ -118,5 +118,17 @@ export function buildSummary(b: BuildViewT, colour: boolean): string {
     lines.push(`  ${n.name.padEnd(width)}  ${stateText(n.state, colour).padEnd(colour ? 18 : 9)} ${dur.padStart(7)}  ${n.agent ?? '-'}  ${extra.split('\n')[0]!.slice(0, 240)}`);
   }
   const took = b.started_at && b.finished_at ? ` in ${formatDuration(Date.parse(b.finished_at) - Date.parse(b.started_at))}` : '';
-  return `build ${b.id} (${b.name}): ${stateText(b.state, colour)}${took}\n${lines.join('\n')}\n  logs: kiln logs ${b.id}\n`;
+  const why = b.reason ? `: ${b.reason}` : '';
+  return `build ${b.id} (${b.name}): ${stateText(b.state, colour)}${took}${why}\n${budgetLine(b)}${lines.join('\n')}\n  logs: kiln logs ${b.id}\n`;
+}
+
+/** The build's budgets (issue 11) in one line, or nothing when it has none. */
+function budgetLine(b: BuildViewT): string {
+  const g = b.budget;
+  if (!g) return '';
+  const parts: string[] = [];
+  if (g.concurrency !== null) parts.push(`concurrency ${g.running}/${g.concurrency}`);
+  if (g.concurrency_group !== null) parts.push(`group ${g.concurrency_group}`);
+  if (g.deadline_at !== null) parts.push(`deadline ${g.deadline_at}${g.deadline_exceeded ? ' (passed)' : ''}`);
+  return parts.length > 0 ? `  budget: ${parts.join(', ')}\n` : '';
 }

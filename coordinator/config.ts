@@ -9,6 +9,7 @@
  * `process.env`. `config/coordinator.example.yaml` shows the file.
  */
 import { readFileSync } from 'node:fs';
+import { z } from 'zod';
 import { homedir } from 'node:os';
 import { resolve } from 'node:path';
 import type { EngineTimings } from './builds/engine-state.js';
@@ -31,7 +32,40 @@ import {
   type SettingTable,
   type LogFormat,
   type LogLevel,
+  MAX_CONCURRENCY,
+  NAME_RE,
+  NAME_RULE,
+  type SettingType,
 } from '../shared/index.js';
+
+/** Concurrency group limits (issue 11): `name=n,...` as text, a map in the file; names like node names, limits 1..10000. */
+const concurrencyGroupsType: SettingType<ReadonlyMap<string, number>> = {
+  hint: 'name=n,...',
+  file: z.record(z.string(), z.number().int()),
+  parse: (setting: string, v: unknown) => {
+    const entries: Array<[string, unknown]> =
+      typeof v === 'string'
+        ? v
+            .split(',')
+            .map((p) => p.trim())
+            .filter(Boolean)
+            .map((p) => {
+              const i = p.indexOf('=');
+              if (i <= 0) throw configError(setting, `'${p}' is not name=limit`);
+              return [p.slice(0, i).trim(), p.slice(i + 1).trim()];
+            })
+        : Object.entries(v as Record<string, unknown>);
+    if (entries.length > 1000) throw configError(setting, `too many groups (${entries.length}; at most 1000)`);
+    const out = new Map<string, number>();
+    for (const [name, raw] of entries) {
+      if (!NAME_RE.test(name)) throw configError(setting, `group name '${name.slice(0, 80)}' is not valid (use ${NAME_RULE})`);
+      const n = typeof raw === 'number' ? raw : Number(raw);
+      if (!Number.isInteger(n) || n < 1 || n > MAX_CONCURRENCY) throw configError(setting, `limit of group '${name}' must be an integer in 1..${MAX_CONCURRENCY} (got '${String(raw)}')`);
+      out.set(name, n);
+    }
+    return out;
+  },
+};
 
 export const COORDINATOR_SETTINGS = {
   listen: { type: t.listen(), key: 'listen', env: 'KILN_LISTEN', default: '127.0.0.1:8080', description: 'address to listen on (:8080 for all interfaces)' },
@@ -85,6 +119,12 @@ export const COORDINATOR_SETTINGS = {
     description: 'layer cache: versioned cache tags kept per node and platform; older ones are deleted from the registry every artifacts.gc_interval (0: push only the moving tag)',
   },
   cacheMode: { type: t.oneOf(CACHE_MODES), key: 'cache.mode', env: 'KILN_CACHE_MODE', default: 'readwrite', description: 'layer cache use when cache.registry is set: readwrite (import and push), read (import only) or off; builds and nodes may override it' },
+  concurrencyGroups: {
+    type: concurrencyGroupsType,
+    key: 'concurrency_groups',
+    env: 'KILN_CONCURRENCY_GROUPS',
+    description: 'concurrency group limits shared by every build, name=n,... (a map in the file): at most n nodes of the group hold an agent slot at once',
+  },
 } as const satisfies SettingTable;
 
 const FileSchema = fileSchema(COORDINATOR_SETTINGS);
@@ -111,6 +151,8 @@ export interface CoordinatorConfig extends EngineTimings {
   registries: RegistryCredentials;
   /** The fleet-wide layer cache; null when no cache registry is configured. */
   cache: LayerCacheConfig | null;
+  /** Concurrency group limits (issue 11), by group name. */
+  concurrencyGroups: ReadonlyMap<string, number>;
 }
 
 /** The S3 backend's settings, validated (endpoint is `scheme://host[:port]`, prefix ends in `/` or is empty). */
@@ -262,6 +304,7 @@ export function loadCoordinatorConfig(flags: CoordinatorFlags, host: ConfigEnvir
     artifacts: { retentionMs: s.need('artifactRetention'), gcIntervalMs: s.need('gcInterval'), gcGraceMs: s.need('gcGrace') },
     registries,
     cache,
+    concurrencyGroups: (s.get('concurrencyGroups') as ReadonlyMap<string, number> | undefined) ?? new Map<string, number>(),
   });
 }
 

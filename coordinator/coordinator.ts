@@ -89,6 +89,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
         acceptTimeoutMs: config.acceptTimeoutMs,
       },
       layerCache: config.cache,
+      concurrencyGroups: config.concurrencyGroups,
     });
     await engine.recover();
     releasers.push(() => store.drain());

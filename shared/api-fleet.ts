@@ -40,7 +40,20 @@ export const PoolView = z.object({
   dispatched: z.number().int(),
 });
 
-export const PoolList = z.object({ items: z.array(PoolView) });
+/** A concurrency group (issue 11): limit, nodes holding a slot, ready nodes held back because it is full. */
+export const ConcurrencyGroupView = z.object({
+  name: z.string(),
+  /** The coordinator's limit (config `concurrency_groups`); null when only builds give one. */
+  limit: z.number().int().nullable(),
+  running: z.number().int(),
+  waiting: z.number().int(),
+});
+
+export const PoolList = z.object({
+  items: z.array(PoolView),
+  /** Concurrency groups configured or in use. */
+  concurrency_groups: z.array(ConcurrencyGroupView).optional(),
+});
 
 export const DeadLetterView = z.object({
   build_id: z.string(),
@@ -96,3 +109,4 @@ export type PoolViewT = z.infer<typeof PoolView>;
 export type DeadLetterViewT = z.infer<typeof DeadLetterView>;
 export type ErrorReportT = z.infer<typeof ErrorReport>;
 export type ErrorReportNodeT = z.infer<typeof ErrorReportNode>;
+export type ConcurrencyGroupViewT = z.infer<typeof ConcurrencyGroupView>;

@@ -129,7 +129,26 @@ export const NodeView = z.object({
   index_of: z.array(z.string()).nullable(),
   /** Layer cache figures of the node's last attempt that built (null: none reported). */
   cache: CacheFiguresView.nullable().optional(),
+  /** The concurrency group the node counts against (its own, else its build's), or null. */
+  concurrency_group: z.string().nullable().optional(),
   attempts: z.array(AttemptView),
+});
+
+/** A build's budgets (issue 11): concurrency, concurrency group, deadline. */
+export const BuildBudgetView = z.object({
+  /** At most this many of its nodes hold an agent slot at once (null: no limit). */
+  concurrency: z.number().int().nullable(),
+  /** Its nodes holding a slot now (counted when `concurrency` is set, else 0). */
+  running: z.number().int(),
+  /** The group every node counts against unless it names its own, or null. */
+  concurrency_group: z.string().nullable(),
+  /** Limits the build gives for groups the coordinator does not configure. */
+  concurrency_groups: z.record(z.string(), z.number().int()),
+  /** `deadline` in ms after submit, and when it passes (null: none). */
+  deadline_ms: z.number().int().nullable(),
+  deadline_at: Time.nullable(),
+  /** The deadline passed before the build finished: what had not finished was cancelled. */
+  deadline_exceeded: z.boolean(),
 });
 
 export const BuildSummary = z.object({
@@ -149,6 +168,10 @@ export const BuildView = BuildSummary.extend({
   /** false: submitted with --no-reuse. */
   reuse: z.boolean(),
   nodes: z.array(NodeView),
+  /** Concurrency, concurrency group and deadline. */
+  budget: BuildBudgetView.optional(),
+  /** Why the build ended as it did when that is not its nodes' own doing (a passed deadline), else null. */
+  reason: z.string().nullable().optional(),
   /** The build's log (every node, `node | ` prefixes; `?follow=true` for live SSE). */
   logs_url: z.string(),
 });

@@ -92,6 +92,7 @@ export {
   settingsMarkdown,
   SettingsReader,
   type SettingTable,
+  type SettingType,
   settingTypes,
 } from './settings.js';
 export { packDir, type PackedDir } from './archive/pack-dir.js';

@@ -117,6 +117,7 @@ export {
   settingsMarkdown,
   SettingsReader,
   type SettingTable,
+  type SettingType,
   settingTypes,
   sha256,
   sleep,
@@ -173,6 +174,8 @@ export {
   type ErrorReportNodeT,
   type ErrorReportT,
   PoolList,
+  ConcurrencyGroupView,
+  type ConcurrencyGroupViewT,
   PoolView,
   type PoolViewT,
 } from './api-fleet.js';
@@ -188,5 +191,6 @@ export {
 export { decodeSpecBytes, firstInvalidUtf8, MAX_SPEC_BYTES, parseSpecText } from './spec/parse-spec.js';
 export { forbiddenContent } from './spec/spec-fields.js';
 export { CACHE_MODES, type CacheMode } from './spec/cache-spec.js';
+export { MAX_CONCURRENCY, MAX_DEADLINE_MS, type ResolvedBudget } from './spec/budget-spec.js';
 export { submittedSpecJsonSchema } from './spec/spec-json-schema.js';
 export { type Listener, TypedEmitter } from './typed-emitter.js';

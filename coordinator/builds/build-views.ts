@@ -8,6 +8,14 @@ import type { AgentRegistry } from '../placement/agent-registry.js';
 import { waitingReason } from '../placement/why-waiting.js';
 import type { AttemptRecord, BuildRecord, BuildSummaryRecord, NodeRecord, ReusedFrom } from '../state/records.js';
 import { nodeCounts } from '../state/records.js';
+import { Budgets } from '../placement/budgets.js';
+import { deadlineAt, deadlineExceeded, deadlineReason } from './engine-deadline.js';
+
+/** What the views ask about budgets (the Engine answers): why a ready node waits for one, and a build's running count. */
+export interface BudgetQuery {
+  budgetWaiting(build: BuildRecord, node: NodeRecord): string | null;
+  buildRunning(buildId: string): number;
+}
 
 export function iso(ms: number | null): string | null {
   return ms === null ? null : new Date(ms).toISOString();
@@ -55,7 +63,7 @@ export function attemptView(a: AttemptRecord): AttemptViewT {
   };
 }
 
-export function nodeView(node: NodeRecord, agents: AgentRegistry, now: number = Date.now()): NodeViewT {
+export function nodeView(node: NodeRecord, agents: AgentRegistry, now: number = Date.now(), budgetWaiting: string | null = null, group: string | null = null): NodeViewT {
   const last = node.attempts[node.attempts.length - 1];
   const result = resultAttempt(node);
   const started = node.started_at;
@@ -66,7 +74,7 @@ export function nodeView(node: NodeRecord, agents: AgentRegistry, now: number = 
     needs: node.needs,
     labels: node.labels,
     context: node.context,
-    waiting: waitingReason(node, agents, now),
+    waiting: waitingReason(node, agents, now, budgetWaiting),
     exit_code: last?.exit_code ?? null,
     error: last?.error ?? node.reason,
     failed_step: last?.failed_step ?? null,
@@ -89,6 +97,7 @@ export function nodeView(node: NodeRecord, agents: AgentRegistry, now: number = 
     origin: node.origin ?? null,
     index_of: node.index ? node.index.map((m) => m.node) : null,
     cache: last?.cache ?? null,
+    concurrency_group: group ?? node.concurrency_group ?? null,
     attempts: node.attempts.map(attemptView),
   };
 }
@@ -119,7 +128,22 @@ export function summaryView(s: BuildSummaryRecord): BuildSummaryT {
   };
 }
 
-export function buildView(b: BuildRecord, agents: AgentRegistry, now: number = Date.now()): BuildViewT {
+/** The build's budgets as the view shows them. */
+export function budgetView(b: BuildRecord, budgets?: BudgetQuery): NonNullable<BuildViewT['budget']> {
+  const at = deadlineAt(b);
+  return {
+    concurrency: b.budget?.concurrency ?? null,
+    running: budgets?.buildRunning(b.id) ?? 0,
+    concurrency_group: b.budget?.concurrency_group ?? null,
+    concurrency_groups: { ...b.budget?.concurrency_groups },
+    deadline_ms: b.budget?.deadline_ms ?? null,
+    deadline_at: iso(at),
+    deadline_exceeded: deadlineExceeded(b),
+  };
+}
+
+export function buildView(b: BuildRecord, agents: AgentRegistry, now: number = Date.now(), budgets?: BudgetQuery): BuildViewT {
+  const budget = budgetView(b, budgets);
   return {
     id: b.id,
     name: b.name,
@@ -131,7 +155,9 @@ export function buildView(b: BuildRecord, agents: AgentRegistry, now: number = D
     pinned: b.pinned ?? false,
     cancel_requested: b.cancel_requested,
     reuse: b.reuse ?? true,
-    nodes: b.nodes.map((n) => nodeView(n, agents, now)),
+    nodes: b.nodes.map((n) => nodeView(n, agents, now, budgets?.budgetWaiting(b, n) ?? null, Budgets.groupOf(b, n))),
+    budget,
+    reason: budget.deadline_exceeded ? deadlineReason(b) : null,
     logs_url: apiPath.buildLogs(b.id),
   };
 }

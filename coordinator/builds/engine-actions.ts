@@ -25,6 +25,7 @@ export async function submit(s: EngineState, spec: ResolvedSpec, opts: { reuse?:
     started_at: null,
     finished_at: null,
     nodes: spec.nodes.map(pendingNode),
+    ...(spec.budget ? { budget: spec.budget } : {}),
   };
   s.records.addBuild(build);
   s.cas.touch(spec.nodes.flatMap((n) => [...(n.context ? [n.context] : []), ...n.inputs.flatMap((i) => (i.digest ? [i.digest] : []))]));
@@ -47,6 +48,18 @@ export async function cancel(s: EngineState, id: string): Promise<BuildRecord> {
     throw new KilnError('E_NOT_FOUND', `build ${id} not found`);
   }
   if (isBuildTerminal(build.state)) throw new KilnError('E_CONFLICT', `build ${id} already finished (${build.state}); nothing to cancel`);
+  cancelUnfinished(s, build, 'the build was cancelled');
+  await s.store.commit();
+  maybeArchive(s, build);
+  return build;
+}
+
+/**
+ * Cancels every unfinished node of an active build with `reason` (the API's cancel, a
+ * passed deadline): running ones are cancelled on their agents, the rest at once. The
+ * caller commits.
+ */
+export function cancelUnfinished(s: EngineState, build: BuildRecord, reason: string): void {
   const now = s.now();
   s.records.build(build, (b) => {
     b.cancel_requested = true;
@@ -56,14 +69,11 @@ export async function cancel(s: EngineState, id: string): Promise<BuildRecord> {
     const current = node.attempts[node.attempts.length - 1];
     if ((node.state === 'assigned' || node.state === 'running') && current && SLOT_HOLDING_ATTEMPT_STATES.has(current.state)) {
       // The engine's own record of the attempt (finishAttempt matches shared-execution leaders by identity).
-      cancelAttempt(s, s.active.get(current.id) ?? { build, node, attempt: current }, 'the build was cancelled');
+      cancelAttempt(s, s.active.get(current.id) ?? { build, node, attempt: current }, reason);
     }
-    setNode(s, build, node, 'cancelled', now, 'the build was cancelled');
+    setNode(s, build, node, 'cancelled', now, reason);
   }
   refreshBuildState(s, build);
-  await s.store.commit();
-  maybeArchive(s, build);
-  return build;
 }
 
 /** Waits until the build is not being archived (a retry revives it from its archive file). */
@@ -83,6 +93,10 @@ export async function retryNode(s: EngineState, buildId: string, nodeName: strin
   const probe = found.nodes.find((n) => n.name === nodeName);
   if (!probe) throw new KilnError('E_NOT_FOUND', `build ${buildId} has no node '${nodeName}' (nodes: ${found.nodes.map((n) => n.name).slice(0, 20).join(', ')})`);
   if (found.cancel_requested) throw new KilnError('E_CONFLICT', `build ${buildId} was cancelled; submit it again instead`);
+  const deadlineMs = found.budget?.deadline_ms;
+  if (deadlineMs !== undefined && s.now() >= found.created_at + deadlineMs) {
+    throw new KilnError('E_CONFLICT', `build ${buildId}'s deadline passed at ${new Date(found.created_at + deadlineMs).toISOString()}; submit it again instead`);
+  }
   if (probe.state !== 'failed') throw new KilnError('E_CONFLICT', `node '${nodeName}' of build ${buildId} is ${probe.state}; only a failed node can be retried`);
   await archivingDone(s, buildId);
   const build = s.records.activeBuild(buildId) ?? (await s.store.revive(buildId));

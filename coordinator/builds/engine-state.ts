@@ -9,7 +9,7 @@
  * Also the small helpers every module uses (graph, log reference, background work).
  */
 import type { Logger } from 'pino';
-import type { Payload, TypedEmitter } from '../../shared/index.js';
+import type { Payload, Timers, TypedEmitter } from '../../shared/index.js';
 import type { AgentEntry, AgentRegistry } from '../placement/agent-registry.js';
 import type { Cas } from '../cas/cas.js';
 import type { AttemptLogRef, LogStore } from '../logs/log-store.js';
@@ -22,6 +22,8 @@ import type { ReuseIndex } from './reuse-index.js';
 import { CacheCounters } from './cache-counters.js';
 import type { LayerCacheConfig } from './layer-cache-refs.js';
 import { Scheduler } from '../placement/scheduler.js';
+import { Budgets } from '../placement/budgets.js';
+import { ActiveAttempts } from './active-attempts.js';
 
 export interface EngineTimings {
   heartbeatIntervalMs: number;
@@ -50,6 +52,10 @@ export interface EngineDeps {
   defer?: (fn: () => void) => void;
   /** The fleet-wide layer cache (config `cache`); none when absent. */
   layerCache?: LayerCacheConfig | null;
+  /** The coordinator's concurrency group limits (config `concurrency_groups`). */
+  concurrencyGroups?: ReadonlyMap<string, number>;
+  /** Timers for build deadlines (default: Node's setTimeout); tests pass manual ones. */
+  timers?: Timers;
 }
 
 /** What the engine emits: event name -> listener arguments (for live log and status followers). */
@@ -103,6 +109,8 @@ export interface EngineState {
   /** Layer cache: the config, and hit/miss/push counts per pool. */
   readonly layerCache: LayerCacheConfig | null;
   readonly cacheCounters: CacheCounters;
+  /** Build concurrency and concurrency groups: running counts (kept by `active`) and limits. */
+  readonly budgets: Budgets;
   /** Runs placement soon (engine-dispatch.ts); calls in the same turn share one pass. */
   scheduleSoon: () => void;
   /**
@@ -113,7 +121,7 @@ export interface EngineState {
   readonly seams: EngineSeams;
 
   /** Attempts holding a slot, by attempt id. */
-  readonly active: Map<string, ActiveAttempt>;
+  readonly active: ActiveAttempts<ActiveAttempt>;
   /** Idempotency key -> the attempt building it now (the leader of a shared execution). */
   readonly inflight: Map<string, ActiveAttempt>;
   /** Leader attempt id -> nodes waiting for its result. */
@@ -151,7 +159,8 @@ export interface EngineState {
 
 export function createEngineState(deps: EngineDeps, events: TypedEmitter<EngineEvents>): EngineState {
   const now = deps.clock ?? Date.now;
-  return {
+  const budgets = new Budgets(deps.concurrencyGroups);
+  const state: EngineState = {
     store: deps.store,
     records: new Records(deps.store),
     logs: deps.logs,
@@ -163,16 +172,18 @@ export function createEngineState(deps: EngineDeps, events: TypedEmitter<EngineE
     now,
     defer: deps.defer ?? ((fn) => void setImmediate(fn)),
     events,
-    scheduler: new Scheduler(deps.agents, now),
+    scheduler: new Scheduler(deps.agents, now, (b) => budgets.admits(b)),
     poolStats: new PoolStats(),
     layerCache: deps.layerCache ?? null,
     cacheCounters: new CacheCounters(),
+    budgets,
     scheduleSoon: () => {},
     seams: {
       owned: () => null,
       retryOrExhaust: () => {},
     },
-    active: new Map(),
+    // An attempt of a budgeted node that ends frees a budget slot: place again.
+    active: new ActiveAttempts<ActiveAttempt>(budgets, () => state.scheduleSoon()),
     inflight: new Map(),
     followers: new Map(),
     graphs: new WeakMap(),
@@ -190,6 +201,7 @@ export function createEngineState(deps: EngineDeps, events: TypedEmitter<EngineE
     stopped: false,
     background: new Set(),
   };
+  return state;
 }
 
 /** The build's derived graph (nodes by name, dependents, state counts), made once per record. */

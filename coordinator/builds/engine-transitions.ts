@@ -66,6 +66,7 @@ export function enqueue(s: EngineState, build: BuildRecord, node: NodeRecord): v
     node: node.name,
     ...requirementOf(node),
     priority: node.priority ?? 0,
+    budget: s.budgets.of(build, node), // issue 11 budgets (placement/budgets.ts)
     ...(avoid ? { avoid } : {}),
     ...(preferNot ? { preferNot } : {}),
   });

@@ -21,6 +21,7 @@
  *   engine-agents.ts       hello/resume, welcome, disconnect, lost agents, the sweep
  *   engine-actions.ts      submit, cancel, retry a node, agent control, error reports
  *   engine-recover.ts      rebuilding the in-memory indexes after a restart
+ *   engine-deadline.ts     build deadlines (one timer; re-armed on recovery)
  *   node-execution.ts      the node's execution: one object for the assign payload and
  *                          the reuse key (idempotency.ts)
  *
@@ -32,7 +33,7 @@
  * Emits typed events (EngineEvents): `node` (buildId, nodeName) whenever a node changes
  * state and `build` (buildId) when a build's state changes, for live followers.
  */
-import { TypedEmitter, isNodeTerminal, type ErrorReportT, type Frame, type HelloPayload, type Payload, type PoolViewT, type ResolvedSpec } from '../../shared/index.js';
+import { TypedEmitter, isNodeTerminal, systemTimers, type ErrorReportT, type Frame, type HelloPayload, type Payload, type PoolViewT, type ResolvedSpec } from '../../shared/index.js';
 import type { AgentChannel, AgentEntry, AgentRegistry } from '../placement/agent-registry.js';
 import { summarize, type AgentControlRecord, type BuildRecord, type BuildSummaryRecord, type DeadLetterRecord, type NodeRecord } from '../state/records.js';
 import type { BuildGraph } from './build-graph.js';
@@ -46,11 +47,14 @@ import { recover } from './engine-recover.js';
 import { createEngineState, graphOf, type EngineDeps, type EngineEvents, type EngineState, type HelloOutcome } from './engine-state.js';
 import { errorReportPath } from './engine-transitions.js';
 import type { Scheduler } from '../placement/scheduler.js';
+import type { GroupView } from '../placement/budgets.js';
+import { Deadlines } from './engine-deadline.js';
 
 export { INFRA_ATTEMPT_BUDGET, type EngineDeps, type EngineEvents, type EngineTimings, type HelloOutcome } from './engine-state.js';
 
 export class Engine extends TypedEmitter<EngineEvents> {
   private readonly s: EngineState;
+  private readonly deadlines: Deadlines;
   readonly agents: AgentRegistry;
   readonly scheduler: Scheduler;
 
@@ -61,6 +65,7 @@ export class Engine extends TypedEmitter<EngineEvents> {
     s.seams.owned = (entry, attemptId) => owned(s, entry, attemptId);
     s.seams.retryOrExhaust = (build, node, attempt, now, why) => retryOrExhaust(s, build, node, attempt, now, why);
     this.s = s;
+    this.deadlines = new Deadlines(s, deps.timers ?? systemTimers);
     this.agents = s.agents;
     this.scheduler = s.scheduler;
   }
@@ -78,11 +83,13 @@ export class Engine extends TypedEmitter<EngineEvents> {
    */
   async recover(): Promise<void> {
     await recover(this.s);
+    await this.deadlines.recover();
   }
 
   /** Stops dispatching and waits for background work (archiving, log headers) to finish. */
   async stop(): Promise<void> {
     this.s.stopped = true;
+    this.deadlines.stop();
     await this.idle();
   }
 
@@ -154,6 +161,28 @@ export class Engine extends TypedEmitter<EngineEvents> {
     return this.s.cacheCounters.snapshot();
   }
 
+  /** The coordinator's concurrency group limits (config `concurrency_groups`): submit checks every group used has a limit. */
+  get concurrencyGroups(): ReadonlyMap<string, number> {
+    return this.s.budgets.configured;
+  }
+
+  /** Why a ready node waits for its build's concurrency or its group (`waiting: ...`), or null. */
+  budgetWaiting(build: BuildRecord, node: NodeRecord): string | null {
+    return node.state === 'ready' ? this.s.budgets.blockedBy(this.s.budgets.of(build, node)) : null;
+  }
+
+  /** Nodes of the build holding a slot now (counted for builds with a `concurrency`). */
+  buildRunning(buildId: string): number {
+    return this.s.budgets.buildRunning(buildId);
+  }
+
+  /** Concurrency groups (configured or in use): limit, running, ready nodes held back. */
+  concurrencyGroupViews(): GroupView[] {
+    const ready: Array<{ build: BuildRecord; node: NodeRecord }> = [];
+    for (const b of this.s.records.activeBuilds()) for (const n of b.nodes) if (n.state === 'ready') ready.push({ build: b, node: n });
+    return this.s.budgets.groups(ready);
+  }
+
   /** Per-pool queue depth, wait times, running counts and agents. */
   pools(): PoolViewT[] {
     const nodes: NodeRecord[] = [];
@@ -164,8 +193,10 @@ export class Engine extends TypedEmitter<EngineEvents> {
   // ---------------------------------------------------------------- API actions
 
   /** Creates a build from a validated spec; resolves after it is durable. */
-  submit(spec: ResolvedSpec, opts: { reuse?: boolean } = {}): Promise<BuildRecord> {
-    return actions.submit(this.s, spec, opts);
+  async submit(spec: ResolvedSpec, opts: { reuse?: boolean } = {}): Promise<BuildRecord> {
+    const build = await actions.submit(this.s, spec, opts);
+    this.deadlines.add(build);
+    return build;
   }
 
   /** Cancels every unfinished node; running ones get a `cancel` frame. */
@@ -174,8 +205,10 @@ export class Engine extends TypedEmitter<EngineEvents> {
   }
 
   /** Runs a failed node again with a fresh attempt budget (engine-actions.ts); resolves once durable. */
-  retryNode(buildId: string, nodeName: string): Promise<BuildRecord> {
-    return actions.retryNode(this.s, buildId, nodeName);
+  async retryNode(buildId: string, nodeName: string): Promise<BuildRecord> {
+    const build = await actions.retryNode(this.s, buildId, nodeName);
+    this.deadlines.add(build); // a revived build's deadline (not yet passed: checked above) is armed again
+    return build;
   }
 
   /** Pauses, drains or resumes an agent (operator action); persisted, so it survives a restart. */

@@ -99,7 +99,7 @@ export function registerArtifactRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps)
       const { id } = c.req.valid('param');
       const build = await deps.engine.setPinned(id, method === 'post');
       if (!build) throw new KilnError('E_NOT_FOUND', `build ${id} not found`);
-      return c.json(buildView(build, deps.agents), 200);
+      return c.json(buildView(build, deps.agents, undefined, deps.engine), 200);
     });
   }
 }

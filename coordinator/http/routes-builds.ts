@@ -137,7 +137,7 @@ export function registerBuildRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): v
     if (!decoded.ok) throw new KilnError('E_SPEC_INVALID', specDetail(decoded.errors), { errors: decoded.errors });
     const parsed = parseSpecText(decoded.value, { json: JSON_SPEC_TYPES.has(mediaType(c.req.header('content-type')) ?? '') });
     if (!parsed.ok) throw new KilnError('E_SPEC_INVALID', specDetail(parsed.errors), { errors: parsed.errors });
-    const resolved = validateSpec(parsed.value, { form: 'submitted', defaultPlatform: deps.defaultPlatform });
+    const resolved = validateSpec(parsed.value, { form: 'submitted', defaultPlatform: deps.defaultPlatform, concurrencyGroups: deps.engine.concurrencyGroups });
     if (!resolved.ok) throw new KilnError('E_SPEC_INVALID', specDetail(resolved.errors), { errors: resolved.errors });
     const ctxErrors = await checkContexts(deps, resolved.value);
     if (ctxErrors.length > 0) throw new KilnError('E_SPEC_INVALID', specDetail(ctxErrors), { errors: ctxErrors });
@@ -175,13 +175,13 @@ export function registerBuildRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): v
     const { id } = c.req.valid('param');
     const build = await deps.engine.getBuild(id);
     if (!build) throw new KilnError('E_NOT_FOUND', `build ${id} not found`);
-    return c.json(buildView(build, deps.agents), 200);
+    return c.json(buildView(build, deps.agents, undefined, deps.engine), 200);
   });
 
   app.openapi(cancelBuild, async (c) => {
     const { id } = c.req.valid('param');
     const build = await deps.engine.cancel(id);
-    return c.json(buildView(build, deps.agents), 202);
+    return c.json(buildView(build, deps.agents, undefined, deps.engine), 202);
   });
 }
 

@@ -72,7 +72,7 @@ export function deadLetterView(r: DeadLetterRecord): DeadLetterViewT {
 export function registerFleetRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): void {
   const now = clockOf(deps);
 
-  app.openapi(listPools, (c) => c.json({ items: deps.engine.pools() }, 200));
+  app.openapi(listPools, (c) => c.json({ items: deps.engine.pools(), concurrency_groups: deps.engine.concurrencyGroupViews() }, 200));
 
   app.openapi(listDeadLetters, (c) => c.json({ items: deps.engine.deadLetters().map(deadLetterView) }, 200));
 
@@ -80,7 +80,7 @@ export function registerFleetRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): v
     const { id, node } = c.req.valid('param');
     if (!deps.isReady()) throw new KilnError('E_UNAVAILABLE', 'the coordinator is not accepting retries right now (starting or shutting down)');
     const build = await deps.engine.retryNode(id, node);
-    return c.json(buildView(build, deps.agents, now()), 202);
+    return c.json(buildView(build, deps.agents, now(), deps.engine), 202);
   });
 
   app.openapi(getErrorReport, async (c) => {

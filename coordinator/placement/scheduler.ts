@@ -12,6 +12,10 @@
  * that costs O(capability classes + log agents), not O(agents)). Requirements and their
  * keys are in requirement.ts.
  *
+ * Budgets (budgets.ts): a ref's budget key is part of its queue's key, so one queue's refs
+ * share one budget; a queue whose budget is full (`admit` says no) leaves the pass like a
+ * queue no agent can take now, and holds back nobody else's nodes.
+ *
  * Entries are removed lazily: a queued node that was cancelled (or dispatched by another
  * path) meanwhile is dropped when it reaches the head (`isLive`).
  */
@@ -19,6 +23,7 @@ import { KilnError } from '../../shared/index.js';
 import type { AgentEntry } from './agent-entry.js';
 import type { AgentRegistry } from './agent-registry.js';
 import { requirementKey, type Requirement } from './requirement.js';
+import type { RefBudget } from './budgets.js';
 
 export interface ReadyRef extends Requirement {
   buildId: string;
@@ -31,6 +36,8 @@ export interface ReadyRef extends Requirement {
   avoid?: ReadonlySet<string>;
   /** Soft: these agents only when no other one is free (an infrastructure failure happened there). */
   preferNot?: ReadonlySet<string>;
+  /** Build concurrency and concurrency group (budgets.ts); null: none. */
+  budget?: RefBudget | null;
 }
 
 /** Refs of one priority, oldest first (`head` is the next one). */
@@ -106,12 +113,16 @@ export class Scheduler {
   constructor(
     private readonly agents: AgentRegistry,
     private readonly clock: () => number = Date.now,
+    /** Whether a budget has room for one more node now (budgets.ts); absent: budgets are not checked. */
+    private readonly admit?: (budget: RefBudget) => boolean,
   ) {}
 
   enqueue(ref: Omit<ReadyRef, 'seq'>): ReadyRef {
     checkRef(ref);
     const reqKey = requirementKey(ref);
-    const key = ref.avoid && ref.avoid.size > 0 ? `${reqKey} avoid=${JSON.stringify([...ref.avoid].sort())}` : reqKey;
+    let key = ref.avoid && ref.avoid.size > 0 ? `${reqKey} avoid=${JSON.stringify([...ref.avoid].sort())}` : reqKey;
+    const budget = ref.budget ?? null;
+    if (budget !== null) key += budget.key;
     let q = this.queues.get(key);
     if (!q) {
       const req: Requirement = { platform: ref.platform, labels: ref.labels, labelsNot: ref.labelsNot, allowEmulation: ref.allowEmulation, gpus: ref.gpus };
@@ -131,6 +142,7 @@ export class Scheduler {
       gpus: ref.gpus,
       avoid: ref.avoid,
       preferNot: ref.preferNot,
+      budget,
     };
     let b = q.byPriority.get(item.priority);
     if (!b) {
@@ -199,6 +211,11 @@ export class Scheduler {
     while (order.length > 0) {
       const q = order[0]!;
       const ref = head(q)!;
+      if (ref.budget && this.admit && !this.admit(ref.budget)) {
+        // Its budget is full: the whole queue waits (its refs share the budget); others go on.
+        popTop(order);
+        continue;
+      }
       const choice = this.agents.pick(q.req, now, q.reqKey, ref.avoid, ref.preferNot);
       if (!choice) {
         popTop(order);

@@ -2,7 +2,8 @@
  * Why a ready node has not been placed, in words for the node view: either no connected
  * agent could ever run it (`whyNoMatch`: the missing platform, emulation, labels or GPUs,
  * named), or what keeps the matching agents from taking it now (`waitingReason`: paused,
- * draining, unhealthy, breaker open, no free GPU).
+ * draining, unhealthy, breaker open, no free GPU), or its budget (`waiting: build
+ * concurrency 4 reached`, `waiting: concurrency group gpu-heavy full (2/2)`: budgets.ts).
  */
 import { normalizePlatform, type AgentState, type GpuRequirement } from '../../shared/index.js';
 import type { AgentEntry } from './agent-entry.js';
@@ -93,11 +94,13 @@ export interface FleetQuery {
  * connected agent could ever run it (wrong platform, labels, GPUs), else what keeps the
  * matching agents busy, e.g. `waiting for a free slot on 3 matching agents (2 paused, 1 breaker open)`.
  */
-export function waitingReason(node: NodeRecord, agents: FleetQuery, now: number): string | null {
+export function waitingReason(node: NodeRecord, agents: FleetQuery, now: number, budget: string | null = null): string | null {
   if (node.state !== 'ready') return null;
   const req = requirementOf(node);
   const why = agents.whyNoMatch(req);
   if (why !== null) return `no matching agent: ${why}`;
+  // A full budget (Budgets.blockedBy) holds the node whatever the agents' state.
+  if (budget !== null) return budget;
   const matching = agents.connected().filter((a) => agents.matches(a, req));
   const held: string[] = [];
   const count = (what: string, pred: (a: AgentEntry) => boolean) => {

@@ -5,7 +5,7 @@
  * `builds/<id>.json` and replaced in `state.json` by a small summary, so the hot state
  * (rewritten on every commit) stays the size of the work in flight, not of the history.
  */
-import type { AttemptState, BaseImagePayload, BuildState, FinishedCachePayload, NodeState, OutputArtifactPayload, PushedImagePayload, ResolvedNode } from '../../shared/index.js';
+import type { AttemptState, BaseImagePayload, BuildState, FinishedCachePayload, NodeState, OutputArtifactPayload, PushedImagePayload, ResolvedBudget, ResolvedNode } from '../../shared/index.js';
 
 /** Where a reused node's result came from. */
 export interface ReusedFrom {
@@ -173,6 +173,8 @@ export interface BuildRecord {
   started_at: number | null;
   finished_at: number | null;
   nodes: NodeRecord[];
+  /** Budgets (issue 11): concurrency, group, deadline; set at submit, never changed (coordinator/placement/budgets.ts). */
+  budget?: ResolvedBudget;
 }
 
 /** The index entry of an archived (finished) build. */

@@ -26,6 +26,8 @@ import { fieldError, forbiddenContent, INPUT_NAME_RE, type SpecResult } from './
 import { expandNodes, ExpansionFields, type ExpandedMeta } from './expand.js';
 // Layer cache (issue 11): the `cache:` override of a build and a node.
 import { CacheSpecSchema, specCacheMode, type CacheMode } from './cache-spec.js';
+// Budgets (issue 11): concurrency, concurrency groups, deadline.
+import { BudgetFields, NodeBudgetFields, resolveBudget, type ResolvedBudget } from './budget-spec.js';
 
 export { ARTIFACT_MEDIA_TYPE, fieldError, INPUT_NAME_RE, type SpecResult } from './spec-fields.js';
 
@@ -111,6 +113,7 @@ export const NodeSpecSchema = z.strictObject({
   ...ExpansionFields,
   /** Layer cache: `off` or `{mode: readwrite|read|off}` (default: the build's, else the coordinator's). */
   cache: CacheSpecSchema.optional(),
+  ...NodeBudgetFields,
 });
 
 export const BuildSpecSchema = z.strictObject({
@@ -120,6 +123,8 @@ export const BuildSpecSchema = z.strictObject({
   nodes: z.record(z.string(), NodeSpecSchema),
   /** Layer cache for every node of the build (a node's own `cache:` wins). */
   cache: CacheSpecSchema.optional(),
+  /** `concurrency`, `concurrency_group`, `concurrency_groups`, `deadline` (budget-spec.ts). */
+  ...BudgetFields,
 });
 
 export type NodeSpecInput = z.input<typeof NodeSpecSchema>;
@@ -236,11 +241,15 @@ export interface ResolvedNode {
   origin?: string;
   /** Layer-cache mode the spec sets (node, else build); absent: the coordinator's `cache.mode`. */
   cache_mode?: CacheMode;
+  /** The concurrency group the node itself names (absent: its build's, if any). */
+  concurrency_group?: string;
 }
 
 export interface ResolvedSpec {
   name: string;
   nodes: ResolvedNode[];
+  /** Concurrency, group and deadline of the build (absent: none). */
+  budget?: ResolvedBudget;
 }
 
 
@@ -251,6 +260,8 @@ export interface ValidateOptions {
   defaultPlatform: string;
   /** Default build name when the spec has none. */
   defaultName?: string;
+  /** The coordinator's concurrency group limits: when given, a group without a limit is an error. */
+  concurrencyGroups?: ReadonlyMap<string, number>;
 }
 
 function zodToFieldErrors(error: z.ZodError): FieldError[] {
@@ -285,6 +296,7 @@ export function validateSpec(raw: unknown, opts: ValidateOptions): SpecResult<Re
   if (expanded.size > MAX_NODES && names.length <= MAX_NODES) errors.push(fieldError(['nodes'], `too many nodes after expansion (${expanded.size}; at most ${MAX_NODES})`));
   const specNodes = new Map<string, NodeOut | null>([...expanded].map(([k, v]) => [k, v.node]));
   const nodes: ResolvedNode[] = [];
+  const nodeGroups = new Map<string, string>();
   for (const [name, { node: expandedNode, meta }] of expanded) {
     const at = (field?: string) => (field ? ['nodes', name, field] : ['nodes', name]);
     if (expandedNode === null) {
@@ -369,7 +381,12 @@ export function validateSpec(raw: unknown, opts: ValidateOptions): SpecResult<Re
     });
     const cacheMode = specCacheMode(n.cache, spec.cache);
     if (cacheMode !== undefined) nodes[nodes.length - 1]!.cache_mode = cacheMode;
+    if (n.concurrency_group !== undefined) {
+      nodes[nodes.length - 1]!.concurrency_group = n.concurrency_group;
+      nodeGroups.set(name, n.concurrency_group);
+    }
   }
+  const budget = resolveBudget(spec, nodeGroups, opts.concurrencyGroups, errors);
   // Two nodes pushing to one ref would race (a matrix whose tag does not use its axes).
   const pushedBy = new Map<string, string>();
   for (const n of nodes) {
@@ -384,7 +401,7 @@ export function validateSpec(raw: unknown, opts: ValidateOptions): SpecResult<Re
     if (cycle) errors.push(fieldError(['nodes', cycle[0]!, 'needs'], `dependency cycle: ${cycle.join(' -> ')}`));
   }
   if (errors.length > 0) return { ok: false, errors };
-  return { ok: true, value: { name: spec.name ?? opts.defaultName ?? 'build', nodes } };
+  return { ok: true, value: { name: spec.name ?? opts.defaultName ?? 'build', nodes, ...(budget ? { budget } : {}) } };
 }
 
 /** An absolute, normalised path (no `.`/`..`/empty components), or a message saying what is wrong. */

@@ -11,7 +11,7 @@ import { Cas } from '../../coordinator/cas/cas.js';
 import { LocalBlobStore } from '../../coordinator/cas/local-blob-store.js';
 import { LogStore } from '../../coordinator/logs/log-store.js';
 import { StateStore } from '../../coordinator/state/state-store.js';
-import type { Frame, HelloPayload, Payload, ToAgentType } from '../../shared/index.js';
+import type { Frame, HelloPayload, Payload, Timers, ToAgentType } from '../../shared/index.js';
 
 export interface Sent {
   type: ToAgentType;
@@ -94,14 +94,14 @@ export interface OpenedEngine {
 }
 
 /** An engine on real files in `dir` (state, logs, local CAS, reuse index), recovered, with test timings and the given clock. */
-export async function openEngine(dir: string, clock: () => number): Promise<OpenedEngine> {
+export async function openEngine(dir: string, clock: () => number, opts: { concurrencyGroups?: ReadonlyMap<string, number>; timers?: Timers } = {}): Promise<OpenedEngine> {
   const store = await StateStore.open({ dataDir: dir, persist: true, init: true });
   const logs = new LogStore(dir);
   const cas = new Cas(new LocalBlobStore(dir, 1 << 30));
   await cas.init();
   const reuse = new ReuseIndex(dir, true);
   await reuse.init();
-  const engine = new Engine({ store, logs, cas, reuse, agents: new AgentRegistry(), logger: pino({ level: 'silent' }), timings: TIMINGS, clock });
+  const engine = new Engine({ store, logs, cas, reuse, agents: new AgentRegistry(), logger: pino({ level: 'silent' }), timings: TIMINGS, clock, ...opts });
   await engine.recover();
   current = engine;
   return { engine, store, logs, cas };

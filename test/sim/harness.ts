@@ -218,7 +218,7 @@ export async function runSimulation(seed: number, opts: SimOptions = {}): Promis
         START + b.at,
         `submit ${b.name}`,
         api(`submit ${b.name}`, async () => {
-          const r = validateSpec({ name: b.name, nodes: b.nodes }, { form: 'submitted', defaultPlatform: 'linux/amd64' });
+          const r = validateSpec({ name: b.name, nodes: b.nodes, ...b.budget }, { form: 'submitted', defaultPlatform: 'linux/amd64' });
           if (!r.ok) throw new Error(`the simulated spec ${b.name} is invalid: ${JSON.stringify(r.errors)}`);
           const rec = await engine.submit(r.value, { reuse: b.reuse });
           builds.push(rec);

@@ -126,9 +126,32 @@ export class InvariantChecker implements FrameObserver {
       }
       if (entry.maxJobs > 0 && entry.running.size > entry.maxJobs) w.violate('slot-accounting', `agent ${entry.name} holds ${entry.running.size} slots of ${entry.maxJobs}`);
     }
+    this.checkBudgets();
     for (const a of live.values()) {
       if (!this.agents.get(a.agent)?.running.has(a.id)) w.violate('slot-accounting', `live attempt ${w.attempt(a.id)} (${a.state}) holds no slot of agent ${a.agent}`);
     }
+  }
+
+  /** Budgets (issue 11): no build holds more slots than its `concurrency`, no group more than its limit. */
+  private checkBudgets(): void {
+    const groups = new Map<string, { running: number; limit: number }>();
+    for (const b of this.builds()) {
+      let running = 0;
+      for (const n of b.nodes) {
+        const holding = n.attempts.filter((a) => SLOT_HOLDING_ATTEMPT_STATES.has(a.state)).length;
+        running += holding;
+        const group = n.concurrency_group ?? b.budget?.concurrency_group;
+        if (group === undefined || holding === 0) continue;
+        const limit = b.budget?.concurrency_groups?.[group] ?? 1;
+        const g = groups.get(group) ?? { running: 0, limit };
+        g.running += holding;
+        g.limit = Math.max(g.limit, limit);
+        groups.set(group, g);
+      }
+      const max = b.budget?.concurrency;
+      if (max !== undefined && running > max) this.w.violate('budget', `build ${this.w.aliasBuild(b.id)} holds ${running} slots, its concurrency is ${max}`);
+    }
+    for (const [name, g] of groups) if (g.running > g.limit) this.w.violate('budget', `concurrency group ${name} holds ${g.running} slots, its limit is ${g.limit}`);
   }
 
   private checkNode(b: BuildRecord, n: NodeRecord): void {

@@ -31,6 +31,8 @@ export interface PlannedBuild {
   nodes: Record<string, Record<string, unknown>>;
   reuse: boolean;
   cancelAt: number | null;
+  /** Budget fields of the spec (issue 11: `concurrency`, `concurrency_group`, ...); none when empty. */
+  budget: Record<string, unknown>;
 }
 
 export interface Scenario {
@@ -81,6 +83,9 @@ export function makeScenario(rng: Rng, opts: ScenarioOptions = {}): Scenario {
       nodes: dag(rng, b, arm),
       reuse: !rng.chance(0.2),
       cancelAt: rng.chance(0.1) ? at + rng.int(300, 8000) : null,
+      // Budgets, drawn from nothing (the seeds' streams stay as they were): build 2 runs at
+      // most 2 nodes at once, builds 1 and 3 share a group of 2.
+      budget: b === 2 ? { concurrency: 2 } : b === 1 || b === 3 ? { concurrency_group: 'sim-shared', concurrency_groups: { 'sim-shared': 2 } } : {},
     });
   }
 

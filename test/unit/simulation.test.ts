@@ -138,6 +138,15 @@ describe('deterministic simulation', () => {
     expect(r?.violations.find((v) => v.invariant === 'liveness')?.detail).toMatch(/not quiescent .* after the faults stopped/);
   });
 
+  it('catches an engine that ignores build concurrency and concurrency groups (issue 11 budgets)', async () => {
+    const r = await firstCaught('budget', {
+      mutate: ({ engine }) => {
+        engine.internals.budgets.admits = () => true;
+      },
+    });
+    expect(r?.violations.find((v) => v.invariant === 'budget')?.detail).toMatch(/holds \d+ slots, its (concurrency|limit) is 2/);
+  });
+
   it('catches a log store that acknowledges bytes it did not write', async () => {
     const r = await firstCaught('log-complete', {
       mutate: ({ logs }) => {
