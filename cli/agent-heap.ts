@@ -5,10 +5,10 @@
  * modules are even parsed (Node parses a module's whole static import graph before it
  * runs any of it: a flag set by a module of that graph comes too late).
  *
- * The young generation stays at its initial size (1 MiB semi-spaces). Left alone, V8
- * doubles it up to 8-16 MiB while start-up allocates, and an idle agent gives that back
- * only if a full GC happens to run later: in some runs 5-7 MiB more RSS for half a minute
- * or more (README, "Idle agent memory"). V8 reads this flag each time it would grow the
+ * The young generation stays at the size V8 starts it with (2 MiB). Left alone, V8
+ * doubles it to 4-16 MiB while start-up allocates, and an idle agent gives that back only
+ * when V8's memory reducer runs, in some runs half a minute or more later: 3-7 MiB more
+ * RSS until then (README, "Idle agent memory"). V8 reads this flag each time it would grow the
  * young generation, so setting it at run time takes effect (`--max-semi-space-size`
  * would not: V8 reads that one when it creates the heap, so it would have to be a node
  * flag of every way the agent is started). The cost is more scavenges of a small young
