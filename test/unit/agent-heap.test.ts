@@ -26,7 +26,8 @@ describe("kiln agent's V8 settings", () => {
     const MiB = 1024 * 1024;
     const withFlags = newSpaceAfterAllocating(AGENT_V8_FLAGS);
     const without = newSpaceAfterAllocating([]);
-    expect(withFlags).toBeLessThanOrEqual(2 * MiB);
-    expect(without).toBeGreaterThan(2 * MiB);
+    // V8 starts it at 2 MiB (Node 20) and grows it to 16 MiB under this load.
+    expect(withFlags).toBeLessThanOrEqual(4 * MiB);
+    expect(without).toBeGreaterThanOrEqual(4 * withFlags);
   });
 });
