@@ -9,9 +9,10 @@
  * finish; `cancelAll()` aborts them and reports them cancelled. Either ends by closing
  * the socket with AGENT_SHUTDOWN, which the coordinator logs as a departure, not a loss.
  */
+import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
-import WebSocket from 'ws';
+import type WebSocketClass from 'ws';
 import {
   Backoff,
   CLOSE_CODES,
@@ -30,6 +31,13 @@ import {
 import { AgentSession, type HealthSource } from './agent-session.js';
 import type { Executor } from './executors/executor.js';
 import { sampleLoad, type GpuSampler } from './host-metrics.js';
+
+// ws is CommonJS: `require` loads it as is. An ES `import` would make Node scan its
+// sources for export names first (cjs-module-lexer, a loop hot enough that V8 optimizes
+// it on a background thread at start-up, leaving megabytes in a malloc arena of an idle
+// agent: see the README, "Idle agent memory").
+const WebSocket = createRequire(import.meta.url)('ws') as typeof WebSocketClass;
+type WebSocket = WebSocketClass;
 
 export { DEFAULT_CUTOFF_CANCEL_MS, cutoffCheckInterval, type HealthSource } from './agent-session.js';
 

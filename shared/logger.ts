@@ -3,7 +3,13 @@
  * one record per line, for journald; or short human lines (`--log-format text`, the
  * default on a terminal).
  */
-import { pino, type Logger, type DestinationStream } from 'pino';
+import { createRequire } from 'node:module';
+import type * as Pino from 'pino';
+import type { Logger, DestinationStream } from 'pino';
+
+// pino is CommonJS: `require` loads it as is, without Node scanning its sources for
+// export names as an ES `import` would (an idle agent's start-up cost; agent/agent.ts).
+const { pino } = createRequire(import.meta.url)('pino') as typeof Pino;
 
 export type LogFormat = 'json' | 'text';
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;

@@ -11,7 +11,9 @@
  * of both every --every-ms for --samples samples. Reports, per process, the first sample,
  * the median and the maximum of the samples after the first --settle-ms (V8 shrinks its
  * heap some seconds after start-up, so the early samples are higher), and VmHWM (the
- * peak); the agent's median minus the comparator's; and the target (<= 60 MiB).
+ * peak); the medians of RssAnon (heaps: V8's and malloc's) and RssFile (mapped files,
+ * mostly the node binary's pages: shared with every node process, but counted in RSS);
+ * the agent's median minus the comparator's; and the target (<= 60 MiB).
  *
  *   node dist/scripts/bench/agent-memory.js [--executor docker|noop] [--samples 30]
  *        [--every-ms 1000] [--settle-ms 10000] [--kiln path/to/dist/cli/main.js]
@@ -52,10 +54,10 @@ const DIST = join(import.meta.dirname, '..', '..');
 const ROOT = join(DIST, '..');
 const KILN = strArg('kiln', join(DIST, 'cli', 'main.js'));
 
-function status(pid: number): { rss: number; hwm: number } {
+function status(pid: number): { rss: number; hwm: number; anon: number; file: number } {
   const text = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kib = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? NaN);
-  return { rss: kib('VmRSS') / 1024, hwm: kib('VmHWM') / 1024 };
+  return { rss: kib('VmRSS') / 1024, hwm: kib('VmHWM') / 1024, anon: kib('RssAnon') / 1024, file: kib('RssFile') / 1024 };
 }
 
 /** Resolves with the first line of the child's output that matches; rejects if it exits first or after the timeout. */
@@ -91,11 +93,17 @@ ws.on('error', (e) => { console.error(e.message); process.exit(1); });
 interface Series {
   pid: number;
   samples: number[];
+  anon: number[];
+  file: number[];
   hwm: number;
 }
 
-function report(name: string, s: Series, settled: number[]): string {
-  return `${name.padEnd(38)} first ${fmt(s.samples[0]!)} MiB, median ${fmt(median(settled))} MiB, max ${fmt(Math.max(...settled))} MiB (after ${SETTLE_MS / 1000} s), peak (VmHWM) ${fmt(s.hwm)} MiB`;
+function report(name: string, s: Series, skip: number): string {
+  const settled = s.samples.slice(skip);
+  return (
+    `${name.padEnd(38)} first ${fmt(s.samples[0]!)} MiB, median ${fmt(median(settled))} MiB, max ${fmt(Math.max(...settled))} MiB (after ${SETTLE_MS / 1000} s), peak (VmHWM) ${fmt(s.hwm)} MiB; ` +
+    `median anon ${fmt(median(s.anon.slice(skip)))} MiB + file ${fmt(median(s.file.slice(skip)))} MiB`
+  );
 }
 
 async function main(): Promise<void> {
@@ -123,12 +131,14 @@ async function main(): Promise<void> {
     children.push(comparator);
     await Promise.all([waitForLine(agent, /connected to coordinator/, 'agent'), waitForLine(comparator, /^open$/m, 'comparator')]);
 
-    const series: Series[] = [agent, comparator].map((c) => ({ pid: c.pid!, samples: [], hwm: 0 }));
+    const series: Series[] = [agent, comparator].map((c) => ({ pid: c.pid!, samples: [], anon: [], file: [], hwm: 0 }));
     for (let i = 0; i < SAMPLES; i++) {
       if (i > 0) await sleep(EVERY_MS);
       for (const s of series) {
         const st = status(s.pid);
         s.samples.push(st.rss);
+        s.anon.push(st.anon);
+        s.file.push(st.file);
         s.hwm = st.hwm;
       }
     }
@@ -139,8 +149,8 @@ async function main(): Promise<void> {
 
     console.log(`\n## idle agent memory (issue 10): a connected, idle kiln agent vs a bare node process holding one ws connection`);
     console.log(`# ${machineLine()}; ${KILN}; executor ${EXECUTOR}; ${SAMPLES} samples of VmRSS every ${EVERY_MS} ms from the connection on`);
-    console.log(report(`kiln agent (${EXECUTOR} executor)`, a, aSettled));
-    console.log(report('comparator: node -e, one ws connection', c, cSettled));
+    console.log(report(`kiln agent (${EXECUTOR} executor)`, a, skip));
+    console.log(report('comparator: node -e, one ws connection', c, skip));
     const diff = median(aSettled) - median(cSettled);
     console.log(`agent - comparator (medians): ${fmt(diff)} MiB; ratio ${fmt(median(aSettled) / median(cSettled), 2)}`);
     console.log(`target (issue 10) idle agent <= ${TARGET_MIB} MiB RSS: median ${fmt(median(aSettled))} MiB, max ${fmt(Math.max(...aSettled))} MiB -> ${Math.max(...aSettled) <= TARGET_MIB ? 'met' : median(aSettled) <= TARGET_MIB ? 'met (median; max above)' : 'NOT met'}`);

@@ -1,0 +1,284 @@
+/**
+ * The `kiln` program: its commands and their wiring (cli/main.ts, the entry point, loads
+ * it). `kiln coordinator` and `kiln agent` run the two processes; the other commands are
+ * clients of the coordinator's HTTP API. This module only wires commands: each command's
+ * code is imported when that command runs, so `kiln agent` never loads the coordinator
+ * (nor the client commands), and `kiln coordinator` never loads the agent. The two
+ * processes declare their own flags (coordinator/config.ts, agent/config.ts: one
+ * settings table each), which are added to their command just before it parses its
+ * arguments. Only this module and main.ts touch `process` (argv, env, signals, exit
+ * code); everything else gets what it needs as parameters.
+ */
+import { hostname } from 'node:os';
+import { Command, Help, Option } from 'commander';
+import { z } from 'zod';
+import { KILN_VERSION, startLogTrace, type FlagSpec } from '../shared/core.js';
+import type { ClientFlags } from './client-config.js';
+import type { CliIO } from './commands.js';
+import type { AgentAction } from './fleet-commands.js';
+import { errorExit } from './error-exit.js';
+import { CliError, EXIT } from './exit-codes.js';
+
+/** What `kiln coordinator` and `kiln agent` get from the process (each uses its part). */
+interface DaemonHost {
+  env: Record<string, string | undefined>;
+  arch: string;
+  hostname: string;
+  isTTY: boolean;
+  onSignal: (handler: (signal: string) => void) => void;
+  /** Human-readable start-up lines (stderr). */
+  print: (line: string) => void;
+}
+
+/** A process command as its module exports it: its flags and how to run it with commander's option object. */
+interface DaemonCommand {
+  readonly flags: readonly FlagSpec[];
+  /** Printed after the options in `--help`. */
+  readonly helpAfter: string;
+  run(opts: object, host: DaemonHost): Promise<number>;
+}
+
+function onSignal(handler: (signal: string) => void): void {
+  process.on('SIGINT', () => handler('SIGINT'));
+  process.on('SIGTERM', () => handler('SIGTERM'));
+}
+
+function makeIO(env: Record<string, string | undefined>): CliIO {
+  // `kiln logs ... | head`: a closed pipe ends the command quietly.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(EXIT.OK);
+  });
+  return {
+    stdout: { write: (t) => void process.stdout.write(t), isTTY: Boolean(process.stdout.isTTY) },
+    stderr: { write: (t) => void process.stderr.write(t), isTTY: Boolean(process.stderr.isTTY) },
+    env,
+    onInterrupt: (handler) => {
+      const h = () => handler();
+      process.on('SIGINT', h);
+      return () => process.off('SIGINT', h);
+    },
+  };
+}
+
+function clientOptions(cmd: Command): Command {
+  return cmd
+    .option('--coordinator <url>', 'coordinator URL (default: $KILN_COORDINATOR or http://127.0.0.1:8080)')
+    .option('--token-file <file>', 'API token file (default: $KILN_TOKEN_FILE, $KILN_TOKEN, or the local coordinator\'s token)');
+}
+
+export async function main(argv: string[], env: Record<string, string | undefined>): Promise<number> {
+  if (env.KILN_LOG_TRACE) startLogTrace(env.KILN_LOG_TRACE); // the live-logs benchmark's --trace (shared/log-trace.ts)
+  const io = makeIO(env);
+  let code: number = EXIT.OK;
+  // coordinator and agent: an unexpected error keeps its stack trace, for their logs
+  let daemon = false;
+  const client = async (flags: ClientFlags) => {
+    const [{ ApiClient }, { loadClientConfig }] = await Promise.all([import('./api-client.js'), import('./client-config.js')]);
+    return new ApiClient(loadClientConfig(flags, env));
+  };
+  const commands = () => import('./commands.js');
+  const fleet = () => import('./fleet-commands.js');
+  const artifacts = () => import('./artifacts.js');
+  const images = () => import('./images.js');
+  const program = new Command('kiln')
+    .description('kiln: a build farm. A coordinator pushes DAGs of BuildKit builds to agents and streams their logs back.')
+    .version(KILN_VERSION)
+    .showHelpAfterError()
+    .exitOverride();
+
+  // The two processes: their flags come with their module, loaded only for that command.
+  const daemonHost: DaemonHost = { env, arch: process.arch, hostname: hostname(), isTTY: Boolean(process.stderr.isTTY), onSignal, print: (l) => void process.stderr.write(`${l}\n`) };
+  const daemons = new Map<string, () => Promise<DaemonCommand>>([
+    ['coordinator', async () => (await import('../coordinator/main.js')).COORDINATOR_COMMAND],
+    ['agent', async () => (await import('../agent/main.js')).AGENT_COMMAND],
+  ]);
+  // Their options are declared later: list them as having some in `kiln --help`.
+  const help = new Help();
+  program.configureHelp({ subcommandTerm: (cmd) => (daemons.has(cmd.name()) ? `${cmd.name()} [options]` : help.subcommandTerm(cmd)) });
+  program.command('coordinator').description('run the coordinator (HTTP API + agent WebSocket endpoint)');
+  program.command('agent').description('run an agent: connect to the coordinator and build what it pushes');
+  const declare = async (sub: Command): Promise<void> => {
+    const load = daemons.get(sub.name());
+    if (load === undefined) return;
+    const command = await load();
+    sub.addHelpText('after', command.helpAfter);
+    for (const f of command.flags) sub.addOption(f.hidden ? new Option(f.flags, f.description).hideHelp() : new Option(f.flags, f.description));
+    sub.action(async (o: Record<string, unknown>) => {
+      daemon = true;
+      code = await command.run(o, daemonHost);
+    });
+  };
+  program.hook('preSubcommand', (_program, sub) => declare(sub));
+
+  clientOptions(program.command('submit <spec>'))
+    .description('submit a build spec (YAML or JSON, UTF-8); prints the build id')
+    .option('-f, --follow', 'stream every node\'s log and exit with the build\'s result')
+    .option('--json', 'JSON Lines: one line {"id","state","url"}; with --follow the events of `logs -f --json`')
+    .option('--no-reuse', 'build every node, even when an identical node already succeeded')
+    .action(async (spec: string, o: ClientFlags & { follow?: boolean; json?: boolean; reuse?: boolean }) => {
+      code = await (await commands()).submitCommand(await client(o), spec, { follow: Boolean(o.follow), json: Boolean(o.json), reuse: o.reuse !== false }, io);
+    });
+
+  clientOptions(program.command('prewarm <spec>'))
+    .description("build a spec's nodes so the first real build hits the layer cache (result reuse off, cache readwrite); follows it like submit -f")
+    .option('--pool <platform>', 'only the nodes of this platform (and the upstream nodes they need)')
+    .option('--json', 'JSON Lines, as `submit -f --json`')
+    .action(async (spec: string, o: ClientFlags & { pool?: string; json?: boolean }) => {
+      const { prewarmCommand } = await import('./prewarm.js');
+      code = await prewarmCommand(await client(o), spec, { pool: o.pool ?? null, json: Boolean(o.json) }, io);
+    });
+
+  clientOptions(program.command('logs <build> [node]'))
+    .description("print a build's (or one node's) log")
+    .option('-f, --follow', 'keep streaming until the build ends; resumes after interruptions, but exits 2 if the coordinator cannot be reached at the start')
+    .option(
+      '--json',
+      'JSON Lines events, per node: {"type":"status","node","state","attempt"} then {"type":"log","node","text"}; ' +
+        'when the build (or NODE) is finished, {"type":"end","state"} and {"type":"build","build"} last. ' +
+        'Without -f: what is stored now (a running build stops there, with no end event)',
+    )
+    .action(async (build: string, node: string | undefined, o: ClientFlags & { follow?: boolean; json?: boolean }) => {
+      code = await (await commands()).logsCommand(await client(o), build, node, { follow: Boolean(o.follow), json: Boolean(o.json) }, io);
+    });
+
+  clientOptions(program.command('status <build>'))
+    .description('show a build and its nodes')
+    .option('--json', 'the full build as one JSON line')
+    .action(async (build: string, o: ClientFlags & { json?: boolean }) => {
+      code = await (await commands()).statusCommand(await client(o), build, { json: Boolean(o.json) }, io);
+    });
+
+  clientOptions(program.command('builds'))
+    .description('list builds, newest first, one page of --limit; when there are older ones, the command for the next page is printed on stderr')
+    .option('--json', 'JSON Lines: one build summary per line (the next-page hint stays on stderr)')
+    .option('--limit <n>', 'how many (1..500)', '20')
+    .option('--cursor <id>', 'start after this build id (from the next-page hint)')
+    .action(async (o: ClientFlags & { json?: boolean; limit: string; cursor?: string }) => {
+      const { LimitOption, buildsCommand } = await commands();
+      const limit = LimitOption.safeParse(o.limit);
+      if (!limit.success) throw new CliError(`--limit: '${o.limit}' is not a number in 1..500`, EXIT.USAGE);
+      if (o.cursor !== undefined && (o.cursor === '' || o.cursor.length > 200)) throw new CliError('--cursor: give the build id from the next-page hint', EXIT.USAGE);
+      code = await buildsCommand(await client(o), { json: Boolean(o.json), limit: limit.data, ...(o.cursor !== undefined ? { cursor: o.cursor } : {}) }, io);
+    });
+
+  const agents = clientOptions(program.command('agents'))
+    .description('list agents: state, control, health, circuit breaker, jobs, load; `agents pause|resume|drain NAME` steers one')
+    .option('--json', 'JSON Lines: one agent per line (all of them: every page is fetched)')
+    .action(async (o: ClientFlags & { json?: boolean }) => {
+      code = await (await fleet()).agentsCommand(await client(o), { json: Boolean(o.json) }, io);
+    });
+  const actions: Array<[AgentAction, string]> = [
+    ['pause', 'give an agent no new work (running attempts go on)'],
+    ['drain', 'let an agent finish what it runs and take nothing new until resumed'],
+    ['resume', 'let a paused or draining agent take work again'],
+  ];
+  for (const [action, description] of actions) {
+    const sub = clientOptions(agents.command(`${action} <name>`))
+      .description(description)
+      .option('--json', 'the agent as one JSON line');
+    if (action !== 'resume') sub.option('--reason <text>', 'why (shown in `kiln agents` and the API)');
+    sub.action(async (name: string, _o: unknown, cmd: Command) => {
+      const o = cmd.optsWithGlobals<ClientFlags & { json?: boolean; reason?: string }>();
+      code = await (await fleet()).agentControlCommand(await client(o), action, name, { json: Boolean(o.json), ...(o.reason !== undefined ? { reason: o.reason } : {}) }, io);
+    });
+  }
+
+  clientOptions(program.command('pools'))
+    .description('pools per platform (and gpu): agents, slots, queued and running nodes, dispatch waits')
+    .option('--json', 'JSON Lines: one pool per line')
+    .action(async (o: ClientFlags & { json?: boolean }) => {
+      code = await (await fleet()).poolsCommand(await client(o), { json: Boolean(o.json) }, io);
+    });
+
+  clientOptions(program.command('dlq'))
+    .description('the dead-letter list: nodes whose infrastructure failures used up their attempts')
+    .option('--json', 'JSON Lines: one dead letter per line')
+    .action(async (o: ClientFlags & { json?: boolean }) => {
+      code = await (await fleet()).deadLetterCommand(await client(o), { json: Boolean(o.json) }, io);
+    });
+
+  clientOptions(program.command('retry <build> <node>'))
+    .description('run a failed node again (the nodes skipped because of it wait again)')
+    .option('-f, --follow', "stream the build's new output and exit with its result")
+    .option('--json', 'the build as one JSON line; with --follow the events of `logs -f --json`')
+    .action(async (build: string, node: string, o: ClientFlags & { follow?: boolean; json?: boolean }) => {
+      code = await (await fleet()).retryCommand(await client(o), build, node, { follow: Boolean(o.follow), json: Boolean(o.json) }, io);
+    });
+
+  clientOptions(program.command('error <build>'))
+    .description(
+      "why a build failed: each failed node's attempt, agent, exit code, error, last log lines and provenance. " +
+        'Exits 1 with a message on stderr when no node failed (no report), 2 for an unknown build',
+    )
+    .option('--json', 'the error report as one JSON line')
+    .option('--lines <n>', 'log lines shown per failed node (up to 200)', '30')
+    .action(async (build: string, o: ClientFlags & { json?: boolean; lines: string }) => {
+      const lines = z.coerce.number().int().min(0).max(200).safeParse(o.lines);
+      if (!lines.success) throw new CliError(`--lines: '${o.lines}' is not a number in 0..200`, EXIT.USAGE);
+      code = await (await fleet()).errorCommand(await client(o), build, { json: Boolean(o.json), lines: lines.data }, io);
+    });
+
+  clientOptions(program.command('artifacts <build-or-get> [args...]'))
+    .description("list a build's artifacts; `artifacts get BUILD NODE OUTPUT -o DIR` downloads, verifies and extracts one")
+    .option('-o, --output <dir>', 'with get: directory to extract into')
+    .option('--json', 'JSON Lines: one artifact per line; with get, one line for the extracted artifact')
+    .action(async (first: string, rest: string[], o: ClientFlags & { json?: boolean; output?: string }) => {
+      if (first === 'get') {
+        if (rest.length !== 3 || !o.output) throw new CliError('usage: kiln artifacts get BUILD NODE OUTPUT -o DIR', EXIT.USAGE);
+        code = await (await artifacts()).artifactsGetCommand(await client(o), rest[0]!, rest[1]!, rest[2]!, { out: o.output, json: Boolean(o.json) }, io);
+      } else {
+        if (rest.length > 0) throw new CliError('usage: kiln artifacts BUILD  |  kiln artifacts get BUILD NODE OUTPUT -o DIR', EXIT.USAGE);
+        code = await (await artifacts()).artifactsListCommand(await client(o), first, { json: Boolean(o.json) }, io);
+      }
+    });
+
+  clientOptions(program.command('images <build>'))
+    .description("list the images a build pushed: node, ref, manifest digest, platform (or an index's platforms), size, SBOM digest; --sbom REF prints one SBOM")
+    .option('--json', 'JSON Lines: one image per line')
+    .option('--sbom <ref>', "print the SBOM (CycloneDX 1.5 JSON) of the image pushed at REF, checked against its digest")
+    .option('--platform <platform>', 'with --sbom on an index ref: the platform image whose SBOM to print')
+    .option('-o, --output <file>', 'with --sbom: write the SBOM to FILE')
+    .action(async (build: string, o: ClientFlags & { json?: boolean; sbom?: string; platform?: string; output?: string }) => {
+      const sbom = o.sbom !== undefined ? { sbom: o.sbom, ...(o.platform !== undefined ? { platform: o.platform } : {}), ...(o.output !== undefined ? { out: o.output } : {}) } : {};
+      code = await (await images()).imagesCommand(await client(o), build, { json: Boolean(o.json), ...sbom }, io);
+    });
+
+  clientOptions(program.command('provenance <build> <node>'))
+    .description("print the provenance record of a node's result (what went into it, what came out)")
+    .option('--json', 'the record as one JSON line (default: indented)')
+    .action(async (build: string, node: string, o: ClientFlags & { json?: boolean }) => {
+      code = await (await artifacts()).provenanceCommand(await client(o), build, node, { json: Boolean(o.json) }, io);
+    });
+
+  for (const [name, pinned] of [['pin', true], ['unpin', false]] as const) {
+    clientOptions(program.command(`${name} <build>`))
+      .description(pinned ? "keep a build's artifacts until it is unpinned" : "let a build's artifacts expire with the retention period again")
+      .option('--json', 'the build as one JSON line')
+      .action(async (build: string, o: ClientFlags & { json?: boolean }) => {
+        code = await (await artifacts()).pinCommand(await client(o), build, pinned, { json: Boolean(o.json) }, io);
+      });
+  }
+
+  clientOptions(program.command('cancel <build>'))
+    .description('cancel a build')
+    .option('--json', 'the build as one JSON line')
+    .action(async (build: string, o: ClientFlags & { json?: boolean }) => {
+      code = await (await commands()).cancelCommand(await client(o), build, { json: Boolean(o.json) }, io);
+    });
+
+  try {
+    // `kiln help agent` shows the help without dispatching to the command: declare its flags first.
+    const helped = argv[2] === 'help' ? program.commands.find((c) => c.name() === argv[3]) : undefined;
+    if (helped !== undefined) await declare(helped);
+    await program.parseAsync(argv);
+    return code;
+  } catch (err) {
+    const out = errorExit(err, { daemon, debug: debugging(env) });
+    for (const line of out.lines) io.stderr.write(`${line}\n`);
+    return out.exitCode;
+  }
+}
+
+export function debugging(env: Record<string, string | undefined>): boolean {
+  return Boolean(env.KILN_DEBUG) && env.KILN_DEBUG !== '0';
+}
