@@ -25,7 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { Packr } from 'msgpackr';
 import { AgentRegistry, type AgentChannel, type AgentEntry } from '../../coordinator/placement/agent-registry.js';
 import { Scheduler, type ReadyRef } from '../../coordinator/placement/scheduler.js';
-import { encodeFrame, type AssignPayload, type HelloPayload } from '../../shared/index.js';
+import { encodeFrame, PROTOCOL_VERSION, type AssignPayload, type HelloPayload } from '../../shared/index.js';
 import { fmt, machineLine, median, now } from './bench-util.js';
 
 const args = process.argv.slice(2);
@@ -68,7 +68,7 @@ function fleet(agents: number, nodes: number): Fleet {
     const platforms = [{ platform: native, emulated: false }];
     if (native === 'linux/amd64' && i % 3 === 0) platforms.push({ platform: 'linux/arm64', emulated: true }, { platform: 'linux/s390x', emulated: true });
     hellos.push({
-      protocol_versions: [1],
+      protocol_versions: [PROTOCOL_VERSION],
       agent_version: 'bench',
       name: `agent-${String(i).padStart(4, '0')}`,
       session: `s-${i}`,

@@ -22,9 +22,14 @@
 import { z } from 'zod';
 import { ENV_NAME_RE, LABEL_KEY_RE, LABEL_KEY_RULE, NAME_RE, NAME_RULE } from '../names.js';
 
-/** Protocol versions this build of kiln speaks. The hello is the same in every version. */
-export const PROTOCOL_VERSIONS = [1] as const;
-export const PROTOCOL_VERSION = 1;
+/**
+ * Protocol versions this build of kiln speaks. The hello is the same in every version.
+ * 2 (issue 11): `assign` may carry `images`, `index`, `registry_auth` and `cache`, and
+ * `finished` `images` and `cache`; a version-1 agent would refuse such frames (the
+ * schemas are strict), so it is refused at its hello with a message naming both versions.
+ */
+export const PROTOCOL_VERSIONS = [2] as const;
+export const PROTOCOL_VERSION = 2;
 
 /** Largest frame either side accepts (ws `maxPayload`). */
 export const MAX_FRAME_BYTES = 8 * 1024 * 1024;

@@ -11,7 +11,7 @@ import { Cas } from '../../coordinator/cas/cas.js';
 import { LocalBlobStore } from '../../coordinator/cas/local-blob-store.js';
 import { LogStore } from '../../coordinator/logs/log-store.js';
 import { StateStore } from '../../coordinator/state/state-store.js';
-import type { Frame, HelloPayload, Payload, Timers, ToAgentType } from '../../shared/index.js';
+import { PROTOCOL_VERSION, type Frame, type HelloPayload, type Payload, type Timers, type ToAgentType } from '../../shared/index.js';
 
 export interface Sent {
   type: ToAgentType;
@@ -45,7 +45,7 @@ export const tick = async (): Promise<void> => {
 
 export function hello(name: string, opts: Partial<HelloPayload> = {}): HelloPayload {
   return {
-    protocol_versions: [1],
+    protocol_versions: [PROTOCOL_VERSION],
     agent_version: 'test',
     name,
     session: `${name}-session-1`,

@@ -12,7 +12,7 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { AGENT_SOCKET_PATH, MAX_FRAME_BYTES, MAX_LOG_CHUNK_BYTES, apiPath, decodeFrame, encodeFrame, sha256, type AssignPayload, type Frame, type HelloPayload, type MessageType, type Payload, type ToAgentType } from '../../shared/index.js';
+import { AGENT_SOCKET_PATH, MAX_FRAME_BYTES, MAX_LOG_CHUNK_BYTES, apiPath, decodeFrame, encodeFrame, PROTOCOL_VERSION, sha256, type AssignPayload, type Frame, type HelloPayload, type MessageType, type Payload, type ToAgentType } from '../../shared/index.js';
 import { waitFor } from './cluster.js';
 
 export interface FakeCoordinatorOptions {
@@ -104,7 +104,7 @@ export class FakeCoordinator {
 
   send<T extends ToAgentType>(type: T, payload: Payload<T>): void {
     if (!this.ws) throw new Error('no agent connected');
-    this.ws.send(encodeFrame(type, ++this.nextId, payload, 1));
+    this.ws.send(encodeFrame(type, ++this.nextId, payload, PROTOCOL_VERSION));
   }
 
   assign(p: Partial<AssignPayload> & { attempt_id: string }): AssignPayload {
@@ -159,7 +159,7 @@ export class FakeCoordinator {
         this.ws?.terminate();
         this.ws = ws;
         this.send('welcome', {
-          protocol_version: 1,
+          protocol_version: PROTOCOL_VERSION,
           coordinator_version: 'fake',
           agent_name: f.payload.name,
           heartbeat_interval_ms: this.opts.heartbeatIntervalMs ?? 200,

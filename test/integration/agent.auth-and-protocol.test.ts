@@ -90,6 +90,15 @@ describe('agent endpoint gate', () => {
     expect(err.frame.payload.message).toMatch(/upgrade/);
   });
 
+  it('refuses an agent that speaks only protocol 1 (before image pushes and the layer cache) with 4002, naming both versions', async () => {
+    const { ws } = await connect(wsUrl, agentToken);
+    const done = closed(ws!);
+    ws!.send(encodeFrame('hello', 1, hello([1]), 1));
+    const { code, reason } = await done;
+    expect(code).toBe(4002);
+    expect(reason).toBe('incompatible protocol: agent speaks 1, coordinator speaks 2');
+  });
+
   it('closes a connection whose first frame is not a valid hello', async () => {
     const { ws } = await connect(wsUrl, agentToken);
     const done = closed(ws!);
@@ -106,7 +115,7 @@ describe('agent endpoint gate', () => {
     const r = await frame;
     expect(r.ok && r.frame.type).toBe('welcome');
     if (r.ok && r.frame.type === 'welcome') {
-      expect(r.frame.payload.protocol_version).toBe(1);
+      expect(r.frame.payload.protocol_version).toBe(2);
       expect(r.frame.payload.heartbeat_interval_ms).toBeGreaterThan(0);
     }
     ws!.close();

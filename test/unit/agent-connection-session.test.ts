@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import type { AgentEntry } from '../../coordinator/placement/agent-registry.js';
 import { AgentConnectionSession, type SessionEngine } from '../../coordinator/agents/agent-session.js';
-import { CLOSE_CODES, decodeFrame, encodeFrame, type Frame, type HelloPayload, type Payload } from '../../shared/index.js';
+import { CLOSE_CODES, decodeFrame, encodeFrame, PROTOCOL_VERSION, type Frame, type HelloPayload, type Payload } from '../../shared/index.js';
 import { FakeChannel, hello, openEngine } from '../helpers/engine-harness.js';
 import { ManualTimers } from '../helpers/manual-timers.js';
 
@@ -52,7 +52,7 @@ function decodeOk(b: Buffer): Frame {
   return d.frame;
 }
 
-const enc = <T extends 'hello' | 'heartbeat' | 'log'>(type: T, payload: Payload<T>, v = 1, id = 1) => encodeFrame(type, id, payload, v);
+const enc = <T extends 'hello' | 'heartbeat' | 'log'>(type: T, payload: Payload<T>, v: number = PROTOCOL_VERSION, id = 1) => encodeFrame(type, id, payload, v);
 
 async function welcomed(s: ReturnType<typeof setup>, h: HelloPayload = hello('a1')) {
   await s.session.received(enc('hello', h));
@@ -64,7 +64,7 @@ describe('coordinator agent session', () => {
     const s = setup();
     await welcomed(s);
     const w = s.sent[0]!.payload as Payload<'welcome'>;
-    expect(w).toMatchObject({ protocol_version: 1, coordinator_version: 'test', agent_name: 'a1', heartbeat_interval_ms: HEARTBEAT_MS, lost_after_ms: LOST_MS, cutoff_cancel_ms: 60_000, resume: [] });
+    expect(w).toMatchObject({ protocol_version: PROTOCOL_VERSION, coordinator_version: 'test', agent_name: 'a1', heartbeat_interval_ms: HEARTBEAT_MS, lost_after_ms: LOST_MS, cutoff_cancel_ms: 60_000, resume: [] });
     expect(s.calls).toEqual(['welcomed']);
     expect(s.session.entry).toBe(s.entry);
     s.timers.advance(10_000); // the hello deadline no longer applies
@@ -98,7 +98,7 @@ describe('coordinator agent session', () => {
     await s.session.received(Buffer.from([1, 2, 3]));
     expect(s.sent.at(-1)!.type).toBe('error');
     expect(s.link.closes).toEqual([]);
-    await s.session.received(enc('heartbeat', { running: [] }, 1, 7));
+    await s.session.received(enc('heartbeat', { running: [] }, PROTOCOL_VERSION, 7));
     expect(s.sent.at(-1)!.payload).toMatchObject({ code: 'E_INTERNAL', ref: 7 });
     expect(s.link.closes[0]!.code).toBe(CLOSE_CODES.INTERNAL_ERROR);
     expect(s.errors).toEqual(['handling a frame failed; closing the session']);

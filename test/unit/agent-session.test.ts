@@ -9,7 +9,7 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { AgentSession, type AgentLink } from '../../agent/agent-session.js';
 import type { Executor, RunIO, RunResult } from '../../agent/executors/executor.js';
-import { decodeFrame, encodeFrame, type AssignPayload, type Frame, type Payload, type ToAgentType } from '../../shared/index.js';
+import { decodeFrame, encodeFrame, PROTOCOL_VERSION, type AssignPayload, type Frame, type Payload, type ToAgentType } from '../../shared/index.js';
 import { assignPayload } from '../helpers/fake-coordinator.js';
 import { ManualTimers } from '../helpers/manual-timers.js';
 
@@ -51,7 +51,7 @@ function setup(maxJobs = 1) {
       welcomed: () => void link.welcomes++,
     };
     session.opened(link);
-    const receive = <T extends ToAgentType>(type: T, payload: Payload<T>) => session.received(encodeFrame(type, ++id, payload, 1));
+    const receive = <T extends ToAgentType>(type: T, payload: Payload<T>) => session.received(encodeFrame(type, ++id, payload, PROTOCOL_VERSION));
     const welcome = (resume: Payload<'welcome'>['resume'] = []) =>
       receive('welcome', { protocol_version: 1, coordinator_version: 't', agent_name: 'unit', heartbeat_interval_ms: 1000, lost_after_ms: 3000, max_log_chunk_bytes: 65536, cutoff_cancel_ms: 60_000, resume });
     const of = (type: string) => sent.filter((f) => f.type === type).map((f) => f.payload as Record<string, unknown>);

@@ -5,12 +5,12 @@
  */
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
-import { decodeFrame, encodeFrame, MAX_FRAME_BYTES, type MessageType, type Payload } from '../../shared/index.js';
+import { decodeFrame, encodeFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION, type MessageType, type Payload } from '../../shared/index.js';
 
 const attempt = 'a-01m87q8730000-abcdefgh';
 const samples: { [K in MessageType]: Payload<K> } = {
   hello: {
-    protocol_versions: [1],
+    protocol_versions: [PROTOCOL_VERSION],
     agent_version: '0.1.0',
     name: 'h1',
     session: 'session-123',
