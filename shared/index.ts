@@ -97,6 +97,7 @@ export {
   type IndexEntryPayload,
   type OutputArtifactPayload,
   parseImageRef,
+  pullHosts,
   type PushedImagePayload,
   packDir,
   type PackedDir,
