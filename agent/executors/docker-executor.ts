@@ -45,6 +45,7 @@ import { runTest } from '../docker/test-container.js';
 import { assembleIndex } from '../docker/image-index.js';
 import { PushError, pushImages, registryAuthLookup, type RegistryAuth } from '../docker/image-push.js';
 import { explainPullRefusal, registryConfig } from '../docker/registry-config.js';
+import { buildInSession, endpointOf, openBuildSession, type BuildSession } from '../docker/build-session.js';
 import { cacheFigures, forgiveCacheImport, InlineCacheBackend, type LayerCacheBackend } from '../docker/layer-cache.js';
 import { indexSboms } from '../docker/index-sboms.js';
 import { diskFullMessage, diskFullNeed, isCorruptArtifact, isDiskFull, isEngineClientError, isEngineUnreachable } from '../failure-kinds.js';
@@ -203,13 +204,19 @@ export class DockerExecutor implements Executor {
     // Layer cache: import the node's cache ref (and mark inline cache for export).
     if (job.cache) Object.assign(opts, this.layerCache.buildOptions(job.cache, job));
     // Credentials for the registries the build pulls from (base images, the cache ref).
+    // The Engine's BuildKit asks for them through a session (it ignores X-Registry-Config):
+    // one of ours, answering each registry with its own credentials (docker/build-session.ts).
     const registryconfig = registryConfig(job.registry_auth);
-    if (registryconfig) opts.registryconfig = registryconfig;
-
+    let session: BuildSession | null = null;
     let response: NodeJS.ReadableStream;
     try {
-      response = await this.docker.buildImage(stream, opts as Docker.ImageBuildOptions);
+      if (registryconfig) {
+        session = await openBuildSession(endpointOf(this.docker as unknown as Parameters<typeof endpointOf>[0]), registryconfig, io.signal);
+        opts.session = session.id;
+        response = await buildInSession(this.docker, stream, opts);
+      } else response = await this.docker.buildImage(stream, opts as Docker.ImageBuildOptions);
     } catch (err) {
+      session?.close();
       stream.destroy();
       if (io.signal.aborted) return { ...this.aborted(io, fetchMs, Date.now() - t1), ...meta };
       const message = `Docker Engine refused the build: ${coerceError(err).message}`;
@@ -233,6 +240,7 @@ export class DockerExecutor implements Executor {
       if (partialTimer === null && decoder.hasPartial()) partialTimer = setTimeout(showPartials, PARTIAL_LINE_WAIT_MS);
     });
     if (partialTimer) clearTimeout(partialTimer);
+    session?.close();
     const rest = decoder.end();
     if (rest) io.log(rest);
     const buildMs = Date.now() - t1;
