@@ -16,6 +16,7 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
 import type Docker from 'dockerode';
+import { coerceError } from '../../shared/core.js';
 import { randomBytes } from 'node:crypto';
 import type { EngineEndpoint } from './engine-api.js';
 import type { RegistryAuth } from './image-push.js';
@@ -176,6 +177,6 @@ export function endpointOf(docker: { modem: { socketPath?: string | undefined; h
 export function buildInSession(docker: Docker, context: NodeJS.ReadableStream, opts: Record<string, unknown>): Promise<NodeJS.ReadableStream> {
   const optsf = { path: '/build?', method: 'POST', file: context, options: opts, abortSignal: opts.abortSignal, isStream: true, statusCodes: { 200: true, 500: 'server error' } };
   return new Promise((resolve, reject) => {
-    docker.modem.dial(optsf as unknown as Parameters<typeof docker.modem.dial>[0], (err: unknown, data: unknown) => (err ? reject(err as Error) : resolve(data as NodeJS.ReadableStream)));
+    docker.modem.dial(optsf as unknown as Parameters<typeof docker.modem.dial>[0], (err: unknown, data: unknown) => (err ? reject(coerceError(err)) : resolve(data as NodeJS.ReadableStream)));
   });
 }

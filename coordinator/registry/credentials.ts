@@ -58,7 +58,7 @@ export class RegistryCredentials {
     for (const ref of p.images ?? []) add(ref);
     for (const e of p.index ?? []) for (const i of e.images) add(i.ref);
     if (p.cache) add(p.cache.ref);
-    if (dockerfile !== null && !p.index) for (const h of pullHosts(dockerfile, p.build_args, p.platform)) hosts.add(h);
+    if (dockerfile && !p.index) for (const h of pullHosts(dockerfile, p.build_args, p.platform)) hosts.add(h);
     const out: RegistryAuthPayload[] = [];
     for (const h of hosts) {
       const c = this.byHost.get(h);
