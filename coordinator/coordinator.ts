@@ -22,7 +22,7 @@ import { LogStore } from './logs/log-store.js';
 import { lockDataDir, loadTokens, prepareDataDir, type LoadedTokens } from './state/data-dir.js';
 import { StateStore } from './state/state-store.js';
 import { sweepCacheTags } from './builds/cache-retention.js';
-import { contextDockerfile, loadContextDockerfile } from './registry/context-dockerfiles.js';
+import { contextDockerfile, loadContextDockerfile, wantContextDockerfiles } from './registry/context-dockerfiles.js';
 
 export interface RunningCoordinator {
   /** http://host:port the coordinator listens on (port resolved when 0 was asked). */
@@ -113,6 +113,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       isReady: () => ready,
     });
     const registries = config.registries;
+    wantContextDockerfiles(registries.size > 0);
     // The node's Dockerfile, for the registries it pulls from: inline in the spec, or read
     // from its context in the CAS at submit (a miss starts the read for the next attempt).
     const dockerfileOf = (a: Payload<'assign'>): string | null => {

@@ -5,7 +5,8 @@
  * not. Read at submit (coordinator/http/routes-builds.ts, after the check that the
  * Dockerfile is in the context) and kept per context digest and path: a digest's content
  * never changes. Bounded: at most `MAX_DOCKERFILE_BYTES` per Dockerfile (larger: none kept,
- * the agent refuses it too) and `MAX_KEPT` Dockerfiles (the oldest is dropped).
+ * the agent refuses it too) and `MAX_KEPT` Dockerfiles (the oldest is dropped). Nothing
+ * is read while the coordinator has no registry credentials (`wantContextDockerfiles`).
  *
  * A miss at assignment time (the coordinator restarted since the submit, or the entry was
  * dropped) starts the read again, and that assignment goes without pull credentials: a
@@ -24,6 +25,14 @@ export const MAX_KEPT = 1000;
 const kept = new Map<string, string | null>();
 const loading = new Map<string, Promise<void>>();
 
+/** Off until the coordinator has registry credentials: without them no Dockerfile is read. */
+let wanted = false;
+
+/** Turns the reads on (the coordinator has a credentials file) or off. */
+export function wantContextDockerfiles(on: boolean): void {
+  wanted = on;
+}
+
 const keyOf = (digest: string, path: string) => `${digest}\0${normalizeTarPath(path)}`;
 
 /** The Dockerfile `path` of context `digest`, when read: a string, null (none), or undefined (not read). */
@@ -34,7 +43,7 @@ export function contextDockerfile(digest: string, path: string): string | null |
 /** Reads `path` out of the context tar `open()` gives, once per digest and path. Never throws. */
 export function loadContextDockerfile(digest: string, path: string, open: () => Readable | Promise<Readable>): Promise<void> {
   const key = keyOf(digest, path);
-  if (kept.has(key)) return Promise.resolve();
+  if (!wanted || kept.has(key)) return Promise.resolve();
   const running = loading.get(key);
   if (running) return running;
   const p = readTarText(open, normalizeTarPath(path))

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Readable } from 'node:stream';
-import { contextDockerfile, loadContextDockerfile, MAX_DOCKERFILE_BYTES } from '../../coordinator/registry/context-dockerfiles.js';
+import { contextDockerfile, loadContextDockerfile, MAX_DOCKERFILE_BYTES, wantContextDockerfiles } from '../../coordinator/registry/context-dockerfiles.js';
 import { loadRegistryCredentials } from '../../coordinator/registry/credentials.js';
 import { tarOf } from '../helpers/api-fixtures.js';
 import type { AssignPayload } from '../../shared/index.js';
@@ -64,6 +64,11 @@ describe('registry credentials file', () => {
       opened++;
       return Readable.from([tar]);
     };
+    // off (no credentials configured): nothing read
+    wantContextDockerfiles(false);
+    await loadContextDockerfile(digest, 'build/Dockerfile', open);
+    expect(opened).toBe(0);
+    wantContextDockerfiles(true);
     expect(contextDockerfile(digest, 'build/Dockerfile')).toBeUndefined();
     await Promise.all([loadContextDockerfile(digest, './build/Dockerfile', open), loadContextDockerfile(digest, 'build/Dockerfile', open)]);
     expect(opened).toBe(1);
