@@ -220,8 +220,10 @@ describe('registry credentials (Basic and Bearer)', () => {
       },
     });
     const b = await waitForBuild(coord, id);
-    const view = await api<{ nodes: Array<{ name: string; state: string; error: string | null }> }>(apiPath.build(id));
+    const view = await api<{ nodes: Array<{ name: string; state: string; error: string | null; attempts: unknown[] }> }>(apiPath.build(id));
     expect(b.state, JSON.stringify(view.nodes.map((n) => [n.name, n.error]))).toBe('success');
+    // first time: the context's Dockerfile was read at submit, not after a refused attempt
+    for (const n of view.nodes) expect(n.attempts, n.name).toHaveLength(1);
   });
 
   it('a pull refused for wrong credentials fails the node at once, naming the registry', async () => {
