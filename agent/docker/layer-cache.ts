@@ -44,8 +44,8 @@ export interface LayerCacheBackend {
   readonly kind: 'inline';
   /**
    * Engine API build options (query parameters) for this build; `buildArgs` are the node's.
-   * Credentials for the import are not among them: the build's X-Registry-Config carries
-   * every registry's (docker/registry-config.ts).
+   * Credentials for the import are not among them: the build's session answers them for
+   * every registry (docker/registry-config.ts, docker/build-session.ts).
    */
   buildOptions(cache: AssignCachePayload, job: { no_cache: boolean; build_args: Record<string, string> }): Record<string, unknown>;
   /** After a successful build: export the cache in readwrite mode. Never throws. */

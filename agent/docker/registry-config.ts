@@ -1,6 +1,7 @@
 /**
- * The one place that builds a build's `registryconfig` (the Engine API's X-Registry-Config
- * header: registry host -> credentials) from the credentials an assignment carries. The
+ * The one place that builds a build's `registryconfig` (registry host -> credentials, the
+ * shape of the Engine API's X-Registry-Config; this engine's BuildKit takes them through
+ * the agent's build session, docker/build-session.ts) from what an assignment carries. The
  * coordinator sends only those of the registries the node pushes to or pulls from (its
  * Dockerfile's FROM, `COPY --from=`, `RUN --mount=from=` images, its layer-cache ref), so
  * all of them go to the build: BuildKit uses them to pull private base images and to
@@ -16,7 +17,7 @@ import { registryAuthLookup, type RegistryAuth } from './image-push.js';
 /** The key Docker uses for Docker Hub credentials. */
 export const DOCKER_HUB_AUTH_KEY = 'https://index.docker.io/v1/';
 
-/** host -> credentials for X-Registry-Config, or null when the assignment carries none. */
+/** host -> credentials for the build, or null when the assignment carries none. */
 export function registryConfig(given: AssignPayload['registry_auth']): Record<string, RegistryAuth> | null {
   if (!given || given.length === 0) return null;
   const lookup = registryAuthLookup(given);
