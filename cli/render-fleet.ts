@@ -113,9 +113,10 @@ export function poolsTable(pools: PoolViewT[]): string {
       msText(p.oldest_wait_ms),
       p.wait_p50_ms === null ? '-' : `${msText(p.wait_p50_ms)}/${msText(p.wait_p95_ms)}`,
       String(p.dispatched),
+      p.cache ? `${p.cache.hits}/${p.cache.misses}${p.cache.push_failures ? ` (${p.cache.push_failures} push failed)` : ''}` : '-',
     ];
   });
-  return table(['POOL', 'AGENTS', 'UNAVAILABLE', 'SLOTS', 'GPUS', 'QUEUED', 'RUNNING', 'OLDEST-WAIT', 'WAIT-P50/P95', 'DISPATCHED'], rows);
+  return table(['POOL', 'AGENTS', 'UNAVAILABLE', 'SLOTS', 'GPUS', 'QUEUED', 'RUNNING', 'OLDEST-WAIT', 'WAIT-P50/P95', 'DISPATCHED', 'CACHE-HIT/MISS'], rows);
 }
 
 /** `kiln pools`, after the pools: the concurrency groups (issue 11), or nothing when there are none. */

@@ -89,7 +89,7 @@ export const COORDINATOR_SETTINGS = {
     type: t.text('file'),
     key: 'registries.credentials_file',
     env: 'KILN_REGISTRY_CREDENTIALS_FILE',
-    description: 'YAML file: registry host -> username + password_file, or token_file (sent only to agents pushing there)',
+    description: 'YAML file: registry host -> username + password_file, or token_file (sent only to agents pushing to or pulling from there)',
   },
   maxBlobBytes: { type: t.size(), key: 'max_blob_bytes', env: 'KILN_MAX_BLOB_BYTES', default: '4GiB', description: 'largest blob (context, artifact) the CAS accepts' },
   artifactRetention: { type: t.duration(), key: 'artifacts.retention', env: 'KILN_ARTIFACT_RETENTION', default: '30d', description: 'finished, unpinned builds keep their artifacts this long' },

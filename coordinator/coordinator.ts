@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { createAdaptorServer } from '@hono/node-server';
 import type { Logger } from 'pino';
-import { KilnError, errnoCode, type Payload } from '../shared/index.js';
+import { KilnError, errnoCode, type Digest, type Payload } from '../shared/index.js';
 import { AgentHub } from './agents/agent-hub.js';
 import { AgentRegistry } from './placement/agent-registry.js';
 import { Engine } from './builds/engine.js';
@@ -22,6 +22,7 @@ import { LogStore } from './logs/log-store.js';
 import { lockDataDir, loadTokens, prepareDataDir, type LoadedTokens } from './state/data-dir.js';
 import { StateStore } from './state/state-store.js';
 import { sweepCacheTags } from './builds/cache-retention.js';
+import { contextDockerfile, loadContextDockerfile, wantContextDockerfiles } from './registry/context-dockerfiles.js';
 
 export interface RunningCoordinator {
   /** http://host:port the coordinator listens on (port resolved when 0 was asked). */
@@ -112,8 +113,19 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       isReady: () => ready,
     });
     const registries = config.registries;
+    wantContextDockerfiles(registries.size > 0);
+    // The node's Dockerfile, for the registries it pulls from: inline in the spec, or read
+    // from its context in the CAS at submit (a miss starts the read for the next attempt).
+    const dockerfileOf = (a: Payload<'assign'>): string | null => {
+      if (a.dockerfile_inline !== null || a.context === null) return a.dockerfile_inline;
+      const context = a.context;
+      const path = a.dockerfile ?? 'Dockerfile';
+      const text = contextDockerfile(context, path);
+      if (text === undefined) void loadContextDockerfile(context, path, () => cas.read(context as Digest));
+      return text ?? null;
+    };
     const withRegistryAuth = (a: Payload<'assign'>): Payload<'assign'> => {
-      const auth = registries.forAssign(a);
+      const auth = registries.forAssign(a, dockerfileOf(a));
       return auth.length > 0 ? { ...a, registry_auth: auth } : a;
     };
     const hub = new AgentHub({

@@ -38,6 +38,12 @@ export const PoolView = z.object({
   wait_p50_ms: z.number().int().nullable(),
   wait_p95_ms: z.number().int().nullable(),
   dispatched: z.number().int(),
+  /**
+   * Layer cache since the coordinator started (issue 11): build steps BuildKit reported
+   * cached (hits) and executed (misses) in nodes with a cache registry, cache pushes and
+   * failed ones. Absent when the pool has none yet.
+   */
+  cache: z.object({ hits: z.number().int(), misses: z.number().int(), pushes: z.number().int(), push_failures: z.number().int() }).optional(),
 });
 
 /** A concurrency group (issue 11): limit, nodes holding a slot, ready nodes held back because it is full. */

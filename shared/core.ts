@@ -17,6 +17,9 @@ export { newId, randomToken } from './ids.js';
 export { AGENT_NAME_PARAM_RE, BUILD_ID_RE, BUILD_ID_RULE, ENV_NAME_RE, NAME_RE, NAME_RULE } from './names.js';
 export { ARTIFACT_MEDIA_TYPE, INPUT_NAME_RE } from './spec/spec-fields.js';
 export { parseImageRef } from './spec/image-ref.js';
+export { BOM, type DockerfileInstruction, flagValue, fromParts, type PhysicalLine, splitDockerfile, trimLeft } from './dockerfile/parse.js';
+export { type BaseImageRef, baseImageRefs, PLATFORM_ARGS, pullRefs } from './dockerfile/base-images.js';
+export { MAX_PULL_HOSTS, pullHosts } from './dockerfile/pull-hosts.js';
 export {
   AGENT_STATES,
   type AgentState,

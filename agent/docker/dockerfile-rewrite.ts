@@ -33,8 +33,7 @@
  * - inserted lines use the file's newline style (the first line end found, else `\n`). A file
  *   without a trailing newline gets none added. A UTF-8 BOM stays at the very start.
  */
-import { ENV_NAME_RE, INPUT_NAME_RE, KilnError } from '../../shared/core.js';
-import { BOM, flagValue, fromParts, splitDockerfile, trimLeft, type PhysicalLine } from './dockerfile-parse.js';
+import { BOM, ENV_NAME_RE, flagValue, fromParts, INPUT_NAME_RE, KilnError, splitDockerfile, trimLeft, type PhysicalLine } from '../../shared/core.js';
 
 function invalid(message: string): KilnError {
   return new KilnError('E_INVALID', message);

@@ -42,8 +42,12 @@ export interface LayerCacheIO {
 
 export interface LayerCacheBackend {
   readonly kind: 'inline';
-  /** Engine API build options (query parameters) for this build; `buildArgs` are the node's. */
-  buildOptions(cache: AssignCachePayload, job: { no_cache: boolean; build_args: Record<string, string> }, auth?: RegistryAuth): Record<string, unknown>;
+  /**
+   * Engine API build options (query parameters) for this build; `buildArgs` are the node's.
+   * Credentials for the import are not among them: the build's session answers them for
+   * every registry (docker/registry-config.ts, docker/build-session.ts).
+   */
+  buildOptions(cache: AssignCachePayload, job: { no_cache: boolean; build_args: Record<string, string> }): Record<string, unknown>;
   /** After a successful build: export the cache in readwrite mode. Never throws. */
   afterBuild(cache: AssignCachePayload, imageId: string, io: LayerCacheIO): Promise<CachePush>;
 }
@@ -67,12 +71,10 @@ export class InlineCacheBackend implements LayerCacheBackend {
     private readonly pushTimeoutMs = CACHE_PUSH_TIMEOUT_MS,
   ) {}
 
-  buildOptions(cache: AssignCachePayload, job: { no_cache: boolean; build_args: Record<string, string> }, auth?: RegistryAuth): Record<string, unknown> {
+  buildOptions(cache: AssignCachePayload, job: { no_cache: boolean; build_args: Record<string, string> }): Record<string, unknown> {
     const opts: Record<string, unknown> = {};
     // A no-cache build would ignore what it imports; it still exports fresh layers.
     if (!job.no_cache) opts.cachefrom = JSON.stringify([cache.ref]);
-    // Credentials for the import go in X-Registry-Config (host -> auth), never in a log line.
-    if (!job.no_cache && auth?.serveraddress) opts.registryconfig = { [auth.serveraddress]: auth };
     if (cache.mode === 'readwrite') opts.buildargs = { ...job.build_args, BUILDKIT_INLINE_CACHE: '1' };
     return opts;
   }

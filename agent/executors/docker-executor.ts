@@ -32,18 +32,20 @@
  * that keep the engine's error and tell the agent's health what happened (`trouble`).
  */
 import type Docker from 'dockerode';
-import { coerceError, formatDuration, parseImageRef, sha256, type AssignPayload, type BaseImagePayload, type Digest } from '../../shared/core.js';
+import { baseImageRefs, coerceError, formatDuration, parseImageRef, pullHosts, sha256, type AssignPayload, type BaseImagePayload, type Digest } from '../../shared/core.js';
 import type { CasCache, CasLease } from '../cas-cache.js';
 import { ensureArtifactImage } from '../docker/artifact-image.js';
 import { buildContextStream, readTarFile } from '../docker/build-context.js';
 import { executorInfoOf } from '../docker/engine-api.js';
 import { BuildProgressDecoder, type BuildEvent } from '../docker/buildkit-progress.js';
-import { baseImageRefs } from '../docker/dockerfile-base-images.js';
+
 import { rewriteForInputs } from '../docker/dockerfile-rewrite.js';
 import { exportOutputs } from '../docker/export-outputs.js';
 import { runTest } from '../docker/test-container.js';
 import { assembleIndex } from '../docker/image-index.js';
 import { PushError, pushImages, registryAuthLookup, type RegistryAuth } from '../docker/image-push.js';
+import { explainPullRefusal, registryConfig } from '../docker/registry-config.js';
+import { buildInSession, endpointOf, openBuildSession, type BuildSession } from '../docker/build-session.js';
 import { cacheFigures, forgiveCacheImport, InlineCacheBackend, type LayerCacheBackend } from '../docker/layer-cache.js';
 import { indexSboms } from '../docker/index-sboms.js';
 import { diskFullMessage, diskFullNeed, isCorruptArtifact, isDiskFull, isEngineClientError, isEngineUnreachable } from '../failure-kinds.js';
@@ -200,12 +202,21 @@ export class DockerExecutor implements Executor {
     if (job.target) opts.target = job.target;
     if (job.no_cache) opts.nocache = true;
     // Layer cache: import the node's cache ref (and mark inline cache for export).
-    if (job.cache) Object.assign(opts, this.layerCache.buildOptions(job.cache, job, cacheAuth(job)));
-
+    if (job.cache) Object.assign(opts, this.layerCache.buildOptions(job.cache, job));
+    // Credentials for the registries the build pulls from (base images, the cache ref).
+    // The Engine's BuildKit asks for them through a session (it ignores X-Registry-Config):
+    // one of ours, answering each registry with its own credentials (docker/build-session.ts).
+    const registryconfig = registryConfig(job.registry_auth);
+    let session: BuildSession | null = null;
     let response: NodeJS.ReadableStream;
     try {
-      response = await this.docker.buildImage(stream, opts as Docker.ImageBuildOptions);
+      if (registryconfig) {
+        session = await openBuildSession(endpointOf(this.docker as unknown as Parameters<typeof endpointOf>[0]), registryconfig, io.signal);
+        opts.session = session.id;
+        response = await buildInSession(this.docker, stream, opts);
+      } else response = await this.docker.buildImage(stream, opts as Docker.ImageBuildOptions);
     } catch (err) {
+      session?.close();
       stream.destroy();
       if (io.signal.aborted) return { ...this.aborted(io, fetchMs, Date.now() - t1), ...meta };
       const message = `Docker Engine refused the build: ${coerceError(err).message}`;
@@ -229,6 +240,7 @@ export class DockerExecutor implements Executor {
       if (partialTimer === null && decoder.hasPartial()) partialTimer = setTimeout(showPartials, PARTIAL_LINE_WAIT_MS);
     });
     if (partialTimer) clearTimeout(partialTimer);
+    session?.close();
     const rest = decoder.end();
     if (rest) io.log(rest);
     const buildMs = Date.now() - t1;
@@ -249,7 +261,7 @@ export class DockerExecutor implements Executor {
       return {
         status: 'failed',
         exitCode: outcome.exitCode,
-        error: outcome.error ?? 'the engine reported no image id',
+        error: outcome.error !== null && outcome.exitCode === null && dockerfileText !== null ? explainPullRefusal(outcome.error, pullHosts(dockerfileText, job.build_args, job.platform), job.registry_auth) : (outcome.error ?? 'the engine reported no image id'),
         failedStep: outcome.failedStep,
         infra: engineDiskFull,
         imageId: null,

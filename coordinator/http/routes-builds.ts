@@ -25,6 +25,7 @@ import {
 } from '../../shared/index.js';
 import { buildView, summaryView } from '../builds/build-views.js';
 import { tarEntries, normalizeTarPath } from '../cas/tar-index.js';
+import { loadContextDockerfile } from '../registry/context-dockerfiles.js';
 import type { AppEnv, HttpDeps } from './context.js';
 import { PageQuery, nextLink } from './pagination.js';
 import { BuildIdParams, SECURED, documentBodyLimit, errors, limitBody, mediaType, requireMediaType } from './openapi-common.js';
@@ -118,6 +119,9 @@ async function checkContexts(deps: HttpDeps, spec: ResolvedSpec): Promise<FieldE
     }
     if (!entries.has(normalizeTarPath(node.dockerfile))) {
       errors.push({ path: `${at}.dockerfile`, message: `node '${node.name}': field 'dockerfile': '${node.dockerfile}' is not in the context ${digest.slice(0, 19)}…` });
+    } else if (node.dockerfile_inline === null) {
+      // The registries its Dockerfile pulls from get credentials at assignment (registry/context-dockerfiles.ts).
+      await loadContextDockerfile(digest, node.dockerfile, () => deps.cas.read(digest));
     }
   }
   return errors;

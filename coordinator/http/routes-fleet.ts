@@ -72,7 +72,15 @@ export function deadLetterView(r: DeadLetterRecord): DeadLetterViewT {
 export function registerFleetRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): void {
   const now = clockOf(deps);
 
-  app.openapi(listPools, (c) => c.json({ items: deps.engine.pools(), concurrency_groups: deps.engine.concurrencyGroupViews() }, 200));
+  app.openapi(listPools, (c) => {
+    // Layer-cache figures per pool (the same counters as GET /metrics).
+    const counts = deps.engine.cacheCounts();
+    const items = deps.engine.pools().map((p) => {
+      const k = counts.get(p.name);
+      return k ? { ...p, cache: { hits: k.hits, misses: k.misses, pushes: k.pushes, push_failures: k.pushFailures } } : p;
+    });
+    return c.json({ items, concurrency_groups: deps.engine.concurrencyGroupViews() }, 200);
+  });
 
   app.openapi(listDeadLetters, (c) => c.json({ items: deps.engine.deadLetters().map(deadLetterView) }, 200));
 

@@ -1,7 +1,10 @@
 /**
  * Registry credentials: they live with the coordinator and go only to the agent running
- * a node that pushes to (or assembles an index in) that registry, in that node's `assign`
- * frame (`registry_auth`), added as the frame is sent (coordinator/agents/agent-session.ts).
+ * a node that pushes to (or assembles an index in) that registry, or whose Dockerfile pulls
+ * from it (FROM, `COPY --from=`, `RUN --mount=from=`, with the node's build args; for a
+ * Dockerfile inside the context, as read by registry/context-dockerfiles.ts), in that
+ * node's `assign` frame (`registry_auth`), added as the frame is sent
+ * (coordinator/agents/agent-session.ts).
  * They are never part of the engine's records, so they reach no state file, journal,
  * provenance record, API answer, log line or error report.
  *
@@ -17,9 +20,11 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
-import { configError, errnoCode, coerceError, parseImageRef, readConfigFile, type AssignPayload } from '../../shared/index.js';
+import { configError, errnoCode, coerceError, parseImageRef, pullHosts, readConfigFile, type AssignPayload } from '../../shared/index.js';
 
 export const MAX_REGISTRIES = 256;
+/** An assignment carries at most this many credentials (the protocol's bound). */
+export const MAX_AUTH_PER_ASSIGN = 16;
 
 export type RegistryAuthPayload = NonNullable<AssignPayload['registry_auth']>[number];
 
@@ -38,8 +43,12 @@ export class RegistryCredentials {
     return this.byHost.size;
   }
 
-  /** The credentials of every registry the assignment pushes to (its refs, for an index node its platform images, and its layer-cache ref). */
-  forAssign(p: AssignPayload): RegistryAuthPayload[] {
+  /**
+   * The credentials of every registry the assignment pushes to (its refs, for an index node
+   * its platform images, and its layer-cache ref) or pulls from (the images `dockerfile`,
+   * the node's Dockerfile when known, pulls).
+   */
+  forAssign(p: AssignPayload, dockerfile: string | null = p.dockerfile_inline): RegistryAuthPayload[] {
     if (this.byHost.size === 0) return [];
     const hosts = new Set<string>();
     const add = (ref: string) => {
@@ -49,10 +58,11 @@ export class RegistryCredentials {
     for (const ref of p.images ?? []) add(ref);
     for (const e of p.index ?? []) for (const i of e.images) add(i.ref);
     if (p.cache) add(p.cache.ref);
+    if (dockerfile && !p.index) for (const h of pullHosts(dockerfile, p.build_args, p.platform)) hosts.add(h);
     const out: RegistryAuthPayload[] = [];
     for (const h of hosts) {
       const c = this.byHost.get(h);
-      if (c) out.push(c);
+      if (c && out.length < MAX_AUTH_PER_ASSIGN) out.push(c);
     }
     return out;
   }

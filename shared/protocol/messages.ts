@@ -287,7 +287,7 @@ export const Assign = z.strictObject({
   /** An index node: put one multi-platform index of these images at `images` (no build). */
   index: z.array(IndexEntry).max(64).optional(),
   /**
-   * Credentials of the registries this node pushes to, from the coordinator's config (added
+   * Credentials of the registries this node pushes to or pulls from, from the coordinator's config (added
    * as the frame is sent; never stored). A password (Basic auth, or for a token service)
    * or a bearer token.
    */

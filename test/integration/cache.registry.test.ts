@@ -142,6 +142,11 @@ describe.skipIf(SKIP)(`layer cache through the registry across two dockerds${SKI
     const metrics = await fetch(`${coord.url}/metrics`, { headers: { authorization: `Bearer ${coord.apiToken}` } }).then((r) => r.text());
     expect(metrics).toMatch(/kiln_cache_hits_total\{pool="linux\/amd64"\} [2-9]/);
     expect(metrics).toMatch(/kiln_cache_pushes_total\{pool="linux\/amd64"\} [2-9]/);
+    // and the pools view shows them
+    const pools = await coord.api<{ items: Array<{ name: string; cache?: { hits: number; pushes: number } }> }>(apiPath.pools());
+    expect(pools.body.items.find((p) => p.name === 'linux/amd64')?.cache?.hits).toBeGreaterThanOrEqual(2);
+    const row = /^linux\/amd64 .*\s(\d+)\/\d+(?: \(\d+ push failed\))?$/m.exec((await kiln(['pools'], coord.cliEnv)).stdout);
+    expect(Number(row?.[1])).toBeGreaterThanOrEqual(2);
   });
 
   it('mode read imports the cache but does not push; mode off does neither', async () => {

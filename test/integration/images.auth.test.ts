@@ -13,6 +13,11 @@
  * - The Bearer token flow: a registry with `auth: token` and a small token service in
  *   this test (ES256 JWTs with an x5c header, checked against the registry's root bundle):
  *   the index assembly fetches a token with the credentials and puts the index.
+ * - Pulls: a base image pushed to the first registry (and removed from the engine) is the
+ *   FROM of an inline Dockerfile (`${REG}` from a build arg) and of a Dockerfile inside an
+ *   uploaded context (also `COPY --from=` it): both build with the coordinator's
+ *   credentials. The same image on the second registry (wrong credentials on the
+ *   coordinator) fails the node at once, naming the registry.
  */
 import { execFile, spawn } from 'node:child_process';
 import { createPrivateKey, randomBytes, sign as signData } from 'node:crypto';
@@ -21,8 +26,10 @@ import { createServer as createHttpServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import Docker from 'dockerode';
 import { apiPath } from '../../shared/index.js';
-import { freePort, inline, Proc, startAgent, startCoordinator, submitSpec, tempDir, waitFor, waitForBuild, type CoordinatorHandle } from '../helpers/cluster.js';
+import { putBlob, tarOf } from '../helpers/api-fixtures.js';
+import { DOCKER_HOST, freePort, inline, Proc, removeImage, startAgent, startCoordinator, submitSpec, tempDir, waitFor, waitForBuild, type CoordinatorHandle } from '../helpers/cluster.js';
 
 const run = promisify(execFile);
 const REGISTRY_BIN = '/usr/bin/docker-registry';
@@ -180,12 +187,65 @@ describe('registry credentials (Basic and Bearer)', () => {
     expect(asked.some((t) => t.agent === 'node')).toBe(true);
   });
 
+  /** Pushes kiln/busybox:1-amd64 as `ref` through the Engine API with the right credentials, then removes the local tag. */
+  async function pushBase(port: number, repo: string): Promise<string> {
+    const docker = new Docker({ socketPath: DOCKER_HOST.replace(/^unix:\/\//, '') });
+    const ref = `127.0.0.1:${port}/${repo}:1`;
+    await docker.getImage('kiln/busybox:1-amd64').tag({ repo: `127.0.0.1:${port}/${repo}`, tag: '1' });
+    try {
+      const stream = (await docker.getImage(ref).push({ authconfig: { username: 'kiln', password: right, serveraddress: `127.0.0.1:${port}` } } as Docker.ImagePushOptions)) as NodeJS.ReadableStream;
+      const failed = await new Promise<string | null>((resolve, reject) => {
+        let error: string | null = null;
+        docker.modem.followProgress(stream, (err: Error | null) => (err ? reject(err) : resolve(error)), (e: { error?: string }) => {
+          error ??= e.error ?? null;
+        });
+      });
+      expect(failed).toBeNull();
+    } finally {
+      await removeImage(DOCKER_HOST, ref);
+    }
+    return ref;
+  }
+
+  it('pulls a private base image with the coordinator credentials (inline and context Dockerfiles)', async () => {
+    const base = await pushBase(basicOk, `kiln-test/base-${uniq}`);
+    const baseRepo = base.slice(base.indexOf('/') + 1);
+    const ctx = await tarOf({ Dockerfile: `FROM ${base}\nCOPY --from=${base} /bin/busybox /copied\nRUN echo context-${uniq}\n` });
+    const digest = await putBlob(coord, ctx);
+    const id = await submitSpec(coord, {
+      name: 'pull',
+      nodes: {
+        inl: inline(`ARG REG=nowhere.invalid\nFROM \${REG}/${baseRepo}\nRUN echo inline-${uniq}\n`, { platform: 'linux/amd64', build_args: { REG: `127.0.0.1:${basicOk}` } }),
+        ctx: { context: digest, platform: 'linux/amd64' },
+      },
+    });
+    const b = await waitForBuild(coord, id);
+    const view = await api<{ nodes: Array<{ name: string; state: string; error: string | null; attempts: unknown[] }> }>(apiPath.build(id));
+    expect(b.state, JSON.stringify(view.nodes.map((n) => [n.name, n.error]))).toBe('success');
+    // first time: the context's Dockerfile was read at submit, not after a refused attempt
+    for (const n of view.nodes) expect(n.attempts, n.name).toHaveLength(1);
+  });
+
+  it('a pull refused for wrong credentials fails the node at once, naming the registry', async () => {
+    const base = await pushBase(basicBad, `kiln-test/base-${uniq}`);
+    const id = await submitSpec(coord, { name: 'pull-wrong', nodes: { app: inline(`FROM ${base}\nRUN echo pull-wrong-${uniq}\n`, { platform: 'linux/amd64' }) } });
+    await waitForBuild(coord, id);
+    const app = (await api<{ nodes: Array<{ state: string; error: string | null; attempts: Array<{ infra: boolean }> }> }>(apiPath.build(id))).nodes[0]!;
+    expect(app.state).toBe('failed');
+    expect(app.attempts).toHaveLength(1);
+    expect(app.attempts[0]!.infra).toBe(false);
+    expect(app.error).toContain(`the registry 127.0.0.1:${basicBad} refused the credentials the coordinator has for it`);
+    await api(apiPath.buildError(id));
+  });
+
   it('no password appears in any file the coordinator or agent wrote, in their output, or in an API answer', async () => {
     const files = [...(await filesUnder(join(dir.path, 'data'))), ...(await filesUnder(join(dir.path, 'agent')))];
     expect(files.length).toBeGreaterThan(5);
     for (const f of files) {
-      if ((await stat(f)).size > 64 * 1024 * 1024) continue;
-      const text = (await readFile(f)).toString('latin1');
+      // A state file's temporary copy may be renamed away between the listing and the read.
+      const size = (await stat(f).catch(() => null))?.size;
+      if (size === undefined || size > 64 * 1024 * 1024) continue;
+      const text = (await readFile(f).catch(() => Buffer.alloc(0))).toString('latin1');
       expect(text.includes(right), f).toBe(false);
       expect(text.includes(wrong), f).toBe(false);
       expect(text.includes(Buffer.from(`kiln:${right}`).toString('base64')), f).toBe(false);

@@ -134,12 +134,14 @@ describe('fleet rendering', () => {
       wait_p50_ms: 120,
       wait_p95_ms: 2500,
       dispatched: 42,
+      cache: { hits: 12, misses: 3, pushes: 4, push_failures: 1 },
     });
-    const idle = PoolView.parse({ ...pool, name: 'linux/amd64', agents: { ...pool.agents, paused: 0, breaker_open: 0 }, gpus: { total: 0, busy: 0 }, queued: 0, oldest_wait_ms: null, wait_p50_ms: null, wait_p95_ms: null });
+    const { cache: _, ...noCache } = pool;
+    const idle = PoolView.parse({ ...noCache, name: 'linux/amd64', agents: { ...pool.agents, paused: 0, breaker_open: 0 }, gpus: { total: 0, busy: 0 }, queued: 0, oldest_wait_ms: null, wait_p50_ms: null, wait_p95_ms: null });
     const lines = poolsTable([pool, idle]).trimEnd().split('\n');
-    expect(lines[0]).toMatch(/^POOL\s+AGENTS\s+UNAVAILABLE\s+SLOTS\s+GPUS\s+QUEUED\s+RUNNING\s+OLDEST-WAIT\s+WAIT-P50\/P95\s+DISPATCHED$/);
-    expect(lines[1]!.split(/\s{2,}/)).toEqual(['gpu', '2 (2 native, 0 emulated)', '1 paused, 1 breaker open', '3/8', '2/4', '5', '3', '1m5s', '120ms/2.5s', '42']);
-    expect(lines[2]!.split(/\s{2,}/)).toEqual(['linux/amd64', '2 (2 native, 0 emulated)', '-', '3/8', '-', '0', '3', '-', '-', '42']);
+    expect(lines[0]).toMatch(/^POOL\s+AGENTS\s+UNAVAILABLE\s+SLOTS\s+GPUS\s+QUEUED\s+RUNNING\s+OLDEST-WAIT\s+WAIT-P50\/P95\s+DISPATCHED\s+CACHE-HIT\/MISS$/);
+    expect(lines[1]!.split(/\s{2,}/)).toEqual(['gpu', '2 (2 native, 0 emulated)', '1 paused, 1 breaker open', '3/8', '2/4', '5', '3', '1m5s', '120ms/2.5s', '42', '12/3 (1 push failed)']);
+    expect(lines[2]!.split(/\s{2,}/)).toEqual(['linux/amd64', '2 (2 native, 0 emulated)', '-', '3/8', '-', '0', '3', '-', '-', '42', '-']);
     expect(poolsTable([])).toMatch(/^no pools/);
   });
 

@@ -2,8 +2,8 @@
 // and golden outputs of rewriteForInputs (byte-exact, including newline styles and files
 // without a trailing newline), plus its E_INVALID rejections.
 import { describe, expect, it } from 'vitest';
-import { baseImageRefs } from '../../agent/docker/dockerfile-base-images.js';
-import { splitDockerfile } from '../../agent/docker/dockerfile-parse.js';
+import { baseImageRefs } from '../../shared/dockerfile/base-images.js';
+import { splitDockerfile } from '../../shared/dockerfile/parse.js';
 import { rewriteForInputs, type DockerfileInput } from '../../agent/docker/dockerfile-rewrite.js';
 import { coerceError, isKilnError } from '../../shared/index.js';
 

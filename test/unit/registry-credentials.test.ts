@@ -1,13 +1,17 @@
 /**
  * The coordinator's registry credentials file: what it takes, the errors that name the
  * setting and the problem, and that an assignment gets only the credentials of the
- * registries it pushes to (its refs, or an index node's platform images).
+ * registries it pushes to (its refs, or an index node's platform images) or pulls from (its
+ * Dockerfile's images, inline or read from its context tar in the CAS).
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Readable } from 'node:stream';
+import { contextDockerfile, loadContextDockerfile, MAX_DOCKERFILE_BYTES, wantContextDockerfiles } from '../../coordinator/registry/context-dockerfiles.js';
 import { loadRegistryCredentials } from '../../coordinator/registry/credentials.js';
+import { tarOf } from '../helpers/api-fixtures.js';
 import type { AssignPayload } from '../../shared/index.js';
 
 describe('registry credentials file', () => {
@@ -38,6 +42,45 @@ describe('registry credentials file', () => {
     expect(creds.forAssign(assign({ images: ['other.io/i:1'], index: [{ node: 'n.linux-amd64', platform: 'linux/amd64', images: [{ ref: 'ghcr.io/x/y:1-linux-amd64', digest: `sha256:${'a'.repeat(64)}`, platform: 'linux/amd64', size: 1, media_type: 'm' }] }] })).map((c) => c.host)).toEqual(['other.io', 'ghcr.io']);
     // the layer-cache registry of a node that pushes no image
     expect(creds.forAssign(assign({ cache: { ref: '127.0.0.1:5001/kiln-cache:linux-amd64-n--b', mode: 'read' } })).map((c) => c.host)).toEqual(['127.0.0.1:5001']);
+  });
+
+  it('adds the registries the Dockerfile pulls from (build args and platform applied), not for an index node', async () => {
+    const creds = loadRegistryCredentials(await file('127.0.0.1:5001: {username: kiln, password_file: pw}\nghcr.io: {token_file: tok}\nother.io: {username: u, password_file: pw}\n'));
+    const df = 'ARG REG=other.io\nFROM ${REG}/base:1 AS b\nFROM b\nCOPY --from=ghcr.io/x/tools:1 /t /t\nFROM busybox\n';
+    const base = { build_args: {}, platform: 'linux/amd64' };
+    expect(creds.forAssign(assign({ ...base, dockerfile_inline: df })).map((c) => c.host)).toEqual(['other.io', 'ghcr.io']);
+    expect(creds.forAssign(assign({ ...base, dockerfile_inline: df, build_args: { REG: '127.0.0.1:5001' } })).map((c) => c.host)).toEqual(['127.0.0.1:5001', 'ghcr.io']);
+    // a Dockerfile from the context, given by the caller
+    expect(creds.forAssign(assign({ ...base, dockerfile_inline: null }), 'FROM 127.0.0.1:5001/b\n').map((c) => c.host)).toEqual(['127.0.0.1:5001']);
+    expect(creds.forAssign(assign({ ...base, dockerfile_inline: null }), null)).toEqual([]);
+    expect(creds.forAssign(assign({ ...base, dockerfile_inline: df, index: [] })).map((c) => c.host)).toEqual([]);
+  });
+
+  it('reads a context Dockerfile once per digest and path, bounded', async () => {
+    const digest = `sha256:${'c'.repeat(64)}`;
+    const tar = await tarOf({ 'src/x.c': 'int x;\n', 'build/Dockerfile': 'FROM 127.0.0.1:5001/b\n', 'huge/Dockerfile': `FROM a\n${'#'.repeat(MAX_DOCKERFILE_BYTES)}\n` });
+    let opened = 0;
+    const open = () => {
+      opened++;
+      return Readable.from([tar]);
+    };
+    // off (no credentials configured): nothing read
+    wantContextDockerfiles(false);
+    await loadContextDockerfile(digest, 'build/Dockerfile', open);
+    expect(opened).toBe(0);
+    wantContextDockerfiles(true);
+    expect(contextDockerfile(digest, 'build/Dockerfile')).toBeUndefined();
+    await Promise.all([loadContextDockerfile(digest, './build/Dockerfile', open), loadContextDockerfile(digest, 'build/Dockerfile', open)]);
+    expect(opened).toBe(1);
+    expect(contextDockerfile(digest, 'build/Dockerfile')).toBe('FROM 127.0.0.1:5001/b\n');
+    await loadContextDockerfile(digest, 'build/Dockerfile', open);
+    expect(opened).toBe(1);
+    await loadContextDockerfile(digest, 'huge/Dockerfile', open);
+    expect(contextDockerfile(digest, 'huge/Dockerfile')).toBeNull();
+    await loadContextDockerfile(digest, 'Dockerfile', open);
+    expect(contextDockerfile(digest, 'Dockerfile')).toBeNull();
+    await loadContextDockerfile(`sha256:${'d'.repeat(64)}`, 'Dockerfile', () => Readable.from([Buffer.from('not a tar at all')]));
+    expect(contextDockerfile(`sha256:${'d'.repeat(64)}`, 'Dockerfile')).toBeNull();
   });
 
   it.each([

@@ -7,7 +7,7 @@
  * leaving every other byte as it was. Also the small readers of an instruction both the
  * rewrite and the base image scan use (`fromParts`, `flagValue`).
  */
-import { KilnError } from '../../shared/core.js';
+import { KilnError } from '../errors.js';
 
 /** One logical instruction (continuation lines joined, comments inside it dropped). */
 export interface DockerfileInstruction {

@@ -4,7 +4,7 @@
  * expansion follows the parts of BuildKit's shell lexer (Docker 20.10) that FROM and ARG
  * need: quote removal, escapes, `$VAR`, `${VAR}`, `${VAR:-w}`, `${VAR:+w}`.
  */
-import { flagValue, fromParts, splitDockerfile } from './dockerfile-parse.js';
+import { flagValue, fromParts, splitDockerfile } from './parse.js';
 
 // ---------------------------------------------------------------------------------------
 // Word expansion (BuildKit's shell lexer, the parts FROM and ARG need)
@@ -196,4 +196,75 @@ export function baseImageRefs(
     out.push({ ref: ref || base, platformFlag: flagValue(ins.flags, 'platform'), line: ins.startLine, resolved: resolved && ref !== '' });
   }
   return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// pullRefs / pullHosts: every image the build may pull, for registry credentials
+
+/** The `from=` of a `--mount=` flag value (`type=bind,from=img,source=/x`), or null. */
+function mountFrom(value: string): string | null {
+  for (const field of value.split(',')) {
+    const eq = field.indexOf('=');
+    if (eq > 0 && field.slice(0, eq).trim().toLowerCase() === 'from') return field.slice(eq + 1).trim();
+  }
+  return null;
+}
+
+/**
+ * The images a build pulls: its FROM bases (`baseImageRefs`), and the images named by
+ * `COPY --from=` and `RUN --mount=...,from=` that are neither a stage name nor a stage
+ * index (both expanded with the global ARGs as FROM is; a ref with an unknown variable is
+ * left out). Deduplicated, first occurrence kept. Pure: for the coordinator, which sends
+ * registry credentials for these images' hosts only.
+ */
+export function pullRefs(
+  dockerfile: string,
+  buildArgs: Record<string, string>,
+  platformArgs: Partial<Record<(typeof PLATFORM_ARGS)[number], string>> = {},
+): string[] {
+  const out = new Set(baseImageRefs(dockerfile, buildArgs, platformArgs).filter((r) => r.resolved).map((r) => r.ref));
+  const { escape, instructions } = splitDockerfile(dockerfile);
+  const globals = new Map<string, string | undefined>();
+  const lookup: Lookup = (name) => {
+    const builtin = (PLATFORM_ARGS as readonly string[]).includes(name);
+    if (builtin) return { value: platformArgs[name as (typeof PLATFORM_ARGS)[number]], builtin };
+    return { value: globals.get(name), builtin };
+  };
+  const stages = new Set<string>();
+  let seenFrom = false;
+  for (const ins of instructions) {
+    if (ins.keyword === 'ARG' && !seenFrom) {
+      for (const word of splitWords(ins.args, escape)) {
+        const eq = word.indexOf('=');
+        const key = eq < 0 ? word : word.slice(0, eq);
+        if (Object.hasOwn(buildArgs, key)) globals.set(key, buildArgs[key]);
+        else if (eq < 0) globals.set(key, undefined);
+        else {
+          const v = expandWord(word.slice(eq + 1), escape, lookup);
+          globals.set(key, v.resolved ? v.value : undefined);
+        }
+      }
+    }
+    if (ins.keyword === 'FROM') {
+      seenFrom = true;
+      const { stage } = fromParts(ins);
+      if (stage) stages.add(stage);
+      continue;
+    }
+    const named: string[] = [];
+    if (ins.keyword === 'COPY') {
+      const f = flagValue(ins.flags, 'from');
+      if (f !== null) named.push(f);
+    } else if (ins.keyword === 'RUN') {
+      for (const flag of ins.flags) if (flag.startsWith('--mount=')) named.push(mountFrom(flag.slice('--mount='.length)) ?? '');
+    }
+    for (const word of named) {
+      if (word === '') continue;
+      const { value, resolved } = expandWord(word, escape, lookup);
+      const v = value.toLowerCase();
+      if (!resolved || v === '' || v === 'scratch' || stages.has(v) || /^[0-9]+$/.test(v)) continue;
+      out.add(value);
+    }
+  }
+  return [...out];
 }
