@@ -5,11 +5,12 @@
  * until durable, as the engine does) and archiving, with the main thread's CPU read from
  * /proc per phase; and the CPU of one durable journal append against a write over bytes
  * the file already has (a pre-zeroed journal), the disk's fixed cost per group commit.
- * CPU time, not wall-clock time, so the figures hold on a busy machine. Linux only.
+ * The same with persistence off (the work of the bench loop itself) is the baseline. CPU
+ * time, not wall-clock time, so the figures hold on a busy machine. Linux only.
  *
  *   node dist/scripts/bench/state-store-cpu.js [--nodes 10000] [--builds 6]
  */
-import { constants, mkdtemp, open, rm } from 'node:fs/promises';
+import { constants, mkdir, mkdtemp, open, rm } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -48,8 +49,8 @@ function wideBuild(id: string): BuildRecord {
   return { id, name: 'wide', state: 'running', cancel_requested: false, created_at: t, started_at: t, finished_at: null, nodes };
 }
 
-async function storePhases(dir: string) {
-  const store = await StateStore.open({ dataDir: dir, persist: true, init: true });
+async function storePhases(dir: string, persist: boolean) {
+  const store = await StateStore.open({ dataDir: dir, persist, init: true });
   const ms = { submit: 0, dispatch: 0, archive: 0, process: 0, writes: 0 };
   for (let r = 0; r < BUILDS; r++) {
     const id = `b-01m87q8730000-bench${String(r).padStart(3, '0')}`;
@@ -118,9 +119,13 @@ async function main() {
   console.log(`# state store CPU: ${BUILDS} builds of ${NODES} nodes, ${IN_FLIGHT} in flight; ${machineLine()}`);
   const dir = await mkdtemp(join(tmpdir(), 'kiln-bench-state-cpu-'));
   try {
-    const ms = await storePhases(dir);
     const perNode = (x: number) => fmt((x * 1000) / (NODES * BUILDS), 2);
-    console.log(`main thread µs per node: submit ${perNode(ms.submit)}, dispatch + result ${perNode(ms.dispatch)}, archive ${perNode(ms.archive)}; whole process ${perNode(ms.process)}; ${fmt(ms.writes / BUILDS, 0)} durable writes per build`);
+    for (const persist of [true, false, true, false]) {
+      const sub = join(dir, `run-${Math.random().toString(36).slice(2)}`);
+      await mkdir(sub);
+      const ms = await storePhases(sub, persist);
+      console.log(`persistence ${persist ? 'on ' : 'off'}: main thread µs per node: submit ${perNode(ms.submit)}, dispatch + result ${perNode(ms.dispatch)}, archive ${perNode(ms.archive)}; whole process ${perNode(ms.process)}; ${fmt(ms.writes / BUILDS, 0)} durable writes per build`);
+    }
     const a1 = await writeCost(dir, false);
     const z1 = await writeCost(dir, true);
     const a2 = await writeCost(dir, false);
