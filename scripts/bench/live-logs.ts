@@ -48,6 +48,10 @@ import { followBuildLogs } from '../../cli/follow.js';
 import { fmt, machineLine, median, percentile } from './bench-util.js';
 
 const args = process.argv.slice(2);
+if (args.includes('--help')) {
+  console.log('usage: node dist/scripts/bench/live-logs.js [--steps 1,10] [--rates 100,1000,10000] [--seconds 3] [--repeat 1] [--slow-seconds 8] [--compare-bin DIST_CLI_MAIN] [--profile-dir DIR] [--trace] [--docker-host URL]');
+  process.exit(0);
+}
 const arg = (name: string, def: string): string => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1]! : def;
