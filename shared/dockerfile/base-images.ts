@@ -4,7 +4,7 @@
  * expansion follows the parts of BuildKit's shell lexer (Docker 20.10) that FROM and ARG
  * need: quote removal, escapes, `$VAR`, `${VAR}`, `${VAR:-w}`, `${VAR:+w}`.
  */
-import { flagValue, fromParts, splitDockerfile } from './parse.js';
+import { flagValue, fromParts, splitDockerfile, type SplitDockerfile } from './parse.js';
 
 // ---------------------------------------------------------------------------------------
 // Word expansion (BuildKit's shell lexer, the parts FROM and ARG need)
@@ -148,6 +148,40 @@ export const PLATFORM_ARGS = [
 ] as const;
 
 /**
+ * The global ARGs (those before the first FROM) as a variable lookup: a build arg wins when
+ * the ARG is declared, otherwise the ARG's default (itself expanded with the earlier
+ * ARGs); a platform ARG takes its value from `platformArgs`.
+ */
+function globalArgs(
+  instructions: SplitDockerfile['instructions'],
+  escape: string,
+  buildArgs: Record<string, string>,
+  platformArgs: Partial<Record<(typeof PLATFORM_ARGS)[number], string>>,
+): Lookup {
+  const globals = new Map<string, string | undefined>();
+  const lookup: Lookup = (name) => {
+    const builtin = (PLATFORM_ARGS as readonly string[]).includes(name);
+    if (builtin) return { value: platformArgs[name as (typeof PLATFORM_ARGS)[number]], builtin };
+    return { value: globals.get(name), builtin };
+  };
+  for (const ins of instructions) {
+    if (ins.keyword === 'FROM') break;
+    if (ins.keyword !== 'ARG') continue;
+    for (const word of splitWords(ins.args, escape)) {
+      const eq = word.indexOf('=');
+      const key = eq < 0 ? word : word.slice(0, eq);
+      if (Object.hasOwn(buildArgs, key)) globals.set(key, buildArgs[key]);
+      else if (eq < 0) globals.set(key, undefined);
+      else {
+        const v = expandWord(word.slice(eq + 1), escape, lookup);
+        globals.set(key, v.resolved ? v.value : undefined);
+      }
+    }
+  }
+  return lookup;
+}
+
+/**
  * The external images a build starts FROM, deduplicated by ref (first occurrence kept).
  * Variables are substituted from the global ARGs (those before the first FROM): a build arg
  * wins when the ARG is declared, otherwise the ARG's default (itself expanded with the
@@ -163,30 +197,11 @@ export function baseImageRefs(
   platformArgs: Partial<Record<(typeof PLATFORM_ARGS)[number], string>> = {},
 ): BaseImageRef[] {
   const { escape, instructions } = splitDockerfile(dockerfile);
-  const globals = new Map<string, string | undefined>();
-  const lookup: Lookup = (name) => {
-    const builtin = (PLATFORM_ARGS as readonly string[]).includes(name);
-    if (builtin) return { value: platformArgs[name as (typeof PLATFORM_ARGS)[number]], builtin };
-    return { value: globals.get(name), builtin };
-  };
+  const lookup = globalArgs(instructions, escape, buildArgs, platformArgs);
   const out: BaseImageRef[] = [];
   const stages = new Set<string>();
-  let seenFrom = false;
   for (const ins of instructions) {
-    if (ins.keyword === 'ARG' && !seenFrom) {
-      for (const word of splitWords(ins.args, escape)) {
-        const eq = word.indexOf('=');
-        const key = eq < 0 ? word : word.slice(0, eq);
-        if (Object.hasOwn(buildArgs, key)) globals.set(key, buildArgs[key]);
-        else if (eq < 0) globals.set(key, undefined);
-        else {
-          const v = expandWord(word.slice(eq + 1), escape, lookup);
-          globals.set(key, v.resolved ? v.value : undefined);
-        }
-      }
-    }
     if (ins.keyword !== 'FROM') continue;
-    seenFrom = true;
     const { base, stage } = fromParts(ins);
     const { value: ref, resolved } = expandWord(base, escape, lookup);
     const skip = ref.toLowerCase() === 'scratch' || stages.has(ref.toLowerCase());
@@ -224,29 +239,10 @@ export function pullRefs(
 ): string[] {
   const out = new Set(baseImageRefs(dockerfile, buildArgs, platformArgs).filter((r) => r.resolved).map((r) => r.ref));
   const { escape, instructions } = splitDockerfile(dockerfile);
-  const globals = new Map<string, string | undefined>();
-  const lookup: Lookup = (name) => {
-    const builtin = (PLATFORM_ARGS as readonly string[]).includes(name);
-    if (builtin) return { value: platformArgs[name as (typeof PLATFORM_ARGS)[number]], builtin };
-    return { value: globals.get(name), builtin };
-  };
+  const lookup = globalArgs(instructions, escape, buildArgs, platformArgs);
   const stages = new Set<string>();
-  let seenFrom = false;
   for (const ins of instructions) {
-    if (ins.keyword === 'ARG' && !seenFrom) {
-      for (const word of splitWords(ins.args, escape)) {
-        const eq = word.indexOf('=');
-        const key = eq < 0 ? word : word.slice(0, eq);
-        if (Object.hasOwn(buildArgs, key)) globals.set(key, buildArgs[key]);
-        else if (eq < 0) globals.set(key, undefined);
-        else {
-          const v = expandWord(word.slice(eq + 1), escape, lookup);
-          globals.set(key, v.resolved ? v.value : undefined);
-        }
-      }
-    }
     if (ins.keyword === 'FROM') {
-      seenFrom = true;
       const { stage } = fromParts(ins);
       if (stage) stages.add(stage);
       continue;
