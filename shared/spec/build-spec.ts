@@ -25,13 +25,15 @@ import { ENV_NAME_RE, LABEL_KEY_RE, LABEL_KEY_RULE, NAME_RE, NAME_RULE } from '.
 import { fieldError, forbiddenContent, INPUT_NAME_RE, type SpecResult } from './spec-fields.js';
 import { expandNodes, ExpansionFields, type ExpandedMeta } from './expand.js';
 // Layer cache (issue 11): the `cache:` override of a build and a node.
-import { CacheSpecSchema, specCacheMode, type CacheMode } from './cache-spec.js';
+import { CacheSpecSchema, specCacheMode } from './cache-spec.js';
 // Budgets (issue 11): concurrency, concurrency groups, deadline.
-import { BudgetFields, NodeBudgetFields, resolveBudget, type ResolvedBudget } from './budget-spec.js';
+import { BudgetFields, NodeBudgetFields, resolveBudget } from './budget-spec.js';
 
 export { ARTIFACT_MEDIA_TYPE, fieldError, INPUT_NAME_RE, type SpecResult } from './spec-fields.js';
 
 export { NAME_RE as NODE_NAME_RE } from '../names.js';
+export type { GpuRequirement, ResolvedInput, ResolvedNode, ResolvedOutput, ResolvedSpec, ResolvedTest } from './resolved-spec.js';
+import type { ResolvedInput, ResolvedNode, ResolvedOutput, ResolvedSpec, ResolvedTest } from './resolved-spec.js';
 /** Output names: no dots, so `<node>.<output>` splits at the last dot. */
 export const OUTPUT_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
 export const MAX_NODES = 10_000;
@@ -177,81 +179,6 @@ function indexNode(name: string, meta: ExpandedMeta, spec: NodeOut, priority: nu
   };
 }
 export type BuildSpecInput = z.input<typeof BuildSpecSchema>;
-
-export interface ResolvedInput {
-  name: string;
-  /** Upstream output this input is, or null for a fixed digest. */
-  from: { node: string; output: string } | null;
-  /** Fixed digest (`digest:` form), or null until the upstream node succeeded. */
-  digest: string | null;
-  mount: string | null;
-  env: Record<string, string>;
-}
-
-export interface GpuRequirement {
-  count: number;
-  min_memory_mib: number;
-  /** Case-insensitive substring of the model name, or null for any. */
-  model: string | null;
-}
-
-export interface ResolvedTest {
-  command: string[];
-  timeout_ms: number;
-  env: Record<string, string>;
-}
-
-export interface ResolvedOutput {
-  name: string;
-  path: string;
-}
-
-/** A node after validation and defaulting: what the coordinator stores and schedules. */
-export interface ResolvedNode {
-  name: string;
-  platform: string;
-  context: string | null;
-  dockerfile: string | null;
-  dockerfile_inline: string | null;
-  build_args: Record<string, string>;
-  /** Labels the agent must have with exactly these values. */
-  labels: Record<string, string>;
-  /** Label values the agent must not have (`key!=value`); an agent without the key matches. */
-  labels_not: Record<string, string[]>;
-  allow_emulation: boolean;
-  gpus: GpuRequirement | null;
-  priority: number;
-  /** Infrastructure failures are retried (up to the attempt budget). */
-  retry: boolean;
-  test: ResolvedTest | null;
-  needs: string[];
-  timeout_ms: number;
-  target: string | null;
-  no_cache: boolean;
-  inputs: ResolvedInput[];
-  outputs: ResolvedOutput[];
-  reuse: boolean;
-  /** Normalised image refs the agent pushes after a successful build and test (absent: none). */
-  images?: string[];
-  /** An index node: puts one multi-platform index of these platform nodes' images at `images`. */
-  index?: Array<{ node: string; platform: string }>;
-  /** Axis values of the matrix combination the node was expanded for (absent: none). */
-  matrix?: Record<string, string>;
-  /** The spec node it was expanded from, when it is not that node itself. */
-  origin?: string;
-  /** Layer-cache mode the spec sets (node, else build); absent: the coordinator's `cache.mode`. */
-  cache_mode?: CacheMode;
-  /** The concurrency group the node itself names (absent: its build's, if any). */
-  concurrency_group?: string;
-}
-
-export interface ResolvedSpec {
-  name: string;
-  nodes: ResolvedNode[];
-  /** Concurrency, group and deadline of the build (absent: none). */
-  budget?: ResolvedBudget;
-}
-
 
 export interface ValidateOptions {
   /** `file`: context is a path; `submitted`: context is a sha256 digest. */
