@@ -61,16 +61,17 @@ export function firstStringField(frame: Buffer): string {
   let pos = 5;
   while (pos < frame.length) {
     const tag = frame[pos++]!;
+    // The length varint, in plain arithmetic (bit operators would go negative past 2^31).
     let len = 0;
-    let shift = 0;
+    let scale = 1;
     for (;;) {
       const b = frame[pos++];
-      if (b === undefined || shift > 28) return '';
-      len |= (b & 0x7f) << shift;
-      shift += 7;
+      if (b === undefined || scale > 2 ** 28) return '';
+      len += (b & 0x7f) * scale;
+      scale *= 128;
       if (b < 0x80) break;
     }
-    if ((tag & 7) !== 2) return '';
+    if ((tag & 7) !== 2 || len > frame.length - pos) return '';
     if (tag >> 3 === 1) return frame.subarray(pos, pos + len).toString('utf8');
     pos += len;
   }

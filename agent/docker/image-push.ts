@@ -103,11 +103,28 @@ function readPush(stream: NodeJS.ReadableStream): Promise<{ aux: PushEvent['aux'
   });
 }
 
+/** The push in flight per ref on this agent: tag, push and untag of one ref run one at a time. */
+const pushing = new Map<string, Promise<unknown>>();
+
 /**
  * Pushes image `imageId` to `ref` (a normalised `domain/path:tag`), with `auth` when the
  * registry needs it. Resolves with the manifest digest and size the registry stored.
+ * Pushes of one ref on this agent wait for each other: the push goes by tag, so two jobs
+ * pushing `reg/app:latest` at once would otherwise push whichever image was tagged last
+ * and untag it under the other's feet.
  */
 export async function pushImage(docker: Docker, imageId: string, ref: string, opts: { auth?: RegistryAuth; signal?: AbortSignal; stallMs?: number } = {}): Promise<PushedManifest> {
+  const before = pushing.get(ref) ?? Promise.resolve();
+  const mine = before.catch(() => {}).then(() => pushTagged(docker, imageId, ref, opts));
+  pushing.set(ref, mine);
+  try {
+    return await mine;
+  } finally {
+    if (pushing.get(ref) === mine) pushing.delete(ref);
+  }
+}
+
+async function pushTagged(docker: Docker, imageId: string, ref: string, opts: { auth?: RegistryAuth; signal?: AbortSignal; stallMs?: number }): Promise<PushedManifest> {
   const parsed = parseImageRef(ref);
   if (!parsed.ok || parsed.ref.tag === null) throw new PushError(`invalid image reference '${ref}'${parsed.ok ? ': no tag' : `: ${parsed.problem}`}`, true);
   const repo = `${parsed.ref.domain}/${parsed.ref.path}`;
@@ -144,8 +161,9 @@ export async function pushImage(docker: Docker, imageId: string, ref: string, op
     if (stall.signal.aborted && !opts.signal?.aborted) throw stalled();
     if (r.error !== null) throw new PushError(`pushing ${ref} failed: ${r.error}`, isRegistryRefusal(r.error));
     if (r.broken) throw new PushError(`the push stream of ${ref} broke: ${r.broken.message}`, false, r.broken);
-    if (!r.aux || !r.aux.Digest) throw new PushError(`pushing ${ref}: the Docker Engine reported no manifest digest`, false);
-    return { ref, digest: r.aux.Digest, size: r.aux.Size ?? 0 };
+    if (!r.aux || typeof r.aux.Digest !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(r.aux.Digest)) throw new PushError(`pushing ${ref}: the Docker Engine reported no valid manifest digest`, false);
+    const size = typeof r.aux.Size === 'number' && Number.isSafeInteger(r.aux.Size) && r.aux.Size >= 0 ? r.aux.Size : 0;
+    return { ref, digest: r.aux.Digest, size };
   } finally {
     // Only the tag goes (the image keeps its kiln-build tag); a failure here changes nothing.
     await docker

@@ -66,15 +66,44 @@ export function registryEndpoint(repository: string): { base: string; name: stri
 
 type Fetch = typeof fetch;
 
+/** A registry answer's body, read up to `max` bytes (a longer one is an error, not a memory hog). */
+async function boundedText(res: Response, max: number, what: string): Promise<string> {
+  const declared = Number(res.headers.get('content-length') ?? '0');
+  if (declared > max) throw new Error(`${what}: the registry answered ${declared} bytes (at most ${max})`);
+  const reader = res.body?.getReader();
+  if (!reader) return '';
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > max) {
+      await reader.cancel();
+      throw new Error(`${what}: the registry answered more than ${max} bytes`);
+    }
+    parts.push(value);
+  }
+  return Buffer.concat(parts).toString('utf8');
+}
+
+/** Longest tag-list page read, pages read per sweep, and the time one registry request may take. */
+const MAX_PAGE_BYTES = 4 * 1024 * 1024;
+const MAX_PAGES = 100;
+const REQUEST_TIMEOUT_MS = 30_000;
+
 async function listTags(base: string, name: string, f: Fetch): Promise<string[]> {
   const tags: string[] = [];
   let path: string | null = `/v2/${name}/tags/list?n=1000`;
-  while (path !== null && tags.length < MAX_TAGS) {
-    const res: Response = await f(`${base}${path}`);
+  for (let page = 0; path !== null && tags.length < MAX_TAGS; page++) {
+    if (page >= MAX_PAGES) throw new Error(`listing the tags of ${name}: more than ${MAX_PAGES} pages`);
+    const res: Response = await f(`${base}${path}`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
     if (res.status === 404) return tags; // no repository yet
     if (!res.ok) throw new Error(`listing the tags of ${name}: HTTP ${res.status}`);
-    const body = (await res.json()) as { tags?: string[] | null };
-    tags.push(...(body.tags ?? []));
+    const body = JSON.parse(await boundedText(res, MAX_PAGE_BYTES, `listing the tags of ${name}`)) as { tags?: unknown };
+    const listed = body.tags ?? [];
+    if (!Array.isArray(listed) || !listed.every((t): t is string => typeof t === 'string')) throw new Error(`listing the tags of ${name}: the registry's tag list is not a list of strings`);
+    for (const t of listed) if (tags.length < MAX_TAGS) tags.push(t);
     // `Link: </v2/<name>/tags/list?last=...&n=1000>; rel="next"`
     const next = /<([^>]+)>;\s*rel="next"/.exec(res.headers.get('link') ?? '');
     path = next ? next[1]! : null;
@@ -83,7 +112,7 @@ async function listTags(base: string, name: string, f: Fetch): Promise<string[]>
 }
 
 async function digestOf(base: string, name: string, tag: string, f: Fetch): Promise<string | null> {
-  const res = await f(`${base}/v2/${name}/manifests/${encodeURIComponent(tag)}`, { method: 'HEAD', headers: { accept: MANIFEST_ACCEPT } });
+  const res = await f(`${base}/v2/${name}/manifests/${encodeURIComponent(tag)}`, { method: 'HEAD', headers: { accept: MANIFEST_ACCEPT }, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
   if (res.status === 404) return null;
   if (!res.ok) throw new Error(`HEAD ${name}:${tag}: HTTP ${res.status}`);
   return res.headers.get('docker-content-digest');
@@ -111,7 +140,7 @@ export async function pruneCacheTags(repository: string, keep: number, f: Fetch 
       report.shared++;
       continue;
     }
-    const res = await f(`${base}/v2/${name}/manifests/${d}`, { method: 'DELETE' });
+    const res = await f(`${base}/v2/${name}/manifests/${d}`, { method: 'DELETE', signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
     if (res.status === 405) throw new Error(`the registry refuses deletes (enable storage.delete in its config)`);
     if (!res.ok && res.status !== 404) throw new Error(`DELETE ${name}@${d} (${t}): HTTP ${res.status}`);
     protectedDigests.add(d); // deleted: later versions with this digest are gone too

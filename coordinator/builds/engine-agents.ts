@@ -10,6 +10,7 @@ import type { AgentChannel, AgentEntry } from '../placement/agent-registry.js';
 import { logRef, type EngineState, type HelloOutcome } from './engine-state.js';
 import { loseAttempt } from './engine-retry.js';
 import { archiveFinished, cancelAttempt, failNode, finishAttempt, refreshBuildState } from './engine-transitions.js';
+import { sendAssign } from './engine-dispatch.js';
 
 /**
  * Handles an accepted hello (the version was already negotiated): registers the agent,
@@ -84,7 +85,7 @@ export function welcomed(s: EngineState, entry: AgentEntry, channel: AgentChanne
     const act = s.active.get(attemptId);
     if (!act || act.attempt.agent !== entry.name) continue;
     s.afterWelcome.delete(attemptId);
-    if (act.attempt.state === 'assigned' && act.attempt.session === entry.session) channel.send('assign', payload);
+    if (act.attempt.state === 'assigned' && act.attempt.session === entry.session) sendAssign(s, channel, attemptId, payload);
   }
   s.scheduleSoon();
 }

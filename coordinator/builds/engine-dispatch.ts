@@ -12,8 +12,8 @@
  * no scans per dispatch, and the assign payload and the spec digest come from one
  * `nodeExecution` object (node-execution.ts).
  */
-import { newId } from '../../shared/index.js';
-import type { AgentEntry } from '../placement/agent-registry.js';
+import { coerceError, newId, type Payload } from '../../shared/index.js';
+import type { AgentChannel, AgentEntry } from '../placement/agent-registry.js';
 import { assignedAttempt, type BuildRecord, type NodeRecord } from '../state/records.js';
 import { graphOf, logRef, track, type EngineState } from './engine-state.js';
 import { reuseAllowed } from './engine-reuse.js';
@@ -45,6 +45,19 @@ export async function settled(s: EngineState): Promise<void> {
   }
 }
 
+/**
+ * Sends one assignment. A frame that cannot be sent (it fails its own schema as sent, e.g.
+ * with what the credentials hook added) is logged and left unsent: the attempt is then
+ * re-offered when it is not accepted in time. It never stops the other sends of a batch.
+ */
+export function sendAssign(s: EngineState, channel: AgentChannel, attemptId: string, payload: Payload<'assign'>): void {
+  try {
+    channel.send('assign', payload);
+  } catch (err) {
+    s.log.error({ attempt: attemptId, err: coerceError(err).message }, 'assignment could not be sent');
+  }
+}
+
 function schedule(s: EngineState): void {
   const placed = s.scheduler.placeAll(
     (ref) => readyNode(s, ref) !== null,
@@ -65,7 +78,7 @@ function schedule(s: EngineState): void {
         // Not connected now: the agent reconnects without it and the attempt is lost then.
         if (agent?.state !== 'connected' || !agent.channel || agent.session !== act.attempt.session) continue;
         if (!agent.welcomed) s.afterWelcome.set(attemptId, send.payload); // reconnecting: no frame may overtake the welcome
-        else agent.channel.send('assign', send.payload);
+        else sendAssign(s, agent.channel, attemptId, send.payload);
       }
     },
     (err: unknown) => {

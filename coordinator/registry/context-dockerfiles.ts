@@ -20,10 +20,13 @@ import { normalizeTarPath } from '../cas/tar-index.js';
 /** The agent reads at most this much of a context's Dockerfile (agent/docker/build-context.ts). */
 export const MAX_DOCKERFILE_BYTES = 1024 * 1024;
 export const MAX_KEPT = 1000;
+/** And at most this many characters of Dockerfile text in all (the oldest go first). */
+export const MAX_KEPT_CHARS = 32 * 1024 * 1024;
 
 /** Context digest + Dockerfile path -> its text (null: absent, too large or unreadable). */
 const kept = new Map<string, string | null>();
 const loading = new Map<string, Promise<void>>();
+let keptChars = 0;
 
 /** Off until the coordinator has registry credentials: without them no Dockerfile is read. */
 let wanted = false;
@@ -49,8 +52,14 @@ export function loadContextDockerfile(digest: string, path: string, open: () => 
   const p = readTarText(open, normalizeTarPath(path))
     .catch(() => null)
     .then((text) => {
-      if (kept.size >= MAX_KEPT) kept.delete(kept.keys().next().value!);
+      const size = text?.length ?? 0;
+      while (kept.size > 0 && (kept.size >= MAX_KEPT || keptChars + size > MAX_KEPT_CHARS)) {
+        const oldest = kept.keys().next().value!;
+        keptChars -= kept.get(oldest)?.length ?? 0;
+        kept.delete(oldest);
+      }
       kept.set(key, text);
+      keptChars += size;
     })
     .finally(() => loading.delete(key));
   loading.set(key, p);

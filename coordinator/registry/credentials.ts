@@ -28,6 +28,10 @@ export const MAX_AUTH_PER_ASSIGN = 16;
 
 export type RegistryAuthPayload = NonNullable<AssignPayload['registry_auth']>[number];
 
+/** The longest password and token an assign frame carries (shared/protocol/messages.ts): longer ones are refused at start. */
+export const MAX_PASSWORD_CHARS = 4096;
+export const MAX_TOKEN_CHARS = 16_384;
+
 const Entry = z.strictObject({
   username: z.string().min(1).max(256).optional(),
   password_file: z.string().min(1).max(4096).optional(),
@@ -76,7 +80,7 @@ export function loadRegistryCredentials(path: string, readFile: (p: string) => s
   const parsed = readConfigFile(path, FileSchema, readFile);
   const hosts = Object.entries(parsed);
   if (hosts.length > MAX_REGISTRIES) throw configError(key, `${path} names ${hosts.length} registries (at most ${MAX_REGISTRIES})`);
-  const secret = (host: string, field: string, file: string): string => {
+  const secret = (host: string, field: string, file: string, max: number): string => {
     const full = resolve(dirname(path), file);
     let text: string;
     try {
@@ -87,6 +91,7 @@ export function loadRegistryCredentials(path: string, readFile: (p: string) => s
     const value = text.replace(/[\r\n]+$/, '');
     if (!value) throw configError(key, `${path}: ${host}.${field}: ${full} is empty`);
     if (/[\r\n]/.test(value)) throw configError(key, `${path}: ${host}.${field}: ${full} holds more than one line`);
+    if (value.length > max) throw configError(key, `${path}: ${host}.${field}: ${full} holds ${value.length} characters (at most ${max})`);
     return value;
   };
   const byHost = new Map<string, RegistryAuthPayload>();
@@ -97,8 +102,8 @@ export function loadRegistryCredentials(path: string, readFile: (p: string) => s
     if (e.password_file !== undefined && e.username === undefined) throw configError(key, `${path}: ${host}: password_file needs a username`);
     const auth: RegistryAuthPayload = { host };
     if (e.username !== undefined) auth.username = e.username;
-    if (e.password_file !== undefined) auth.password = secret(host, 'password_file', e.password_file);
-    if (e.token_file !== undefined) auth.token = secret(host, 'token_file', e.token_file);
+    if (e.password_file !== undefined) auth.password = secret(host, 'password_file', e.password_file, MAX_PASSWORD_CHARS);
+    if (e.token_file !== undefined) auth.token = secret(host, 'token_file', e.token_file, MAX_TOKEN_CHARS);
     byHost.set(host, auth);
   }
   return new RegistryCredentials(byHost);

@@ -4,7 +4,7 @@
  * repository maps to a registry URL (HTTP only for loopback hosts).
  */
 import { describe, expect, it } from 'vitest';
-import { registryEndpoint, tagsToDrop } from '../../coordinator/builds/cache-retention.js';
+import { pruneCacheTags, registryEndpoint, tagsToDrop } from '../../coordinator/builds/cache-retention.js';
 import { versionedTag } from '../../coordinator/builds/layer-cache-refs.js';
 
 describe('layer cache retention', () => {
@@ -24,5 +24,13 @@ describe('layer cache retention', () => {
     expect(registryEndpoint('127.0.0.1:5000/kiln-cache')).toEqual({ base: 'http://127.0.0.1:5000', name: 'kiln-cache' });
     expect(registryEndpoint('localhost/a/b')).toEqual({ base: 'http://localhost', name: 'a/b' });
     expect(registryEndpoint('registry.example.com/team/cache')).toEqual({ base: 'https://registry.example.com', name: 'team/cache' });
+  });
+
+  it('refuses what a hostile registry answers: a tag list that is not strings, an endless chain of pages, a page too big', async () => {
+    const answer = (body: string, headers: Record<string, string> = {}) => (async () => new Response(body, { status: 200, headers })) as typeof fetch;
+    await expect(pruneCacheTags('127.0.0.1:5000/c', 1, answer(JSON.stringify({ tags: [1, { a: 2 }] })))).rejects.toThrow('not a list of strings');
+    const endless = answer(JSON.stringify({ tags: [] }), { link: '</v2/c/tags/list?last=x&n=1000>; rel="next"' });
+    await expect(pruneCacheTags('127.0.0.1:5000/c', 1, endless)).rejects.toThrow('more than 100 pages');
+    await expect(pruneCacheTags('127.0.0.1:5000/c', 1, answer(JSON.stringify({ tags: ['a'.repeat(5 * 1024 * 1024)] })))).rejects.toThrow('more than 4194304 bytes');
   });
 });

@@ -92,6 +92,10 @@ describe('agent side: registryconfig, the session messages, refusals', () => {
     expect(firstStringField(grpcFrame([long, 'x']))).toBe(long);
     expect(grpcFrame(['', 's']).subarray(5)).toEqual(Buffer.from([0x12, 1, 0x73]));
     expect(firstStringField(Buffer.from([0, 0, 0, 0, 2, 0x08, 0x01]))).toBe('');
+    // hostile frames from the session peer: a length past 2^31 (went negative and looped), one past the end, a truncated varint
+    expect(firstStringField(Buffer.from([0, 0, 0, 0, 9, 0x12, 0xfa, 0xff, 0xff, 0xff, 0x0f, 0x12, 0x01, 0x61]))).toBe('');
+    expect(firstStringField(Buffer.from([0, 0, 0, 0, 4, 0x0a, 0x09, 0x61, 0x62]))).toBe('');
+    expect(firstStringField(Buffer.from([0, 0, 0, 0, 2, 0x0a, 0x80]))).toBe('');
   });
 
   it('explains a pull refused for credentials, naming the registry', () => {

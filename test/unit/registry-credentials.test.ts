@@ -21,6 +21,8 @@ describe('registry credentials file', () => {
     await writeFile(join(dir, 'pw'), 's3cret\n');
     await writeFile(join(dir, 'tok'), 'tok-123\n');
     await writeFile(join(dir, 'empty'), '\n');
+    await writeFile(join(dir, 'long-pw'), `${'p'.repeat(4097)}\n`);
+    await writeFile(join(dir, 'long-tok'), `${'t'.repeat(16_385)}\n`);
   });
   afterAll(() => rm(dir, { recursive: true, force: true }));
 
@@ -88,6 +90,9 @@ describe('registry credentials file', () => {
     ['reg.io: {password_file: pw}\n', 'password_file needs a username'],
     ['reg.io: {username: u, password_file: missing}\n', 'cannot be read (ENOENT)'],
     ['reg.io: {username: u, password_file: empty}\n', 'is empty'],
+    // longer than an assign frame carries: refused at start, not when a frame fails to send
+    ['reg.io: {username: u, password_file: long-pw}\n', 'holds 4097 characters (at most 4096)'],
+    ['reg.io: {token_file: long-tok}\n', 'holds 16385 characters (at most 16384)'],
     ['"Bad Host": {token_file: tok}\n', "'Bad Host' is not a registry host"],
     ['reg.io: {token_file: tok, colour: red}\n', 'unknown setting'],
   ])('refuses %j', async (text, message) => {
