@@ -80,7 +80,7 @@ export function firstStringField(frame: Buffer): string {
 
 /** The credentials for the host BuildKit asks about (`registry-1.docker.io` is Docker Hub). */
 export function credentialsFor(config: ReadonlyMap<string, RegistryAuth>, host: string): { username: string; secret: string } {
-  const auth = config.get(host) ?? (host === 'registry-1.docker.io' || host === 'index.docker.io' ? (config.get('docker.io') ?? config.get(DOCKER_HUB_AUTH_KEY)) : undefined);
+  const auth = config.get(host.toLowerCase()) ?? (host === 'registry-1.docker.io' || host === 'index.docker.io' ? (config.get('docker.io') ?? config.get(DOCKER_HUB_AUTH_KEY)) : undefined);
   if (!auth?.username || !auth.password) return { username: '', secret: '' };
   return { username: auth.username, secret: auth.password };
 }

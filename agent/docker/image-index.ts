@@ -117,7 +117,13 @@ export class RegistryClient {
   private async token(ch: Challenge): Promise<string> {
     const realm = ch.params.get('realm');
     if (!realm) throw new PushError('the registry sent a Bearer challenge without a realm', true);
-    const u = new URL(realm);
+    let u: URL;
+    try {
+      u = new URL(realm);
+    } catch {
+      throw new PushError(`the registry sent a Bearer challenge whose realm is not a URL ('${realm.slice(0, 200)}')`, true);
+    }
+    if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new PushError(`the registry's token realm ${u.protocol}// is not HTTP(S)`, true);
     for (const k of ['service', 'scope']) {
       const v = ch.params.get(k);
       if (v) u.searchParams.set(k, v);
@@ -131,7 +137,7 @@ export class RegistryClient {
     } catch (err) {
       throw this.failure(`fetching a registry token from ${u.host}`, err);
     }
-    const text = await res.text();
+    const text = await boundedBody(res, MAX_TOKEN_RESPONSE_BYTES);
     if (res.status === 401 || res.status === 403) throw new PushError(`the token service at ${u.host} refused the credentials (${res.status})`, true);
     if (!res.ok) throw new PushError(`the token service at ${u.host} answered ${res.status}`, res.status < 500);
     let body: { token?: unknown; access_token?: unknown };
@@ -144,6 +150,28 @@ export class RegistryClient {
     if (!token) throw new PushError(`the token service at ${u.host} gave no token`, true);
     return token;
   }
+}
+
+/** The largest token-service answer read (a JWT and its JSON wrapper are a few KiB). */
+const MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024;
+
+/** A response body as text, at most `max` bytes of it (the rest is not read). */
+async function boundedBody(res: Response, max: number): Promise<string> {
+  const reader = res.body?.getReader();
+  if (!reader) return '';
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    parts.push(value);
+    size += value.length;
+    if (size >= max) {
+      await reader.cancel().catch(() => {});
+      break;
+    }
+  }
+  return Buffer.concat(parts).toString('utf8').slice(0, max);
 }
 
 function httpFailure(what: string, res: Response, body: string): PushError {
@@ -178,14 +206,16 @@ export async function assembleIndex(
       const head = await client.fetch(`${base}/manifests/${img.digest}`, { method: 'HEAD', headers: { accept: MANIFEST_ACCEPT } });
       if (!head.ok) throw httpFailure(`the image of ${e.platform} (${img.digest}) in ${repo}`, head, '');
       const mediaType = (head.headers.get('content-type') ?? DOCKER_MANIFEST_V2).split(';')[0]!.trim();
-      const size = Number(head.headers.get('content-length') ?? img.size);
+      const declared = Number(head.headers.get('content-length') ?? img.size);
+      const size = Number.isSafeInteger(declared) && declared > 0 ? declared : img.size;
+      if (!Number.isSafeInteger(size) || size <= 0) throw new PushError(`the registry gave no valid size for ${repo}@${img.digest}`, false);
       manifests.push({ mediaType, size, digest: img.digest, platform: platformObject(img.platform || e.platform) });
     }
     const listType = manifests.every((m) => m.mediaType === OCI_MANIFEST) ? OCI_INDEX : DOCKER_MANIFEST_LIST;
     const body = JSON.stringify({ schemaVersion: 2, mediaType: listType, manifests });
     const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
     const put = await client.fetch(`${base}/manifests/${tag}`, { method: 'PUT', headers: { 'content-type': listType }, body });
-    const answer = await put.text().catch(() => '');
+    const answer = await boundedBody(put, 64 * 1024).catch(() => '');
     if (put.status !== 201 && put.status !== 200) throw httpFailure(`putting the index at ${ref}`, put, answer);
     const stored = put.headers.get('docker-content-digest');
     if (stored && stored !== digest) throw new PushError(`the registry stored the index of ${ref} as ${stored}, not ${digest}`, false);

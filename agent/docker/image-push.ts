@@ -220,7 +220,7 @@ export function registryAuthLookup(given: AssignPayload['registry_auth']): (doma
     if (a.username !== undefined) auth.username = a.username;
     if (a.password !== undefined) auth.password = a.password;
     if (a.token !== undefined) auth.registrytoken = a.token;
-    byHost.set(a.host, auth);
+    byHost.set(a.host.toLowerCase(), auth);
   }
-  return (domain) => byHost.get(domain);
+  return (domain) => byHost.get(domain.toLowerCase()); // host names are case-insensitive
 }

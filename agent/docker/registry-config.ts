@@ -26,7 +26,7 @@ export function registryConfig(given: AssignPayload['registry_auth']): Record<st
   for (const { host } of given) {
     const auth = lookup(host);
     if (!auth) continue;
-    out[host] = auth;
+    out[host.toLowerCase()] = auth;
     if (host === 'docker.io') out[DOCKER_HUB_AUTH_KEY] = { ...auth, serveraddress: DOCKER_HUB_AUTH_KEY };
   }
   return out;

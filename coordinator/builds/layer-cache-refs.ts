@@ -27,13 +27,19 @@ export interface LayerCacheConfig {
 /** Room for the versioned suffix `.t<9 digits>` within the distribution spec's 128 characters. */
 const MAX_TAG = 128 - 11;
 
-/** The cache tag of a node of a build for a platform (valid per the distribution spec). */
+/**
+ * The cache tag of a node of a build for a platform (valid per the distribution spec).
+ * Readable when that is unambiguous; a hash of the three names is added when a name had
+ * to be changed (`my build` and `my_build`), when the node name holds the `--` separator
+ * (node `a--b` of build `c` against node `a` of build `b--c`), or when it is too long.
+ */
 export function cacheTag(platform: string, buildName: string, nodeName: string): string {
   const clean = (s: string) => s.replace(/[^A-Za-z0-9_.-]/g, '_');
   const head = `${clean(platform.replaceAll('/', '-'))}-${clean(nodeName)}`;
   const build = clean(buildName);
   const tag = `${head}--${build}`;
-  if (tag.length <= MAX_TAG && /^[A-Za-z0-9_]/.test(tag)) return tag;
+  const unambiguous = build === buildName && !nodeName.includes('--');
+  if (unambiguous && tag.length <= MAX_TAG && /^[A-Za-z0-9_]/.test(tag)) return tag;
   const hash = sha256(`${platform}\n${buildName}\n${nodeName}`).slice(7, 19);
   const room = Math.max(0, MAX_TAG - head.length - hash.length - 3);
   return `${head}--${build.slice(0, room)}-${hash}`.replace(/^[^A-Za-z0-9_]/, '_').slice(0, MAX_TAG);

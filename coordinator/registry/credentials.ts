@@ -57,12 +57,12 @@ export class RegistryCredentials {
     const hosts = new Set<string>();
     const add = (ref: string) => {
       const r = parseImageRef(ref);
-      if (r.ok) hosts.add(r.ref.domain);
+      if (r.ok) hosts.add(r.ref.domain.toLowerCase()); // host names are case-insensitive
     };
     for (const ref of p.images ?? []) add(ref);
     for (const e of p.index ?? []) for (const i of e.images) add(i.ref);
     if (p.cache) add(p.cache.ref);
-    if (dockerfile && !p.index) for (const h of pullHosts(dockerfile, p.build_args, p.platform)) hosts.add(h);
+    if (dockerfile && !p.index) for (const h of pullHosts(dockerfile, p.build_args, p.platform)) hosts.add(h.toLowerCase());
     const out: RegistryAuthPayload[] = [];
     for (const h of hosts) {
       const c = this.byHost.get(h);
@@ -104,7 +104,8 @@ export function loadRegistryCredentials(path: string, readFile: (p: string) => s
     if (e.username !== undefined) auth.username = e.username;
     if (e.password_file !== undefined) auth.password = secret(host, 'password_file', e.password_file, MAX_PASSWORD_CHARS);
     if (e.token_file !== undefined) auth.token = secret(host, 'token_file', e.token_file, MAX_TOKEN_CHARS);
-    byHost.set(host, auth);
+    if (byHost.has(host.toLowerCase())) throw configError(key, `${path}: '${host}' is named twice (host names are case-insensitive)`);
+    byHost.set(host.toLowerCase(), auth);
   }
   return new RegistryCredentials(byHost);
 }

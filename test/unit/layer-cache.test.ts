@@ -29,7 +29,10 @@ function steps(name: string) {
 describe('layer cache', () => {
   it('makes valid, distinct cache tags per platform, node and build', () => {
     expect(cacheTag('linux/amd64', 'web', 'app')).toBe('linux-amd64-app--web');
-    expect(cacheTag('linux/arm64/v8', 'my build', 'app')).toBe('linux-arm64-v8-app--my_build');
+    // names that had to change, or that hold the separator, get a hash: no two builds share a ref
+    expect(cacheTag('linux/arm64/v8', 'my build', 'app')).toMatch(/^linux-arm64-v8-app--my_build-[0-9a-f]{12}$/);
+    expect(cacheTag('linux/arm64/v8', 'my build', 'app')).not.toBe(cacheTag('linux/arm64/v8', 'my_build', 'app'));
+    expect(cacheTag('linux/amd64', 'c', 'a--b')).not.toBe(cacheTag('linux/amd64', 'b--c', 'a'));
     const long = cacheTag('linux/arm64/v8', 'b'.repeat(100), `n${'x'.repeat(62)}`);
     expect(long).toMatch(TAG_RE);
     expect(long.length).toBeLessThanOrEqual(128);

@@ -42,6 +42,8 @@ describe('registry credentials file', () => {
     ]);
     expect(creds.forAssign(assign({ images: ['127.0.0.1:5000/a:1'] }))).toEqual([]);
     expect(creds.forAssign(assign({ images: ['other.io/i:1'], index: [{ node: 'n.linux-amd64', platform: 'linux/amd64', images: [{ ref: 'ghcr.io/x/y:1-linux-amd64', digest: `sha256:${'a'.repeat(64)}`, platform: 'linux/amd64', size: 1, media_type: 'm' }] }] })).map((c) => c.host)).toEqual(['other.io', 'ghcr.io']);
+    // host names are case-insensitive
+    expect(creds.forAssign(assign({ images: ['GHCR.io/x/y:2'] })).map((c) => c.host)).toEqual(['ghcr.io']);
     // the layer-cache registry of a node that pushes no image
     expect(creds.forAssign(assign({ cache: { ref: '127.0.0.1:5001/kiln-cache:linux-amd64-n--b', mode: 'read' } })).map((c) => c.host)).toEqual(['127.0.0.1:5001']);
   });
