@@ -146,6 +146,7 @@ export {
   type WelcomePayload,
   withQuery,
   writeVerifiedFile,
+  readBoundedText,
 } from './core.js';
 export { CURSOR_RE, formatCursor, formatOffsetId, MAX_CURSOR_CHARS, parseCursor, type ParsedCursor, parseOffsetId } from './log-cursor.js';
 export {

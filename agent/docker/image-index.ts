@@ -18,7 +18,7 @@
  * 4xx answers (credentials, a missing child, an invalid manifest) fail the node at once.
  */
 import { createHash } from 'node:crypto';
-import { coerceError, parseImageRef, type IndexEntryPayload, type PushedImagePayload } from '../../shared/core.js';
+import { coerceError, parseImageRef, readBoundedText, type IndexEntryPayload, type PushedImagePayload } from '../../shared/core.js';
 import { PushError, type RegistryAuth } from './image-push.js';
 
 export const DOCKER_MANIFEST_LIST = 'application/vnd.docker.distribution.manifest.list.v2+json';
@@ -137,7 +137,7 @@ export class RegistryClient {
     } catch (err) {
       throw this.failure(`fetching a registry token from ${u.host}`, err);
     }
-    const text = await boundedBody(res, MAX_TOKEN_RESPONSE_BYTES);
+    const { text } = await readBoundedText(res, MAX_TOKEN_RESPONSE_BYTES);
     if (res.status === 401 || res.status === 403) throw new PushError(`the token service at ${u.host} refused the credentials (${res.status})`, true);
     if (!res.ok) throw new PushError(`the token service at ${u.host} answered ${res.status}`, res.status < 500);
     let body: { token?: unknown; access_token?: unknown };
@@ -154,25 +154,6 @@ export class RegistryClient {
 
 /** The largest token-service answer read (a JWT and its JSON wrapper are a few KiB). */
 const MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024;
-
-/** A response body as text, at most `max` bytes of it (the rest is not read). */
-async function boundedBody(res: Response, max: number): Promise<string> {
-  const reader = res.body?.getReader();
-  if (!reader) return '';
-  const parts: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    parts.push(value);
-    size += value.length;
-    if (size >= max) {
-      await reader.cancel().catch(() => {});
-      break;
-    }
-  }
-  return Buffer.concat(parts).toString('utf8').slice(0, max);
-}
 
 function httpFailure(what: string, res: Response, body: string): PushError {
   const detail = body.slice(0, 500).trim();
@@ -215,7 +196,7 @@ export async function assembleIndex(
     const body = JSON.stringify({ schemaVersion: 2, mediaType: listType, manifests });
     const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
     const put = await client.fetch(`${base}/manifests/${tag}`, { method: 'PUT', headers: { 'content-type': listType }, body });
-    const answer = await boundedBody(put, 64 * 1024).catch(() => '');
+    const answer = await readBoundedText(put, 64 * 1024).then((r) => r.text, () => '');
     if (put.status !== 201 && put.status !== 200) throw httpFailure(`putting the index at ${ref}`, put, answer);
     const stored = put.headers.get('docker-content-digest');
     if (stored && stored !== digest) throw new PushError(`the registry stored the index of ${ref} as ${stored}, not ${digest}`, false);

@@ -15,7 +15,7 @@
  * insecure local registry, as Docker itself allows), over HTTPS otherwise; no credentials.
  * Needs `storage.delete.enabled` in the registry's config (a 405 says it is off).
  */
-import { coerceError } from '../../shared/index.js';
+import { coerceError, readBoundedText } from '../../shared/index.js';
 
 /** `<base>.t<9 base-36 digits>`: a versioned cache tag. */
 export const VERSIONED_TAG_RE = /^(.+)\.t([0-9a-z]{9})$/;
@@ -66,27 +66,6 @@ export function registryEndpoint(repository: string): { base: string; name: stri
 
 type Fetch = typeof fetch;
 
-/** A registry answer's body, read up to `max` bytes (a longer one is an error, not a memory hog). */
-async function boundedText(res: Response, max: number, what: string): Promise<string> {
-  const declared = Number(res.headers.get('content-length') ?? '0');
-  if (declared > max) throw new Error(`${what}: the registry answered ${declared} bytes (at most ${max})`);
-  const reader = res.body?.getReader();
-  if (!reader) return '';
-  const parts: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.length;
-    if (size > max) {
-      await reader.cancel();
-      throw new Error(`${what}: the registry answered more than ${max} bytes`);
-    }
-    parts.push(value);
-  }
-  return Buffer.concat(parts).toString('utf8');
-}
-
 /** Longest tag-list page read, pages read per sweep, and the time one registry request may take. */
 const MAX_PAGE_BYTES = 4 * 1024 * 1024;
 const MAX_PAGES = 100;
@@ -100,7 +79,9 @@ async function listTags(base: string, name: string, f: Fetch): Promise<string[]>
     const res: Response = await f(`${base}${path}`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
     if (res.status === 404) return tags; // no repository yet
     if (!res.ok) throw new Error(`listing the tags of ${name}: HTTP ${res.status}`);
-    const body = JSON.parse(await boundedText(res, MAX_PAGE_BYTES, `listing the tags of ${name}`)) as { tags?: unknown };
+    const answer = await readBoundedText(res, MAX_PAGE_BYTES);
+    if (answer.truncated) throw new Error(`listing the tags of ${name}: the registry answered more than ${MAX_PAGE_BYTES} bytes`);
+    const body = JSON.parse(answer.text) as { tags?: unknown };
     const listed = body.tags ?? [];
     if (!Array.isArray(listed) || !listed.every((t): t is string => typeof t === 'string')) throw new Error(`listing the tags of ${name}: the registry's tag list is not a list of strings`);
     for (const t of listed) if (tags.length < MAX_TAGS) tags.push(t);
