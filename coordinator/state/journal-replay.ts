@@ -3,13 +3,16 @@
  * startup. Every complete line is checked by `entryProblem` (the same check the store
  * runs before it appends a line) and applied as an idempotent upsert, so replaying lines
  * the snapshot already holds (a crash between a snapshot and the journal swap) is
- * harmless. A final line without its newline is a write that was never acknowledged and
- * is dropped; any other bad line is corruption and stops the coordinator with the file and
- * line named. The journal file itself is left to the writer (`JournalWriter.recover`).
+ * harmless. The text ends at the first NUL byte (the writer preallocates zeros past it);
+ * a final line without its newline is a write that was never acknowledged and is dropped,
+ * and so are non-zero bytes a crash left within one write piece after that NUL. Any other
+ * bad line, or non-zero bytes further on, is corruption and stops the coordinator with the
+ * file and place named. The journal file itself is left to the writer (`JournalWriter.recover`).
  */
 import { readFile } from 'node:fs/promises';
 import { KilnError, coerceError, errnoCode } from '../../shared/index.js';
 import { entryProblem, type JournalEntry } from './journal-entries.js';
+import { JOURNAL_WRITE_PIECE } from './journal-writer.js';
 import { applyNodeHead, attemptFromTuple } from './node-delta.js';
 import type { BuildRecord, NodeRecord, StateData } from './records.js';
 
@@ -21,12 +24,21 @@ export type NodesByName = (b: BuildRecord) => Map<string, NodeRecord>;
  * the lines replayed and whether a torn final line followed them.
  */
 export async function replayJournal(journalPath: string, statePath: string, data: StateData, nodesByName: NodesByName): Promise<{ bytes: number; torn: boolean }> {
-  let text: string;
+  let raw: Buffer;
   try {
-    text = await readFile(journalPath, 'utf8');
+    raw = await readFile(journalPath);
   } catch (err) {
     const what = errnoCode(err) === 'ENOENT' ? 'is missing' : `cannot be read (${errnoCode(err) ?? coerceError(err).message})`;
     throw new KilnError('E_STATE', `state journal ${journalPath} ${what}; it holds changes newer than ${statePath}. Restore it from a backup.`, { cause: err });
+  }
+  const end = raw.indexOf(0);
+  const text = (end < 0 ? raw : raw.subarray(0, end)).toString('utf8');
+  let tornTail = false;
+  if (end >= 0) {
+    // Past the text: zeros, and what a crash in the middle of one write piece left.
+    const stray = firstNonZero(raw, end + JOURNAL_WRITE_PIECE);
+    if (stray >= 0) throw new KilnError('E_STATE', `state journal ${journalPath} is corrupt: data at byte ${stray}, after its end at byte ${end}; it was left as it is for inspection`);
+    tornTail = firstNonZero(raw.subarray(0, end + JOURNAL_WRITE_PIECE), end) >= 0;
   }
   const lines = text.split('\n');
   const torn = lines.pop() ?? ''; // text after the last newline: an unacknowledged partial write
@@ -42,7 +54,19 @@ export async function replayJournal(journalPath: string, statePath: string, data
     if (problem) throw new KilnError('E_STATE', `state journal ${journalPath} line ${i + 1}: ${problem}; it was left as it is for inspection`);
     applyEntry(data, entry as JournalEntry, nodesByName);
   });
-  return { bytes: Buffer.byteLength(text) - Buffer.byteLength(torn), torn: torn !== '' };
+  return { bytes: Buffer.byteLength(text) - Buffer.byteLength(torn), torn: torn !== '' || tornTail };
+}
+
+const ZERO_BLOCK = Buffer.alloc(64 * 1024);
+
+/** The offset of the first non-zero byte of `buf` at or after `from`, or -1. */
+export function firstNonZero(buf: Buffer, from: number): number {
+  for (let at = from; at < buf.length; at += ZERO_BLOCK.length) {
+    const block = buf.subarray(at, at + ZERO_BLOCK.length);
+    if (block.equals(ZERO_BLOCK.subarray(0, block.length))) continue;
+    for (let i = 0; i < block.length; i++) if (block[i] !== 0) return at + i;
+  }
+  return -1;
 }
 
 /** Applies an entry `entryProblem` accepted. */

@@ -119,6 +119,11 @@ export class StateStore {
     return this.journal.snapshots;
   }
 
+  /** Runs of zeros written ahead of the journal's end. */
+  get preallocations(): number {
+    return this.journal.preallocations;
+  }
+
   /**
    * Opens the state in `dataDir` (which must exist): snapshot, then journal replay. A
    * missing state file is an error unless `init` is set; a corrupt one is always an error

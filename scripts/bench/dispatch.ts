@@ -23,6 +23,7 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { constants, mkdtemp, open, rm } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
@@ -153,6 +154,16 @@ async function latencies(c: Cluster, buildId: string): Promise<number[]> {
   return out;
 }
 
+/** CPU ms of the main thread so far (utime + stime from /proc, 10 ms ticks; 0 where there is no /proc). */
+function mainThreadMs(): number {
+  try {
+    const f = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(f[11]) + Number(f[12])) * 10;
+  } catch {
+    return 0;
+  }
+}
+
 async function kilnRuns(persist: boolean, runs = RUNS) {
   const c = await startCluster(persist);
   try {
@@ -164,9 +175,19 @@ async function kilnRuns(persist: boolean, runs = RUNS) {
     const p99s: number[] = [];
     const p50Ones: number[] = [];
     const p99Ones: number[] = [];
+    const cpuUs: number[] = [];
+    const mainUs: number[] = [];
+    const wideWrites: number[] = [];
     let latN = 0;
     for (let i = 0; i < runs; i++) {
+      const cpu0 = process.cpuUsage();
+      const main0 = mainThreadMs();
+      const w0 = c.coord.store.writes;
       const r = await runBuild(c, wideSpec(NODES));
+      const cpu = process.cpuUsage(cpu0);
+      cpuUs.push((cpu.user + cpu.system) / NODES);
+      mainUs.push(((mainThreadMs() - main0) * 1000) / NODES);
+      wideWrites.push(c.coord.store.writes - w0);
       if (r.state !== 'success') throw new Error(`wide build ended ${r.state}`);
       rates.push(NODES / (r.totalMs / 1000));
       submits.push(r.submitMs);
@@ -191,6 +212,9 @@ async function kilnRuns(persist: boolean, runs = RUNS) {
       p50One: median(p50Ones),
       p99One: median(p99Ones),
       writes: c.coord.store.writes,
+      cpuUs: median(cpuUs),
+      mainUs: median(mainUs),
+      wideWrites: median(wideWrites),
     };
   } finally {
     await stopCluster(c);
@@ -332,7 +356,7 @@ async function diskSync(): Promise<{ p50: number; p99: number }> {
 
 async function profileOnly(persist: boolean) {
   const r = await kilnRuns(persist);
-  console.log(`kiln persistence ${persist ? 'on' : 'off'} (profiling run, no comparator): ${fmt(r.rate, 0)} nodes/s (runs ${r.rates.map((x) => fmt(x, 0)).join(', ')})`);
+  console.log(`kiln persistence ${persist ? 'on' : 'off'} (profiling run, no comparator): ${fmt(r.rate, 0)} nodes/s (runs ${r.rates.map((x) => fmt(x, 0)).join(', ')}); coordinator CPU per node ${fmt(r.cpuUs, 1)} µs (main thread ${fmt(r.mainUs, 1)} µs), ${fmt(r.wideWrites, 0)} durable writes per wide build`);
 }
 
 async function main() {
@@ -359,7 +383,7 @@ async function main() {
     offs.push(off);
     console.log(
       `run ${r + 1} (load ${loadavg()[0]!.toFixed(2)}; disk append+fdatasync p50 ${fmt(disk.p50, 3)} ms, p99 ${fmt(disk.p99, 2)} ms): bare sync RTT p50 ${fmt(bare.p50, 3)} ms (durable ${fmt(bare.durableP50, 3)} ms), ${fmt(bare.rate, 0)} round trips/s; ` +
-        `on ${fmt(on.rate, 0)} nodes/s, one-in-flight p50 ${fmt(on.p50One, 3)} ms (${fmt(on.p50One / bare.p50, 2)}x); off ${fmt(off.rate, 0)} nodes/s, p50 ${fmt(off.p50One, 3)} ms; on/off ${fmt(on.rate / off.rate, 3)}`,
+        `on ${fmt(on.rate, 0)} nodes/s (coordinator CPU ${fmt(on.cpuUs, 1)} µs/node, main thread ${fmt(on.mainUs, 1)}, ${fmt(on.wideWrites, 0)} durable writes), one-in-flight p50 ${fmt(on.p50One, 3)} ms (${fmt(on.p50One / bare.p50, 2)}x); off ${fmt(off.rate, 0)} nodes/s (CPU ${fmt(off.cpuUs, 1)} µs/node, main thread ${fmt(off.mainUs, 1)}), p50 ${fmt(off.p50One, 3)} ms; on/off ${fmt(on.rate / off.rate, 3)}`,
     );
   }
   const med = (xs: number[], d: number) => `${fmt(median(xs), d)} (${fmt(Math.min(...xs), d)}–${fmt(Math.max(...xs), d)})`;

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { BuildRecord } from '../../coordinator/state/records.js';
 import { buildRecord } from '../helpers/build-record.js';
+import { journalText } from '../helpers/journal-text.js';
 import { StateStore } from '../../coordinator/state/state-store.js';
 
 function build(id: string, nodes: number): BuildRecord {
@@ -39,7 +40,7 @@ describe('state store', () => {
     s.data.builds.set('b-1', build('b-1', 3));
     s.markNew('b-1');
     await s.commit();
-    const journal = await readFile(s.journalPath, 'utf8');
+    const journal = await journalText(s.journalPath);
     expect(journal).toContain('"t":"new"');
     expect(journal).toContain('"id":"b-1"');
     s.data.builds.get('b-1')!.nodes[1]!.state = 'ready';
@@ -81,12 +82,12 @@ describe('state store', () => {
     s.data.builds.set('big', build('big', 5000));
     s.markNew('big');
     await s.commit();
-    const afterNew = (await stat(s.journalPath)).size;
+    const afterNew = Buffer.byteLength(await journalText(s.journalPath));
     expect(afterNew).toBeGreaterThan(5000 * 200);
     s.data.builds.get('big')!.nodes[42]!.state = 'ready';
     s.markNode('big', 'n42');
     await s.commit();
-    const grew = (await stat(s.journalPath)).size - afterNew;
+    const grew = Buffer.byteLength(await journalText(s.journalPath)) - afterNew;
     expect(grew).toBeGreaterThan(0);
     expect(grew).toBeLessThan(1000);
   });
@@ -139,7 +140,7 @@ describe('state store', () => {
     s.data.builds.set('b-1', build('b-1', 1));
     s.markNew('b-1');
     await s.commit();
-    await writeFile(s.journalPath, `${await readFile(s.journalPath, 'utf8')}{"t":"build","b":{"id":"b-1","state":"fai`);
+    await writeFile(s.journalPath, `${await journalText(s.journalPath)}{"t":"build","b":{"id":"b-1","state":"fai`);
     const again = await StateStore.open({ dataDir: dir, persist: true, init: false });
     expect(again.data.builds.get('b-1')!.state).toBe('pending');
   });

@@ -16,6 +16,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { assignedAttempt, stateToFile, type AttemptRecord, type BuildRecord } from '../../coordinator/state/records.js';
 import { nodeMutable } from '../../coordinator/state/journal-entries.js';
 import { buildRecord } from '../helpers/build-record.js';
+import { journalText } from '../helpers/journal-text.js';
 import { StateStore } from '../../coordinator/state/state-store.js';
 
 function build(id: string, nodes: number): BuildRecord {
@@ -99,7 +100,7 @@ describe('state journal replay', () => {
     await s.commit();
     await s.archive(c);
     await s.commit();
-    const journal = await readFile(s.journalPath, 'utf8');
+    const journal = await journalText(s.journalPath);
     for (const t of ['new', 'delta', 'build', 'dlq', 'control', 'archive', 'revive']) expect(journal).toContain(`"t":"${t}"`);
     const deltas = journal.split('\n').filter((l) => l.includes('"t":"delta"')).map((l) => JSON.parse(l) as { name: string; i: number; a: unknown[]; n?: unknown[] });
     // what changed, not the node: fields only; attempt and fields; the attempt alone; two attempts from index 0
@@ -143,7 +144,7 @@ describe('state journal replay', () => {
     Object.assign(n.attempts[0]!, { state: 'success', finished_at: 40, test_exit_code: 0 });
     Object.assign(n, { state: 'success', finished_at: 40 });
     lines.push(JSON.stringify({ t: 'node', id: 'b-1', name: 'n0', n: nodeMutable(n) }));
-    await writeFile(s.journalPath, `${await readFile(s.journalPath, 'utf8')}${lines.join('\n')}\n`);
+    await writeFile(s.journalPath, `${await journalText(s.journalPath)}${lines.join('\n')}\n`);
     const again = await StateStore.open({ dataDir: dir, persist: true, init: false });
     expect(snapshot(again)).toBe(snapshot(s));
     expect(again.data.builds.get('b-1')!.nodes[0]!.attempts[0]!.test_exit_code).toBe(0);
@@ -163,7 +164,7 @@ describe('state journal replay', () => {
     s.data.builds.set('b-1', build('b-1', 1));
     s.markNew('b-1');
     await s.commit();
-    const journal = await readFile(s.journalPath, 'utf8');
+    const journal = await journalText(s.journalPath);
     for (const id of ['__proto__', 'constructor', 'toString', 'b-2']) {
       expect(() => s.markBuild(id)).toThrow(/not active/);
       expect(() => s.markNode(id, 'n0')).toThrow(/not active/);
@@ -174,7 +175,7 @@ describe('state journal replay', () => {
     expect(() => s.markAttempt('b-1', 'n0', 0)).toThrow(/has 0 attempts/);
     expect(() => s.markAttempt('toString', 'n0', 0)).toThrow(/not active/);
     await s.commit();
-    expect(await readFile(s.journalPath, 'utf8')).toBe(journal);
+    expect(await journalText(s.journalPath)).toBe(journal);
     expect(await s.getBuild('__proto__')).toBeNull();
     expect(await s.getBuild('constructor')).toBeNull();
     expect(await s.setPinned('__proto__', true)).toBeNull();
