@@ -68,7 +68,7 @@ export const API_ROUTES = {
   agentResume: route('/api/v1/agents/{name}/resume'),
   agentDrain: route('/api/v1/agents/{name}/drain'),
   /** Agent enrolment (agent-credentials): POST with an enrolment token; revoke and rotate (admin); an agent's own rotation. */
-  agentEnrol: route('/api/v1/agents/enrol'),
+  agentEnrol: route('/api/v1/agent-enrolment'),
   agentRevoke: route('/api/v1/agents/{name}/revoke'),
   agentRotate: route('/api/v1/agents/{name}/rotate'),
   agentCredential: route('/api/v1/agent-credential'),
