@@ -93,12 +93,14 @@ export class AgentHub {
     let rotate = false;
     if (bearer !== undefined && this.opts.credentials && isAgentCredential(bearer)) {
       const v = this.opts.credentials.verify(bearer);
-      if (!v.ok) {
+      if (v.ok) {
+        credentialOf = v.name;
+        rotate = v.rotateRequested;
+      } else if (this.opts.tokens.role(req.headers.authorization) !== 'agent') {
+        // (A shared agent token configured with the credential prefix is still the shared token.)
         this.refused(remote, 'agent:unknown', v.reason);
         return rejectUpgrade(socket, 401, 'E_UNAUTHORIZED', `agent credential refused: ${v.reason}`);
       }
-      credentialOf = v.name;
-      rotate = v.rotateRequested;
     } else if (this.opts.tokens.role(req.headers.authorization) !== 'agent') {
       this.refused(remote, 'unknown', 'missing or wrong agent token');
       return rejectUpgrade(socket, 401, 'E_UNAUTHORIZED', 'missing or wrong agent token');

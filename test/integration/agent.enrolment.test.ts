@@ -38,6 +38,8 @@ describe('agent enrolment and per-agent credentials', () => {
   const c = useCluster('enrol', { coordinatorArgs: ['--heartbeat-interval', '300ms'] });
   /** Every secret this suite saw: none may be found at rest except each agent's own credential file. */
   const secrets: string[] = [];
+  /** Every agent process started, whose logs must not hold a secret either. */
+  const agents: Proc[] = [];
 
   async function createToken(...args: string[]): Promise<string> {
     const r = await kiln(['tokens', 'create', '--agent', ...args], c.coord.cliEnv);
@@ -54,8 +56,9 @@ describe('agent enrolment and per-agent credentials', () => {
     const tokenFile = opts.tokenFile ?? join(c.dir, `token-${name}`);
     if (token !== null) await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
     const proc = c.track(
-      spawnKiln(['agent', '--coordinator', c.coord.url, '--token-file', tokenFile, '--name', name, '--work-dir', workDir, '--docker-host', DOCKER_HOST]),
+      spawnKiln(['agent', '--coordinator', c.coord.url, '--token-file', tokenFile, '--name', name, '--work-dir', workDir, '--docker-host', DOCKER_HOST, '--log-level', 'debug']),
     );
+    agents.push(proc);
     return { proc, workDir, tokenFile };
   }
 
@@ -119,6 +122,13 @@ describe('agent enrolment and per-agent credentials', () => {
     expect(await a.proc.exited).toBe(EX_CONFIG);
     expect(a.proc.stderr).toContain('already used');
     expect(a.proc.stderr).toContain(a.tokenFile);
+
+    // Bad usage is refused before any request.
+    for (const args of [[], ['--agent', '--expires', 'soon'], ['--agent', '--uses', '0'], ['--agent', '--name', 'no/slash']]) {
+      const bad = await kiln(['tokens', 'create', ...args], c.coord.cliEnv);
+      expect(bad.code, args.join(' ')).toBe(2);
+      expect(bad.stdout).toBe('');
+    }
 
     const brief = await createToken('--expires', '1s');
     await waitFor('the token to expire', async () => {
@@ -256,6 +266,12 @@ describe('agent enrolment and per-agent credentials', () => {
       expect(/kiln_(enrol|agent)_[A-Za-z0-9_-]{43}/.test(text), `a secret in ${f}`).toBe(false);
     }
     expect(scanned).toBeGreaterThan(3);
+    // Nor in the logs (journald keeps them).
+    for (const p of [c.coord.proc, ...agents]) {
+      const logs = p.stdout + p.stderr;
+      expect(logs.length).toBeGreaterThan(0);
+      for (const s of secrets) expect(logs.includes(s), `${s.slice(0, 16)}... in a log`).toBe(false);
+    }
   });
 
   it('refuses to start on a corrupt credentials file, naming it', async () => {
