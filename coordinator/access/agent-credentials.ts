@@ -286,6 +286,7 @@ export class AgentCredentialStore {
   async enrol(token: string, name: string, remote?: string): Promise<{ credential: string; name: string }> {
     const now = this.now();
     const who = { actor: 'enrol-token:unknown', target: `agent:${name}`, ...(remote ? { remote } : {}) };
+    if (token === '') throw this.refuse('E_UNAUTHORIZED', 'no enrolment token (send Authorization: Bearer kiln_enrol_...)', who);
     if (!ENROL_RE.test(token)) throw this.refuse('E_UNAUTHORIZED', `not an enrolment token (kiln_enrol_...): create one with kiln tokens create --agent`, who);
     const t = this.tokenByHash.get(hashOf(token));
     if (!t) throw this.refuse('E_UNAUTHORIZED', 'unknown enrolment token (it was never issued here, or it was removed)', who);

@@ -9,14 +9,12 @@ import type { Retention } from '../cas/retention.js';
 import type { LogStore } from '../logs/log-store.js';
 import type { TokenCheck } from './auth.js';
 import type { AgentCredentialStore } from '../access/agent-credentials.js';
-import type { AuditSink } from '../access/agent-audit.js';
 
 /** Agent enrolment and per-agent credentials (routes-agent-access.ts). */
 export interface AgentAccess {
   store: AgentCredentialStore;
   /** The agents' WebSocket endpoint: cuts off a revoked agent, asks one to rotate (agent-hub.ts). */
   hub: { revoke(name: string): Promise<void>; askRotate(name: string): boolean };
-  audit?: AuditSink;
 }
 
 export interface HttpDeps {

@@ -143,7 +143,15 @@ describe('agent enrolment and per-agent credentials', () => {
     expect(unknown.status).toBe(401);
     expect(unknown.body.detail).toMatch(/unknown enrolment token/);
 
+    const bare = await fetch(`${c.coord.url}${apiPath.agentEnrol()}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"name":"no-token"}' });
+    expect(bare.status).toBe(401);
+    expect(((await bare.json()) as { detail: string }).detail).toMatch(/no enrolment token/);
+
     const revokedToken = await createToken('--uses', '3');
+    const table = await kiln(['tokens', 'list'], c.coord.cliEnv);
+    expect(table.stdout).toMatch(/^ID +AGENT +STATE +USED +EXPIRES +CREATED BY\n/);
+    expect(table.stdout).toMatch(/et-\S+ +\(any\) +active +0\/3 /);
+    expect(table.stdout).not.toContain('kiln_enrol_');
     const list = await kiln(['tokens', 'list', '--json'], c.coord.cliEnv);
     const rows = list.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { id: string; uses: number; state: string });
     expect(JSON.stringify(rows)).not.toContain('kiln_enrol_');

@@ -21,6 +21,13 @@ describe('agent credential store', () => {
   let now: number;
   let events: AuditEvent[];
   const open = (o: { maxTokens?: number; maxCredentials?: number } = {}) => AgentCredentialStore.open(dir, { now: () => now, audit: { record: (e) => events.push(e) }, ...o });
+  /** What a store opened afresh on the same dir says of `credential` (its own writes done before the next step). */
+  const reopenedAgentOf = async (credential: string) => {
+    const s = await open();
+    const name = s.agentOf(credential);
+    await s.idle();
+    return name;
+  };
 
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'kiln-agent-creds-'));
@@ -52,6 +59,7 @@ describe('agent credential store', () => {
     const again = await open();
     expect(again.agentOf(a.credential)).toBe('a1');
     expect(again.agentOf(b.credential)).toBe('a2');
+    await again.idle();
     await expect(again.enrol(token, 'a3')).rejects.toMatchObject({ code: 'E_FORBIDDEN' });
     expect(JSON.stringify(events)).not.toMatch(/kiln_(enrol|agent)_/);
     expect(events.map((e) => [e.action, e.outcome])).toEqual([
@@ -97,14 +105,14 @@ describe('agent credential store', () => {
     expect(store.verify(second.credential)).toMatchObject({ ok: true, name: 'rot' });
     expect(store.verify(old)).toMatchObject({ ok: false, reason: expect.stringMatching(/replaced by a newer one/) });
     await store.idle();
-    expect((await open()).agentOf(old)).toBeNull();
-    expect((await open()).agentOf(second.credential)).toBe('rot');
+    expect(await reopenedAgentOf(old)).toBeNull();
+    expect(await reopenedAgentOf(second.credential)).toBe('rot');
 
     expect(await store.revokeAgent('rot', 'x')).toBe(1);
     expect(store.verify(second.credential)).toMatchObject({ ok: false, reason: expect.stringMatching(/was revoked/) });
     await expect(store.rotate(second.credential)).rejects.toMatchObject({ code: 'E_UNAUTHORIZED' });
     await expect(store.revokeAgent('rot', 'x')).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
-    expect((await open()).agentOf(second.credential)).toBeNull();
+    expect(await reopenedAgentOf(second.credential)).toBeNull();
   });
 
   it('is bounded: unusable tokens make room, usable ones do not', async () => {
