@@ -88,7 +88,8 @@ export interface EnrolTokenView {
   revoked_at: string | null;
 }
 
-export type VerifyResult = { ok: true; name: string; id: string; rotateRequested: boolean } | { ok: false; reason: string };
+/** A refusal names the agent when the credential is known (revoked or replaced). */
+export type VerifyResult = { ok: true; name: string; id: string; rotateRequested: boolean } | { ok: false; reason: string; name?: string };
 
 export interface AgentCredentialOptions {
   /** Enrolment tokens kept (unusable ones are dropped first when full). @default 1000 */
@@ -315,7 +316,7 @@ export class AgentCredentialStore {
     if (!AGENT_RE.test(credential)) return { ok: false, reason: 'not an agent credential' };
     const c = this.credByHash.get(hashOf(credential));
     if (!c) return { ok: false, reason: 'unknown agent credential' };
-    if (c.revoked_at !== null) return { ok: false, reason: `the credential of agent '${c.name}' was ${c.revoke_reason === 'rotated' ? 'replaced by a newer one (rotation)' : 'revoked'} at ${iso(c.revoked_at)}` };
+    if (c.revoked_at !== null) return { ok: false, name: c.name, reason: `the credential of agent '${c.name}' was ${c.revoke_reason === 'rotated' ? 'replaced by a newer one (rotation)' : 'revoked'} at ${iso(c.revoked_at)}` };
     const now = this.now();
     c.last_used_at = now;
     let write = now - this.lastWriteAt >= LAST_USED_WRITE_MS;
@@ -374,7 +375,7 @@ export class AgentCredentialStore {
   async rotate(credential: string, remote?: string): Promise<{ credential: string; name: string }> {
     const v = this.verify(credential);
     if (!v.ok) {
-      this.audit.record({ actor: 'agent:unknown', action: 'agent.rotate', outcome: 'refused', detail: v.reason, ...(remote ? { remote } : {}) });
+      this.audit.record({ actor: `agent:${v.name ?? 'unknown'}`, action: 'agent.rotate', outcome: 'refused', detail: v.reason, ...(remote ? { remote } : {}) });
       throw new KilnError('E_UNAUTHORIZED', v.reason);
     }
     const current = this.creds.get(v.id)!;

@@ -98,7 +98,7 @@ export class AgentHub {
         rotate = v.rotateRequested;
       } else if (this.opts.tokens.role(req.headers.authorization) !== 'agent') {
         // (A shared agent token configured with the credential prefix is still the shared token.)
-        this.refused(remote, 'agent:unknown', v.reason);
+        this.refused(remote, `agent:${v.name ?? 'unknown'}`, v.reason);
         return rejectUpgrade(socket, 401, 'E_UNAUTHORIZED', `agent credential refused: ${v.reason}`);
       }
     } else if (this.opts.tokens.role(req.headers.authorization) !== 'agent') {
