@@ -53,6 +53,10 @@ export interface AgentOptions {
   executor: Executor;
   gpus: GpuInfoPayload[];
   logger: Logger;
+  /** Gets (and stores) a new credential when the coordinator asks for a rotation; absent: a rotation request is refused (fatal). */
+  rotateCredential?: (current: string) => Promise<string>;
+  /** Appended to a refusal of the token or credential: where it is kept and what to do. */
+  authHint?: string;
   /** Give up (and report) after this long without a welcome; 0 = retry forever. */
   connectTimeoutMs?: number;
   /** Whether the host can take work (health.ts); absent: always accepting. */
@@ -78,9 +82,12 @@ export class Agent {
   private readonly log: Logger;
   private readonly backoff = new Backoff({ baseMs: 500, capMs: 30_000 });
   private readonly stopController = new AbortController();
+  /** The token the next connection sends (a rotation replaces it). */
+  private token: string;
 
   constructor(private readonly opts: AgentOptions) {
     this.log = opts.logger;
+    this.token = opts.token;
   }
 
   get name(): string {
@@ -151,6 +158,17 @@ export class Agent {
         const outcome = await this.connectOnce(core);
         if (this.stopping) break;
         if (outcome.fatal) throw new FatalAgentError('E_CONFIG', outcome.reason);
+        if (outcome.rotate) {
+          // Builds go on: the next connection (same session) resumes them.
+          if (!this.opts.rotateCredential) throw new FatalAgentError('E_CONFIG', `the coordinator asked for a credential rotation, which this agent's token cannot do: ${outcome.reason}`);
+          try {
+            this.token = await this.opts.rotateCredential(this.token);
+            continue;
+          } catch (err) {
+            if (err instanceof KilnError && err.code === 'E_CONFIG') throw new FatalAgentError('E_CONFIG', `${err.message}${this.hint()}`);
+            this.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'credential rotation failed');
+          }
+        }
         const delay = this.backoff.next();
         this.log.warn({ reason: outcome.reason, retry_in_ms: delay }, 'disconnected from coordinator');
         await sleep(delay, this.stopController.signal);
@@ -182,11 +200,15 @@ export class Agent {
 
   // ------------------------------------------------------------------ connection
 
-  private connectOnce(core: AgentSession): Promise<{ fatal: boolean; reason: string }> {
+  private hint(): string {
+    return this.opts.authHint ? ` (${this.opts.authHint})` : '';
+  }
+
+  private connectOnce(core: AgentSession): Promise<{ fatal: boolean; reason: string; rotate?: boolean }> {
     return new Promise((resolve) => {
       let settled = false;
       const ws = new WebSocket(this.opts.url, {
-        headers: { authorization: `Bearer ${this.opts.token}` },
+        headers: { authorization: `Bearer ${this.token}` },
         maxPayload: MAX_FRAME_BYTES,
         perMessageDeflate: false,
         handshakeTimeout: 10_000,
@@ -198,12 +220,12 @@ export class Agent {
         terminate: () => ws.terminate(),
         welcomed: () => this.backoff.reset(),
       };
-      const done = (fatal: boolean, reason: string) => {
+      const done = (fatal: boolean, reason: string, rotate = false) => {
         if (settled) return;
         settled = true;
         core.closed(link);
         this.ws = null;
-        resolve({ fatal, reason });
+        resolve({ fatal, reason, rotate });
       };
       this.ws = ws;
 
@@ -219,15 +241,16 @@ export class Agent {
           }
           ws.terminate();
           const fatal = res.statusCode === 401 || res.statusCode === 404;
-          done(fatal, `coordinator refused the connection: HTTP ${res.statusCode} ${detail}`.trim());
+          done(fatal, `coordinator refused the connection: HTTP ${res.statusCode} ${detail}`.trim() + (res.statusCode === 401 ? this.hint() : ''));
         });
       });
       ws.on('open', () => core.opened(link));
       ws.on('message', (data, isBinary) => core.received(Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data), isBinary));
       ws.on('close', (code, reasonBuf) => {
         const reason = reasonBuf.toString() || `close code ${code}`;
-        const fatal = code === CLOSE_CODES.PROTOCOL_VERSION || code === CLOSE_CODES.INVALID_FRAME;
-        done(fatal, reason);
+        const credential = code === CLOSE_CODES.CREDENTIAL_REVOKED || code === CLOSE_CODES.CREDENTIAL_NAME;
+        const fatal = credential || code === CLOSE_CODES.PROTOCOL_VERSION || code === CLOSE_CODES.INVALID_FRAME;
+        done(fatal, credential ? `${reason}${this.hint()}` : reason, code === CLOSE_CODES.CREDENTIAL_ROTATE);
       });
       ws.on('error', (err) => {
         this.log.debug({ err: err.message }, 'websocket error');

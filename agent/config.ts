@@ -7,6 +7,10 @@
  * the setting) and returns a frozen config. Nothing else in the agent reads `process.env`;
  * under systemd the defaults come from $CREDENTIALS_DIRECTORY/token and $STATE_DIRECTORY.
  * `config/agent.example.yaml` shows the file.
+ *
+ * Enrolment: a token of the form `kiln_enrol_...` is an enrolment token, traded once for
+ * the agent's own credential (agent/enrol.ts), kept in `<work dir>/agent-credential`.
+ * Once that file exists it is the agent's token, whatever token is configured.
  */
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -61,6 +65,10 @@ export interface AgentConfig {
   httpUrl: string;
   token: string;
   tokenSource: string;
+  /** Where the agent's own credential is kept: `<work dir>/agent-credential` (0600). */
+  credentialFile: string;
+  /** The enrolment token to trade for a credential (no credential stored yet), else null. */
+  enrolToken: string | null;
   name: string;
   labels: Record<string, string>;
   maxJobs: number;
@@ -123,6 +131,23 @@ function readTokenFile(path: string, read: (p: string) => string): string {
   return token;
 }
 
+export const CREDENTIAL_FILE = 'agent-credential';
+const STORED_CREDENTIAL_RE = /^kiln_agent_[A-Za-z0-9_-]{43}$/;
+
+/** The credential stored by an earlier enrolment, or null when there is none. */
+function readStoredCredential(path: string, read: (p: string) => string): string | null {
+  let text: string;
+  try {
+    text = read(path);
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return null;
+    throw new KilnError('E_CONFIG', `agent credential file ${path} cannot be read (${errnoCode(err) ?? coerceError(err).message})`, { cause: err });
+  }
+  const token = text.trim();
+  if (!STORED_CREDENTIAL_RE.test(token)) throw new KilnError('E_CONFIG', `agent credential file ${path} holds no agent credential (kiln_agent_...); delete it and start the agent with a new enrolment token`);
+  return token;
+}
+
 export function loadAgentConfig(flags: AgentFlags, host: AgentHost): Readonly<AgentConfig> {
   const env = host.env;
   const read = host.readFile ?? ((p: string) => readFileSync(p, 'utf8'));
@@ -137,9 +162,16 @@ export function loadAgentConfig(flags: AgentFlags, host: AgentHost): Readonly<Ag
   // The token file and the token are one choice: the higher layer wins, the file on a tie.
   const tokenText = s.rank('token') > s.rank('tokenFile') ? s.get('token') : undefined;
   const tokenFile = tokenText === undefined ? (s.get('tokenFile') ?? (env.CREDENTIALS_DIRECTORY ? join(env.CREDENTIALS_DIRECTORY, 'token') : undefined)) : undefined;
+  const workDir = resolve(s.get('workDir') ?? env.STATE_DIRECTORY ?? join(env.HOME || homedir(), '.cache', 'kiln-agent'));
+  const credentialFile = join(workDir, CREDENTIAL_FILE);
+  const stored = readStoredCredential(credentialFile, read);
   let token: string;
   let tokenSource: string;
-  if (tokenFile) {
+  if (stored !== null) {
+    // Enrolled before: the stored credential is the token (the enrolment token is not needed again).
+    token = stored;
+    tokenSource = credentialFile;
+  } else if (tokenFile) {
     token = readTokenFile(tokenFile, read);
     tokenSource = tokenFile;
   } else if (tokenText?.trim()) {
@@ -170,7 +202,9 @@ export function loadAgentConfig(flags: AgentFlags, host: AgentHost): Readonly<Ag
     maxJobs: s.need('maxJobs'),
     extraPlatforms,
     dockerHost,
-    workDir: resolve(s.get('workDir') ?? env.STATE_DIRECTORY ?? join(env.HOME || homedir(), '.cache', 'kiln-agent')),
+    credentialFile,
+    enrolToken: stored === null && token.startsWith('kiln_enrol_') ? token : null,
+    workDir,
     cacheMaxBytes: s.need('cacheMax'),
     minFreeDiskBytes: s.need('minFreeDisk'),
     pushStallTimeoutMs: s.need('pushStallTimeout'),

@@ -26,10 +26,22 @@ import { discoverGpus, queryGpuUse } from './gpus.js';
 import { HealthMonitor } from './health.js';
 import { GpuSampler } from './host-metrics.js';
 
+/** The token the agent sends now (its credential may be rotated while it runs). */
+interface CurrentToken {
+  token: string;
+}
+
 /** The real docker executor, made with the first build: its modules load only then. */
-async function loadDockerExecutor(config: AgentConfig): Promise<Executor> {
+async function loadDockerExecutor(config: AgentConfig, current: CurrentToken): Promise<Executor> {
   const [{ DockerExecutor }, { CasCache }, { dockerClient }] = await Promise.all([import('./executors/docker-executor.js'), import('./cas-cache.js'), import('./docker/docker-client.js')]);
-  const cas = new CasCache({ dir: join(config.workDir, 'cas'), coordinatorUrl: config.httpUrl, token: config.token, maxBytes: config.cacheMaxBytes });
+  const cas = new CasCache({
+    dir: join(config.workDir, 'cas'),
+    coordinatorUrl: config.httpUrl,
+    get token() {
+      return current.token;
+    },
+    maxBytes: config.cacheMaxBytes,
+  });
   return new DockerExecutor(dockerClient(config.dockerHost), cas, config.workDir, { pushStallMs: config.pushStallTimeoutMs });
 }
 
@@ -46,12 +58,25 @@ export async function runAgent(flags: AgentFlags, host: ProcessHost): Promise<nu
   const logger = createLogger({ name: 'kiln-agent', level: config.log.level, format: config.log.format });
   let executor: Executor;
   await mkdir(config.workDir, { recursive: true }).catch((err: unknown) => logger.warn({ work_dir: config.workDir, err: coerceError(err).message }, 'cannot create the work dir'));
+  const current: CurrentToken = { token: config.token };
+  // Enrolment (and rotation) code loads only for an agent that enrols or holds a credential.
+  if (config.enrolToken !== null) {
+    const { enrol } = await import('./enrol.js');
+    try {
+      current.token = await enrol({ httpUrl: config.httpUrl, enrolToken: config.enrolToken, tokenSource: config.tokenSource, name: config.name, credentialFile: config.credentialFile, logger });
+    } catch (err) {
+      if (!isKilnError(err, 'E_CONFIG')) throw err;
+      logger.fatal({ err: coerceError(err).message }, 'agent cannot enrol; not retrying');
+      return EX_CONFIG;
+    }
+  }
+  const ownCredential = current.token.startsWith('kiln_agent_');
   const engine = config.executor === 'docker' ? engineEndpoint(config.dockerHost) : null;
   if (engine === null) {
     const { NoopExecutor, noopOptionsFromEnv } = await import('./executors/noop-executor.js');
     executor = new NoopExecutor(host.arch, noopOptionsFromEnv(host.env));
   } else {
-    executor = new DeferredDockerExecutor(engine, () => loadDockerExecutor(config));
+    executor = new DeferredDockerExecutor(engine, () => loadDockerExecutor(config, current));
     // The engine may still be starting (or restarting): wait for it with backoff.
     const backoff = new Backoff({ baseMs: 500, capMs: 15_000 });
     for (;;) {
@@ -78,7 +103,17 @@ export async function runAgent(flags: AgentFlags, host: ProcessHost): Promise<nu
   const gpuUse = gpus.length > 0 ? new GpuSampler(() => queryGpuUse(host.env), 5_000) : undefined;
   const agent = new Agent({
     url: config.wsUrl,
-    token: config.token,
+    token: current.token,
+    ...(ownCredential
+      ? {
+          rotateCredential: async (credential: string) => {
+            const { rotateCredential } = await import('./enrol.js');
+            current.token = await rotateCredential({ httpUrl: config.httpUrl, credential, credentialFile: config.credentialFile, logger });
+            return current.token;
+          },
+          authHint: `agent credential ${config.credentialFile}: this agent was revoked or its credential is unknown here; ask an admin for a new enrolment token (kiln tokens create --agent --name ${config.name}), delete this file, put the token in ${config.tokenSource === config.credentialFile ? 'the token file' : config.tokenSource} and restart`,
+        }
+      : {}),
     name: config.name,
     labels: config.labels,
     maxJobs: config.maxJobs,

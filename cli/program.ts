@@ -78,6 +78,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
   };
   const commands = () => import('./commands.js');
   const fleet = () => import('./fleet-commands.js');
+  const access = () => import('./token-commands.js');
   const artifacts = () => import('./artifacts.js');
   const images = () => import('./images.js');
   const program = new Command('kiln')
@@ -182,6 +183,44 @@ export async function main(argv: string[], env: Record<string, string | undefine
       code = await (await fleet()).agentControlCommand(await client(o), action, name, { json: Boolean(o.json), ...(o.reason !== undefined ? { reason: o.reason } : {}) }, io);
     });
   }
+
+  // Agent enrolment (token-commands.ts): revoke or rotate an enrolled agent's credential.
+  for (const [action, description] of [
+    ['revoke', "revoke an agent's credential: its connection is closed, reconnects refused, its running attempts queued again"],
+    ['rotate', 'ask an agent to rotate its credential (it reconnects with the new one; builds go on)'],
+  ] as const) {
+    clientOptions(agents.command(`${action} <name>`))
+      .description(description)
+      .option('--json', 'the answer as one JSON line')
+      .action(async (name: string, _o: unknown, cmd: Command) => {
+        const o = cmd.optsWithGlobals<ClientFlags & { json?: boolean }>();
+        const m = await access();
+        code = await (action === 'revoke' ? m.agentRevokeCommand : m.agentRotateCommand)(await client(o), name, { json: Boolean(o.json) }, io);
+      });
+  }
+  const tokens = program.command('tokens').description('agent enrolment tokens: create, list, revoke');
+  clientOptions(tokens.command('create'))
+    .description('create an agent enrolment token and print just the token on stdout')
+    .option('--agent', 'an agent enrolment token (the only kind)')
+    .option('--name <name>', 'bind the token to this agent name')
+    .option('--expires <duration>', 'valid this long (default 24h; at most 366d)')
+    .option('--uses <n>', 'how many agents may enrol with it (default 1)')
+    .option('--json', 'the token and its record as one JSON line')
+    .action(async (o: ClientFlags & { agent?: boolean; name?: string; expires?: string; uses?: string; json?: boolean }) => {
+      code = await (await access()).tokensCreateCommand(await client(o), o, io);
+    });
+  clientOptions(tokens.command('list'))
+    .description('enrolment tokens (never their secrets)')
+    .option('--json', 'JSON Lines: one token per line')
+    .action(async (o: ClientFlags & { json?: boolean }) => {
+      code = await (await access()).tokensListCommand(await client(o), { json: Boolean(o.json) }, io);
+    });
+  clientOptions(tokens.command('revoke <id>'))
+    .description('revoke an enrolment token (agents enrolled with it keep their credentials)')
+    .option('--json', 'the token as one JSON line')
+    .action(async (id: string, o: ClientFlags & { json?: boolean }) => {
+      code = await (await access()).tokensRevokeCommand(await client(o), id, { json: Boolean(o.json) }, io);
+    });
 
   clientOptions(program.command('pools'))
     .description('pools per platform (and gpu): agents, slots, queued and running nodes, dispatch waits')

@@ -17,6 +17,7 @@ import { Retention } from './cas/retention.js';
 import { createBlobStore } from './cas/create-blob-store.js';
 import type { CoordinatorConfig } from './config.js';
 import { TokenCheck } from './http/auth.js';
+import { AgentCredentialStore } from './access/agent-credentials.js';
 import { createApp } from './http/app.js';
 import { LogStore } from './logs/log-store.js';
 import { lockDataDir, loadTokens, prepareDataDir, type LoadedTokens } from './state/data-dir.js';
@@ -67,6 +68,8 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     const store = await StateStore.open({ dataDir: config.dataDir, persist: config.persist, init: config.init || prepared.created });
     const initialized = store.created;
     const tokens = await loadTokens(config.dataDir, { agentTokenFile: config.agentTokenFile, apiTokenFile: config.apiTokenFile });
+    // Enrolment tokens and per-agent credentials (a corrupt file stops the start, naming it).
+    const credentials = await AgentCredentialStore.open(config.dataDir);
     const cas = new Cas(createBlobStore(config.cas, config.dataDir, config.maxBlobBytes));
     await cas.init();
     const reuse = new ReuseIndex(config.dataDir, config.persist);
@@ -94,10 +97,11 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     });
     await engine.recover();
     releasers.push(() => store.drain());
+    releasers.push(() => credentials.idle());
     releasers.push(() => engine.stop());
 
     let ready = false;
-    const tokenCheck = new TokenCheck(tokens);
+    const tokenCheck = new TokenCheck(tokens, credentials);
     const retention = new Retention({ cas, store, logger }, { retentionMs: config.artifacts.retentionMs, graceMs: config.artifacts.gcGraceMs });
     const app = createApp({
       engine,
@@ -106,6 +110,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       cas,
       retention,
       tokens: tokenCheck,
+      agentAccess: { store: credentials, hub: { revoke: (name) => hub.revoke(name), askRotate: (name) => hub.askRotate(name) } },
       logger,
       defaultPlatform: config.defaultPlatform,
       maxSpecBytes: config.maxSpecBytes,
@@ -131,6 +136,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     const hub = new AgentHub({
       engine,
       tokens: tokenCheck,
+      credentials,
       logger,
       heartbeatIntervalMs: config.heartbeatIntervalMs,
       lostAfterMs: config.lostAfterMs,

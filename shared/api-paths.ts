@@ -67,6 +67,14 @@ export const API_ROUTES = {
   agentPause: route('/api/v1/agents/{name}/pause'),
   agentResume: route('/api/v1/agents/{name}/resume'),
   agentDrain: route('/api/v1/agents/{name}/drain'),
+  /** Agent enrolment (agent-credentials): POST with an enrolment token; revoke and rotate (admin); an agent's own rotation. */
+  agentEnrol: route('/api/v1/agent-enrolment'),
+  agentRevoke: route('/api/v1/agents/{name}/revoke'),
+  agentRotate: route('/api/v1/agents/{name}/rotate'),
+  agentCredential: route('/api/v1/agent-credential'),
+  /** GET: enrolment tokens (no secrets); POST: create one. */
+  tokens: route('/api/v1/tokens'),
+  token: route('/api/v1/tokens/{id}'),
   pools: route('/api/v1/pools'),
   deadLetter: route('/api/v1/dead-letter'),
   gc: route('/api/v1/gc'),

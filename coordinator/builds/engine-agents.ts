@@ -103,6 +103,25 @@ export function disconnected(s: EngineState, entry: AgentEntry, channel: AgentCh
   else s.log.warn({ agent: entry.name, running: entry.running.size }, 'agent disconnected');
 }
 
+/**
+ * The agent's credential was revoked: it is lost now rather than after `lostAfterMs`, so
+ * its attempts are queued again at once (as for a lost agent). `channel` is the revoked
+ * connection (being closed); an agent connected on another channel is left alone.
+ */
+export async function cutOff(s: EngineState, name: string, channel: AgentChannel | null, why: string): Promise<void> {
+  const entry = s.agents.get(name);
+  if (!entry || entry.state === 'lost') return;
+  if (entry.state === 'connected') {
+    if (channel === null || entry.channel !== channel) return;
+    s.agents.markDisconnected(entry, null);
+  }
+  if (agentLost(s, entry, why)) {
+    await s.store.commit();
+    archiveFinished(s);
+  }
+  s.scheduleSoon();
+}
+
 /** Periodic checks: lost agents, unconfirmed cancels, attempts past their deadline. */
 export async function sweep(s: EngineState): Promise<void> {
   const now = s.now();

@@ -233,6 +233,11 @@ export class Engine extends TypedEmitter<EngineEvents> {
     agentLife.disconnected(this.s, entry, channel, how);
   }
 
+  /** The agent's credential was revoked (`channel`: its connection, now closing): it is lost now, its attempts queued again. */
+  agentCutOff(name: string, channel: AgentChannel | null, why: string): Promise<void> {
+    return agentLife.cutOff(this.s, name, channel, why);
+  }
+
   /** Any frame from the agent proves it alive. */
   seen(entry: AgentEntry): void {
     seen(this.s, entry);

@@ -9,7 +9,7 @@
 import type { IncomingMessage } from 'node:http';
 import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
 import { requestId } from 'hono/request-id';
-import { AGENT_SOCKET_PATH, API_PREFIX, KILN_VERSION } from '../../shared/index.js';
+import { AGENT_SOCKET_PATH, API_PREFIX, API_ROUTES, KILN_VERSION } from '../../shared/index.js';
 import { clockOf, type AppEnv, type HttpDeps } from './context.js';
 import { createMetrics } from './metrics.js';
 import { AGENT_BEARER, BEARER, PUBLIC, bodyLimitsOf, errors, problemContent } from './openapi-common.js';
@@ -21,6 +21,7 @@ import { registerCasRoutes } from './routes-cas.js';
 import { registerImageRoutes } from './routes-images.js';
 import { registerFleetRoutes } from './routes-fleet.js';
 import { registerLogRoutes } from './routes-logs.js';
+import { registerAgentAccessRoutes } from './routes-agent-access.js';
 
 const probe = (path: '/livez' | '/readyz' | '/healthz', summary: string, ready: boolean) =>
   createRoute({
@@ -140,10 +141,12 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   app.openapi(metricsRoute, async (c) => c.body(await metrics.metrics(), 200, { 'content-type': metrics.contentType }) as never);
 
   app.use(`${API_PREFIX}/*`, async (c, next) => {
+    // Enrolment is authorized by its enrolment token, which the route itself checks (routes-agent-access.ts).
+    if (c.req.path === API_ROUTES.agentEnrol.template) return next();
     const role = deps.tokens.role(c.req.header('authorization'));
     if (!role) return problemResponse(c, 401, 'E_UNAUTHORIZED', 'missing or wrong API token (send Authorization: Bearer <token>)', undefined, { 'www-authenticate': 'Bearer' });
-    // The agent token may only use the CAS (read contexts and inputs, upload outputs) and its WebSocket.
-    if (role === 'agent' && !c.req.path.startsWith(`${API_PREFIX}/cas/`) && c.req.path !== AGENT_SOCKET_PATH) {
+    // The agent token may only use the CAS (read contexts and inputs, upload outputs), its WebSocket and its credential's rotation.
+    if (role === 'agent' && !c.req.path.startsWith(`${API_PREFIX}/cas/`) && c.req.path !== AGENT_SOCKET_PATH && c.req.path !== API_ROUTES.agentCredential.template) {
       return problemResponse(c, 403, 'E_FORBIDDEN', 'the agent token cannot use this route; use the API token');
     }
     c.set('role', role);
@@ -161,6 +164,7 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   registerCasRoutes(app, deps);
   registerAgentRoutes(app, deps);
   registerFleetRoutes(app, deps);
+  registerAgentAccessRoutes(app, deps);
 
   const docConfig = {
     openapi: '3.1.0' as const,

@@ -6,6 +6,11 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 
 export type Role = 'api' | 'agent';
 
+/** Checks per-agent credentials (`kiln_agent_...`, access/agent-credentials.ts): the agent name, or null. */
+export interface AgentCredentialCheck {
+  agentOf(token: string): string | null;
+}
+
 function h(s: string): Buffer {
   return createHash('sha256').update(s).digest();
 }
@@ -14,7 +19,11 @@ export class TokenCheck {
   private readonly api: Buffer;
   private readonly agent: Buffer;
 
-  constructor(tokens: { apiToken: string; agentToken: string }) {
+  constructor(
+    tokens: { apiToken: string; agentToken: string },
+    /** Per-agent credentials, which grant the `agent` role as the shared agent token does. */
+    private readonly credentials?: AgentCredentialCheck,
+  ) {
     this.api = h(tokens.apiToken);
     this.agent = h(tokens.agentToken);
   }
@@ -27,6 +36,7 @@ export class TokenCheck {
     const given = h(m[1]!);
     if (timingSafeEqual(given, this.api)) return 'api';
     if (timingSafeEqual(given, this.agent)) return 'agent';
+    if (this.credentials?.agentOf(m[1]!)) return 'agent';
     return null;
   }
 }

@@ -8,6 +8,14 @@ import type { Cas } from '../cas/cas.js';
 import type { Retention } from '../cas/retention.js';
 import type { LogStore } from '../logs/log-store.js';
 import type { TokenCheck } from './auth.js';
+import type { AgentCredentialStore } from '../access/agent-credentials.js';
+
+/** Agent enrolment and per-agent credentials (routes-agent-access.ts). */
+export interface AgentAccess {
+  store: AgentCredentialStore;
+  /** The agents' WebSocket endpoint: cuts off a revoked agent, asks one to rotate (agent-hub.ts). */
+  hub: { revoke(name: string): Promise<void>; askRotate(name: string): boolean };
+}
 
 export interface HttpDeps {
   engine: Engine;
@@ -16,6 +24,8 @@ export interface HttpDeps {
   cas: Cas;
   retention: Retention;
   tokens: TokenCheck;
+  /** Agent enrolment; absent: the routes answer 404 (only the shared agent token). */
+  agentAccess?: AgentAccess;
   logger: Logger;
   /** Platform for nodes that name none (linux/<coordinator arch>). */
   defaultPlatform: string;

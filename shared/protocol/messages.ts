@@ -67,6 +67,12 @@ export const CLOSE_CODES = {
    * for a departure would requeue (and so run twice) what the agent still runs.
    */
   AGENT_SHUTDOWN: 4012,
+  /** The agent's credential was revoked by an admin: the agent must not reconnect (it exits with EX_CONFIG). */
+  CREDENTIAL_REVOKED: 4013,
+  /** The hello names another agent than the credential was issued to; the agent must not retry. */
+  CREDENTIAL_NAME: 4014,
+  /** An admin asked this agent to rotate its credential: it gets a new one (HTTP) and reconnects with it. */
+  CREDENTIAL_ROTATE: 4015,
 } as const;
 
 const Name = z.string().regex(NAME_RE, `must be ${NAME_RULE}`);

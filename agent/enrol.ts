@@ -1,0 +1,130 @@
+/**
+ * Agent enrolment and credential rotation, loaded only when the agent enrols (its token is
+ * a `kiln_enrol_...` enrolment token and no credential is stored yet) or rotates.
+ *
+ * `enrol` trades the enrolment token once for the agent's own credential
+ * (`POST /api/v1/agent-enrolment`) and stores it in `<work dir>/agent-credential` (mode 0600,
+ * written to a temp file, fsynced, renamed, directory fsynced) before the agent uses it.
+ * A coordinator that cannot be reached (or answers 5xx/429) is retried with backoff; a
+ * refusal (401/403/409: unknown, expired, used up, revoked, name taken) is an E_CONFIG
+ * error, so the agent exits with EX_CONFIG and systemd does not restart it in a loop.
+ *
+ * `rotateCredential` asks for a new credential with the current one
+ * (`POST /api/v1/agent-credential`) and stores it the same way; the coordinator retires
+ * the old one once the new one is first used.
+ */
+import { open, rename, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import type { Logger } from 'pino';
+import { API_ROUTES, Backoff, KilnError, coerceError, sleep } from '../shared/core.js';
+
+const CREDENTIAL_RE = /^kiln_agent_[A-Za-z0-9_-]{43}$/;
+/** A credential answer is a few hundred bytes. */
+const MAX_ANSWER_BYTES = 16 * 1024;
+
+/** Writes the credential durably (0600): after this resolves it survives a crash. */
+export async function writeCredential(path: string, credential: string): Promise<void> {
+  const dir = dirname(path);
+  const tmp = join(dir, `.${basename(path)}.tmp-${process.pid}`);
+  const fh = await open(tmp, 'w', 0o600);
+  try {
+    await fh.writeFile(`${credential}\n`);
+    await fh.sync();
+  } catch (err) {
+    await fh.close().catch(() => {});
+    await unlink(tmp).catch(() => {});
+    throw err;
+  }
+  await fh.close();
+  await rename(tmp, path);
+  const d = await open(dir, 'r');
+  try {
+    await d.sync();
+  } finally {
+    await d.close();
+  }
+}
+
+type Answer = { ok: true; credential: string } | { ok: false; status: number; detail: string };
+
+async function ask(url: string, token: string, body: unknown): Promise<Answer> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    signal: AbortSignal.timeout(30_000),
+  });
+  const text = (await res.text()).slice(0, MAX_ANSWER_BYTES);
+  let parsed: { credential?: unknown; detail?: unknown } = {};
+  try {
+    parsed = JSON.parse(text) as typeof parsed;
+  } catch {
+    /* not JSON */
+  }
+  if (!res.ok) return { ok: false, status: res.status, detail: typeof parsed.detail === 'string' ? parsed.detail : text.trim() || res.statusText };
+  if (typeof parsed.credential !== 'string' || !CREDENTIAL_RE.test(parsed.credential)) return { ok: false, status: 502, detail: 'the answer holds no agent credential' };
+  return { ok: true, credential: parsed.credential };
+}
+
+/** Statuses retrying cannot change (the request or the token is refused). */
+const isRefusal = (status: number) => status >= 400 && status < 500 && status !== 408 && status !== 429;
+
+/** Asks until answered or refused; transient failures are retried with backoff. */
+async function askUntilAnswered(what: string, url: string, token: string, body: unknown, logger: Logger, signal?: AbortSignal): Promise<Answer> {
+  const backoff = new Backoff({ baseMs: 500, capMs: 30_000 });
+  for (;;) {
+    let why: string;
+    try {
+      const a = await ask(url, token, body);
+      if (a.ok || isRefusal(a.status)) return a;
+      why = `HTTP ${a.status} ${a.detail}`;
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string } }).cause;
+      why = cause?.code ?? coerceError(err).message;
+    }
+    const delay = backoff.next();
+    logger.warn({ reason: why, retry_in_ms: delay }, `${what}: coordinator not answering; retrying`);
+    await sleep(delay, signal);
+    if (signal?.aborted) throw new KilnError('E_CONNECTION', `${what} was stopped`);
+  }
+}
+
+export interface EnrolOptions {
+  /** http(s)://host:port of the coordinator */
+  httpUrl: string;
+  enrolToken: string;
+  /** Where the enrolment token came from, for messages. */
+  tokenSource: string;
+  name: string;
+  credentialFile: string;
+  logger: Logger;
+  signal?: AbortSignal;
+}
+
+/** Trades the enrolment token for this agent's credential and stores it; resolves with the credential. */
+export async function enrol(o: EnrolOptions): Promise<string> {
+  o.logger.info({ agent: o.name, credential_file: o.credentialFile }, 'enrolling with the coordinator');
+  const a = await askUntilAnswered('enrolment', `${o.httpUrl}${API_ROUTES.agentEnrol.path()}`, o.enrolToken, { name: o.name }, o.logger, o.signal);
+  if (!a.ok) {
+    throw new KilnError(
+      'E_CONFIG',
+      `the coordinator refused the enrolment (HTTP ${a.status}): ${a.detail}. The enrolment token is from ${o.tokenSource}; ask an admin for a new one (kiln tokens create --agent --name ${o.name}) and put it there`,
+    );
+  }
+  try {
+    await writeCredential(o.credentialFile, a.credential);
+  } catch (err) {
+    throw new KilnError('E_CONFIG', `enrolled, but the credential cannot be stored in ${o.credentialFile} (${coerceError(err).message}); fix the work dir, ask an admin to revoke agent ${o.name} (kiln agents revoke ${o.name}) and enrol again`, { cause: err });
+  }
+  o.logger.info({ agent: o.name, credential_file: o.credentialFile }, 'enrolled: agent credential stored');
+  return a.credential;
+}
+
+/** Gets a new credential with the current one and stores it; resolves with the new one. */
+export async function rotateCredential(o: { httpUrl: string; credential: string; credentialFile: string; logger: Logger; signal?: AbortSignal }): Promise<string> {
+  const a = await askUntilAnswered('credential rotation', `${o.httpUrl}${API_ROUTES.agentCredential.path()}`, o.credential, undefined, o.logger, o.signal);
+  if (!a.ok) throw new KilnError('E_CONFIG', `the coordinator refused the credential rotation (HTTP ${a.status}): ${a.detail}`);
+  await writeCredential(o.credentialFile, a.credential);
+  o.logger.info({ credential_file: o.credentialFile }, 'agent credential rotated');
+  return a.credential;
+}
