@@ -53,7 +53,8 @@ if ! $uninstall; then
   if [ -z "$coordinator" ] && ! { $upgrade && [ -f "$ETC/agent.env" ]; }; then usage_error "--coordinator URL is required"; fi
   if [ -z "$token_file" ] && ! { $upgrade && [ -f "$ETC/token" ]; }; then usage_error "--token-file FILE is required"; fi
   if [ -n "$coordinator" ]; then
-    [[ "$coordinator" =~ ^(https?|wss?)://[A-Za-z0-9._~%:@\[\]-]+(/[A-Za-z0-9._~%/-]*)?$ ]] && [ ${#coordinator} -le 2048 ] \
+    url_re='^(https?|wss?)://[][A-Za-z0-9.:-]+(/[A-Za-z0-9._~%/-]*)?$'
+    [[ "$coordinator" =~ $url_re ]] && [ ${#coordinator} -le 2048 ] \
       || usage_error "--coordinator '${coordinator:0:200}' is not an http(s):// or ws(s):// URL"
   fi
   [ -z "$name" ] || [[ "$name" =~ ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$ ]] \

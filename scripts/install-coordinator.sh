@@ -7,8 +7,8 @@
 #   --uninstall [--purge]                             remove it (--purge: its state too)
 # What it installs: the program in /opt/kiln; the system user kiln-coordinator;
 # /etc/kiln-coordinator/coordinator.env (0600; other settings added there by hand are kept);
-# /etc/systemd/system/kiln-coordinator.service; the data dir is the unit's StateDirectory,
-# /var/lib/kiln-coordinator (tokens: tokens/agent, tokens/api). With --tls-cert/--tls-key:
+# /etc/systemd/system/kiln-coordinator.service; the data dir is in the unit's StateDirectory,
+# /var/lib/kiln-coordinator/data (tokens: data/tokens/agent, data/tokens/api). With --tls-cert/--tls-key:
 # the two files as /etc/kiln-coordinator/tls-{cert,key} (0600, root), handed over with
 # LoadCredential= by the drop-in kiln-coordinator.service.d/tls.conf, which sets
 # KILN_TLS_CERT/KILN_TLS_KEY to them. A port below 1024 gets the drop-in port.conf (the one
@@ -86,7 +86,7 @@ env_tmp=$(mktemp)
   echo "# /etc/kiln-coordinator/coordinator.env - read by kiln-coordinator.service. Written by"
   echo "# scripts/install-coordinator.sh: it rewrites the settings below; lines it does not manage"
   echo "# (e.g. KILN_LOG_FORMAT=json for JSON logs in the journal) are kept. The data dir is"
-  echo "# $STATE (the unit's StateDirectory). Settings: kiln coordinator --help."
+  echo "# $STATE/data (in the unit's StateDirectory). Settings: kiln coordinator --help."
   [ -z "$listen" ] || echo "KILN_LISTEN=$listen"
   if [ -f "$ETC/coordinator.env" ]; then grep -vE "^(#|[[:space:]]*$|($managed)=)" "$ETC/coordinator.env" || true; fi
 } >"$env_tmp"
@@ -128,4 +128,4 @@ $PROGRAM_REPLACED && RESTART_NOTE="program upgraded"
 activate "$UNIT"
 $PROGRAM_REPLACED && restart_others "$UNIT"
 say "done: systemctl status kiln-coordinator; logs: journalctl -u kiln-coordinator -f"
-say "agent token: $STATE/tokens/agent, API token: $STATE/tokens/api (created at first start)"
+say "agent token: $STATE/data/tokens/agent, API token: $STATE/data/tokens/api (created at first start)"

@@ -140,5 +140,13 @@ activate() {
     systemctl restart "$u" || die "$u did not restart: see systemctl status $u and journalctl -u $u"
   else
     say "nothing changed; $u keeps running"
+    return 0
   fi
+  # Type=exec reports the start once node runs: a bad setting shows a moment later (exit 78)
+  local i; for i in $(seq 1 ${KILN_INSTALL_SETTLE_TICKS:-12}); do
+    sleep 0.25
+    systemctl is-active --quiet "$u" && continue
+    journalctl -u "$u" -n 15 --no-pager -o cat >&2 || true
+    die "$u stopped right after it started (above: its last log lines; systemctl status $u)"
+  done
 }
