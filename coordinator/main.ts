@@ -24,7 +24,7 @@ export interface CoordinatorProcessHost {
 
 export async function runCoordinator(flags: CoordinatorFlags, host: CoordinatorProcessHost): Promise<number> {
   const config = loadCoordinatorConfig(flags, { env: host.env, arch: host.arch, isTTY: host.isTTY });
-  const logger = createLogger({ name: 'kiln-coordinator', level: config.log.level, format: config.log.format });
+  const logger = createLogger({ name: 'kiln-coordinator', level: config.log.level, format: config.log.format, env: host.env });
   let running;
   try {
     running = await startCoordinator(config, logger);

@@ -73,9 +73,13 @@ function textDestination(out: NodeJS.WritableStream, journal: boolean): Destinat
   };
 }
 
-export function createLogger(opts: { name: string; level: LogLevel; format: LogFormat; stream?: NodeJS.WritableStream; journal?: boolean }): Logger {
+/**
+ * `env` (the process environment, from the caller: only the CLI entry reads process.env)
+ * tells whether stderr is the journal; `journal` says it outright (tests).
+ */
+export function createLogger(opts: { name: string; level: LogLevel; format: LogFormat; stream?: NodeJS.WritableStream; env?: Record<string, string | undefined>; journal?: boolean }): Logger {
   const out = opts.stream ?? process.stderr;
-  const journal = opts.journal ?? (out === process.stderr && isJournalStream(process.env, 2));
+  const journal = opts.journal ?? (out === process.stderr && opts.env !== undefined && isJournalStream(opts.env, 2));
   const dest = opts.format === 'text' ? textDestination(out, journal) : (out as unknown as DestinationStream);
   return pino({ name: opts.name, level: opts.level, base: { name: opts.name } }, dest);
 }
