@@ -7,7 +7,8 @@
  * verify` and rate <= 2.0 in `systemd-analyze security`; the agent connects and builds;
  * `systemctl stop` drains a running build (it finishes, Result=success); restart comes back
  * and takes work; a second install changes nothing; `--upgrade` replaces the program and
- * restarts with a drain; `--gpu` writes the device drop-in; journal lines are readable,
+ * restarts with a drain; `--gpu` writes the device drop-in; `--tls-cert/--tls-key` hand the
+ * files over as credentials; journal lines are readable,
  * JSON with one setting; SIGHUP reloads the coordinator; `--uninstall` removes what it says
  * and keeps the state and cache dirs (`--purge` removes those); bad input gets clear errors.
  * The container is removed at the end, also on failure.
@@ -309,6 +310,30 @@ describe('agent and coordinator as systemd services (a real systemd in a contain
     expect(off.code, off.stderr).toBe(0);
     expect((await sh('test -e /etc/systemd/system/kiln-agent.service.d/gpu.conf')).code).not.toBe(0);
     expect(await show('kiln-agent', 'PrivateDevices')).toBe('yes');
+  });
+
+  it('--tls-cert/--tls-key hand the files over as credentials and set KILN_TLS_CERT/KILN_TLS_KEY; --no-tls takes them away', async () => {
+    // a real self-signed certificate, so a coordinator that serves TLS starts with it
+    await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', join(work, 'key.pem'), '-out', join(work, 'cert.pem')]);
+    await run('docker', ['cp', join(work, 'cert.pem'), `${NAME}:/root/cert.pem`]);
+    await run('docker', ['cp', join(work, 'key.pem'), `${NAME}:/root/key.pem`]);
+    const out = await sh(`${SRC}/scripts/install-coordinator.sh --listen 127.0.0.1:${port} --tls-cert /root/cert.pem --tls-key /root/key.pem`);
+    expect(out.code, out.stderr).toBe(0);
+    expect(await ok('stat -c %U:%a /etc/kiln-coordinator/tls-cert /etc/kiln-coordinator/tls-key')).toBe('root:600\nroot:600\n');
+    const conf = (await ok('cat /etc/systemd/system/kiln-coordinator.service.d/tls.conf')).split('\n').filter((l) => l && !l.startsWith('#'));
+    expect(conf).toEqual(['[Service]', 'LoadCredential=tls-cert:/etc/kiln-coordinator/tls-cert', 'LoadCredential=tls-key:/etc/kiln-coordinator/tls-key', 'Environment=KILN_TLS_CERT=%d/tls-cert KILN_TLS_KEY=%d/tls-key']);
+    const env = await show('kiln-coordinator', 'Environment');
+    expect(env).toContain('KILN_TLS_CERT=/run/credentials/kiln-coordinator.service/tls-cert');
+    expect(env).toContain('KILN_TLS_KEY=/run/credentials/kiln-coordinator.service/tls-key');
+    expect(await show('kiln-coordinator', 'ActiveState')).toBe('active');
+    expect((await sh('cmp /run/credentials/kiln-coordinator.service/tls-key /root/key.pem')).code).toBe(0);
+    const off = await sh(`${SRC}/scripts/install-coordinator.sh --listen 127.0.0.1:${port} --no-tls`);
+    expect(off.code, off.stderr).toBe(0);
+    for (const gone of ['/etc/systemd/system/kiln-coordinator.service.d/tls.conf', '/etc/kiln-coordinator/tls-cert', '/etc/kiln-coordinator/tls-key']) {
+      expect((await sh(`test -e ${gone}`)).code, gone).not.toBe(0);
+    }
+    expect(await show('kiln-coordinator', 'Environment')).not.toContain('KILN_TLS_CERT');
+    await waitFor('the coordinator to answer', async () => (await fetch(`${url}/healthz`).catch(() => null))?.ok);
   });
 
   it('--uninstall removes unit, program, settings, credential and user, and keeps state and cache unless --purge', async () => {
