@@ -94,6 +94,8 @@ PROGRAM_REPLACED=false
 install_program() {
   local replace=$1 stage="$KILN_PREFIX.kiln-new"
   if [ -f "$KILN_PREFIX/dist/cli/main.js" ] && ! $replace; then
+    diff -rq "$CHECKOUT/dist" "$KILN_PREFIX/dist" >/dev/null 2>&1 \
+      || say "note: the program in $KILN_PREFIX differs from this checkout's (kept; --upgrade replaces it)"
     return 0
   fi
   stage_program "$stage"
