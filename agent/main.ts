@@ -55,7 +55,7 @@ export interface ProcessHost {
 
 export async function runAgent(flags: AgentFlags, host: ProcessHost): Promise<number> {
   const config = loadAgentConfig(flags, host);
-  const logger = createLogger({ name: 'kiln-agent', level: config.log.level, format: config.log.format });
+  const logger = createLogger({ name: 'kiln-agent', level: config.log.level, format: config.log.format, env: host.env });
   let executor: Executor;
   await mkdir(config.workDir, { recursive: true }).catch((err: unknown) => logger.warn({ work_dir: config.workDir, err: coerceError(err).message }, 'cannot create the work dir'));
   const current: CurrentToken = { token: config.token };

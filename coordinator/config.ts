@@ -73,7 +73,7 @@ export const COORDINATOR_SETTINGS = {
     type: t.text('dir'),
     key: 'data_dir',
     env: 'KILN_DATA_DIR',
-    defaultText: '$XDG_STATE_HOME/kiln/coordinator (~/.local/state/kiln/coordinator)',
+    defaultText: '$STATE_DIRECTORY/data under systemd, else $XDG_STATE_HOME/kiln/coordinator (~/.local/state/kiln/coordinator)',
     description: 'state, logs, CAS and tokens',
   },
   agentTokenFile: { type: t.text('file'), key: 'auth.agent_token_file', env: 'KILN_AGENT_TOKEN_FILE', defaultText: 'data_dir/tokens/agent, created', description: 'the token agents present' },
@@ -195,6 +195,11 @@ export interface ConfigEnvironment {
 type Reader = SettingsReader<typeof COORDINATOR_SETTINGS>;
 
 function defaultDataDir(env: Record<string, string | undefined>): string {
+  // systemd's StateDirectory= (a colon-separated list when it names several: the first). A
+  // subdirectory, so the first start creates it and knows to begin a new state, and a state
+  // file lost later is still refused (systemd creates the StateDirectory itself, empty).
+  const stateDirectory = env.STATE_DIRECTORY?.split(':')[0];
+  if (stateDirectory) return resolve(stateDirectory, 'data');
   const state = env.XDG_STATE_HOME || resolve(env.HOME || homedir(), '.local', 'state');
   return resolve(state, 'kiln', 'coordinator');
 }

@@ -4,9 +4,12 @@
  * at once). Exit 78 (EX_CONFIG) for errors a restart cannot fix: bad config, a missing
  * or corrupt state file, a data dir locked by another coordinator. `COORDINATOR_COMMAND`
  * is what the CLI needs to declare the command: its flags, made from the settings table.
+ * SIGHUP (`systemctl reload kiln-coordinator`) re-reads the config and applies what can
+ * change without a restart (the log level); a config that no longer loads is logged and
+ * the running settings stay.
  * The CLI imports this module only to run `kiln coordinator` (or show its help).
  */
-import { createLogger, EX_CONFIG, isKilnError, KILN_VERSION, settingFlags, settingsHelpFooter, type FlagSpec } from '../shared/index.js';
+import { coerceError, createLogger, EX_CONFIG, isKilnError, KILN_VERSION, settingFlags, settingsHelpFooter, type FlagSpec } from '../shared/index.js';
 import { COORDINATOR_OPTIONS, COORDINATOR_SETTINGS, loadCoordinatorConfig, type CoordinatorFlags } from './config.js';
 import { startCoordinator } from './coordinator.js';
 
@@ -21,7 +24,7 @@ export interface CoordinatorProcessHost {
 
 export async function runCoordinator(flags: CoordinatorFlags, host: CoordinatorProcessHost): Promise<number> {
   const config = loadCoordinatorConfig(flags, { env: host.env, arch: host.arch, isTTY: host.isTTY });
-  const logger = createLogger({ name: 'kiln-coordinator', level: config.log.level, format: config.log.format });
+  const logger = createLogger({ name: 'kiln-coordinator', level: config.log.level, format: config.log.format, env: host.env });
   let running;
   try {
     running = await startCoordinator(config, logger);
@@ -38,6 +41,15 @@ export async function runCoordinator(flags: CoordinatorFlags, host: CoordinatorP
   host.print(`  agent token: ${running.tokens.agentTokenFile}${created.has(running.tokens.agentTokenFile) ? ' (created)' : ''}`);
   host.print(`  API token:   ${running.tokens.apiTokenFile}${created.has(running.tokens.apiTokenFile) ? ' (created)' : ''}`);
   host.print(`  start an agent: kiln agent --coordinator ${running.url} --token-file ${running.tokens.agentTokenFile}`);
+  process.on('SIGHUP', () => {
+    try {
+      const next = loadCoordinatorConfig(flags, { env: host.env, arch: host.arch, isTTY: host.isTTY });
+      logger.level = next.log.level;
+      logger.info({ signal: 'SIGHUP', log_level: next.log.level }, 'reload: log level re-read; other settings take effect at the next restart');
+    } catch (err) {
+      logger.error({ signal: 'SIGHUP', err: coerceError(err).message }, 'reload failed: the config does not load; running settings kept');
+    }
+  });
   let stopping: Promise<void> | null = null;
   return new Promise<number>((resolve) => {
     host.onSignal((signal) => {

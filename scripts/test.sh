@@ -102,6 +102,11 @@ if bash scripts/infra/make-node-image.sh "$DOCKER_HOST"; then end; else
   end "FAILED (the Dockerfile.agent test will fail; the other tests still run)"
 fi
 
+begin "infra: scripts/infra/systemd-host.sh image (a real systemd for the services test; built once)"
+if bash scripts/infra/systemd-host.sh image; then end; else
+  end "FAILED (the systemd services test will fail; the other tests still run)"
+fi
+
 # --- 2. npm packages and build -------------------------------------------------------------
 if [ ! -d node_modules ]; then
   why="node_modules is missing"
