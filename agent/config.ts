@@ -9,7 +9,8 @@
  * `config/agent.example.yaml` shows the file.
  *
  * Enrolment: a token of the form `kiln_enrol_...` is an enrolment token, traded once for
- * the agent's own credential (agent/enrol.ts), kept in `<work dir>/agent-credential`.
+ * the agent's own credential (agent/enrol.ts), kept in `<state dir>/agent-credential`
+ * (the state dir: $STATE_DIRECTORY under systemd, else the work dir).
  * Once that file exists it is the agent's token, whatever token is configured.
  */
 import { readFileSync } from 'node:fs';
@@ -45,6 +46,7 @@ export const AGENT_SETTINGS = {
   platforms: { type: t.list('list'), key: 'platforms', env: 'KILN_AGENT_PLATFORMS', description: 'extra platforms run under qemu emulation, e.g. linux/s390x,linux/arm64' },
   dockerHost: { type: t.text('url'), key: 'docker_host', env: 'DOCKER_HOST', default: 'unix:///var/run/docker.sock', description: 'Docker Engine' },
   workDir: { type: t.text('dir'), key: 'work_dir', env: 'KILN_AGENT_WORK_DIR', defaultText: '$STATE_DIRECTORY, else ~/.cache/kiln-agent', description: 'local CAS cache and scratch space' },
+  stateDir: { type: t.text('dir'), key: 'state_dir', env: 'KILN_AGENT_STATE_DIR', defaultText: '$STATE_DIRECTORY, else the work dir', description: "where the agent's own credential is kept (agent-credential, 0600)" },
   cacheMax: { type: t.size(), key: 'cache_max', env: 'KILN_AGENT_CACHE_MAX', default: '20GiB', description: 'local CAS cache size limit (LRU eviction)' },
   minFreeDisk: { type: t.size(), key: 'min_free_disk', env: 'KILN_AGENT_MIN_FREE_DISK', default: '512MiB', description: 'take no work while the work dir has less free space' },
   pushStallTimeout: {
@@ -65,7 +67,7 @@ export interface AgentConfig {
   httpUrl: string;
   token: string;
   tokenSource: string;
-  /** Where the agent's own credential is kept: `<work dir>/agent-credential` (0600). */
+  /** Where the agent's own credential is kept: `<state dir>/agent-credential` (0600). */
   credentialFile: string;
   /** The enrolment token to trade for a credential (no credential stored yet), else null. */
   enrolToken: string | null;
@@ -163,7 +165,8 @@ export function loadAgentConfig(flags: AgentFlags, host: AgentHost): Readonly<Ag
   const tokenText = s.rank('token') > s.rank('tokenFile') ? s.get('token') : undefined;
   const tokenFile = tokenText === undefined ? (s.get('tokenFile') ?? (env.CREDENTIALS_DIRECTORY ? join(env.CREDENTIALS_DIRECTORY, 'token') : undefined)) : undefined;
   const workDir = resolve(s.get('workDir') ?? env.STATE_DIRECTORY ?? join(env.HOME || homedir(), '.cache', 'kiln-agent'));
-  const credentialFile = join(workDir, CREDENTIAL_FILE);
+  // The credential is state, not cache: under systemd the work dir may be the cache dir.
+  const credentialFile = join(resolve(s.get('stateDir') ?? env.STATE_DIRECTORY ?? workDir), CREDENTIAL_FILE);
   const stored = readStoredCredential(credentialFile, read);
   let token: string;
   let tokenSource: string;

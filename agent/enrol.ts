@@ -3,7 +3,7 @@
  * a `kiln_enrol_...` enrolment token and no credential is stored yet) or rotates.
  *
  * `enrol` trades the enrolment token once for the agent's own credential
- * (`POST /api/v1/agent-enrolment`) and stores it in `<work dir>/agent-credential` (mode 0600,
+ * (`POST /api/v1/agent-enrolment`) and stores it in `<state dir>/agent-credential` (mode 0600,
  * written to a temp file, fsynced, renamed, directory fsynced) before the agent uses it.
  * A coordinator that cannot be reached (or answers 5xx/429) is retried with backoff; a
  * refusal (401/403/409: unknown, expired, used up, revoked, name taken) is an E_CONFIG
