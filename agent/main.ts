@@ -16,7 +16,7 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { coerceError, createLogger, EX_CONFIG, isKilnError, settingFlags, settingsHelpFooter, sleep, Backoff, type FlagSpec } from '../shared/core.js';
+import { coerceError, createLogger, EX_CONFIG, fetchTrusting, isKilnError, settingFlags, settingsHelpFooter, sleep, Backoff, type FlagSpec } from '../shared/core.js';
 import { Agent, FatalAgentError } from './agent.js';
 import { AGENT_OPTIONS, AGENT_SETTINGS, loadAgentConfig, type AgentConfig, type AgentFlags } from './config.js';
 import { engineEndpoint, engineGet } from './docker/engine-api.js';
@@ -29,7 +29,9 @@ import { GpuSampler } from './host-metrics.js';
 /** The real docker executor, made with the first build: its modules load only then. */
 async function loadDockerExecutor(config: AgentConfig): Promise<Executor> {
   const [{ DockerExecutor }, { CasCache }, { dockerClient }] = await Promise.all([import('./executors/docker-executor.js'), import('./cas-cache.js'), import('./docker/docker-client.js')]);
-  const cas = new CasCache({ dir: join(config.workDir, 'cas'), coordinatorUrl: config.httpUrl, token: config.token, maxBytes: config.cacheMaxBytes });
+  // With a CA file, CAS downloads and uploads verify the coordinator with it (undici, loaded only then).
+  const fetchFn = config.ca ? await fetchTrusting(config.ca.pem) : undefined;
+  const cas = new CasCache({ dir: join(config.workDir, 'cas'), coordinatorUrl: config.httpUrl, token: config.token, maxBytes: config.cacheMaxBytes, ...(fetchFn ? { fetch: fetchFn } : {}) });
   return new DockerExecutor(dockerClient(config.dockerHost), cas, config.workDir, { pushStallMs: config.pushStallTimeoutMs });
 }
 
@@ -78,6 +80,7 @@ export async function runAgent(flags: AgentFlags, host: ProcessHost): Promise<nu
   const gpuUse = gpus.length > 0 ? new GpuSampler(() => queryGpuUse(host.env), 5_000) : undefined;
   const agent = new Agent({
     url: config.wsUrl,
+    ca: config.ca,
     token: config.token,
     name: config.name,
     labels: config.labels,
