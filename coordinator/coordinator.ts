@@ -24,7 +24,7 @@ import { lockDataDir, loadTokens, prepareDataDir, type LoadedTokens } from './st
 import { StateStore } from './state/state-store.js';
 import { sweepCacheTags } from './builds/cache-retention.js';
 import { contextDockerfile, loadContextDockerfile, wantContextDockerfiles } from './registry/context-dockerfiles.js';
-import type { TlsPair, TlsReloader } from './tls/tls-files.js';
+import type * as TlsFiles from './tls/tls-files.js';
 
 export interface RunningCoordinator {
   /** http(s)://host:port the coordinator listens on (port resolved when 0 was asked). */
@@ -67,7 +67,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
   };
   try {
     // The TLS pair first: a bad one is a config error, found before anything is opened.
-    let tls: { pair: TlsPair; mod: typeof import('./tls/tls-files.js') } | null = null;
+    let tls: { pair: TlsFiles.TlsPair; mod: typeof TlsFiles } | null = null;
     if (config.tls) {
       const mod = await import('./tls/tls-files.js');
       tls = { pair: mod.loadTlsPair(config.tls), mod };
@@ -153,7 +153,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       : (createAdaptorServer({ fetch: app.fetch }) as Server);
     server.on('upgrade', (req, socket, head) => hub.handleUpgrade(req, socket, head));
     const port = await listen(server, config.listen.host, config.listen.port);
-    let tlsReloader: TlsReloader | null = null;
+    let tlsReloader: TlsFiles.TlsReloader | null = null;
     if (tls && config.tls) {
       tlsReloader = new tls.mod.TlsReloader(server as HttpsServer, config.tls, tls.pair, logger);
       tlsReloader.watch();
