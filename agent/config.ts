@@ -145,7 +145,8 @@ export function loadAgentConfig(flags: AgentFlags, host: AgentHost): Readonly<Ag
   const coordinator = s.get('coordinator');
   if (!coordinator) throw configError('coordinator', 'no coordinator given (use --coordinator http://host:port or KILN_COORDINATOR)');
   const urls = coordinatorUrls(coordinator);
-  const plaintext = plaintextProblem(new URL(urls.wsUrl), s.need('insecure'), 'coordinator');
+  // Named by the scheme the user gave (host:port alone is http://).
+  const plaintext = plaintextProblem(new URL(/^[a-z]+:\/\//i.test(coordinator) ? coordinator : urls.httpUrl), s.need('insecure'), 'coordinator');
   if (plaintext !== null) throw new KilnError('E_CONFIG', plaintext);
   const caFile = s.get('caFile');
   const ca = caFile ? { file: resolve(caFile), pem: readCaFile(resolve(caFile), host.readFile) } : null;

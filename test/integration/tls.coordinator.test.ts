@@ -249,10 +249,10 @@ describe('plain http and ws to a non-loopback address', () => {
   const target = () => `${ip ?? '198.51.100.7'}:${port}`;
 
   it('the agent refuses ws:// and http:// (exit 78, before connecting)', async () => {
-    for (const coordinator of [`ws://${target()}`, `http://${target()}`]) {
+    for (const [scheme, coordinator] of [['ws', `ws://${target()}`], ['http', `http://${target()}`], ['http', target()]] as const) {
       const r = await kiln(['agent', '--coordinator', coordinator, '--token-file', join(dir, 'token'), '--work-dir', join(dir, 'work'), '--executor', 'noop']);
       expect(r.code, r.stderr).toBe(78);
-      expect(r.stderr).toMatch(new RegExp(`coordinator: plain ws:// to ${target().replace(/\./g, '\\.')} is refused.*--insecure \\(KILN_INSECURE=1\\)`));
+      expect(r.stderr).toMatch(new RegExp(`coordinator: plain ${scheme}:// to ${target().replace(/\./g, '\\.')} is refused.*--insecure \\(KILN_INSECURE=1\\)`));
     }
     expect(connections).toBe(0);
   });

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadAgentConfig } from '../../agent/config.js';
 import { loadClientConfig } from '../../cli/client-config.js';
 import { loadCoordinatorConfig } from '../../coordinator/config.js';
 import { loadTlsPair, TlsReloader } from '../../coordinator/tls/tls-files.js';
@@ -71,6 +72,24 @@ describe('CA files, client config and coordinator settings', () => {
     expect(loadClientConfig({ coordinator: 'http://10.0.0.9:8080', insecure: true }, env).baseUrl).toBe('http://10.0.0.9:8080');
     expect(loadClientConfig({ coordinator: 'http://10.0.0.9:8080' }, { ...env, KILN_INSECURE: '1' }).baseUrl).toBe('http://10.0.0.9:8080');
     expect(loadClientConfig({}, env).baseUrl).toBe('http://127.0.0.1:8080');
+  });
+
+  it('the agent takes ca_file and insecure from any layer, refuses plain ws:// and http:// off loopback, and uses wss:// for an https:// coordinator', async () => {
+    const host = (env: Record<string, string> = {}) => ({ env: { HOME: dir, KILN_AGENT_TOKEN: 't', ...env }, hostname: 'h', isTTY: false });
+    const c = loadAgentConfig({ coordinator: 'https://c.example:8443', caFile: ca.certFile }, host());
+    expect(c).toMatchObject({ wsUrl: 'wss://c.example:8443/api/v1/agent', httpUrl: 'https://c.example:8443', ca: { file: ca.certFile, pem: ca.pem } });
+    expect(loadAgentConfig({ coordinator: 'https://c.example' }, host({ KILN_CA_FILE: ca.certFile })).ca?.file).toBe(ca.certFile);
+    expect(loadAgentConfig({ coordinator: 'https://c.example' }, host()).ca).toBeNull();
+    expect(() => loadAgentConfig({ coordinator: 'https://c.example', caFile: join(dir, 'gone.pem') }, host())).toThrow(/CA file .*gone\.pem cannot be read \(ENOENT\)/);
+    expect(() => loadAgentConfig({ coordinator: 'ws://10.0.0.9:8080' }, host())).toThrow(/coordinator: plain ws:\/\/ to 10\.0\.0\.9:8080 is refused/);
+    expect(() => loadAgentConfig({ coordinator: '10.0.0.9:8080' }, host())).toThrow(/coordinator: plain http:\/\/ to 10\.0\.0\.9:8080 is refused/);
+    expect(loadAgentConfig({ coordinator: 'ws://10.0.0.9:8080', insecure: 'true' }, host()).wsUrl).toBe('ws://10.0.0.9:8080/api/v1/agent');
+    expect(loadAgentConfig({ coordinator: 'ws://10.0.0.9:8080' }, host({ KILN_INSECURE: '1' })).wsUrl).toBe('ws://10.0.0.9:8080/api/v1/agent');
+    const file = join(dir, 'agent.yaml');
+    await writeFile(file, `coordinator: http://10.0.0.9:8080\ninsecure: true\nca_file: ${ca.certFile}\n`);
+    expect(loadAgentConfig({ config: file }, host())).toMatchObject({ httpUrl: 'http://10.0.0.9:8080', ca: { file: ca.certFile } });
+    expect(() => loadAgentConfig({ config: file, insecure: 'false' }, host())).toThrow(/plain http:\/\/ to 10\.0\.0\.9:8080 is refused/);
+    expect(loadAgentConfig({ coordinator: 'ws://127.0.0.1:8080' }, host()).wsUrl).toBe('ws://127.0.0.1:8080/api/v1/agent');
   });
 
   it('the coordinator takes tls.cert and tls.key together, from any layer', async () => {
