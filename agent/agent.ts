@@ -245,7 +245,7 @@ export class Agent {
           failure = err.message;
           this.log.debug({ err: err.message }, 'websocket error');
         }
-        if (ws.readyState === WebSocket.CLOSED) done(false, err.message);
+        if (ws.readyState === WebSocket.CLOSED) done(false, failure);
       });
     });
   }
