@@ -22,6 +22,8 @@ import {
   randomToken,
   sleep,
   systemTimers,
+  tlsRefusalCode,
+  tlsRefusalMessage,
   type GpuInfoPayload,
   type HealthPayload,
   type HeartbeatPayload,
@@ -44,6 +46,8 @@ export { DEFAULT_CUTOFF_CANCEL_MS, cutoffCheckInterval, type HealthSource } from
 export interface AgentOptions {
   /** ws(s)://host:port/api/v1/agent */
   url: string;
+  /** wss://: the CA file the coordinator's certificate is verified with; absent: Node's built-in store. */
+  ca?: { file: string; pem: string } | null;
   token: string;
   name: string;
   labels: Record<string, string>;
@@ -212,7 +216,9 @@ export class Agent {
         maxPayload: MAX_FRAME_BYTES,
         perMessageDeflate: false,
         handshakeTimeout: 10_000,
+        ...(this.opts.ca ? { ca: this.opts.ca.pem } : {}),
       });
+      let failure: string | null = null;
       const link = {
         send: (bytes: Buffer) => {
           if (ws.readyState === WebSocket.OPEN) ws.send(bytes);
@@ -247,14 +253,22 @@ export class Agent {
       ws.on('open', () => core.opened(link));
       ws.on('message', (data, isBinary) => core.received(Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data), isBinary));
       ws.on('close', (code, reasonBuf) => {
-        const reason = reasonBuf.toString() || `close code ${code}`;
+        const reason = reasonBuf.toString() || failure || `close code ${code}`;
         const credential = code === CLOSE_CODES.CREDENTIAL_REVOKED || code === CLOSE_CODES.CREDENTIAL_NAME;
         const fatal = credential || code === CLOSE_CODES.PROTOCOL_VERSION || code === CLOSE_CODES.INVALID_FRAME;
         done(fatal, credential ? `${reason}${this.hint()}` : reason, code === CLOSE_CODES.CREDENTIAL_ROTATE);
       });
       ws.on('error', (err) => {
-        this.log.debug({ err: err.message }, 'websocket error');
-        if (ws.readyState === WebSocket.CLOSED) done(false, err.message);
+        const refused = tlsRefusalMessage(err, `the coordinator at ${this.opts.url}`, this.opts.ca?.file ?? null);
+        if (refused !== null) {
+          // Retried like any failed connection: a certificate being rotated can come right.
+          failure = refused;
+          this.log.error({ code: tlsRefusalCode(err), ca_file: this.opts.ca?.file ?? null }, refused);
+        } else {
+          failure = err.message;
+          this.log.debug({ err: err.message }, 'websocket error');
+        }
+        if (ws.readyState === WebSocket.CLOSED) done(false, failure);
       });
     });
   }

@@ -28,6 +28,8 @@ import {
   NAME_RE,
   NAME_RULE,
   platformProblem,
+  plaintextProblem,
+  readCaFile,
   readConfigFile,
   settingTypes as t,
   type SettingFlags,
@@ -57,6 +59,14 @@ export const AGENT_SETTINGS = {
     description: 'an image push or index put with no progress this long is abandoned as a registry failure (retried)',
   },
   ...LOG_SETTINGS,
+  caFile: {
+    type: t.text('file'),
+    key: 'ca_file',
+    env: 'KILN_CA_FILE',
+    defaultText: "Node's built-in CA store",
+    description: "PEM CA certificate(s) the coordinator's TLS certificate is verified with (WebSocket and CAS downloads)",
+  },
+  insecure: { type: t.bool(), key: 'insecure', env: 'KILN_INSECURE', default: false, description: 'allow plain http:// or ws:// to a coordinator that is not on loopback' },
   executor: { type: t.oneOf(['docker', 'noop']), key: 'executor', env: 'KILN_AGENT_EXECUTOR', default: 'docker', hidden: true, description: 'docker, or noop for dispatch benchmarks' },
 } as const satisfies SettingTable;
 
@@ -84,6 +94,8 @@ export interface AgentConfig {
   /** A push (or an index put) with no progress this long fails as the registry's (infrastructure) failure. */
   pushStallTimeoutMs: number;
   executor: 'docker' | 'noop';
+  /** The CA file the coordinator's certificate is verified with, and its PEM; null: Node's built-in store. */
+  ca: { file: string; pem: string } | null;
   log: { level: LogLevel; format: LogFormat };
 }
 
@@ -160,6 +172,11 @@ export function loadAgentConfig(flags: AgentFlags, host: AgentHost): Readonly<Ag
   const coordinator = s.get('coordinator');
   if (!coordinator) throw configError('coordinator', 'no coordinator given (use --coordinator http://host:port or KILN_COORDINATOR)');
   const urls = coordinatorUrls(coordinator);
+  // Named by the scheme the user gave (host:port alone is http://).
+  const plaintext = plaintextProblem(new URL(/^[a-z]+:\/\//i.test(coordinator) ? coordinator : urls.httpUrl), s.need('insecure'), 'coordinator');
+  if (plaintext !== null) throw new KilnError('E_CONFIG', plaintext);
+  const caFile = s.get('caFile');
+  const ca = caFile ? { file: resolve(caFile), pem: readCaFile(resolve(caFile), host.readFile) } : null;
 
   // The token file and the token are one choice: the higher layer wins, the file on a tie.
   const tokenText = s.rank('token') > s.rank('tokenFile') ? s.get('token') : undefined;
@@ -212,6 +229,7 @@ export function loadAgentConfig(flags: AgentFlags, host: AgentHost): Readonly<Ag
     minFreeDiskBytes: s.need('minFreeDisk'),
     pushStallTimeoutMs: s.need('pushStallTimeout'),
     executor: s.need('executor'),
+    ca,
     log: { level: s.need('logLevel'), format: s.get('logFormat') ?? (host.isTTY ? 'text' : 'json') },
   });
 }

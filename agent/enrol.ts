@@ -47,8 +47,8 @@ export async function writeCredential(path: string, credential: string): Promise
 
 type Answer = { ok: true; credential: string } | { ok: false; status: number; detail: string };
 
-async function ask(url: string, token: string, body: unknown): Promise<Answer> {
-  const res = await fetch(url, {
+async function ask(url: string, token: string, body: unknown, fetchFn: typeof fetch): Promise<Answer> {
+  const res = await fetchFn(url, {
     method: 'POST',
     headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
     ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
@@ -70,12 +70,12 @@ async function ask(url: string, token: string, body: unknown): Promise<Answer> {
 const isRefusal = (status: number) => status >= 400 && status < 500 && status !== 408 && status !== 429;
 
 /** Asks until answered or refused; transient failures are retried with backoff. */
-async function askUntilAnswered(what: string, url: string, token: string, body: unknown, logger: Logger, signal?: AbortSignal): Promise<Answer> {
+async function askUntilAnswered(what: string, url: string, token: string, body: unknown, logger: Logger, signal?: AbortSignal, fetchFn: typeof fetch = fetch): Promise<Answer> {
   const backoff = new Backoff({ baseMs: 500, capMs: 30_000 });
   for (;;) {
     let why: string;
     try {
-      const a = await ask(url, token, body);
+      const a = await ask(url, token, body, fetchFn);
       if (a.ok || isRefusal(a.status)) return a;
       why = `HTTP ${a.status} ${a.detail}`;
     } catch (err) {
@@ -99,12 +99,14 @@ export interface EnrolOptions {
   credentialFile: string;
   logger: Logger;
   signal?: AbortSignal;
+  /** The fetch to use (one trusting the agent's CA file, when it has one). */
+  fetch?: typeof fetch;
 }
 
 /** Trades the enrolment token for this agent's credential and stores it; resolves with the credential. */
 export async function enrol(o: EnrolOptions): Promise<string> {
   o.logger.info({ agent: o.name, credential_file: o.credentialFile }, 'enrolling with the coordinator');
-  const a = await askUntilAnswered('enrolment', `${o.httpUrl}${API_ROUTES.agentEnrol.path()}`, o.enrolToken, { name: o.name }, o.logger, o.signal);
+  const a = await askUntilAnswered('enrolment', `${o.httpUrl}${API_ROUTES.agentEnrol.path()}`, o.enrolToken, { name: o.name }, o.logger, o.signal, o.fetch);
   if (!a.ok) {
     throw new KilnError(
       'E_CONFIG',
@@ -121,8 +123,8 @@ export async function enrol(o: EnrolOptions): Promise<string> {
 }
 
 /** Gets a new credential with the current one and stores it; resolves with the new one. */
-export async function rotateCredential(o: { httpUrl: string; credential: string; credentialFile: string; logger: Logger; signal?: AbortSignal }): Promise<string> {
-  const a = await askUntilAnswered('credential rotation', `${o.httpUrl}${API_ROUTES.agentCredential.path()}`, o.credential, undefined, o.logger, o.signal);
+export async function rotateCredential(o: { httpUrl: string; credential: string; credentialFile: string; logger: Logger; signal?: AbortSignal; fetch?: typeof fetch }): Promise<string> {
+  const a = await askUntilAnswered('credential rotation', `${o.httpUrl}${API_ROUTES.agentCredential.path()}`, o.credential, undefined, o.logger, o.signal, o.fetch);
   if (!a.ok) throw new KilnError('E_CONFIG', `the coordinator refused the credential rotation (HTTP ${a.status}): ${a.detail}`);
   await writeCredential(o.credentialFile, a.credential);
   o.logger.info({ credential_file: o.credentialFile }, 'agent credential rotated');

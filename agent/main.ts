@@ -16,7 +16,7 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { coerceError, createLogger, EX_CONFIG, isKilnError, settingFlags, settingsHelpFooter, sleep, Backoff, type FlagSpec } from '../shared/core.js';
+import { coerceError, createLogger, EX_CONFIG, fetchTrusting, isKilnError, settingFlags, settingsHelpFooter, sleep, Backoff, type FlagSpec } from '../shared/core.js';
 import { Agent, FatalAgentError } from './agent.js';
 import { AGENT_OPTIONS, AGENT_SETTINGS, loadAgentConfig, type AgentConfig, type AgentFlags } from './config.js';
 import { engineEndpoint, engineGet } from './docker/engine-api.js';
@@ -34,6 +34,8 @@ interface CurrentToken {
 /** The real docker executor, made with the first build: its modules load only then. */
 async function loadDockerExecutor(config: AgentConfig, current: CurrentToken): Promise<Executor> {
   const [{ DockerExecutor }, { CasCache }, { dockerClient }] = await Promise.all([import('./executors/docker-executor.js'), import('./cas-cache.js'), import('./docker/docker-client.js')]);
+  // With a CA file, CAS downloads and uploads verify the coordinator with it (undici, loaded only then).
+  const fetchFn = config.ca ? await fetchTrusting(config.ca.pem) : undefined;
   const cas = new CasCache({
     dir: join(config.workDir, 'cas'),
     coordinatorUrl: config.httpUrl,
@@ -41,6 +43,7 @@ async function loadDockerExecutor(config: AgentConfig, current: CurrentToken): P
       return current.token;
     },
     maxBytes: config.cacheMaxBytes,
+    ...(fetchFn ? { fetch: fetchFn } : {}),
   });
   return new DockerExecutor(dockerClient(config.dockerHost), cas, config.workDir, { pushStallMs: config.pushStallTimeoutMs });
 }
@@ -63,7 +66,7 @@ export async function runAgent(flags: AgentFlags, host: ProcessHost): Promise<nu
   if (config.enrolToken !== null) {
     const { enrol } = await import('./enrol.js');
     try {
-      current.token = await enrol({ httpUrl: config.httpUrl, enrolToken: config.enrolToken, tokenSource: config.tokenSource, name: config.name, credentialFile: config.credentialFile, logger });
+      current.token = await enrol({ httpUrl: config.httpUrl, enrolToken: config.enrolToken, tokenSource: config.tokenSource, name: config.name, credentialFile: config.credentialFile, logger, ...(config.ca ? { fetch: await fetchTrusting(config.ca.pem) } : {}) });
     } catch (err) {
       if (!isKilnError(err, 'E_CONFIG')) throw err;
       logger.fatal({ err: coerceError(err).message }, 'agent cannot enrol; not retrying');
@@ -103,12 +106,13 @@ export async function runAgent(flags: AgentFlags, host: ProcessHost): Promise<nu
   const gpuUse = gpus.length > 0 ? new GpuSampler(() => queryGpuUse(host.env), 5_000) : undefined;
   const agent = new Agent({
     url: config.wsUrl,
+    ca: config.ca,
     token: current.token,
     ...(ownCredential
       ? {
           rotateCredential: async (credential: string) => {
             const { rotateCredential } = await import('./enrol.js');
-            current.token = await rotateCredential({ httpUrl: config.httpUrl, credential, credentialFile: config.credentialFile, logger });
+            current.token = await rotateCredential({ httpUrl: config.httpUrl, credential, credentialFile: config.credentialFile, logger, ...(config.ca ? { fetch: await fetchTrusting(config.ca.pem) } : {}) });
             return current.token;
           },
           authHint: `agent credential ${config.credentialFile}: this agent was revoked or its credential is unknown here; ask an admin for a new enrolment token (kiln tokens create --agent --name ${config.name}), delete this file, put the token in ${config.tokenSource === config.credentialFile ? 'the token file' : config.tokenSource} and restart`,

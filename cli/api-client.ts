@@ -3,10 +3,12 @@
  * codes (unreachable = 2, token refused = 4), turns problem+json into readable errors
  * (with the field errors of a rejected spec), and parses responses with the shared
  * schemas. A response that is not the JSON the schema expects is a CliError too (exit 2),
- * never an exception with a stack trace.
+ * never an exception with a stack trace. With a CA file (`--ca-file`) requests go through
+ * a fetch that trusts that CA (undici, loaded only then); a certificate the client refuses
+ * is an error saying so and naming the CA file.
  */
 import type { z } from 'zod';
-import { Problem, coerceError } from '../shared/index.js';
+import { Problem, coerceError, fetchTrusting, tlsRefusalMessage } from '../shared/index.js';
 import type { ClientConfig } from './client-config.js';
 import { CliError, EXIT } from './exit-codes.js';
 
@@ -19,7 +21,16 @@ export class UnreachableError extends CliError {
 }
 
 export class ApiClient {
+  private transport: Promise<typeof fetch> | null = null;
+
   constructor(readonly config: ClientConfig) {}
+
+  /** The fetch requests go through: global fetch, or one trusting the CA file. */
+  private fetchFn(): Promise<typeof fetch> {
+    const ca = this.config.ca;
+    this.transport ??= ca ? fetchTrusting(ca.pem) : Promise.resolve(fetch);
+    return this.transport;
+  }
 
   url(path: string): string {
     return `${this.config.baseUrl}${path}`;
@@ -32,8 +43,11 @@ export class ApiClient {
   /** fetch with connection errors turned into UnreachableError (exit 2). */
   async raw(path: string, init: RequestInit = {}): Promise<Response> {
     try {
-      return await fetch(this.url(path), { ...init, headers: this.headers((init.headers as Record<string, string>) ?? {}) });
+      const send = await this.fetchFn();
+      return await send(this.url(path), { ...init, headers: this.headers((init.headers as Record<string, string>) ?? {}) });
     } catch (err) {
+      const refused = tlsRefusalMessage(err, `the coordinator at ${this.config.baseUrl}`, this.config.ca?.file ?? null);
+      if (refused !== null) throw new UnreachableError(refused);
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
       throw new UnreachableError(`cannot reach the coordinator at ${this.config.baseUrl}: ${cause?.code ?? cause?.message ?? coerceError(err).message}`);
     }

@@ -2,26 +2,33 @@
  * Where the CLI's client commands find the coordinator and their API token:
  * `--coordinator` > KILN_COORDINATOR > http://127.0.0.1:8080, and `--token-file` >
  * KILN_TOKEN_FILE > KILN_TOKEN > the zero-config token of a local coordinator
- * (`~/.local/state/kiln/coordinator/tokens/api`), when it is readable.
+ * (`~/.local/state/kiln/coordinator/tokens/api`), when it is readable. TLS: `--ca-file` >
+ * KILN_CA_FILE (else Node's built-in CA store), and plain http:// only to loopback unless
+ * `--insecure` or KILN_INSECURE=1.
  */
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { resolve } from 'node:path';
-import { coerceError, errnoCode } from '../shared/index.js';
+import { coerceError, errnoCode, isKilnError, plaintextProblem, readCaFile } from '../shared/index.js';
 import { CliError, EXIT } from './exit-codes.js';
 
 export interface ClientFlags {
   coordinator?: string;
   tokenFile?: string;
+  caFile?: string;
+  insecure?: boolean;
 }
 
 export interface ClientConfig {
   baseUrl: string;
   token: string | null;
   tokenSource: string;
+  /** The CA file the coordinator's certificate is verified with, and its PEM; null or absent: Node's built-in store. */
+  ca?: { file: string; pem: string } | null;
 }
 
-export function loadClientConfig(flags: ClientFlags, env: Record<string, string | undefined>, read: (p: string) => string = (p) => readFileSync(p, 'utf8')): ClientConfig {
+export function loadClientConfig(flags: ClientFlags, env: Record<string, string | undefined>, readFile?: (p: string) => string): ClientConfig {
+  const read = readFile ?? ((p: string) => readFileSync(p, 'utf8'));
   const raw = flags.coordinator ?? env.KILN_COORDINATOR ?? 'http://127.0.0.1:8080';
   let u: URL;
   try {
@@ -33,6 +40,19 @@ export function loadClientConfig(flags: ClientFlags, env: Record<string, string 
   if (u.protocol === 'wss:') u.protocol = 'https:';
   if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new CliError(`--coordinator: unsupported scheme ${u.protocol}`, EXIT.USAGE);
   const baseUrl = `${u.protocol}//${u.host}${u.pathname.replace(/\/(api\/v1\/agent)?\/*$/, '')}`;
+  const insecure = flags.insecure === true || /^(1|true|yes|on)$/i.test(env.KILN_INSECURE ?? '');
+  const plaintext = plaintextProblem(u, insecure, '--coordinator');
+  if (plaintext !== null) throw new CliError(plaintext, EXIT.USAGE);
+  const caFile = flags.caFile ?? env.KILN_CA_FILE;
+  let ca: ClientConfig['ca'] = null;
+  if (caFile) {
+    try {
+      ca = { file: resolve(caFile), pem: readCaFile(resolve(caFile), readFile) };
+    } catch (err) {
+      if (isKilnError(err)) throw new CliError(`--ca-file: ${err.message}`, EXIT.USAGE);
+      throw err;
+    }
+  }
 
   const fromFile = (path: string, explicit: boolean): string | null => {
     try {
@@ -46,9 +66,9 @@ export function loadClientConfig(flags: ClientFlags, env: Record<string, string 
     }
   };
   const tokenFile = flags.tokenFile ?? env.KILN_TOKEN_FILE;
-  if (tokenFile) return { baseUrl, token: fromFile(tokenFile, true), tokenSource: tokenFile };
-  if (env.KILN_TOKEN) return { baseUrl, token: env.KILN_TOKEN.trim(), tokenSource: 'KILN_TOKEN' };
+  if (tokenFile) return { baseUrl, token: fromFile(tokenFile, true), tokenSource: tokenFile, ca };
+  if (env.KILN_TOKEN) return { baseUrl, token: env.KILN_TOKEN.trim(), tokenSource: 'KILN_TOKEN', ca };
   const state = env.XDG_STATE_HOME || resolve(env.HOME || homedir(), '.local', 'state');
   const local = resolve(state, 'kiln', 'coordinator', 'tokens', 'api');
-  return { baseUrl, token: fromFile(local, false), tokenSource: local };
+  return { baseUrl, token: fromFile(local, false), tokenSource: local, ca };
 }

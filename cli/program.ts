@@ -26,6 +26,7 @@ interface DaemonHost {
   hostname: string;
   isTTY: boolean;
   onSignal: (handler: (signal: string) => void) => void;
+  onReload: (handler: (signal: string) => void) => void;
   /** Human-readable start-up lines (stderr). */
   print: (line: string) => void;
 }
@@ -63,7 +64,9 @@ function makeIO(env: Record<string, string | undefined>): CliIO {
 function clientOptions(cmd: Command): Command {
   return cmd
     .option('--coordinator <url>', 'coordinator URL (default: $KILN_COORDINATOR or http://127.0.0.1:8080)')
-    .option('--token-file <file>', 'API token file (default: $KILN_TOKEN_FILE, $KILN_TOKEN, or the local coordinator\'s token)');
+    .option('--token-file <file>', 'API token file (default: $KILN_TOKEN_FILE, $KILN_TOKEN, or the local coordinator\'s token)')
+    .option('--ca-file <file>', 'PEM CA certificate(s) the coordinator\'s TLS certificate is verified with (default: $KILN_CA_FILE, else Node\'s built-in CA store)')
+    .option('--insecure', 'allow plain http:// to a coordinator that is not on loopback (default: $KILN_INSECURE=1)');
 }
 
 export async function main(argv: string[], env: Record<string, string | undefined>): Promise<number> {
@@ -88,7 +91,8 @@ export async function main(argv: string[], env: Record<string, string | undefine
     .exitOverride();
 
   // The two processes: their flags come with their module, loaded only for that command.
-  const daemonHost: DaemonHost = { env, arch: process.arch, hostname: hostname(), isTTY: Boolean(process.stderr.isTTY), onSignal, print: (l) => void process.stderr.write(`${l}\n`) };
+  const onReload = (handler: (signal: string) => void) => void process.on('SIGHUP', () => handler('SIGHUP'));
+  const daemonHost: DaemonHost = { env, arch: process.arch, hostname: hostname(), isTTY: Boolean(process.stderr.isTTY), onSignal, onReload, print: (l) => void process.stderr.write(`${l}\n`) };
   const daemons = new Map<string, () => Promise<DaemonCommand>>([
     ['coordinator', async () => (await import('../coordinator/main.js')).COORDINATOR_COMMAND],
     ['agent', async () => (await import('../agent/main.js')).AGENT_COMMAND],

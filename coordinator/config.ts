@@ -78,6 +78,13 @@ export const COORDINATOR_SETTINGS = {
   },
   agentTokenFile: { type: t.text('file'), key: 'auth.agent_token_file', env: 'KILN_AGENT_TOKEN_FILE', defaultText: 'data_dir/tokens/agent, created', description: 'the token agents present' },
   apiTokenFile: { type: t.text('file'), key: 'auth.api_token_file', env: 'KILN_API_TOKEN_FILE', defaultText: 'data_dir/tokens/api, created', description: 'the token API clients present' },
+  tlsCert: {
+    type: t.text('file'),
+    key: 'tls.cert',
+    env: 'KILN_TLS_CERT',
+    description: 'PEM certificate (chain) to serve HTTPS and WSS with; with tls.key. Reloaded on SIGHUP and when the file changes',
+  },
+  tlsKey: { type: t.text('file'), key: 'tls.key', env: 'KILN_TLS_KEY', description: 'PEM private key of tls.cert; with tls.cert' },
   heartbeatInterval: { type: t.duration(), key: 'heartbeat_interval', env: 'KILN_HEARTBEAT_INTERVAL', default: '10s', description: 'agent heartbeat interval (sent to agents, who jitter it by 10%)' },
   lostAfter: { type: t.duration(), key: 'lost_after', env: 'KILN_LOST_AFTER', defaultText: '3 x heartbeat_interval', description: 'an agent silent this long is lost; its attempts are re-queued' },
   reconnectGrace: { type: t.duration(), key: 'reconnect_grace', env: 'KILN_RECONNECT_GRACE', defaultText: 'lost_after, at least 60s', description: 'after a restart, time for agents to reclaim their attempts' },
@@ -137,6 +144,8 @@ export interface CoordinatorConfig extends EngineTimings {
   init: boolean;
   agentTokenFile: string | undefined;
   apiTokenFile: string | undefined;
+  /** HTTPS and WSS with this certificate and key (absolute paths); null: plain HTTP. */
+  tls: { certFile: string; keyFile: string } | null;
   /** Sent to agents: cut off from the coordinator this long, they cancel their running builds (S). */
   cutoffCancelMs: number;
   defaultPlatform: string;
@@ -275,6 +284,13 @@ export function loadCoordinatorConfig(flags: CoordinatorFlags, host: ConfigEnvir
   if (maxBlobBytes < 1) throw configError('max_blob_bytes', `'${maxBlobBytes}' is not a positive byte size`);
   const agentTokenFile = s.get('agentTokenFile');
   const apiTokenFile = s.get('apiTokenFile');
+  const tlsCert = s.get('tlsCert');
+  const tlsKey = s.get('tlsKey');
+  if ((tlsCert === undefined || tlsCert === '') !== (tlsKey === undefined || tlsKey === '')) {
+    const [missing, given] = tlsCert ? (['tls.key', 'tls.cert'] as const) : (['tls.cert', 'tls.key'] as const);
+    const row = missing === 'tls.key' ? s.table.tlsKey : s.table.tlsCert;
+    throw configError(missing, `required with ${given} (set ${missing} in the config file, --${kebab(missing === 'tls.key' ? 'tlsKey' : 'tlsCert')} or ${row.env})`);
+  }
   const cas = casSettings(s, host.readFile ?? ((p) => readFileSync(p, 'utf8')));
   const credentialsFile = s.get('registryCredentialsFile');
   const registries = credentialsFile ? loadRegistryCredentials(resolve(credentialsFile), host.readFile) : NO_CREDENTIALS;
@@ -293,6 +309,7 @@ export function loadCoordinatorConfig(flags: CoordinatorFlags, host: ConfigEnvir
     init: flags.init ?? false,
     agentTokenFile: agentTokenFile ? resolve(agentTokenFile) : undefined,
     apiTokenFile: apiTokenFile ? resolve(apiTokenFile) : undefined,
+    tls: tlsCert && tlsKey ? { certFile: resolve(tlsCert), keyFile: resolve(tlsKey) } : null,
     heartbeatIntervalMs,
     lostAfterMs,
     reconnectGraceMs: s.get('reconnectGrace') ?? Math.max(60_000, lostAfterMs),

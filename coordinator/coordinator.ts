@@ -3,11 +3,12 @@
  * CAS, log store, agent registry, engine, HTTP API and the agents' WebSocket endpoint on
  * one server, and the periodic sweep for lost agents and overdue attempts.
  */
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Server as NetServer } from 'node:net';
 import type { Server } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
 import { createAdaptorServer } from '@hono/node-server';
 import type { Logger } from 'pino';
-import { KilnError, errnoCode, type Digest, type Payload } from '../shared/index.js';
+import { KilnError, errnoCode, isLoopbackHost, type Digest, type Payload } from '../shared/index.js';
 import { AgentHub } from './agents/agent-hub.js';
 import { AgentRegistry } from './placement/agent-registry.js';
 import { Engine } from './builds/engine.js';
@@ -24,9 +25,10 @@ import { lockDataDir, loadTokens, prepareDataDir, type LoadedTokens } from './st
 import { StateStore } from './state/state-store.js';
 import { sweepCacheTags } from './builds/cache-retention.js';
 import { contextDockerfile, loadContextDockerfile, wantContextDockerfiles } from './registry/context-dockerfiles.js';
+import type * as TlsFiles from './tls/tls-files.js';
 
 export interface RunningCoordinator {
-  /** http://host:port the coordinator listens on (port resolved when 0 was asked). */
+  /** http(s)://host:port the coordinator listens on (port resolved when 0 was asked). */
   url: string;
   port: number;
   dataDir: string;
@@ -40,10 +42,12 @@ export interface RunningCoordinator {
   store: StateStore;
   cas: Cas;
   retention: Retention;
+  /** SIGHUP: re-reads what can change without a restart (the TLS certificate and key). */
+  reload(reason: string): void;
   stop(): Promise<void>;
 }
 
-function listen(server: Server, host: string, port: number): Promise<number> {
+function listen(server: NetServer, host: string, port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error) => {
       const code = errnoCode(err);
@@ -63,6 +67,12 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     for (const r of releasers.splice(0).reverse()) await r();
   };
   try {
+    // The TLS pair first: a bad one is a config error, found before anything is opened.
+    let tls: { pair: TlsFiles.TlsPair; mod: typeof TlsFiles } | null = null;
+    if (config.tls) {
+      const mod = await import('./tls/tls-files.js');
+      tls = { pair: mod.loadTlsPair(config.tls), mod };
+    }
     const prepared = await prepareDataDir(config.dataDir);
     releasers.push(await lockDataDir(config.dataDir, (stale) => logger.warn({ stale: stale.holder, reason: stale.reason }, stale.message)));
     const store = await StateStore.open({ dataDir: config.dataDir, persist: config.persist, init: config.init || prepared.created });
@@ -143,9 +153,22 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       cutoffCancelMs: config.cutoffCancelMs,
       ...(registries.size > 0 ? { withRegistryAuth } : {}),
     });
-    const server = createAdaptorServer({ fetch: app.fetch }) as Server;
+    // HTTPS and WSS on one port when TLS is configured, else plain HTTP and WS.
+    const server = tls
+      ? (createAdaptorServer({ fetch: app.fetch, createServer: tls.mod.createHttpsServer, serverOptions: { cert: tls.pair.cert, key: tls.pair.key } }) as HttpsServer)
+      : (createAdaptorServer({ fetch: app.fetch }) as Server);
     server.on('upgrade', (req, socket, head) => hub.handleUpgrade(req, socket, head));
     const port = await listen(server, config.listen.host, config.listen.port);
+    let tlsReloader: TlsFiles.TlsReloader | null = null;
+    if (tls && config.tls) {
+      tlsReloader = new tls.mod.TlsReloader(server as HttpsServer, config.tls, tls.pair, logger);
+      tlsReloader.watch();
+      const r = tlsReloader;
+      releasers.push(() => r.stop());
+      logger.info({ cert_file: config.tls.certFile, serial: tls.pair.serial, fingerprint256: tls.pair.fingerprint256, subject: tls.pair.subject, valid_to: tls.pair.validTo }, 'serving HTTPS and WSS');
+    } else if (!isLoopbackHost(config.listen.host)) {
+      logger.warn({ listen: `${config.listen.host}:${port}` }, 'listening on a non-loopback address without TLS: API tokens, agent tokens and logs cross the network in clear text (set tls.cert and tls.key)');
+    }
     releasers.push(
       () =>
         new Promise<void>((resolve) => {
@@ -186,7 +209,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     });
 
     const host = config.listen.host === '0.0.0.0' || config.listen.host === '::' ? '127.0.0.1' : config.listen.host;
-    const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+    const url = `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
     logger.info({ url, data_dir: config.dataDir, cas: cas.location, builds: engine.buildIds().length }, 'coordinator listening');
     return {
       url,
@@ -200,6 +223,10 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       store,
       cas,
       retention,
+      reload: (reason) => {
+        if (tlsReloader) tlsReloader.reload(reason);
+        else logger.info({ reason }, 'nothing to reload (no TLS configured)');
+      },
       stop: cleanup,
     };
   } catch (err) {

@@ -1,7 +1,8 @@
 /**
  * `kiln coordinator`: loads the config, starts the coordinator, tells the user where
  * its data and tokens are, and stops cleanly on SIGTERM/SIGINT (a second signal exits
- * at once). Exit 78 (EX_CONFIG) for errors a restart cannot fix: bad config, a missing
+ * at once); SIGHUP reloads what can change without a restart (the TLS certificate and
+ * key: systemd's ExecReload sends it). Exit 78 (EX_CONFIG) for errors a restart cannot fix: bad config, a missing
  * or corrupt state file, a data dir locked by another coordinator. `COORDINATOR_COMMAND`
  * is what the CLI needs to declare the command: its flags, made from the settings table.
  * SIGHUP (`systemctl reload kiln-coordinator`) re-reads the config and applies what can
@@ -18,6 +19,8 @@ export interface CoordinatorProcessHost {
   arch: string;
   isTTY: boolean;
   onSignal: (handler: (signal: string) => void) => void;
+  /** SIGHUP: reload (absent: no reload signal). */
+  onReload?: (handler: (signal: string) => void) => void;
   /** Human-readable start-up lines (stderr). */
   print: (line: string) => void;
 }
@@ -51,6 +54,10 @@ export async function runCoordinator(flags: CoordinatorFlags, host: CoordinatorP
     }
   });
   let stopping: Promise<void> | null = null;
+  host.onReload?.((signal) => {
+    logger.info({ signal }, 'reloading');
+    running.reload(signal);
+  });
   return new Promise<number>((resolve) => {
     host.onSignal((signal) => {
       if (stopping) {

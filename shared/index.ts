@@ -147,6 +147,13 @@ export {
   withQuery,
   writeVerifiedFile,
   readBoundedText,
+  fetchTrusting,
+  isLoopbackHost,
+  MAX_CA_FILE_BYTES,
+  plaintextProblem,
+  readCaFile,
+  tlsRefusalCode,
+  tlsRefusalMessage,
 } from './core.js';
 export { CURSOR_RE, formatCursor, formatOffsetId, MAX_CURSOR_CHARS, parseCursor, type ParsedCursor, parseOffsetId } from './log-cursor.js';
 export {

@@ -202,7 +202,8 @@ export function settingFlags(table: SettingTable): FlagSpec[] {
     .map(([id, row]) => {
       const def = defaultOf(row);
       return {
-        flags: `--${kebab(id)} <${row.type.hint}>`,
+        // a boolean's value is optional: `--insecure` alone is `--insecure true`
+        flags: row.type.hint === 'true|false' ? `--${kebab(id)} [true|false]` : `--${kebab(id)} <${row.type.hint}>`,
         description: `${row.description} [${def !== undefined ? `default: ${def}; ` : ''}env ${row.env}; file ${row.key}]`,
         hidden: Boolean(row.hidden),
       };

@@ -18,7 +18,7 @@ describe('agent config: min_free_disk', () => {
     dir = await mkdtemp(join(tmpdir(), 'kiln-agent-cfg-'));
   });
   afterEach(() => rm(dir, { recursive: true, force: true }));
-  const host = (env: Record<string, string> = {}) => ({ env: { HOME: dir, KILN_AGENT_TOKEN: 't', KILN_COORDINATOR: 'http://c:8080', ...env }, hostname: 'h', isTTY: false });
+  const host = (env: Record<string, string> = {}) => ({ env: { HOME: dir, KILN_AGENT_TOKEN: 't', KILN_COORDINATOR: 'https://c:8080', ...env }, hostname: 'h', isTTY: false });
 
   it('defaults to 512MiB and layers file < env < flag', async () => {
     expect(loadAgentConfig({}, host()).minFreeDiskBytes).toBe(512 * 1024 * 1024);
@@ -51,7 +51,7 @@ describe('agent config: the token', () => {
     await writeFile(join(dir, 'token'), 'from-file\n');
   });
   afterEach(() => rm(dir, { recursive: true, force: true }));
-  const host = (env: Record<string, string> = {}) => ({ env: { HOME: dir, KILN_COORDINATOR: 'http://c:8080', ...env }, hostname: 'h', isTTY: false });
+  const host = (env: Record<string, string> = {}) => ({ env: { HOME: dir, KILN_COORDINATOR: 'https://c:8080', ...env }, hostname: 'h', isTTY: false });
 
   it('takes the higher layer of token_file and token, the file on a tie', async () => {
     const tokenFile = join(dir, 'token');

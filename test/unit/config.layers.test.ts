@@ -138,7 +138,7 @@ describe('agent config', () => {
   });
 
   it('reads the token file and applies defaults', () => {
-    const c = loadAgentConfig({ coordinator: 'http://c:1', tokenFile: token }, host());
+    const c = loadAgentConfig({ coordinator: 'https://c:1', tokenFile: token }, host());
     expect(c.token).toBe('secret-agent-token');
     expect(c.name).toBe('build-host');
     expect(c.maxJobs).toBe(2);
@@ -148,9 +148,9 @@ describe('agent config', () => {
 
   it('layers file < env < flags and validates', async () => {
     const file = join(dir, 'a.yaml');
-    await writeFile(file, `coordinator: http://file:1\ntoken_file: ${token}\nlabels: { pool: a }\nmax_jobs: 3\nplatforms: [linux/s390x]\n`);
+    await writeFile(file, `coordinator: https://file:1\ntoken_file: ${token}\nlabels: { pool: a }\nmax_jobs: 3\nplatforms: [linux/s390x]\n`);
     const f = loadAgentConfig({ config: file }, host());
-    expect(f).toMatchObject({ httpUrl: 'http://file:1', labels: { pool: 'a' }, maxJobs: 3, extraPlatforms: ['linux/s390x'] });
+    expect(f).toMatchObject({ httpUrl: 'https://file:1', labels: { pool: 'a' }, maxJobs: 3, extraPlatforms: ['linux/s390x'] });
     const e = loadAgentConfig({ config: file }, host({ KILN_AGENT_LABELS: 'pool=b,gpu=true', KILN_AGENT_MAX_JOBS: '4' }));
     expect(e).toMatchObject({ labels: { pool: 'b', gpu: 'true' }, maxJobs: 4 });
     const fl = loadAgentConfig({ config: file, maxJobs: '5', platforms: 'linux/arm64' }, host({ KILN_AGENT_MAX_JOBS: '4' }));
@@ -162,8 +162,8 @@ describe('agent config', () => {
   });
 
   it('says how to give a token when there is none, and uses the systemd credential when present', async () => {
-    expect(() => loadAgentConfig({ coordinator: 'http://c:1' }, host())).toThrow(/--token-file FILE, KILN_AGENT_TOKEN_FILE or KILN_AGENT_TOKEN/);
-    const c = loadAgentConfig({ coordinator: 'http://c:1' }, host({ CREDENTIALS_DIRECTORY: dir }));
+    expect(() => loadAgentConfig({ coordinator: 'https://c:1' }, host())).toThrow(/--token-file FILE, KILN_AGENT_TOKEN_FILE or KILN_AGENT_TOKEN/);
+    const c = loadAgentConfig({ coordinator: 'https://c:1' }, host({ CREDENTIALS_DIRECTORY: dir }));
     expect(c.token).toBe('secret-agent-token');
     expect(() => loadAgentConfig({ tokenFile: token }, host())).toThrow(/no coordinator given/);
   });
