@@ -23,6 +23,8 @@ import { lockDataDir, loadTokens, prepareDataDir, type LoadedTokens } from './st
 import { StateStore } from './state/state-store.js';
 import { sweepCacheTags } from './builds/cache-retention.js';
 import { contextDockerfile, loadContextDockerfile, wantContextDockerfiles } from './registry/context-dockerfiles.js';
+import { SecretStore } from './secrets/secret-store.js';
+import { secretValuesAttacher } from './secrets/assign-secrets.js';
 
 export interface RunningCoordinator {
   /** http://host:port the coordinator listens on (port resolved when 0 was asked). */
@@ -67,6 +69,8 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     const store = await StateStore.open({ dataDir: config.dataDir, persist: config.persist, init: config.init || prepared.created });
     const initialized = store.created;
     const tokens = await loadTokens(config.dataDir, { agentTokenFile: config.agentTokenFile, apiTokenFile: config.apiTokenFile });
+    // Build secrets: a store its key does not open refuses the start (naming both files).
+    const secrets = await SecretStore.open({ dataDir: config.dataDir, keyFile: config.secretsKeyFile });
     const cas = new Cas(createBlobStore(config.cas, config.dataDir, config.maxBlobBytes));
     await cas.init();
     const reuse = new ReuseIndex(config.dataDir, config.persist);
@@ -106,6 +110,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       cas,
       retention,
       tokens: tokenCheck,
+      secrets,
       logger,
       defaultPlatform: config.defaultPlatform,
       maxSpecBytes: config.maxSpecBytes,
@@ -124,9 +129,11 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       if (text === undefined) void loadContextDockerfile(context, path, () => cas.read(context as Digest));
       return text ?? null;
     };
+    const withSecretValues = secretValuesAttacher(secrets);
+    // Registry credentials and secret values join an assignment only as it is sent (never stored).
     const withRegistryAuth = (a: Payload<'assign'>): Payload<'assign'> => {
-      const auth = registries.forAssign(a, dockerfileOf(a));
-      return auth.length > 0 ? { ...a, registry_auth: auth } : a;
+      const auth = registries.size > 0 ? registries.forAssign(a, dockerfileOf(a)) : [];
+      return withSecretValues(auth.length > 0 ? { ...a, registry_auth: auth } : a);
     };
     const hub = new AgentHub({
       engine,
@@ -135,7 +142,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       heartbeatIntervalMs: config.heartbeatIntervalMs,
       lostAfterMs: config.lostAfterMs,
       cutoffCancelMs: config.cutoffCancelMs,
-      ...(registries.size > 0 ? { withRegistryAuth } : {}),
+      withRegistryAuth,
     });
     const server = createAdaptorServer({ fetch: app.fetch }) as Server;
     server.on('upgrade', (req, socket, head) => hub.handleUpgrade(req, socket, head));

@@ -21,6 +21,7 @@ import { registerCasRoutes } from './routes-cas.js';
 import { registerImageRoutes } from './routes-images.js';
 import { registerFleetRoutes } from './routes-fleet.js';
 import { registerLogRoutes } from './routes-logs.js';
+import { registerSecretRoutes } from './routes-secrets.js';
 
 const probe = (path: '/livez' | '/readyz' | '/healthz', summary: string, ready: boolean) =>
   createRoute({
@@ -161,6 +162,7 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   registerCasRoutes(app, deps);
   registerAgentRoutes(app, deps);
   registerFleetRoutes(app, deps);
+  if (deps.secrets) registerSecretRoutes(app, { ...deps, secrets: deps.secrets });
 
   const docConfig = {
     openapi: '3.1.0' as const,

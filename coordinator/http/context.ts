@@ -8,6 +8,7 @@ import type { Cas } from '../cas/cas.js';
 import type { Retention } from '../cas/retention.js';
 import type { LogStore } from '../logs/log-store.js';
 import type { TokenCheck } from './auth.js';
+import type { SecretStore } from '../secrets/secret-store.js';
 
 export interface HttpDeps {
   engine: Engine;
@@ -25,6 +26,8 @@ export interface HttpDeps {
   maxBlobBytes: number;
   /** false while starting or shutting down: /readyz answers 503 and writes are refused. */
   isReady: () => boolean;
+  /** Build secrets (issue 12); absent: no secret routes, and a spec naming a secret is refused. */
+  secrets?: SecretStore;
   /** The coordinator's clock (ms); default Date.now. Views use it for circuit breakers. */
   clock?: () => number;
 }

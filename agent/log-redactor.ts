@@ -1,0 +1,130 @@
+/**
+ * Redacts build secrets from a log stream (issue 12): every occurrence of a secret's value
+ * becomes `[secret:NAME]`, also when the value arrives split over several chunks.
+ *
+ * Streaming: `push(text)` returns what may be shown now. It holds back the end of the text
+ * only when that end could be the start of a secret (a proper prefix of one), at most
+ * (longest secret - 1) characters, until the next chunk says whether the secret follows;
+ * text that cannot start a secret leaves at once, so the log's latency is unchanged for
+ * everything else. `end()` gives what is held (it is not a whole secret).
+ *
+ * What counts as a value: the secret as text (UTF-8), without a trailing newline (values
+ * set with `echo x | kiln secrets set` end in one, the printed value usually does not),
+ * and, for a value of several lines, each line of at least MIN_LINE_CHARS characters
+ * (the log prefixes each line of output with the step number and time, so a printed
+ * multi-line value is never one piece of the log).
+ *
+ * Also `redact(text)` for one whole text (error messages, failed-step names).
+ */
+
+/** Lines of a multi-line value shorter than this are not redacted on their own (noise). */
+export const MIN_LINE_CHARS = 4;
+
+interface Pattern {
+  text: string;
+  mark: string;
+}
+
+function escapeRe(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/** The texts to redact for each secret, longest first (so a longer value wins over one it contains). */
+export function redactionPatterns(secrets: ReadonlyArray<{ name: string; value: Uint8Array | string }>): Pattern[] {
+  const byText = new Map<string, string>();
+  for (const { name, value } of secrets) {
+    const text = typeof value === 'string' ? value : Buffer.from(value).toString('utf8');
+    const mark = `[secret:${name}]`;
+    const whole = text.replace(/\r?\n$/, '');
+    if (whole !== '' && !byText.has(whole)) byText.set(whole, mark);
+    if (whole.includes('\n')) {
+      for (const line of whole.split('\n')) {
+        const l = line.replace(/\r$/, '').trim();
+        if (l.length >= MIN_LINE_CHARS && !byText.has(l)) byText.set(l, mark);
+      }
+    }
+  }
+  return [...byText].map(([text, mark]) => ({ text, mark })).sort((a, b) => b.text.length - a.text.length);
+}
+
+export class LogRedactor {
+  private readonly patterns: Pattern[];
+  private readonly marks: Map<string, string>;
+  private readonly re: RegExp | null;
+  private readonly firstChars: Set<string>;
+  private readonly maxLen: number;
+  private held = '';
+
+  constructor(secrets: ReadonlyArray<{ name: string; value: Uint8Array | string }>) {
+    this.patterns = redactionPatterns(secrets);
+    this.marks = new Map(this.patterns.map((p) => [p.text, p.mark]));
+    this.re = this.patterns.length > 0 ? new RegExp(this.patterns.map((p) => escapeRe(p.text)).join('|'), 'g') : null;
+    this.firstChars = new Set(this.patterns.map((p) => p.text[0]!));
+    this.maxLen = this.patterns.reduce((m, p) => Math.max(m, p.text.length), 0);
+  }
+
+  /** Whether there is anything to redact at all. */
+  get active(): boolean {
+    return this.re !== null;
+  }
+
+  /** Text held back (a possible start of a secret), for tests. */
+  get pending(): string {
+    return this.held;
+  }
+
+  /** `text` redacted in one piece (nothing held back). */
+  redact(text: string): string {
+    if (this.re === null || text === '') return text;
+    return text.replace(this.re, (m) => this.marks.get(m)!);
+  }
+
+  /** The next chunk of the stream; returns what can be shown now. */
+  push(text: string): string {
+    if (this.re === null) return text;
+    const s = this.held + text;
+    if (s === '') return '';
+    const matches: Array<{ start: number; end: number; mark: string }> = [];
+    this.re.lastIndex = 0;
+    for (let m = this.re.exec(s); m !== null; m = this.re.exec(s)) matches.push({ start: m.index, end: m.index + m[0].length, mark: this.marks.get(m[0])! });
+    const cut = this.holdFrom(s, matches);
+    let out = '';
+    let pos = 0;
+    for (const m of matches) {
+      if (m.end > cut) break;
+      out += s.slice(pos, m.start) + m.mark;
+      pos = m.end;
+    }
+    out += s.slice(pos, cut);
+    this.held = s.slice(cut);
+    return out;
+  }
+
+  /** What is held back: call once the stream ended. */
+  end(): string {
+    const rest = this.held;
+    this.held = '';
+    return rest;
+  }
+
+  /**
+   * Where the held-back tail starts: the earliest position whose suffix is a proper prefix
+   * of a pattern and that is not inside a match (a match reaching it or beyond is held
+   * with it, so a value that another one starts with is not cut short). s.length: none.
+   */
+  private holdFrom(s: string, matches: ReadonlyArray<{ start: number; end: number }>): number {
+    const from = Math.max(0, s.length - this.maxLen + 1);
+    let mi = 0;
+    for (let i = from; i < s.length; i++) {
+      while (mi < matches.length && matches[mi]!.end <= i) mi++;
+      const m = matches[mi];
+      if (m !== undefined && m.start < i) continue; // inside a match
+      if (!this.firstChars.has(s[i]!)) continue;
+      const tail = s.slice(i);
+      for (const p of this.patterns) {
+        if (p.text.length > tail.length && p.text.startsWith(tail)) return i;
+      }
+    }
+    return s.length;
+  }
+}
