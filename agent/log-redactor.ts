@@ -6,7 +6,8 @@
  * only when that end could be the start of a secret (a proper prefix of one), at most
  * (longest secret - 1) characters, until the next chunk says whether the secret follows;
  * text that cannot start a secret leaves at once, so the log's latency is unchanged for
- * everything else. `end()` gives what is held (it is not a whole secret).
+ * everything else. `end()` gives what is held, redacted (a held start of a longer value
+ * may be a whole shorter one).
  *
  * What counts as a value: the secret as text (UTF-8), without a trailing newline (values
  * set with `echo x | kiln secrets set` end in one, the printed value usually does not),
@@ -100,11 +101,11 @@ export class LogRedactor {
     return out;
   }
 
-  /** What is held back: call once the stream ended. */
+  /** What is held back, redacted (it may hold a value a longer one starts with): call once the stream ended. */
   end(): string {
     const rest = this.held;
     this.held = '';
-    return rest;
+    return this.redact(rest);
   }
 
   /**
