@@ -232,7 +232,11 @@ export class DockerExecutor implements Executor {
       if (isEngineClientError(err) && !isEngineUnreachable(err)) return { ...base, status: 'failed', error: message, infra: false, fetchMs, buildMs: Date.now() - t1, ...meta };
       return { ...infraFail(message, fetchMs, Date.now() - t1, err), ...meta };
     }
-    const decoder = new BuildProgressDecoder();
+    // Build secrets: each step's output is redacted on its own (log-redactor.ts, loaded only
+    // for such a node), so a value printed in pieces is caught even while other steps print.
+    const secretValues = job.secret_values ?? [];
+    const Redactor = secretValues.length > 0 ? (await import('../log-redactor.js')).LogRedactor : null;
+    const decoder = new BuildProgressDecoder(Redactor ? { filter: () => new Redactor(secretValues) } : undefined);
     // A line without its newline yet (a prompt, progress dots) is shown once it has waited
     // PARTIAL_LINE_WAIT_MS, checked that often while one is held.
     let partialTimer: NodeJS.Timeout | null = null;

@@ -5,8 +5,9 @@
  * - A node with `secrets: [tok]` reads it with `RUN --mount=type=secret,id=tok` (its
  *   Dockerfile compares the sha256 of the mounted file, so the value is in no spec) and
  *   prints it: the build succeeds and its log shows `[secret:tok]`, never the value, also
- *   when the step prints it one character at a time (many log chunks) or in the middle of
- *   a lot of output; and for a failing step, in the error report.
+ *   when the step prints it one character at a time (many log chunks), also while another
+ *   stage prints at the same time, or in the middle of a lot of output; and for a failing
+ *   step, in the error report.
  * - The value is nowhere: in no file under the coordinator's data dir or the agent's work
  *   dir (binary-safe, also base64 and hex), not in the processes' output, not in the
  *   image history (`docker history --no-trunc`) or any layer (`docker save`), not in the
@@ -118,6 +119,20 @@ describe('build secrets', () => {
         },
         slow: { secrets: ['tok'], dockerfile_inline: `FROM kiln/busybox:1\nRUN --mount=type=secret,id=tok sh -c '${check} && ${slow}'\n` },
         big: { secrets: ['tok'], dockerfile_inline: `FROM kiln/busybox:1\nRUN --mount=type=secret,id=tok sh -c '${check} && ${big}'\n` },
+        // Two stages at once: the value printed slowly while the other stage prints.
+        parallel: {
+          secrets: ['tok'],
+          dockerfile_inline: [
+            'FROM kiln/busybox:1 AS a',
+            `RUN --mount=type=secret,id=tok sh -c '${check} && ${slow} && touch /done'`,
+            'FROM kiln/busybox:1 AS b',
+            `RUN sh -c 'echo ${hash.slice(0, 12)}; i=0; while [ $i -lt 60 ]; do echo "noise $i"; sleep 0.02; i=$((i+1)); done; touch /done'`,
+            'FROM kiln/busybox:1',
+            'COPY --from=a /done /a',
+            'COPY --from=b /done /b',
+            '',
+          ].join('\n'),
+        },
       },
     };
     okBuild = await submitSpec(coord, spec);
@@ -126,6 +141,7 @@ describe('build secrets', () => {
       ['use', 'success', null],
       ['slow', 'success', null],
       ['big', 'success', null],
+      ['parallel', 'success', null],
     ]);
     const use = await nodeLog(coord, okBuild, 'use');
     expect(use).toMatch(/value: \[secret:tok\]\n/);
@@ -134,20 +150,25 @@ describe('build secrets', () => {
     const bigLog = await nodeLog(coord, okBuild, 'big');
     expect(bigLog).toContain('mid [secret:tok] mid');
     expect(bigLog).toContain('after 1999 padding');
+    const parallelLog = await nodeLog(coord, okBuild, 'parallel');
+    expect(parallelLog).toContain('[secret:tok] <- slow');
+    expect(parallelLog).toContain('noise 59');
+    if (process.env.KILN_TEST_SHOW_LOG) console.log(parallelLog);
     const cli = await kiln(['logs', okBuild], coord.cliEnv);
     expect(cli.code).toBe(0);
-    expect(cli.stdout.split('[secret:tok]').length - 1).toBeGreaterThanOrEqual(3);
-    for (const f of forms) for (const text of [use, slowLog, bigLog, cli.stdout, cli.stderr]) expect(text).not.toContain(f);
+    expect(cli.stdout.split('[secret:tok]').length - 1).toBeGreaterThanOrEqual(4);
+    for (const f of forms) for (const text of [use, slowLog, bigLog, parallelLog, cli.stdout, cli.stderr]) expect(text).not.toContain(f);
   });
 
   it('keeps the value out of the image history and every layer', async () => {
     const b = await waitForBuild(coord, okBuild);
-    for (const node of ['use', 'slow', 'big']) {
+    for (const node of ['use', 'slow', 'big', 'parallel']) {
       const image = nodeOf(b, node).image_id!;
       expect(image).toMatch(/^sha256:/);
       const env = { ...process.env, DOCKER_HOST };
       const history = await run('docker', ['history', '--no-trunc', image], { env, maxBuffer: 16 * 1024 * 1024 });
-      expect(history.stdout).toContain('/run/secrets/tok'); // the RUN step that read it
+      // the RUN step that read it (the parallel node's final stage only copies from it)
+      if (node !== 'parallel') expect(history.stdout).toContain('/run/secrets/tok');
       const saved = await run('docker', ['save', image], { env, encoding: 'buffer', maxBuffer: 256 * 1024 * 1024 });
       expect(saved.stdout.length).toBeGreaterThan(100_000);
       for (const f of forms) {
