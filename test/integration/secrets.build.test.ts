@@ -14,7 +14,7 @@
  *   logs the API serves (`kiln logs`), the provenance record or the error report.
  * - A secret the coordinator does not hold is refused at submit (400 naming node and secret).
  * - Reuse: the same node again reuses the result; after the secret is set again (a new
- *   version) it builds again.
+ *   version) it builds again. A secret removed after the submit fails the node naming it.
  * - At rest: a start with another key file is refused, naming both files; with the right
  *   key the coordinator starts and the secret is there.
  */
@@ -216,6 +216,23 @@ describe('build secrets', () => {
     const third = await waitForBuild(coord, await submitSpec(coord, spec));
     expect(reusedFrom(third)).toBeNull();
     expect(third.nodes[0]!.attempts.length).toBe(1);
+  });
+
+  it('a secret removed after the submit fails the node that names it, naming the secret', async () => {
+    expect((await setSecret(coord, 'gone', 'short-lived-value')).code).toBe(0);
+    const id = await submitSpec(coord, {
+      nodes: {
+        first: { dockerfile_inline: `FROM kiln/busybox:1\nRUN sh -c 'echo ${hash.slice(0, 8)}; sleep 2'\n` },
+        later: { needs: ['first'], secrets: ['gone'], dockerfile_inline: 'FROM kiln/busybox:1\nRUN --mount=type=secret,id=gone true\n' },
+      },
+    });
+    const rm = await kiln(['secrets', 'rm', 'gone'], coord.cliEnv);
+    expect(rm.stdout).toBe('secret gone removed\n');
+    const b = await waitForBuild(coord, id);
+    expect(nodeOf(b, 'first').state).toBe('success');
+    expect(nodeOf(b, 'later').state).toBe('failed');
+    expect(nodeOf(b, 'later').error).toMatch(/no longer holds the secret 'gone'/);
+    expect((await kiln(['secrets', 'rm', 'gone'], coord.cliEnv)).stderr).toContain("no secret 'gone'");
   });
 
   it('leaves the value in no file the coordinator or the agent wrote, nor in their output', async () => {
