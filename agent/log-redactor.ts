@@ -26,10 +26,6 @@ interface Pattern {
   mark: string;
 }
 
-function escapeRe(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-}
-
 /** The texts to redact for each secret, longest first (so a longer value wins over one it contains). */
 export function redactionPatterns(secrets: ReadonlyArray<{ name: string; value: Uint8Array | string }>): Pattern[] {
   const byText = new Map<string, string>();
@@ -48,25 +44,48 @@ export function redactionPatterns(secrets: ReadonlyArray<{ name: string; value: 
   return [...byText].map(([text, mark]) => ({ text, mark })).sort((a, b) => b.text.length - a.text.length);
 }
 
+interface Match {
+  start: number;
+  end: number;
+  mark: string;
+}
+
 export class LogRedactor {
   private readonly patterns: Pattern[];
-  private readonly marks: Map<string, string>;
-  private readonly re: RegExp | null;
-  private readonly firstChars: Set<string>;
+  /** Patterns by their first character, longest first (no regular expression: a 64 KiB
+   * value of 1,000 lines would make one too large to compile). */
+  private readonly byFirst = new Map<string, Pattern[]>();
   private readonly maxLen: number;
   private held = '';
 
   constructor(secrets: ReadonlyArray<{ name: string; value: Uint8Array | string }>) {
     this.patterns = redactionPatterns(secrets);
-    this.marks = new Map(this.patterns.map((p) => [p.text, p.mark]));
-    this.re = this.patterns.length > 0 ? new RegExp(this.patterns.map((p) => escapeRe(p.text)).join('|'), 'g') : null;
-    this.firstChars = new Set(this.patterns.map((p) => p.text[0]!));
+    for (const p of this.patterns) {
+      const list = this.byFirst.get(p.text[0]!) ?? [];
+      list.push(p);
+      this.byFirst.set(p.text[0]!, list);
+    }
     this.maxLen = this.patterns.reduce((m, p) => Math.max(m, p.text.length), 0);
   }
 
   /** Whether there is anything to redact at all. */
   get active(): boolean {
-    return this.re !== null;
+    return this.patterns.length > 0;
+  }
+
+  /** Leftmost, then longest, non-overlapping occurrences of the patterns in `s`. */
+  private matches(s: string): Match[] {
+    const out: Match[] = [];
+    for (let i = 0; i < s.length; ) {
+      const found = this.byFirst.get(s[i]!)?.find((p) => s.startsWith(p.text, i));
+      if (found === undefined) {
+        i++;
+        continue;
+      }
+      out.push({ start: i, end: i + found.text.length, mark: found.mark });
+      i += found.text.length;
+    }
+    return out;
   }
 
   /** Text held back (a possible start of a secret), for tests. */
@@ -76,18 +95,22 @@ export class LogRedactor {
 
   /** `text` redacted in one piece (nothing held back). */
   redact(text: string): string {
-    if (this.re === null || text === '') return text;
-    return text.replace(this.re, (m) => this.marks.get(m)!);
+    if (!this.active || text === '') return text;
+    let out = '';
+    let pos = 0;
+    for (const m of this.matches(text)) {
+      out += text.slice(pos, m.start) + m.mark;
+      pos = m.end;
+    }
+    return out + text.slice(pos);
   }
 
   /** The next chunk of the stream; returns what can be shown now. */
   push(text: string): string {
-    if (this.re === null) return text;
+    if (!this.active) return text;
     const s = this.held + text;
     if (s === '') return '';
-    const matches: Array<{ start: number; end: number; mark: string }> = [];
-    this.re.lastIndex = 0;
-    for (let m = this.re.exec(s); m !== null; m = this.re.exec(s)) matches.push({ start: m.index, end: m.index + m[0].length, mark: this.marks.get(m[0])! });
+    const matches = this.matches(s);
     const cut = this.holdFrom(s, matches);
     let out = '';
     let pos = 0;
@@ -120,10 +143,13 @@ export class LogRedactor {
       while (mi < matches.length && matches[mi]!.end <= i) mi++;
       const m = matches[mi];
       if (m !== undefined && m.start < i) continue; // inside a match
-      if (!this.firstChars.has(s[i]!)) continue;
+      const candidates = this.byFirst.get(s[i]!);
+      if (candidates === undefined) continue;
       const tail = s.slice(i);
-      for (const p of this.patterns) {
-        if (p.text.length > tail.length && p.text.startsWith(tail)) return i;
+      // Longest first: once a pattern is no longer than the tail, none after it is.
+      for (const p of candidates) {
+        if (p.text.length <= tail.length) break;
+        if (p.text.startsWith(tail)) return i;
       }
     }
     return s.length;

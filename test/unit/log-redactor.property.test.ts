@@ -3,6 +3,7 @@
  * chunks, the concatenated output never holds a secret's value, equals the one-piece
  * redaction of the whole log, and text that cannot start a secret is never held back.
  */
+import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { LogRedactor, MIN_LINE_CHARS } from '../../agent/log-redactor.js';
@@ -110,6 +111,18 @@ describe('log redactor', () => {
     // lines shorter than MIN_LINE_CHARS are not redacted on their own
     expect('ab'.length).toBeLessThan(MIN_LINE_CHARS);
     expect(out).toContain('#5 0.1 ab\n');
+  });
+
+  it('takes the largest values there can be (32 of 64 KiB, a thousand lines each) and redacts them in pieces', () => {
+    const values = Array.from({ length: 32 }, (_, k) => ({ name: `s${k}`, value: randomBytes(48 * 1024).toString('base64').replace(/(.{64})/g, '$1\n') }));
+    expect(values[0]!.value.length).toBeGreaterThan(64_000);
+    const r = new LogRedactor(values);
+    const line = values[7]!.value.split('\n')[500]!;
+    const log = `#5 1.0 ${line}\n`.repeat(3);
+    let out = '';
+    for (let i = 0; i < log.length; i += 7) out += r.push(log.slice(i, i + 7));
+    out += r.end();
+    expect(out).toBe('#5 1.0 [secret:s7]\n'.repeat(3));
   });
 
   it('without secrets it passes everything through', () => {
