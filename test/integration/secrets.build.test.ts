@@ -94,6 +94,19 @@ describe('build secrets', () => {
     const items = list.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(items).toEqual([{ name: 'tok', size: value.length, version: 1, updated_at: expect.any(String) }]);
     for (const f of forms) expect(list.stdout).not.toContain(f);
+    // --from-file, and the table
+    const file = join(dir.path, 'second.txt');
+    await writeFile(file, 'from-a-file\n');
+    const second = await kiln(['secrets', 'set', 'second', '--from-file', file], coord.cliEnv);
+    expect(second.stdout).toBe('secret second set (12 bytes, version 2)\n');
+    const table = await kiln(['secrets', 'list'], coord.cliEnv);
+    expect(table.stdout).toMatch(/^NAME\s+SIZE\s+VERSION\s+UPDATED\nsecond\s+12\s+2\s+\S+\ntok\s+\d+\s+1\s+\S+\n$/);
+    expect((await kiln(['secrets', 'rm', 'second'], coord.cliEnv)).code).toBe(0);
+    const big = join(dir.path, 'big.txt');
+    await writeFile(big, Buffer.alloc(64 * 1024 + 1, 0x61));
+    const tooBig = await kiln(['secrets', 'set', 'big', '--from-file', big], coord.cliEnv);
+    expect(tooBig.code).toBe(2);
+    expect(tooBig.stderr).toContain('a secret holds at most 65536');
   });
 
   it('refuses a node naming a secret the coordinator does not hold (400, naming node and secret)', async () => {
@@ -212,7 +225,7 @@ describe('build secrets', () => {
     const reusedFrom = (b: { nodes: unknown[] }) => (b.nodes[0] as { reused_from: unknown }).reused_from;
     const reused = await waitForBuild(coord, await submitSpec(coord, spec));
     expect(reusedFrom(reused)).not.toBeNull();
-    expect((await setSecret(coord, 'tok', value)).stdout).toContain('version 2');
+    expect((await setSecret(coord, 'tok', value)).stdout).toContain('version 3');
     const third = await waitForBuild(coord, await submitSpec(coord, spec));
     expect(reusedFrom(third)).toBeNull();
     expect(third.nodes[0]!.attempts.length).toBe(1);
@@ -263,6 +276,6 @@ describe('build secrets', () => {
       const r = await kiln(['secrets', 'list'], coord.cliEnv);
       return r.code === 0 ? r.stdout : null;
     });
-    expect(list).toMatch(/^tok\s+\d+\s+2\s/m);
+    expect(list).toMatch(/^tok\s+\d+\s+3\s/m);
   });
 });
