@@ -28,6 +28,9 @@ import { MAX_NODE_SECRETS, MAX_SECRET_BYTES, SECRET_NAME_RE, SECRET_NAME_RULE } 
  * 2 (issue 11): `assign` may carry `images`, `index`, `registry_auth` and `cache`, and
  * `finished` `images` and `cache`; a version-1 agent would refuse such frames (the
  * schemas are strict), so it is refused at its hello with a message naming both versions.
+ * Issue 12: `assign` may carry `secrets` and `secret_values`, only for a node that names
+ * build secrets; an agent of an earlier build refuses such a frame (naming the keys, never
+ * values) and the assignment is offered again after the accept timeout.
  */
 export const PROTOCOL_VERSIONS = [2] as const;
 export const PROTOCOL_VERSION = 2;
