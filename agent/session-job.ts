@@ -4,10 +4,12 @@
  * (kept until the coordinator acks it). `resolved` waits for the coordinator's `proceed`
  * when the assignment asks for it.
  */
+import { StringDecoder } from 'node:string_decoder';
 import type { Logger } from 'pino';
 import { coerceError, formatDuration, type AssignPayload, type FinishedPayload, type Payload, type Timer, type Timers, type ToCoordinatorType } from '../shared/core.js';
 import type { CancelReason, Executor, RunResult } from './executors/executor.js';
 import type { LogBatcher, LogChunk } from './log-batcher.js';
+import type { LogRedactor } from './log-redactor.js';
 
 export interface Job {
   assign: AssignPayload;
@@ -44,9 +46,14 @@ export async function runJob(session: JobHost, job: Job, emulated: boolean): Pro
   const acceptedAt = now();
   let startedAt: number | null = null;
   let result: RunResult;
+  // Build secrets: their values never reach the log or the result (log-redactor.ts,
+  // loaded only by a job with secrets: an idle agent does not carry it).
+  let redactor: LogRedactor | null = null;
+  const utf8 = new StringDecoder('utf8');
   try {
+    if (a.secret_values && a.secret_values.length > 0) redactor = new (await import('./log-redactor.js')).LogRedactor(a.secret_values);
     result = await executor.run(a, {
-      log: (text) => job.batcher.write(text),
+      log: (text) => job.batcher.write(redactor ? redactor.push(typeof text === 'string' ? text : utf8.write(Buffer.from(text))) : text),
       started: () => {
         startedAt = now();
         session.send('started', { attempt_id: a.attempt_id, at: startedAt });
@@ -69,6 +76,15 @@ export async function runJob(session: JobHost, job: Job, emulated: boolean): Pro
   job.proceed = null;
   job.timer?.clear();
   job.running = false;
+  if (redactor) {
+    job.batcher.write(redactor.push(utf8.end()) + redactor.end());
+    result = { ...result, error: result.error === null ? null : redactor.redact(result.error), failedStep: result.failedStep === null ? null : redactor.redact(result.failedStep) };
+  }
+  if (a.secret_values) {
+    // The values are not needed any more: drop them (and their bytes) from the kept assignment.
+    for (const v of a.secret_values) v.value.fill(0);
+    delete a.secret_values;
+  }
   job.batcher.flush();
   if (result.trouble?.kind === 'disk_full') health?.diskFull(result.trouble.error, result.trouble.needBytes);
   else if (result.trouble?.kind === 'engine_unreachable') health?.engineFailed(result.trouble.error);

@@ -84,6 +84,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
   const access = () => import('./token-commands.js');
   const artifacts = () => import('./artifacts.js');
   const images = () => import('./images.js');
+  const secretCommands = () => import('./secret-commands.js');
   const program = new Command('kiln')
     .description('kiln: a build farm. A coordinator pushes DAGs of BuildKit builds to agents and streams their logs back.')
     .version(KILN_VERSION)
@@ -301,6 +302,28 @@ export async function main(argv: string[], env: Record<string, string | undefine
         code = await (await artifacts()).pinCommand(await client(o), build, pinned, { json: Boolean(o.json) }, io);
       });
   }
+
+  // Build secrets (admin): set from stdin or a file, list (never values), remove.
+  const secrets = program.command('secrets').description('build secrets the coordinator holds (admin): set, list, rm');
+  clientOptions(secrets.command('set <name>'))
+    .description('set a secret to the bytes on stdin (or of --from-file FILE); nodes name it in `secrets:` and mount it with RUN --mount=type=secret,id=NAME')
+    .option('--from-file <file>', 'read the value from FILE instead of stdin')
+    .option('--json', 'the secret (name, size, version, updated_at) as one JSON line')
+    .action(async (name: string, o: ClientFlags & { fromFile?: string; json?: boolean }) => {
+      const input = { isTTY: Boolean(process.stdin.isTTY), chunks: process.stdin };
+      code = await (await secretCommands()).secretSetCommand(await client(o), name, { json: Boolean(o.json), ...(o.fromFile !== undefined ? { fromFile: o.fromFile } : {}) }, input, io);
+    });
+  clientOptions(secrets.command('list'))
+    .description('the secrets: name, size, version, last set (never values)')
+    .option('--json', 'JSON Lines: one secret per line')
+    .action(async (o: ClientFlags & { json?: boolean }) => {
+      code = await (await secretCommands()).secretListCommand(await client(o), { json: Boolean(o.json) }, io);
+    });
+  clientOptions(secrets.command('rm <name>'))
+    .description('remove a secret (nodes naming it fail at their next attempt)')
+    .action(async (name: string, o: ClientFlags) => {
+      code = await (await secretCommands()).secretRemoveCommand(await client(o), name, io);
+    });
 
   clientOptions(program.command('cancel <build>'))
     .description('cancel a build')

@@ -98,6 +98,13 @@ export const COORDINATOR_SETTINGS = {
     env: 'KILN_REGISTRY_CREDENTIALS_FILE',
     description: 'YAML file: registry host -> username + password_file, or token_file (sent only to agents pushing to or pulling from there)',
   },
+  secretsKeyFile: {
+    type: t.text('file'),
+    key: 'secrets.key_file',
+    env: 'KILN_SECRETS_KEY_FILE',
+    defaultText: 'data_dir/keys/secrets.key, created on the first secret',
+    description: 'key (32 bytes, base64) the build secrets are encrypted with at rest; keep it outside the data dir (a systemd credential) to keep backups of the data dir useless without it',
+  },
   maxBlobBytes: { type: t.size(), key: 'max_blob_bytes', env: 'KILN_MAX_BLOB_BYTES', default: '4GiB', description: 'largest blob (context, artifact) the CAS accepts' },
   artifactRetention: { type: t.duration(), key: 'artifacts.retention', env: 'KILN_ARTIFACT_RETENTION', default: '30d', description: 'finished, unpinned builds keep their artifacts this long' },
   gcInterval: { type: t.duration(), key: 'artifacts.gc_interval', env: 'KILN_GC_INTERVAL', default: '1h', description: 'how often the retention sweep runs' },
@@ -158,6 +165,8 @@ export interface CoordinatorConfig extends EngineTimings {
   artifacts: { retentionMs: number; gcIntervalMs: number; gcGraceMs: number };
   /** Registry credentials by host (read at start; see registry/credentials.ts). */
   registries: RegistryCredentials;
+  /** The key file of the build secrets (undefined: data_dir/keys/secrets.key). */
+  secretsKeyFile: string | undefined;
   /** The fleet-wide layer cache; null when no cache registry is configured. */
   cache: LayerCacheConfig | null;
   /** Concurrency group limits (issue 11), by group name. */
@@ -325,6 +334,7 @@ export function loadCoordinatorConfig(flags: CoordinatorFlags, host: ConfigEnvir
     cas,
     artifacts: { retentionMs: s.need('artifactRetention'), gcIntervalMs: s.need('gcInterval'), gcGraceMs: s.need('gcGrace') },
     registries,
+    secretsKeyFile: s.get('secretsKeyFile') ? resolve(s.get('secretsKeyFile')!) : undefined,
     cache,
     concurrencyGroups: (s.get('concurrencyGroups') as ReadonlyMap<string, number> | undefined) ?? new Map<string, number>(),
   });

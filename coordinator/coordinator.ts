@@ -26,6 +26,8 @@ import { StateStore } from './state/state-store.js';
 import { sweepCacheTags } from './builds/cache-retention.js';
 import { contextDockerfile, loadContextDockerfile, wantContextDockerfiles } from './registry/context-dockerfiles.js';
 import type * as TlsFiles from './tls/tls-files.js';
+import { SecretStore } from './secrets/secret-store.js';
+import { secretValuesAttacher } from './secrets/assign-secrets.js';
 
 export interface RunningCoordinator {
   /** http(s)://host:port the coordinator listens on (port resolved when 0 was asked). */
@@ -80,6 +82,8 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     const tokens = await loadTokens(config.dataDir, { agentTokenFile: config.agentTokenFile, apiTokenFile: config.apiTokenFile });
     // Enrolment tokens and per-agent credentials (a corrupt file stops the start, naming it).
     const credentials = await AgentCredentialStore.open(config.dataDir);
+    // Build secrets: a store its key does not open refuses the start (naming both files).
+    const secrets = await SecretStore.open({ dataDir: config.dataDir, keyFile: config.secretsKeyFile });
     const cas = new Cas(createBlobStore(config.cas, config.dataDir, config.maxBlobBytes));
     await cas.init();
     const reuse = new ReuseIndex(config.dataDir, config.persist);
@@ -121,6 +125,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       retention,
       tokens: tokenCheck,
       agentAccess: { store: credentials, hub: { revoke: (name) => hub.revoke(name), askRotate: (name) => hub.askRotate(name) } },
+      secrets,
       logger,
       defaultPlatform: config.defaultPlatform,
       maxSpecBytes: config.maxSpecBytes,
@@ -139,9 +144,11 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       if (text === undefined) void loadContextDockerfile(context, path, () => cas.read(context as Digest));
       return text ?? null;
     };
+    const withSecretValues = secretValuesAttacher(secrets);
+    // Registry credentials and secret values join an assignment only as it is sent (never stored).
     const withRegistryAuth = (a: Payload<'assign'>): Payload<'assign'> => {
-      const auth = registries.forAssign(a, dockerfileOf(a));
-      return auth.length > 0 ? { ...a, registry_auth: auth } : a;
+      const auth = registries.size > 0 ? registries.forAssign(a, dockerfileOf(a)) : [];
+      return withSecretValues(auth.length > 0 ? { ...a, registry_auth: auth } : a);
     };
     const hub = new AgentHub({
       engine,
@@ -151,7 +158,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       heartbeatIntervalMs: config.heartbeatIntervalMs,
       lostAfterMs: config.lostAfterMs,
       cutoffCancelMs: config.cutoffCancelMs,
-      ...(registries.size > 0 ? { withRegistryAuth } : {}),
+      withRegistryAuth,
     });
     // HTTPS and WSS on one port when TLS is configured, else plain HTTP and WS.
     const server = tls

@@ -78,6 +78,9 @@ export const API_ROUTES = {
   pools: route('/api/v1/pools'),
   deadLetter: route('/api/v1/dead-letter'),
   gc: route('/api/v1/gc'),
+  /** Build secrets (admin): GET lists them; PUT sets one, DELETE removes it. */
+  secrets: route('/api/v1/secrets'),
+  secret: route('/api/v1/secrets/{name}'),
   /** PUT, HEAD, GET one blob. */
   casBlob: route('/api/v1/cas/{digest}'),
   casFindMissing: route('/api/v1/cas/find-missing'),

@@ -15,6 +15,7 @@ export { formatDuration, parseDuration } from './duration.js';
 export { normalizePlatform, ociArch, platformProblem } from './platform.js';
 export { newId, randomToken } from './ids.js';
 export { AGENT_NAME_PARAM_RE, BUILD_ID_RE, BUILD_ID_RULE, ENV_NAME_RE, NAME_RE, NAME_RULE } from './names.js';
+export { MAX_NODE_SECRETS, MAX_SECRET_BYTES, MAX_SECRETS, SECRET_NAME_RE, SECRET_NAME_RULE } from './secret-names.js';
 export { ARTIFACT_MEDIA_TYPE, INPUT_NAME_RE } from './spec/spec-fields.js';
 export { parseImageRef } from './spec/image-ref.js';
 export { BOM, type DockerfileInstruction, flagValue, fromParts, type PhysicalLine, splitDockerfile, trimLeft } from './dockerfile/parse.js';

@@ -18,6 +18,11 @@ export {
   type AgentState,
   agentTransition,
   API_PREFIX,
+  MAX_NODE_SECRETS,
+  MAX_SECRET_BYTES,
+  MAX_SECRETS,
+  SECRET_NAME_RE,
+  SECRET_NAME_RULE,
   API_ROUTES,
   apiPath,
   ARTIFACT_MEDIA_TYPE,
@@ -200,6 +205,7 @@ export {
   PoolView,
   type PoolViewT,
 } from './api-fleet.js';
+export { SecretList, SecretView, type SecretViewT } from './api-secrets.js';
 export {
   findCycle,
   type GpuRequirement,

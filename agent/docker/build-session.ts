@@ -11,6 +11,12 @@
  * Credentials come from the build's registryconfig (docker/registry-config.ts): only the
  * registries the coordinator sent for this node. They are never logged. The hand-written
  * protobuf covers the two string fields of each message (field 1 and 2).
+ *
+ * Build secrets (`RUN --mount=type=secret,id=NAME`): the same session serves
+ * `moby.buildkit.secrets.v1.Secrets/GetSecret` (request: ID, field 1; response: data
+ * bytes, field 1) from the values the assignment carried for this node; an id it does not
+ * hold is answered NOT_FOUND (BuildKit then fails the step, or skips a `required=false`
+ * mount). The values live only in this process's memory for the build's length.
  */
 import http from 'node:http';
 import http2 from 'node:http2';
@@ -24,6 +30,7 @@ import { DOCKER_HUB_AUTH_KEY } from './registry-config.js';
 
 export const CREDENTIALS_METHOD = '/moby.filesync.v1.Auth/Credentials';
 export const HEALTH_METHOD = '/grpc.health.v1.Health/Check';
+export const SECRETS_METHOD = '/moby.buildkit.secrets.v1.Secrets/GetSecret';
 /** The most a request message may hold (a host name). */
 const MAX_REQUEST_BYTES = 64 * 1024;
 
@@ -51,6 +58,14 @@ export function grpcFrame(fields: readonly string[]): Buffer {
     parts.push(Buffer.from([((i + 1) << 3) | 2]), varint(bytes.length), bytes);
   });
   const body = Buffer.concat(parts);
+  const head = Buffer.alloc(5);
+  head.writeUInt32BE(body.length, 1);
+  return Buffer.concat([head, body]);
+}
+
+/** A protobuf message of one bytes field 1 (left out when empty), in a gRPC frame. */
+export function grpcBytesFrame(data: Uint8Array): Buffer {
+  const body = data.length === 0 ? Buffer.alloc(0) : Buffer.concat([Buffer.from([0x0a]), varint(data.length), data]);
   const head = Buffer.alloc(5);
   head.writeUInt32BE(body.length, 1);
   return Buffer.concat([head, body]);
@@ -85,7 +100,7 @@ export function credentialsFor(config: ReadonlyMap<string, RegistryAuth>, host: 
   return { username: auth.username, secret: auth.password };
 }
 
-function serve(socket: Duplex, config: ReadonlyMap<string, RegistryAuth>): http2.Http2Server {
+function serve(socket: Duplex, config: ReadonlyMap<string, RegistryAuth>, secrets: ReadonlyMap<string, Uint8Array>): http2.Http2Server {
   const server = http2.createServer();
   server.on('stream', (stream, headers) => {
     const path = String(headers[':path'] ?? '');
@@ -98,14 +113,20 @@ function serve(socket: Duplex, config: ReadonlyMap<string, RegistryAuth>): http2
     stream.on('error', () => {});
     stream.on('end', () => {
       let reply: Buffer | null = null;
+      let status: { code: string; message: string } = { code: '12', message: 'unimplemented' };
       if (path === HEALTH_METHOD) reply = Buffer.from([0, 0, 0, 0, 2, 0x08, 0x01]); // SERVING
       else if (path === CREDENTIALS_METHOD && size <= MAX_REQUEST_BYTES) {
         const c = credentialsFor(config, firstStringField(Buffer.concat(chunks)));
         reply = grpcFrame([c.username, c.secret]);
+      } else if (path === SECRETS_METHOD && size <= MAX_REQUEST_BYTES) {
+        const id = firstStringField(Buffer.concat(chunks));
+        const value = secrets.get(id);
+        if (value !== undefined) reply = grpcBytesFrame(value);
+        else status = { code: '5', message: `secret ${id.slice(0, 100)} not found` }; // NOT_FOUND
       }
       if (stream.destroyed) return;
       if (reply === null) {
-        stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '12', 'grpc-message': 'unimplemented' }, { endStream: true });
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': status.code, 'grpc-message': encodeURIComponent(status.message) }, { endStream: true });
         return;
       }
       stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
@@ -120,9 +141,10 @@ function serve(socket: Duplex, config: ReadonlyMap<string, RegistryAuth>): http2
 
 /**
  * Opens a session on the engine at `endpoint` that answers credential requests from
- * `registryconfig` (host -> auth). Resolves once the engine accepted it (101).
+ * `registryconfig` (host -> auth) and secret requests from `secrets` (id -> value).
+ * Resolves once the engine accepted it (101).
  */
-export function openBuildSession(endpoint: EngineEndpoint, registryconfig: Record<string, RegistryAuth>, signal?: AbortSignal): Promise<BuildSession> {
+export function openBuildSession(endpoint: EngineEndpoint, registryconfig: Record<string, RegistryAuth>, signal?: AbortSignal, secrets: ReadonlyMap<string, Uint8Array> = new Map()): Promise<BuildSession> {
   const id = randomBytes(16).toString('hex');
   const config = new Map(Object.entries(registryconfig));
   const where = 'socketPath' in endpoint ? { socketPath: endpoint.socketPath } : { host: endpoint.host, port: endpoint.port };
@@ -137,13 +159,13 @@ export function openBuildSession(endpoint: EngineEndpoint, registryconfig: Recor
         'X-Docker-Expose-Session-Uuid': id,
         'X-Docker-Expose-Session-Name': 'kiln-agent',
         'X-Docker-Expose-Session-Sharedkey': id,
-        'X-Docker-Expose-Session-Grpc-Method': [CREDENTIALS_METHOD, HEALTH_METHOD],
+        'X-Docker-Expose-Session-Grpc-Method': [CREDENTIALS_METHOD, HEALTH_METHOD, ...(secrets.size > 0 ? [SECRETS_METHOD] : [])],
       },
       ...(signal ? { signal } : {}),
     });
     req.on('upgrade', (_res, socket, head) => {
       if (head.length > 0) socket.unshift(head);
-      const server = serve(socket, config);
+      const server = serve(socket, config, secrets);
       socket.on('error', () => {});
       resolve({
         id,

@@ -29,6 +29,10 @@
  * - legacy `stream` text is passed through, `status` events as `<id>: <status>` lines, the
  *   final `error` event as `ERROR: <message>`; an undecodable aux gives a `[kiln] ...` line.
  * Times come from BuildKit's timestamps; when they are absent, `options.now` is used.
+ * `options.filter` makes a stream filter per vertex that each of its RUN output chunks
+ * passes through before the rules above (build secrets: agent/log-redactor.ts), so a value
+ * a step prints in pieces is whole to it even while other steps print in between; what it
+ * holds back is given back when the vertex completes or the stream ends.
  */
 import { TextDecoder } from 'node:util';
 import {
@@ -81,6 +85,8 @@ interface VertexState {
   completion: Completion | null;
   error: string | null;
   utf8: TextDecoder;
+  /** options.filter's filter for this vertex's output (null: none). */
+  filter: LogFilter | null;
   /** Text after the last newline, and the elapsed-time prefix of the chunk that began it. */
   partial: string;
   partialElapsed: string;
@@ -107,8 +113,15 @@ interface VertexState {
   pendingDone: string | null;
 }
 
+/** A stream filter of a vertex's output: `push` returns what may be shown now, `end` the rest. */
+export interface LogFilter {
+  push(text: string): string;
+  end(): string;
+}
+
 export class BuildProgressDecoder {
   private readonly now: () => number;
+  private readonly filter: (() => LogFilter) | undefined;
   private readonly vertices = new Map<string, VertexState>();
   /** The vertex whose block is being printed (its header was the last one). */
   private current: VertexState | null = null;
@@ -123,8 +136,9 @@ export class BuildProgressDecoder {
   private imageId: string | null = null;
   private finalError: string | null = null;
 
-  constructor(options?: { now?: () => number }) {
+  constructor(options?: { now?: () => number; filter?: () => LogFilter }) {
     this.now = options?.now ?? Date.now;
+    this.filter = options?.filter;
   }
 
   /** Feed one event; returns the text (zero or more complete lines, each ending in \n) to append to the node's log now. */
@@ -312,7 +326,8 @@ export class BuildProgressDecoder {
     const v = this.vertex(log.vertex);
     const logMs = toMs(log.timestamp);
     if (!v.started) this.startRun(v, logMs);
-    const text = v.utf8.decode(log.msg ?? new Uint8Array(), { stream: true });
+    const decoded = v.utf8.decode(log.msg ?? new Uint8Array(), { stream: true });
+    const text = v.filter ? v.filter.push(decoded) : decoded;
     if (text === '') return v;
     const elapsed = formatElapsed(
       logMs !== undefined && v.startRemote !== undefined ? logMs - v.startRemote : this.now() - v.startLocal,
@@ -372,7 +387,8 @@ export class BuildProgressDecoder {
   /** The buffered partial line (and any incomplete UTF-8 sequence) as `<elapsed> <text>`, or
    * null if none; for the open line, the rest becomes its continuation (closed when printed). */
   private takePartial(v: VertexState): string | null {
-    v.partial += v.utf8.decode(); // flushes and resets the decoder
+    const rest = v.utf8.decode(); // flushes and resets the decoder
+    v.partial += v.filter ? v.filter.push(rest) + v.filter.end() : rest;
     if (this.isOpen(v)) {
       v.continuation = v.partial.replace(/\r+$/, '');
       v.partial = '';
@@ -440,7 +456,7 @@ export class BuildProgressDecoder {
       v = {
         name: key || '(unnamed vertex)', index: 0, started: false, running: false,
         startRemote: undefined, startLocal: this.now(), completion: null, error: null,
-        utf8: new TextDecoder(), partial: '', partialElapsed: '', partialSince: 0, continuation: null, breakLine: false, pendingCR: false,
+        utf8: new TextDecoder(), filter: this.filter ? this.filter() : null, partial: '', partialElapsed: '', partialSince: 0, continuation: null, breakLine: false, pendingCR: false,
         statusesDone: new Set(), statusesOpen: new Set(),
         showHeader: false, queued: [], finishing: null, pendingDone: null,
       };

@@ -11,7 +11,8 @@
  *    where the spec says, with its env (docker/dockerfile-rewrite.ts).
  * 4. Streams the context to `POST /build?version=2` through dockerode (network `none`, the
  *    node's platform, tagged with the coordinator's image name) and turns BuildKit's
- *    progress into log text (docker/buildkit-progress.ts).
+ *    progress into log text (docker/buildkit-progress.ts). Registry credentials and build
+ *    secrets are served through the build's BuildKit session (docker/build-session.ts).
  * 5. When the node has a test, runs it in a container of the built image (network none,
  *    the attempt's GPUs attached; docker/test-container.ts); its exit code decides.
  * 6. On success exports the declared outputs from the image (docker/export-outputs.ts).
@@ -207,11 +208,18 @@ export class DockerExecutor implements Executor {
     // The Engine's BuildKit asks for them through a session (it ignores X-Registry-Config):
     // one of ours, answering each registry with its own credentials (docker/build-session.ts).
     const registryconfig = registryConfig(job.registry_auth);
+    // Build secrets (`RUN --mount=type=secret,id=NAME`) are served by the same session.
+    const secrets = new Map((job.secret_values ?? []).map((v) => [v.name, v.value] as const));
+    const missing = (job.secrets ?? []).filter((x) => !secrets.has(x.name)).map((x) => x.name);
+    if (missing.length > 0) {
+      stream.destroy();
+      return { ...base, status: 'failed', error: `the coordinator no longer holds the secret${missing.length > 1 ? 's' : ''} ${missing.map((m) => `'${m}'`).join(', ')} this node names (set with: kiln secrets set NAME)`, infra: false, fetchMs, buildMs: 0, ...meta };
+    }
     let session: BuildSession | null = null;
     let response: NodeJS.ReadableStream;
     try {
-      if (registryconfig) {
-        session = await openBuildSession(endpointOf(this.docker as unknown as Parameters<typeof endpointOf>[0]), registryconfig, io.signal);
+      if (registryconfig || secrets.size > 0) {
+        session = await openBuildSession(endpointOf(this.docker as unknown as Parameters<typeof endpointOf>[0]), registryconfig ?? {}, io.signal, secrets);
         opts.session = session.id;
         response = await buildInSession(this.docker, stream, opts);
       } else response = await this.docker.buildImage(stream, opts as Docker.ImageBuildOptions);
@@ -224,7 +232,11 @@ export class DockerExecutor implements Executor {
       if (isEngineClientError(err) && !isEngineUnreachable(err)) return { ...base, status: 'failed', error: message, infra: false, fetchMs, buildMs: Date.now() - t1, ...meta };
       return { ...infraFail(message, fetchMs, Date.now() - t1, err), ...meta };
     }
-    const decoder = new BuildProgressDecoder();
+    // Build secrets: each step's output is redacted on its own (log-redactor.ts, loaded only
+    // for such a node), so a value printed in pieces is caught even while other steps print.
+    const secretValues = job.secret_values ?? [];
+    const Redactor = secretValues.length > 0 ? (await import('../log-redactor.js')).LogRedactor : null;
+    const decoder = new BuildProgressDecoder(Redactor ? { filter: () => new Redactor(secretValues) } : undefined);
     // A line without its newline yet (a prompt, progress dots) is shown once it has waited
     // PARTIAL_LINE_WAIT_MS, checked that often while one is held.
     let partialTimer: NodeJS.Timeout | null = null;

@@ -4,8 +4,9 @@
  *
  *   spec digest = sha256(canonical JSON of the node's execution (node-execution.ts): platform, context
  *                 digest, Dockerfile path or text, build args, target, inputs (name,
- *                 digest, mount, env), outputs (name, path) and the test command
- *                 (a node with a test succeeds only if it passes))
+ *                 digest, mount, env), outputs (name, path), the test command
+ *                 (a node with a test succeeds only if it passes), and the names and
+ *                 versions of its build secrets (never their values))
  *   key         = sha256(canonical JSON of {spec digest, base images as the agent's
  *                 engine resolved them: ref -> image id})
  *

@@ -2,7 +2,8 @@
  * What a node asks of the farm, as functions of the node alone:
  *
  * - `nodeExecution`: every field that defines what gets built (platform, context,
- *   Dockerfile, build args, target, inputs with their digests, outputs, test command).
+ *   Dockerfile, build args, target, inputs with their digests, outputs, test command,
+ *   the names and versions of its build secrets).
  *   The `assign` payload spreads it and the reuse key hashes it (idempotency.ts), so the
  *   two cannot disagree: a field added here is sent to the agent and changes the key,
  *   with nothing else to update (test/unit/engine.node-execution.test.ts checks it).
@@ -28,6 +29,12 @@ export interface NodeExecution {
   images?: string[];
   /** An index node: the platform nodes' pushed images (absent for every other node). */
   index?: IndexEntryPayload[];
+  /**
+   * Build secrets: names and the version held at submit (absent when none, so keys of other
+   * nodes are unchanged). Never values: those join the assignment as it is sent
+   * (coordinator/secrets/assign-secrets.ts).
+   */
+  secrets?: Array<{ name: string; version: number }>;
 }
 
 /**
@@ -48,6 +55,7 @@ export function nodeExecution(node: NodeRecord, inputDigests: Record<string, str
   };
   if (node.images && node.images.length > 0) exec.images = node.images;
   if (node.index) exec.index = indexEntries(node.index, nodes);
+  if (node.secrets && node.secrets.length > 0) exec.secrets = node.secrets.map((x) => ({ name: x.name, version: x.version }));
   return exec;
 }
 

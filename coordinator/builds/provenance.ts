@@ -7,7 +7,8 @@
  * secret-looking ones left out), the agent and its engine, the outputs, the image id and
  * the times, and the images it pushed (ref, manifest digest, platform, size, and `sbom`:
  * the digest of the image's CycloneDX SBOM in the CAS, null when none could be made; for
- * an index node the index, the platform nodes it names and their SBOMs, `platform_sboms`).
+ * an index node the index, the platform nodes it names and their SBOMs, `platform_sboms`),
+ * and the build secrets it used, by name and version (never values).
  * Canonical JSON, so the same facts give the same digest.
  */
 import { sha256, type Digest, type HelloPayload } from '../../shared/index.js';
@@ -63,6 +64,8 @@ export function provenanceRecord(build: BuildRecord, node: NodeRecord, attempt: 
     images: node.images && node.images.length > 0 ? (attempt.images ?? []) : undefined,
     index_of: node.index ? node.index.map((m) => m.node) : undefined,
     matrix: node.matrix ? { ...node.matrix } : undefined,
+    // Build secrets: names and versions only (absent when none).
+    secrets: node.secrets && node.secrets.length > 0 ? node.secrets.map((x) => ({ name: x.name, version: x.version })) : undefined,
     started_at: iso(attempt.started_at),
     finished_at: iso(attempt.finished_at),
   };

@@ -22,6 +22,7 @@ import { registerImageRoutes } from './routes-images.js';
 import { registerFleetRoutes } from './routes-fleet.js';
 import { registerLogRoutes } from './routes-logs.js';
 import { registerAgentAccessRoutes } from './routes-agent-access.js';
+import { registerSecretRoutes } from './routes-secrets.js';
 
 const probe = (path: '/livez' | '/readyz' | '/healthz', summary: string, ready: boolean) =>
   createRoute({
@@ -165,6 +166,7 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   registerAgentRoutes(app, deps);
   registerFleetRoutes(app, deps);
   registerAgentAccessRoutes(app, deps);
+  if (deps.secrets) registerSecretRoutes(app, { ...deps, secrets: deps.secrets });
 
   const docConfig = {
     openapi: '3.1.0' as const,

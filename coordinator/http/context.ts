@@ -9,6 +9,7 @@ import type { Retention } from '../cas/retention.js';
 import type { LogStore } from '../logs/log-store.js';
 import type { TokenCheck } from './auth.js';
 import type { AgentCredentialStore } from '../access/agent-credentials.js';
+import type { SecretStore } from '../secrets/secret-store.js';
 
 /** Agent enrolment and per-agent credentials (routes-agent-access.ts). */
 export interface AgentAccess {
@@ -35,6 +36,8 @@ export interface HttpDeps {
   maxBlobBytes: number;
   /** false while starting or shutting down: /readyz answers 503 and writes are refused. */
   isReady: () => boolean;
+  /** Build secrets (issue 12); absent: no secret routes, and a spec naming a secret is refused. */
+  secrets?: SecretStore;
   /** The coordinator's clock (ms); default Date.now. Views use it for circuit breakers. */
   clock?: () => number;
 }

@@ -141,7 +141,9 @@ export function registerBuildRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): v
     if (!decoded.ok) throw new KilnError('E_SPEC_INVALID', specDetail(decoded.errors), { errors: decoded.errors });
     const parsed = parseSpecText(decoded.value, { json: JSON_SPEC_TYPES.has(mediaType(c.req.header('content-type')) ?? '') });
     if (!parsed.ok) throw new KilnError('E_SPEC_INVALID', specDetail(parsed.errors), { errors: parsed.errors });
-    const resolved = validateSpec(parsed.value, { form: 'submitted', defaultPlatform: deps.defaultPlatform, concurrencyGroups: deps.engine.concurrencyGroups });
+    // Secrets: a node naming one the coordinator does not hold is refused (400 naming both).
+    const secrets = deps.secrets ?? { version: () => undefined };
+    const resolved = validateSpec(parsed.value, { form: 'submitted', defaultPlatform: deps.defaultPlatform, concurrencyGroups: deps.engine.concurrencyGroups, secrets });
     if (!resolved.ok) throw new KilnError('E_SPEC_INVALID', specDetail(resolved.errors), { errors: resolved.errors });
     const ctxErrors = await checkContexts(deps, resolved.value);
     if (ctxErrors.length > 0) throw new KilnError('E_SPEC_INVALID', specDetail(ctxErrors), { errors: ctxErrors });

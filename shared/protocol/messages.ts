@@ -21,12 +21,16 @@
  */
 import { z } from 'zod';
 import { ENV_NAME_RE, LABEL_KEY_RE, LABEL_KEY_RULE, NAME_RE, NAME_RULE } from '../names.js';
+import { MAX_NODE_SECRETS, MAX_SECRET_BYTES, SECRET_NAME_RE, SECRET_NAME_RULE } from '../secret-names.js';
 
 /**
  * Protocol versions this build of kiln speaks. The hello is the same in every version.
  * 2 (issue 11): `assign` may carry `images`, `index`, `registry_auth` and `cache`, and
  * `finished` `images` and `cache`; a version-1 agent would refuse such frames (the
  * schemas are strict), so it is refused at its hello with a message naming both versions.
+ * Issue 12: `assign` may carry `secrets` and `secret_values`, only for a node that names
+ * build secrets; an agent of an earlier build refuses such a frame (naming the keys, never
+ * values) and the assignment is offered again after the accept timeout.
  */
 export const PROTOCOL_VERSIONS = [2] as const;
 export const PROTOCOL_VERSION = 2;
@@ -255,6 +259,14 @@ export const FinishedCache = z.strictObject({
   push: z.enum(['pushed', 'failed', 'none']),
 });
 
+// Build secrets (issue 12).
+const SecretName = z.string().regex(SECRET_NAME_RE, SECRET_NAME_RULE);
+export const AssignSecret = z.strictObject({ name: SecretName, version: z.number().int().nonnegative() });
+export const SecretValue = z.strictObject({
+  name: SecretName,
+  value: z.custom<Uint8Array>((v) => v instanceof Uint8Array && v.length <= MAX_SECRET_BYTES, `must be binary data of at most ${MAX_SECRET_BYTES} bytes`),
+});
+
 export const Assign = z.strictObject({
   attempt_id: AttemptId,
   build_id: z.string(),
@@ -303,6 +315,17 @@ export const Assign = z.strictObject({
     .optional(),
   /** Layer cache for this attempt (see AssignCache). */
   cache: AssignCache.nullable().optional(),
+  /**
+   * Build secrets the node names, with the version of each the coordinator held at submit
+   * (part of the reuse key; absent: none). Names and versions only, never values.
+   */
+  secrets: z.array(AssignSecret).max(MAX_NODE_SECRETS).optional(),
+  /**
+   * The values of `secrets`, added as the frame is sent to the agent running the node
+   * (like `registry_auth`; never stored, journaled or logged). Served to the build through
+   * its BuildKit session (`RUN --mount=type=secret,id=NAME`) and redacted from its log.
+   */
+  secret_values: z.array(SecretValue).max(MAX_NODE_SECRETS).optional(),
 });
 
 export const AttemptRef = z.strictObject({ attempt_id: AttemptId });

@@ -28,6 +28,8 @@ import { expandNodes, ExpansionFields, type ExpandedMeta } from './expand.js';
 import { CacheSpecSchema, specCacheMode } from './cache-spec.js';
 // Budgets (issue 11): concurrency, concurrency groups, deadline.
 import { BudgetFields, NodeBudgetFields, resolveBudget } from './budget-spec.js';
+// Build secrets (issue 12): `secrets: [NAME]`, names only.
+import { resolveSecrets, SecretsSpecSchema, type SecretVersions } from './secrets-spec.js';
 
 export { ARTIFACT_MEDIA_TYPE, fieldError, INPUT_NAME_RE, type SpecResult } from './spec-fields.js';
 
@@ -116,6 +118,8 @@ export const NodeSpecSchema = z.strictObject({
   /** Layer cache: `off` or `{mode: readwrite|read|off}` (default: the build's, else the coordinator's). */
   cache: CacheSpecSchema.optional(),
   ...NodeBudgetFields,
+  /** Build secrets held by the coordinator, mounted with `RUN --mount=type=secret,id=NAME`. */
+  secrets: SecretsSpecSchema.optional(),
 });
 
 export const BuildSpecSchema = z.strictObject({
@@ -189,6 +193,8 @@ export interface ValidateOptions {
   defaultName?: string;
   /** The coordinator's concurrency group limits: when given, a group without a limit is an error. */
   concurrencyGroups?: ReadonlyMap<string, number>;
+  /** The coordinator's secrets: when given, a node naming one it does not hold is an error. */
+  secrets?: SecretVersions;
 }
 
 function zodToFieldErrors(error: z.ZodError): FieldError[] {
@@ -308,6 +314,8 @@ export function validateSpec(raw: unknown, opts: ValidateOptions): SpecResult<Re
     });
     const cacheMode = specCacheMode(n.cache, spec.cache);
     if (cacheMode !== undefined) nodes[nodes.length - 1]!.cache_mode = cacheMode;
+    const secrets = resolveSecrets(n.secrets, at('secrets'), opts.secrets, errors);
+    if (secrets) nodes[nodes.length - 1]!.secrets = secrets;
     if (n.concurrency_group !== undefined) {
       nodes[nodes.length - 1]!.concurrency_group = n.concurrency_group;
       nodeGroups.set(name, n.concurrency_group);

@@ -5,6 +5,7 @@
  */
 import type { CacheMode } from './cache-spec.js';
 import type { ResolvedBudget } from './budget-spec.js';
+import type { ResolvedSecret } from './secrets-spec.js';
 
 export interface ResolvedInput {
   name: string;
@@ -71,6 +72,8 @@ export interface ResolvedNode {
   cache_mode?: CacheMode;
   /** The concurrency group the node itself names (absent: its build's, if any). */
   concurrency_group?: string;
+  /** Build secrets the node names, with the coordinator's version of each at submit (absent: none). */
+  secrets?: ResolvedSecret[];
 }
 
 export interface ResolvedSpec {

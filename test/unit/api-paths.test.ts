@@ -34,6 +34,8 @@ describe('API route paths', () => {
       pools: '/api/v1/pools',
       deadLetter: '/api/v1/dead-letter',
       gc: '/api/v1/gc',
+      secrets: '/api/v1/secrets',
+      secret: '/api/v1/secrets/{name}',
       casBlob: '/api/v1/cas/{digest}',
       casFindMissing: '/api/v1/cas/find-missing',
     });
