@@ -71,6 +71,8 @@ function other(key: keyof NodeExecution, exec: NodeExecution): unknown {
       return ['r.io/other:2'];
     case 'index':
       return [];
+    case 'secrets':
+      return [...(exec.secrets ?? []), { name: 'other', version: 7 }];
   }
 }
 
