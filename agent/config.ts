@@ -29,6 +29,9 @@ import {
   type SettingTable,
   type LogFormat,
   type LogLevel,
+  loadTracingConfig,
+  tracingSettings,
+  type TracingConfig,
 } from '../shared/core.js';
 
 export const AGENT_SETTINGS = {
@@ -52,6 +55,7 @@ export const AGENT_SETTINGS = {
   },
   ...LOG_SETTINGS,
   executor: { type: t.oneOf(['docker', 'noop']), key: 'executor', env: 'KILN_AGENT_EXECUTOR', default: 'docker', hidden: true, description: 'docker, or noop for dispatch benchmarks' },
+  ...tracingSettings('kiln-agent'),
 } as const satisfies SettingTable;
 
 export interface AgentConfig {
@@ -75,6 +79,8 @@ export interface AgentConfig {
   pushStallTimeoutMs: number;
   executor: 'docker' | 'noop';
   log: { level: LogLevel; format: LogFormat };
+  /** OpenTelemetry traces of each job's phases (issue 12); null: off. */
+  tracing: TracingConfig | null;
 }
 
 /** `kiln agent`'s flags: one per setting (the token itself is a secret: no flag), plus --config. */
@@ -176,5 +182,6 @@ export function loadAgentConfig(flags: AgentFlags, host: AgentHost): Readonly<Ag
     pushStallTimeoutMs: s.need('pushStallTimeout'),
     executor: s.need('executor'),
     log: { level: s.need('logLevel'), format: s.get('logFormat') ?? (host.isTTY ? 'text' : 'json') },
+    tracing: loadTracingConfig(s, env),
   });
 }

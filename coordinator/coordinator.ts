@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { createAdaptorServer } from '@hono/node-server';
 import type { Logger } from 'pino';
-import { KilnError, errnoCode, type Digest, type Payload } from '../shared/index.js';
+import { KILN_VERSION, KilnError, errnoCode, openTracer, type Digest, type Payload } from '../shared/index.js';
 import { AgentHub } from './agents/agent-hub.js';
 import { AgentRegistry } from './placement/agent-registry.js';
 import { Engine } from './builds/engine.js';
@@ -23,6 +23,7 @@ import { lockDataDir, loadTokens, prepareDataDir, type LoadedTokens } from './st
 import { StateStore } from './state/state-store.js';
 import { sweepCacheTags } from './builds/cache-retention.js';
 import { contextDockerfile, loadContextDockerfile, wantContextDockerfiles } from './registry/context-dockerfiles.js';
+import { BuildTracing } from './tracing/build-spans.js';
 
 export interface RunningCoordinator {
   /** http://host:port the coordinator listens on (port resolved when 0 was asked). */
@@ -74,6 +75,16 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     const logs = new LogStore(config.dataDir);
     releasers.push(() => logs.closeAll());
     const agents = new AgentRegistry();
+    // Tracing (issue 12): OpenTelemetry loads only when an OTLP endpoint is configured; its
+    // shutdown (sending what is left) runs after the engine's.
+    let tracing: BuildTracing | null = null;
+    if (config.tracing) {
+      const otlp = config.tracing;
+      const tracer = await openTracer({ ...otlp, serviceVersion: KILN_VERSION, onExportError: (message) => logger.warn({ err: message, url: otlp.url }, 'sending traces failed') });
+      releasers.push(() => tracer.shutdown(5_000));
+      tracing = new BuildTracing(tracer);
+      logger.info({ url: otlp.url, service: otlp.serviceName }, 'tracing: sending build traces over OTLP/HTTP');
+    }
     const engine = new Engine({
       store,
       logs,
@@ -91,6 +102,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       },
       layerCache: config.cache,
       concurrencyGroups: config.concurrencyGroups,
+      tracing,
     });
     await engine.recover();
     releasers.push(() => store.drain());

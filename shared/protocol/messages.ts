@@ -297,6 +297,8 @@ export const Assign = z.strictObject({
     .optional(),
   /** Layer cache for this attempt (see AssignCache). */
   cache: AssignCache.nullable().optional(),
+  /** W3C traceparent of the attempt's span when the coordinator traces (absent: no tracing); the agent's spans are its children. */
+  traceparent: z.string().max(55).optional(),
 });
 
 export const AttemptRef = z.strictObject({ attempt_id: AttemptId });
