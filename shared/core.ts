@@ -107,7 +107,6 @@ export { systemTimers, type Timer, type Timers } from './timers.js';
 export { LOG_TRACE_ON, startLogTrace, traceLog } from './log-trace.js';
 export {
   NOOP_SPAN,
-  openTracer,
   otlpTracesUrl,
   parseTraceparent,
   PhaseSpans,
@@ -123,3 +122,4 @@ export {
   loadTracingConfig,
   tracingSettings,
 } from './tracing.js';
+export { openTracer } from './tracing-open.js';

@@ -2,8 +2,8 @@
  * Tracing behind a tiny interface of kiln's own, so that the engine and the agent's job
  * code never import OpenTelemetry: a `Tracer` starts spans (`startSpan`), a span takes
  * attributes (`setAttributes`), is marked failed (`fail`) and ends (`end`). Tracing is off
- * unless an OTLP endpoint is configured; then `openTracer` loads the OpenTelemetry SDK
- * (tracing-otel.ts) with a dynamic import, so a process without tracing never loads it and
+ * unless an OTLP endpoint is configured; then `openTracer` (tracing-open.ts) loads the
+ * OpenTelemetry SDK (tracing-otel.ts) with a dynamic import, so a process without tracing never loads it and
  * its hooks cost one null check.
  *
  * Ids: a build's trace id is derived from its build id (`traceIdOf`), and the coordinator
@@ -63,12 +63,6 @@ export interface TracingOptions {
 }
 
 export const NOOP_SPAN: SpanHandle = Object.freeze({ setAttributes: () => {}, fail: () => {}, end: () => {} });
-
-/** Loads the OpenTelemetry SDK and returns a tracer exporting OTLP/HTTP (JSON) to `options.url`. */
-export async function openTracer(options: TracingOptions): Promise<Tracer> {
-  const { otelTracer } = await import('./tracing-otel.js');
-  return otelTracer(options);
-}
 
 /**
  * The tracing settings, rows of both processes' tables. The endpoint also comes from the
