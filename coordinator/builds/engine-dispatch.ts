@@ -143,7 +143,8 @@ function dispatch(s: EngineState, ref: ReadyRef, agent: AgentEntry, gpus: number
     exec,
     nodeRunLimits(node, nodeCache(s.layerCache, build, node, now)),
   );
-  if (s.tracing) payload.traceparent = s.tracing.attemptParent(build, attempt.id);
+  // Tracing: the agent's spans of this attempt are children of its span (one null check when off).
+  if (s.tracing) Object.assign(payload, { traceparent: s.tracing.attemptParent(build, attempt.id) });
   s.unsent.set(attempt.id, { payload });
   if (attempt.log_header) track(s, s.logs.ensure(logRef({ build, node, attempt })).catch(() => {}));
 }
