@@ -10,13 +10,15 @@
  * export (agent); parent links across the two processes (the agent's phases are children
  * of the coordinator's attempt span, by the traceparent in the assign frame); attributes
  * (build id, node, attempt, agent, platform, cache hit, failure kind) and the failed
- * spans' status; the log lines around a node carry the build id.
+ * spans' status; the log lines around a node carry the build id. A coordinator killed
+ * mid-build: the restarted one records the rest of the build into the same trace, under
+ * the parents the spans sent before the kill and the agent's spans name.
  */
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiPath, traceIdOf } from '../../shared/index.js';
-import { inline, jsonLogLines, startAgent, startCoordinator, submitSpec, tempDir, waitFor, waitForBuild, type CoordinatorHandle, type Proc } from '../helpers/cluster.js';
+import { getBuild, inline, jsonLogLines, restartCoordinator, startAgent, startCoordinator, submitSpec, tempDir, waitFor, waitForBuild, type CoordinatorHandle, type Proc } from '../helpers/cluster.js';
 
 /** One span as the receiver decoded it (OTLP/JSON). */
 interface ReceivedSpan {
@@ -231,5 +233,29 @@ describe('OpenTelemetry traces of a build (OTLP/HTTP)', () => {
     }
     const failedLine = jsonLogLines(coord.proc.stderr + coord.proc.stdout).find((l) => l.msg === 'node failed' && l.node === 'broken');
     expect(failedLine?.build).toBe(id);
+  });
+
+  it('a coordinator killed mid-build: the restarted one goes on with the same trace and parents', async () => {
+    const id = await submitSpec(coord, { name: 'restarted', nodes: { slow: inline(`FROM kiln/busybox:1\nRUN echo "slow ${Date.now()}" && sleep 3`, { no_cache: true }) } });
+    const traceId = traceIdOf(id);
+    const ofBuild = () => receiver.spans.filter((s) => s.traceId === traceId);
+    // running, and the queue wait (ended at dispatch) sent by the first coordinator
+    await waitFor('the node to run and its queue wait to be sent', async () => (await getBuild(coord, id)).nodes[0]!.state === 'running' && ofBuild().some((s) => s.name === 'queue wait'));
+    coord = await restartCoordinator(coord, { kill9: true });
+    expect((await waitForBuild(coord, id)).state).toBe('success');
+    await waitFor('the build span and the agent phases', () => ofBuild().some((s) => s.name === 'build restarted') && ofBuild().some((s) => s.service === 'kiln-agent' && s.name === 'build'));
+    const spans = ofBuild();
+    const named = (name: string) => spans.filter((s) => s.name === name);
+    expect(named('build restarted')).toHaveLength(1);
+    expect(named('node slow')).toHaveLength(1);
+    expect(named('attempt 1')).toHaveLength(1);
+    const [root, nodeSpan, attempt, wait] = [named('build restarted')[0]!, named('node slow')[0]!, named('attempt 1')[0]!, named('queue wait')[0]!];
+    expect(nodeSpan.parentSpanId).toBe(root.spanId);
+    expect(wait.parentSpanId).toBe(nodeSpan.spanId); // sent before the kill, under the span the restarted coordinator recorded
+    expect(attempt.parentSpanId).toBe(nodeSpan.spanId);
+    const phases = spans.filter((s) => s.service === 'kiln-agent');
+    expect(phases.map((p) => p.name)).toEqual(expect.arrayContaining(['input fetch', 'build']));
+    for (const p of phases) expect(p.parentSpanId).toBe(attempt.spanId); // the agent's spans under the adopted attempt
+    expect(attempt.start).toBeLessThan(wait.end + 1_000_000n); // the attempt span starts at the recorded assignment, before the kill
   });
 });
