@@ -25,7 +25,9 @@
  * 9. After a push, the image's SBOM (docker/sbom.ts) goes to the CAS and each pushed
  *    image record names it (`sbom`; null when it could not be made, which is logged and
  *    does not fail the node). An index lists its platform images' SBOMs.
- * Cancel and timeout abort the request, which makes the engine stop the build.
+ * Cancel and timeout abort the request, which makes the engine stop the build. With
+ * tracing on, each step is a phase span (`io.phase`: input fetch, resolve, build, test,
+ * output export, cache export, push; session-job.ts ends the last one).
  *
  * Failures of the agent's own (the engine unreachable or broken mid-build, a 5xx from the
  * daemon, a full disk) are infrastructure failures (`infra: true`, retryable elsewhere)
