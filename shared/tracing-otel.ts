@@ -49,6 +49,25 @@ function clean(attributes: SpanAttributes | undefined): OtelApi.Attributes | und
   return out;
 }
 
+/** One argument of a diagnostic message as text (errors come as JSON, plain objects or Errors). */
+function describe(a: unknown): string {
+  if (typeof a === 'string') {
+    // the SDK's error handler sends an exception as its JSON
+    if (!a.startsWith('{')) return a;
+    try {
+      return describe(JSON.parse(a) as unknown);
+    } catch {
+      return a;
+    }
+  }
+  if (a instanceof Error) return a.message;
+  if (a !== null && typeof a === 'object' && 'message' in a) return String((a as { message: unknown }).message);
+  return JSON.stringify(a) ?? String(a);
+}
+
+let diagInstalled = false;
+let diagTarget: (...args: unknown[]) => void = () => {};
+
 /** Batches of at most this many spans wait for export; more are dropped (the SDK counts them). */
 const MAX_QUEUED_SPANS = 16_384;
 const ERROR_REPORT_EVERY_MS = 60_000;
@@ -59,15 +78,21 @@ export function otelTracer(options: TracingOptions): Tracer {
   const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-http') as typeof OtelExporter;
   const { resourceFromAttributes } = require('@opentelemetry/resources') as typeof OtelResources;
 
-  // Export failures come through OpenTelemetry's diagnostic logger: reported at most once a minute.
+  // Export failures come through OpenTelemetry's diagnostic logger (one per process: the
+  // latest tracer's handler gets them), reported at most once a minute.
   let lastReport = 0;
   const report = (...args: unknown[]): void => {
     const now = Date.now();
     if (!options.onExportError || now - lastReport < ERROR_REPORT_EVERY_MS) return;
     lastReport = now;
-    options.onExportError(args.map((a) => (a instanceof Error ? a.message : typeof a === 'string' ? a : JSON.stringify(a))).join(' ').slice(0, 500));
+    options.onExportError(args.map(describe).join(' ').slice(0, 500));
   };
-  api.diag.setLogger({ error: report, warn: report, info: () => {}, debug: () => {}, verbose: () => {} }, api.DiagLogLevel.WARN);
+  diagTarget = report;
+  if (!diagInstalled) {
+    diagInstalled = true;
+    const forward = (...args: unknown[]): void => diagTarget(...args);
+    api.diag.setLogger({ error: forward, warn: forward, info: () => {}, debug: () => {}, verbose: () => {} }, api.DiagLogLevel.WARN);
+  }
 
   const ids = new RequestedIds(new sdk.RandomIdGenerator());
   const exporter = new OTLPTraceExporter({ url: options.url });
@@ -93,7 +118,8 @@ export function otelTracer(options: TracingOptions): Tracer {
       if (start.spanId !== undefined) ids.nextSpanId = start.spanId;
       let span: OtelApi.Span;
       try {
-        span = tracer.startSpan(start.name, { startTime: start.startTime, attributes: clean(start.attributes) }, ctx);
+        // a Date: the SDK reads a small number as performance.now() time, not epoch ms
+        span = tracer.startSpan(start.name, { startTime: start.startTime === undefined ? undefined : new Date(start.startTime), attributes: clean(start.attributes) }, ctx);
       } finally {
         ids.nextTraceId = null;
         ids.nextSpanId = null;
@@ -101,7 +127,7 @@ export function otelTracer(options: TracingOptions): Tracer {
       return {
         setAttributes: (a) => void span.setAttributes(clean(a) ?? {}),
         fail: (message) => void span.setStatus({ code: api.SpanStatusCode.ERROR, message: message.slice(0, 1000) }),
-        end: (endTime) => span.end(endTime),
+        end: (endTime) => span.end(endTime === undefined ? undefined : new Date(endTime)),
       };
     },
     async shutdown(timeoutMs: number): Promise<void> {

@@ -39,7 +39,7 @@ export function failureKind(a: Pick<AttemptRecord, 'state' | 'infra' | 'failed_s
 
 /** Whether an attempt's result came from a cache: an earlier result reused, or every build step cached. */
 function cacheHit(a: AttemptRecord): boolean {
-  return a.reused_from !== null || (a.cache !== undefined && a.cache.miss === 0 && a.cache.hit > 0);
+  return a.state === 'reused' || a.reused_from !== null || (a.cache !== undefined && a.cache.miss === 0 && a.cache.hit > 0);
 }
 
 export class BuildTracing {
