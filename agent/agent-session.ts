@@ -36,6 +36,7 @@ import {
   type Timer,
   type Timers,
   type ToCoordinatorType,
+  type Tracer,
   type WelcomePayload,
 } from '../shared/core.js';
 import type { CancelReason, Executor } from './executors/executor.js';
@@ -86,6 +87,8 @@ export interface AgentSessionOptions {
   random?: () => number;
   /** @default KILN_VERSION */
   agentVersion?: string;
+  /** Spans of each job's phases, children of the attempt span the assign frame names; absent: tracing off. */
+  tracer?: Tracer;
 }
 
 /** S before the coordinator has told its own (welcome.cutoff_cancel_ms). */
@@ -128,7 +131,7 @@ export class AgentSession {
   constructor(readonly opts: AgentSessionOptions) {
     this.log = opts.logger;
     const { executor, now, timers, logger, health } = opts;
-    this.host = { name: opts.name, jobs: this.jobs, send: (type, payload) => this.send(type, payload), executor, now, timers, logger, health };
+    this.host = { name: opts.name, jobs: this.jobs, send: (type, payload) => this.send(type, payload), executor, now, timers, logger, health, tracer: opts.tracer ?? null };
     this.armCutoff();
   }
 
@@ -312,8 +315,8 @@ export class AgentSession {
       const job = this.jobs.get(d.attempt_id);
       if (!job) continue;
       if (d.action === 'cancel') {
-        if (job.finished) this.log.warn({ attempt: d.attempt_id }, 'coordinator does not take the result of this finished attempt; dropping it');
-        else this.log.warn({ attempt: d.attempt_id }, 'coordinator no longer wants this attempt; cancelling it');
+        if (job.finished) this.log.warn({ attempt: d.attempt_id, build: job.assign.build_id, node: job.assign.node }, 'coordinator does not take the result of this finished attempt; dropping it');
+        else this.log.warn({ attempt: d.attempt_id, build: job.assign.build_id, node: job.assign.node }, 'coordinator no longer wants this attempt; cancelling it');
         this.dropJob(d.attempt_id, 'the coordinator no longer wants this attempt');
         continue;
       }
@@ -336,7 +339,7 @@ export class AgentSession {
         const job = this.jobs.get(frame.payload.attempt_id);
         if (!job) return;
         if (job.running) {
-          this.log.info({ attempt: frame.payload.attempt_id, reason: frame.payload.reason }, 'cancelling build');
+          this.log.info({ attempt: frame.payload.attempt_id, build: job.assign.build_id, node: job.assign.node, reason: frame.payload.reason }, 'cancelling build');
           job.abort.abort({ kind: 'cancel', message: `cancelled: ${frame.payload.reason}` } satisfies CancelReason);
         } else {
           this.dropJob(frame.payload.attempt_id, frame.payload.reason);
@@ -387,7 +390,7 @@ export class AgentSession {
     if (this.jobs.has(a.attempt_id)) return; // duplicate
     const checked = this.check(a);
     if ('problem' in checked) {
-      this.log.warn({ attempt: a.attempt_id, node: a.node, reason: checked.problem }, 'rejecting assignment');
+      this.log.warn({ attempt: a.attempt_id, build: a.build_id, node: a.node, reason: checked.problem }, 'rejecting assignment');
       this.send('reject', { attempt_id: a.attempt_id, reason: checked.problem });
       return;
     }

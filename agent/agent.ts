@@ -29,6 +29,7 @@ import {
   type HeartbeatPayload,
   type Payload,
   type PlatformCapPayload,
+  type Tracer,
 } from '../shared/core.js';
 import { AgentSession, type HealthSource } from './agent-session.js';
 import type { Executor } from './executors/executor.js';
@@ -70,6 +71,8 @@ export interface AgentOptions {
   /** Load for heartbeats. @default sampleLoad (os counters) */
   load?: (diskFreeBytes: number | null) => Payload<'heartbeat'>['load'];
   now?: () => number;
+  /** Spans of each job's phases (agent/tracing.ts); absent: tracing off. */
+  tracer?: Tracer;
 }
 
 /** The agent cannot work with this coordinator (auth, protocol): do not restart in a loop. */
@@ -148,6 +151,7 @@ export class Agent {
       logger: this.log,
       ...(this.opts.health ? { health: this.opts.health } : {}),
       ...(this.opts.gpuUse ? { gpuUse: this.opts.gpuUse } : {}),
+      ...(this.opts.tracer ? { tracer: this.opts.tracer } : {}),
       load: this.opts.load ?? sampleLoad,
       now: this.opts.now ?? Date.now,
       timers: systemTimers,

@@ -36,6 +36,9 @@ import {
   type SettingTable,
   type LogFormat,
   type LogLevel,
+  loadTracingConfig,
+  tracingSettings,
+  type TracingConfig,
 } from '../shared/core.js';
 
 export const AGENT_SETTINGS = {
@@ -68,6 +71,7 @@ export const AGENT_SETTINGS = {
   },
   insecure: { type: t.bool(), key: 'insecure', env: 'KILN_INSECURE', default: false, description: 'allow plain http:// or ws:// to a coordinator that is not on loopback' },
   executor: { type: t.oneOf(['docker', 'noop']), key: 'executor', env: 'KILN_AGENT_EXECUTOR', default: 'docker', hidden: true, description: 'docker, or noop for dispatch benchmarks' },
+  ...tracingSettings('kiln-agent'),
 } as const satisfies SettingTable;
 
 export interface AgentConfig {
@@ -97,6 +101,8 @@ export interface AgentConfig {
   /** The CA file the coordinator's certificate is verified with, and its PEM; null: Node's built-in store. */
   ca: { file: string; pem: string } | null;
   log: { level: LogLevel; format: LogFormat };
+  /** OpenTelemetry traces of each job's phases (issue 12); null: off. */
+  tracing: TracingConfig | null;
 }
 
 /** `kiln agent`'s flags: one per setting (the token itself is a secret: no flag), plus --config. */
@@ -231,5 +237,6 @@ export function loadAgentConfig(flags: AgentFlags, host: AgentHost): Readonly<Ag
     executor: s.need('executor'),
     ca,
     log: { level: s.need('logLevel'), format: s.get('logFormat') ?? (host.isTTY ? 'text' : 'json') },
+    tracing: loadTracingConfig(s, env),
   });
 }

@@ -104,6 +104,8 @@ export async function runAgent(flags: AgentFlags, host: ProcessHost): Promise<nu
   if (!initial.accepting) logger.warn({ problem: initial.problem }, 'not taking work yet');
   // nvidia-smi at most once per 5 s; heartbeats send the latest sample.
   const gpuUse = gpus.length > 0 ? new GpuSampler(() => queryGpuUse(host.env), 5_000) : undefined;
+  // Tracing (issue 12): its modules load only when an OTLP endpoint is configured.
+  const tracer = config.tracing ? await import('./tracing.js').then((m) => m.startAgentTracer(config.tracing!, { name: config.name, hostname: host.hostname }, logger)) : undefined;
   const agent = new Agent({
     url: config.wsUrl,
     ca: config.ca,
@@ -127,6 +129,7 @@ export async function runAgent(flags: AgentFlags, host: ProcessHost): Promise<nu
     logger,
     health,
     ...(gpuUse ? { gpuUse } : {}),
+    ...(tracer ? { tracer } : {}),
   });
   let signals = 0;
   host.onSignal((signal) => {
@@ -154,6 +157,7 @@ export async function runAgent(flags: AgentFlags, host: ProcessHost): Promise<nu
     throw err;
   } finally {
     health.stop();
+    await tracer?.shutdown(5_000);
   }
 }
 

@@ -6,7 +6,7 @@
  */
 import { StringDecoder } from 'node:string_decoder';
 import type { Logger } from 'pino';
-import { coerceError, formatDuration, type AssignPayload, type FinishedPayload, type Payload, type Timer, type Timers, type ToCoordinatorType } from '../shared/core.js';
+import { coerceError, formatDuration, PhaseSpans, type AssignPayload, type FinishedPayload, type Payload, type Timer, type Timers, type SpanAttributes, type ToCoordinatorType, type Tracer } from '../shared/core.js';
 import type { CancelReason, Executor, RunResult } from './executors/executor.js';
 import type { LogBatcher, LogChunk } from './log-batcher.js';
 import type { LogRedactor } from './log-redactor.js';
@@ -35,6 +35,22 @@ export interface JobHost {
   readonly logger: Logger;
   /** What the agent learns about its host from a job's end (health.ts). */
   readonly health?: { diskFull(message: string, needBytes: number | null): void; engineFailed(error: string): void; check(): Promise<unknown> } | undefined;
+  /** Spans of the job's phases under the attempt span the assignment names (null: tracing off). */
+  readonly tracer: Tracer | null;
+}
+
+/** The job's phase spans, when tracing is on and the coordinator sent a traceparent. */
+function phaseSpans(session: JobHost, a: AssignPayload, emulated: boolean): PhaseSpans | null {
+  if (!session.tracer || a.traceparent === undefined) return null;
+  return new PhaseSpans(session.tracer, a.traceparent, {
+    'kiln.build.id': a.build_id,
+    'kiln.node': a.node,
+    'kiln.attempt': a.attempt,
+    'kiln.attempt.id': a.attempt_id,
+    'kiln.agent': session.name,
+    'kiln.platform': a.platform,
+    'kiln.emulated': emulated,
+  });
 }
 
 /** How long past its limit a test may take before the agent gives up on the engine killing it. */
@@ -50,6 +66,7 @@ export async function runJob(session: JobHost, job: Job, emulated: boolean): Pro
   // loaded only by a job with secrets: an idle agent does not carry it).
   let redactor: LogRedactor | null = null;
   const utf8 = new StringDecoder('utf8');
+  const phases = session.tracer ? phaseSpans(session, a, emulated) : null;
   try {
     if (a.secret_values && a.secret_values.length > 0) redactor = new (await import('./log-redactor.js')).LogRedactor(a.secret_values);
     result = await executor.run(a, {
@@ -69,10 +86,12 @@ export async function runJob(session: JobHost, job: Job, emulated: boolean): Pro
       signal: job.abort.signal,
       agentName: session.name,
       emulated,
+      ...(phases ? { phase: (name: string | null, attributes?: SpanAttributes) => phases.phase(name, attributes) } : {}),
     });
   } catch (err) {
     result = { status: 'failed', exitCode: null, error: `agent error: ${coerceError(err).message}`, failedStep: null, infra: true, imageId: null, fetchMs: 0, buildMs: 0 };
   }
+  phases?.end(result.status === 'success' ? undefined : { message: result.error ?? result.status, attributes: { 'kiln.failure_kind': failureKindOf(result), 'kiln.exit_code': result.exitCode ?? undefined } });
   job.proceed = null;
   job.timer?.clear();
   job.running = false;
@@ -107,8 +126,15 @@ export async function runJob(session: JobHost, job: Job, emulated: boolean): Pro
     ...(result.images !== undefined ? { images: result.status === 'success' ? result.images : [] } : {}),
     ...(result.cache ? { cache: result.cache } : {}),
   };
-  logger.info({ attempt: a.attempt_id, node: a.node, status: result.status, exit_code: result.exitCode }, 'build finished');
+  logger.info({ attempt: a.attempt_id, build: a.build_id, node: a.node, status: result.status, exit_code: result.exitCode, ...(result.status === 'success' ? {} : { error: result.error?.slice(0, 500) ?? null, infra: result.infra }) }, 'build finished');
   session.send('finished', job.finished);
+}
+
+/** What kind of failure a result is (the `kiln.failure_kind` attribute, as the coordinator's spans name it). */
+function failureKindOf(r: RunResult): string {
+  if (r.status === 'cancelled') return 'cancelled';
+  if (r.infra) return 'infrastructure';
+  return r.failedStep === 'test' || r.failedStep === 'push' || r.failedStep === 'index' ? r.failedStep : 'build';
 }
 
 /** Sends `resolved` and waits for `proceed` (or the abort signal) when the assignment asks for it. */

@@ -36,6 +36,9 @@ import {
   NAME_RE,
   NAME_RULE,
   type SettingType,
+  loadTracingConfig,
+  tracingSettings,
+  type TracingConfig,
 } from '../shared/index.js';
 
 /** Concurrency group limits (issue 11): `name=n,...` as text, a map in the file; names like node names, limits 1..10000. */
@@ -139,6 +142,7 @@ export const COORDINATOR_SETTINGS = {
     env: 'KILN_CONCURRENCY_GROUPS',
     description: 'concurrency group limits shared by every build, name=n,... (a map in the file): at most n nodes of the group hold an agent slot at once',
   },
+  ...tracingSettings('kiln-coordinator'),
 } as const satisfies SettingTable;
 
 const FileSchema = fileSchema(COORDINATOR_SETTINGS);
@@ -171,6 +175,8 @@ export interface CoordinatorConfig extends EngineTimings {
   cache: LayerCacheConfig | null;
   /** Concurrency group limits (issue 11), by group name. */
   concurrencyGroups: ReadonlyMap<string, number>;
+  /** OpenTelemetry traces (issue 12); null: off. */
+  tracing: TracingConfig | null;
 }
 
 /** The S3 backend's settings, validated (endpoint is `scheme://host[:port]`, prefix ends in `/` or is empty). */
@@ -337,6 +343,7 @@ export function loadCoordinatorConfig(flags: CoordinatorFlags, host: ConfigEnvir
     secretsKeyFile: s.get('secretsKeyFile') ? resolve(s.get('secretsKeyFile')!) : undefined,
     cache,
     concurrencyGroups: (s.get('concurrencyGroups') as ReadonlyMap<string, number> | undefined) ?? new Map<string, number>(),
+    tracing: loadTracingConfig(s, env),
   });
 }
 

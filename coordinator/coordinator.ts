@@ -8,7 +8,7 @@ import type { Server } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import { createAdaptorServer } from '@hono/node-server';
 import type { Logger } from 'pino';
-import { KilnError, errnoCode, isLoopbackHost, type Digest, type Payload } from '../shared/index.js';
+import { KILN_VERSION, KilnError, errnoCode, isLoopbackHost, openTracer, type Digest, type Payload } from '../shared/index.js';
 import { AgentHub } from './agents/agent-hub.js';
 import { AgentRegistry } from './placement/agent-registry.js';
 import { Engine } from './builds/engine.js';
@@ -28,6 +28,7 @@ import { contextDockerfile, loadContextDockerfile, wantContextDockerfiles } from
 import type * as TlsFiles from './tls/tls-files.js';
 import { SecretStore } from './secrets/secret-store.js';
 import { secretValuesAttacher } from './secrets/assign-secrets.js';
+import { BuildTracing } from './tracing/build-spans.js';
 
 export interface RunningCoordinator {
   /** http(s)://host:port the coordinator listens on (port resolved when 0 was asked). */
@@ -91,6 +92,16 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     const logs = new LogStore(config.dataDir);
     releasers.push(() => logs.closeAll());
     const agents = new AgentRegistry();
+    // Tracing (issue 12): OpenTelemetry loads only when an OTLP endpoint is configured; its
+    // shutdown (sending what is left) runs after the engine's.
+    let tracing: BuildTracing | null = null;
+    if (config.tracing) {
+      const otlp = config.tracing;
+      const tracer = await openTracer({ ...otlp, serviceVersion: KILN_VERSION, onExportError: (message) => logger.warn({ err: message, url: otlp.url }, 'sending traces failed') });
+      releasers.push(() => tracer.shutdown(5_000));
+      tracing = new BuildTracing(tracer);
+      logger.info({ url: otlp.url, service: otlp.serviceName }, 'tracing: sending build traces over OTLP/HTTP');
+    }
     const engine = new Engine({
       store,
       logs,
@@ -108,6 +119,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       },
       layerCache: config.cache,
       concurrencyGroups: config.concurrencyGroups,
+      tracing,
     });
     await engine.recover();
     releasers.push(() => store.drain());

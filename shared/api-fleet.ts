@@ -104,6 +104,8 @@ export const ErrorReport = ErrorReportNode.extend({
   version: z.literal(1),
   build_id: z.string(),
   build_name: z.string(),
+  /** The build's trace id (OpenTelemetry), when the coordinator traces. */
+  trace_id: z.string().optional(),
   state: z.string(),
   created_at: Time,
   finished_at: Time.nullable(),

@@ -107,3 +107,21 @@ export { fetchTrusting, isLoopbackHost, MAX_CA_FILE_BYTES, plaintextProblem, rea
 export { acquireProcessLock, bootId, type LockIdentity, procStat, type StaleLock } from './process-lock.js';
 export { systemTimers, type Timer, type Timers } from './timers.js';
 export { LOG_TRACE_ON, startLogTrace, traceLog } from './log-trace.js';
+export {
+  NOOP_SPAN,
+  otlpTracesUrl,
+  parseTraceparent,
+  PhaseSpans,
+  type SpanAttributes,
+  type SpanHandle,
+  type SpanStart,
+  spanIdOf,
+  traceIdOf,
+  traceparent,
+  type Tracer,
+  type TracingConfig,
+  type TracingOptions,
+  loadTracingConfig,
+  tracingSettings,
+} from './tracing.js';
+export { openTracer } from './tracing-open.js';

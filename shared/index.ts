@@ -159,6 +159,22 @@ export {
   readCaFile,
   tlsRefusalCode,
   tlsRefusalMessage,
+  NOOP_SPAN,
+  openTracer,
+  otlpTracesUrl,
+  parseTraceparent,
+  PhaseSpans,
+  type SpanAttributes,
+  type SpanHandle,
+  type SpanStart,
+  spanIdOf,
+  traceIdOf,
+  traceparent,
+  type Tracer,
+  type TracingConfig,
+  type TracingOptions,
+  loadTracingConfig,
+  tracingSettings,
 } from './core.js';
 export { CURSOR_RE, formatCursor, formatOffsetId, MAX_CURSOR_CHARS, parseCursor, type ParsedCursor, parseOffsetId } from './log-cursor.js';
 export {

@@ -26,7 +26,9 @@
  * 9. After a push, the image's SBOM (docker/sbom.ts) goes to the CAS and each pushed
  *    image record names it (`sbom`; null when it could not be made, which is logged and
  *    does not fail the node). An index lists its platform images' SBOMs.
- * Cancel and timeout abort the request, which makes the engine stop the build.
+ * Cancel and timeout abort the request, which makes the engine stop the build. With
+ * tracing on, each step is a phase span (`io.phase`: input fetch, resolve, build, test,
+ * output export, cache export, push; session-job.ts ends the last one).
  *
  * Failures of the agent's own (the engine unreachable or broken mid-build, a 5xx from the
  * daemon, a full disk) are infrastructure failures (`infra: true`, retryable elsewhere)
@@ -120,6 +122,7 @@ export class DockerExecutor implements Executor {
     // 1. context and inputs into the local CAS cache
     let contextPath: string | null = null;
     const inputPaths = new Map<string, CasLease>();
+    io.phase?.('input fetch', { 'kiln.inputs': job.inputs.length });
     try {
       const [ctx, ...inputs] = await Promise.all([
         job.context ? this.cas.acquire(job.context as Digest, io.signal) : Promise.resolve(null),
@@ -141,7 +144,8 @@ export class DockerExecutor implements Executor {
     }
     for (const i of job.inputs) io.log(`[kiln] input ${i.name}: ${i.digest}${i.mount ? ` mounted at ${i.mount}` : ''}\n`);
 
-    // 2. the Dockerfile and its base images
+    // 2. the Dockerfile and its base images (and the coordinator's go-ahead)
+    io.phase?.('resolve');
     let dockerfileText: string | null = job.dockerfile_inline;
     if (dockerfileText === null && contextPath !== null) {
       try {
@@ -166,7 +170,8 @@ export class DockerExecutor implements Executor {
       return { ...this.aborted(io, fetchMs, 0), ...meta };
     }
 
-    // 3. inputs as images and stages
+    // 3. inputs as images and stages, then the build
+    io.phase?.('build');
     let dockerfileOverride: string | null = job.dockerfile_inline;
     if (job.inputs.length > 0) {
       try {
@@ -284,11 +289,13 @@ export class DockerExecutor implements Executor {
       };
     }
     const imageId = outcome.imageId;
+    io.phase?.(null);
 
     // 5. the test
     let testExitCode: number | null | undefined;
     if (job.test) {
       io.testStarting();
+      io.phase?.('test');
       let outcomeT;
       try {
         outcomeT = await runTest(this.docker, { imageId, test: job.test, gpus: job.gpus, attemptId: job.attempt_id }, { log: (c) => io.log(c), signal: io.signal });
@@ -321,6 +328,7 @@ export class DockerExecutor implements Executor {
     // 6. outputs (only after the test passed)
     let outputs: RunResult['outputs'] = [];
     if (job.outputs.length > 0) {
+      io.phase?.('output export', { 'kiln.outputs': job.outputs.length });
       try {
         outputs = await exportOutputs(this.docker, imageId, job.outputs, this.cas, this.workDir, io.signal);
       } catch (err) {
@@ -334,12 +342,14 @@ export class DockerExecutor implements Executor {
       }
     }
     // 7. layer cache export (readwrite mode); a failed push does not fail the node
+    io.phase?.(job.cache ? 'cache export' : null);
     const push = job.cache ? await this.layerCache.afterBuild(job.cache, imageId, { log: (t) => io.log(t), signal: io.signal, auth: cacheAuth(job) }) : 'none';
     if (io.signal.aborted) return { ...this.aborted(io, fetchMs, Date.now() - t1), ...meta };
     const cache = { ...cacheSteps, push };
     // 8. images (only after the test passed and the outputs are out)
     let pushed: Pick<RunResult, 'images'> = {};
     if (job.images && job.images.length > 0) {
+      io.phase?.('push', { 'kiln.images': job.images.length });
       try {
         pushed = { images: await pushImages(this.docker, imageId, job.images, job.platform, { authFor: registryAuthLookup(job.registry_auth), signal: io.signal, log: (l) => io.log(l), ...this.pushOpts }) };
       } catch (err) {
@@ -371,6 +381,7 @@ export class DockerExecutor implements Executor {
     const t0 = Date.now();
     io.started();
     const done = { exitCode: null, imageId: null, fetchMs: 0 };
+    io.phase?.('push', { 'kiln.index': true, 'kiln.images': job.images?.length ?? 0 });
     try {
       const authFor = registryAuthLookup(job.registry_auth);
       const assembled = await assembleIndex(job.images ?? [], job.index ?? [], { authFor: (d) => authFor(d) ?? null, signal: io.signal, log: (l) => io.log(l), ...this.pushOpts });

@@ -2,7 +2,7 @@
  * What runs a node on an agent. The docker executor runs a real BuildKit build on the
  * host's Docker Engine; the noop executor (benchmarks only) finishes at once.
  */
-import type { AssignPayload, BaseImagePayload, DockerInfoPayload, FinishedCachePayload, OutputArtifactPayload, PushedImagePayload } from '../../shared/core.js';
+import type { AssignPayload, BaseImagePayload, DockerInfoPayload, FinishedCachePayload, OutputArtifactPayload, PushedImagePayload, SpanAttributes } from '../../shared/core.js';
 
 export interface ExecutorInfo {
   /** The platform the host runs natively, e.g. linux/amd64. */
@@ -31,6 +31,12 @@ export interface RunIO {
   agentName: string;
   /** The node's platform runs under emulation on this host. */
   emulated: boolean;
+  /**
+   * Tracing (absent: off): the job enters a phase (`input fetch`, `build`, `test`,
+   * `output export`, `push`, ...), which ends the previous one; null only ends it. The
+   * last phase ends with the job.
+   */
+  phase?: (name: string | null, attributes?: SpanAttributes) => void;
 }
 
 export interface CancelReason {

@@ -164,5 +164,5 @@ export async function setAgentControl(s: EngineState, name: string, control: 'ac
 export async function errorReport(s: EngineState, buildId: string): Promise<ErrorReportT | null> {
   const build = await s.store.getBuild(buildId);
   if (!build) throw new KilnError('E_NOT_FOUND', `build ${buildId} not found`);
-  return buildErrorReport(build, s.logs, s.records.deadLetters());
+  return buildErrorReport(build, s.logs, s.records.deadLetters(), s.tracing?.traceId(build.id));
 }

@@ -54,7 +54,7 @@ export function sendAssign(s: EngineState, channel: AgentChannel, attemptId: str
   try {
     channel.send('assign', payload);
   } catch (err) {
-    s.log.error({ attempt: attemptId, err: coerceError(err).message }, 'assignment could not be sent');
+    s.log.error({ build: payload.build_id, node: payload.node, attempt: attemptId, err: coerceError(err).message }, 'assignment could not be sent');
   }
 }
 
@@ -143,6 +143,8 @@ function dispatch(s: EngineState, ref: ReadyRef, agent: AgentEntry, gpus: number
     exec,
     nodeRunLimits(node, nodeCache(s.layerCache, build, node, now)),
   );
+  // Tracing: the agent's spans of this attempt are children of its span (one null check when off).
+  if (s.tracing) Object.assign(payload, { traceparent: s.tracing.attemptParent(build, attempt.id) });
   s.unsent.set(attempt.id, { payload });
   if (attempt.log_header) track(s, s.logs.ensure(logRef({ build, node, attempt })).catch(() => {}));
 }

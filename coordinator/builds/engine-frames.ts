@@ -185,7 +185,7 @@ async function onFinished(s: EngineState, entry: AgentEntry, ref: number, p: Pay
     await recordProvenance(s, act, status, s.now());
     if (s.active.get(p.attempt_id) !== act) return ackWhenDurable(s, ack);
     if (status === 'success' && attempt.key !== null) {
-      await s.reuse.put(reuseRecordOf(build, node, attempt)).catch((err: unknown) => s.log.error({ err, attempt: attempt.id }, 'writing the reuse record failed'));
+      await s.reuse.put(reuseRecordOf(build, node, attempt)).catch((err: unknown) => s.log.error({ err, build: build.id, attempt: attempt.id }, 'writing the reuse record failed'));
       if (s.active.get(p.attempt_id) !== act) return ackWhenDurable(s, ack);
     }
   }
@@ -247,6 +247,6 @@ async function recordProvenance(s: EngineState, act: ActiveAttempt, status: Atte
       a.provenance = rec.digest;
     });
   } catch (err) {
-    s.log.error({ err, attempt: attempt.id }, 'storing the provenance record failed');
+    s.log.error({ err, build: build.id, attempt: attempt.id }, 'storing the provenance record failed');
   }
 }

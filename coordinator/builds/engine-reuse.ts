@@ -90,7 +90,7 @@ async function writeLogNote(s: EngineState, act: ActiveAttempt, text: string): P
     await s.logs.appendNote(logRef(act), text);
     await s.logs.close(logRef(act));
   } catch (err) {
-    s.log.warn({ err, attempt: act.attempt.id }, 'writing the attempt log note failed');
+    s.log.warn({ err, build: act.build.id, attempt: act.attempt.id }, 'writing the attempt log note failed');
   }
 }
 

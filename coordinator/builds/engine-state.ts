@@ -24,6 +24,7 @@ import type { LayerCacheConfig } from './layer-cache-refs.js';
 import { Scheduler } from '../placement/scheduler.js';
 import { Budgets } from '../placement/budgets.js';
 import { ActiveAttempts } from './active-attempts.js';
+import type { BuildTracing } from '../tracing/build-spans.js';
 
 export interface EngineTimings {
   heartbeatIntervalMs: number;
@@ -56,6 +57,8 @@ export interface EngineDeps {
   concurrencyGroups?: ReadonlyMap<string, number>;
   /** Timers for build deadlines (default: Node's setTimeout); tests pass manual ones. */
   timers?: Timers;
+  /** The build traces (coordinator/tracing/); none when tracing is off. */
+  tracing?: BuildTracing | null;
 }
 
 /** What the engine emits: event name -> listener arguments (for live log and status followers). */
@@ -113,6 +116,8 @@ export interface EngineState {
   readonly budgets: Budgets;
   /** Runs placement soon (engine-dispatch.ts); calls in the same turn share one pass. */
   scheduleSoon: () => void;
+  /** Spans of builds, nodes, queue waits and attempts; null when tracing is off (each hook: one null check). */
+  readonly tracing: BuildTracing | null;
   /**
    * Two decisions the engine's modules call through here, so that the simulation's
    * mutation tests can replace them on one engine and prove the invariant checker
@@ -178,6 +183,7 @@ export function createEngineState(deps: EngineDeps, events: TypedEmitter<EngineE
     cacheCounters: new CacheCounters(),
     budgets,
     scheduleSoon: () => {},
+    tracing: deps.tracing ?? null,
     seams: {
       owned: () => null,
       retryOrExhaust: () => {},

@@ -27,6 +27,7 @@ export function setNode(s: EngineState, build: BuildRecord, node: NodeRecord, to
     }
     also?.(n);
   });
+  s.tracing?.nodeChanged(build, node, from, to, now, isNodeTerminal(to));
   countTransition(graphOf(s, build), node, from, to);
   s.events.emit('node', build.id, node.name);
 }
@@ -34,6 +35,7 @@ export function setNode(s: EngineState, build: BuildRecord, node: NodeRecord, to
 /** Fails a node and skips everything that needs it. */
 export function failNode(s: EngineState, build: BuildRecord, node: NodeRecord, now: number, reason: string | null): void {
   setNode(s, build, node, 'failed', now, reason);
+  s.log.info({ build: build.id, node: node.name, attempt: node.attempts[node.attempts.length - 1]?.id, reason: node.reason ?? node.attempts[node.attempts.length - 1]?.error ?? null }, 'node failed');
   skipDownstream(s, build, node, now);
 }
 
@@ -143,6 +145,7 @@ export function finishAttempt(s: EngineState, act: ActiveAttempt, to: AttemptSta
     a.finished_at = now;
     if (extra.reason !== undefined) a.reason = extra.reason;
   });
+  s.tracing?.attemptEnded(act.build, act.node, attempt, now);
   s.active.delete(attempt.id);
   s.unsentAttempts.delete(attempt.id);
   s.afterWelcome.delete(attempt.id);
@@ -167,7 +170,10 @@ export function refreshBuildState(s: EngineState, build: BuildRecord): boolean {
     if (next !== 'pending' && b.started_at === null) b.started_at = s.now();
     if (isBuildTerminal(next)) b.finished_at = s.now();
   });
-  if (isBuildTerminal(next)) s.log.info({ build: build.id, state: next }, 'build finished');
+  if (isBuildTerminal(next)) {
+    s.log.info({ build: build.id, state: next }, 'build finished');
+    s.tracing?.buildEnded(build, s.now());
+  }
   s.events.emit('build', build.id);
   return true;
 }
@@ -262,7 +268,7 @@ async function writeErrorReport(s: EngineState, build: BuildRecord): Promise<voi
       const last = n.attempts[n.attempts.length - 1];
       if (n.state === 'failed' && last) await s.logs.close(logRef({ build, node: n, attempt: last }));
     }
-    const report = await buildErrorReport(build, s.logs, s.records.deadLetters());
+    const report = await buildErrorReport(build, s.logs, s.records.deadLetters(), s.tracing?.traceId(build.id));
     if (report) await writeFileDurable(errorReportPath(s, build.id), `${JSON.stringify(report, null, 2)}\n`, 0o600);
   } catch (err) {
     s.log.error({ err, build: build.id }, 'writing the error report failed');

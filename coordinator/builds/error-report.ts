@@ -3,7 +3,8 @@
  * without walking the API. For every failed node (not the ones skipped because of it):
  * the attempt, agent, exit status, error, the last 200 lines of its log, and links to the
  * log and the provenance record. The coordinator writes it to `builds/error-<id>.json`
- * when a failed build finishes and serves it at `GET /api/v1/builds/{id}/error`.
+ * when a failed build finishes and serves it at `GET /api/v1/builds/{id}/error`. With
+ * tracing on it also names the build's trace id (`trace_id`), to find its spans.
  */
 import { open } from 'node:fs/promises';
 import { apiPath, errnoCode, type ErrorReportNodeT, type ErrorReportT } from '../../shared/index.js';
@@ -65,7 +66,7 @@ async function nodeReport(build: BuildRecord, node: NodeRecord, logs: LogStore, 
 }
 
 /** The report of a build with failed nodes, or null when none failed. */
-export async function buildErrorReport(build: BuildRecord, logs: LogStore, deadLetter: ReadonlyMap<string, DeadLetterRecord>): Promise<ErrorReportT | null> {
+export async function buildErrorReport(build: BuildRecord, logs: LogStore, deadLetter: ReadonlyMap<string, DeadLetterRecord>, traceId?: string): Promise<ErrorReportT | null> {
   const failed = build.nodes.filter((n) => n.state === 'failed').sort((a, b) => (a.finished_at ?? 0) - (b.finished_at ?? 0));
   if (failed.length === 0) return null;
   const failures: ErrorReportNodeT[] = [];
@@ -75,6 +76,8 @@ export async function buildErrorReport(build: BuildRecord, logs: LogStore, deadL
     version: 1,
     build_id: build.id,
     build_name: build.name,
+    // the build's trace (issue 12), when the coordinator traces
+    ...(traceId !== undefined ? { trace_id: traceId } : {}),
     state: build.state,
     created_at: new Date(build.created_at).toISOString(),
     finished_at: iso(build.finished_at),

@@ -28,12 +28,13 @@ import { MAX_NODE_SECRETS, MAX_SECRET_BYTES, SECRET_NAME_RE, SECRET_NAME_RULE } 
  * 2 (issue 11): `assign` may carry `images`, `index`, `registry_auth` and `cache`, and
  * `finished` `images` and `cache`; a version-1 agent would refuse such frames (the
  * schemas are strict), so it is refused at its hello with a message naming both versions.
- * Issue 12: `assign` may carry `secrets` and `secret_values`, only for a node that names
- * build secrets; an agent of an earlier build refuses such a frame (naming the keys, never
- * values) and the assignment is offered again after the accept timeout.
+ * 3 (issue 12): `assign` may carry `secrets` and `secret_values` (a node that names build
+ * secrets) and `traceparent` (a coordinator that traces); a version-2 agent would refuse
+ * such frames, so it is refused at its hello like a version-1 agent. Agents and the
+ * coordinator upgrade together (install-agent.sh --upgrade drains and replaces the agent).
  */
-export const PROTOCOL_VERSIONS = [2] as const;
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSIONS = [3] as const;
+export const PROTOCOL_VERSION = 3;
 
 /** Largest frame either side accepts (ws `maxPayload`). */
 export const MAX_FRAME_BYTES = 8 * 1024 * 1024;
@@ -326,6 +327,8 @@ export const Assign = z.strictObject({
    * its BuildKit session (`RUN --mount=type=secret,id=NAME`) and redacted from its log.
    */
   secret_values: z.array(SecretValue).max(MAX_NODE_SECRETS).optional(),
+  /** W3C traceparent of the attempt's span when the coordinator traces (absent: no tracing); the agent's spans are its children. */
+  traceparent: z.string().max(55).optional(),
 });
 
 export const AttemptRef = z.strictObject({ attempt_id: AttemptId });

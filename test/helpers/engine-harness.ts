@@ -11,6 +11,7 @@ import { Cas } from '../../coordinator/cas/cas.js';
 import { LocalBlobStore } from '../../coordinator/cas/local-blob-store.js';
 import { LogStore } from '../../coordinator/logs/log-store.js';
 import { StateStore } from '../../coordinator/state/state-store.js';
+import type { BuildTracing } from '../../coordinator/tracing/build-spans.js';
 import { PROTOCOL_VERSION, type Frame, type HelloPayload, type Payload, type Timers, type ToAgentType } from '../../shared/index.js';
 
 export interface Sent {
@@ -94,7 +95,7 @@ export interface OpenedEngine {
 }
 
 /** An engine on real files in `dir` (state, logs, local CAS, reuse index), recovered, with test timings and the given clock. */
-export async function openEngine(dir: string, clock: () => number, opts: { concurrencyGroups?: ReadonlyMap<string, number>; timers?: Timers } = {}): Promise<OpenedEngine> {
+export async function openEngine(dir: string, clock: () => number, opts: { concurrencyGroups?: ReadonlyMap<string, number>; timers?: Timers; tracing?: BuildTracing | null } = {}): Promise<OpenedEngine> {
   const store = await StateStore.open({ dataDir: dir, persist: true, init: true });
   const logs = new LogStore(dir);
   const cas = new Cas(new LocalBlobStore(dir, 1 << 30));

@@ -90,13 +90,15 @@ describe('agent endpoint gate', () => {
     expect(err.frame.payload.message).toMatch(/upgrade/);
   });
 
-  it('refuses an agent that speaks only protocol 1 (before image pushes and the layer cache) with 4002, naming both versions', async () => {
-    const { ws } = await connect(wsUrl, agentToken);
-    const done = closed(ws!);
-    ws!.send(encodeFrame('hello', 1, hello([1]), 1));
-    const { code, reason } = await done;
-    expect(code).toBe(4002);
-    expect(reason).toBe('incompatible protocol: agent speaks 1, coordinator speaks 2');
+  it('refuses an agent that speaks only protocol 1 or 2 (before image pushes; before secrets and traces) with 4002, naming both versions', async () => {
+    for (const v of [1, 2]) {
+      const { ws } = await connect(wsUrl, agentToken);
+      const done = closed(ws!);
+      ws!.send(encodeFrame('hello', 1, hello([v]), v));
+      const { code, reason } = await done;
+      expect(code).toBe(4002);
+      expect(reason).toBe(`incompatible protocol: agent speaks ${v}, coordinator speaks 3`);
+    }
   });
 
   it('closes a connection whose first frame is not a valid hello', async () => {
@@ -111,11 +113,11 @@ describe('agent endpoint gate', () => {
   it('welcomes a compatible hello', async () => {
     const { ws } = await connect(wsUrl, agentToken);
     const frame = new Promise<ReturnType<typeof decodeFrame>>((resolve) => ws!.once('message', (d) => resolve(decodeFrame(d as Buffer, 'agent'))));
-    ws!.send(encodeFrame('hello', 1, hello([1, 2]), 1));
+    ws!.send(encodeFrame('hello', 1, hello([1, 2, 3]), 1));
     const r = await frame;
     expect(r.ok && r.frame.type).toBe('welcome');
     if (r.ok && r.frame.type === 'welcome') {
-      expect(r.frame.payload.protocol_version).toBe(2);
+      expect(r.frame.payload.protocol_version).toBe(3);
       expect(r.frame.payload.heartbeat_interval_ms).toBeGreaterThan(0);
     }
     ws!.close();
