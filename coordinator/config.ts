@@ -15,6 +15,7 @@ import { resolve } from 'node:path';
 import type { EngineTimings } from './builds/engine-state.js';
 import { loadRegistryCredentials, NO_CREDENTIALS, type RegistryCredentials } from './registry/credentials.js';
 import type { LayerCacheConfig } from './builds/layer-cache-refs.js';
+import { parseRateSpec, type RateSpec } from './access/rate-limit.js';
 import {
   CACHE_MODES,
   LOG_SETTINGS,
@@ -64,6 +65,16 @@ const concurrencyGroupsType: SettingType<ReadonlyMap<string, number>> = {
       out.set(name, n);
     }
     return out;
+  },
+};
+
+/** A token-bucket rate (`50/s burst 200`, `600/m`) or `off` (access/rate-limit.ts). */
+const rateType: SettingType<RateSpec | null> = {
+  hint: 'N/s burst M|off',
+  file: z.string(),
+  parse: (setting: string, v: unknown) => {
+    if (typeof v !== 'string') throw configError(setting, `'${String(v)}' is not a rate (write e.g. '50/s burst 200', or off)`);
+    return parseRateSpec(setting, v);
   },
 };
 
@@ -125,6 +136,20 @@ export const COORDINATOR_SETTINGS = {
     env: 'KILN_CONCURRENCY_GROUPS',
     description: 'concurrency group limits shared by every build, name=n,... (a map in the file): at most n nodes of the group hold an agent slot at once',
   },
+  rateLimitPerKey: {
+    type: rateType,
+    key: 'rate_limit.per_key',
+    env: 'KILN_RATE_LIMIT_PER_KEY',
+    default: '50/s burst 200',
+    description: 'API calls per API key (token bucket; 429 with Retry-After when empty), or off; agents are not limited',
+  },
+  rateLimitPerAddress: {
+    type: rateType,
+    key: 'rate_limit.per_address',
+    env: 'KILN_RATE_LIMIT_PER_ADDRESS',
+    default: '100/s burst 400',
+    description: 'API calls per source address, with or without a valid key (token bucket), or off; agents are not limited',
+  },
 } as const satisfies SettingTable;
 
 const FileSchema = fileSchema(COORDINATOR_SETTINGS);
@@ -153,6 +178,8 @@ export interface CoordinatorConfig extends EngineTimings {
   cache: LayerCacheConfig | null;
   /** Concurrency group limits (issue 11), by group name. */
   concurrencyGroups: ReadonlyMap<string, number>;
+  /** API rate limits (null: off). */
+  rateLimit: { perKey: RateSpec | null; perAddress: RateSpec | null };
 }
 
 /** The S3 backend's settings, validated (endpoint is `scheme://host[:port]`, prefix ends in `/` or is empty). */
@@ -305,6 +332,7 @@ export function loadCoordinatorConfig(flags: CoordinatorFlags, host: ConfigEnvir
     registries,
     cache,
     concurrencyGroups: (s.get('concurrencyGroups') as ReadonlyMap<string, number> | undefined) ?? new Map<string, number>(),
+    rateLimit: { perKey: s.get('rateLimitPerKey') ?? null, perAddress: s.get('rateLimitPerAddress') ?? null },
   });
 }
 

@@ -17,6 +17,9 @@ import { Retention } from './cas/retention.js';
 import { createBlobStore } from './cas/create-blob-store.js';
 import type { CoordinatorConfig } from './config.js';
 import { TokenCheck } from './http/auth.js';
+import { ApiKeyStore } from './access/api-keys.js';
+import { AuditLog } from './access/audit-log.js';
+import { RateLimiter } from './access/rate-limit.js';
 import { createApp } from './http/app.js';
 import { LogStore } from './logs/log-store.js';
 import { lockDataDir, loadTokens, prepareDataDir, type LoadedTokens } from './state/data-dir.js';
@@ -39,6 +42,8 @@ export interface RunningCoordinator {
   store: StateStore;
   cas: Cas;
   retention: Retention;
+  keys: ApiKeyStore;
+  audit: AuditLog;
   stop(): Promise<void>;
 }
 
@@ -97,7 +102,12 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     releasers.push(() => engine.stop());
 
     let ready = false;
-    const tokenCheck = new TokenCheck(tokens);
+    const keys = await ApiKeyStore.open(config.dataDir, { legacyApiToken: true });
+    const audit = await AuditLog.open(config.dataDir, { onError: (err) => logger.error({ err }, 'audit log write failed') });
+    releasers.push(() => audit.close());
+    const tokenCheck = new TokenCheck(tokens, keys);
+    const { perKey, perAddress } = config.rateLimit;
+    const rateLimits = { perKey: perKey ? new RateLimiter(perKey) : null, perAddress: perAddress ? new RateLimiter(perAddress) : null };
     const retention = new Retention({ cas, store, logger }, { retentionMs: config.artifacts.retentionMs, graceMs: config.artifacts.gcGraceMs });
     const app = createApp({
       engine,
@@ -106,6 +116,9 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       cas,
       retention,
       tokens: tokenCheck,
+      keys,
+      audit,
+      rateLimits,
       logger,
       defaultPlatform: config.defaultPlatform,
       maxSpecBytes: config.maxSpecBytes,
@@ -194,6 +207,8 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       store,
       cas,
       retention,
+      keys,
+      audit,
       stop: cleanup,
     };
   } catch (err) {

@@ -193,6 +193,7 @@ export {
   PoolView,
   type PoolViewT,
 } from './api-fleet.js';
+export { AuditEntryView, type AuditEntryViewT, AuditList, CreateKeyBody, type CreateKeyBodyT, CreatedKey, KEY_SCOPES, KeyList, KeyScope, KeyView, type KeyViewT } from './api-access.js';
 export {
   findCycle,
   type GpuRequirement,
