@@ -140,14 +140,14 @@ export const COORDINATOR_SETTINGS = {
     type: rateType,
     key: 'rate_limit.per_key',
     env: 'KILN_RATE_LIMIT_PER_KEY',
-    default: '50/s burst 200',
+    default: '100/s burst 500',
     description: 'API calls per API key (token bucket; 429 with Retry-After when empty), or off; agents are not limited',
   },
   rateLimitPerAddress: {
     type: rateType,
     key: 'rate_limit.per_address',
     env: 'KILN_RATE_LIMIT_PER_ADDRESS',
-    default: '100/s burst 400',
+    default: '200/s burst 1000',
     description: 'API calls per source address, with or without a valid key (token bucket), or off; agents are not limited',
   },
 } as const satisfies SettingTable;
