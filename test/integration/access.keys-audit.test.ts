@@ -120,6 +120,8 @@ describe('API keys and the audit log', () => {
     const sub = await as(c, submitter, apiPath.builds(), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(SPEC) });
     expect(sub.status).toBe(201);
     const id = sub.body.id as string;
+    // the build says who submitted it
+    expect((await c.api<{ submitted_by: string }>(apiPath.build(id))).body.submitted_by).toMatch(/^key:k-[^/]+\/builder$/);
     // submit does not imply cancel: refused, naming the scope
     const denied = await as(c, submitter, apiPath.buildCancel(id), { method: 'POST' });
     expect(denied.status).toBe(403);
