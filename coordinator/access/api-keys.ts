@@ -122,14 +122,15 @@ export class ApiKeyStore {
   private constructor(
     readonly path: string,
     private readonly clock: () => number,
+    private readonly maxKeys: number,
   ) {}
 
   /**
    * Opens `data_dir/access/keys.json` (none yet = no keys). A corrupt file is an E_STATE error naming it.
-   * `legacyApiToken`: list the legacy API token as the admin key `api-token`.
+   * `legacyApiToken`: list the legacy API token as the admin key `api-token`. `maxKeys` (tests): the bound, at most MAX_KEYS.
    */
-  static async open(dataDir: string, opts: { legacyApiToken?: boolean; clock?: () => number } = {}): Promise<ApiKeyStore> {
-    const store = new ApiKeyStore(join(dataDir, 'access', 'keys.json'), opts.clock ?? Date.now);
+  static async open(dataDir: string, opts: { legacyApiToken?: boolean; clock?: () => number; maxKeys?: number } = {}): Promise<ApiKeyStore> {
+    const store = new ApiKeyStore(join(dataDir, 'access', 'keys.json'), opts.clock ?? Date.now, opts.maxKeys ?? MAX_KEYS);
     let text: string | null = null;
     try {
       text = await readFile(store.path, 'utf8');
@@ -185,7 +186,7 @@ export class ApiKeyStore {
         throw new KilnError('E_CONFLICT', `an active key is already named '${name}' (revoke it or choose another name)`);
       }
       const kept = this.prunedFor(1);
-      if (kept.length >= MAX_KEYS) throw new KilnError('E_CONFLICT', `there are ${MAX_KEYS} active keys already; revoke some first`);
+      if (kept.length >= this.maxKeys) throw new KilnError('E_CONFLICT', `there are ${this.maxKeys} active keys already; revoke some first`);
       const secret = newKeySecret();
       const record: KeyRecord = {
         id,
@@ -233,7 +234,7 @@ export class ApiKeyStore {
   /** The records with the oldest revoked or expired ones dropped so `room` more fit. */
   private prunedFor(room: number): KeyRecord[] {
     const out = [...this.records];
-    while (out.length + room > MAX_KEYS) {
+    while (out.length + room > this.maxKeys) {
       const i = out.findIndex((r) => this.stateOf(r) !== 'active');
       if (i < 0) break;
       out.splice(i, 1);

@@ -138,10 +138,21 @@ export class AuditLog implements AuditSink {
           batch.unshift(`${JSON.stringify({ time: new Date(this.opts.clock()).toISOString(), actor: 'coordinator', action: 'audit.dropped', outcome: 'refused', detail: `${this.dropped} lines dropped: the disk did not keep up` })}\n`);
           this.dropped = 0;
         }
-        const data = Buffer.from(batch.join(''));
-        if (this.size > 0 && this.size + data.length > this.opts.maxBytes) await this.rotate();
-        await this.fh.write(data);
-        this.size += data.length;
+        // Written in runs that fit the current file; a full file is rotated first.
+        let run: Buffer[] = [];
+        let runBytes = 0;
+        for (const line of batch) {
+          const bytes = Buffer.from(line);
+          if (this.size + runBytes + bytes.length > this.opts.maxBytes && this.size + runBytes > 0) {
+            await this.writeRun(run, runBytes);
+            await this.rotate();
+            run = [];
+            runBytes = 0;
+          }
+          run.push(bytes);
+          runBytes += bytes.length;
+        }
+        await this.writeRun(run, runBytes);
       }
     } catch (err) {
       this.opts.onError(coerceError(err));
@@ -149,6 +160,12 @@ export class AuditLog implements AuditSink {
       this.writing = null;
       if (this.pending.length > 0 && this.fh) this.writing = this.drain();
     }
+  }
+
+  private async writeRun(run: Buffer[], bytes: number): Promise<void> {
+    if (bytes === 0) return;
+    await this.fh!.write(Buffer.concat(run, bytes));
+    this.size += bytes;
   }
 
   private async rotate(): Promise<void> {

@@ -143,7 +143,7 @@ describe('API keys and the audit log', () => {
     expect(entries).toContainEqual(expect.objectContaining({ action: `GET ${API_ROUTES.builds.template}`, outcome: 'refused', actor: 'anonymous', detail: expect.stringMatching(/^401/) }));
     expect(entries).toContainEqual(expect.objectContaining({ action: 'key.create', actor: 'key:api-token', outcome: 'ok' }));
     // reads are not recorded
-    expect(entries.filter((e) => e.action.startsWith('GET ') && e.outcome === 'ok')).toEqual([]);
+    expect(entries.filter((e) => e.action!.startsWith('GET ') && e.outcome === 'ok')).toEqual([]);
 
     // filters: by actor (a key name) and by action prefix
     const byActor = await cli(['audit', '--json', '--actor', 'operator']);
