@@ -144,13 +144,14 @@ export class RouteScopeTable {
       if (!hit) continue;
       const params = new Map<string, string>();
       c.params.forEach((name, i) => {
-        let v = hit[i + 1]!;
+        const v = hit[i + 1]!;
+        let decoded = v;
         try {
-          v = decodeURIComponent(v);
+          decoded = decodeURIComponent(v);
         } catch {
           /* left as sent */
         }
-        params.set(name, v);
+        params.set(name, decoded);
       });
       return { row: c.row, params };
     }

@@ -16,6 +16,16 @@ export function remoteOf(c: Context): string {
   return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
 }
 
+/** A path segment decoded (as sent when it is not valid percent-encoding), bounded; undefined for none. */
+export function decodedSegment(seg: string | undefined): string | undefined {
+  if (!seg) return undefined;
+  try {
+    return decodeURIComponent(seg).slice(0, 300);
+  } catch {
+    return seg.slice(0, 300);
+  }
+}
+
 /** What a request acts on, from its path parameters: `<build>`, `<build>/<node>`, an agent or key name, a digest. */
 export function targetOf(match: RouteMatch | null): { target?: string } {
   if (!match) return {};
@@ -24,6 +34,17 @@ export function targetOf(match: RouteMatch | null): { target?: string } {
   const node = p.get('node');
   const target = id !== undefined && node !== undefined ? `${id}/${node}` : (id ?? p.get('name') ?? p.get('digest'));
   return target !== undefined ? { target: target.slice(0, 300) } : {};
+}
+
+/** `404 E_NOT_FOUND: build b-… not found` from a problem+json response (read from a clone), or just the status. */
+export async function problemSummary(res: Response): Promise<string> {
+  if (res.headers.get('content-type') !== 'application/problem+json') return String(res.status);
+  try {
+    const p = (await res.clone().json()) as { code?: unknown; detail?: unknown };
+    return `${res.status} ${String(p.code)}: ${String(p.detail).slice(0, 300)}`;
+  } catch {
+    return String(res.status);
+  }
 }
 
 function rate(spec: RateSpec): string {

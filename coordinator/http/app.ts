@@ -24,7 +24,7 @@ import { registerLogRoutes } from './routes-logs.js';
 import { registerAccessRoutes } from './routes-access.js';
 import { actorOf } from '../access/api-keys.js';
 import { RouteScopeTable, grants } from '../access/route-scopes.js';
-import { rateLimited, remoteOf, targetOf } from './access-guard.js';
+import { decodedSegment, problemSummary, rateLimited, remoteOf, targetOf } from './access-guard.js';
 
 const probe = (path: '/livez' | '/readyz' | '/healthz', summary: string, ready: boolean) =>
   createRoute({
@@ -173,13 +173,14 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
     const action = match?.row.action;
     if (action && (principal.kind !== 'agent' || c.res.status >= 400)) {
       const status = c.res.status;
-      const created = status === 201 ? c.res.headers.get('location')?.split('/').pop() : undefined;
+      // A creation's target is the new id, the last segment of its Location (apiPath-encoded).
+      const created = status === 201 ? decodedSegment(c.res.headers.get('location')?.split('/').pop()) : undefined;
       deps.audit.record({
         actor: actorOf(principal),
         action,
-        ...(created ? { target: decodeURIComponent(created) } : targetOf(match)),
+        ...(created ? { target: created } : targetOf(match)),
         outcome: status < 400 ? 'ok' : 'refused',
-        ...(status >= 400 ? { detail: `${status}` } : {}),
+        ...(status >= 400 ? { detail: await problemSummary(c.res) } : {}),
         remote,
       });
     }

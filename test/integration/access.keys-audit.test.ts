@@ -129,6 +129,8 @@ describe('API keys and the audit log', () => {
     expect(denied.headers.get('content-type')).toBe('application/problem+json');
     expect((await as(c, canceller, apiPath.buildCancel(id), { method: 'POST' })).status).toBe(202);
     expect((await as(c, 'kiln_key_not-a-key-at-all', apiPath.builds())).status).toBe(401);
+    // a mutation that fails is recorded as refused, with the status and code
+    expect((await as(c, canceller, apiPath.buildCancel(id), { method: 'POST' })).status).toBe(409);
 
     const audit = await cli(['audit', '--json', '--limit', '200']);
     expect(audit.code, audit.stderr).toBe(0);
@@ -142,6 +144,7 @@ describe('API keys and the audit log', () => {
     );
     expect(entries).toContainEqual(expect.objectContaining({ action: `GET ${API_ROUTES.builds.template}`, outcome: 'refused', actor: 'anonymous', detail: expect.stringMatching(/^401/) }));
     expect(entries).toContainEqual(expect.objectContaining({ action: 'key.create', actor: 'key:api-token', outcome: 'ok' }));
+    expect(entries).toContainEqual(expect.objectContaining({ action: 'build.cancel', target: id, outcome: 'refused', detail: expect.stringMatching(/^409 E_CONFLICT: /) }));
     // reads are not recorded
     expect(entries.filter((e) => e.action!.startsWith('GET ') && e.outcome === 'ok')).toEqual([]);
 
@@ -151,7 +154,7 @@ describe('API keys and the audit log', () => {
     expect(actorRows.length).toBeGreaterThan(0);
     expect(actorRows.every((e) => e.actor!.endsWith('/operator'))).toBe(true);
     const byAction = await cli(['audit', '--json', '--action', 'build.']);
-    expect(byAction.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { action: string }).action).sort()).toEqual(['build.cancel', 'build.submit']);
+    expect(byAction.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { action: string }).action).sort()).toEqual(['build.cancel', 'build.cancel', 'build.submit']);
     const table = await cli(['audit', '--limit', '5']);
     expect(table.stdout).toMatch(/^TIME\s+ACTOR\s+ACTION/);
 
