@@ -20,10 +20,28 @@ export class UnreachableError extends CliError {
   }
 }
 
+/** Retries of a request answered 429, and the longest wait honoured per retry (ms). */
+export const RATE_LIMIT_RETRIES = 3;
+const MAX_RETRY_AFTER_MS = 30_000;
+
+/** Retry-After as ms (delta-seconds or an HTTP date), capped; 1 s when absent or unreadable. */
+export function retryAfterMs(header: string | null, now = Date.now()): number {
+  const text = header?.trim() ?? '';
+  let ms = 1000;
+  if (/^\d{1,10}$/.test(text)) ms = Number(text) * 1000;
+  else if (text !== '' && Number.isFinite(Date.parse(text))) ms = Date.parse(text) - now;
+  return Math.min(MAX_RETRY_AFTER_MS, Math.max(0, ms));
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
 export class ApiClient {
   private transport: Promise<typeof fetch> | null = null;
 
-  constructor(readonly config: ClientConfig) {}
+  constructor(
+    readonly config: ClientConfig,
+    private readonly wait: (ms: number) => Promise<void> = sleep,
+  ) {}
 
   /** The fetch requests go through: global fetch, or one trusting the CA file. */
   private fetchFn(): Promise<typeof fetch> {
@@ -40,8 +58,24 @@ export class ApiClient {
     return { ...(this.config.token ? { authorization: `Bearer ${this.config.token}` } : {}), ...extra };
   }
 
-  /** fetch with connection errors turned into UnreachableError (exit 2). */
+  /**
+   * fetch with connection errors turned into UnreachableError (exit 2). A 429 (rate limit)
+   * is waited out (Retry-After, at most 30 s) and the request sent again, up to
+   * RATE_LIMIT_RETRIES times: every method, since the coordinator answers 429 before a
+   * route runs (nothing was done), except a request whose body is a stream (it cannot be
+   * sent twice). The last 429 is returned as is.
+   */
   async raw(path: string, init: RequestInit = {}): Promise<Response> {
+    const replayable = init.body === undefined || init.body === null || typeof init.body === 'string' || init.body instanceof Uint8Array || init.body instanceof ArrayBuffer;
+    for (let attempt = 0; ; attempt++) {
+      const res = await this.once(path, init);
+      if (res.status !== 429 || !replayable || attempt >= RATE_LIMIT_RETRIES) return res;
+      await res.body?.cancel().catch(() => {});
+      await this.wait(retryAfterMs(res.headers.get('retry-after')));
+    }
+  }
+
+  private async once(path: string, init: RequestInit): Promise<Response> {
     try {
       const send = await this.fetchFn();
       return await send(this.url(path), { ...init, headers: this.headers((init.headers as Record<string, string>) ?? {}) });
@@ -66,6 +100,7 @@ export class ApiClient {
     } catch {
       /* not JSON */
     }
+    if (res.status === 429) return new CliError(`the coordinator is rate limiting this key or address: ${detail} (still refused after ${RATE_LIMIT_RETRIES} retries)`, EXIT.USAGE);
     if (res.status === 401 || res.status === 403) {
       const hint = this.config.token ? `(token from ${this.config.tokenSource})` : '(no token: use --token-file, KILN_TOKEN_FILE or KILN_TOKEN)';
       return new CliError(`the coordinator refused the request: ${detail} ${hint}`, EXIT.AUTH);

@@ -332,6 +332,45 @@ export async function main(argv: string[], env: Record<string, string | undefine
       code = await (await commands()).cancelCommand(await client(o), build, { json: Boolean(o.json) }, io);
     });
 
+  // Access: API keys with scopes, and the audit log (cli/key-commands.ts).
+  const keyCommands = () => import('./key-commands.js');
+  const keys = program.command('keys').description('API keys with scopes (read, submit, cancel, admin): create, list, revoke (admin scope)');
+  clientOptions(keys.command('create'))
+    .description('create an API key; prints only the key on stdout (it is shown only now)')
+    .requiredOption('--scope <scopes...>', 'read, submit, cancel, admin (comma-separated or repeated); admin implies all, submit and cancel imply read')
+    .option('--name <name>', 'a name for the key (default: its id)')
+    .option('--expires <duration>', 'expire after this long (90d, 24h; default: never)')
+    .option('--json', 'the created key and its secret as one JSON line')
+    .action(async (o: ClientFlags & { scope: string[]; name?: string; expires?: string; json?: boolean }) => {
+      const a = await keyCommands();
+      const opts = { scopes: a.scopesOption(o.scope), ...(o.name !== undefined ? { name: o.name } : {}), ...(o.expires !== undefined ? { expiresS: a.expiresOption(o.expires) } : {}), json: Boolean(o.json) };
+      code = await a.keysCreateCommand(await client(o), opts, io);
+    });
+  clientOptions(keys.command('list'))
+    .description('list API keys (never their secrets), newest first')
+    .option('--json', 'JSON Lines: one key per line')
+    .action(async (o: ClientFlags & { json?: boolean }) => {
+      code = await (await keyCommands()).keysListCommand(await client(o), { json: Boolean(o.json) }, io);
+    });
+  clientOptions(keys.command('revoke <id-or-name>'))
+    .description('revoke an API key: refused from its next request on')
+    .option('--json', 'the revoked key as one JSON line')
+    .action(async (id: string, o: ClientFlags & { json?: boolean }) => {
+      code = await (await keyCommands()).keysRevokeCommand(await client(o), id, { json: Boolean(o.json) }, io);
+    });
+  clientOptions(program.command('audit'))
+    .description('the audit log, newest first: who changed what, and every refused call (admin scope)')
+    .option('--json', 'JSON Lines: one entry per line')
+    .option('--limit <n>', 'how many (1..1000)', '50')
+    .option('--actor <actor>', 'only this actor: a key id or name, an agent name, or key:<id>/<name>')
+    .option('--action <action>', 'only this action (build.cancel), or a prefix ending in a dot (build.)')
+    .action(async (o: ClientFlags & { json?: boolean; limit: string; actor?: string; action?: string }) => {
+      const limit = z.coerce.number().int().min(1).max(1000).safeParse(o.limit);
+      if (!limit.success) throw new CliError(`--limit: '${o.limit}' is not a number in 1..1000`, EXIT.USAGE);
+      const filters = { ...(o.actor !== undefined ? { actor: o.actor } : {}), ...(o.action !== undefined ? { action: o.action } : {}) };
+      code = await (await keyCommands()).auditCommand(await client(o), { json: Boolean(o.json), limit: limit.data, ...filters }, io);
+    });
+
   try {
     // `kiln help agent` shows the help without dispatching to the command: declare its flags first.
     const helped = argv[2] === 'help' ? program.commands.find((c) => c.name() === argv[3]) : undefined;

@@ -15,6 +15,7 @@ import { resolve } from 'node:path';
 import type { EngineTimings } from './builds/engine-state.js';
 import { loadRegistryCredentials, NO_CREDENTIALS, type RegistryCredentials } from './registry/credentials.js';
 import type { LayerCacheConfig } from './builds/layer-cache-refs.js';
+import { parseRateSpec, type RateSpec } from './access/rate-limit.js';
 import {
   CACHE_MODES,
   LOG_SETTINGS,
@@ -67,6 +68,16 @@ const concurrencyGroupsType: SettingType<ReadonlyMap<string, number>> = {
       out.set(name, n);
     }
     return out;
+  },
+};
+
+/** A token-bucket rate (`50/s burst 200`, `600/m`) or `off` (access/rate-limit.ts). */
+const rateType: SettingType<RateSpec | null> = {
+  hint: 'N/s burst M|off',
+  file: z.string(),
+  parse: (setting: string, v: unknown) => {
+    if (typeof v !== 'string') throw configError(setting, `'${String(v)}' is not a rate (write e.g. '50/s burst 200', or off)`);
+    return parseRateSpec(setting, v);
   },
 };
 
@@ -143,6 +154,20 @@ export const COORDINATOR_SETTINGS = {
     description: 'concurrency group limits shared by every build, name=n,... (a map in the file): at most n nodes of the group hold an agent slot at once',
   },
   ...tracingSettings('kiln-coordinator'),
+  rateLimitPerKey: {
+    type: rateType,
+    key: 'rate_limit.per_key',
+    env: 'KILN_RATE_LIMIT_PER_KEY',
+    default: '100/s burst 500',
+    description: 'API calls per API key (token bucket; 429 with Retry-After when empty), or off; agents are not limited',
+  },
+  rateLimitPerAddress: {
+    type: rateType,
+    key: 'rate_limit.per_address',
+    env: 'KILN_RATE_LIMIT_PER_ADDRESS',
+    default: '200/s burst 1000',
+    description: 'API calls per source address, with or without a valid key (token bucket), or off; agents are not limited',
+  },
 } as const satisfies SettingTable;
 
 const FileSchema = fileSchema(COORDINATOR_SETTINGS);
@@ -177,6 +202,8 @@ export interface CoordinatorConfig extends EngineTimings {
   concurrencyGroups: ReadonlyMap<string, number>;
   /** OpenTelemetry traces (issue 12); null: off. */
   tracing: TracingConfig | null;
+  /** API rate limits (null: off). */
+  rateLimit: { perKey: RateSpec | null; perAddress: RateSpec | null };
 }
 
 /** The S3 backend's settings, validated (endpoint is `scheme://host[:port]`, prefix ends in `/` or is empty). */
@@ -344,6 +371,7 @@ export function loadCoordinatorConfig(flags: CoordinatorFlags, host: ConfigEnvir
     cache,
     concurrencyGroups: (s.get('concurrencyGroups') as ReadonlyMap<string, number> | undefined) ?? new Map<string, number>(),
     tracing: loadTracingConfig(s, env),
+    rateLimit: { perKey: s.get('rateLimitPerKey') ?? null, perAddress: s.get('rateLimitPerAddress') ?? null },
   });
 }
 

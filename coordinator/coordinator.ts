@@ -19,6 +19,9 @@ import { createBlobStore } from './cas/create-blob-store.js';
 import type { CoordinatorConfig } from './config.js';
 import { TokenCheck } from './http/auth.js';
 import { AgentCredentialStore } from './access/agent-credentials.js';
+import { ApiKeyStore } from './access/api-keys.js';
+import { AuditLog } from './access/audit-log.js';
+import { RateLimiter } from './access/rate-limit.js';
 import { createApp } from './http/app.js';
 import { LogStore } from './logs/log-store.js';
 import { lockDataDir, loadTokens, prepareDataDir, type LoadedTokens } from './state/data-dir.js';
@@ -47,6 +50,8 @@ export interface RunningCoordinator {
   retention: Retention;
   /** SIGHUP: re-reads what can change without a restart (the TLS certificate and key). */
   reload(reason: string): void;
+  keys: ApiKeyStore;
+  audit: AuditLog;
   stop(): Promise<void>;
 }
 
@@ -81,8 +86,11 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     const store = await StateStore.open({ dataDir: config.dataDir, persist: config.persist, init: config.init || prepared.created });
     const initialized = store.created;
     const tokens = await loadTokens(config.dataDir, { agentTokenFile: config.agentTokenFile, apiTokenFile: config.apiTokenFile });
+    // Who did what (mutations and refused calls), from the API, enrolment and agent connections.
+    const audit = await AuditLog.open(config.dataDir, { onError: (err) => logger.error({ err }, 'audit log write failed') });
+    releasers.push(() => audit.close());
     // Enrolment tokens and per-agent credentials (a corrupt file stops the start, naming it).
-    const credentials = await AgentCredentialStore.open(config.dataDir);
+    const credentials = await AgentCredentialStore.open(config.dataDir, { audit });
     // Build secrets: a store its key does not open refuses the start (naming both files).
     const secrets = await SecretStore.open({ dataDir: config.dataDir, keyFile: config.secretsKeyFile });
     const cas = new Cas(createBlobStore(config.cas, config.dataDir, config.maxBlobBytes));
@@ -127,7 +135,10 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     releasers.push(() => engine.stop());
 
     let ready = false;
-    const tokenCheck = new TokenCheck(tokens, credentials);
+    const keys = await ApiKeyStore.open(config.dataDir, { legacyApiToken: true });
+    const tokenCheck = new TokenCheck(tokens, keys, credentials);
+    const { perKey, perAddress } = config.rateLimit;
+    const rateLimits = { perKey: perKey ? new RateLimiter(perKey) : null, perAddress: perAddress ? new RateLimiter(perAddress) : null };
     const retention = new Retention({ cas, store, logger }, { retentionMs: config.artifacts.retentionMs, graceMs: config.artifacts.gcGraceMs });
     const app = createApp({
       engine,
@@ -138,6 +149,9 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       tokens: tokenCheck,
       agentAccess: { store: credentials, hub: { revoke: (name) => hub.revoke(name), askRotate: (name) => hub.askRotate(name) } },
       secrets,
+      keys,
+      audit,
+      rateLimits,
       logger,
       defaultPlatform: config.defaultPlatform,
       maxSpecBytes: config.maxSpecBytes,
@@ -166,6 +180,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       engine,
       tokens: tokenCheck,
       credentials,
+      audit,
       logger,
       heartbeatIntervalMs: config.heartbeatIntervalMs,
       lostAfterMs: config.lostAfterMs,
@@ -246,6 +261,8 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
         if (tlsReloader) tlsReloader.reload(reason);
         else logger.info({ reason }, 'nothing to reload (no TLS configured)');
       },
+      keys,
+      audit,
       stop: cleanup,
     };
   } catch (err) {

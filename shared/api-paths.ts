@@ -84,6 +84,10 @@ export const API_ROUTES = {
   /** PUT, HEAD, GET one blob. */
   casBlob: route('/api/v1/cas/{digest}'),
   casFindMissing: route('/api/v1/cas/find-missing'),
+  /** GET: list API keys; POST: create one. */
+  keys: route('/api/v1/keys'),
+  key: route('/api/v1/keys/{id}'),
+  audit: route('/api/v1/audit'),
 } as const;
 
 export type ApiRouteName = keyof typeof API_ROUTES;

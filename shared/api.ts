@@ -167,6 +167,8 @@ export const BuildView = BuildSummary.extend({
   cancel_requested: z.boolean(),
   /** false: submitted with --no-reuse. */
   reuse: z.boolean(),
+  /** Who submitted it (`key:<id>/<name>`, never a secret); null for builds from before keys existed. */
+  submitted_by: z.string().nullable().optional(),
   nodes: z.array(NodeView),
   /** Concurrency, concurrency group and deadline. */
   budget: BuildBudgetView.optional(),

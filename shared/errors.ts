@@ -16,6 +16,10 @@ export const ERROR_CODES = {
   E_UNAUTHORIZED: 401,
   /** The token may not use this route. */
   E_FORBIDDEN: 403,
+  /** The API key lacks the scope the route needs (the detail names it). */
+  E_SCOPE: 403,
+  /** Too many requests from this key or address (Retry-After says when to come back). */
+  E_RATE_LIMITED: 429,
   /** Something named in the request does not exist. */
   E_NOT_FOUND: 404,
   /** The request conflicts with the current state (e.g. cancelling a finished build). */

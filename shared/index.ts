@@ -222,6 +222,7 @@ export {
   type PoolViewT,
 } from './api-fleet.js';
 export { SecretList, SecretView, type SecretViewT } from './api-secrets.js';
+export { AuditEntryView, type AuditEntryViewT, AuditList, CreateKeyBody, type CreateKeyBodyT, CreatedKey, KEY_SCOPES, KeyList, KeyScope, KeyView, type KeyViewT } from './api-access.js';
 export {
   findCycle,
   type GpuRequirement,

@@ -155,6 +155,7 @@ export function buildView(b: BuildRecord, agents: AgentRegistry, now: number = D
     pinned: b.pinned ?? false,
     cancel_requested: b.cancel_requested,
     reuse: b.reuse ?? true,
+    submitted_by: b.submitted_by ?? null,
     nodes: b.nodes.map((n) => nodeView(n, agents, now, budgets?.budgetWaiting(b, n) ?? null, Budgets.groupOf(b, n))),
     budget,
     reason: budget.deadline_exceeded ? deadlineReason(b) : null,

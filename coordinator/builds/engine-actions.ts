@@ -12,7 +12,7 @@ import { cancelAttempt, errorReportPath, inputDigests, makeReady, maybeArchive, 
 import { buildErrorReport } from './error-report.js';
 
 /** Creates a build from a validated spec; resolves after it is durable. */
-export async function submit(s: EngineState, spec: ResolvedSpec, opts: { reuse?: boolean } = {}): Promise<BuildRecord> {
+export async function submit(s: EngineState, spec: ResolvedSpec, opts: { reuse?: boolean; submittedBy?: string } = {}): Promise<BuildRecord> {
   const now = s.now();
   const id = newId('b', now);
   const build: BuildRecord = {
@@ -26,6 +26,7 @@ export async function submit(s: EngineState, spec: ResolvedSpec, opts: { reuse?:
     finished_at: null,
     nodes: spec.nodes.map(pendingNode),
     ...(spec.budget ? { budget: spec.budget } : {}),
+    ...(opts.submittedBy !== undefined ? { submitted_by: opts.submittedBy } : {}),
   };
   s.records.addBuild(build);
   s.cas.touch(spec.nodes.flatMap((n) => [...(n.context ? [n.context] : []), ...n.inputs.flatMap((i) => (i.digest ? [i.digest] : []))]));

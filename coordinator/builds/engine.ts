@@ -193,7 +193,7 @@ export class Engine extends TypedEmitter<EngineEvents> {
   // ---------------------------------------------------------------- API actions
 
   /** Creates a build from a validated spec; resolves after it is durable. */
-  async submit(spec: ResolvedSpec, opts: { reuse?: boolean } = {}): Promise<BuildRecord> {
+  async submit(spec: ResolvedSpec, opts: { reuse?: boolean; submittedBy?: string } = {}): Promise<BuildRecord> {
     const build = await actions.submit(this.s, spec, opts);
     this.deadlines.add(build);
     return build;

@@ -12,7 +12,7 @@ import { requestId } from 'hono/request-id';
 import { AGENT_SOCKET_PATH, API_PREFIX, API_ROUTES, KILN_VERSION } from '../../shared/index.js';
 import { clockOf, type AppEnv, type HttpDeps } from './context.js';
 import { createMetrics } from './metrics.js';
-import { AGENT_BEARER, BEARER, PUBLIC, bodyLimitsOf, errors, problemContent } from './openapi-common.js';
+import { AGENT_BEARER, BEARER, PUBLIC, bodyLimitsOf, errors, problemContent, withScopes } from './openapi-common.js';
 import { makeErrorHandler, problemResponse } from './problem.js';
 import { registerAgentRoutes } from './routes-agents.js';
 import { registerArtifactRoutes } from './routes-artifacts.js';
@@ -23,6 +23,10 @@ import { registerFleetRoutes } from './routes-fleet.js';
 import { registerLogRoutes } from './routes-logs.js';
 import { registerAgentAccessRoutes } from './routes-agent-access.js';
 import { registerSecretRoutes } from './routes-secrets.js';
+import { registerAccessRoutes } from './routes-access.js';
+import { actorOf } from '../access/api-keys.js';
+import { RouteScopeTable, grants } from '../access/route-scopes.js';
+import { decodedSegment, problemSummary, rateLimited, remoteOf, targetOf } from './access-guard.js';
 
 const probe = (path: '/livez' | '/readyz' | '/healthz', summary: string, ready: boolean) =>
   createRoute({
@@ -103,7 +107,7 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   app.openAPIRegistry.registerComponent('securitySchemes', BEARER, {
     type: 'http',
     scheme: 'bearer',
-    description: 'The API token (tokens/api in the data dir)',
+    description: "An API key (kiln_key_…, with scopes: each operation's `x-kiln-scope`), or the legacy API token (tokens/api in the data dir), an admin key",
   });
   app.openAPIRegistry.registerComponent('securitySchemes', AGENT_BEARER, {
     type: 'http',
@@ -141,17 +145,51 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   const metrics = createMetrics(deps.engine, deps.agents, clockOf(deps));
   app.openapi(metricsRoute, async (c) => c.body(await metrics.metrics(), 200, { 'content-type': metrics.contentType }) as never);
 
+  // Who is calling (auth.ts), whether they may (the route table, access/route-scopes.ts),
+  // how often (rate limits; agents are not limited), and what they changed (audit log).
+  const routeScopes = new RouteScopeTable();
   app.use(`${API_PREFIX}/*`, async (c, next) => {
-    // Enrolment is authorized by its enrolment token, which the route itself checks (routes-agent-access.ts).
-    if (c.req.path === API_ROUTES.agentEnrol.template) return next();
-    const role = deps.tokens.role(c.req.header('authorization'));
-    if (!role) return problemResponse(c, 401, 'E_UNAUTHORIZED', 'missing or wrong API token (send Authorization: Bearer <token>)', undefined, { 'www-authenticate': 'Bearer' });
-    // The agent token may only use the CAS (read contexts and inputs, upload outputs), its WebSocket and its credential's rotation.
-    if (role === 'agent' && !c.req.path.startsWith(`${API_PREFIX}/cas/`) && c.req.path !== AGENT_SOCKET_PATH && c.req.path !== API_ROUTES.agentCredential.template) {
-      return problemResponse(c, 403, 'E_FORBIDDEN', 'the agent token cannot use this route; use the API token');
+    const remote = remoteOf(c);
+    const match = routeScopes.match(c.req.method, c.req.path);
+    // Enrolment is authorized by its enrolment token, which the route itself checks
+    // (routes-agent-access.ts); it is rate limited by address like any caller without a key.
+    const enrolment = c.req.path === API_ROUTES.agentEnrol.template;
+    const principal = enrolment ? null : deps.tokens.authenticate(c.req.header('authorization'));
+    const refuse = (status: number, code: string, detail: string, headers?: Record<string, string>) => {
+      deps.audit.record({ actor: actorOf(principal), action: `${c.req.method} ${match?.row.path ?? c.req.path.slice(0, 200)}`, ...targetOf(match), outcome: 'refused', detail: `${status} ${code}: ${detail}`, remote });
+      return problemResponse(c, status, code, detail, undefined, headers);
+    };
+    if (principal?.kind !== 'agent') {
+      const limited = rateLimited(deps.rateLimits, principal, remote);
+      if (limited) return refuse(429, 'E_RATE_LIMITED', limited.detail, { 'retry-after': String(limited.retryAfterS) });
     }
-    c.set('role', role);
+    if (enrolment) return next();
+    if (!principal) return refuse(401, 'E_UNAUTHORIZED', 'missing or wrong API token (send Authorization: Bearer <token>)', { 'www-authenticate': 'Bearer' });
+    if (principal.kind === 'agent') {
+      // The agent credential may only use the CAS (read contexts and inputs, upload outputs), its WebSocket and its credential's rotation.
+      if (!match?.row.agent) return refuse(403, 'E_FORBIDDEN', 'the agent token cannot use this route; use an API key');
+    } else {
+      const needed = match?.row.scope ?? 'admin';
+      if (!grants(principal.scopes, needed)) return refuse(403, 'E_SCOPE', `this route needs the '${needed}' scope; the key '${principal.name}' has ${principal.scopes.join(', ')}`);
+    }
+    c.set('role', principal.kind === 'agent' ? 'agent' : 'api');
+    c.set('principal', principal);
     await next();
+    // Mutations are recorded (an agent's own uploads only when refused); reads are not.
+    const action = match?.row.action;
+    if (action && (principal.kind !== 'agent' || c.res.status >= 400)) {
+      const status = c.res.status;
+      // A creation's target is the new id, the last segment of its Location (apiPath-encoded).
+      const created = status === 201 ? decodedSegment(c.res.headers.get('location')?.split('/').pop()) : undefined;
+      deps.audit.record({
+        actor: actorOf(principal),
+        action,
+        ...(created ? { target: created } : targetOf(match)),
+        outcome: status < 400 ? 'ok' : 'refused',
+        ...(status >= 400 ? { detail: await problemSummary(c.res) } : {}),
+        remote,
+      });
+    }
   });
 
   // A plain GET of the agents' WebSocket (an upgrade never reaches hono: agent-hub.ts takes it).
@@ -167,6 +205,7 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   registerFleetRoutes(app, deps);
   registerAgentAccessRoutes(app, deps);
   if (deps.secrets) registerSecretRoutes(app, { ...deps, secrets: deps.secrets });
+  registerAccessRoutes(app, deps);
 
   const docConfig = {
     openapi: '3.1.0' as const,
@@ -181,7 +220,7 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   };
   let doc: ReturnType<typeof app.getOpenAPI31Document> | null = null;
   app.get('/openapi.json', (c) => {
-    doc ??= withBodyLimits(app.getOpenAPI31Document(docConfig), bodyLimitsOf(app));
+    doc ??= withScopes(withBodyLimits(app.getOpenAPI31Document(docConfig), bodyLimitsOf(app)), routeScopes);
     return c.json(doc);
   });
   return app;

@@ -7,6 +7,9 @@ import type { Engine } from '../builds/engine.js';
 import type { Cas } from '../cas/cas.js';
 import type { Retention } from '../cas/retention.js';
 import type { LogStore } from '../logs/log-store.js';
+import type { ApiKeyStore, Principal } from '../access/api-keys.js';
+import type { AuditLog } from '../access/audit-log.js';
+import type { RateLimiter } from '../access/rate-limit.js';
 import type { TokenCheck } from './auth.js';
 import type { AgentCredentialStore } from '../access/agent-credentials.js';
 import type { SecretStore } from '../secrets/secret-store.js';
@@ -27,6 +30,12 @@ export interface HttpDeps {
   tokens: TokenCheck;
   /** Agent enrolment; absent: the routes answer 404 (only the shared agent token). */
   agentAccess?: AgentAccess;
+  /** API keys (create, list, revoke). */
+  keys: ApiKeyStore;
+  /** The audit log: mutations and refused calls are recorded here. */
+  audit: Pick<AuditLog, 'record' | 'query'>;
+  /** Rate limits (null: off); agents are not limited. */
+  rateLimits: { perKey: RateLimiter | null; perAddress: RateLimiter | null };
   logger: Logger;
   /** Platform for nodes that name none (linux/<coordinator arch>). */
   defaultPlatform: string;
@@ -46,4 +55,4 @@ export function clockOf(deps: HttpDeps): () => number {
   return deps.clock ?? Date.now;
 }
 
-export type AppEnv = { Variables: { requestId: string; role: 'api' | 'agent' } };
+export type AppEnv = { Variables: { requestId: string; role: 'api' | 'agent'; principal: Principal } };

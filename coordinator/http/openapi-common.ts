@@ -13,6 +13,7 @@ import type { Context, MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { z } from '@hono/zod-openapi';
 import { AGENT_NAME_PARAM_RE, BUILD_ID_RE, BUILD_ID_RULE, DIGEST_RE, NAME_RE, NAME_RULE, Problem } from '../../shared/index.js';
+import type { RouteScopeTable } from '../access/route-scopes.js';
 import type { AppEnv } from './context.js';
 import { problemResponse } from './problem.js';
 
@@ -31,14 +32,20 @@ export function problemContent(description: string) {
   return { description, content: { 'application/problem+json': { schema: Problem } } };
 }
 
+/** The 429 of a rate-limited operation, with its Retry-After header. */
+function rateLimited() {
+  return { ...problemContent(ERROR_TEXT[429]!), headers: { 'retry-after': { description: 'Seconds until the key or address may call again', schema: { type: 'integer' as const, minimum: 1 } } } };
+}
+
 const ERROR_TEXT: Record<number, string> = {
   400: 'The request is invalid (a parameter, header or body failed validation); `errors` name the fields',
   401: 'No API token, or a wrong one (send `Authorization: Bearer <token>`)',
-  403: 'The token may not use this route (the agent token may use only the CAS routes)',
+  403: 'The key lacks the scope this route needs (`x-kiln-scope`; `code` E_SCOPE names it), or the agent token is used outside the CAS',
   404: 'Not found',
   409: 'Conflicts with the current state',
   413: 'The body is larger than allowed',
   415: 'The body has a media type this route does not take',
+  429: 'Too many requests from this key or address: wait `Retry-After` seconds (nothing was done)',
   500: 'Internal error (see the coordinator log)',
   503: 'The coordinator is starting or shutting down',
   507: 'The artifact store is full (nothing partial was kept)',
@@ -47,14 +54,16 @@ const ERROR_TEXT: Record<number, string> = {
 /**
  * Error responses of an operation: the statuses given (with an optional more precise
  * description), plus 500, which any operation can answer. Secured operations also list
- * 401 (and 403 unless `agentToo`).
+ * 401, 403 (a scope; `agentToo` only documents that the agent token may call it too)
+ * and 429 (rate limits).
  */
 export function errors(statuses: Array<number | [number, string]>, opts: { secured?: boolean; agentToo?: boolean } = {}) {
-  const out: Record<number, ReturnType<typeof problemContent>> = {};
+  const out: Record<number, ReturnType<typeof problemContent> & { headers?: object }> = {};
   const add = (s: number, d?: string) => (out[s] = problemContent(d ?? ERROR_TEXT[s] ?? 'Error'));
   if (opts.secured !== false) {
     add(401);
-    if (!opts.agentToo) add(403);
+    add(403);
+    out[429] = rateLimited();
   }
   for (const s of statuses) Array.isArray(s) ? add(s[0], s[1]) : add(s);
   add(500);
@@ -153,4 +162,23 @@ export function limitBody(maxBytes: number, what: string): MiddlewareHandler<App
     }
     return streaming(c, next);
   };
+}
+
+/**
+ * States each operation's scope (access/route-scopes.ts) as `x-kiln-scope`, and
+ * `x-kiln-agent: true` where the agent credential may call it too. Public operations
+ * (probes, metrics, this document) have neither.
+ */
+export function withScopes<D extends { paths?: unknown }>(doc: D, table: RouteScopeTable): D {
+  const paths = (doc.paths ?? {}) as Record<string, Record<string, { security?: unknown[] } & Record<string, unknown>>>;
+  for (const [path, ops] of Object.entries(paths)) {
+    for (const [method, op] of Object.entries(ops)) {
+      if (typeof op !== 'object' || op === null || (Array.isArray(op.security) && op.security.length === 0)) continue;
+      const row = table.forOperation(method, path);
+      if (!row) continue;
+      op['x-kiln-scope'] = row.scope;
+      if (row.agent) op['x-kiln-agent'] = true;
+    }
+  }
+  return doc;
 }

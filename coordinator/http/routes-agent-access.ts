@@ -8,6 +8,7 @@
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { API_ROUTES, KilnError, NAME_RE, NAME_RULE } from '../../shared/index.js';
+import { actorOf as principalActor } from '../access/api-keys.js';
 import type { AgentAccess, AppEnv, HttpDeps } from './context.js';
 import { AGENT_BEARER, AgentParams, SECURED, documentBodyLimit, errors, limitBody, nodeIncoming, requireMediaType } from './openapi-common.js';
 
@@ -128,8 +129,9 @@ function bearerOf(c: Context<AppEnv>): string | null {
 }
 
 /** Who made an admin call, for the audit log (never the secret). */
+/** Who is calling, as the audit log names them (the key's id and name; never a secret). */
 function actorOf(c: Context<AppEnv>): string {
-  return c.get('role') === 'api' ? 'api-token' : 'unknown';
+  return principalActor(c.get('principal') ?? null);
 }
 
 export function registerAgentAccessRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): void {

@@ -23,6 +23,7 @@ import {
   type FieldError,
   type ResolvedSpec,
 } from '../../shared/index.js';
+import { actorOf } from '../access/api-keys.js';
 import { buildView, summaryView } from '../builds/build-views.js';
 import { tarEntries, normalizeTarPath } from '../cas/tar-index.js';
 import { loadContextDockerfile } from '../registry/context-dockerfiles.js';
@@ -147,7 +148,7 @@ export function registerBuildRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): v
     if (!resolved.ok) throw new KilnError('E_SPEC_INVALID', specDetail(resolved.errors), { errors: resolved.errors });
     const ctxErrors = await checkContexts(deps, resolved.value);
     if (ctxErrors.length > 0) throw new KilnError('E_SPEC_INVALID', specDetail(ctxErrors), { errors: ctxErrors });
-    const build = await deps.engine.submit(resolved.value, { reuse: c.req.valid('query').reuse !== 'false' });
+    const build = await deps.engine.submit(resolved.value, { reuse: c.req.valid('query').reuse !== 'false', submittedBy: actorOf(c.get('principal')) });
     const url = apiPath.build(build.id);
     return c.json({ id: build.id, state: build.state, url }, 201, { location: url });
   });

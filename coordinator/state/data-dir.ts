@@ -9,6 +9,8 @@
  *   logs/<build>/<node>/attempt-<n>.log   per-attempt logs
  *   cas/sha256/<xx>/<hex> content-addressed blobs (build contexts)
  *   tokens/agent, tokens/api   generated tokens (mode 0600) when none are configured
+ *   access/keys.json      API keys: sha256 hashes, scopes, expiry (coordinator/access/api-keys.ts)
+ *   audit.log, audit.log.1   the audit log, JSON lines (coordinator/access/audit-log.ts)
  *   lock                  who holds the directory: JSON {pid, boot_id, start_time, hostname,
  *                         started_at}; on Linux an abstract socket held by the same process is
  *                         the actual lock (shared/process-lock.ts)

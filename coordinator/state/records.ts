@@ -175,6 +175,8 @@ export interface BuildRecord {
   nodes: NodeRecord[];
   /** Budgets (issue 11): concurrency, group, deadline; set at submit, never changed (coordinator/placement/budgets.ts). */
   budget?: ResolvedBudget;
+  /** Who submitted it (the audit actor: `key:<id>/<name>`); absent for builds from before issue 12. */
+  submitted_by?: string;
 }
 
 /** The index entry of an archived (finished) build. */

@@ -95,7 +95,7 @@ interface Ready {
 
 async function serve(dir: string): Promise<void> {
   const dataDir = join(dir, 'data');
-  const config = loadCoordinatorConfig({ dataDir, listen: '127.0.0.1:0', logLevel: 'silent', logFormat: 'json' }, { env: {}, arch: process.arch, isTTY: false });
+  const config = loadCoordinatorConfig({ dataDir, listen: '127.0.0.1:0', logLevel: 'silent', logFormat: 'json', rateLimitPerKey: 'off', rateLimitPerAddress: 'off' }, { env: {}, arch: process.arch, isTTY: false });
   const coord = await startCoordinator(config, createLogger({ name: 'bench', level: 'silent', format: 'json' }));
   let present = new Set<string>();
   const blobFile = (hex: string) => join(dataDir, 'cas', 'sha256', hex.slice(0, 2), hex);

@@ -89,7 +89,7 @@ interface Cluster {
 async function startCluster(persist: boolean): Promise<Cluster> {
   const dataDir = await mkdtemp(join(tmpdir(), 'kiln-bench-'));
   const config = loadCoordinatorConfig(
-    { dataDir: join(dataDir, 'data'), listen: '127.0.0.1:0', noPersist: !persist, logLevel: 'silent', logFormat: 'json' },
+    { dataDir: join(dataDir, 'data'), listen: '127.0.0.1:0', noPersist: !persist, logLevel: 'silent', logFormat: 'json', rateLimitPerKey: 'off', rateLimitPerAddress: 'off' },
     { env: {}, arch: process.arch, isTTY: false },
   );
   const coord = await startCoordinator(config, createLogger({ name: 'bench', level: 'silent', format: 'json' }));

@@ -377,7 +377,7 @@ async function startKiln(dir: string, bin: string): Promise<Kiln> {
   const dataDir = join(dir, 'data');
   const traceDir = TRACE ? join(dir, 'trace') : null;
   if (traceDir !== null) await mkdir(traceDir, { recursive: true });
-  const coordinator = spawnKiln(bin, ['coordinator', '--data-dir', dataDir, '--listen', '127.0.0.1:0'], traceDir);
+  const coordinator = spawnKiln(bin, ['coordinator', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--rate-limit-per-key', 'off', '--rate-limit-per-address', 'off'], traceDir);
   let url: string | null = null;
   for (let i = 0; i < 600 && !url; i++) {
     url = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(coordinator.stderrText())?.[1] ?? null;

@@ -51,7 +51,7 @@ interface Ready {
 }
 
 async function serveKiln(dataDir: string): Promise<void> {
-  const config = loadCoordinatorConfig({ dataDir, listen: '127.0.0.1:0', logLevel: 'silent', logFormat: 'json' }, { env: {}, arch: process.arch, isTTY: false });
+  const config = loadCoordinatorConfig({ dataDir, listen: '127.0.0.1:0', logLevel: 'silent', logFormat: 'json', rateLimitPerKey: 'off', rateLimitPerAddress: 'off' }, { env: {}, arch: process.arch, isTTY: false });
   const coord: RunningCoordinator = await startCoordinator(config, createLogger({ name: 'bench', level: 'silent', format: 'json' }));
   if (!coord.store.persist) throw new Error('the benchmark needs persistence on');
   process.on('message', (m: { type: string }) => {

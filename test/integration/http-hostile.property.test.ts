@@ -251,7 +251,7 @@ describe('hostile strings in routes and specs', () => {
   async function startFresh(why: string): Promise<void> {
     if (c?.proc.running) await c.proc.stop();
     generation++;
-    c = await startCoordinator({ dataDir: join(dir.path, `data-${generation}`) });
+    c = await startCoordinator({ dataDir: join(dir.path, `data-${generation}`), args: ['--rate-limit-per-key', 'off', '--rate-limit-per-address', 'off'] });
     const s = await seedBuilds(c, { agent: false });
     const digest = await putBlob(c, Buffer.from(`hostile input ${generation}\n`), 'application/octet-stream');
     // Object.prototype member names are valid node, label, build-arg, input and output names
@@ -301,7 +301,7 @@ describe('hostile strings in routes and specs', () => {
   async function recover(what: string, example: string): Promise<void> {
     if (c.proc.running) await c.proc.kill9();
     try {
-      c = await startCoordinator({ dataDir: c.dataDir, port: c.port });
+      c = await startCoordinator({ dataDir: c.dataDir, port: c.port, args: c.args });
       console.log(`hostile: restarted on the same data dir after: ${what}`);
       const after = new Map<string, BuildSnapshot>();
       for (const id of baseline.keys()) after.set(id, await snapshot(id));
@@ -435,7 +435,7 @@ describe('hostile strings in routes and specs', () => {
     if (how === 'SIGKILL') await c.proc.kill9();
     else await c.proc.stop();
     try {
-      c = await startCoordinator({ dataDir: c.dataDir, port: c.port });
+      c = await startCoordinator({ dataDir: c.dataDir, port: c.port, args: c.args });
     } catch (err) {
       v.add({ group: 'restart fails', operation: `${how} restart at the end`, problem: 'the coordinator does not start again on its data dir (the journal does not replay)', detail: excerpt(coerceError(err).message, 800) });
       return false;

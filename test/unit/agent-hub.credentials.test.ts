@@ -40,7 +40,7 @@ describe('agent hub with agent credentials', () => {
     events = [];
     const audit = { record: (e: AuditEvent) => events.push(e) };
     store = await AgentCredentialStore.open(dir, { audit });
-    const tokens = new TokenCheck({ apiToken: 'api-token-0123456789', agentToken: 'agent-token-0123456789' }, store);
+    const tokens = new TokenCheck({ apiToken: 'api-token-0123456789', agentToken: 'agent-token-0123456789' }, null, store);
     hub = new AgentHub({ engine, tokens, credentials: store, audit, logger: pino({ level: 'silent' }), heartbeatIntervalMs: 10_000, lostAfterMs: 30_000, cutoffCancelMs: 60_000 });
     server = createServer();
     server.on('upgrade', (req, socket, head) => hub.handleUpgrade(req, socket, head));

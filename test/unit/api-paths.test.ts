@@ -38,6 +38,9 @@ describe('API route paths', () => {
       secret: '/api/v1/secrets/{name}',
       casBlob: '/api/v1/cas/{digest}',
       casFindMissing: '/api/v1/cas/find-missing',
+      keys: '/api/v1/keys',
+      key: '/api/v1/keys/{id}',
+      audit: '/api/v1/audit',
     });
     for (const r of Object.values(API_ROUTES)) expect(r.template.startsWith(`${API_PREFIX}/`)).toBe(true);
     for (const a of AGENT_CONTROL_ACTIONS) expect(AGENT_CONTROL_ROUTES[a].template).toBe(`/api/v1/agents/{name}/${a}`);
