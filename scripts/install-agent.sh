@@ -3,6 +3,7 @@
 # checkout this script is in (built dist/ and production node_modules; no network needed).
 #   --coordinator URL --token-file FILE [--name N] [--labels k=v,...] [--max-jobs N]
 #   [--platforms linux/arm64,...] [--gpu|--no-gpu]      install (or update the settings)
+#   [--ca-file FILE|--no-ca]                             the CA that signed an https:// coordinator's certificate
 #   --upgrade [same options]                             replace the program, restart (drain)
 #   --uninstall [--purge]                                remove it (--purge: its state and cache too)
 # What it installs: the program in /opt/kiln; the system user kiln-agent (group docker);
@@ -10,14 +11,15 @@
 # other settings added there by hand are kept); the token as /etc/kiln-agent/token (0600,
 # root; the unit hands it over with LoadCredential=); /etc/systemd/system/kiln-agent.service;
 # on GPU hosts (nvidia-smi in PATH, or --gpu) the drop-in kiln-agent.service.d/gpu.conf that
-# opens /dev/nvidia*. Then `systemctl enable --now kiln-agent`. Running it again changes
+# opens /dev/nvidia*; with --ca-file, the CA as /etc/kiln-agent/ca.pem (0600, handed over with
+# LoadCredential= by the drop-in kiln-agent.service.d/ca.conf, which sets KILN_CA_FILE). Then `systemctl enable --now kiln-agent`. Running it again changes
 # nothing and restarts nothing unless a file changed; a restart (or stop) drains: running
 # builds finish first. State: /var/lib/kiln-agent, cache and scratch: /var/cache/kiln-agent.
 # Exit status: 0 done, 1 failed, 2 usage error.
 set -euo pipefail
 SCRIPT=install-agent.sh
 USAGE="usage: install-agent.sh --coordinator URL --token-file FILE [--name NAME] [--labels k=v,...] [--max-jobs N]
-                        [--platforms linux/arm64,...] [--gpu|--no-gpu] [--upgrade]
+                        [--platforms linux/arm64,...] [--gpu|--no-gpu] [--ca-file FILE|--no-ca] [--upgrade]
        install-agent.sh --uninstall [--purge]"
 . "$(dirname "$(readlink -f "$0")")/install/common.sh"
 
@@ -27,7 +29,7 @@ STATE=/var/lib/kiln-agent
 CACHE=/var/cache/kiln-agent
 DROPIN_DIR=$UNIT_DIR/kiln-agent.service.d
 
-coordinator="" token_file="" name="" labels="" max_jobs="" platforms="" gpu=auto upgrade=false uninstall=false purge=false
+coordinator="" token_file="" name="" labels="" max_jobs="" platforms="" gpu=auto ca_file="" no_ca=false upgrade=false uninstall=false purge=false
 while [ $# -gt 0 ]; do
   case "$1" in
     --coordinator) need_value "$@"; coordinator=$2; shift 2 ;;
@@ -38,6 +40,8 @@ while [ $# -gt 0 ]; do
     --platforms) need_value "$@"; platforms=$2; shift 2 ;;
     --gpu) gpu=yes; shift ;;
     --no-gpu) gpu=no; shift ;;
+    --ca-file) need_value "$@"; ca_file=$2; shift 2 ;;
+    --no-ca) no_ca=true; shift ;;
     --upgrade) upgrade=true; shift ;;
     --uninstall) uninstall=true; shift ;;
     --purge) purge=true; shift ;;
@@ -47,6 +51,7 @@ while [ $# -gt 0 ]; do
 done
 $purge && ! $uninstall && usage_error "--purge goes with --uninstall"
 $uninstall && $upgrade && usage_error "--uninstall and --upgrade exclude each other"
+$no_ca && [ -n "$ca_file" ] && usage_error "--no-ca and --ca-file exclude each other"
 
 # --- checks of the values (before touching anything) --------------------------------------
 if ! $uninstall; then
@@ -72,6 +77,11 @@ if ! $uninstall; then
     [ -n "$token" ] || die "token file '$token_file' is empty"
     [ "$(grep -c . "$token_file")" -le 1 ] || die "token file '$token_file' must hold one line (the token)"
     [[ "$token" =~ ^[A-Za-z0-9._~+/=-]+$ ]] || die "token file '$token_file' holds characters no kiln token has"
+  fi
+  if [ -n "$ca_file" ]; then
+    [ -f "$ca_file" ] && [ -r "$ca_file" ] || die "CA file '$ca_file' does not exist or cannot be read"
+    [ "$(stat -c %s "$ca_file")" -le 1048576 ] || die "CA file '$ca_file' is larger than 1 MiB"
+    grep -q -- '-----BEGIN CERTIFICATE-----' "$ca_file" || die "CA file '$ca_file' holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
   fi
 fi
 require_root
@@ -156,6 +166,22 @@ if [ "$gpu" = yes ]; then
   write_file "$DROPIN_DIR/gpu.conf" 644 "$gpu_tmp"; rm -f "$gpu_tmp"
 elif [ "$gpu" = no ] && [ -f "$DROPIN_DIR/gpu.conf" ]; then
   remove_path "$DROPIN_DIR/gpu.conf"; changed=true
+fi
+
+# CA: the agent user cannot read /etc/kiln-agent (0700 root); the file reaches it as a credential
+if [ -n "$ca_file" ]; then
+  write_file "$ETC/ca.pem" 600 "$ca_file"
+  ca_tmp=$(mktemp)
+  {
+    echo "# written by scripts/install-agent.sh --ca-file: the CA that signed the coordinator's certificate"
+    echo "# reaches the agent as the credential 'ca' (kiln agent --ca-file, KILN_CA_FILE); --no-ca removes it."
+    echo "[Service]"
+    echo "LoadCredential=ca:$ETC/ca.pem"
+    echo "Environment=KILN_CA_FILE=%d/ca"
+  } >"$ca_tmp"
+  write_file "$DROPIN_DIR/ca.conf" 644 "$ca_tmp"; rm -f "$ca_tmp"
+elif $no_ca && [ -e "$DROPIN_DIR/ca.conf" ]; then
+  remove_path "$DROPIN_DIR/ca.conf" "$ETC/ca.pem"; changed=true
 fi
 
 $PROGRAM_REPLACED && RESTART_NOTE="program upgraded; running builds finish first (drain)"

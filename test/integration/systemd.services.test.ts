@@ -312,7 +312,7 @@ describe('agent and coordinator as systemd services (a real systemd in a contain
     expect(await show('kiln-agent', 'PrivateDevices')).toBe('yes');
   });
 
-  it('--tls-cert/--tls-key hand the files over as credentials and set KILN_TLS_CERT/KILN_TLS_KEY; --no-tls takes them away', async () => {
+  it('--tls-cert/--tls-key hand the files over as credentials and set KILN_TLS_CERT/KILN_TLS_KEY; the agent follows over wss with --ca-file; --no-tls takes them away', async () => {
     // a real self-signed certificate, so a coordinator that serves TLS starts with it
     await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', join(work, 'key.pem'), '-out', join(work, 'cert.pem')]);
     await run('docker', ['cp', join(work, 'cert.pem'), `${NAME}:/root/cert.pem`]);
@@ -327,6 +327,29 @@ describe('agent and coordinator as systemd services (a real systemd in a contain
     expect(env).toContain('KILN_TLS_KEY=/run/credentials/kiln-coordinator.service/tls-key');
     expect(await show('kiln-coordinator', 'ActiveState')).toBe('active');
     expect((await sh('cmp /run/credentials/kiln-coordinator.service/tls-key /root/key.pem')).code).toBe(0);
+
+    // the agent follows the coordinator to https:// with --ca-file (the CA reaches it as a credential)
+    const httpsUrl = url.replace(/^http:/, 'https:');
+    const agentsOverTls = async () => {
+      const r = await kiln(['agents', '--json', '--ca-file', join(work, 'cert.pem')], { ...cliEnv(), KILN_COORDINATOR: httpsUrl });
+      if (r.code !== 0) return null;
+      return r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { name: string; state: string; connected_at: string | null });
+    };
+    const tlsBefore = (await waitFor('the coordinator to answer over https', agentsOverTls)).find((a) => a.name === AGENT)?.connected_at ?? null;
+    const agentArgs = installArgs.replace(`--coordinator ${url}`, `--coordinator ${httpsUrl}`);
+    const withCa = await sh(`${SRC}/scripts/install-agent.sh ${agentArgs} --ca-file /root/cert.pem`);
+    expect(withCa.code, withCa.stderr).toBe(0);
+    const caConf = (await ok('cat /etc/systemd/system/kiln-agent.service.d/ca.conf')).split('\n').filter((l) => l && !l.startsWith('#'));
+    expect(caConf).toEqual(['[Service]', 'LoadCredential=ca:/etc/kiln-agent/ca.pem', 'Environment=KILN_CA_FILE=%d/ca']);
+    expect(await ok('stat -c %U:%a /etc/kiln-agent/ca.pem')).toBe('root:600\n');
+    await waitFor(`agent ${AGENT} to connect over wss`, async () => {
+      const a = (await agentsOverTls())?.find((x) => x.name === AGENT);
+      return a?.state === 'connected' && a.connected_at !== tlsBefore ? a : null;
+    });
+    const noCa = await sh(`${SRC}/scripts/install-agent.sh ${installArgs} --no-ca`);
+    expect(noCa.code, noCa.stderr).toBe(0);
+    expect((await sh('test -e /etc/systemd/system/kiln-agent.service.d/ca.conf')).code).not.toBe(0);
+
     const off = await sh(`${SRC}/scripts/install-coordinator.sh --listen 127.0.0.1:${port} --no-tls`);
     expect(off.code, off.stderr).toBe(0);
     for (const gone of ['/etc/systemd/system/kiln-coordinator.service.d/tls.conf', '/etc/kiln-coordinator/tls-cert', '/etc/kiln-coordinator/tls-key']) {
@@ -334,6 +357,7 @@ describe('agent and coordinator as systemd services (a real systemd in a contain
     }
     expect(await show('kiln-coordinator', 'Environment')).not.toContain('KILN_TLS_CERT');
     await waitFor('the coordinator to answer', async () => (await fetch(`${url}/healthz`).catch(() => null))?.ok);
+    await waitConnected(null); // back on ws:// without the CA
   });
 
   it('--uninstall removes unit, program, settings, credential and user, and keeps state and cache unless --purge', async () => {
