@@ -39,10 +39,12 @@ export interface RouteScope {
   readonly agent?: true;
   /** A mutation: recorded in the audit log under this action name (`build.cancel`). */
   readonly action?: string;
+  /** Authorized by a token of its own, which the route checks (an enrolment token; an agent's own credential): no API key or shared token gets through. */
+  readonly own?: string;
 }
 
 const R = API_ROUTES;
-const row = (method: RouteMethod, path: string, scope: Scope, extra: { agent?: true; action?: string } = {}): RouteScope => ({ method, path, scope, ...extra });
+const row = (method: RouteMethod, path: string, scope: Scope, extra: { agent?: true; action?: string; own?: string } = {}): RouteScope => ({ method, path, scope, ...extra });
 
 /**
  * THE table. A new route gets a row here (the scope test fails until it has one).
@@ -89,9 +91,9 @@ export const ROUTE_SCOPES: readonly RouteScope[] = [
   row('post', R.agentRevoke.template, 'admin'),
   row('post', R.agentRotate.template, 'admin'),
   // an agent trades its own credential for a new one (the agent credential only)
-  row('post', R.agentCredential.template, 'admin', { agent: true }),
+  row('post', R.agentCredential.template, 'admin', { agent: true, own: "the agent's own credential (kiln_agent_...)" }),
   // authorized by the enrolment token itself (the middleware lets it through to the route)
-  row('post', R.agentEnrol.template, 'admin'),
+  row('post', R.agentEnrol.template, 'admin', { own: 'an enrolment token (kiln_enrol_...)' }),
   // build secrets (values never leave the coordinator but in an assignment)
   row('get', R.secrets.template, 'admin'),
   row('put', R.secret.template, 'admin', { action: 'secret.set' }),

@@ -100,6 +100,11 @@ describe('every route needs its scope (table-driven over /openapi.json)', () => 
       if (!row) continue; // reported by the test above
       for (const scope of SCOPES) {
         const r = await call(o.method, o.path, keyOf.get(scope)!);
+        if (row.own) {
+          // authorized by a token of its own (enrolment token, agent credential): no API key gets through
+          if (r.status < 400) problems.push(`${o.method.toUpperCase()} ${o.path} with a '${scope}' key: ${r.status}, though the route takes only ${row.own}`);
+          continue;
+        }
         const what = `${o.method.toUpperCase()} ${o.path} with a '${scope}' key (route needs '${row.scope}')`;
         if (grants([scope], row.scope)) {
           allowed++;
@@ -125,6 +130,11 @@ describe('every route needs its scope (table-driven over /openapi.json)', () => 
       const row = table.forOperation(o.method, o.path);
       if (!row) continue;
       const r = await call(o.method, o.path, agentToken);
+      if (row.own) {
+        // the shared agent token is none of these routes' own tokens either
+        if (r.status < 400) problems.push(`${o.method} ${o.path}: the agent token got ${r.status}, though the route takes only ${row.own}`);
+        continue;
+      }
       if (row.agent && (r.status === 403 || r.status === 401)) problems.push(`${o.method} ${o.path}: the agent token got ${r.status}`);
       if (!row.agent && (r.status !== 403 || r.body.code !== 'E_FORBIDDEN')) problems.push(`${o.method} ${o.path}: the agent token got ${r.status} ${r.body.code ?? ''}, not 403 E_FORBIDDEN`);
     }
