@@ -118,12 +118,12 @@ id -nG kiln-agent | tr ' ' '\n' | grep -qx docker || { usermod -aG docker kiln-a
 managed='KILN_COORDINATOR|KILN_AGENT_NAME|KILN_AGENT_LABELS|KILN_AGENT_MAX_JOBS|KILN_AGENT_PLATFORMS|KILN_AGENT_WORK_DIR'
 old_value() { [ -f "$ETC/agent.env" ] && sed -n "s/^$1=//p" "$ETC/agent.env" | tail -n1 || true; }
 [ -n "$coordinator" ] || coordinator=$(old_value KILN_COORDINATOR)
-if $upgrade; then  # --upgrade without a setting keeps the installed one
-  [ -n "$name" ] || name=$(old_value KILN_AGENT_NAME)
-  [ -n "$labels" ] || labels=$(old_value KILN_AGENT_LABELS)
-  [ -n "$max_jobs" ] || max_jobs=$(old_value KILN_AGENT_MAX_JOBS)
-  [ -n "$platforms" ] || platforms=$(old_value KILN_AGENT_PLATFORMS)
-fi
+# a setting not given keeps the installed one (a re-run to add --ca-file must not rename the
+# agent: its credential is bound to its name)
+[ -n "$name" ] || name=$(old_value KILN_AGENT_NAME)
+[ -n "$labels" ] || labels=$(old_value KILN_AGENT_LABELS)
+[ -n "$max_jobs" ] || max_jobs=$(old_value KILN_AGENT_MAX_JOBS)
+[ -n "$platforms" ] || platforms=$(old_value KILN_AGENT_PLATFORMS)
 env_tmp=$(mktemp)
 {
   echo "# /etc/kiln-agent/agent.env - read by kiln-agent.service. Written by scripts/install-agent.sh:"
@@ -187,5 +187,5 @@ fi
 $PROGRAM_REPLACED && RESTART_NOTE="program upgraded; running builds finish first (drain)"
 $changed && systemctl is-active --quiet "$UNIT" && [ -z "${RESTART_NOTE:-}" ] && RESTART_NOTE="settings changed; running builds finish first (drain)"
 activate "$UNIT"
-$PROGRAM_REPLACED && restart_others "$UNIT"
+start_others "$UNIT"
 say "done: systemctl status kiln-agent; logs: journalctl -u kiln-agent -f"

@@ -81,6 +81,8 @@ ensure_user kiln-coordinator "$STATE"
 managed='KILN_LISTEN'
 old_value() { [ -f "$ETC/coordinator.env" ] && sed -n "s/^$1=//p" "$ETC/coordinator.env" | tail -n1 || true; }
 [ -n "$listen" ] || listen=$(old_value KILN_LISTEN)
+# the port in effect (given now or kept from the last run): a re-run must not lose port.conf
+if [ -z "$port" ] && [[ "$listen" =~ :([0-9]{1,5})$ ]]; then port=${BASH_REMATCH[1]}; fi
 env_tmp=$(mktemp)
 {
   echo "# /etc/kiln-coordinator/coordinator.env - read by kiln-coordinator.service. Written by"
@@ -126,6 +128,6 @@ fi
 
 $PROGRAM_REPLACED && RESTART_NOTE="program upgraded"
 activate "$UNIT"
-$PROGRAM_REPLACED && restart_others "$UNIT"
+start_others "$UNIT"
 say "done: systemctl status kiln-coordinator; logs: journalctl -u kiln-coordinator -f"
 say "agent token: $STATE/data/tokens/agent, API token: $STATE/data/tokens/api (created at first start)"

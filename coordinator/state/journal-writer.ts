@@ -62,7 +62,7 @@ interface Compaction {
 }
 
 /** The most one write(2) of a batch carries: the bound on what a crash can leave after the journal's first NUL. */
-export const JOURNAL_WRITE_PIECE = 1024 * 1024;
+export const JOURNAL_WRITE_PIECE = 256 * 1024;
 /** Zeros written ahead of the journal's end at a time, and the room left that starts the next run. */
 const PREALLOC_CHUNK = 16 * 1024 * 1024;
 const PREALLOC_LOW_WATER = 4 * 1024 * 1024;
@@ -86,6 +86,23 @@ async function writeAllAt(fh: FileHandle, bytes: Buffer, position: number): Prom
 const JOURNAL_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_DSYNC;
 
 let zeros: Buffer | null = null;
+
+/**
+ * Copies the non-zero bytes from `from` to the last non-zero byte of the journal into
+ * `<journal>.torn-<ms>` (0600) and warns: an unacknowledged write, normally, but the bytes
+ * stay available if they were anything else.
+ */
+async function keepTornTail(fh: FileHandle, journalPath: string, from: number, size: number): Promise<void> {
+  const tail = Buffer.alloc(Math.max(0, size - from));
+  if (tail.length === 0) return;
+  await fh.read(tail, 0, tail.length, from);
+  let end = tail.length;
+  while (end > 0 && tail[end - 1] === 0) end--;
+  if (end === 0) return;
+  const keep = `${journalPath}.torn-${Date.now()}`;
+  await writeFileDurable(keep, tail.subarray(0, end), 0o600);
+  process.emitWarning(`kiln state: the journal ended in a write that was never acknowledged (${end} bytes after byte ${from}); it was cut off and kept in ${keep}`);
+}
 
 /** Writes zeros over [from, to) of `path` and syncs them (a handle of its own: no O_DSYNC per piece). */
 async function writeZeros(path: string, from: number, to: number): Promise<void> {
@@ -145,8 +162,11 @@ export class JournalWriter {
   async recover(validBytes: number, torn: boolean): Promise<void> {
     const fh = await open(this.opts.journalPath, 'r+');
     try {
+      const size = (await fh.stat()).size;
+      // What a torn write left is kept beside the journal for inspection before it is cut off.
+      if (torn) await keepTornTail(fh, this.opts.journalPath, validBytes, size);
       // A torn write, and the zeros preallocated past the text, are cut off.
-      if (torn || (await fh.stat()).size !== validBytes) {
+      if (torn || size !== validBytes) {
         await fh.truncate(validBytes);
         await fh.datasync();
       }

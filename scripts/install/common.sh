@@ -2,10 +2,20 @@
 # argument checks, the program under /opt/kiln (built dist/ and the production node_modules of
 # this checkout, copied without network), system users, and files written only when their
 # content changes (so a second run changes nothing). Sourced, not executed.
-# Both services run the one program in /opt/kiln: whoever replaces it restarts every kiln unit
-# that is running, and it is removed only with the last kiln unit.
+# Both services run the one program in /opt/kiln: whoever replaces it first stops every kiln
+# unit that runs (the agent with a drain: running builds finish), so no running process loads a
+# module of a different version, and starts them again after; it is removed only with the
+# last kiln unit.
 
 KILN_PREFIX=${KILN_PREFIX:-/opt/kiln}
+# removed with rm -rf on uninstall: an absolute path of at least two levels, never a system dir
+case "$KILN_PREFIX" in
+  /*/*) ;;
+  *) printf 'error: KILN_PREFIX=%s must be an absolute path like /opt/kiln\n' "$KILN_PREFIX" >&2; exit 2 ;;
+esac
+case "${KILN_PREFIX%/}" in
+  /usr/*|/etc/*|/var/lib|/var/cache|/var|/boot/*|/proc/*|/sys/*|/dev/*|*/..|*/../*|*/.|*/./*) printf 'error: KILN_PREFIX=%s is not a place for the kiln program\n' "$KILN_PREFIX" >&2; exit 2 ;;
+esac
 UNIT_DIR=${KILN_UNIT_DIR:-/etc/systemd/system}
 CHECKOUT=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.." && pwd)
 changed=false   # set when anything on disk changed (the service is then (re)started)
@@ -39,7 +49,8 @@ write_file() {
   local path=$1 mode=$2 src=$3
   if [ -f "$path" ] && cmp -s "$src" "$path" && [ "$(stat -c %a "$path")" = "$mode" ]; then return 0; fi
   mkdir -p "$(dirname "$path")"
-  install -o root -g root -m "$mode" "$src" "$path.kiln-new" && mv -f "$path.kiln-new" "$path"
+  install -o root -g root -m "$mode" "$src" "$path.kiln-new" || die "cannot write $path.kiln-new"
+  mv -f "$path.kiln-new" "$path" || die "cannot replace $path"
   say "wrote $path"; changed=true
 }
 
@@ -103,6 +114,7 @@ install_program() {
     rm -rf "$stage"; say "program in $KILN_PREFIX is up to date"; return 0
   fi
   if [ -d "$KILN_PREFIX" ]; then
+    stop_kiln_units
     rm -rf "$KILN_PREFIX.kiln-old"; mv "$KILN_PREFIX" "$KILN_PREFIX.kiln-old"; mv "$stage" "$KILN_PREFIX"; rm -rf "$KILN_PREFIX.kiln-old"
     PROGRAM_REPLACED=true; say "replaced the program in $KILN_PREFIX ($("$NODE_BIN" "$KILN_PREFIX/dist/cli/main.js" --version 2>/dev/null || echo '?'))"
   else
@@ -121,11 +133,24 @@ install_unit() {
 # The other kiln units installed here (they share $KILN_PREFIX).
 other_units() { local u; for u in kiln-agent.service kiln-coordinator.service; do [ "$u" != "$1" ] && [ -f "$UNIT_DIR/$u" ] && echo "$u"; done; true; }
 
-# restart_others UNIT : after the program was replaced, restart the other kiln units that run.
-restart_others() {
-  local u; for u in $(other_units "$1"); do
-    systemctl is-active --quiet "$u" || continue
-    say "restarting $u (it runs the replaced program)"; systemctl restart "$u" || say "warning: restarting $u failed (systemctl status $u)"
+# stop_kiln_units : before the program is replaced, stop the kiln units that run: the agent
+# first (its drain reports the running builds to the coordinator), then the coordinator.
+STOPPED_UNITS=""
+stop_kiln_units() {
+  local u; for u in kiln-agent.service kiln-coordinator.service; do
+    [ -f "$UNIT_DIR/$u" ] && systemctl is-active --quiet "$u" || continue
+    say "stopping $u before replacing the program (running builds finish first)"
+    systemctl stop "$u" || say "warning: stopping $u failed (systemctl status $u)"
+    STOPPED_UNITS="$STOPPED_UNITS $u"
+  done
+}
+
+# start_others UNIT : start again the kiln units stop_kiln_units stopped, but UNIT (the
+# script activates that one itself): the coordinator first.
+start_others() {
+  local u; for u in kiln-coordinator.service kiln-agent.service; do
+    [ "$u" != "$1" ] && [[ " $STOPPED_UNITS " == *" $u "* ]] || continue
+    say "starting $u again (it runs the new program)"; systemctl start "$u" || say "warning: starting $u failed (systemctl status $u)"
   done
 }
 

@@ -199,6 +199,12 @@ describe('state store: the preallocated journal', () => {
     expect(again.data.builds.get('b-1')!.state).toBe('pending');
     expect(again.data.builds.get('b-1')!.nodes.filter((x) => x.state === 'ready')).toHaveLength(5);
     await again.drain();
+    // what was cut off is kept beside the journal, up to its last non-zero byte
+    const kept = (await readdir(dir)).filter((f) => f.startsWith('journal.jsonl.torn-'));
+    expect(kept).toHaveLength(1);
+    const keptBytes = await readFile(join(dir, kept[0]!));
+    expect(keptBytes.subarray(0, 33).toString()).toBe('{"t":"build","b":{"id":"b-1","sta');
+    expect(keptBytes.length).toBe(8192 + Buffer.byteLength('te":"failed"}}\n'));
     // non-zero bytes further than one write piece past the end: corruption, named, file left alone
     await writeFile(s.path, state);
     const far = Buffer.from(raw);
