@@ -73,7 +73,7 @@ export class LogRedactor {
     return this.patterns.length > 0;
   }
 
-  /** Leftmost, then longest, non-overlapping occurrences of the patterns in `s`. */
+  /** Leftmost, then longest, occurrences of the patterns in `s`; overlapping ones merged into one. */
   private matches(s: string): Match[] {
     const out: Match[] = [];
     for (let i = 0; i < s.length; ) {
@@ -82,8 +82,17 @@ export class LogRedactor {
         i++;
         continue;
       }
-      out.push({ start: i, end: i + found.text.length, mark: found.mark });
-      i += found.text.length;
+      // A value that starts inside this one and reaches further (overlapping values) extends it.
+      let end = i + found.text.length;
+      let mark = found.mark;
+      for (let j = i + 1; j < end; j++) {
+        const inner = this.byFirst.get(s[j]!)?.find((p) => j + p.text.length > end && s.startsWith(p.text, j));
+        if (inner === undefined) continue;
+        end = j + inner.text.length;
+        if (!mark.includes(inner.mark)) mark += inner.mark;
+      }
+      out.push({ start: i, end, mark });
+      i = end;
     }
     return out;
   }
@@ -142,14 +151,15 @@ export class LogRedactor {
     for (let i = from; i < s.length; i++) {
       while (mi < matches.length && matches[mi]!.end <= i) mi++;
       const m = matches[mi];
-      if (m !== undefined && m.start < i) continue; // inside a match
+      const inside = m !== undefined && m.start < i;
       const candidates = this.byFirst.get(s[i]!);
       if (candidates === undefined) continue;
       const tail = s.slice(i);
       // Longest first: once a pattern is no longer than the tail, none after it is.
       for (const p of candidates) {
         if (p.text.length <= tail.length) break;
-        if (p.text.startsWith(tail)) return i;
+        // Inside a match, a value that may go on past the end would extend it: hold the whole match.
+        if (p.text.startsWith(tail)) return inside ? m.start : i;
       }
     }
     return s.length;

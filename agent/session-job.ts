@@ -91,14 +91,21 @@ export async function runJob(session: JobHost, job: Job, emulated: boolean): Pro
   } catch (err) {
     result = { status: 'failed', exitCode: null, error: `agent error: ${coerceError(err).message}`, failedStep: null, infra: true, imageId: null, fetchMs: 0, buildMs: 0 };
   }
-  phases?.end(result.status === 'success' ? undefined : { message: result.error ?? result.status, attributes: { 'kiln.failure_kind': failureKindOf(result), 'kiln.exit_code': result.exitCode ?? undefined } });
   job.proceed = null;
   job.timer?.clear();
   job.running = false;
   if (redactor) {
-    job.batcher.write(redactor.push(utf8.end()) + redactor.end());
-    result = { ...result, error: result.error === null ? null : redactor.redact(result.error), failedStep: result.failedStep === null ? null : redactor.redact(result.failedStep) };
+    // Everything that leaves the agent from here on (log, result, trace, health text) is redacted.
+    const r = redactor;
+    job.batcher.write(r.push(utf8.end()) + r.end());
+    result = {
+      ...result,
+      error: result.error === null ? null : r.redact(result.error),
+      failedStep: result.failedStep === null ? null : r.redact(result.failedStep),
+      ...(result.trouble ? { trouble: { ...result.trouble, error: r.redact(result.trouble.error) } } : {}),
+    };
   }
+  phases?.end(result.status === 'success' ? undefined : { message: result.error ?? result.status, attributes: { 'kiln.failure_kind': failureKindOf(result), 'kiln.exit_code': result.exitCode ?? undefined } });
   if (a.secret_values) {
     // The values are not needed any more: drop them (and their bytes) from the kept assignment.
     for (const v of a.secret_values) v.value.fill(0);

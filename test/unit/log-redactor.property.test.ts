@@ -98,6 +98,19 @@ describe('log redactor', () => {
     expect(streamed(secrets, ['xx abcd', ' yy'])).toBe('xx [secret:short] yy');
   });
 
+  it('overlapping values (one starts inside another and reaches further) are hidden whole, also split', () => {
+    const secrets = [
+      { name: 'A', value: 'abcd' },
+      { name: 'B', value: 'cdefgh' },
+    ];
+    expect(streamed(secrets, ['xxabcdefghyy'])).toBe('xx[secret:A][secret:B]yy');
+    for (let cut = 1; cut < 12; cut++) {
+      const text = 'xxabcdefghyy';
+      const out = streamed(secrets, [text.slice(0, cut), text.slice(cut)]);
+      expect(out, `split at ${cut}`).not.toMatch(/ef|gh|ab/);
+    }
+  });
+
   it('a value with a trailing newline is found without it; each line of a multi-line value on its own', () => {
     const r = new LogRedactor([
       { name: 'nl', value: Buffer.from('token-123\n') },
