@@ -133,7 +133,8 @@ export function coordinatorUrls(text: string): { wsUrl: string; httpUrl: string 
   }
   const secure = u.protocol === 'https:' || u.protocol === 'wss:';
   if (!['http:', 'https:', 'ws:', 'wss:'].includes(u.protocol)) throw configError('coordinator', `unsupported scheme '${u.protocol}' in '${text}'`);
-  const base = `${u.hostname.includes(':') ? `[${u.hostname}]` : u.hostname}${u.port ? `:${u.port}` : ''}`;
+  // `host` keeps the brackets of an IPv6 address (hostname has them too: never add a second pair).
+  const base = u.host;
   const path = u.pathname.replace(/\/+$/, '');
   const prefix = path.endsWith(AGENT_SOCKET_PATH) ? path.slice(0, -AGENT_SOCKET_PATH.length) : path;
   return { wsUrl: `${secure ? 'wss' : 'ws'}://${base}${prefix}${AGENT_SOCKET_PATH}`, httpUrl: `${secure ? 'https' : 'http'}://${base}${prefix}` };

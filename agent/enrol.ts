@@ -13,7 +13,7 @@
  * (`POST /api/v1/agent-credential`) and stores it the same way; the coordinator retires
  * the old one once the new one is first used.
  */
-import { open, rename, unlink } from 'node:fs/promises';
+import { mkdir, open, rename, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { API_ROUTES, Backoff, KilnError, coerceError, sleep } from '../shared/core.js';
@@ -105,6 +105,16 @@ export interface EnrolOptions {
 
 /** Trades the enrolment token for this agent's credential and stores it; resolves with the credential. */
 export async function enrol(o: EnrolOptions): Promise<string> {
+  // The credential must be storable before the token is traded (a one-use token cannot be traded twice).
+  const dir = dirname(o.credentialFile);
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const probe = join(dir, `.${basename(o.credentialFile)}.probe-${process.pid}`);
+    await writeFile(probe, '', { mode: 0o600 });
+    await unlink(probe);
+  } catch (err) {
+    throw new KilnError('E_CONFIG', `the agent credential cannot be stored in ${dir} (${coerceError(err).message}); fix the state dir (--state-dir, KILN_AGENT_STATE_DIR) before enrolling`, { cause: err });
+  }
   o.logger.info({ agent: o.name, credential_file: o.credentialFile }, 'enrolling with the coordinator');
   const a = await askUntilAnswered('enrolment', `${o.httpUrl}${API_ROUTES.agentEnrol.path()}`, o.enrolToken, { name: o.name }, o.logger, o.signal, o.fetch);
   if (!a.ok) {

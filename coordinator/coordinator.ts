@@ -21,6 +21,7 @@ import { TokenCheck } from './http/auth.js';
 import { AgentCredentialStore } from './access/agent-credentials.js';
 import { ApiKeyStore } from './access/api-keys.js';
 import { AuditLog } from './access/audit-log.js';
+import { RefusalThrottle } from './access/audit-throttle.js';
 import { RateLimiter } from './access/rate-limit.js';
 import { createApp } from './http/app.js';
 import { LogStore } from './logs/log-store.js';
@@ -89,8 +90,10 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     // Who did what (mutations and refused calls), from the API, enrolment and agent connections.
     const audit = await AuditLog.open(config.dataDir, { onError: (err) => logger.error({ err }, 'audit log write failed') });
     releasers.push(() => audit.close());
+    // Refusals (which anyone can cause) are recorded at a bounded rate per address and action.
+    const auditSink = new RefusalThrottle(audit);
     // Enrolment tokens and per-agent credentials (a corrupt file stops the start, naming it).
-    const credentials = await AgentCredentialStore.open(config.dataDir, { audit });
+    const credentials = await AgentCredentialStore.open(config.dataDir, { audit: auditSink });
     // Build secrets: a store its key does not open refuses the start (naming both files).
     const secrets = await SecretStore.open({ dataDir: config.dataDir, keyFile: config.secretsKeyFile });
     const cas = new Cas(createBlobStore(config.cas, config.dataDir, config.maxBlobBytes));
@@ -150,7 +153,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       agentAccess: { store: credentials, hub: { revoke: (name) => hub.revoke(name), askRotate: (name) => hub.askRotate(name) } },
       secrets,
       keys,
-      audit,
+      audit: { record: (e) => auditSink.record(e), query: (q) => audit.query(q) },
       rateLimits,
       logger,
       defaultPlatform: config.defaultPlatform,
@@ -180,7 +183,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       engine,
       tokens: tokenCheck,
       credentials,
-      audit,
+      audit: auditSink,
       logger,
       heartbeatIntervalMs: config.heartbeatIntervalMs,
       lostAfterMs: config.lostAfterMs,

@@ -21,10 +21,12 @@ const PEM_CERT_RE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE----
 
 /** Whether a URL's host name is loopback: 127.0.0.0/8, ::1 or localhost (brackets allowed). */
 export function isLoopbackHost(hostname: string): boolean {
-  const h = hostname.toLowerCase().replace(/^\[(.*)\]$/, '$1').replace(/\.$/, '');
-  if (h === 'localhost' || h.endsWith('.localhost')) return true;
+  const h = hostname.toLowerCase().replace(/^\[(.*)\]$/, '$1');
+  // Only the name itself: `localhost.` and `x.localhost` go to DNS, which may answer anything.
+  if (h === 'localhost') return true;
   if (h === '::1' || h === '0:0:0:0:0:0:0:1') return true;
-  if (/^::ffff:127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h)) return true;
+  // IPv4-mapped loopback, as written and as the URL parser rewrites it (::ffff:7f00:1)
+  if (/^::ffff:127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) || /^::ffff:7f[0-9a-f]{2}:[0-9a-f]{1,4}$/.test(h)) return true;
   const m = /^127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(h);
   return m !== null && m.slice(1).every((o) => Number(o) <= 255);
 }

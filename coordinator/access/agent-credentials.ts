@@ -21,7 +21,7 @@ import { chmod, mkdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { KilnError, NAME_RE, coerceError, errnoCode, newId, randomToken } from '../../shared/index.js';
-import { writeFileDurable } from '../state/durable-file.js';
+import { fsyncDir, writeFileDurable } from '../state/durable-file.js';
 import { NO_AUDIT, type AuditSink } from './agent-audit.js';
 
 export const ENROL_PREFIX = 'kiln_enrol_';
@@ -108,6 +108,8 @@ export class AgentCredentialStore {
   private readonly tokens = new Map<string, TokenRecordT>();
   private readonly tokenByHash = new Map<string, TokenRecordT>();
   private readonly creds = new Map<string, CredentialRecordT>();
+  /** Agents revoked in memory whose write failed: a retried revoke writes it (and reports success). */
+  private readonly unsaved = new Set<string>();
   private readonly credByHash = new Map<string, CredentialRecordT>();
   private writing: Promise<void> = Promise.resolve();
   private lastWriteAt = 0;
@@ -177,7 +179,8 @@ export class AgentCredentialStore {
     const run = async () => {
       this.lastWriteAt = this.now();
       const body = JSON.stringify({ kind: 'kiln-agent-credentials', version: 1, tokens: [...this.tokens.values()], credentials: [...this.creds.values()] });
-      await mkdir(dirname(this.path), { recursive: true, mode: 0o700 });
+      // A new access/ dir is made durable in its parent before the first file in it is acknowledged.
+      if (await mkdir(dirname(this.path), { recursive: true, mode: 0o700 })) await fsyncDir(dirname(dirname(this.path)));
       await writeFileDurable(this.path, body, 0o600);
       await chmod(this.path, 0o600);
     };
@@ -301,9 +304,16 @@ export class AgentCredentialStore {
     if (live.length > 0) {
       throw this.refuse('E_CONFLICT', `agent name '${name}' is already enrolled (credential made ${iso(live[0]!.created_at)}); revoke it first (kiln agents revoke ${name}) to enrol a host under this name again`, who);
     }
-    const { credential } = this.makeCredential(name, null, now);
+    const { credential, rec } = this.makeCredential(name, null, now);
     t.used++;
-    await this.persist();
+    try {
+      await this.persist();
+    } catch (err) {
+      // Not on disk: as if it had not happened (the token keeps its use, the name stays free).
+      t.used--;
+      this.dropCred(rec);
+      throw err;
+    }
     this.audit.record({ actor: who.actor, action: 'agent.enrol', target: who.target, outcome: 'ok', ...(remote ? { remote } : {}) });
     return { credential, name };
   }
@@ -345,6 +355,13 @@ export class AgentCredentialStore {
   async revokeAgent(name: string, actor: string): Promise<number> {
     const live = this.liveCreds(name);
     if (live.length === 0) {
+      // A revocation whose write failed is refused in memory already: write it now (a retry after E_STATE).
+      if (this.unsaved.has(name)) {
+        await this.persist();
+        this.unsaved.delete(name);
+        this.audit.record({ actor, action: 'agent.revoke', target: `agent:${name}`, outcome: 'ok', detail: 'written on retry' });
+        return 0;
+      }
       this.audit.record({ actor, action: 'agent.revoke', target: `agent:${name}`, outcome: 'refused', detail: 'no live credential' });
       throw new KilnError('E_NOT_FOUND', `agent '${name}' has no live credential (it never enrolled, or it was revoked already)`);
     }
@@ -353,7 +370,9 @@ export class AgentCredentialStore {
       c.revoked_at = now;
       c.revoke_reason = 'revoked';
     }
+    this.unsaved.add(name);
     await this.persist();
+    this.unsaved.delete(name);
     this.audit.record({ actor, action: 'agent.revoke', target: `agent:${name}`, outcome: 'ok', detail: `${live.length} credential(s)` });
     return live.length;
   }

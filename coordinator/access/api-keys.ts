@@ -16,7 +16,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { KilnError, NAME_RE, NAME_RULE, coerceError, errnoCode, newId } from '../../shared/index.js';
-import { writeFileDurable } from '../state/durable-file.js';
+import { fsyncDir, writeFileDurable } from '../state/durable-file.js';
 import { SCOPES, type Scope } from './route-scopes.js';
 
 /** Records kept in the file (live, revoked and expired). */
@@ -36,7 +36,7 @@ const KeyRecord = z
     scopes: z.array(z.enum(SCOPES)).min(1).max(SCOPES.length),
     created_at: z.string(),
     created_by: z.string().max(300),
-    expires_at: z.string().nullable(),
+    expires_at: z.iso.datetime().nullable(),
     revoked_at: z.string().nullable(),
   })
   .strict();
@@ -243,7 +243,8 @@ export class ApiKeyStore {
   }
 
   private async persist(records: KeyRecord[]): Promise<void> {
-    await mkdir(join(this.path, '..'), { recursive: true, mode: 0o700 });
+    // A new access/ dir is made durable in its parent before the first file in it is acknowledged.
+    if (await mkdir(join(this.path, '..'), { recursive: true, mode: 0o700 })) await fsyncDir(join(this.path, '..', '..'));
     await writeFileDurable(this.path, `${JSON.stringify({ version: 1, keys: records }, null, 1)}\n`, 0o600);
     this.install(records);
   }

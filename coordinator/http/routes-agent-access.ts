@@ -7,7 +7,7 @@
  */
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
-import { API_ROUTES, KilnError, NAME_RE, NAME_RULE } from '../../shared/index.js';
+import { API_ROUTES, KilnError, NAME_RE, NAME_RULE, isKilnError } from '../../shared/index.js';
 import { actorOf as principalActor } from '../access/api-keys.js';
 import type { AgentAccess, AppEnv, HttpDeps } from './context.js';
 import { AGENT_BEARER, AgentParams, SECURED, documentBodyLimit, errors, limitBody, nodeIncoming, requireMediaType } from './openapi-common.js';
@@ -162,7 +162,15 @@ export function registerAgentAccessRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDe
   app.openapi(revokeRoute, async (c) => {
     const a = access();
     const { name } = c.req.valid('param');
-    const revoked = await a.store.revokeAgent(name, actorOf(c));
+    let revoked: number;
+    try {
+      revoked = await a.store.revokeAgent(name, actorOf(c));
+    } catch (err) {
+      // Refused in memory at once even when the write failed: cut the connection all the same
+      // (the caller sees the error and retries; nothing is cut for an agent with no credential).
+      if (!isKilnError(err) || err.code !== 'E_NOT_FOUND') await a.hub.revoke(name);
+      throw err;
+    }
     await a.hub.revoke(name);
     return c.json({ name, revoked }, 200);
   });

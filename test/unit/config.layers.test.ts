@@ -134,6 +134,9 @@ describe('agent config', () => {
       expect(coordinatorUrls(form)).toEqual({ wsUrl: 'ws://c.example:8080/api/v1/agent', httpUrl: 'http://c.example:8080' });
     }
     expect(coordinatorUrls('https://c.example')).toEqual({ wsUrl: 'wss://c.example/api/v1/agent', httpUrl: 'https://c.example' });
+    // IPv6: the brackets once (the URL's host has them already)
+    expect(coordinatorUrls('http://[::1]:8080')).toEqual({ wsUrl: 'ws://[::1]:8080/api/v1/agent', httpUrl: 'http://[::1]:8080' });
+    expect(coordinatorUrls('https://[2001:db8::7]')).toEqual({ wsUrl: 'wss://[2001:db8::7]/api/v1/agent', httpUrl: 'https://[2001:db8::7]' });
     expect(() => coordinatorUrls('ftp://x')).toThrow(/unsupported scheme/);
   });
 

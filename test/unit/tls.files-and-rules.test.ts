@@ -20,8 +20,8 @@ import { issueServerCert, makeCa, type ServerCert, type TestCa } from '../helper
 
 describe('the loopback rule', () => {
   it('knows loopback hosts', () => {
-    for (const h of ['127.0.0.1', '127.1.2.3', '127.255.255.255', 'localhost', 'LOCALHOST', 'api.localhost', '::1', '[::1]', '::ffff:127.0.0.1', 'localhost.']) expect(isLoopbackHost(h), h).toBe(true);
-    for (const h of ['128.0.0.1', '127.0.0.256', '10.0.0.1', '192.0.2.2', 'localhost.example', 'example.com', '::2', '0.0.0.0', '127.0.0.1.nip.io', '']) expect(isLoopbackHost(h), h).toBe(false);
+    for (const h of ['127.0.0.1', '127.1.2.3', '127.255.255.255', 'localhost', 'LOCALHOST', '::1', '[::1]', '::ffff:127.0.0.1', '[::ffff:7f00:1]', new URL('http://[::ffff:127.0.0.1]:8080').hostname]) expect(isLoopbackHost(h), h).toBe(true);
+    for (const h of ['128.0.0.1', '127.0.0.256', '10.0.0.1', '192.0.2.2', 'localhost.example', 'example.com', '::2', '0.0.0.0', '127.0.0.1.nip.io', '', 'localhost.', 'api.localhost', '[::ffff:a00:1]']) expect(isLoopbackHost(h), h).toBe(false);
   });
 
   it('refuses plain http:// and ws:// to anything else unless insecure; https and wss always pass', () => {
