@@ -223,10 +223,12 @@ describe('rate limits', () => {
     // The bucket refills one call per 5 s: the CLI's first call gets a 429, waits Retry-After and succeeds.
     const r = await kiln(['builds', '--json'], c.cliEnv);
     expect(r.code, r.stderr).toBe(0);
-    await waitFor('the 429s in the audit log', async () => {
+    // Refusals are recorded at a bounded rate per address and action (audit-throttle.ts): the
+    // first 429 of the window is there, the others from this address are counted, not listed.
+    await waitFor('the 429 in the audit log', async () => {
       if (!c.proc.running) throw new StopWaiting('coordinator exited');
       const text = await readFile(join(c.dataDir, 'audit.log'), 'utf8');
-      return text.split('\n').filter((l) => l.includes('"detail":"429 E_RATE_LIMITED')).length >= 2;
+      return text.split('\n').filter((l) => l.includes('"detail":"429 E_RATE_LIMITED')).length >= 1;
     }, 10_000);
   });
 });

@@ -272,7 +272,7 @@ describe('agent and coordinator as systemd services (a real systemd in a contain
     expect([c.code, c.stderr]).toEqual([0, expect.stringContaining('nothing changed; kiln-coordinator.service keeps running')]);
   });
 
-  it('--upgrade replaces the program and restarts with a drain: a running build finishes', async () => {
+  it('--upgrade stops the kiln units (the agent with a drain: a running build finishes), replaces the program, starts them', async () => {
     // an installed program that differs from this checkout's (an older version, say)
     await ok(`echo '// older' >>/opt/kiln/dist/cli/main.js`);
     const pid = await show('kiln-agent', 'MainPID');
@@ -282,8 +282,13 @@ describe('agent and coordinator as systemd services (a real systemd in a contain
     const out = await sh(`${SRC}/scripts/install-agent.sh --upgrade`);
     expect(out.code, out.stderr).toBe(0);
     expect(out.stderr).toMatch(/replaced the program in \/opt\/kiln/);
-    expect(out.stderr).toMatch(/restarting kiln-agent.service \(program upgraded; running builds finish first/);
-    expect(out.stderr).toMatch(/restarting kiln-coordinator.service/);
+    // both stopped before the program is replaced (the agent first, with a drain), started after:
+    // no running process loads a module of another version
+    const lines = out.stderr.split('\n');
+    const at = (re: RegExp) => lines.findIndex((l) => re.test(l));
+    const order = [at(/stopping kiln-agent.service before replacing the program \(running builds finish first\)/), at(/stopping kiln-coordinator.service before replacing/), at(/replaced the program/), at(/started kiln-agent.service/), at(/starting kiln-coordinator.service again/)];
+    expect(order.every((i) => i >= 0), out.stderr).toBe(true);
+    expect(order.slice(0, 3)).toEqual([...order.slice(0, 3)].sort((x, y) => x - y));
     expect((await sh(`cmp /opt/kiln/dist/cli/main.js ${SRC}/dist/cli/main.js`)).code).toBe(0);
     // the coordinator runs the same program: it was restarted too
     const b = await waitFor('the coordinator back', () => buildOf(id).catch(() => null));
