@@ -13,36 +13,18 @@
  * (`POST /api/v1/agent-credential`) and stores it the same way; the coordinator retires
  * the old one once the new one is first used.
  */
-import { mkdir, open, rename, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Logger } from 'pino';
-import { API_ROUTES, Backoff, KilnError, coerceError, sleep } from '../shared/core.js';
+import { API_ROUTES, Backoff, KilnError, coerceError, sleep, writeFileDurable } from '../shared/core.js';
 
 const CREDENTIAL_RE = /^kiln_agent_[A-Za-z0-9_-]{43}$/;
 /** A credential answer is a few hundred bytes. */
 const MAX_ANSWER_BYTES = 16 * 1024;
 
 /** Writes the credential durably (0600): after this resolves it survives a crash. */
-export async function writeCredential(path: string, credential: string): Promise<void> {
-  const dir = dirname(path);
-  const tmp = join(dir, `.${basename(path)}.tmp-${process.pid}`);
-  const fh = await open(tmp, 'w', 0o600);
-  try {
-    await fh.writeFile(`${credential}\n`);
-    await fh.sync();
-  } catch (err) {
-    await fh.close().catch(() => {});
-    await unlink(tmp).catch(() => {});
-    throw err;
-  }
-  await fh.close();
-  await rename(tmp, path);
-  const d = await open(dir, 'r');
-  try {
-    await d.sync();
-  } finally {
-    await d.close();
-  }
+export function writeCredential(path: string, credential: string): Promise<void> {
+  return writeFileDurable(path, `${credential}\n`, 0o600);
 }
 
 type Answer = { ok: true; credential: string } | { ok: false; status: number; detail: string };

@@ -103,6 +103,7 @@ export { packDir, type PackedDir } from './archive/pack-dir.js';
 export { DEFAULT_EXTRACT_BUDGET, type ExtractOptions, extractTarContained, normalizeEntryPath, safeJoin } from './archive/safe-extract.js';
 export { writeVerifiedFile } from './verified-file.js';
 export { readBoundedText } from './bounded-body.js';
+export { fsyncDir, writeFileDurable } from './durable-file.js';
 export { fetchTrusting, isLoopbackHost, MAX_CA_FILE_BYTES, plaintextProblem, readCaFile, tlsRefusalCode, tlsRefusalMessage } from './tls-client.js';
 export { acquireProcessLock, bootId, type LockIdentity, procStat, type StaleLock } from './process-lock.js';
 export { systemTimers, type Timer, type Timers } from './timers.js';

@@ -152,6 +152,8 @@ export {
   withQuery,
   writeVerifiedFile,
   readBoundedText,
+  fsyncDir,
+  writeFileDurable,
   fetchTrusting,
   isLoopbackHost,
   MAX_CA_FILE_BYTES,

@@ -21,7 +21,7 @@ import { chmod, mkdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { KilnError, NAME_RE, coerceError, errnoCode, newId, randomToken } from '../../shared/index.js';
-import { fsyncDir, writeFileDurable } from '../state/durable-file.js';
+import { fsyncDir, writeFileDurable } from '../../shared/index.js';
 import { NO_AUDIT, type AuditSink } from './agent-audit.js';
 
 export const ENROL_PREFIX = 'kiln_enrol_';

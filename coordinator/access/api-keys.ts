@@ -16,7 +16,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { KilnError, NAME_RE, NAME_RULE, coerceError, errnoCode, newId } from '../../shared/index.js';
-import { fsyncDir, writeFileDurable } from '../state/durable-file.js';
+import { fsyncDir, writeFileDurable } from '../../shared/index.js';
 import { SCOPES, type Scope } from './route-scopes.js';
 
 /** Records kept in the file (live, revoked and expired). */

@@ -9,7 +9,7 @@
 import { join } from 'node:path';
 import { SLOT_HOLDING_ATTEMPT_STATES, attemptTransition, deriveBuildState, isBuildTerminal, isNodeTerminal, nodeTransition, type AttemptState, type NodeState } from '../../shared/index.js';
 import type { AttemptRecord, BuildRecord, NodeRecord, ReusedFrom } from '../state/records.js';
-import { writeFileDurable } from '../state/durable-file.js';
+import { writeFileDurable } from '../../shared/index.js';
 import { countTransition } from './build-graph.js';
 import { graphOf, logRef, nodeKey, track, type ActiveAttempt, type EngineState } from './engine-state.js';
 import { buildErrorReport } from './error-report.js';

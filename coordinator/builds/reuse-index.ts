@@ -11,7 +11,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { coerceError, KilnError, digestHex, errnoCode, type Digest, type OutputArtifactPayload } from '../../shared/index.js';
-import { writeFileDurable } from '../state/durable-file.js';
+import { writeFileDurable } from '../../shared/index.js';
 
 export interface ReuseRecord {
   key: string;

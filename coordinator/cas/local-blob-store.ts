@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { HEX_RE, KilnError, digestHex, errnoCode, writeVerifiedFile, type Digest } from '../../shared/index.js';
-import { fsyncDir } from '../state/durable-file.js';
+import { fsyncDir } from '../../shared/index.js';
 import type { BlobStore, PutResult, StoredBlob } from './blob-store.js';
 
 export class LocalBlobStore implements BlobStore {

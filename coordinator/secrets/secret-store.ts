@@ -23,7 +23,7 @@ import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { errnoCode, KilnError, MAX_SECRET_BYTES, MAX_SECRETS, SECRET_NAME_RE, SECRET_NAME_RULE } from '../../shared/index.js';
-import { writeFileDurable } from '../state/durable-file.js';
+import { writeFileDurable } from '../../shared/index.js';
 
 const STORE_FORMAT = 1;
 const KEY_CHECK_AAD = 'kiln-secrets-key-check';

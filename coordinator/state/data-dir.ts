@@ -18,7 +18,7 @@
 import { mkdir, readFile, stat, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
 import { coerceError, KilnError, acquireProcessLock, errnoCode, randomToken, type StaleLock } from '../../shared/index.js';
-import { writeFileDurable } from './durable-file.js';
+import { writeFileDurable } from '../../shared/index.js';
 
 export interface PreparedDataDir {
   dir: string;

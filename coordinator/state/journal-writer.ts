@@ -32,7 +32,7 @@
  */
 import { constants, open, type FileHandle } from 'node:fs/promises';
 import { KilnError, coerceError } from '../../shared/index.js';
-import { fsyncDir, writeFileDurable } from './durable-file.js';
+import { fsyncDir, writeFileDurable } from '../../shared/index.js';
 
 export interface JournalWriterOptions {
   /** Directory holding the journal (synced when the journal file is created). */

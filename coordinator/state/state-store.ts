@@ -28,7 +28,7 @@ import { join } from 'node:path';
 import { Low } from 'lowdb';
 import { KilnError, coerceError, errnoCode } from '../../shared/index.js';
 import { DurableJsonAdapter } from './durable-json-adapter.js';
-import { writeFileDurable } from './durable-file.js';
+import { writeFileDurable } from '../../shared/index.js';
 import { entryProblem, type JournalEntry } from './journal-entries.js';
 import { attemptTuple, nodeHeadTuple } from './node-delta.js';
 import { replayJournal } from './journal-replay.js';
