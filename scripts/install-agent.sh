@@ -89,15 +89,7 @@ require_systemd
 
 # --- uninstall ------------------------------------------------------------------------------
 if $uninstall; then
-  if [ -f "$UNIT_DIR/$UNIT" ]; then
-    say "stopping $UNIT (running builds finish first)"
-    systemctl disable --now "$UNIT" >/dev/null 2>&1 || systemctl stop "$UNIT" || true
-  fi
-  remove_path "$UNIT_DIR/$UNIT" "$DROPIN_DIR" "$ETC"
-  systemctl daemon-reload
-  systemctl reset-failed "$UNIT" >/dev/null 2>&1 || true
-  if [ -n "$(other_units "$UNIT")" ]; then say "kept $KILN_PREFIX (used by $(other_units "$UNIT" | tr '\n' ' '))"; else remove_path "$KILN_PREFIX"; fi
-  remove_user kiln-agent
+  remove_service "$UNIT" kiln-agent "$ETC" "$DROPIN_DIR"
   if $purge; then remove_path "$STATE" "$CACHE"; else
     for d in "$STATE" "$CACHE"; do [ -d "$d" ] && say "kept $d (--purge removes it)"; done
   fi

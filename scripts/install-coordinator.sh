@@ -59,15 +59,7 @@ require_root
 require_systemd
 
 if $uninstall; then
-  if [ -f "$UNIT_DIR/$UNIT" ]; then
-    say "stopping $UNIT"
-    systemctl disable --now "$UNIT" >/dev/null 2>&1 || systemctl stop "$UNIT" || true
-  fi
-  remove_path "$UNIT_DIR/$UNIT" "$DROPIN_DIR" "$ETC"
-  systemctl daemon-reload
-  systemctl reset-failed "$UNIT" >/dev/null 2>&1 || true
-  if [ -n "$(other_units "$UNIT")" ]; then say "kept $KILN_PREFIX (used by $(other_units "$UNIT" | tr '\n' ' '))"; else remove_path "$KILN_PREFIX"; fi
-  remove_user kiln-coordinator
+  remove_service "$UNIT" kiln-coordinator "$ETC" "$DROPIN_DIR"
   if $purge; then remove_path "$STATE" "/var/lib/private/kiln-coordinator"; else [ -d "$STATE" ] && say "kept $STATE, the coordinator's state (--purge removes it)"; fi
   say "uninstalled"
   exit 0

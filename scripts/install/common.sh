@@ -154,6 +154,22 @@ start_others() {
   done
 }
 
+# remove_service UNIT USER ETC DROPIN_DIR : stop (the agent: a drain) and remove the unit,
+# its drop-ins, its settings and credentials dir and its system user; the program too when
+# no other kiln unit uses it. State and cache dirs are the caller's (kept unless --purge).
+remove_service() {
+  local unit=$1 user=$2 etc=$3 dropins=$4
+  if [ -f "$UNIT_DIR/$unit" ]; then
+    say "stopping $unit (running builds finish first)"
+    systemctl disable --now "$unit" >/dev/null 2>&1 || systemctl stop "$unit" || true
+  fi
+  remove_path "$UNIT_DIR/$unit" "$dropins" "$etc"
+  systemctl daemon-reload
+  systemctl reset-failed "$unit" >/dev/null 2>&1 || true
+  if [ -n "$(other_units "$unit")" ]; then say "kept $KILN_PREFIX (used by $(other_units "$unit" | tr '\n' ' '))"; else remove_path "$KILN_PREFIX"; fi
+  remove_user "$user"
+}
+
 # activate UNIT : enable it; start it if stopped; restart it if something changed while it ran.
 activate() {
   local u=$1
