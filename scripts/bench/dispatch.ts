@@ -24,6 +24,8 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { constants, mkdtemp, open, rm } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
@@ -154,6 +156,12 @@ async function latencies(c: Cluster, buildId: string): Promise<number[]> {
   return out;
 }
 
+/** A full garbage collection (gc exposed at run time, so the benchmark runs without node flags). */
+const collectGarbage: () => void = (() => {
+  setFlagsFromString('--expose-gc');
+  return runInNewContext('gc') as () => void;
+})();
+
 /** CPU ms of the main thread so far (utime + stime from /proc, 10 ms ticks; 0 where there is no /proc). */
 function mainThreadMs(): number {
   try {
@@ -161,6 +169,27 @@ function mainThreadMs(): number {
     return (Number(f[11]) + Number(f[12])) * 10;
   } catch {
     return 0;
+  }
+}
+
+/** The mean of each figure over runs of one side (rates, latencies, CPU per node, writes). */
+function meanOf<T extends Record<string, unknown>>(runs: T[]): T {
+  const out = { ...runs[0]! } as Record<string, unknown>;
+  for (const [k, v] of Object.entries(out)) {
+    if (typeof v === 'number') out[k] = runs.reduce((a, r) => a + (r[k] as number), 0) / runs.length;
+    else if (Array.isArray(v)) out[k] = runs.flatMap((r) => r[k] as unknown[]);
+  }
+  return out as T;
+}
+
+/** One wide build of NODES nodes on a cluster of its own, not measured (JIT warm-up). */
+async function warmUp(persist: boolean): Promise<void> {
+  const c = await startCluster(persist);
+  try {
+    const r = await runBuild(c, wideSpec(NODES));
+    if (r.state !== 'success') throw new Error(`warm-up build ended ${r.state}`);
+  } finally {
+    await stopCluster(c);
   }
 }
 
@@ -372,8 +401,12 @@ async function main() {
     if (which !== 'on' && which !== 'off') throw new Error(`--profile takes on or off, got '${which ?? ''}'`);
     return profileOnly(which === 'on');
   }
-  console.log(`# dispatch benchmark: ${NODES} no-op nodes, ${AGENTS} simulated agents (1 slot each) over real WebSockets, ${RUNS} runs (bare, on, off interleaved; median and min–max over the runs)`);
+  console.log(`# dispatch benchmark: ${NODES} no-op nodes, ${AGENTS} simulated agents (1 slot each) over real WebSockets, ${RUNS} runs (each run: the bare comparator, then kiln on and off twice each in A-B-B-A order, each from a collected heap, and their means; median and min–max over the runs)`);
   console.log(`# ${machineLine()}; load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+  // Warm-up, not measured: one wide build with persistence on and one off, so the first
+  // measured run of either side does not pay for the process's cold JIT at this scale.
+  await warmUp(true);
+  await warmUp(false);
   type Kiln = Awaited<ReturnType<typeof kilnRuns>>;
   const bares: Array<Awaited<ReturnType<typeof bareWs>>> = [];
   const ons: Kiln[] = [];
@@ -382,8 +415,20 @@ async function main() {
     // Each run measures all three sides, seconds apart, so its ratios share the machine's state.
     const bare = await bareWs(1);
     const disk = await diskSync();
-    const on = await kilnRuns(true, 1);
-    const off = await kilnRuns(false, 1);
+    // Each side runs twice per round in an A-B-B-A order (A alternating between rounds), each
+    // from a collected heap: whatever the position in a round costs (measured: the first
+    // cluster after the comparator is slower, whichever side it is) falls on both sides alike.
+    const order = r % 2 === 0 ? [true, false, false, true] : [false, true, true, false];
+    const got = new Map<boolean, Kiln[]>([
+      [true, []],
+      [false, []],
+    ]);
+    for (const persist of order) {
+      collectGarbage();
+      got.get(persist)!.push(await kilnRuns(persist, 1));
+    }
+    const on = meanOf(got.get(true)!);
+    const off = meanOf(got.get(false)!);
     bares.push(bare);
     ons.push(on);
     offs.push(off);
