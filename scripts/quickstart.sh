@@ -132,11 +132,15 @@ Where things are:
   data dir      $DATA
                   state.json (builds), builds/ (finished builds), logs/<build>/<node>/attempt-N.log,
                   cas/ (contexts, artifacts, provenance by sha256), reuse/ (idempotency keys),
-                  tokens/ (agent and API tokens)
+                  tokens/ (the shared agent token and the admin API token), access/ (API keys and
+                  agent credentials, hashed), audit.log (who did what)
 Try:
   export KILN_COORDINATOR=$URL KILN_TOKEN_FILE=$DATA/tokens/api
   node dist/cli/main.js builds            # or: npm install -g . && kiln builds
   node dist/cli/main.js status <build-id>
+  node dist/cli/main.js keys create --scope read --name viewer   # a read-only API key
+  node dist/cli/main.js audit             # who did what
+  scripts/install-agent.sh --help         # agents as systemd services on build hosts
   scripts/quickstart.sh stop              # stop the coordinator and the agent
 EOF
 exit $code
