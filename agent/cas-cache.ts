@@ -23,6 +23,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { coerceError, HEX_RE, KilnError, apiPath, digestHex, errnoCode, hasherDigest, newHasher, writeVerifiedFile, type Digest } from '../shared/core.js';
 import { DiskFullError, isDiskFull } from './failure-kinds.js';
+import { honouring429 } from './retry-after.js';
 
 export interface CasCacheOptions {
   dir: string;
@@ -61,24 +62,6 @@ export interface CasCacheStats {
   evictions: number;
   /** Downloads or cached blobs that failed verification. */
   corrupt: number;
-}
-
-/**
- * fetch that honours a 429 from the coordinator (or a proxy in front of it): waits
- * Retry-After (at most 30 s) and sends again, up to 3 times, when the body can be sent
- * twice (not the streamed upload). kiln's own limits do not apply to agents.
- */
-export function honouring429(f: typeof fetch, wait = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))): typeof fetch {
-  return async (input, init) => {
-    const replayable = init?.body === undefined || init.body === null || typeof init.body === 'string';
-    for (let attempt = 0; ; attempt++) {
-      const res = await f(input, init);
-      if (res.status !== 429 || !replayable || attempt >= 3) return res;
-      await res.body?.cancel().catch(() => {});
-      const after = Number(res.headers.get('retry-after'));
-      await wait(Math.min(30_000, Number.isFinite(after) && after > 0 ? after * 1000 : 1000));
-    }
-  };
 }
 
 export class CasCache {

@@ -16,6 +16,7 @@
 import { mkdir, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Logger } from 'pino';
+import { honouring429 } from './retry-after.js';
 import { API_ROUTES, Backoff, KilnError, coerceError, sleep, writeFileDurable } from '../shared/core.js';
 
 const CREDENTIAL_RE = /^kiln_agent_[A-Za-z0-9_-]{43}$/;
@@ -52,7 +53,9 @@ async function ask(url: string, token: string, body: unknown, fetchFn: typeof fe
 const isRefusal = (status: number) => status >= 400 && status < 500 && status !== 408 && status !== 429;
 
 /** Asks until answered or refused; transient failures are retried with backoff. */
-async function askUntilAnswered(what: string, url: string, token: string, body: unknown, logger: Logger, signal?: AbortSignal, fetchFn: typeof fetch = fetch): Promise<Answer> {
+async function askUntilAnswered(what: string, url: string, token: string, body: unknown, logger: Logger, signal?: AbortSignal, plainFetch: typeof fetch = fetch): Promise<Answer> {
+  // A 429 is waited out as the coordinator asks (Retry-After) before the backoff below.
+  const fetchFn = honouring429(plainFetch);
   const backoff = new Backoff({ baseMs: 500, capMs: 30_000 });
   for (;;) {
     let why: string;

@@ -19,7 +19,7 @@ import { AuditLog } from '../../coordinator/access/audit-log.js';
 import { RateLimiter, parseRateSpec } from '../../coordinator/access/rate-limit.js';
 import { RouteScopeTable } from '../../coordinator/access/route-scopes.js';
 import { TokenCheck } from '../../coordinator/http/auth.js';
-import { honouring429 } from '../../agent/cas-cache.js';
+import { honouring429 } from '../../agent/retry-after.js';
 import { ApiClient, retryAfterMs } from '../../cli/api-client.js';
 import { KilnError } from '../../shared/index.js';
 
