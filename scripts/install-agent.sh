@@ -42,15 +42,10 @@ while [ $# -gt 0 ]; do
     --no-gpu) gpu=no; shift ;;
     --ca-file) need_value "$@"; ca_file=$2; shift 2 ;;
     --no-ca) no_ca=true; shift ;;
-    --upgrade) upgrade=true; shift ;;
-    --uninstall) uninstall=true; shift ;;
-    --purge) purge=true; shift ;;
-    -h|--help) echo "$USAGE"; exit 0 ;;
-    *) usage_error "unknown argument '$1'" ;;
+    *) mode_flag "$1" || usage_error "unknown argument '$1'"; shift ;;
   esac
 done
-$purge && ! $uninstall && usage_error "--purge goes with --uninstall"
-$uninstall && $upgrade && usage_error "--uninstall and --upgrade exclude each other"
+check_modes
 $no_ca && [ -n "$ca_file" ] && usage_error "--no-ca and --ca-file exclude each other"
 
 # --- checks of the values (before touching anything) --------------------------------------

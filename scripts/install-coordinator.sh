@@ -32,15 +32,10 @@ while [ $# -gt 0 ]; do
     --tls-cert) need_value "$@"; tls_cert=$2; shift 2 ;;
     --tls-key) need_value "$@"; tls_key=$2; shift 2 ;;
     --no-tls) no_tls=true; shift ;;
-    --upgrade) upgrade=true; shift ;;
-    --uninstall) uninstall=true; shift ;;
-    --purge) purge=true; shift ;;
-    -h|--help) echo "$USAGE"; exit 0 ;;
-    *) usage_error "unknown argument '$1'" ;;
+    *) mode_flag "$1" || usage_error "unknown argument '$1'"; shift ;;
   esac
 done
-$purge && ! $uninstall && usage_error "--purge goes with --uninstall"
-$uninstall && $upgrade && usage_error "--uninstall and --upgrade exclude each other"
+check_modes
 { [ -n "$tls_cert" ] && [ -z "$tls_key" ]; } || { [ -z "$tls_cert" ] && [ -n "$tls_key" ]; } && usage_error "--tls-cert and --tls-key go together"
 $no_tls && [ -n "$tls_cert" ] && usage_error "--no-tls and --tls-cert exclude each other"
 port=""

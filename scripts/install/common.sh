@@ -24,6 +24,22 @@ say() { printf '%s: %s\n' "$SCRIPT" "$*" >&2; }
 die() { printf '%s: error: %s\n' "$SCRIPT" "$*" >&2; exit "${2:-1}"; }
 usage_error() { printf '%s: error: %s\n%s\n' "$SCRIPT" "$1" "$USAGE" >&2; exit 2; }
 need_value() { [ $# -ge 2 ] && [ -n "$2" ] || usage_error "$1 needs a value"; }
+# mode_flag ARG : the flags both scripts take (--upgrade, --uninstall, --purge, --help); false
+# for any other. check_modes: the combinations they refuse.
+mode_flag() {
+  case "$1" in
+    --upgrade) upgrade=true ;;
+    --uninstall) uninstall=true ;;
+    --purge) purge=true ;;
+    -h|--help) echo "$USAGE"; exit 0 ;;
+    *) return 1 ;;
+  esac
+}
+check_modes() {
+  $purge && ! $uninstall && usage_error "--purge goes with --uninstall"
+  $uninstall && $upgrade && usage_error "--uninstall and --upgrade exclude each other"
+  true
+}
 require_root() { [ "$(id -u)" -eq 0 ] || die "must run as root (it creates a system user, writes /etc and $UNIT_DIR and runs systemctl); re-run with sudo"; }
 require_systemd() { [ -d /run/systemd/system ] || die "systemd is not running on this host (no /run/systemd/system): these scripts install systemd services"; }
 
