@@ -4,6 +4,7 @@
 # As root on a Debian 12 machine it installs what is missing and starts what the tests need
 # (scripts/infra/up.sh --second: Docker Engine with BuildKit, a second dockerd playing a second
 # build host, qemu emulation for arm64/s390x, the local base images kiln/busybox:1*), then
+#   Debian's chromium for the dashboard tests (headless, driven by playwright-core),
 #   npm ci (only when node_modules is missing or older than package-lock.json),
 #   npm run build, type-checks the tests (tsc -p tsconfig.test.json), lints (npm run lint),
 #   and runs vitest.
@@ -105,6 +106,14 @@ fi
 begin "infra: scripts/infra/systemd-host.sh image (a real systemd for the services test; built once)"
 if bash scripts/infra/systemd-host.sh image; then end; else
   end "FAILED (the systemd services test will fail; the other tests still run)"
+fi
+
+begin "infra: chromium (Debian's, for the dashboard tests in headless Chromium)"
+if [ -x /usr/bin/chromium ]; then end "already installed"
+elif DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=300 --no-install-recommends chromium >&2 \
+  || { apt-get update -q -o DPkg::Lock::Timeout=300 >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=300 --no-install-recommends chromium >&2; }; then end
+else
+  end "FAILED (the dashboard browser tests will fail; the other tests still run)"
 fi
 
 # --- 2. npm packages and build -------------------------------------------------------------
