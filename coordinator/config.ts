@@ -189,6 +189,8 @@ export interface CoordinatorConfig extends EngineTimings {
   maxSpecBytes: number;
   /** false = no state file at all (benchmarks only). */
   persist: boolean;
+  /** true = the journal is written but never synced (the dispatch benchmark only; set in code, no flag). */
+  unsyncedJournal?: boolean;
   log: { level: LogLevel; format: LogFormat };
   cas: CasConfig;
   artifacts: { retentionMs: number; gcIntervalMs: number; gcGraceMs: number };

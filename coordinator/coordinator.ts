@@ -84,7 +84,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     }
     const prepared = await prepareDataDir(config.dataDir);
     releasers.push(await lockDataDir(config.dataDir, (stale) => logger.warn({ stale: stale.holder, reason: stale.reason }, stale.message)));
-    const store = await StateStore.open({ dataDir: config.dataDir, persist: config.persist, init: config.init || prepared.created });
+    const store = await StateStore.open({ dataDir: config.dataDir, persist: config.persist, init: config.init || prepared.created, unsyncedJournal: config.unsyncedJournal });
     const initialized = store.created;
     const tokens = await loadTokens(config.dataDir, { agentTokenFile: config.agentTokenFile, apiTokenFile: config.apiTokenFile });
     // Who did what (mutations and refused calls), from the API, enrolment and agent connections.

@@ -46,6 +46,12 @@ export interface JournalWriterOptions {
   writeSnapshot: () => Promise<void>;
   /** Size in bytes of the snapshot on disk. */
   snapshotBytes: () => number;
+  /**
+   * Benchmarks only, never a setting: journal writes without O_DSYNC and zeros without a
+   * sync, so nothing is durable. The dispatch benchmark runs it beside the real journal to
+   * tell the disk's sync latency apart from kiln's own cost of persistence.
+   */
+  unsynced?: boolean;
 }
 
 interface Waiter {
@@ -105,7 +111,7 @@ async function keepTornTail(fh: FileHandle, journalPath: string, from: number, s
 }
 
 /** Writes zeros over [from, to) of `path` and syncs them (a handle of its own: no O_DSYNC per piece). */
-async function writeZeros(path: string, from: number, to: number): Promise<void> {
+async function writeZeros(path: string, from: number, to: number, unsynced: boolean): Promise<void> {
   zeros ??= Buffer.alloc(JOURNAL_WRITE_PIECE);
   const fh = await open(path, constants.O_WRONLY);
   try {
@@ -114,14 +120,14 @@ async function writeZeros(path: string, from: number, to: number): Promise<void>
       if (bytesWritten <= 0) throw new Error(`short write while preallocating the journal at ${at}`);
       at += bytesWritten;
     }
-    await fh.datasync();
+    if (!unsynced) await fh.datasync();
   } finally {
     await fh.close();
   }
 }
 
-function openJournal(path: string): Promise<FileHandle> {
-  return open(path, JOURNAL_FLAGS, 0o600);
+function openJournal(path: string, unsynced: boolean): Promise<FileHandle> {
+  return open(path, unsynced ? JOURNAL_FLAGS & ~constants.O_DSYNC : JOURNAL_FLAGS, 0o600);
 }
 
 export class JournalWriter {
@@ -150,7 +156,7 @@ export class JournalWriter {
   async create(): Promise<void> {
     await this.opts.writeSnapshot();
     this.writes++;
-    this.journal = await openJournal(this.opts.journalPath);
+    this.journal = await openJournal(this.opts.journalPath, this.opts.unsynced ?? false);
     await this.journal.sync();
     await fsyncDir(this.opts.dataDir);
   }
@@ -259,7 +265,7 @@ export class JournalWriter {
   private preallocate(): void {
     const from = this.allocated;
     const to = from + PREALLOC_CHUNK;
-    const run = writeZeros(this.opts.journalPath, from, to).then(
+    const run = writeZeros(this.opts.journalPath, from, to, this.opts.unsynced ?? false).then(
       () => {
         if (this.preallocating === run) {
           this.allocated = Math.max(this.allocated, to);
@@ -357,7 +363,7 @@ export class JournalWriter {
 
   private async journalHandle(): Promise<FileHandle> {
     if (!this.journal) {
-      this.journal = await openJournal(this.opts.journalPath);
+      this.journal = await openJournal(this.opts.journalPath, this.opts.unsynced ?? false);
       await fsyncDir(this.opts.dataDir);
     }
     return this.journal;

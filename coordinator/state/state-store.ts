@@ -49,6 +49,8 @@ export interface StateStoreOptions {
    * included). Redis rewrites its append-only file from 64 MB up. @default 32 MiB
    */
   minCompactBytes?: number;
+  /** Benchmarks only (JournalWriterOptions.unsynced): the journal is written but never synced. */
+  unsyncedJournal?: boolean;
 }
 
 /** What changed in a node since the last batch: its own fields, and its attempts from index `from` on (Infinity: none). */
@@ -106,6 +108,7 @@ export class StateStore {
       // looked up at each call: tests hold the snapshot by wrapping db.write
       writeSnapshot: () => this.db.write(),
       snapshotBytes: () => this.snapshotBytes,
+      unsynced: opts.unsyncedJournal ?? false,
     });
   }
 

@@ -18,8 +18,12 @@
  *
  *   node dist/scripts/bench/dispatch.js [--nodes 10000] [--runs 3] [--profile on|off]
  *
- * `--profile on|off` runs only the kiln side with persistence on (or off), for
- * `node --cpu-prof`: no comparator, no ratios.
+ * `--profile on|off|unsynced` runs only the kiln side with persistence on (or off, or
+ * unsynced), for `node --cpu-prof`: no comparator, no ratios.
+ *
+ * A third side, `unsynced`, runs kiln with its journal written but never synced (a
+ * benchmark-only switch, never a setting): on against unsynced is what the disk's syncs
+ * cost, unsynced against off what kiln's own persistence code costs.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { constants, mkdtemp, open, rm } from 'node:fs/promises';
@@ -37,7 +41,7 @@ import { fmt, machineLine, median, now, percentile } from './bench-util.js';
 
 const args = process.argv.slice(2);
 if (args.includes('--help')) {
-  console.log('usage: node dist/scripts/bench/dispatch.js [--nodes 10000] [--runs 3] [--profile on|off]');
+  console.log('usage: node dist/scripts/bench/dispatch.js [--nodes 10000] [--runs 3] [--profile on|off|unsynced]');
   process.exit(0);
 }
 const arg = (name: string, dflt: number) => {
@@ -88,13 +92,17 @@ interface Cluster {
   readyAt: Map<string, number>;
 }
 
-async function startCluster(persist: boolean): Promise<Cluster> {
+/** Persistence of a kiln side: the real journal, none, or the journal written but never synced. */
+type Side = 'on' | 'off' | 'unsynced';
+
+async function startCluster(side: Side): Promise<Cluster> {
   const dataDir = await mkdtemp(join(tmpdir(), 'kiln-bench-'));
   const config = loadCoordinatorConfig(
-    { dataDir: join(dataDir, 'data'), listen: '127.0.0.1:0', noPersist: !persist, logLevel: 'silent', logFormat: 'json', rateLimitPerKey: 'off', rateLimitPerAddress: 'off' },
+    { dataDir: join(dataDir, 'data'), listen: '127.0.0.1:0', noPersist: side === 'off', logLevel: 'silent', logFormat: 'json', rateLimitPerKey: 'off', rateLimitPerAddress: 'off' },
     { env: {}, arch: process.arch, isTTY: false },
   );
-  const coord = await startCoordinator(config, createLogger({ name: 'bench', level: 'silent', format: 'json' }));
+  const cfg = { ...config, unsyncedJournal: side === 'unsynced' };
+  const coord = await startCoordinator(cfg, createLogger({ name: 'bench', level: 'silent', format: 'json' }));
   const readyAt = new Map<string, number>();
   coord.engine.on('node', (buildId: string, name: string) => {
     const build = coord.engine.activeBuild(buildId);
@@ -183,8 +191,8 @@ function meanOf<T extends Record<string, unknown>>(runs: T[]): T {
 }
 
 /** One wide build of NODES nodes on a cluster of its own, not measured (JIT warm-up). */
-async function warmUp(persist: boolean): Promise<void> {
-  const c = await startCluster(persist);
+async function warmUp(side: Side): Promise<void> {
+  const c = await startCluster(side);
   try {
     const r = await runBuild(c, wideSpec(NODES));
     if (r.state !== 'success') throw new Error(`warm-up build ended ${r.state}`);
@@ -193,8 +201,8 @@ async function warmUp(persist: boolean): Promise<void> {
   }
 }
 
-async function kilnRuns(persist: boolean, runs = RUNS) {
-  const c = await startCluster(persist);
+async function kilnRuns(side: Side, runs = RUNS) {
+  const c = await startCluster(side);
   try {
     await runBuild(c, wideSpec(500)); // warm-up
     await latencies(c, '');
@@ -389,52 +397,52 @@ async function diskSync(): Promise<{ p50: number; p99: number }> {
   }
 }
 
-async function profileOnly(persist: boolean) {
-  const r = await kilnRuns(persist);
-  console.log(`kiln persistence ${persist ? 'on' : 'off'} (profiling run, no comparator): ${fmt(r.rate, 0)} nodes/s (runs ${r.rates.map((x) => fmt(x, 0)).join(', ')}); coordinator CPU per node ${fmt(r.cpuUs, 1)} µs (main thread ${fmt(r.mainUs, 1)} µs), ${fmt(r.wideWrites, 0)} durable writes per wide build`);
+async function profileOnly(side: Side) {
+  const r = await kilnRuns(side);
+  console.log(`kiln persistence ${side} (profiling run, no comparator): ${fmt(r.rate, 0)} nodes/s (runs ${r.rates.map((x) => fmt(x, 0)).join(', ')}); coordinator CPU per node ${fmt(r.cpuUs, 1)} µs (main thread ${fmt(r.mainUs, 1)} µs), ${fmt(r.wideWrites, 0)} durable writes per wide build`);
 }
 
 async function main() {
   const profile = args.indexOf('--profile');
   if (profile >= 0) {
     const which = args[profile + 1];
-    if (which !== 'on' && which !== 'off') throw new Error(`--profile takes on or off, got '${which ?? ''}'`);
-    return profileOnly(which === 'on');
+    if (which !== 'on' && which !== 'off' && which !== 'unsynced') throw new Error(`--profile takes on, off or unsynced, got '${which ?? ''}'`);
+    return profileOnly(which);
   }
-  console.log(`# dispatch benchmark: ${NODES} no-op nodes, ${AGENTS} simulated agents (1 slot each) over real WebSockets, ${RUNS} runs (each run: the bare comparator, then kiln on and off twice each in A-B-B-A order, each from a collected heap, and their means; median and min–max over the runs)`);
+  console.log(`# dispatch benchmark: ${NODES} no-op nodes, ${AGENTS} simulated agents (1 slot each) over real WebSockets, ${RUNS} runs (each run: the bare comparator, then kiln on, off and unsynced twice each in A-B-C-C-B-A order, each from a collected heap, and their means; median and min–max over the runs)`);
   console.log(`# ${machineLine()}; load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
   // Warm-up, not measured: one wide build with persistence on and one off, so the first
   // measured run of either side does not pay for the process's cold JIT at this scale.
-  await warmUp(true);
-  await warmUp(false);
+  await warmUp('on');
+  await warmUp('off');
   type Kiln = Awaited<ReturnType<typeof kilnRuns>>;
   const bares: Array<Awaited<ReturnType<typeof bareWs>>> = [];
   const ons: Kiln[] = [];
   const offs: Kiln[] = [];
+  const unsyncs: Kiln[] = [];
   for (let r = 0; r < RUNS; r++) {
     // Each run measures all three sides, seconds apart, so its ratios share the machine's state.
     const bare = await bareWs(1);
     const disk = await diskSync();
-    // Each side runs twice per round in an A-B-B-A order (A alternating between rounds), each
+    // Each side runs twice per round in an A-B-C-C-B-A order (rotating between rounds), each
     // from a collected heap: whatever the position in a round costs (measured: the first
-    // cluster after the comparator is slower, whichever side it is) falls on both sides alike.
-    const order = r % 2 === 0 ? [true, false, false, true] : [false, true, true, false];
-    const got = new Map<boolean, Kiln[]>([
-      [true, []],
-      [false, []],
-    ]);
-    for (const persist of order) {
+    // cluster after the comparator is slower, whichever side it is) falls on every side alike.
+    const sides: Side[] = (['on', 'off', 'unsynced'] as const).map((_, i, all) => all[(i + r) % all.length]!);
+    const got = new Map<Side, Kiln[]>(sides.map((side) => [side, []]));
+    for (const side of [...sides, ...[...sides].reverse()]) {
       collectGarbage();
-      got.get(persist)!.push(await kilnRuns(persist, 1));
+      got.get(side)!.push(await kilnRuns(side, 1));
     }
-    const on = meanOf(got.get(true)!);
-    const off = meanOf(got.get(false)!);
+    const on = meanOf(got.get('on')!);
+    const off = meanOf(got.get('off')!);
+    const unsynced = meanOf(got.get('unsynced')!);
+    unsyncs.push(unsynced);
     bares.push(bare);
     ons.push(on);
     offs.push(off);
     console.log(
       `run ${r + 1} (load ${loadavg()[0]!.toFixed(2)}; disk append+fdatasync p50 ${fmt(disk.p50, 3)} ms, p99 ${fmt(disk.p99, 2)} ms): bare sync RTT p50 ${fmt(bare.p50, 3)} ms (durable ${fmt(bare.durableP50, 3)} ms), ${fmt(bare.rate, 0)} round trips/s; ` +
-        `on ${fmt(on.rate, 0)} nodes/s (coordinator CPU ${fmt(on.cpuUs, 1)} µs/node, main thread ${fmt(on.mainUs, 1)}, ${fmt(on.wideWrites, 0)} durable writes), one-in-flight p50 ${fmt(on.p50One, 3)} ms (${fmt(on.p50One / bare.p50, 2)}x); off ${fmt(off.rate, 0)} nodes/s (CPU ${fmt(off.cpuUs, 1)} µs/node, main thread ${fmt(off.mainUs, 1)}), p50 ${fmt(off.p50One, 3)} ms; on/off ${fmt(on.rate / off.rate, 3)}`,
+        `on ${fmt(on.rate, 0)} nodes/s (coordinator CPU ${fmt(on.cpuUs, 1)} µs/node, main thread ${fmt(on.mainUs, 1)}, ${fmt(on.wideWrites, 0)} durable writes), one-in-flight p50 ${fmt(on.p50One, 3)} ms (${fmt(on.p50One / bare.p50, 2)}x); off ${fmt(off.rate, 0)} nodes/s (CPU ${fmt(off.cpuUs, 1)} µs/node, main thread ${fmt(off.mainUs, 1)}), p50 ${fmt(off.p50One, 3)} ms; unsynced ${fmt(unsynced.rate, 0)} nodes/s (CPU ${fmt(unsynced.cpuUs, 1)} µs/node, main thread ${fmt(unsynced.mainUs, 1)}); on/off ${fmt(on.rate / off.rate, 3)}, unsynced/off ${fmt(unsynced.rate / off.rate, 3)}, on/unsynced ${fmt(on.rate / unsynced.rate, 3)}`,
     );
   }
   const med = (xs: number[], d: number) => `${fmt(median(xs), d)} (${fmt(Math.min(...xs), d)}–${fmt(Math.max(...xs), d)})`;
@@ -454,6 +462,9 @@ async function main() {
   const latRatioDurable = ons.map((on, i) => on.p50One / bares[i]!.durableP50);
   console.log(`ratio kiln(persistence on) / bare ws round trips: ${med(ons.map((on, i) => on.rate / bares[i]!.rate), 3)}`);
   console.log(`ratio persistence on / off: ${med(onOff, 3)}   (durable state writes during a run: ${med(ons.map((r) => r.writes), 0)})`);
+  // The split of that ratio: kiln's own persistence work (serialising, batching, writing) is
+  // unsynced against off; what the disk's syncs add on top is on against unsynced.
+  console.log(`  of which kiln's persistence code (journal written, never synced / off): ${med(unsyncs.map((u, i) => u.rate / offs[i]!.rate), 3)}; the disk's syncs (on / unsynced): ${med(ons.map((on, i) => on.rate / unsyncs[i]!.rate), 3)}`);
   console.log(`ratio dispatch p50 (one chain) / bare sync RTT p50: ${med(latRatio, 2)} (persistence off: ${med(latRatioOff, 2)}); with ${CHAINS} chains in parallel: ${med(ons.map((on, i) => on.p50 / bares[i]!.p50), 2)}`);
   const verdict = (ok: boolean) => (ok ? 'met' : 'missed');
   const rates = ons.map((r) => r.rate);

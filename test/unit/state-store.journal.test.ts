@@ -154,3 +154,52 @@ describe('state store', () => {
     await expect(stat(join(dir, 'state.json'))).rejects.toMatchObject({ code: 'ENOENT' });
   });
 });
+
+/** The open flags (octal, from /proc/self/fdinfo) of this process's descriptors on `path`. */
+async function openFlags(path: string): Promise<number[]> {
+  const { readdir, readlink } = await import('node:fs/promises');
+  const flags: number[] = [];
+  for (const fd of await readdir('/proc/self/fd')) {
+    const target = await readlink(`/proc/self/fd/${fd}`).catch(() => '');
+    if (target !== path) continue;
+    const info = await readFile(`/proc/self/fdinfo/${fd}`, 'utf8').catch(() => '');
+    const m = /^flags:\s+([0-7]+)$/m.exec(info);
+    if (m) flags.push(parseInt(m[1]!, 8));
+  }
+  return flags;
+}
+
+describe('state store: the journal file descriptor', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'kiln-store-flags-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+  // O_DSYNC is 010000 on Linux (x86-64, arm64, s390x alike).
+  const O_DSYNC = 0o10000;
+
+  it('is opened O_DSYNC, and only the benchmarks\' unsynced journal is not (same text, same replay)', async () => {
+    const texts: string[] = [];
+    for (const unsyncedJournal of [false, true]) {
+      const sub = join(dir, String(unsyncedJournal));
+      const { mkdir } = await import('node:fs/promises');
+      await mkdir(sub);
+      const s = await StateStore.open({ dataDir: sub, persist: true, init: true, unsyncedJournal });
+      s.data.builds.set('b-1', build('b-1', 3));
+      s.markNew('b-1');
+      await s.commit();
+      // The journal's own descriptor, and perhaps the one writing zeros ahead of it (never O_DSYNC: it syncs once per run).
+      const flags = await openFlags(s.journalPath);
+      expect(flags.length).toBeGreaterThanOrEqual(1);
+      expect(flags.some((f) => (f & O_DSYNC) !== 0)).toBe(!unsyncedJournal);
+      texts.push(await journalText(s.journalPath));
+      const again = await StateStore.open({ dataDir: sub, persist: true, init: false });
+      expect(again.data.builds.get('b-1')!.nodes.length).toBe(3);
+      await again.drain();
+      await s.drain();
+    }
+    expect(texts[1]).toBe(texts[0]);
+  });
+});
