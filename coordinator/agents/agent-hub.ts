@@ -89,12 +89,12 @@ export class AgentHub {
     if (path !== AGENT_SOCKET_PATH) return rejectUpgrade(socket, 404, 'E_NOT_FOUND', `no WebSocket endpoint at ${path}; agents connect to ${AGENT_SOCKET_PATH}`);
     const remote = req.socket.remoteAddress ?? 'unknown';
     const bearer = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '')?.[1];
-    let credentialOf: string | null = null;
+    let credentialOf: { name: string; token: string } | null = null;
     let rotate = false;
     if (bearer !== undefined && this.opts.credentials && isAgentCredential(bearer)) {
       const v = this.opts.credentials.verify(bearer);
       if (v.ok) {
-        credentialOf = v.name;
+        credentialOf = { name: v.name, token: bearer };
         rotate = v.rotateRequested;
       } else if (this.opts.tokens.role(req.headers.authorization) !== 'agent') {
         // (A shared agent token configured with the credential prefix is still the shared token.)
@@ -140,11 +140,22 @@ export class AgentHub {
     return (conns?.size ?? 0) > 0;
   }
 
-  /** A session engine that refuses a hello naming another agent than the credential's. */
-  private credentialEngine(name: string, remote: string): SessionEngine {
+  /**
+   * A session engine that refuses a hello naming another agent than the credential's, and
+   * checks the credential again at the hello: one revoked after the upgrade was verified
+   * but before `revoke` could see the connection (the upgrade completes asynchronously) is
+   * refused here with CREDENTIAL_REVOKED instead of getting a session.
+   */
+  private credentialEngine(name: string, token: string, remote: string): SessionEngine {
     const engine = this.opts.engine;
     return {
       hello: (hello, channel) => {
+        const v = this.opts.credentials?.verify(token);
+        if (!v?.ok || v.name !== name) {
+          const reason = `agent credential refused: ${v && !v.ok ? v.reason : 'no longer valid'}`;
+          this.refused(remote, `agent:${name}`, reason);
+          return Promise.resolve({ ok: false as const, closeCode: CLOSE_CODES.CREDENTIAL_REVOKED, reason });
+        }
         if (hello.name === name) return engine.hello(hello, channel);
         const reason = `this agent credential was issued to agent '${name}', not '${hello.name}'`;
         this.refused(remote, `agent:${name}`, reason);
@@ -161,10 +172,12 @@ export class AgentHub {
     for (const s of this.sessions) s.close(code, reason);
   }
 
-  private onConnection(ws: WebSocket, remote: string, credentialOf: string | null): void {
+  private onConnection(ws: WebSocket, remote: string, credential: { name: string; token: string } | null): void {
     // Log lines carry the remote address; no child logger per connection (10k idle agents).
     const base = this.opts.logger;
-    const options = credentialOf === null ? this.sessionOptions : { ...this.sessionOptions, engine: this.credentialEngine(credentialOf, remote) };
+    const credentialOf = credential?.name ?? null;
+    // The session's engine keeps the token (a few dozen bytes) to check it again at the hello.
+    const options = credential === null ? this.sessionOptions : { ...this.sessionOptions, engine: this.credentialEngine(credential.name, credential.token, remote) };
     const session = new AgentConnectionSession(
       { send: (bytes) => ws.send(bytes), isOpen: () => ws.readyState === ws.OPEN, close: (code, reason) => ws.close(code, reason) },
       options,

@@ -112,6 +112,24 @@ describe('agent hub with agent credentials', () => {
     expect(await unknown.outcome).toMatchObject({ status: 401, body: expect.stringContaining('unknown agent credential') });
   });
 
+  it('checks the credential again at the hello: one revoked after its upgrade was verified gets 4013, not a session', async () => {
+    const credential = await enrolled('r1');
+    // The upgrade is verified, then (before the hello) the credential is revoked in the store
+    // without the hub hearing of it: the window in which `revoke` cannot see the connection yet.
+    const ws = new WebSocket(url, { headers: { authorization: `Bearer ${credential}` } });
+    ws.on('error', () => {});
+    await new Promise<void>((r) => ws.on('open', () => r()));
+    await store.revokeAgent('r1', 'test');
+    engine.hello.mockClear();
+    const closed = new Promise<{ code: number; reason: string }>((r) => ws.on('close', (code, reason) => r({ code, reason: reason.toString() })));
+    ws.send(encodeFrame('hello', 1, hello('r1'), PROTOCOL_VERSIONS[0]));
+    const { code, reason } = await closed;
+    expect(code).toBe(CLOSE_CODES.CREDENTIAL_REVOKED);
+    expect(reason).toContain("the credential of agent 'r1' was revoked");
+    expect(engine.hello).not.toHaveBeenCalled();
+    expect(events.at(-1)).toMatchObject({ actor: 'agent:r1', action: 'agent.connect', outcome: 'refused' });
+  });
+
   it('askRotate closes with 4015; a credential flagged while away is told at its next connection', async () => {
     const credential = await enrolled('r1');
     const c = connect(credential, 'r1');
