@@ -189,6 +189,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       lostAfterMs: config.lostAfterMs,
       cutoffCancelMs: config.cutoffCancelMs,
       withRegistryAuth,
+      refusalLimit: rateLimits.perAddress,
     });
     // HTTPS and WSS on one port when TLS is configured, else plain HTTP and WS.
     const server = tls

@@ -39,6 +39,12 @@ export interface AgentHubOptions {
   /** Per-agent credentials; absent: only the shared agent token is taken. */
   credentials?: { verify(token: string): VerifyResult };
   audit?: AuditSink;
+  /**
+   * The per-address rate limit of the HTTP API (access/rate-limit.ts; null or absent: off).
+   * A refused upgrade takes a token from its address's bucket; with the bucket empty the
+   * refusal is a 429 with Retry-After, neither logged nor audited. Accepted agents take none.
+   */
+  refusalLimit?: { take(key: string): { ok: true } | { ok: false; retryAfterS: number } } | null;
 }
 
 /** A connection made with an agent credential. */
@@ -49,14 +55,16 @@ interface CredentialConnection {
 const STATUS_TEXT = new Map([
   [401, 'Unauthorized'],
   [404, 'Not Found'],
+  [429, 'Too Many Requests'],
 ]);
 
 /** Answers a refused upgrade on the raw socket, as problem+json. */
-function rejectUpgrade(socket: Duplex, status: 401 | 404, code: string, detail: string): void {
+function rejectUpgrade(socket: Duplex, status: 401 | 404 | 429, code: string, detail: string, retryAfterS?: number): void {
   const title = STATUS_TEXT.get(status) ?? 'Bad Request';
   const problem: ProblemT = { type: `urn:kiln:error:${code}`, title, status, detail, code };
   const body = JSON.stringify(problem);
-  socket.end(`HTTP/1.1 ${status} ${title}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  const retry = retryAfterS === undefined ? '' : `Retry-After: ${retryAfterS}\r\n`;
+  socket.end(`HTTP/1.1 ${status} ${title}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${retry}Connection: close\r\n\r\n${body}`);
 }
 
 export class AgentHub {
@@ -98,10 +106,12 @@ export class AgentHub {
         rotate = v.rotateRequested;
       } else if (this.opts.tokens.role(req.headers.authorization) !== 'agent') {
         // (A shared agent token configured with the credential prefix is still the shared token.)
+        if (this.overLimit(socket, remote)) return;
         this.refused(remote, `agent:${v.name ?? 'unknown'}`, v.reason);
         return rejectUpgrade(socket, 401, 'E_UNAUTHORIZED', `agent credential refused: ${v.reason}`);
       }
     } else if (this.opts.tokens.role(req.headers.authorization) !== 'agent') {
+      if (this.overLimit(socket, remote)) return;
       this.refused(remote, 'unknown', 'missing or wrong agent token');
       return rejectUpgrade(socket, 401, 'E_UNAUTHORIZED', 'missing or wrong agent token');
     }
@@ -111,6 +121,14 @@ export class AgentHub {
       if (rotate) return ws.close(CLOSE_CODES.CREDENTIAL_ROTATE, 'an admin asked for a new credential: rotate it and reconnect');
       this.onConnection(ws, remote, credentialOf);
     });
+  }
+
+  /** A refusal from `remote` past its address's rate limit: answered 429 (true), else false (the caller answers 401). */
+  private overLimit(socket: Duplex, remote: string): boolean {
+    const r = this.opts.refusalLimit?.take(remote);
+    if (!r || r.ok) return false;
+    rejectUpgrade(socket, 429, 'E_RATE_LIMITED', `too many refused agent connections from ${remote}: retry in ${r.retryAfterS}s`, r.retryAfterS);
+    return true;
   }
 
   private refused(remote: string, actor: string, why: string): void {

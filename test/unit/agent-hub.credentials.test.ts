@@ -17,6 +17,7 @@ import { AgentHub } from '../../coordinator/agents/agent-hub.js';
 import { AgentCredentialStore } from '../../coordinator/access/agent-credentials.js';
 import type { AuditEvent } from '../../coordinator/access/agent-audit.js';
 import { TokenCheck } from '../../coordinator/http/auth.js';
+import { RateLimiter } from '../../coordinator/access/rate-limit.js';
 import { AGENT_SOCKET_PATH, CLOSE_CODES, PROTOCOL_VERSIONS, decodeFrame, encodeFrame } from '../../shared/index.js';
 import { hello } from '../helpers/engine-harness.js';
 
@@ -128,6 +129,32 @@ describe('agent hub with agent credentials', () => {
     expect(reason).toContain("the credential of agent 'r1' was revoked");
     expect(engine.hello).not.toHaveBeenCalled();
     expect(events.at(-1)).toMatchObject({ actor: 'agent:r1', action: 'agent.connect', outcome: 'refused' });
+  });
+
+  it('rate limits refused upgrades per address (429 with Retry-After, not audited); an accepted agent takes no token', async () => {
+    const tokens = new TokenCheck({ apiToken: 'api-token-0123456789', agentToken: 'agent-token-0123456789' }, null, store);
+    const audit = { record: (e: AuditEvent) => events.push(e) };
+    hub.closeAll();
+    hub = new AgentHub({ engine, tokens, credentials: store, audit, logger: pino({ level: 'silent' }), heartbeatIntervalMs: 10_000, lostAfterMs: 30_000, cutoffCancelMs: 60_000, refusalLimit: new RateLimiter({ perSecond: 0.01, burst: 2 }) });
+    const credential = await enrolled('l1');
+    // Accepted connections take nothing from the bucket.
+    for (let i = 0; i < 3; i++) {
+      const ok = connect(credential, 'l1');
+      expect(await ok.outcome).toBe('welcome');
+      ok.ws.close();
+    }
+    const refusedBefore = events.filter((e) => e.outcome === 'refused').length;
+    const answers = [];
+    for (let i = 0; i < 3; i++) answers.push(await connect('wrong-token-0123456789', 'l1').outcome);
+    expect(answers.slice(0, 2)).toEqual([
+      { status: 401, body: expect.stringContaining('missing or wrong agent token') },
+      { status: 401, body: expect.stringContaining('missing or wrong agent token') },
+    ]);
+    expect(answers[2]).toMatchObject({ status: 429, body: expect.stringContaining('too many refused agent connections from 127.0.0.1') });
+    expect(JSON.parse((answers[2] as { body: string }).body)).toMatchObject({ status: 429, code: 'E_RATE_LIMITED' });
+    expect(events.filter((e) => e.outcome === 'refused').length - refusedBefore).toBe(2);
+    // The valid agent from the same address still connects.
+    expect(await connect(credential, 'l1').outcome).toBe('welcome');
   });
 
   it('askRotate closes with 4015; a credential flagged while away is told at its next connection', async () => {
