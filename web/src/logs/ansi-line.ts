@@ -125,7 +125,7 @@ const HAS_CONTROL = /[\x00-\x08\x0b-\x1f\x7f]/;
 /** The segment with only its SGR sequences left (colon sub-parameters as semicolons). */
 export function keepOnlySgr(segment: string): string {
   if (!HAS_CONTROL.test(segment)) return segment;
-  return segment.replace(ESCAPES, (all: string, params: string | undefined, inter: string | undefined, final: string | undefined) => {
+  return segment.replace(ESCAPES, (_all: string, params: string | undefined, inter: string | undefined, final: string | undefined) => {
     if (final !== 'm' || inter !== '' || params === undefined || /[<=>?]/.test(params)) return '';
     return `\x1b[${params.replace(/::/g, ':').replace(/:/g, ';')}m`;
   });
