@@ -153,6 +153,7 @@ export const AgentRow = memo(function AgentRow({ agent, history, now, canControl
         <span className="agent-name">{agent.name}</span>
         <span className="agent-meta" title={agent.docker ? `Docker ${agent.docker.version}, BuildKit ${agent.docker.buildkit_version ?? '—'}` : undefined}>
           v{agent.agent_version} · {platforms}
+          {agent.state === 'connected' && agent.connected_at !== null && ` · up ${formatAge(ageOf(agent.connected_at, now))}`}
         </span>
       </th>
       <td>

@@ -12,6 +12,7 @@
  *   `/` focuses the search field, Escape clears it.
  * - Line numbers are deep links (`#L123`, shift-click for `#L10-L20`); opening the page
  *   with such a hash scrolls there once the line has arrived.
+ * - http(s) URLs in the log are links (new tab, no referrer).
  * - "Download raw log": the node log route without follow, as an attachment.
  * - Rows carry `data-line` (1-based); appends and renders leave performance marks
  *   (log-timings.ts) for the browser tests.
@@ -22,9 +23,10 @@ import type { StatusEventDataT } from '../../../shared/log-events.js';
 import { extendRange, lineHash, parseLineHash, type LineRange } from './log-anchor.js';
 import { LINE_ERROR, LINE_ERROR_CONTEXT } from './log-errors.js';
 import { LogModel } from './log-model.js';
-import { LogSearch, makeMatcher, markMatches, matchRanges } from './log-search.js';
+import { cutSegments, linkRanges, LogSearch, makeMatcher, markMatches, matchRanges, type MarkedSegment } from './log-search.js';
 import { followNodeLog, logDownloadUrl, type LogStream, type LogStreamState } from './log-stream.js';
 import { markAppend, markVisible } from './log-timings.js';
+import { followAfterScroll } from './tail-follow.js';
 import './log.css';
 
 /** Height of one row in px (log.css sets the same line height). */
@@ -111,11 +113,43 @@ interface RowProps {
   readonly matcher: RegExp | null;
 }
 
+function piece(s: MarkedSegment, key: number): ReactNode {
+  const style = s.style.color !== null || s.style.background !== null ? { color: s.style.color ?? undefined, backgroundColor: s.style.background ?? undefined } : undefined;
+  const className = s.style.className || undefined;
+  if (s.match) return <mark key={key} className={className ? `log-match ${className}` : 'log-match'} style={style}>{s.text}</mark>;
+  return className || style ? <span key={key} className={className} style={style}>{s.text}</span> : s.text;
+}
+
+/** A line's text as styled pieces, search matches marked, URLs as links (opened in a new tab). */
+function lineContent(model: LogModel, index: number, matcher: RegExp | null): ReactNode[] {
+  const text = model.text(index);
+  const marked: MarkedSegment[] = matcher ? markMatches(model.segments(index), matchRanges(text, matcher)) : model.segments(index).map((s) => ({ ...s, match: false }));
+  const links = linkRanges(text);
+  const pieces = cutSegments(marked, links);
+  const out: ReactNode[] = [];
+  for (let k = 0; k < pieces.length; ) {
+    const r = pieces[k]!.range;
+    if (r < 0) {
+      out.push(piece(pieces[k]!, k));
+      k++;
+      continue;
+    }
+    const group: ReactNode[] = [];
+    const first = k;
+    for (; k < pieces.length && pieces[k]!.range === r; k++) group.push(piece(pieces[k]!, k));
+    const [a, b] = links[r]!;
+    out.push(
+      <a key={`link${first}`} className="log-link" href={text.slice(a, b)} target="_blank" rel="noopener noreferrer nofollow">
+        {group}
+      </a>,
+    );
+  }
+  return out;
+}
+
 const LogRow = memo(function LogRow({ model, index, top, selected, current, matcher }: RowProps) {
   const n = index + 1;
   const flag = model.flag(index);
-  let segments = model.segments(index).map((s) => ({ ...s, match: false }));
-  if (matcher) segments = markMatches(segments, matchRanges(model.text(index), matcher));
   const cls = ['log-row', flag === LINE_ERROR ? 'log-row-error' : flag === LINE_ERROR_CONTEXT ? 'log-row-context' : '', selected ? 'log-row-selected' : '', current ? 'log-row-current' : '']
     .filter(Boolean)
     .join(' ');
@@ -124,14 +158,7 @@ const LogRow = memo(function LogRow({ model, index, top, selected, current, matc
       <a className="log-ln" href={`#L${n}`} data-n={n} tabIndex={-1}>
         {n}
       </a>
-      <span className="log-text">
-        {segments.map((s, k): ReactNode => {
-          const style = s.style.color !== null || s.style.background !== null ? { color: s.style.color ?? undefined, backgroundColor: s.style.background ?? undefined } : undefined;
-          const className = s.style.className || undefined;
-          if (s.match) return <mark key={k} className={className ? `log-match ${className}` : 'log-match'} style={style}>{s.text}</mark>;
-          return className || style ? <span key={k} className={className} style={style}>{s.text}</span> : s.text;
-        })}
-      </span>
+      <span className="log-text">{lineContent(model, index, matcher)}</span>
     </div>
   );
 });
@@ -200,11 +227,10 @@ export function LogPane({ buildId, node, attempt }: LogPaneProps): ReactNode {
   const onScroll = useCallback(() => {
     const el = scrollRef.current;
     if (!el) return;
-    const top = el.scrollTop;
-    // growth never moves scrollTop: only the user scrolling up lowers it
-    if (el.scrollHeight - top - el.clientHeight < LOG_ROW_HEIGHT * 1.5) setFollowing(true);
-    else if (top < lastTop.current) setFollowing(false);
-    lastTop.current = top;
+    const previous = lastTop.current;
+    const pos = { scrollTop: el.scrollTop, scrollHeight: el.scrollHeight, clientHeight: el.clientHeight };
+    lastTop.current = pos.scrollTop;
+    setFollowing((f) => followAfterScroll(f, previous, pos, LOG_ROW_HEIGHT));
   }, []);
 
   // deep links: the hash changes (back/forward, a pasted link)

@@ -48,10 +48,13 @@ export interface MarkedSegment extends LogSegment {
   readonly match: boolean;
 }
 
-/** A line's styled segments cut further at the match ranges (sorted, not overlapping). */
-export function markMatches(segments: readonly LogSegment[], ranges: ReadonlyArray<readonly [number, number]>): MarkedSegment[] {
-  if (ranges.length === 0) return segments.map((s) => ({ ...s, match: false }));
-  const out: MarkedSegment[] = [];
+/**
+ * Segments cut at the edges of `ranges` ([start, end) offsets into the line's text, sorted,
+ * not overlapping); each piece says which range it lies in (-1: none).
+ */
+export function cutSegments<S extends LogSegment>(segments: readonly S[], ranges: ReadonlyArray<readonly [number, number]>): Array<S & { range: number }> {
+  if (ranges.length === 0) return segments.map((s) => ({ ...s, range: -1 }));
+  const out: Array<S & { range: number }> = [];
   let pos = 0;
   let r = 0;
   for (const seg of segments) {
@@ -61,19 +64,37 @@ export function markMatches(segments: readonly LogSegment[], ranges: ReadonlyArr
       while (r < ranges.length && ranges[r]![1] <= at) r++;
       const range = ranges[r];
       if (!range || range[0] >= end) {
-        out.push({ text: seg.text.slice(at - pos), style: seg.style, match: false });
+        out.push({ ...seg, text: seg.text.slice(at - pos), range: -1 });
         at = end;
       } else if (range[0] > at) {
-        out.push({ text: seg.text.slice(at - pos, range[0] - pos), style: seg.style, match: false });
+        out.push({ ...seg, text: seg.text.slice(at - pos, range[0] - pos), range: -1 });
         at = range[0];
       } else {
         const stop = Math.min(end, range[1]);
-        out.push({ text: seg.text.slice(at - pos, stop - pos), style: seg.style, match: true });
+        out.push({ ...seg, text: seg.text.slice(at - pos, stop - pos), range: r });
         at = stop;
       }
     }
     pos = end;
   }
+  return out;
+}
+
+/** A line's styled segments cut further at the match ranges, the pieces inside marked. */
+export function markMatches(segments: readonly LogSegment[], ranges: ReadonlyArray<readonly [number, number]>): MarkedSegment[] {
+  return cutSegments(segments, ranges).map((s) => ({ text: s.text, style: s.style, match: s.range >= 0 }));
+}
+
+/** http(s) URLs in a line (what the pane makes links of); a trailing `.`, `,`, `)` and the like is not part of one. */
+const URL_RE = /\bhttps?:\/\/[^\s<>"'`]*[^\s<>"'`.,;:!?)\]}]/g;
+
+/** [start, end) ranges of the URLs in `text` (at most 20). */
+export function linkRanges(text: string): Array<[number, number]> {
+  if (!text.includes('://')) return [];
+  const out: Array<[number, number]> = [];
+  URL_RE.lastIndex = 0;
+  for (let m = URL_RE.exec(text); m !== null && out.length < 20; m = URL_RE.exec(text)) out.push([m.index, m.index + m[0].length]);
+  URL_RE.lastIndex = 0;
   return out;
 }
 
