@@ -15,13 +15,13 @@ import { Sparkline } from './fleet-widgets.js';
 const STATE_ICON: Record<AgentViewT['state'], string> = { connected: '●', disconnected: '○', lost: '✕' };
 
 export function ControlBadge({ agent }: { agent: AgentViewT }): ReactNode {
+  // glyphs from fonts every Linux box has (DejaVu): ‖ for paused, ⇣ for draining
   if (agent.control === 'active') return <span className="badge control-active">active</span>;
   const since = agent.control_at ? ` since ${new Date(agent.control_at).toLocaleString()}` : '';
   const title = `${agent.control}${since}${agent.control_reason ? `: ${agent.control_reason}` : ''}`;
   return (
     <span className={`badge control-${agent.control}`} title={title}>
-      {agent.control === 'paused' ? '⏸ paused' : '⇣ draining'}
-      {agent.control_reason && <span className="control-reason"> — {agent.control_reason}</span>}
+      {agent.control === 'paused' ? '‖ paused' : '⇣ draining'}
     </span>
   );
 }
@@ -32,7 +32,7 @@ function Breaker({ b, now }: { b: AgentViewT['breaker']; now: number }): ReactNo
   const left = b.until ? -(ageOf(b.until, now) ?? 0) : null;
   return (
     <span className="badge breaker-open" title={b.until ?? undefined}>
-      ⛔ open{left !== null && left > 0 ? ` ${formatAge(left)} more` : ''} · {b.recent_failures} failures
+      ✕ open{left !== null && left > 0 ? ` ${formatAge(left)} more` : ''} · {b.recent_failures} failures
     </span>
   );
 }
@@ -121,8 +121,10 @@ function Gpus({ agent, history }: { agent: AgentViewT; history: FleetHistory }):
               {' · '}
               {m?.utilization_pct !== null && m?.utilization_pct !== undefined ? `${Math.round(m.utilization_pct)}%` : '—%'}
             </span>
-            <Sparkline className="spark-util" values={history.gpu(agent.name, g.index, 'utilization')} max={100} label={`GPU ${g.index} utilisation, last heartbeats`} />
-            <Sparkline className="spark-mem" values={history.gpu(agent.name, g.index, 'memory')} max={g.memory_mib} label={`GPU ${g.index} memory used, last heartbeats`} />
+            <span className="gpu-sparks">
+              <Sparkline className="spark-util" values={history.gpu(agent.name, g.index, 'utilization')} max={100} label={`GPU ${g.index} utilisation, last heartbeats`} />
+              <Sparkline className="spark-mem" values={history.gpu(agent.name, g.index, 'memory')} max={g.memory_mib} label={`GPU ${g.index} memory used, last heartbeats`} />
+            </span>
           </li>
         );
       })}
@@ -151,8 +153,8 @@ export const AgentRow = memo(function AgentRow({ agent, history, now, canControl
     <tr className={`agent-row agent-${agent.state} agent-control-${agent.control}`} data-agent={agent.name} data-state={agent.state} data-control={agent.control}>
       <th scope="row">
         <span className="agent-name">{agent.name}</span>
-        <span className="agent-meta" title={agent.docker ? `Docker ${agent.docker.version}, BuildKit ${agent.docker.buildkit_version ?? '—'}` : undefined}>
-          v{agent.agent_version} · {platforms}
+        <span className="agent-meta" title={`${platforms}${agent.docker ? `; Docker ${agent.docker.version}, BuildKit ${agent.docker.buildkit_version ?? '—'}` : ''}`}>
+          v{agent.agent_version} · {agent.platforms.length} platform{agent.platforms.length === 1 ? '' : 's'}
           {agent.state === 'connected' && agent.connected_at !== null && ` · up ${formatAge(ageOf(agent.connected_at, now))}`}
         </span>
       </th>
@@ -160,11 +162,15 @@ export const AgentRow = memo(function AgentRow({ agent, history, now, canControl
         <span className={`agent-state state-${agent.state}`}>
           {STATE_ICON[agent.state]} {agent.state}
         </span>
+        <span className="last-seen" title={agent.last_seen_at}>
+          seen {seen === null ? '—' : seen < 1000 ? 'now' : `${formatAge(seen)} ago`}
+        </span>
       </td>
       <td>
         <ControlBadge agent={agent} />
+        {agent.control !== 'active' && agent.control_reason && <span className="control-reason">{agent.control_reason}</span>}
       </td>
-      <td>{agent.health.accepting ? <span className="health-ok">✓ ok</span> : <span className="badge health-bad">⚠ {agent.health.problem ?? 'not accepting'}</span>}</td>
+      <td>{agent.health.accepting ? <span className="health-ok">✓ ok</span> : <span className="badge health-bad" title={agent.health.problem ?? undefined}>⚠ {agent.health.problem ?? 'not accepting'}</span>}</td>
       <td>
         <Breaker b={agent.breaker} now={now} />
       </td>
@@ -184,9 +190,6 @@ export const AgentRow = memo(function AgentRow({ agent, history, now, canControl
       <td className="num">{formatMiB(m?.disk_free_mib ?? null)}</td>
       <td>
         <Gpus agent={agent} history={history} />
-      </td>
-      <td className="num" title={agent.last_seen_at}>
-        {seen === null ? '—' : seen < 1000 ? 'now' : `${formatAge(seen)} ago`}
       </td>
       {canControl && (
         <td>

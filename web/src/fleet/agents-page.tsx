@@ -138,7 +138,7 @@ export function AgentsPage({ scopes }: { readonly scopes: ReadonlySet<UiScope> }
               <thead>
                 <tr>
                   <th scope="col">Agent</th>
-                  <th scope="col">State</th>
+                  <th scope="col">State, last seen</th>
                   <th scope="col">Control</th>
                   <th scope="col">Health</th>
                   <th scope="col">Breaker</th>
@@ -146,8 +146,7 @@ export function AgentsPage({ scopes }: { readonly scopes: ReadonlySet<UiScope> }
                   <th scope="col" className="num">Load</th>
                   <th scope="col" className="num">Memory</th>
                   <th scope="col" className="num">Free disk</th>
-                  <th scope="col">GPUs (memory, utilisation)</th>
-                  <th scope="col" className="num">Last seen</th>
+                  <th scope="col" title="per GPU: memory used / total, utilisation; sparklines of utilisation (blue) and memory (purple) over the last heartbeats">GPUs</th>
                   {canControl && <th scope="col">Actions</th>}
                 </tr>
               </thead>

@@ -68,7 +68,7 @@ export function DeadLettersPage({ scopes, onNavigate }: DeadLettersPageProps): R
     <main className="fleet-page dead-letters-page">
       <header className="fleet-header">
         <h1>Dead letters</h1>
-        {items !== null && <span className="fleet-counts">{items.length} nodes</span>}
+        {items !== null && <span className="fleet-counts">{items.length === 1 ? '1 node' : `${items.length} nodes`}</span>}
         <button type="button" onClick={() => void load()} disabled={loading}>
           Refresh
         </button>
@@ -117,14 +117,14 @@ export function DeadLettersPage({ scopes, onNavigate }: DeadLettersPageProps): R
                     </td>
                     <td className="dl-reason">{d.reason}</td>
                     <td>
-                      <ol className="attempt-list">
+                      <ul className="attempt-list">
                         {d.attempts.map((a) => (
                           <li key={a.id} title={a.error ?? a.reason ?? undefined}>
-                            #{a.number} {a.state} on {a.agent}
+                            attempt {a.number} {a.state} on {a.agent}
                             {a.error ? `: ${a.error}` : a.reason ? `: ${a.reason}` : ''}
                           </li>
                         ))}
-                      </ol>
+                      </ul>
                     </td>
                     {canRetry && (
                       <td>
