@@ -1,11 +1,13 @@
 /**
  * Pure parts of the dashboard's log pane (web/src/logs/): line deep links (`#L12`,
- * `#L10-L20`), when the pane follows the tail, and which text becomes a link.
+ * `#L10-L20`), when the pane follows the tail, which text becomes a link, and the timing
+ * marks the browser tests read.
  */
 import { describe, expect, it } from 'vitest';
 import { extendRange, lineHash, parseLineHash } from '../../web/src/logs/log-anchor.js';
 import { LogModel } from '../../web/src/logs/log-model.js';
 import { cutSegments, linkRanges } from '../../web/src/logs/log-search.js';
+import { LOG_MARK_APPEND, LOG_MARK_VISIBLE, markAppend, markVisible, readLogTimings } from '../../web/src/logs/log-timings.js';
 import { followAfterScroll } from '../../web/src/logs/tail-follow.js';
 
 describe('log deep links', () => {
@@ -53,5 +55,27 @@ describe('links in log lines', () => {
       ['https://h.test/x', 'ansi-blue-fg', 0],
       [' now', '', -1],
     ]);
+  });
+});
+
+describe('log timing marks', () => {
+  it('leaves append and visible marks with the node, lines and wall-clock time', () => {
+    performance.clearMarks();
+    const before = Date.now();
+    markAppend('compile', 1, 40);
+    markVisible('compile', 40);
+    const t = readLogTimings();
+    expect(t.map((e) => [e.name, e.detail.node, e.detail.firstLine, e.detail.lastLine])).toEqual([
+      [LOG_MARK_APPEND, 'compile', 1, 40],
+      [LOG_MARK_VISIBLE, 'compile', undefined, 40],
+    ]);
+    expect(t[0]!.detail.epochMs).toBeGreaterThanOrEqual(before);
+  });
+
+  it('keeps the timeline bounded', () => {
+    performance.clearMarks();
+    for (let i = 0; i < 2500; i++) markAppend('n', i, i);
+    expect(performance.getEntriesByName(LOG_MARK_APPEND).length).toBeLessThanOrEqual(2000);
+    expect(readLogTimings().at(-1)?.detail.lastLine).toBe(2499);
   });
 });

@@ -48,6 +48,6 @@ export function markVisible(node: string, lastLine: number): void {
 export function readLogTimings(): Array<{ name: string; startTime: number; detail: LogMarkDetail }> {
   if (typeof performance === 'undefined') return [];
   return [...performance.getEntriesByName(LOG_MARK_APPEND), ...performance.getEntriesByName(LOG_MARK_VISIBLE)]
-    .map((e) => ({ name: e.name, startTime: e.startTime, detail: (e as PerformanceMark).detail as LogMarkDetail }))
+    .map((e) => ({ name: e.name, startTime: e.startTime, detail: (e as { detail?: unknown }).detail as LogMarkDetail }))
     .sort((a, b) => a.startTime - b.startTime);
 }
