@@ -1,13 +1,14 @@
 /**
  * Pure helpers of the dashboard's fleet pages (web/src/fleet/): ages, durations, sizes,
  * sparkline paths, scope checks, the heartbeat history behind the GPU sparklines, and the
- * events stream's message parsing.
+ * events stream (message parsing; the subscription against a scripted EventSource).
  */
 import { describe, expect, it } from 'vitest';
 import type { AgentViewT } from '../../shared/api.js';
-import { parseFleetEvent } from '../../web/src/fleet/fleet-events.js';
+import { parseFleetEvent, subscribeFleet, type FleetFeedState } from '../../web/src/fleet/fleet-events.js';
 import { ageOf, allows, formatAge, formatBytes, formatDuration, formatMiB, percent, sparklinePath } from '../../web/src/fleet/fleet-format.js';
 import { FleetHistory } from '../../web/src/fleet/fleet-history.js';
+import { ScriptedSource } from '../helpers/scripted-event-source.js';
 
 function agent(name: string, at: string | null, gpus: Array<[number, number, number | null]> = [], load1: number | null = 0.5): AgentViewT {
   return {
@@ -95,5 +96,51 @@ describe('fleet events', () => {
     expect(parseFleetEvent('build', '{}')).toBeNull();
     expect(parseFleetEvent('agent', '{')).toEqual({ ok: false, error: "an 'agent' event whose data is not JSON" });
     expect(parseFleetEvent('agent', '{"name":"x"}')).toMatchObject({ ok: false, error: expect.stringContaining("a malformed 'agent' event") });
+  });
+});
+
+describe('fleet feed', () => {
+  it('hands on agents and pools, refetches on reset and when a new source had to be opened', () => {
+    const sources: ScriptedSource[] = [];
+    const timers: Array<{ fn: () => void; ms: number }> = [];
+    const seen: string[] = [];
+    const states: FleetFeedState[] = [];
+    const stop = subscribeFleet({
+      onAgent: (a) => seen.push(`agent ${a.name} ${a.control}`),
+      onPools: (p) => seen.push(`pools ${p.items.length}`),
+      onReset: (r) => seen.push(`reset ${r}`),
+      onState: (st) => states.push(st),
+      onProblem: (m) => seen.push(`problem ${m.slice(0, 24)}`),
+      open: (url) => {
+        const src = new ScriptedSource(url);
+        sources.push(src);
+        return src;
+      },
+      setTimer: (fn, ms) => {
+        timers.push({ fn, ms });
+        return timers.length;
+      },
+      clearTimer: () => {},
+    });
+    expect(sources[0]!.url).toBe('/api/v1/events?topics=agents%2Cpools');
+    const s = sources[0]!;
+    s.open();
+    s.emit('agent', { ...agent('a1', '2026-12-05T08:00:00.000Z'), control: 'paused' }, '1-1');
+    s.emit('pools', { items: [] }, '1-2');
+    s.emit('build', { id: 'b-1' }, '1-3'); // not a fleet event: ignored
+    s.emit('agent', { name: 'broken' }, '1-4');
+    s.emit('reset', { reason: 'behind' }, '1-5');
+    s.drop(false); // the browser resumes with Last-Event-ID: no refetch, no new source
+    s.open();
+    s.drop(true); // the browser gave up: a new source, and a refetch once it is open
+    expect(timers.map((t) => t.ms)).toEqual([1000]);
+    timers[0]!.fn();
+    sources[1]!.open();
+    expect(seen).toEqual(['agent a1 paused', 'pools 0', "problem a malformed 'agent' even", 'reset behind', 'reset reopened']);
+    expect(states).toEqual(['connecting', 'live', 'reconnecting', 'live', 'reconnecting', 'live']);
+    stop();
+    expect(sources[1]!.closed).toBe(true);
+    sources[1]!.emit('pools', { items: [] }, '2-1');
+    expect(seen).toHaveLength(5);
   });
 });

@@ -292,7 +292,8 @@ export function LogPane({ buildId, node, attempt }: LogPaneProps): ReactNode {
     if (e.key === 'Enter') {
       e.preventDefault();
       step(e.shiftKey ? -1 : 1);
-    } else if (e.key === 'Escape') {
+    } else if (e.key === 'Escape' && query !== '') {
+      // clears the search; with nothing to clear, Escape goes on to the page (which may close the pane)
       e.stopPropagation();
       setQuery('');
       setCurrentHit(-1);
