@@ -38,6 +38,8 @@ const FEED_LABEL: Record<FleetFeedState, string> = { connecting: 'connecting…'
 
 export function AgentsPage({ scopes }: { readonly scopes: ReadonlySet<UiScope> }): ReactNode {
   const history = useRef(new FleetHistory()).current;
+  /** When each agent's last event arrived: a fetch that started before it does not overwrite it. */
+  const eventAt = useRef(new Map<string, number>()).current;
   const [agents, setAgents] = useState<ReadonlyMap<string, AgentViewT> | null>(null);
   const [pools, setPools] = useState<PoolListT | null>(null);
   const [poolsAt, setPoolsAt] = useState(0);
@@ -48,11 +50,16 @@ export function AgentsPage({ scopes }: { readonly scopes: ReadonlySet<UiScope> }
 
   const load = useCallback(
     async (signal: AbortSignal) => {
+      const started = Date.now();
       try {
         const [list, p] = await Promise.all([fetchAllAgents(signal), apiGet<PoolListT>(apiPath.pools(), signal)]);
         for (const a of list) history.record(a);
         history.keepOnly(new Set(list.map((a) => a.name)));
-        setAgents(new Map(list.map((a) => [a.name, a])));
+        setAgents((prev) => {
+          const next = new Map(list.map((a) => [a.name, a]));
+          for (const [name, a] of prev ?? []) if ((eventAt.get(name) ?? 0) >= started) next.set(name, a);
+          return next;
+        });
         setPools(p);
         setPoolsAt(Date.now());
         setError(null);
@@ -61,7 +68,7 @@ export function AgentsPage({ scopes }: { readonly scopes: ReadonlySet<UiScope> }
         setError(`Could not load the agents: ${err instanceof Error ? err.message : String(err)}`);
       }
     },
-    [history],
+    [history, eventAt],
   );
 
   useEffect(() => {
@@ -69,6 +76,7 @@ export function AgentsPage({ scopes }: { readonly scopes: ReadonlySet<UiScope> }
     void load(ac.signal);
     const stop = subscribeFleet({
       onAgent: (a) => {
+        eventAt.set(a.name, Date.now());
         history.record(a);
         setAgents((prev) => new Map(prev ?? []).set(a.name, a));
       },
@@ -84,7 +92,7 @@ export function AgentsPage({ scopes }: { readonly scopes: ReadonlySet<UiScope> }
       ac.abort();
       stop();
     };
-  }, [load, history]);
+  }, [load, history, eventAt]);
 
   const onControl = useCallback(
     async (name: string, action: AgentControlAction, reason: string | null) => {
