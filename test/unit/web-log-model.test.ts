@@ -199,6 +199,19 @@ describe('log model: errors', () => {
     expect(m.errorLines).toEqual([3, 15]);
   });
 
+  it("finds the noop executor's marker line (KILN_NOOP_LOG's format) as the first error, in red", () => {
+    const m = new LogModel();
+    const n = 20;
+    for (let k = 1; k <= n; k++) {
+      const at = 1796458331000 + k;
+      m.append(k === n / 2 ? `${ESC}[31mERROR: noop marker line ${k}/${n} t=${at}${ESC}[0m\n` : `noop ${ESC}[36mbuild${ESC}[0m line ${k}/${n} t=${at} ${ESC}[32mok${ESC}[0m\n`);
+    }
+    expect(m.firstError).toBe(n / 2 - 1);
+    expect(m.errorLines).toEqual([n / 2 - 1]);
+    expect(styled(m, n / 2 - 1)).toEqual([[`ERROR: noop marker line 10/20 t=1796458331010`, 'ansi-red-fg', null, null]]);
+    expect(styled(m, 0).map((x) => x[1])).toEqual(['', 'ansi-cyan-fg', '', 'ansi-green-fg']);
+  });
+
   it('has no first error in a clean log, and judges a partial line only once complete', () => {
     const m = new LogModel();
     m.append('ok\nall fine\nERROR: almost');
