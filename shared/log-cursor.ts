@@ -60,7 +60,7 @@ export function parseCursor(text: string | undefined | null): ParsedCursor | str
 function parseCompact(text: string): ParsedCursor | string {
   const m = /^~([A-Za-z0-9_-]{0,4096})~(.*)$/.exec(text);
   if (!m) return 'is not ~<bitmap>~<index>:<offset>,...';
-  const bits = Buffer.from(m[1]!, 'base64url'); // characters checked by the pattern; trailing bits ignored
+  const bits = fromBase64url(m[1]!); // characters checked by the pattern; trailing bits ignored
   const complete: number[] = [];
   bits.forEach((byte, i) => {
     for (let b = 0; b < 8; b++) if (byte & (1 << b)) complete.push(i * 8 + b);
@@ -86,7 +86,7 @@ function parseCompact(text: string): ParsedCursor | string {
 export function formatCursor(offsets: ReadonlyMap<string, number>, build?: { nodes: readonly string[]; complete: ReadonlySet<string> }): string {
   const byName = [...offsets].filter(([, o]) => o > 0).map(([n, o]) => `${n}:${o}`).join(',');
   if (!build || byName.length <= COMPACT_ABOVE) return byName;
-  const bits = Buffer.alloc(Math.ceil(build.nodes.length / 8));
+  const bits = new Uint8Array(Math.ceil(build.nodes.length / 8));
   const partial: string[] = [];
   build.nodes.forEach((name, i) => {
     if (build.complete.has(name)) bits[i >> 3]! |= 1 << (i & 7);
@@ -95,7 +95,18 @@ export function formatCursor(offsets: ReadonlyMap<string, number>, build?: { nod
       if (o > 0) partial.push(`${i.toString(36)}:${o.toString(36)}`);
     }
   });
-  return `~${bits.toString('base64url')}~${partial.join(',')}`;
+  return `~${toBase64url(bits)}~${partial.join(',')}`;
+}
+
+// base64url without Node's Buffer: the dashboard loads this module in the browser (through log-events.ts).
+/** As Buffer.from(s, 'base64url') reads it: no padding needed, a last lone character ignored. */
+function fromBase64url(s: string): Uint8Array {
+  const bin = atob((s.length % 4 === 1 ? s.slice(0, -1) : s).replace(/-/g, '+').replace(/_/g, '/'));
+  return Uint8Array.from(bin, (ch) => ch.charCodeAt(0));
+}
+
+function toBase64url(bytes: Uint8Array): string {
+  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
 }
 
 /** A node stream's event id: a byte offset (at most 15 digits, so always a safe integer). */

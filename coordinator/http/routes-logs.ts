@@ -8,8 +8,9 @@
  * exactly after what it received: no gap, no duplicate. A resume point that is malformed,
  * names a node the build does not have, or falls inside a UTF-8 character is refused (400)
  * rather than silently replaying from the start or sending half a character. Without
- * `follow`, the node route returns the stored bytes as they are (text/plain) and the build
- * route the stored text with each line prefixed by its node name.
+ * `follow`, the node route returns the stored bytes as they are (text/plain; with
+ * `download=1` as an attachment) and the build route the stored text with each line
+ * prefixed by its node name.
  */
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import type { Context } from 'hono';
@@ -74,7 +75,11 @@ const nodeLogs = createRoute({
   security: SECURED,
   request: {
     params: NodeParams,
-    query: z.object({ follow: Follow, offset: countQuery('Byte offset to start after (what the last `log` event id said); Last-Event-ID takes precedence') }),
+    query: z.object({
+      follow: Follow,
+      offset: countQuery('Byte offset to start after (what the last `log` event id said); Last-Event-ID takes precedence'),
+      download: z.enum(['1']).optional().openapi({ description: '1: without follow, answer with `Content-Disposition: attachment` (a file `<build>-<node>.log`)' }),
+    }),
     headers: z.object({ 'last-event-id': LogOffsetId.optional() }),
   },
   responses: {
@@ -163,7 +168,7 @@ async function checkOffsets(deps: HttpDeps, build: BuildRecord, offsets: Readonl
 export function registerLogRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): void {
   app.openapi(nodeLogs, async (c) => {
     const { id, node } = c.req.valid('param');
-    const { follow, offset } = c.req.valid('query');
+    const { follow, offset, download } = c.req.valid('query');
     const lastId = c.req.valid('header')['last-event-id'];
     const build = await deps.engine.getBuild(id);
     if (!build) throw new KilnError('E_NOT_FOUND', `build ${id} not found`);
@@ -176,6 +181,8 @@ export function registerLogRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): voi
       const sizes = await deps.logs.nodeSizes(id, node, rec.attempts.length);
       const total = sizes.reduce((a, b) => a + b, 0);
       c.header('content-type', 'text/plain; charset=utf-8');
+      // build ids and node names have fixed shapes (no quote, slash or control character)
+      if (download) c.header('content-disposition', `attachment; filename="${build.id}-${rec.name}.log"`);
       return stream(c, async (s) => {
         for (let at = start; at < total && !s.aborted; at += READ_CHUNK) await s.write(await deps.logs.read(id, node, sizes, at, Math.min(total, at + READ_CHUNK)));
       }) as never;
