@@ -9,6 +9,7 @@ import { apiGet, apiSend, onUnauthorized } from './api/client';
 import type { SessionViewT } from './api/types';
 import { BuildList } from './builds/build-list';
 import { BuildPage } from './builds/build-page';
+import { prewarmLayout } from './builds/layout-client.js';
 import { AgentsPage } from './fleet/agents-page';
 import { DeadLettersPage } from './fleet/dead-letters-page';
 import { Link, matchRoute, navigate, usePath } from './router';
@@ -37,6 +38,11 @@ export function App() {
   }, []);
 
   const scopes = useMemo(() => scopeSet(state.kind === 'in' ? state.session.scopes : []), [state]);
+  // the DAG layout worker starts while the first page loads its data
+  const signedIn = state.kind === 'in';
+  useEffect(() => {
+    if (signedIn) prewarmLayout();
+  }, [signedIn]);
 
   if (state.kind === 'loading') return <div className="splash">kiln…</div>;
   if (state.kind === 'out') return <SignIn ended={state.ended} onSignedIn={(session) => setState({ kind: 'in', session })} />;

@@ -56,15 +56,22 @@ const GROUP_OPTIONS: LayoutOptions = {
 /** Id of a group's compound node (node names cannot hold `:`, so it never clashes with one). */
 const groupId = (origin: string) => `group:${origin}`;
 
-/** The structure as ELK's input graph. Groups of one node stay plain nodes. */
-export function toElkGraph(nodes: readonly DagStructureNode[], options: LayoutOptions = LAYOUT_OPTIONS): ElkNode {
+/**
+ * Above this many nodes the groups are not laid out as ELK compound nodes (which costs about
+ * twice the time): the DAG is laid out flat and a group gets a box around its members only
+ * where no other node falls inside it (fanned-out nodes usually share a layer and sit together).
+ */
+export const GROUPED_MAX_NODES = 400;
+
+/** The structure as ELK's input graph. Groups of one node stay plain nodes; big DAGs get no compound groups. */
+export function toElkGraph(nodes: readonly DagStructureNode[], options: LayoutOptions = LAYOUT_OPTIONS, compound = nodes.length <= GROUPED_MAX_NODES): ElkNode {
   const members = new Map<string, DagStructureNode[]>();
   for (const n of nodes) if (n.origin !== null) members.set(n.origin, [...(members.get(n.origin) ?? []), n]);
   const names = new Set(nodes.map((n) => n.name));
   const children: ElkNode[] = [];
   const grouped = new Set<string>();
   for (const [origin, list] of members) {
-    if (list.length < 2 || names.has(groupId(origin))) continue;
+    if (!compound || list.length < 2 || names.has(groupId(origin))) continue;
     for (const n of list) grouped.add(n.name);
     children.push({ id: groupId(origin), layoutOptions: GROUP_OPTIONS, children: list.map((n) => ({ id: n.name, width: NODE_WIDTH, height: NODE_HEIGHT })) });
   }
@@ -74,8 +81,8 @@ export function toElkGraph(nodes: readonly DagStructureNode[], options: LayoutOp
   return { id: 'root', layoutOptions: options, children, edges };
 }
 
-/** ELK's answer as absolute positions and group boxes. */
-export function fromElkGraph(root: ElkNode): DagLayout {
+/** ELK's answer as absolute positions and group boxes (`nodes`: the structure, for the boxes of a flat layout). */
+export function fromElkGraph(root: ElkNode, nodes: readonly DagStructureNode[] = []): DagLayout {
   const positions = new Map<string, { x: number; y: number }>();
   const groups: { origin: string; x: number; y: number; width: number; height: number }[] = [];
   for (const c of root.children ?? []) {
@@ -86,7 +93,29 @@ export function fromElkGraph(root: ElkNode): DagLayout {
       for (const m of c.children) positions.set(m.id, { x: x + (m.x ?? 0), y: y + (m.y ?? 0) });
     } else positions.set(c.id, { x, y });
   }
+  if (groups.length === 0) groups.push(...flatGroupBoxes(nodes, positions));
   return { positions, groups, width: root.width ?? 0, height: root.height ?? 0 };
+}
+
+/** Boxes around the members of each origin in a flat layout, where no other node falls inside one. */
+function flatGroupBoxes(nodes: readonly DagStructureNode[], positions: ReadonlyMap<string, { x: number; y: number }>): DagLayout['groups'] {
+  const members = new Map<string, { x: number; y: number }[]>();
+  for (const n of nodes) {
+    const p = positions.get(n.name);
+    if (n.origin !== null && p) members.set(n.origin, [...(members.get(n.origin) ?? []), p]);
+  }
+  const others = (origin: string) => nodes.filter((n) => n.origin !== origin).map((n) => positions.get(n.name)).filter((p) => p !== undefined);
+  const out: { origin: string; x: number; y: number; width: number; height: number }[] = [];
+  for (const [origin, ps] of members) {
+    if (ps.length < 2) continue;
+    const x = Math.min(...ps.map((p) => p.x)) - 12;
+    const y = Math.min(...ps.map((p) => p.y)) - GROUP_TOP;
+    const width = Math.max(...ps.map((p) => p.x)) + NODE_WIDTH + 12 - x;
+    const height = Math.max(...ps.map((p) => p.y)) + NODE_HEIGHT + 12 - y;
+    const clash = others(origin).some((p) => p.x < x + width && p.x + NODE_WIDTH > x && p.y < y + height && p.y + NODE_HEIGHT > y);
+    if (!clash) out.push({ origin, x, y, width, height });
+  }
+  return out;
 }
 
 /** A hash of the structure (names, needs, origins; not states): the layout cache's key. */

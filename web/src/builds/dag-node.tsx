@@ -8,7 +8,8 @@ import { memo } from 'react';
 import { formatDuration, formatTime, stateLook } from '../format';
 import type { NodeStatus } from '../api/types';
 
-export type DagNodeData = { status: NodeStatus; fanned: boolean };
+/** `origin`: the spec node it was fanned out from, shown on the node when no group box is drawn around it. */
+export type DagNodeData = { status: NodeStatus; origin: string | null };
 export type DagNodeType = Node<DagNodeData, 'kiln'>;
 export type DagGroupType = Node<{ origin: string; count: number }, 'kilnGroup'>;
 
@@ -29,6 +30,11 @@ function DagNodeBox({ data, selected }: NodeProps<DagNodeType>) {
       </div>
       <div className="dag-node-row">
         <span className="state-word">{look.label}</span>
+        {data.origin !== null ? (
+          <span className="tag" title={`fanned out from ${data.origin} (matrix or platforms)`}>
+            ⧉ {data.origin}
+          </span>
+        ) : null}
         {s.reused ? <span className="tag">reused</span> : null}
         {cache ? <span className="tag" title={`layer cache: ${s.cache!.hit} steps cached, ${s.cache!.miss} built`}>{cache}</span> : null}
       </div>

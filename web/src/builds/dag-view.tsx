@@ -10,11 +10,12 @@ import { useEffect, useMemo, useRef, useState, type KeyboardEvent } from 'react'
 import type { NodeStatus } from '../api/types';
 import { NODE_HEIGHT, NODE_WIDTH, type DagLayout, type DagStructureNode } from './dag-layout.js';
 import { DagGroup, DagNode, type DagGroupType, type DagNodeType } from './dag-node';
-import { layoutOf } from './layout-client.js';
+import { layoutMsOf, layoutOf } from './layout-client.js';
 
 const nodeTypes = { kiln: DagNode, kilnGroup: DagGroup };
 /** Above this many nodes the view opens at the start of the DAG instead of fitting it all. */
 const FIT_MAX_NODES = 150;
+const START_ZOOM = 0.75;
 
 export function DagView(props: {
   structure: readonly DagStructureNode[];
@@ -43,11 +44,14 @@ export function DagView(props: {
   const nodes = useMemo<Node[]>(() => {
     if (!layout) return [];
     const out: Node[] = [];
+    const boxed = new Set(layout.layout.groups.map((g) => g.origin));
+    const perOrigin = new Map<string, number>();
+    for (const n of structure) if (n.origin !== null) perOrigin.set(n.origin, (perOrigin.get(n.origin) ?? 0) + 1);
+    const fanned = new Set([...perOrigin].filter(([, c]) => c > 1).map(([o]) => o));
     for (const g of layout.layout.groups) {
-      const count = structure.filter((n) => n.origin === g.origin).length;
+      const count = perOrigin.get(g.origin) ?? 0;
       out.push({ id: `group:${g.origin}`, type: 'kilnGroup', position: { x: g.x, y: g.y }, data: { origin: g.origin, count }, width: g.width, height: g.height, selectable: false, focusable: false, draggable: false, zIndex: -1 } satisfies DagGroupType);
     }
-    const grouped = new Set(structure.filter((n) => n.origin !== null && layout.layout.groups.some((g) => g.origin === n.origin)).map((n) => n.name));
     const seen = new Set<string>();
     for (const n of structure) {
       const status = statuses.get(n.name);
@@ -60,7 +64,7 @@ export function DagView(props: {
         out.push(prev.node);
         continue;
       }
-      const node: DagNodeType = { id: n.name, type: 'kiln', position: pos, data: { status, fanned: grouped.has(n.name) }, width: NODE_WIDTH, height: NODE_HEIGHT, selected: isSelected, draggable: false, ariaLabel: `${n.name}, ${status.state}` };
+      const node: DagNodeType = { id: n.name, type: 'kiln', position: pos, data: { status, origin: n.origin !== null && !boxed.has(n.origin) && fanned.has(n.origin) ? n.origin : null }, width: NODE_WIDTH, height: NODE_HEIGHT, selected: isSelected, draggable: false, ariaLabel: `${n.name}, ${status.state}` };
       made.current.set(n.name, { status, selected: isSelected, node });
       out.push(node);
     }
@@ -91,8 +95,16 @@ export function DagView(props: {
   if (error) return <div className="dag-empty error">The DAG could not be laid out: {error}</div>;
   if (!layout) return <div className="dag-empty">Laying out {structure.length} nodes…</div>;
   const fit = structure.length <= FIT_MAX_NODES;
+  // a big DAG opens at its start: the top of its first layer
+  let start = { x: 0, y: 0 };
+  if (!fit) {
+    let best: { x: number; y: number } | null = null;
+    for (const p of layout.layout.positions.values()) if (!best || p.x < best.x - 1 || (Math.abs(p.x - best.x) <= 1 && p.y < best.y)) best = p;
+    start = best ?? start;
+  }
+  const ms = layoutMsOf(layout.key);
   return (
-    <div className="dag" onKeyDown={onKeyDown} data-layout={layout.key}>
+    <div className="dag" onKeyDown={onKeyDown} data-layout={layout.key} data-layout-ms={ms ?? undefined}>
       <ReactFlow
         nodes={nodes}
         edges={edges}
@@ -104,7 +116,7 @@ export function DagView(props: {
         edgesFocusable={false}
         elementsSelectable
         fitView={fit}
-        {...(fit ? {} : { defaultViewport: { x: 16, y: 16, zoom: 0.75 } })}
+        {...(fit ? {} : { defaultViewport: { x: 24 - start.x * START_ZOOM, y: 24 - start.y * START_ZOOM, zoom: START_ZOOM } })}
         minZoom={0.05}
         maxZoom={2}
         colorMode="system"

@@ -7,20 +7,22 @@ import { fromElkGraph, layoutToMessage, toElkGraph, type DagLayoutMessage, type 
 
 export interface LayoutRequest {
   id: number;
+  /** The structure's hash, echoed back. */
+  key: string;
   nodes: DagStructureNode[];
 }
 
-export type LayoutReply = { id: number; layout: DagLayoutMessage; ms: number } | { id: number; error: string };
+export type LayoutReply = { id: number; key: string; layout: DagLayoutMessage; ms: number } | { id: number; error: string };
 
 /** The worker's global scope, as far as this file uses it (the DOM lib has no worker types). */
 const scope = self as unknown as { onmessage: ((e: MessageEvent<LayoutRequest>) => void) | null; postMessage(m: LayoutReply): void };
 const elk = new ELK();
 
 scope.onmessage = (e) => {
-  const { id, nodes } = e.data;
+  const { id, key, nodes } = e.data;
   const t0 = performance.now();
   elk
     .layout(toElkGraph(nodes))
-    .then((root) => scope.postMessage({ id, layout: layoutToMessage(fromElkGraph(root)), ms: Math.round(performance.now() - t0) }))
+    .then((root) => scope.postMessage({ id, key, layout: layoutToMessage(fromElkGraph(root, nodes)), ms: Math.round(performance.now() - t0) }))
     .catch((err: unknown) => scope.postMessage({ id, error: err instanceof Error ? err.message : String(err) }));
 };
