@@ -41,7 +41,7 @@ export default defineConfig(
     // (same compiler options), so one program covers them all. Every .ts file is matched, so
     // a new one outside that project fails lint loudly instead of going unchecked.
     files: ['**/*.ts'],
-    ignores: ['vitest.config.ts'],
+    ignores: ['vitest.config.ts', 'web/**'],
     languageOptions: {
       parser: tseslint.parser,
       parserOptions: { project: './tsconfig.test.json', tsconfigRootDir: import.meta.dirname },
@@ -50,13 +50,23 @@ export default defineConfig(
     rules: typeAwareRules,
   },
   {
+    // the dashboard (web/): its own project (DOM, JSX, bundler resolution), the same rules
+    files: ['web/src/**/*.ts', 'web/src/**/*.tsx'],
+    languageOptions: {
+      parser: tseslint.parser,
+      parserOptions: { project: './web/tsconfig.json', tsconfigRootDir: import.meta.dirname },
+    },
+    plugins: { '@typescript-eslint': tseslint.plugin },
+    rules: typeAwareRules,
+  },
+  {
     // the few files outside the tsconfig projects: scripts/*.mjs, the tool configs
-    files: ['scripts/*.mjs', 'vitest.config.ts', 'eslint.config.js'],
+    files: ['scripts/*.mjs', 'vitest.config.ts', 'eslint.config.js', 'web/vite.config.ts'],
     languageOptions: {
       parser: tseslint.parser,
       parserOptions: {
         projectService: {
-          allowDefaultProject: ['scripts/*.mjs', 'vitest.config.ts', 'eslint.config.js'],
+          allowDefaultProject: ['scripts/*.mjs', 'vitest.config.ts', 'eslint.config.js', 'web/vite.config.ts'],
           defaultProject: './tsconfig.json',
         },
         tsconfigRootDir: import.meta.dirname,

@@ -160,6 +160,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       maxSpecBytes: config.maxSpecBytes,
       maxBlobBytes: config.maxBlobBytes,
       isReady: () => ready,
+      secureCookies: tls !== null,
     });
     const registries = config.registries;
     wantContextDockerfiles(registries.size > 0);

@@ -6,7 +6,7 @@
 # build host, qemu emulation for arm64/s390x, the local base images kiln/busybox:1*), then
 #   Debian's chromium for the dashboard tests (headless, driven by playwright-core),
 #   npm ci (only when node_modules is missing or older than package-lock.json),
-#   npm run build, type-checks the tests (tsc -p tsconfig.test.json), lints (npm run lint),
+#   npm run build, type-checks the tests and web/ (tsc -p tsconfig.test.json, web/tsconfig.json), lints (npm run lint),
 #   and runs vitest.
 # Progress goes to stderr ("[test.sh] ..." lines with each phase's duration); stdout gets exactly
 # one line, always the last one, even when something fails or the run is interrupted:
@@ -138,10 +138,10 @@ if npm run build >&2; then end; else
   end "FAILED (counted as 1 failed; the tests still run against what dist/ has)"
 fi
 
-# --- 3. type-check the tests ---------------------------------------------------------------
-begin "type-check: npx tsc -p tsconfig.test.json --noEmit"
-if npx tsc -p tsconfig.test.json --noEmit >&2; then end; else
-  failed_steps+=("type-check (tsc -p tsconfig.test.json)")
+# --- 3. type-check the tests and the dashboard (web/: its own tsconfig, DOM and JSX) --------
+begin "type-check: npx tsc -p tsconfig.test.json --noEmit; npx tsc -p web/tsconfig.json"
+if npx tsc -p tsconfig.test.json --noEmit >&2 && npx tsc -p web/tsconfig.json >&2; then end; else
+  failed_steps+=("type-check (tsc -p tsconfig.test.json, tsc -p web/tsconfig.json)")
   end "FAILED (counted as 1 failed)"
 fi
 

@@ -88,6 +88,8 @@ export const API_ROUTES = {
   keys: route('/api/v1/keys'),
   key: route('/api/v1/keys/{id}'),
   audit: route('/api/v1/audit'),
+  /** The dashboard's session (a cookie): POST signs in with a key, GET says who, DELETE signs out. */
+  session: route('/api/v1/session'),
 } as const;
 
 export type ApiRouteName = keyof typeof API_ROUTES;

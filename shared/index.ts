@@ -224,6 +224,7 @@ export {
   type PoolViewT,
 } from './api-fleet.js';
 export { SecretList, SecretView, type SecretViewT } from './api-secrets.js';
+export { SESSION_BODY_MAX_BYTES, SESSION_COOKIE, SessionBody, type SessionBodyT, SessionView, type SessionViewT } from './api-session.js';
 export { AuditEntryView, type AuditEntryViewT, AuditList, CreateKeyBody, type CreateKeyBodyT, CreatedKey, KEY_SCOPES, KeyList, KeyScope, KeyView, type KeyViewT } from './api-access.js';
 export {
   findCycle,

@@ -163,6 +163,24 @@ export class ApiKeyStore {
     return { kind: 'key', id: r.id, name: r.name, scopes: r.scopes };
   }
 
+  /**
+   * The key with this id while it is live (the legacy API token's id included when it is
+   * listed), or null once unknown, expired or revoked: dashboard sessions (sessions.ts)
+   * re-check their key with it on every request.
+   */
+  principalById(id: string): KeyPrincipal | null {
+    if (id === LEGACY_KEY_ID) return this.legacy ? { kind: 'key', id, name: id, scopes: ['admin'] } : null;
+    const r = this.records.find((x) => x.id === id);
+    if (!r || this.stateOf(r) !== 'active') return null;
+    return { kind: 'key', id: r.id, name: r.name, scopes: r.scopes };
+  }
+
+  /** When a live key expires (ms since the epoch), null for never or for an unknown key. */
+  expiresAtMs(id: string): number | null {
+    const r = this.records.find((x) => x.id === id);
+    return r?.expires_at ? Date.parse(r.expires_at) : null;
+  }
+
   /** Every key, newest first; the legacy token last. Never a secret or a hash. */
   list(): KeyInfo[] {
     const out = this.records.map((r) => this.info(r)).reverse();

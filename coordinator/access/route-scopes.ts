@@ -98,6 +98,10 @@ export const ROUTE_SCOPES: readonly RouteScope[] = [
   row('get', R.secrets.template, 'admin'),
   row('put', R.secret.template, 'admin', { action: 'secret.set' }),
   row('delete', R.secret.template, 'admin', { action: 'secret.remove' }),
+  // the dashboard's session: any key may sign in (the key in the body, or as the bearer); the route records sign-ins and sign-outs
+  row('post', R.session.template, 'read'),
+  row('get', R.session.template, 'read'),
+  row('delete', R.session.template, 'read'),
 ];
 
 interface Compiled {

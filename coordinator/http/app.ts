@@ -8,9 +8,10 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { OpenAPIHono, createRoute, z } from '@hono/zod-openapi';
+import type { Context } from 'hono';
 import { requestId } from 'hono/request-id';
 import { AGENT_SOCKET_PATH, API_PREFIX, API_ROUTES, KILN_VERSION } from '../../shared/index.js';
-import { clockOf, type AppEnv, type HttpDeps } from './context.js';
+import { clockOf, type AppEnv, type HttpDeps, type RequestSession } from './context.js';
 import { createMetrics } from './metrics.js';
 import { AGENT_BEARER, BEARER, PUBLIC, bodyLimitsOf, errors, problemContent, withScopes } from './openapi-common.js';
 import { makeErrorHandler, problemResponse } from './problem.js';
@@ -24,6 +25,9 @@ import { registerLogRoutes } from './routes-logs.js';
 import { registerAgentAccessRoutes } from './routes-agent-access.js';
 import { registerSecretRoutes } from './routes-secrets.js';
 import { registerAccessRoutes } from './routes-access.js';
+import { registerSessionRoutes } from './routes-session.js';
+import { StaticWeb, defaultWebRoot } from './static-web.js';
+import { SessionStore, originAllowed, sessionCookieOf } from '../access/sessions.js';
 import { actorOf } from '../access/api-keys.js';
 import { RouteScopeTable, grants } from '../access/route-scopes.js';
 import { decodedSegment, problemSummary, rateLimited, remoteOf, targetOf } from './access-guard.js';
@@ -84,9 +88,9 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   app.use(requestId());
   // `.` and `..` segments (also %2E-encoded) are resolved away before routing, so
   // `/builds/%2E%2E/cancel` would reach another route: refuse them as they were sent.
+  const rawPathOf = (c: Context): string => ((c.env as { incoming?: IncomingMessage } | undefined)?.incoming?.url ?? new URL(c.req.raw.url).pathname).split('?')[0]!;
   app.use(async (c, next) => {
-    const raw = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming?.url ?? new URL(c.req.raw.url).pathname;
-    const path = raw.split('?')[0]!;
+    const path = rawPathOf(c);
     if (path.split('/').some((seg) => /^(?:\.|%2e){1,2}$/i.test(seg))) {
       return problemResponse(c, 400, 'E_INVALID', `the path ${path.slice(0, 200)} has a '.' or '..' segment; ids and names never are`);
     }
@@ -94,7 +98,11 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   });
   app.onError(makeErrorHandler(deps.logger));
   let paths: PathMethods[] | null = null;
-  app.notFound((c) => {
+  // The dashboard (static-web.ts) answers GETs outside /api/ that no route takes.
+  const web = new StaticWeb(deps.webRoot === undefined ? defaultWebRoot() : deps.webRoot);
+  app.notFound(async (c) => {
+    const page = await web.answer(c.req.method, rawPathOf(c));
+    if (page) return page;
     paths ??= documentedPaths(app);
     const match = paths.find((p) => p.re.test(c.req.path));
     if (match) {
@@ -107,7 +115,9 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   app.openAPIRegistry.registerComponent('securitySchemes', BEARER, {
     type: 'http',
     scheme: 'bearer',
-    description: "An API key (kiln_key_…, with scopes: each operation's `x-kiln-scope`), or the legacy API token (tokens/api in the data dir), an admin key",
+    description:
+      "An API key (kiln_key_…, with scopes: each operation's `x-kiln-scope`), or the legacy API token (tokens/api in the data dir), an admin key. " +
+      'The dashboard sends the `kiln_session` cookie instead (from POST /api/v1/session; same key, same scopes; unsafe methods need a same-host Origin when it sends one).',
   });
   app.openAPIRegistry.registerComponent('securitySchemes', AGENT_BEARER, {
     type: 'http',
@@ -148,13 +158,27 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   // Who is calling (auth.ts), whether they may (the route table, access/route-scopes.ts),
   // how often (rate limits; agents are not limited), and what they changed (audit log).
   const routeScopes = new RouteScopeTable();
+  const sessions = deps.sessions ?? new SessionStore(deps.keys, { clock: clockOf(deps) });
   app.use(`${API_PREFIX}/*`, async (c, next) => {
     const remote = remoteOf(c);
     const match = routeScopes.match(c.req.method, c.req.path);
     // Enrolment is authorized by its enrolment token, which the route itself checks
     // (routes-agent-access.ts); it is rate limited by address like any caller without a key.
     const enrolment = c.req.path === API_ROUTES.agentEnrol.template;
-    const principal = enrolment ? null : deps.tokens.authenticate(c.req.header('authorization'));
+    const authorization = c.req.header('authorization');
+    let principal = enrolment ? null : deps.tokens.authenticate(authorization);
+    // The dashboard's session cookie stands in for a missing Authorization header (access/sessions.ts).
+    let session: RequestSession | null = null;
+    const cookie = enrolment || authorization !== undefined ? null : sessionCookieOf(c.req.header('cookie'));
+    if (cookie !== null && cookie !== 'malformed') {
+      const s = sessions.resolve(cookie);
+      if (s) {
+        principal = s.principal;
+        session = { id: cookie, expiresAt: s.expiresAt };
+      }
+    }
+    // Signing in with the key in the body: the route checks that key.
+    const signIn = c.req.method === 'POST' && c.req.path === API_ROUTES.session.template && principal === null && authorization === undefined;
     const refuse = (status: number, code: string, detail: string, headers?: Record<string, string>) => {
       deps.audit.record({ actor: actorOf(principal), action: `${c.req.method} ${match?.row.path ?? c.req.path.slice(0, 200)}`, ...targetOf(match), outcome: 'refused', detail: `${status} ${code}: ${detail}`, remote });
       return problemResponse(c, status, code, detail, undefined, headers);
@@ -163,8 +187,16 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
       const limited = rateLimited(deps.rateLimits, principal, remote);
       if (limited) return refuse(429, 'E_RATE_LIMITED', limited.detail, { 'retry-after': String(limited.retryAfterS) });
     }
-    if (enrolment) return next();
-    if (!principal) return refuse(401, 'E_UNAUTHORIZED', 'missing or wrong API token (send Authorization: Bearer <token>)', { 'www-authenticate': 'Bearer' });
+    if (enrolment || signIn) return next();
+    if (!principal) {
+      if (cookie !== null) return refuse(401, 'E_UNAUTHORIZED', 'the session has ended (signed out, expired, or its key revoked or expired): sign in again');
+      return refuse(401, 'E_UNAUTHORIZED', 'missing or wrong API token (send Authorization: Bearer <token>)', { 'www-authenticate': 'Bearer' });
+    }
+    // A cookie goes with every request the browser makes to this host, from any page: an
+    // unsafe one must come from this host's own pages (SameSite=Strict already keeps most out).
+    if (session && c.req.method !== 'GET' && c.req.method !== 'HEAD' && !originAllowed(c.req.header('origin'), c.req.header('host'))) {
+      return refuse(403, 'E_FORBIDDEN', `a ${c.req.method} with the session cookie from the origin ${(c.req.header('origin') ?? '').slice(0, 200)} is refused: it must come from this coordinator's own pages`);
+    }
     if (principal.kind === 'agent') {
       // The agent credential may only use the CAS (read contexts and inputs, upload outputs), its WebSocket and its credential's rotation.
       if (!match?.row.agent) return refuse(403, 'E_FORBIDDEN', 'the agent token cannot use this route; use an API key');
@@ -174,6 +206,7 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
     }
     c.set('role', principal.kind === 'agent' ? 'agent' : 'api');
     c.set('principal', principal);
+    c.set('session', session);
     await next();
     // Mutations are recorded (an agent's own uploads only when refused); reads are not.
     const action = match?.row.action;
@@ -206,6 +239,7 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   registerAgentAccessRoutes(app, deps);
   if (deps.secrets) registerSecretRoutes(app, { ...deps, secrets: deps.secrets });
   registerAccessRoutes(app, deps);
+  registerSessionRoutes(app, { ...deps, sessions, secureCookies: deps.secureCookies ?? false });
 
   const docConfig = {
     openapi: '3.1.0' as const,

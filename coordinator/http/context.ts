@@ -13,6 +13,7 @@ import type { RateLimiter } from '../access/rate-limit.js';
 import type { TokenCheck } from './auth.js';
 import type { AgentCredentialStore } from '../access/agent-credentials.js';
 import type { SecretStore } from '../secrets/secret-store.js';
+import type { SessionStore } from '../access/sessions.js';
 
 /** Agent enrolment and per-agent credentials (routes-agent-access.ts). */
 export interface AgentAccess {
@@ -49,10 +50,22 @@ export interface HttpDeps {
   secrets?: SecretStore;
   /** The coordinator's clock (ms); default Date.now. Views use it for circuit breakers. */
   clock?: () => number;
+  /** Dashboard sessions (access/sessions.ts); default: a store of its own over `keys`. */
+  sessions?: SessionStore;
+  /** The coordinator serves TLS: session cookies get `Secure`. */
+  secureCookies?: boolean;
+  /** The built dashboard (`dist/web`); default: next to the coordinator's code; null: API only. */
+  webRoot?: string | null;
 }
 
 export function clockOf(deps: HttpDeps): () => number {
   return deps.clock ?? Date.now;
 }
 
-export type AppEnv = { Variables: { requestId: string; role: 'api' | 'agent'; principal: Principal } };
+/** The dashboard session a request came with (null: none, or it used a bearer token). */
+export interface RequestSession {
+  readonly id: string;
+  readonly expiresAt: number;
+}
+
+export type AppEnv = { Variables: { requestId: string; role: 'api' | 'agent'; principal: Principal; session: RequestSession | null } };

@@ -41,6 +41,7 @@ describe('API route paths', () => {
       keys: '/api/v1/keys',
       key: '/api/v1/keys/{id}',
       audit: '/api/v1/audit',
+      session: '/api/v1/session',
     });
     for (const r of Object.values(API_ROUTES)) expect(r.template.startsWith(`${API_PREFIX}/`)).toBe(true);
     for (const a of AGENT_CONTROL_ACTIONS) expect(AGENT_CONTROL_ROUTES[a].template).toBe(`/api/v1/agents/{name}/${a}`);

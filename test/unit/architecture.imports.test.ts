@@ -211,6 +211,38 @@ describe('architecture', () => {
     expect(problems).toEqual([]);
   });
 
+  it('keeps the dashboard (web/) apart: it imports only web/ and shared/ files without Node built-ins; nothing else imports web/', async () => {
+    const problems: string[] = [];
+    const webFiles = async (dir: string): Promise<string[]> => {
+      const out: string[] = [];
+      for (const e of await readdir(join(ROOT, dir), { withFileTypes: true })) {
+        const p = join(dir, e.name);
+        if (e.isDirectory()) out.push(...(await webFiles(p)));
+        else if (/\.tsx?$/.test(e.name)) out.push(p);
+      }
+      return out;
+    };
+    const shared = new Set<string>();
+    for (const file of await webFiles('web/src')) {
+      for (const spec of imports(await readFile(join(ROOT, file), 'utf8'))) {
+        if (spec.startsWith('node:')) problems.push(`${file} imports the Node built-in ${spec}`);
+        if (!spec.startsWith('.')) continue;
+        const top = relative(ROOT, join(ROOT, file, '..', spec)).split('/')[0];
+        if (top === 'shared') shared.add(relative(ROOT, join(ROOT, file, '..', spec)).replace(/\.js$/, '.ts'));
+        else if (top !== 'web') problems.push(`${file} imports ${spec} (outside web/ and shared/)`);
+      }
+    }
+    expect(shared.size, 'web/ imports shared/ files (the check above is not vacuous)').toBeGreaterThan(0);
+    // the shared files the page bundles must not pull Node in either
+    for (const file of shared) for (const spec of imports(await readFile(join(ROOT, file), 'utf8'))) if (spec.startsWith('node:')) problems.push(`${file} (bundled into web/) imports ${spec}`);
+    for (const area of PRODUCT_AREAS) {
+      for (const file of await tsFiles(area)) {
+        for (const spec of imports(await readFile(join(ROOT, file), 'utf8'))) if (spec.startsWith('.') && relative(ROOT, join(ROOT, file, '..', spec)).split('/')[0] === 'web') problems.push(`${file} imports ${spec} (web/ is the dashboard's alone)`);
+      }
+    }
+    expect(problems).toEqual([]);
+  });
+
   it('reads process.env only in the CLI entry point', async () => {
     const offenders: string[] = [];
     for (const area of ['shared', 'coordinator', 'agent', 'cli']) {

@@ -1,0 +1,13 @@
+/**
+ * The dashboard's entry point: mounts the app into #root with the stylesheet.
+ */
+import { StrictMode } from 'react';
+import { createRoot } from 'react-dom/client';
+import { App } from './app';
+import './styles.css';
+
+createRoot(document.getElementById('root')!).render(
+  <StrictMode>
+    <App />
+  </StrictMode>,
+);
