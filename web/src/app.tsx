@@ -60,7 +60,7 @@ export function App() {
   if (path === '/' || path === '/builds' || path === '/builds/') page = <BuildList scopes={scopes} />;
   else if ((m = matchRoute('/builds/:id', path))) page = <BuildPage key={m.get('id')} id={m.get('id')!} scopes={scopes} />;
   else if (matchRoute('/agents', path)) page = <AgentsPage scopes={scopes} />;
-  else if (matchRoute('/dead-letters', path)) page = <DeadLettersPage scopes={scopes} />;
+  else if (matchRoute('/dead-letters', path)) page = <DeadLettersPage scopes={scopes} onNavigate={(to) => navigate(to)} />;
   else
     page = (
       <main className="page" id="main">

@@ -225,7 +225,7 @@ export function NodePane(props: { buildId: string; node: NodeViewT; status: Node
       </section>
       <section className="pane-log">
         <h3>Log</h3>
-        <LogPane buildId={buildId} node={node.name} scopes={scopes} />
+        <LogPane buildId={buildId} node={node.name} scopes={scopes} attempt={status.attempt} />
       </section>
     </aside>
   );
