@@ -88,6 +88,9 @@ export const API_ROUTES = {
   keys: route('/api/v1/keys'),
   key: route('/api/v1/keys/{id}'),
   audit: route('/api/v1/audit'),
+  /** Webhooks (issue 13): GET lists them; their delivery logs. */
+  webhooks: route('/api/v1/webhooks'),
+  webhookDeliveries: route('/api/v1/webhooks/{id}/deliveries'),
 } as const;
 
 export type ApiRouteName = keyof typeof API_ROUTES;

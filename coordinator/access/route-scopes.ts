@@ -98,6 +98,9 @@ export const ROUTE_SCOPES: readonly RouteScope[] = [
   row('get', R.secrets.template, 'admin'),
   row('put', R.secret.template, 'admin', { action: 'secret.set' }),
   row('delete', R.secret.template, 'admin', { action: 'secret.remove' }),
+  // webhooks: a build's own hooks to any reader; the coordinator's hooks only to admins (the routes check that)
+  row('get', R.webhooks.template, 'read'),
+  row('get', R.webhookDeliveries.template, 'read'),
 ];
 
 interface Compiled {
