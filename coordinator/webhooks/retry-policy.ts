@@ -38,6 +38,8 @@ export function parseRetryAfter(value: string | null, now: number): number | nul
   let ms: number;
   if (/^\d+$/.test(text)) ms = Number(text) * 1000;
   else {
+    // An HTTP-date (`Sun, 06 Nov 1994 08:49:37 GMT` and the two obsolete forms): a day name and a time.
+    if (!/^[A-Za-z]{3}/.test(text) || !/\d{2}:\d{2}:\d{2}/.test(text)) return null;
     const at = Date.parse(text);
     if (Number.isNaN(at)) return null;
     ms = at - now;
