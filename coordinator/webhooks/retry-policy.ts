@@ -5,7 +5,7 @@
  * status (3xx: redirects are not followed; 4xx) fails at once. Attempts are bounded by
  * the caller.
  */
-import { Backoff } from '../../shared/index.js';
+import type { Backoff } from '../../shared/index.js';
 
 /** The longest `Retry-After` honoured (a receiver asking for more gets this). */
 export const MAX_RETRY_AFTER_MS = 3_600_000;

@@ -7,7 +7,7 @@
  * can exist: coordinator/webhooks/webhooks.ts).
  */
 import { z } from 'zod';
-import { configError, NAME_RE, NAME_RULE, WebhookFilterFields, resolveFilter, webhookUrlProblem, type SettingType, type WebhookFilter } from '../../shared/index.js';
+import { coerceError, configError, NAME_RE, NAME_RULE, WebhookFilterFields, resolveFilter, webhookUrlProblem, type SettingType, type WebhookFilter } from '../../shared/index.js';
 
 /** Hooks a coordinator config may list. */
 export const MAX_COORDINATOR_HOOKS = 32;
@@ -59,7 +59,7 @@ export const webhooksSettingType: SettingType<CoordinatorHookConfig[]> = {
       try {
         list = JSON.parse(v);
       } catch (err) {
-        throw configError(setting, `is not JSON (${(err as SyntaxError).message}); write a list, e.g. [{"name":"ops","url":"https://ops.example/kiln","events":["build"],"secret_file":"/etc/kiln/ops.secret"}]`);
+        throw configError(setting, `is not JSON (${coerceError(err).message}); write a list, e.g. [{"name":"ops","url":"https://ops.example/kiln","events":["build"],"secret_file":"/etc/kiln/ops.secret"}]`);
       }
     }
     if (!Array.isArray(list)) throw configError(setting, 'must be a list of hooks');
