@@ -21,7 +21,7 @@
  */
 import { stat, readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import { KilnError, KILN_VERSION, errnoCode, coerceError, isBuildTerminal, newId, wantsEvent, webhookHost, type DeliveryViewT, type WebhookEventType, type WebhookFilter, type WebhookViewT } from '../../shared/index.js';
+import { KilnError, KILN_VERSION, errnoCode, coerceError, isBuildTerminal, newId, wantsEvent, webhookHost, type BuildState, type DeliveryViewT, type NodeState, type WebhookEventType, type WebhookFilter, type WebhookViewT } from '../../shared/index.js';
 import type { Engine } from '../builds/engine.js';
 import type { AgentRegistry } from '../placement/agent-registry.js';
 import type { BuildRecord } from '../state/records.js';
@@ -128,7 +128,7 @@ export class Webhooks implements WebhookQuery {
   /** Build hooks' counters of hooks forgotten (MAX_BUILD_HOOKS). */
   private readonly forgotten: HookCounters = { delivered: 0, failed: 0, dropped: 0, retried: 0 };
   /** The last state sent per build, and per node of it. */
-  private readonly seen = new Map<string, { state: string; nodes: Map<string, string> }>();
+  private readonly seen = new Map<string, { state: BuildState; nodes: Map<string, NodeState> }>();
   private readonly finished: string[] = [];
   private batch: PendingEvent[] | null = null;
   private chain: Promise<void> = Promise.resolve();
@@ -203,9 +203,19 @@ export class Webhooks implements WebhookQuery {
 
   // ------------------------------------------------------------------ events
 
+  /** true when a hook applies to the build at all (hooks are fixed at submit): else its events cost nothing. */
+  private hasHooks(b: BuildRecord): boolean {
+    return this.coordinatorHooks.length > 0 || (b.notify?.webhooks.length ?? 0) > 0;
+  }
+
+  /** true when some hook of the build wants an event of `type` in `state`. */
+  private wanted(b: BuildRecord, type: WebhookEventType, state: string): boolean {
+    return this.coordinatorHooks.some((h) => wantsEvent(h.filter, type, state)) || (b.notify?.webhooks ?? []).some((h) => wantsEvent(h, type, state));
+  }
+
   private buildEvent(id: string): void {
     const b = this.deps.engine.activeBuild(id);
-    if (b) this.emitBuild(b);
+    if (b && this.hasHooks(b)) this.emitBuild(b);
   }
 
   private emitBuild(b: BuildRecord): void {
@@ -213,7 +223,9 @@ export class Webhooks implements WebhookQuery {
     if (seen?.state === b.state) return;
     if (!seen) this.seen.set(b.id, (seen = { state: b.state, nodes: new Map() }));
     else seen.state = b.state;
-    this.pend({ type: 'build', build: b, node: null, state: b.state, at: new Date(this.now()).toISOString(), data: JSON.stringify(buildEventData(b)) });
+    if (this.wanted(b, 'build', b.state)) {
+      this.pend({ type: 'build', build: b, node: null, state: b.state, at: new Date(this.now()).toISOString(), data: JSON.stringify(buildEventData(b)) });
+    }
     if (isBuildTerminal(b.state)) {
       this.finished.push(b.id);
       // Late node events of a finished build (an attempt confirming its cancel) are deduped against
@@ -221,19 +233,20 @@ export class Webhooks implements WebhookQuery {
       while (this.finished.length > MAX_FINISHED_SEEN) {
         const old = this.finished.shift()!;
         const s = this.seen.get(old);
-        if (s && isBuildTerminal(s.state as never)) this.seen.delete(old);
+        if (s && isBuildTerminal(s.state)) this.seen.delete(old);
       }
     }
   }
 
   private nodeEvent(id: string, name: string): void {
     const b = this.deps.engine.activeBuild(id);
-    if (!b) return;
+    if (!b || !this.hasHooks(b)) return;
     if (!this.seen.has(id)) this.emitBuild(b);
     const node = this.deps.engine.graph(b).byName.get(name);
     const seen = this.seen.get(id);
     if (!node || !seen || seen.nodes.get(name) === node.state) return;
     seen.nodes.set(name, node.state);
+    if (!this.wanted(b, 'node', node.state)) return;
     const now = this.now();
     const data = nodeEventData(b, node, this.deps.agents, now, node.state === 'ready' ? this.deps.engine.budgetWaiting(b, node) : null);
     this.pend({ type: 'node', build: b, node: name, state: node.state, at: new Date(now).toISOString(), data: JSON.stringify(data) });
