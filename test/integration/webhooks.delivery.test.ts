@@ -26,6 +26,8 @@ interface Received {
   path: string;
   headers: IncomingMessage['headers'];
   raw: string;
+  /** When the receiver had the whole body (ms). */
+  receivedAt: number;
   body: { id: string; type: 'build' | 'node'; at: string; data: Record<string, unknown> & { id?: string; state?: string; build?: string; node?: { name: string; state: string } } };
 }
 
@@ -47,7 +49,7 @@ describe('webhooks', () => {
       req.on('end', () => {
         const raw = Buffer.concat(chunks).toString('utf8');
         const path = req.url ?? '';
-        received.push({ path, headers: req.headers, raw, body: JSON.parse(raw) as Received['body'] });
+        received.push({ path, headers: req.headers, raw, receivedAt: Date.now(), body: JSON.parse(raw) as Received['body'] });
         if (path === '/flaky') {
           const id = String(req.headers['x-kiln-delivery']);
           const n = (flakyTries.get(id) ?? 0) + 1;
@@ -139,6 +141,10 @@ describe('webhooks', () => {
     const nodeData = all.find((r) => r.body.type === 'node' && r.body.data.node?.state === 'success')!.body.data;
     expect(nodeData).toMatchObject({ build: id, node: { platform: NATIVE, agent: 'wh-noop', attempt: 1, reused: false, error: null, waiting: null, duration_ms: expect.any(Number) } });
     expect(Object.keys(nodeData.node!).sort()).toEqual(['agent', 'attempt', 'cache', 'duration_ms', 'error', 'exit_code', 'finished_at', 'name', 'platform', 'reused', 'started_at', 'state', 'waiting']);
+
+    // A figure, not a limit: from the state change (the body's `at`) to the receiver having the body.
+    const lag = all.map((r) => r.receivedAt - Date.parse(r.body.at)).sort((x, y) => x - y);
+    console.log(`webhook latency, state change -> receiver (${lag.length} events): p50 ${lag[Math.floor(lag.length / 2)]} ms, max ${lag.at(-1)} ms`);
 
     // The build's own hook: its filter (node running/success), signed with the build secret.
     const own = of('/own');
