@@ -308,6 +308,7 @@ export class Webhooks implements WebhookQuery {
     const idle = [...this.buildHooks.values()].filter((h) => h.queue.queued === 0 && h.queue.inFlight === 0).sort((a, b) => a.queue.lastActive - b.queue.lastActive);
     for (const h of idle.slice(0, Math.max(1, this.buildHooks.size - MAX_BUILD_HOOKS + 1))) {
       this.buildHooks.delete(h.id);
+      this.lastDropLog.delete(h.id);
       for (const k of ['delivered', 'failed', 'dropped', 'retried'] as const) this.forgotten[k] += h.queue.counters[k];
     }
   }
