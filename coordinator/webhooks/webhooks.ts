@@ -21,7 +21,7 @@
  */
 import { stat, readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import { KilnError, KILN_VERSION, errnoCode, coerceError, isBuildTerminal, newId, wantsEvent, webhookHost, type BuildState, type DeliveryViewT, type NodeState, type WebhookEventType, type WebhookFilter, type WebhookViewT } from '../../shared/index.js';
+import { KilnError, KILN_VERSION, errnoCode, coerceError, isBuildTerminal, newId, resolveFilter, wantsEvent, webhookHost, type BuildState, type DeliveryViewT, type NodeState, type WebhookEventType, type WebhookFilter, type WebhookViewT } from '../../shared/index.js';
 import type { Engine } from '../builds/engine.js';
 import type { AgentRegistry } from '../placement/agent-registry.js';
 import type { BuildRecord } from '../state/records.js';
@@ -133,7 +133,7 @@ export class Webhooks implements WebhookQuery {
   private batch: PendingEvent[] | null = null;
   private chain: Promise<void> = Promise.resolve();
   private stopped = false;
-  private readonly lastDropLog = new Map<string, number>();
+  private readonly lastLog = new Map<string, number>();
   private readonly onBuild = (id: string) => this.buildEvent(id);
   private readonly onNode = (id: string, node: string) => this.nodeEvent(id, node);
 
@@ -160,7 +160,15 @@ export class Webhooks implements WebhookQuery {
 
   private makeHook(id: string, scope: Hook['scope'], name: string | null, build: string | null, url: string, filter: WebhookFilter, signer: Signer): Hook {
     const log = this.deps.logger;
-    const hook: Hook = { id, scope, name, build, url, filter: { ...filter }, signer, queue: null as unknown as HookQueue };
+    const hook: Hook = { id, scope, name, build, url, filter: resolveFilter(filter), signer, queue: null as unknown as HookQueue };
+    // Drops and failures are logged at most every 10 s per hook and kind, with the running count.
+    const throttled = (kind: string): boolean => {
+      const key = `${kind}\0${id}`;
+      const last = this.lastLog.get(key) ?? -Infinity;
+      if (this.now() - last < 10_000) return true;
+      this.lastLog.set(key, this.now());
+      return false;
+    };
     hook.queue = new HookQueue({
       queueLimit: this.settings.queueLimit,
       maxAttempts: this.settings.maxAttempts,
@@ -171,13 +179,13 @@ export class Webhooks implements WebhookQuery {
       now: () => this.now(),
       send: (e, attempt, signal) => this.send(hook, e, attempt, signal),
       onDrop: (e, dropped) => {
-        // Logged at most every 10 s per hook, with the running count.
-        const last = this.lastDropLog.get(id) ?? -Infinity;
-        if (this.now() - last < 10_000) return;
-        this.lastDropLog.set(id, this.now());
+        if (throttled('drop')) return;
         log.warn({ webhook: id, dropped_total: dropped, delivery: e.delivery, build: e.build, queue_limit: this.settings.queueLimit }, 'webhook queue full: dropped the oldest event');
       },
-      onFail: (e, last) => log.warn({ webhook: id, delivery: e.delivery, event: e.type, build: e.build, node: e.node, attempt: last.attempt, status: last.status, error: last.error }, 'webhook delivery failed'),
+      onFail: (e, last) => {
+        if (throttled('fail')) return;
+        log.warn({ webhook: id, failed_total: hook.queue.counters.failed, delivery: e.delivery, event: e.type, build: e.build, node: e.node, attempt: last.attempt, status: last.status, error: last.error }, 'webhook delivery failed');
+      },
     });
     return hook;
   }
@@ -308,7 +316,7 @@ export class Webhooks implements WebhookQuery {
     const idle = [...this.buildHooks.values()].filter((h) => h.queue.queued === 0 && h.queue.inFlight === 0).sort((a, b) => a.queue.lastActive - b.queue.lastActive);
     for (const h of idle.slice(0, Math.max(1, this.buildHooks.size - MAX_BUILD_HOOKS + 1))) {
       this.buildHooks.delete(h.id);
-      this.lastDropLog.delete(h.id);
+      for (const kind of ['drop', 'fail']) this.lastLog.delete(`${kind}\0${h.id}`);
       for (const k of ['delivered', 'failed', 'dropped', 'retried'] as const) this.forgotten[k] += h.queue.counters[k];
     }
   }
