@@ -118,6 +118,9 @@ export class AuditLog implements AuditSink {
   private startDrain(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    // Closed: nothing can be written. (A drain started now would end before `writing` is
+    // assigned, leaving a settled promise there: flush() would loop for ever.)
+    if (!this.fh) return;
     this.writing ??= this.drain();
   }
 
