@@ -118,9 +118,10 @@ export class AuditLog implements AuditSink {
   private startDrain(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    // Closed: nothing can be written. (A drain started now would end before `writing` is
-    // assigned, leaving a settled promise there: flush() would loop for ever.)
-    if (!this.fh) return;
+    // Nothing to write (a timer set while a drain took its lines), or closed: no drain. One
+    // started now would end before `writing` is assigned, leaving a settled promise there,
+    // and flush() would loop for ever.
+    if (this.pending.length === 0 || !this.fh) return;
     this.writing ??= this.drain();
   }
 
