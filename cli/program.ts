@@ -325,6 +325,22 @@ export async function main(argv: string[], env: Record<string, string | undefine
       code = await (await secretCommands()).secretRemoveCommand(await client(o), name, io);
     });
 
+  // Webhooks (issue 13): the hooks and their delivery logs (cli/webhook-commands.ts).
+  const webhookCommands = () => import('./webhook-commands.js');
+  const webhooks = program.command('webhooks').description("webhooks: the coordinator's (admin) and builds' own, with their delivery logs");
+  clientOptions(webhooks.command('list', { isDefault: true }))
+    .description('the hooks: id, target, events, counters, the latest attempt (the default)')
+    .option('--json', 'JSON Lines: one hook per line')
+    .action(async (o: ClientFlags & { json?: boolean }) => {
+      code = await (await webhookCommands()).webhooksCommand(await client(o), { json: Boolean(o.json) }, io);
+    });
+  clientOptions(webhooks.command('deliveries <id>'))
+    .description("a hook's last attempts, newest first (a coordinator hook by name, a build's as <build id>:<n>)")
+    .option('--json', 'JSON Lines: one attempt per line')
+    .action(async (id: string, o: ClientFlags & { json?: boolean }) => {
+      code = await (await webhookCommands()).webhookDeliveriesCommand(await client(o), id, { json: Boolean(o.json) }, io);
+    });
+
   clientOptions(program.command('cancel <build>'))
     .description('cancel a build')
     .option('--json', 'the build as one JSON line')

@@ -16,6 +16,7 @@ import type { EngineTimings } from './builds/engine-state.js';
 import { loadRegistryCredentials, NO_CREDENTIALS, type RegistryCredentials } from './registry/credentials.js';
 import type { LayerCacheConfig } from './builds/layer-cache-refs.js';
 import { parseRateSpec, type RateSpec } from './access/rate-limit.js';
+import { allowedHostsSettingType, webhooksSettingType, type WebhookSettings } from './webhooks/webhook-settings.js';
 import {
   CACHE_MODES,
   LOG_SETTINGS,
@@ -168,6 +169,30 @@ export const COORDINATOR_SETTINGS = {
     default: '200/s burst 1000',
     description: 'API calls per source address, with or without a valid key (token bucket), or off; agents are not limited',
   },
+  webhooks: {
+    type: webhooksSettingType,
+    key: 'webhooks.hooks',
+    env: 'KILN_WEBHOOKS',
+    description:
+      'the coordinator\'s webhooks, a list (JSON text in the flag or environment) of {name, url, events: [build, node], build_states, node_states, secret_file}: every build\'s state changes are POSTed to url, signed with the secret file (read at start, mode 0600)',
+  },
+  webhookAllowedHosts: {
+    type: allowedHostsSettingType,
+    key: 'webhooks.allowed_hosts',
+    env: 'KILN_WEBHOOK_ALLOWED_HOSTS',
+    defaultText: 'none: per-build webhooks are refused',
+    description: 'hosts a build\'s own webhooks (notify: in the spec) may call: names, addresses, *.domain, or * for any',
+  },
+  webhookTimeout: { type: t.duration(), key: 'webhooks.timeout', env: 'KILN_WEBHOOK_TIMEOUT', default: '10s', description: 'time limit of one webhook request' },
+  webhookAttempts: { type: t.int(1, 20), key: 'webhooks.attempts', env: 'KILN_WEBHOOK_ATTEMPTS', default: 6, description: 'attempts per webhook delivery (network errors, 5xx and 429 are retried)' },
+  webhookBackoff: {
+    type: t.duration(),
+    key: 'webhooks.backoff',
+    env: 'KILN_WEBHOOK_BACKOFF',
+    default: '5s',
+    description: 'first webhook retry delay ceiling; doubles per attempt up to 5m, full jitter; a longer Retry-After wins (up to 1h)',
+  },
+  webhookQueue: { type: t.int(1, 100_000), key: 'webhooks.queue', env: 'KILN_WEBHOOK_QUEUE', default: 1000, description: 'events waiting per webhook; when full the oldest is dropped (counted and logged)' },
 } as const satisfies SettingTable;
 
 const FileSchema = fileSchema(COORDINATOR_SETTINGS);
@@ -206,6 +231,8 @@ export interface CoordinatorConfig extends EngineTimings {
   tracing: TracingConfig | null;
   /** API rate limits (null: off). */
   rateLimit: { perKey: RateSpec | null; perAddress: RateSpec | null };
+  /** Webhooks (issue 13): the coordinator's hooks, the hosts per-build hooks may call, delivery limits. */
+  webhooks: WebhookSettings;
 }
 
 /** The S3 backend's settings, validated (endpoint is `scheme://host[:port]`, prefix ends in `/` or is empty). */
@@ -374,6 +401,14 @@ export function loadCoordinatorConfig(flags: CoordinatorFlags, host: ConfigEnvir
     concurrencyGroups: (s.get('concurrencyGroups') as ReadonlyMap<string, number> | undefined) ?? new Map<string, number>(),
     tracing: loadTracingConfig(s, env),
     rateLimit: { perKey: s.get('rateLimitPerKey') ?? null, perAddress: s.get('rateLimitPerAddress') ?? null },
+    webhooks: {
+      hooks: (s.get('webhooks') ?? []).map((h) => ({ ...h, secretFile: h.secretFile === null ? null : resolve(h.secretFile) })),
+      allowedHosts: s.get('webhookAllowedHosts') ?? [],
+      timeoutMs: s.need('webhookTimeout'),
+      maxAttempts: s.need('webhookAttempts'),
+      backoffBaseMs: s.need('webhookBackoff'),
+      queueLimit: s.need('webhookQueue'),
+    },
   });
 }
 

@@ -33,6 +33,7 @@ import type * as TlsFiles from './tls/tls-files.js';
 import { SecretStore } from './secrets/secret-store.js';
 import { secretValuesAttacher } from './secrets/assign-secrets.js';
 import { BuildTracing } from './tracing/build-spans.js';
+import type { Webhooks } from './webhooks/webhooks.js';
 
 export interface RunningCoordinator {
   /** http(s)://host:port the coordinator listens on (port resolved when 0 was asked). */
@@ -136,6 +137,17 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     releasers.push(() => store.drain());
     releasers.push(() => credentials.idle());
     releasers.push(() => engine.stop());
+    // Webhooks (issue 13): loaded only when a hook can exist (the coordinator's own, or
+    // builds' own to allowed hosts); stopped before the engine.
+    let webhooks: Webhooks | null = null;
+    const wh = config.webhooks;
+    if (wh.hooks.length > 0 || wh.allowedHosts.length > 0) {
+      const mod = await import('./webhooks/webhooks.js');
+      const w = await mod.Webhooks.open(wh, { engine, agents, durable: () => store.commit(), secrets, logger });
+      webhooks = w;
+      releasers.push(() => w.stop());
+      logger.info({ hooks: w.targets(), allowed_hosts: wh.allowedHosts }, 'webhooks: sending build and node state changes');
+    }
 
     let ready = false;
     const keys = await ApiKeyStore.open(config.dataDir, { legacyApiToken: true });
@@ -152,6 +164,8 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       tokens: tokenCheck,
       agentAccess: { store: credentials, hub: { revoke: (name) => hub.revoke(name), askRotate: (name) => hub.askRotate(name) } },
       secrets,
+      ...(webhooks ? { webhooks } : {}),
+      webhookPolicy: { allowedHosts: wh.allowedHosts },
       keys,
       audit: { record: (e) => auditSink.record(e), query: (q) => audit.query(q) },
       rateLimits,

@@ -90,6 +90,9 @@ export const API_ROUTES = {
   audit: route('/api/v1/audit'),
   /** The dashboard's session (a cookie): POST signs in with a key, GET says who, DELETE signs out. */
   session: route('/api/v1/session'),
+  /** Webhooks (issue 13): GET lists them; their delivery logs. */
+  webhooks: route('/api/v1/webhooks'),
+  webhookDeliveries: route('/api/v1/webhooks/{id}/deliveries'),
 } as const;
 
 export type ApiRouteName = keyof typeof API_ROUTES;

@@ -225,6 +225,18 @@ export {
 } from './api-fleet.js';
 export { SecretList, SecretView, type SecretViewT } from './api-secrets.js';
 export { SESSION_BODY_MAX_BYTES, SESSION_COOKIE, SessionBody, type SessionBodyT, SessionView, type SessionViewT } from './api-session.js';
+export {
+  DeliveryList,
+  type DeliveryListT,
+  DeliveryView,
+  type DeliveryViewT,
+  WEBHOOK_ID_RE,
+  WEBHOOK_ID_RULE,
+  WebhookList,
+  type WebhookListT,
+  WebhookView,
+  type WebhookViewT,
+} from './api-webhooks.js';
 export { AuditEntryView, type AuditEntryViewT, AuditList, CreateKeyBody, type CreateKeyBodyT, CreatedKey, KEY_SCOPES, KeyList, KeyScope, KeyView, type KeyViewT } from './api-access.js';
 export {
   findCycle,
@@ -240,4 +252,19 @@ export { forbiddenContent } from './spec/spec-fields.js';
 export { CACHE_MODES, type CacheMode } from './spec/cache-spec.js';
 export { MAX_CONCURRENCY, MAX_DEADLINE_MS, type ResolvedBudget } from './spec/budget-spec.js';
 export { submittedSpecJsonSchema } from './spec/spec-json-schema.js';
+export {
+  hostAllowed,
+  MAX_BUILD_WEBHOOKS,
+  resolveFilter,
+  wantsEvent,
+  WEBHOOK_EVENT_TYPES,
+  WebhookFilterFields,
+  webhookHost,
+  webhookUrlProblem,
+  type ResolvedNotify,
+  type ResolvedWebhook,
+  type WebhookEventType,
+  type WebhookFilter,
+  type WebhookPolicy,
+} from './spec/notify-spec.js';
 export { type Listener, TypedEmitter } from './typed-emitter.js';

@@ -118,6 +118,10 @@ export class AuditLog implements AuditSink {
   private startDrain(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    // Nothing to write (a timer set while a drain took its lines), or closed: no drain. One
+    // started now would end before `writing` is assigned, leaving a settled promise there,
+    // and flush() would loop for ever.
+    if (this.pending.length === 0 || !this.fh) return;
     this.writing ??= this.drain();
   }
 

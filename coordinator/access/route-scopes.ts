@@ -102,6 +102,9 @@ export const ROUTE_SCOPES: readonly RouteScope[] = [
   row('post', R.session.template, 'read'),
   row('get', R.session.template, 'read'),
   row('delete', R.session.template, 'read'),
+  // webhooks: a build's own hooks to any reader; the coordinator's hooks only to admins (the routes check that)
+  row('get', R.webhooks.template, 'read'),
+  row('get', R.webhookDeliveries.template, 'read'),
 ];
 
 interface Compiled {

@@ -26,6 +26,7 @@ export async function submit(s: EngineState, spec: ResolvedSpec, opts: { reuse?:
     finished_at: null,
     nodes: spec.nodes.map(pendingNode),
     ...(spec.budget ? { budget: spec.budget } : {}),
+    ...(spec.notify ? { notify: spec.notify } : {}),
     ...(opts.submittedBy !== undefined ? { submitted_by: opts.submittedBy } : {}),
   };
   s.records.addBuild(build);

@@ -28,6 +28,7 @@ import { registerAccessRoutes } from './routes-access.js';
 import { registerSessionRoutes } from './routes-session.js';
 import { StaticWeb, defaultWebRoot } from './static-web.js';
 import { SessionStore, originAllowed, sessionCookieOf } from '../access/sessions.js';
+import { registerWebhookRoutes } from './routes-webhooks.js';
 import { actorOf } from '../access/api-keys.js';
 import { RouteScopeTable, grants } from '../access/route-scopes.js';
 import { decodedSegment, problemSummary, rateLimited, remoteOf, targetOf } from './access-guard.js';
@@ -152,7 +153,7 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   app.openapi(probe('/readyz', 'Readiness: state loaded and taking work (503 while starting or shutting down)', true), ready as never);
   app.openapi(probe('/healthz', 'Alias of /readyz', true), ready as never);
   // Prometheus scrapes without the API token (as /livez); it names agents and pools, never builds.
-  const metrics = createMetrics(deps.engine, deps.agents, clockOf(deps));
+  const metrics = createMetrics(deps.engine, deps.agents, clockOf(deps), deps.webhooks);
   app.openapi(metricsRoute, async (c) => c.body(await metrics.metrics(), 200, { 'content-type': metrics.contentType }) as never);
 
   // Who is calling (auth.ts), whether they may (the route table, access/route-scopes.ts),
@@ -240,6 +241,7 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   if (deps.secrets) registerSecretRoutes(app, { ...deps, secrets: deps.secrets });
   registerAccessRoutes(app, deps);
   registerSessionRoutes(app, { ...deps, sessions, secureCookies: deps.secureCookies ?? false });
+  registerWebhookRoutes(app, deps);
 
   const docConfig = {
     openapi: '3.1.0' as const,

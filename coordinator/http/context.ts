@@ -14,6 +14,8 @@ import type { TokenCheck } from './auth.js';
 import type { AgentCredentialStore } from '../access/agent-credentials.js';
 import type { SecretStore } from '../secrets/secret-store.js';
 import type { SessionStore } from '../access/sessions.js';
+import type { WebhookQuery } from '../webhooks/webhooks.js';
+import type { WebhookPolicy } from '../../shared/index.js';
 
 /** Agent enrolment and per-agent credentials (routes-agent-access.ts). */
 export interface AgentAccess {
@@ -48,6 +50,10 @@ export interface HttpDeps {
   isReady: () => boolean;
   /** Build secrets (issue 12); absent: no secret routes, and a spec naming a secret is refused. */
   secrets?: SecretStore;
+  /** Webhooks (issue 13); absent when none can exist (no hook configured, no allowed hosts). */
+  webhooks?: WebhookQuery;
+  /** Hosts a build's own webhooks may call (absent: none; such a spec is refused). */
+  webhookPolicy?: WebhookPolicy;
   /** The coordinator's clock (ms); default Date.now. Views use it for circuit breakers. */
   clock?: () => number;
   /** Dashboard sessions (access/sessions.ts); default: a store of its own over `keys`. */

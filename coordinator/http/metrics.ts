@@ -3,17 +3,19 @@
  * defaults: agents by state and control, each connected agent's last heartbeat metrics
  * (load, memory, free disk, GPU memory and utilisation, running attempts, breaker), the
  * pools (queue depth, running, oldest wait), the dead-letter list's length and the layer
- * cache's counters per pool (build steps cached and executed, cache pushes). Values are
+ * cache's counters per pool (build steps cached and executed, cache pushes), and webhook
+ * deliveries by outcome when webhooks are on. Values are
  * read from the registry and the engine when scraped; no build ids as labels.
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { AgentRegistry } from '../placement/agent-registry.js';
 import type { Engine } from '../builds/engine.js';
 import type { PoolCacheCounts } from '../builds/cache-counters.js';
+import type { WebhookQuery } from '../webhooks/webhooks.js';
 
 const MIB = 1024 * 1024;
 
-export function createMetrics(engine: Engine, agents: AgentRegistry, clock: () => number): Registry {
+export function createMetrics(engine: Engine, agents: AgentRegistry, clock: () => number, webhooks?: Pick<WebhookQuery, 'counters'>): Registry {
   const register = new Registry();
   collectDefaultMetrics({ register, prefix: 'kiln_coordinator_' });
   const gauge = (name: string, help: string, labelNames: string[], fill: (g: Gauge) => void) =>
@@ -101,5 +103,18 @@ export function createMetrics(engine: Engine, agents: AgentRegistry, clock: () =
   cacheCounter('kiln_cache_misses_total', 'Build steps BuildKit executed, per pool', (c) => c.misses);
   cacheCounter('kiln_cache_pushes_total', 'Cache refs pushed to the cache registry after a build, per pool', (c) => c.pushes);
   cacheCounter('kiln_cache_push_failures_total', 'Cache pushes that failed (the node still succeeded), per pool', (c) => c.pushFailures);
+  // Webhooks (issue 13): only when the module is loaded; `hook` is a coordinator hook's name, or `build` for builds' own hooks.
+  if (webhooks) {
+    new Counter({
+      name: 'kiln_webhook_deliveries_total',
+      help: 'Webhook deliveries by outcome (delivered, failed: gave up or not retried, dropped: queue full) and attempts retried, per hook',
+      labelNames: ['hook', 'outcome'],
+      registers: [register],
+      collect() {
+        this.reset();
+        for (const [hook, c] of webhooks.counters()) for (const outcome of ['delivered', 'failed', 'dropped', 'retried'] as const) this.inc({ hook, outcome }, c[outcome]);
+      },
+    });
+  }
   return register;
 }

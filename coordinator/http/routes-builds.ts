@@ -144,7 +144,13 @@ export function registerBuildRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): v
     if (!parsed.ok) throw new KilnError('E_SPEC_INVALID', specDetail(parsed.errors), { errors: parsed.errors });
     // Secrets: a node naming one the coordinator does not hold is refused (400 naming both).
     const secrets = deps.secrets ?? { version: () => undefined };
-    const resolved = validateSpec(parsed.value, { form: 'submitted', defaultPlatform: deps.defaultPlatform, concurrencyGroups: deps.engine.concurrencyGroups, secrets });
+    const resolved = validateSpec(parsed.value, {
+      form: 'submitted',
+      defaultPlatform: deps.defaultPlatform,
+      concurrencyGroups: deps.engine.concurrencyGroups,
+      secrets,
+      webhooks: deps.webhookPolicy ?? { allowedHosts: [] },
+    });
     if (!resolved.ok) throw new KilnError('E_SPEC_INVALID', specDetail(resolved.errors), { errors: resolved.errors });
     const ctxErrors = await checkContexts(deps, resolved.value);
     if (ctxErrors.length > 0) throw new KilnError('E_SPEC_INVALID', specDetail(ctxErrors), { errors: ctxErrors });

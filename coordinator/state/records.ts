@@ -5,7 +5,7 @@
  * `builds/<id>.json` and replaced in `state.json` by a small summary, so the hot state
  * (rewritten on every commit) stays the size of the work in flight, not of the history.
  */
-import type { AttemptState, BaseImagePayload, BuildState, FinishedCachePayload, NodeState, OutputArtifactPayload, PushedImagePayload, ResolvedBudget, ResolvedNode } from '../../shared/index.js';
+import type { AttemptState, BaseImagePayload, BuildState, FinishedCachePayload, NodeState, OutputArtifactPayload, PushedImagePayload, ResolvedBudget, ResolvedNode, ResolvedNotify } from '../../shared/index.js';
 
 /** Where a reused node's result came from. */
 export interface ReusedFrom {
@@ -177,6 +177,8 @@ export interface BuildRecord {
   budget?: ResolvedBudget;
   /** Who submitted it (the audit actor: `key:<id>/<name>`); absent for builds from before issue 12. */
   submitted_by?: string;
+  /** Webhooks of the build (issue 13; coordinator/webhooks/): URLs, filters, secret names; set at submit, never changed. */
+  notify?: ResolvedNotify;
 }
 
 /** The index entry of an archived (finished) build. */

@@ -30,6 +30,8 @@ import { CacheSpecSchema, specCacheMode } from './cache-spec.js';
 import { BudgetFields, NodeBudgetFields, resolveBudget } from './budget-spec.js';
 // Build secrets (issue 12): `secrets: [NAME]`, names only.
 import { resolveSecrets, SecretsSpecSchema, type SecretVersions } from './secrets-spec.js';
+// Notifications (issue 13): `notify: { webhooks: [...] }`.
+import { NotifySpecSchema, resolveNotify, type WebhookPolicy } from './notify-spec.js';
 
 export { ARTIFACT_MEDIA_TYPE, fieldError, INPUT_NAME_RE, type SpecResult } from './spec-fields.js';
 
@@ -131,6 +133,8 @@ export const BuildSpecSchema = z.strictObject({
   cache: CacheSpecSchema.optional(),
   /** `concurrency`, `concurrency_group`, `concurrency_groups`, `deadline` (budget-spec.ts). */
   ...BudgetFields,
+  /** Webhooks for the build's state changes (notify-spec.ts). */
+  notify: NotifySpecSchema.optional(),
 });
 
 export type NodeSpecInput = z.input<typeof NodeSpecSchema>;
@@ -195,6 +199,8 @@ export interface ValidateOptions {
   concurrencyGroups?: ReadonlyMap<string, number>;
   /** The coordinator's secrets: when given, a node naming one it does not hold is an error. */
   secrets?: SecretVersions;
+  /** The coordinator's webhook policy: when given, a `notify` hook to a host it does not allow is an error. */
+  webhooks?: WebhookPolicy;
 }
 
 function zodToFieldErrors(error: z.ZodError): FieldError[] {
@@ -322,6 +328,7 @@ export function validateSpec(raw: unknown, opts: ValidateOptions): SpecResult<Re
     }
   }
   const budget = resolveBudget(spec, nodeGroups, opts.concurrencyGroups, errors);
+  const notify = resolveNotify(spec.notify, opts.webhooks, opts.secrets, errors);
   // Two nodes pushing to one ref would race (a matrix whose tag does not use its axes).
   const pushedBy = new Map<string, string>();
   for (const n of nodes) {
@@ -336,7 +343,7 @@ export function validateSpec(raw: unknown, opts: ValidateOptions): SpecResult<Re
     if (cycle) errors.push(fieldError(['nodes', cycle[0]!, 'needs'], `dependency cycle: ${cycle.join(' -> ')}`));
   }
   if (errors.length > 0) return { ok: false, errors };
-  return { ok: true, value: { name: spec.name ?? opts.defaultName ?? 'build', nodes, ...(budget ? { budget } : {}) } };
+  return { ok: true, value: { name: spec.name ?? opts.defaultName ?? 'build', nodes, ...(budget ? { budget } : {}), ...(notify ? { notify } : {}) } };
 }
 
 /** An absolute, normalised path (no `.`/`..`/empty components), or a message saying what is wrong. */

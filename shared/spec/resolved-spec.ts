@@ -6,6 +6,7 @@
 import type { CacheMode } from './cache-spec.js';
 import type { ResolvedBudget } from './budget-spec.js';
 import type { ResolvedSecret } from './secrets-spec.js';
+import type { ResolvedNotify } from './notify-spec.js';
 
 export interface ResolvedInput {
   name: string;
@@ -81,4 +82,6 @@ export interface ResolvedSpec {
   nodes: ResolvedNode[];
   /** Concurrency, group and deadline of the build (absent: none). */
   budget?: ResolvedBudget;
+  /** Webhooks of the build (absent: none); secret names only. */
+  notify?: ResolvedNotify;
 }

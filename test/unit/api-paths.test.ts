@@ -42,6 +42,8 @@ describe('API route paths', () => {
       key: '/api/v1/keys/{id}',
       audit: '/api/v1/audit',
       session: '/api/v1/session',
+      webhooks: '/api/v1/webhooks',
+      webhookDeliveries: '/api/v1/webhooks/{id}/deliveries',
     });
     for (const r of Object.values(API_ROUTES)) expect(r.template.startsWith(`${API_PREFIX}/`)).toBe(true);
     for (const a of AGENT_CONTROL_ACTIONS) expect(AGENT_CONTROL_ROUTES[a].template).toBe(`/api/v1/agents/{name}/${a}`);
