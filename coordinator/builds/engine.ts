@@ -134,6 +134,11 @@ export class Engine extends TypedEmitter<EngineEvents> {
     return this.s.store.setPinned(id, pinned);
   }
 
+  /** Resolves once every change made before the call is durable (the state store's commit). */
+  durable(): Promise<void> {
+    return this.s.store.commit();
+  }
+
   graph(build: BuildRecord): BuildGraph {
     return graphOf(this.s, build);
   }

@@ -13,6 +13,7 @@ import type { RateLimiter } from '../access/rate-limit.js';
 import type { TokenCheck } from './auth.js';
 import type { AgentCredentialStore } from '../access/agent-credentials.js';
 import type { SecretStore } from '../secrets/secret-store.js';
+import type { ChangeFeed } from '../events/change-feed.js';
 
 /** Agent enrolment and per-agent credentials (routes-agent-access.ts). */
 export interface AgentAccess {
@@ -47,6 +48,8 @@ export interface HttpDeps {
   isReady: () => boolean;
   /** Build secrets (issue 12); absent: no secret routes, and a spec naming a secret is refused. */
   secrets?: SecretStore;
+  /** The events stream (`GET /api/v1/events`): the coordinator's change feed (absent: the route makes one) and the ping interval. */
+  events?: { feed?: ChangeFeed; pingMs?: number };
   /** The coordinator's clock (ms); default Date.now. Views use it for circuit breakers. */
   clock?: () => number;
 }
