@@ -9,7 +9,8 @@
  *   a gap). Detached, a change costs the engine an `emit` with no listener, as before.
  * - **Coalescing.** Changes of one entity (`key`) within `windowMs` become one event with
  *   the state at the end of the window (latest wins): a node going ready, assigned,
- *   running in one window is one `node` event.
+ *   running in one window is one `node` event. A window's `build` events come first (a
+ *   client hears of a new build before its nodes), the rest in the order they changed.
  * - **Durable first.** A window's payloads are rendered when it closes, then the feed
  *   waits for `durable()` (the state store's commit: every change made before the call is
  *   on disk) before it publishes them, so a client never sees a state a crash would undo.
@@ -143,7 +144,9 @@ class Subscriber {
     this.closed = true;
     this.queue = [];
     this.bytes = 0;
-    void this.sink.write(last).finally(() => this.sink.close());
+    // The stream ends after what it was handed; the route cuts off a connection that never takes it.
+    void this.sink.write(last);
+    this.sink.close();
   }
 
   /** The feed stops: close the connection now. */
@@ -318,8 +321,10 @@ export class ChangeFeed {
     this.windowTimer = null;
     const changes = this.pending;
     this.pending = new Map();
+    // A window's build events go first: a client hears of a new build before its nodes.
     const rendered: Rendered[] = [];
-    for (const c of changes.values()) {
+    const ordered = [...changes.values()].sort((x, y) => (x.type === 'build' ? 0 : 1) - (y.type === 'build' ? 0 : 1));
+    for (const c of ordered) {
       let data: unknown;
       try {
         data = c.render();
@@ -415,14 +420,17 @@ export class ChangeFeed {
     return null;
   }
 
+  /** Hands the subscriber every event after `after` it wants, in one write. */
   private replay(sub: Subscriber, after: number): void {
+    let text = '';
     for (let i = 0; i < this.ringLength; i++) {
       const e = this.ring[(this.ringStart + i) % this.o.ringSize]!;
       if (e.seq > after && sub.wants(e.type, e.build)) {
-        sub.push(e.text);
+        text += e.text;
         this.stats.delivered++;
       }
     }
+    if (text !== '') sub.push(text);
   }
 
   private resetText(reason: string): string {
