@@ -175,6 +175,9 @@ describe('GET /api/v1/events', () => {
     });
     await one.waitFor('its success', (es) => es.some((e) => e.type === 'build' && e.data.state === 'success'));
     expect(one.events.some((e) => e.type === 'node' && e.data.node.name === 'second' && e.data.node.state === 'success')).toBe(true);
+    // pinning changes the list row
+    expect((await c.coord.api(apiPath.buildPin(id), { method: 'POST' })).status).toBe(200);
+    await one.waitFor('the pinned row', (es) => es.some((e) => e.type === 'build' && e.data.pinned));
     for (const e of one.events) {
       expect(e.type === 'build' ? e.data.id : e.type === 'node' ? e.data.build : e.type).toBe(id);
     }
