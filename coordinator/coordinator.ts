@@ -34,6 +34,8 @@ import { SecretStore } from './secrets/secret-store.js';
 import { secretValuesAttacher } from './secrets/assign-secrets.js';
 import { BuildTracing } from './tracing/build-spans.js';
 import type { Webhooks } from './webhooks/webhooks.js';
+import { ChangeFeed } from './events/change-feed.js';
+import { engineSource } from './events/event-source.js';
 
 export interface RunningCoordinator {
   /** http(s)://host:port the coordinator listens on (port resolved when 0 was asked). */
@@ -54,6 +56,8 @@ export interface RunningCoordinator {
   reload(reason: string): void;
   keys: ApiKeyStore;
   audit: AuditLog;
+  /** The change feed behind GET /api/v1/events. */
+  events: ChangeFeed;
   stop(): Promise<void>;
 }
 
@@ -154,6 +158,9 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     const tokenCheck = new TokenCheck(tokens, keys, credentials);
     const { perKey, perAddress } = config.rateLimit;
     const rateLimits = { perKey: perKey ? new RateLimiter(perKey) : null, perAddress: perAddress ? new RateLimiter(perAddress) : null };
+    // GET /api/v1/events: watches the engine and the agents only while someone subscribes.
+    const events = new ChangeFeed(engineSource(engine, agents), { logger });
+    releasers.push(() => events.stop());
     const retention = new Retention({ cas, store, logger }, { retentionMs: config.artifacts.retentionMs, graceMs: config.artifacts.gcGraceMs });
     const app = createApp({
       engine,
@@ -175,6 +182,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       maxBlobBytes: config.maxBlobBytes,
       isReady: () => ready,
       secureCookies: tls !== null,
+      events: { feed: events },
     });
     const registries = config.registries;
     wantContextDockerfiles(registries.size > 0);
@@ -282,6 +290,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       },
       keys,
       audit,
+      events,
       stop: cleanup,
     };
   } catch (err) {

@@ -114,6 +114,7 @@ export const ErrorReport = ErrorReportNode.extend({
 });
 
 export type PoolViewT = z.infer<typeof PoolView>;
+export type PoolListT = z.infer<typeof PoolList>;
 export type DeadLetterViewT = z.infer<typeof DeadLetterView>;
 export type ErrorReportT = z.infer<typeof ErrorReport>;
 export type ErrorReportNodeT = z.infer<typeof ErrorReportNode>;

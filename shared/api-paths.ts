@@ -76,6 +76,8 @@ export const API_ROUTES = {
   tokens: route('/api/v1/tokens'),
   token: route('/api/v1/tokens/{id}'),
   pools: route('/api/v1/pools'),
+  /** Server-Sent Events of every state change (builds, nodes, agents, pools). */
+  events: route('/api/v1/events'),
   deadLetter: route('/api/v1/dead-letter'),
   gc: route('/api/v1/gc'),
   /** Build secrets (admin): GET lists them; PUT sets one, DELETE removes it. */

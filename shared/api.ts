@@ -161,14 +161,16 @@ export const BuildSummary = z.object({
   node_counts: z.record(z.string(), z.number().int()),
   /** Pinned builds keep their artifacts past the retention period. */
   pinned: z.boolean(),
+  /** Who submitted it (`key:<id>/<name>`, never a secret); null for builds from before keys existed. */
+  submitted_by: z.string().nullable().optional(),
+  /** started_at -> finished_at in ms; null until it finished (a running build's is now - started_at). */
+  duration_ms: z.number().int().nullable().optional(),
 });
 
 export const BuildView = BuildSummary.extend({
   cancel_requested: z.boolean(),
   /** false: submitted with --no-reuse. */
   reuse: z.boolean(),
-  /** Who submitted it (`key:<id>/<name>`, never a secret); null for builds from before keys existed. */
-  submitted_by: z.string().nullable().optional(),
   nodes: z.array(NodeView),
   /** Concurrency, concurrency group and deadline. */
   budget: BuildBudgetView.optional(),
@@ -263,12 +265,20 @@ export function pageOf<T extends z.ZodType>(item: T) {
   return z.object({ items: z.array(item), next_cursor: z.string().nullable() });
 }
 
-export const BuildPage = pageOf(BuildSummary);
+/** Builds per state (every state present, 0 when none). */
+export const BuildCounts = z.object(Object.fromEntries(BUILD_STATES.map((st) => [st, z.number().int()])) as Record<(typeof BUILD_STATES)[number], z.ZodNumber>);
+
+/** `GET /api/v1/builds`: a page of the builds the filters match, and how many builds `name` matches in each state. */
+export const BuildPage = pageOf(BuildSummary).extend({
+  /** Builds matching the `name` filter (every state, whatever `state` asks), by state. */
+  counts: BuildCounts.optional(),
+});
 export const AgentPage = pageOf(AgentView);
 
 export type AttemptViewT = z.infer<typeof AttemptView>;
 export type NodeViewT = z.infer<typeof NodeView>;
 export type BuildSummaryT = z.infer<typeof BuildSummary>;
+export type BuildCountsT = z.infer<typeof BuildCounts>;
 export type BuildViewT = z.infer<typeof BuildView>;
 export type AgentViewT = z.infer<typeof AgentView>;
 export type ProblemT = z.infer<typeof Problem>;

@@ -70,6 +70,7 @@ export const ROUTE_SCOPES: readonly RouteScope[] = [
   row('post', R.agentResume.template, 'admin', { action: 'agent.resume' }),
   row('post', R.agentDrain.template, 'admin', { action: 'agent.drain' }),
   row('get', R.pools.template, 'read'),
+  row('get', R.events.template, 'read'),
   row('get', R.deadLetter.template, 'read'),
   row('post', R.gc.template, 'admin', { action: 'gc.run' }),
   // CAS: agents read contexts and inputs and upload outputs; clients upload contexts

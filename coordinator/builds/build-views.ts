@@ -3,13 +3,14 @@
  * fields such as why a ready node is still waiting). `now` defaults to the wall clock for
  * callers without one (it only decides whether a circuit breaker still counts as open).
  */
-import { apiPath, type AttemptViewT, type BuildSummaryT, type BuildViewT, type ImageViewT, type NodeViewT } from '../../shared/index.js';
+import { apiPath, type AttemptViewT, type BuildSummaryT, type BuildViewT, type ImageViewT, type NodeStatusT, type NodeViewT, type PoolListT, type PoolViewT } from '../../shared/index.js';
 import type { AgentRegistry } from '../placement/agent-registry.js';
 import { waitingReason } from '../placement/why-waiting.js';
 import type { AttemptRecord, BuildRecord, BuildSummaryRecord, NodeRecord, ReusedFrom } from '../state/records.js';
 import { nodeCounts } from '../state/records.js';
 import { Budgets } from '../placement/budgets.js';
 import { deadlineAt, deadlineExceeded, deadlineReason } from './engine-deadline.js';
+import type { PoolCacheCounts } from './cache-counters.js';
 
 /** What the views ask about budgets (the Engine answers): why a ready node waits for one, and a build's running count. */
 export interface BudgetQuery {
@@ -115,6 +116,11 @@ export function imagesView(b: BuildRecord): ImageViewT[] {
   return out;
 }
 
+/** started_at -> finished_at in ms, or null until both are set. */
+function durationOf(started: number | null, finished: number | null): number | null {
+  return started !== null && finished !== null ? finished - started : null;
+}
+
 export function summaryView(s: BuildSummaryRecord): BuildSummaryT {
   return {
     id: s.id,
@@ -125,7 +131,49 @@ export function summaryView(s: BuildSummaryRecord): BuildSummaryT {
     finished_at: iso(s.finished_at),
     node_counts: s.node_counts,
     pinned: s.pinned ?? false,
+    submitted_by: s.submitted_by ?? null,
+    duration_ms: durationOf(s.started_at, s.finished_at),
   };
+}
+
+/**
+ * A node's state as the events stream sends it (`node` events): what changes while a
+ * build runs, without the structure the build view has (needs, inputs, attempts).
+ */
+export function nodeStatusView(node: NodeRecord, agents: AgentRegistry, now: number = Date.now(), budgetWaiting: string | null = null): NodeStatusT {
+  const last = node.attempts[node.attempts.length - 1];
+  return {
+    name: node.name,
+    state: node.state,
+    platform: node.platform,
+    agent: last?.agent ?? null,
+    attempt: node.attempts.length,
+    started_at: iso(node.started_at),
+    finished_at: iso(node.finished_at),
+    duration_ms: durationOf(node.started_at, node.finished_at),
+    cache: last?.cache ?? null,
+    reused: node.reused_from !== null && node.reused_from !== undefined,
+    waiting: node.state === 'ready' ? waitingReason(node, agents, now, budgetWaiting) : null,
+    exit_code: last?.exit_code ?? null,
+    error: last?.error ?? node.reason,
+  };
+}
+
+/** What the pools view asks the Engine. */
+export interface PoolQuery {
+  pools(): PoolViewT[];
+  cacheCounts(): Map<string, PoolCacheCounts>;
+  concurrencyGroupViews(): NonNullable<PoolListT['concurrency_groups']>;
+}
+
+/** `GET /api/v1/pools` (and the events stream's `pools`): each pool with its layer-cache figures, and the concurrency groups. */
+export function poolListView(engine: PoolQuery): PoolListT {
+  const counts = engine.cacheCounts();
+  const items = engine.pools().map((p) => {
+    const k = counts.get(p.name);
+    return k ? { ...p, cache: { hits: k.hits, misses: k.misses, pushes: k.pushes, push_failures: k.pushFailures } } : p;
+  });
+  return { items, concurrency_groups: engine.concurrencyGroupViews() };
 }
 
 /** The build's budgets as the view shows them. */
@@ -153,9 +201,10 @@ export function buildView(b: BuildRecord, agents: AgentRegistry, now: number = D
     finished_at: iso(b.finished_at),
     node_counts: nodeCounts(b),
     pinned: b.pinned ?? false,
+    submitted_by: b.submitted_by ?? null,
+    duration_ms: durationOf(b.started_at, b.finished_at),
     cancel_requested: b.cancel_requested,
     reuse: b.reuse ?? true,
-    submitted_by: b.submitted_by ?? null,
     nodes: b.nodes.map((n) => nodeView(n, agents, now, budgets?.budgetWaiting(b, n) ?? null, Budgets.groupOf(b, n))),
     budget,
     reason: budget.deadline_exceeded ? deadlineReason(b) : null,

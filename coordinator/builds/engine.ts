@@ -129,9 +129,16 @@ export class Engine extends TypedEmitter<EngineEvents> {
     return this.s.store.getBuild(id);
   }
 
-  /** Pins or unpins a build's artifacts; resolves once durable. */
-  setPinned(id: string, pinned: boolean): Promise<BuildRecord | null> {
-    return this.s.store.setPinned(id, pinned);
+  /** Pins or unpins a build's artifacts; resolves once durable (and tells `build` listeners: the list row shows it). */
+  async setPinned(id: string, pinned: boolean): Promise<BuildRecord | null> {
+    const build = await this.s.store.setPinned(id, pinned);
+    if (build) this.emit('build', id);
+    return build;
+  }
+
+  /** Resolves once every change made before the call is durable (the state store's commit). */
+  durable(): Promise<void> {
+    return this.s.store.commit();
   }
 
   graph(build: BuildRecord): BuildGraph {

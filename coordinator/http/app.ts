@@ -22,6 +22,7 @@ import { registerCasRoutes } from './routes-cas.js';
 import { registerImageRoutes } from './routes-images.js';
 import { registerFleetRoutes } from './routes-fleet.js';
 import { registerLogRoutes } from './routes-logs.js';
+import { registerEventRoutes } from './routes-events.js';
 import { registerAgentAccessRoutes } from './routes-agent-access.js';
 import { registerSecretRoutes } from './routes-secrets.js';
 import { registerAccessRoutes } from './routes-access.js';
@@ -237,6 +238,7 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   registerCasRoutes(app, deps);
   registerAgentRoutes(app, deps);
   registerFleetRoutes(app, deps);
+  registerEventRoutes(app, deps);
   registerAgentAccessRoutes(app, deps);
   if (deps.secrets) registerSecretRoutes(app, { ...deps, secrets: deps.secrets });
   registerAccessRoutes(app, deps);

@@ -16,6 +16,7 @@ import type { SecretStore } from '../secrets/secret-store.js';
 import type { SessionStore } from '../access/sessions.js';
 import type { WebhookQuery } from '../webhooks/webhooks.js';
 import type { WebhookPolicy } from '../../shared/index.js';
+import type { ChangeFeed } from '../events/change-feed.js';
 
 /** Agent enrolment and per-agent credentials (routes-agent-access.ts). */
 export interface AgentAccess {
@@ -54,6 +55,8 @@ export interface HttpDeps {
   webhooks?: WebhookQuery;
   /** Hosts a build's own webhooks may call (absent: none; such a spec is refused). */
   webhookPolicy?: WebhookPolicy;
+  /** The events stream (`GET /api/v1/events`): the coordinator's change feed (absent: the route makes one) and the ping interval. */
+  events?: { feed?: ChangeFeed; pingMs?: number };
   /** The coordinator's clock (ms); default Date.now. Views use it for circuit breakers. */
   clock?: () => number;
   /** Dashboard sessions (access/sessions.ts); default: a store of its own over `keys`. */

@@ -5,14 +5,12 @@
  * attempts finish) and resume.
  */
 import { createRoute, type OpenAPIHono, type z } from '@hono/zod-openapi';
-import { AGENT_CONTROL_ROUTES, API_ROUTES, AgentControlBody, AgentPage, AgentView, KilnError, type AgentViewT } from '../../shared/index.js';
+import { AGENT_CONTROL_ROUTES, API_ROUTES, AgentControlBody, AgentPage, AgentView, KilnError } from '../../shared/index.js';
 import type { AgentEntry } from '../placement/agent-registry.js';
-import type { AgentControlRecord } from '../state/records.js';
-import { iso } from '../builds/build-views.js';
+import { agentView } from '../placement/agent-view.js';
 import { clockOf, type AppEnv, type HttpDeps } from './context.js';
 import { AgentParams, SECURED, documentBodyLimit, errors, limitBody, requireMediaType } from './openapi-common.js';
 import { PageQuery, nextLink } from './pagination.js';
-
 
 const listAgents = createRoute({
   method: 'get',
@@ -62,45 +60,6 @@ function controlRoute(action: keyof typeof CONTROLS) {
       ...errors([[400, 'A bad name, or the body is not valid JSON or not `{reason?: string}`'], [404, 'No agent with this name has connected'], 413, 415]),
     },
   });
-}
-
-/** Renders an agent; `control` is the operator's record of it (for the reason and time). */
-export function agentView(a: AgentEntry, now: number, control?: AgentControlRecord): AgentViewT {
-  const h = a.hello;
-  const breaker = a.breaker.view(now);
-  const load = a.metrics?.load ?? null;
-  const active = a.control === 'active';
-  return {
-    name: a.name,
-    state: a.state,
-    agent_version: h?.agent_version ?? 'unknown',
-    executor: h?.executor ?? 'unknown',
-    platforms: h?.platforms ?? [],
-    labels: h?.labels ?? {},
-    max_jobs: a.maxJobs,
-    running: [...a.running],
-    docker: h?.docker ?? null,
-    gpus: h?.gpus ?? [],
-    connected_at: iso(a.connectedAt),
-    last_seen_at: new Date(a.lastSeenAt).toISOString(),
-    control: a.control,
-    control_reason: active ? null : (control?.reason ?? null),
-    control_at: active ? null : iso(control?.at ?? null),
-    health: { accepting: a.health.accepting, problem: a.health.problem },
-    breaker: { state: breaker.state, until: iso(breaker.until), recent_failures: breaker.recent_failures },
-    metrics: a.metrics
-      ? {
-          at: new Date(a.metrics.at).toISOString(),
-          load1: load?.load1 ?? null,
-          cpus: load?.cpus ?? null,
-          mem_used_mib: load?.mem_used_mib ?? null,
-          mem_total_mib: load?.mem_total_mib ?? null,
-          disk_free_mib: load?.disk_free_mib ?? null,
-          gpus: a.metrics.gpus.map((g) => ({ index: g.index, memory_used_mib: g.memory_used_mib, utilization_pct: g.utilization_pct })),
-        }
-      : null,
-    gpus_in_use: [...a.gpusInUse].map(([attempt_id, gpus]) => ({ attempt_id, gpus: [...gpus] })),
-  };
 }
 
 export function registerAgentRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): void {

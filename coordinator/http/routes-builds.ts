@@ -9,7 +9,10 @@
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import {
   API_ROUTES,
+  BUILD_STATES,
   BuildPage,
+  type BuildCountsT,
+  type BuildState,
   BuildView,
   CreatedBuild,
   KilnError,
@@ -58,12 +61,33 @@ const createBuild = createRoute({
   },
 });
 
+/** The longest `name` filter taken. */
+export const MAX_NAME_FILTER = 128;
+const STATE_ALT = BUILD_STATES.join('|');
+
+const ListQuery = PageQuery.extend({
+  state: z
+    .string()
+    .max(200)
+    .regex(new RegExp(`^(?:${STATE_ALT})(?:,(?:${STATE_ALT}))*$`), `must be a build state or a comma list of them (${BUILD_STATES.join(', ')})`)
+    .optional()
+    .openapi({ description: `Only builds in this state, or one of these (comma list of ${BUILD_STATES.join(', ')})`, example: 'running,failed' }),
+  name: z
+    .string()
+    .min(1)
+    .max(MAX_NAME_FILTER)
+    .optional()
+    .openapi({ description: 'Only builds whose name contains this text (case-insensitive)' }),
+});
+
 const listBuilds = createRoute({
   method: 'get',
   path: API_ROUTES.builds.template,
   summary: 'List builds, newest first',
+  description:
+    'Filters: `state` (one state or a comma list) and `name` (a substring of the build name, case-insensitive). `counts` has, for the builds `name` matches, how many are in each state (whatever `state` asks), for filter chips.',
   security: SECURED,
-  request: { query: PageQuery },
+  request: { query: ListQuery },
   responses: {
     200: { description: 'A page of builds', headers: { link: { description: 'RFC 8288 `rel="next"` link when there is a next page', schema: { type: 'string' } } }, content: { 'application/json': { schema: BuildPage } } },
     ...errors([400]),
@@ -160,7 +184,9 @@ export function registerBuildRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): v
   });
 
   app.openapi(listBuilds, (c) => {
-    const { limit, cursor } = c.req.valid('query');
+    const { limit, cursor, state, name } = c.req.valid('query');
+    const states = state !== undefined ? new Set(state.split(',')) : null;
+    const needle = name?.toLowerCase() ?? null;
     const ids = deps.engine.buildIds();
     // ids are time-ordered: newest first = from the end; the cursor is the last id sent.
     let end = ids.length;
@@ -174,14 +200,19 @@ export function registerBuildRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): v
       }
       end = lo;
     }
+    // A build's name and state: an active build's record (no summary made for a build that is skipped), or its archived summary.
+    const head = (id: string) => deps.engine.activeBuild(id) ?? deps.engine.buildSummary(id);
+    const matches = (b: { name: string; state: string }) => (needle === null || b.name.toLowerCase().includes(needle)) && (states === null || states.has(b.state));
     const items = [];
     let i = end - 1;
     for (; i >= 0 && items.length < limit; i--) {
+      const b = states !== null || needle !== null ? head(ids[i]!) : null;
+      if (b !== null && (b === undefined || !matches(b))) continue;
       const summary = deps.engine.buildSummary(ids[i]!);
       if (summary) items.push(summaryView(summary));
     }
     const next = items.length === limit && i >= 0 ? items[items.length - 1]!.id : null;
-    return c.json({ items, next_cursor: next }, 200, nextLink(c.req.url, next));
+    return c.json({ items, next_cursor: next, counts: countByState(ids, head, needle) }, 200, nextLink(c.req.url, next));
   });
 
   app.openapi(getBuild, async (c) => {
@@ -196,6 +227,16 @@ export function registerBuildRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): v
     const build = await deps.engine.cancel(id);
     return c.json(buildView(build, deps.agents, undefined, deps.engine), 202);
   });
+}
+
+/** How many builds whose name contains `needle` (null: every build) are in each state. */
+function countByState(ids: readonly string[], head: (id: string) => { name: string; state: BuildState } | null | undefined, needle: string | null): BuildCountsT {
+  const counts = Object.fromEntries(BUILD_STATES.map((s) => [s, 0])) as BuildCountsT;
+  for (const id of ids) {
+    const b = head(id);
+    if (b && (needle === null || b.name.toLowerCase().includes(needle))) counts[b.state]++;
+  }
+  return counts;
 }
 
 function specDetail(errors: FieldError[]): string {

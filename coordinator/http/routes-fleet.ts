@@ -5,7 +5,7 @@
  */
 import { createRoute, type OpenAPIHono } from '@hono/zod-openapi';
 import { API_ROUTES, BuildView, DeadLetterList, apiPath, ErrorReport, KilnError, PoolList, type DeadLetterViewT } from '../../shared/index.js';
-import { buildView } from '../builds/build-views.js';
+import { buildView, poolListView } from '../builds/build-views.js';
 import type { DeadLetterRecord } from '../state/records.js';
 import { clockOf, type AppEnv, type HttpDeps } from './context.js';
 import { BuildIdParams, NodeParams, SECURED, errors } from './openapi-common.js';
@@ -74,12 +74,7 @@ export function registerFleetRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): v
 
   app.openapi(listPools, (c) => {
     // Layer-cache figures per pool (the same counters as GET /metrics).
-    const counts = deps.engine.cacheCounts();
-    const items = deps.engine.pools().map((p) => {
-      const k = counts.get(p.name);
-      return k ? { ...p, cache: { hits: k.hits, misses: k.misses, pushes: k.pushes, push_failures: k.pushFailures } } : p;
-    });
-    return c.json({ items, concurrency_groups: deps.engine.concurrencyGroupViews() }, 200);
+    return c.json(poolListView(deps.engine), 200);
   });
 
   app.openapi(listDeadLetters, (c) => c.json({ items: deps.engine.deadLetters().map(deadLetterView) }, 200));

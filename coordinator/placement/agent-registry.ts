@@ -14,6 +14,10 @@
  * paused or draining by an operator), healthy (`health.accepting`) and its circuit
  * breaker admits it (circuit-breaker.ts).
  *
+ * Watchers (`watch`, the events stream) hear the name of an agent that changed (connect,
+ * welcome, disconnect, lost, control, heartbeat, slots, breaker); with none, a change costs
+ * one length check.
+ *
  * Placement index: agents with the same capabilities form a class (capability-classes.ts).
  * Each class keeps the agents that may get work now in an indexed min-heap by
  * (load = running / max_jobs, running, name) (agent-heap.ts), so the least-loaded agent
@@ -51,9 +55,23 @@ export class AgentRegistry {
   /** Agents that may get work now and have a free slot. */
   private free = 0;
   private readonly breakerOptions: BreakerOptions;
+  /** Told the name of an agent whose view changed (see `watch`). */
+  private watchers: Array<(name: string) => void> = [];
 
   constructor(opts: RegistryOptions = {}) {
     this.breakerOptions = checkBreakerOptions({ ...(opts.breaker ?? DEFAULT_BREAKER_OPTIONS) });
+  }
+
+  /** Calls `fn` with the name of each agent whose view changes from now on, until the returned function is called. */
+  watch(fn: (name: string) => void): () => void {
+    this.watchers = [...this.watchers, fn];
+    return () => {
+      this.watchers = this.watchers.filter((w) => w !== fn);
+    };
+  }
+
+  private changed(name: string): void {
+    for (const w of this.watchers) w(name);
   }
 
   get(name: string): AgentEntry | undefined {
@@ -128,6 +146,7 @@ export class AgentRegistry {
     entry.current = true;
     this.agents.set(hello.name, entry);
     this.attach(entry);
+    if (this.watchers.length !== 0) this.changed(hello.name);
     return { entry, previousSession: prev ? prev.session : null };
   }
 
@@ -136,6 +155,7 @@ export class AgentRegistry {
     const x = own(a);
     x.setWelcomed();
     this.reindex(x);
+    if (this.watchers.length !== 0) this.changed(x.name);
   }
 
   /** The entry's socket closed (connected -> disconnected): its attempts keep their slots until `lostAt` (null: nothing waits for it, it left). */
@@ -143,6 +163,7 @@ export class AgentRegistry {
     const x = own(a);
     x.moveTo('disconnected', null, lostAt);
     this.reindex(x);
+    if (this.watchers.length !== 0) this.changed(x.name);
   }
 
   /** The agent was silent or away past the lost timeout (-> lost). Its slots stay held until the caller releases them. */
@@ -150,6 +171,7 @@ export class AgentRegistry {
     const x = own(a);
     x.moveTo('lost', null, null);
     this.reindex(x);
+    if (this.watchers.length !== 0) this.changed(x.name);
   }
 
   /** A frame came from the agent at `now`. */
@@ -163,6 +185,7 @@ export class AgentRegistry {
     if (x.control === control) return;
     x.setControl(control);
     this.reindex(x);
+    if (this.watchers.length !== 0) this.changed(x.name);
   }
 
   /** Stores a heartbeat's load, GPU use and health. */
@@ -170,6 +193,7 @@ export class AgentRegistry {
     const x = own(a);
     if (hb.load !== undefined || hb.gpus !== undefined) x.setMetrics({ at: now, load: hb.load ?? null, gpus: hb.gpus ?? [] });
     if (hb.health && x.setHealth({ accepting: hb.health.accepting, problem: hb.health.problem })) this.reindex(x);
+    if (this.watchers.length !== 0) this.changed(x.name);
   }
 
   forget(name: string): void {
@@ -179,6 +203,7 @@ export class AgentRegistry {
     a.current = false;
     this.agents.delete(name);
     this.openBreakers.delete(name);
+    if (this.watchers.length !== 0) this.changed(name);
   }
 
   // ------------------------------------------------------------ capabilities
@@ -224,6 +249,7 @@ export class AgentRegistry {
     // a replaced entry shares its slots with the current one: that one's place changes
     const cur = this.agents.get(x.name);
     if (cur !== undefined && cur.slots === x.slots) this.reindex(cur);
+    if (this.watchers.length !== 0) this.changed(x.name);
   }
 
   /** The attempt gives its slot and GPUs back (and stops being the breaker's trial). */
@@ -234,6 +260,7 @@ export class AgentRegistry {
     a.gpus.delete(attemptId);
     a.breaker.onRelease(attemptId);
     this.reindex(a);
+    if (this.watchers.length !== 0) this.changed(name);
   }
 
   // ------------------------------------------------------------ health, breaker
@@ -243,13 +270,16 @@ export class AgentRegistry {
     if (!a) return;
     if (a.breaker.recordFailure(now)) this.openBreakers.add(name);
     this.reindex(a);
+    if (this.watchers.length !== 0) this.changed(name);
   }
 
   /** An attempt on the agent ended without an infrastructure failure (`attemptId`: see CircuitBreaker.recordSuccess). */
   recordHealthy(name: string, now: number, attemptId?: string): void {
     const a = this.agents.get(name);
     if (!a) return;
-    if (a.breaker.recordSuccess(now, attemptId)) this.reindex(a);
+    if (!a.breaker.recordSuccess(now, attemptId)) return;
+    this.reindex(a);
+    if (this.watchers.length !== 0) this.changed(name);
   }
 
   /** Moves breakers whose cool-down is over to half-open; true when some did (a trial slot opened). */
@@ -265,6 +295,7 @@ export class AgentRegistry {
       if (a.breaker.tick(now)) {
         any = true;
         this.reindex(a);
+        if (this.watchers.length !== 0) this.changed(name);
       }
       if (a.breaker.state !== 'open') this.openBreakers.delete(name);
     }

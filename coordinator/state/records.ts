@@ -191,6 +191,8 @@ export interface BuildSummaryRecord {
   finished_at: number | null;
   node_counts: Record<string, number>;
   pinned?: boolean;
+  /** Who submitted it (absent for builds from before keys existed). */
+  submitted_by?: string;
 }
 
 /**
@@ -283,5 +285,6 @@ export function summarize(build: BuildRecord): BuildSummaryRecord {
     finished_at: build.finished_at,
     node_counts: nodeCounts(build),
     ...(build.pinned ? { pinned: true } : {}),
+    ...(build.submitted_by !== undefined ? { submitted_by: build.submitted_by } : {}),
   };
 }

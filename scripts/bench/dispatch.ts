@@ -16,10 +16,13 @@
  * measures a durable sync RTT (a 300 B O_DSYNC write into zeroed bytes, as kiln's journal writes, before
  * each send): the like-for-like comparator for the one-in-flight latency with persistence on.
  *
- *   node dist/scripts/bench/dispatch.js [--nodes 10000] [--runs 3] [--profile on|off]
+ *   node dist/scripts/bench/dispatch.js [--nodes 10000] [--runs 3] [--profile on|off] [--events N]
  *
  * `--profile on|off|unsynced` runs only the kiln side with persistence on (or off, or
- * unsynced), for `node --cpu-prof`: no comparator, no ratios.
+ * unsynced), for `node --cpu-prof`: no comparator, no ratios. `--events N` (with --profile)
+ * keeps N clients of `GET /api/v1/events` (all topics, another process: events-client.ts)
+ * reading the whole time, and reports the events they received; 0 (the default) is none,
+ * the events feed then watches nothing.
  *
  * A third side, `unsynced`, runs kiln with its journal written but never synced (a
  * benchmark-only switch, never a setting): on against unsynced is what the disk's syncs
@@ -41,7 +44,7 @@ import { fmt, machineLine, median, now, percentile } from './bench-util.js';
 
 const args = process.argv.slice(2);
 if (args.includes('--help')) {
-  console.log('usage: node dist/scripts/bench/dispatch.js [--nodes 10000] [--runs 3] [--profile on|off|unsynced]');
+  console.log('usage: node dist/scripts/bench/dispatch.js [--nodes 10000] [--runs 3] [--profile on|off|unsynced] [--events N]');
   process.exit(0);
 }
 const arg = (name: string, dflt: number) => {
@@ -50,6 +53,7 @@ const arg = (name: string, dflt: number) => {
 };
 const NODES = arg('nodes', 10_000);
 const RUNS = arg('runs', 3);
+const EVENT_CLIENTS = arg('events', 0);
 const AGENTS = 50;
 const CHAINS = 50;
 const CHAIN_LEN = Math.max(2, Math.floor(NODES / CHAINS / 2));
@@ -88,6 +92,8 @@ function chainSpec(chains: number, len: number) {
 interface Cluster {
   coord: RunningCoordinator;
   agents: ChildProcess;
+  /** The events stream's clients (--events), or null. */
+  eventClients: ChildProcess | null;
   dataDir: string;
   readyAt: Map<string, number>;
 }
@@ -118,12 +124,21 @@ async function startCluster(side: Side): Promise<Cluster> {
     if (Date.now() > deadline) throw new Error('simulated agents did not connect');
     await new Promise((r) => setTimeout(r, 20));
   }
-  return { coord, agents, dataDir, readyAt };
+  let eventClients: ChildProcess | null = null;
+  if (EVENT_CLIENTS > 0) {
+    eventClients = fork(join(import.meta.dirname, 'events-client.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    await request(eventClients, { type: 'start', url: coord.url, token: coord.tokens.apiToken, count: EVENT_CLIENTS }, 'ready');
+  }
+  return { coord, agents, eventClients, dataDir, readyAt };
 }
 
 async function stopCluster(c: Cluster): Promise<void> {
   c.agents.send({ type: 'stop' });
   await once(c.agents, 'exit');
+  if (c.eventClients) {
+    c.eventClients.send({ type: 'stop' });
+    await once(c.eventClients, 'exit');
+  }
   await c.coord.stop();
   await rm(c.dataDir, { recursive: true, force: true });
 }
@@ -152,6 +167,14 @@ async function runBuild(c: Cluster, spec: object): Promise<{ id: string; totalMs
     check();
   });
   return { id, totalMs: now() - t0, submitMs, state };
+}
+
+const EVENT_CLIENTS_OR_1 = Math.max(1, EVENT_CLIENTS);
+
+/** Events (and resets) the events clients received so far (zeros without clients). */
+async function eventCounts(c: Cluster): Promise<{ events: number; resets: number }> {
+  if (!c.eventClients) return { events: 0, resets: 0 };
+  return request<{ events: number; resets: number }>(c.eventClients, { type: 'report' }, 'report');
 }
 
 async function latencies(c: Cluster, buildId: string): Promise<number[]> {
@@ -215,13 +238,23 @@ async function kilnRuns(side: Side, runs = RUNS) {
     const cpuUs: number[] = [];
     const mainUs: number[] = [];
     const wideWrites: number[] = [];
+    const eventsPerS: number[] = [];
+    const eventsPerNode: number[] = [];
+    let resets = 0;
     let latN = 0;
     for (let i = 0; i < runs; i++) {
       const cpu0 = process.cpuUsage();
       const main0 = mainThreadMs();
       const w0 = c.coord.store.writes;
+      const e0 = await eventCounts(c);
       const r = await runBuild(c, wideSpec(NODES));
       const cpu = process.cpuUsage(cpu0);
+      // the last window's events arrive after the build's end: wait for them (not measured)
+      await new Promise((res) => setTimeout(res, 300));
+      const e1 = await eventCounts(c);
+      eventsPerS.push((e1.events - e0.events) / EVENT_CLIENTS_OR_1 / (r.totalMs / 1000));
+      eventsPerNode.push((e1.events - e0.events) / EVENT_CLIENTS_OR_1 / NODES);
+      resets += e1.resets - e0.resets;
       cpuUs.push((cpu.user + cpu.system) / NODES);
       mainUs.push(((mainThreadMs() - main0) * 1000) / NODES);
       wideWrites.push(c.coord.store.writes - w0);
@@ -252,6 +285,9 @@ async function kilnRuns(side: Side, runs = RUNS) {
       cpuUs: median(cpuUs),
       mainUs: median(mainUs),
       wideWrites: median(wideWrites),
+      eventsPerS: median(eventsPerS),
+      eventsPerNode: median(eventsPerNode),
+      resets,
     };
   } finally {
     await stopCluster(c);
@@ -400,6 +436,7 @@ async function diskSync(): Promise<{ p50: number; p99: number }> {
 async function profileOnly(side: Side) {
   const r = await kilnRuns(side);
   console.log(`kiln persistence ${side} (profiling run, no comparator): ${fmt(r.rate, 0)} nodes/s (runs ${r.rates.map((x) => fmt(x, 0)).join(', ')}); coordinator CPU per node ${fmt(r.cpuUs, 1)} µs (main thread ${fmt(r.mainUs, 1)} µs), ${fmt(r.wideWrites, 0)} durable writes per wide build`);
+  if (EVENT_CLIENTS > 0) console.log(`events stream: ${EVENT_CLIENTS} client(s) reading all topics; each got ${fmt(r.eventsPerS, 0)} events/s during the wide build (${fmt(r.eventsPerNode, 2)} per node), ${r.resets} reset(s)`);
 }
 
 async function main() {

@@ -73,6 +73,11 @@ describe('every route needs its scope (table-driven over /openapi.json)', () => 
 
   async function call(method: string, path: string, token: string): Promise<{ status: number; body: { code?: string; detail?: string } }> {
     const res = await fetch(`${c.url}${target(path)}`, { method: method.toUpperCase(), headers: { authorization: `Bearer ${token}` } });
+    // An event stream (GET /api/v1/events) does not end: its status is the answer.
+    if (res.headers.get('content-type')?.startsWith('text/event-stream')) {
+      await res.body?.cancel();
+      return { status: res.status, body: {} };
+    }
     const text = await res.text();
     let body: { code?: string; detail?: string } = {};
     try {

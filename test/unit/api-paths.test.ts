@@ -32,6 +32,7 @@ describe('API route paths', () => {
       tokens: '/api/v1/tokens',
       token: '/api/v1/tokens/{id}',
       pools: '/api/v1/pools',
+      events: '/api/v1/events',
       deadLetter: '/api/v1/dead-letter',
       gc: '/api/v1/gc',
       secrets: '/api/v1/secrets',
