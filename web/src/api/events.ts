@@ -6,7 +6,7 @@
  * never reopens the stream.
  */
 import { useEffect, useRef, useState } from 'react';
-import { withQuery } from '../../../shared/api-paths.js';
+import { apiPath, withQuery } from '../../../shared/api-paths.js';
 import type { AgentViewT, BuildRow, NodeEventData } from './types';
 
 export interface EventHandlers {
@@ -19,9 +19,6 @@ export interface EventHandlers {
 }
 
 export type StreamState = 'connecting' | 'live' | 'retrying';
-
-/** The stream's path (`apiPath.events()` of shared/api-paths.ts once the events stream is merged). */
-export const EVENTS_PATH = '/api/v1/events';
 
 /** How long to wait before opening a closed stream again (doubling, capped). */
 const RETRY_MS = [1000, 2000, 5000, 10_000, 30_000];
@@ -36,7 +33,7 @@ export function useEvents(query: { topics: readonly string[]; build?: string } |
   useEffect(() => {
     if (key === null) return;
     const [topics, build] = key.split('|') as [string, string];
-    const url = withQuery(EVENTS_PATH, { topics, build: build || undefined });
+    const url = withQuery(apiPath.events(), { topics, build: build || undefined });
     let es: EventSource | null = null;
     let timer: ReturnType<typeof setTimeout> | null = null;
     let failures = 0;

@@ -1,9 +1,10 @@
 /**
  * The API shapes the dashboard reads, as types only (erased from the bundle): from
- * shared/api*.ts, plus the events stream's (shared/api-events.ts of the events stream,
- * mirrored here until both are merged) and the build-list fields it adds.
+ * shared/api*.ts and the events stream's (shared/api-events.ts).
  */
-import type { AgentViewT, AttemptViewT, BuildSummaryT, BuildViewT, ImageViewT, NodeViewT } from '../../../shared/api.js';
+import type { z } from 'zod';
+import type { NodeEventDataT, NodeStatusT } from '../../../shared/api-events.js';
+import type { AgentViewT, AttemptViewT, BuildPage, BuildSummaryT, BuildViewT, ImageViewT, NodeViewT } from '../../../shared/api.js';
 import type { SessionViewT } from '../../../shared/api-session.js';
 import type { BuildState, NodeState } from '../../../shared/states.js';
 
@@ -12,34 +13,12 @@ export type { AgentViewT, AttemptViewT, BuildState, BuildViewT, ImageViewT, Node
 /** A scope of a key (admin implies every scope; submit and cancel imply read). */
 export type Scope = 'read' | 'submit' | 'cancel' | 'admin';
 
-/** A build-list row: BuildSummary with the fields the events stream adds (optional until then). */
-export type BuildRow = BuildSummaryT & { submitted_by?: string | null; duration_ms?: number | null };
+/** A build-list row (BuildSummary: with `submitted_by` and `duration_ms`). */
+export type BuildRow = BuildSummaryT;
 
-/** `GET /api/v1/builds`: a page, with counts by state when the coordinator gives them. */
-export interface BuildPageT {
-  items: BuildRow[];
-  next_cursor: string | null;
-  counts?: Partial<Record<BuildState, number>>;
-}
+/** `GET /api/v1/builds`: a page, with counts by state. */
+export type BuildPageT = z.infer<typeof BuildPage>;
 
-/** A node's live state (`node` events; shared/api-events.ts NodeStatus). */
-export interface NodeStatus {
-  name: string;
-  state: NodeState;
-  platform: string;
-  agent: string | null;
-  attempt: number;
-  started_at: string | null;
-  finished_at: string | null;
-  duration_ms: number | null;
-  cache: { hit: number; miss: number; push: 'pushed' | 'failed' | 'none' } | null;
-  reused: boolean;
-  waiting: string | null;
-  exit_code: number | null;
-  error: string | null;
-}
-
-export interface NodeEventData {
-  build: string;
-  node: NodeStatus;
-}
+/** A node's live state, and a `node` event (shared/api-events.ts). */
+export type NodeStatus = NodeStatusT;
+export type NodeEventData = NodeEventDataT;

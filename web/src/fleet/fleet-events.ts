@@ -10,13 +10,13 @@
  * page is told to refetch (`onReset('reopened')`).
  */
 import { z } from 'zod';
-import { API_PREFIX, withQuery } from '../../../shared/api-paths.js';
+import { apiPath, withQuery } from '../../../shared/api-paths.js';
 import { PoolList } from '../../../shared/api-fleet.js';
 import { AgentView, type AgentViewT } from '../../../shared/api.js';
 import type { EventSourceLike } from '../logs/log-stream.js';
 
-/** The events stream (`apiPath.events()` once the events helper's route is merged). */
-export const EVENTS_PATH = `${API_PREFIX}/events`;
+/** The events stream's path. */
+export const EVENTS_PATH = apiPath.events();
 
 export type PoolListT = z.infer<typeof PoolList>;
 
