@@ -18,6 +18,7 @@ import { ChangeFeed, type FeedEventType, type SubscriberFilter } from '../events
 import { engineSource } from '../events/event-source.js';
 import { clockOf, type AppEnv, type HttpDeps } from './context.js';
 import { SECURED, errors } from './openapi-common.js';
+import { SSE_RETRY_MS } from './routes-logs.js';
 
 /** How often an idle stream gets a `: ping` comment (proxies and clients see it alive). */
 export const EVENTS_PING_MS = 15_000;
@@ -115,7 +116,7 @@ export function registerEventRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): v
       let cutOff: ReturnType<typeof setTimeout> | null = null;
       s.onAbort(() => finish());
       // The headers and a first comment go out at once: the client knows the stream is open.
-      await s.write(': connected\n\n');
+      await s.write(`retry: ${SSE_RETRY_MS}\n: connected\n\n`);
       const sub = feed.subscribe(
         filter,
         {

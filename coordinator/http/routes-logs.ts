@@ -110,6 +110,12 @@ const buildLogs = createRoute({
 type LogFollowerEvent = Extract<FollowerEvent, { type: 'log' }>;
 
 /**
+ * The reconnection time an SSE stream asks of browsers (`retry:`, sent first): EventSource
+ * would wait about 3 s after a dropped connection; a log or the dashboard resumes after 1 s.
+ */
+export const SSE_RETRY_MS = 1000;
+
+/**
  * Writes follower events as SSE, each batch the follower yields in one write (one pass over
  * the nodes that changed: one chunk on the socket, not one per event); `idOf` gives each log
  * event's id (where a reconnect resumes).
@@ -117,6 +123,7 @@ type LogFollowerEvent = Extract<FollowerEvent, { type: 'log' }>;
 function sse(c: Context, ac: AbortController, events: AsyncIterable<FollowerEvent[] | null>, idOf: (e: LogFollowerEvent) => string, onComplete?: (node: string) => void): Response {
   return streamSSE(c, async (s) => {
     s.onAbort(() => ac.abort());
+    await s.write(`retry: ${SSE_RETRY_MS}\n\n`);
     for await (const batch of events) {
       if (batch === null) {
         await s.write(': keep-alive\n\n');

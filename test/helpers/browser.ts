@@ -56,12 +56,17 @@ export async function screenshot(page: Page, name: string): Promise<string> {
   return path;
 }
 
-/** Console errors and uncaught page errors, collected for assertions (a page that throws is a failure). */
+/**
+ * Uncaught page errors and the page's own console errors, collected for assertions (a page
+ * that throws is a failure). The browser's "Failed to load resource" lines are left out:
+ * they report HTTP answers the page handles (the 401 of the session check before sign-in)
+ * and connections a test drops on purpose.
+ */
 export function collectPageErrors(page: Page): string[] {
   const errors: string[] = [];
   page.on('pageerror', (err) => errors.push(`pageerror: ${err.message}`));
   page.on('console', (msg) => {
-    if (msg.type() === 'error') errors.push(`console: ${msg.text()}`);
+    if (msg.type() === 'error' && !msg.text().startsWith('Failed to load resource')) errors.push(`console: ${msg.text()}`);
   });
   return errors;
 }

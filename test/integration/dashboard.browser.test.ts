@@ -165,15 +165,17 @@ describe('the dashboard in headless Chromium', () => {
     expect(await green.locator('.ansi-green-fg').count()).toBeGreaterThan(0);
     // Write -> visible, per line seen arriving live (before the build ended).
     const rows = (await admin.evaluate('window.__rows')) as Array<[string, number]>;
-    const lat: number[] = [];
+    // The first time each line's row appeared (a virtualised row can be drawn again later).
+    const firstSeen = new Map<number, number>();
     for (const [text, at] of rows) {
-      const m = /green line \d+ up=(\d+\.\d+)/.exec(text);
-      if (m) lat.push(at - (bootMs + Number(m[1]) * 1000));
+      const m = /green line (\d+) up=(\d+\.\d+)/.exec(text);
+      if (m && !firstSeen.has(Number(m[1]))) firstSeen.set(Number(m[1]), at - (bootMs + Number(m[2]) * 1000));
     }
+    const lat = [...firstSeen.values()];
     expect(lat.length).toBeGreaterThan(5);
     lat.sort((a, b) => a - b);
     const q = (p: number) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]!.toFixed(0);
-    console.log(`[dashboard] log line written by the build -> row in the page: p50 ${q(0.5)} ms, p90 ${q(0.9)} ms, max ${q(1)} ms over ${lat.length} lines (10 ms clock resolution; one dropped connection)`);
+    console.log(`[dashboard] log line written by the build -> row in the page: p50 ${q(0.5)} ms, p90 ${q(0.9)} ms, max ${q(1)} ms over ${lat.length} lines (10 ms clock resolution; the lines written while the connection was down wait for the browser's reconnect, retry 1 s)`);
     await screenshot(admin, 'log-light');
   });
 
