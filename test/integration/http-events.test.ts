@@ -49,9 +49,13 @@ class EventStream {
   }
 
   private take(block: string): void {
-    if (block.startsWith(':')) {
-      this.comments++;
-      this.opened();
+    // A block without data is no event (SSE): comments (`: connected`, `: ping`) and `retry:`.
+    const lines = block.split('\n');
+    if (!lines.some((l) => l.startsWith('data:'))) {
+      if (lines.some((l) => l.startsWith(':'))) {
+        this.comments++;
+        this.opened();
+      }
       return;
     }
     const field = (name: string) => block.split('\n').find((l) => l.startsWith(`${name}: `))?.slice(name.length + 2);
