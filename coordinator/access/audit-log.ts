@@ -118,7 +118,9 @@ export class AuditLog implements AuditSink {
   private startDrain(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    this.writing ??= this.drain();
+    // Not with nothing pending: drain() would then finish before `writing` is set, leaving it
+    // set to a settled promise for good, and flush() would spin on it (blocking the event loop).
+    if (this.pending.length > 0) this.writing ??= this.drain();
   }
 
   async close(): Promise<void> {
