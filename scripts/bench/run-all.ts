@@ -17,6 +17,7 @@ const benches = [
   'live-logs.js',
   'image-push.js',
   'registry-cache.js',
+  'dashboard.js',
 ];
 let failed = 0;
 for (const b of benches) {
