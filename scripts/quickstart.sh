@@ -128,6 +128,8 @@ cat >&2 <<EOF
 
 Where things are:
   coordinator   $URL (pid $(cat "$QS/coordinator.pid"), log $QS/coordinator.log)
+  dashboard     $URL/ in a browser: sign in with the API token in $DATA/tokens/api
+                (or a key from 'kiln keys create'; the browser keeps only a session cookie)
   agent         quickstart-agent (pid $(cat "$QS/agent.pid"), log $QS/agent.log)
   data dir      $DATA
                   state.json (builds), builds/ (finished builds), logs/<build>/<node>/attempt-N.log,

@@ -153,6 +153,8 @@ describe('the dashboard in headless Chromium', () => {
     proxy.cut();
     await waitForBuild(cluster.coord, id);
     await expect.poll(async () => pane.getAttribute('data-state'), { timeout: 30_000 }).toBe('ended');
+    // The pane's attempts follow the node too (its full view is fetched again as it changes).
+    await expect.poll(async () => admin.locator('aside.pane table.compact tbody tr').first().textContent(), { timeout: 30_000 }).toContain('success');
     // Every stored line exactly once: the page's line count is the stored log's.
     const raw = await cluster.coord.api<string>(apiPath.nodeLogs(id, 'logs'));
     const stored = String(raw.body).split('\n');

@@ -116,6 +116,8 @@ export function DagView(props: {
         edgesFocusable={false}
         elementsSelectable
         fitView={fit}
+        // a small DAG is shown at its natural size, not blown up to fill the view
+        fitViewOptions={{ maxZoom: 1 }}
         {...(fit ? {} : { defaultViewport: { x: 24 - start.x * START_ZOOM, y: 24 - start.y * START_ZOOM, zoom: START_ZOOM } })}
         minZoom={0.05}
         maxZoom={2}
