@@ -17,6 +17,7 @@ import { z } from 'zod';
 import { AgentView, BuildSummary, CacheFiguresView } from './api.js';
 import { PoolList } from './api-fleet.js';
 import { NODE_STATES } from './states.js';
+import { parseSseJson } from './sse-json.js';
 
 const Time = z.string().describe('ISO 8601 timestamp');
 
@@ -84,13 +85,7 @@ function isEventName(name: string): name is EventsStreamEventName {
  */
 export function parseEventsStreamEvent(event: string, data: string, id: string | null = null): { ok: true; event: EventsStreamEvent } | { ok: false; error: string } | null {
   if (!isEventName(event)) return null;
-  let raw: unknown;
-  try {
-    raw = JSON.parse(data);
-  } catch {
-    return { ok: false, error: `a '${event}' event whose data is not JSON` };
-  }
-  const r = EVENTS_STREAM_EVENTS[event].safeParse(raw);
-  if (!r.success) return { ok: false, error: `a malformed '${event}' event (${r.error.issues[0]?.message ?? 'invalid'} at ${r.error.issues[0]?.path.join('.') ?? ''})` };
+  const r = parseSseJson(EVENTS_STREAM_EVENTS[event], event, data);
+  if (!r.ok) return r;
   return { ok: true, event: { type: event, id, data: r.data } as EventsStreamEvent };
 }

@@ -14,6 +14,7 @@
 import { z } from 'zod';
 import { CURSOR_RE, MAX_CURSOR_CHARS, OFFSET_ID_RE } from './log-cursor.js';
 import { BUILD_STATES, NODE_STATES } from './states.js';
+import { parseSseJson } from './sse-json.js';
 
 /** `data` of a `log` event: text of one node's log (whole UTF-8 characters). */
 export const LogEventData = z.object({ node: z.string(), text: z.string() });
@@ -64,13 +65,7 @@ function isEventName(name: string): name is LogStreamEventName {
  */
 export function parseLogStreamEvent(event: string, data: string): { ok: true; event: FollowEvent } | { ok: false; error: string } | null {
   if (!isEventName(event)) return null;
-  let raw: unknown;
-  try {
-    raw = JSON.parse(data);
-  } catch {
-    return { ok: false, error: `a '${event}' event whose data is not JSON` };
-  }
-  const r = LOG_STREAM_EVENTS[event].safeParse(raw);
-  if (!r.success) return { ok: false, error: `a malformed '${event}' event (${r.error.issues[0]?.message ?? 'invalid'})` };
+  const r = parseSseJson(LOG_STREAM_EVENTS[event], event, data);
+  if (!r.ok) return r;
   return { ok: true, event: { type: event, ...r.data } as FollowEvent };
 }

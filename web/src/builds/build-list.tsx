@@ -10,6 +10,7 @@ import { BUILD_STATES, type BuildState } from '../../../shared/states.js';
 import { ApiError, apiGet } from '../api/client';
 import { useEvents } from '../api/events';
 import type { BuildPageT, BuildRow, Scope } from '../api/types';
+import { useNow } from '../use-now';
 import { durationOf, formatActor, formatDuration, formatTime, stateLook } from '../format';
 import { Link, navigate, useSearch } from '../router';
 
@@ -19,15 +20,6 @@ const TERMINAL = new Set<string>(['success', 'failed', 'partial', 'cancelled']);
 
 function matches(b: BuildRow, state: string, name: string): boolean {
   return (state === '' || b.state === state) && (name === '' || b.name.toLowerCase().includes(name.toLowerCase()));
-}
-
-function useNow(everyMs: number): number {
-  const [now, setNow] = useState(() => Date.now());
-  useEffect(() => {
-    const t = setInterval(() => setNow(Date.now()), everyMs);
-    return () => clearInterval(t);
-  }, [everyMs]);
-  return now;
 }
 
 const Row = memo(function Row({ b, now }: { b: BuildRow; now: number }) {

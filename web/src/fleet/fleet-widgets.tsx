@@ -2,18 +2,10 @@
  * Small pieces of the fleet pages: an inline SVG sparkline, a clock that ticks (for ages
  * that must keep updating), and a link that lets the app shell route it.
  */
-import { useEffect, useState, type MouseEvent, type ReactNode } from 'react';
+import type { MouseEvent, ReactNode } from 'react';
 import { sparklinePath } from './fleet-format.js';
 
-/** Date.now(), re-rendering the caller every `everyMs`. */
-export function useNow(everyMs = 1000): number {
-  const [now, setNow] = useState(() => Date.now());
-  useEffect(() => {
-    const t = setInterval(() => setNow(Date.now()), everyMs);
-    return () => clearInterval(t);
-  }, [everyMs]);
-  return now;
-}
+export { useNow } from '../use-now';
 
 export interface SparklineProps {
   readonly values: ReadonlyArray<number | null>;
