@@ -261,6 +261,12 @@ describe('the dashboard in headless Chromium', () => {
     await page.goto('/agents');
     await page.locator('tr[data-agent="noop-1"]').waitFor();
     await screenshot(page, 'agents-dark');
+    await page.goto('/dead-letters');
+    await page.locator('main').waitFor();
+    await screenshot(page, 'dead-letters-dark');
+    await page.goto(`/builds/${list.find((b) => b.name === 'log-live')!.id}?node=logs`);
+    await page.locator('.log-pane').waitFor();
+    await screenshot(page, 'log-dark');
     expect(errors).toEqual([]);
   });
 });
