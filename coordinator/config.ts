@@ -181,7 +181,7 @@ export const COORDINATOR_SETTINGS = {
     key: 'webhooks.allowed_hosts',
     env: 'KILN_WEBHOOK_ALLOWED_HOSTS',
     defaultText: 'none: per-build webhooks are refused',
-    description: 'hosts a build\'s own webhooks (notify: in the spec) may call: names, addresses, *.domain, or * for any',
+    description: 'hosts a build\'s own webhooks (notify: in the spec) may call: names, addresses, *.domain, or * for any; :port for a port other than 80 and 443',
   },
   webhookTimeout: { type: t.duration(), key: 'webhooks.timeout', env: 'KILN_WEBHOOK_TIMEOUT', default: '10s', description: 'time limit of one webhook request' },
   webhookAttempts: { type: t.int(1, 20), key: 'webhooks.attempts', env: 'KILN_WEBHOOK_ATTEMPTS', default: 6, description: 'attempts per webhook delivery (network errors, 5xx and 429 are retried)' },

@@ -28,7 +28,7 @@ export const DeliveryView = z.object({
   /** Why there was no response (connect, timeout, ...), or why it was not sent. */
   error: z.string().nullable(),
   duration_ms: z.number().int(),
-  /** The first 256 bytes of the response body. */
+  /** The first 256 bytes of the response body (a build's own hook: shown to admin keys only, else empty). */
   response: z.string(),
   /** delivered; retrying (another attempt follows); failed (no more attempts, or a status not retried). */
   outcome: z.enum(['delivered', 'retrying', 'failed']),

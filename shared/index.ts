@@ -281,6 +281,7 @@ export {
   WEBHOOK_EVENT_TYPES,
   WebhookFilterFields,
   webhookHost,
+  webhookPort,
   webhookUrlProblem,
   type ResolvedNotify,
   type ResolvedWebhook,

@@ -7,7 +7,7 @@
  * allowed hosts) the list is empty.
  */
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
-import { API_ROUTES, DeliveryList, KilnError, WEBHOOK_ID_RE, WEBHOOK_ID_RULE, WebhookList } from '../../shared/index.js';
+import { API_ROUTES, DeliveryList, KilnError, WEBHOOK_ID_RE, WEBHOOK_ID_RULE, WebhookList, type DeliveryViewT } from '../../shared/index.js';
 import { grants } from '../access/route-scopes.js';
 import type { AppEnv, HttpDeps } from './context.js';
 import { SECURED, errors } from './openapi-common.js';
@@ -34,6 +34,15 @@ const hookDeliveries = createRoute({
   },
 });
 
+/**
+ * A delivery without the start of the receiver's answer: a build's own hook is aimed by
+ * whoever submitted it, so what the receiver said is shown to admin keys only (it could be
+ * another service's reply on an allowed host).
+ */
+function withoutResponse(d: DeliveryViewT): DeliveryViewT {
+  return d.response === '' ? d : { ...d, response: '' };
+}
+
 export function registerWebhookRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): void {
   const isAdmin = (c: { get(k: 'principal'): AppEnv['Variables']['principal'] }) => {
     const p = c.get('principal');
@@ -43,14 +52,17 @@ export function registerWebhookRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps):
   app.openapi(listWebhooks, (c) => {
     const all = deps.webhooks?.list() ?? [];
     const admin = isAdmin(c);
-    return c.json({ items: all.filter((h) => admin || h.scope === 'build') }, 200);
+    const items = all.filter((h) => admin || h.scope === 'build').map((h) => (admin || !h.last ? h : { ...h, last: withoutResponse(h.last) }));
+    return c.json({ items }, 200);
   });
 
   app.openapi(hookDeliveries, (c) => {
     const { id } = c.req.valid('param');
     const found = deps.webhooks?.deliveries(id);
     if (!found) throw new KilnError('E_NOT_FOUND', `no webhook '${id}' (coordinator hooks by name; a build's hooks as <build id>:<n>, once it had an event)`);
-    if (found.hook.scope === 'coordinator' && !isAdmin(c)) throw new KilnError('E_SCOPE', `the coordinator's webhook '${id}' is shown to admin keys only`);
-    return c.json(found, 200);
+    const admin = isAdmin(c);
+    if (found.hook.scope === 'coordinator' && !admin) throw new KilnError('E_SCOPE', `the coordinator's webhook '${id}' is shown to admin keys only`);
+    if (admin) return c.json(found, 200);
+    return c.json({ hook: found.hook.last ? { ...found.hook, last: withoutResponse(found.hook.last) } : found.hook, items: found.items.map(withoutResponse) }, 200);
   });
 }

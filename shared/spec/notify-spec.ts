@@ -92,14 +92,39 @@ export function webhookHost(url: string): string {
   return new URL(url).hostname.toLowerCase().replace(/^\[(.*)\]$/, '$1');
 }
 
-/** true when `host` (from webhookHost) matches an entry of the allow-list. */
-export function hostAllowed(host: string, allowed: readonly string[]): boolean {
+/** The port a webhook URL connects to (its own, else its scheme's: 80 or 443). */
+export function webhookPort(url: string): number {
+  const u = new URL(url);
+  return u.port !== '' ? Number(u.port) : u.protocol === 'https:' ? 443 : 80;
+}
+
+/** An allow-list entry as a host pattern and a port (null: the default ports 80 and 443 only). */
+function allowEntry(raw: string): { host: string; port: number | null } {
+  const entry = raw.trim().toLowerCase();
+  // [v6]:port, [v6], host:port; a bare IPv6 address (several colons) has no port.
+  const bracketed = /^\[([^\]]*)\](?::(\d{1,5}))?$/.exec(entry);
+  if (bracketed) return { host: bracketed[1]!, port: bracketed[2] !== undefined ? Number(bracketed[2]) : null };
+  const m = /^([^:]+):(\d{1,5})$/.exec(entry);
+  if (m) return { host: m[1]!, port: Number(m[2]) };
+  return { host: entry, port: null };
+}
+
+/**
+ * true when `host` (from webhookHost) on `port` (webhookPort) matches an entry of the
+ * allow-list: `name`, `address`, `*.domain` or `*` for the host, each with `:port` for
+ * that port only; an entry without a port allows the default ports 80 and 443 only, so
+ * a build cannot aim its webhook at another service on an allowed host (a Docker API on
+ * 2375, an admin port).
+ */
+export function hostAllowed(host: string, allowed: readonly string[], port = 443): boolean {
   for (const raw of allowed) {
-    const entry = raw.trim().toLowerCase().replace(/^\[(.*)\]$/, '$1');
-    if (entry === '*') return true;
-    if (entry.startsWith('*.')) {
-      if (host.endsWith(entry.slice(1)) && host.length > entry.length - 1) return true;
-    } else if (entry === host) {
+    const entry = allowEntry(raw);
+    const portOk = entry.port === null ? port === 80 || port === 443 : entry.port === port;
+    if (!portOk) continue;
+    if (entry.host === '*') return true;
+    if (entry.host.startsWith('*.')) {
+      if (host.endsWith(entry.host.slice(1)) && host.length > entry.host.length - 1) return true;
+    } else if (entry.host === host) {
       return true;
     }
   }
@@ -141,10 +166,12 @@ export function resolveNotify(
       errors.push(fieldError(at('url'), problem));
     } else if (policy !== undefined) {
       const host = webhookHost(h.url);
+      const port = webhookPort(h.url);
       if (policy.allowedHosts.length === 0) {
         errors.push(fieldError(at('url'), 'this coordinator takes no per-build webhooks (its webhooks.allowed_hosts is empty; an admin sets the hosts builds may call)'));
-      } else if (!hostAllowed(host, policy.allowedHosts)) {
-        errors.push(fieldError(at('url'), `host '${host.slice(0, 200)}' is not in the coordinator's webhooks.allowed_hosts (${policy.allowedHosts.slice(0, 10).join(', ')})`));
+      } else if (!hostAllowed(host, policy.allowedHosts, port)) {
+        const where = port === 80 || port === 443 ? `host '${host.slice(0, 200)}'` : `host '${host.slice(0, 200)}' on port ${port}`;
+        errors.push(fieldError(at('url'), `${where} is not in the coordinator's webhooks.allowed_hosts (${policy.allowedHosts.slice(0, 10).join(', ')}; an entry without :port allows ports 80 and 443 only)`));
       }
     }
     const hook: ResolvedWebhook = { url: h.url, ...resolveFilter(h) };

@@ -35,6 +35,7 @@ describe('webhooks', () => {
   let dir: { path: string; cleanup: () => Promise<void> };
   let receiver: Server;
   let base = '';
+  let receiverPort = 0;
   let coord: CoordinatorHandle;
   let agent: Proc;
   const received: Received[] = [];
@@ -57,13 +58,16 @@ describe('webhooks', () => {
           res.writeHead(n <= 2 ? 500 : 200, { 'content-type': 'text/plain' }).end(n <= 2 ? `try ${n}: down` : 'ok after retries');
         } else if (path === '/bad') {
           res.writeHead(400, { 'content-type': 'text/plain' }).end('bad request: never retry me');
+        } else if (path === '/own') {
+          res.writeHead(200, { 'content-type': 'text/plain' }).end('internal answer of the receiver');
         } else {
           res.writeHead(204).end();
         }
       });
     });
     await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
-    base = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}`;
+    receiverPort = (receiver.address() as AddressInfo).port;
+    base = `http://127.0.0.1:${receiverPort}`;
     const secretFile = join(dir.path, 'hook.secret');
     await writeFile(secretFile, `${HOOK_SECRET}\n`, { mode: 0o600 });
     coord = await startCoordinator({
@@ -75,7 +79,8 @@ describe('webhooks', () => {
             { name: 'flaky', url: `${base}/flaky`, events: ['build'], build_states: ['success'] },
             { name: 'bad', url: `${base}/bad`, events: ['build'], build_states: ['success'] },
           ],
-          allowed_hosts: ['127.0.0.1'],
+          // the receiver's port only: a bare host would allow ports 80 and 443 alone
+          allowed_hosts: [`127.0.0.1:${receiverPort}`],
           backoff: '20ms',
           timeout: '5s',
         },
@@ -212,8 +217,16 @@ describe('webhooks', () => {
       body: JSON.stringify({ nodes: { a: inline('FROM kiln/busybox:1', { platform: NATIVE }) }, notify: { webhooks: [{ url: 'http://169.254.169.254/latest/meta-data' }] } }),
     });
     expect(r.status).toBe(400);
-    expect(r.body.errors).toEqual([{ path: 'notify.webhooks.0.url', message: "field 'notify.webhooks.0.url': host '169.254.169.254' is not in the coordinator's webhooks.allowed_hosts (127.0.0.1)" }]);
+    expect(r.body.errors).toEqual([{ path: 'notify.webhooks.0.url', message: `field 'notify.webhooks.0.url': host '169.254.169.254' is not in the coordinator's webhooks.allowed_hosts (127.0.0.1:${receiverPort}; an entry without :port allows ports 80 and 443 only)` }]);
     expect(r.body.detail).toContain('notify.webhooks.0.url');
+    // The allowed host on another port (another service on it) is refused too.
+    const other = await coord.api<{ errors: Array<{ path: string; message: string }> }>(apiPath.builds(), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ nodes: { a: inline('FROM kiln/busybox:1', { platform: NATIVE }) }, notify: { webhooks: [{ url: 'http://127.0.0.1:2375/containers/prune' }] } }),
+    });
+    expect(other.status).toBe(400);
+    expect(other.body.errors[0]!.message).toContain("host '127.0.0.1' on port 2375 is not in the coordinator's webhooks.allowed_hosts");
   });
 
   it("shows the coordinator's hooks to admin keys only", async () => {
@@ -225,6 +238,13 @@ describe('webhooks', () => {
     expect(list.items.every((h) => h.scope === 'build')).toBe(true);
     const own = await asReader(apiPath.webhookDeliveries(list.items[0]!.id));
     expect(own.status).toBe(200);
+    // What the receiver answered a build's own hook: to admin keys only (the hook's target is the submitter's choice).
+    const ownBody = (await own.json()) as { items: Array<{ response: string }> };
+    expect(ownBody.items.length).toBeGreaterThan(0);
+    expect(ownBody.items.every((d) => d.response === '')).toBe(true);
+    expect(JSON.stringify(list)).not.toContain('internal answer');
+    const asAdmin = await coord.api<{ items: Array<{ response: string }> }>(apiPath.webhookDeliveries(list.items[0]!.id));
+    expect(asAdmin.body.items[0]!.response).toBe('internal answer of the receiver');
     const forbidden = await asReader(apiPath.webhookDeliveries('all'));
     expect(forbidden.status).toBe(403);
     expect(((await forbidden.json()) as { code: string }).code).toBe('E_SCOPE');

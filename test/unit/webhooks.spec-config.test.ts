@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { loadCoordinatorConfig } from '../../coordinator/config.js';
 import { readHookSecret } from '../../coordinator/webhooks/webhooks.js';
-import { hostAllowed, validateSpec, wantsEvent, webhookHost, webhookUrlProblem, type ValidateOptions } from '../../shared/index.js';
+import { hostAllowed, validateSpec, wantsEvent, webhookHost, webhookPort, webhookUrlProblem, type ValidateOptions } from '../../shared/index.js';
 
 const node = { a: { dockerfile_inline: 'FROM x' } };
 const cli: ValidateOptions = { form: 'file', defaultPlatform: 'linux/amd64' };
@@ -35,7 +35,7 @@ describe('notify: in the build spec', () => {
           ],
         },
       },
-      coordinator(['hooks.example.com', '10.0.0.5']),
+      coordinator(['hooks.example.com', '10.0.0.5:9000']),
     );
     if (!r.ok) throw new Error(JSON.stringify(r.errors));
     expect(r.value.notify).toEqual({
@@ -75,7 +75,7 @@ describe('notify: in the build spec', () => {
       "field 'notify.webhooks.0.url': this coordinator takes no per-build webhooks (its webhooks.allowed_hosts is empty; an admin sets the hosts builds may call)",
     ]);
     expect(messages(spec, coordinator(['hooks.example.com', '*.ci.example']))).toEqual([
-      "field 'notify.webhooks.0.url': host '169.254.169.254' is not in the coordinator's webhooks.allowed_hosts (hooks.example.com, *.ci.example)",
+      "field 'notify.webhooks.0.url': host '169.254.169.254' is not in the coordinator's webhooks.allowed_hosts (hooks.example.com, *.ci.example; an entry without :port allows ports 80 and 443 only)",
     ]);
     expect(messages(spec, coordinator(['*']))).toEqual([]);
     // The CLI checks the spec without a coordinator: the URL rules only.
@@ -91,6 +91,18 @@ describe('notify: in the build spec', () => {
     expect(hostAllowed('badexample.com', ['*.example.com'])).toBe(false);
     expect(hostAllowed('anything', ['*'])).toBe(true);
     expect(hostAllowed('::1', ['[::1]'])).toBe(true);
+    // Ports: an entry without one allows 80 and 443 only; host:port that port only.
+    expect(hostAllowed('hooks.example.com', ['hooks.example.com'], 80)).toBe(true);
+    expect(hostAllowed('hooks.example.com', ['hooks.example.com'], 2375)).toBe(false);
+    expect(hostAllowed('hooks.example.com', ['hooks.example.com:8443'], 8443)).toBe(true);
+    expect(hostAllowed('hooks.example.com', ['hooks.example.com:8443'], 443)).toBe(false);
+    expect(hostAllowed('anything', ['*'], 6379)).toBe(false);
+    expect(hostAllowed('a.example.com', ['*.example.com:9000'], 9000)).toBe(true);
+    expect(hostAllowed('::1', ['[::1]:8080'], 8080)).toBe(true);
+    expect(hostAllowed('::1', ['::1'], 8080)).toBe(false);
+    expect(webhookPort('http://h.example.com/x')).toBe(80);
+    expect(webhookPort('https://h.example.com/x')).toBe(443);
+    expect(webhookPort('https://h.example.com:8443/x')).toBe(8443);
     expect(hostAllowed('x', [])).toBe(false);
     expect(webhookHost('http://[::1]:8080/x')).toBe('::1');
     expect(webhookHost('https://Hooks.Example.COM/x')).toBe('hooks.example.com');
