@@ -12,7 +12,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
-import { streamSSE } from 'hono/streaming';
+import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
 import { API_ROUTES, BUILD_ID_RE, BUILD_ID_RULE, EVENT_TOPICS, EVENTS_STREAM_EVENTS, EventId, KilnError, type EventTopic } from '../../shared/index.js';
 import { ChangeFeed, type FeedEventType, type SubscriberFilter } from '../events/change-feed.js';
 import { engineSource } from '../events/event-source.js';
@@ -90,7 +90,12 @@ const eventsRoute = createRoute({
         },
       },
     },
-    ...errors([[400, 'A bad `topics` or `build`, or a Last-Event-ID longer than 64 characters'], [404, 'No such build']]),
+    ...errors([
+      [400, 'A bad `topics` or `build`, or a Last-Event-ID longer than 64 characters'],
+      [404, 'No such build'],
+      [429, 'This key has the most event streams one key may have open (32)'],
+      [503, 'The coordinator serves the most event streams it serves at once (1,000)'],
+    ]),
   },
 });
 
@@ -100,17 +105,40 @@ export function filterOf(topics: string | undefined, build: string | undefined):
   return { types: new Set(names.map((t) => TOPIC_TYPE.get(t)!)), build: build ?? null };
 }
 
-export function registerEventRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): void {
+/** Open event streams at most, in all and per key (each may hold 4 MiB waiting; every event is offered to each). */
+export const MAX_EVENT_STREAMS = 1000;
+export const MAX_EVENT_STREAMS_PER_KEY = 32;
+
+export function registerEventRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps, limits: { total: number; perKey: number } = { total: MAX_EVENT_STREAMS, perKey: MAX_EVENT_STREAMS_PER_KEY }): void {
   const feed = deps.events?.feed ?? new ChangeFeed(engineSource(deps.engine, deps.agents, clockOf(deps)), { logger: deps.logger });
   const pingMs = deps.events?.pingMs ?? EVENTS_PING_MS;
+  /** Open streams by key id (agents: 'agent'), and in all. */
+  const open = new Map<string, number>();
+  let total = 0;
 
   app.openapi(eventsRoute, (c) => {
     const { topics, build } = c.req.valid('query');
     const lastId = c.req.valid('header')['last-event-id'];
     if (build !== undefined && !deps.engine.buildSummary(build)) throw new KilnError('E_NOT_FOUND', `build ${build} not found`);
     const filter = filterOf(topics, build);
+    const p = c.get('principal');
+    const who = p.kind === 'key' ? `key:${p.id}` : 'agent';
+    if (total >= limits.total) throw new KilnError('E_UNAVAILABLE', `${total} event streams are open, the most this coordinator serves at once: retry later`);
+    if ((open.get(who) ?? 0) >= limits.perKey) throw new KilnError('E_RATE_LIMITED', `${limits.perKey} event streams are open with this key, the most one key may have: close one (each page needs one)`);
+    total++;
+    open.set(who, (open.get(who) ?? 0) + 1);
+    let counted = true;
+    const release = () => {
+      if (!counted) return;
+      counted = false;
+      total--;
+      const n = (open.get(who) ?? 1) - 1;
+      if (n <= 0) open.delete(who);
+      else open.set(who, n);
+    };
     const socket = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming?.socket;
-    return streamSSE(c, async (s) => {
+    return streamSSE(c, (s) => stream(s).finally(release)) as never;
+    async function stream(s: SSEStreamingApi): Promise<void> {
       let finish!: () => void;
       const done = new Promise<void>((resolve) => (finish = resolve));
       let cutOff: ReturnType<typeof setTimeout> | null = null;
@@ -142,6 +170,6 @@ export function registerEventRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): v
         await s.close();
         if (cutOff) clearTimeout(cutOff);
       }
-    }) as never;
+    }
   });
 }

@@ -10,6 +10,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { apiPath, parseEventsStreamEvent, withQuery, type BuildPage, type EventsStreamEvent, type NodeStatusT } from '../../shared/index.js';
 import { inline, kiln, submitSpec, useCluster, waitFor } from '../helpers/cluster.js';
+import { MAX_EVENT_STREAMS_PER_KEY } from '../../coordinator/http/routes-events.js';
 import type { z } from 'zod';
 
 type Page = z.infer<typeof BuildPage>;
@@ -195,6 +196,34 @@ describe('GET /api/v1/events', () => {
     expect(await refused({ build: 'nope' })).toMatchObject({ status: 400, detail: expect.stringContaining('build') });
     expect(await refused({ build: 'b-0000000000000-00000000' })).toMatchObject({ status: 404, detail: 'build b-0000000000000-00000000 not found' });
     expect(await refused({}, { 'last-event-id': 'x'.repeat(65) })).toMatchObject({ status: 400, detail: expect.stringContaining('last-event-id') });
+  });
+
+  it('caps the streams one key may hold open (429), and frees a place when one closes', async () => {
+    const k = await c.coord.api<{ secret: string }>(apiPath.keys(), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ scopes: ['read'], name: 'wall' }) });
+    expect(k.status).toBe(201);
+    const url = `${c.coord.url}${withQuery(apiPath.events(), { topics: 'pools' })}`;
+    const mine: EventStream[] = [];
+    for (let i = 0; i < MAX_EVENT_STREAMS_PER_KEY; i++) {
+      const s = new EventStream(url, k.body.secret);
+      streams.push(s);
+      mine.push(s);
+      await s.ready;
+    }
+    const refused = await fetch(url, { headers: { authorization: `Bearer ${k.body.secret}` } });
+    expect(refused.status).toBe(429);
+    const problem = (await refused.json()) as { code: string; detail: string };
+    expect(problem.code).toBe('E_RATE_LIMITED');
+    expect(problem.detail).toContain(`${MAX_EVENT_STREAMS_PER_KEY} event streams are open with this key`);
+    // Another key is not affected.
+    const other = await open({ topics: 'pools' });
+    expect(other.status).toBe(200);
+    // Closing a stream frees a place for the key again.
+    await mine[0]!.close();
+    await waitFor('a place for the key again', async () => {
+      const r = await fetch(url, { headers: { authorization: `Bearer ${k.body.secret}` } });
+      await r.body?.cancel();
+      return r.status === 200;
+    });
   });
 
   it('filters the build list by state and name, counts by state, and kiln builds still lists them', async () => {
