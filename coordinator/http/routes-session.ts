@@ -70,7 +70,8 @@ export function registerSessionRoutes(app: OpenAPIHono<AppEnv>, deps: SessionRou
     if (body?.key !== undefined) {
       const p = deps.tokens.authenticate(`Bearer ${body.key}`);
       principal = p?.kind === 'key' ? p : null;
-    } else {
+    } else if (c.get('session') === null) {
+      // The bearer key signs in; a session cookie alone does not (it would renew itself past its 12 h for good).
       const p = c.get('principal') as AppEnv['Variables']['principal'] | undefined;
       principal = p?.kind === 'key' ? p : null;
     }

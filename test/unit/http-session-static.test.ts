@@ -136,6 +136,10 @@ describe('sessions over HTTP (cookie auth)', () => {
     expect((await fetch(`${s.url}${apiPath.keys()}`, { headers: { cookie: admin.cookie } })).status).toBe(200);
     // no cookie, no bearer: 401
     expect((await fetch(`${s.url}${apiPath.keys()}`)).status).toBe(401);
+    // a session cookie alone cannot mint a new session (it would outlive its 12 h for good)
+    const renew = await fetch(`${s.url}${apiPath.session()}`, { method: 'POST', headers: { cookie, origin: s.url } });
+    expect(renew.status).toBe(401);
+    expect(renew.headers.get('set-cookie')).toBeNull();
   });
 
   it('refuses a cookie POST, PUT or DELETE from another origin (403), allows its own host and no Origin', async () => {
