@@ -49,8 +49,19 @@ async function excerpt(res: Response): Promise<string> {
 
 export async function sendHttp(a: HttpAttempt): Promise<AttemptOutcome> {
   const started = performance.now();
-  const timeout = AbortSignal.timeout(a.timeoutMs);
-  const signal = AbortSignal.any([timeout, a.signal]);
+  // One controller per attempt, tied to the hook's signal by a listener removed afterwards:
+  // AbortSignal.any would add every attempt to the long-lived signal's dependants for good
+  // (Node 20 keeps them: ~100 B per attempt that never goes).
+  const ac = new AbortController();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    ac.abort(new Error(`timed out after ${a.timeoutMs} ms`));
+  }, a.timeoutMs);
+  const onAbort = () => ac.abort(a.signal.reason);
+  if (a.signal.aborted) onAbort();
+  else a.signal.addEventListener('abort', onAbort, { once: true });
+  const signal = ac.signal;
   const took = () => Math.round(performance.now() - started);
   try {
     const res = await fetch(a.url, { method: 'POST', headers: a.headers, body: a.body, redirect: 'manual', signal });
@@ -62,6 +73,9 @@ export async function sendHttp(a: HttpAttempt): Promise<AttemptOutcome> {
     }
     return { status: res.status, error: null, retryAfter: res.headers.get('retry-after'), durationMs: took(), response };
   } catch (err) {
-    return { status: null, error: describe(err, timeout.aborted, a.timeoutMs), retryAfter: null, durationMs: took(), response: '' };
+    return { status: null, error: describe(err, timedOut, a.timeoutMs), retryAfter: null, durationMs: took(), response: '' };
+  } finally {
+    clearTimeout(timer);
+    a.signal.removeEventListener('abort', onAbort);
   }
 }
