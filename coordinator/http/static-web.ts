@@ -106,7 +106,13 @@ export class StaticWeb {
   private async serveFile(head: boolean, f: WebFile): Promise<Response> {
     let body = f.body;
     if (body === null) {
-      body = new Uint8Array(await readFile(f.path));
+      try {
+        body = new Uint8Array(await readFile(f.path));
+      } catch {
+        // dist/web rebuilt or changed while running: look again next time, a 404 now
+        this.files = null;
+        return this.notFound(head);
+      }
       if (body.byteLength <= CACHE_MAX_BYTES) f.body = body;
     }
     return this.respond(head, 200, f.type, f.immutable ? 'public, max-age=31536000, immutable' : 'no-cache', body);
@@ -122,7 +128,11 @@ export class StaticWeb {
   }
 
   private list(): Promise<Map<string, WebFile> | null> {
-    this.files ??= this.scan();
+    // A scan that failed (a folder it could not read) is not kept: the next request scans again.
+    this.files ??= this.scan().catch(() => {
+      this.files = null;
+      return null;
+    });
     return this.files;
   }
 

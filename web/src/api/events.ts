@@ -48,11 +48,14 @@ export function useEvents(query: { topics: readonly string[]; build?: string } |
     };
     const open = () => {
       es = new EventSource(url, { withCredentials: true });
+      // true until this EventSource's first open: its own reconnects resume with Last-Event-ID
+      // (the server answers `reset` when it cannot), only a new one has nothing to resume from
+      let fresh = true;
       es.onopen = () => {
         setState('live');
         failures = 0;
-        // a stream opened anew (not resumed by EventSource) has no place to resume from
-        if (opened) ref.current.onReset?.('reconnected');
+        if (fresh && opened) ref.current.onReset?.('reopened');
+        fresh = false;
         opened = true;
       };
       es.onerror = () => {
