@@ -21,7 +21,7 @@
  */
 import { stat, readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import { KilnError, KILN_VERSION, errnoCode, coerceError, isBuildTerminal, newId, resolveFilter, wantsEvent, webhookHost, type BuildState, type DeliveryViewT, type NodeState, type WebhookEventType, type WebhookFilter, type WebhookViewT } from '../../shared/index.js';
+import { KilnError, KILN_VERSION, errnoCode, coerceError, hostAllowed, isBuildTerminal, newId, resolveFilter, wantsEvent, webhookHost, webhookPort, type BuildState, type DeliveryViewT, type NodeState, type WebhookEventType, type WebhookFilter, type WebhookViewT } from '../../shared/index.js';
 import type { Engine } from '../builds/engine.js';
 import type { AgentRegistry } from '../placement/agent-registry.js';
 import type { BuildRecord } from '../state/records.js';
@@ -300,6 +300,16 @@ export class Webhooks implements WebhookQuery {
     const out: Hook[] = [];
     list.forEach((h, i) => {
       const id = `${b.id}:${i + 1}`;
+      // Checked at submit, and again here: a coordinator restarted with a narrower allow-list
+      // does not call what it no longer allows (the event is logged, at a bounded rate, and not sent).
+      if (!hostAllowed(webhookHost(h.url), this.settings.allowedHosts, webhookPort(h.url))) {
+        const last = this.lastLog.get('denied') ?? -Infinity;
+        if (this.now() - last >= 10_000) {
+          this.lastLog.set('denied', this.now());
+          this.deps.logger.warn({ webhook: id, build: b.id }, "a build's webhook is no longer in webhooks.allowed_hosts: its events are not sent (logged at most every 10 s)");
+        }
+        return;
+      }
       let hook = this.buildHooks.get(id);
       if (!hook) {
         this.forgetIdleBuildHooks();

@@ -173,4 +173,13 @@ describe('webhooks service', () => {
     await tick();
     expect(sent.filter((s) => s.body.data.id === c.id)).toEqual([]);
   });
+
+  it("does not call a build's hook the coordinator no longer allows (restarted with a narrower allow-list)", async () => {
+    // Submitted while hooks.test was allowed; the running service now allows only ops.test.
+    await open({ allowedHosts: ['ops.test'] });
+    const b = await engine.submit(spec({ a: { dockerfile_inline: 'FROM x' } }, { notify: { webhooks: [{ url: 'https://hooks.test/own', events: ['build', 'node'] }] } }));
+    await runAll(b.id);
+    expect(sent.filter((x) => x.url === 'https://hooks.test/own')).toEqual([]);
+    expect(hooks!.list().map((h) => h.id)).toEqual([]);
+  });
 });
