@@ -238,7 +238,7 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   registerCasRoutes(app, deps);
   registerAgentRoutes(app, deps);
   registerFleetRoutes(app, deps);
-  registerEventRoutes(app, deps);
+  registerEventRoutes(app, { ...deps, sessions });
   registerAgentAccessRoutes(app, deps);
   if (deps.secrets) registerSecretRoutes(app, { ...deps, secrets: deps.secrets });
   registerAccessRoutes(app, deps);

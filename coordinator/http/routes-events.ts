@@ -123,6 +123,12 @@ export function registerEventRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps, li
     const filter = filterOf(topics, build);
     const p = c.get('principal');
     const who = p.kind === 'key' ? `key:${p.id}` : 'agent';
+    // Checked again at every ping: a stream ends with its session (signed out, expired) or its key (revoked, expired).
+    const session = c.get('session');
+    const stillValid = (): boolean => {
+      if (session) return deps.sessions?.resolve(session.id) != null;
+      return p.kind !== 'key' || deps.keys.principalById(p.id) !== null;
+    };
     if (total >= limits.total) throw new KilnError('E_UNAVAILABLE', `${total} event streams are open, the most this coordinator serves at once: retry later`);
     if ((open.get(who) ?? 0) >= limits.perKey) throw new KilnError('E_RATE_LIMITED', `${limits.perKey} event streams are open with this key, the most one key may have: close one (each page needs one)`);
     total++;
@@ -160,7 +166,10 @@ export function registerEventRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps, li
         },
         lastId,
       );
-      const ping = setInterval(() => void s.write(': ping\n\n'), pingMs);
+      const ping = setInterval(() => {
+        if (stillValid()) void s.write(': ping\n\n');
+        else finish();
+      }, pingMs);
       ping.unref();
       try {
         await done;

@@ -18,6 +18,7 @@ import { ApiKeyStore } from '../../coordinator/access/api-keys.js';
 import type { AuditEvent } from '../../coordinator/access/audit-log.js';
 import { SessionStore } from '../../coordinator/access/sessions.js';
 import { createApp } from '../../coordinator/http/app.js';
+import { ChangeFeed } from '../../coordinator/events/change-feed.js';
 import { TokenCheck } from '../../coordinator/http/auth.js';
 import type { HttpDeps } from '../../coordinator/http/context.js';
 import { defaultWebRoot } from '../../coordinator/http/static-web.js';
@@ -55,6 +56,8 @@ async function serve(dataDir: string, webRoot: string | null): Promise<Running> 
     sessions: new SessionStore(keys, { clock, ttlMs: 3_600_000 }),
     secureCookies: false,
     webRoot,
+    // the events stream over a feed of nothing, pinging every 50 ms (the re-check of its session)
+    events: { feed: new ChangeFeed({ watch: () => () => {}, pools: () => ({ items: [] }), durable: () => Promise.resolve() }), pingMs: 50 },
   };
   const deps = new Proxy(real as HttpDeps, { get: (t, p) => (p in t ? t[p as keyof HttpDeps] : inert) });
   const app = createApp(deps);
@@ -176,6 +179,21 @@ describe('sessions over HTTP (cookie auth)', () => {
     for (const bad of ['kiln_session=short', `kiln_session=${'A'.repeat(6000)}`, `kiln_session=${'A'.repeat(42)}$`]) {
       expect((await fetch(`${s.url}${apiPath.session()}`, { headers: { cookie: bad } })).status).toBe(401);
     }
+  });
+
+  it('ends an open events stream when its session is signed out, and one of a revoked key', async () => {
+    const { cookie } = await signIn(readKey.secret);
+    const res = await fetch(`${s.url}${apiPath.events()}?topics=pools`, { headers: { cookie } });
+    expect(res.status).toBe(200);
+    await fetch(`${s.url}${apiPath.session()}`, { method: 'DELETE', headers: { cookie, origin: s.url } });
+    // The stream ends by itself at the next ping (reading to its end would hang without the re-check).
+    const text = await res.text();
+    expect(text).toContain(': connected');
+    const r2 = await s.keys.create({ name: 'short-lived', scopes: ['read'], createdBy: 'test' });
+    const bearer = await fetch(`${s.url}${apiPath.events()}?topics=pools`, { headers: { authorization: `Bearer ${r2.secret}` } });
+    expect(bearer.status).toBe(200);
+    await s.keys.revoke(r2.key.id);
+    expect(await bearer.text()).toContain(': connected');
   });
 
   it('signs out: the session ends and the cookie is cleared (audited)', async () => {
