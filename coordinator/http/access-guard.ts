@@ -8,6 +8,7 @@ import type { Principal } from '../access/api-keys.js';
 import type { RateLimiter, RateSpec } from '../access/rate-limit.js';
 import type { RouteMatch } from '../access/route-scopes.js';
 import { nodeIncoming } from './openapi-common.js';
+import type { AppEnv } from './context.js';
 
 /** The peer's address (`::ffff:` of IPv4-mapped addresses dropped); `unknown` outside a Node server (tests). */
 export function remoteOf(c: Context): string {
@@ -66,4 +67,16 @@ export function rateLimited(
     if (!r.ok) return { retryAfterS: r.retryAfterS, detail: `too many requests with the key '${principal.name}' (rate_limit.per_key ${rate(limits.perKey.spec)}): retry in ${r.retryAfterS}s` };
   }
   return null;
+}
+
+/**
+ * Whether the credential a request came with is still good, for a stream to ask as it goes
+ * (the access check ran once, when it opened): its dashboard session (signed out, expired,
+ * its key revoked) or else its API key (revoked, expired). Agents' credentials are not
+ * re-checked here (a revoked agent is cut off by the hub).
+ */
+export function credentialCheck(c: Context<AppEnv>, deps: { sessions?: { resolve(id: string): unknown }; keys: { principalById(id: string): unknown } }): () => boolean {
+  const p = c.get('principal');
+  const session = c.get('session');
+  return () => (session ? (deps.sessions?.resolve(session.id) ?? null) !== null : p.kind !== 'key' || deps.keys.principalById(p.id) !== null);
 }

@@ -234,7 +234,7 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   registerBuildRoutes(app, deps);
   registerArtifactRoutes(app, deps);
   registerImageRoutes(app, deps);
-  registerLogRoutes(app, deps);
+  registerLogRoutes(app, { ...deps, sessions });
   registerCasRoutes(app, deps);
   registerAgentRoutes(app, deps);
   registerFleetRoutes(app, deps);

@@ -19,6 +19,7 @@ import { engineSource } from '../events/event-source.js';
 import { clockOf, type AppEnv, type HttpDeps } from './context.js';
 import { SECURED, errors } from './openapi-common.js';
 import { SSE_RETRY_MS } from './routes-logs.js';
+import { credentialCheck } from './access-guard.js';
 
 /** How often an idle stream gets a `: ping` comment (proxies and clients see it alive). */
 export const EVENTS_PING_MS = 15_000;
@@ -124,11 +125,7 @@ export function registerEventRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps, li
     const p = c.get('principal');
     const who = p.kind === 'key' ? `key:${p.id}` : 'agent';
     // Checked again at every ping: a stream ends with its session (signed out, expired) or its key (revoked, expired).
-    const session = c.get('session');
-    const stillValid = (): boolean => {
-      if (session) return deps.sessions?.resolve(session.id) != null;
-      return p.kind !== 'key' || deps.keys.principalById(p.id) !== null;
-    };
+    const stillValid = credentialCheck(c, deps);
     if (total >= limits.total) throw new KilnError('E_UNAVAILABLE', `${total} event streams are open, the most this coordinator serves at once: retry later`);
     if ((open.get(who) ?? 0) >= limits.perKey) throw new KilnError('E_RATE_LIMITED', `${limits.perKey} event streams are open with this key, the most one key may have: close one (each page needs one)`);
     total++;

@@ -35,6 +35,7 @@ import { followLogs, type FollowerEvent } from '../logs/log-follow.js';
 import type { BuildRecord } from '../state/records.js';
 import type { AppEnv, HttpDeps } from './context.js';
 import { BuildIdParams, NodeParams, SECURED, countQuery, errors } from './openapi-common.js';
+import { credentialCheck } from './access-guard.js';
 
 const Follow = z
   .enum(['true', 'false', '1', '0'])
@@ -115,16 +116,29 @@ type LogFollowerEvent = Extract<FollowerEvent, { type: 'log' }>;
  */
 export const SSE_RETRY_MS = 1000;
 
+/** How often a busy log stream checks that its session or key is still good (an idle one: at each keep-alive). */
+const RECHECK_MS = 15_000;
+
 /**
  * Writes follower events as SSE, each batch the follower yields in one write (one pass over
  * the nodes that changed: one chunk on the socket, not one per event); `idOf` gives each log
- * event's id (where a reconnect resumes).
+ * event's id (where a reconnect resumes). `stillValid` is asked at every keep-alive and at
+ * most every RECHECK_MS while output flows: the stream ends when the request's session or
+ * key no longer is (signed out, revoked, expired).
  */
-function sse(c: Context, ac: AbortController, events: AsyncIterable<FollowerEvent[] | null>, idOf: (e: LogFollowerEvent) => string, onComplete?: (node: string) => void): Response {
+function sse(c: Context, ac: AbortController, stillValid: () => boolean, events: AsyncIterable<FollowerEvent[] | null>, idOf: (e: LogFollowerEvent) => string, onComplete?: (node: string) => void): Response {
   return streamSSE(c, async (s) => {
     s.onAbort(() => ac.abort());
     await s.write(`retry: ${SSE_RETRY_MS}\n\n`);
+    let checked = Date.now();
     for await (const batch of events) {
+      if (batch === null || Date.now() - checked >= RECHECK_MS) {
+        checked = Date.now();
+        if (!stillValid()) {
+          ac.abort();
+          break;
+        }
+      }
       if (batch === null) {
         await s.write(': keep-alive\n\n');
         continue;
@@ -196,7 +210,7 @@ export function registerLogRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): voi
     }
     const ac = new AbortController();
     const events = followLogs(deps, { buildId: id, node, offsets: new Map([[node, start]]), follow, signal: ac.signal });
-    return sse(c, ac, events, (e) => formatOffsetId(e.offset)) as never;
+    return sse(c, ac, credentialCheck(c, deps), events, (e) => formatOffsetId(e.offset)) as never;
   });
 
   app.openapi(buildLogs, async (c) => {
@@ -237,6 +251,7 @@ export function registerLogRoutes(app: OpenAPIHono<AppEnv>, deps: HttpDeps): voi
     return sse(
       c,
       ac,
+      credentialCheck(c, deps),
       events,
       (e) => {
         offsets.set(e.node, e.offset);

@@ -8,7 +8,7 @@
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { apiPath } from '../../shared/index.js';
+import { apiPath, withQuery } from '../../shared/index.js';
 import { REPO, getBuild, requireBuilt, startCoordinator, submitSpec, tempDir, type CoordinatorHandle } from '../helpers/cluster.js';
 
 describe('dashboard session on a real coordinator', () => {
@@ -75,5 +75,21 @@ describe('dashboard session on a real coordinator', () => {
     expect(audit.body.items.some((e) => e.action === 'session.create' && e.actor === actor && e.outcome === 'ok')).toBe(true);
     expect(audit.body.items.some((e) => e.action === 'session.delete' && e.actor === actor)).toBe(true);
     expect(audit.body.items.some((e) => e.actor === actor && e.outcome === 'refused' && /cancel/.test(e.action))).toBe(true);
+  });
+
+  it("ends an open log stream once its session is signed out (at the stream's next keep-alive)", async () => {
+    // no agent: the build stays pending and its log stream stays open, sending keep-alives
+    const id = await submitSpec(c, { name: 'dash-follow', nodes: { a: { dockerfile_inline: 'FROM kiln/busybox:1\n' } } });
+    const signIn = await fetch(`${c.url}${apiPath.session()}`, { method: 'POST', headers: { 'content-type': 'application/json', origin: c.url }, body: JSON.stringify({ key: key.secret }) });
+    expect(signIn.status).toBe(200);
+    const cookie = signIn.headers.get('set-cookie')!.split(';')[0]!;
+    const follow = await fetch(`${c.url}${withQuery(apiPath.nodeLogs(id, 'a'), { follow: true })}`, { headers: { cookie } });
+    expect(follow.status).toBe(200);
+    const out = await fetch(`${c.url}${apiPath.session()}`, { method: 'DELETE', headers: { cookie, origin: c.url } });
+    expect(out.status).toBe(204);
+    // The body ends by itself (without the re-check it would stay open while the build waits).
+    const text = await follow.text();
+    expect(text).toContain('retry: 1000');
+    expect((await getBuild(c, id)).state).toBe('pending');
   });
 });
