@@ -93,6 +93,8 @@ export const API_ROUTES = {
   /** The dashboard's session (a cookie): POST signs in with a key, GET says who, DELETE signs out. */
   session: route('/api/v1/session'),
   /** Webhooks (issue 13): GET lists them; their delivery logs. */
+  /** Who leads: the leader's URL, its fencing epoch and every coordinator on the state (answered by each). */
+  cluster: route('/api/v1/cluster'),
   webhooks: route('/api/v1/webhooks'),
   webhookDeliveries: route('/api/v1/webhooks/{id}/deliveries'),
 } as const;

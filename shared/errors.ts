@@ -38,6 +38,8 @@ export const ERROR_CODES = {
   E_UPGRADE: 426,
   /** The coordinator is starting up or shutting down. */
   E_UNAVAILABLE: 503,
+  /** This coordinator is a standby (or lost its lease): the write goes to the leader, which the problem names (`leader`). */
+  E_NOT_LEADER: 503,
   /** The state file is missing, unreadable or corrupt. */
   E_STATE: 500,
   /** Another process holds the data dir lock. */

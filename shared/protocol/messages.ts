@@ -78,6 +78,12 @@ export const CLOSE_CODES = {
   CREDENTIAL_NAME: 4014,
   /** An admin asked this agent to rotate its credential: it gets a new one (HTTP) and reconnects with it. */
   CREDENTIAL_ROTATE: 4015,
+  /**
+   * This coordinator is a standby: the close reason is `leader <url>` (or `leader unknown`
+   * during an election). The agent connects to that URL when it is one of its configured
+   * coordinators, else to the next one in its list.
+   */
+  NOT_LEADER: 4016,
 } as const;
 
 const Name = z.string().regex(NAME_RE, `must be ${NAME_RULE}`);

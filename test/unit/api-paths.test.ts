@@ -39,6 +39,7 @@ describe('API route paths', () => {
       secret: '/api/v1/secrets/{name}',
       casBlob: '/api/v1/cas/{digest}',
       casFindMissing: '/api/v1/cas/find-missing',
+      cluster: '/api/v1/cluster',
       keys: '/api/v1/keys',
       key: '/api/v1/keys/{id}',
       audit: '/api/v1/audit',
