@@ -42,19 +42,28 @@ export async function replayJournal(journalPath: string, statePath: string, data
   }
   const lines = text.split('\n');
   const torn = lines.pop() ?? ''; // text after the last newline: an unacknowledged partial write
+  applyJournalLines(lines, `state journal ${journalPath}`, data, nodesByName);
+  return { bytes: Buffer.byteLength(text) - Buffer.byteLength(torn), torn: torn !== '' || tornTail };
+}
+
+/**
+ * Checks and applies journal lines (without their newlines; empty ones are skipped) to
+ * `data`. A line that is not JSON, or that `entryProblem` refuses, stops it with an E_STATE
+ * naming `where` (a file, a database row) and the line; what was applied before stays.
+ */
+export function applyJournalLines(lines: readonly string[], where: string, data: StateData, nodesByName: NodesByName): void {
   lines.forEach((line, i) => {
     if (!line) return;
     let entry: unknown;
     try {
       entry = JSON.parse(line);
     } catch (err) {
-      throw new KilnError('E_STATE', `state journal ${journalPath} is corrupt at line ${i + 1} (${coerceError(err).message}); it was left as it is for inspection`);
+      throw new KilnError('E_STATE', `${where} is corrupt at line ${i + 1} (${coerceError(err).message}); it was left as it is for inspection`);
     }
     const problem = entryProblem(entry, data, (b, name) => nodesByName(b).get(name));
-    if (problem) throw new KilnError('E_STATE', `state journal ${journalPath} line ${i + 1}: ${problem}; it was left as it is for inspection`);
+    if (problem) throw new KilnError('E_STATE', `${where} line ${i + 1}: ${problem}; it was left as it is for inspection`);
     applyEntry(data, entry as JournalEntry, nodesByName);
   });
-  return { bytes: Buffer.byteLength(text) - Buffer.byteLength(torn), torn: torn !== '' || tornTail };
 }
 
 const ZERO_BLOCK = Buffer.alloc(64 * 1024);

@@ -1,9 +1,10 @@
 /**
- * The coordinator's durable state: a lowdb snapshot (`state.json`, written through the
- * durable adapter) plus an append-only journal (`journal.jsonl`), and archiving of
- * finished builds. The store owns the in-memory state and what changed in it; writing the
- * journal (group commit, O_DSYNC appends, compaction) is `JournalWriter`'s, whose header
- * states the durability contract, and reading it back at startup is `replayJournal`'s.
+ * The coordinator's durable state: the state in memory, what changed in it, the journal
+ * lines for those changes, and archiving of finished builds. Making them durable and reading
+ * them back is a backend's (`state-backend.ts`): the embedded one by default (a lowdb
+ * snapshot `state.json`, the O_DSYNC journal `journal.jsonl`, `builds/<id>.json`; see
+ * `embedded-backend.ts` and `JournalWriter`, whose header states the durability contract),
+ * or PostgreSQL (`pg/pg-state-backend.ts`). Both replay the same journal text.
  *
  * Callers change `data` in memory (synchronously, so changes are atomic with respect to
  * each other), mark what they changed (`markNew`, `markBuild`, `markNodeFields`,
@@ -23,17 +24,13 @@
  * revive), and an archive whose build changed while its file was being written (a pin
  * racing the archive) is written again, so a change acknowledged meanwhile is in the file.
  */
-import { mkdir, readFile, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Low } from 'lowdb';
-import { KilnError, coerceError, errnoCode } from '../../shared/index.js';
-import { DurableJsonAdapter } from './durable-json-adapter.js';
-import { writeFileDurable } from '../../shared/index.js';
+import { KilnError, coerceError } from '../../shared/index.js';
 import { entryProblem, type JournalEntry } from './journal-entries.js';
 import { attemptTuple, nodeHeadTuple } from './node-delta.js';
-import { replayJournal } from './journal-replay.js';
-import { JournalWriter } from './journal-writer.js';
-import { emptyState, stateFromFile, stateToFile, summarize, type BuildRecord, type BuildSummaryRecord, type NodeRecord, type StateData } from './records.js';
+import { EmbeddedBackend, JOURNAL_FILE, STATE_FILE } from './embedded-backend.js';
+import type { StateBackend } from './state-backend.js';
+import { emptyState, summarize, type BuildRecord, type BuildSummaryRecord, type NodeRecord, type StateData } from './records.js';
 
 export interface StateStoreOptions {
   dataDir: string;
@@ -51,6 +48,8 @@ export interface StateStoreOptions {
   minCompactBytes?: number;
   /** Benchmarks only (JournalWriterOptions.unsynced): the journal is written but never synced. */
   unsyncedJournal?: boolean;
+  /** Another backend than the embedded files in `dataDir` (PostgreSQL, issue 14). */
+  backend?: StateBackend;
 }
 
 /** What changed in a node since the last batch: its own fields, and its attempts from index `from` on (Infinity: none). */
@@ -59,16 +58,13 @@ interface DirtyNode {
   from: number;
 }
 
-const STATE_FILE = 'state.json';
-const JOURNAL_FILE = 'journal.jsonl';
-
 export class StateStore {
   readonly path: string;
   readonly journalPath: string;
   readonly archiveDir: string;
-  private readonly db: Low<StateData>;
-  private readonly journal: JournalWriter;
-  private snapshotBytes = 0;
+  /** Where the state is kept; null when nothing is (persist: false). */
+  private readonly backend: StateBackend | null;
+  private state: StateData = emptyState();
   private readonly newBuilds = new Set<string>();
   private readonly dirtyBuilds = new Set<string>();
   private readonly dirtyNodes = new Map<string, Map<string, DirtyNode>>();
@@ -87,80 +83,53 @@ export class StateStore {
   created = false;
 
   private constructor(private readonly opts: StateStoreOptions) {
-    this.path = join(opts.dataDir, STATE_FILE);
     this.journalPath = join(opts.dataDir, JOURNAL_FILE);
     this.archiveDir = join(opts.dataDir, 'builds');
-    const adapter = new DurableJsonAdapter<StateData>(this.path, {
-      decode: stateFromFile,
-      encode: stateToFile,
-      recoveryHint: `Restore it from a backup, or start the coordinator with --init to create a new empty state (only when ${STATE_FILE} does not exist).`,
-      write: async (p, text) => {
-        await writeFileDurable(p, text, 0o600);
-        this.snapshotBytes = Buffer.byteLength(text);
-      },
-    });
-    this.db = new Low<StateData>(adapter, emptyState());
-    this.journal = new JournalWriter({
-      dataDir: opts.dataDir,
-      journalPath: this.journalPath,
-      minCompactBytes: opts.minCompactBytes ?? 32 * 1024 * 1024,
-      takeText: () => this.journalText(this.takeEntries()),
-      // looked up at each call: tests hold the snapshot by wrapping db.write
-      writeSnapshot: () => this.db.write(),
-      snapshotBytes: () => this.snapshotBytes,
-      unsynced: opts.unsyncedJournal ?? false,
-    });
+    this.backend = !opts.persist
+      ? null
+      : (opts.backend ??
+        new EmbeddedBackend({ dataDir: opts.dataDir, minCompactBytes: opts.minCompactBytes ?? 32 * 1024 * 1024, unsyncedJournal: opts.unsyncedJournal ?? false }));
+    this.path = this.backend?.kind === 'postgres' ? this.backend.location : join(opts.dataDir, STATE_FILE);
+  }
+
+  /** Which backend keeps the state (embedded also when nothing is persisted). */
+  get kind(): 'embedded' | 'postgres' {
+    return this.backend?.kind ?? 'embedded';
   }
 
   /** Durable writes done: journal appends and snapshots (for tests and metrics). */
   get writes(): number {
-    return this.journal.writes;
+    return this.backend?.writes ?? 0;
   }
 
   /** Snapshots written (compactions). */
   get snapshots(): number {
-    return this.journal.snapshots;
+    return this.backend?.snapshots ?? 0;
   }
 
   /** Runs of zeros written ahead of the journal's end. */
   get preallocations(): number {
-    return this.journal.preallocations;
+    return this.backend?.preallocations ?? 0;
   }
 
   /**
-   * Opens the state in `dataDir` (which must exist): snapshot, then journal replay. A
-   * missing state file is an error unless `init` is set; a corrupt one is always an error
-   * and is left untouched.
+   * Opens the state: snapshot, then journal replay. A missing state is an error unless
+   * `init` is set; a corrupt one is always an error and is left untouched.
    */
   static async open(opts: StateStoreOptions): Promise<StateStore> {
     const store = new StateStore(opts);
-    await mkdir(store.archiveDir, { recursive: true });
-    if (!opts.persist) return store;
-    await store.removeStaleTemps();
-    let exists = true;
-    try {
-      await readFile(store.path);
-    } catch (err) {
-      if (errnoCode(err) !== 'ENOENT') throw new KilnError('E_STATE', `state file ${store.path} cannot be read (${errnoCode(err) ?? coerceError(err).message})`, { cause: err });
-      exists = false;
-    }
-    if (!exists && opts.init) {
-      let journalExists = true;
-      await readFile(store.journalPath).catch(() => (journalExists = false));
-      if (journalExists) throw new KilnError('E_STATE', `journal ${store.journalPath} exists but ${store.path} does not; refusing to start a new state over it (move it away to start over)`);
-      await store.journal.create();
-      store.created = true;
-      return store;
-    }
-    await store.db.read(); // throws E_STATE when missing or corrupt
-    store.snapshotBytes = (await stat(store.path)).size;
-    const { bytes, torn } = await replayJournal(store.journalPath, store.path, store.data, (b) => store.nodesByName(b));
-    await store.journal.recover(bytes, torn);
+    if (!store.backend) return store;
+    const { data, created } = await store.backend.open(
+      { data: () => store.state, takeText: () => store.journalText(store.takeEntries()), nodesByName: (b) => store.nodesByName(b) },
+      opts.init,
+    );
+    store.state = data;
+    store.created = created;
     return store;
   }
 
   get data(): StateData {
-    return this.db.data;
+    return this.state;
   }
 
   /** false: everything stays in memory (benchmarks, simulations). */
@@ -290,8 +259,8 @@ export class StateStore {
 
   /** Resolves when every change made (and marked) before this call is durable. */
   commit(): Promise<void> {
-    if (!this.opts.persist) return Promise.resolve();
-    return this.journal.commit();
+    if (!this.backend) return Promise.resolve();
+    return this.backend.commit();
   }
 
   /** Journal entries for everything marked, read from the current in-memory state. */
@@ -361,9 +330,9 @@ export class StateStore {
 
   /** Waits for in-flight writes, writes a final snapshot and closes the journal (shutdown). */
   async drain(): Promise<void> {
-    if (!this.opts.persist) return;
+    if (!this.backend) return;
     while (this.fileOps.size > 0) await Promise.allSettled([...this.fileOps.values()]);
-    await this.journal.drain();
+    await this.backend.drain();
   }
 
   archivePath(id: string): string {
@@ -380,10 +349,10 @@ export class StateStore {
   archive(build: BuildRecord): Promise<void> {
     return this.withBuildFile(build.id, async () => {
       if (this.data.builds.get(build.id) !== build) return; // revived or archived meanwhile
-      if (this.opts.persist) {
+      if (this.backend) {
         for (;;) {
           const version = this.versions.get(build.id);
-          await writeFileDurable(this.archivePath(build.id), JSON.stringify(build), 0o600);
+          await this.backend?.writeArchive(build.id, JSON.stringify(build));
           if (this.versions.get(build.id) === version) break;
         }
       }
@@ -429,7 +398,7 @@ export class StateStore {
       const build = await this.getBuild(id);
       if (!build) return null;
       build.pinned = pinned;
-      if (this.opts.persist) await writeFileDurable(this.archivePath(id), JSON.stringify(build), 0o600);
+      await this.backend?.writeArchive(id, JSON.stringify(build));
       const s = summarize(build);
       this.data.archived.set(id, s);
       this.archived.push({ id, s });
@@ -445,20 +414,16 @@ export class StateStore {
     if (!this.data.archived.has(id)) return null;
     const cached = this.archiveCache.get(id);
     if (cached) return cached;
-    const path = this.archivePath(id);
-    let text: string;
-    try {
-      text = await readFile(path, 'utf8');
-    } catch (err) {
-      throw new KilnError('E_STATE', `archived build file ${path} cannot be read (${errnoCode(err) ?? coerceError(err).message})`, { cause: err });
-    }
+    const where = this.backend?.kind === 'postgres' ? `archived build ${id} in ${this.path}` : `archived build file ${this.archivePath(id)}`;
+    if (!this.backend) throw new KilnError('E_STATE', `${where} cannot be read (nothing is persisted)`);
+    const text = await this.backend.readArchive(id);
     let build: BuildRecord;
     try {
       build = JSON.parse(text) as BuildRecord;
     } catch (err) {
-      throw new KilnError('E_STATE', `archived build file ${path} is corrupt (${coerceError(err).message})`, { cause: err });
+      throw new KilnError('E_STATE', `${where} is corrupt (${coerceError(err).message})`, { cause: err });
     }
-    if (build?.id !== id || !Array.isArray(build.nodes)) throw new KilnError('E_STATE', `archived build file ${path} does not hold build ${id}`);
+    if (build?.id !== id || !Array.isArray(build.nodes)) throw new KilnError('E_STATE', `${where} does not hold build ${id}`);
     // Loaded while it was revived or re-archived: the record in memory wins.
     const raced = this.data.builds.get(id) ?? this.archiveCache.get(id);
     if (raced) return raced;
@@ -472,14 +437,6 @@ export class StateStore {
       const first = this.archiveCache.keys().next().value;
       if (first === undefined) break;
       this.archiveCache.delete(first);
-    }
-  }
-
-  private async removeStaleTemps(): Promise<void> {
-    for (const dir of [this.opts.dataDir, this.archiveDir]) {
-      for (const name of await readdir(dir).catch(() => [] as string[])) {
-        if (name.startsWith('.') && name.includes('.tmp-')) await unlink(join(dir, name)).catch(() => {});
-      }
     }
   }
 }

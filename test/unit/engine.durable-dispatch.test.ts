@@ -142,8 +142,8 @@ describe('engine: durable before it is said', () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     let synced = false;
-    // the store's JournalWriter owns the journal file handle
-    const s = (store as unknown as { journal: { journalHandle: () => Promise<{ write(t: string): Promise<unknown>; datasync(): Promise<void>; truncate(n: number): Promise<void> }> } }).journal;
+    // the embedded backend's JournalWriter owns the journal file handle
+    const s = (store as unknown as { backend: { journal: { journalHandle: () => Promise<{ write(t: string): Promise<unknown>; datasync(): Promise<void>; truncate(n: number): Promise<void> }> } } }).backend.journal;
     const original = s.journalHandle.bind(s);
     s.journalHandle = async () => {
       const fh = await original();

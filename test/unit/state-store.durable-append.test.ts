@@ -99,7 +99,7 @@ describe('state store: compaction does not stop commits', () => {
     // hold the snapshot (serialized at once, written only when released)
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
-    const db = (s as unknown as { db: { write: () => Promise<void> } }).db;
+    const db = (s as unknown as { backend: { db: { write: () => Promise<void> } } }).backend.db;
     const write = db.write.bind(db);
     db.write = () => {
       const p = write();
