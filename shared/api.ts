@@ -259,6 +259,8 @@ export const Problem = z.object({
   instance: z.string().optional(),
   code: z.string(),
   errors: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+  /** With E_NOT_LEADER: the leader's URL, where the request goes instead (null during an election). */
+  leader: z.string().nullable().optional(),
 });
 
 export function pageOf<T extends z.ZodType>(item: T) {

@@ -9,7 +9,7 @@
  * loaded by the first config file read, tar-stream by the first archive packed or
  * extracted. Every name is listed, as in index.ts.
  */
-export { coerceError, errnoCode, type ErrorCode, type FieldError, isKilnError, KilnError } from './errors.js';
+export { coerceError, errnoCode, type ErrorCode, type FieldError, isKilnError, KilnError, NotLeaderError } from './errors.js';
 export { type Digest, DIGEST_RE, digestHex, hasherDigest, HEX_RE, newHasher, parseDigest, sha256 } from './digest.js';
 export { formatDuration, parseDuration } from './duration.js';
 export { normalizePlatform, ociArch, platformProblem } from './platform.js';

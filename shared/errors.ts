@@ -84,6 +84,16 @@ export class KilnError extends Error {
   }
 }
 
+/** E_NOT_LEADER: this coordinator is not the leader; `leader` is the one that is (null: an election is under way). */
+export class NotLeaderError extends KilnError {
+  constructor(
+    readonly leader: string | null,
+    message = leader ? `this coordinator is a standby: send the request to the leader, ${leader}` : 'no coordinator leads right now (an election is under way): retry in a few seconds',
+  ) {
+    super('E_NOT_LEADER', message);
+  }
+}
+
 /** Turns anything thrown into an Error (catch sites receive `unknown`). */
 export function coerceError(err: unknown): Error {
   if (err instanceof Error) return err;

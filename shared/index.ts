@@ -79,6 +79,7 @@ export {
   kebab,
   KILN_VERSION,
   KilnError,
+  NotLeaderError,
   Load,
   type LoadPayload,
   type LockIdentity,

@@ -6,7 +6,7 @@
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { Logger } from 'pino';
-import { KilnError, type ErrorCode, type FieldError, type ProblemT } from '../../shared/index.js';
+import { KilnError, NotLeaderError, type ErrorCode, type FieldError, type ProblemT } from '../../shared/index.js';
 
 const TITLES: Partial<Record<number, string>> = {
   400: 'Bad Request',
@@ -25,7 +25,7 @@ const TITLES: Partial<Record<number, string>> = {
   507: 'Insufficient Storage',
 };
 
-export function problemBody(status: number, code: ErrorCode | string, detail: string, instance?: string, errors?: FieldError[]): ProblemT {
+export function problemBody(status: number, code: ErrorCode | string, detail: string, instance?: string, errors?: FieldError[], extra?: { leader: string | null }): ProblemT {
   return {
     type: `urn:kiln:error:${code}`,
     title: TITLES[status] ?? 'Error',
@@ -34,12 +34,13 @@ export function problemBody(status: number, code: ErrorCode | string, detail: st
     ...(instance ? { instance } : {}),
     code,
     ...(errors && errors.length > 0 ? { errors } : {}),
+    ...extra,
   };
 }
 
-export function problemResponse(c: Context, status: number, code: ErrorCode | string, detail: string, errors?: FieldError[], headers?: Record<string, string>): Response {
+export function problemResponse(c: Context, status: number, code: ErrorCode | string, detail: string, errors?: FieldError[], headers?: Record<string, string>, extra?: { leader: string | null }): Response {
   const instance = (c.get('requestId' as never) as string | undefined) ?? undefined;
-  return new Response(JSON.stringify(problemBody(status, code, detail, instance ? `urn:kiln:request:${instance}` : undefined, errors)), {
+  return new Response(JSON.stringify(problemBody(status, code, detail, instance ? `urn:kiln:request:${instance}` : undefined, errors, extra)), {
     status,
     headers: { ...headers, 'content-type': 'application/problem+json' },
   });
@@ -65,6 +66,7 @@ export function makeErrorHandler(logger: Logger) {
       if (err.status >= 500) logger.error({ err, path: c.req.path }, 'request failed');
       // Internal failures name files of the server: the log gets them, the client a summary.
       if (INTERNAL_CODES.has(err.code)) return problemResponse(c, 500, err.code, 'internal error (see the coordinator log)');
+      if (err instanceof NotLeaderError) return problemResponse(c, err.status, err.code, err.message, err.errors, { 'retry-after': '1' }, { leader: err.leader });
       return problemResponse(c, err.status, err.code, err.message, err.errors);
     }
     if (err instanceof HTTPException) {

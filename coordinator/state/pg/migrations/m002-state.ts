@@ -1,0 +1,32 @@
+/**
+ * Migration 2: the coordinator's state in PostgreSQL (`pg-state-backend.ts`), the same
+ * three parts as the embedded backend's files: snapshots of the whole state (as of a
+ * journal seq), the journal (one row per group commit, the same JSON lines as
+ * `journal.jsonl`, seqs without gaps), and one row per archived build. The first snapshot,
+ * an empty state at seq 0, is written here: a database without one is corrupt, never new.
+ */
+export default {
+  version: 2,
+  name: 'state',
+  sql: `
+CREATE TABLE kiln_state_snapshot (
+  seq bigint PRIMARY KEY CHECK (seq >= 0),
+  epoch bigint NOT NULL,
+  body text NOT NULL,
+  written_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE kiln_state_journal (
+  seq bigint PRIMARY KEY CHECK (seq > 0),
+  epoch bigint NOT NULL,
+  body text NOT NULL,
+  written_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE kiln_archived_build (
+  id text PRIMARY KEY,
+  body text NOT NULL,
+  written_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO kiln_state_snapshot (seq, epoch, body)
+  VALUES (0, 0, '{"format":"kiln-coordinator-state","version":1,"builds":{},"archived":{},"dead_letter":{},"agent_controls":{}}');
+`,
+};
