@@ -2,8 +2,9 @@
 # scripts/test.sh [vitest args...]  - the one command that runs every kiln test (what .ci/run calls).
 #
 # As root on a Debian 12 machine it installs what is missing and starts what the tests need
-# (scripts/infra/up.sh --second: Docker Engine with BuildKit, a second dockerd playing a second
-# build host, qemu emulation for arm64/s390x, the local base images kiln/busybox:1*), then
+# (scripts/infra/up.sh --second --registry --postgres: Docker Engine with BuildKit, a second dockerd
+# playing a second build host, qemu emulation for arm64/s390x, the local base images kiln/busybox:1*,
+# a registry, and PostgreSQL 15 from Debian's postgresql-15, exported as KILN_TEST_POSTGRES), then
 #   Debian's chromium for the dashboard tests (headless, driven by playwright-core),
 #   npm ci (only when node_modules is missing or older than package-lock.json),
 #   npm run build, type-checks the tests and web/ (tsc -p tsconfig.test.json, web/tsconfig.json), lints (npm run lint),
@@ -89,13 +90,27 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # --- 1. infrastructure ---------------------------------------------------------------------
-begin "infra: scripts/infra/up.sh --second --registry (packages, two dockerds, base images, a registry)"
-env_lines=$(bash scripts/infra/up.sh --second --registry) || stop_run "scripts/infra/up.sh --second --registry failed (see its messages above)"
+begin "infra: postgresql-15 (Debian's, for the PostgreSQL state backend tests; no service started by apt)"
+if [ -x /usr/lib/postgresql/15/bin/postgres ]; then end "already installed"
+else
+  # a temporary policy-rc.d keeps apt from starting Debian's own cluster: kiln runs its own (postgres.sh)
+  made_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; made_policy=/usr/sbin/policy-rc.d; fi
+  pg_ok=false
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=300 --no-install-recommends postgresql-15 >&2 \
+    || { apt-get update -q -o DPkg::Lock::Timeout=300 >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=300 --no-install-recommends postgresql-15 >&2; } && pg_ok=true
+  [ -z "$made_policy" ] || rm -f "$made_policy"
+  $pg_ok || stop_run "apt-get install postgresql-15 failed (see above)"
+  end
+fi
+
+begin "infra: scripts/infra/up.sh --second --registry --postgres (packages, two dockerds, base images, a registry, PostgreSQL)"
+env_lines=$(bash scripts/infra/up.sh --second --registry --postgres) || stop_run "scripts/infra/up.sh --second --registry --postgres failed (see its messages above)"
 while IFS= read -r l; do
   [[ "$l" =~ ^[A-Z_][A-Z0-9_]*=[A-Za-z0-9_./:@%+,=-]*$ ]] || stop_run "unexpected output line from scripts/infra/up.sh: '$l'"
 done <<<"$env_lines"
 set -a; eval "$env_lines"; set +a
-say "  DOCKER_HOST=$DOCKER_HOST KILN_DOCKER_HOST_SECOND=${KILN_DOCKER_HOST_SECOND:-} KILN_REGISTRY=${KILN_REGISTRY:-}"
+say "  DOCKER_HOST=$DOCKER_HOST KILN_DOCKER_HOST_SECOND=${KILN_DOCKER_HOST_SECOND:-} KILN_REGISTRY=${KILN_REGISTRY:-} KILN_TEST_POSTGRES=${KILN_TEST_POSTGRES:+${KILN_TEST_POSTGRES%%:*}://kiln:***@${KILN_TEST_POSTGRES##*@}}"
 end
 
 begin "infra: scripts/infra/make-node-image.sh (kiln/node:20-local for the Dockerfile.agent test)"

@@ -33,6 +33,7 @@ for c in "${comps[@]}"; do
   case "$c" in
     "dockerd "*) "$here/stop-dockerd.sh" "${c#dockerd }" ;;
     registry) "$here/stop-registry.sh" ;;
+    postgres) "$here/postgres.sh" stop ;;
     # More services (S3, ...) get their stop script here, as in up.sh.
     *) log "entry '$c' in $record is not a kiln component these scripts know; left alone"; continue ;;
   esac

@@ -7,6 +7,8 @@
 #   --second: also a second dockerd ("second", socket /run/kiln-infra/second/docker.sock)
 #             with the same base images, to play a second build host in tests.
 #   --registry: also an OCI registry (Debian's docker-registry, no auth) on 127.0.0.1:5000.
+#   --postgres: also PostgreSQL 15 (postgres.sh start; Debian's postgresql-15 must be installed),
+#             printing KILN_TEST_POSTGRES=postgres://kiln:...@127.0.0.1:<port>/postgres.
 # What this run started is added to $KILN_RUN_DIR/up.started, so down.sh stops exactly that.
 # Progress on stderr; NAME=value lines on stdout:
 #   set -a; eval "$(scripts/infra/up.sh --second)"; set +a
@@ -19,12 +21,14 @@ require_root "it may apt-get install Docker Engine and qemu, start dockerd and m
 
 second=false
 registry=false
+postgres=false
 for arg in "$@"; do
   case "$arg" in
     --second) second=true ;;
     --registry) registry=true ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
-    *) die "usage: up.sh [--second] [--registry]" ;;
+    --postgres) postgres=true ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) die "usage: up.sh [--second] [--registry] [--postgres]" ;;
   esac
 done
 
@@ -47,6 +51,7 @@ start() {
     grep -qxF "$comp" "$record" 2>/dev/null || echo "$comp" >>"$record"
   fi
 }
+postgres_up() { "$here/postgres.sh" env >/dev/null 2>&1 && [ -s "${KILN_PG_DIR:-$KILN_RUN_DIR/postgres}/data/postmaster.pid" ]; }
 registry_up() { [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$KILN_REGISTRY_ADDR/v2/" || true)" = 200 ]; }
 # More services plug in the same way (a start/stop script pair and a case in down.sh).
 
@@ -64,6 +69,10 @@ if $second; then
 fi
 if $registry; then
   start "registry" registry_up "" -- start-registry.sh
+  env_out+=("$out")
+fi
+if $postgres; then
+  start "postgres" postgres_up "" -- postgres.sh start
   env_out+=("$out")
 fi
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
