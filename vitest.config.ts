@@ -10,5 +10,6 @@ export default defineConfig({
     hookTimeout: 120_000,
     fileParallelism: false,
     reporters: ['default'],
+    setupFiles: ['test/helpers/setup-state.ts'],
   },
 });

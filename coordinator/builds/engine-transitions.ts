@@ -260,9 +260,13 @@ export function archiveFinished(s: EngineState): void {
   for (const b of s.records.activeBuilds()) maybeArchive(s, b);
 }
 
-/** Writes `builds/error-<id>.json` for a build with a failed node (after its logs are flushed). */
+/**
+ * Writes `builds/error-<id>.json` for a build with a failed node (after its logs are
+ * flushed), beside the embedded state's archive; the API computes the report from the build
+ * either way, so a PostgreSQL state (shared by coordinators) keeps no local copy.
+ */
 async function writeErrorReport(s: EngineState, build: BuildRecord): Promise<void> {
-  if (!s.store.persist || !build.nodes.some((n) => n.state === 'failed')) return;
+  if (!s.store.persist || s.store.kind !== 'embedded' || !build.nodes.some((n) => n.state === 'failed')) return;
   try {
     for (const n of build.nodes) {
       const last = n.attempts[n.attempts.length - 1];

@@ -2,6 +2,11 @@
  * An in-process harness for the coordinator engine: fake agent channels that record what
  * the engine sends, hello/frame/finished builders, and test timings. Used by the engine's
  * unit tests (the wire and Docker are covered by the integration tests).
+ *
+ * The state backend is the embedded one, or PostgreSQL with `KILN_TEST_STATE=postgres`
+ * (issue 14: the same engine tests run against both, `scripts/test.sh` runs them twice): a
+ * fresh database per data dir (reopening the dir reopens its database), this process
+ * holding the lease.
  */
 import { pino } from 'pino';
 import { AgentRegistry, type AgentChannel } from '../../coordinator/placement/agent-registry.js';
@@ -11,6 +16,11 @@ import { Cas } from '../../coordinator/cas/cas.js';
 import { LocalBlobStore } from '../../coordinator/cas/local-blob-store.js';
 import { LogStore } from '../../coordinator/logs/log-store.js';
 import { StateStore } from '../../coordinator/state/state-store.js';
+import type { StateBackend } from '../../coordinator/state/state-backend.js';
+import { openPg, type PgClient } from '../../coordinator/state/pg/pg-client.js';
+import { migrate } from '../../coordinator/state/pg/migrate.js';
+import { PgStateBackend } from '../../coordinator/state/pg/pg-state-backend.js';
+import { freshDatabase, type TestDatabase } from './postgres.js';
 import type { BuildTracing } from '../../coordinator/tracing/build-spans.js';
 import { PROTOCOL_VERSION, type Frame, type HelloPayload, type Payload, type Timers, type ToAgentType } from '../../shared/index.js';
 
@@ -94,9 +104,39 @@ export interface OpenedEngine {
   cas: Cas;
 }
 
+/** Which state backend the engine tests run on (`KILN_TEST_STATE`). */
+export const TEST_STATE: 'embedded' | 'postgres' = process.env.KILN_TEST_STATE === 'postgres' ? 'postgres' : 'embedded';
+
+const databases = new Map<string, { db: TestDatabase; pg: PgClient }>();
+const TEST_LEASE = { epoch: 1, holder: 'engine-harness' };
+
+/** The PostgreSQL backend of data dir `dir` (its own database, created at the first open). */
+async function pgBackend(dir: string): Promise<StateBackend> {
+  let entry = databases.get(dir);
+  if (!entry) {
+    const db = await freshDatabase();
+    const pg = await openPg(db.url, { applicationName: 'kiln-engine-harness', max: 4 });
+    await migrate(pg);
+    await pg.query(`INSERT INTO kiln_lease (id, epoch, holder, url, expires_at) VALUES (1, $1, $2, 'http://127.0.0.1:1', now() + interval '1 day')`, [TEST_LEASE.epoch, TEST_LEASE.holder]);
+    entry = { db, pg };
+    databases.set(dir, entry);
+  }
+  return new PgStateBackend({ pg: entry.pg, fence: () => TEST_LEASE, retryMs: { first: 10, max: 100 } });
+}
+
+/** Drops the databases this process made (call in afterAll; nothing under the embedded backend). */
+export async function dropTestDatabases(): Promise<void> {
+  for (const [dir, { db, pg }] of databases) {
+    databases.delete(dir);
+    await pg.close();
+    await db.drop();
+  }
+}
+
 /** An engine on real files in `dir` (state, logs, local CAS, reuse index), recovered, with test timings and the given clock. */
 export async function openEngine(dir: string, clock: () => number, opts: { concurrencyGroups?: ReadonlyMap<string, number>; timers?: Timers; tracing?: BuildTracing | null } = {}): Promise<OpenedEngine> {
-  const store = await StateStore.open({ dataDir: dir, persist: true, init: true });
+  const backend = TEST_STATE === 'postgres' ? await pgBackend(dir) : undefined;
+  const store = await StateStore.open({ dataDir: dir, persist: true, init: true, ...(backend ? { backend } : {}) });
   const logs = new LogStore(dir);
   const cas = new Cas(new LocalBlobStore(dir, 1 << 30));
   await cas.init();

@@ -17,7 +17,10 @@ import type { Engine } from '../../coordinator/builds/engine.js';
 import type { LogStore } from '../../coordinator/logs/log-store.js';
 import type { StateStore } from '../../coordinator/state/state-store.js';
 import { validateSpec, type HelloPayload, type Payload, type ToAgentType } from '../../shared/index.js';
-import { FakeChannel, finished, frame, hello, openEngine, tick } from '../helpers/engine-harness.js';
+import { FakeChannel, finished, frame, hello, openEngine, TEST_STATE, tick } from '../helpers/engine-harness.js';
+
+// These two look into the embedded journal file; a PostgreSQL commit is checked in the database by state-pg.test.ts.
+const embeddedOnly = it.skipIf(TEST_STATE !== 'embedded');
 
 /** A channel that checks, the moment an assignment is sent, that its attempt is already in the journal file. */
 class DurabilityCheckingChannel extends FakeChannel {
@@ -70,7 +73,7 @@ describe('engine: durable before it is said', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('sends an assignment only once its attempt is in the journal on disk', async () => {
+  embeddedOnly('sends an assignment only once its attempt is in the journal on disk', async () => {
     const { ch, entry } = await connect(hello('a1', { max_jobs: 8 }), new DurabilityCheckingChannel(store.journalPath));
     const nodes: Record<string, unknown> = {};
     for (let i = 0; i < 20; i++) nodes[`n${i}`] = { dockerfile_inline: `FROM a\nRUN echo ${i}` };
@@ -131,7 +134,7 @@ describe('engine: durable before it is said', () => {
     expect(third.resume.find((r) => r.attempt_id === 'a-unknown')).toMatchObject({ action: 'cancel' });
   });
 
-  it('acks a resent finished only once the first copy of the result is on disk', async () => {
+  embeddedOnly('acks a resent finished only once the first copy of the result is on disk', async () => {
     const h = hello('a1');
     const { ch, entry } = await connect(h);
     await engine.submit(spec({ x: { dockerfile_inline: 'FROM a' } }));

@@ -4,6 +4,7 @@
  * order; a migration, once released, is never edited (a change is a new migration).
  */
 import { m001Cluster } from './m001-cluster.js';
+import { m002State } from './m002-state.js';
 
 export interface Migration {
   /** 1, 2, 3, … without gaps, in array order. */
@@ -14,4 +15,4 @@ export interface Migration {
   readonly sql: string;
 }
 
-export const MIGRATIONS: readonly Migration[] = [m001Cluster];
+export const MIGRATIONS: readonly Migration[] = [m001Cluster, m002State];

@@ -5,7 +5,8 @@
  * `journal.jsonl`, seqs without gaps), and one row per archived build. The first snapshot,
  * an empty state at seq 0, is written here: a database without one is corrupt, never new.
  */
-export default {
+// Typed where it is listed (index.ts), so this file imports nothing (no import cycle).
+export const m002State = {
   version: 2,
   name: 'state',
   sql: `
@@ -29,4 +30,4 @@ CREATE TABLE kiln_archived_build (
 INSERT INTO kiln_state_snapshot (seq, epoch, body)
   VALUES (0, 0, '{"format":"kiln-coordinator-state","version":1,"builds":{},"archived":{},"dead_letter":{},"agent_controls":{}}');
 `,
-};
+} as const;
