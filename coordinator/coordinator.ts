@@ -3,12 +3,11 @@
  * CAS, log store, agent registry, engine, HTTP API and the agents' WebSocket endpoint on
  * one server, and the periodic sweep for lost agents and overdue attempts.
  */
-import type { AddressInfo, Server as NetServer } from 'node:net';
 import type { Server } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import { createAdaptorServer } from '@hono/node-server';
 import type { Logger } from 'pino';
-import { KilnError, errnoCode, isLoopbackHost } from '../shared/index.js';
+import { isLoopbackHost } from '../shared/index.js';
 import type { Engine } from './builds/engine.js';
 import type { Cas } from './cas/cas.js';
 import type { Retention } from './cas/retention.js';
@@ -20,6 +19,7 @@ import { StateStore } from './state/state-store.js';
 import type * as TlsFiles from './tls/tls-files.js';
 import type { ChangeFeed } from './events/change-feed.js';
 import { openCore } from './coordinator-core.js';
+import { listen } from './listen.js';
 
 export interface RunningCoordinator {
   /** http(s)://host:port the coordinator listens on (port resolved when 0 was asked). */
@@ -42,24 +42,14 @@ export interface RunningCoordinator {
   audit: AuditLog;
   /** The change feed behind GET /api/v1/events. */
   events: ChangeFeed;
+  /** A coordinator on a shared state: whether it leads now (absent: embedded, always the leader). */
+  role?: () => 'leader' | 'standby';
   stop(): Promise<void>;
 }
 
-function listen(server: NetServer, host: string, port: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: Error) => {
-      const code = errnoCode(err);
-      reject(new KilnError('E_CONFIG', code === 'EADDRINUSE' ? `cannot listen on ${host}:${port}: address already in use` : `cannot listen on ${host}:${port}: ${err.message}`, { cause: err }));
-    };
-    server.once('error', onError);
-    server.listen(port, host, () => {
-      server.off('error', onError);
-      resolve((server.address() as AddressInfo).port);
-    });
-  });
-}
-
 export async function startCoordinator(config: CoordinatorConfig, logger: Logger): Promise<RunningCoordinator> {
+  // A PostgreSQL state: the code for it loads only then (the embedded coordinator never loads the driver).
+  if (config.state) return (await import('./cluster-coordinator.js')).startClusterCoordinator(config, logger);
   const releasers: Array<() => Promise<void> | void> = [];
   const cleanup = async () => {
     for (const r of releasers.splice(0).reverse()) await r();

@@ -1,0 +1,217 @@
+/**
+ * A coordinator on a shared PostgreSQL state (issue 14): one process of several that share
+ * one database, of which the one holding the leader lease (`cluster/leader-lease.ts`) runs
+ * the builds and the others stand by.
+ *
+ * The process listens from the start and answers as a standby (`http/standby-app.ts`:
+ * writes and agents are sent to the leader). When it wins the lease it reads the whole state
+ * from the database (the PostgreSQL backend, every write fenced by the lease's epoch), opens
+ * the coordinator's services over it (`openCore`), adopts the agents that reconnect (their
+ * running attempts resume, as after a restart) and serves. When it loses the lease (a pause
+ * longer than the lease, the database away for as long) it stops them at once: its agents
+ * are closed with NOT_LEADER naming the new leader, and whatever it still tries to write is
+ * refused by the fencing check. The role changes one at a time, in the order they happen.
+ */
+import type { Server } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
+import { createAdaptorServer } from '@hono/node-server';
+import type { Logger } from 'pino';
+import { CLOSE_CODES, coerceError, isLoopbackHost, NotLeaderError, notLeaderReason } from '../shared/index.js';
+import { LeaderLease } from './cluster/leader-lease.js';
+import type { CoordinatorConfig } from './config.js';
+import { openCore, type CoordinatorCore } from './coordinator-core.js';
+import type { RunningCoordinator } from './coordinator.js';
+import { listen } from './listen.js';
+import { AgentCredentialStore } from './access/agent-credentials.js';
+import { ApiKeyStore } from './access/api-keys.js';
+import { TokenCheck } from './http/auth.js';
+import { createStandbyApp } from './http/standby-app.js';
+import { lockDataDir, loadTokens, prepareDataDir } from './state/data-dir.js';
+import { migrate } from './state/pg/migrate.js';
+import { openPg } from './state/pg/pg-client.js';
+import { PgStateBackend } from './state/pg/pg-state-backend.js';
+import { StateStore } from './state/state-store.js';
+import type * as TlsFiles from './tls/tls-files.js';
+
+/** Pause before trying to lead again after a failed takeover (the lease is given up meanwhile). */
+const RETRY_LEAD_MS = 1_000;
+
+export async function startClusterCoordinator(config: CoordinatorConfig, logger: Logger): Promise<RunningCoordinator> {
+  const stateUrl = config.state;
+  if (!stateUrl) throw new Error('startClusterCoordinator needs a PostgreSQL state');
+  const releasers: Array<() => Promise<void> | void> = [];
+  const cleanup = async () => {
+    for (const r of releasers.splice(0).reverse()) await r();
+  };
+  try {
+    let tls: { pair: TlsFiles.TlsPair; mod: typeof TlsFiles } | null = null;
+    if (config.tls) {
+      const mod = await import('./tls/tls-files.js');
+      tls = { pair: mod.loadTlsPair(config.tls), mod };
+    }
+    // The data dir keeps this process's own files (logs, the local CAS, tokens); the lock
+    // keeps a second process off it.
+    await prepareDataDir(config.dataDir);
+    releasers.push(await lockDataDir(config.dataDir, (stale) => logger.warn({ stale: stale.holder, reason: stale.reason }, stale.message)));
+    // State writes and reads, and the lease on a client of its own (renewals never queue behind writes).
+    const pg = await openPg(stateUrl, { applicationName: 'kiln-coordinator', max: 8 });
+    releasers.push(() => pg.close());
+    const applied = await migrate(pg);
+    const leasePg = await openPg(stateUrl, { applicationName: 'kiln-coordinator-lease', max: 2 });
+    releasers.push(() => leasePg.close());
+
+    // Who may ask a standby for the cluster view: the same tokens and keys as on the leader.
+    const tokens = await loadTokens(config.dataDir, { agentTokenFile: config.agentTokenFile, apiTokenFile: config.apiTokenFile });
+    const keys = await ApiKeyStore.open(config.dataDir, { legacyApiToken: true });
+    const credentials = await AgentCredentialStore.open(config.dataDir);
+
+    let lease: LeaderLease | null = null;
+    let core: CoordinatorCore | null = null;
+    let ready = false;
+    const leaderUrl = () => lease?.leaderUrl ?? null;
+    const clusterView = async () => {
+      if (!lease) return { leader: null, epoch: 0, coordinators: [] };
+      return lease.view();
+    };
+    const standby = createStandbyApp({ leader: leaderUrl, cluster: clusterView, tokens: new TokenCheck(tokens, keys, credentials) });
+    const fetch = (req: Request) => (core ? core.app.fetch(req) : standby.fetch(req));
+    const server = tls
+      ? (createAdaptorServer({ fetch, createServer: tls.mod.createHttpsServer, serverOptions: { cert: tls.pair.cert, key: tls.pair.key } }) as HttpsServer)
+      : (createAdaptorServer({ fetch }) as Server);
+    server.on('upgrade', (req, socket, head) => (core ? core.hub.handleUpgrade(req, socket, head) : standby.handleUpgrade(req, socket, head)));
+    const port = await listen(server, config.listen.host, config.listen.port);
+    if (!tls && !isLoopbackHost(config.listen.host)) {
+      logger.warn({ listen: `${config.listen.host}:${port}` }, 'listening on a non-loopback address without TLS: API tokens, agent tokens and logs cross the network in clear text (set tls.cert and tls.key)');
+    }
+    const host = config.listen.host === '0.0.0.0' || config.listen.host === '::' ? '127.0.0.1' : config.listen.host;
+    const listenUrl = `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
+    const url = config.advertiseUrl ?? listenUrl;
+    releasers.push(
+      () =>
+        new Promise<void>((resolve) => {
+          standby.close();
+          server.close(() => resolve());
+          server.closeAllConnections();
+        }),
+    );
+
+    /** Becomes the leader: reads the state, opens the services, serves. */
+    const lead = async (epoch: number) => {
+      const t0 = performance.now();
+      const b = new PgStateBackend({
+        pg,
+        fence: () => lease?.token ?? null,
+        onHealth: (healthy, err) => {
+          if (healthy) logger.info({ state: pg.location }, 'the database answers again: writes resumed');
+          else logger.error({ state: pg.location, err: err?.message }, 'the database does not answer: writes wait (not ready)');
+        },
+      });
+      const store = await StateStore.open({ dataDir: config.dataDir, persist: true, init: false, backend: b });
+      const c = await openCore(config, logger, store, { isReady: () => ready && b.healthy, secureCookies: tls !== null, cluster: clusterView });
+      c.startTimers();
+      core = c;
+      ready = true;
+      logger.info(
+        { url, epoch, state: pg.location, builds: store.data.builds.size, journal_seq: b.lastSeq, took_ms: Math.round(performance.now() - t0) },
+        'leading: the state is read and the coordinator serves (agents reconnecting resume their attempts)',
+      );
+    };
+
+    /** Stops leading: at once when the lease was lost (agents are sent to the new leader), or at shutdown. */
+    const stepDown = async (why: 'lost' | 'shutdown') => {
+      const c = core;
+      ready = false;
+      core = null;
+      if (!c) return;
+      if (why === 'lost') {
+        logger.warn({ url, leader: leaderUrl() }, 'no longer the leader: stopping the builds here (the new leader adopts them)');
+        c.hub.closeAll(CLOSE_CODES.NOT_LEADER, notLeaderReason(leaderUrl()));
+      } else c.hub.closeAll();
+      await c.stop().catch((err: unknown) => logger.error({ err: coerceError(err).message }, 'stopping after the lease was lost'));
+    };
+
+    // Role changes run one at a time, in order.
+    let queue: Promise<void> = Promise.resolve();
+    const newLease = (): LeaderLease => {
+      const l = new LeaderLease({ pg: leasePg, url, ttlMs: config.leaseTtlMs, renewMs: Math.max(200, Math.floor(config.leaseTtlMs / 5)), pollMs: Math.min(1_000, Math.floor(config.leaseTtlMs / 4)), logger });
+      l.on('role', (role, epoch) => {
+        queue = queue.then(async () => {
+          if (lease !== l) return;
+          if (role === 'standby') return stepDown('lost');
+          try {
+            await lead(epoch);
+          } catch (err) {
+            // Could not read the state or open the services: give the lease up for another coordinator and try again.
+            logger.error({ err: coerceError(err).message, epoch }, 'taking the lead failed: giving the lease up');
+            await stepDown('lost');
+            await l.stop();
+            await new Promise((r) => setTimeout(r, RETRY_LEAD_MS));
+            if (lease === l && !stopping) {
+              lease = newLease();
+              await lease.start();
+            }
+          }
+        });
+      });
+      return l;
+    };
+    let stopping = false;
+    lease = newLease();
+    releasers.push(async () => {
+      stopping = true;
+      const l = lease;
+      lease = null;
+      await queue;
+      await stepDown('shutdown');
+      // Given up last: a standby takes over at its next poll, after this process wrote its last.
+      await l?.stop();
+    });
+    await lease.start();
+    await queue;
+    logger.info({ url, role: core ? 'leader' : 'standby', leader: leaderUrl(), state: pg.location, migrations_applied: applied.applied.length }, 'coordinator listening');
+
+    const current = (): CoordinatorCore => {
+      if (!core) throw new NotLeaderError(leaderUrl());
+      return core;
+    };
+    return {
+      url,
+      port,
+      dataDir: config.dataDir,
+      get statePath() {
+        return pg.location;
+      },
+      initialized: false,
+      get recovered() {
+        const c = core;
+        return c ? `recovered: ${c.store.data.builds.size} active builds, ${c.store.data.archived.size} finished` : `standby (leader: ${leaderUrl() ?? 'none yet'})`;
+      },
+      tokens,
+      get engine() {
+        return current().engine;
+      },
+      get store() {
+        return current().store;
+      },
+      get cas() {
+        return current().cas;
+      },
+      get retention() {
+        return current().retention;
+      },
+      keys,
+      get audit() {
+        return current().audit;
+      },
+      get events() {
+        return current().events;
+      },
+      role: () => (core ? 'leader' : 'standby'),
+      reload: (reason) => logger.info({ reason }, 'nothing to reload'),
+      stop: cleanup,
+    };
+  } catch (err) {
+    await cleanup().catch(() => {});
+    throw err;
+  }
+}

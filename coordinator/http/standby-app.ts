@@ -1,0 +1,80 @@
+/**
+ * What a standby coordinator answers (issue 14) while another one holds the leader lease of
+ * their shared PostgreSQL state:
+ *
+ * - `/livez` 200; `/readyz` and `/healthz` 503 (a load balancer sends traffic to the leader);
+ * - `GET /api/v1/cluster` (authenticated like on the leader) the cluster view;
+ * - any other `/api/v1/…` request a 503 problem `E_NOT_LEADER` with the leader's URL in
+ *   `leader` (null during an election) and `Retry-After: 1`: clients with a list of
+ *   coordinators retry there. Nothing is done here, so no request runs twice;
+ * - other GETs (the dashboard) a 307 to the same path on the leader, when one is known;
+ * - an agent's WebSocket is accepted and closed at once with `NOT_LEADER` (4016) and
+ *   `leader <url>`, so the agent connects to the leader.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { Hono, type Context } from 'hono';
+import { WebSocketServer } from 'ws';
+import { AGENT_SOCKET_PATH, API_PREFIX, API_ROUTES, CLOSE_CODES, NotLeaderError, notLeaderReason, type ClusterViewT } from '../../shared/index.js';
+import type { TokenCheck } from './auth.js';
+import { problemResponse } from './problem.js';
+
+export interface StandbyDeps {
+  /** The leader's advertised URL as last seen (null: none known, an election). */
+  leader: () => string | null;
+  cluster: () => Promise<ClusterViewT>;
+  /** Who a request is from (GET /api/v1/cluster needs a known caller, as on the leader). */
+  tokens: TokenCheck;
+}
+
+export interface StandbyApp {
+  fetch: (req: Request) => Response | Promise<Response>;
+  handleUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+  /** Closes the sockets it accepted and not yet closed. */
+  close(): void;
+}
+
+export function createStandbyApp(deps: StandbyDeps): StandbyApp {
+  const app = new Hono();
+  const notLeader = (c: Context) => {
+    const err = new NotLeaderError(deps.leader());
+    return problemResponse(c, err.status, err.code, err.message, undefined, { 'retry-after': '1' }, { leader: err.leader });
+  };
+  app.get('/livez', (c) => c.text('ok\n', 200));
+  const ready = (c: Context) => {
+    const leader = deps.leader();
+    return problemResponse(c, 503, 'E_UNAVAILABLE', `not ready: this coordinator is a standby (${leader ? `the leader is ${leader}` : 'an election is under way'})`, undefined, undefined, { leader });
+  };
+  app.get('/readyz', ready);
+  app.get('/healthz', ready);
+  app.get(API_ROUTES.cluster.template, async (c) => {
+    if (!deps.tokens.authenticate(c.req.header('authorization'))) return problemResponse(c, 401, 'E_UNAUTHORIZED', 'missing or unknown API key', undefined, { 'www-authenticate': 'Bearer' });
+    return c.json(await deps.cluster(), 200);
+  });
+  app.all(`${API_PREFIX}/*`, notLeader);
+  app.all(API_PREFIX, notLeader);
+  app.get('*', (c) => {
+    const leader = deps.leader();
+    if (!leader) return notLeader(c);
+    const u = new URL(c.req.url);
+    return c.redirect(`${leader.replace(/\/+$/, '')}${u.pathname}${u.search}`, 307);
+  });
+  app.all('*', notLeader);
+
+  const wss = new WebSocketServer({ noServer: true, maxPayload: 1024 });
+  return {
+    fetch: (req) => app.fetch(req),
+    handleUpgrade(req, socket, head) {
+      socket.on('error', () => socket.destroy());
+      const path = (req.url ?? '').split('?')[0];
+      if (path !== AGENT_SOCKET_PATH) {
+        socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+        return;
+      }
+      wss.handleUpgrade(req, socket, head, (ws) => ws.close(CLOSE_CODES.NOT_LEADER, notLeaderReason(deps.leader())));
+    },
+    close() {
+      for (const ws of wss.clients) ws.terminate();
+    },
+  };
+}
