@@ -28,6 +28,7 @@ import { LogStore } from './logs/log-store.js';
 import { lockDataDir, loadTokens, prepareDataDir, type LoadedTokens } from './state/data-dir.js';
 import { StateStore } from './state/state-store.js';
 import { sweepCacheTags } from './builds/cache-retention.js';
+import { embeddedClusterView } from './cluster/embedded-view.js';
 import { contextDockerfile, loadContextDockerfile, wantContextDockerfiles } from './registry/context-dockerfiles.js';
 import type * as TlsFiles from './tls/tls-files.js';
 import { SecretStore } from './secrets/secret-store.js';
@@ -81,6 +82,9 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     for (const r of releasers.splice(0).reverse()) await r();
   };
   try {
+    if (config.state.kind === 'postgres') {
+      throw new KilnError('E_CONFIG', `config state: ${config.state.location}: the PostgreSQL state backend is not wired into the coordinator yet; leave state empty for the embedded state`);
+    }
     // The TLS pair first: a bad one is a config error, found before anything is opened.
     let tls: { pair: TlsFiles.TlsPair; mod: typeof TlsFiles } | null = null;
     if (config.tls) {
@@ -154,6 +158,8 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     }
 
     let ready = false;
+    // GET /api/v1/cluster names this coordinator by its advertise_url, else its listen URL (set once listening).
+    let advertisedUrl = config.advertiseUrl ?? '';
     const keys = await ApiKeyStore.open(config.dataDir, { legacyApiToken: true });
     const tokenCheck = new TokenCheck(tokens, keys, credentials);
     const { perKey, perAddress } = config.rateLimit;
@@ -183,6 +189,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       isReady: () => ready,
       secureCookies: tls !== null,
       events: { feed: events },
+      cluster: () => Promise.resolve(embeddedClusterView(advertisedUrl)),
     });
     const registries = config.registries;
     wantContextDockerfiles(registries.size > 0);
@@ -271,6 +278,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
 
     const host = config.listen.host === '0.0.0.0' || config.listen.host === '::' ? '127.0.0.1' : config.listen.host;
     const url = `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
+    advertisedUrl = config.advertiseUrl ?? url;
     logger.info({ url, data_dir: config.dataDir, cas: cas.location, builds: engine.buildIds().length }, 'coordinator listening');
     return {
       url,
