@@ -234,6 +234,13 @@ export async function main(argv: string[], env: Record<string, string | undefine
       code = await (await fleet()).poolsCommand(await client(o), { json: Boolean(o.json) }, io);
     });
 
+  clientOptions(program.command('cluster'))
+    .description('the coordinators sharing the state: the leader, the fencing epoch, each coordinator\'s role and when it was last seen')
+    .option('--json', 'the cluster view as one JSON line')
+    .action(async (o: ClientFlags & { json?: boolean }) => {
+      code = await (await import('./cluster-commands.js')).clusterCommand(await client(o), { json: Boolean(o.json) }, io);
+    });
+
   clientOptions(program.command('dlq'))
     .description('the dead-letter list: nodes whose infrastructure failures used up their attempts')
     .option('--json', 'JSON Lines: one dead letter per line')

@@ -37,8 +37,8 @@ import type * as TlsFiles from './tls/tls-files.js';
 const RETRY_LEAD_MS = 1_000;
 
 export async function startClusterCoordinator(config: CoordinatorConfig, logger: Logger): Promise<RunningCoordinator> {
-  const stateUrl = config.state;
-  if (!stateUrl) throw new Error('startClusterCoordinator needs a PostgreSQL state');
+  if (config.state.kind !== 'postgres') throw new Error('startClusterCoordinator needs a PostgreSQL state');
+  const stateUrl = config.state.url;
   const releasers: Array<() => Promise<void> | void> = [];
   const cleanup = async () => {
     for (const r of releasers.splice(0).reverse()) await r();

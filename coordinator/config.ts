@@ -17,6 +17,7 @@ import { loadRegistryCredentials, NO_CREDENTIALS, type RegistryCredentials } fro
 import type { LayerCacheConfig } from './builds/layer-cache-refs.js';
 import { parseRateSpec, type RateSpec } from './access/rate-limit.js';
 import { allowedHostsSettingType, webhooksSettingType, type WebhookSettings } from './webhooks/webhook-settings.js';
+import { parsePostgresUrl, redactPostgresUrl } from './state/pg/pg-url.js';
 import {
   CACHE_MODES,
   LOG_SETTINGS,
@@ -82,6 +83,45 @@ const rateType: SettingType<RateSpec | null> = {
   },
 };
 
+/** The `state` setting: empty (the embedded state in data_dir) or a PostgreSQL URL (checked, never echoed with its password). */
+const stateType: SettingType<string> = {
+  hint: 'postgres-url',
+  file: z.string(),
+  parse: (setting: string, v: unknown) => {
+    if (typeof v !== 'string') throw configError(setting, 'must be text: empty, or postgres://user:password@host:port/database');
+    if (v.trim() === '') return '';
+    try {
+      return parsePostgresUrl(v);
+    } catch (err) {
+      throw configError(setting, coerceError(err).message);
+    }
+  },
+};
+
+/** The `advertise_url` setting: `http(s)://host[:port]`, no path, query or credentials. */
+const advertiseUrlType: SettingType<string> = {
+  hint: 'url',
+  file: z.string(),
+  parse: (setting: string, v: unknown) => {
+    const text = typeof v === 'string' ? v.trim() : '';
+    const shape = `'${String(v).slice(0, 200)}' is not http(s)://host[:port] (the URL other coordinators, agents and clients reach this one at)`;
+    if (text.length === 0 || text.length > 200) throw configError(setting, text.length > 200 ? `${shape}; at most 200 characters` : shape);
+    let u: URL;
+    try {
+      u = new URL(text);
+    } catch {
+      throw configError(setting, shape);
+    }
+    if ((u.protocol !== 'http:' && u.protocol !== 'https:') || !u.hostname) throw configError(setting, shape);
+    if ((u.pathname !== '/' && u.pathname !== '') || u.search || u.hash || u.username || u.password) throw configError(setting, `${shape}: no path, query or credentials`);
+    return u.origin;
+  },
+};
+
+/** Bounds of `lease_ttl`. */
+const LEASE_TTL_MIN_MS = 2_000;
+const LEASE_TTL_MAX_MS = 5 * 60_000;
+
 export const COORDINATOR_SETTINGS = {
   listen: { type: t.listen(), key: 'listen', env: 'KILN_LISTEN', default: '127.0.0.1:8080', description: 'address to listen on (:8080 for all interfaces)' },
   dataDir: {
@@ -90,6 +130,27 @@ export const COORDINATOR_SETTINGS = {
     env: 'KILN_DATA_DIR',
     defaultText: '$STATE_DIRECTORY/data under systemd, else $XDG_STATE_HOME/kiln/coordinator (~/.local/state/kiln/coordinator)',
     description: 'state, logs, CAS and tokens',
+  },
+  state: {
+    type: stateType,
+    key: 'state',
+    env: 'KILN_STATE',
+    defaultText: 'empty: the embedded state (state file and journal) in data_dir',
+    description: 'where the state is kept: empty for the embedded state in data_dir, or a PostgreSQL URL (postgres://user:password@host:port/database), which several coordinators may share (one leads, the others stand by)',
+  },
+  advertiseUrl: {
+    type: advertiseUrlType,
+    key: 'advertise_url',
+    env: 'KILN_ADVERTISE_URL',
+    defaultText: 'the listen address as a URL',
+    description: 'the URL other coordinators, agents and clients reach this coordinator at, http(s)://host[:port] (GET /api/v1/cluster lists it; standbys send writes and agents to the leader\'s)',
+  },
+  leaseTtl: {
+    type: t.duration(),
+    key: 'lease_ttl',
+    env: 'KILN_LEASE_TTL',
+    default: '10s',
+    description: 'with a PostgreSQL state: the leader lease; a leader none of whose renewals landed this long steps down, and a standby takes over once it expires (2s-5m)',
   },
   agentTokenFile: { type: t.text('file'), key: 'auth.agent_token_file', env: 'KILN_AGENT_TOKEN_FILE', defaultText: 'data_dir/tokens/agent, created', description: 'the token agents present' },
   apiTokenFile: { type: t.text('file'), key: 'auth.api_token_file', env: 'KILN_API_TOKEN_FILE', defaultText: 'data_dir/tokens/api, created', description: 'the token API clients present' },
@@ -201,6 +262,12 @@ const FileSchema = fileSchema(COORDINATOR_SETTINGS);
 export interface CoordinatorConfig extends EngineTimings {
   listen: { host: string; port: number };
   dataDir: string;
+  /** Where the state is kept: the embedded state in dataDir, or a PostgreSQL database (url: never log it; `location` is redacted). */
+  state: { kind: 'embedded' } | { kind: 'postgres'; url: string; location: string };
+  /** The URL this coordinator is reached at (advertise_url); null: its listen address, known once it listens. */
+  advertiseUrl: string | null;
+  /** The leader lease's TTL (lease_ttl; PostgreSQL state only). */
+  leaseTtlMs: number;
   /** Create a new state file in an existing data dir that has none. */
   init: boolean;
   agentTokenFile: string | undefined;
@@ -374,9 +441,16 @@ export function loadCoordinatorConfig(flags: CoordinatorFlags, host: ConfigEnvir
     cache = { registry: cacheRegistry, mode: s.need('cacheMode'), keep: s.need('cacheKeep') };
   }
 
+  const stateUrl = s.get('state') ?? '';
+  const leaseTtlMs = s.need('leaseTtl');
+  if (leaseTtlMs < LEASE_TTL_MIN_MS || leaseTtlMs > LEASE_TTL_MAX_MS) throw configError('lease_ttl', `must be between 2s and 5m (got ${leaseTtlMs} ms)`);
+
   return Object.freeze({
     listen: s.need('listen'),
     dataDir: resolve(s.get('dataDir') ?? defaultDataDir(env)),
+    state: stateUrl === '' ? { kind: 'embedded' as const } : { kind: 'postgres' as const, url: stateUrl, location: redactPostgresUrl(stateUrl) },
+    advertiseUrl: s.get('advertiseUrl') ?? null,
+    leaseTtlMs,
     init: flags.init ?? false,
     agentTokenFile: agentTokenFile ? resolve(agentTokenFile) : undefined,
     apiTokenFile: apiTokenFile ? resolve(apiTokenFile) : undefined,

@@ -160,6 +160,7 @@ export async function openCore(config: CoordinatorConfig, logger: Logger, store:
       isReady: opts.isReady,
       secureCookies: opts.secureCookies,
       events: { feed: events },
+      cluster: opts.cluster,
     });
     const registries = config.registries;
     wantContextDockerfiles(registries.size > 0);

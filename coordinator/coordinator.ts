@@ -20,6 +20,7 @@ import type * as TlsFiles from './tls/tls-files.js';
 import type { ChangeFeed } from './events/change-feed.js';
 import { openCore } from './coordinator-core.js';
 import { listen } from './listen.js';
+import { embeddedClusterView } from './cluster/embedded-view.js';
 
 export interface RunningCoordinator {
   /** http(s)://host:port the coordinator listens on (port resolved when 0 was asked). */
@@ -49,7 +50,7 @@ export interface RunningCoordinator {
 
 export async function startCoordinator(config: CoordinatorConfig, logger: Logger): Promise<RunningCoordinator> {
   // A PostgreSQL state: the code for it loads only then (the embedded coordinator never loads the driver).
-  if (config.state) return (await import('./cluster-coordinator.js')).startClusterCoordinator(config, logger);
+  if (config.state.kind === 'postgres') return (await import('./cluster-coordinator.js')).startClusterCoordinator(config, logger);
   const releasers: Array<() => Promise<void> | void> = [];
   const cleanup = async () => {
     for (const r of releasers.splice(0).reverse()) await r();
@@ -71,7 +72,8 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
     const core = await openCore(config, logger, store, {
       isReady: () => ready,
       secureCookies: tls !== null,
-      cluster: async () => ({ leader: url, epoch: 0, coordinators: [{ url, role: 'leader', last_seen: new Date().toISOString() }] }),
+      // GET /api/v1/cluster names this coordinator by its advertise_url, else its listen URL (set once listening).
+      cluster: () => Promise.resolve(embeddedClusterView(config.advertiseUrl ?? url)),
     });
     releasers.push(() => core.stop());
     const { app, hub, engine } = core;

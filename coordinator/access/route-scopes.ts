@@ -106,6 +106,8 @@ export const ROUTE_SCOPES: readonly RouteScope[] = [
   // webhooks: a build's own hooks to any reader; the coordinator's hooks only to admins (the routes check that)
   row('get', R.webhooks.template, 'read'),
   row('get', R.webhookDeliveries.template, 'read'),
+  // the coordinators sharing the state (issue 14)
+  row('get', R.cluster.template, 'read'),
 ];
 
 interface Compiled {

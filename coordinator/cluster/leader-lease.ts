@@ -24,6 +24,7 @@ import type { PgClient } from '../state/pg/pg-client.js';
 import { PgLeaseStore, type LeaseStore, type LeaseToken } from './lease-store.js';
 
 export type { LeaseToken } from './lease-store.js';
+export { fence, FENCE_SQL } from './lease-store.js';
 export type LeaseRole = 'leader' | 'standby';
 
 export interface LeaseOptions {

@@ -30,6 +30,7 @@ import { registerSessionRoutes } from './routes-session.js';
 import { StaticWeb, defaultWebRoot } from './static-web.js';
 import { SessionStore, originAllowed, sessionCookieOf } from '../access/sessions.js';
 import { registerWebhookRoutes } from './routes-webhooks.js';
+import { registerClusterRoutes } from './routes-cluster.js';
 import { actorOf } from '../access/api-keys.js';
 import { RouteScopeTable, grants } from '../access/route-scopes.js';
 import { decodedSegment, problemSummary, rateLimited, remoteOf, targetOf } from './access-guard.js';
@@ -244,6 +245,7 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   registerAccessRoutes(app, deps);
   registerSessionRoutes(app, { ...deps, sessions, secureCookies: deps.secureCookies ?? false });
   registerWebhookRoutes(app, deps);
+  registerClusterRoutes(app, deps);
 
   const docConfig = {
     openapi: '3.1.0' as const,

@@ -15,7 +15,7 @@ import type { AgentCredentialStore } from '../access/agent-credentials.js';
 import type { SecretStore } from '../secrets/secret-store.js';
 import type { SessionStore } from '../access/sessions.js';
 import type { WebhookQuery } from '../webhooks/webhooks.js';
-import type { WebhookPolicy } from '../../shared/index.js';
+import type { ClusterViewT, WebhookPolicy } from '../../shared/index.js';
 import type { ChangeFeed } from '../events/change-feed.js';
 
 /** Agent enrolment and per-agent credentials (routes-agent-access.ts). */
@@ -65,6 +65,8 @@ export interface HttpDeps {
   secureCookies?: boolean;
   /** The built dashboard (`dist/web`); default: next to the coordinator's code; null: API only. */
   webRoot?: string | null;
+  /** GET /api/v1/cluster: the leader, its epoch and the coordinators seen (an embedded coordinator: itself at epoch 0). */
+  cluster: () => Promise<ClusterViewT>;
 }
 
 export function clockOf(deps: HttpDeps): () => number {

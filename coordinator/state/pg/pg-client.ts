@@ -149,6 +149,13 @@ export async function openPg(url: string, opts: PgOpenOptions): Promise<PgClient
         throw mapped(err);
       }
       let broken: Error | undefined;
+      // A connection lost between two statements of fn makes the checked-out client emit
+      // 'error' (no query to fail): without a listener that would end the process. The next
+      // statement fails instead, mapped, and the client is dropped at release.
+      const onLost = (err: Error): void => {
+        broken = err;
+      };
+      c.on('error', onLost);
       try {
         // Pipelined: BEGIN leaves with the first query of fn; its own error (if any) surfaces
         // as that query's failure too, and is rethrown below.
@@ -176,6 +183,7 @@ export async function openPg(url: string, opts: PgOpenOptions): Promise<PgClient
         }
         throw mapped(err);
       } finally {
+        c.off('error', onLost);
         c.release(broken);
       }
     },

@@ -1,0 +1,90 @@
+/**
+ * PostgreSQL going away and coming back (issue 14), on a server of the test's own
+ * (test/helpers/postgres.ts privatePostgres: the other test files keep theirs): while it is
+ * down every query and transaction fails with E_UNAVAILABLE (never the password, never a
+ * crash of the process), and once it is back the same client works again without being
+ * reopened. A leader whose database is gone steps down one TTL after its last renewal that
+ * landed, although no renewal ever answers "moved on"; when the database is back a lease is
+ * taken again under the next epoch.
+ */
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KilnError } from '../../shared/index.js';
+import { openPg, type PgClient } from '../../coordinator/state/pg/pg-client.js';
+import { migrate } from '../../coordinator/state/pg/migrate.js';
+import { LeaderLease, type LeaseRole } from '../../coordinator/cluster/leader-lease.js';
+import { freshDatabase, privatePostgres, type PrivatePostgres, type TestDatabase } from '../helpers/postgres.js';
+
+async function caught(p: Promise<unknown>): Promise<KilnError> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof KilnError) return err;
+    throw err;
+  }
+  throw new Error('expected a KilnError, got success');
+}
+
+function nextRole(l: LeaderLease, role: LeaseRole): Promise<number> {
+  return new Promise((resolve) => {
+    const on = (r: LeaseRole, epoch: number): void => {
+      if (r !== role) return;
+      l.off('role', on);
+      resolve(epoch);
+    };
+    l.on('role', on);
+  });
+}
+
+describe('PostgreSQL restarted under a client and a lease', () => {
+  let server: PrivatePostgres;
+  let db: TestDatabase;
+  let pg: PgClient;
+  let leasePg: PgClient;
+  let password: string;
+  beforeAll(async () => {
+    server = await privatePostgres();
+    db = await freshDatabase(server.url);
+    password = new URL(db.url).password;
+    pg = await openPg(db.url, { applicationName: 'kiln-test', connectTimeoutMs: 2000 });
+    leasePg = await openPg(db.url, { applicationName: 'kiln-test-lease', max: 2, connectTimeoutMs: 1000, statementTimeoutMs: 2000 });
+    await migrate(pg);
+    await pg.query('CREATE TABLE t (id serial PRIMARY KEY, v text)');
+  });
+  afterAll(async () => {
+    await leasePg?.close().catch(() => {});
+    await pg?.close().catch(() => {});
+    await server?.destroy();
+  });
+
+  it('fails with E_UNAVAILABLE while the server is down, and works again once it is back', async () => {
+    await pg.query("INSERT INTO t (v) VALUES ('before')");
+    await server.stop();
+    for (const err of [await caught(pg.query('SELECT 1')), await caught(pg.tx((q) => q.query("INSERT INTO t (v) VALUES ('during')")))]) {
+      expect(err.code).toBe('E_UNAVAILABLE');
+      expect(err.message).toContain('***');
+      expect(err.message).not.toContain(password);
+    }
+    await server.start();
+    await pg.tx((q) => q.query("INSERT INTO t (v) VALUES ('after')"));
+    expect((await pg.query<{ v: string }>('SELECT v FROM t ORDER BY id')).map((r) => r.v)).toEqual(['before', 'after']);
+  });
+
+  it('a leader whose database is gone steps down after the TTL; a lease is taken again under the next epoch once it is back', async () => {
+    const lease = new LeaderLease({ pg: leasePg, url: 'http://127.0.0.1:7001', ttlMs: 2000, renewMs: 400, pollMs: 200, logger: pino({ level: 'silent' }) });
+    try {
+      await lease.start();
+      expect(lease.role).toBe('leader');
+      const epoch = lease.token!.epoch;
+      const down = nextRole(lease, 'standby');
+      await server.stop();
+      expect(await down).toBe(epoch);
+      expect(lease.token).toBeNull();
+      const up = nextRole(lease, 'leader');
+      await server.start();
+      expect(await up).toBe(epoch + 1);
+    } finally {
+      await lease.stop();
+    }
+  });
+});
