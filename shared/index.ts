@@ -259,6 +259,7 @@ export {
   type WebhookViewT,
 } from './api-webhooks.js';
 export { ClusterMember, type ClusterMemberT, ClusterView, type ClusterViewT, CoordinatorRole, type CoordinatorRoleT, leaderFromReason, notLeaderReason } from './api-cluster.js';
+export { coordinatorKey, indexOfCoordinator, MAX_COORDINATORS, splitCoordinatorList } from './coordinator-list.js';
 export { AuditEntryView, type AuditEntryViewT, AuditList, CreateKeyBody, type CreateKeyBodyT, CreatedKey, KEY_SCOPES, KeyList, KeyScope, KeyView, type KeyViewT } from './api-access.js';
 export {
   findCycle,
