@@ -211,7 +211,7 @@ export class Agent {
         }
         const from = this.ring.current.httpUrl;
         const step = this.ring.next(outcome.notLeader ? { leader: outcome.leader } : {});
-        const several = this.ring.size > 1 ? { coordinator: from, next: step.endpoint.httpUrl, why: step.why } : {};
+        const several = this.ring.size > 1 ? { url: from, next_url: step.endpoint.httpUrl, why: step.why } : {};
         if (!step.backoff) {
           this.log.warn({ reason: outcome.reason, ...several }, 'disconnected from coordinator; trying the next one');
           continue;
@@ -298,7 +298,7 @@ export class Agent {
         });
       });
       ws.on('open', () => {
-        if (this.ring.size > 1) this.log.info({ coordinator: endpoint.httpUrl }, 'connected to coordinator');
+        if (this.ring.size > 1) this.log.info({ url: endpoint.httpUrl }, 'connection to coordinator open');
         this.opts.onCoordinator?.(endpoint);
         core.opened(link);
       });

@@ -143,6 +143,8 @@ export class ApiClient {
     const readOnly = method === 'GET' || method === 'HEAD';
     const tried = new Set<number>();
     const failures: string[] = [];
+    /** The last E_NOT_LEADER refusal: what is reported when no coordinator of the list takes the request. */
+    let refusal: { index: number; response: Response } | null = null;
     for (let i = this.current; ; ) {
       tried.add(i);
       const base = this.bases[i]!;
@@ -157,16 +159,21 @@ export class ApiClient {
         if (!err.notSent && !readOnly) {
           throw new UnreachableError(`${err.sentence} after the ${method} request was sent; it was not sent again to another coordinator (it may have been done: check before trying again)`);
         }
+        if (next < 0 && refusal !== null) {
+          this.current = refusal.index;
+          return refusal.response;
+        }
         if (!replayable || next < 0) throw new UnreachableError(failures.length === 1 ? err.sentence : `cannot reach any coordinator of the list (${failures.join('; ')})`);
         i = next;
         continue;
       }
       if (res.status === 503 && replayable) {
-        const refusal = await notLeader(res);
-        res = refusal.response;
-        if (refusal.notLeader) {
+        const answer = await notLeader(res);
+        res = answer.response;
+        if (answer.notLeader) {
           failures.push(`${base}: not the leader`);
-          const named = indexOfCoordinator(this.keys, refusal.leader);
+          refusal = { index: i, response: res };
+          const named = indexOfCoordinator(this.keys, answer.leader);
           const next = named >= 0 && !tried.has(named) ? named : this.untried(i, tried);
           if (next >= 0) {
             i = next;
