@@ -6,10 +6,11 @@
  * later requests go to the coordinator that answered last; one URL fails as it always did.
  */
 import { once } from 'node:events';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiClient, UnreachableError } from '../../cli/api-client.js';
+import { coerceError } from '../../shared/index.js';
 import { freePort } from '../helpers/cluster.js';
 import { startEmulatedStandby, type EmulatedStandby } from '../helpers/emulated-standby.js';
 
@@ -19,7 +20,7 @@ interface Recorder {
   server: Server;
 }
 
-async function serve(handle: (req: IncomingMessage, body: string, res: import('node:http').ServerResponse) => void): Promise<Recorder> {
+async function serve(handle: (req: IncomingMessage, body: string, res: ServerResponse) => void): Promise<Recorder> {
   const seen: string[] = [];
   const server = createServer((req, res) => {
     let body = '';
@@ -62,7 +63,7 @@ describe('the CLI client with several coordinators', () => {
   it('one URL fails exactly as before lists', async () => {
     const err = await new ApiClient({ baseUrl: dead, token: 't', tokenSource: 'test' }).raw('/api/v1/builds').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UnreachableError);
-    expect((err as Error).message).toBe(`cannot reach the coordinator at ${dead}: ECONNREFUSED`);
+    expect(coerceError(err).message).toBe(`cannot reach the coordinator at ${dead}: ECONNREFUSED`);
     const single = await client(standby.url).raw('/api/v1/builds', { method: 'POST', body: '{}' });
     expect(single.status).toBe(503); // a single standby's refusal is the answer
   });
@@ -106,7 +107,7 @@ describe('the CLI client with several coordinators', () => {
     const before = leader.seen.length;
     const err = await post(c, '{"n":5}').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UnreachableError);
-    expect((err as Error).message).toMatch(new RegExp(`^cannot reach the coordinator at ${lossy.url}: .* after the POST request was sent; it was not sent again to another coordinator`));
+    expect(coerceError(err).message).toMatch(new RegExp(`^cannot reach the coordinator at ${lossy.url}: .* after the POST request was sent; it was not sent again to another coordinator`));
     expect(lossy.seen).toEqual(['POST /api/v1/builds {"n":5}']);
     expect(leader.seen.length).toBe(before); // the submission exists at most once
     const read = await c.raw('/api/v1/builds/b-1');
@@ -119,7 +120,7 @@ describe('the CLI client with several coordinators', () => {
     const other = `http://127.0.0.1:${await freePort()}`;
     const err = await client(dead, other).raw('/api/v1/builds').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UnreachableError);
-    expect((err as Error).message).toBe(`cannot reach any coordinator of the list (${dead}: ECONNREFUSED; ${other}: ECONNREFUSED)`);
+    expect(coerceError(err).message).toBe(`cannot reach any coordinator of the list (${dead}: ECONNREFUSED; ${other}: ECONNREFUSED)`);
   });
 
   it('downloads from any coordinator of the list with the token, and from nowhere else', () => {
