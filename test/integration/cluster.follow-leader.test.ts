@@ -8,7 +8,7 @@
  * coordinator URL that goes away to the next one and rides out a kill -9 and restart.
  * Builds run on the no-op executor: what they build does not matter here.
  */
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { apiPath } from '../../shared/index.js';
@@ -88,13 +88,20 @@ describe('following the leader through a list of coordinators', () => {
     expect(String(followed?.why)).toMatch(/is not the leader; it names/);
 
     const before = await builds();
-    const posts = standby.requests.filter((r) => r === `POST ${apiPath.builds()}`).length;
-    const r = await cli([standby.url, c.coord.url], ['submit', await spec('via-standby'), '--json']);
+    const asked = standby.requests.length;
+    // A spec with a context: the CLI asks which blobs are missing, uploads the context (a stream) and submits.
+    const ctx = join(c.dir, 'ctx-via-standby');
+    await mkdir(ctx, { recursive: true });
+    await writeFile(join(ctx, 'Dockerfile'), `FROM kiln/busybox:1\nCOPY . /src\n# ${Date.now()}\n`);
+    const path = join(c.dir, 'via-standby.yaml');
+    await writeFile(path, 'name: via-standby\nnodes:\n  one:\n    context: ./ctx-via-standby\n');
+    const r = await cli([standby.url, c.coord.url], ['submit', path, '--json']);
     expect(r.code, r.stderr).toBe(0);
     const id = (JSON.parse(r.stdout) as { id: string }).id;
     const after = await builds();
     expect(after.filter((b) => !before.includes(b))).toEqual([id]); // exactly one new build
-    expect(standby.requests.filter((x) => x === `POST ${apiPath.builds()}`).length).toBe(posts + 1); // asked once, refused, not again
+    // The standby was asked once (refused); everything after went to the leader it named.
+    expect(standby.requests.slice(asked)).toEqual([`POST ${apiPath.casFindMissing()}`]);
     const b = await waitForBuild(c.coord, id);
     expect(b.state).toBe('success');
     expect(b.nodes[0]!.agent, JSON.stringify((await c.coord.api(apiPath.agents())).body)).toBe('via-standby');
@@ -124,6 +131,34 @@ describe('following the leader through a list of coordinators', () => {
       expect(await builds()).toEqual(before);
     } finally {
       await elsewhere.close();
+    }
+  });
+
+  it('an agent that loses its coordinator URL mid-build moves to the next one and its attempt is adopted, the log whole', async () => {
+    const lines = 40;
+    const proxy = await startTcpProxy({ port: c.coord.port });
+    try {
+      const agent = agentOn('mover', [proxy.url, c.coord.url], { KILN_NOOP_LOG: `${lines}/10` });
+      stopLater(agent);
+      await waitForAgent(c.coord, 'mover', 'connected', agent);
+      const submitted = await cli([c.coord.url], ['submit', await spec('mover'), '--json']);
+      expect(submitted.code, submitted.stderr).toBe(0);
+      const id = (JSON.parse(submitted.stdout) as { id: string }).id;
+      await waitFor('some log lines', async () => (await nodeLog(c.coord, id, 'one')).split('\n').length > 8);
+      proxy.refuse();
+      proxy.cut();
+      const b = await waitForBuild(c.coord, id);
+      expect(b.state).toBe('success');
+      expect(b.nodes[0]!.attempts).toHaveLength(1); // adopted on the new connection, not re-run
+      const opened = jsonLogLines(agent.stderr).filter((l) => l.msg === 'connection to coordinator open').map((l) => l.url);
+      expect(opened).toEqual([proxy.url, c.coord.url]);
+      const numbers = (await nodeLog(c.coord, id, 'one')).split('\n').flatMap((l) => {
+        const m = /line (\d+)\/\d+ t=/.exec(l);
+        return m ? [Number(m[1])] : [];
+      });
+      expect(numbers).toEqual(Array.from({ length: lines }, (_, i) => i + 1));
+    } finally {
+      await proxy.close();
     }
   });
 
