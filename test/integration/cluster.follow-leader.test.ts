@@ -56,8 +56,8 @@ describe('following the leader through a list of coordinators', () => {
 
   const cli = (list: string[], args: string[]) => kiln(args, { KILN_COORDINATOR: list.join(','), KILN_TOKEN_FILE: c.coord.apiTokenFile });
   const builds = async () => (await c.coord.api<BuildList>(`${apiPath.builds()}?limit=100`)).body.items.map((b) => b.id);
-  const agentOn = (name: string, list: string[], env: Record<string, string> = {}): Proc =>
-    c.track(spawnAgent({ coordinator: c.coord, name, workDir: join(c.dir, `agent-${name}`), url: list.join(','), executor: 'noop', env: { KILN_LOG_LEVEL: 'debug', ...env } }));
+  const agentOn = (name: string, list: string[], env: Record<string, string> = {}, executor: 'noop' | 'docker' = 'noop'): Proc =>
+    c.track(spawnAgent({ coordinator: c.coord, name, workDir: join(c.dir, `agent-${name}`), url: list.join(','), executor, env: { KILN_LOG_LEVEL: 'debug', ...env } }));
   const spec = async (name: string, extra = '') => {
     const path = join(c.dir, `${name}.yaml`);
     await writeFile(path, `name: ${name}\nnodes:\n  one:\n    dockerfile_inline: FROM kiln/busybox:1\n${extra}`);
@@ -76,6 +76,22 @@ describe('following the leader through a list of coordinators', () => {
     const moved = jsonLogLines(agent.stderr).find((l) => l.msg === 'disconnected from coordinator; trying the next one');
     expect(moved).toMatchObject({ url: dead, next_url: c.coord.url });
     await agent.stop();
+  });
+
+  it('fetches a build context from the coordinator it is connected to, not the first of its list', async () => {
+    const agent = agentOn('fetcher', [dead, c.coord.url], {}, 'docker');
+    stopLater(agent);
+    await waitForAgent(c.coord, 'fetcher', 'connected', agent);
+    const ctx = join(c.dir, 'ctx-fetcher');
+    await mkdir(ctx, { recursive: true });
+    const marker = `fetched-${Date.now()}`;
+    await writeFile(join(ctx, 'note.txt'), `${marker}\n`);
+    await writeFile(join(ctx, 'Dockerfile'), 'FROM kiln/busybox:1\nCOPY note.txt /note.txt\nRUN cat /note.txt\n');
+    const path = join(c.dir, 'fetcher.yaml');
+    await writeFile(path, 'name: fetcher\nnodes:\n  one:\n    no_cache: true\n    context: ./ctx-fetcher\n');
+    const r = await cli([dead, c.coord.url], ['submit', path, '--follow']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain(marker);
   });
 
   it('follows a standby to the leader it names: the agent runs a build there and the submission lands once', async () => {
