@@ -1,12 +1,15 @@
 /**
  * Agents and the CLI with a list of coordinators (issue 14), against a real coordinator
- * process: a dead port first in the list is skipped; an emulated standby (a real HTTP +
- * WebSocket server, test/helpers/emulated-standby.ts) that closes agent sockets with
- * NOT_LEADER and answers writes with the 503 E_NOT_LEADER problem sends the agent and the
- * CLI's submission to the real one (the submission lands once); a leader the list does not
- * name is not followed; `kiln logs -f` keeps every line exactly once while it moves from a
- * coordinator URL that goes away to the next one and rides out a kill -9 and restart.
- * Builds run on the no-op executor: what they build does not matter here.
+ * process: a dead port first in the list is skipped (and the agent fetches build contexts
+ * from the coordinator it is connected to, not the first of its list); an emulated standby
+ * (a real HTTP + WebSocket server, test/helpers/emulated-standby.ts) that closes agent
+ * sockets with NOT_LEADER and answers requests with the 503 E_NOT_LEADER problem sends the
+ * agent and the CLI's submission to the real one (the submission lands once); a leader the
+ * list does not name is not followed; an agent whose coordinator URL goes away mid-build
+ * moves to the next one and its attempt is adopted; `kiln logs -f` keeps every line exactly
+ * once while it moves from a coordinator URL that goes away to the next one and rides out a
+ * kill -9 and restart. Builds run on the no-op executor (what they build does not matter
+ * here), but for the context fetch, which runs a real one.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
