@@ -5,6 +5,12 @@
  * assignments, acks, heartbeats, liveness, self-fencing) is the session, agent-session.ts,
  * which this file feeds the socket's messages to.
  *
+ * With several coordinators (issue 14) it follows the leader among them: which one it
+ * connects to next is coordinator-ring.ts (a NOT_LEADER close naming a coordinator of the
+ * list moves there at once; other ends move to the next one; the backoff is taken once the
+ * whole list failed in a row). Resuming is the same on any of them: the hello names the
+ * attempts the agent holds, so a new leader adopts them.
+ *
  * Stopping is not cancelling: `drain()` takes no new work and lets running builds
  * finish; `cancelAll()` aborts them and reports them cancelled. Either ends by closing
  * the socket with AGENT_SHUTDOWN, which the coordinator logs as a departure, not a loss.
@@ -17,6 +23,7 @@ import {
   Backoff,
   CLOSE_CODES,
   KilnError,
+  leaderFromReason,
   MAX_FRAME_BYTES,
   normalizePlatform,
   randomToken,
@@ -32,6 +39,8 @@ import {
   type Tracer,
 } from '../shared/core.js';
 import { AgentSession, type HealthSource } from './agent-session.js';
+import type { CoordinatorEndpoint } from './config.js';
+import { CoordinatorRing } from './coordinator-ring.js';
 import type { Executor } from './executors/executor.js';
 import { sampleLoad, type GpuSampler } from './host-metrics.js';
 
@@ -45,8 +54,12 @@ type WebSocket = WebSocketClass;
 export { DEFAULT_CUTOFF_CANCEL_MS, cutoffCheckInterval, type HealthSource } from './agent-session.js';
 
 export interface AgentOptions {
-  /** ws(s)://host:port/api/v1/agent */
+  /** ws(s)://host:port/api/v1/agent (used when `coordinators` is absent) */
   url: string;
+  /** The coordinator list, in order (issue 14); absent: `url` alone. */
+  coordinators?: readonly CoordinatorEndpoint[];
+  /** Called when a connection to a coordinator opens: CAS and credential calls go to the one the agent is connected to. */
+  onCoordinator?: (endpoint: CoordinatorEndpoint) => void;
   /** wss://: the CA file the coordinator's certificate is verified with; absent: Node's built-in store. */
   ca?: { file: string; pem: string } | null;
   token: string;
@@ -75,6 +88,17 @@ export interface AgentOptions {
   tracer?: Tracer;
 }
 
+/** How one connection ended. */
+interface ConnectOutcome {
+  fatal: boolean;
+  reason: string;
+  /** The coordinator asked for a credential rotation (CREDENTIAL_ROTATE). */
+  rotate: boolean;
+  /** Closed with NOT_LEADER; `leader` is the coordinator its reason names (null: unknown). */
+  notLeader: boolean;
+  leader: string | null;
+}
+
 /** The agent cannot work with this coordinator (auth, protocol): do not restart in a loop. */
 export class FatalAgentError extends KilnError {}
 
@@ -91,10 +115,18 @@ export class Agent {
   private readonly stopController = new AbortController();
   /** The token the next connection sends (a rotation replaces it). */
   private token: string;
+  /** The coordinator list and which one is next. */
+  private readonly ring: CoordinatorRing;
 
   constructor(private readonly opts: AgentOptions) {
     this.log = opts.logger;
     this.token = opts.token;
+    this.ring = new CoordinatorRing(opts.coordinators?.length ? opts.coordinators : [{ wsUrl: opts.url, httpUrl: opts.url.replace(/^ws/, 'http').replace(/\/api\/v1\/agent$/, '') }]);
+  }
+
+  /** The coordinator the agent is connected to (or connects to next). */
+  get coordinator(): CoordinatorEndpoint {
+    return this.ring.current;
   }
 
   get name(): string {
@@ -177,8 +209,15 @@ export class Agent {
             this.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'credential rotation failed');
           }
         }
+        const from = this.ring.current.httpUrl;
+        const step = this.ring.next(outcome.notLeader ? { leader: outcome.leader } : {});
+        const several = this.ring.size > 1 ? { url: from, next_url: step.endpoint.httpUrl, why: step.why } : {};
+        if (!step.backoff) {
+          this.log.warn({ reason: outcome.reason, ...several }, 'disconnected from coordinator; trying the next one');
+          continue;
+        }
         const delay = this.backoff.next();
-        this.log.warn({ reason: outcome.reason, retry_in_ms: delay }, 'disconnected from coordinator');
+        this.log.warn({ reason: outcome.reason, retry_in_ms: delay, ...several }, 'disconnected from coordinator');
         await sleep(delay, this.stopController.signal);
       }
     } finally {
@@ -212,10 +251,11 @@ export class Agent {
     return this.opts.authHint ? ` (${this.opts.authHint})` : '';
   }
 
-  private connectOnce(core: AgentSession): Promise<{ fatal: boolean; reason: string; rotate?: boolean }> {
+  private connectOnce(core: AgentSession): Promise<ConnectOutcome> {
+    const endpoint = this.ring.current;
     return new Promise((resolve) => {
       let settled = false;
-      const ws = new WebSocket(this.opts.url, {
+      const ws = new WebSocket(endpoint.wsUrl, {
         headers: { authorization: `Bearer ${this.token}` },
         maxPayload: MAX_FRAME_BYTES,
         perMessageDeflate: false,
@@ -228,14 +268,17 @@ export class Agent {
           if (ws.readyState === WebSocket.OPEN) ws.send(bytes);
         },
         terminate: () => ws.terminate(),
-        welcomed: () => this.backoff.reset(),
+        welcomed: () => {
+          this.backoff.reset();
+          this.ring.welcomed();
+        },
       };
-      const done = (fatal: boolean, reason: string, rotate = false) => {
+      const done = (fatal: boolean, reason: string, rotate = false, notLeader = false) => {
         if (settled) return;
         settled = true;
         core.closed(link);
         this.ws = null;
-        resolve({ fatal, reason, rotate });
+        resolve({ fatal, reason, rotate, notLeader, leader: notLeader ? leaderFromReason(reason) : null });
       };
       this.ws = ws;
 
@@ -254,16 +297,20 @@ export class Agent {
           done(fatal, `coordinator refused the connection: HTTP ${res.statusCode} ${detail}`.trim() + (res.statusCode === 401 ? this.hint() : ''));
         });
       });
-      ws.on('open', () => core.opened(link));
+      ws.on('open', () => {
+        if (this.ring.size > 1) this.log.info({ url: endpoint.httpUrl }, 'connection to coordinator open');
+        this.opts.onCoordinator?.(endpoint);
+        core.opened(link);
+      });
       ws.on('message', (data, isBinary) => core.received(Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data), isBinary));
       ws.on('close', (code, reasonBuf) => {
         const reason = reasonBuf.toString() || failure || `close code ${code}`;
         const credential = code === CLOSE_CODES.CREDENTIAL_REVOKED || code === CLOSE_CODES.CREDENTIAL_NAME;
         const fatal = credential || code === CLOSE_CODES.PROTOCOL_VERSION || code === CLOSE_CODES.INVALID_FRAME;
-        done(fatal, credential ? `${reason}${this.hint()}` : reason, code === CLOSE_CODES.CREDENTIAL_ROTATE);
+        done(fatal, credential ? `${reason}${this.hint()}` : reason, code === CLOSE_CODES.CREDENTIAL_ROTATE, code === CLOSE_CODES.NOT_LEADER);
       });
       ws.on('error', (err) => {
-        const refused = tlsRefusalMessage(err, `the coordinator at ${this.opts.url}`, this.opts.ca?.file ?? null);
+        const refused = tlsRefusalMessage(err, `the coordinator at ${endpoint.wsUrl}`, this.opts.ca?.file ?? null);
         if (refused !== null) {
           // Retried like any failed connection: a certificate being rotated can come right.
           failure = refused;

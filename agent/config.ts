@@ -16,6 +16,7 @@
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { z } from 'zod';
 import {
   AGENT_SOCKET_PATH,
   KilnError,
@@ -39,10 +40,36 @@ import {
   loadTracingConfig,
   tracingSettings,
   type TracingConfig,
+  MAX_COORDINATORS,
+  splitCoordinatorList,
+  isKilnError,
+  coordinatorKey,
+  type SettingType,
 } from '../shared/core.js';
 
+/** The `coordinator` setting: one URL or several, comma-separated text or a list in the file. */
+function coordinatorList(): SettingType<string[]> {
+  return {
+    hint: 'url[,url...]',
+    file: z.union([z.string(), z.array(z.string())]),
+    parse: (setting, v) => {
+      try {
+        return splitCoordinatorList(v as string | string[]);
+      } catch (err) {
+        if (isKilnError(err, 'E_CONFIG')) throw configError(setting, err.message);
+        throw err;
+      }
+    },
+  };
+}
+
 export const AGENT_SETTINGS = {
-  coordinator: { type: t.text('url'), key: 'coordinator', env: 'KILN_COORDINATOR', description: 'coordinator URL, http(s):// or ws(s):// (required)' },
+  coordinator: {
+    type: coordinatorList(),
+    key: 'coordinator',
+    env: 'KILN_COORDINATOR',
+    description: `coordinator URL, http(s):// or ws(s):// (required); several (at most ${MAX_COORDINATORS}, comma-separated, or a list in the file): the agent follows the leader among them`,
+  },
   tokenFile: { type: t.text('file'), key: 'token_file', env: 'KILN_AGENT_TOKEN_FILE', defaultText: '$CREDENTIALS_DIRECTORY/token under systemd', description: 'agent token file' },
   token: { type: t.text('token'), key: 'token', env: 'KILN_AGENT_TOKEN', secret: true, description: 'the agent token itself (token_file wins on the same layer)' },
   name: { type: t.text('name'), key: 'name', env: 'KILN_AGENT_NAME', defaultText: 'the host name', description: 'agent name' },
@@ -75,10 +102,12 @@ export const AGENT_SETTINGS = {
 } as const satisfies SettingTable;
 
 export interface AgentConfig {
-  /** ws(s)://host:port/api/v1/agent */
+  /** ws(s)://host:port/api/v1/agent (the first coordinator of the list) */
   wsUrl: string;
-  /** http(s)://host:port, for CAS downloads */
+  /** http(s)://host:port, for CAS downloads (the first coordinator of the list) */
   httpUrl: string;
+  /** Every coordinator of the list, in order (one entry for a single URL); the agent follows the leader among them. */
+  coordinators: readonly CoordinatorEndpoint[];
   token: string;
   tokenSource: string;
   /** Where the agent's own credential is kept: `<state dir>/agent-credential` (0600). */
@@ -123,8 +152,16 @@ export interface AgentHost {
   readFile?: (path: string) => string;
 }
 
+/** One coordinator of the agent's list, in both URL forms. */
+export interface CoordinatorEndpoint {
+  /** ws(s)://host:port/api/v1/agent */
+  wsUrl: string;
+  /** http(s)://host:port */
+  httpUrl: string;
+}
+
 /** Accepts http(s)://, ws(s):// or host:port and returns both URL forms. */
-export function coordinatorUrls(text: string): { wsUrl: string; httpUrl: string } {
+export function coordinatorUrls(text: string): CoordinatorEndpoint {
   let u: URL;
   try {
     u = new URL(/^[a-z]+:\/\//i.test(text) ? text : `http://${text}`);
@@ -138,6 +175,34 @@ export function coordinatorUrls(text: string): { wsUrl: string; httpUrl: string 
   const path = u.pathname.replace(/\/+$/, '');
   const prefix = path.endsWith(AGENT_SOCKET_PATH) ? path.slice(0, -AGENT_SOCKET_PATH.length) : path;
   return { wsUrl: `${secure ? 'wss' : 'ws'}://${base}${prefix}${AGENT_SOCKET_PATH}`, httpUrl: `${secure ? 'https' : 'http'}://${base}${prefix}` };
+}
+
+/**
+ * Each entry of the coordinator list checked as a single URL is (scheme, plain-text rule),
+ * errors naming the entry when there are several; the same coordinator twice is refused.
+ */
+function coordinatorEndpoints(list: readonly string[], insecure: boolean): CoordinatorEndpoint[] {
+  const out: CoordinatorEndpoint[] = [];
+  const seen = new Map<string, string>();
+  for (const entry of list) {
+    const named = (message: string) => (list.length > 1 ? `entry '${entry}': ${message.replace(/^config coordinator: /, '')}` : message);
+    let urls: CoordinatorEndpoint;
+    try {
+      urls = coordinatorUrls(entry);
+    } catch (err) {
+      if (isKilnError(err, 'E_CONFIG') && list.length > 1) throw configError('coordinator', named(err.message));
+      throw err;
+    }
+    // Named by the scheme the user gave (host:port alone is http://).
+    const plaintext = plaintextProblem(new URL(/^[a-z]+:\/\//i.test(entry) ? entry : urls.httpUrl), insecure, 'coordinator');
+    if (plaintext !== null) throw new KilnError('E_CONFIG', list.length > 1 ? `coordinator entry '${entry}': ${plaintext.replace(/^coordinator: /, '')}` : plaintext);
+    const key = coordinatorKey(urls.httpUrl) ?? urls.httpUrl;
+    const twice = seen.get(key);
+    if (twice !== undefined) throw configError('coordinator', `'${entry}' names the same coordinator as '${twice}' (each coordinator once)`);
+    seen.set(key, entry);
+    out.push(urls);
+  }
+  return out;
 }
 
 function readTokenFile(path: string, read: (p: string) => string): string {
@@ -176,12 +241,9 @@ export function loadAgentConfig(flags: AgentFlags, host: AgentHost): Readonly<Ag
   const file = configPath ? readConfigFile(configPath, FileSchema, read) : {};
   const s = new SettingsReader(AGENT_SETTINGS, { flags: flags as Record<string, unknown>, env, file });
 
-  const coordinator = s.get('coordinator');
-  if (!coordinator) throw configError('coordinator', 'no coordinator given (use --coordinator http://host:port or KILN_COORDINATOR)');
-  const urls = coordinatorUrls(coordinator);
-  // Named by the scheme the user gave (host:port alone is http://).
-  const plaintext = plaintextProblem(new URL(/^[a-z]+:\/\//i.test(coordinator) ? coordinator : urls.httpUrl), s.need('insecure'), 'coordinator');
-  if (plaintext !== null) throw new KilnError('E_CONFIG', plaintext);
+  const coordinatorList = s.get('coordinator');
+  if (!coordinatorList || coordinatorList.length === 0) throw configError('coordinator', 'no coordinator given (use --coordinator http://host:port or KILN_COORDINATOR)');
+  const coordinators = coordinatorEndpoints(coordinatorList, s.need('insecure'));
   const caFile = s.get('caFile');
   const ca = caFile ? { file: resolve(caFile), pem: readCaFile(resolve(caFile), host.readFile) } : null;
 
@@ -221,7 +283,8 @@ export function loadAgentConfig(flags: AgentFlags, host: AgentHost): Readonly<Ag
   if (!/^(unix|tcp|http):\/\//.test(dockerHost)) throw configError('docker_host', `'${dockerHost}' must be unix:///path or tcp://host:port`);
 
   return Object.freeze({
-    ...urls,
+    ...coordinators[0]!,
+    coordinators,
     token,
     tokenSource,
     name,

@@ -26,9 +26,10 @@ import { discoverGpus, queryGpuUse } from './gpus.js';
 import { HealthMonitor } from './health.js';
 import { GpuSampler } from './host-metrics.js';
 
-/** The token the agent sends now (its credential may be rotated while it runs). */
+/** The token the agent sends now (its credential may be rotated while it runs), and the coordinator it is connected to (CAS and credential calls go there). */
 interface CurrentToken {
   token: string;
+  httpUrl: string;
 }
 
 /** The real docker executor, made with the first build: its modules load only then. */
@@ -38,7 +39,9 @@ async function loadDockerExecutor(config: AgentConfig, current: CurrentToken): P
   const fetchFn = config.ca ? await fetchTrusting(config.ca.pem) : undefined;
   const cas = new CasCache({
     dir: join(config.workDir, 'cas'),
-    coordinatorUrl: config.httpUrl,
+    get coordinatorUrl() {
+      return current.httpUrl;
+    },
     get token() {
       return current.token;
     },
@@ -61,12 +64,12 @@ export async function runAgent(flags: AgentFlags, host: ProcessHost): Promise<nu
   const logger = createLogger({ name: 'kiln-agent', level: config.log.level, format: config.log.format, env: host.env });
   let executor: Executor;
   await mkdir(config.workDir, { recursive: true }).catch((err: unknown) => logger.warn({ work_dir: config.workDir, err: coerceError(err).message }, 'cannot create the work dir'));
-  const current: CurrentToken = { token: config.token };
+  const current: CurrentToken = { token: config.token, httpUrl: config.httpUrl };
   // Enrolment (and rotation) code loads only for an agent that enrols or holds a credential.
   if (config.enrolToken !== null) {
     const { enrol } = await import('./enrol.js');
     try {
-      current.token = await enrol({ httpUrl: config.httpUrl, enrolToken: config.enrolToken, tokenSource: config.tokenSource, name: config.name, credentialFile: config.credentialFile, logger, ...(config.ca ? { fetch: await fetchTrusting(config.ca.pem) } : {}) });
+      current.token = await enrol({ httpUrl: config.coordinators.map((c) => c.httpUrl), enrolToken: config.enrolToken, tokenSource: config.tokenSource, name: config.name, credentialFile: config.credentialFile, logger, ...(config.ca ? { fetch: await fetchTrusting(config.ca.pem) } : {}) });
     } catch (err) {
       if (!isKilnError(err, 'E_CONFIG')) throw err;
       logger.fatal({ err: coerceError(err).message }, 'agent cannot enrol; not retrying');
@@ -108,13 +111,15 @@ export async function runAgent(flags: AgentFlags, host: ProcessHost): Promise<nu
   const tracer = config.tracing ? await import('./tracing.js').then((m) => m.startAgentTracer(config.tracing!, { name: config.name, hostname: host.hostname }, logger)) : undefined;
   const agent = new Agent({
     url: config.wsUrl,
+    coordinators: config.coordinators,
+    onCoordinator: (endpoint) => (current.httpUrl = endpoint.httpUrl),
     ca: config.ca,
     token: current.token,
     ...(ownCredential
       ? {
           rotateCredential: async (credential: string) => {
             const { rotateCredential } = await import('./enrol.js');
-            current.token = await rotateCredential({ httpUrl: config.httpUrl, credential, credentialFile: config.credentialFile, logger, ...(config.ca ? { fetch: await fetchTrusting(config.ca.pem) } : {}) });
+            current.token = await rotateCredential({ httpUrl: current.httpUrl, credential, credentialFile: config.credentialFile, logger, ...(config.ca ? { fetch: await fetchTrusting(config.ca.pem) } : {}) });
             return current.token;
           },
           authHint: `agent credential ${config.credentialFile}: this agent was revoked or its credential is unknown here; ask an admin for a new enrolment token (kiln tokens create --agent --name ${config.name}), delete this file, put the token in ${config.tokenSource === config.credentialFile ? 'the token file' : config.tokenSource} and restart`,

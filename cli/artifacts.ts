@@ -47,10 +47,11 @@ async function findArtifact(client: ApiClient, buildId: string, node: string, ou
 async function download(client: ApiClient, a: ArtifactViewT, dir: string): Promise<string> {
   if (a.url === null) throw new CliError(`artifact ${a.node}.${a.name} (${a.digest}) has expired and was deleted`, EXIT.BUILD_FAILED);
   // The coordinator's own CAS route needs the token; a presigned link must not get it.
-  const own = a.url.startsWith(client.config.baseUrl);
+  const ownPath = client.ownPath(a.url);
+  const own = ownPath !== null;
   let res: Response;
   try {
-    res = own ? await client.raw(a.url.slice(client.config.baseUrl.length)) : await fetch(a.url);
+    res = own ? await client.raw(ownPath) : await fetch(a.url);
   } catch (err) {
     throw new CliError(`downloading ${a.digest} failed: ${coerceError(err).message}`, EXIT.USAGE);
   }

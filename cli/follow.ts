@@ -10,6 +10,11 @@
  * unreachable for `maxOutageMs`. Resuming is for interruptions: a coordinator that cannot
  * be reached on the very first request (and was not reached before by the same command,
  * see `reached`) ends the follow at once with the client's "cannot reach" error (exit 2).
+ *
+ * With several coordinators (`--coordinator URL1,URL2`) each reconnection goes through the
+ * client's list (api-client.ts: the last one that answered, then the next ones), with the
+ * same cursor, so the log resumes on another coordinator without a gap or a duplicate; the
+ * first request fails at once only when none of them can be reached.
  */
 import { Backoff, LogCursorId, MAX_CURSOR_CHARS, apiPath, coerceError, formatCursor, parseLogStreamEvent, parseOffsetId, sleep, withQuery, type FollowEvent } from '../shared/index.js';
 import { UnreachableError, type ApiClient } from './api-client.js';
@@ -100,6 +105,7 @@ export async function followBuildLogs(client: ApiClient, opts: FollowOptions): P
   let outageSince: number | null = null;
   let reconnects = 0;
   let reached = opts.reached ?? false;
+  let streamedFrom: string | null = null;
   for (;;) {
     if (opts.signal?.aborted) return 'interrupted';
     let reason: string;
@@ -114,6 +120,8 @@ export async function followBuildLogs(client: ApiClient, opts: FollowOptions): P
         throw await client.failure(res);
       }
       if (!res.body) throw new Error('empty response');
+      if (client.coordinatorCount > 1 && streamedFrom !== null && streamedFrom !== client.baseUrl) opts.onNote?.(`resumed the log stream on ${client.baseUrl}`);
+      streamedFrom = client.baseUrl;
       outageSince = null;
       backoff.reset();
       for await (const m of parseSse(res.body)) {

@@ -63,7 +63,7 @@ function makeIO(env: Record<string, string | undefined>): CliIO {
 
 function clientOptions(cmd: Command): Command {
   return cmd
-    .option('--coordinator <url>', 'coordinator URL (default: $KILN_COORDINATOR or http://127.0.0.1:8080)')
+    .option('--coordinator <url[,url...]>', 'coordinator URL, or several comma-separated (the leader among them is followed) (default: $KILN_COORDINATOR or http://127.0.0.1:8080)')
     .option('--token-file <file>', 'API token file (default: $KILN_TOKEN_FILE, $KILN_TOKEN, or the local coordinator\'s token)')
     .option('--ca-file <file>', 'PEM CA certificate(s) the coordinator\'s TLS certificate is verified with (default: $KILN_CA_FILE, else Node\'s built-in CA store)')
     .option('--insecure', 'allow plain http:// to a coordinator that is not on loopback (default: $KILN_INSECURE=1)');

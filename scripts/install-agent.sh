@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/install-agent.sh - installs a kiln agent as the systemd service kiln-agent, from the
 # checkout this script is in (built dist/ and production node_modules; no network needed).
-#   --coordinator URL --token-file FILE [--name N] [--labels k=v,...] [--max-jobs N]
+#   --coordinator URL[,URL...] --token-file FILE [--name N] [--labels k=v,...] [--max-jobs N]
 #   [--platforms linux/arm64,...] [--gpu|--no-gpu]      install (or update the settings)
 #   [--ca-file FILE|--no-ca]                             the CA that signed an https:// coordinator's certificate
 #   --upgrade [same options]                             replace the program, restart (drain)
@@ -18,7 +18,7 @@
 # Exit status: 0 done, 1 failed, 2 usage error.
 set -euo pipefail
 SCRIPT=install-agent.sh
-USAGE="usage: install-agent.sh --coordinator URL --token-file FILE [--name NAME] [--labels k=v,...] [--max-jobs N]
+USAGE="usage: install-agent.sh --coordinator URL[,URL...] --token-file FILE [--name NAME] [--labels k=v,...] [--max-jobs N]
                         [--platforms linux/arm64,...] [--gpu|--no-gpu] [--ca-file FILE|--no-ca] [--upgrade]
        install-agent.sh --uninstall [--purge]"
 . "$(dirname "$(readlink -f "$0")")/install/common.sh"
@@ -53,9 +53,14 @@ if ! $uninstall; then
   if [ -z "$coordinator" ] && ! { $upgrade && [ -f "$ETC/agent.env" ]; }; then usage_error "--coordinator URL is required"; fi
   if [ -z "$token_file" ] && ! { $upgrade && [ -f "$ETC/token" ]; }; then usage_error "--token-file FILE is required"; fi
   if [ -n "$coordinator" ]; then
+    # One URL, or several comma-separated (the agent follows the leader among them; it checks the rest).
     url_re='^(https?|wss?)://[][A-Za-z0-9.:-]+(/[A-Za-z0-9._~%/-]*)?$'
-    [[ "$coordinator" =~ $url_re ]] && [ ${#coordinator} -le 2048 ] \
-      || usage_error "--coordinator '${coordinator:0:200}' is not an http(s):// or ws(s):// URL"
+    [ ${#coordinator} -le 32768 ] || usage_error "--coordinator is longer than 32768 characters"
+    IFS=',' read -ra coordinator_urls <<< "$coordinator,"
+    for url in "${coordinator_urls[@]}"; do
+      [[ "$url" =~ $url_re ]] && [ ${#url} -le 2048 ] \
+        || usage_error "--coordinator '${url:0:200}' is not an http(s):// or ws(s):// URL"
+    done
   fi
   [ -z "$name" ] || [[ "$name" =~ ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$ ]] \
     || usage_error "--name '${name:0:100}' must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"

@@ -126,3 +126,5 @@ export {
   tracingSettings,
 } from './tracing.js';
 export { openTracer } from './tracing-open.js';
+export { coordinatorKey, indexOfCoordinator, MAX_COORDINATORS, splitCoordinatorList } from './coordinator-list.js';
+export { leaderFromReason } from './api-cluster.js';

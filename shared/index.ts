@@ -259,7 +259,9 @@ export {
   WebhookView,
   type WebhookViewT,
 } from './api-webhooks.js';
-export { ClusterMember, type ClusterMemberT, ClusterView, type ClusterViewT, CoordinatorRole, type CoordinatorRoleT, leaderFromReason, notLeaderReason } from './api-cluster.js';
+export { ClusterMember, type ClusterMemberT, ClusterView, type ClusterViewT, CoordinatorRole, type CoordinatorRoleT, notLeaderReason } from './api-cluster.js';
+// The parts of coordinator lists and NOT_LEADER reasons an agent needs are in core.ts.
+export { coordinatorKey, indexOfCoordinator, leaderFromReason, MAX_COORDINATORS, splitCoordinatorList } from './core.js';
 export { AuditEntryView, type AuditEntryViewT, AuditList, CreateKeyBody, type CreateKeyBodyT, CreatedKey, KEY_SCOPES, KeyList, KeyScope, KeyView, type KeyViewT } from './api-access.js';
 export {
   findCycle,
