@@ -1,0 +1,141 @@
+/**
+ * Two coordinators on one PostgreSQL state (issue 14), real processes, a real database:
+ * - kill -9 of the leader during a busy DAG: the standby leads within the lease (+ a poll),
+ *   the agent (given both URLs) reconnects to it and its running attempts are adopted, not
+ *   re-run; a build acknowledged just before the kill is there and runs; no node finishes
+ *   twice (one attempt each, every node success).
+ * - SIGSTOP of the leader past its lease, then SIGCONT: the standby leads at the next epoch;
+ *   the old leader finds it is no longer the leader and steps down, and nothing it tried to
+ *   write afterwards landed (no journal row of its epoch after the takeover).
+ * - a standby answers writes with 503 E_NOT_LEADER naming the leader, GET /api/v1/cluster
+ *   on both names the same leader and epoch.
+ */
+import { copyFile, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { openPg, type PgClient } from '../../coordinator/state/pg/pg-client.js';
+import type { ClusterViewT } from '../../shared/index.js';
+import { getBuild, spawnKiln, startCoordinator, submitSpec, tempDir, waitFor, waitForBuild, type CoordinatorHandle, type Proc } from '../helpers/cluster.js';
+import { freshDatabase, type TestDatabase } from '../helpers/postgres.js';
+
+const TTL = '3s';
+const FAST = ['--heartbeat-interval', '300ms', '--lost-after', '3s', '--lease-ttl', TTL];
+
+describe('two coordinators on one PostgreSQL state', () => {
+  const procs: Proc[] = [];
+  const dirs: Array<() => Promise<void>> = [];
+  let db: TestDatabase;
+  let pg: PgClient;
+  beforeAll(async () => {
+    db = await freshDatabase();
+    pg = await openPg(db.url, { applicationName: 'kiln-test-failover', max: 2 });
+  });
+  afterEach(async () => {
+    for (const p of procs.splice(0).reverse()) await p.stop();
+  });
+  afterAll(async () => {
+    await pg?.close();
+    await db?.drop();
+    for (const d of dirs) await d();
+  });
+
+  /** Starts a coordinator on the shared state; the second and later share the first one's tokens. */
+  const coordinator = async (prefix: string, first?: CoordinatorHandle): Promise<CoordinatorHandle> => {
+    const d = await tempDir(prefix);
+    dirs.push(d.cleanup);
+    const dataDir = join(d.path, 'data');
+    if (first) {
+      await mkdir(join(dataDir, 'tokens'), { recursive: true, mode: 0o700 });
+      await copyFile(first.apiTokenFile, join(dataDir, 'tokens', 'api'));
+      await copyFile(first.agentTokenFile, join(dataDir, 'tokens', 'agent'));
+    }
+    const c = await startCoordinator({ dataDir, args: [...FAST, '--state', db.url] });
+    procs.push(c.proc);
+    return c;
+  };
+
+  const cluster = async (c: CoordinatorHandle): Promise<ClusterViewT> => {
+    const r = await c.api<ClusterViewT>('/api/v1/cluster');
+    expect(r.status).toBe(200);
+    return r.body;
+  };
+
+  const agent = (name: string, cs: CoordinatorHandle[], env: Record<string, string>): Proc => {
+    const p = spawnKiln(['agent', '--coordinator', cs.map((c) => c.url).join(','), '--token-file', cs[0]!.agentTokenFile, '--name', name, '--work-dir', join(cs[0]!.dataDir, '..', name), '--executor', 'noop', '--max-jobs', '4'], env);
+    procs.push(p);
+    return p;
+  };
+
+  it('a standby sends writes to the leader, and both name the same leader', async () => {
+    const a = await coordinator('f-pg-a');
+    const b = await coordinator('f-pg-b', a);
+    const va = await cluster(a);
+    const vb = await cluster(b);
+    expect(va.leader).toBe(a.url);
+    expect(vb).toMatchObject({ leader: a.url, epoch: va.epoch });
+    expect(vb.coordinators.map((x) => [x.url, x.role]).sort()).toEqual([
+      [a.url, 'leader'],
+      [b.url, 'standby'],
+    ].sort());
+    const refused = await b.api<{ code: string; leader: string | null }>('/api/v1/builds', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ nodes: { x: { dockerfile_inline: 'FROM scratch' } } }) });
+    expect(refused.status).toBe(503);
+    expect(refused.body).toMatchObject({ code: 'E_NOT_LEADER', leader: a.url });
+    expect((await fetch(`${b.url}/readyz`)).status).toBe(503);
+    expect((await fetch(`${a.url}/readyz`)).status).toBe(200);
+  });
+
+  it('kill -9 of the leader mid-DAG: the standby leads within the lease, adopts the running attempts, loses no acknowledged build, runs nothing twice', async () => {
+    const a = await coordinator('f-pg-a');
+    const b = await coordinator('f-pg-b', a);
+    const epoch0 = (await cluster(a)).epoch;
+    // each node writes 30 lines at 15 lines/s: about 2 s of running
+    agent('steady', [a, b], { KILN_NOOP_LOG: '30/15' });
+    const nodes: Record<string, object> = {};
+    for (let i = 0; i < 6; i++) nodes[`n${i}`] = { dockerfile_inline: 'FROM scratch', ...(i >= 3 ? { needs: [`n${i - 3}`] } : {}) };
+    const id = await submitSpec(a, { name: 'busy', nodes });
+    await waitFor('three nodes running', async () => (await getBuild(a, id)).nodes.filter((n) => n.state === 'running').length === 3 ? true : undefined);
+    const late = await submitSpec(a, { name: 'late', nodes: { only: { dockerfile_inline: 'FROM scratch' } } });
+    const killedAt = Date.now();
+    await a.proc.kill9();
+    const led = await waitFor('the standby to lead', async () => {
+      const v = await cluster(b).catch(() => null);
+      return v && v.leader === b.url && v.epoch === epoch0 + 1 ? Date.now() : undefined;
+    }, 30_000, 50);
+    expect(led - killedAt).toBeLessThan(15_000);
+    const done = await waitForBuild(b, id);
+    expect(done.state).toBe('success');
+    for (const n of done.nodes) {
+      expect(n.state, n.name).toBe('success');
+      expect(n.attempts, `${n.name}: adopted, not re-run`).toHaveLength(1);
+    }
+    const lateDone = await waitForBuild(b, late);
+    expect(lateDone.state).toBe('success');
+    expect(lateDone.nodes[0]!.attempts).toHaveLength(1);
+  });
+
+  it('SIGSTOP of the leader past its lease, then SIGCONT: it steps down and nothing it wrote after the takeover landed', async () => {
+    const a = await coordinator('f-pg-a');
+    const b = await coordinator('f-pg-b', a);
+    const epoch0 = (await cluster(a)).epoch;
+    agent('steady', [a, b], { KILN_NOOP_LOG: '40/20' });
+    const id = await submitSpec(a, { name: 'paused', nodes: { p0: { dockerfile_inline: 'FROM scratch' }, p1: { dockerfile_inline: 'FROM scratch', needs: ['p0'] } } });
+    await waitFor('p0 running', async () => (await getBuild(a, id)).nodes.find((n) => n.name === 'p0')?.state === 'running' || undefined);
+    process.kill(a.proc.child.pid!, 'SIGSTOP');
+    try {
+      await waitFor('the standby to lead', async () => {
+        const v = await cluster(b).catch(() => null);
+        return v && v.leader === b.url && v.epoch === epoch0 + 1 ? true : undefined;
+      }, 30_000, 50);
+    } finally {
+      process.kill(a.proc.child.pid!, 'SIGCONT');
+    }
+    const takeover = (await pg.query<{ t: Date }>('SELECT now() AS t'))[0]!.t;
+    await waitFor('the old leader to step down', () => (a.proc.stderr.includes('no longer the leader') ? true : undefined), 30_000);
+    expect((await cluster(a)).leader).toBe(b.url);
+    const done = await waitForBuild(b, id);
+    expect(done.state).toBe('success');
+    const late = await pg.query<{ n: number }>('SELECT count(*)::int AS n FROM kiln_state_journal WHERE epoch = $1 AND written_at > $2', [epoch0, takeover]);
+    expect(late[0]!.n).toBe(0);
+    expect((await fetch(`${a.url}/readyz`)).status).toBe(503);
+  });
+});
