@@ -202,10 +202,8 @@ export class PgStateBackend implements StateBackend {
     for (;;) {
       const { epoch, holder } = this.token();
       try {
-        await this.opts.pg.tx(async (q) => {
-          await q.query('SELECT kiln_fence($1, $2)', [epoch, holder]);
-          await q.query('INSERT INTO kiln_state_journal (seq, epoch, body) VALUES ($1, $2, $3)', [seq, epoch, text]);
-        });
+        // One statement (autocommit): the fencing check and the row, one round trip.
+        await this.opts.pg.query('SELECT kiln_state_append($1, $2, $3, $4)', [epoch, holder, seq, text]);
         break;
       } catch (err) {
         // A try whose answer was lost may have committed: then the row holds this batch (and a
