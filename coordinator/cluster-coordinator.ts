@@ -18,6 +18,7 @@ import { createAdaptorServer } from '@hono/node-server';
 import type { Logger } from 'pino';
 import { CLOSE_CODES, coerceError, isLoopbackHost, NotLeaderError, notLeaderReason } from '../shared/index.js';
 import { LeaderLease } from './cluster/leader-lease.js';
+import { checkSharedCas } from './cluster/shared-cas.js';
 import type { CoordinatorConfig } from './config.js';
 import { openCore, type CoordinatorCore } from './coordinator-core.js';
 import type { RunningCoordinator } from './coordinator.js';
@@ -57,6 +58,8 @@ export async function startClusterCoordinator(config: CoordinatorConfig, logger:
     const pg = await openPg(stateUrl, { applicationName: 'kiln-coordinator', max: 8 });
     releasers.push(() => pg.close());
     const applied = await migrate(pg);
+    // One CAS for every coordinator of the state (a local-disk one only while alone).
+    await checkSharedCas(pg, config.cas, config.dataDir, config.leaseTtlMs, logger);
     const leasePg = await openPg(stateUrl, { applicationName: 'kiln-coordinator-lease', max: 2 });
     releasers.push(() => leasePg.close());
 

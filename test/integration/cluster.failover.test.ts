@@ -17,6 +17,7 @@ import { openPg, type PgClient } from '../../coordinator/state/pg/pg-client.js';
 import type { ClusterViewT } from '../../shared/index.js';
 import { getBuild, spawnKiln, startCoordinator, submitSpec, tempDir, waitFor, waitForBuild, type CoordinatorHandle, type Proc } from '../helpers/cluster.js';
 import { freshDatabase, type TestDatabase } from '../helpers/postgres.js';
+import { startS3, type TestS3 } from '../helpers/s3.js';
 
 const TTL = '3s';
 const FAST = ['--heartbeat-interval', '300ms', '--lost-after', '3s', '--lease-ttl', TTL];
@@ -26,9 +27,14 @@ describe('two coordinators on one PostgreSQL state', () => {
   const dirs: Array<() => Promise<void>> = [];
   let db: TestDatabase;
   let pg: PgClient;
+  let s3: TestS3;
+  /** The CAS every coordinator of the state shares. */
+  let casEnv: Record<string, string>;
   beforeAll(async () => {
     db = await freshDatabase();
     pg = await openPg(db.url, { applicationName: 'kiln-test-failover', max: 2 });
+    s3 = await startS3();
+    casEnv = { KILN_CAS_BACKEND: 's3', KILN_S3_ENDPOINT: s3.endpoint, KILN_S3_BUCKET: 'kiln-failover', KILN_S3_ACCESS_KEY: s3.accessKey, KILN_S3_SECRET_KEY: s3.secretKey };
   });
   afterEach(async () => {
     for (const p of procs.splice(0).reverse()) await p.stop();
@@ -36,11 +42,12 @@ describe('two coordinators on one PostgreSQL state', () => {
   afterAll(async () => {
     await pg?.close();
     await db?.drop();
+    await s3?.stop();
     for (const d of dirs) await d();
   });
 
   /** Starts a coordinator on the shared state; the second and later share the first one's tokens. */
-  const coordinator = async (prefix: string, first?: CoordinatorHandle): Promise<CoordinatorHandle> => {
+  const coordinator = async (prefix: string, first?: CoordinatorHandle, env: Record<string, string> = casEnv): Promise<CoordinatorHandle> => {
     const d = await tempDir(prefix);
     dirs.push(d.cleanup);
     const dataDir = join(d.path, 'data');
@@ -49,7 +56,7 @@ describe('two coordinators on one PostgreSQL state', () => {
       await copyFile(first.apiTokenFile, join(dataDir, 'tokens', 'api'));
       await copyFile(first.agentTokenFile, join(dataDir, 'tokens', 'agent'));
     }
-    const c = await startCoordinator({ dataDir, args: [...FAST, '--state', db.url] });
+    const c = await startCoordinator({ dataDir, args: [...FAST, '--state', db.url], env });
     procs.push(c.proc);
     return c;
   };
@@ -84,6 +91,17 @@ describe('two coordinators on one PostgreSQL state', () => {
     expect((await fetch(`${a.url}/readyz`)).status).toBe(200);
   });
 
+  it('refuses a second coordinator whose CAS is on local disk (it could not serve the artifacts after a takeover)', async () => {
+    const a = await coordinator('f-pg-a');
+    const d = await tempDir('f-pg-local');
+    dirs.push(d.cleanup);
+    const p = spawnKiln(['coordinator', '--data-dir', join(d.path, 'data'), '--listen', '127.0.0.1:0', '--state', db.url, ...FAST]);
+    procs.push(p);
+    expect(await p.exited).toBe(78);
+    expect(p.stderr).toMatch(/cas.backend local: 1 other coordinator\(s\) share this state/);
+    expect((await cluster(a)).coordinators).toHaveLength(1);
+  });
+
   it('kill -9 of the leader mid-DAG: the standby leads within the lease, adopts the running attempts, loses no acknowledged build, runs nothing twice', async () => {
     const a = await coordinator('f-pg-a');
     const b = await coordinator('f-pg-b', a);
@@ -110,7 +128,11 @@ describe('two coordinators on one PostgreSQL state', () => {
     }
     const lateDone = await waitForBuild(b, late);
     expect(lateDone.state).toBe('success');
-    expect(lateDone.nodes[0]!.attempts).toHaveLength(1);
+    // It may have been assigned in the instant before the kill and never reached the agent: then
+    // its first attempt is requeued (never started); it never ran twice.
+    const atts = lateDone.nodes[0]!.attempts as Array<{ state: string; started_at: number | null }>;
+    expect(atts.filter((x) => x.state === 'success'), JSON.stringify(atts)).toHaveLength(1);
+    expect(atts.filter((x) => x.started_at !== null), JSON.stringify(atts)).toHaveLength(1);
   });
 
   it('SIGSTOP of the leader past its lease, then SIGCONT: it steps down and nothing it wrote after the takeover landed', async () => {

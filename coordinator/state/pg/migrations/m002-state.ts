@@ -28,6 +28,12 @@ CREATE TABLE kiln_archived_build (
   body text NOT NULL,
   written_at timestamptz NOT NULL DEFAULT now()
 );
+-- What every coordinator of the state must agree on (the CAS they share), set by the first.
+CREATE TABLE kiln_cluster_setting (
+  name text PRIMARY KEY,
+  value text NOT NULL,
+  set_at timestamptz NOT NULL DEFAULT now()
+);
 -- One batch in one round trip and one commit: the fencing check, then the row.
 CREATE FUNCTION kiln_state_append(p_epoch bigint, p_holder text, p_seq bigint, p_body text) RETURNS void
 LANGUAGE plpgsql AS $append$
