@@ -124,11 +124,6 @@ export class Agent {
     this.ring = new CoordinatorRing(opts.coordinators?.length ? opts.coordinators : [{ wsUrl: opts.url, httpUrl: opts.url.replace(/^ws/, 'http').replace(/\/api\/v1\/agent$/, '') }]);
   }
 
-  /** The coordinator the agent is connected to (or connects to next). */
-  get coordinator(): CoordinatorEndpoint {
-    return this.ring.current;
-  }
-
   get name(): string {
     return this.opts.name;
   }
