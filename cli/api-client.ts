@@ -204,7 +204,9 @@ export class ApiClient {
       if (refused !== null) throw new SendFailure(refused, refused, true);
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
       const brief = cause?.code ?? cause?.message ?? coerceError(err).message;
-      throw new SendFailure(brief, `cannot reach the coordinator at ${base}: ${brief}`, cause?.code !== undefined && NOT_SENT_CODES.has(cause.code));
+      // fetch refuses some ports itself ("bad port", e.g. 9): nothing was sent either.
+      const notSent = (cause?.code !== undefined && NOT_SENT_CODES.has(cause.code)) || cause?.message === 'bad port';
+      throw new SendFailure(brief, `cannot reach the coordinator at ${base}: ${brief}`, notSent);
     }
   }
 
