@@ -124,11 +124,6 @@ export class Agent {
     this.ring = new CoordinatorRing(opts.coordinators?.length ? opts.coordinators : [{ wsUrl: opts.url, httpUrl: opts.url.replace(/^ws/, 'http').replace(/\/api\/v1\/agent$/, '') }]);
   }
 
-  /** The coordinator the agent is connected to (or connects to next). */
-  get coordinator(): CoordinatorEndpoint {
-    return this.ring.current;
-  }
-
   get name(): string {
     return this.opts.name;
   }
@@ -273,12 +268,12 @@ export class Agent {
           this.ring.welcomed();
         },
       };
-      const done = (fatal: boolean, reason: string, rotate = false, notLeader = false) => {
+      const done = (fatal: boolean, reason: string, rotate = false, notLeader: { leader: string | null } | null = null) => {
         if (settled) return;
         settled = true;
         core.closed(link);
         this.ws = null;
-        resolve({ fatal, reason, rotate, notLeader, leader: notLeader ? leaderFromReason(reason) : null });
+        resolve({ fatal, reason, rotate, notLeader: notLeader !== null, leader: notLeader?.leader ?? null });
       };
       this.ws = ws;
 
@@ -287,14 +282,19 @@ export class Agent {
         res.on('data', (c: Buffer) => (body += c.toString()));
         res.on('end', () => {
           let detail = body;
+          let problem: { detail?: string; code?: unknown; leader?: unknown } = {};
           try {
-            detail = (JSON.parse(body) as { detail?: string }).detail ?? body;
+            const parsed = JSON.parse(body) as unknown;
+            if (parsed !== null && typeof parsed === 'object') problem = parsed as typeof problem;
+            detail = problem.detail ?? body;
           } catch {
             /* not JSON */
           }
           ws.terminate();
           const fatal = res.statusCode === 401 || res.statusCode === 404;
-          done(fatal, `coordinator refused the connection: HTTP ${res.statusCode} ${detail}`.trim() + (res.statusCode === 401 ? this.hint() : ''));
+          // A standby may refuse the upgrade itself with the 503 E_NOT_LEADER problem: followed like a NOT_LEADER close.
+          const notLeader = res.statusCode === 503 && problem.code === 'E_NOT_LEADER' ? { leader: typeof problem.leader === 'string' ? problem.leader : null } : null;
+          done(fatal, `coordinator refused the connection: HTTP ${res.statusCode} ${detail}`.trim() + (res.statusCode === 401 ? this.hint() : ''), false, notLeader);
         });
       });
       ws.on('open', () => {
@@ -307,7 +307,8 @@ export class Agent {
         const reason = reasonBuf.toString() || failure || `close code ${code}`;
         const credential = code === CLOSE_CODES.CREDENTIAL_REVOKED || code === CLOSE_CODES.CREDENTIAL_NAME;
         const fatal = credential || code === CLOSE_CODES.PROTOCOL_VERSION || code === CLOSE_CODES.INVALID_FRAME;
-        done(fatal, credential ? `${reason}${this.hint()}` : reason, code === CLOSE_CODES.CREDENTIAL_ROTATE, code === CLOSE_CODES.NOT_LEADER);
+        const notLeader = code === CLOSE_CODES.NOT_LEADER ? { leader: leaderFromReason(reasonBuf.toString()) } : null;
+        done(fatal, credential ? `${reason}${this.hint()}` : reason, code === CLOSE_CODES.CREDENTIAL_ROTATE, notLeader);
       });
       ws.on('error', (err) => {
         const refused = tlsRefusalMessage(err, `the coordinator at ${endpoint.wsUrl}`, this.opts.ca?.file ?? null);

@@ -45,7 +45,7 @@ export function retryAfterMs(header: string | null, now = Date.now()): number {
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Connection failures that happen before a byte of the request left (nothing was done). */
-const NOT_SENT_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL', 'UND_ERR_CONNECT_TIMEOUT', 'ETIMEDOUT']);
+const NOT_SENT_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL', 'UND_ERR_CONNECT_TIMEOUT']);
 /** A problem body is small: a 503 longer than this is not read as one. */
 const MAX_PROBLEM_BYTES = 64 * 1024;
 
@@ -204,7 +204,9 @@ export class ApiClient {
       if (refused !== null) throw new SendFailure(refused, refused, true);
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
       const brief = cause?.code ?? cause?.message ?? coerceError(err).message;
-      throw new SendFailure(brief, `cannot reach the coordinator at ${base}: ${brief}`, cause?.code !== undefined && NOT_SENT_CODES.has(cause.code));
+      // fetch refuses some ports itself ("bad port", e.g. 9): nothing was sent either.
+      const notSent = (cause?.code !== undefined && NOT_SENT_CODES.has(cause.code)) || cause?.message === 'bad port';
+      throw new SendFailure(brief, `cannot reach the coordinator at ${base}: ${brief}`, notSent);
     }
   }
 

@@ -6,6 +6,8 @@
  * naming that leader, and answers every other API request with the 503 problem+json
  * `E_NOT_LEADER` whose `leader` member names it (null while `leader` is null). It counts what
  * it was asked, so a test can see that a submission reached it once and went no further.
+ * With `refuseUpgrade` it refuses the agent's WebSocket upgrade itself with that 503 problem
+ * instead (the other way a standby may turn an agent away).
  */
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
@@ -25,7 +27,7 @@ export interface EmulatedStandby {
   close(): Promise<void>;
 }
 
-export async function startEmulatedStandby(leader: string | null): Promise<EmulatedStandby> {
+export async function startEmulatedStandby(leader: string | null, opts: { refuseUpgrade?: boolean } = {}): Promise<EmulatedStandby> {
   const requests: string[] = [];
   let agentSockets = 0;
   const server: Server = createServer((req, res) => {
@@ -40,21 +42,28 @@ export async function startEmulatedStandby(leader: string | null): Promise<Emula
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ leader: standby.leader, epoch: 2, coordinators }));
         return;
       }
-      const body = {
-        type: 'about:blank',
-        title: 'Service Unavailable',
-        status: 503,
-        detail: `this coordinator is a standby; the leader is ${standby.leader ?? 'not known yet'}`,
-        code: 'E_NOT_LEADER',
-        leader: standby.leader,
-      };
-      res.writeHead(503, { 'content-type': 'application/problem+json' }).end(JSON.stringify(body));
+      res.writeHead(503, { 'content-type': 'application/problem+json' }).end(problem());
     });
   });
+  const problem = () =>
+    JSON.stringify({
+      type: 'about:blank',
+      title: 'Service Unavailable',
+      status: 503,
+      detail: `this coordinator is a standby; the leader is ${standby.leader ?? 'not known yet'}`,
+      code: 'E_NOT_LEADER',
+      leader: standby.leader,
+    });
   const wss = new WebSocketServer({ noServer: true });
   server.on('upgrade', (req, socket, head) => {
     if ((req.url ?? '').split('?')[0] !== AGENT_SOCKET_PATH) {
       socket.destroy();
+      return;
+    }
+    if (opts.refuseUpgrade) {
+      agentSockets++;
+      const body = problem();
+      socket.end(`HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws) => {

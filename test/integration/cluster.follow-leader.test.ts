@@ -127,6 +127,23 @@ describe('following the leader through a list of coordinators', () => {
     await agent.stop();
   });
 
+  it('follows a standby that refuses the upgrade itself with the E_NOT_LEADER problem', async () => {
+    const refusing = await startEmulatedStandby(c.coord.url, { refuseUpgrade: true });
+    try {
+      // The dead URL between them is not tried: the refusal names the leader.
+      const agent = agentOn('via-refusal', [refusing.url, dead, c.coord.url]);
+      stopLater(agent);
+      await waitForAgent(c.coord, 'via-refusal', 'connected', agent);
+      expect(refusing.agentSockets).toBe(1);
+      const moves = jsonLogLines(agent.stderr).filter((l) => typeof l.why === 'string');
+      expect(moves).toHaveLength(1);
+      expect(moves[0]).toMatchObject({ url: refusing.url, next_url: c.coord.url });
+      expect(String(moves[0]!.reason)).toMatch(/HTTP 503 this coordinator is a standby/);
+    } finally {
+      await refusing.close();
+    }
+  });
+
   it('does not follow a leader the list does not name', async () => {
     const elsewhere = await startEmulatedStandby(c.coord.url); // names the real coordinator, which the list leaves out
     try {

@@ -76,6 +76,9 @@ describe('the CLI client with several coordinators', () => {
     expect(leader.seen.slice(before)).toEqual(['POST /api/v1/builds {"n":1}']);
     expect(c.baseUrl).toBe(leader.url);
     expect(c.url('/x')).toBe(`${leader.url}/x`);
+    // A port fetch refuses to use at all (9: "bad port") is skipped the same way.
+    expect((await post(client('http://127.0.0.1:9', leader.url), '{"n":0}')).status).toBe(201);
+    expect(leader.seen.at(-1)).toBe('POST /api/v1/builds {"n":0}');
   });
 
   it('follows a standby to the leader it names: the write is refused there once and lands once', async () => {
