@@ -7,6 +7,7 @@
  *   (b) the same from 8 concurrent callers on a pool of 8 connections;
  *   (c) reading back 100,000 rows of ~500 B in order (what a standby tailing the journal and a
  *       coordinator loading the state do), whole and in keyset pages of 10,000.
+ * kiln's own wrapper (`PgClient.tx` of coordinator/state/pg/pg-client.ts) is measured too.
  * The lease table and `kiln_fence` are migration m001's own SQL. Each variant runs `--runs`
  * times, interleaved with the others, and the median is reported.
  *
@@ -20,6 +21,7 @@ import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import postgres from 'postgres';
 import { m001Cluster } from '../../coordinator/state/pg/migrations/m001-cluster.js';
+import { openPg } from '../../coordinator/state/pg/pg-client.js';
 import { fmt, machineLine, median, percentile } from './bench-util.js';
 
 const args = process.argv.slice(2);
@@ -129,6 +131,19 @@ function variants(url: string): Variant[] {
             }
           },
           close: () => pool.end(),
+        };
+      },
+    },
+    {
+      // what the state backend gets: pg-client's tx over a pipelined pool, fence and insert issued together
+      name: 'kiln PgClient.tx (pg pipeline)',
+      open: async (callers) => {
+        const client = await openPg(url, { applicationName: 'kiln-bench', max: callers });
+        return {
+          tx: async () => {
+            await client.tx((q) => Promise.all([q.query(FENCE, [EPOCH, HOLDER]), q.query(INSERT, [BODY])]));
+          },
+          close: () => client.close(),
         };
       },
     },

@@ -5,12 +5,13 @@
  * crash of the process), and once it is back the same client works again without being
  * reopened. A leader whose database is gone steps down one TTL after its last renewal that
  * landed, although no renewal ever answers "moved on"; when the database is back a lease is
- * taken again under the next epoch.
+ * taken again under the next epoch. A LISTEN connection reports the loss, reconnects by
+ * itself, says so ('up': catch up by reading), and receives what is notified after.
  */
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KilnError } from '../../shared/index.js';
-import { openPg, type PgClient } from '../../coordinator/state/pg/pg-client.js';
+import { listenPg, openPg, type PgClient } from '../../coordinator/state/pg/pg-client.js';
 import { migrate } from '../../coordinator/state/pg/migrate.js';
 import { LeaderLease, type LeaseRole } from '../../coordinator/cluster/leader-lease.js';
 import { freshDatabase, privatePostgres, type PrivatePostgres, type TestDatabase } from '../helpers/postgres.js';
@@ -68,6 +69,45 @@ describe('PostgreSQL restarted under a client and a lease', () => {
     await server.start();
     await pg.tx((q) => q.query("INSERT INTO t (v) VALUES ('after')"));
     expect((await pg.query<{ v: string }>('SELECT v FROM t ORDER BY id')).map((r) => r.v)).toEqual(['before', 'after']);
+  });
+
+  it('a listener gets NOTIFYs, reports the restart, reconnects and gets the next ones', async () => {
+    const got: string[] = [];
+    const states: string[] = [];
+    let onUp: (() => void) | null = null;
+    const listener = await listenPg(db.url, {
+      applicationName: 'kiln-test-listen',
+      channels: ['kiln_test_wake'],
+      onNotify: (channel, payload) => got.push(`${channel}:${payload}`),
+      onState: (state, err) => {
+        states.push(err ? `${state}:${err.code}` : state);
+        if (state === 'up') onUp?.();
+      },
+      backoff: { baseMs: 50, capMs: 500 },
+    });
+    try {
+      expect(listener.connected).toBe(true);
+      const notify = async (payload: string): Promise<void> => {
+        const before = got.length;
+        await pg.query("SELECT pg_notify('kiln_test_wake', $1)", [payload]);
+        while (got.length === before) await new Promise((r) => setTimeout(r, 10));
+      };
+      await notify('one');
+      const up = new Promise<void>((r) => (onUp = r));
+      await server.stop();
+      await server.start();
+      await up;
+      expect(listener.connected).toBe(true);
+      // up at the start, down (mapped) at the restart, possibly down again while it was away, up again
+      expect(states.slice(0, 2)).toEqual(['up', 'down:E_UNAVAILABLE']);
+      expect(states.at(-1)).toBe('up');
+      expect(states.slice(1, -1).every((x) => x === 'down:E_UNAVAILABLE')).toBe(true);
+      await notify('two');
+      expect(got).toEqual(['kiln_test_wake:one', 'kiln_test_wake:two']);
+    } finally {
+      await listener.close();
+    }
+    expect(listener.connected).toBe(false);
   });
 
   it('a leader whose database is gone steps down after the TTL; a lease is taken again under the next epoch once it is back', async () => {

@@ -12,9 +12,13 @@
  * never appears in a message (it is also scrubbed from the server's text, should it echo it).
  * int8 values (epochs, sequence numbers, counts) come back as numbers when they are safe
  * integers, as strings otherwise.
+ *
+ * `listenPg` keeps one dedicated connection LISTENing on a few channels (NOTIFY wake-ups, e.g.
+ * "new journal rows"), reconnecting with backoff; a notification sent while it was away is
+ * lost, so `onState('up')` tells the caller to catch up by reading.
  */
 import pg from 'pg';
-import { coerceError, errnoCode, KilnError, type ErrorCode } from '../../../shared/index.js';
+import { Backoff, coerceError, errnoCode, KilnError, type ErrorCode } from '../../../shared/index.js';
 import { parsePostgresUrl, redactPostgresUrl } from './pg-url.js';
 
 export { parsePostgresUrl, redactPostgresUrl } from './pg-url.js';
@@ -198,4 +202,106 @@ export async function openPg(url: string, opts: PgOpenOptions): Promise<PgClient
     throw err;
   }
   return client;
+}
+
+/** Channel names kiln listens on: plain identifiers, so they need no quoting. */
+const CHANNEL_RE = /^[a-z_][a-z0-9_]{0,62}$/;
+
+export interface PgListenOptions {
+  applicationName: string;
+  channels: readonly string[];
+  onNotify: (channel: string, payload: string) => void;
+  /** 'up' after each (re)connection (catch up: notifications while away are lost); 'down' when it is lost. */
+  onState?: (state: 'up' | 'down', err?: KilnError) => void;
+  /** Reconnect delays (default 100 ms doubling to 5 s, with jitter). */
+  backoff?: { baseMs: number; capMs: number };
+  connectTimeoutMs?: number;
+}
+
+export interface PgListener {
+  /** true while LISTENing. */
+  readonly connected: boolean;
+  close(): Promise<void>;
+}
+
+/**
+ * LISTENs on `channels` over a connection of its own (not from a pool: a pooled connection
+ * would carry the LISTEN to other users). Resolves once listening (an unreachable server
+ * rejects, mapped as above); after that a lost connection is reopened with backoff.
+ */
+export async function listenPg(url: string, opts: PgListenOptions): Promise<PgListener> {
+  const checked = parsePostgresUrl(url);
+  const location = redactPostgresUrl(checked);
+  let password = '';
+  try {
+    password = decodeURIComponent(new URL(checked).password);
+  } catch {
+    password = '';
+  }
+  for (const ch of opts.channels) if (!CHANNEL_RE.test(ch)) throw new KilnError('E_INTERNAL', `bad LISTEN channel name '${ch.slice(0, 80)}'`);
+  const backoff = new Backoff({ baseMs: opts.backoff?.baseMs ?? 100, capMs: opts.backoff?.capMs ?? 5000 });
+  let client: pg.Client | null = null;
+  let closed = false;
+  let retry: NodeJS.Timeout | null = null;
+
+  const connect = async (): Promise<void> => {
+    const c = new pg.Client({ connectionString: checked, application_name: opts.applicationName, connectionTimeoutMillis: opts.connectTimeoutMs ?? 10_000, keepAlive: true });
+    let lost = false;
+    const onLost = (err: unknown): void => {
+      if (lost) return;
+      lost = true;
+      if (client === c) client = null;
+      c.end().catch(() => {});
+      if (closed) return;
+      opts.onState?.('down', mapPgError(err ?? new Error('Connection terminated'), location, password));
+      schedule();
+    };
+    c.on('error', onLost);
+    c.on('end', () => onLost(new Error('Connection ended')));
+    c.on('notification', (n) => {
+      if (!closed) opts.onNotify(n.channel, n.payload ?? '');
+    });
+    try {
+      await c.connect();
+      for (const ch of opts.channels) await c.query(`LISTEN ${ch}`);
+    } catch (err) {
+      lost = true;
+      c.end().catch(() => {});
+      throw mapPgError(err, location, password);
+    }
+    if (closed) {
+      await c.end().catch(() => {});
+      return;
+    }
+    client = c;
+    backoff.reset();
+    opts.onState?.('up');
+  };
+
+  const schedule = (): void => {
+    if (closed || retry) return;
+    retry = setTimeout(() => {
+      retry = null;
+      connect().catch((err: unknown) => {
+        opts.onState?.('down', mapPgError(err, location, password));
+        schedule();
+      });
+    }, backoff.next());
+    retry.unref();
+  };
+
+  await connect();
+  return {
+    get connected() {
+      return client !== null;
+    },
+    async close() {
+      closed = true;
+      if (retry) clearTimeout(retry);
+      retry = null;
+      const c = client;
+      client = null;
+      await c?.end().catch(() => {});
+    },
+  };
 }
