@@ -41,6 +41,9 @@ import {
 import { AgentSession, type HealthSource } from './agent-session.js';
 import type { CoordinatorEndpoint } from './config.js';
 import { CoordinatorRing } from './coordinator-ring.js';
+
+/** The longest wait between two rounds of the coordinator list while a standby says an election is under way. */
+const ELECTION_RETRY_MS = 1_000;
 import type { Executor } from './executors/executor.js';
 import { sampleLoad, type GpuSampler } from './host-metrics.js';
 
@@ -211,7 +214,8 @@ export class Agent {
           this.log.warn({ reason: outcome.reason, ...several }, 'disconnected from coordinator; trying the next one');
           continue;
         }
-        const delay = this.backoff.next();
+        // During an election (a standby answered NOT_LEADER) the new leader is seconds away: wait at most 1 s.
+        const delay = step.election ? Math.min(this.backoff.next(), ELECTION_RETRY_MS) : this.backoff.next();
         this.log.warn({ reason: outcome.reason, retry_in_ms: delay, ...several }, 'disconnected from coordinator');
         await sleep(delay, this.stopController.signal);
       }

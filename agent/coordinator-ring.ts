@@ -10,7 +10,10 @@
  * - anything else (a refused or failed connection, a drop, a NOT_LEADER naming no one or a
  *   coordinator outside the list) moves to the next coordinator of the list;
  * - the backoff (the agent's, unchanged) is taken once the whole list ended in a row
- *   without a welcome: with one coordinator, after every end, exactly as before lists.
+ *   without a welcome: with one coordinator, after every end, exactly as before lists;
+ *   when a coordinator of that round answered NOT_LEADER (a standby is up: an election is
+ *   under way, or just ended), `election` says so and the agent waits at most a second, so it
+ *   reaches the new leader soon after the takeover instead of after a grown backoff.
  */
 import { coordinatorKey, indexOfCoordinator } from '../shared/core.js';
 import type { CoordinatorEndpoint } from './config.js';
@@ -27,6 +30,8 @@ export interface NextCoordinator {
   backoff: boolean;
   /** Why the agent moves (or stays), for its log. */
   why: string;
+  /** A coordinator answered NOT_LEADER since the last welcome (a standby is up): keep the wait short. */
+  election: boolean;
 }
 
 export class CoordinatorRing {
@@ -35,6 +40,8 @@ export class CoordinatorRing {
   private endsInRow = 0;
   /** NOT_LEADER hops taken since the last welcome. */
   private hopsInRow = 0;
+  /** A NOT_LEADER answer since the last welcome. */
+  private standbySeen = false;
   private readonly keys: string[];
 
   constructor(readonly endpoints: readonly CoordinatorEndpoint[]) {
@@ -54,6 +61,7 @@ export class CoordinatorRing {
   welcomed(): void {
     this.endsInRow = 0;
     this.hopsInRow = 0;
+    this.standbySeen = false;
   }
 
   /** Where to connect after the connection to `current` ended. */
@@ -62,12 +70,13 @@ export class CoordinatorRing {
     const from = this.current.httpUrl;
     const n = this.endpoints.length;
     let why: string;
+    if (end.leader !== undefined) this.standbySeen = true;
     if (end.leader !== undefined) {
       const i = indexOfCoordinator(this.keys, end.leader);
       if (i >= 0 && i !== this.index && this.hopsInRow < n) {
         this.hopsInRow++;
         this.index = i;
-        return { endpoint: this.current, backoff: false, why: `${from} is not the leader; it names ${end.leader}` };
+        return { endpoint: this.current, backoff: false, why: `${from} is not the leader; it names ${end.leader}`, election: true };
       }
       why =
         end.leader === null
@@ -81,6 +90,6 @@ export class CoordinatorRing {
       why = `the connection to ${from} ended`;
     }
     this.index = (this.index + 1) % n;
-    return { endpoint: this.current, backoff: this.endsInRow % n === 0, why };
+    return { endpoint: this.current, backoff: this.endsInRow % n === 0, why, election: this.standbySeen };
   }
 }

@@ -130,7 +130,7 @@ describe('the agent choosing the next coordinator', () => {
     expect(names(r)).toBe('http://a:1');
     expect(r.next({})).toMatchObject({ endpoint: ep('b'), backoff: false });
     expect(r.next({})).toMatchObject({ endpoint: ep('c'), backoff: false });
-    expect(r.next({})).toMatchObject({ endpoint: ep('a'), backoff: true, why: 'the connection to http://c:1 ended' });
+    expect(r.next({})).toMatchObject({ endpoint: ep('a'), backoff: true, why: 'the connection to http://c:1 ended', election: false });
     expect(r.next({})).toMatchObject({ endpoint: ep('b'), backoff: false });
     r.welcomed(); // b welcomed the agent, then dropped it: a new round
     expect(r.next({})).toMatchObject({ endpoint: ep('c'), backoff: false });
@@ -148,7 +148,19 @@ describe('the agent choosing the next coordinator', () => {
     const step = r2.next({ leader: 'http://elsewhere:1' });
     expect(step.endpoint).toEqual(ep('b'));
     expect(step.why).toMatch(/the leader it names \(http:\/\/elsewhere:1\) is not in the coordinator list/);
-    expect(r2.next({ leader: null })).toMatchObject({ endpoint: ep('a'), backoff: true, why: 'http://b:1 is not the leader and knows none yet' });
+    expect(r2.next({ leader: null })).toMatchObject({ endpoint: ep('a'), backoff: true, why: 'http://b:1 is not the leader and knows none yet', election: true });
+  });
+
+  it('says an election is under way once a standby answered in the round (the agent then waits at most a second), until a welcome', () => {
+    const r = new CoordinatorRing([ep('a'), ep('b')]);
+    // a (the old leader) is gone; b is a standby that knows no leader yet
+    expect(r.next({})).toMatchObject({ endpoint: ep('b'), election: false });
+    expect(r.next({ leader: null })).toMatchObject({ endpoint: ep('a'), backoff: true, election: true });
+    expect(r.next({})).toMatchObject({ endpoint: ep('b'), backoff: false, election: true });
+    expect(r.next({})).toMatchObject({ endpoint: ep('a'), backoff: true, election: true });
+    r.welcomed();
+    expect(r.next({})).toMatchObject({ endpoint: ep('b'), election: false });
+    expect(r.next({})).toMatchObject({ endpoint: ep('a'), backoff: true, election: false });
   });
 
   it('two standbys naming each other cannot make a loop without backoff', () => {
