@@ -130,7 +130,7 @@ describe('two coordinators on one PostgreSQL state', () => {
     expect(lateDone.state).toBe('success');
     // It may have been assigned in the instant before the kill and never reached the agent: then
     // its first attempt is requeued (never started); it never ran twice.
-    const atts = lateDone.nodes[0]!.attempts as Array<{ state: string; started_at: number | null }>;
+    const atts = lateDone.nodes[0]!.attempts as unknown as Array<{ state: string; started_at: number | null }>;
     expect(atts.filter((x) => x.state === 'success'), JSON.stringify(atts)).toHaveLength(1);
     expect(atts.filter((x) => x.started_at !== null), JSON.stringify(atts)).toHaveLength(1);
   });

@@ -37,6 +37,14 @@
  * immediate (persist: false), a crash *inside* a commit is not simulated (see
  * state-store.journal.test.ts for that); the CAS and reuse index carry over as they are.
  * API calls made while it is down are retried every 500 ms.
+ *
+ * A leader failover (issue 14; scenarios without a restart, drawn last so other seeds keep
+ * their scenario) runs the whole seed on a shared state (sim-shared-state.ts: the journal
+ * rows of every commit, tagged with the lease epoch, as the PostgreSQL backend keeps them):
+ * the leader's connections die as in a crash but its engine lives on and wakes up to sweep
+ * (a paused process), a standby takes the lease over after the down time (the epoch moves
+ * on, so the old engine's commits are refused), replays the rows into a new state and
+ * starts a new Engine on it; agents reconnect to it. Every invariant holds across it.
  */
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
@@ -51,8 +59,9 @@ import { LocalBlobStore } from '../../coordinator/cas/local-blob-store.js';
 import { LogStore } from '../../coordinator/logs/log-store.js';
 import type { BuildRecord } from '../../coordinator/state/records.js';
 import { StateStore } from '../../coordinator/state/state-store.js';
-import { coerceError, SLOT_HOLDING_ATTEMPT_STATES, isBuildTerminal, isKilnError, isNodeTerminal, validateSpec } from '../../shared/index.js';
+import { coerceError, NotLeaderError, SLOT_HOLDING_ATTEMPT_STATES, isBuildTerminal, isKilnError, isNodeTerminal, validateSpec } from '../../shared/index.js';
 import { InvariantChecker } from './invariants.js';
+import { SimSharedState } from './sim-shared-state.js';
 import { Rng } from './rng.js';
 import { SimAgent } from './sim-agent.js';
 import { SimHub } from './sim-hub.js';
@@ -84,6 +93,8 @@ export interface SimOptions extends ScenarioOptions {
   dataRoot?: string;
   /** Stop at the first violation (default true). */
   stopAtFirst?: boolean;
+  /** A shared state that loses its last rows at a takeover (acknowledged writes gone): the harness's own test breaks it on purpose. */
+  loseRowsAtTakeover?: number;
   /** Changes the system under test before the run (the harness's own tests break it on purpose). */
   mutate?: (sys: { engine: Engine; logs: LogStore; registry: AgentRegistry }) => void;
 }
@@ -110,6 +121,8 @@ export interface SimResult {
     notCurrent: Record<string, number>;
     /** Frames handled from a connection the agent had already replaced. */
     staleConnection: number;
+    /** Commits of a deposed leader the shared state refused (leader failover; 0 without one). */
+    fencedWrites: number;
   };
 }
 
@@ -133,7 +146,10 @@ export async function runSimulation(seed: number, opts: SimOptions = {}): Promis
   try {
     // What survives a coordinator restart: the state (persist: false, so every commit is
     // already "on disk"), the CAS, the reuse index, the log files.
-    const store = await StateStore.open({ dataDir: dir, persist: false, init: true });
+    // A run with a leader failover keeps its state as the shared (PostgreSQL) state would:
+    // journal rows a new leader replays (sim-shared-state.ts).
+    const shared = scenario.faults.some((f) => f.kind === 'failover') ? new SimSharedState() : null;
+    let store = await StateStore.open({ dataDir: dir, persist: shared !== null, init: true, ...(shared ? { backend: shared.backend() } : {}) });
     const cas = new Cas(new LocalBlobStore(dir, 1 << 30), () => world.now);
     await cas.init();
     const reuse = new ReuseIndex(dir, false);
@@ -171,23 +187,58 @@ export async function runSimulation(seed: number, opts: SimOptions = {}): Promis
       up = true;
     };
     /** The coordinator process dies between two events (every commit is done, some frames are in flight). */
-    const crashCoordinator = async () => {
+    /** Every connection dies (agents get a reset behind the frames already on the wire). */
+    const cutConnections = (why: string) => {
       up = false;
       net.coordinatorUp = false;
       deferred.length = 0; // a placement pass that had not run yet dies with the process
       for (const a of agents.values()) {
         for (const conn of a.path.conns) {
           if (conn.coordState === 'closed') continue;
-          net.abort(conn, 'network', { coord: false, agent: true }, 'the coordinator process died');
+          net.abort(conn, 'network', { coord: false, agent: true }, why);
           conn.coordState = 'closed';
         }
       }
+    };
+    const crashCoordinator = async () => {
+      cutConnections('the coordinator process died');
       await engine.stop();
       await logs.closeAll();
       // A restarted process reads the state back: new objects, nothing of the old engine's in memory.
       const data = store.data;
       data.builds = new Map(Object.entries(JSON.parse(JSON.stringify(Object.fromEntries(data.builds))) as Record<string, BuildRecord>));
       for (let i = 0; i < builds.length; i++) builds[i] = data.builds.get(builds[i]!.id) ?? builds[i]!;
+    };
+    /**
+     * Leader failover: the leader pauses (its connections die; its engine lives on, and wakes up
+     * to sweep, whose writes the shared state refuses once the lease moved on); a standby takes
+     * the lease over after `downMs`, reads the state back from the journal rows and serves.
+     */
+    const failover = (f: Extract<Fault, { kind: 'failover' }>) => {
+      if (!shared) return;
+      const zombie = engine;
+      const zombieLogs = logs;
+      cutConnections('the leader stopped answering (paused)');
+      for (let k = 1; k <= 3; k++) {
+        world.after(Math.floor((f.zombieMs * k) / 3), 'the old leader wakes up and sweeps', async () => {
+          await zombie.sweep().catch((err: unknown) => world.log(`old leader: ${scrub(world, coerceError(err).message)}`));
+        });
+      }
+      world.after(f.zombieMs + 1, 'the old leader stops', async () => {
+        await zombie.stop().catch(() => {});
+        await zombieLogs.closeAll();
+      });
+      world.after(f.downMs, 'a standby takes the lease over', async () => {
+        const epoch = shared.takeOver();
+        // The shared log store is fenced as the state is (issue 14): the deposed leader writes no log byte or header from now on.
+        const fenced = () => Promise.reject(new NotLeaderError(null, `epoch ${epoch - 1} is over: log write refused`));
+        Object.assign(zombieLogs, { append: fenced, appendNote: fenced, ensure: fenced });
+        if (opts.loseRowsAtTakeover) shared.rows.splice(-opts.loseRowsAtTakeover);
+        store = await StateStore.open({ dataDir: dir, persist: true, init: true, backend: shared.backend() });
+        for (let i = 0; i < builds.length; i++) builds[i] = store.data.builds.get(builds[i]!.id) ?? builds[i]!;
+        await bootCoordinator();
+        world.log(`standby leads at epoch ${epoch}; state read back from ${shared.rows.length} journal rows`);
+      });
     };
     await bootCoordinator();
 
@@ -274,6 +325,13 @@ export async function runSimulation(seed: number, opts: SimOptions = {}): Promis
     };
     const applyFault = async (f: Fault) => {
       if (f.kind === 'retry') return api('retry', retryOne)();
+      if (f.kind === 'failover') {
+        if (!up) return;
+        faults++;
+        world.log(`fault leader failover (takeover after ${f.downMs} ms, the old leader wakes within ${f.zombieMs} ms)`);
+        failover(f);
+        return;
+      }
       if (f.kind === 'restart') {
         if (!up) return;
         faults++;
@@ -412,6 +470,7 @@ export async function runSimulation(seed: number, opts: SimOptions = {}): Promis
       quiescentAtMs: quiescentAt === null ? null : quiescentAt - START,
       notCurrent: checker.notCurrent,
       staleConnection: checker.staleConnection,
+      fencedWrites: shared?.refused ?? 0,
     };
     for (const b of builds) {
       stats.builds[b.state] = (stats.builds[b.state] ?? 0) + 1;

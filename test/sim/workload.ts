@@ -4,7 +4,8 @@
  * artifact hand-offs — some nodes identical across builds so reuse and shared execution
  * happen, some `retry: false`, some builds cancelled), the network tuning per agent and
  * the fault schedule of the fault window (kills, graceful stops, connection breaks,
- * partitions, stalls, dropped connections, disk-full spells, a coordinator restart; operator pauses/drains
+ * partitions, stalls, dropped connections, disk-full spells, a coordinator restart or a leader
+ * failover to a standby on a shared state; operator pauses/drains
  * and retries of failed nodes). All drawn from the seed; times are ms after the start.
  */
 import type { Dir, PathTuning } from './sim-net.js';
@@ -23,7 +24,10 @@ export type Fault =
   | { at: number; kind: 'control'; agent: string; control: 'paused' | 'draining'; resumeAfter: number }
   | { at: number; kind: 'retry' }
   // the coordinator process dies and starts again after `downMs`
-  | { at: number; kind: 'restart'; downMs: number };
+  | { at: number; kind: 'restart'; downMs: number }
+  // the leader pauses (its connections die, its engine lives on and wakes up within `zombieMs`),
+  // a standby takes the lease over after `downMs` and reads the shared state back (issue 14)
+  | { at: number; kind: 'failover'; downMs: number; zombieMs: number };
 
 export interface PlannedBuild {
   at: number;
@@ -116,6 +120,11 @@ export function makeScenario(rng: Rng, opts: ScenarioOptions = {}): Scenario {
   if (profile !== 'calm' && rng.chance(0.3)) {
     const at = rng.int(2000, FAULT_WINDOW_MS - 1000);
     faults.push({ at, kind: 'restart', downMs: rng.int(200, Math.min(8000, FAULT_WINDOW_MS - at)) });
+  }
+  // Drawn last, so a seed without it has the scenario it had before the fault existed.
+  if (profile !== 'calm' && !faults.some((f) => f.kind === 'restart') && rng.chance(0.3)) {
+    const at = rng.int(2000, FAULT_WINDOW_MS - 1000);
+    faults.push({ at, kind: 'failover', downMs: rng.int(300, Math.min(8000, FAULT_WINDOW_MS - at)), zombieMs: rng.int(100, 12_000) });
   }
   faults.sort((x, y) => x.at - y.at);
 

@@ -101,6 +101,25 @@ describe('deterministic simulation', () => {
     expect(stale).toBeGreaterThan(0);
   });
 
+  it('survives a leader failover to a standby on a shared state, refusing the deposed leader\'s writes', async () => {
+    let failovers = 0;
+    let fenced = 0;
+    for (let seed = 1; seed <= 40; seed++) {
+      const r = await runSimulation(seed);
+      if (!/failover/.test(r.scenario)) continue;
+      failovers++;
+      fenced += r.stats.fencedWrites;
+      expect(r.violations, `seed ${seed}`).toEqual([]);
+    }
+    expect(failovers).toBeGreaterThan(5);
+    expect(fenced).toBeGreaterThan(0);
+  });
+
+  it('catches a shared state that loses acknowledged writes at a takeover', async () => {
+    const r = await firstCaught('terminal-stable', { loseRowsAtTakeover: 3 });
+    expect(r?.scenario).toMatch(/failover/);
+  });
+
   it('catches an engine that ignores the attempt budget', async () => {
     const r = await firstCaught('attempt-budget', {
       mutate: ({ engine }) => {
