@@ -76,7 +76,8 @@ export async function startClusterCoordinator(config: CoordinatorConfig, logger:
       if (!lease) return { leader: null, epoch: 0, coordinators: [] };
       return lease.view();
     };
-    const standby = createStandbyApp({ leader: leaderUrl, cluster: clusterView, tokens: new TokenCheck(tokens, keys, credentials) });
+    let url = '';
+    const standby = createStandbyApp({ leader: leaderUrl, get self() { return url; }, cluster: clusterView, tokens: new TokenCheck(tokens, keys, credentials) });
     const fetch = (req: Request) => (core ? core.app.fetch(req) : standby.fetch(req));
     const server = tls
       ? (createAdaptorServer({ fetch, createServer: tls.mod.createHttpsServer, serverOptions: { cert: tls.pair.cert, key: tls.pair.key } }) as HttpsServer)
@@ -88,7 +89,7 @@ export async function startClusterCoordinator(config: CoordinatorConfig, logger:
     }
     const host = config.listen.host === '0.0.0.0' || config.listen.host === '::' ? '127.0.0.1' : config.listen.host;
     const listenUrl = `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
-    const url = config.advertiseUrl ?? listenUrl;
+    url = config.advertiseUrl ?? listenUrl;
     releasers.push(
       () =>
         new Promise<void>((resolve) => {

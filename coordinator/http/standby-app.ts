@@ -4,8 +4,12 @@
  *
  * - `/livez` 200; `/readyz` and `/healthz` 503 (a load balancer sends traffic to the leader);
  * - `GET /api/v1/cluster` (authenticated like on the leader) the cluster view;
- * - any other `/api/v1/…` request a 503 problem `E_NOT_LEADER` with the leader's URL in
- *   `leader` (null during an election) and `Retry-After: 1`: clients with a list of
+ * - other reads (`GET`/`HEAD /api/v1/…`, log streams included) are forwarded to the leader
+ *   and its answer streamed back, so any coordinator answers them (the leader authenticates
+ *   them; a request forwarded once is never forwarded again, and a leader that cannot be
+ *   reached makes the 503 below);
+ * - writes (any other `/api/v1/…` request) a 503 problem `E_NOT_LEADER` with the leader's URL
+ *   in `leader` (null during an election) and `Retry-After: 1`: clients with a list of
  *   coordinators retry there. Nothing is done here, so no request runs twice;
  * - other GETs (the dashboard) a 307 to the same path on the leader, when one is known;
  * - an agent's WebSocket is accepted and closed at once with `NOT_LEADER` (4016) and
@@ -22,6 +26,8 @@ import { problemResponse } from './problem.js';
 export interface StandbyDeps {
   /** The leader's advertised URL as last seen (null: none known, an election). */
   leader: () => string | null;
+  /** This coordinator's advertised URL (a stale view naming it is not followed). */
+  self: string;
   cluster: () => Promise<ClusterViewT>;
   /** Who a request is from (GET /api/v1/cluster needs a known caller, as on the leader). */
   tokens: TokenCheck;
@@ -33,6 +39,11 @@ export interface StandbyApp {
   /** Closes the sockets it accepted and not yet closed. */
   close(): void;
 }
+
+/** Set on a read a standby forwards (to its own URL): a forwarded read is never forwarded again. */
+const FORWARDED_HEADER = 'x-kiln-forwarded-by';
+/** What a forwarded read carries of the client's request. */
+const FORWARDED_REQUEST_HEADERS = ['authorization', 'cookie', 'accept', 'last-event-id', 'range', 'if-none-match', 'x-request-id'];
 
 export function createStandbyApp(deps: StandbyDeps): StandbyApp {
   const app = new Hono();
@@ -51,6 +62,7 @@ export function createStandbyApp(deps: StandbyDeps): StandbyApp {
     if (!deps.tokens.authenticate(c.req.header('authorization'))) return problemResponse(c, 401, 'E_UNAUTHORIZED', 'missing or unknown API key', undefined, { 'www-authenticate': 'Bearer' });
     return c.json(await deps.cluster(), 200);
   });
+  app.on(['GET', 'HEAD'], `${API_PREFIX}/*`, (c) => forwardRead(c));
   app.all(`${API_PREFIX}/*`, notLeader);
   app.all(API_PREFIX, notLeader);
   app.get('*', (c) => {
@@ -60,6 +72,34 @@ export function createStandbyApp(deps: StandbyDeps): StandbyApp {
     return c.redirect(`${leader.replace(/\/+$/, '')}${u.pathname}${u.search}`, 307);
   });
   app.all('*', notLeader);
+
+  /** A read, forwarded to the leader; its answer streamed back as it comes. */
+  const forwardRead = async (c: Context): Promise<Response> => {
+    const leader = deps.leader();
+    if (!leader || leader === deps.self || c.req.header(FORWARDED_HEADER) !== undefined) return notLeader(c);
+    const u = new URL(c.req.url);
+    const headers = new Headers();
+    for (const name of FORWARDED_REQUEST_HEADERS) {
+      const v = c.req.header(name);
+      if (v !== undefined) headers.set(name, v);
+    }
+    headers.set(FORWARDED_HEADER, deps.self);
+    const abort = new AbortController();
+    c.req.raw.signal.addEventListener('abort', () => abort.abort(), { once: true });
+    let res: Response;
+    try {
+      res = await fetch(`${leader.replace(/\/+$/, '')}${u.pathname}${u.search}`, { method: c.req.method, headers, redirect: 'manual', signal: abort.signal });
+    } catch {
+      return notLeader(c); // the leader does not answer (gone, or an election): the client tries elsewhere
+    }
+    const out = new Headers(res.headers);
+    // fetch has already decoded the body: its length and encoding no longer apply.
+    out.delete('content-encoding');
+    out.delete('content-length');
+    out.delete('transfer-encoding');
+    out.delete('connection');
+    return new Response(res.body, { status: res.status, headers: out });
+  };
 
   const wss = new WebSocketServer({ noServer: true, maxPayload: 1024 });
   return {

@@ -7,8 +7,8 @@
  * - SIGSTOP of the leader past its lease, then SIGCONT: the standby leads at the next epoch;
  *   the old leader finds it is no longer the leader and steps down, and nothing it tried to
  *   write afterwards landed (no journal row of its epoch after the takeover).
- * - a standby answers writes with 503 E_NOT_LEADER naming the leader, GET /api/v1/cluster
- *   on both names the same leader and epoch.
+ * - a standby answers writes with 503 E_NOT_LEADER naming the leader and forwards reads to
+ *   it; GET /api/v1/cluster on both names the same leader and epoch.
  */
 import { copyFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -89,6 +89,15 @@ describe('two coordinators on one PostgreSQL state', () => {
     expect(refused.body).toMatchObject({ code: 'E_NOT_LEADER', leader: a.url });
     expect((await fetch(`${b.url}/readyz`)).status).toBe(503);
     expect((await fetch(`${a.url}/readyz`)).status).toBe(200);
+    // reads through the standby: forwarded to the leader, its answer as it gave it
+    const id = await submitSpec(a, { name: 'read-me', nodes: { x: { dockerfile_inline: 'FROM scratch' } } });
+    const viaB = await b.api<{ id: string; name: string }>(`/api/v1/builds/${id}`);
+    expect(viaB.status).toBe(200);
+    expect(viaB.body).toMatchObject({ id, name: 'read-me' });
+    expect((await fetch(`${b.url}/api/v1/builds/${id}`)).status).toBe(401); // the leader authenticates it
+    // a read already forwarded once is not forwarded again (no loops between stale views)
+    const twice = await b.api<{ code: string }>(`/api/v1/builds/${id}`, { headers: { 'x-kiln-forwarded-by': 'http://elsewhere:1' } });
+    expect(twice).toMatchObject({ status: 503, body: { code: 'E_NOT_LEADER' } });
   });
 
   it('refuses a second coordinator whose CAS is on local disk (it could not serve the artifacts after a takeover)', async () => {
