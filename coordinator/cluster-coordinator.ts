@@ -20,8 +20,7 @@ import { CLOSE_CODES, coerceError, isLoopbackHost, NotLeaderError, notLeaderReas
 import { LeaderLease } from './cluster/leader-lease.js';
 import { checkSharedCas } from './cluster/shared-cas.js';
 import type { CoordinatorConfig } from './config.js';
-import { openCore, type CoordinatorCore } from './coordinator-core.js';
-import type { RunningCoordinator } from './coordinator.js';
+import { openCore, type CoordinatorCore, type RunningCoordinator } from './coordinator-core.js';
 import { listen } from './listen.js';
 import { AgentCredentialStore } from './access/agent-credentials.js';
 import { ApiKeyStore } from './access/api-keys.js';

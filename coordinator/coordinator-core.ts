@@ -37,6 +37,32 @@ import { ChangeFeed } from './events/change-feed.js';
 import { engineSource } from './events/event-source.js';
 import type { ClusterViewT } from '../shared/index.js';
 
+export interface RunningCoordinator {
+  /** http(s)://host:port the coordinator listens on (port resolved when 0 was asked). */
+  url: string;
+  port: number;
+  dataDir: string;
+  statePath: string;
+  /** true when this start created the data dir or the state file. */
+  initialized: boolean;
+  /** What an existing state held, for the start banner (`3 active builds, 120 archived`). */
+  recovered: string;
+  tokens: LoadedTokens;
+  engine: Engine;
+  store: StateStore;
+  cas: Cas;
+  retention: Retention;
+  /** SIGHUP: re-reads what can change without a restart (the TLS certificate and key). */
+  reload(reason: string): void;
+  keys: ApiKeyStore;
+  audit: AuditLog;
+  /** The change feed behind GET /api/v1/events. */
+  events: ChangeFeed;
+  /** A coordinator on a shared state: whether it leads now (absent: embedded, always the leader). */
+  role?: () => 'leader' | 'standby';
+  stop(): Promise<void>;
+}
+
 export interface CoreOptions {
   /** /readyz and submissions: whether the coordinator serves now. */
   isReady: () => boolean;

@@ -8,45 +8,15 @@ import type { Server as HttpsServer } from 'node:https';
 import { createAdaptorServer } from '@hono/node-server';
 import type { Logger } from 'pino';
 import { isLoopbackHost } from '../shared/index.js';
-import type { Engine } from './builds/engine.js';
-import type { Cas } from './cas/cas.js';
-import type { Retention } from './cas/retention.js';
 import type { CoordinatorConfig } from './config.js';
-import type { ApiKeyStore } from './access/api-keys.js';
-import type { AuditLog } from './access/audit-log.js';
-import { lockDataDir, prepareDataDir, type LoadedTokens } from './state/data-dir.js';
+import { lockDataDir, prepareDataDir } from './state/data-dir.js';
 import { StateStore } from './state/state-store.js';
 import type * as TlsFiles from './tls/tls-files.js';
-import type { ChangeFeed } from './events/change-feed.js';
-import { openCore } from './coordinator-core.js';
+import { openCore, type RunningCoordinator } from './coordinator-core.js';
 import { listen } from './listen.js';
 import { embeddedClusterView } from './cluster/embedded-view.js';
 
-export interface RunningCoordinator {
-  /** http(s)://host:port the coordinator listens on (port resolved when 0 was asked). */
-  url: string;
-  port: number;
-  dataDir: string;
-  statePath: string;
-  /** true when this start created the data dir or the state file. */
-  initialized: boolean;
-  /** What an existing state held, for the start banner (`3 active builds, 120 archived`). */
-  recovered: string;
-  tokens: LoadedTokens;
-  engine: Engine;
-  store: StateStore;
-  cas: Cas;
-  retention: Retention;
-  /** SIGHUP: re-reads what can change without a restart (the TLS certificate and key). */
-  reload(reason: string): void;
-  keys: ApiKeyStore;
-  audit: AuditLog;
-  /** The change feed behind GET /api/v1/events. */
-  events: ChangeFeed;
-  /** A coordinator on a shared state: whether it leads now (absent: embedded, always the leader). */
-  role?: () => 'leader' | 'standby';
-  stop(): Promise<void>;
-}
+export type { RunningCoordinator } from './coordinator-core.js';
 
 export async function startCoordinator(config: CoordinatorConfig, logger: Logger): Promise<RunningCoordinator> {
   // A PostgreSQL state: the code for it loads only then (the embedded coordinator never loads the driver).

@@ -1,7 +1,7 @@
 /**
  * Webhooks cost nothing when none can exist: the coordinator reaches the delivery code
  * (queue, sender, signing, payloads, the service) through no static import, only through
- * the dynamic import in coordinator.ts that runs when a hook or an allowed host is
+ * the dynamic import in coordinator-core.ts that runs when a hook or an allowed host is
  * configured; at start it loads only the small settings module.
  */
 import { readFileSync } from 'node:fs';
@@ -23,9 +23,11 @@ describe('what the coordinator loads without webhooks', () => {
       for (const spec of staticImports(file)) if (spec.startsWith('.')) todo.push(relative(ROOT, join(ROOT, dirname(file), spec)).replace(/\.js$/, '.ts'));
     }
     expect(seen.has('coordinator/coordinator.ts')).toBe(true);
+    expect(seen.has('coordinator/coordinator-core.ts')).toBe(true);
     expect(seen.has('coordinator/http/routes-webhooks.ts')).toBe(true);
     expect([...seen].filter((f) => f.startsWith('coordinator/webhooks/'))).toEqual(['coordinator/webhooks/webhook-settings.ts']);
-    const wiring = readFileSync(join(ROOT, 'coordinator/coordinator.ts'), 'utf8');
+    // the services (webhooks among them) are opened in coordinator-core.ts
+    const wiring = readFileSync(join(ROOT, 'coordinator/coordinator-core.ts'), 'utf8');
     expect(wiring).toContain("await import('./webhooks/webhooks.js')");
     expect(wiring).toMatch(/if \(wh\.hooks\.length > 0 \|\| wh\.allowedHosts\.length > 0\)/);
   });
