@@ -24,7 +24,7 @@ import { AuditLog } from './access/audit-log.js';
 import { RefusalThrottle } from './access/audit-throttle.js';
 import { RateLimiter } from './access/rate-limit.js';
 import { createApp } from './http/app.js';
-import { LogStore } from './logs/log-store.js';
+import { createLogStore, type SharedLogOptions } from './logs/create-log-store.js';
 import { loadTokens, type LoadedTokens } from './state/data-dir.js';
 import type { StateStore } from './state/state-store.js';
 import { sweepCacheTags } from './builds/cache-retention.js';
@@ -44,6 +44,8 @@ export interface CoreOptions {
   secureCookies: boolean;
   /** GET /api/v1/cluster. */
   cluster: () => Promise<ClusterViewT>;
+  /** Logs in the shared PostgreSQL store (a coordinator on a PostgreSQL state); absent: files in the data dir. */
+  sharedLogs?: SharedLogOptions;
 }
 
 export interface CoordinatorCore {
@@ -83,7 +85,7 @@ export async function openCore(config: CoordinatorConfig, logger: Logger, store:
     await cas.init();
     const reuse = new ReuseIndex(config.dataDir, config.persist);
     await reuse.init();
-    const logs = new LogStore(config.dataDir);
+    const logs = createLogStore(config.dataDir, opts.sharedLogs ?? null);
     releasers.push(() => logs.closeAll());
     const agents = new AgentRegistry();
     // Tracing (issue 12): OpenTelemetry loads only when an OTLP endpoint is configured; its
