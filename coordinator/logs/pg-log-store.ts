@@ -98,6 +98,8 @@ function mergeChunks(chunks: PendingChunk[]): PendingChunk[] {
 export class PgLogStore extends TypedEmitter<LogEvents> implements LogStorage {
   private readonly open = new Map<string, OpenAttempt>();
   private readonly opening = new Map<string, Promise<OpenAttempt>>();
+  /** Per attempt, the last call still waiting for the attempt to open: calls take their bytes in call order. */
+  private readonly gates = new Map<string, Promise<void>>();
   private readonly sizes = new Map<string, number>();
   private readonly headers = new Map<string, Buffer>();
   /** Bumped at every open: a size read before it may be stale and is not cached. */
@@ -160,6 +162,34 @@ export class PgLogStore extends TypedEmitter<LogEvents> implements LogStorage {
     }
   }
 
+  /**
+   * Runs `fn` on the attempt's open state, in call order per attempt (the frames an agent sent
+   * one after the other are taken in that order, also while the attempt is being opened).
+   */
+  private withEntry<T>(ref: AttemptLogRef, fn: (entry: OpenAttempt) => T): Promise<T> {
+    const key = keyOf(ref.buildId, ref.node, ref.number);
+    const open = this.open.get(key);
+    const gate = this.gates.get(key);
+    if (open && !gate) {
+      if (this.failed) return Promise.reject(this.failed);
+      try {
+        return Promise.resolve(fn(open));
+      } catch (err) {
+        return Promise.reject(coerceError(err));
+      }
+    }
+    const run = (gate ?? Promise.resolve()).then(() => this.openAttempt(ref)).then(fn);
+    const settled = run.then(
+      () => {},
+      () => {},
+    );
+    this.gates.set(key, settled);
+    void settled.then(() => {
+      if (this.gates.get(key) === settled) this.gates.delete(key);
+    });
+    return run;
+  }
+
   /** Takes `data` at the attempt's end (split into rows of at most MAX_CHUNK_ROW_BYTES). */
   private take(entry: OpenAttempt, data: Uint8Array): void {
     for (let at = 0; at < data.length; at += MAX_CHUNK_ROW_BYTES) {
@@ -171,34 +201,38 @@ export class PgLogStore extends TypedEmitter<LogEvents> implements LogStorage {
 
   async append(ref: AttemptLogRef, offset: number, data: Uint8Array): Promise<number> {
     traceLog('coord-recv', data);
-    const entry = await this.openAttempt(ref);
-    if (offset > entry.accepted || offset + data.length <= entry.accepted) {
-      // A gap (refused: the agent resends from the answer) or a duplicate: answer what is stored,
-      // once what was taken before is.
-      if (entry.accepted > entry.durable || entry.rowPending) await this.committed();
-      return entry.durable;
+    const taken = await this.withEntry(ref, (entry) => {
+      // A gap (refused: the agent resends from the answer) or a duplicate: nothing taken.
+      if (offset > entry.accepted || offset + data.length <= entry.accepted) return { entry, end: null };
+      this.take(entry, data.subarray(entry.accepted - offset));
+      return { entry, end: entry.accepted };
+    });
+    const { entry, end } = taken;
+    if (end !== null) {
+      await this.committed();
+      return end;
     }
-    this.take(entry, data.subarray(entry.accepted - offset));
-    const end = entry.accepted;
-    await this.committed();
-    return end;
+    // Answer what is stored, once what was taken before is.
+    if (entry.accepted > entry.durable || entry.rowPending) await this.committed();
+    return entry.durable;
   }
 
   async appendNote(ref: AttemptLogRef, text: string): Promise<void> {
-    const entry = await this.openAttempt(ref);
     const data = Buffer.from(text);
-    if (data.length > 0) this.take(entry, data);
+    await this.withEntry(ref, (entry) => {
+      if (data.length > 0) this.take(entry, data);
+    });
     await this.committed();
   }
 
   async ensure(ref: AttemptLogRef): Promise<void> {
-    const entry = await this.openAttempt(ref);
+    const entry = await this.withEntry(ref, (e) => e);
     if (entry.rowPending) await this.committed();
     this.emit('append', ref.buildId, ref.node);
   }
 
   async agentBytes(ref: AttemptLogRef): Promise<number> {
-    const entry = await this.openAttempt(ref);
+    const entry = await this.withEntry(ref, (e) => e);
     if (entry.rowPending || entry.accepted > entry.durable) await this.committed();
     return entry.durable;
   }

@@ -149,6 +149,11 @@ export async function openPg(url: string, opts: PgOpenOptions): Promise<PgClient
         throw mapped(err);
       }
       let broken: Error | undefined;
+      // The server going away while the connection is checked out is also emitted as 'error' on
+      // it (the pool listens only while it is idle): without a listener that ends the process.
+      // The query in flight fails with it, mapped below.
+      const onLost = (err: Error) => (broken ??= err);
+      c.on('error', onLost);
       try {
         // Pipelined: BEGIN leaves with the first query of fn; its own error (if any) surfaces
         // as that query's failure too, and is rethrown below.
@@ -176,6 +181,7 @@ export async function openPg(url: string, opts: PgOpenOptions): Promise<PgClient
         }
         throw mapped(err);
       } finally {
+        c.off('error', onLost);
         c.release(broken);
       }
     },
