@@ -5,7 +5,9 @@
  * the agent's bytes in rows addressed by the agent's offset of their first byte. Chunks of an
  * attempt are contiguous and never overlap (the leader writes them in order, fenced by
  * `kiln_fence`), each at most 256 KiB, so an attempt's size is its last chunk's end and a read
- * of [from, to) takes the rows starting in (from - 256 KiB, to).
+ * of [from, to) takes the rows starting in (from - 256 KiB, to). Chunks are compressed with lz4
+ * (PostgreSQL 14 or later, built with lz4 as Debian's is): cheaper than the default pglz at
+ * the rates logs come in (scripts/bench/log-store.ts).
  */
 // Typed where it is listed (index.ts), so this file imports nothing (no import cycle).
 export const m003Logs = {
@@ -26,7 +28,7 @@ CREATE TABLE kiln_log_chunk (
   attempt integer NOT NULL,
   agent_offset bigint NOT NULL CHECK (agent_offset >= 0),
   epoch bigint NOT NULL,
-  data bytea NOT NULL CHECK (octet_length(data) BETWEEN 1 AND 262144),
+  data bytea COMPRESSION lz4 NOT NULL CHECK (octet_length(data) BETWEEN 1 AND 262144),
   PRIMARY KEY (build_id, node, attempt, agent_offset)
 );
 `,
