@@ -6,8 +6,13 @@
  * many attempts at once share transactions (group commit) and each is acked with its own end;
  * a commit whose answer was lost counts as landed (not written twice, not refused); chunks
  * larger than a row split and read back at any window; and the database restarted under
- * appends loses nothing acknowledged (appends wait meanwhile, `healthy` says so).
+ * appends loses nothing acknowledged (appends wait meanwhile, `healthy` says so). A writer in
+ * another process (the built store, `npm run build` first) killed with SIGKILL mid-append: every
+ * byte it acked is read back by this process, exactly.
  */
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KilnError } from '../../shared/index.js';
 import { MAX_CHUNK_ROW_BYTES, PgLogStore } from '../../coordinator/logs/pg-log-store.js';
@@ -166,6 +171,39 @@ describe('PostgreSQL log store', () => {
     expect((await readAll(new PgLogStore({ pg, fence: () => null }), 'b-lost')).toString()).toBe('only once\nnext\n');
     expect(health).toEqual([]);
     await logs.closeAll();
+  });
+
+  it('has every byte a writer process acked after that process is killed with SIGKILL mid-append', async () => {
+    const dist = resolve(import.meta.dirname, '..', '..', 'dist', 'coordinator');
+    const code = `
+      const { openPg } = await import(${JSON.stringify(`${dist}/state/pg/pg-client.js`)});
+      const { PgLogStore } = await import(${JSON.stringify(`${dist}/logs/pg-log-store.js`)});
+      const pg = await openPg(process.env.DB_URL, { applicationName: 'kiln-test-writer', max: 2 });
+      const logs = new PgLogStore({ pg, fence: () => (${JSON.stringify(TOKEN)}) });
+      const ref = { buildId: 'b-killed', node: 'n0', number: 1, header: '' };
+      let off = 0;
+      const inflight = [];
+      for (let i = 0; ; i++) {
+        const data = Buffer.from('line ' + i + '\\n');
+        const p = logs.append(ref, off, data).then((end) => process.stdout.write(end + '\\n'));
+        off += data.length;
+        inflight.push(p);
+        if (inflight.length >= 8) await inflight.shift();
+      }`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', code], { env: { ...process.env, DB_URL: db.url }, stdio: ['ignore', 'pipe', 'inherit'] });
+    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    let acked = 0;
+    let count = 0;
+    for await (const l of createInterface({ input: child.stdout })) {
+      acked = Math.max(acked, Number(l));
+      if (++count === 500) child.kill('SIGKILL');
+    }
+    await exited;
+    expect(count).toBeGreaterThanOrEqual(500);
+    const text = (await readAll(new PgLogStore({ pg, fence: () => null }), 'b-killed')).toString();
+    expect(text.length).toBeGreaterThanOrEqual(acked);
+    const lines = text.split('\n').slice(0, -1);
+    expect(lines).toEqual(lines.map((_, i) => `line ${i}`));
   });
 
   it('splits a chunk larger than a row and reads any window of it back', async () => {
