@@ -1,7 +1,8 @@
 /**
  * The PostgreSQL log store (issue 14) against a real PostgreSQL: what only a shared store has.
  * A standby's store (its own client, as another process) reads every acknowledged byte while
- * the leader's store is still writing; a leader whose lease moved on (or that holds none) has
+ * the leader's store is still writing; a live follower on the leader reads from memory (no
+ * query per line); a leader whose lease moved on (or that holds none) has
  * its appends refused with E_NOT_LEADER and nothing of them lands, then and later; appends of
  * many attempts at once share transactions (group commit) and each is acked with its own end;
  * a commit whose answer was lost counts as landed (not written twice, not refused); chunks
@@ -86,6 +87,35 @@ describe('PostgreSQL log store', () => {
     } finally {
       await leader.closeAll();
       await standbyPg.close();
+    }
+  });
+
+  it('serves a live follower on the leader from memory: no database read per line', async () => {
+    let queries = 0;
+    const counting: PgClient = {
+      location: pg.location,
+      query: (text, params) => (queries++, pg.query(text, params)),
+      tx: (fn) => (queries++, pg.tx(fn)),
+      close: () => Promise.resolve(),
+    };
+    const logs = new PgLogStore({ pg: counting, fence: () => TOKEN });
+    try {
+      let off = await logs.append(ref('b-live'), 0, b('first\n'));
+      const seen: string[] = [];
+      let readQueries = 0;
+      for (let i = 0; i < 20; i++) {
+        const line = `line ${i}\n`;
+        off = await logs.append(ref('b-live'), off, b(line));
+        // what a follower does on the append event: the sizes, then the new bytes
+        const before = queries;
+        const sizes = await logs.nodeSizes('b-live', 'n0', 1);
+        seen.push((await logs.read('b-live', 'n0', sizes, sizes[0]! - line.length, sizes[0]!)).toString());
+        readQueries += queries - before;
+      }
+      expect(seen).toEqual(Array.from({ length: 20 }, (_, i) => `line ${i}\n`));
+      expect(readQueries).toBe(0);
+    } finally {
+      await logs.closeAll();
     }
   });
 
