@@ -249,9 +249,14 @@ export class PgLogStore extends TypedEmitter<LogEvents> implements LogStorage {
     }
   }
 
+  /**
+   * Writes what was taken and forgets the open attempts. A batch waiting for the database is
+   * tried once more, not retried until it answers (the coordinator is stopping): if it does
+   * not land, its appends fail unacked and the agents resend them to the next leader.
+   */
   async closeAll(): Promise<void> {
-    if (this.chunks.length > 0 || this.newRows.length > 0 || this.writing) await this.committed().catch(() => {});
     this.closed = true;
+    if (this.chunks.length > 0 || this.newRows.length > 0 || this.writing) await this.committed().catch(() => {});
     this.open.clear();
   }
 

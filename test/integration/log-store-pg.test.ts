@@ -7,7 +7,8 @@
  * many attempts at once share transactions (group commit) and each is acked with its own end;
  * a commit whose answer was lost counts as landed (not written twice, not refused); chunks
  * larger than a row split and read back at any window; and the database restarted under
- * appends loses nothing acknowledged (appends wait meanwhile, `healthy` says so). A writer in
+ * appends loses nothing acknowledged (appends wait meanwhile, `healthy` says so), and stopping
+ * the store while it is away does not hang (what waits fails unacked). A writer in
  * another process (the built store, `npm run build` first) killed with SIGKILL mid-append: every
  * byte it acked is read back by this process, exactly.
  */
@@ -294,6 +295,30 @@ describe('PostgreSQL log store: the database restarted under appends', () => {
         const lines = text.split('\n').slice(0, -1);
         expect(lines).toEqual(lines.map((_, i) => `${node} line ${i}`));
       }
+    } finally {
+      await q.close();
+      await server.destroy();
+    }
+  });
+
+  it('closeAll does not wait for a database that is away: the appends waiting fail unacked, nothing acked is lost', async () => {
+    const server = await privatePostgres();
+    const stopDb = await freshDatabase(server.url);
+    const q = await openPg(stopDb.url, { applicationName: 'kiln-test-logs-stop', connectTimeoutMs: 500 });
+    try {
+      await migrate(q);
+      await grantLease(q, TOKEN);
+      const logs = new PgLogStore({ pg: q, fence: () => TOKEN, retryMs: { first: 20, max: 100 } });
+      expect(await logs.append(ref('b-away'), 0, b('acked\n'))).toBe(6);
+      await server.stop();
+      const waiting = logs.append(ref('b-away'), 6, b('never acked\n'));
+      waiting.catch(() => {});
+      while (logs.healthy) await new Promise((r) => setTimeout(r, 10));
+      await logs.closeAll();
+      expect((await caught(waiting)).code).toBe('E_UNAVAILABLE');
+      await server.start();
+      const reader = new PgLogStore({ pg: q, fence: () => null });
+      expect((await readAll(reader, 'b-away')).toString()).toBe('acked\n');
     } finally {
       await q.close();
       await server.destroy();
