@@ -25,6 +25,7 @@ import { RefusalThrottle } from './access/audit-throttle.js';
 import { RateLimiter } from './access/rate-limit.js';
 import { createApp } from './http/app.js';
 import { createLogStore, type SharedLogOptions } from './logs/create-log-store.js';
+import type { LogStorage } from './logs/log-storage.js';
 import { loadTokens, type LoadedTokens } from './state/data-dir.js';
 import type { StateStore } from './state/state-store.js';
 import { sweepCacheTags } from './builds/cache-retention.js';
@@ -54,6 +55,8 @@ export interface CoordinatorCore {
   engine: Engine;
   store: StateStore;
   cas: Cas;
+  /** Build logs (`healthy` is false while a shared store's database is away: for /readyz). */
+  logs: LogStorage;
   retention: Retention;
   tokens: LoadedTokens;
   keys: ApiKeyStore;
@@ -221,7 +224,7 @@ export async function openCore(config: CoordinatorConfig, logger: Logger, store:
         await cacheSweep;
       });
     };
-    return { app, hub, engine, store, cas, retention, tokens, keys, audit, events, startTimers, stop };
+    return { app, hub, engine, store, cas, logs, retention, tokens, keys, audit, events, startTimers, stop };
   } catch (err) {
     await stop().catch(() => {});
     throw err;
