@@ -110,7 +110,17 @@ export async function startClusterCoordinator(config: CoordinatorConfig, logger:
         },
       });
       const store = await StateStore.open({ dataDir: config.dataDir, persist: true, init: false, backend: b });
-      const c = await openCore(config, logger, store, { isReady: () => ready && b.healthy, secureCookies: tls !== null, cluster: clusterView });
+      // Logs in the database too (fenced like the state), so a standby that takes over serves them all.
+      const c: CoordinatorCore = await openCore(config, logger, store, {
+        isReady: () => ready && b.healthy && c.logs.healthy,
+        secureCookies: tls !== null,
+        cluster: clusterView,
+        sharedLogs: {
+          pg,
+          fence: () => lease?.token ?? null,
+          onHealth: (healthy) => logger[healthy ? 'info' : 'error']({ state: pg.location }, healthy ? 'log writes resumed' : 'log writes wait: the database does not answer'),
+        },
+      });
       c.startTimers();
       core = c;
       ready = true;

@@ -24,7 +24,8 @@ import { AuditLog } from './access/audit-log.js';
 import { RefusalThrottle } from './access/audit-throttle.js';
 import { RateLimiter } from './access/rate-limit.js';
 import { createApp } from './http/app.js';
-import { LogStore } from './logs/log-store.js';
+import { createLogStore, type SharedLogOptions } from './logs/create-log-store.js';
+import type { LogStorage } from './logs/log-storage.js';
 import { loadTokens, type LoadedTokens } from './state/data-dir.js';
 import type { StateStore } from './state/state-store.js';
 import { sweepCacheTags } from './builds/cache-retention.js';
@@ -70,6 +71,8 @@ export interface CoreOptions {
   secureCookies: boolean;
   /** GET /api/v1/cluster. */
   cluster: () => Promise<ClusterViewT>;
+  /** Logs in the shared PostgreSQL store (a coordinator on a PostgreSQL state); absent: files in the data dir. */
+  sharedLogs?: SharedLogOptions;
 }
 
 export interface CoordinatorCore {
@@ -78,6 +81,8 @@ export interface CoordinatorCore {
   engine: Engine;
   store: StateStore;
   cas: Cas;
+  /** Build logs (`healthy` is false while a shared store's database is away: for /readyz). */
+  logs: LogStorage;
   retention: Retention;
   tokens: LoadedTokens;
   keys: ApiKeyStore;
@@ -109,7 +114,7 @@ export async function openCore(config: CoordinatorConfig, logger: Logger, store:
     await cas.init();
     const reuse = new ReuseIndex(config.dataDir, config.persist);
     await reuse.init();
-    const logs = new LogStore(config.dataDir);
+    const logs = createLogStore(config.dataDir, opts.sharedLogs ?? null);
     releasers.push(() => logs.closeAll());
     const agents = new AgentRegistry();
     // Tracing (issue 12): OpenTelemetry loads only when an OTLP endpoint is configured; its
@@ -246,7 +251,7 @@ export async function openCore(config: CoordinatorConfig, logger: Logger, store:
         await cacheSweep;
       });
     };
-    return { app, hub, engine, store, cas, retention, tokens, keys, audit, events, startTimers, stop };
+    return { app, hub, engine, store, cas, logs, retention, tokens, keys, audit, events, startTimers, stop };
   } catch (err) {
     await stop().catch(() => {});
     throw err;

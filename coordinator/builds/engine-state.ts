@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import type { Payload, Timers, TypedEmitter } from '../../shared/index.js';
 import type { AgentEntry, AgentRegistry } from '../placement/agent-registry.js';
 import type { Cas } from '../cas/cas.js';
-import type { AttemptLogRef, LogStore } from '../logs/log-store.js';
+import type { AttemptLogRef, LogStorage } from '../logs/log-storage.js';
 import type { AttemptRecord, BuildRecord, NodeRecord } from '../state/records.js';
 import type { StateStore } from '../state/state-store.js';
 import { buildGraph, type BuildGraph } from './build-graph.js';
@@ -42,7 +42,7 @@ export interface EngineTimings {
 
 export interface EngineDeps {
   store: StateStore;
-  logs: LogStore;
+  logs: LogStorage;
   cas: Cas;
   reuse: ReuseIndex;
   agents: AgentRegistry;
@@ -98,7 +98,7 @@ export interface EngineState {
   readonly store: StateStore;
   /** Every read and write of builds, nodes, attempts, dead letters and agent controls (commit: `store`). */
   readonly records: Records;
-  readonly logs: LogStore;
+  readonly logs: LogStorage;
   readonly cas: Cas;
   readonly reuse: ReuseIndex;
   readonly agents: AgentRegistry;

@@ -6,9 +6,8 @@
  * when a failed build finishes and serves it at `GET /api/v1/builds/{id}/error`. With
  * tracing on it also names the build's trace id (`trace_id`), to find its spans.
  */
-import { open } from 'node:fs/promises';
-import { apiPath, errnoCode, type ErrorReportNodeT, type ErrorReportT } from '../../shared/index.js';
-import type { LogStore } from '../logs/log-store.js';
+import { apiPath, type ErrorReportNodeT, type ErrorReportT } from '../../shared/index.js';
+import type { AttemptKey, LogStorage } from '../logs/log-storage.js';
 import { isInfraAttempt, type BuildRecord, type DeadLetterRecord, type NodeRecord } from '../state/records.js';
 
 export const LOG_TAIL_LINES = 200;
@@ -19,31 +18,17 @@ function iso(ms: number | null): string | null {
   return ms === null ? null : new Date(ms).toISOString();
 }
 
-/** The last `lines` lines of a file (a partial first line of the window is dropped). */
-export async function tailLines(path: string, lines = LOG_TAIL_LINES): Promise<string[]> {
-  let fh;
-  try {
-    fh = await open(path, 'r');
-  } catch (err) {
-    if (errnoCode(err) === 'ENOENT') return [];
-    throw err;
-  }
-  try {
-    const size = (await fh.stat()).size;
-    const start = Math.max(0, size - TAIL_BYTES);
-    const buf = Buffer.alloc(size - start);
-    const { bytesRead } = await fh.read(buf, 0, buf.length, start);
-    let text = buf.subarray(0, bytesRead).toString('utf8');
-    if (start > 0) text = text.slice(text.indexOf('\n') + 1);
-    const all = text.split('\n');
-    if (all[all.length - 1] === '') all.pop();
-    return all.slice(-lines);
-  } finally {
-    await fh.close();
-  }
+/** The last `lines` lines of an attempt's log (a partial first line of the window is dropped), from whichever store holds it. */
+export async function tailLines(logs: LogStorage, attempt: AttemptKey, lines = LOG_TAIL_LINES): Promise<string[]> {
+  const { start, bytes } = await logs.tail(attempt, TAIL_BYTES);
+  let text = bytes.toString('utf8');
+  if (start > 0) text = text.slice(text.indexOf('\n') + 1);
+  const all = text.split('\n');
+  if (all[all.length - 1] === '') all.pop();
+  return all.slice(-lines);
 }
 
-async function nodeReport(build: BuildRecord, node: NodeRecord, logs: LogStore, deadLetter: ReadonlyMap<string, DeadLetterRecord>): Promise<ErrorReportNodeT> {
+async function nodeReport(build: BuildRecord, node: NodeRecord, logs: LogStorage, deadLetter: ReadonlyMap<string, DeadLetterRecord>): Promise<ErrorReportNodeT> {
   const last = node.attempts[node.attempts.length - 1] ?? null;
   const logsUrl = apiPath.nodeLogs(build.id, node.name);
   return {
@@ -57,7 +42,7 @@ async function nodeReport(build: BuildRecord, node: NodeRecord, logs: LogStore, 
     failed_step: last?.failed_step ?? null,
     error: node.reason ?? last?.error ?? null,
     infra: last ? isInfraAttempt(last) : false,
-    log_tail: last ? await tailLines(logs.attemptPath(build.id, node.name, last.number)) : [],
+    log_tail: last ? await tailLines(logs, { buildId: build.id, node: node.name, number: last.number }) : [],
     logs_url: logsUrl,
     provenance: last?.provenance ?? null,
     provenance_url: last?.provenance ? apiPath.casBlob(last.provenance) : null,
@@ -66,7 +51,7 @@ async function nodeReport(build: BuildRecord, node: NodeRecord, logs: LogStore, 
 }
 
 /** The report of a build with failed nodes, or null when none failed. */
-export async function buildErrorReport(build: BuildRecord, logs: LogStore, deadLetter: ReadonlyMap<string, DeadLetterRecord>, traceId?: string): Promise<ErrorReportT | null> {
+export async function buildErrorReport(build: BuildRecord, logs: LogStorage, deadLetter: ReadonlyMap<string, DeadLetterRecord>, traceId?: string): Promise<ErrorReportT | null> {
   const failed = build.nodes.filter((n) => n.state === 'failed').sort((a, b) => (a.finished_at ?? 0) - (b.finished_at ?? 0));
   if (failed.length === 0) return null;
   const failures: ErrorReportNodeT[] = [];

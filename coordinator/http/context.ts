@@ -6,7 +6,7 @@ import type { AgentRegistry } from '../placement/agent-registry.js';
 import type { Engine } from '../builds/engine.js';
 import type { Cas } from '../cas/cas.js';
 import type { Retention } from '../cas/retention.js';
-import type { LogStore } from '../logs/log-store.js';
+import type { LogStorage } from '../logs/log-storage.js';
 import type { ApiKeyStore, Principal } from '../access/api-keys.js';
 import type { AuditLog } from '../access/audit-log.js';
 import type { RateLimiter } from '../access/rate-limit.js';
@@ -28,7 +28,7 @@ export interface AgentAccess {
 export interface HttpDeps {
   engine: Engine;
   agents: AgentRegistry;
-  logs: LogStore;
+  logs: LogStorage;
   cas: Cas;
   retention: Retention;
   tokens: TokenCheck;

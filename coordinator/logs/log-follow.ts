@@ -1,5 +1,5 @@
 /**
- * Following logs: turns a node's (or a whole build's) attempt files plus live appends
+ * Following logs: turns a node's (or a whole build's) attempt logs plus live appends
  * into a sequence of events for the SSE routes.
  *
  * Offsets are node-level byte offsets (see log-store.ts). While a node is still
@@ -10,7 +10,7 @@
  */
 import { isNodeTerminal, SLOT_HOLDING_ATTEMPT_STATES, type FollowEvent, type Listener, type NodeState } from '../../shared/index.js';
 import type { BuildRecord, NodeRecord } from '../state/records.js';
-import type { LogStore } from './log-store.js';
+import type { LogStorage } from './log-storage.js';
 
 /**
  * What the follower yields: the log stream's events (shared/log-events.ts), a `log` event
@@ -80,7 +80,7 @@ export interface BuildSource {
 
 export interface FollowDeps {
   engine: BuildSource;
-  logs: LogStore;
+  logs: LogStorage;
 }
 
 /**

@@ -13,10 +13,16 @@
  * Emits `append` (buildId, node) after every write, for live followers (LogEvents). The
  * last bytes written to an open attempt (TAIL_BYTES) are also kept in memory, so a live
  * follower reads what just came without a file read.
+ *
+ * The default implementation of `LogStorage` (log-storage.ts); an append is acknowledged once
+ * written to the file (as before issue 14), flushed to disk when the attempt is closed.
  */
 import { mkdir, open, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TypedEmitter, errnoCode, traceLog } from '../../shared/index.js';
+import { isCharBoundaryIn, type AttemptKey, type AttemptLogRef, type LogEvents, type LogStorage } from './log-storage.js';
+
+export type { AttemptLogRef, LogEvents } from './log-storage.js';
 
 /** The last bytes written to an open attempt kept in memory, for live followers. */
 const TAIL_BYTES = 32 * 1024;
@@ -33,20 +39,7 @@ interface OpenAttempt {
   tailBytes: number;
 }
 
-export interface AttemptLogRef {
-  buildId: string;
-  node: string;
-  number: number;
-  header: string;
-}
-
-/** What the log store emits: event name -> listener arguments. */
-export interface LogEvents {
-  /** Bytes were written to an attempt file of the node. */
-  append: [buildId: string, node: string];
-}
-
-export class LogStore extends TypedEmitter<LogEvents> {
+export class LogStore extends TypedEmitter<LogEvents> implements LogStorage {
   readonly root: string;
   private readonly open = new Map<string, OpenAttempt>();
   private readonly opening = new Map<string, Promise<OpenAttempt>>();
@@ -55,6 +48,15 @@ export class LogStore extends TypedEmitter<LogEvents> {
   constructor(dataDir: string) {
     super();
     this.root = join(dataDir, 'logs');
+  }
+
+  get location(): string {
+    return this.root;
+  }
+
+  /** Files are always there to write (a failing write fails its append). */
+  get healthy(): boolean {
+    return true;
   }
 
   buildDir(buildId: string): string {
@@ -153,7 +155,7 @@ export class LogStore extends TypedEmitter<LogEvents> {
   }
 
   /** Flushes the attempt file to disk and closes it. */
-  async close(ref: Pick<AttemptLogRef, 'buildId' | 'node' | 'number'>): Promise<void> {
+  async close(ref: AttemptKey): Promise<void> {
     const path = this.attemptPath(ref.buildId, ref.node, ref.number);
     await this.opening.get(path)?.catch(() => {});
     const entry = this.open.get(path);
@@ -212,22 +214,30 @@ export class LogStore extends TypedEmitter<LogEvents> {
    * end count as boundaries.
    */
   async isCharBoundary(buildId: string, node: string, sizes: number[], offset: number): Promise<boolean> {
-    if (offset === 0) return true;
-    const around = await this.read(buildId, node, sizes, Math.max(0, offset - 3), offset + 1);
-    const before = around.subarray(0, Math.min(3, offset));
-    const at = around[before.length];
-    if (at === undefined || (at & 0xc0) !== 0x80) return true;
-    // `at` is a continuation byte: inside a character if one starts in the 3 bytes before and is not complete there.
-    let i = before.length - 1;
-    let cont = 0;
-    while (i >= 0 && (before[i]! & 0xc0) === 0x80) {
-      i--;
-      cont++;
+    return isCharBoundaryIn((from, to) => this.read(buildId, node, sizes, from, to), offset);
+  }
+
+  /** The last `maxBytes` (at most) of one attempt's file, and the file offset they start at. */
+  async tail(ref: AttemptKey, maxBytes: number): Promise<{ start: number; bytes: Buffer }> {
+    const path = this.attemptPath(ref.buildId, ref.node, ref.number);
+    const live = this.open.get(path);
+    if (live) await live.queue;
+    let fh;
+    try {
+      fh = await open(path, 'r');
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return { start: 0, bytes: Buffer.alloc(0) };
+      throw err;
     }
-    if (i < 0) return true; // no lead byte in reach: invalid UTF-8 here, any offset is as good as another
-    const lead = before[i]!;
-    const need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
-    return need <= cont + 1;
+    try {
+      const size = (await fh.stat()).size;
+      const start = Math.max(0, size - maxBytes);
+      const buf = Buffer.alloc(size - start);
+      const { bytesRead } = await fh.read(buf, 0, buf.length, start);
+      return { start, bytes: buf.subarray(0, bytesRead) };
+    } finally {
+      await fh.close();
+    }
   }
 
   /** Reads node-level bytes [start, end) across the attempt files. */

@@ -14,7 +14,8 @@ import { Engine } from '../../coordinator/builds/engine.js';
 import { ReuseIndex } from '../../coordinator/builds/reuse-index.js';
 import { Cas } from '../../coordinator/cas/cas.js';
 import { LocalBlobStore } from '../../coordinator/cas/local-blob-store.js';
-import { LogStore } from '../../coordinator/logs/log-store.js';
+import { createLogStore } from '../../coordinator/logs/create-log-store.js';
+import type { LogStorage } from '../../coordinator/logs/log-storage.js';
 import { StateStore } from '../../coordinator/state/state-store.js';
 import type { StateBackend } from '../../coordinator/state/state-backend.js';
 import { openPg, type PgClient } from '../../coordinator/state/pg/pg-client.js';
@@ -100,7 +101,7 @@ export const TIMINGS = { heartbeatIntervalMs: 1000, lostAfterMs: 3000, reconnect
 export interface OpenedEngine {
   engine: Engine;
   store: StateStore;
-  logs: LogStore;
+  logs: LogStorage;
   cas: Cas;
 }
 
@@ -111,7 +112,7 @@ const databases = new Map<string, { db: TestDatabase; pg: PgClient }>();
 const TEST_LEASE = { epoch: 1, holder: 'engine-harness' };
 
 /** The PostgreSQL backend of data dir `dir` (its own database, created at the first open). */
-async function pgBackend(dir: string): Promise<StateBackend> {
+async function pgDatabase(dir: string): Promise<{ db: TestDatabase; pg: PgClient }> {
   let entry = databases.get(dir);
   if (!entry) {
     const db = await freshDatabase();
@@ -121,7 +122,7 @@ async function pgBackend(dir: string): Promise<StateBackend> {
     entry = { db, pg };
     databases.set(dir, entry);
   }
-  return new PgStateBackend({ pg: entry.pg, fence: () => TEST_LEASE, retryMs: { first: 10, max: 100 } });
+  return entry;
 }
 
 /** Drops the databases this process made (call in afterAll; nothing under the embedded backend). */
@@ -135,9 +136,11 @@ export async function dropTestDatabases(): Promise<void> {
 
 /** An engine on real files in `dir` (state, logs, local CAS, reuse index), recovered, with test timings and the given clock. */
 export async function openEngine(dir: string, clock: () => number, opts: { concurrencyGroups?: ReadonlyMap<string, number>; timers?: Timers; tracing?: BuildTracing | null } = {}): Promise<OpenedEngine> {
-  const backend = TEST_STATE === 'postgres' ? await pgBackend(dir) : undefined;
+  // PostgreSQL: the state and the logs in the data dir's database, as a coordinator on a shared state keeps them.
+  const shared = TEST_STATE === 'postgres' ? await pgDatabase(dir) : null;
+  const backend: StateBackend | undefined = shared ? new PgStateBackend({ pg: shared.pg, fence: () => TEST_LEASE, retryMs: { first: 10, max: 100 } }) : undefined;
   const store = await StateStore.open({ dataDir: dir, persist: true, init: true, ...(backend ? { backend } : {}) });
-  const logs = new LogStore(dir);
+  const logs = createLogStore(dir, shared ? { pg: shared.pg, fence: () => TEST_LEASE } : null);
   const cas = new Cas(new LocalBlobStore(dir, 1 << 30));
   await cas.init();
   const reuse = new ReuseIndex(dir, true);

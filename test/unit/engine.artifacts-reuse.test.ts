@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Engine } from '../../coordinator/builds/engine.js';
 import type { Cas } from '../../coordinator/cas/cas.js';
-import type { LogStore } from '../../coordinator/logs/log-store.js';
+import type { LogStorage } from '../../coordinator/logs/log-storage.js';
 import type { StateStore } from '../../coordinator/state/state-store.js';
 import { sha256, validateSpec, type Digest, type Payload } from '../../shared/index.js';
 import { FakeChannel, TIMINGS, finished, frame, hello, openEngine, tick } from '../helpers/engine-harness.js';
@@ -22,7 +22,7 @@ describe('engine: artifacts and reuse', () => {
   let dir: string;
   let store: StateStore;
   let engine: Engine;
-  let logs: LogStore;
+  let logs: LogStorage;
   let cas: Cas;
   let now: number;
 

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Engine } from '../../coordinator/builds/engine.js';
 import { buildView } from '../../coordinator/builds/build-views.js';
-import type { LogStore } from '../../coordinator/logs/log-store.js';
+import type { LogStorage } from '../../coordinator/logs/log-storage.js';
 import type { StateStore } from '../../coordinator/state/state-store.js';
 import { validateSpec, type HelloPayload } from '../../shared/index.js';
 import { FakeChannel, finished, frame, hello, openEngine, tick } from '../helpers/engine-harness.js';
@@ -38,7 +38,7 @@ describe('engine: budgets', () => {
   let now: number;
   let timers: ManualTimers;
   let store: StateStore;
-  let logs: LogStore;
+  let logs: LogStorage;
   let engine: Engine;
 
   async function makeEngine(): Promise<Engine> {

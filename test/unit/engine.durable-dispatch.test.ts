@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Engine } from '../../coordinator/builds/engine.js';
-import type { LogStore } from '../../coordinator/logs/log-store.js';
+import type { LogStorage } from '../../coordinator/logs/log-storage.js';
 import type { StateStore } from '../../coordinator/state/state-store.js';
 import { validateSpec, type HelloPayload, type Payload, type ToAgentType } from '../../shared/index.js';
 import { FakeChannel, finished, frame, hello, openEngine, TEST_STATE, tick } from '../helpers/engine-harness.js';
@@ -43,7 +43,7 @@ describe('engine: durable before it is said', () => {
   let now: number;
   let store: StateStore;
   let engine: Engine;
-  let logs: LogStore;
+  let logs: LogStorage;
 
   const spec = (nodes: Record<string, unknown>) => {
     const r = validateSpec({ name: 't', nodes }, { form: 'submitted', defaultPlatform: 'linux/amd64' });

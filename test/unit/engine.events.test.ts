@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, expectTypeOf, it } from 'vitest';
 import type { Engine, EngineEvents } from '../../coordinator/builds/engine.js';
 import type { BuildSource } from '../../coordinator/logs/log-follow.js';
-import type { LogEvents, LogStore } from '../../coordinator/logs/log-store.js';
+import type { LogEvents } from '../../coordinator/logs/log-store.js';
+import type { LogStorage } from '../../coordinator/logs/log-storage.js';
 import type { StateStore } from '../../coordinator/state/state-store.js';
 import { validateSpec } from '../../shared/index.js';
 import { FakeChannel, finished, frame, hello, openEngine, tick } from '../helpers/engine-harness.js';
@@ -19,7 +20,7 @@ describe('engine events', () => {
   let dir: string;
   let engine: Engine;
   let store: StateStore;
-  let logs: LogStore;
+  let logs: LogStorage;
 
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'kiln-engine-events-'));

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Engine} from '../../coordinator/builds/engine.js';
 import { INFRA_ATTEMPT_BUDGET } from '../../coordinator/builds/engine.js';
-import type { LogStore } from '../../coordinator/logs/log-store.js';
+import type { LogStorage } from '../../coordinator/logs/log-storage.js';
 import type { StateStore } from '../../coordinator/state/state-store.js';
 import { validateSpec, type HelloPayload, type Payload } from '../../shared/index.js';
 import { FakeChannel, TIMINGS, finished, frame, hello, openEngine, TEST_STATE, tick } from '../helpers/engine-harness.js';
@@ -20,7 +20,7 @@ describe('engine: fleet', () => {
   let now: number;
   let store: StateStore;
   let engine: Engine;
-  let logs: LogStore;
+  let logs: LogStorage;
 
   async function makeEngine(): Promise<Engine> {
     const o = await openEngine(dir, () => now);

@@ -12,7 +12,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Engine } from '../../coordinator/builds/engine.js';
 import { ChangeFeed, type FeedEventType } from '../../coordinator/events/change-feed.js';
 import { engineSource } from '../../coordinator/events/event-source.js';
-import type { LogStore } from '../../coordinator/logs/log-store.js';
+import type { LogStorage } from '../../coordinator/logs/log-storage.js';
 import type { StateStore } from '../../coordinator/state/state-store.js';
 import { parseEventsStreamEvent, validateSpec, type EventsStreamEvent } from '../../shared/index.js';
 import { FakeChannel, finished, frame, hello, openEngine, tick } from '../helpers/engine-harness.js';
@@ -42,7 +42,7 @@ describe('change feed over the engine', () => {
   let dir: string;
   let engine: Engine;
   let store: StateStore;
-  let logs: LogStore;
+  let logs: LogStorage;
 
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'kiln-events-source-'));

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Engine } from '../../coordinator/builds/engine.js';
-import type { LogStore } from '../../coordinator/logs/log-store.js';
+import type { LogStorage } from '../../coordinator/logs/log-storage.js';
 import type { StateStore } from '../../coordinator/state/state-store.js';
 import { BuildTracing } from '../../coordinator/tracing/build-spans.js';
 import { parseTraceparent, PhaseSpans, spanIdOf, traceIdOf, traceparent, validateSpec, type SpanAttributes, type SpanHandle, type SpanStart, type Tracer } from '../../shared/index.js';
@@ -69,7 +69,7 @@ describe('build spans from the engine', () => {
   let dir: string;
   let now: number;
   let store: StateStore;
-  let logs: LogStore;
+  let logs: LogStorage;
   let engine: Engine;
   let tracer: RecordingTracer;
 

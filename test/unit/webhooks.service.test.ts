@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Engine } from '../../coordinator/builds/engine.js';
-import type { LogStore } from '../../coordinator/logs/log-store.js';
+import type { LogStorage } from '../../coordinator/logs/log-storage.js';
 import type { StateStore } from '../../coordinator/state/state-store.js';
 import type { AttemptOutcome } from '../../coordinator/webhooks/hook-queue.js';
 import type { HttpAttempt } from '../../coordinator/webhooks/http-sender.js';
@@ -37,7 +37,7 @@ describe('webhooks service', () => {
   let dir: string;
   let engine: Engine;
   let store: StateStore;
-  let logs: LogStore;
+  let logs: LogStorage;
   let sent: Sent[];
   let hooks: Webhooks | null;
   const now = 5_000_000;

@@ -5,6 +5,7 @@
  */
 import { m001Cluster } from './m001-cluster.js';
 import { m002State } from './m002-state.js';
+import { m003Logs } from './m003-logs.js';
 
 export interface Migration {
   /** 1, 2, 3, … without gaps, in array order. */
@@ -15,4 +16,4 @@ export interface Migration {
   readonly sql: string;
 }
 
-export const MIGRATIONS: readonly Migration[] = [m001Cluster, m002State];
+export const MIGRATIONS: readonly Migration[] = [m001Cluster, m002State, m003Logs];
