@@ -3,7 +3,9 @@
  * - kill -9 of the leader during a busy DAG: the standby leads within the lease (+ a poll),
  *   the agent (given both URLs) reconnects to it and its running attempts are adopted, not
  *   re-run; a build acknowledged just before the kill is there and runs; no node finishes
- *   twice (one attempt each, every node success).
+ *   twice (one attempt each, every node success); every node's log, written through either
+ *   leader, reads whole through the new one (logs are in the database), and `kiln logs -f`
+ *   given both URLs moves to the new leader and prints every line exactly once.
  * - SIGSTOP of the leader past its lease, then SIGCONT: the standby leads at the next epoch;
  *   the old leader finds it is no longer the leader and steps down, and nothing it tried to
  *   write afterwards landed (no journal row of its epoch after the takeover).
@@ -15,7 +17,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { openPg, type PgClient } from '../../coordinator/state/pg/pg-client.js';
 import type { ClusterViewT } from '../../shared/index.js';
-import { getBuild, spawnKiln, startCoordinator, submitSpec, tempDir, waitFor, waitForBuild, type CoordinatorHandle, type Proc } from '../helpers/cluster.js';
+import { getBuild, nodeLog, spawnKiln, startCoordinator, submitSpec, tempDir, waitFor, waitForBuild, type CoordinatorHandle, type Proc } from '../helpers/cluster.js';
 import { freshDatabase, type TestDatabase } from '../helpers/postgres.js';
 import { startS3, type TestS3 } from '../helpers/s3.js';
 
@@ -122,6 +124,10 @@ describe('two coordinators on one PostgreSQL state', () => {
     const id = await submitSpec(a, { name: 'busy', nodes });
     await waitFor('three nodes running', async () => (await getBuild(a, id)).nodes.filter((n) => n.state === 'running').length === 3 ? true : undefined);
     const late = await submitSpec(a, { name: 'late', nodes: { only: { dockerfile_inline: 'FROM scratch' } } });
+    // a user follows the whole build's log through both coordinators' URLs
+    const follower = spawnKiln(['logs', '-f', id, '--coordinator', `${a.url},${b.url}`, '--token-file', a.apiTokenFile]);
+    procs.push(follower);
+    await waitFor('the follower to print a line', () => (/ line \d+\/30 /.test(follower.stdout) ? true : undefined));
     const killedAt = Date.now();
     await a.proc.kill9();
     const led = await waitFor('the standby to lead', async () => {
@@ -134,6 +140,18 @@ describe('two coordinators on one PostgreSQL state', () => {
     for (const n of done.nodes) {
       expect(n.state, n.name).toBe('success');
       expect(n.attempts, `${n.name}: adopted, not re-run`).toHaveLength(1);
+      // every log line acknowledged to the agent, on either leader, is there once and in order (logs are in the database)
+      const log = await nodeLog(b, id, n.name);
+      const numbers = [...log.matchAll(/ line (\d+)\/30 /g)].map((m) => Number(m[1]));
+      expect(numbers, `${n.name}'s log through the new leader`).toEqual(Array.from({ length: 30 }, (_, k) => k + 1));
+    }
+    // `kiln logs -f` moved to the new leader and printed every line of every node exactly once
+    expect(await follower.exited).toBe(0);
+    for (const n of done.nodes) {
+      // a whole build's log: `n3 | noop … line 7/30 …` (line 15 is the noop executor's ERROR marker)
+      const mine = follower.stdout.split('\n').filter((l) => l.startsWith(`${n.name} | `) && / line \d+\/30 /.test(l));
+      const numbers = mine.map((l) => Number(/ line (\d+)\/30 /.exec(l)![1]));
+      expect(numbers, `${n.name} in kiln logs -f`).toEqual(Array.from({ length: 30 }, (_, k) => k + 1));
     }
     const lateDone = await waitForBuild(b, late);
     expect(lateDone.state).toBe('success');
