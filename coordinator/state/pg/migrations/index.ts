@@ -5,6 +5,7 @@
  */
 import { m001Cluster } from './m001-cluster.js';
 import { m002State } from './m002-state.js';
+import { m004Documents } from './m004-documents.js';
 
 export interface Migration {
   /** 1, 2, 3, … without gaps, in array order. */
@@ -15,4 +16,8 @@ export interface Migration {
   readonly sql: string;
 }
 
-export const MIGRATIONS: readonly Migration[] = [m001Cluster, m002State];
+// Branch h-docs only: version 3 is helper L's m003-logs. Until the branches are merged an empty
+// stand-in keeps the list without a gap; the merge replaces it with m003Logs.
+const m003Pending: Migration = { version: 3, name: 'logs-pending', sql: 'SELECT 1' };
+
+export const MIGRATIONS: readonly Migration[] = [m001Cluster, m002State, m003Pending, m004Documents];
