@@ -278,6 +278,11 @@ export class AgentCredentialStore {
     return { token, view: this.tokenView(rec, now) };
   }
 
+  /** Agent credentials kept (live, replaced and revoked). */
+  credentialCount(): number {
+    return this.creds.size;
+  }
+
   listTokens(): EnrolTokenView[] {
     const now = this.now();
     return [...this.tokens.values()].sort((a, b) => a.created_at - b.created_at || (a.id < b.id ? -1 : 1)).map((t) => this.tokenView(t, now));

@@ -1,0 +1,145 @@
+/**
+ * `kiln state migrate --from DATA_DIR --to postgres://…` end to end (issue 14), real
+ * processes and a real PostgreSQL: an embedded coordinator runs (tiny, real) builds with an
+ * agent that enrolled (a per-agent credential), finishes and archives them (reuse records
+ * made), holds an API key and a secret; it is stopped; the command moves
+ * everything and says what it moved; a coordinator started on the database (`--state`)
+ * serves all of it: the builds and their nodes, the key authenticates, the agent's
+ * credential connects and builds, the secret is there, an unchanged node is reused, the
+ * legacy API token still works. Refusals: a data dir whose coordinator runs (locked), a
+ * database that is not empty, a malformed URL; nothing lands on a refused run.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openPg, type PgClient } from '../../coordinator/state/pg/pg-client.js';
+import { API_ROUTES, apiPath } from '../../shared/index.js';
+import { DOCKER_HOST, getBuild, kiln, requireBuilt, spawnKiln, startCoordinator, submitSpec, tempDir, waitFor, waitForAgent, waitForBuild, type BuildBody, type CoordinatorHandle, type Proc } from '../helpers/cluster.js';
+import { freshDatabase, type TestDatabase } from '../helpers/postgres.js';
+
+// Real (tiny) BuildKit builds: a successful node leaves a reuse record, which must move too.
+const RUN = `m${Date.now().toString(36)}`;
+const SPEC = { nodes: { base: { dockerfile_inline: `FROM kiln/busybox:1\nRUN echo ${RUN}-base\n` }, app: { dockerfile_inline: `FROM kiln/busybox:1\nRUN echo ${RUN}-app\n`, needs: ['base'] } } };
+const SECOND = { nodes: { other: { dockerfile_inline: `FROM kiln/busybox:1\nRUN echo ${RUN}-second\n` } } };
+
+describe('kiln state migrate', () => {
+  const procs: Proc[] = [];
+  let dir: { path: string; cleanup: () => Promise<void> };
+  let db: TestDatabase;
+  let pg: PgClient;
+  let embedded: CoordinatorHandle;
+  const seen: { builds: BuildBody[]; keySecret: string; credentialFile: string; apiToken: string } = { builds: [], keySecret: '', credentialFile: '', apiToken: '' };
+
+  const agent = (c: CoordinatorHandle, tokenFile: string, name: string): Proc => {
+    const p = spawnKiln(['agent', '--coordinator', c.url, '--token-file', tokenFile, '--name', name, '--work-dir', join(dir.path, `work-${name}`), '--docker-host', DOCKER_HOST]);
+    procs.push(p);
+    return p;
+  };
+  const count = async (table: string) => (await pg.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table}`))[0]!.n;
+
+  beforeAll(async () => {
+    requireBuilt();
+    dir = await tempDir('state-migrate');
+    db = await freshDatabase();
+    pg = await openPg(db.url, { applicationName: 'kiln-test-migrate', max: 2 });
+    embedded = await startCoordinator({ dataDir: join(dir.path, 'data') });
+    procs.push(embedded.proc);
+    seen.apiToken = embedded.apiToken;
+    const post = (path: string, body: unknown) => embedded.api<Record<string, string>>(path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    // an enrolled agent: its own credential
+    const tok = await post(API_ROUTES.tokens.path(), { kind: 'agent', name: 'migrated-agent', expires_in_s: 3600, uses: 1 });
+    expect(tok.status, JSON.stringify(tok.body)).toBe(201);
+    const enrol = await fetch(`${embedded.url}${apiPath.agentEnrol()}`, { method: 'POST', headers: { authorization: `Bearer ${tok.body.token}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'migrated-agent' }) });
+    expect(enrol.status).toBe(200);
+    seen.credentialFile = join(dir.path, 'agent-credential');
+    await writeFile(seen.credentialFile, `${((await enrol.json()) as { credential: string }).credential}\n`, { mode: 0o600 });
+    const a = agent(embedded, seen.credentialFile, 'migrated-agent');
+    await waitForAgent(embedded, 'migrated-agent', 'connected', a);
+    for (const spec of [SPEC, SECOND]) {
+      const id = await submitSpec(embedded, spec);
+      seen.builds.push(await waitForBuild(embedded, id));
+    }
+    expect(seen.builds.map((b) => b.state)).toEqual(['success', 'success']);
+    const key = await post(API_ROUTES.keys.path(), { scopes: ['read'], name: 'reader' });
+    expect(key.status).toBe(201);
+    seen.keySecret = key.body.secret!;
+    const secret = await embedded.api(apiPath.secret('npm_token'), { method: 'PUT', headers: { 'content-type': 'application/octet-stream' }, body: 's3cret-value' });
+    expect(secret.status).toBeLessThan(300);
+    await a.stop();
+  });
+
+  afterAll(async () => {
+    for (const p of procs.reverse()) await p.stop();
+    await pg?.close();
+    await db?.drop();
+    await dir?.cleanup();
+  });
+
+  it('refuses the data dir of a running coordinator, and lands nothing', async () => {
+    const r = await kiln(['state', 'migrate', '--from', embedded.dataDir, '--to', db.url]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/another coordinator is using it|locked|is held/i);
+    expect(r.stderr).not.toContain(new URL(db.url).password);
+    expect(await count('kiln_document')).toBe(0);
+    expect(await count('kiln_archived_build')).toBe(0);
+  });
+
+  it('refuses a malformed URL and a missing data dir, naming them', async () => {
+    const bad = await kiln(['state', 'migrate', '--from', embedded.dataDir, '--to', 'mysql://x@y/z']);
+    expect(bad.code).toBe(78);
+    expect(bad.stderr).toMatch(/postgres/);
+    const none = await kiln(['state', 'migrate', '--from', join(dir.path, 'nope'), '--to', db.url]);
+    expect(none.code).toBe(78);
+    expect(none.stderr).toContain(join(dir.path, 'nope'));
+  });
+
+  it('moves everything and a coordinator on the database serves it', async () => {
+    await embedded.proc.stop();
+    const r = await kiln(['state', 'migrate', '--from', embedded.dataDir, '--to', db.url, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const moved = JSON.parse(r.stdout.trim()) as Record<string, number | string | null>;
+    expect(moved).toMatchObject({ builds: 0, archived: 2, deadLetters: 0, apiKeys: 1, agentCredentials: 1, enrolTokens: 1, secrets: 1, tokens: 2 });
+    expect(moved.reuseRecords).toBe(3);
+    expect(moved.secretsKeyFile).toBe(join(embedded.dataDir, 'keys', 'secrets.key'));
+    expect(r.stdout).not.toContain(new URL(db.url).password);
+    expect(await count('kiln_archived_build')).toBe(2);
+
+    // A second run: the database is no longer empty.
+    const again = await kiln(['state', 'migrate', '--from', embedded.dataDir, '--to', db.url]);
+    expect(again.code).not.toBe(0);
+    expect(again.stderr).toMatch(/already holds a kiln state/);
+
+    // A coordinator of its own data dir on the database, given the secrets key file.
+    const newDir = join(dir.path, 'pg-data');
+    await mkdir(newDir, { recursive: true });
+    const c = await startCoordinator({ dataDir: newDir, args: ['--state', db.url, '--lease-ttl', '3s'], env: { KILN_SECRETS_KEY_FILE: join(embedded.dataDir, 'keys', 'secrets.key') } });
+    procs.push(c.proc);
+    // the generated legacy API token moved: the local copy is the embedded one
+    expect(c.apiToken).toBe(seen.apiToken);
+    await waitFor('the coordinator to lead', async () => (await fetch(`${c.url}/readyz`)).status === 200);
+    for (const b of seen.builds) {
+      const got = await getBuild(c, b.id);
+      expect(got.state).toBe('success');
+      expect(got.nodes.map((n) => [n.name, n.state])).toEqual(b.nodes.map((n) => [n.name, n.state]));
+    }
+    // the key authenticates (read scope), and only it
+    const asKey = await fetch(`${c.url}${API_ROUTES.builds.path()}`, { headers: { authorization: `Bearer ${seen.keySecret}` } });
+    expect(asKey.status).toBe(200);
+    expect((await fetch(`${c.url}${API_ROUTES.builds.path()}`, { headers: { authorization: 'Bearer kiln_key_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' } })).status).toBe(401);
+    // the secret is listed with its version
+    const secrets = await c.api<{ items: Array<{ name: string; version: number }> }>(API_ROUTES.secrets.path());
+    expect(secrets.status).toBe(200);
+    expect(secrets.body.items.map((s) => s.name)).toEqual(['npm_token']);
+    // the enrolled agent's credential connects and builds; an unchanged node is reused
+    const a = agent(c, seen.credentialFile, 'migrated-agent');
+    await waitForAgent(c, 'migrated-agent', 'connected', a);
+    const id = await submitSpec(c, SPEC);
+    const b = await waitForBuild(c, id);
+    expect(b.state).toBe('success');
+    expect(b.nodes.every((n) => (n as { reused_from?: unknown }).reused_from != null), JSON.stringify(b.nodes)).toBe(true);
+    const fresh = await submitSpec(c, { nodes: { fresh: { dockerfile_inline: `FROM kiln/busybox:1\nRUN echo ${RUN}-fresh\n` } } });
+    const f = await waitForBuild(c, fresh);
+    expect(f.state).toBe('success');
+    expect(f.nodes[0]!.agent).toBe('migrated-agent');
+  });
+});
