@@ -6,10 +6,13 @@
  * everything and says what it moved; a coordinator started on the database (`--state`)
  * serves all of it: the builds and their nodes, the key authenticates, the agent's
  * credential connects and builds, the secret is there, an unchanged node is reused, the
- * legacy API token still works. Refusals: a data dir whose coordinator runs (locked), a
+ * legacy API token still works. Then the README's backup and restore: a `pg_dump` while it
+ * runs, `pg_restore` into a new database, and a coordinator there serves the same. Refusals: a data dir whose coordinator runs (locked), a
  * database that is not empty, a malformed URL; nothing lands on a refused run.
  */
+import { execFile } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openPg, type PgClient } from '../../coordinator/state/pg/pg-client.js';
@@ -20,6 +23,8 @@ import { freshDatabase, type TestDatabase } from '../helpers/postgres.js';
 // Real (tiny) BuildKit builds: a successful node leaves a reuse record, which must move too.
 const RUN = `m${Date.now().toString(36)}`;
 const SPEC = { nodes: { base: { dockerfile_inline: `FROM kiln/busybox:1\nRUN echo ${RUN}-base\n` }, app: { dockerfile_inline: `FROM kiln/busybox:1\nRUN echo ${RUN}-app\n`, needs: ['base'] } } };
+const PG_BIN = '/usr/lib/postgresql/15/bin';
+const run = promisify(execFile);
 const SECOND = { nodes: { other: { dockerfile_inline: `FROM kiln/busybox:1\nRUN echo ${RUN}-second\n` } } };
 
 describe('kiln state migrate', () => {
@@ -93,7 +98,7 @@ describe('kiln state migrate', () => {
     expect(none.stderr).toContain(join(dir.path, 'nope'));
   });
 
-  it('moves everything and a coordinator on the database serves it', async () => {
+  it('moves everything, a coordinator on the database serves it, and a pg_dump restored elsewhere serves it too', async () => {
     await embedded.proc.stop();
     const r = await kiln(['state', 'migrate', '--from', embedded.dataDir, '--to', db.url, '--json']);
     expect(r.code, r.stderr).toBe(0);
@@ -141,5 +146,27 @@ describe('kiln state migrate', () => {
     const f = await waitForBuild(c, fresh);
     expect(f.state).toBe('success');
     expect(f.nodes[0]!.agent).toBe('migrated-agent');
+    seen.builds.push(f);
+
+    // Backup while the coordinator runs, restore into a new database, a coordinator on it.
+    const dump = join(dir.path, 'kiln.dump');
+    await run(join(PG_BIN, 'pg_dump'), ['--format=custom', '--exclude-table-data=kiln_coordinators', '--file', dump, db.url]);
+    await a.stop();
+    await c.proc.stop();
+    const restored = await freshDatabase();
+    try {
+      await run(join(PG_BIN, 'pg_restore'), ['--no-owner', '--dbname', restored.url, dump]);
+      const r2 = await startCoordinator({ dataDir: join(dir.path, 'restored-data'), args: ['--state', restored.url, '--lease-ttl', '3s'], env: { KILN_SECRETS_KEY_FILE: join(embedded.dataDir, 'keys', 'secrets.key') } });
+      procs.push(r2.proc);
+      expect(r2.apiToken).toBe(seen.apiToken);
+      await waitFor('the restored coordinator to lead', async () => (await fetch(`${r2.url}/readyz`)).status === 200);
+      for (const b of seen.builds) expect((await getBuild(r2, b.id)).state).toBe('success');
+      expect((await fetch(`${r2.url}${API_ROUTES.builds.path()}`, { headers: { authorization: `Bearer ${seen.keySecret}` } })).status).toBe(200);
+      const s2 = await r2.api<{ items: Array<{ name: string }> }>(API_ROUTES.secrets.path());
+      expect(s2.body.items.map((x) => x.name)).toEqual(['npm_token']);
+      await r2.proc.stop();
+    } finally {
+      await restored.drop();
+    }
   });
 });
