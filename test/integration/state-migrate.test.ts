@@ -6,8 +6,8 @@
  * everything and says what it moved; a coordinator started on the database (`--state`)
  * serves all of it: the builds and their nodes, the key authenticates, the agent's
  * credential connects and builds, the secret is there, an unchanged node is reused, the
- * legacy API token still works. Then the README's backup and restore: a `pg_dump` while it
- * runs, `pg_restore` into a new database, and a coordinator there serves the same. Refusals: a data dir whose coordinator runs (locked), a
+ * legacy API token still works (the URL given in KILN_STATE). Then the README's backup and restore: a `pg_dump` while it
+ * runs, `pg_restore` into a new database, and a coordinator there serves the same. Refusals: a data dir whose coordinator runs (locked), a database a coordinator leads, a
  * database that is not empty, a malformed URL; nothing lands on a refused run.
  */
 import { execFile } from 'node:child_process';
@@ -15,6 +15,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { migrate } from '../../coordinator/state/pg/migrate.js';
 import { openPg, type PgClient } from '../../coordinator/state/pg/pg-client.js';
 import { API_ROUTES, apiPath } from '../../shared/index.js';
 import { DOCKER_HOST, getBuild, kiln, requireBuilt, spawnKiln, startCoordinator, submitSpec, tempDir, waitFor, waitForAgent, waitForBuild, type BuildBody, type CoordinatorHandle, type Proc } from '../helpers/cluster.js';
@@ -96,11 +97,32 @@ describe('kiln state migrate', () => {
     const none = await kiln(['state', 'migrate', '--from', join(dir.path, 'nope'), '--to', db.url]);
     expect(none.code).toBe(78);
     expect(none.stderr).toContain(join(dir.path, 'nope'));
+    const usage = await kiln(['state', 'migrate', '--to', db.url]);
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toMatch(/--from DATA_DIR/);
+  });
+
+  it('refuses a database a coordinator leads, and lands nothing', async () => {
+    const led = await freshDatabase();
+    const q = await openPg(led.url, { applicationName: 'kiln-test-migrate-led', max: 1 });
+    try {
+      await migrate(q);
+      await q.query("INSERT INTO kiln_lease (id, epoch, holder, url, expires_at) VALUES (1, 1, 'someone', 'http://10.0.0.9:8080', now() + interval '1 hour')");
+      await embedded.proc.stop();
+      const r = await kiln(['state', 'migrate', '--from', embedded.dataDir], { KILN_STATE: led.url });
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/a coordinator \(http:\/\/10\.0\.0\.9:8080\) holds the lease/);
+      expect((await q.query<{ n: number }>('SELECT count(*)::int AS n FROM kiln_document'))[0]!.n).toBe(0);
+    } finally {
+      await q.close();
+      await led.drop();
+    }
   });
 
   it('moves everything, a coordinator on the database serves it, and a pg_dump restored elsewhere serves it too', async () => {
     await embedded.proc.stop();
-    const r = await kiln(['state', 'migrate', '--from', embedded.dataDir, '--to', db.url, '--json']);
+    // the URL from KILN_STATE (no password on the command line)
+    const r = await kiln(['state', 'migrate', '--from', embedded.dataDir, '--json'], { KILN_STATE: db.url });
     expect(r.code, r.stderr).toBe(0);
     const moved = JSON.parse(r.stdout.trim()) as Record<string, number | string | null>;
     expect(moved).toMatchObject({ builds: 0, archived: 2, deadLetters: 0, apiKeys: 1, agentCredentials: 1, enrolTokens: 1, secrets: 1, tokens: 2 });
