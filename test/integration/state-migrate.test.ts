@@ -2,13 +2,14 @@
  * `kiln state migrate --from DATA_DIR --to postgres://…` end to end (issue 14), real
  * processes and a real PostgreSQL: an embedded coordinator runs (tiny, real) builds with an
  * agent that enrolled (a per-agent credential), finishes and archives them (reuse records
- * made), holds an API key and a secret; it is stopped; the command moves
- * everything and says what it moved; a coordinator started on the database (`--state`)
- * serves all of it: the builds and their nodes, the key authenticates, the agent's
- * credential connects and builds, the secret is there, an unchanged node is reused, the
- * legacy API token still works (the URL given in KILN_STATE). Then the README's backup and restore: a `pg_dump` while it
- * runs, `pg_restore` into a new database, and a coordinator there serves the same. Refusals: a data dir whose coordinator runs (locked), a database a coordinator leads, a
- * database that is not empty, a malformed URL; nothing lands on a refused run.
+ * made), holds an API key and a secret; it is stopped; the command (URL from KILN_STATE)
+ * moves everything and says what it moved; a coordinator started on the database
+ * (`--state`) serves all of it: the builds and their nodes, the key authenticates, the
+ * agent's credential connects and builds, the secret is there, an unchanged node is reused,
+ * the legacy API token still works. Then the README's backup and restore: a `pg_dump` while
+ * it runs, `pg_restore` into a new database, and a coordinator there serves the same.
+ * Refusals: a data dir whose coordinator runs (locked), a database a coordinator leads, a
+ * database that is not empty, a malformed URL, no --from; nothing lands on a refused run.
  */
 import { execFile } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
