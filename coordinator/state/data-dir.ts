@@ -10,6 +10,9 @@
  *   cas/sha256/<xx>/<hex> content-addressed blobs (build contexts)
  *   tokens/agent, tokens/api   generated tokens (mode 0600) when none are configured
  *   access/keys.json      API keys: sha256 hashes, scopes, expiry (coordinator/access/api-keys.ts)
+ *   access/agents.json, secrets.json, reuse/<hex>.json   agent credentials, sealed secrets, reuse records
+ *                         (these, the keys and the generated tokens are documents, state/documents.ts:
+ *                         rows of kiln_document instead with a PostgreSQL state; tokens/ then a local copy)
  *   audit.log, audit.log.1   the audit log, JSON lines (coordinator/access/audit-log.ts)
  *   lock                  who holds the directory: JSON {pid, boot_id, start_time, hostname,
  *                         started_at}; on Linux an abstract socket held by the same process is
