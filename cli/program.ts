@@ -241,6 +241,18 @@ export async function main(argv: string[], env: Record<string, string | undefine
       code = await (await import('./cluster-commands.js')).clusterCommand(await client(o), { json: Boolean(o.json) }, io);
     });
 
+  const state = program.command('state').description("the coordinator's state: migrate an embedded one into PostgreSQL");
+  state
+    .command('migrate')
+    .description("move an embedded coordinator's state (builds, archived builds, dead letters, reuse records, agent controls, tokens, keys, credentials, secrets) into an empty PostgreSQL database; stop the coordinator first")
+    .option('--from <dir>', "the embedded coordinator's data dir")
+    .option('--to <url>', 'postgres://USER:PASSWORD@HOST:PORT/DATABASE, an empty database (default: $KILN_STATE)')
+    .option('--secrets-key-file <file>', 'the secrets key, to check the secret store opens (default: DATA_DIR/keys/secrets.key)')
+    .option('--json', 'what moved, as one JSON line')
+    .action(async (o: { from?: string; to?: string; secretsKeyFile?: string; json?: boolean }) => {
+      code = await (await import('./state-commands.js')).stateMigrateCommand(o, io);
+    });
+
   clientOptions(program.command('dlq'))
     .description('the dead-letter list: nodes whose infrastructure failures used up their attempts')
     .option('--json', 'JSON Lines: one dead letter per line')

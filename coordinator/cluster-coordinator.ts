@@ -29,6 +29,7 @@ import { createStandbyApp } from './http/standby-app.js';
 import { lockDataDir, loadTokens, prepareDataDir } from './state/data-dir.js';
 import { migrate } from './state/pg/migrate.js';
 import { openPg } from './state/pg/pg-client.js';
+import { PgDocuments } from './state/pg/pg-documents.js';
 import { PgStateBackend } from './state/pg/pg-state-backend.js';
 import { StateStore } from './state/state-store.js';
 import type * as TlsFiles from './tls/tls-files.js';
@@ -62,12 +63,29 @@ export async function startClusterCoordinator(config: CoordinatorConfig, logger:
     const leasePg = await openPg(stateUrl, { applicationName: 'kiln-coordinator-lease', max: 2 });
     releasers.push(() => leasePg.close());
 
-    // Who may ask a standby for the cluster view: the same tokens and keys as on the leader.
-    const tokens = await loadTokens(config.dataDir, { agentTokenFile: config.agentTokenFile, apiTokenFile: config.apiTokenFile });
-    const keys = await ApiKeyStore.open(config.dataDir, { legacyApiToken: true });
-    const credentials = await AgentCredentialStore.open(config.dataDir);
-
     let lease: LeaderLease | null = null;
+    // Keys, credentials, secrets, reuse records and generated tokens: documents in the database,
+    // written (fenced) only by the leader, read by every coordinator.
+    const docs = new PgDocuments({ pg, fence: () => lease?.token ?? null });
+    // Who may ask a standby for the cluster view: the same tokens and keys as on the leader,
+    // read again whenever the leader changed them.
+    const tokens = await loadTokens(config.dataDir, { agentTokenFile: config.agentTokenFile, apiTokenFile: config.apiTokenFile }, docs);
+    const keys = await ApiKeyStore.open(docs, { legacyApiToken: true });
+    const credentials = await AgentCredentialStore.open(docs);
+    let reloadFailed = false;
+    const reloadTimer = setInterval(() => {
+      if (core) return; // the leader's own stores are current
+      Promise.all([keys.reload(), credentials.reload()]).then(
+        () => (reloadFailed = false),
+        (err: unknown) => {
+          if (!reloadFailed) logger.warn({ err: coerceError(err).message }, 'reading the API keys and agent credentials again failed (the last ones read stay in use)');
+          reloadFailed = true;
+        },
+      );
+    }, Math.min(1_000, Math.floor(config.leaseTtlMs / 4)));
+    reloadTimer.unref();
+    releasers.push(() => clearInterval(reloadTimer));
+
     let core: CoordinatorCore | null = null;
     let ready = false;
     const leaderUrl = () => lease?.leaderUrl ?? null;
@@ -115,6 +133,7 @@ export async function startClusterCoordinator(config: CoordinatorConfig, logger:
         isReady: () => ready && b.healthy && c.logs.healthy,
         secureCookies: tls !== null,
         cluster: clusterView,
+        docs,
         sharedLogs: {
           pg,
           fence: () => lease?.token ?? null,

@@ -27,6 +27,7 @@ import { createApp } from './http/app.js';
 import { createLogStore, type SharedLogOptions } from './logs/create-log-store.js';
 import type { LogStorage } from './logs/log-storage.js';
 import { loadTokens, type LoadedTokens } from './state/data-dir.js';
+import type { DocumentStore } from './state/documents.js';
 import type { StateStore } from './state/state-store.js';
 import { sweepCacheTags } from './builds/cache-retention.js';
 import { contextDockerfile, loadContextDockerfile, wantContextDockerfiles } from './registry/context-dockerfiles.js';
@@ -73,6 +74,11 @@ export interface CoreOptions {
   cluster: () => Promise<ClusterViewT>;
   /** Logs in the shared PostgreSQL store (a coordinator on a PostgreSQL state); absent: files in the data dir. */
   sharedLogs?: SharedLogOptions;
+  /**
+   * Where keys, credentials, secrets, reuse records and generated tokens are kept: the
+   * documents of a PostgreSQL state (fenced writes; the secrets key must then be given). @default the data dir's files
+   */
+  docs?: DocumentStore;
 }
 
 export interface CoordinatorCore {
@@ -100,19 +106,20 @@ export async function openCore(config: CoordinatorConfig, logger: Logger, store:
     for (const r of releasers.splice(0).reverse()) await r();
   };
   try {
-    const tokens = await loadTokens(config.dataDir, { agentTokenFile: config.agentTokenFile, apiTokenFile: config.apiTokenFile });
+    const shared = opts.docs?.kind === 'postgres' ? opts.docs : undefined;
+    const tokens = await loadTokens(config.dataDir, { agentTokenFile: config.agentTokenFile, apiTokenFile: config.apiTokenFile }, shared);
     // Who did what (mutations and refused calls), from the API, enrolment and agent connections.
     const audit = await AuditLog.open(config.dataDir, { onError: (err) => logger.error({ err }, 'audit log write failed') });
     releasers.push(() => audit.close());
     // Refusals (which anyone can cause) are recorded at a bounded rate per address and action.
     const auditSink = new RefusalThrottle(audit);
     // Enrolment tokens and per-agent credentials (a corrupt file stops the start, naming it).
-    const credentials = await AgentCredentialStore.open(config.dataDir, { audit: auditSink });
+    const credentials = await AgentCredentialStore.open(opts.docs ?? config.dataDir, { audit: auditSink });
     // Build secrets: a store its key does not open refuses the start (naming both files).
-    const secrets = await SecretStore.open({ dataDir: config.dataDir, keyFile: config.secretsKeyFile });
+    const secrets = await SecretStore.open({ dataDir: config.dataDir, keyFile: config.secretsKeyFile, ...(opts.docs ? { docs: opts.docs } : {}), createKey: !shared });
     const cas = new Cas(createBlobStore(config.cas, config.dataDir, config.maxBlobBytes));
     await cas.init();
-    const reuse = new ReuseIndex(config.dataDir, config.persist);
+    const reuse = new ReuseIndex(config.dataDir, config.persist, opts.docs);
     await reuse.init();
     const logs = createLogStore(config.dataDir, opts.sharedLogs ?? null);
     releasers.push(() => logs.closeAll());
@@ -162,7 +169,7 @@ export async function openCore(config: CoordinatorConfig, logger: Logger, store:
       logger.info({ hooks: w.targets(), allowed_hosts: wh.allowedHosts }, 'webhooks: sending build and node state changes');
     }
 
-    const keys = await ApiKeyStore.open(config.dataDir, { legacyApiToken: true });
+    const keys = await ApiKeyStore.open(opts.docs ?? config.dataDir, { legacyApiToken: true });
     const tokenCheck = new TokenCheck(tokens, keys, credentials);
     const { perKey, perAddress } = config.rateLimit;
     const rateLimits = { perKey: perKey ? new RateLimiter(perKey) : null, perAddress: perAddress ? new RateLimiter(perAddress) : null };

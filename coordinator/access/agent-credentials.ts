@@ -1,6 +1,8 @@
 /**
  * Per-agent credentials: the enrolment tokens an admin creates and the agent credentials
- * agents trade them for, kept in `<data dir>/access/agents.json` (mode 0600).
+ * agents trade them for, kept in the document `access/agents.json` (state/documents.ts: the
+ * file `<data dir>/access/agents.json`, mode 0600, or a row in a PostgreSQL state, where
+ * standbys `reload()` it when it changed).
  *
  * Only sha256 hashes (hex) of the secrets are stored; a secret is shown once, when it is
  * made. Every change is written durably (temp file, fsync, rename, fsync of the dir)
@@ -17,11 +19,9 @@
  * it runs for every upgrade and CAS request.
  */
 import { createHash } from 'node:crypto';
-import { chmod, mkdir, readFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { KilnError, NAME_RE, coerceError, errnoCode, newId, randomToken } from '../../shared/index.js';
-import { fsyncDir, writeFileDurable } from '../../shared/index.js';
+import { DOCUMENTS, FileDocuments, type DocumentStore } from '../state/documents.js';
 import { NO_AUDIT, type AuditSink } from './agent-audit.js';
 
 export const ENROL_PREFIX = 'kiln_enrol_';
@@ -117,32 +117,64 @@ export class AgentCredentialStore {
   private readonly audit: AuditSink;
   private readonly maxTokens: number;
   private readonly maxCredentials: number;
+  /** The document's version when it was last read (reload() skips an unchanged one). */
+  private version: number | undefined;
+  readonly path: string;
 
   private constructor(
-    readonly path: string,
+    private readonly docs: DocumentStore,
     opts: AgentCredentialOptions,
   ) {
+    this.path = docs.where(DOCUMENTS.agentCredentials);
     this.now = opts.now ?? Date.now;
     this.audit = opts.audit ?? NO_AUDIT;
     this.maxTokens = opts.maxTokens ?? 1000;
     this.maxCredentials = opts.maxCredentials ?? 10_000;
   }
 
-  /** Loads `<dataDir>/access/agents.json`; a missing file is an empty store, an unreadable or corrupt one an E_STATE error naming it. */
-  static async open(dataDir: string, opts: AgentCredentialOptions = {}): Promise<AgentCredentialStore> {
-    const store = new AgentCredentialStore(join(dataDir, 'access', 'agents.json'), opts);
+  /** Loads the document `access/agents.json` of `docs` (a data dir: its file); a missing one is an empty store, an unreadable or corrupt one an E_STATE error naming it. */
+  static async open(docs: DocumentStore | string, opts: AgentCredentialOptions = {}): Promise<AgentCredentialStore> {
+    const store = new AgentCredentialStore(typeof docs === 'string' ? new FileDocuments(docs) : docs, opts);
     await store.load();
     return store;
   }
 
+  /**
+   * Reads the document again when it changed since it was last read (a standby following the
+   * leader): the records in memory are replaced by the leader's.
+   */
+  async reload(): Promise<boolean> {
+    await this.writing;
+    const v = (await this.docs.versions([DOCUMENTS.agentCredentials])).get(DOCUMENTS.agentCredentials);
+    if (v === undefined || v === this.version) return false;
+    const before = { tokens: new Map(this.tokens), creds: new Map(this.creds) };
+    this.tokens.clear();
+    this.tokenByHash.clear();
+    this.creds.clear();
+    this.credByHash.clear();
+    try {
+      await this.load();
+    } catch (err) {
+      // Keep what was there (a corrupt document is reported, never taken for empty).
+      for (const t of before.tokens.values()) this.addToken(t);
+      for (const c of before.creds.values()) this.addCred(c);
+      throw err;
+    }
+    return true;
+  }
+
   private async load(): Promise<void> {
     const hint = 'Restore it from a backup, or move it away to start with no enrolled agents (every agent must then enrol again).';
-    let text: string;
+    const version = (await this.docs.versions([DOCUMENTS.agentCredentials]).catch(() => new Map<string, number>())).get(DOCUMENTS.agentCredentials);
+    let text: string | null;
     try {
-      text = await readFile(this.path, 'utf8');
+      text = await this.docs.read(DOCUMENTS.agentCredentials);
     } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return;
       throw new KilnError('E_STATE', `agent credentials file ${this.path} cannot be read (${errnoCode(err) ?? coerceError(err).message}). ${hint}`, { cause: err });
+    }
+    if (text === null) {
+      this.version = version;
+      return;
     }
     let parsed: z.infer<typeof StoreFile>;
     try {
@@ -157,6 +189,7 @@ export class AgentCredentialStore {
     }
     for (const t of parsed.tokens) this.addToken(t);
     for (const c of parsed.credentials) this.addCred(c);
+    this.version = version;
   }
 
   private addToken(t: TokenRecordT): void {
@@ -179,10 +212,8 @@ export class AgentCredentialStore {
     const run = async () => {
       this.lastWriteAt = this.now();
       const body = JSON.stringify({ kind: 'kiln-agent-credentials', version: 1, tokens: [...this.tokens.values()], credentials: [...this.creds.values()] });
-      // A new access/ dir is made durable in its parent before the first file in it is acknowledged.
-      if (await mkdir(dirname(this.path), { recursive: true, mode: 0o700 })) await fsyncDir(dirname(dirname(this.path)));
-      await writeFileDurable(this.path, body, 0o600);
-      await chmod(this.path, 0o600);
+      await this.docs.write(DOCUMENTS.agentCredentials, body);
+      this.version = undefined; // a later reload reads it again
     };
     const p = this.writing.then(run, run);
     this.writing = p.catch(() => {});
@@ -245,6 +276,11 @@ export class AgentCredentialStore {
     await this.persist();
     this.audit.record({ actor: o.createdBy, action: 'token.create', target: `enrol-token:${rec.id}`, outcome: 'ok', detail: `${o.name ? `for agent ${o.name}, ` : ''}${o.uses} use(s), expires ${iso(rec.expires_at)}` });
     return { token, view: this.tokenView(rec, now) };
+  }
+
+  /** Agent credentials kept (live, replaced and revoked). */
+  credentialCount(): number {
+    return this.creds.size;
   }
 
   listTokens(): EnrolTokenView[] {

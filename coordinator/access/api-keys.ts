@@ -1,8 +1,10 @@
 /**
  * API keys: scoped, optionally expiring bearer credentials for people and tools. A key is
  * `kiln_key_<43 base64url chars>` (32 random bytes); the coordinator keeps only its
- * sha256 (hex), in `data_dir/access/keys.json`, written durably (temp file, fsync,
- * rename) before a change is acknowledged. A file that cannot be read or parsed refuses
+ * sha256 (hex), in the document `access/keys.json` (state/documents.ts: the file
+ * `data_dir/access/keys.json`, or a row in a PostgreSQL state), written durably (temp file,
+ * fsync, rename; or a fenced commit) before a change is acknowledged. Standbys on a shared
+ * state `reload()` it when it changed. A file that cannot be read or parsed refuses
  * the start, naming the file: it is never taken as "no keys", which would lock everyone
  * out or, worse, hide a revocation. The store holds at most MAX_KEYS records; revoked and
  * expired ones are pruned (oldest first) to make room.
@@ -12,11 +14,9 @@
  * `kiln keys revoke` (replace the file and restart instead).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { z } from 'zod';
 import { KilnError, NAME_RE, NAME_RULE, coerceError, errnoCode, newId } from '../../shared/index.js';
-import { fsyncDir, writeFileDurable } from '../../shared/index.js';
+import { DOCUMENTS, FileDocuments, type DocumentStore } from '../state/documents.js';
 import { SCOPES, type Scope } from './route-scopes.js';
 
 /** Records kept in the file (live, revoked and expired). */
@@ -118,24 +118,47 @@ export class ApiKeyStore {
   private byHash = new Map<string, KeyRecord>();
   private legacy: { createdAt: string } | null = null;
   private queue: Promise<unknown> = Promise.resolve();
+  /** The document's version when it was last read or written (reload() skips an unchanged one). */
+  private version: number | undefined;
+  readonly path: string;
 
   private constructor(
-    readonly path: string,
+    private readonly docs: DocumentStore,
     private readonly clock: () => number,
     private readonly maxKeys: number,
-  ) {}
+  ) {
+    this.path = docs.where(DOCUMENTS.apiKeys);
+  }
 
   /**
-   * Opens `data_dir/access/keys.json` (none yet = no keys). A corrupt file is an E_STATE error naming it.
-   * `legacyApiToken`: list the legacy API token as the admin key `api-token`. `maxKeys` (tests): the bound, at most MAX_KEYS.
+   * Opens the document `access/keys.json` of `docs` (a data dir: its files); none yet = no
+   * keys. A corrupt one is an E_STATE error naming it. `legacyApiToken`: list the legacy API
+   * token as the admin key `api-token`. `maxKeys` (tests): the bound, at most MAX_KEYS.
    */
-  static async open(dataDir: string, opts: { legacyApiToken?: boolean; clock?: () => number; maxKeys?: number } = {}): Promise<ApiKeyStore> {
-    const store = new ApiKeyStore(join(dataDir, 'access', 'keys.json'), opts.clock ?? Date.now, opts.maxKeys ?? MAX_KEYS);
+  static async open(docs: DocumentStore | string, opts: { legacyApiToken?: boolean; clock?: () => number; maxKeys?: number } = {}): Promise<ApiKeyStore> {
+    const store = new ApiKeyStore(typeof docs === 'string' ? new FileDocuments(docs) : docs, opts.clock ?? Date.now, opts.maxKeys ?? MAX_KEYS);
+    await store.load();
+    if (opts.legacyApiToken) store.legacy = { createdAt: new Date(store.clock()).toISOString() };
+    return store;
+  }
+
+  /** Reads the document again when it changed since it was last read or written (a standby following the leader). */
+  reload(): Promise<boolean> {
+    return this.serial(async () => {
+      const v = (await this.docs.versions([DOCUMENTS.apiKeys])).get(DOCUMENTS.apiKeys);
+      if (v === undefined || v === this.version) return false;
+      await this.load();
+      return true;
+    });
+  }
+
+  private async load(): Promise<void> {
+    const version = (await this.docs.versions([DOCUMENTS.apiKeys]).catch(() => new Map<string, number>())).get(DOCUMENTS.apiKeys);
     let text: string | null = null;
     try {
-      text = await readFile(store.path, 'utf8');
+      text = await this.docs.read(DOCUMENTS.apiKeys);
     } catch (err) {
-      if (errnoCode(err) !== 'ENOENT') throw new KilnError('E_STATE', `the API key file ${store.path} cannot be read (${errnoCode(err) ?? coerceError(err).message}); fix or restore it`, { cause: err });
+      throw new KilnError('E_STATE', `the API key file ${this.path} cannot be read (${errnoCode(err) ?? coerceError(err).message}); fix or restore it`, { cause: err });
     }
     if (text !== null) {
       let parsed: z.infer<typeof KeyFile>;
@@ -144,12 +167,11 @@ export class ApiKeyStore {
         if (!r.success) throw new Error(`${r.error.issues[0]?.path.join('.') || 'file'}: ${r.error.issues[0]?.message ?? 'invalid'}`);
         parsed = r.data;
       } catch (err) {
-        throw new KilnError('E_STATE', `the API key file ${store.path} is corrupt (${coerceError(err).message}); fix or restore it (it is never taken as empty)`, { cause: err });
+        throw new KilnError('E_STATE', `the API key file ${this.path} is corrupt (${coerceError(err).message}); fix or restore it (it is never taken as empty)`, { cause: err });
       }
-      store.install(parsed.keys);
+      this.install(parsed.keys);
     }
-    if (opts.legacyApiToken) store.legacy = { createdAt: new Date(store.clock()).toISOString() };
-    return store;
+    this.version = version;
   }
 
   /**
@@ -261,10 +283,9 @@ export class ApiKeyStore {
   }
 
   private async persist(records: KeyRecord[]): Promise<void> {
-    // A new access/ dir is made durable in its parent before the first file in it is acknowledged.
-    if (await mkdir(join(this.path, '..'), { recursive: true, mode: 0o700 })) await fsyncDir(join(this.path, '..', '..'));
-    await writeFileDurable(this.path, `${JSON.stringify({ version: 1, keys: records }, null, 1)}\n`, 0o600);
+    await this.docs.write(DOCUMENTS.apiKeys, `${JSON.stringify({ version: 1, keys: records }, null, 1)}\n`);
     this.install(records);
+    this.version = undefined; // the next reload reads it again (cheap, and right after a takeover)
   }
 
   private install(records: KeyRecord[]): void {

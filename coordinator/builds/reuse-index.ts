@@ -2,16 +2,18 @@
  * The reuse index: idempotency key -> the successful attempt that produced it, so a later
  * node with the same key reuses its image and outputs instead of building.
  *
- * One small JSON file per key under `<data-dir>/reuse/<hex>.json`, written durably (temp,
- * fsync, rename, fsync dir) before the result that created it is acknowledged. It lives
+ * One small JSON document per key, `reuse/<hex>.json` (state/documents.ts: the file
+ * `<data-dir>/reuse/<hex>.json`, or a row in a PostgreSQL state), written durably (temp,
+ * fsync, rename, fsync dir; or a fenced commit) before the result that created it is
+ * acknowledged. It lives
  * outside state.json because it grows with history, not with the work in flight; lookups
  * read the file once and keep it in a bounded in-memory cache. A record whose outputs are
  * no longer in the CAS (retention removed them) is not used.
  */
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { coerceError, KilnError, digestHex, errnoCode, type Digest, type OutputArtifactPayload } from '../../shared/index.js';
-import { writeFileDurable } from '../../shared/index.js';
+import { coerceError, KilnError, digestHex, type Digest, type OutputArtifactPayload } from '../../shared/index.js';
+import { DOCUMENTS, FileDocuments, type DocumentStore } from '../state/documents.js';
 
 export interface ReuseRecord {
   key: string;
@@ -31,39 +33,46 @@ const CACHE_LIMIT = 10_000;
 export class ReuseIndex {
   readonly dir: string;
   private readonly cache = new Map<string, ReuseRecord | null>();
+  private readonly docs: DocumentStore;
 
+  /** `docs`: where the records are kept (default: the files of `dataDir`). */
   constructor(
     dataDir: string,
     private readonly persist: boolean,
+    docs?: DocumentStore,
   ) {
-    this.dir = join(dataDir, 'reuse');
+    this.dir = join(dataDir, DOCUMENTS.reuseFolder);
+    this.docs = docs ?? new FileDocuments(dataDir);
   }
 
   async init(): Promise<void> {
-    if (this.persist) await mkdir(this.dir, { recursive: true });
+    if (this.persist && this.docs.kind === 'files') await mkdir(this.dir, { recursive: true });
   }
 
-  private path(key: string): string {
-    return join(this.dir, `${digestHex(key as Digest)}.json`);
+  private name(key: string): string {
+    return `${DOCUMENTS.reuseFolder}/${digestHex(key as Digest)}.json`;
   }
 
   async get(key: string): Promise<ReuseRecord | null> {
     if (this.cache.has(key)) return this.cache.get(key) ?? null;
     if (!this.persist) return null;
+    const name = this.name(key);
     let rec: ReuseRecord | null = null;
     try {
-      rec = JSON.parse(await readFile(this.path(key), 'utf8')) as ReuseRecord;
-      if (rec.key !== key) throw new Error(`it holds key ${String(rec.key)}`);
+      const text = await this.docs.read(name);
+      if (text !== null) {
+        rec = JSON.parse(text) as ReuseRecord;
+        if (rec.key !== key) throw new Error(`it holds key ${String(rec.key)}`);
+      }
     } catch (err) {
-      if (errnoCode(err) !== 'ENOENT') throw new KilnError('E_STATE', `reuse record ${this.path(key)} is unreadable (${coerceError(err).message})`, { cause: err });
-      rec = null;
+      throw new KilnError('E_STATE', `reuse record ${this.docs.where(name)} is unreadable (${coerceError(err).message})`, { cause: err });
     }
     this.remember(key, rec);
     return rec;
   }
 
   async put(rec: ReuseRecord): Promise<void> {
-    if (this.persist) await writeFileDurable(this.path(rec.key), JSON.stringify(rec));
+    if (this.persist) await this.docs.write(this.name(rec.key), JSON.stringify(rec));
     this.remember(rec.key, rec);
   }
 

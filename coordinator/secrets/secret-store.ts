@@ -1,8 +1,9 @@
 /**
  * The coordinator's build secrets (issue 12), encrypted at rest.
  *
- * Store: `data_dir/secrets.json`, one JSON document written durably (temp file, fsync,
- * rename; mode 0600). Each secret is AES-256-GCM with a random 12-byte nonce per value and
+ * Store: the document `secrets.json` (state/documents.ts: the file `data_dir/secrets.json`,
+ * or a row in a PostgreSQL state), one JSON document written durably (temp file, fsync,
+ * rename; mode 0600; or a fenced commit). Each secret is AES-256-GCM with a random 12-byte nonce per value and
  * its name bound as additional data (a value moved to another name does not decrypt), with
  * its size, version and time of the last `set`. A key check (a fixed text encrypted the
  * same way) lets a start tell a wrong key even when the store holds no secret.
@@ -10,7 +11,9 @@
  * Key: 32 random bytes, base64, in a file outside the state (`secrets.key_file`; default
  * `data_dir/keys/secrets.key`, created 0600 on the first `set`). Under systemd it comes
  * from a credential (`LoadCredential=`, `$CREDENTIALS_DIRECTORY/secrets.key`). A start with
- * a store the key does not open is refused, naming both files.
+ * a store the key does not open is refused, naming both files. On a PostgreSQL state the
+ * key is not made on the first `set` (`createKey: false`): every coordinator sharing the
+ * state must be given the same key file, like a TLS key, or a new leader could not open it.
  *
  * Versions: a store-wide counter, bumped by every `set` and never reused (also not after a
  * removal), so a name's version says which value a build used; builds' reuse keys hold
@@ -24,6 +27,7 @@ import { chmod, mkdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { errnoCode, KilnError, MAX_SECRET_BYTES, MAX_SECRETS, SECRET_NAME_RE, SECRET_NAME_RULE } from '../../shared/index.js';
 import { writeFileDurable } from '../../shared/index.js';
+import { DOCUMENTS, FileDocuments, type DocumentStore } from '../state/documents.js';
 
 const STORE_FORMAT = 1;
 const KEY_CHECK_AAD = 'kiln-secrets-key-check';
@@ -60,6 +64,10 @@ export interface SecretStoreOptions {
   dataDir: string;
   /** The key file; default data_dir/keys/secrets.key (created on the first set). */
   keyFile?: string | undefined;
+  /** Where the store document is kept. @default the files of dataDir */
+  docs?: DocumentStore;
+  /** Make the key file on the first set when it does not exist. @default true */
+  createKey?: boolean;
   now?: () => number;
 }
 
@@ -95,10 +103,14 @@ export class SecretStore {
   private readonly secrets = new Map<string, StoredSecret>();
   private queue: Promise<unknown> = Promise.resolve();
   private readonly now: () => number;
+  private readonly docs: DocumentStore;
+  private readonly createKey: boolean;
 
   private constructor(opts: SecretStoreOptions) {
-    this.path = join(opts.dataDir, 'secrets.json');
+    this.docs = opts.docs ?? new FileDocuments(opts.dataDir);
+    this.path = this.docs.where(DOCUMENTS.secrets);
     this.keyFile = opts.keyFile ?? join(opts.dataDir, 'keys', 'secrets.key');
+    this.createKey = opts.createKey ?? true;
     this.now = opts.now ?? Date.now;
   }
 
@@ -110,13 +122,13 @@ export class SecretStore {
   }
 
   private async load(): Promise<void> {
-    let text: string;
+    let text: string | null;
     try {
-      text = await readFile(this.path, 'utf8');
+      text = await this.docs.read(DOCUMENTS.secrets);
     } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return; // no store yet: the key is read or made on the first set
-      throw new KilnError('E_CONFIG', `the secret store ${this.path} cannot be read (${errnoCode(err) ?? 'error'})`, { cause: err });
+      throw new KilnError('E_CONFIG', `the secret store ${this.path} cannot be read (${errnoCode(err) ?? (err instanceof KilnError ? err.message : 'error')})`, { cause: err });
     }
+    if (text === null) return; // no store yet: the key is read or made on the first set
     let doc: StoreFile;
     try {
       doc = JSON.parse(text) as StoreFile;
@@ -155,6 +167,12 @@ export class SecretStore {
       return key;
     }
     if (!create) return null;
+    if (!this.createKey) {
+      throw new KilnError(
+        'E_CONFIG',
+        `the secrets key file ${this.keyFile} does not exist: on a shared (PostgreSQL) state every coordinator needs the same key file; make one (head -c 32 /dev/urandom | base64 > FILE, mode 0600), give it to each coordinator (secrets.key_file) and restart them`,
+      );
+    }
     const key = randomBytes(32);
     await mkdir(dirname(this.keyFile), { recursive: true, mode: 0o700 });
     await writeFileDurable(this.keyFile, `${key.toString('base64')}\n`, 0o600);
@@ -224,7 +242,7 @@ export class SecretStore {
 
   private async write(generation: number, secrets: ReadonlyMap<string, StoredSecret>): Promise<void> {
     const doc: StoreFile = { format: STORE_FORMAT, generation, key_check: this.keyCheck, secrets: [...secrets.values()] };
-    await writeFileDurable(this.path, `${JSON.stringify(doc)}\n`, 0o600);
+    await this.docs.write(DOCUMENTS.secrets, `${JSON.stringify(doc)}\n`);
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {

@@ -10,6 +10,9 @@
  *   cas/sha256/<xx>/<hex> content-addressed blobs (build contexts)
  *   tokens/agent, tokens/api   generated tokens (mode 0600) when none are configured
  *   access/keys.json      API keys: sha256 hashes, scopes, expiry (coordinator/access/api-keys.ts)
+ *   access/agents.json, secrets.json, reuse/<hex>.json   agent credentials, sealed secrets, reuse records
+ *                         (these, the keys and the generated tokens are documents, state/documents.ts:
+ *                         rows of kiln_document instead with a PostgreSQL state; tokens/ then a local copy)
  *   audit.log, audit.log.1   the audit log, JSON lines (coordinator/access/audit-log.ts)
  *   lock                  who holds the directory: JSON {pid, boot_id, start_time, hostname,
  *                         started_at}; on Linux an abstract socket held by the same process is
@@ -19,6 +22,7 @@ import { mkdir, readFile, stat, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
 import { coerceError, KilnError, acquireProcessLock, errnoCode, randomToken, type StaleLock } from '../../shared/index.js';
 import { writeFileDurable } from '../../shared/index.js';
+import type { DocumentStore } from './documents.js';
 
 export interface PreparedDataDir {
   dir: string;
@@ -83,13 +87,32 @@ async function readToken(path: string, what: string): Promise<string> {
  * Loads the agent and API tokens from the configured files. When a file is not
  * configured, `<dataDir>/tokens/<kind>` is used, and created with a random token
  * (mode 0600) if it does not exist yet.
+ *
+ * With `shared` (the documents of a PostgreSQL state), a token that is not configured is the
+ * document `tokens/<kind>` instead, made by the first coordinator that starts (every
+ * coordinator of the state then accepts the same one); `<dataDir>/tokens/<kind>` is kept as a
+ * copy of it for the local CLI and the start banner.
  */
-export async function loadTokens(dataDir: string, configured: Partial<TokenPaths>): Promise<LoadedTokens> {
+export async function loadTokens(dataDir: string, configured: Partial<TokenPaths>, shared?: DocumentStore): Promise<LoadedTokens> {
   const created: string[] = [];
   const dir = join(dataDir, 'tokens');
   async function resolve(kind: 'agent' | 'api', file: string | undefined): Promise<[string, string]> {
     if (file) return [file, await readToken(file, kind)];
     const path = join(dir, kind);
+    if (shared) {
+      const name = `tokens/${kind}`;
+      const text = await shared.create(name, `${randomToken()}\n`);
+      const token = text.trim();
+      if (token.length < 16) throw new KilnError('E_CONFIG', `${kind} token ${shared.where(name)} holds no usable token (need at least 16 characters)`);
+      const local = await readFile(path, 'utf8').catch(() => null);
+      if (local?.trim() !== token) {
+        await mkdir(dir, { recursive: true, mode: 0o700 });
+        await writeFileDurable(path, `${token}\n`, 0o600);
+        await chmod(path, 0o600);
+        created.push(path);
+      }
+      return [path, token];
+    }
     try {
       return [path, await readToken(path, kind)];
     } catch (err) {

@@ -6,6 +6,7 @@
 import { m001Cluster } from './m001-cluster.js';
 import { m002State } from './m002-state.js';
 import { m003Logs } from './m003-logs.js';
+import { m004Documents } from './m004-documents.js';
 
 export interface Migration {
   /** 1, 2, 3, … without gaps, in array order. */
@@ -16,4 +17,4 @@ export interface Migration {
   readonly sql: string;
 }
 
-export const MIGRATIONS: readonly Migration[] = [m001Cluster, m002State, m003Logs];
+export const MIGRATIONS: readonly Migration[] = [m001Cluster, m002State, m003Logs, m004Documents];
