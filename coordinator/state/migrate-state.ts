@@ -6,9 +6,10 @@
  * What moves: the state (active builds, archived builds' summaries, dead letters, agent
  * controls) as the database's first snapshot, every archived build's record, and the
  * documents (state/documents.ts): reuse records, the generated legacy tokens, API keys,
- * agent credentials and enrolment tokens, and the encrypted secrets. What stays: the secrets
- * key (a file each coordinator is given), the logs and the local CAS of the data dir, the
- * audit log.
+ * agent credentials and enrolment tokens, the encrypted secrets, and every build's logs
+ * (logs/migrate-logs.ts, into the PostgreSQL log store's tables). What stays: the secrets key
+ * (a file each coordinator is given), the local CAS of the data dir (the coordinators of a
+ * shared state use S3), the audit log.
  *
  * Safety: the data dir is locked as a coordinator locks it (a running coordinator's dir is
  * refused, E_LOCKED) and read with the coordinator's own code (a corrupt state or store is
@@ -27,7 +28,8 @@ import { DOCUMENTS, FileDocuments } from './documents.js';
 import { EmbeddedBackend, STATE_FILE } from './embedded-backend.js';
 import { migrate } from './pg/migrate.js';
 import { openPg, parsePostgresUrl, type PgQueryable } from './pg/pg-client.js';
-import { stateFromFile, stateToFile } from './records.js';
+import { stateFromFile, stateToFile, type BuildRecord } from './records.js';
+import { moveBuildLogs, type MovedLogs } from '../logs/migrate-logs.js';
 import { StateStore } from './state-store.js';
 
 export interface MigrateStateOptions {
@@ -55,6 +57,9 @@ export interface MigrateStateResult {
   tokens: number;
   /** The secrets key file the coordinators must be given (null when there are no secrets). */
   secretsKeyFile: string | null;
+  /** Attempt logs moved into the database, and their bytes. */
+  logAttempts: number;
+  logBytes: number;
 }
 
 /** Rows per INSERT (each row one parameter pair). */
@@ -117,6 +122,7 @@ export async function migrateState(opts: MigrateStateOptions): Promise<MigrateSt
       const snapshot = JSON.stringify(stateToFile(data));
       const archives: Array<[string, string]> = [];
       for (const id of data.archived.keys()) archives.push([id, await backend.readArchive(id)]);
+      const builds: BuildRecord[] = [...data.builds.values(), ...archives.map(([, json]) => JSON.parse(json) as BuildRecord)];
       await store.drain();
 
       // The documents, each checked by the store that reads it.
@@ -162,6 +168,7 @@ export async function migrateState(opts: MigrateStateOptions): Promise<MigrateSt
         reuseRecords++;
       }
 
+      const logs: MovedLogs = { attempts: 0, bytes: 0 };
       // One transaction: all of it lands or none. The lease table is locked so no coordinator
       // takes the lead (and reads the empty state) meanwhile.
       await pg.tx(async (q) => {
@@ -170,6 +177,8 @@ export async function migrateState(opts: MigrateStateOptions): Promise<MigrateSt
         await q.query('UPDATE kiln_state_snapshot SET body = $1, written_at = now() WHERE seq = 0', [snapshot]);
         await insertRows(q, 'INSERT INTO kiln_archived_build (id, body) SELECT * FROM unnest($1::text[], $2::text[])', archives);
         await insertRows(q, 'INSERT INTO kiln_document (name, body, version) SELECT n, b, 1 FROM unnest($1::text[], $2::text[]) AS d(n, b)', documents);
+        // every build's logs, so the coordinators on the database serve them
+        for (const b of builds) await moveBuildLogs(q, dir, b, logs);
       });
 
       const tokenList = credentials.listTokens();
@@ -186,6 +195,8 @@ export async function migrateState(opts: MigrateStateOptions): Promise<MigrateSt
         secrets,
         tokens,
         secretsKeyFile,
+        logAttempts: logs.attempts,
+        logBytes: logs.bytes,
       };
     } finally {
       await release();
@@ -207,7 +218,8 @@ export function migrateStateText(r: MigrateStateResult): string {
     `  agent credentials: ${r.agentCredentials} (and ${r.enrolTokens} enrolment tokens)`,
     `  secrets:           ${r.secrets}`,
     `  generated tokens:  ${r.tokens}`,
-    `start the coordinators with --state ${r.to.replace(/:\*\*\*@/, ':<password>@')} (each with a data dir of its own for its logs)`,
+    `  build logs:        ${r.logAttempts} attempts, ${r.logBytes} bytes`,
+    `start the coordinators with --state ${r.to.replace(/:\*\*\*@/, ':<password>@')} (each with a data dir of its own)`,
   ];
   if (r.secretsKeyFile) lines.push(`the secrets key stays a file: give every coordinator a copy of ${r.secretsKeyFile} (secrets.key_file)`);
   return `${lines.join('\n')}\n`;

@@ -19,7 +19,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrate } from '../../coordinator/state/pg/migrate.js';
 import { openPg, type PgClient } from '../../coordinator/state/pg/pg-client.js';
 import { API_ROUTES, apiPath } from '../../shared/index.js';
-import { DOCKER_HOST, getBuild, kiln, requireBuilt, spawnKiln, startCoordinator, submitSpec, tempDir, waitFor, waitForAgent, waitForBuild, type BuildBody, type CoordinatorHandle, type Proc } from '../helpers/cluster.js';
+import { DOCKER_HOST, getBuild, kiln, nodeLog, requireBuilt, spawnKiln, startCoordinator, submitSpec, tempDir, waitFor, waitForAgent, waitForBuild, type BuildBody, type CoordinatorHandle, type Proc } from '../helpers/cluster.js';
 import { freshDatabase, type TestDatabase } from '../helpers/postgres.js';
 
 // Real (tiny) BuildKit builds: a successful node leaves a reuse record, which must move too.
@@ -35,7 +35,7 @@ describe('kiln state migrate', () => {
   let db: TestDatabase;
   let pg: PgClient;
   let embedded: CoordinatorHandle;
-  const seen: { builds: BuildBody[]; keySecret: string; credentialFile: string; apiToken: string } = { builds: [], keySecret: '', credentialFile: '', apiToken: '' };
+  const seen: { builds: BuildBody[]; keySecret: string; credentialFile: string; apiToken: string; logs: Map<string, string> } = { builds: [], keySecret: '', credentialFile: '', apiToken: '', logs: new Map() };
 
   const agent = (c: CoordinatorHandle, tokenFile: string, name: string): Proc => {
     const p = spawnKiln(['agent', '--coordinator', c.url, '--token-file', tokenFile, '--name', name, '--work-dir', join(dir.path, `work-${name}`), '--docker-host', DOCKER_HOST]);
@@ -67,6 +67,13 @@ describe('kiln state migrate', () => {
       seen.builds.push(await waitForBuild(embedded, id));
     }
     expect(seen.builds.map((b) => b.state)).toEqual(['success', 'success']);
+    for (const b of seen.builds) {
+      for (const n of b.nodes) {
+        const log = await nodeLog(embedded, b.id, n.name);
+        expect(log.length, `${b.id}/${n.name}`).toBeGreaterThan(0);
+        seen.logs.set(`${b.id}/${n.name}`, log);
+      }
+    }
     const key = await post(API_ROUTES.keys.path(), { scopes: ['read'], name: 'reader' });
     expect(key.status).toBe(201);
     seen.keySecret = key.body.secret!;
@@ -128,6 +135,8 @@ describe('kiln state migrate', () => {
     const moved = JSON.parse(r.stdout.trim()) as Record<string, number | string | null>;
     expect(moved).toMatchObject({ builds: 0, archived: 2, deadLetters: 0, apiKeys: 1, agentCredentials: 1, enrolTokens: 1, secrets: 1, tokens: 2 });
     expect(moved.reuseRecords).toBe(3);
+    expect(moved.logAttempts).toBe(seen.logs.size);
+    expect(moved.logBytes).toBeGreaterThan(0);
     expect(moved.secretsKeyFile).toBe(join(embedded.dataDir, 'keys', 'secrets.key'));
     expect(r.stdout).not.toContain(new URL(db.url).password);
     expect(await count('kiln_archived_build')).toBe(2);
@@ -149,6 +158,8 @@ describe('kiln state migrate', () => {
       const got = await getBuild(c, b.id);
       expect(got.state).toBe('success');
       expect(got.nodes.map((n) => [n.name, n.state])).toEqual(b.nodes.map((n) => [n.name, n.state]));
+      // its logs moved too: the same bytes through the coordinator on the database
+      for (const n of got.nodes) expect(await nodeLog(c, b.id, n.name), `${b.id}/${n.name}`).toBe(seen.logs.get(`${b.id}/${n.name}`));
     }
     // the key authenticates (read scope), and only it
     const asKey = await fetch(`${c.url}${API_ROUTES.builds.path()}`, { headers: { authorization: `Bearer ${seen.keySecret}` } });
