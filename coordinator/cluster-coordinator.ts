@@ -16,12 +16,12 @@ import type { Server } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import { createAdaptorServer } from '@hono/node-server';
 import type { Logger } from 'pino';
-import { CLOSE_CODES, coerceError, isLoopbackHost, NotLeaderError, notLeaderReason } from '../shared/index.js';
+import { CLOSE_CODES, coerceError, NotLeaderError, notLeaderReason } from '../shared/index.js';
 import { LeaderLease } from './cluster/leader-lease.js';
 import { checkSharedCas } from './cluster/shared-cas.js';
 import type { CoordinatorConfig } from './config.js';
 import { openCore, type CoordinatorCore, type RunningCoordinator } from './coordinator-core.js';
-import { listen } from './listen.js';
+import { listen, listenUrl, loadTls, watchTls } from './listen.js';
 import { AgentCredentialStore } from './access/agent-credentials.js';
 import { ApiKeyStore } from './access/api-keys.js';
 import { TokenCheck } from './http/auth.js';
@@ -32,7 +32,6 @@ import { openPg } from './state/pg/pg-client.js';
 import { PgDocuments } from './state/pg/pg-documents.js';
 import { PgStateBackend } from './state/pg/pg-state-backend.js';
 import { StateStore } from './state/state-store.js';
-import type * as TlsFiles from './tls/tls-files.js';
 
 /** Pause before trying to lead again after a failed takeover (the lease is given up meanwhile). */
 const RETRY_LEAD_MS = 1_000;
@@ -45,11 +44,7 @@ export async function startClusterCoordinator(config: CoordinatorConfig, logger:
     for (const r of releasers.splice(0).reverse()) await r();
   };
   try {
-    let tls: { pair: TlsFiles.TlsPair; mod: typeof TlsFiles } | null = null;
-    if (config.tls) {
-      const mod = await import('./tls/tls-files.js');
-      tls = { pair: mod.loadTlsPair(config.tls), mod };
-    }
+    const tls = await loadTls(config);
     // The data dir keeps this process's own files (logs, the local CAS, tokens); the lock
     // keeps a second process off it.
     await prepareDataDir(config.dataDir);
@@ -101,12 +96,9 @@ export async function startClusterCoordinator(config: CoordinatorConfig, logger:
       : (createAdaptorServer({ fetch }) as Server);
     server.on('upgrade', (req, socket, head) => (core ? core.hub.handleUpgrade(req, socket, head) : standby.handleUpgrade(req, socket, head)));
     const port = await listen(server, config.listen.host, config.listen.port);
-    if (!tls && !isLoopbackHost(config.listen.host)) {
-      logger.warn({ listen: `${config.listen.host}:${port}` }, 'listening on a non-loopback address without TLS: API tokens, agent tokens and logs cross the network in clear text (set tls.cert and tls.key)');
-    }
-    const host = config.listen.host === '0.0.0.0' || config.listen.host === '::' ? '127.0.0.1' : config.listen.host;
-    const listenUrl = `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
-    url = config.advertiseUrl ?? listenUrl;
+    const tlsReloader = watchTls(server, config, tls, port, logger);
+    if (tlsReloader) releasers.push(() => tlsReloader.stop());
+    url = config.advertiseUrl ?? listenUrl(config.listen.host, port, tls !== null);
     releasers.push(
       () =>
         new Promise<void>((resolve) => {
@@ -239,7 +231,10 @@ export async function startClusterCoordinator(config: CoordinatorConfig, logger:
         return current().events;
       },
       role: () => (core ? 'leader' : 'standby'),
-      reload: (reason) => logger.info({ reason }, 'nothing to reload'),
+      reload: (reason) => {
+        if (tlsReloader) tlsReloader.reload(reason);
+        else logger.info({ reason }, 'nothing to reload (no TLS configured)');
+      },
       stop: cleanup,
     };
   } catch (err) {

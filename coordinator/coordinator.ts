@@ -7,13 +7,11 @@ import type { Server } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import { createAdaptorServer } from '@hono/node-server';
 import type { Logger } from 'pino';
-import { isLoopbackHost } from '../shared/index.js';
 import type { CoordinatorConfig } from './config.js';
 import { lockDataDir, prepareDataDir } from './state/data-dir.js';
 import { StateStore } from './state/state-store.js';
-import type * as TlsFiles from './tls/tls-files.js';
 import { openCore, type RunningCoordinator } from './coordinator-core.js';
-import { listen } from './listen.js';
+import { listen, listenUrl, loadTls, watchTls } from './listen.js';
 import { embeddedClusterView } from './cluster/embedded-view.js';
 
 export type { RunningCoordinator } from './coordinator-core.js';
@@ -27,11 +25,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
   };
   try {
     // The TLS pair first: a bad one is a config error, found before anything is opened.
-    let tls: { pair: TlsFiles.TlsPair; mod: typeof TlsFiles } | null = null;
-    if (config.tls) {
-      const mod = await import('./tls/tls-files.js');
-      tls = { pair: mod.loadTlsPair(config.tls), mod };
-    }
+    const tls = await loadTls(config);
     /** The URL this coordinator answers on (known once it listens). */
     let url = '';
     const prepared = await prepareDataDir(config.dataDir);
@@ -53,16 +47,8 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       : (createAdaptorServer({ fetch: app.fetch }) as Server);
     server.on('upgrade', (req, socket, head) => hub.handleUpgrade(req, socket, head));
     const port = await listen(server, config.listen.host, config.listen.port);
-    let tlsReloader: TlsFiles.TlsReloader | null = null;
-    if (tls && config.tls) {
-      tlsReloader = new tls.mod.TlsReloader(server as HttpsServer, config.tls, tls.pair, logger);
-      tlsReloader.watch();
-      const r = tlsReloader;
-      releasers.push(() => r.stop());
-      logger.info({ cert_file: config.tls.certFile, serial: tls.pair.serial, fingerprint256: tls.pair.fingerprint256, subject: tls.pair.subject, valid_to: tls.pair.validTo }, 'serving HTTPS and WSS');
-    } else if (!isLoopbackHost(config.listen.host)) {
-      logger.warn({ listen: `${config.listen.host}:${port}` }, 'listening on a non-loopback address without TLS: API tokens, agent tokens and logs cross the network in clear text (set tls.cert and tls.key)');
-    }
+    const tlsReloader = watchTls(server, config, tls, port, logger);
+    if (tlsReloader) releasers.push(() => tlsReloader.stop());
     releasers.push(
       () =>
         new Promise<void>((resolve) => {
@@ -78,8 +64,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: Logger
       ready = false;
     });
 
-    const host = config.listen.host === '0.0.0.0' || config.listen.host === '::' ? '127.0.0.1' : config.listen.host;
-    url = `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
+    url = listenUrl(config.listen.host, port, tls !== null);
     logger.info({ url, data_dir: config.dataDir, cas: core.cas.location, builds: engine.buildIds().length }, 'coordinator listening');
     return {
       url,

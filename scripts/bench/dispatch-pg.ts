@@ -12,10 +12,8 @@
  * The server: `--postgres URL` (database `postgres`, a role that may create databases), else
  * KILN_TEST_POSTGRES, else /run/kiln-infra/postgres/env (`scripts/infra/postgres.sh start`).
  */
-import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
-import { randomBytes } from 'node:crypto';
-import { openPg } from '../../coordinator/state/pg/pg-client.js';
+import { argValue, benchDatabase, benchPostgresUrl } from './bench-pg.js';
 import { fmt, machineLine, median, percentile } from './bench-util.js';
 import { chainSpec, collectGarbage, latencies, mainThreadMs, runBuild, startCluster, stopCluster, wideSpec, type Side } from './dispatch-cluster.js';
 
@@ -24,54 +22,15 @@ if (args.includes('--help')) {
   console.log('usage: node dist/scripts/bench/dispatch-pg.js [--nodes 10000] [--runs 3] [--postgres URL]');
   process.exit(0);
 }
-const arg = (name: string): string | undefined => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : undefined;
-};
+const arg = (name: string): string | undefined => argValue(args, name);
 const NODES = Number(arg('nodes') ?? 10_000);
 const RUNS = Number(arg('runs') ?? 3);
 const AGENTS = 50;
 
-function serverUrl(): string {
-  const given = arg('postgres') ?? process.env.KILN_TEST_POSTGRES;
-  if (given) return given;
-  try {
-    const m = /^KILN_TEST_POSTGRES=(\S+)$/m.exec(readFileSync('/run/kiln-infra/postgres/env', 'utf8'));
-    if (m) return m[1]!;
-  } catch {
-    /* below */
-  }
-  throw new Error('no PostgreSQL: pass --postgres URL or start one with `sudo scripts/infra/postgres.sh start`');
-}
-
-/** A new database on the server for one cluster, and its removal. */
-async function database(server: string): Promise<{ url: string; drop: () => Promise<void> }> {
-  const name = `kiln_bench_${randomBytes(5).toString('hex')}`;
-  const admin = await openPg(server, { applicationName: 'kiln-bench-admin', max: 1 });
-  try {
-    await admin.query(`CREATE DATABASE ${name}`);
-  } finally {
-    await admin.close();
-  }
-  const u = new URL(server);
-  u.pathname = `/${name}`;
-  return {
-    url: u.toString(),
-    drop: async () => {
-      const a = await openPg(server, { applicationName: 'kiln-bench-admin', max: 1 });
-      try {
-        await a.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      } finally {
-        await a.close();
-      }
-    },
-  };
-}
-
 type Backend = 'embedded' | 'postgres';
 
 async function oneRun(backend: Backend, server: string) {
-  const db = backend === 'postgres' ? await database(server) : null;
+  const db = backend === 'postgres' ? await benchDatabase(server, 'kiln_bench') : null;
   const side: Side = db ? { postgres: db.url } : 'on';
   const c = await startCluster(side, { agents: AGENTS, eventClients: 0 });
   try {
@@ -106,7 +65,7 @@ async function oneRun(backend: Backend, server: string) {
 }
 
 async function main() {
-  const server = serverUrl();
+  const server = benchPostgresUrl(args);
   console.log(`# dispatch with the state in PostgreSQL vs the embedded journal: ${NODES} no-op nodes (wide), ${AGENTS} simulated agents (1 slot each), ${RUNS} runs of embedded and postgres in A-B-B-A order (means per run; median and min–max over runs)`);
   console.log(`# ${machineLine()}; load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}; PostgreSQL on the same machine`);
   await oneRun('embedded', server); // JIT warm-up, not measured

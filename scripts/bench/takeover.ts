@@ -12,13 +12,11 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { openPg } from '../../coordinator/state/pg/pg-client.js';
+import { argValue, benchDatabase, benchPostgresUrl } from './bench-pg.js';
 import { fmt, machineLine, median } from './bench-util.js';
 
 const args = process.argv.slice(2);
@@ -26,26 +24,11 @@ if (args.includes('--help')) {
   console.log('usage: node dist/scripts/bench/takeover.js [--runs 10] [--lease-ttl 10s] [--postgres URL]');
   process.exit(0);
 }
-const arg = (name: string): string | undefined => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : undefined;
-};
+const arg = (name: string): string | undefined => argValue(args, name);
 const RUNS = Number(arg('runs') ?? 10);
 const TTL = arg('lease-ttl') ?? '10s';
 const NODES = 40;
 const KILN = join(import.meta.dirname, '..', '..', 'cli', 'main.js');
-
-function serverUrl(): string {
-  const given = arg('postgres') ?? process.env.KILN_TEST_POSTGRES;
-  if (given) return given;
-  try {
-    const m = /^KILN_TEST_POSTGRES=(\S+)$/m.exec(readFileSync('/run/kiln-infra/postgres/env', 'utf8'));
-    if (m) return m[1]!;
-  } catch {
-    /* below */
-  }
-  throw new Error('no PostgreSQL: pass --postgres URL or start one with `sudo scripts/infra/postgres.sh start`');
-}
 
 interface S3rverInstance {
   run(): Promise<AddressInfo>;
@@ -96,12 +79,8 @@ interface Node {
 }
 
 async function oneRun(server: string, s3Endpoint: string): Promise<{ leadMs: number; resumeMs: number; reRun: number; state: string }> {
-  const name = `kiln_takeover_${randomBytes(5).toString('hex')}`;
-  const admin = await openPg(server, { applicationName: 'kiln-bench-admin', max: 1 });
-  await admin.query(`CREATE DATABASE ${name}`);
-  const u = new URL(server);
-  u.pathname = `/${name}`;
-  const state = u.toString();
+  const db = await benchDatabase(server, 'kiln_takeover');
+  const { name, url: state } = db;
   const root = await mkdtemp(join(tmpdir(), 'kiln-takeover-'));
   const env = { KILN_CAS_BACKEND: 's3', KILN_S3_ENDPOINT: s3Endpoint, KILN_S3_BUCKET: 'kiln-takeover', KILN_S3_ACCESS_KEY: 'S3RVER', KILN_S3_SECRET_KEY: 'S3RVER', KILN_S3_PREFIX: `${name}/` };
   const procs: Proc[] = [];
@@ -145,14 +124,13 @@ async function oneRun(server: string, s3Endpoint: string): Promise<{ leadMs: num
       p.child.kill('SIGTERM');
       await new Promise((r) => (p.child.exitCode !== null || p.child.signalCode !== null ? r(null) : p.child.once('exit', r)));
     }
-    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => {});
-    await admin.close();
+    await db.drop().catch(() => {});
     await rm(root, { recursive: true, force: true });
   }
 }
 
 async function main() {
-  const server = serverUrl();
+  const server = benchPostgresUrl(args);
   const dir = await mkdtemp(join(tmpdir(), 'kiln-takeover-s3-'));
   const s3 = new S3rver({ port: 0, address: '127.0.0.1', directory: dir, silent: true });
   const addr = await s3.run();

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { openPg, type PgClient } from '../../coordinator/state/pg/pg-client.js';
+import { KilnError } from '../../shared/index.js';
 
 const run = promisify(execFile);
 const SCRIPT = resolve(import.meta.dirname, '..', '..', 'scripts', 'infra', 'postgres.sh');
@@ -136,4 +137,15 @@ export async function privatePostgres(): Promise<PrivatePostgres> {
       }
     },
   };
+}
+
+/** The KilnError `p` rejects with (a test of a refusal); fails when it resolves or rejects with anything else. */
+export async function caught(p: Promise<unknown>): Promise<KilnError> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof KilnError) return err;
+    throw err;
+  }
+  throw new Error('expected a KilnError, got success');
 }

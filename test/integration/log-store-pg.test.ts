@@ -21,7 +21,7 @@ import { MAX_CHUNK_ROW_BYTES, PgLogStore } from '../../coordinator/logs/pg-log-s
 import type { AttemptLogRef, LogStorage } from '../../coordinator/logs/log-storage.js';
 import { openPg, type PgClient } from '../../coordinator/state/pg/pg-client.js';
 import { migrate } from '../../coordinator/state/pg/migrate.js';
-import { freshDatabase, privatePostgres, type TestDatabase } from '../helpers/postgres.js';
+import { caught, freshDatabase, privatePostgres, type TestDatabase } from '../helpers/postgres.js';
 
 const TOKEN = { epoch: 1, holder: 'leader-a' };
 const ref = (buildId: string, node = 'n0', number = 1): AttemptLogRef => ({ buildId, node, number, header: '' });
@@ -43,16 +43,6 @@ async function readAll(logs: LogStorage, buildId: string, node = 'n0', attempts 
 async function chunkRows(pg: PgClient, buildId: string): Promise<number> {
   const rows = await pg.query<{ n: number }>('SELECT count(*)::int AS n FROM kiln_log_chunk WHERE build_id = $1', [buildId]);
   return rows[0]!.n;
-}
-
-async function caught(p: Promise<unknown>): Promise<KilnError> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof KilnError) return err;
-    throw err;
-  }
-  throw new Error('expected a KilnError, got success');
 }
 
 describe('PostgreSQL log store', () => {

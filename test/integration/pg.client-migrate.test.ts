@@ -9,21 +9,12 @@
  */
 import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isKilnError, KilnError } from '../../shared/index.js';
+import type { KilnError } from '../../shared/index.js';
+import { isKilnError } from '../../shared/index.js';
 import { openPg, parsePostgresUrl, redactPostgresUrl, type PgClient } from '../../coordinator/state/pg/pg-client.js';
 import { migrate, schemaVersion } from '../../coordinator/state/pg/migrate.js';
 import { MIGRATIONS, type Migration } from '../../coordinator/state/pg/migrations/index.js';
-import { freshDatabase, testPostgresUrl, type TestDatabase } from '../helpers/postgres.js';
-
-async function caught(p: Promise<unknown>): Promise<KilnError> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof KilnError) return err;
-    throw err;
-  }
-  throw new Error('expected a KilnError, got success');
-}
+import { caught, freshDatabase, testPostgresUrl, type TestDatabase } from '../helpers/postgres.js';
 
 describe('parsePostgresUrl / redactPostgresUrl', () => {
   it('accepts postgres:// and postgresql:// URLs and returns them trimmed', () => {

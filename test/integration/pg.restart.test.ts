@@ -10,21 +10,10 @@
  */
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KilnError } from '../../shared/index.js';
 import { listenPg, openPg, type PgClient } from '../../coordinator/state/pg/pg-client.js';
 import { migrate } from '../../coordinator/state/pg/migrate.js';
 import { LeaderLease, type LeaseRole } from '../../coordinator/cluster/leader-lease.js';
-import { freshDatabase, privatePostgres, type PrivatePostgres, type TestDatabase } from '../helpers/postgres.js';
-
-async function caught(p: Promise<unknown>): Promise<KilnError> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof KilnError) return err;
-    throw err;
-  }
-  throw new Error('expected a KilnError, got success');
-}
+import { caught, freshDatabase, privatePostgres, type PrivatePostgres, type TestDatabase } from '../helpers/postgres.js';
 
 function nextRole(l: LeaderLease, role: LeaseRole): Promise<number> {
   return new Promise((resolve) => {
