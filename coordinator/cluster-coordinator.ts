@@ -16,8 +16,9 @@ import type { Server } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import { createAdaptorServer } from '@hono/node-server';
 import type { Logger } from 'pino';
-import { CLOSE_CODES, coerceError, NotLeaderError, notLeaderReason } from '../shared/index.js';
+import { CLOSE_CODES, coerceError, KilnError, NotLeaderError, notLeaderReason } from '../shared/index.js';
 import { LeaderLease } from './cluster/leader-lease.js';
+import { PgLeaseStore } from './cluster/lease-store.js';
 import { checkSharedCas } from './cluster/shared-cas.js';
 import type { CoordinatorConfig } from './config.js';
 import { openCore, type CoordinatorCore, type RunningCoordinator } from './coordinator-core.js';
@@ -53,8 +54,10 @@ export async function startClusterCoordinator(config: CoordinatorConfig, logger:
     const pg = await openPg(stateUrl, { applicationName: 'kiln-coordinator', max: 8 });
     releasers.push(() => pg.close());
     const applied = await migrate(pg);
-    // One CAS for every coordinator of the state (a local-disk one only while alone).
-    await checkSharedCas(pg, config.cas, config.dataDir, config.leaseTtlMs, logger);
+    // Others reach this coordinator at its advertised URL (the lease, agents sent here, the cluster view): a wildcard address names no one.
+    if (!config.advertiseUrl && ['0.0.0.0', '::', ''].includes(config.listen.host)) {
+      throw new KilnError('E_CONFIG', `listen ${config.listen.host || '*'}:${config.listen.port} with a PostgreSQL state: set advertise_url (--advertise-url, KILN_ADVERTISE_URL) to the URL other coordinators, agents and clients reach this one at`);
+    }
     const leasePg = await openPg(stateUrl, { applicationName: 'kiln-coordinator-lease', max: 2 });
     releasers.push(() => leasePg.close());
 
@@ -68,26 +71,32 @@ export async function startClusterCoordinator(config: CoordinatorConfig, logger:
     const keys = await ApiKeyStore.open(docs, { legacyApiToken: true });
     const credentials = await AgentCredentialStore.open(docs);
     let reloadFailed = false;
+    let reloading = false;
     const reloadTimer = setInterval(() => {
-      if (core) return; // the leader's own stores are current
-      Promise.all([keys.reload(), credentials.reload()]).then(
-        () => (reloadFailed = false),
-        (err: unknown) => {
-          if (!reloadFailed) logger.warn({ err: coerceError(err).message }, 'reading the API keys and agent credentials again failed (the last ones read stay in use)');
-          reloadFailed = true;
-        },
-      );
+      // the leader's own stores are current; one reload at a time (the database may be away)
+      if (core || reloading) return;
+      reloading = true;
+      Promise.all([keys.reload(), credentials.reload()])
+        .then(
+          () => (reloadFailed = false),
+          (err: unknown) => {
+            if (!reloadFailed) logger.warn({ err: coerceError(err).message }, 'reading the API keys and agent credentials again failed (the last ones read stay in use)');
+            reloadFailed = true;
+          },
+        )
+        .finally(() => (reloading = false));
     }, Math.min(1_000, Math.floor(config.leaseTtlMs / 4)));
     reloadTimer.unref();
     releasers.push(() => clearInterval(reloadTimer));
 
     let core: CoordinatorCore | null = null;
+    /** Ends the current term's fence (set while leading). */
+    let endTerm: (() => void) | null = null;
     let ready = false;
     const leaderUrl = () => lease?.leaderUrl ?? null;
-    const clusterView = async () => {
-      if (!lease) return { leader: null, epoch: 0, coordinators: [] };
-      return lease.view();
-    };
+    // On the main pool: views (any reader may ask) never queue the lease's renewals.
+    const views = new PgLeaseStore(pg);
+    const clusterView = () => views.view(3 * config.leaseTtlMs);
     let url = '';
     const standby = createStandbyApp({ leader: leaderUrl, get self() { return url; }, cluster: clusterView, tokens: new TokenCheck(tokens, keys, credentials) });
     const fetch = (req: Request) => (core ? core.app.fetch(req) : standby.fetch(req));
@@ -99,6 +108,8 @@ export async function startClusterCoordinator(config: CoordinatorConfig, logger:
     const tlsReloader = watchTls(server, config, tls, port, logger);
     if (tlsReloader) releasers.push(() => tlsReloader.stop());
     url = config.advertiseUrl ?? listenUrl(config.listen.host, port, tls !== null);
+    // One CAS for every coordinator of the state (a local-disk one only while alone; this URL's own earlier rows are not another coordinator).
+    await checkSharedCas(pg, config.cas, config.dataDir, config.leaseTtlMs, url, logger);
     releasers.push(
       () =>
         new Promise<void>((resolve) => {
@@ -111,9 +122,20 @@ export async function startClusterCoordinator(config: CoordinatorConfig, logger:
     /** Becomes the leader: reads the state, opens the services, serves. */
     const lead = async (epoch: number) => {
       const t0 = performance.now();
+      // Every write of this term is fenced by the token it started with, and by nothing once
+      // it ends: a core still stopping after the lease was lost never writes under a later
+      // epoch this process may win meanwhile.
+      const token = lease?.token;
+      if (!token) throw new Error('the lease was lost before the state was read');
+      let live = true;
+      const fence = () => (live ? token : null);
+      endTerm = () => {
+        live = false;
+      };
+      const termDocs = new PgDocuments({ pg, fence });
       const b = new PgStateBackend({
         pg,
-        fence: () => lease?.token ?? null,
+        fence,
         onHealth: (healthy, err) => {
           if (healthy) logger.info({ state: pg.location }, 'the database answers again: writes resumed');
           else logger.error({ state: pg.location, err: err?.message }, 'the database does not answer: writes wait (not ready)');
@@ -125,10 +147,10 @@ export async function startClusterCoordinator(config: CoordinatorConfig, logger:
         isReady: () => ready && b.healthy && c.logs.healthy,
         secureCookies: tls !== null,
         cluster: clusterView,
-        docs,
+        docs: termDocs,
         sharedLogs: {
           pg,
-          fence: () => lease?.token ?? null,
+          fence,
           onHealth: (healthy) => logger[healthy ? 'info' : 'error']({ state: pg.location }, healthy ? 'log writes resumed' : 'log writes wait: the database does not answer'),
         },
       });
@@ -144,14 +166,21 @@ export async function startClusterCoordinator(config: CoordinatorConfig, logger:
     /** Stops leading: at once when the lease was lost (agents are sent to the new leader), or at shutdown. */
     const stepDown = async (why: 'lost' | 'shutdown') => {
       const c = core;
+      const end = endTerm;
       ready = false;
       core = null;
+      endTerm = null;
+      // The lease is gone: nothing of this term may land any more (a shutdown writes its last first).
+      if (why === 'lost') end?.();
       if (!c) return;
       if (why === 'lost') {
         logger.warn({ url, leader: leaderUrl() }, 'no longer the leader: stopping the builds here (the new leader adopts them)');
         c.hub.closeAll(CLOSE_CODES.NOT_LEADER, notLeaderReason(leaderUrl()));
+        // Open requests and streams (a log follow) end now: their clients go to the new leader.
+        server.closeAllConnections();
       } else c.hub.closeAll();
       await c.stop().catch((err: unknown) => logger.error({ err: coerceError(err).message }, 'stopping after the lease was lost'));
+      end?.();
     };
 
     // Role changes run one at a time, in order.

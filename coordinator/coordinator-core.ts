@@ -79,6 +79,12 @@ export interface CoreOptions {
    * documents of a PostgreSQL state (fenced writes; the secrets key must then be given). @default the data dir's files
    */
   docs?: DocumentStore;
+  /**
+   * A standby's read-only copy (issue 14): the state is not recovered (nothing is written:
+   * recovery would change it), no webhooks; the caller starts no timers and routes only
+   * reads to the app. @default false
+   */
+  replica?: boolean;
 }
 
 export interface CoordinatorCore {
@@ -92,6 +98,7 @@ export interface CoordinatorCore {
   retention: Retention;
   tokens: LoadedTokens;
   keys: ApiKeyStore;
+  credentials: AgentCredentialStore;
   audit: AuditLog;
   events: ChangeFeed;
   /** Starts the sweep for lost agents and overdue attempts, and the retention and cache sweeps. */
@@ -153,7 +160,7 @@ export async function openCore(config: CoordinatorConfig, logger: Logger, store:
       concurrencyGroups: config.concurrencyGroups,
       tracing,
     });
-    await engine.recover();
+    if (!opts.replica) await engine.recover();
     releasers.push(() => store.drain());
     releasers.push(() => credentials.idle());
     releasers.push(() => engine.stop());
@@ -161,7 +168,7 @@ export async function openCore(config: CoordinatorConfig, logger: Logger, store:
     // builds' own to allowed hosts); stopped before the engine.
     let webhooks: Webhooks | null = null;
     const wh = config.webhooks;
-    if (wh.hooks.length > 0 || wh.allowedHosts.length > 0) {
+    if (!opts.replica && (wh.hooks.length > 0 || wh.allowedHosts.length > 0)) {
       const mod = await import('./webhooks/webhooks.js');
       const w = await mod.Webhooks.open(wh, { engine, agents, durable: () => store.commit(), secrets, logger });
       webhooks = w;
@@ -258,7 +265,7 @@ export async function openCore(config: CoordinatorConfig, logger: Logger, store:
         await cacheSweep;
       });
     };
-    return { app, hub, engine, store, cas, logs, retention, tokens, keys, audit, events, startTimers, stop };
+    return { app, hub, engine, store, cas, logs, retention, tokens, keys, credentials, audit, events, startTimers, stop };
   } catch (err) {
     await stop().catch(() => {});
     throw err;

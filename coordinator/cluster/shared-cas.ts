@@ -19,9 +19,10 @@ export function casIdentity(cas: CasConfig, dataDir: string): string {
   return `local ${hostname()} ${resolve(dataDir, 'cas')}`;
 }
 
-export async function checkSharedCas(pg: PgQueryable, cas: CasConfig, dataDir: string, leaseTtlMs: number, logger: Logger): Promise<void> {
+export async function checkSharedCas(pg: PgQueryable, cas: CasConfig, dataDir: string, leaseTtlMs: number, selfUrl: string, logger: Logger): Promise<void> {
   const mine = casIdentity(cas, dataDir);
-  const seen = await pg.query<{ n: number }>("SELECT count(*)::int AS n FROM kiln_coordinators WHERE last_seen > now() - make_interval(secs => $1)", [(3 * leaseTtlMs) / 1000]);
+  // Rows of this URL are this coordinator's earlier runs (a restart after a crash), not another one.
+  const seen = await pg.query<{ n: number }>('SELECT count(*)::int AS n FROM kiln_coordinators WHERE last_seen > now() - make_interval(secs => $1) AND url <> $2', [(3 * leaseTtlMs) / 1000, selfUrl]);
   const others = seen[0]?.n ?? 0;
   const rows = await pg.query<{ value: string }>("SELECT value FROM kiln_cluster_setting WHERE name = 'cas'");
   const recorded = rows[0]?.value ?? null;

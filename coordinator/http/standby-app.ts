@@ -42,6 +42,8 @@ export interface StandbyApp {
 
 /** Set on a read a standby forwards (to its own URL): a forwarded read is never forwarded again. */
 const FORWARDED_HEADER = 'x-kiln-forwarded-by';
+/** How long a forwarded read waits for the leader's answer to begin. */
+const FORWARD_HEADERS_MS = 5_000;
 /** What a forwarded read carries of the client's request. */
 const FORWARDED_REQUEST_HEADERS = ['authorization', 'cookie', 'accept', 'last-event-id', 'range', 'if-none-match', 'x-request-id'];
 
@@ -86,11 +88,16 @@ export function createStandbyApp(deps: StandbyDeps): StandbyApp {
     headers.set(FORWARDED_HEADER, deps.self);
     const abort = new AbortController();
     c.req.raw.signal.addEventListener('abort', () => abort.abort(), { once: true });
+    // A leader that takes the connection but does not answer (paused, during a failover) is
+    // given up on after FORWARD_HEADERS_MS, not undici's 5 minutes; a stream, once answering, runs on.
+    const noAnswer = setTimeout(() => abort.abort(), FORWARD_HEADERS_MS);
     let res: Response;
     try {
       res = await fetch(`${leader.replace(/\/+$/, '')}${u.pathname}${u.search}`, { method: c.req.method, headers, redirect: 'manual', signal: abort.signal });
     } catch {
       return notLeader(c); // the leader does not answer (gone, or an election): the client tries elsewhere
+    } finally {
+      clearTimeout(noAnswer);
     }
     const out = new Headers(res.headers);
     // fetch has already decoded the body: its length and encoding no longer apply.

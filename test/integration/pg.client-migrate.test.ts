@@ -35,6 +35,10 @@ describe('parsePostgresUrl / redactPostgresUrl', () => {
     ['postgres://kiln:secretpw@host/d b', /space or a control/],
     [`postgres://kiln:secretpw@host/${'d'.repeat(64)}`, /longer than 63/],
     [`postgres://kiln:secretpw@host/db?application_name=${'a'.repeat(3000)}`, /longer than 2048/],
+    // a password with an unencoded '/' (base64) makes the URL unparsable: still never echoed
+    ['postgres://kiln:secretpw/cd+ef==@host/db', /cannot be parsed/],
+    // a password longer than the 200 characters shown: redacted before the cut
+    [`postgres://kiln:secretpw${'x'.repeat(250)}@host/d b`, /space or a control/],
   ])('refuses %j with E_CONFIG naming what is wrong, not the password', (text, why) => {
     let err: unknown;
     try {

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openPg, type PgClient } from '../../coordinator/state/pg/pg-client.js';
+import { KilnError } from '../../shared/index.js';
 import { migrate } from '../../coordinator/state/pg/migrate.js';
 import { PgStateBackend, type FenceToken } from '../../coordinator/state/pg/pg-state-backend.js';
 import { StateStore } from '../../coordinator/state/state-store.js';
@@ -126,6 +127,48 @@ describe('PostgreSQL state backend', () => {
     await expect(none.store.commit()).rejects.toMatchObject({ code: 'E_NOT_LEADER' });
     expect(await rows('kiln_state_journal')).toBe(before);
     await lease(pg, TOKEN);
+  });
+
+  it('a commit whose answer was lost is acknowledged when its row is there, and is never reported E_NOT_LEADER when its outcome is unknown', async () => {
+    // A client whose answer to the append is lost after the statement ran, and then (optionally) unreachable for a while.
+    const lossy = (unreachableAfter: boolean) => {
+      let lost = false;
+      const q = async <R extends object>(text: string, params?: readonly unknown[]): Promise<R[]> => {
+        if (lost && unreachableAfter) throw new KilnError('E_UNAVAILABLE', 'PostgreSQL does not answer (test)');
+        const rows = await pg.query<R>(text, params);
+        if (text.startsWith('SELECT kiln_state_append') && !lost) {
+          lost = true;
+          throw new KilnError('E_UNAVAILABLE', 'the connection was lost before the answer (test)');
+        }
+        return rows;
+      };
+      return { ...pg, location: pg.location, query: q, tx: pg.tx.bind(pg), close: async () => {} } as PgClient;
+    };
+    let token: FenceToken | null = TOKEN;
+    // the answer lost, the database reachable: the row is there, so the commit is acknowledged (even with the lease gone since)
+    const reachable = new PgStateBackend({ pg: lossy(false), fence: () => token, retryMs: { first: 5, max: 20 } });
+    const s1 = await StateStore.open({ dataDir: dir, persist: true, init: false, backend: reachable });
+    s1.data.builds.set('u-1', buildRecord('u-1', 1));
+    s1.markNew('u-1');
+    await s1.commit();
+    expect(reachable.lastSeq).toBe((await pg.query<{ s: number }>('SELECT max(seq)::int AS s FROM kiln_state_journal'))[0]!.s);
+    // the answer lost, the database gone, then the lease lost: the outcome is unknown, so E_UNAVAILABLE (a client must not resend it elsewhere)
+    let tries = 0;
+    const unknown = new PgStateBackend({
+      pg: lossy(true),
+      fence: () => {
+        tries++;
+        return tries > 1 ? null : token;
+      },
+      retryMs: { first: 5, max: 20 },
+    });
+    const s2 = await StateStore.open({ dataDir: dir, persist: true, init: false, backend: new PgStateBackend({ pg, fence: () => token }) });
+    await s2.drain();
+    const s3 = await StateStore.open({ dataDir: dir, persist: true, init: false, backend: unknown });
+    s3.data.builds.set('u-2', buildRecord('u-2', 1));
+    s3.markNew('u-2');
+    await expect(s3.commit()).rejects.toMatchObject({ code: 'E_UNAVAILABLE', message: expect.stringMatching(/may or may not have landed/) });
+    token = TOKEN;
   });
 
   it('folds the journal into snapshots while commits go on, and a reopened store has every change', async () => {

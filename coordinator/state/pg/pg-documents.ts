@@ -51,18 +51,33 @@ export class PgDocuments implements DocumentStore {
     const retry = this.opts.retryMs ?? { first: 50, max: 1_000 };
     const deadline = performance.now() + (this.opts.retryForMs ?? 15_000);
     let delay = retry.first;
+    /** A try whose answer was lost: its outcome is unknown until the row is read back. */
+    let unknown: Error | null = null;
     for (;;) {
       const t = this.opts.fence();
-      if (!t) throw new KilnError('E_NOT_LEADER', `this coordinator does not hold the leader lease: ${this.where(name)} was not written`);
+      if (!t) {
+        // Never E_NOT_LEADER after a lost answer: that tells a client nothing was done, and it would send the change again.
+        if (unknown) throw new KilnError('E_UNAVAILABLE', `${this.where(name)} may or may not have been written (the database did not answer, then the lease was lost): not acknowledged`, { cause: unknown });
+        throw new KilnError('E_NOT_LEADER', `this coordinator does not hold the leader lease: ${this.where(name)} was not written`);
+      }
       try {
         await this.opts.pg.query('SELECT kiln_document_put($1, $2, $3, $4)', [t.epoch, t.holder, name, body]);
         return;
       } catch (err) {
-        if (!(err instanceof KilnError) || err.code !== 'E_UNAVAILABLE') throw err;
         // The answer may have been lost after the commit: then the row holds this body.
-        if ((await this.read(name).catch(() => null)) === body) return;
+        const stored = await this.read(name).then(
+          (b) => b,
+          () => undefined,
+        );
+        if (stored === body) return;
+        const transient = err instanceof KilnError && err.code === 'E_UNAVAILABLE';
+        if (!transient) {
+          if (unknown && stored === undefined) throw new KilnError('E_UNAVAILABLE', `${this.where(name)} may or may not have been written: not acknowledged`, { cause: err });
+          throw err;
+        }
+        unknown = coerceError(err);
         if (performance.now() + delay > deadline) {
-          throw new KilnError('E_UNAVAILABLE', `${this.where(name)} was not written: ${coerceError(err).message}`, { cause: err });
+          throw new KilnError('E_UNAVAILABLE', `${this.where(name)} was not acknowledged (it may or may not have been written): ${coerceError(err).message}`, { cause: err });
         }
         await sleep(delay);
         delay = Math.min(retry.max, delay * 2);

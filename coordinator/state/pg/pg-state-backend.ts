@@ -13,10 +13,10 @@
  *   `/readyz` reports); a commit whose answer was lost is told apart from one that never
  *   landed by its seq (a row already holding this batch's seq and text landed).
  * - Compaction: past `minCompactBytes` of journal since the last snapshot (and at least the
- *   snapshot's size), the state is serialised at once and written as a snapshot of the seq
- *   written last, while batches go on; the snapshot and journal rows it covers are then
- *   deleted in the same transaction. Journal entries are idempotent upserts, so a
- *   snapshot holding changes of later rows replays the same.
+ *   snapshot's size), the next batch carries the state serialised as of it: its row, the
+ *   snapshot of its seq and the removal of the rows and snapshot it covers are one
+ *   transaction, so a snapshot never holds a change that was not journaled (and reported
+ *   failed). Batches wait while it is written.
  * - Reading: the newest snapshot, then every journal row after it, in seq order; a missing
  *   snapshot, a gap in the seqs or a row that does not replay is E_STATE naming it, never an
  *   empty state. `catchUp()` applies rows written since (a standby following the leader).
@@ -71,7 +71,6 @@ export class PgStateBackend implements StateBackend {
   private writing = false;
   private scheduled = false;
   private failed: Error | null = null;
-  private compacting: Promise<void> | null = null;
   private isHealthy = true;
   writes = 0;
   snapshots = 0;
@@ -166,12 +165,6 @@ export class PgStateBackend implements StateBackend {
     });
   }
 
-  private token(): FenceToken {
-    const t = this.opts.fence();
-    if (!t) throw new KilnError('E_NOT_LEADER', 'this coordinator does not hold the leader lease: it writes nothing');
-    return t;
-  }
-
   private async flush(): Promise<void> {
     this.scheduled = false;
     if (this.writing) return;
@@ -182,9 +175,11 @@ export class PgStateBackend implements StateBackend {
         this.waiting = [];
         try {
           const text = this.ctx?.takeText() ?? '';
-          if (text) await this.append(text);
+          // A snapshot is taken with a batch, in its transaction: the state in memory is then
+          // exactly what the journal holds up to this batch (nothing marked and unwritten in it).
+          const snapshot = this.journalBytes > Math.max(this.opts.minCompactBytes ?? 32 * 1024 * 1024, this.snapshotBytes) && this.ctx ? JSON.stringify(stateToFile(this.ctx.data())) : null;
+          if (text || snapshot !== null) await this.write(text, snapshot);
           for (const w of batch) w.resolve();
-          if (!this.compacting && this.journalBytes > Math.max(this.opts.minCompactBytes ?? 32 * 1024 * 1024, this.snapshotBytes)) this.startCompaction();
         } catch (err) {
           this.fail(err, batch);
         }
@@ -194,35 +189,72 @@ export class PgStateBackend implements StateBackend {
     }
   }
 
-  /** Writes one batch as the next journal row, retrying while the database is away. */
-  private async append(text: string): Promise<void> {
-    const seq = this.seq + 1;
+  /**
+   * Writes one batch as the next journal row (and, with `snapshot`, the state as of it, folding
+   * the journal), retrying while the database is away. A try whose answer was lost may have
+   * committed: it is looked for before the next try, and once a try's outcome is unknown, a
+   * final failure (the lease lost meanwhile, say) is E_UNAVAILABLE, never E_NOT_LEADER, which
+   * would tell a client that nothing was done.
+   */
+  private async write(text: string, snapshot: string | null): Promise<void> {
+    const seq = text ? this.seq + 1 : this.seq;
     const retry = this.opts.retryMs ?? { first: 50, max: 2_000 };
     let delay = retry.first;
+    let unknown: Error | null = null;
+    const outcomeUnknown = (why: string) =>
+      new KilnError('E_UNAVAILABLE', `the state write of seq ${seq} may or may not have landed (${why}; the database did not answer earlier): not acknowledged`, { cause: unknown });
     for (;;) {
-      const { epoch, holder } = this.token();
+      const token = this.opts.fence();
+      if (!token) {
+        if (unknown) throw outcomeUnknown('this coordinator lost the lease meanwhile');
+        throw new KilnError('E_NOT_LEADER', 'this coordinator does not hold the leader lease: it writes nothing');
+      }
       try {
-        // One statement (autocommit): the fencing check and the row, one round trip.
-        await this.opts.pg.query('SELECT kiln_state_append($1, $2, $3, $4)', [epoch, holder, seq, text]);
+        if (snapshot === null) {
+          // One statement (autocommit): the fencing check and the row, one round trip.
+          await this.opts.pg.query('SELECT kiln_state_append($1, $2, $3, $4)', [token.epoch, token.holder, seq, text]);
+        } else {
+          await this.opts.pg.tx(async (q) => {
+            if (text) await q.query('SELECT kiln_state_append($1, $2, $3, $4)', [token.epoch, token.holder, seq, text]);
+            else await q.query('SELECT kiln_fence($1, $2)', [token.epoch, token.holder]);
+            await q.query('INSERT INTO kiln_state_snapshot (seq, epoch, body) VALUES ($1, $2, $3) ON CONFLICT (seq) DO UPDATE SET epoch = EXCLUDED.epoch, body = EXCLUDED.body, written_at = now()', [seq, token.epoch, snapshot]);
+            await q.query('DELETE FROM kiln_state_snapshot WHERE seq < $1', [seq]);
+            await q.query('DELETE FROM kiln_state_journal WHERE seq <= $1', [seq]);
+          });
+        }
         break;
       } catch (err) {
-        // A try whose answer was lost may have committed: then the row holds this batch (and a
-        // retry of it fails on the seq), which is a success.
-        if (await this.landed(seq, text).catch(() => false)) break;
-        if (!isTransient(err)) throw err;
-        this.health(false, coerceError(err));
+        // The answer to this try (or an earlier one) may have been lost after it committed.
+        const landed = await this.landed(seq, text, snapshot).catch(() => null);
+        if (landed === true) break;
+        if (!isTransient(err)) {
+          if (unknown && landed === null) throw outcomeUnknown(coerceError(err).message);
+          throw err;
+        }
+        unknown = coerceError(err);
+        this.health(false, unknown);
         await sleep(delay);
         delay = Math.min(retry.max, delay * 2);
       }
     }
     this.health(true);
     this.seq = seq;
-    this.journalBytes += Buffer.byteLength(text);
-    this.writes++;
+    if (text) this.writes++;
+    if (snapshot !== null) {
+      this.snapshotSeq = seq;
+      this.snapshotBytes = Buffer.byteLength(snapshot);
+      this.journalBytes = 0;
+      this.writes++;
+      this.snapshots++;
+    } else this.journalBytes += Buffer.byteLength(text);
   }
 
-  /** Whether journal row `seq` holds `text` (a commit whose answer was lost). */
-  private async landed(seq: number, text: string): Promise<boolean> {
+  /** Whether a write landed: journal row `seq` holds `text`, or (with a snapshot) the snapshot of `seq` is this one. */
+  private async landed(seq: number, text: string, snapshot: string | null): Promise<boolean> {
+    if (snapshot !== null) {
+      const rows = await this.opts.pg.query<{ same: boolean }>('SELECT md5(body) = md5($2) AS same FROM kiln_state_snapshot WHERE seq = $1', [seq, snapshot]);
+      return rows[0]?.same === true;
+    }
     const rows = await this.opts.pg.query<{ body: string }>('SELECT body FROM kiln_state_journal WHERE seq = $1', [seq]);
     return rows[0]?.body === text;
   }
@@ -231,34 +263,6 @@ export class PgStateBackend implements StateBackend {
     if (healthy === this.isHealthy) return;
     this.isHealthy = healthy;
     this.opts.onHealth?.(healthy, err);
-  }
-
-  /** Serialises the state now and writes it as the snapshot of the last seq, while batches go on. */
-  private startCompaction(): void {
-    const ctx = this.ctx;
-    if (!ctx) return;
-    const seq = this.seq;
-    const body = JSON.stringify(stateToFile(ctx.data()));
-    const run = (async () => {
-      const { epoch, holder } = this.token();
-      await this.opts.pg.tx(async (q) => {
-        await q.query('SELECT kiln_fence($1, $2)', [epoch, holder]);
-        await q.query('INSERT INTO kiln_state_snapshot (seq, epoch, body) VALUES ($1, $2, $3) ON CONFLICT (seq) DO UPDATE SET epoch = EXCLUDED.epoch, body = EXCLUDED.body, written_at = now()', [seq, epoch, body]);
-        await q.query('DELETE FROM kiln_state_snapshot WHERE seq < $1', [seq]);
-        await q.query('DELETE FROM kiln_state_journal WHERE seq <= $1', [seq]);
-      });
-      this.snapshotSeq = seq;
-      this.snapshotBytes = Buffer.byteLength(body);
-      // What was written after `seq` stays in the journal.
-      this.journalBytes = 0;
-      this.writes++;
-      this.snapshots++;
-    })();
-    this.compacting = run;
-    // A failed snapshot loses nothing (the journal rows stay): the next batch tries again.
-    void run.catch(() => {}).finally(() => {
-      if (this.compacting === run) this.compacting = null;
-    });
   }
 
   /** Fails `batch`, every waiting commit and every later one. */
@@ -270,7 +274,10 @@ export class PgStateBackend implements StateBackend {
   }
 
   async writeArchive(id: string, json: string): Promise<void> {
-    const { epoch, holder } = this.token();
+    // An upsert by id: a try whose answer was lost is harmless to repeat (the archive is written again later).
+    const token = this.opts.fence();
+    if (!token) throw new KilnError('E_NOT_LEADER', `this coordinator does not hold the leader lease: archived build ${id} was not written`);
+    const { epoch, holder } = token;
     await this.opts.pg.tx(async (q) => {
       await q.query('SELECT kiln_fence($1, $2)', [epoch, holder]);
       await q.query('INSERT INTO kiln_archived_build (id, body) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body, written_at = now()', [id, json]);
@@ -289,6 +296,5 @@ export class PgStateBackend implements StateBackend {
       await this.commit().catch(() => {});
       await new Promise((r) => setImmediate(r));
     }
-    await this.compacting?.catch(() => {});
   }
 }

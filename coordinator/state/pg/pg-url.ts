@@ -35,11 +35,14 @@ export function redactPostgresUrl(url: string): string {
     if (u.searchParams.has('password')) u.searchParams.set('password', '***');
     return u.toString().replace('%2A%2A%2A', '***');
   }
-  return url.replace(/(\/\/[^/@:]*:)[^@/]*@/, '$1***@').replace(/([?&]password=)[^&]*/gi, '$1***');
+  // Not a URL: everything between `//user:` and the last `@` (a password may hold `/` or `@`).
+  return url.replace(/(\/\/[^/@:]*:).*@/s, '$1***@').replace(/([?&]password=)[^&]*/gi, '$1***');
 }
 
 function bad(text: string, why: string): KilnError {
-  return new KilnError('E_CONFIG', `'${redactPostgresUrl(text.slice(0, 200))}' is not a PostgreSQL URL: ${why}`);
+  // Redacted first, cut after: a cut URL could end inside its password.
+  const shown = redactPostgresUrl(text);
+  return new KilnError('E_CONFIG', `'${shown.length > 200 ? `${shown.slice(0, 200)}…` : shown}' is not a PostgreSQL URL: ${why}`);
 }
 
 /**
