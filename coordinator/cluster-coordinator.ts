@@ -34,6 +34,8 @@ import { PgDocuments } from './state/pg/pg-documents.js';
 import { PgStateBackend } from './state/pg/pg-state-backend.js';
 import { StateStore } from './state/state-store.js';
 
+/** How often a standby applies the leader's new journal rows to its copy of the state. */
+const REPLICA_POLL_MS = 250;
 /** Pause before trying to lead again after a failed takeover (the lease is given up meanwhile). */
 const RETRY_LEAD_MS = 1_000;
 
@@ -98,7 +100,19 @@ export async function startClusterCoordinator(config: CoordinatorConfig, logger:
     const views = new PgLeaseStore(pg);
     const clusterView = () => views.view(3 * config.leaseTtlMs);
     let url = '';
-    const standby = createStandbyApp({ leader: leaderUrl, get self() { return url; }, cluster: clusterView, tokens: new TokenCheck(tokens, keys, credentials) });
+    /** Set once the coordinator is shutting down. */
+    let stopping = false;
+    // The standby's own copy of the state, for reads (see openReplica below).
+    let replica: { core: CoordinatorCore; backend: PgStateBackend } | null = null;
+    const standby = createStandbyApp({
+      leader: leaderUrl,
+      get self() {
+        return url;
+      },
+      cluster: clusterView,
+      tokens: new TokenCheck(tokens, keys, credentials),
+      replica: () => (replica && !core ? replica.core.app.fetch : null),
+    });
     const fetch = (req: Request) => (core ? core.app.fetch(req) : standby.fetch(req));
     const server = tls
       ? (createAdaptorServer({ fetch, createServer: tls.mod.createHttpsServer, serverOptions: { cert: tls.pair.cert, key: tls.pair.key } }) as HttpsServer)
@@ -119,9 +133,68 @@ export async function startClusterCoordinator(config: CoordinatorConfig, logger:
         }),
     );
 
+    /**
+     * A standby's copy of the state, for reads: the whole state read as a leader reads it, the
+     * services opened over it read-only (nothing recovered, no timers, no webhooks; every write
+     * refused by a fence that is always closed), then the leader's journal rows applied as they
+     * come (every REPLICA_POLL_MS). When rows it had not read were folded into a newer snapshot,
+     * it reads the state again.
+     */
+    const openReplica = async (): Promise<void> => {
+      const closed = () => null;
+      const backend = new PgStateBackend({ pg, fence: closed });
+      const store = await StateStore.open({ dataDir: config.dataDir, persist: true, init: false, backend });
+      const c = await openCore(config, logger, store, {
+        replica: true,
+        isReady: () => false,
+        secureCookies: tls !== null,
+        cluster: clusterView,
+        docs: new PgDocuments({ pg, fence: closed }),
+        sharedLogs: { pg, fence: closed },
+      });
+      c.engine.relist();
+      replica = { core: c, backend };
+      logger.info({ builds: store.data.builds.size, journal_seq: backend.lastSeq }, 'standby: a copy of the state is open for reads');
+    };
+    const closeReplica = async (): Promise<void> => {
+      const r = replica;
+      replica = null;
+      await r?.core.stop().catch((err: unknown) => logger.warn({ err: coerceError(err).message }, 'closing the standby copy of the state'));
+    };
+    let refreshing = false;
+    let refreshFailed = false;
+    const refreshReplica = async (): Promise<void> => {
+      if (core || stopping) return;
+      try {
+        if (!replica) await openReplica();
+        else if ((await replica.backend.catchUp(replica.core.store.data)) > 0) replica.core.engine.relist();
+        // the copy's keys and credentials, read again when the leader changed them
+        if (replica) await Promise.all([replica.core.keys.reload(), replica.core.credentials.reload()]);
+        refreshFailed = false;
+      } catch (err) {
+        if (!refreshFailed) logger.warn({ err: coerceError(err).message }, 'the standby copy of the state could not be brought up to date: reading it again');
+        refreshFailed = true;
+        await closeReplica();
+      }
+    };
+    const replicaTimer = setInterval(() => {
+      if (refreshing) return;
+      refreshing = true;
+      void refreshReplica().finally(() => (refreshing = false));
+    }, REPLICA_POLL_MS);
+    replicaTimer.unref();
+    releasers.push(async () => {
+      clearInterval(replicaTimer);
+      while (refreshing) await new Promise((r) => setTimeout(r, 10));
+      await closeReplica();
+    });
+
     /** Becomes the leader: reads the state, opens the services, serves. */
     const lead = async (epoch: number) => {
       const t0 = performance.now();
+      // The copy goes (its services would share the data dir's files); the leader reads the state itself.
+      while (refreshing) await new Promise((r) => setTimeout(r, 10));
+      await closeReplica();
       // Every write of this term is fenced by the token it started with, and by nothing once
       // it ends: a core still stopping after the lease was lost never writes under a later
       // epoch this process may win meanwhile.
@@ -208,7 +281,6 @@ export async function startClusterCoordinator(config: CoordinatorConfig, logger:
       });
       return l;
     };
-    let stopping = false;
     lease = newLease();
     releasers.push(async () => {
       stopping = true;
@@ -221,6 +293,8 @@ export async function startClusterCoordinator(config: CoordinatorConfig, logger:
     });
     await lease.start();
     await queue;
+    // A standby answers reads from its copy as soon as it is up.
+    if (!core) await refreshReplica();
     logger.info({ url, role: core ? 'leader' : 'standby', leader: leaderUrl(), state: pg.location, migrations_applied: applied.applied.length }, 'coordinator listening');
 
     const current = (): CoordinatorCore => {

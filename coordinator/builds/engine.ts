@@ -109,6 +109,16 @@ export class Engine extends TypedEmitter<EngineEvents> {
     return this.s.ids;
   }
 
+  /**
+   * A standby's read-only copy (never recovered): the build list taken again from the state,
+   * after the leader's journal rows were applied to it. Ids are time-ordered, as at recovery.
+   */
+  relist(): void {
+    this.s.ids.length = 0;
+    this.s.ids.push(...this.s.records.buildIds());
+    this.s.ids.sort();
+  }
+
   /** A build that is not archived (yet), or undefined. */
   activeBuild(id: string): BuildRecord | undefined {
     return this.s.records.activeBuild(id);

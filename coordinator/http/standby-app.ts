@@ -4,10 +4,14 @@
  *
  * - `/livez` 200; `/readyz` and `/healthz` 503 (a load balancer sends traffic to the leader);
  * - `GET /api/v1/cluster` (authenticated like on the leader) the cluster view;
- * - other reads (`GET`/`HEAD /api/v1/…`, log streams included) are forwarded to the leader
- *   and its answer streamed back, so any coordinator answers them (the leader authenticates
- *   them; a request forwarded once is never forwarded again, and a leader that cannot be
- *   reached makes the 503 below);
+ * - reads of builds, their logs and artifacts, the dead letters and CAS blobs are answered
+ *   from the standby's own copy of the state (`replica`: the leader's journal rows applied
+ *   as they are written, a fraction of a second behind), authenticated as on the leader, so
+ *   they are served during an election too;
+ * - other reads (`GET`/`HEAD /api/v1/…`: the fleet, the events stream, log follows) are
+ *   forwarded to the leader and its answer streamed back (the leader authenticates them; a
+ *   request forwarded once is never forwarded again, and a leader that cannot be reached
+ *   makes the 503 below);
  * - writes (any other `/api/v1/…` request) a 503 problem `E_NOT_LEADER` with the leader's URL
  *   in `leader` (null during an election) and `Retry-After: 1`: clients with a list of
  *   coordinators retry there. Nothing is done here, so no request runs twice;
@@ -31,6 +35,18 @@ export interface StandbyDeps {
   cluster: () => Promise<ClusterViewT>;
   /** Who a request is from (GET /api/v1/cluster needs a known caller, as on the leader). */
   tokens: TokenCheck;
+  /** The app over the standby's own copy of the state (reads only), when it has one. */
+  replica?: () => ((req: Request) => Response | Promise<Response>) | null;
+}
+
+/** Reads a standby answers from its own copy: builds (their logs and artifacts), dead letters, CAS blobs; never a stream. */
+export function servedByReplica(method: string, url: URL, accept: string | undefined): boolean {
+  if (method !== 'GET' && method !== 'HEAD') return false;
+  if (accept?.includes('text/event-stream')) return false;
+  const follow = url.searchParams.get('follow');
+  if (follow !== null && follow !== 'false' && follow !== '0') return false;
+  const p = url.pathname;
+  return p === API_ROUTES.builds.template || p.startsWith(`${API_ROUTES.builds.template}/`) || p === API_ROUTES.deadLetter.template || p.startsWith('/api/v1/cas/');
 }
 
 export interface StandbyApp {
@@ -64,7 +80,11 @@ export function createStandbyApp(deps: StandbyDeps): StandbyApp {
     if (!deps.tokens.authenticate(c.req.header('authorization'))) return problemResponse(c, 401, 'E_UNAUTHORIZED', 'missing or unknown API key', undefined, { 'www-authenticate': 'Bearer' });
     return c.json(await deps.cluster(), 200);
   });
-  app.on(['GET', 'HEAD'], `${API_PREFIX}/*`, (c) => forwardRead(c));
+  app.on(['GET', 'HEAD'], `${API_PREFIX}/*`, (c) => {
+    const own = deps.replica?.();
+    if (own && servedByReplica(c.req.method, new URL(c.req.url), c.req.header('accept'))) return own(c.req.raw);
+    return forwardRead(c);
+  });
   app.all(`${API_PREFIX}/*`, notLeader);
   app.all(API_PREFIX, notLeader);
   app.get('*', (c) => {

@@ -9,8 +9,9 @@
  * - SIGSTOP of the leader past its lease, then SIGCONT: the standby leads at the next epoch;
  *   the old leader finds it is no longer the leader and steps down, and nothing it tried to
  *   write afterwards landed (no journal row of its epoch after the takeover).
- * - a standby answers writes with 503 E_NOT_LEADER naming the leader and forwards reads to
- *   it; GET /api/v1/cluster on both names the same leader and epoch.
+ * - a standby answers writes with 503 E_NOT_LEADER naming the leader, reads of builds from its
+ *   own copy of the state (also while the leader does not answer) and other reads through the
+ *   leader; GET /api/v1/cluster on both names the same leader and epoch.
  */
 import { copyFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -91,14 +92,30 @@ describe('two coordinators on one PostgreSQL state', () => {
     expect(refused.body).toMatchObject({ code: 'E_NOT_LEADER', leader: a.url });
     expect((await fetch(`${b.url}/readyz`)).status).toBe(503);
     expect((await fetch(`${a.url}/readyz`)).status).toBe(200);
-    // reads through the standby: forwarded to the leader, its answer as it gave it
+    // reads of builds through the standby: from its own copy of the state (open when it started), a moment behind the leader
+    expect(b.proc.stderr).toContain('a copy of the state is open for reads');
     const id = await submitSpec(a, { name: 'read-me', nodes: { x: { dockerfile_inline: 'FROM scratch' } } });
-    const viaB = await b.api<{ id: string; name: string }>(`/api/v1/builds/${id}`);
-    expect(viaB.status).toBe(200);
+    const viaB = await waitFor('the standby to have the build', async () => {
+      const r = await b.api<{ id: string; name: string }>(`/api/v1/builds/${id}`);
+      return r.status === 200 ? r : undefined;
+    }, 10_000, 50);
     expect(viaB.body).toMatchObject({ id, name: 'read-me' });
-    expect((await fetch(`${b.url}/api/v1/builds/${id}`)).status).toBe(401); // the leader authenticates it
+    expect((await fetch(`${b.url}/api/v1/builds/${id}`)).status).toBe(401); // authenticated as on the leader
+    // ...answered while the leader does not answer at all (paused, shorter than its lease)
+    process.kill(a.proc.child.pid!, 'SIGSTOP');
+    try {
+      const t0 = Date.now();
+      const list = await b.api<{ items: Array<{ id: string }> }>('/api/v1/builds');
+      expect(list.status).toBe(200);
+      expect(list.body.items.map((x) => x.id)).toContain(id);
+      expect(Date.now() - t0).toBeLessThan(2_000); // not a forwarded read waiting for the paused leader
+    } finally {
+      process.kill(a.proc.child.pid!, 'SIGCONT');
+    }
+    // other reads are forwarded to the leader (the fleet: only the leader has agents)
+    expect((await b.api('/api/v1/agents')).status).toBe(200);
     // a read already forwarded once is not forwarded again (no loops between stale views)
-    const twice = await b.api<{ code: string }>(`/api/v1/builds/${id}`, { headers: { 'x-kiln-forwarded-by': 'http://elsewhere:1' } });
+    const twice = await b.api<{ code: string }>('/api/v1/agents', { headers: { 'x-kiln-forwarded-by': 'http://elsewhere:1' } });
     expect(twice).toMatchObject({ status: 503, body: { code: 'E_NOT_LEADER' } });
   });
 
