@@ -18,9 +18,10 @@ const benches = [
   'image-push.js',
   'registry-cache.js',
   'dashboard.js',
-  // these two need a PostgreSQL (scripts/infra/postgres.sh start, or KILN_TEST_POSTGRES)
+  // these need a PostgreSQL (scripts/infra/postgres.sh start, or KILN_TEST_POSTGRES)
   'dispatch-pg.js',
   'takeover.js',
+  'log-store.js',
 ];
 let failed = 0;
 for (const b of benches) {
