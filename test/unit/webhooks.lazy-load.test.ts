@@ -29,6 +29,7 @@ describe('what the coordinator loads without webhooks', () => {
     // the services (webhooks among them) are opened in coordinator-core.ts
     const wiring = readFileSync(join(ROOT, 'coordinator/coordinator-core.ts'), 'utf8');
     expect(wiring).toContain("await import('./webhooks/webhooks.js')");
-    expect(wiring).toMatch(/if \(wh\.hooks\.length > 0 \|\| wh\.allowedHosts\.length > 0\)/);
+    // (never on a standby's read-only copy)
+    expect(wiring).toMatch(/if \(!opts\.replica && \(wh\.hooks\.length > 0 \|\| wh\.allowedHosts\.length > 0\)\)/);
   });
 });
