@@ -142,6 +142,7 @@ Try:
   node dist/cli/main.js status <build-id>
   node dist/cli/main.js keys create --scope read --name viewer   # a read-only API key
   node dist/cli/main.js audit             # who did what
+  node dist/cli/main.js cluster           # who leads (this one; several coordinators share a PostgreSQL state: README)
   scripts/install-agent.sh --help         # agents as systemd services on build hosts
   scripts/quickstart.sh stop              # stop the coordinator and the agent
 EOF
