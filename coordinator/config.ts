@@ -17,7 +17,8 @@ import { loadRegistryCredentials, NO_CREDENTIALS, type RegistryCredentials } fro
 import type { LayerCacheConfig } from './builds/layer-cache-refs.js';
 import { parseRateSpec, type RateSpec } from './access/rate-limit.js';
 import { allowedHostsSettingType, webhooksSettingType, type WebhookSettings } from './webhooks/webhook-settings.js';
-import { parsePostgresUrl, redactPostgresUrl } from './state/pg/pg-url.js';
+import { redactPostgresUrl } from './state/pg/pg-url.js';
+import { advertiseUrlType, LEASE_TTL_MAX_MS, LEASE_TTL_MIN_MS, stateType } from './cluster/cluster-settings.js';
 import {
   CACHE_MODES,
   LOG_SETTINGS,
@@ -82,45 +83,6 @@ const rateType: SettingType<RateSpec | null> = {
     return parseRateSpec(setting, v);
   },
 };
-
-/** The `state` setting: empty (the embedded state in data_dir) or a PostgreSQL URL (checked, never echoed with its password). */
-const stateType: SettingType<string> = {
-  hint: 'postgres-url',
-  file: z.string(),
-  parse: (setting: string, v: unknown) => {
-    if (typeof v !== 'string') throw configError(setting, 'must be text: empty, or postgres://user:password@host:port/database');
-    if (v.trim() === '') return '';
-    try {
-      return parsePostgresUrl(v);
-    } catch (err) {
-      throw configError(setting, coerceError(err).message);
-    }
-  },
-};
-
-/** The `advertise_url` setting: `http(s)://host[:port]`, no path, query or credentials. */
-const advertiseUrlType: SettingType<string> = {
-  hint: 'url',
-  file: z.string(),
-  parse: (setting: string, v: unknown) => {
-    const text = typeof v === 'string' ? v.trim() : '';
-    const shape = `'${String(v).slice(0, 200)}' is not http(s)://host[:port] (the URL other coordinators, agents and clients reach this one at)`;
-    if (text.length === 0 || text.length > 200) throw configError(setting, text.length > 200 ? `${shape}; at most 200 characters` : shape);
-    let u: URL;
-    try {
-      u = new URL(text);
-    } catch {
-      throw configError(setting, shape);
-    }
-    if ((u.protocol !== 'http:' && u.protocol !== 'https:') || !u.hostname) throw configError(setting, shape);
-    if ((u.pathname !== '/' && u.pathname !== '') || u.search || u.hash || u.username || u.password) throw configError(setting, `${shape}: no path, query or credentials`);
-    return u.origin;
-  },
-};
-
-/** Bounds of `lease_ttl`. */
-const LEASE_TTL_MIN_MS = 2_000;
-const LEASE_TTL_MAX_MS = 5 * 60_000;
 
 export const COORDINATOR_SETTINGS = {
   listen: { type: t.listen(), key: 'listen', env: 'KILN_LISTEN', default: '127.0.0.1:8080', description: 'address to listen on (:8080 for all interfaces)' },
