@@ -15,6 +15,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { openPg, type PgClient } from '../../coordinator/state/pg/pg-client.js';
 import { KilnError } from '../../shared/index.js';
+import type { LeaderLease, LeaseRole } from '../../coordinator/cluster/leader-lease.js';
 
 const run = promisify(execFile);
 const SCRIPT = resolve(import.meta.dirname, '..', '..', 'scripts', 'infra', 'postgres.sh');
@@ -148,4 +149,16 @@ export async function caught(p: Promise<unknown>): Promise<KilnError> {
     throw err;
   }
   throw new Error('expected a KilnError, got success');
+}
+
+/** Resolves at the next 'role' event of `l` with `role` (no time limit: vitest's timeout catches a hang). */
+export function nextRole(l: LeaderLease, role: LeaseRole): Promise<number> {
+  return new Promise((resolve) => {
+    const on = (r: LeaseRole, epoch: number): void => {
+      if (r !== role) return;
+      l.off('role', on);
+      resolve(epoch);
+    };
+    l.on('role', on);
+  });
 }

@@ -15,7 +15,7 @@ import { openPg, type PgClient } from '../../coordinator/state/pg/pg-client.js';
 import { migrate } from '../../coordinator/state/pg/migrate.js';
 import { LeaderLease, type LeaseOptions, type LeaseRole } from '../../coordinator/cluster/leader-lease.js';
 import { fence, PgLeaseStore } from '../../coordinator/cluster/lease-store.js';
-import { freshDatabase, type TestDatabase } from '../helpers/postgres.js';
+import { type TestDatabase, freshDatabase, nextRole } from '../helpers/postgres.js';
 import { ManualTimers } from '../helpers/manual-timers.js';
 
 const TTL = 1500;
@@ -38,18 +38,6 @@ async function lease(url: string, extra: Partial<LeaseOptions> = {}): Promise<Le
   const l = new LeaderLease({ pg: await client('kiln-test-lease'), url, ttlMs: TTL, renewMs: RENEW, pollMs: POLL, logger, ...extra });
   leases.push(l);
   return l;
-}
-
-/** Resolves at the next 'role' event of `l` with `role` (no time limit: vitest's timeout catches a hang). */
-function nextRole(l: LeaderLease, role: LeaseRole): Promise<number> {
-  return new Promise((resolve) => {
-    const on = (r: LeaseRole, epoch: number): void => {
-      if (r !== role) return;
-      l.off('role', on);
-      resolve(epoch);
-    };
-    l.on('role', on);
-  });
 }
 
 beforeAll(async () => {

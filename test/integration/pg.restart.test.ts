@@ -12,19 +12,8 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listenPg, openPg, type PgClient } from '../../coordinator/state/pg/pg-client.js';
 import { migrate } from '../../coordinator/state/pg/migrate.js';
-import { LeaderLease, type LeaseRole } from '../../coordinator/cluster/leader-lease.js';
-import { caught, freshDatabase, privatePostgres, type PrivatePostgres, type TestDatabase } from '../helpers/postgres.js';
-
-function nextRole(l: LeaderLease, role: LeaseRole): Promise<number> {
-  return new Promise((resolve) => {
-    const on = (r: LeaseRole, epoch: number): void => {
-      if (r !== role) return;
-      l.off('role', on);
-      resolve(epoch);
-    };
-    l.on('role', on);
-  });
-}
+import { LeaderLease } from '../../coordinator/cluster/leader-lease.js';
+import { type PrivatePostgres, type TestDatabase, caught, freshDatabase, nextRole, privatePostgres } from '../helpers/postgres.js';
 
 describe('PostgreSQL restarted under a client and a lease', () => {
   let server: PrivatePostgres;

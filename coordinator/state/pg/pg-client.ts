@@ -103,19 +103,24 @@ const TYPES = {
     oid === INT8_OID && format !== 'binary' ? parseInt8 : pg.types.getTypeParser(oid, format ?? 'text')) as typeof pg.types.getTypeParser,
 };
 
-/**
- * Opens a pool on `url` (checked with parsePostgresUrl) and proves it answers (`SELECT 1`), so
- * an unreachable server or a refused password fails here, mapped as above.
- */
-export async function openPg(url: string, opts: PgOpenOptions): Promise<PgClient> {
+/** The URL checked (parsePostgresUrl), its redacted form for messages, and its password (kept out of every message). */
+function checkedUrl(url: string): { checked: string; location: string; password: string } {
   const checked = parsePostgresUrl(url);
-  const location = redactPostgresUrl(checked);
   let password = '';
   try {
     password = decodeURIComponent(new URL(checked).password);
   } catch {
     password = '';
   }
+  return { checked, location: redactPostgresUrl(checked), password };
+}
+
+/**
+ * Opens a pool on `url` (checked with parsePostgresUrl) and proves it answers (`SELECT 1`), so
+ * an unreachable server or a refused password fails here, mapped as above.
+ */
+export async function openPg(url: string, opts: PgOpenOptions): Promise<PgClient> {
+  const { checked, location, password } = checkedUrl(url);
   const statementTimeout = opts.statementTimeoutMs ?? 60_000;
   const pool = new pg.Pool({
     connectionString: checked,
@@ -230,14 +235,7 @@ export interface PgListener {
  * rejects, mapped as above); after that a lost connection is reopened with backoff.
  */
 export async function listenPg(url: string, opts: PgListenOptions): Promise<PgListener> {
-  const checked = parsePostgresUrl(url);
-  const location = redactPostgresUrl(checked);
-  let password = '';
-  try {
-    password = decodeURIComponent(new URL(checked).password);
-  } catch {
-    password = '';
-  }
+  const { checked, location, password } = checkedUrl(url);
   for (const ch of opts.channels) if (!CHANNEL_RE.test(ch)) throw new KilnError('E_INTERNAL', `bad LISTEN channel name '${ch.slice(0, 80)}'`);
   const backoff = new Backoff({ baseMs: opts.backoff?.baseMs ?? 100, capMs: opts.backoff?.capMs ?? 5000 });
   let client: pg.Client | null = null;
