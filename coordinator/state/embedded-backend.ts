@@ -81,8 +81,11 @@ export class EmbeddedBackend implements StateBackend {
       journalPath: this.journalPath,
       minCompactBytes: this.opts.minCompactBytes,
       takeText: () => ctx.takeText(),
-      // looked up at each call: tests hold the snapshot by wrapping db.write
-      writeSnapshot: () => this.db.write(),
+      // looked up at each call: tests hold the snapshot by wrapping db.write (which serializes at once)
+      writeSnapshot: () => {
+        ctx.snapshotTaken();
+        return this.db.write();
+      },
       snapshotBytes: () => this.snapshotBytes,
       unsynced: this.opts.unsyncedJournal,
     });

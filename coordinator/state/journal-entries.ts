@@ -6,12 +6,13 @@
  *
  * A node's change is journaled as what changed in it (issue 10): a `delta` entry with its
  * own fields when they changed and the attempts from the first changed one on, as value
- * tuples (node-delta.ts), never the node's whole attempt history. The `node` entry (the
+ * tuples (node-delta.ts), never the node's whole attempt history; an attempt the journal
+ * already holds goes as a patch of the fields that changed (`p`). The `node` entry (the
  * whole node with all of its attempts, as objects) is no longer written; journals that
  * hold it still replay.
  */
 import type { AgentControlRecord, BuildRecord, BuildSummaryRecord, DeadLetterRecord, NodeRecord, StateData } from './records.js';
-import { attemptTupleProblem, nodeHeadTupleProblem, type AttemptTuple, type NodeHeadTuple } from './node-delta.js';
+import { attemptPatchProblem, attemptTupleProblem, nodeHeadTupleProblem, type AttemptPatch, type AttemptTuple, type NodeHeadTuple } from './node-delta.js';
 
 /** Build fields that change after creation (the rest of a build is immutable). */
 export type BuildHead = Pick<BuildRecord, 'id' | 'state' | 'cancel_requested' | 'started_at' | 'finished_at' | 'pinned'>;
@@ -45,8 +46,12 @@ export type JournalEntry =
   | { t: 'build'; b: BuildHead }
   /** A whole node (own fields and every attempt): written before `delta` existed, still replayed. */
   | { t: 'node'; id: string; name: string; n: NodeMutable }
-  /** What changed in a node: its attempts from index `i` on (replaced or appended; may be none) and its own fields when they changed (`n`). */
-  | { t: 'delta'; id: string; name: string; i: number; a: AttemptTuple[]; n?: NodeHeadTuple }
+  /**
+   * What changed in a node: its attempts from index `i` on (replaced or appended, whole; may
+   * be none), patches of attempts before `i` the journal already holds (`p`), and its own
+   * fields when they changed (`n`).
+   */
+  | { t: 'delta'; id: string; name: string; i: number; a: AttemptTuple[]; p?: AttemptPatch[]; n?: NodeHeadTuple }
   | { t: 'archive'; id: string; s: BuildSummaryRecord };
 
 const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
@@ -82,9 +87,14 @@ export function entryProblem(e: unknown, data: StateData, nodeOf: (b: BuildRecor
       if (!isStr(e.id) || !isStr(e.name) || !Array.isArray(e.a)) return 'delta entry without build id, node name or attempts';
       const where = `delta entry of ${e.id}/${e.name}`;
       if (typeof e.i !== 'number' || !Number.isInteger(e.i) || e.i < 0) return `${where} without a valid attempt index`;
-      if (e.n === undefined && e.a.length === 0) return `${where} that changes nothing`;
+      if (e.p !== undefined && (!Array.isArray(e.p) || e.p.length === 0)) return `${where} whose attempt patches are not a non-empty array`;
+      if (e.n === undefined && e.a.length === 0 && e.p === undefined) return `${where} that changes nothing`;
       for (const t of e.a as unknown[]) {
         const problem = attemptTupleProblem(t);
+        if (problem) return `${where}: ${problem}`;
+      }
+      for (const p of (e.p ?? []) as unknown[]) {
+        const problem = attemptPatchProblem(p, e.i);
         if (problem) return `${where}: ${problem}`;
       }
       const headProblem = e.n === undefined ? null : nodeHeadTupleProblem(e.n);

@@ -13,7 +13,7 @@ import { readFile } from 'node:fs/promises';
 import { KilnError, coerceError, errnoCode } from '../../shared/index.js';
 import { entryProblem, type JournalEntry } from './journal-entries.js';
 import { JOURNAL_WRITE_PIECE } from './journal-writer.js';
-import { applyNodeHead, attemptFromTuple } from './node-delta.js';
+import { applyAttemptPatch, applyNodeHead, attemptFromTuple } from './node-delta.js';
 import type { BuildRecord, NodeRecord, StateData } from './records.js';
 
 /** A build's nodes by name (the store's cached index). */
@@ -101,6 +101,8 @@ export function applyEntry(data: StateData, e: JournalEntry, nodesByName: NodesB
       const n = b ? nodesByName(b).get(e.name) : undefined;
       if (!n) return; // archived later in the journal: the archive file has it
       for (let k = 0; k < e.a.length; k++) n.attempts[e.i + k] = attemptFromTuple(e.a[k]!);
+      // A patch's attempt is before `i` (entryProblem), so it exists: `i` is at most the node's attempt count.
+      for (const p of e.p ?? []) applyAttemptPatch(n.attempts[p[0] as number]!, p);
       if (e.n) applyNodeHead(n, e.n);
       return;
     }

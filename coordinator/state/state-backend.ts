@@ -25,6 +25,12 @@ export interface StateBackendContext {
   takeText(): string;
   /** A build's nodes by name (the store's cached index), for replay. */
   nodesByName: NodesByName;
+  /**
+   * Called just before the state is serialized as a snapshot (in the same synchronous
+   * step): journal lines after the snapshot replay over it, so the next line of each
+   * attempt must be whole again, not a patch of a line the snapshot replaced.
+   */
+  snapshotTaken(): void;
 }
 
 export interface StateBackend {

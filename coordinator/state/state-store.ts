@@ -11,7 +11,8 @@
  * `markAttempt`, or `markNode` for a whole node), and then `await commit()`; the promise
  * resolves once everything changed before the call is on disk. A commit appends one line
  * per changed build/node to the journal, and a node's line carries only what changed in
- * it (its own fields, the attempts from the first changed one on): its cost follows the
+ * it (its own fields, the attempts from the first changed one on, each whole the first time
+ * after a start or a snapshot and then as a patch of what changed): its cost follows the
  * number of changes, not the size of the state or of a node's history, and commits that
  * arrive while a write is in flight share the next one.
  *
@@ -27,10 +28,10 @@
 import { join } from 'node:path';
 import { KilnError, coerceError } from '../../shared/index.js';
 import { entryProblem, type JournalEntry } from './journal-entries.js';
-import { attemptTuple, nodeHeadTuple } from './node-delta.js';
+import { attemptPatch, attemptTuple, journaledTuple, nodeHeadTuple, type AttemptPatch, type JournaledTuple } from './node-delta.js';
 import { EmbeddedBackend, JOURNAL_FILE, STATE_FILE } from './embedded-backend.js';
 import type { StateBackend } from './state-backend.js';
-import { emptyState, summarize, type BuildRecord, type BuildSummaryRecord, type NodeRecord, type StateData } from './records.js';
+import { emptyState, summarize, type AttemptRecord, type BuildRecord, type BuildSummaryRecord, type NodeRecord, type StateData } from './records.js';
 
 export interface StateStoreOptions {
   dataDir: string;
@@ -71,6 +72,8 @@ export class StateStore {
   private archived: Array<{ id: string; s: BuildSummaryRecord }> = [];
   private readonly revived = new Set<string>();
   /** Node name -> record per build node list (journal lines look nodes up by name). */
+  /** Each attempt as the journal holds it since the last snapshot (absent: its next line is whole). */
+  private journaled = new WeakMap<AttemptRecord, JournaledTuple>();
   private readonly nodeIndex = new WeakMap<readonly NodeRecord[], Map<string, NodeRecord>>();
   private readonly dirtyDlq = new Set<string>();
   private readonly dirtyControls = new Set<string>();
@@ -120,7 +123,14 @@ export class StateStore {
     const store = new StateStore(opts);
     if (!store.backend) return store;
     const { data, created } = await store.backend.open(
-      { data: () => store.state, takeText: () => store.journalText(store.takeEntries()), nodesByName: (b) => store.nodesByName(b) },
+      {
+        data: () => store.state,
+        takeText: () => store.journalText(store.takeEntries()),
+        nodesByName: (b) => store.nodesByName(b),
+        snapshotTaken: () => {
+          store.journaled = new WeakMap();
+        },
+      },
       opts.init,
     );
     store.state = data;
@@ -292,11 +302,26 @@ export class StateStore {
       for (const [name, d] of nodes) {
         const n = byName.get(name);
         if (!n) continue;
-        const from = Math.min(d.from, n.attempts.length);
+        let k = Math.min(d.from, n.attempts.length);
+        // Attempts the journal holds (whole, since the last snapshot): the fields that changed.
+        let p: AttemptPatch[] | undefined;
+        for (; k < n.attempts.length; k++) {
+          const prev = this.journaled.get(n.attempts[k]!);
+          if (!prev) break;
+          const patch = attemptPatch(k, prev, attemptTuple(n.attempts[k]!));
+          if (patch) (p ??= []).push(patch);
+        }
+        // The rest whole (new attempts; after a restart or a snapshot, every attempt once).
+        const i = k;
         const a = [];
-        for (let k = from; k < n.attempts.length; k++) a.push(attemptTuple(n.attempts[k]!));
-        if (a.length === 0 && !d.head) continue;
-        const e: Extract<JournalEntry, { t: 'delta' }> = { t: 'delta', id, name, i: from, a };
+        for (; k < n.attempts.length; k++) {
+          const t = attemptTuple(n.attempts[k]!);
+          a.push(t);
+          this.journaled.set(n.attempts[k]!, journaledTuple(t));
+        }
+        if (a.length === 0 && !p && !d.head) continue;
+        const e: Extract<JournalEntry, { t: 'delta' }> = { t: 'delta', id, name, i, a };
+        if (p) e.p = p;
         if (d.head) e.n = nodeHeadTuple(n);
         entries.push(e);
       }

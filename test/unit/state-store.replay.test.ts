@@ -102,14 +102,17 @@ describe('state journal replay', () => {
     await s.commit();
     const journal = await journalText(s.journalPath);
     for (const t of ['new', 'delta', 'build', 'dlq', 'control', 'archive', 'revive']) expect(journal).toContain(`"t":"${t}"`);
-    const deltas = journal.split('\n').filter((l) => l.includes('"t":"delta"')).map((l) => JSON.parse(l) as { name: string; i: number; a: unknown[]; n?: unknown[] });
-    // what changed, not the node: fields only; attempt and fields; the attempt alone; two attempts from index 0
-    expect(deltas.map((d) => [d.name, d.i, d.a.length, d.n !== undefined])).toEqual([
-      ['n0', 0, 0, true],
-      ['n1', 0, 1, true],
-      ['n1', 0, 1, false],
-      ['n1', 0, 2, true],
+    const deltas = journal.split('\n').filter((l) => l.includes('"t":"delta"')).map((l) => JSON.parse(l) as { name: string; i: number; a: unknown[]; p?: unknown[][]; n?: unknown[] });
+    // what changed, not the node: fields only; a new attempt (whole) and fields; the attempt alone, as a
+    // patch of what changed; a patch of the first attempt, the second whole, and fields
+    expect(deltas.map((d) => [d.name, d.i, d.a.length, d.p?.length ?? 0, d.n !== undefined])).toEqual([
+      ['n0', 0, 0, 0, true],
+      ['n1', 0, 1, 0, true],
+      ['n1', 1, 0, 1, false],
+      ['n1', 1, 1, 1, true],
     ]);
+    // a patch carries the positions that changed: state, started_at, log_bytes (and the objects, compared by their JSON: none changed)
+    expect(deltas[2]!.p).toEqual([[0, 5, 'running', 8, 20, 15, 7]]);
     const before = snapshot(s);
     expect(before).toContain('"test_exit_code":null');
     // no drain: as after kill -9

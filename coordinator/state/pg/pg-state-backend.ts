@@ -177,7 +177,7 @@ export class PgStateBackend implements StateBackend {
           const text = this.ctx?.takeText() ?? '';
           // A snapshot is taken with a batch, in its transaction: the state in memory is then
           // exactly what the journal holds up to this batch (nothing marked and unwritten in it).
-          const snapshot = this.journalBytes > Math.max(this.opts.minCompactBytes ?? 32 * 1024 * 1024, this.snapshotBytes) && this.ctx ? JSON.stringify(stateToFile(this.ctx.data())) : null;
+          const snapshot = this.journalBytes > Math.max(this.opts.minCompactBytes ?? 32 * 1024 * 1024, this.snapshotBytes) && this.ctx ? this.serialize(this.ctx) : null;
           if (text || snapshot !== null) await this.write(text, snapshot);
           for (const w of batch) w.resolve();
         } catch (err) {
@@ -187,6 +187,12 @@ export class PgStateBackend implements StateBackend {
     } finally {
       this.writing = false;
     }
+  }
+
+  /** The state as a snapshot's body; the journal's next line of each attempt is whole again (StateBackendContext.snapshotTaken). */
+  private serialize(ctx: StateBackendContext): string {
+    ctx.snapshotTaken();
+    return JSON.stringify(stateToFile(ctx.data()));
   }
 
   /**
