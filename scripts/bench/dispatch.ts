@@ -90,6 +90,7 @@ async function kilnRuns(side: Side, runs = RUNS) {
     const p50Ones: number[] = [];
     const p99Ones: number[] = [];
     const cpuUs: number[] = [];
+    const sysUs: number[] = [];
     const mainUs: number[] = [];
     const wideWrites: number[] = [];
     const eventsPerS: number[] = [];
@@ -110,6 +111,7 @@ async function kilnRuns(side: Side, runs = RUNS) {
       eventsPerNode.push((e1.events - e0.events) / EVENT_CLIENTS_OR_1 / NODES);
       resets += e1.resets - e0.resets;
       cpuUs.push((cpu.user + cpu.system) / NODES);
+      sysUs.push(cpu.system / NODES);
       mainUs.push(((mainThreadMs() - main0) * 1000) / NODES);
       wideWrites.push(c.coord.store.writes - w0);
       if (r.state !== 'success') throw new Error(`wide build ended ${r.state}`);
@@ -137,6 +139,7 @@ async function kilnRuns(side: Side, runs = RUNS) {
       p99One: median(p99Ones),
       writes: c.coord.store.writes,
       cpuUs: median(cpuUs),
+      sysUs: median(sysUs),
       mainUs: median(mainUs),
       wideWrites: median(wideWrites),
       eventsPerS: median(eventsPerS),
@@ -289,7 +292,7 @@ async function diskSync(): Promise<{ p50: number; p99: number }> {
 
 async function profileOnly(side: Side) {
   const r = await kilnRuns(side);
-  console.log(`kiln persistence ${side} (profiling run, no comparator): ${fmt(r.rate, 0)} nodes/s (runs ${r.rates.map((x) => fmt(x, 0)).join(', ')}); coordinator CPU per node ${fmt(r.cpuUs, 1)} µs (main thread ${fmt(r.mainUs, 1)} µs), ${fmt(r.wideWrites, 0)} durable writes per wide build`);
+  console.log(`kiln persistence ${side} (profiling run, no comparator): ${fmt(r.rate, 0)} nodes/s (runs ${r.rates.map((x) => fmt(x, 0)).join(', ')}); coordinator CPU per node ${fmt(r.cpuUs, 1)} µs (kernel ${fmt(r.sysUs, 1)}, main thread ${fmt(r.mainUs, 1)} µs), ${fmt(r.wideWrites, 0)} durable writes per wide build`);
   if (EVENT_CLIENTS > 0) console.log(`events stream: ${EVENT_CLIENTS} client(s) reading all topics; each got ${fmt(r.eventsPerS, 0)} events/s during the wide build (${fmt(r.eventsPerNode, 2)} per node), ${r.resets} reset(s)`);
 }
 
@@ -333,7 +336,7 @@ async function main() {
     offs.push(off);
     console.log(
       `run ${r + 1} (load ${loadavg()[0]!.toFixed(2)}; disk append+fdatasync p50 ${fmt(disk.p50, 3)} ms, p99 ${fmt(disk.p99, 2)} ms): bare sync RTT p50 ${fmt(bare.p50, 3)} ms (durable ${fmt(bare.durableP50, 3)} ms), ${fmt(bare.rate, 0)} round trips/s; ` +
-        `on ${fmt(on.rate, 0)} nodes/s (coordinator CPU ${fmt(on.cpuUs, 1)} µs/node, main thread ${fmt(on.mainUs, 1)}, ${fmt(on.wideWrites, 0)} durable writes), one-in-flight p50 ${fmt(on.p50One, 3)} ms (${fmt(on.p50One / bare.p50, 2)}x); off ${fmt(off.rate, 0)} nodes/s (CPU ${fmt(off.cpuUs, 1)} µs/node, main thread ${fmt(off.mainUs, 1)}), p50 ${fmt(off.p50One, 3)} ms; unsynced ${fmt(unsynced.rate, 0)} nodes/s (CPU ${fmt(unsynced.cpuUs, 1)} µs/node, main thread ${fmt(unsynced.mainUs, 1)}); on/off ${fmt(on.rate / off.rate, 3)}, unsynced/off ${fmt(unsynced.rate / off.rate, 3)}, on/unsynced ${fmt(on.rate / unsynced.rate, 3)}`,
+        `on ${fmt(on.rate, 0)} nodes/s (coordinator CPU ${fmt(on.cpuUs, 1)} µs/node, kernel ${fmt(on.sysUs, 1)}, main thread ${fmt(on.mainUs, 1)}, ${fmt(on.wideWrites, 0)} durable writes), one-in-flight p50 ${fmt(on.p50One, 3)} ms (${fmt(on.p50One / bare.p50, 2)}x); off ${fmt(off.rate, 0)} nodes/s (CPU ${fmt(off.cpuUs, 1)} µs/node, kernel ${fmt(off.sysUs, 1)}, main thread ${fmt(off.mainUs, 1)}), p50 ${fmt(off.p50One, 3)} ms; unsynced ${fmt(unsynced.rate, 0)} nodes/s (CPU ${fmt(unsynced.cpuUs, 1)} µs/node, kernel ${fmt(unsynced.sysUs, 1)}, main thread ${fmt(unsynced.mainUs, 1)}); on/off ${fmt(on.rate / off.rate, 3)}, unsynced/off ${fmt(unsynced.rate / off.rate, 3)}, on/unsynced ${fmt(on.rate / unsynced.rate, 3)}`,
     );
   }
   const med = (xs: number[], d: number) => `${fmt(median(xs), d)} (${fmt(Math.min(...xs), d)}–${fmt(Math.max(...xs), d)})`;
