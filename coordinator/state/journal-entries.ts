@@ -7,7 +7,9 @@
  * A node's change is journaled as what changed in it (issue 10): a `delta` entry with its
  * own fields when they changed and the attempts from the first changed one on, as value
  * tuples (node-delta.ts), never the node's whole attempt history; an attempt the journal
- * already holds goes as a patch of the fields that changed (`p`). The `node` entry (the
+ * already holds goes as a patch of the fields that changed (`p`, in a `patch` entry, which
+ * a coordinator from before patches refuses rather than replaying the line without them).
+ * The `node` entry (the
  * whole node with all of its attempts, as objects) is no longer written; journals that
  * hold it still replay.
  */
@@ -51,7 +53,9 @@ export type JournalEntry =
    * be none), patches of attempts before `i` the journal already holds (`p`), and its own
    * fields when they changed (`n`).
    */
-  | { t: 'delta'; id: string; name: string; i: number; a: AttemptTuple[]; p?: AttemptPatch[]; n?: NodeHeadTuple }
+  | { t: 'delta'; id: string; name: string; i: number; a: AttemptTuple[]; n?: NodeHeadTuple }
+  /** A `delta` with patches of attempts before `i` the journal already holds (`p`, never empty). */
+  | { t: 'patch'; id: string; name: string; i: number; a: AttemptTuple[]; p: AttemptPatch[]; n?: NodeHeadTuple }
   | { t: 'archive'; id: string; s: BuildSummaryRecord };
 
 const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
@@ -83,11 +87,12 @@ export function entryProblem(e: unknown, data: StateData, nodeOf: (b: BuildRecor
       if (!nodeOf(b, e.name)) return `update of unknown node ${e.id}/${e.name}`;
       return null;
     }
-    case 'delta': {
-      if (!isStr(e.id) || !isStr(e.name) || !Array.isArray(e.a)) return 'delta entry without build id, node name or attempts';
-      const where = `delta entry of ${e.id}/${e.name}`;
+    case 'delta':
+    case 'patch': {
+      if (!isStr(e.id) || !isStr(e.name) || !Array.isArray(e.a)) return `${e.t} entry without build id, node name or attempts`;
+      const where = `${e.t} entry of ${e.id}/${e.name}`;
       if (typeof e.i !== 'number' || !Number.isInteger(e.i) || e.i < 0) return `${where} without a valid attempt index`;
-      if (e.p !== undefined && (!Array.isArray(e.p) || e.p.length === 0)) return `${where} whose attempt patches are not a non-empty array`;
+      if (e.t === 'patch' ? !Array.isArray(e.p) || e.p.length === 0 : e.p !== undefined) return `${where} whose attempt patches are not ${e.t === 'patch' ? 'a non-empty array' : 'allowed (a patch entry carries them)'}`;
       if (e.n === undefined && e.a.length === 0 && e.p === undefined) return `${where} that changes nothing`;
       for (const t of e.a as unknown[]) {
         const problem = attemptTupleProblem(t);
@@ -103,8 +108,12 @@ export function entryProblem(e: unknown, data: StateData, nodeOf: (b: BuildRecor
       if (!b) return data.archived.has(e.id) ? null : `update of a node of unknown build ${e.id}`;
       const n = nodeOf(b, e.name);
       if (!n) return `update of unknown node ${e.id}/${e.name}`;
+      if (!Array.isArray(n.attempts)) return `${where}: the node has no attempt list`;
       // Attempts are only ever appended: an index past the end would leave a hole.
       if (e.i > n.attempts.length) return `${where} at attempt index ${e.i}, but the node has ${n.attempts.length} attempts`;
+      for (const p of (e.p ?? []) as unknown[][]) {
+        if (!isObj(n.attempts[p[0] as number])) return `${where}: a patch of attempt index ${String(p[0])}, which is not an attempt record`;
+      }
       return null;
     }
     case 'archive':

@@ -96,13 +96,14 @@ export function applyEntry(data: StateData, e: JournalEntry, nodesByName: NodesB
       if (n) Object.assign(n, e.n);
       return;
     }
-    case 'delta': {
+    case 'delta':
+    case 'patch': {
       const b = builds.get(e.id);
       const n = b ? nodesByName(b).get(e.name) : undefined;
       if (!n) return; // archived later in the journal: the archive file has it
       for (let k = 0; k < e.a.length; k++) n.attempts[e.i + k] = attemptFromTuple(e.a[k]!);
       // A patch's attempt is before `i` (entryProblem), so it exists: `i` is at most the node's attempt count.
-      for (const p of e.p ?? []) applyAttemptPatch(n.attempts[p[0] as number]!, p);
+      if (e.t === 'patch') for (const p of e.p) applyAttemptPatch(n.attempts[p[0] as number]!, p);
       if (e.n) applyNodeHead(n, e.n);
       return;
     }

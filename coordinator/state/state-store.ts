@@ -273,13 +273,25 @@ export class StateStore {
     return this.backend.commit();
   }
 
+  /**
+   * A build journaled whole (`new`, `revive`): its attempts' next lines are whole too. A
+   * revived build can come back as the same objects (the archive cache), whose last
+   * journaled tuples may predate changes only the archive file and the whole line carry.
+   */
+  private forgetJournaled(b: BuildRecord): void {
+    for (const n of b.nodes) for (const a of n.attempts) this.journaled.delete(a);
+  }
+
   /** Journal entries for everything marked, read from the current in-memory state. */
   private takeEntries(): JournalEntry[] {
     const entries: JournalEntry[] = [];
     const builds = this.data.builds;
     for (const id of this.revived) {
       const b = builds.get(id);
-      if (b) entries.push({ t: 'revive', b });
+      if (b) {
+        entries.push({ t: 'revive', b });
+        this.forgetJournaled(b);
+      }
       this.newBuilds.delete(id);
       this.dirtyBuilds.delete(id);
       this.dirtyNodes.delete(id);
@@ -287,7 +299,10 @@ export class StateStore {
     this.revived.clear();
     for (const id of this.newBuilds) {
       const b = builds.get(id);
-      if (b) entries.push({ t: 'new', b });
+      if (b) {
+        entries.push({ t: 'new', b });
+        this.forgetJournaled(b);
+      }
       this.dirtyBuilds.delete(id);
       this.dirtyNodes.delete(id);
     }
@@ -320,8 +335,8 @@ export class StateStore {
           this.journaled.set(n.attempts[k]!, journaledTuple(t));
         }
         if (a.length === 0 && !p && !d.head) continue;
-        const e: Extract<JournalEntry, { t: 'delta' }> = { t: 'delta', id, name, i, a };
-        if (p) e.p = p;
+        // With patches, a `patch` entry: a coordinator that does not know patches refuses it instead of skipping them.
+        const e: Extract<JournalEntry, { t: 'delta' | 'patch' }> = p ? { t: 'patch', id, name, i, a, p } : { t: 'delta', id, name, i, a };
         if (d.head) e.n = nodeHeadTuple(n);
         entries.push(e);
       }

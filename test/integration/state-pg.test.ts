@@ -17,6 +17,7 @@ import { KilnError } from '../../shared/index.js';
 import { migrate } from '../../coordinator/state/pg/migrate.js';
 import { PgStateBackend, type FenceToken } from '../../coordinator/state/pg/pg-state-backend.js';
 import { StateStore } from '../../coordinator/state/state-store.js';
+import { assignedAttempt } from '../../coordinator/state/records.js';
 import { buildRecord } from '../helpers/build-record.js';
 import { freshDatabase, privatePostgres, type TestDatabase } from '../helpers/postgres.js';
 
@@ -169,6 +170,47 @@ describe('PostgreSQL state backend', () => {
     s3.markNew('u-2');
     await expect(s3.commit()).rejects.toMatchObject({ code: 'E_UNAVAILABLE', message: expect.stringMatching(/may or may not have landed/) });
     token = TOKEN;
+  });
+
+  it('journals an attempt whole again in the first row after an in-batch snapshot, then as patches; a reopened store has every change', async () => {
+    const { store, backend } = await open(pg, { minCompactBytes: 1 });
+    const b = buildRecord('p-1', 1, { fill: 100 });
+    store.data.builds.set('p-1', b);
+    store.markNew('p-1');
+    await store.commit();
+    const a = assignedAttempt({ id: 'a-p', number: 1, agent: 'x', session: 's', assigned_at: 1, log_header: '', inputs: {}, spec_digest: null });
+    b.nodes[0]!.attempts.push(a);
+    store.markAttempt('p-1', 'n0', 0);
+    await store.commit();
+    const lastRow = async () => {
+      const body = (await pg.query<{ body: string }>('SELECT body FROM kiln_state_journal ORDER BY seq DESC LIMIT 1'))[0]!.body;
+      return JSON.parse(body.split('\n').find((l) => l.includes('"name":"n0"') && l.includes('"id":"p-1"'))!) as { t: string; a: unknown[] };
+    };
+    const kinds: string[] = [];
+    for (let i = 1; i <= 12; i++) {
+      const snapshots = backend.snapshots;
+      a.log_bytes = i;
+      store.markAttempt('p-1', 'n0', 0);
+      // journal bytes, so that the journal outgrows the snapshot now and then
+      store.data.builds.set(`p-x${i}`, buildRecord(`p-x${i}`, 4, { fill: 4000 }));
+      store.markNew(`p-x${i}`);
+      await store.commit();
+      // a batch that took a snapshot deletes its own row; else the row's line of p-1/n0
+      if (backend.snapshots !== snapshots) kinds.push('snapshot');
+      else {
+        const row = await lastRow();
+        kinds.push(`${row.t}:${row.a.length}`);
+      }
+    }
+    // after each snapshot the attempt is whole (a delta with its tuple), else a patch
+    expect(kinds).toContain('snapshot');
+    kinds.forEach((k, i) => {
+      if (k !== 'snapshot') expect(k, `batch ${i + 1}: ${kinds.join(' ')}`).toBe(kinds[i - 1] === 'snapshot' ? 'delta:1' : 'patch:0');
+    });
+    const again = await open(pg);
+    expect(plain(again.store)).toEqual(plain(store));
+    await again.store.drain();
+    await store.drain();
   });
 
   it('folds the journal into snapshots while commits go on, and a reopened store has every change', async () => {

@@ -110,8 +110,11 @@ describe('attempt patches', () => {
     const b = buildRecord('b-1', 1);
     b.nodes[0]!.attempts.push(fullAttempt());
     data.builds.set('b-1', b);
-    const delta = (p: unknown, i = 1) => entryProblem({ t: 'delta', id: 'b-1', name: 'n0', i, a: [], p }, data);
+    const delta = (p: unknown, i = 1) => entryProblem({ t: 'patch', id: 'b-1', name: 'n0', i, a: [], p }, data);
     expect(delta([[0, 5, 'running']])).toBeNull();
+    // patches only in a patch entry: a coordinator from before them refuses it instead of skipping them
+    expect(entryProblem({ t: 'delta', id: 'b-1', name: 'n0', i: 1, a: [], p: [[0, 5, 'running']] }, data)).toMatch(/delta entry of b-1\/n0 whose attempt patches are not allowed/);
+    expect(entryProblem({ t: 'patch', id: 'b-1', name: 'n0', i: 1, a: [] }, data)).toMatch(/patch entry of b-1\/n0 whose attempt patches are not a non-empty array/);
     expect(delta([[0, 5, 'running', 8, 20]])).toBeNull();
     expect(delta([])).toMatch(/attempt patches are not a non-empty array/);
     expect(delta('x')).toMatch(/attempt patches are not a non-empty array/);
@@ -125,6 +128,9 @@ describe('attempt patches', () => {
     expect(delta([[0, 5, '']])).toMatch(/sets state to ""/);
     expect(delta([[0, 1, null]])).toMatch(/sets id to null/);
     expect(delta([[0, 2, 'two']])).toMatch(/sets number to "two"/);
+    // an attempt that is not a record (a hand-edited journal) is refused, not a TypeError on replay
+    b.nodes[0]!.attempts[0] = null as unknown as AttemptRecord;
+    expect(delta([[0, 5, 'running']])).toMatch(/a patch of attempt index 0, which is not an attempt record/);
   });
 });
 
@@ -182,7 +188,7 @@ describe('attempt patches and snapshots', () => {
     a.log_bytes = 5;
     s.markAttempt('b-1', 'n0', 0);
     await s.commit(); // a patch
-    expect(JSON.parse(backend.lines.at(-1)!)).toMatchObject({ i: 1, a: [], p: [[0, ATTEMPT_TUPLE_FIELDS.indexOf('log_bytes') + 1, 5]] });
+    expect(JSON.parse(backend.lines.at(-1)!)).toMatchObject({ t: 'patch', i: 1, a: [], p: [[0, ATTEMPT_TUPLE_FIELDS.indexOf('log_bytes') + 1, 5]] });
     a.error = 'B';
     s.markAttempt('b-1', 'n0', 0); // marked, not yet journaled: the snapshot holds it
     backend.takeSnapshot();
@@ -205,12 +211,12 @@ describe('attempt patches and snapshots', () => {
     a.state = 'success';
     s.markAttempt('b-1', 'n0', 0);
     await s.commit();
-    expect(JSON.parse(backend.lines.at(-1)!)).toMatchObject({ i: 1, a: [], p: [[0, 5, 'success']] });
+    expect(JSON.parse(backend.lines.at(-1)!)).toMatchObject({ t: 'patch', i: 1, a: [], p: [[0, 5, 'success']] });
   });
 });
 
 describe('the embedded backend and snapshots', () => {
-  it('tells the store before it serialises a snapshot (at creation and at each compaction)', async () => {
+  it('tells the store before it serialises a snapshot (at creation and at the final compaction)', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'kiln-patch-'));
     try {
       const backend = new EmbeddedBackend({ dataDir: dir, minCompactBytes: 1, unsyncedJournal: false });

@@ -101,15 +101,15 @@ describe('state journal replay', () => {
     await s.archive(c);
     await s.commit();
     const journal = await journalText(s.journalPath);
-    for (const t of ['new', 'delta', 'build', 'dlq', 'control', 'archive', 'revive']) expect(journal).toContain(`"t":"${t}"`);
-    const deltas = journal.split('\n').filter((l) => l.includes('"t":"delta"')).map((l) => JSON.parse(l) as { name: string; i: number; a: unknown[]; p?: unknown[][]; n?: unknown[] });
+    for (const t of ['new', 'delta', 'patch', 'build', 'dlq', 'control', 'archive', 'revive']) expect(journal).toContain(`"t":"${t}"`);
+    const deltas = journal.split('\n').filter((l) => /"t":"(delta|patch)"/.test(l)).map((l) => JSON.parse(l) as { t: string; name: string; i: number; a: unknown[]; p?: unknown[][]; n?: unknown[] });
     // what changed, not the node: fields only; a new attempt (whole) and fields; the attempt alone, as a
     // patch of what changed; a patch of the first attempt, the second whole, and fields
-    expect(deltas.map((d) => [d.name, d.i, d.a.length, d.p?.length ?? 0, d.n !== undefined])).toEqual([
-      ['n0', 0, 0, 0, true],
-      ['n1', 0, 1, 0, true],
-      ['n1', 1, 0, 1, false],
-      ['n1', 1, 1, 1, true],
+    expect(deltas.map((d) => [d.t, d.name, d.i, d.a.length, d.p?.length ?? 0, d.n !== undefined])).toEqual([
+      ['delta', 'n0', 0, 0, 0, true],
+      ['delta', 'n1', 0, 1, 0, true],
+      ['patch', 'n1', 1, 0, 1, false],
+      ['patch', 'n1', 1, 1, 1, true],
     ]);
     // a patch carries the positions that changed: state, started_at, log_bytes (and the objects, compared by their JSON: none changed)
     expect(deltas[2]!.p).toEqual([[0, 5, 'running', 8, 20, 15, 7]]);
