@@ -19,33 +19,7 @@ import type { StateBackend, StateBackendContext } from '../../coordinator/state/
 import { StateStore } from '../../coordinator/state/state-store.js';
 import { EmbeddedBackend } from '../../coordinator/state/embedded-backend.js';
 import { buildRecord } from '../helpers/build-record.js';
-
-function fullAttempt(): AttemptRecord {
-  const a = assignedAttempt({ id: 'a-1', number: 2, agent: 'agent-1', session: 's-1', assigned_at: 3, log_header: 'h\n', inputs: { x: 'sha256:in' }, spec_digest: 'sha256:spec', gpus: [4, 5], emulated: true });
-  return Object.assign(a, {
-    state: 'failed',
-    accepted_at: 6,
-    started_at: 7,
-    finished_at: 8,
-    exit_code: 9,
-    error: 'boom',
-    failed_step: 'RUN x',
-    infra: true,
-    image_id: 'sha256:img',
-    log_bytes: 10,
-    reason: 'because',
-    fetch_ms: 11,
-    build_ms: 12,
-    key: 'sha256:key',
-    base_images: [{ ref: 'debian', digest: 'sha256:base' }],
-    dockerfile_digest: 'sha256:df',
-    outputs: [{ name: 'o', digest: 'sha256:out', size: 13 }],
-    provenance: 'sha256:prov',
-    reused_from: { build_id: 'b-0', node: 'n', attempt_id: 'a-0', attempt_number: 1 },
-    test_exit_code: 14,
-    cache: { hit: 16, miss: 17, push: 'pushed' },
-  } as Partial<AttemptRecord>);
-}
+import { fullAttempt } from '../helpers/full-attempt.js';
 
 const json = <T>(v: T): T => JSON.parse(JSON.stringify(v)) as T;
 

@@ -18,19 +18,25 @@ import { buildRecord } from '../helpers/build-record.js';
 const att = (id: string, number: number) => assignedAttempt({ id, number, agent: 'x', session: 's', assigned_at: 1, log_header: '', inputs: {}, spec_digest: null });
 const snap = (s: StateStore) => JSON.stringify(stateToFile(s.data));
 
+/** A new store in `dir` with build b-1 and one attempt on its node n0, both journaled. */
+async function storeWithAttempt(dir: string) {
+  const s = await StateStore.open({ dataDir: dir, persist: true, init: true });
+  const b = buildRecord('b-1', 1);
+  s.data.builds.set('b-1', b);
+  s.markNew('b-1');
+  await s.commit();
+  const a = att('a-1', 1);
+  b.nodes[0]!.attempts.push(a);
+  s.markAttempt('b-1', 'n0', 0);
+  await s.commit();
+  return { s, b, a };
+}
+
 describe('attempt patches on the embedded state', () => {
   it('a build revived from the archive cache journals its attempts whole again: a field set in the revive line, then back, replays as it is in memory', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'rv-'));
     try {
-      const s = await StateStore.open({ dataDir: dir, persist: true, init: true });
-      const b = buildRecord('b-1', 1);
-      s.data.builds.set('b-1', b);
-      s.markNew('b-1');
-      await s.commit();
-      const a = att('a-1', 1);
-      b.nodes[0]!.attempts.push(a);
-      s.markAttempt('b-1', 'n0', 0);
-      await s.commit(); // whole, reason null
+      const { s, b, a } = await storeWithAttempt(dir); // the attempt whole, reason null
       b.state = 'failed';
       s.markBuild('b-1');
       await s.commit();
@@ -53,15 +59,7 @@ describe('attempt patches on the embedded state', () => {
   it('a change whose mark the archive took over, then a revive from the cache and the field back: replays as it is in memory', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'rv-'));
     try {
-      const s = await StateStore.open({ dataDir: dir, persist: true, init: true });
-      const b = buildRecord('b-1', 1);
-      s.data.builds.set('b-1', b);
-      s.markNew('b-1');
-      await s.commit();
-      const a = att('a-1', 1);
-      b.nodes[0]!.attempts.push(a);
-      s.markAttempt('b-1', 'n0', 0);
-      await s.commit(); // whole: state assigned
+      const { s, b, a } = await storeWithAttempt(dir); // the attempt whole: state assigned
       a.state = 'success';
       s.markAttempt('b-1', 'n0', 0);
       b.state = 'success';
