@@ -17,7 +17,7 @@ import { copyFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { openPg, type PgClient } from '../../coordinator/state/pg/pg-client.js';
-import type { ClusterViewT } from '../../shared/index.js';
+import { coerceError, type ClusterViewT } from '../../shared/index.js';
 import { getBuild, nodeLog, spawnKiln, startCoordinator, submitSpec, tempDir, waitFor, waitForBuild, type CoordinatorHandle, type Proc } from '../helpers/cluster.js';
 import { freshDatabase, type TestDatabase } from '../helpers/postgres.js';
 import { startS3, type TestS3 } from '../helpers/s3.js';
@@ -185,11 +185,17 @@ describe('two coordinators on one PostgreSQL state', () => {
     const id = await submitSpec(a, { name: 'paused', nodes: { p0: { dockerfile_inline: 'FROM scratch' }, p1: { dockerfile_inline: 'FROM scratch', needs: ['p0'] } } });
     await waitFor('p0 running', async () => (await getBuild(a, id)).nodes.find((n) => n.name === 'p0')?.state === 'running' || undefined);
     process.kill(a.proc.child.pid!, 'SIGSTOP');
+    let view: ClusterViewT | null = null;
     try {
+      // At a later epoch: a standby whose first try to lead failed (it gives the lease up and
+      // tries again) leads at the one after.
       await waitFor('the standby to lead', async () => {
-        const v = await cluster(b).catch(() => null);
-        return v && v.leader === b.url && v.epoch === epoch0 + 1 ? true : undefined;
+        view = await cluster(b).catch(() => null);
+        return view && view.leader === b.url && view.epoch > epoch0 ? true : undefined;
       }, 30_000, 50);
+    } catch (err) {
+      // What the standby said meanwhile, to tell a slow machine from a takeover that cannot read the state.
+      throw new Error(`${coerceError(err).message}; last cluster view ${JSON.stringify(view)}; the standby's log:\n${b.proc.stderr.slice(-4000)}`);
     } finally {
       process.kill(a.proc.child.pid!, 'SIGCONT');
     }
