@@ -48,11 +48,7 @@ export type JournalEntry =
   | { t: 'build'; b: BuildHead }
   /** A whole node (own fields and every attempt): written before `delta` existed, still replayed. */
   | { t: 'node'; id: string; name: string; n: NodeMutable }
-  /**
-   * What changed in a node: its attempts from index `i` on (replaced or appended, whole; may
-   * be none), patches of attempts before `i` the journal already holds (`p`), and its own
-   * fields when they changed (`n`).
-   */
+  /** What changed in a node: its attempts from index `i` on (replaced or appended, whole; may be none) and its own fields when they changed (`n`). */
   | { t: 'delta'; id: string; name: string; i: number; a: AttemptTuple[]; n?: NodeHeadTuple }
   /** A `delta` with patches of attempts before `i` the journal already holds (`p`, never empty). */
   | { t: 'patch'; id: string; name: string; i: number; a: AttemptTuple[]; p: AttemptPatch[]; n?: NodeHeadTuple }

@@ -71,9 +71,9 @@ export class StateStore {
   private readonly dirtyNodes = new Map<string, Map<string, DirtyNode>>();
   private archived: Array<{ id: string; s: BuildSummaryRecord }> = [];
   private readonly revived = new Set<string>();
-  /** Node name -> record per build node list (journal lines look nodes up by name). */
   /** Each attempt as the journal holds it since the last snapshot (absent: its next line is whole). */
   private journaled = new WeakMap<AttemptRecord, JournaledTuple>();
+  /** Node name -> record per build node list (journal lines look nodes up by name). */
   private readonly nodeIndex = new WeakMap<readonly NodeRecord[], Map<string, NodeRecord>>();
   private readonly dirtyDlq = new Set<string>();
   private readonly dirtyControls = new Set<string>();
