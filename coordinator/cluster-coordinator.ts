@@ -53,14 +53,18 @@ export async function startClusterCoordinator(config: CoordinatorConfig, logger:
     await prepareDataDir(config.dataDir);
     releasers.push(await lockDataDir(config.dataDir, (stale) => logger.warn({ stale: stale.holder, reason: stale.reason }, stale.message)));
     // State writes and reads, and the lease on a client of its own (renewals never queue behind writes).
-    const pg = await openPg(stateUrl, { applicationName: 'kiln-coordinator', max: 8 });
+    // A write transaction idle for a lease TTL is ended by the server: a paused leader must not
+    // hold the lease row (kiln_fence's FOR SHARE) against a takeover past its lease.
+    const pg = await openPg(stateUrl, { applicationName: 'kiln-coordinator', max: 8, idleInTransactionTimeoutMs: config.leaseTtlMs });
     releasers.push(() => pg.close());
     const applied = await migrate(pg);
     // Others reach this coordinator at its advertised URL (the lease, agents sent here, the cluster view): a wildcard address names no one.
     if (!config.advertiseUrl && ['0.0.0.0', '::', ''].includes(config.listen.host)) {
       throw new KilnError('E_CONFIG', `listen ${config.listen.host || '*'}:${config.listen.port} with a PostgreSQL state: set advertise_url (--advertise-url, KILN_ADVERTISE_URL) to the URL other coordinators, agents and clients reach this one at`);
     }
-    const leasePg = await openPg(stateUrl, { applicationName: 'kiln-coordinator-lease', max: 2 });
+    // A takeover that meets a lease row locked by a paused leader's transaction fails its poll
+    // (and tries again at the next) instead of waiting, so this coordinator goes on being seen.
+    const leasePg = await openPg(stateUrl, { applicationName: 'kiln-coordinator-lease', max: 2, lockTimeoutMs: Math.max(200, Math.floor(config.leaseTtlMs / 5)) });
     releasers.push(() => leasePg.close());
 
     let lease: LeaderLease | null = null;

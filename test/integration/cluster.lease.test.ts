@@ -5,7 +5,8 @@
  * advances: a paused process) loses the lease to the standby after the TTL, its fenced write
  * then fails with E_NOT_LEADER and lands nothing while the new leader's lands, and when it
  * resumes its renewal finds the row moved on and it steps down. kiln_fence takes the lease row
- * FOR SHARE: a takeover waits for a write transaction that passed the fence to commit.
+ * FOR SHARE: a takeover waits for a write transaction that passed the fence to commit, but
+ * a leader paused inside one holds it off only until the server ends the idle session.
  * GET /api/v1/cluster's view comes from the same tables.
  */
 import { pino } from 'pino';
@@ -149,6 +150,45 @@ describe('LeaderLease on a real PostgreSQL', () => {
     expect(a.token).toBeNull();
     expect(aRoles).toEqual(['leader', 'standby']);
     expect(b.role).toBe('leader');
+  });
+
+  it('a leader paused inside a fenced write transaction holds a takeover off only until the server ends its idle session; nothing of that transaction lands', async () => {
+    await resetLease();
+    const holder = 'c-test-paused';
+    expect((await new PgLeaseStore(pg).acquire(holder, 'http://127.0.0.1:7001', TTL)).epoch).toBe(1);
+    // the leader's state pool as a coordinator opens it, and a standby's lease pool likewise (cluster-coordinator.ts)
+    const leaderPg = await openPg(db.url, { applicationName: 'kiln-test-paused', max: 1, idleInTransactionTimeoutMs: TTL });
+    opened.push(leaderPg);
+    const standbyPg = await openPg(db.url, { applicationName: 'kiln-test-lease', max: 2, lockTimeoutMs: RENEW });
+    opened.push(standbyPg);
+    const b = new LeaderLease({ pg: standbyPg, url: 'http://127.0.0.1:7002', ttlMs: TTL, renewMs: RENEW, pollMs: POLL, logger });
+    leases.push(b);
+    const led = nextRole(b, 'leader');
+    let fenced!: () => void;
+    const passedFence = new Promise<void>((r) => (fenced = r));
+    // fence and a row, then silence (a stopped process) until the standby leads, then the next statement
+    const write = leaderPg
+      .tx(async (q) => {
+        await fence(q, { epoch: 1, holder });
+        await q.query('INSERT INTO t_writes (by) VALUES ($1)', ['paused']);
+        fenced();
+        await led;
+        await q.query('INSERT INTO t_writes (by) VALUES ($1)', ['paused-late']);
+      })
+      .then(
+        () => null,
+        (err: unknown) => err,
+      );
+    await passedFence;
+    await b.start();
+    // the lease expires on the database's clock and the standby takes it once the server has
+    // ended the paused session (the fence's FOR SHARE lock goes with it): epoch 2
+    expect(await led).toBe(2);
+    const err = await write;
+    expect(isKilnError(err, 'E_UNAVAILABLE'), String(err)).toBe(true);
+    expect((await pg.query<{ by: string }>('SELECT by FROM t_writes')).map((r) => r.by)).toEqual([]);
+    // the standby's polls met the locked row and failed fast rather than wait: it went on being seen
+    expect((await b.view()).coordinators.map((c) => c.url)).toContain('http://127.0.0.1:7002');
   });
 
   it('kiln_fence holds the lease row FOR SHARE: a takeover waits for a fenced write to commit', async () => {

@@ -44,6 +44,15 @@ export interface PgOpenOptions {
   connectTimeoutMs?: number;
   /** The server cancels a statement running longer (default 60 s; 0: no limit). */
   statementTimeoutMs?: number;
+  /**
+   * The server ends a session that sits inside an open transaction longer than this (default:
+   * no limit). A coordinator's write transactions take the lease row FOR SHARE (kiln_fence),
+   * which a takeover waits for: a leader paused between two statements of one (a stopped
+   * process, a frozen VM) would otherwise hold every standby off for as long as it is paused.
+   */
+  idleInTransactionTimeoutMs?: number;
+  /** A statement waiting longer than this for a lock fails (55P03) instead of waiting on (default: no limit). */
+  lockTimeoutMs?: number;
 }
 
 /** A mapped driver error: a KilnError with the SQLSTATE when the server sent one. */
@@ -84,8 +93,9 @@ export function mapPgError(err: unknown, location: string, password: string): Ki
     return new PgError('E_STATE', `PostgreSQL at ${location}: ${message}`, null, err);
   }
   if (state === SQLSTATE_NOT_LEADER) return new PgError('E_NOT_LEADER', `this coordinator no longer holds the leader lease (${message})`, state, err);
-  // 08 connection exception, 57P01-57P03 shutdown / cannot connect now, 53300 too many connections, 57014 statement timeout
-  if (state.startsWith('08') || /^57P0[1-3]$/.test(state) || state === '53300' || state === '57014') {
+  // 08 connection exception, 57P01-57P03 shutdown / cannot connect now, 53300 too many connections, 57014 statement
+  // timeout, 55P03 lock timeout, 25P03 the session ended by idle_in_transaction_session_timeout
+  if (state.startsWith('08') || /^57P0[1-3]$/.test(state) || state === '53300' || state === '57014' || state === '55P03' || state === '25P03') {
     return new PgError('E_UNAVAILABLE', `PostgreSQL at ${location} is unavailable (${state}: ${message})`, state, err);
   }
   // 28 invalid authorization (a wrong password), 3D000 no such database: the setting is wrong
@@ -132,6 +142,8 @@ export async function openPg(url: string, opts: PgOpenOptions): Promise<PgClient
     pipeline: true,
     types: TYPES,
     ...(statementTimeout > 0 ? { statement_timeout: statementTimeout } : {}),
+    ...(opts.idleInTransactionTimeoutMs ? { idle_in_transaction_session_timeout: opts.idleInTransactionTimeoutMs } : {}),
+    ...(opts.lockTimeoutMs ? { lock_timeout: opts.lockTimeoutMs } : {}),
   });
   // An idle connection the server closes (a restart) emits 'error' on the pool: without a
   // listener that would end the process. The next query opens a new connection, or fails mapped.
