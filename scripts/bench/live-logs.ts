@@ -67,6 +67,8 @@ const COMPARE_BIN = arg('--compare-bin', '');
 const PROFILE_DIR = arg('--profile-dir', '');
 /** Trace each line through kiln's hops (KILN_LOG_TRACE) and print where the time goes. */
 const TRACE = args.includes('--trace');
+/** Print, per 250 ms of the generators' time, the slowest line of the floor and of kiln (where in a run the tail is). */
+const TIMELINE = args.includes('--timeline');
 const DOCKER_HOST = arg('--docker-host', 'unix:///var/run/docker.sock');
 const KILN_BIN = resolve(import.meta.dirname, '..', '..', 'cli', 'main.js');
 const IMAGE = 'kiln-bench/loggen:1';
@@ -122,6 +124,8 @@ class Tally {
   last = 0;
   private readonly next = new Map<string, number>();
   private readonly seen = new Map<string, Set<number>>();
+  /** With --timeline: when each line was written (ms, wall clock), in the order of `latencies`. */
+  readonly genMs: number[] = [];
   /** With --trace: per line (`seq ts`), when it was written and received (ms, wall clock). */
   readonly times = new Map<string, { gen: number; recv: number }>();
 
@@ -133,6 +137,7 @@ class Tally {
     const sent = parseInt(m[2]!, 36);
     const lat = (((recvUs % TS_PERIOD_US) - sent + TS_PERIOD_US) % TS_PERIOD_US) / 1000;
     this.latencies.push(lat);
+    if (TIMELINE) this.genMs.push(recvUs / 1000 - lat);
     if (TRACE) this.times.set(`${m[1]} ${m[2]}`, { gen: recvUs / 1000 - lat, recv: recvUs / 1000 });
     this.received++;
     this.first = Math.min(this.first, recvUs);
@@ -298,21 +303,27 @@ async function traceReport(dir: string, label: string, tally: Tally, t0: number,
   const since = new Map<string, number[]>();
   const share = new Map<string, number[]>();
   const add = (map: Map<string, number[]>, k: string, v: number) => (map.get(k) ?? map.set(k, []).get(k)!).push(v);
+  /** For the slowest lines (over 30 ms): which hop took the most of their time, and how much. */
+  const slow = new Map<string, number[]>();
   for (const [key, { gen, recv }] of tally.times) {
     let prev = gen;
     let prevHop = 'write';
+    let worst = { hop: '', ms: -1 };
     for (const hop of [...HOPS, 'client']) {
       const t = hop === 'client' ? recv : at.get(hop)!.get(key);
       if (t === undefined) continue;
       add(since, hop, t - gen);
       add(share, `${prevHop} -> ${hop}`, t - prev);
+      if (t - prev > worst.ms) worst = { hop: `${prevHop} -> ${hop}`, ms: t - prev };
       prev = t;
       prevHop = hop;
     }
+    if (recv - gen > 30) add(slow, worst.hop, worst.ms);
   }
   const cells = (map: Map<string, number[]>) => [...map].map(([k, v]) => `${k} ${fmt(percentile(v, 50), 1)} / ${fmt(percentile(v, 99), 1)}`).join('; ');
   console.log(`#   trace ${label}: ms after the write, p50 / p99 (lines seen): ${cells(since)}`);
   console.log(`#   trace ${label}: each hop's share, p50 / p99: ${cells(share)}`);
+  if (slow.size > 0) console.log(`#   trace ${label}: lines over 30 ms, by the hop that took most of their time (lines, p50 / max ms of that hop): ${[...slow].map(([k, v]) => `${k} ${v.length}, ${fmt(percentile(v, 50), 1)} / ${fmt(Math.max(...v), 1)}`).join('; ')}`);
 }
 
 /** A follower that reads 4 KiB every 100 ms; samples the coordinator's RSS meanwhile. */
@@ -406,6 +417,17 @@ interface Row {
   clientUs: number;
 }
 
+/** The slowest line (ms) per 250 ms of generator time, from the first line written. */
+function timeline(t: Tally): string {
+  const t0 = t.genMs.reduce((a, b) => Math.min(a, b), Infinity);
+  const worst: number[] = [];
+  t.genMs.forEach((g, i) => {
+    const b = Math.floor((g - t0) / 250);
+    worst[b] = Math.max(worst[b] ?? 0, t.latencies[i]!);
+  });
+  return Array.from(worst, (w) => fmt(w ?? 0, 0)).join(' ');
+}
+
 function signed(n: number): string {
   return `${n >= 0 ? '+' : ''}${fmt(n, 1)}`;
 }
@@ -457,6 +479,7 @@ async function main(): Promise<void> {
           rows.sort((a, b) => a.label.localeCompare(b.label));
           for (const row of rows) {
             printRow(steps, rate, count, d, row);
+            if (TIMELINE) console.log(`#   slowest line per 250 ms, floor: ${timeline(d)}\n#   slowest line per 250 ms, ${row.label}: ${timeline(row.tally)}`);
             const key = `${steps} x ${rate} | ${row.label}`;
             const sum = summary.get(key) ?? { p50: [], p99: [], floor99: [], cpu: [] };
             sum.cpu.push([row.coordUs, row.agentUs, row.clientUs]);
