@@ -17,11 +17,13 @@
  */
 import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type WebSocketClass from 'ws';
 import {
   Backoff,
   CLOSE_CODES,
+  corkForTurn,
   KilnError,
   leaderFromReason,
   MAX_FRAME_BYTES,
@@ -262,9 +264,14 @@ export class Agent {
         ...(this.opts.ca ? { ca: this.opts.ca.pem } : {}),
       });
       let failure: string | null = null;
+      // The frames of one turn leave in one write (shared/cork-per-turn.ts).
+      let socket: Duplex | null = null;
+      ws.on('upgrade', (res) => (socket = res.socket));
       const link = {
         send: (bytes: Buffer) => {
-          if (ws.readyState === WebSocket.OPEN) ws.send(bytes);
+          if (ws.readyState !== WebSocket.OPEN) return;
+          if (socket) corkForTurn(socket);
+          ws.send(bytes);
         },
         terminate: () => ws.terminate(),
         welcomed: () => {

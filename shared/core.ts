@@ -107,6 +107,7 @@ export { fsyncDir, writeFileDurable } from './durable-file.js';
 export { fetchTrusting, isLoopbackHost, MAX_CA_FILE_BYTES, plaintextProblem, readCaFile, tlsRefusalCode, tlsRefusalMessage } from './tls-client.js';
 export { acquireProcessLock, bootId, type LockIdentity, procStat, type StaleLock } from './process-lock.js';
 export { systemTimers, type Timer, type Timers } from './timers.js';
+export { corkForTurn } from './cork-per-turn.js';
 export { LOG_TRACE_ON, startLogTrace, traceLog } from './log-trace.js';
 export {
   NOOP_SPAN,

@@ -39,6 +39,7 @@ export {
   canAgentTransition,
   CLOSE_CODES,
   coerceError,
+  corkForTurn,
   configError,
   createLogger,
   decodeFrame,

@@ -18,7 +18,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
-import { AGENT_SOCKET_PATH, CLOSE_CODES, MAX_FRAME_BYTES, systemTimers, type ProblemT } from '../../shared/index.js';
+import { AGENT_SOCKET_PATH, CLOSE_CODES, corkForTurn, MAX_FRAME_BYTES, systemTimers, type ProblemT } from '../../shared/index.js';
 import type { AuditSink } from '../access/agent-audit.js';
 import { isAgentCredential, type VerifyResult } from '../access/agent-credentials.js';
 import type { Engine } from '../builds/engine.js';
@@ -119,7 +119,7 @@ export class AgentHub {
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       // An admin asked this agent to rotate while it was away: it does so, then reconnects.
       if (rotate) return ws.close(CLOSE_CODES.CREDENTIAL_ROTATE, 'an admin asked for a new credential: rotate it and reconnect');
-      this.onConnection(ws, remote, credentialOf);
+      this.onConnection(ws, socket, remote, credentialOf);
     });
   }
 
@@ -190,14 +190,20 @@ export class AgentHub {
     for (const s of this.sessions) s.close(code, reason);
   }
 
-  private onConnection(ws: WebSocket, remote: string, credential: { name: string; token: string } | null): void {
+  private onConnection(ws: WebSocket, socket: Duplex, remote: string, credential: { name: string; token: string } | null): void {
     // Log lines carry the remote address; no child logger per connection (10k idle agents).
     const base = this.opts.logger;
     const credentialOf = credential?.name ?? null;
     // The session's engine keeps the token (a few dozen bytes) to check it again at the hello.
     const options = credential === null ? this.sessionOptions : { ...this.sessionOptions, engine: this.credentialEngine(credential.name, credential.token, remote) };
     const session = new AgentConnectionSession(
-      { send: (bytes) => ws.send(bytes), isOpen: () => ws.readyState === ws.OPEN, close: (code, reason) => ws.close(code, reason) },
+      {
+        // The frames of one turn (the acks of an agent's log frames) leave in one write: shared/cork-per-turn.ts.
+        send: (bytes) => {
+          corkForTurn(socket);
+          ws.send(bytes);
+        },
+        isOpen: () => ws.readyState === ws.OPEN, close: (code, reason) => ws.close(code, reason) },
       options,
       { warn: (o, msg) => base.warn({ remote, ...o }, msg), error: (o, msg) => base.error({ remote, ...o }, msg) },
     );
