@@ -17,7 +17,6 @@
  * The default implementation of `LogStorage` (log-storage.ts); an append is acknowledged once
  * written to the file (as before issue 14), flushed to disk when the attempt is closed.
  */
-import { writeSync } from 'node:fs';
 import { mkdir, open, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TypedEmitter, errnoCode, traceLog } from '../../shared/index.js';
@@ -110,7 +109,7 @@ export class LogStore extends TypedEmitter<LogEvents> implements LogStorage {
       const skip = entry.agentBytes - offset;
       if (skip >= data.length) return entry.agentBytes; // duplicate
       const part = skip > 0 ? data.subarray(skip) : data;
-      writeAll(entry.fh, part);
+      await appendAll(entry, part);
       traceLog('coord-disk', part);
       keepTail(entry, part);
       entry.agentBytes += part.length;
@@ -132,7 +131,7 @@ export class LogStore extends TypedEmitter<LogEvents> implements LogStorage {
     const path = this.attemptPath(ref.buildId, ref.node, ref.number);
     const run = entry.queue.then(async () => {
       const data = Buffer.from(text);
-      await entry.fh.write(data);
+      await appendAll(entry, data);
       keepTail(entry, data);
       entry.agentBytes += data.length;
       this.sizes.set(path, entry.headerBytes + entry.agentBytes);
@@ -280,16 +279,25 @@ export class LogStore extends TypedEmitter<LogEvents> implements LogStorage {
 }
 
 /**
- * Appends all of `data` to the attempt's file, synchronously: a write into the page cache
- * (nothing is synced until the attempt closes) takes microseconds, while a trip to the
- * thread pool per log frame costs the event loop more than the write (measured: ~90 µs of
- * the main thread per frame under load, when the woken pool thread takes its core).
+ * Appends all of `data` to the attempt's file, or nothing: one write(2) may write less
+ * without an error (a disk filling up, a file size limit), and when a later write of the
+ * same chunk fails, what the first wrote is cut off again, so the file keeps exactly the
+ * agent bytes counted (the agent resends the chunk from the acknowledged offset; without
+ * the cut its first part would be in the file twice and every later offset shifted).
+ * Writes stay on the thread pool: a disk that stalls must not stall the event loop (acks,
+ * heartbeats, dispatch).
  */
-function writeAll(fh: FileHandle, data: Uint8Array): void {
-  for (let off = 0; off < data.byteLength; ) {
-    const n = writeSync(fh.fd, data, off, data.byteLength - off);
-    if (n <= 0) throw new Error(`short write to the log (${off} of ${data.byteLength} bytes)`);
-    off += n;
+async function appendAll(entry: OpenAttempt, data: Uint8Array): Promise<void> {
+  let off = 0;
+  try {
+    while (off < data.byteLength) {
+      const { bytesWritten } = await entry.fh.write(data, off, data.byteLength - off);
+      if (bytesWritten <= 0) throw new Error(`short write to the log (${off} of ${data.byteLength} bytes)`);
+      off += bytesWritten;
+    }
+  } catch (err) {
+    if (off > 0) await entry.fh.truncate(entry.headerBytes + entry.agentBytes);
+    throw err;
   }
 }
 
