@@ -10,6 +10,12 @@
  * and the writer gets its core back only to wake it again for the next frame: a frame per
  * context switch. Measured with the live-logs benchmark (10 steps x 1,000 lines/s) and the
  * dispatch benchmark (issue 10): README.
+ *
+ * What a caller must know: the frames leave when the turn's next ticks run, which is after
+ * the promise jobs queued before them, so a loop that sends and awaits in promise jobs only
+ * holds its frames (in the socket's buffer, not the kernel's) until it ends; and a socket
+ * destroyed in the same turn (`ws.terminate()`, `process.exit()`) drops the frames the turn
+ * gathered, while `ws.close()` sends them first (ending a stream uncorks it).
  */
 import type { Writable } from 'node:stream';
 
