@@ -203,7 +203,9 @@ export class AgentHub {
           corkForTurn(socket);
           ws.send(bytes);
         },
-        isOpen: () => ws.readyState === ws.OPEN, close: (code, reason) => ws.close(code, reason) },
+        isOpen: () => ws.readyState === ws.OPEN,
+        close: (code, reason) => ws.close(code, reason),
+      },
       options,
       { warn: (o, msg) => base.warn({ remote, ...o }, msg), error: (o, msg) => base.error({ remote, ...o }, msg) },
     );
