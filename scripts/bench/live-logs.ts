@@ -323,7 +323,7 @@ async function traceReport(dir: string, label: string, tally: Tally, t0: number,
   const cells = (map: Map<string, number[]>) => [...map].map(([k, v]) => `${k} ${fmt(percentile(v, 50), 1)} / ${fmt(percentile(v, 99), 1)}`).join('; ');
   console.log(`#   trace ${label}: ms after the write, p50 / p99 (lines seen): ${cells(since)}`);
   console.log(`#   trace ${label}: each hop's share, p50 / p99: ${cells(share)}`);
-  if (slow.size > 0) console.log(`#   trace ${label}: lines over 30 ms, by the hop that took most of their time (lines, p50 / max ms of that hop): ${[...slow].map(([k, v]) => `${k} ${v.length}, ${fmt(percentile(v, 50), 1)} / ${fmt(Math.max(...v), 1)}`).join('; ')}`);
+  if (slow.size > 0) console.log(`#   trace ${label}: lines over 30 ms, by the hop that took most of their time (lines, p50 / max ms of that hop): ${[...slow].map(([k, v]) => `${k} ${v.length}, ${fmt(percentile(v, 50), 1)} / ${fmt(v.reduce((a, b) => Math.max(a, b), -Infinity), 1)}`).join('; ')}`);
 }
 
 /** A follower that reads 4 KiB every 100 ms; samples the coordinator's RSS meanwhile. */
